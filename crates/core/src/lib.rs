@@ -1,0 +1,21 @@
+//! jobsched-core: the domain of the jobsched job scheduler.
+//!
+//! This crate holds everything that is true regardless of where jobs are stored or how they
+//! travel: the [`Job`] record and its [`JobStatus`] state machine, the four scheduling
+//! [`policy`] structures, retry backoff, and the [`ports`] (small traits) that the storage and
+//! transport adapters implement. It performs no I/O and depends on no runtime.
+
+pub mod error;
+pub mod job;
+pub mod policy;
+pub mod ports;
+pub mod retry;
+pub mod state;
+
+pub use error::{Error, Result};
+pub use job::{
+    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob, PendingJob,
+    StartedJob,
+};
+pub use policy::{Policy, PolicyKind, PolicySettings, QueuedJob};
+pub use state::JobStatus;

@@ -1,0 +1,313 @@
+//! Ports: the small traits that adapters (stores, transports) implement.
+//!
+//! Every state-changing store method is a conditional update on (id, expected status, attempt):
+//! callers whose view is stale simply do not appear in the returned "applied" set (or get
+//! [`Update::Stale`]), so a late or duplicate worker never overwrites a newer outcome.
+
+use crate::error::Result;
+use crate::job::{
+    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob, PendingJob,
+    StartedJob,
+};
+use crate::policy::PolicySettings;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+
+/// Source of "now"; tests substitute a manual clock.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Result of a single conditional update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Update {
+    /// The row was in the expected state and was changed.
+    Applied,
+    /// The row was not in the expected state/attempt (lost the race, or gone).
+    Stale,
+}
+
+/// A dispatch token: a job id plus the attempt it was dispatched as. It travels through the
+/// transport; the worker's start is conditional on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Token {
+    /// Job id.
+    pub id: JobId,
+    /// Attempt number set by the dispatch.
+    pub attempt: i32,
+}
+
+impl Token {
+    /// `"<uuid>:<attempt>"`, the transport encoding.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.id, self.attempt)
+    }
+    /// Parse [`Token::encode`] output.
+    pub fn decode(s: &str) -> Option<Token> {
+        let (id, attempt) = s.rsplit_once(':')?;
+        Some(Token {
+            id: id.parse().ok()?,
+            attempt: attempt.parse().ok()?,
+        })
+    }
+}
+
+/// Submitting, reading and cancelling jobs (the API's side).
+#[async_trait]
+pub trait JobRepo: Send + Sync {
+    /// Insert one job as PENDING.
+    async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job>;
+    /// Insert many jobs in one transaction (all or nothing); returns ids in input order.
+    async fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Result<Vec<JobId>>;
+    /// One job.
+    async fn get(&self, id: JobId) -> Result<Option<Job>>;
+    /// A page of jobs, newest first.
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage>;
+    /// Counts per state and mean execution time, in one query.
+    async fn stats(&self) -> Result<JobStats>;
+    /// PENDING/SCHEDULED → CANCELLED.
+    async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;
+}
+
+/// What the rescuer did in one pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RescueReport {
+    /// RUNNING jobs whose lease expired, sent back to PENDING (retry counted).
+    pub retried: Vec<JobId>,
+    /// RUNNING jobs whose lease expired with retries exhausted → FAILED.
+    pub dead_lettered: Vec<DeadLetter>,
+    /// SCHEDULED jobs never started before their dispatch lease expired → PENDING (no retry
+    /// counted).
+    pub undispatched: Vec<JobId>,
+}
+
+/// The engine leader's side.
+#[async_trait]
+pub trait DispatchStore: Send + Sync {
+    /// PENDING jobs with `seq > after_seq`, ascending by seq, due or not, at most `limit`.
+    async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>>;
+    /// PENDING → SCHEDULED for each `(id, current attempt)`; bumps the attempt and sets a
+    /// dispatch lease. Returns the tokens (with the new attempt) that were applied.
+    async fn mark_scheduled(
+        &self,
+        jobs: &[Token],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>>;
+    /// Take back expired leases (see [`RescueReport`]).
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport>;
+}
+
+/// How a run ended, as recorded by the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// RUNNING → COMPLETED with a result.
+    Completed {
+        /// Token of the run.
+        token: Token,
+        /// Job output.
+        result: Value,
+    },
+    /// RUNNING → PENDING, `retry_count + 1`, not before `run_at`.
+    Retry {
+        /// Token of the run.
+        token: Token,
+        /// Error of this run.
+        error: String,
+        /// Backoff target.
+        run_at: DateTime<Utc>,
+    },
+    /// RUNNING → FAILED (dead letter). `retry_count` is set to `retry_count`.
+    Failed {
+        /// Token of the run.
+        token: Token,
+        /// Final error.
+        error: String,
+        /// Failed runs including this one, capped at max_retries.
+        retry_count: i32,
+    },
+    /// RUNNING → PENDING without counting a retry: a Round Robin slice ended (with its
+    /// checkpoint) or the worker is shutting down.
+    Requeue {
+        /// Token of the run.
+        token: Token,
+        /// Progress to resume from (None keeps the stored checkpoint).
+        checkpoint: Option<Value>,
+    },
+}
+
+impl Outcome {
+    /// The run's token.
+    pub fn token(&self) -> Token {
+        match self {
+            Outcome::Completed { token, .. }
+            | Outcome::Retry { token, .. }
+            | Outcome::Failed { token, .. }
+            | Outcome::Requeue { token, .. } => *token,
+        }
+    }
+}
+
+/// The worker's side.
+#[async_trait]
+pub trait WorkerStore: Send + Sync {
+    /// SCHEDULED → RUNNING for each token (status SCHEDULED and the same attempt); sets lease
+    /// owner and expiry, `started_at`, and `slices + 1`. Returns the jobs that started.
+    async fn start(
+        &self,
+        tokens: &[Token],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<StartedJob>>;
+    /// Extend the leases of RUNNING jobs this owner holds; returns the tokens still held.
+    async fn renew(
+        &self,
+        tokens: &[Token],
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>>;
+    /// Record outcomes, each conditional on RUNNING + attempt; returns the tokens applied.
+    async fn finish(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Token>>;
+}
+
+/// The dead-letter queue (FAILED jobs not purged), the truth behind the Redis mirror.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync {
+    /// Entries, most recent failure first.
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>>;
+    /// Number of entries.
+    async fn dead_letter_count(&self) -> Result<i64>;
+    /// FAILED → PENDING with fresh retries; removes the entry.
+    async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update>;
+    /// Remove every entry (the jobs stay FAILED); returns how many.
+    async fn purge_dead_letters(&self) -> Result<u64>;
+}
+
+/// Durable settings and leader election.
+#[async_trait]
+pub trait ControlStore: Send + Sync {
+    /// The durable copy of the policy settings.
+    async fn load_policy(&self) -> Result<Option<PolicySettings>>;
+    /// Save the durable copy.
+    async fn save_policy(&self, settings: &PolicySettings) -> Result<()>;
+    /// Acquire or renew the lease on `role` for `holder` until `now + ttl`. True when held.
+    async fn try_lead(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<bool>;
+    /// Give up `role` if `holder` holds it.
+    async fn resign(&self, role: &str, holder: &str) -> Result<()>;
+}
+
+/// Everything a store provides.
+pub trait Store: JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore {}
+impl<T: JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore> Store for T {}
+
+/// One live worker's slots as reported to the transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSlots {
+    /// Worker id.
+    pub worker: String,
+    /// Slots waiting for work.
+    pub idle: u32,
+    /// All slots.
+    pub total: u32,
+}
+
+/// Events broadcast between processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// New PENDING jobs exist (submission, retry, requeue): the engine should look.
+    JobsAvailable,
+    /// A worker has idle slots: the engine should dispatch.
+    SlotsFree,
+    /// Tokens were pushed to the ready queue: idle workers should take.
+    ReadyPushed,
+    /// The policy settings changed.
+    PolicyChanged,
+}
+
+/// A subscription to [`Event`]s.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next event; `None` when the subscription ended (reconnect by subscribing again).
+    async fn recv(&mut self) -> Option<Event>;
+}
+
+/// Handing dispatch tokens from the engine to workers, plus the shared runtime keys.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Append tokens to the ready queue in order and publish [`Event::ReadyPushed`].
+    async fn push_ready(&self, tokens: &[Token]) -> Result<()>;
+    /// Atomically move up to `max` tokens from the front of the ready queue into `worker`'s
+    /// in-flight list and set the worker's idle count to `max - taken`.
+    async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>>;
+    /// Remove tokens from `worker`'s in-flight list.
+    async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()>;
+    /// Tokens in `worker`'s in-flight list.
+    async fn in_flight(&self, worker: &str) -> Result<Vec<Token>>;
+    /// Length of the ready queue.
+    async fn ready_len(&self) -> Result<u64>;
+    /// Whether the ready queue or any in-flight list holds this token.
+    async fn contains(&self, token: Token) -> Result<bool>;
+    /// Record `worker`'s slots (absolute values) with a liveness deadline of `ttl`.
+    async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration)
+    -> Result<()>;
+    /// Live workers (expired ones are omitted).
+    async fn workers(&self) -> Result<Vec<WorkerSlots>>;
+    /// Workers whose liveness deadline passed; their entries are removed and their in-flight
+    /// tokens returned to the front of the ready queue. Returns (worker, tokens recovered).
+    async fn reap_dead_workers(&self) -> Result<Vec<(String, Vec<Token>)>>;
+    /// Current policy settings, if the key exists.
+    async fn policy(&self) -> Result<Option<PolicySettings>>;
+    /// Write the policy settings and publish [`Event::PolicyChanged`].
+    async fn set_policy(&self, settings: &PolicySettings) -> Result<()>;
+    /// Replace the dead-letter mirror with these entries (rebuild from the store).
+    async fn set_dead_letters(&self, entries: &[DeadLetter]) -> Result<()>;
+    /// Append entries to the dead-letter mirror.
+    async fn push_dead_letters(&self, entries: &[DeadLetter]) -> Result<()>;
+    /// Remove one job from the dead-letter mirror.
+    async fn remove_dead_letter(&self, id: JobId) -> Result<()>;
+    /// Publish an event to every subscriber (all processes).
+    async fn publish(&self, event: Event) -> Result<()>;
+    /// Subscribe to events.
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>>;
+    /// Cheap connectivity check.
+    async fn ping(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trips() {
+        let t = Token {
+            id: uuid::Uuid::now_v7(),
+            attempt: 7,
+        };
+        assert_eq!(Token::decode(&t.encode()), Some(t));
+        assert_eq!(Token::decode("nope"), None);
+        assert_eq!(Token::decode("x:1"), None);
+    }
+}
