@@ -255,6 +255,8 @@ pub struct StartedJob {
     pub id: JobId,
     /// Fencing token for the outcome write.
     pub attempt: i32,
+    /// Name (for dead-letter entries and logs).
+    pub name: String,
     /// Type.
     pub job_type: String,
     /// Input.

@@ -78,7 +78,7 @@ impl FromStr for PolicyKind {
 }
 
 /// The runtime-switchable scheduling settings (what `{prefix}:policy` holds).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicySettings {
     /// Active policy.
     pub policy: PolicyKind,
@@ -87,6 +87,11 @@ pub struct PolicySettings {
     /// When true the engine dispatches nothing; running jobs finish.
     #[serde(default)]
     pub paused: bool,
+    /// Who owns these settings: `None` when set through the REST API, or the managing
+    /// `SchedulerConfig` as `namespace/name` while a Kubernetes controller owns them (the REST
+    /// API then refuses to change the policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 /// Default Round Robin quantum (seconds), as in the original system.
@@ -98,6 +103,7 @@ impl Default for PolicySettings {
             policy: PolicyKind::Fcfs,
             quantum_seconds: DEFAULT_QUANTUM_SECONDS,
             paused: false,
+            managed_by: None,
         }
     }
 }
@@ -121,7 +127,7 @@ impl PolicySettings {
 }
 
 /// A scheduling policy: a queue with its own order.
-pub trait Policy: Send + fmt::Debug {
+pub trait Policy: Send + Sync + fmt::Debug {
     /// Which policy this is.
     fn kind(&self) -> PolicyKind;
     /// Wire name.
@@ -280,7 +286,7 @@ pub struct HeapPolicy<K: Ord + fmt::Debug> {
     heap: BinaryHeap<Reverse<Keyed<K>>>,
 }
 
-impl<K: Ord + fmt::Debug + Send> Policy for HeapPolicy<K> {
+impl<K: Ord + fmt::Debug + Send + Sync> Policy for HeapPolicy<K> {
     fn kind(&self) -> PolicyKind {
         self.kind
     }
@@ -303,7 +309,7 @@ impl<K: Ord + fmt::Debug + Send> Policy for HeapPolicy<K> {
 }
 
 /// Shortest job first: min-heap on `estimated_duration`, then seq.
-pub fn sjf() -> HeapPolicy<impl Ord + fmt::Debug + Send> {
+pub fn sjf() -> HeapPolicy<impl Ord + fmt::Debug + Send + Sync> {
     HeapPolicy {
         kind: PolicyKind::Sjf,
         key: |j: &QueuedJob| Secs(j.estimated_duration),

@@ -217,6 +217,10 @@ pub trait ControlStore: Send + Sync {
     ) -> Result<bool>;
     /// Give up `role` if `holder` holds it.
     async fn resign(&self, role: &str, holder: &str) -> Result<()>;
+    /// Cheap connectivity check (one round trip).
+    async fn ping(&self) -> Result<()> {
+        self.load_policy().await.map(|_| ())
+    }
 }
 
 /// Everything a store provides.

@@ -1,0 +1,367 @@
+//! Request and response bodies of the REST API, with their OpenAPI schemas.
+//!
+//! Response types mirror the core types field for field (core stays free of `utoipa`); the
+//! `From` conversions keep them in step and the integration tests decode every response back
+//! into the core types.
+
+use chrono::{DateTime, Utc};
+use jobsched_core::{DeadLetter, Job, JobPage, JobStats, JobStatus, PolicyKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Lifecycle state of a job.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = JobStatus)]
+pub enum JobStatusSchema {
+    /// Waiting to be dispatched.
+    Pending,
+    /// Handed to a worker, not started yet.
+    Scheduled,
+    /// Executing.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Failed for good (in the dead-letter queue).
+    Failed,
+    /// Cancelled before it started.
+    Cancelled,
+}
+
+/// A scheduling policy name.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = PolicyName)]
+pub enum PolicyNameSchema {
+    /// First come, first served.
+    Fcfs,
+    /// Shortest (estimated) job first.
+    Sjf,
+    /// Lowest priority number first.
+    Priority,
+    /// Time-sliced rotation.
+    RoundRobin,
+}
+
+/// A job submission. Only `name` and `job_type` are required.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}))]
+pub struct JobCreate {
+    /// Human name, 1–255 characters.
+    pub name: String,
+    /// Registered job type: `sleep`, `word_count` or `thumbnail`.
+    pub job_type: String,
+    /// 1 (highest) to 10 (lowest); default 5.
+    #[schema(minimum = 1, maximum = 10)]
+    pub priority: Option<i64>,
+    /// Estimated run time in seconds (> 0; the SJF key); default 1.0.
+    pub estimated_duration: Option<f64>,
+    /// Type-specific input (a JSON object); default `{}`.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    /// Retry budget, 0–10; default 3.
+    #[schema(minimum = 0, maximum = 10)]
+    pub max_retries: Option<i64>,
+}
+
+/// Several submissions inserted in one transaction (all or nothing).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchCreate {
+    /// 1 to 1000 submissions.
+    pub jobs: Vec<JobCreate>,
+}
+
+/// Ids of a batch, in submission order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchCreated {
+    /// The new jobs' ids.
+    pub ids: Vec<Uuid>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobResponse {
+    /// Unique id.
+    pub id: Uuid,
+    /// Human name.
+    pub name: String,
+    /// Job type.
+    pub job_type: String,
+    /// Lifecycle state.
+    #[schema(value_type = JobStatusSchema)]
+    pub status: JobStatus,
+    /// 1 (highest) to 10 (lowest).
+    pub priority: i16,
+    /// Estimated run time in seconds.
+    pub estimated_duration: f64,
+    /// Type-specific input.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Output of a completed job.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Last error, if any.
+    pub error_message: Option<String>,
+    /// Failed runs so far.
+    pub retry_count: i32,
+    /// Retry budget.
+    pub max_retries: i32,
+    /// Submission time.
+    pub created_at: DateTime<Utc>,
+    /// Last dispatch time.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Start of the current or last run.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Time the job reached COMPLETED or FAILED.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Dispatch counter (fencing token).
+    pub attempt: i32,
+    /// Not to be dispatched before this time (retry backoff).
+    pub run_at: DateTime<Utc>,
+    /// Worker holding the lease while SCHEDULED/RUNNING.
+    pub lease_owner: Option<String>,
+    /// Lease expiry.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Saved progress of a preemptible job between Round Robin slices.
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<Value>,
+    /// Number of slices (runs) the job has taken.
+    pub slices: i32,
+}
+
+impl From<Job> for JobResponse {
+    fn from(j: Job) -> Self {
+        JobResponse {
+            id: j.id,
+            name: j.name,
+            job_type: j.job_type,
+            status: j.status,
+            priority: j.priority,
+            estimated_duration: j.estimated_duration,
+            payload: j.payload,
+            result: j.result,
+            error_message: j.error_message,
+            retry_count: j.retry_count,
+            max_retries: j.max_retries,
+            created_at: j.created_at,
+            scheduled_at: j.scheduled_at,
+            started_at: j.started_at,
+            completed_at: j.completed_at,
+            attempt: j.attempt,
+            run_at: j.run_at,
+            lease_owner: j.lease_owner,
+            lease_expires_at: j.lease_expires_at,
+            checkpoint: j.checkpoint,
+            slices: j.slices,
+        }
+    }
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobListResponse {
+    /// The jobs on this page.
+    pub jobs: Vec<JobResponse>,
+    /// Jobs matching the filter across all pages.
+    pub total: i64,
+    /// The page number (1-based).
+    pub page: u32,
+    /// The page size.
+    pub page_size: u32,
+}
+
+impl From<JobPage> for JobListResponse {
+    fn from(p: JobPage) -> Self {
+        JobListResponse {
+            jobs: p.jobs.into_iter().map(JobResponse::from).collect(),
+            total: p.total,
+            page: p.page,
+            page_size: p.page_size,
+        }
+    }
+}
+
+/// Query parameters of `GET /jobs/`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only jobs in this state (case-insensitive).
+    #[param(value_type = Option<JobStatusSchema>)]
+    pub status: Option<String>,
+    /// Only jobs of this type.
+    pub job_type: Option<String>,
+    /// 1-based page number (default 1).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Jobs per page, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<u32>,
+}
+
+/// Query parameters of `GET /scheduler/dead-letter`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterParams {
+    /// Most entries to return, 1–10000 (default 1000), most recent failure first.
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
+}
+
+/// Counts per state and the mean execution time of completed jobs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobStatsResponse {
+    /// All jobs.
+    pub total_jobs: i64,
+    /// PENDING.
+    pub pending: i64,
+    /// SCHEDULED.
+    pub scheduled: i64,
+    /// RUNNING.
+    pub running: i64,
+    /// COMPLETED.
+    pub completed: i64,
+    /// FAILED.
+    pub failed: i64,
+    /// CANCELLED.
+    pub cancelled: i64,
+    /// Mean run time of COMPLETED jobs in milliseconds (null when none).
+    pub avg_execution_time_ms: Option<f64>,
+}
+
+impl From<JobStats> for JobStatsResponse {
+    fn from(s: JobStats) -> Self {
+        JobStatsResponse {
+            total_jobs: s.total_jobs,
+            pending: s.pending,
+            scheduled: s.scheduled,
+            running: s.running,
+            completed: s.completed,
+            failed: s.failed,
+            cancelled: s.cancelled,
+            avg_execution_time_ms: s.avg_execution_time_ms,
+        }
+    }
+}
+
+/// A policy change. Omitted optional fields keep their current values.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"policy": "priority"}))]
+pub struct PolicyUpdate {
+    /// `fcfs`, `sjf`, `priority` or `round_robin`.
+    #[schema(value_type = PolicyNameSchema)]
+    pub policy: String,
+    /// Round Robin time quantum in seconds (> 0).
+    pub quantum_seconds: Option<f64>,
+    /// Pause dispatching (running jobs finish).
+    pub paused: Option<bool>,
+}
+
+/// The scheduler's settings and load.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SchedulerStatus {
+    /// Active policy.
+    #[schema(value_type = PolicyNameSchema)]
+    pub current_policy: PolicyKind,
+    /// Round Robin time quantum in seconds.
+    pub quantum_seconds: f64,
+    /// Whether dispatching is paused.
+    pub paused: bool,
+    /// The Kubernetes `SchedulerConfig` (`namespace/name`) that owns the settings, if any; the
+    /// REST API cannot change the policy while one does.
+    pub managed_by: Option<String>,
+    /// Jobs waiting: PENDING + SCHEDULED.
+    pub queue_depth: i64,
+    /// Entries in the dead-letter queue.
+    pub dead_letter_count: i64,
+    /// Live workers.
+    pub workers: u32,
+    /// Slots of all live workers.
+    pub total_slots: u64,
+    /// Idle slots of all live workers.
+    pub free_slots: u64,
+}
+
+/// A permanently failed job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterResponse {
+    /// Job id.
+    pub job_id: Uuid,
+    /// Job type.
+    pub job_type: String,
+    /// Job name.
+    pub name: String,
+    /// Final error.
+    pub error: Option<String>,
+    /// Failed runs.
+    pub retry_count: i32,
+    /// When it failed for good.
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeadLetter> for DeadLetterResponse {
+    fn from(d: DeadLetter) -> Self {
+        DeadLetterResponse {
+            job_id: d.job_id,
+            job_type: d.job_type,
+            name: d.name,
+            error: d.error,
+            retry_count: d.retry_count,
+            failed_at: d.failed_at,
+        }
+    }
+}
+
+/// Result of purging the dead-letter queue.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PurgeResponse {
+    /// Entries removed (the jobs stay FAILED).
+    pub purged: u64,
+}
+
+/// Connectivity of the backends. Field names are the original service's (`postgres`, `redis`)
+/// even when the dev mode runs on SQLite and in-memory transport.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// `ok` or `error: <reason>` for the job store.
+    pub postgres: String,
+    /// `ok` or `error: <reason>` for the transport.
+    pub redis: String,
+}
+
+/// Result of a liveness/readiness probe.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProbeResponse {
+    /// `ok`, or `error: <reason>`.
+    pub status: String,
+}
+
+/// A simple error: `{"detail": "Job not found"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong and how to fix it.
+    pub detail: String,
+}
+
+/// One validation problem (FastAPI shape).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ValidationIssue {
+    /// Location: `["body", "payload", "duration"]`, `["query", "page"]`, `["path", "id"]`.
+    #[schema(value_type = Vec<Object>)]
+    pub loc: Vec<Value>,
+    /// What is wrong and what is accepted.
+    pub msg: String,
+    /// Kind: `missing`, `type_error`, `value_error`, `json_invalid`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A 422 body: every problem found.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ValidationErrorBody {
+    /// The problems.
+    pub detail: Vec<ValidationIssue>,
+}

@@ -1,0 +1,254 @@
+//! The crate's single error type and the one place it becomes an HTTP response.
+//!
+//! Bodies follow FastAPI's shapes so clients of the original Python service keep working:
+//! `{"detail": "..."}` for simple errors and, for 422,
+//! `{"detail": [{"loc": ["body", "payload", "duration"], "msg": "...", "type": "value_error"}]}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+/// One element of a FastAPI `loc`: an object key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum LocPart {
+    /// An object key (or the `body` / `query` / `path` root).
+    Key(String),
+    /// An array index.
+    Index(usize),
+}
+
+/// One problem with the request, in FastAPI's validation-error shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldIssue {
+    /// Where the problem is: `["body", "jobs", 3, "name"]`, `["query", "page"]`, `["path", "id"]`.
+    pub loc: Vec<LocPart>,
+    /// What is wrong and what is accepted.
+    pub msg: String,
+    /// Machine-readable kind (`missing`, `type_error`, `value_error`, `json_invalid`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldIssue {
+    /// A problem in the request body at a dotted path such as `jobs[3].payload.duration`
+    /// (empty path = the body itself).
+    pub fn body(path: &str, msg: impl Into<String>, kind: &str) -> Self {
+        let mut loc = vec![LocPart::Key("body".into())];
+        loc.extend(parse_path(path));
+        FieldIssue {
+            loc,
+            msg: msg.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// A problem with a query parameter.
+    pub fn query(name: &str, msg: impl Into<String>) -> Self {
+        FieldIssue {
+            loc: vec![LocPart::Key("query".into()), LocPart::Key(name.into())],
+            msg: msg.into(),
+            kind: "value_error".into(),
+        }
+    }
+
+    /// A problem with a path parameter.
+    pub fn path(name: &str, msg: impl Into<String>) -> Self {
+        FieldIssue {
+            loc: vec![LocPart::Key("path".into()), LocPart::Key(name.into())],
+            msg: msg.into(),
+            kind: "value_error".into(),
+        }
+    }
+
+    /// The location as a dotted string (`body.jobs.3.name`), for logs and messages.
+    pub fn dotted(&self) -> String {
+        self.loc
+            .iter()
+            .map(|p| match p {
+                LocPart::Key(k) => k.clone(),
+                LocPart::Index(i) => i.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// Split `jobs[3].payload.duration` into `jobs`, `3`, `payload`, `duration`.
+fn parse_path(path: &str) -> Vec<LocPart> {
+    let mut out = Vec::new();
+    for segment in path.split('.').filter(|s| !s.is_empty()) {
+        let mut rest = segment;
+        if let Some(open) = rest.find('[') {
+            if open > 0 {
+                out.push(LocPart::Key(rest[..open].to_string()));
+            }
+            rest = &rest[open..];
+            while let Some(stripped) = rest.strip_prefix('[') {
+                let Some(close) = stripped.find(']') else {
+                    out.push(LocPart::Key(rest.to_string()));
+                    rest = "";
+                    break;
+                };
+                let inner = &stripped[..close];
+                out.push(match inner.parse::<usize>() {
+                    Ok(i) => LocPart::Index(i),
+                    Err(_) => LocPart::Key(inner.to_string()),
+                });
+                rest = &stripped[close + 1..];
+            }
+            if !rest.is_empty() {
+                out.push(LocPart::Key(rest.to_string()));
+            }
+        } else {
+            out.push(LocPart::Key(rest.to_string()));
+        }
+    }
+    out
+}
+
+/// Everything that can go wrong in the API, each variant mapped to one status code in
+/// [`IntoResponse`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404: the resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the request conflicts with the resource's current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: the request is malformed; every problem is listed.
+    #[error("invalid request: {}", summarize(.0))]
+    Validation(Vec<FieldIssue>),
+    /// 401: no or a wrong bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated, but the operation needs the admin token.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 413: the request body exceeds the configured limit.
+    #[error(
+        "request body is larger than the {limit}-byte limit; send less per request (split a \
+         batch into several /jobs/batch calls) or raise the server's body limit"
+    )]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 404 for an unknown route.
+    #[error("Not Found")]
+    NoRoute,
+    /// 405 for a known route with an unsupported method.
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    /// A domain or backend error from a port. Validation → 422, unknown policy → 422,
+    /// illegal transition → 409, backend failure → 503 (details only in the log).
+    #[error(transparent)]
+    Core(#[from] jobsched_core::Error),
+    /// The HTTP server itself failed (bind/accept I/O); 500 if it ever reaches a client.
+    #[error("HTTP server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn summarize(issues: &[FieldIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("{}: {}", i.dotted(), i.msg))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    /// A single body-field problem (422).
+    pub fn invalid_body(path: &str, msg: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldIssue::body(path, msg, "value_error")])
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Core(e) => match e {
+                jobsched_core::Error::Validation { .. } | jobsched_core::Error::UnknownPolicy { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                jobsched_core::Error::IllegalTransition { .. } => StatusCode::CONFLICT,
+                jobsched_core::Error::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ApiError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            ApiError::Validation(issues) => json!({ "detail": issues }),
+            ApiError::Core(jobsched_core::Error::Validation { field, message }) => {
+                json!({ "detail": [FieldIssue::body(field, message.clone(), "value_error")] })
+            }
+            ApiError::Core(e @ jobsched_core::Error::UnknownPolicy { .. }) => {
+                json!({ "detail": [FieldIssue::body("policy", e.to_string(), "value_error")] })
+            }
+            ApiError::Core(jobsched_core::Error::Backend { component, .. }) => {
+                tracing::error!(error = %self, "backend failure while serving a request");
+                json!({
+                    "detail": format!(
+                        "service unavailable: the {component} backend is failing; retry later"
+                    )
+                })
+            }
+            ApiError::Io(_) => {
+                tracing::error!(error = %self, "internal error while serving a request");
+                json!({ "detail": "internal error" })
+            }
+            other => json!({ "detail": other.to_string() }),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_paths_become_fastapi_locs() {
+        let issue = FieldIssue::body("jobs[3].payload.duration", "bad", "value_error");
+        assert_eq!(
+            serde_json::to_value(&issue.loc).unwrap(),
+            json!(["body", "jobs", 3, "payload", "duration"])
+        );
+        assert_eq!(
+            serde_json::to_value(FieldIssue::body("", "x", "json_invalid").loc).unwrap(),
+            json!(["body"])
+        );
+        assert_eq!(issue.dotted(), "body.jobs.3.payload.duration");
+    }
+
+    #[test]
+    fn backend_errors_do_not_leak() {
+        let err = ApiError::Core(jobsched_core::Error::backend(
+            "postgres",
+            "password authentication failed for user secret",
+        ));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let resp = err.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

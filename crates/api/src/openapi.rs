@@ -1,0 +1,83 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use crate::dto;
+use crate::routes::{health, jobs, scheduler};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "jobsched",
+        description = "Distributed job scheduler with runtime-switchable policies (fcfs, sjf, \
+                       priority, round_robin). Every path also answers with a trailing slash \
+                       (or without one, for `/jobs/`). When the server has an API token, send \
+                       `Authorization: Bearer <token>` on every route except /health, /livez, \
+                       /readyz, /docs and /api-docs/openapi.json; policy changes and dead-letter \
+                       retry/purge need the admin token when one is configured.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        jobs::submit,
+        jobs::submit_batch,
+        jobs::list,
+        jobs::stats,
+        jobs::get,
+        jobs::cancel,
+        scheduler::set_policy,
+        scheduler::status,
+        scheduler::dead_letters,
+        scheduler::retry_dead_letter,
+        scheduler::purge_dead_letters,
+        health::health,
+        health::livez,
+        health::readyz,
+    ),
+    components(schemas(
+        dto::JobStatusSchema,
+        dto::PolicyNameSchema,
+        dto::JobCreate,
+        dto::BatchCreate,
+        dto::BatchCreated,
+        dto::JobResponse,
+        dto::JobListResponse,
+        dto::JobStatsResponse,
+        dto::PolicyUpdate,
+        dto::SchedulerStatus,
+        dto::DeadLetterResponse,
+        dto::PurgeResponse,
+        dto::HealthResponse,
+        dto::ProbeResponse,
+        dto::ErrorBody,
+        dto::ValidationIssue,
+        dto::ValidationErrorBody,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "jobs", description = "Submit, list, inspect and cancel jobs"),
+        (name = "scheduler", description = "Scheduling policy, status and the dead-letter queue"),
+        (name = "health", description = "Health and Kubernetes probes (no token needed)"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the bearer-token security scheme.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 document of the API (also committed as `docs/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}

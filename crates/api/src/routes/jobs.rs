@@ -1,0 +1,225 @@
+//! `/jobs`: submit, batch-submit, list, stats, get and cancel.
+
+use crate::dto::{
+    BatchCreate, BatchCreated, ErrorBody, JobCreate, JobListResponse, JobResponse,
+    JobStatsResponse, ListParams, ValidationErrorBody,
+};
+use crate::error::{ApiError, FieldIssue};
+use crate::extract::{Fields, JsonBody, parse_job_id, parse_submission};
+use crate::routes::{QueryPairs, publish_jobs_available};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use jobsched_core::{CancelOutcome, JobFilter, JobStatus};
+use std::sync::Arc;
+
+/// Most submissions in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// Default page size of `GET /jobs/`.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// Largest page size of `GET /jobs/`.
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// Largest page number accepted (keeps offsets far from overflow).
+pub const MAX_PAGE: u32 = 10_000_000;
+
+/// Submit a job.
+#[utoipa::path(
+    post, path = "/jobs/", tag = "jobs",
+    request_body = JobCreate,
+    responses(
+        (status = 201, description = "Created (PENDING)", body = JobResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 422, description = "Invalid field(s) or payload", body = ValidationErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn submit(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
+    let mut issues = Vec::new();
+    let new = parse_submission(&body, "", &state, &mut issues);
+    let Some(new) = new.filter(|_| issues.is_empty()) else {
+        return Err(ApiError::Validation(issues));
+    };
+    let job = state.store.insert(&new, state.clock.now()).await?;
+    tracing::info!(job_id = %job.id, job_type = %job.job_type, "job submitted");
+    publish_jobs_available(&state).await;
+    Ok((StatusCode::CREATED, Json(job.into())))
+}
+
+/// Submit up to 1000 jobs in one transaction (all or nothing).
+#[utoipa::path(
+    post, path = "/jobs/batch", tag = "jobs",
+    request_body = BatchCreate,
+    responses(
+        (status = 201, description = "Created (all PENDING), ids in input order", body = BatchCreated),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 422, description = "Invalid job(s); `loc` names `jobs[i].field`", body = ValidationErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn submit_batch(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
+    let mut issues = Vec::new();
+    let items = Fields::of(&body, "", &mut issues).and_then(|mut f| f.req_array("jobs"));
+    let Some(items) = items else {
+        return Err(ApiError::Validation(issues));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::invalid_body(
+            "jobs",
+            format!(
+                "must hold 1 to {MAX_BATCH} jobs, got {}; split larger submissions into several \
+                 batches",
+                items.len()
+            ),
+        ));
+    }
+    let mut jobs = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if let Some(job) = parse_submission(item, &format!("jobs[{i}]."), &state, &mut issues) {
+            jobs.push(job);
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ApiError::Validation(issues));
+    }
+    let ids = state.store.insert_many(&jobs, state.clock.now()).await?;
+    tracing::info!(count = ids.len(), "job batch submitted");
+    publish_jobs_available(&state).await;
+    Ok((StatusCode::CREATED, Json(BatchCreated { ids })))
+}
+
+fn parse_list_params(query: &QueryPairs) -> Result<JobFilter, ApiError> {
+    let mut issues = Vec::new();
+    let mut filter = JobFilter {
+        status: None,
+        job_type: None,
+        page: 1,
+        page_size: DEFAULT_PAGE_SIZE,
+    };
+    if let Some(raw) = query.get("status").filter(|s| !s.is_empty()) {
+        match raw.parse::<JobStatus>() {
+            Ok(status) => filter.status = Some(status),
+            Err(_) => issues.push(FieldIssue::query(
+                "status",
+                format!(
+                    "unknown status `{raw}`; expected one of PENDING, SCHEDULED, RUNNING, \
+                     COMPLETED, FAILED, CANCELLED"
+                ),
+            )),
+        }
+    }
+    if let Some(raw) = query.get("job_type").filter(|s| !s.is_empty()) {
+        filter.job_type = Some(raw.to_string());
+    }
+    match query.int("page", 1, MAX_PAGE) {
+        Ok(Some(page)) => filter.page = page,
+        Ok(None) => {}
+        Err(issue) => issues.push(issue),
+    }
+    match query.int("page_size", 1, MAX_PAGE_SIZE) {
+        Ok(Some(size)) => filter.page_size = size,
+        Ok(None) => {}
+        Err(issue) => issues.push(issue),
+    }
+    if issues.is_empty() {
+        Ok(filter)
+    } else {
+        Err(ApiError::Validation(issues))
+    }
+}
+
+/// List jobs, newest first, filtered by state and type.
+#[utoipa::path(
+    get, path = "/jobs/", tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page", body = JobListResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 422, description = "Bad query parameter", body = ValidationErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    query: QueryPairs,
+) -> Result<Json<JobListResponse>, ApiError> {
+    let filter = parse_list_params(&query)?;
+    let page = state.store.list(&filter).await?;
+    Ok(Json(page.into()))
+}
+
+/// Counts per state and the mean execution time.
+#[utoipa::path(
+    get, path = "/jobs/stats", tag = "jobs",
+    responses(
+        (status = 200, description = "Statistics", body = JobStatsResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn stats(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<JobStatsResponse>, ApiError> {
+    Ok(Json(state.store.stats().await?.into()))
+}
+
+/// One job.
+#[utoipa::path(
+    get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "Malformed id", body = ValidationErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobResponse>, ApiError> {
+    let id = parse_job_id(&id)?;
+    match state.store.get(id).await? {
+        Some(job) => Ok(Json(job.into())),
+        None => Err(ApiError::NotFound("Job not found".into())),
+    }
+}
+
+/// Cancel a PENDING or SCHEDULED job.
+#[utoipa::path(
+    delete, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 204, description = "Cancelled"),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not cancellable in its current state", body = ErrorBody),
+        (status = 422, description = "Malformed id", body = ValidationErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_job_id(&id)?;
+    match state.store.cancel(id, state.clock.now()).await? {
+        CancelOutcome::Cancelled => {
+            tracing::info!(job_id = %id, "job cancelled");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        CancelOutcome::NotFound => Err(ApiError::NotFound("Job not found".into())),
+        CancelOutcome::NotCancellable(status) => Err(ApiError::Conflict(format!(
+            "Job is {status}; only PENDING or SCHEDULED jobs can be cancelled"
+        ))),
+    }
+}

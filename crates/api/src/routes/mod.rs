@@ -1,0 +1,70 @@
+//! Route handlers and the helpers they share.
+
+pub mod health;
+pub mod jobs;
+pub mod scheduler;
+
+use crate::error::{ApiError, FieldIssue, LocPart};
+use crate::state::AppState;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use jobsched_core::ports::Event;
+
+/// The query string as `(name, value)` pairs; undecodable → 422.
+#[derive(Debug, Default)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<Vec<(String, String)>>::from_request_parts(parts, state).await {
+            Ok(Query(pairs)) => Ok(QueryPairs(pairs)),
+            Err(rejection) => Err(ApiError::Validation(vec![FieldIssue {
+                loc: vec![LocPart::Key("query".into())],
+                msg: format!("malformed query string: {}", rejection.body_text()),
+                kind: "value_error".into(),
+            }])),
+        }
+    }
+}
+
+impl QueryPairs {
+    /// The last value given for `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An optional integer parameter within `min..=max`.
+    pub fn int(&self, name: &str, min: u32, max: u32) -> Result<Option<u32>, FieldIssue> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        let bad = || {
+            FieldIssue::query(
+                name,
+                format!("must be an integer from {min} to {max}, got `{raw}`"),
+            )
+        };
+        let value: i64 = raw.trim().parse().map_err(|_| bad())?;
+        if value < i64::from(min) || value > i64::from(max) {
+            return Err(bad());
+        }
+        Ok(Some(value as u32))
+    }
+}
+
+/// Tell the engine new PENDING jobs exist. A transport failure is logged, not returned: the job
+/// is durably stored and the engine's periodic poll will find it.
+pub(crate) async fn publish_jobs_available(state: &AppState) {
+    if let Err(e) = state.transport.publish(Event::JobsAvailable).await {
+        tracing::warn!(
+            error = %e,
+            "could not publish JobsAvailable; the engine will find the job on its next poll"
+        );
+    }
+}

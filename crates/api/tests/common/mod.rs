@@ -1,0 +1,361 @@
+//! Test harness: a real listener on 127.0.0.1:0 serving `jobsched_api::serve`, on either
+//! Postgres + Redis or SQLite + the in-memory transport.
+
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use chrono::Utc;
+use jobsched_api::{ApiConfig, AppState};
+use jobsched_client::Client;
+use jobsched_core::ports::{
+    Event, Outcome, Store, Subscription, SystemClock, Token, Transport, WorkerSlots,
+};
+use jobsched_core::{DeadLetter, Job, JobId, NewJob, PolicySettings};
+use jobsched_jobs::{DataDir, Registry};
+use jobsched_store::testing::TestDb;
+use jobsched_transport::{MemoryTransport, RedisTransport};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Which configuration a suite instance runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Production: Postgres store + Redis transport.
+    PostgresRedis,
+    /// Dev mode: SQLite store + in-memory transport.
+    SqliteMemory,
+}
+
+/// The concrete transport, for checks the port does not expose (the dead-letter mirror).
+#[derive(Clone)]
+pub enum ConcreteTransport {
+    Redis(RedisTransport),
+    Memory(MemoryTransport),
+}
+
+impl ConcreteTransport {
+    pub async fn mirror(&self) -> Vec<DeadLetter> {
+        match self {
+            ConcreteTransport::Redis(t) => t.dead_letters().await.unwrap(),
+            ConcreteTransport::Memory(t) => t.dead_letters().await.unwrap(),
+        }
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn redis_url() -> String {
+    std::env::var("JOBSCHED_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
+}
+
+/// A transport whose every call fails, as when Redis is down.
+#[derive(Debug, Default)]
+pub struct DownTransport;
+
+fn down<T>() -> jobsched_core::Result<T> {
+    Err(jobsched_core::Error::backend(
+        "redis",
+        "connection refused (127.0.0.1:6390)",
+    ))
+}
+
+#[async_trait]
+impl Transport for DownTransport {
+    async fn push_ready(&self, _: &[Token]) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn take(&self, _: &str, _: u32) -> jobsched_core::Result<Vec<Token>> {
+        down()
+    }
+    async fn ack(&self, _: &str, _: &[Token]) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn in_flight(&self, _: &str) -> jobsched_core::Result<Vec<Token>> {
+        down()
+    }
+    async fn ready_len(&self) -> jobsched_core::Result<u64> {
+        down()
+    }
+    async fn contains(&self, _: Token) -> jobsched_core::Result<bool> {
+        down()
+    }
+    async fn report_slots(&self, _: &str, _: u32, _: u32, _: Duration) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn workers(&self) -> jobsched_core::Result<Vec<WorkerSlots>> {
+        down()
+    }
+    async fn reap_dead_workers(&self) -> jobsched_core::Result<Vec<(String, Vec<Token>)>> {
+        down()
+    }
+    async fn policy(&self) -> jobsched_core::Result<Option<PolicySettings>> {
+        down()
+    }
+    async fn set_policy(&self, _: &PolicySettings) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn set_dead_letters(&self, _: &[DeadLetter]) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn push_dead_letters(&self, _: &[DeadLetter]) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn remove_dead_letter(&self, _: JobId) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn publish(&self, _: Event) -> jobsched_core::Result<()> {
+        down()
+    }
+    async fn subscribe(&self) -> jobsched_core::Result<Box<dyn Subscription>> {
+        down()
+    }
+    async fn ping(&self) -> jobsched_core::Result<()> {
+        down()
+    }
+}
+
+/// Options for [`Harness::start_with`].
+#[derive(Debug, Default)]
+pub struct Options {
+    pub config: ApiConfig,
+    /// Replace the real transport with one whose every call fails.
+    pub transport_down: bool,
+}
+
+/// A running API server plus direct access to its store and transport.
+pub struct Harness {
+    pub backend: Backend,
+    pub base: String,
+    /// Typed client (no token).
+    pub client: Client,
+    /// Raw HTTP client (follows redirects).
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub transport: Arc<dyn Transport>,
+    pub concrete: ConcreteTransport,
+    pub db: TestDb,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), jobsched_api::ApiError>>>,
+}
+
+impl Harness {
+    /// Start with the default config; `None` = skipped (service unreachable, not CI).
+    pub async fn start(backend: Backend) -> Option<Harness> {
+        Self::start_with(backend, Options::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, options: Options) -> Option<Harness> {
+        let (db, concrete) = match backend {
+            Backend::PostgresRedis => {
+                let db = TestDb::postgres().await?;
+                let prefix = format!("jobsched_apitest_{}", uuid::Uuid::new_v4().simple());
+                match RedisTransport::connect(&redis_url(), &prefix).await {
+                    Ok(t) => (db, ConcreteTransport::Redis(t)),
+                    Err(e) => {
+                        db.cleanup().await;
+                        let msg = format!(
+                            "cannot reach the test Redis at {} ({e}); start Redis or set \
+                             JOBSCHED_TEST_REDIS_URL",
+                            redis_url()
+                        );
+                        if in_ci() {
+                            panic!("{msg} (CI=true: Redis tests must run)");
+                        }
+                        eprintln!("skipping Postgres+Redis test: {msg}");
+                        return None;
+                    }
+                }
+            }
+            Backend::SqliteMemory => (
+                TestDb::sqlite().await,
+                ConcreteTransport::Memory(MemoryTransport::new()),
+            ),
+        };
+        let store = db.store().await;
+        let real: Arc<dyn Transport> = match &concrete {
+            ConcreteTransport::Redis(t) => Arc::new(t.clone()),
+            ConcreteTransport::Memory(t) => Arc::new(t.clone()),
+        };
+        let served: Arc<dyn Transport> = if options.transport_down {
+            Arc::new(DownTransport)
+        } else {
+            real.clone()
+        };
+        let data_dir = tempfile::tempdir().unwrap();
+        std::fs::write(data_dir.path().join("sample.txt"), "one two three\nfour\n").unwrap();
+        let state = AppState {
+            store: store.clone(),
+            transport: served,
+            registry: Registry::builtin(),
+            data_dir: DataDir::new(data_dir.path()).unwrap(),
+            clock: Arc::new(SystemClock),
+            config: options.config,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(jobsched_api::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Some(Harness {
+            backend,
+            client: Client::new(&base).unwrap(),
+            http: reqwest::Client::new(),
+            base,
+            store,
+            transport: real,
+            concrete,
+            db,
+            data_dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stop the server (gracefully) and remove the database and Redis keys.
+    pub async fn finish(mut self) {
+        self.stop_server().await;
+        if let ConcreteTransport::Redis(t) = &self.concrete {
+            t.delete_all_keys().await.unwrap();
+        }
+        self.db.cleanup().await;
+    }
+
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(10), server)
+                .await
+                .expect("server did not shut down within 10 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Insert a PENDING sleep job directly through the store.
+    pub async fn insert(&self, name: &str) -> Job {
+        let new = NewJob::new(name, "sleep", None, None, Some(json!({"duration": 0.01})), None)
+            .unwrap();
+        self.store.insert(&new, Utc::now()).await.unwrap()
+    }
+
+    /// PENDING → SCHEDULED; returns the dispatch token.
+    pub async fn schedule(&self, job: &Job) -> Token {
+        let now = Utc::now();
+        let tokens = self
+            .store
+            .mark_scheduled(
+                &[Token {
+                    id: job.id,
+                    attempt: job.attempt,
+                }],
+                now,
+                now + chrono::Duration::seconds(60),
+            )
+            .await
+            .unwrap();
+        assert_eq!(tokens.len(), 1, "mark_scheduled did not apply");
+        tokens[0]
+    }
+
+    /// PENDING → SCHEDULED → RUNNING; returns the token.
+    pub async fn run(&self, job: &Job) -> Token {
+        let token = self.schedule(job).await;
+        let now = Utc::now();
+        let started = self
+            .store
+            .start(&[token], "test-worker", now, now + chrono::Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(started.len(), 1, "start did not apply");
+        token
+    }
+
+    /// PENDING → … → FAILED (a dead letter).
+    pub async fn fail(&self, job: &Job, error: &str) {
+        let token = self.run(job).await;
+        let applied = self
+            .store
+            .finish(
+                &[Outcome::Failed {
+                    token,
+                    error: error.to_string(),
+                    retry_count: job.max_retries,
+                }],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied, vec![token]);
+    }
+
+    /// PENDING → … → COMPLETED.
+    pub async fn complete(&self, job: &Job) {
+        let token = self.run(job).await;
+        let applied = self
+            .store
+            .finish(
+                &[Outcome::Completed {
+                    token,
+                    result: json!({"slept": 0.01}),
+                }],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied, vec![token]);
+    }
+}
+
+/// Status and JSON body of a response.
+pub async fn status_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, body)
+}
+
+/// Assert a FastAPI-shaped 422 body and return its `(loc, msg, type)` entries.
+pub fn validation_entries(body: &Value) -> Vec<(Value, String, String)> {
+    let detail = body["detail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("422 detail is not a list: {body}"));
+    assert!(!detail.is_empty(), "empty 422 detail: {body}");
+    detail
+        .iter()
+        .map(|d| {
+            let obj = d.as_object().unwrap_or_else(|| panic!("entry not an object: {d}"));
+            assert_eq!(obj.len(), 3, "entry must have exactly loc, msg, type: {d}");
+            assert!(d["loc"].is_array(), "{d}");
+            (
+                d["loc"].clone(),
+                d["msg"].as_str().unwrap().to_string(),
+                d["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The `loc`s of a 422 body.
+pub fn locs(body: &Value) -> Vec<Value> {
+    validation_entries(body).into_iter().map(|(l, _, _)| l).collect()
+}

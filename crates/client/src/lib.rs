@@ -1,0 +1,597 @@
+//! jobsched-client: a typed async HTTP client for the jobsched REST API.
+//!
+//! Used by the CLI, the benchmark and the API's black-box tests. Responses decode into the
+//! core types where the shapes match ([`Job`], [`JobPage`], [`JobStats`], [`DeadLetter`]);
+//! every non-2xx answer becomes [`ClientError::Api`] with the status code and the server's
+//! `detail` (FastAPI shape: a string, or a list of field problems).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), jobsched_client::ClientError> {
+//! use jobsched_client::{Client, SubmitJob};
+//! use std::time::Duration;
+//! let client = Client::new("http://127.0.0.1:8000")?.with_token("secret");
+//! let job = client
+//!     .submit(&SubmitJob::new("hello", "sleep").payload(serde_json::json!({"duration": 0.1})))
+//!     .await?;
+//! let done = client.wait_terminal(job.id, Duration::from_secs(30)).await?;
+//! println!("{} is {}", done.id, done.status);
+//! # Ok(()) }
+//! ```
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub use jobsched_core::{DeadLetter, Job, JobId, JobPage, JobStats, JobStatus, PolicyKind};
+
+/// Everything that can go wrong talking to the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL is unusable.
+    #[error("invalid API URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request could not be sent or the response not read (server down, timeout, …).
+    #[error("{method} {url} failed: {source}; is the jobsched API running at that address?")]
+    Request {
+        /// HTTP method.
+        method: Method,
+        /// Full URL.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with a non-2xx status.
+    #[error("{method} {path} returned HTTP {status}: {detail}")]
+    Api {
+        /// HTTP method.
+        method: Method,
+        /// Request path.
+        path: String,
+        /// Status code.
+        status: StatusCode,
+        /// The server's `detail` (for 422: every problem, `loc: msg`, joined by `; `).
+        detail: String,
+        /// For 422: the individual problems.
+        errors: Vec<FieldProblem>,
+    },
+    /// A 2xx response whose body is not what this client expects (version mismatch?).
+    #[error("unexpected response body from {path}: {reason}")]
+    Decode {
+        /// Request path.
+        path: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// [`Client::wait_terminal`] gave up.
+    #[error(
+        "job {id} did not reach a terminal state within {waited:?} (last seen {last}); wait \
+         longer or check the workers with `GET /scheduler/status`"
+    )]
+    Timeout {
+        /// Job id.
+        id: JobId,
+        /// How long it waited.
+        waited: Duration,
+        /// The last status seen.
+        last: JobStatus,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of an [`ClientError::Api`] error.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// One problem of a 422 answer (FastAPI shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldProblem {
+    /// Location, e.g. `["body", "payload", "duration"]`.
+    pub loc: Vec<Value>,
+    /// Message.
+    pub msg: String,
+    /// Kind (`missing`, `value_error`, …).
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+impl FieldProblem {
+    /// The location without its root, dotted: `payload.duration`, `jobs.3.name`, `page`.
+    pub fn field(&self) -> String {
+        self.loc
+            .iter()
+            .skip(1)
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field(), self.msg)
+    }
+}
+
+/// A job submission. Build with [`SubmitJob::new`] and the setters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitJob {
+    /// Human name.
+    pub name: String,
+    /// Job type (`sleep`, `word_count`, `thumbnail`).
+    pub job_type: String,
+    /// 1 (highest) – 10.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Seconds (> 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_duration: Option<f64>,
+    /// Type-specific input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// 0–10.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<i64>,
+}
+
+impl SubmitJob {
+    /// A submission with defaults for everything but the name and type.
+    pub fn new(name: impl Into<String>, job_type: impl Into<String>) -> Self {
+        SubmitJob {
+            name: name.into(),
+            job_type: job_type.into(),
+            priority: None,
+            estimated_duration: None,
+            payload: None,
+            max_retries: None,
+        }
+    }
+    /// Set the priority.
+    pub fn priority(mut self, priority: i64) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+    /// Set the estimated duration (seconds).
+    pub fn estimated_duration(mut self, seconds: f64) -> Self {
+        self.estimated_duration = Some(seconds);
+        self
+    }
+    /// Set the payload.
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+    /// Set the retry budget.
+    pub fn max_retries(mut self, max_retries: i64) -> Self {
+        self.max_retries = Some(max_retries);
+        self
+    }
+}
+
+/// Filter and page for [`Client::list`]. `Default` lists the first page of everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ListQuery {
+    /// Only this state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    /// Only this type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    /// 1-based page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// Page size (1–100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+}
+
+/// A policy change; `None` fields keep their current values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyUpdate {
+    /// The policy.
+    pub policy: PolicyKind,
+    /// Round Robin quantum (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantum_seconds: Option<f64>,
+    /// Pause or resume dispatching.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+impl PolicyUpdate {
+    /// Switch to `policy`, keeping quantum and pause state.
+    pub fn new(policy: PolicyKind) -> Self {
+        PolicyUpdate {
+            policy,
+            quantum_seconds: None,
+            paused: None,
+        }
+    }
+}
+
+/// `GET /scheduler/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerStatus {
+    /// Active policy.
+    pub current_policy: PolicyKind,
+    /// Round Robin quantum (seconds).
+    pub quantum_seconds: f64,
+    /// Dispatching paused.
+    pub paused: bool,
+    /// Owning Kubernetes `SchedulerConfig` (`namespace/name`), if any.
+    pub managed_by: Option<String>,
+    /// PENDING + SCHEDULED.
+    pub queue_depth: i64,
+    /// Dead letters.
+    pub dead_letter_count: i64,
+    /// Live workers.
+    pub workers: u32,
+    /// Slots of live workers.
+    pub total_slots: u64,
+    /// Idle slots of live workers.
+    pub free_slots: u64,
+}
+
+/// `GET /health` (returned for both 200 and 503).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    /// Store: `ok` or `error: …`.
+    pub postgres: String,
+    /// Transport: `ok` or `error: …`.
+    pub redis: String,
+}
+
+impl Health {
+    /// True when both backends answered.
+    pub fn is_healthy(&self) -> bool {
+        self.status == "healthy"
+    }
+}
+
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    jobs: &'a [SubmitJob],
+}
+
+#[derive(Deserialize)]
+struct BatchIds {
+    ids: Vec<JobId>,
+}
+
+#[derive(Deserialize)]
+struct Purged {
+    purged: u64,
+}
+
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client for one jobsched API server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8000`), with a 30 s
+    /// per-request timeout.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::with_timeout(base_url, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Client::new`] with a custom per-request timeout.
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let invalid = |reason: &str| ClientError::InvalidUrl {
+            url: base_url.to_string(),
+            reason: reason.to_string(),
+        };
+        let base = base_url.trim().trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base)
+            .map_err(|e| invalid(&format!("{e}; expected e.g. http://127.0.0.1:8000")))?;
+        if parsed.scheme() != "http" {
+            return Err(invalid(
+                "only http:// is supported (this client is built without TLS; terminate TLS in \
+                 front of it or use a port-forward)",
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| invalid(&e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    /// Send `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The base URL (without trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Send; non-2xx → [`ClientError::Api`] (unless `accept` lists the status).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+        accept: &[StatusCode],
+    ) -> Result<reqwest::Response, ClientError> {
+        let rb = build(self.request(method.clone(), path));
+        let response = rb.send().await.map_err(|source| ClientError::Request {
+            method: method.clone(),
+            url: format!("{}{path}", self.base),
+            source,
+        })?;
+        let status = response.status();
+        if status.is_success() || accept.contains(&status) {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let (detail, errors) = parse_detail(&text, status);
+        Err(ClientError::Api {
+            method,
+            path: path.to_string(),
+            status,
+            detail,
+            errors,
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = self.send(method, path, build, &[]).await?;
+        self.json(response, path).await
+    }
+
+    /// `POST /jobs/`: submit one job.
+    pub async fn submit(&self, job: &SubmitJob) -> Result<Job, ClientError> {
+        self.call(Method::POST, "/jobs/", |rb| rb.json(job)).await
+    }
+
+    /// `POST /jobs/batch`: submit up to 1000 jobs atomically; ids in input order.
+    pub async fn submit_batch(&self, jobs: &[SubmitJob]) -> Result<Vec<JobId>, ClientError> {
+        let ids: BatchIds = self
+            .call(Method::POST, "/jobs/batch", |rb| rb.json(&BatchBody { jobs }))
+            .await?;
+        Ok(ids.ids)
+    }
+
+    /// `GET /jobs/{id}`.
+    pub async fn get(&self, id: JobId) -> Result<Job, ClientError> {
+        self.call(Method::GET, &format!("/jobs/{id}"), |rb| rb).await
+    }
+
+    /// `GET /jobs/`: one page, newest first.
+    pub async fn list(&self, query: &ListQuery) -> Result<JobPage, ClientError> {
+        self.call(Method::GET, "/jobs/", |rb| rb.query(query)).await
+    }
+
+    /// `GET /jobs/stats`.
+    pub async fn stats(&self) -> Result<JobStats, ClientError> {
+        self.call(Method::GET, "/jobs/stats", |rb| rb).await
+    }
+
+    /// `DELETE /jobs/{id}`: cancel a PENDING or SCHEDULED job.
+    pub async fn cancel(&self, id: JobId) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/jobs/{id}"), |rb| rb, &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// `PUT /scheduler/policy`; returns the status after the change.
+    pub async fn set_policy(&self, update: &PolicyUpdate) -> Result<SchedulerStatus, ClientError> {
+        self.call(Method::PUT, "/scheduler/policy", |rb| rb.json(update))
+            .await
+    }
+
+    /// `GET /scheduler/status`.
+    pub async fn status(&self) -> Result<SchedulerStatus, ClientError> {
+        self.call(Method::GET, "/scheduler/status", |rb| rb).await
+    }
+
+    /// `GET /scheduler/dead-letter`: most recent failure first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, ClientError> {
+        self.call(Method::GET, "/scheduler/dead-letter", |rb| rb)
+            .await
+    }
+
+    /// `POST /scheduler/dead-letter/{id}/retry`: re-run a dead letter; returns the job.
+    pub async fn retry_dead_letter(&self, id: JobId) -> Result<Job, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/scheduler/dead-letter/{id}/retry"),
+            |rb| rb,
+        )
+        .await
+    }
+
+    /// `DELETE /scheduler/dead-letter`: returns how many entries were purged.
+    pub async fn purge_dead_letters(&self) -> Result<u64, ClientError> {
+        let purged: Purged = self
+            .call(Method::DELETE, "/scheduler/dead-letter", |rb| rb)
+            .await?;
+        Ok(purged.purged)
+    }
+
+    /// `GET /health`. A 503 (a backend failing) is returned as `Ok` with the failing field set;
+    /// check [`Health::is_healthy`].
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let response = self
+            .send(
+                Method::GET,
+                "/health",
+                |rb| rb,
+                &[StatusCode::SERVICE_UNAVAILABLE],
+            )
+            .await?;
+        self.json(response, "/health").await
+    }
+
+    /// Poll `GET /jobs/{id}` until the job is COMPLETED, FAILED or CANCELLED, or `timeout`
+    /// passes ([`ClientError::Timeout`]). Polls every 20 ms at first, backing off to 500 ms.
+    pub async fn wait_terminal(&self, id: JobId, timeout: Duration) -> Result<Job, ClientError> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut interval = Duration::from_millis(20);
+        loop {
+            let job = self.get(id).await?;
+            if job.status.is_terminal() {
+                return Ok(job);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Timeout {
+                    id,
+                    waited: now - start,
+                    last: job.status,
+                });
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+            interval = (interval * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Turn an error body into a message (and the 422 problems).
+fn parse_detail(text: &str, status: StatusCode) -> (String, Vec<FieldProblem>) {
+    let fallback = || {
+        let t = text.trim();
+        if t.is_empty() {
+            status
+                .canonical_reason()
+                .unwrap_or("no error detail")
+                .to_string()
+        } else {
+            t.chars().take(500).collect()
+        }
+    };
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return (fallback(), Vec::new());
+    };
+    match value.get("detail") {
+        Some(Value::String(s)) => (s.clone(), Vec::new()),
+        Some(list @ Value::Array(_)) => {
+            let problems: Vec<FieldProblem> =
+                serde_json::from_value(list.clone()).unwrap_or_default();
+            if problems.is_empty() {
+                (list.to_string(), Vec::new())
+            } else {
+                let joined = problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (joined, problems)
+            }
+        }
+        Some(other) => (other.to_string(), Vec::new()),
+        None => (fallback(), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_parsed() {
+        let (d, e) = parse_detail(r#"{"detail":"Job not found"}"#, StatusCode::NOT_FOUND);
+        assert_eq!(d, "Job not found");
+        assert!(e.is_empty());
+        let body = r#"{"detail":[{"loc":["body","jobs",2,"name"],"msg":"field required","type":"missing"}]}"#;
+        let (d, e) = parse_detail(body, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(d, "jobs.2.name: field required");
+        assert_eq!(e[0].kind, "missing");
+        let (d, _) = parse_detail("", StatusCode::BAD_GATEWAY);
+        assert_eq!(d, "Bad Gateway");
+        let (d, _) = parse_detail("oops", StatusCode::BAD_GATEWAY);
+        assert_eq!(d, "oops");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(Client::new("http://127.0.0.1:8000/").is_ok());
+        assert_eq!(
+            Client::new("http://127.0.0.1:8000/").unwrap().base_url(),
+            "http://127.0.0.1:8000"
+        );
+        assert!(matches!(
+            Client::new("127.0.0.1:8000"),
+            Err(ClientError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new("https://example.invalid"),
+            Err(ClientError::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn submissions_omit_unset_fields() {
+        let v = serde_json::to_value(SubmitJob::new("a", "sleep").priority(2)).unwrap();
+        assert_eq!(v, serde_json::json!({"name": "a", "job_type": "sleep", "priority": 2}));
+        let q = ListQuery {
+            status: Some(JobStatus::Failed),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(q).unwrap(),
+            serde_json::json!({"status": "FAILED"})
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! jobsched-jobs: the job types a jobsched worker can run, and the sandbox they run in.
+//!
+//! A job type is a [`JobHandler`]: it validates a payload at submit time and runs it on a
+//! worker. Job bodies are plain blocking code (the runtime calls them on blocking threads);
+//! nothing here depends on an async runtime, a database or Redis. The built-in types are
+//! [`sleep`], [`word_count`] and [`thumbnail`]; [`Registry::builtin`] registers them. Adding a
+//! type is one module implementing [`JobHandler`] plus one line in [`Registry::builtin`].
+//!
+//! Every user-supplied path goes through the [`DataDir`] sandbox (`JOBSCHED_DATA_DIR`).
+
+pub mod error;
+mod payload;
+pub mod registry;
+pub mod sandbox;
+pub mod sleep;
+pub mod thumbnail;
+pub mod word_count;
+
+pub use error::JobError;
+pub use registry::Registry;
+pub use sandbox::DataDir;
+pub use sleep::SleepJob;
+pub use thumbnail::ThumbnailJob;
+pub use word_count::WordCountJob;
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// What a run gets besides its payload.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// Sandbox root for every path the job reads or writes.
+    pub data_dir: DataDir,
+    /// Progress saved by an earlier Round Robin slice.
+    pub checkpoint: Option<Value>,
+    /// End of this Round Robin quantum; `None` = run to completion.
+    pub deadline: Option<Instant>,
+    /// Set on worker shutdown: preemptible jobs stop as soon as possible and return
+    /// [`RunOutput::Preempted`].
+    pub stop: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    /// A context with no checkpoint, no deadline and a fresh (unset) stop flag.
+    pub fn new(data_dir: DataDir) -> Self {
+        JobContext {
+            data_dir,
+            checkpoint: None,
+            deadline: None,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// How a run that did not fail ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutput {
+    /// Finished; the value becomes the job's result.
+    Done(Value),
+    /// Stopped early (quantum over or shutdown); resume later from `checkpoint`.
+    Preempted {
+        /// Progress to pass back as [`JobContext::checkpoint`] on the next run.
+        checkpoint: Value,
+    },
+}
+
+/// One problem with a submitted payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Dotted path of the offending field, e.g. `payload.duration`.
+    pub field: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl FieldError {
+    /// Build a field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl From<FieldError> for (String, String) {
+    fn from(e: FieldError) -> Self {
+        (e.field, e.message)
+    }
+}
+
+/// A job type.
+pub trait JobHandler: Send + Sync + fmt::Debug {
+    /// The `job_type` name it is registered under.
+    fn name(&self) -> &'static str;
+    /// Whether it can stop at a quantum end and resume from a checkpoint.
+    fn preemptible(&self) -> bool;
+    /// Every problem with `payload` (cheap: no file contents are read). Fields are dotted paths
+    /// like `payload.duration`. Empty = valid.
+    fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError>;
+    /// Run the job (blocking).
+    fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError>;
+}

@@ -1,0 +1,307 @@
+//! `sleep`: a simulated workload, preemptible.
+//!
+//! Payload: `{"duration": seconds ≥ 0 (required), "fail_probability": 0..=1 (default 0)}`;
+//! other fields are ignored. Result: `{"slept": duration}`.
+//!
+//! The job sleeps in steps of at most [`STEP`], checking the stop flag between steps. Under a
+//! Round Robin deadline it completes in the current slice if the remaining time ends no later
+//! than the deadline plus [`GRACE`] (which absorbs dispatch overhead, so a job of N quanta takes
+//! exactly N slices); otherwise it sleeps until the deadline and returns
+//! `Preempted { checkpoint: {"elapsed": seconds done so far} }`, and the next run resumes from
+//! there. On completion it fails with [`JobError::Retryable`] with probability
+//! `fail_probability`.
+
+use crate::payload::{self, field, get, invalid, kind};
+use crate::{DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Longest single sleep between checks of the deadline and the stop flag.
+pub const STEP: Duration = Duration::from_millis(10);
+/// How far past the deadline a slice may run to finish the job instead of taking another
+/// slice for a sliver of remaining time.
+pub const GRACE: Duration = Duration::from_millis(2);
+
+/// The `sleep` job type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SleepJob;
+
+struct Params {
+    duration: f64,
+    fail_probability: f64,
+}
+
+fn parse(payload: &Value) -> Result<Params, Vec<FieldError>> {
+    let obj = payload::object(payload)?;
+    let mut errors = Vec::new();
+    let duration = match get(obj, "duration") {
+        None => {
+            errors.push(FieldError::new(
+                field("duration"),
+                "is required: a number of seconds ≥ 0",
+            ));
+            0.0
+        }
+        Some(v) => match v.as_f64() {
+            Some(d) if d.is_finite() && d >= 0.0 => d,
+            Some(d) => {
+                errors.push(FieldError::new(
+                    field("duration"),
+                    format!("must be a number of seconds ≥ 0, got {d}"),
+                ));
+                0.0
+            }
+            None => {
+                errors.push(FieldError::new(
+                    field("duration"),
+                    format!("must be a number of seconds ≥ 0, got {}", kind(v)),
+                ));
+                0.0
+            }
+        },
+    };
+    let fail_probability = match get(obj, "fail_probability") {
+        None => 0.0,
+        Some(v) => match v.as_f64() {
+            Some(p) if (0.0..=1.0).contains(&p) => p,
+            Some(p) => {
+                errors.push(FieldError::new(
+                    field("fail_probability"),
+                    format!("must be a number from 0 to 1, got {p}"),
+                ));
+                0.0
+            }
+            None => {
+                errors.push(FieldError::new(
+                    field("fail_probability"),
+                    format!("must be a number from 0 to 1, got {}", kind(v)),
+                ));
+                0.0
+            }
+        },
+    };
+    if errors.is_empty() {
+        Ok(Params {
+            duration,
+            fail_probability,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Seconds already done according to a checkpoint; a missing or malformed checkpoint means 0.
+fn elapsed_from(checkpoint: Option<&Value>) -> f64 {
+    let Some(cp) = checkpoint else { return 0.0 };
+    match cp.get("elapsed").and_then(Value::as_f64) {
+        Some(e) if e.is_finite() && e >= 0.0 => e,
+        _ => {
+            tracing::warn!(checkpoint = %cp, "ignoring malformed sleep checkpoint; starting over");
+            0.0
+        }
+    }
+}
+
+impl JobHandler for SleepJob {
+    fn name(&self) -> &'static str {
+        "sleep"
+    }
+
+    fn preemptible(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, payload: &Value, _data_dir: &DataDir) -> Vec<FieldError> {
+        parse(payload).err().unwrap_or_default()
+    }
+
+    fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
+        let params = parse(payload).map_err(invalid)?;
+        let done_before = elapsed_from(ctx.checkpoint.as_ref()).min(params.duration);
+        let start = Instant::now();
+        let remaining =
+            Duration::try_from_secs_f64(params.duration - done_before).unwrap_or(Duration::MAX);
+        // None: so far in the future that it cannot be represented (never finishes).
+        let finish = start.checked_add(remaining);
+        // The deadline to honour, unless the job finishes within it (plus grace).
+        let deadline = ctx.deadline.filter(|dl| match finish {
+            Some(f) => f > dl.checked_add(GRACE).unwrap_or(*dl),
+            None => true,
+        });
+        let preempted = || RunOutput::Preempted {
+            checkpoint: json!({ "elapsed": done_before + start.elapsed().as_secs_f64() }),
+        };
+        loop {
+            let now = Instant::now();
+            if finish.is_some_and(|f| now >= f) {
+                break;
+            }
+            if ctx.stop.load(Ordering::Relaxed) || deadline.is_some_and(|dl| now >= dl) {
+                return Ok(preempted());
+            }
+            let mut until = finish.unwrap_or(now + STEP);
+            if let Some(dl) = deadline {
+                until = until.min(dl);
+            }
+            std::thread::sleep(until.saturating_duration_since(now).min(STEP));
+        }
+        if params.fail_probability > 0.0 && rand::random::<f64>() < params.fail_probability {
+            return Err(JobError::Retryable(format!(
+                "simulated failure (fail_probability={})",
+                params.fail_probability
+            )));
+        }
+        let slept = payload
+            .get("duration")
+            .cloned()
+            .unwrap_or(json!(params.duration));
+        Ok(RunOutput::Done(json!({ "slept": slept })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    fn ctx() -> (tempfile::TempDir, JobContext) {
+        let t = tempfile::tempdir().unwrap();
+        let c = JobContext::new(DataDir::new(t.path()).unwrap());
+        (t, c)
+    }
+
+    #[test]
+    fn completes_without_deadline() {
+        let (_t, c) = ctx();
+        let start = Instant::now();
+        let out = SleepJob.run(&json!({"duration": 0.03}), &c).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        assert_eq!(out, RunOutput::Done(json!({"slept": 0.03})));
+        let out = SleepJob.run(&json!({"duration": 0}), &c).unwrap();
+        assert_eq!(out, RunOutput::Done(json!({"slept": 0})));
+    }
+
+    #[test]
+    fn completes_when_remaining_fits_before_deadline() {
+        let (_t, mut c) = ctx();
+        c.deadline = Some(Instant::now() + Duration::from_millis(60));
+        let out = SleepJob.run(&json!({"duration": 0.03}), &c).unwrap();
+        assert!(matches!(out, RunOutput::Done(_)), "{out:?}");
+    }
+
+    /// Runs slices of `quantum` until done; returns the number of slices and the checkpoints.
+    fn run_sliced(duration: f64, quantum: Duration) -> (usize, Vec<f64>) {
+        let (_t, mut c) = ctx();
+        let payload = json!({ "duration": duration });
+        let mut checkpoints = Vec::new();
+        for slice in 1..=20 {
+            c.deadline = Some(Instant::now() + quantum);
+            let slice_start = Instant::now();
+            match SleepJob.run(&payload, &c).unwrap() {
+                RunOutput::Done(v) => {
+                    assert_eq!(v, json!({ "slept": duration }));
+                    return (slice, checkpoints);
+                }
+                RunOutput::Preempted { checkpoint } => {
+                    // Preempted no earlier than the deadline.
+                    assert!(slice_start.elapsed() >= quantum - Duration::from_millis(1));
+                    let e = checkpoint["elapsed"].as_f64().unwrap();
+                    checkpoints.push(e);
+                    c.checkpoint = Some(checkpoint);
+                }
+            }
+        }
+        panic!("sleep job never completed");
+    }
+
+    #[test]
+    fn preempts_at_deadline_and_resumes() {
+        let (slices, cps) = run_sliced(0.09, Duration::from_millis(30));
+        assert_eq!(slices, 3, "checkpoints: {cps:?}");
+        assert_eq!(cps.len(), 2);
+        assert!(cps[0] >= 0.029 && cps[1] > cps[0] + 0.028, "{cps:?}");
+    }
+
+    #[test]
+    fn resumes_from_checkpoint_without_redoing_work() {
+        let (_t, mut c) = ctx();
+        c.checkpoint = Some(json!({"elapsed": 9.99}));
+        let start = Instant::now();
+        let out = SleepJob.run(&json!({"duration": 10}), &c).unwrap();
+        assert_eq!(out, RunOutput::Done(json!({"slept": 10})));
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // A past deadline preempts at once, keeping the progress.
+        c.deadline = Some(Instant::now());
+        c.checkpoint = Some(json!({"elapsed": 1.0}));
+        let RunOutput::Preempted { checkpoint } =
+            SleepJob.run(&json!({"duration": 10}), &c).unwrap()
+        else {
+            panic!("expected preemption");
+        };
+        let e = checkpoint["elapsed"].as_f64().unwrap();
+        assert!((1.0..1.05).contains(&e), "{e}");
+    }
+
+    #[test]
+    fn stop_flag_preempts() {
+        let (_t, mut c) = ctx();
+        let stop = Arc::new(AtomicBool::new(false));
+        c.stop = stop.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let start = Instant::now();
+        let out = SleepJob.run(&json!({"duration": 30}), &c).unwrap();
+        setter.join().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let RunOutput::Preempted { checkpoint } = out else {
+            panic!("expected preemption, got {out:?}");
+        };
+        let e = checkpoint["elapsed"].as_f64().unwrap();
+        assert!((0.029..5.0).contains(&e), "{e}");
+    }
+
+    #[test]
+    fn fail_probability_extremes() {
+        let (_t, c) = ctx();
+        for _ in 0..20 {
+            let err = SleepJob
+                .run(&json!({"duration": 0, "fail_probability": 1.0}), &c)
+                .unwrap_err();
+            assert!(err.is_retryable());
+            assert_eq!(err.to_string(), "simulated failure (fail_probability=1)");
+            let out = SleepJob
+                .run(&json!({"duration": 0, "fail_probability": 0.0}), &c)
+                .unwrap();
+            assert!(matches!(out, RunOutput::Done(_)));
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let t = tempfile::tempdir().unwrap();
+        let d = DataDir::new(t.path()).unwrap();
+        let errs = |p: Value| SleepJob.validate(&p, &d);
+        assert!(errs(json!({"duration": 0})).is_empty());
+        assert!(errs(json!({"duration": 2, "fail_probability": 1, "note": "x"})).is_empty());
+        assert_eq!(errs(json!({"duration": "5"}))[0].field, "payload.duration");
+        assert_eq!(errs(json!({"duration": -0.1}))[0].field, "payload.duration");
+        assert_eq!(errs(json!({"duration": null})).len(), 1);
+        // serde_json turns NaN into null: still refused.
+        assert_eq!(
+            errs(json!({"duration": f64::NAN}))[0].field,
+            "payload.duration"
+        );
+        let e = errs(json!({"duration": 1, "fail_probability": 1.5}));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].field, "payload.fail_probability");
+        assert_eq!(errs(json!({"fail_probability": "x"})).len(), 2);
+        assert_eq!(errs(json!("x"))[0].field, "payload");
+        let (_t, c) = ctx();
+        let err = SleepJob.run(&json!({"duration": -1}), &c).unwrap_err();
+        assert!(!err.is_retryable());
+    }
+}

@@ -1,0 +1,151 @@
+//! Command-line interface: flags with environment fallbacks.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// jobsched — a Kubernetes-native distributed job scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "jobsched", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (idempotent).
+    Migrate(DbArgs),
+    /// Run the REST API server.
+    Api(ApiArgs),
+    /// Run a worker process (execution slots + the leader-elected engine).
+    Worker(WorkerArgs),
+    /// Run API, engine and workers in one process on an embedded SQLite store; no services.
+    Dev(DevArgs),
+}
+
+/// Database selection.
+#[derive(Debug, Args, Clone)]
+pub struct DbArgs {
+    /// Database URL: postgres://… or sqlite://…
+    #[arg(long, env = "JOBSCHED_DATABASE_URL")]
+    pub database_url: String,
+}
+
+/// Redis selection.
+#[derive(Debug, Args, Clone)]
+pub struct RedisArgs {
+    /// Redis URL.
+    #[arg(long, env = "JOBSCHED_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Key prefix, so several installations (or tests) can share one Redis.
+    #[arg(long, env = "JOBSCHED_REDIS_PREFIX", default_value = "jobsched")]
+    pub redis_prefix: String,
+}
+
+/// Root directory for file jobs.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// Every path in a job payload is resolved inside this directory.
+    #[arg(long, env = "JOBSCHED_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// HTTP API settings.
+#[derive(Debug, Args, Clone)]
+pub struct HttpArgs {
+    /// Bearer token required on every route but health/probes/docs.
+    #[arg(long, env = "JOBSCHED_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Bearer token required for policy switches and dead-letter operations.
+    #[arg(long, env = "JOBSCHED_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Largest accepted request body, bytes.
+    #[arg(long, env = "JOBSCHED_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+}
+
+/// `jobsched api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Listen address.
+    #[arg(long, env = "JOBSCHED_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: String,
+}
+
+/// Worker tuning shared by `worker` and `dev`.
+#[derive(Debug, Args, Clone)]
+pub struct SlotArgs {
+    /// Execution slots in this process.
+    #[arg(long, env = "JOBSCHED_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u32,
+    /// Lease of a running job, seconds (renewed every third).
+    #[arg(long, env = "JOBSCHED_LEASE_TTL", default_value_t = 30.0)]
+    pub lease_ttl: f64,
+    /// Seconds a dispatched job may wait to be started before it is re-dispatched.
+    #[arg(long, env = "JOBSCHED_DISPATCH_TTL", default_value_t = 30.0)]
+    pub dispatch_ttl: f64,
+    /// Engine leader lease, seconds; a dead leader is replaced within about this long.
+    #[arg(long, env = "JOBSCHED_LEADER_TTL", default_value_t = 5.0)]
+    pub leader_ttl: f64,
+    /// Worker liveness deadline, seconds (heartbeat every third).
+    #[arg(long, env = "JOBSCHED_WORKER_TTL", default_value_t = 6.0)]
+    pub worker_ttl: f64,
+    /// Retry backoff base, seconds.
+    #[arg(long, env = "JOBSCHED_BACKOFF_BASE", default_value_t = 1.0)]
+    pub backoff_base: f64,
+    /// Retry backoff cap, seconds.
+    #[arg(long, env = "JOBSCHED_BACKOFF_CAP", default_value_t = 300.0)]
+    pub backoff_cap: f64,
+    /// On SIGTERM, seconds in-flight jobs get to finish before being handed back.
+    #[arg(long, env = "JOBSCHED_SHUTDOWN_GRACE", default_value_t = 25.0)]
+    pub shutdown_grace: f64,
+}
+
+/// `jobsched worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub slots: SlotArgs,
+    /// This process's id (default: hostname-based, unique).
+    #[arg(long, env = "JOBSCHED_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Do not compete for the engine leadership (execution slots only).
+    #[arg(long, env = "JOBSCHED_NO_ENGINE")]
+    pub no_engine: bool,
+}
+
+/// `jobsched dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// SQLite file holding the jobs.
+    #[arg(long, default_value = "./jobsched-dev.db")]
+    pub db: PathBuf,
+    /// Keep everything in memory (nothing survives a restart).
+    #[arg(long)]
+    pub memory: bool,
+    /// Listen address.
+    #[arg(long, env = "JOBSCHED_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub slots: SlotArgs,
+}

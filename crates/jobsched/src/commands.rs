@@ -1,0 +1,245 @@
+//! Wiring: each subcommand builds its adapters and runs.
+
+use crate::cli::{ApiArgs, Cli, Command, DbArgs, DevArgs, HttpArgs, RedisArgs, SlotArgs, WorkerArgs};
+use anyhow::{Context, Result, bail};
+use jobsched_core::ports::{Clock, Store, SystemClock, Transport};
+use jobsched_core::retry::Backoff;
+use jobsched_jobs::{DataDir, Registry};
+use jobsched_runtime::{Runtime, RuntimeConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Migrate(args) => migrate(args).await,
+            Command::Api(args) => api(args).await,
+            Command::Worker(args) => worker(args).await,
+            Command::Dev(args) => dev(args).await,
+        }
+    })
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{name} must be a number of seconds greater than 0, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Cancelled on SIGTERM or Ctrl-C.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received"),
+                        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn migrate(args: DbArgs) -> Result<()> {
+    crate::logging::init("info");
+    jobsched_store::migrate(&args.database_url)
+        .await
+        .context("migration failed")?;
+    println!("migrations applied to {}", redact(&args.database_url));
+    Ok(())
+}
+
+/// Hide a password in a URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn connect_store(url: &str, max: u32) -> Result<Arc<dyn Store>> {
+    jobsched_store::connect(url, max)
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact(url)))
+}
+
+async fn connect_redis(args: &RedisArgs) -> Result<Arc<dyn Transport>> {
+    let t = jobsched_transport::RedisTransport::connect(&args.redis_url, &args.redis_prefix)
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", redact(&args.redis_url)))?;
+    Ok(Arc::new(t))
+}
+
+fn data_dir(path: &std::path::Path) -> Result<DataDir> {
+    DataDir::new(path).with_context(|| {
+        format!(
+            "JOBSCHED_DATA_DIR {} is not usable; point it at a writable directory",
+            path.display()
+        )
+    })
+}
+
+fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
+    if http.body_limit < 1024 {
+        bail!("JOBSCHED_BODY_LIMIT must be at least 1024 bytes, got {}", http.body_limit);
+    }
+    Ok(jobsched_api::ApiConfig {
+        api_token: http.api_token.clone().filter(|t| !t.is_empty()),
+        admin_token: http.admin_token.clone().filter(|t| !t.is_empty()),
+        body_limit: http.body_limit,
+    })
+}
+
+fn runtime_config(slots: &SlotArgs, worker_id: Option<String>, run_engine: bool) -> Result<RuntimeConfig> {
+    let base = secs("JOBSCHED_BACKOFF_BASE", slots.backoff_base)?;
+    let cap = secs("JOBSCHED_BACKOFF_CAP", slots.backoff_cap)?;
+    if cap < base {
+        bail!("JOBSCHED_BACKOFF_CAP ({}) must not be below JOBSCHED_BACKOFF_BASE ({})", slots.backoff_cap, slots.backoff_base);
+    }
+    let defaults = RuntimeConfig::default();
+    let cfg = RuntimeConfig {
+        worker_id: worker_id.unwrap_or_else(default_worker_id),
+        concurrency: slots.concurrency,
+        lease_ttl: secs("JOBSCHED_LEASE_TTL", slots.lease_ttl)?,
+        dispatch_ttl: secs("JOBSCHED_DISPATCH_TTL", slots.dispatch_ttl)?,
+        leader_ttl: secs("JOBSCHED_LEADER_TTL", slots.leader_ttl)?,
+        worker_ttl: secs("JOBSCHED_WORKER_TTL", slots.worker_ttl)?,
+        backoff: Backoff { base, cap },
+        shutdown_grace: Duration::from_secs_f64(slots.shutdown_grace.max(0.0)),
+        run_engine,
+        ..defaults
+    };
+    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+async fn api(args: ApiArgs) -> Result<()> {
+    crate::logging::init("info");
+    let config = api_config(&args.http)?;
+    let data_dir = data_dir(&args.data.data_dir)?;
+    let store = connect_store(&args.db.database_url, 16).await?;
+    let transport = connect_redis(&args.redis).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (JOBSCHED_LISTEN)", args.listen))?;
+    tracing::info!(listen = %args.listen, "API listening");
+    let state = jobsched_api::AppState {
+        store,
+        transport,
+        registry: Registry::builtin(),
+        data_dir,
+        clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+        config,
+    };
+    let shutdown = shutdown_signal();
+    jobsched_api::serve(listener, state, async move { shutdown.cancelled().await })
+        .await
+        .context("API server failed")?;
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs) -> Result<()> {
+    crate::logging::init("info");
+    let config = runtime_config(&args.slots, args.worker_id.clone(), !args.no_engine)?;
+    let data_dir = data_dir(&args.data.data_dir)?;
+    let store = connect_store(&args.db.database_url, 8).await?;
+    let transport = connect_redis(&args.redis).await?;
+    let rt = Runtime {
+        store,
+        transport,
+        registry: Registry::builtin(),
+        data_dir,
+        clock: Arc::new(SystemClock),
+        config,
+    };
+    let shutdown = shutdown_signal();
+    jobsched_runtime::run(rt, shutdown).await?;
+    Ok(())
+}
+
+async fn dev(args: DevArgs) -> Result<()> {
+    crate::logging::init("info");
+    let url = if args.memory {
+        "sqlite::memory:".to_string()
+    } else {
+        format!("sqlite://{}", args.db.display())
+    };
+    jobsched_store::migrate(&url)
+        .await
+        .with_context(|| format!("cannot prepare the dev database {}", args.db.display()))?;
+    let store = connect_store(&url, 4).await?;
+    let transport: Arc<dyn Transport> = Arc::new(jobsched_transport::MemoryTransport::new());
+    let data_dir = data_dir(&args.data.data_dir)?;
+    let config = runtime_config(&args.slots, Some("dev".to_string()), true)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen / JOBSCHED_LISTEN)", args.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal();
+    let state = jobsched_api::AppState {
+        store: store.clone(),
+        transport: transport.clone(),
+        registry: Registry::builtin(),
+        data_dir: data_dir.clone(),
+        clock: Arc::new(SystemClock),
+        config: api_config(&args.http)?,
+    };
+    let rt = Runtime {
+        store,
+        transport,
+        registry: Registry::builtin(),
+        data_dir: data_dir.clone(),
+        clock: Arc::new(SystemClock),
+        config,
+    };
+    println!("jobsched dev: API on http://{addr}  docs on http://{addr}/docs");
+    println!(
+        "  store: {}  data dir: {}  slots: {}  (Ctrl-C to stop)",
+        if args.memory { "in memory".to_string() } else { args.db.display().to_string() },
+        data_dir.root().display(),
+        args.slots.concurrency
+    );
+    let api_stop = shutdown.clone();
+    let api = tokio::spawn(jobsched_api::serve(listener, state, async move {
+        api_stop.cancelled().await
+    }));
+    jobsched_runtime::run(rt, shutdown).await?;
+    api.await.context("API task failed")?.context("API server failed")?;
+    Ok(())
+}

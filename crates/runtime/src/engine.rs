@@ -1,0 +1,302 @@
+//! The demand-driven dispatcher, run only by the leader.
+//!
+//! Loop: load new PENDING jobs (by queue-entry sequence) into the active policy's structure,
+//! promote jobs whose backoff ended, then dispatch exactly `Σ idle worker slots − ready queue
+//! length` jobs in policy order: each is marked SCHEDULED in the store (conditional on PENDING
+//! and its attempt) and its token pushed to the transport. Because nothing is handed out
+//! before a slot is idle, the policy's order holds globally and a policy switch applies to
+//! everything not yet started. Events wake the loop at once; a slow poll is the safety net.
+
+use crate::Runtime;
+use jobsched_core::policy::{self, Policy, PolicySettings};
+use jobsched_core::ports::{Event, Token};
+use jobsched_core::{JobId, PendingJob, QueuedJob};
+use chrono::{DateTime, Utc};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// A PENDING job waiting for its `run_at`.
+#[derive(Debug)]
+struct Delayed {
+    run_at: DateTime<Utc>,
+    job: QueuedJob,
+}
+impl PartialEq for Delayed {
+    fn eq(&self, o: &Self) -> bool {
+        (self.run_at, self.job.seq) == (o.run_at, o.job.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.run_at, self.job.seq).cmp(&(o.run_at, o.job.seq))
+    }
+}
+
+/// The engine's state.
+#[derive(Debug)]
+pub struct Engine {
+    rt: Runtime,
+    settings: PolicySettings,
+    policy: Box<dyn Policy>,
+    known: HashSet<JobId>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    cursor: i64,
+}
+
+/// How many PENDING rows one load query reads.
+const LOAD_PAGE: u32 = 10_000;
+
+impl Engine {
+    /// A fresh engine (loads everything on its first step).
+    pub fn new(rt: Runtime) -> Engine {
+        let settings = PolicySettings::default();
+        Engine {
+            policy: policy::build(&settings),
+            settings,
+            rt,
+            known: HashSet::new(),
+            delayed: BinaryHeap::new(),
+            cursor: 0,
+        }
+    }
+
+    /// Run until cancelled.
+    pub async fn run(mut self, mut events: broadcast::Receiver<Event>, stop: CancellationToken) {
+        if let Err(e) = self.sync_settings().await {
+            tracing::warn!(error = %e, "cannot read policy settings yet");
+        }
+        self.rebuild_dead_letter_mirror().await;
+        let mut rescue = tokio::time::interval(Duration::from_secs(1).min(self.rt.config.dispatch_ttl / 2));
+        rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut policy_dirty = false;
+        loop {
+            if policy_dirty {
+                policy_dirty = false;
+                if let Err(e) = self.sync_settings().await {
+                    tracing::warn!(error = %e, "policy sync failed");
+                }
+            }
+            if let Err(e) = self.step().await {
+                tracing::warn!(error = %e, "dispatch step failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+            let wait = self.next_wake();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                ev = events.recv() => {
+                    let mut handle = |ev: Result<Event, broadcast::error::RecvError>| match ev {
+                        Ok(Event::PolicyChanged) | Err(_) => policy_dirty = true,
+                        Ok(_) => {}
+                    };
+                    handle(ev);
+                    while let Ok(ev) = events.try_recv() { handle(Ok(ev)); }
+                }
+                _ = rescue.tick() => {
+                    // The periodic tick also re-asserts the settings: Redis may have been flushed.
+                    policy_dirty = true;
+                    self.rescue().await;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Duration {
+        let poll = self.rt.config.poll_interval;
+        match self.delayed.peek() {
+            Some(Reverse(d)) => (d.run_at - self.rt.clock.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(poll),
+            None => poll,
+        }
+    }
+
+    /// Read the policy from the transport; rebuild the key from the durable copy if missing.
+    async fn sync_settings(&mut self) -> jobsched_core::Result<()> {
+        let settings = match self.rt.transport.policy().await? {
+            Some(s) => s,
+            None => {
+                let durable = self.rt.store.load_policy().await?.unwrap_or_default();
+                tracing::info!(policy = %durable.policy, "policy key missing in transport; restored from the store");
+                self.rt.transport.set_policy(&durable).await?;
+                // The same flush lost the dead-letter mirror.
+                self.rebuild_dead_letter_mirror().await;
+                durable
+            }
+        };
+        if settings.policy != self.settings.policy
+            || settings.quantum_seconds != self.settings.quantum_seconds
+        {
+            tracing::info!(from = %self.settings.policy, to = %settings.policy, queued = self.policy.len(), "switching policy");
+            let old = std::mem::replace(&mut self.policy, policy::build(&settings));
+            self.policy = policy::switch(old, &settings);
+        }
+        self.settings = settings;
+        Ok(())
+    }
+
+    async fn rebuild_dead_letter_mirror(&self) {
+        match self.rt.store.dead_letters(10_000).await {
+            Ok(entries) => {
+                if let Err(e) = self.rt.transport.set_dead_letters(&entries).await {
+                    tracing::warn!(error = %e, "cannot rebuild the dead-letter mirror");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read dead letters"),
+        }
+    }
+
+    /// One pass: load, promote, dispatch.
+    pub async fn step(&mut self) -> jobsched_core::Result<()> {
+        self.load_pending().await?;
+        self.promote_delayed();
+        if !self.settings.paused {
+            self.dispatch().await?;
+        }
+        Ok(())
+    }
+
+    async fn load_pending(&mut self) -> jobsched_core::Result<()> {
+        loop {
+            let page = self.rt.store.pending_after(self.cursor, LOAD_PAGE).await?;
+            let n = page.len();
+            let now = self.rt.clock.now();
+            for PendingJob { queued, run_at } in page {
+                self.cursor = self.cursor.max(queued.seq);
+                if !self.known.insert(queued.id) {
+                    continue;
+                }
+                if run_at > now {
+                    self.delayed.push(Reverse(Delayed {
+                        run_at,
+                        job: queued,
+                    }));
+                } else {
+                    self.policy.enqueue(queued);
+                }
+            }
+            if n < LOAD_PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    fn promote_delayed(&mut self) {
+        let now = self.rt.clock.now();
+        while self.delayed.peek().is_some_and(|Reverse(d)| d.run_at <= now) {
+            if let Some(Reverse(d)) = self.delayed.pop() {
+                self.policy.requeue(d.job);
+            }
+        }
+    }
+
+    async fn dispatch(&mut self) -> jobsched_core::Result<()> {
+        if self.policy.is_empty() {
+            return Ok(());
+        }
+        let idle: u64 = self
+            .rt
+            .transport
+            .workers()
+            .await?
+            .iter()
+            .map(|w| u64::from(w.idle))
+            .sum();
+        let ready = self.rt.transport.ready_len().await?;
+        let mut demand = idle.saturating_sub(ready) as usize;
+        while demand > 0 && !self.policy.is_empty() {
+            let n = demand.min(self.rt.config.batch_size);
+            let mut picked = Vec::with_capacity(n);
+            while picked.len() < n {
+                match self.policy.dequeue() {
+                    Some(j) => picked.push(j),
+                    None => break,
+                }
+            }
+            for j in &picked {
+                self.known.remove(&j.id);
+            }
+            let tokens: Vec<Token> = picked
+                .iter()
+                .map(|j| Token {
+                    id: j.id,
+                    attempt: j.attempt,
+                })
+                .collect();
+            let now = self.rt.clock.now();
+            let lease_until = now
+                + chrono::Duration::from_std(self.rt.config.dispatch_ttl)
+                    .unwrap_or(chrono::Duration::seconds(30));
+            let applied = match self.rt.store.mark_scheduled(&tokens, now, lease_until).await {
+                Ok(a) => a,
+                Err(e) => {
+                    // Put them back: nothing was handed out.
+                    for j in picked {
+                        self.known.insert(j.id);
+                        self.policy.enqueue(j);
+                    }
+                    return Err(e);
+                }
+            };
+            // Keep the policy's order for the transport.
+            let by_id: std::collections::HashMap<JobId, Token> =
+                applied.into_iter().map(|t| (t.id, t)).collect();
+            let ordered: Vec<Token> = tokens
+                .iter()
+                .filter_map(|t| by_id.get(&t.id).copied())
+                .collect();
+            if !ordered.is_empty() {
+                // If this push fails the jobs stay SCHEDULED and the rescuer re-dispatches them
+                // when their dispatch lease expires.
+                self.rt.transport.push_ready(&ordered).await?;
+                tracing::debug!(count = ordered.len(), policy = %self.settings.policy, "dispatched");
+            }
+            demand -= ordered.len().min(demand);
+        }
+        Ok(())
+    }
+
+    /// Take back expired leases and dead workers' in-flight tokens.
+    async fn rescue(&mut self) {
+        let now = self.rt.clock.now();
+        match self.rt.store.rescue_expired(now).await {
+            Ok(report) => {
+                if !report.retried.is_empty() || !report.undispatched.is_empty() {
+                    tracing::warn!(
+                        retried = report.retried.len(),
+                        undispatched = report.undispatched.len(),
+                        "rescued jobs with expired leases"
+                    );
+                }
+                if !report.dead_lettered.is_empty() {
+                    tracing::warn!(count = report.dead_lettered.len(), "dead-lettered jobs whose last lease expired");
+                    if let Err(e) = self.rt.transport.push_dead_letters(&report.dead_lettered).await {
+                        tracing::warn!(error = %e, "cannot update the dead-letter mirror");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease rescue failed"),
+        }
+        match self.rt.transport.reap_dead_workers().await {
+            Ok(reaped) => {
+                for (worker, tokens) in reaped {
+                    tracing::warn!(%worker, tokens = tokens.len(), "worker stopped heartbeating; its in-flight tokens were returned");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reaping dead workers failed"),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! jobsched-runtime: everything that moves jobs once they are stored.
+//!
+//! - [`leader`]: leader election through the store (a lease row), so exactly one engine
+//!   dispatches at a time and another process takes over within `leader_ttl` if it dies.
+//! - [`engine`]: the leader's demand-driven dispatcher. It keeps every PENDING job in the active
+//!   policy's structure and hands a job to the transport only when a worker slot is idle, so
+//!   the policy's order holds globally. It also runs the rescuer (expired leases) and rebuilds
+//!   what Redis lost.
+//! - [`worker`]: a pool of execution slots that takes dispatch tokens, starts jobs under a
+//!   renewed lease, runs their bodies on blocking threads and records outcomes in batches.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod leader;
+pub mod worker;
+
+pub use config::RuntimeConfig;
+pub use error::RuntimeError;
+
+use jobsched_core::ports::{Clock, Store, Transport};
+use jobsched_jobs::{DataDir, Registry};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a runtime process needs.
+#[derive(Clone)]
+pub struct Runtime {
+    /// The source of truth.
+    pub store: Arc<dyn Store>,
+    /// Dispatch transport.
+    pub transport: Arc<dyn Transport>,
+    /// Job types.
+    pub registry: Registry,
+    /// Sandbox root for file jobs.
+    pub data_dir: DataDir,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Settings.
+    pub config: RuntimeConfig,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run the worker pool (and, if configured, the leader-elected engine) until `shutdown` is
+/// cancelled, then shut down gracefully: in-flight jobs get `shutdown_grace` to finish and are
+/// handed back (without burning a retry) after that.
+pub async fn run(rt: Runtime, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+    rt.config.validate()?;
+    let events = events::EventPump::start(rt.transport.clone(), shutdown.clone());
+    let leader = if rt.config.run_engine {
+        Some(tokio::spawn(leader::run(
+            rt.clone(),
+            events.clone(),
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
+    let worker_result = if rt.config.concurrency > 0 {
+        worker::run(rt.clone(), events.clone(), shutdown.clone()).await
+    } else {
+        shutdown.cancelled().await;
+        Ok(())
+    };
+    if let Some(leader) = leader {
+        leader.await.map_err(|e| RuntimeError::Task(e.to_string()))?;
+    }
+    worker_result
+}

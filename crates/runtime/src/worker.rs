@@ -1,0 +1,390 @@
+//! The worker pool: execution slots fed by the transport.
+//!
+//! One control task owns the slot count, so taking work and reporting idle slots never race:
+//! it takes up to `idle` tokens (the transport records the new idle count atomically), starts
+//! them in the store under a lease (conditional on SCHEDULED + attempt, so cancelled or stale
+//! tokens are dropped), and spawns each job body on a blocking thread. Outcomes go to a
+//! finisher task that writes them in batches and then frees the slots. A renewer task extends
+//! the leases of running jobs.
+
+use crate::Runtime;
+use crate::events::EventPump;
+use jobsched_core::policy::{PolicyKind, PolicySettings};
+use jobsched_core::ports::{Event, Outcome, Token};
+use jobsched_core::{JobId, StartedJob};
+use jobsched_jobs::{JobContext, RunOutput};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Jobs this worker is running, by token, with their stop flags.
+type RunningSet = Arc<Mutex<HashMap<Token, Arc<AtomicBool>>>>;
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(30))
+}
+
+/// Run the worker until `shutdown`, then drain gracefully.
+pub async fn run(
+    rt: Runtime,
+    events: EventPump,
+    shutdown: CancellationToken,
+) -> Result<(), crate::RuntimeError> {
+    let me = rt.config.worker_id.clone();
+    let total = rt.config.concurrency;
+    let running: RunningSet = Arc::default();
+    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<Outcome>();
+    let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<u32>();
+    let finisher = tokio::spawn(finisher(rt.clone(), outcome_rx, freed_tx, running.clone()));
+    let renew_stop = CancellationToken::new();
+    let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
+    let mut ev = events.subscribe();
+    let mut settings = rt.transport.policy().await.ok().flatten().unwrap_or_default();
+    let mut idle = total;
+    let heartbeat_every = rt.config.worker_ttl / 3;
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(worker = %me, slots = total, "worker started");
+
+    // ---- normal operation ----
+    let mut reported: Option<u32> = None;
+    while !shutdown.is_cancelled() {
+        if idle > 0 {
+            match rt.transport.take(&me, idle).await {
+                Ok(tokens) if !tokens.is_empty() => {
+                    idle -= tokens.len() as u32;
+                    reported = Some(idle);
+                    let started = start_jobs(&rt, &tokens, &me).await;
+                    let started_tokens: Vec<Token> = started
+                        .iter()
+                        .map(|j| Token { id: j.id, attempt: j.attempt })
+                        .collect();
+                    let dropped: Vec<Token> = tokens
+                        .iter()
+                        .filter(|t| !started_tokens.contains(t))
+                        .copied()
+                        .collect();
+                    if !dropped.is_empty() {
+                        tracing::debug!(count = dropped.len(), "dropped stale or cancelled tokens");
+                        if let Err(e) = rt.transport.ack(&me, &dropped).await {
+                            tracing::warn!(error = %e, "ack of dropped tokens failed");
+                        }
+                        idle += dropped.len() as u32;
+                    }
+                    for job in started {
+                        spawn_job(&rt, job, &settings, &running, &outcome_tx);
+                    }
+                    continue;
+                }
+                Ok(_) => {
+                    // take() recorded our idle count; tell the engine if it changed.
+                    if reported != Some(idle) {
+                        reported = Some(idle);
+                        let _ = rt.transport.publish(Event::SlotsFree).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking work failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(n) = freed_rx.recv() => {
+                idle += n;
+                while let Ok(n) = freed_rx.try_recv() { idle += n; }
+            }
+            e = ev.recv() => {
+                if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_)))
+                    && let Ok(Some(s)) = rt.transport.policy().await
+                {
+                    settings = s;
+                }
+            }
+            _ = heartbeat.tick() => {
+                if let Err(e) = rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl).await {
+                    tracing::warn!(error = %e, "heartbeat to transport failed");
+                }
+                reported = Some(idle);
+            }
+            _ = tokio::time::sleep(rt.config.poll_interval) => {}
+        }
+    }
+
+    // ---- graceful shutdown ----
+    tracing::info!(worker = %me, "shutting down: no new work; waiting for in-flight jobs");
+    let _ = rt.transport.report_slots(&me, 0, total, rt.config.worker_ttl).await;
+    let deadline = Instant::now() + rt.config.shutdown_grace;
+    let busy = |running: &RunningSet| running.lock().map(|r| r.len()).unwrap_or(0);
+    while busy(&running) > 0 && Instant::now() < deadline {
+        tokio::select! {
+            _ = freed_rx.recv() => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+    if busy(&running) > 0 {
+        // Ask preemptible jobs to stop; they come back as Requeue outcomes on their own.
+        let flags: Vec<Arc<AtomicBool>> = running
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default();
+        for f in flags {
+            f.store(true, Ordering::SeqCst);
+        }
+        let soft = Instant::now() + Duration::from_secs(1);
+        while busy(&running) > 0 && Instant::now() < soft {
+            tokio::select! {
+                _ = freed_rx.recv() => {}
+                _ = tokio::time::sleep_until(soft.into()) => {}
+            }
+        }
+        // Hand back whatever still runs, without burning a retry.
+        let left: Vec<Token> = running
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
+        if !left.is_empty() {
+            tracing::warn!(count = left.len(), "handing back jobs that did not finish within the grace period");
+            for token in left {
+                let _ = outcome_tx.send(Outcome::Requeue { token, checkpoint: None });
+            }
+        }
+    }
+    drop(outcome_tx);
+    // Job tasks still hold senders; the finisher ends once they are all done or abandoned.
+    let _ = tokio::time::timeout(Duration::from_secs(5), finisher).await;
+    renew_stop.cancel();
+    let _ = renewer.await;
+    let _ = rt
+        .transport
+        .report_slots(&me, 0, 0, Duration::from_millis(1))
+        .await;
+    tracing::info!(worker = %me, "worker stopped");
+    Ok(())
+}
+
+async fn start_jobs(rt: &Runtime, tokens: &[Token], me: &str) -> Vec<StartedJob> {
+    let now = rt.clock.now();
+    let lease_until = now + chrono_dur(rt.config.lease_ttl);
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match rt.store.start(tokens, me, now, lease_until).await {
+            Ok(started) => return started,
+            Err(e) => {
+                // The tokens stay in our in-flight list and the jobs SCHEDULED; if the store
+                // stays down, the rescuer re-dispatches them when the dispatch lease expires.
+                tracing::warn!(error = %e, "starting jobs failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                if delay >= Duration::from_secs(2) {
+                    return Vec::new();
+                }
+            }
+        }
+    }
+}
+
+fn spawn_job(
+    rt: &Runtime,
+    job: StartedJob,
+    settings: &PolicySettings,
+    running: &RunningSet,
+    outcome_tx: &mpsc::UnboundedSender<Outcome>,
+) {
+    let token = Token { id: job.id, attempt: job.attempt };
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Ok(mut r) = running.lock() {
+        r.insert(token, stop.clone());
+    }
+    let rt = rt.clone();
+    let tx = outcome_tx.clone();
+    let round_robin = settings.policy == PolicyKind::RoundRobin;
+    let quantum = settings.quantum();
+    let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let outcome = execute(&rt, job, token, round_robin, quantum, stop).await;
+            let _ = tx.send(outcome);
+        },
+        span,
+    ));
+}
+
+async fn execute(
+    rt: &Runtime,
+    job: StartedJob,
+    token: Token,
+    round_robin: bool,
+    quantum: Duration,
+    stop: Arc<AtomicBool>,
+) -> Outcome {
+    let Some(handler) = rt.registry.get(&job.job_type) else {
+        return Outcome::Failed {
+            token,
+            error: format!(
+                "unknown job type `{}`; this worker knows {:?}",
+                job.job_type,
+                rt.registry.names()
+            ),
+            retry_count: job.retry_count,
+        };
+    };
+    let deadline = (round_robin && handler.preemptible()).then(|| Instant::now() + quantum);
+    let ctx = JobContext {
+        data_dir: rt.data_dir.clone(),
+        checkpoint: job.checkpoint.clone(),
+        deadline,
+        stop,
+    };
+    let payload = job.payload.clone();
+    let result = tokio::task::spawn_blocking(move || handler.run(&payload, &ctx)).await;
+    let (error, retryable) = match result {
+        Ok(Ok(RunOutput::Done(result))) => {
+            tracing::debug!("job completed");
+            return Outcome::Completed { token, result };
+        }
+        Ok(Ok(RunOutput::Preempted { checkpoint })) => {
+            tracing::debug!("job preempted at the end of its slice");
+            return Outcome::Requeue { token, checkpoint: Some(checkpoint) };
+        }
+        Ok(Err(e)) => (e.to_string(), e.is_retryable()),
+        Err(join) => (format!("job body panicked: {join}"), true),
+    };
+    if retryable && job.retry_count < job.max_retries {
+        let retry = (job.retry_count + 1) as u32;
+        let delay = rt.config.backoff.delay(retry, &mut rand::rng());
+        tracing::info!(%error, retry, ?delay, "job failed; will retry");
+        Outcome::Retry {
+            token,
+            error,
+            run_at: rt.clock.now() + chrono_dur(delay),
+        }
+    } else {
+        tracing::warn!(%error, retryable, "job failed for good");
+        Outcome::Failed { token, error, retry_count: job.retry_count }
+    }
+}
+
+/// Writes outcomes in batches, updates the dead-letter mirror, acks tokens, frees slots.
+async fn finisher(
+    rt: Runtime,
+    mut rx: mpsc::UnboundedReceiver<Outcome>,
+    freed: mpsc::UnboundedSender<u32>,
+    running: RunningSet,
+) {
+    let me = rt.config.worker_id.clone();
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < rt.config.batch_size {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        // One outcome per token: the first (a later shutdown hand-back of the same run is moot).
+        let mut seen = std::collections::HashSet::new();
+        batch.retain(|o| seen.insert(o.token()));
+        let applied = write_outcomes(&rt, &batch).await;
+        let failed: Vec<JobId> = batch
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Failed { token, .. } if applied.contains(token) => Some(token.id),
+                _ => None,
+            })
+            .collect();
+        if !failed.is_empty() {
+            mirror_dead_letters(&rt, &failed).await;
+        }
+        let tokens: Vec<Token> = batch.iter().map(Outcome::token).collect();
+        if let Err(e) = rt.transport.ack(&me, &tokens).await {
+            tracing::warn!(error = %e, "ack failed; entries are cleaned up when this worker is reaped");
+        }
+        let mut n = 0u32;
+        if let Ok(mut r) = running.lock() {
+            for t in &tokens {
+                if r.remove(t).is_some() {
+                    n += 1;
+                }
+            }
+        }
+        batch.clear();
+        if n > 0 {
+            let _ = freed.send(n);
+        }
+    }
+}
+
+async fn write_outcomes(rt: &Runtime, batch: &[Outcome]) -> Vec<Token> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match rt.store.finish(batch, rt.clock.now()).await {
+            Ok(applied) => {
+                if applied.len() < batch.len() {
+                    tracing::info!(
+                        stale = batch.len() - applied.len(),
+                        "some outcomes were stale (lease lost or job cancelled) and were not recorded"
+                    );
+                }
+                return applied;
+            }
+            Err(e) => {
+                // Keep retrying: the outcome is only lost if the lease expires first, and then
+                // the job is retried by the rescuer (at-least-once execution).
+                tracing::warn!(error = %e, "recording outcomes failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn mirror_dead_letters(rt: &Runtime, ids: &[JobId]) {
+    let mut entries = Vec::new();
+    for id in ids {
+        if let Ok(Some(job)) = rt.store.get(*id).await {
+            entries.push(jobsched_core::DeadLetter {
+                job_id: job.id,
+                job_type: job.job_type,
+                name: job.name,
+                error: job.error_message,
+                retry_count: job.retry_count,
+                failed_at: job.completed_at,
+            });
+        }
+    }
+    if let Err(e) = rt.transport.push_dead_letters(&entries).await {
+        tracing::warn!(error = %e, "cannot update the dead-letter mirror; the leader rebuilds it");
+    }
+}
+
+/// Renew the leases of running jobs every third of the lease TTL.
+async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
+    let me = rt.config.worker_id.clone();
+    let every = rt.config.lease_ttl / 3;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let tokens: Vec<Token> = running
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
+        if tokens.is_empty() {
+            continue;
+        }
+        let until = rt.clock.now() + chrono_dur(rt.config.lease_ttl);
+        match rt.store.renew(&tokens, &me, until).await {
+            Ok(held) if held.len() < tokens.len() => {
+                tracing::warn!(lost = tokens.len() - held.len(), "lost the lease of some running jobs; their outcomes will be ignored");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+    }
+}

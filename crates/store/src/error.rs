@@ -1,0 +1,169 @@
+//! The crate's one error type.
+
+/// Errors raised while connecting to, migrating or querying a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL has a scheme this crate does not support.
+    #[error(
+        "JOBSCHED_DATABASE_URL must start with postgres:// or sqlite://, got `{url}`; \
+         use e.g. postgres://user@host:5432/jobsched or sqlite://jobsched.db"
+    )]
+    UnsupportedUrl {
+        /// The URL as given, password redacted.
+        url: String,
+    },
+    /// The URL has a supported scheme but cannot be parsed.
+    #[error("invalid {backend} URL `{url}`: {source}; check JOBSCHED_DATABASE_URL")]
+    MalformedUrl {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// The URL as given, password redacted.
+        url: String,
+        /// Parser error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database could not be reached or opened.
+    #[error(
+        "could not connect to {backend} at {target}: {source}; check that the server is running \
+         and reachable from here and that JOBSCHED_DATABASE_URL is right"
+    )]
+    Connect {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// `host:port/database` or the SQLite file.
+        target: String,
+        /// Driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database did not exist and could not be created.
+    #[error(
+        "could not create {backend} database {target}: {source}; create it by hand or grant \
+         the user CREATEDB (Postgres) / write access to the directory (SQLite)"
+    )]
+    CreateDatabase {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// Database name or file.
+        target: String,
+        /// Driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the embedded migrations failed.
+    #[error(
+        "applying {backend} migrations to {target} failed: {source}; the database may have been \
+         migrated by a different jobsched version"
+    )]
+    Migrate {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// Database name or file.
+        target: String,
+        /// Migrator error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("{backend} query failed: {source}")]
+    Query {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// Driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A row held a value this version does not understand.
+    #[error("{backend} returned unexpected data: {message}")]
+    Data {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// The backend the error is about (`postgres`, `sqlite`, or `store` when unknown).
+    pub fn component(&self) -> &'static str {
+        match self {
+            StoreError::UnsupportedUrl { .. } => "store",
+            StoreError::MalformedUrl { backend, .. }
+            | StoreError::Connect { backend, .. }
+            | StoreError::CreateDatabase { backend, .. }
+            | StoreError::Migrate { backend, .. }
+            | StoreError::Query { backend, .. }
+            | StoreError::Data { backend, .. } => backend,
+        }
+    }
+}
+
+impl From<StoreError> for jobsched_core::Error {
+    fn from(e: StoreError) -> Self {
+        jobsched_core::Error::backend(e.component(), e)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_the_password() {
+        assert_eq!(
+            redact("postgres://u:pw@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+        assert_eq!(redact("mysql://root:x@h"), "mysql://root:***@h");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn converts_to_core_backend_error() {
+        let e: jobsched_core::Error = StoreError::UnsupportedUrl { url: "x".into() }.into();
+        assert!(matches!(
+            e,
+            jobsched_core::Error::Backend {
+                component: "store",
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("must start with postgres://"));
+        let e: jobsched_core::Error = StoreError::Data {
+            backend: "sqlite",
+            message: "m".into(),
+        }
+        .into();
+        assert!(matches!(
+            e,
+            jobsched_core::Error::Backend {
+                component: "sqlite",
+                ..
+            }
+        ));
+    }
+}

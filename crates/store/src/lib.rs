@@ -1,0 +1,182 @@
+//! jobsched-store: the storage adapter of jobsched.
+//!
+//! Implements every store port of [`jobsched_core::ports`] ([`JobRepo`], [`DispatchStore`],
+//! [`WorkerStore`], [`DeadLetterStore`], [`ControlStore`], hence [`Store`]) twice: on
+//! PostgreSQL ([`PgStore`], the production source of truth) and on SQLite ([`SqliteStore`],
+//! single node). Both share one schema (`migrations/postgres`, `migrations/sqlite`, embedded at
+//! build time) and the same semantics:
+//!
+//! - every time written comes from the caller's `now` argument, never the database clock;
+//! - every state change is a conditional UPDATE on (id, expected status, attempt), so a stale
+//!   caller's write simply does not apply; the transitions used are listed below and are all
+//!   allowed by [`jobsched_core::JobStatus::can_transition_to`];
+//! - `seq`, the queue-entry sequence, grows on every (re-)entry into PENDING.
+//!
+//! # Transitions
+//!
+//! Every write in this crate is a conditional UPDATE whose WHERE clause pins the current status
+//! (and, for dispatch tokens, the attempt). The pairs below are the only ones used; each is
+//! allowed by [`jobsched_core::JobStatus::can_transition_to`] (checked by a unit test):
+//!
+//! | method | from | to |
+//! | --- | --- | --- |
+//! | `cancel` | PENDING, SCHEDULED | CANCELLED |
+//! | `mark_scheduled` | PENDING | SCHEDULED |
+//! | `rescue_expired` | RUNNING | PENDING (retry) or FAILED (retries exhausted) |
+//! | `rescue_expired` | SCHEDULED | PENDING |
+//! | `start` | SCHEDULED | RUNNING |
+//! | `finish` | RUNNING | COMPLETED, PENDING (retry, requeue), FAILED |
+//! | `retry_dead_letter` | FAILED | PENDING |
+//!
+//! `insert` creates PENDING rows; `renew` and `purge_dead_letters` change no status.
+//!
+//! Start with [`migrate`] then [`connect`]; tests of other crates use [`testing::TestDb`].
+//!
+//! [`JobRepo`]: jobsched_core::ports::JobRepo
+//! [`DispatchStore`]: jobsched_core::ports::DispatchStore
+//! [`WorkerStore`]: jobsched_core::ports::WorkerStore
+//! [`DeadLetterStore`]: jobsched_core::ports::DeadLetterStore
+//! [`ControlStore`]: jobsched_core::ports::ControlStore
+//! [`Store`]: jobsched_core::ports::Store
+
+mod common;
+mod error;
+mod pg;
+mod sqlite;
+pub mod testing;
+
+pub use error::StoreError;
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+use error::redact;
+use jobsched_core::ports::Store;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{ConnectOptions, Connection};
+use std::sync::Arc;
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `sqlite://…`, `sqlite:…` or `sqlite::memory:`.
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend for `url`, or [`StoreError::UnsupportedUrl`].
+    pub fn of(url: &str) -> Result<Backend, StoreError> {
+        let lower = url.trim_start().to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if lower.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(StoreError::UnsupportedUrl { url: redact(url) })
+        }
+    }
+}
+
+/// Connect to the store named by `url` with a pool of at most `max_connections`.
+///
+/// `postgres://`/`postgresql://` give a [`PgStore`]; `sqlite://path` a [`SqliteStore`] (the
+/// file is created if missing). `sqlite::memory:` / `sqlite://:memory:` give one shared
+/// in-memory database on a single connection, migrated on connect. Other databases must have
+/// been migrated with [`migrate`].
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match Backend::of(url)? {
+        Backend::Postgres => Arc::new(PgStore::connect(url, max_connections).await?),
+        Backend::Sqlite => Arc::new(SqliteStore::connect(url, max_connections).await?),
+    })
+}
+
+/// Create the database named by `url` if it does not exist and apply the embedded migrations.
+/// Idempotent: running it again (or concurrently) is fine.
+pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    match Backend::of(url)? {
+        Backend::Postgres => migrate_postgres(url).await,
+        Backend::Sqlite => migrate_sqlite(url).await,
+    }
+}
+
+async fn migrate_postgres(url: &str) -> Result<(), StoreError> {
+    let options = pg::parse_url(url)?;
+    let target = pg::describe(&options);
+    let exists = sqlx::Postgres::database_exists(url)
+        .await
+        .map_err(|source| StoreError::Connect {
+            backend: "postgres",
+            target: target.clone(),
+            source,
+        })?;
+    if !exists && let Err(source) = sqlx::Postgres::create_database(url).await {
+        // Someone else may have created it in between (42P04: duplicate_database).
+        let duplicate = matches!(&source, sqlx::Error::Database(e)
+            if e.code().as_deref() == Some("42P04"));
+        if !duplicate {
+            return Err(StoreError::CreateDatabase {
+                backend: "postgres",
+                target,
+                source,
+            });
+        }
+    }
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|source| StoreError::Connect {
+            backend: "postgres",
+            target: target.clone(),
+            source,
+        })?;
+    let result = pg::MIGRATOR.run(&mut conn).await;
+    let _ = conn.close().await;
+    result.map_err(|source| StoreError::Migrate {
+        backend: "postgres",
+        target,
+        source,
+    })
+}
+
+async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {
+    let options = sqlite::options(url)?;
+    let target = options.get_filename().display().to_string();
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|source| StoreError::CreateDatabase {
+            backend: "sqlite",
+            target: target.clone(),
+            source,
+        })?;
+    let result = sqlite::MIGRATOR.run(&mut conn).await;
+    let _ = conn.close().await;
+    result.map_err(|source| StoreError::Migrate {
+        backend: "sqlite",
+        target,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_by_scheme() {
+        assert_eq!(Backend::of("postgres://h/db").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of("postgresql://h/db").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("sqlite::memory:").unwrap(), Backend::Sqlite);
+        let err = Backend::of("mysql://root:secret@h/db").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "JOBSCHED_DATABASE_URL must start with postgres:// or sqlite://, got `mysql://"
+            ),
+            "{msg}"
+        );
+        assert!(!msg.contains("secret"), "{msg}");
+    }
+}

@@ -1,0 +1,847 @@
+//! The PostgreSQL store.
+//!
+//! Batch methods bind arrays and join them with `UNNEST`, so each call is one statement and one
+//! round trip whatever the batch size. Claims (`mark_scheduled`, `start`, `rescue_expired`)
+//! lock their rows with `FOR UPDATE SKIP LOCKED`: a row another claimer holds is that claimer's.
+//! Writes that must not skip (`finish`, `renew`) wait for row locks and are retried on a
+//! deadlock. See [`crate::common`] for the transitions each method performs.
+
+use crate::common::{
+    JOB_COLUMNS, POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, in_request_order, paging,
+};
+use crate::error::{StoreError, redact};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jobsched_core::ports::{
+    ControlStore, DeadLetterStore, DispatchStore, JobRepo, Outcome, RescueReport, Token, Update,
+    WorkerStore,
+};
+use jobsched_core::{
+    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
+    PendingJob, PolicySettings, QueuedJob, Result, StartedJob,
+};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+const BACKEND: &str = "postgres";
+
+/// The migrations for PostgreSQL, embedded at build time.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// A [`jobsched_core::ports::Store`] on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn db(e: sqlx::Error) -> jobsched_core::Error {
+    StoreError::Query {
+        backend: BACKEND,
+        source: e,
+    }
+    .into()
+}
+
+fn data(message: String) -> jobsched_core::Error {
+    StoreError::Data {
+        backend: BACKEND,
+        message,
+    }
+    .into()
+}
+
+/// `host:port/database` for messages.
+pub(crate) fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    )
+}
+
+/// Parse a Postgres URL, naming the problem if it does not parse.
+pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url).map_err(|source| StoreError::MalformedUrl {
+        backend: BACKEND,
+        url: redact(url),
+        source,
+    })
+}
+
+/// Run `op` again (a few times) when Postgres aborted it to break a deadlock or a
+/// serialization conflict. Only used for single statements, which are atomic.
+async fn retry_conflicts<T, F, Fut>(op: F) -> std::result::Result<T, sqlx::Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(sqlx::Error::Database(e))
+                if tries < 5 && matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "postgres conflict; retrying statement");
+            }
+            other => return other,
+        }
+    }
+}
+
+fn status_of(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|_| data(format!("unknown job status `{s}` in jobs.status")))
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job> {
+    let get = |e: sqlx::Error| db(e);
+    Ok(Job {
+        id: row.try_get("id").map_err(get)?,
+        name: row.try_get("name").map_err(get)?,
+        job_type: row.try_get("job_type").map_err(get)?,
+        status: status_of(row.try_get::<&str, _>("status").map_err(get)?)?,
+        priority: row.try_get("priority").map_err(get)?,
+        estimated_duration: row.try_get("estimated_duration").map_err(get)?,
+        payload: row.try_get("payload").map_err(get)?,
+        result: row.try_get("result").map_err(get)?,
+        error_message: row.try_get("error_message").map_err(get)?,
+        retry_count: row.try_get("retry_count").map_err(get)?,
+        max_retries: row.try_get("max_retries").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        scheduled_at: row.try_get("scheduled_at").map_err(get)?,
+        started_at: row.try_get("started_at").map_err(get)?,
+        completed_at: row.try_get("completed_at").map_err(get)?,
+        attempt: row.try_get("attempt").map_err(get)?,
+        run_at: row.try_get("run_at").map_err(get)?,
+        lease_owner: row.try_get("lease_owner").map_err(get)?,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(get)?,
+        checkpoint: row.try_get("checkpoint").map_err(get)?,
+        slices: row.try_get("slices").map_err(get)?,
+        seq: row.try_get("seq").map_err(get)?,
+    })
+}
+
+fn token_from_row(row: &PgRow) -> Result<Token> {
+    Ok(Token {
+        id: row.try_get("id").map_err(db)?,
+        attempt: row.try_get("attempt").map_err(db)?,
+    })
+}
+
+fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter> {
+    Ok(DeadLetter {
+        job_id: row.try_get("id").map_err(db)?,
+        job_type: row.try_get("job_type").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        error: row.try_get("error_message").map_err(db)?,
+        retry_count: row.try_get("retry_count").map_err(db)?,
+        failed_at: row.try_get("failed_at").map_err(db)?,
+    })
+}
+
+/// Ids and attempts as two arrays, sorted by id so concurrent batches lock rows in one order.
+fn token_arrays(tokens: &[Token]) -> (Vec<JobId>, Vec<i32>) {
+    let mut sorted = dedupe(tokens);
+    sorted.sort_by_key(|t| t.id);
+    sorted.into_iter().map(|t| (t.id, t.attempt)).unzip()
+}
+
+impl PgStore {
+    /// A store on an existing pool (migrations are not run; see [`PgStore::migrate`]).
+    pub fn new(pool: PgPool) -> Self {
+        PgStore { pool }
+    }
+
+    /// Open a pool of at most `max_connections` to `url` and check that it connects.
+    pub async fn connect(url: &str, max_connections: u32) -> std::result::Result<Self, StoreError> {
+        let options = parse_url(url)?;
+        let target = describe(&options);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                backend: BACKEND,
+                target,
+                source,
+            })?;
+        Ok(PgStore { pool })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Apply the embedded migrations to this store's database (idempotent).
+    pub async fn migrate(&self) -> std::result::Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: BACKEND,
+                target: describe(&self.pool.connect_options()),
+                source,
+            })
+    }
+}
+
+#[async_trait]
+impl JobRepo for PgStore {
+    async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job> {
+        let sql = format!(
+            "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
+                               max_retries, created_at, run_at) \
+             VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $8) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(job.id)
+            .bind(&job.name)
+            .bind(&job.job_type)
+            .bind(job.priority)
+            .bind(job.estimated_duration)
+            .bind(&job.payload)
+            .bind(job.max_retries)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        job_from_row(&row)
+    }
+
+    async fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        let types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+        let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+        let durations: Vec<f64> = jobs.iter().map(|j| j.estimated_duration).collect();
+        let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
+        let max_retries: Vec<i32> = jobs.iter().map(|j| j.max_retries).collect();
+        // One statement is one transaction. nextval() runs after the ORDER BY, so seqs follow
+        // the input order.
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
+                               max_retries, created_at, run_at, seq) \
+             SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
+                    t.max_retries, $8, $8, nextval('job_seq') \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
+                         $6::jsonb[], $7::int4[]) \
+                  WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
+                                       max_retries, ord) \
+             ORDER BY t.ord",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&types)
+        .bind(&priorities)
+        .bind(&durations)
+        .bind(&payloads)
+        .bind(&max_retries)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if inserted.rows_affected() != ids.len() as u64 {
+            return Err(data(format!(
+                "inserted {} of {} jobs",
+                inserted.rows_affected(),
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        let (page, page_size, offset) = paging(filter.page, filter.page_size);
+        // Only the filters in use appear in the SQL, so each variant gets its own plan.
+        let mut conditions = Vec::new();
+        if filter.status.is_some() {
+            conditions.push(format!("status = ${}", conditions.len() + 1));
+        }
+        if filter.job_type.is_some() {
+            conditions.push(format!("job_type = ${}", conditions.len() + 1));
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let n = conditions.len();
+        let count_sql = format!("SELECT count(*) FROM jobs {where_clause}");
+        let page_sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs {where_clause} \
+             ORDER BY created_at DESC, seq DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let status = filter.status.map(JobStatus::as_str);
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        let mut rows = sqlx::query(&page_sql);
+        if let Some(s) = status {
+            count = count.bind(s);
+            rows = rows.bind(s);
+        }
+        if let Some(t) = &filter.job_type {
+            count = count.bind(t);
+            rows = rows.bind(t);
+        }
+        let total = count.fetch_one(&self.pool).await.map_err(db)?;
+        let rows = rows
+            .bind(i64::from(page_size))
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(JobPage {
+            jobs: rows.iter().map(job_from_row).collect::<Result<_>>()?,
+            total,
+            page,
+            page_size,
+        })
+    }
+
+    async fn stats(&self) -> Result<JobStats> {
+        let rows = sqlx::query(
+            "SELECT status, count(*) AS n, \
+                    (avg(EXTRACT(EPOCH FROM (completed_at - started_at)) * 1000) \
+                        FILTER (WHERE status = 'COMPLETED'))::float8 AS avg_ms \
+             FROM jobs GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut stats = JobStats::default();
+        for row in &rows {
+            let n: i64 = row.try_get("n").map_err(db)?;
+            stats.total_jobs += n;
+            match status_of(row.try_get::<&str, _>("status").map_err(db)?)? {
+                JobStatus::Pending => stats.pending = n,
+                JobStatus::Scheduled => stats.scheduled = n,
+                JobStatus::Running => stats.running = n,
+                JobStatus::Completed => {
+                    stats.completed = n;
+                    stats.avg_execution_time_ms = row.try_get("avg_ms").map_err(db)?;
+                }
+                JobStatus::Failed => stats.failed = n,
+                JobStatus::Cancelled => stats.cancelled = n,
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome> {
+        // PENDING|SCHEDULED -> CANCELLED. If the conditional update misses, read the status
+        // (a fresh snapshot); a job seen back in a cancellable state raced us, so try again.
+        for _ in 0..5 {
+            let done = sqlx::query(
+                "UPDATE jobs SET status = 'CANCELLED', completed_at = $2, \
+                                 lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED')",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() == 1 {
+                return Ok(CancelOutcome::Cancelled);
+            }
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            match status.as_deref().map(status_of).transpose()? {
+                None => return Ok(CancelOutcome::NotFound),
+                Some(JobStatus::Pending | JobStatus::Scheduled) => continue,
+                Some(other) => return Ok(CancelOutcome::NotCancellable(other)),
+            }
+        }
+        Ok(CancelOutcome::NotCancellable(JobStatus::Running))
+    }
+}
+
+#[async_trait]
+impl DispatchStore for PgStore {
+    async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>> {
+        let rows = sqlx::query(
+            "SELECT id, seq, priority, estimated_duration, attempt, run_at FROM jobs \
+             WHERE status = 'PENDING' AND seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingJob {
+                    queued: QueuedJob {
+                        id: row.try_get("id").map_err(db)?,
+                        seq: row.try_get("seq").map_err(db)?,
+                        priority: row.try_get("priority").map_err(db)?,
+                        estimated_duration: row.try_get("estimated_duration").map_err(db)?,
+                        attempt: row.try_get("attempt").map_err(db)?,
+                    },
+                    run_at: row.try_get("run_at").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_scheduled(
+        &self,
+        jobs: &[Token],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, attempts) = token_arrays(jobs);
+        // PENDING -> SCHEDULED, fenced by the attempt; rows another claimer has locked are
+        // skipped (that claimer gets them).
+        let rows = sqlx::query(
+            "WITH claim AS ( \
+                 SELECT j.id FROM jobs j \
+                 JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
+                   ON j.id = t.id AND j.attempt = t.attempt \
+                 WHERE j.status = 'PENDING' \
+                 ORDER BY j.id \
+                 FOR UPDATE OF j SKIP LOCKED) \
+             UPDATE jobs j SET status = 'SCHEDULED', attempt = j.attempt + 1, scheduled_at = $3, \
+                               lease_owner = NULL, lease_expires_at = $4 \
+             FROM claim WHERE j.id = claim.id AND j.status = 'PENDING' \
+             RETURNING j.id, j.attempt",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let applied = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(in_request_order(jobs, applied, |t| t.id))
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
+        // One statement: lock expired leases (skipping rows someone is changing right now),
+        // then RUNNING -> FAILED (retries exhausted), RUNNING -> PENDING (retry counted),
+        // SCHEDULED -> PENDING (nothing counted). The SET expressions read the old row, so the
+        // message names the owner and attempt that expired.
+        let rows = sqlx::query(
+            "WITH running AS ( \
+                 SELECT id FROM jobs \
+                 WHERE status = 'RUNNING' AND lease_expires_at < $1 \
+                 ORDER BY id FOR UPDATE SKIP LOCKED), \
+             scheduled AS ( \
+                 SELECT id FROM jobs \
+                 WHERE status = 'SCHEDULED' AND lease_expires_at < $1 \
+                 ORDER BY id FOR UPDATE SKIP LOCKED), \
+             dead AS ( \
+                 UPDATE jobs j SET status = 'FAILED', dead_letter = true, failed_at = $1, \
+                     completed_at = $1, retry_count = j.max_retries, \
+                     error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
+                         || ' stopped renewing (attempt ' || j.attempt || ')', \
+                     lease_owner = NULL, lease_expires_at = NULL \
+                 FROM running r \
+                 WHERE j.id = r.id AND j.status = 'RUNNING' AND j.retry_count + 1 > j.max_retries \
+                 RETURNING j.id, j.job_type, j.name, j.error_message, j.retry_count, j.failed_at), \
+             retried AS ( \
+                 UPDATE jobs j SET status = 'PENDING', retry_count = j.retry_count + 1, \
+                     seq = nextval('job_seq'), run_at = $1, \
+                     error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
+                         || ' stopped renewing (attempt ' || j.attempt || ')', \
+                     lease_owner = NULL, lease_expires_at = NULL \
+                 FROM running r \
+                 WHERE j.id = r.id AND j.status = 'RUNNING' \
+                   AND j.retry_count + 1 <= j.max_retries \
+                 RETURNING j.id), \
+             undispatched AS ( \
+                 UPDATE jobs j SET status = 'PENDING', seq = nextval('job_seq'), \
+                     lease_owner = NULL, lease_expires_at = NULL \
+                 FROM scheduled s WHERE j.id = s.id AND j.status = 'SCHEDULED' \
+                 RETURNING j.id) \
+             SELECT 'dead' AS kind, id, job_type, name, error_message, retry_count, failed_at \
+               FROM dead \
+             UNION ALL SELECT 'retried', id, NULL, NULL, NULL, NULL, NULL FROM retried \
+             UNION ALL SELECT 'undispatched', id, NULL, NULL, NULL, NULL, NULL FROM undispatched",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut report = RescueReport::default();
+        for row in &rows {
+            match row.try_get::<&str, _>("kind").map_err(db)? {
+                "dead" => report.dead_lettered.push(dead_letter_from_row(row)?),
+                "retried" => report.retried.push(row.try_get("id").map_err(db)?),
+                _ => report.undispatched.push(row.try_get("id").map_err(db)?),
+            }
+        }
+        report.retried.sort();
+        report.undispatched.sort();
+        report.dead_lettered.sort_by_key(|d| d.job_id);
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl WorkerStore for PgStore {
+    async fn start(
+        &self,
+        tokens: &[Token],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<StartedJob>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, attempts) = token_arrays(tokens);
+        // SCHEDULED -> RUNNING, fenced by the attempt; locked rows are another starter's.
+        let rows = sqlx::query(
+            "WITH claim AS ( \
+                 SELECT j.id FROM jobs j \
+                 JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
+                   ON j.id = t.id AND j.attempt = t.attempt \
+                 WHERE j.status = 'SCHEDULED' \
+                 ORDER BY j.id \
+                 FOR UPDATE OF j SKIP LOCKED) \
+             UPDATE jobs j SET status = 'RUNNING', lease_owner = $3, lease_expires_at = $5, \
+                               started_at = $4, slices = j.slices + 1 \
+             FROM claim WHERE j.id = claim.id AND j.status = 'SCHEDULED' \
+             RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
+                       j.max_retries, j.created_at, j.slices",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(owner)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let started = rows
+            .iter()
+            .map(|row| {
+                Ok(StartedJob {
+                    id: row.try_get("id").map_err(db)?,
+                    attempt: row.try_get("attempt").map_err(db)?,
+                    name: row.try_get("name").map_err(db)?,
+                    job_type: row.try_get("job_type").map_err(db)?,
+                    payload: row.try_get("payload").map_err(db)?,
+                    checkpoint: row.try_get("checkpoint").map_err(db)?,
+                    retry_count: row.try_get("retry_count").map_err(db)?,
+                    max_retries: row.try_get("max_retries").map_err(db)?,
+                    created_at: row.try_get("created_at").map_err(db)?,
+                    // RETURNING shows the incremented value; report slices before this run.
+                    slices: row.try_get::<i32, _>("slices").map_err(db)? - 1,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(in_request_order(tokens, started, |s| s.id))
+    }
+
+    async fn renew(
+        &self,
+        tokens: &[Token],
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, attempts) = token_arrays(tokens);
+        let (ids, attempts) = (&ids, &attempts);
+        // No status change; waits for row locks so a concurrent finish is never skipped.
+        let rows = retry_conflicts(|| async move {
+            sqlx::query(
+                "UPDATE jobs j SET lease_expires_at = $4 \
+                 FROM UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
+                 WHERE j.id = t.id AND j.attempt = t.attempt AND j.status = 'RUNNING' \
+                   AND j.lease_owner = $3 \
+                 RETURNING j.id, j.attempt",
+            )
+            .bind(ids)
+            .bind(attempts)
+            .bind(owner)
+            .bind(lease_until)
+            .fetch_all(&self.pool)
+            .await
+        })
+        .await
+        .map_err(db)?;
+        let held = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(in_request_order(tokens, held, |t| t.id))
+    }
+
+    async fn finish(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Token>> {
+        let outcomes = dedupe_outcomes(outcomes);
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sorted = outcomes.clone();
+        sorted.sort_by_key(|o| o.token().id);
+        let (mut c_id, mut c_att, mut c_res) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut r_id, mut r_att, mut r_err, mut r_at) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut f_id, mut f_att, mut f_err, mut f_cnt) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut q_id, mut q_att, mut q_cp) = (Vec::new(), Vec::new(), Vec::new());
+        for outcome in &sorted {
+            match outcome {
+                Outcome::Completed { token, result } => {
+                    c_id.push(token.id);
+                    c_att.push(token.attempt);
+                    c_res.push(result);
+                }
+                Outcome::Retry {
+                    token,
+                    error,
+                    run_at,
+                } => {
+                    r_id.push(token.id);
+                    r_att.push(token.attempt);
+                    r_err.push(error.as_str());
+                    r_at.push(*run_at);
+                }
+                Outcome::Failed {
+                    token,
+                    error,
+                    retry_count,
+                } => {
+                    f_id.push(token.id);
+                    f_att.push(token.attempt);
+                    f_err.push(error.as_str());
+                    f_cnt.push(*retry_count);
+                }
+                Outcome::Requeue { token, checkpoint } => {
+                    q_id.push(token.id);
+                    q_att.push(token.attempt);
+                    q_cp.push(checkpoint.as_ref());
+                }
+            }
+        }
+        let (c_id, c_att, c_res) = (&c_id, &c_att, &c_res);
+        let (r_id, r_att, r_err, r_at) = (&r_id, &r_att, &r_err, &r_at);
+        let (f_id, f_att, f_err, f_cnt) = (&f_id, &f_att, &f_err, &f_cnt);
+        let (q_id, q_att, q_cp) = (&q_id, &q_att, &q_cp);
+        // All four outcome kinds in one statement (one round trip, atomic). Each is
+        // RUNNING -> X fenced by the attempt: COMPLETED, PENDING (retry / requeue), FAILED.
+        // retry_count is capped at max_retries so it never exceeds the budget.
+        let rows = retry_conflicts(|| async move {
+            sqlx::query(
+                "WITH completed AS ( \
+                     UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $15, \
+                                       lease_owner = NULL, lease_expires_at = NULL \
+                     FROM UNNEST($1::uuid[], $2::int4[], $3::jsonb[]) AS t(id, attempt, result) \
+                     WHERE j.id = t.id AND j.attempt = t.attempt AND j.status = 'RUNNING' \
+                     RETURNING j.id, j.attempt), \
+                 retried AS ( \
+                     UPDATE jobs j SET status = 'PENDING', \
+                                       retry_count = LEAST(j.retry_count + 1, j.max_retries), \
+                                       error_message = t.error, run_at = t.run_at, \
+                                       seq = nextval('job_seq'), \
+                                       lease_owner = NULL, lease_expires_at = NULL \
+                     FROM UNNEST($4::uuid[], $5::int4[], $6::text[], $7::timestamptz[]) \
+                          AS t(id, attempt, error, run_at) \
+                     WHERE j.id = t.id AND j.attempt = t.attempt AND j.status = 'RUNNING' \
+                     RETURNING j.id, j.attempt), \
+                 failed AS ( \
+                     UPDATE jobs j SET status = 'FAILED', error_message = t.error, \
+                                       retry_count = LEAST(t.retry_count, j.max_retries), \
+                                       dead_letter = true, failed_at = $15, completed_at = $15, \
+                                       lease_owner = NULL, lease_expires_at = NULL \
+                     FROM UNNEST($8::uuid[], $9::int4[], $10::text[], $11::int4[]) \
+                          AS t(id, attempt, error, retry_count) \
+                     WHERE j.id = t.id AND j.attempt = t.attempt AND j.status = 'RUNNING' \
+                     RETURNING j.id, j.attempt), \
+                 requeued AS ( \
+                     UPDATE jobs j SET status = 'PENDING', seq = nextval('job_seq'), \
+                                       checkpoint = COALESCE(t.checkpoint, j.checkpoint), \
+                                       run_at = $15, lease_owner = NULL, lease_expires_at = NULL \
+                     FROM UNNEST($12::uuid[], $13::int4[], $14::jsonb[]) \
+                          AS t(id, attempt, checkpoint) \
+                     WHERE j.id = t.id AND j.attempt = t.attempt AND j.status = 'RUNNING' \
+                     RETURNING j.id, j.attempt) \
+                 SELECT id, attempt FROM completed \
+                 UNION ALL SELECT id, attempt FROM retried \
+                 UNION ALL SELECT id, attempt FROM failed \
+                 UNION ALL SELECT id, attempt FROM requeued",
+            )
+            .bind(c_id)
+            .bind(c_att)
+            .bind(c_res)
+            .bind(r_id)
+            .bind(r_att)
+            .bind(r_err)
+            .bind(r_at)
+            .bind(f_id)
+            .bind(f_att)
+            .bind(f_err)
+            .bind(f_cnt)
+            .bind(q_id)
+            .bind(q_att)
+            .bind(q_cp)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+        })
+        .await
+        .map_err(db)?;
+        let applied = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+        let requested: Vec<Token> = outcomes.iter().map(|o| o.token()).collect();
+        Ok(in_request_order(&requested, applied, |t| t.id))
+    }
+}
+
+#[async_trait]
+impl DeadLetterStore for PgStore {
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT id, job_type, name, error_message, retry_count, failed_at FROM jobs \
+             WHERE dead_letter ORDER BY failed_at DESC, seq DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    async fn dead_letter_count(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dead_letter")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update> {
+        // FAILED -> PENDING with a fresh retry budget; the last error is kept for reference.
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'PENDING', retry_count = 0, dead_letter = false, \
+                             completed_at = NULL, failed_at = NULL, run_at = $2, \
+                             seq = nextval('job_seq'), lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND status = 'FAILED' AND dead_letter",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(if done.rows_affected() == 1 {
+            Update::Applied
+        } else {
+            Update::Stale
+        })
+    }
+
+    async fn purge_dead_letters(&self) -> Result<u64> {
+        let done = sqlx::query("UPDATE jobs SET dead_letter = false WHERE dead_letter")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl ControlStore for PgStore {
+    async fn load_policy(&self) -> Result<Option<PolicySettings>> {
+        let value: Option<Value> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(POLICY_KEY)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        value
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| data(format!("settings row `policy` is not PolicySettings: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn save_policy(&self, settings: &PolicySettings) -> Result<()> {
+        let value = serde_json::to_value(settings)
+            .map_err(|e| data(format!("cannot encode policy settings: {e}")))?;
+        // updated_at is informational only, so the wall clock is fine here.
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
+                                             updated_at = EXCLUDED.updated_at",
+        )
+        .bind(POLICY_KEY)
+        .bind(value)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn try_lead(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<bool> {
+        // Take the row when it is free or expired (expires_at <= now), renew it when ours.
+        let row = sqlx::query(
+            "INSERT INTO leaders (role, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (role) DO UPDATE \
+                SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+                WHERE leaders.expires_at <= $4 OR leaders.holder = EXCLUDED.holder \
+             RETURNING holder",
+        )
+        .bind(role)
+        .bind(holder)
+        .bind(add_ttl(now, ttl))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn resign(&self, role: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leaders WHERE role = $1 AND holder = $2")
+            .bind(role)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}

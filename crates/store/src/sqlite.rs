@@ -1,0 +1,856 @@
+//! The SQLite store (single node, development and small deployments).
+//!
+//! Storage choices (see `migrations/sqlite/0001_init.sql`):
+//! - timestamps are INTEGER microseconds since the Unix epoch (UTC), so lease-expiry
+//!   comparisons and ORDER BY are exact integer comparisons; microseconds match Postgres'
+//!   `timestamptz` precision;
+//! - ids are hyphenated UUID text, JSON is JSON text, booleans are 0/1;
+//! - `seq` values come from the one-row `job_seq` table: a write transaction that needs `n`
+//!   values first runs `UPDATE job_seq SET value = value + n … RETURNING value` and hands out
+//!   `value - n + 1 ..= value`. Every write transaction starts with `BEGIN IMMEDIATE`, taking
+//!   SQLite's single write lock up front, so no two transactions can hand out the same value and
+//!   values only grow. Values handed out to updates that did not apply leave harmless gaps.
+//!
+//! Batch methods run one small statement per item inside one transaction: SQLite is in-process,
+//! so statements cost microseconds rather than network round trips.
+
+use crate::common::{JOB_COLUMNS, POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, paging};
+use crate::error::{StoreError, redact};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jobsched_core::ports::{
+    ControlStore, DeadLetterStore, DispatchStore, JobRepo, Outcome, RescueReport, Token, Update,
+    WorkerStore,
+};
+use jobsched_core::{
+    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
+    PendingJob, PolicySettings, QueuedJob, Result, StartedJob,
+};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::fmt::Hyphenated;
+
+const BACKEND: &str = "sqlite";
+
+/// How long a writer waits for SQLite's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The migrations for SQLite, embedded at build time.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// A [`jobsched_core::ports::Store`] on SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn db(e: sqlx::Error) -> jobsched_core::Error {
+    StoreError::Query {
+        backend: BACKEND,
+        source: e,
+    }
+    .into()
+}
+
+fn data(message: String) -> jobsched_core::Error {
+    StoreError::Data {
+        backend: BACKEND,
+        message,
+    }
+    .into()
+}
+
+/// A timestamp as stored: microseconds since the Unix epoch.
+fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_us(v: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| data(format!("timestamp {v} out of range")))
+}
+
+fn opt_from_us(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    v.map(from_us).transpose()
+}
+
+fn hy(id: JobId) -> Hyphenated {
+    id.hyphenated()
+}
+
+fn id_of(row: &SqliteRow) -> Result<JobId> {
+    Ok(row
+        .try_get::<Hyphenated, _>("id")
+        .map_err(db)?
+        .into_uuid())
+}
+
+fn status_of(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|_| data(format!("unknown job status `{s}` in jobs.status")))
+}
+
+/// True when the URL names an in-memory database.
+pub(crate) fn is_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Parse a SQLite URL into connect options (file created if missing, WAL, busy timeout).
+pub(crate) fn options(url: &str) -> std::result::Result<SqliteConnectOptions, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|source| StoreError::MalformedUrl {
+            backend: BACKEND,
+            url: redact(url),
+            source,
+        })?
+        .create_if_missing(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(false);
+    Ok(if is_memory(url) {
+        options
+    } else {
+        options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job> {
+    Ok(Job {
+        id: id_of(row)?,
+        name: row.try_get("name").map_err(db)?,
+        job_type: row.try_get("job_type").map_err(db)?,
+        status: status_of(row.try_get::<&str, _>("status").map_err(db)?)?,
+        priority: row.try_get("priority").map_err(db)?,
+        estimated_duration: row.try_get("estimated_duration").map_err(db)?,
+        payload: row.try_get("payload").map_err(db)?,
+        result: row.try_get("result").map_err(db)?,
+        error_message: row.try_get("error_message").map_err(db)?,
+        retry_count: row.try_get("retry_count").map_err(db)?,
+        max_retries: row.try_get("max_retries").map_err(db)?,
+        created_at: from_us(row.try_get("created_at").map_err(db)?)?,
+        scheduled_at: opt_from_us(row.try_get("scheduled_at").map_err(db)?)?,
+        started_at: opt_from_us(row.try_get("started_at").map_err(db)?)?,
+        completed_at: opt_from_us(row.try_get("completed_at").map_err(db)?)?,
+        attempt: row.try_get("attempt").map_err(db)?,
+        run_at: from_us(row.try_get("run_at").map_err(db)?)?,
+        lease_owner: row.try_get("lease_owner").map_err(db)?,
+        lease_expires_at: opt_from_us(row.try_get("lease_expires_at").map_err(db)?)?,
+        checkpoint: row.try_get("checkpoint").map_err(db)?,
+        slices: row.try_get("slices").map_err(db)?,
+        seq: row.try_get("seq").map_err(db)?,
+    })
+}
+
+fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter> {
+    Ok(DeadLetter {
+        job_id: id_of(row)?,
+        job_type: row.try_get("job_type").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        error: row.try_get("error_message").map_err(db)?,
+        retry_count: row.try_get("retry_count").map_err(db)?,
+        failed_at: opt_from_us(row.try_get("failed_at").map_err(db)?)?,
+    })
+}
+
+/// Reserve `n` queue-entry sequence values; returns the first. Must be the first statement of
+/// a `BEGIN IMMEDIATE` transaction (see the module docs).
+async fn reserve_seqs(tx: &mut Transaction<'static, Sqlite>, n: usize) -> Result<i64> {
+    let n = n as i64;
+    let last: i64 =
+        sqlx::query_scalar("UPDATE job_seq SET value = value + ?1 WHERE id = 1 RETURNING value")
+            .bind(n)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+    Ok(last - n + 1)
+}
+
+const INSERT_SQL: &str = "INSERT INTO jobs (id, name, job_type, status, priority, \
+     estimated_duration, payload, max_retries, created_at, run_at, seq) \
+     VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, ?6, ?7, ?8, ?8, ?9)";
+
+impl SqliteStore {
+    /// A store on an existing pool (migrations are not run; see [`SqliteStore::migrate`]).
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteStore { pool }
+    }
+
+    /// Open `url` (the file is created if missing) with at most `max_connections`. An
+    /// in-memory database gets exactly one connection, kept open for the pool's life so every
+    /// user shares one database, and is migrated here since nothing else can reach it.
+    pub async fn connect(url: &str, max_connections: u32) -> std::result::Result<Self, StoreError> {
+        let options = options(url)?;
+        let target = options.get_filename().display().to_string();
+        let memory = is_memory(url);
+        let pool_options = if memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(max_connections.max(1))
+        };
+        let pool = pool_options
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                backend: BACKEND,
+                target,
+                source,
+            })?;
+        let store = SqliteStore { pool };
+        if memory {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Apply the embedded migrations to this store's database (idempotent).
+    pub async fn migrate(&self) -> std::result::Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: BACKEND,
+                target: self
+                    .pool
+                    .connect_options()
+                    .get_filename()
+                    .display()
+                    .to_string(),
+                source,
+            })
+    }
+
+    /// A write transaction holding SQLite's write lock from its first statement.
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)
+    }
+}
+
+#[async_trait]
+impl JobRepo for SqliteStore {
+    async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job> {
+        let mut tx = self.write().await?;
+        let seq = reserve_seqs(&mut tx, 1).await?;
+        let sql = format!("{INSERT_SQL} RETURNING {JOB_COLUMNS}");
+        let row = sqlx::query(&sql)
+            .bind(hy(job.id))
+            .bind(&job.name)
+            .bind(&job.job_type)
+            .bind(job.priority)
+            .bind(job.estimated_duration)
+            .bind(&job.payload)
+            .bind(job.max_retries)
+            .bind(us(now))
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let inserted = job_from_row(&row)?;
+        tx.commit().await.map_err(db)?;
+        Ok(inserted)
+    }
+
+    async fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let first = reserve_seqs(&mut tx, jobs.len()).await?;
+        for (seq, job) in (first..).zip(jobs) {
+            sqlx::query(INSERT_SQL)
+                .bind(hy(job.id))
+                .bind(&job.name)
+                .bind(&job.job_type)
+                .bind(job.priority)
+                .bind(job.estimated_duration)
+                .bind(&job.payload)
+                .bind(job.max_retries)
+                .bind(us(now))
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(jobs.iter().map(|j| j.id).collect())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        let row = sqlx::query(&sql)
+            .bind(hy(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
+        let (page, page_size, offset) = paging(filter.page, filter.page_size);
+        let mut conditions = Vec::new();
+        if filter.status.is_some() {
+            conditions.push("status = ?");
+        }
+        if filter.job_type.is_some() {
+            conditions.push("job_type = ?");
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let count_sql = format!("SELECT count(*) FROM jobs {where_clause}");
+        let page_sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs {where_clause} \
+             ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?"
+        );
+        let status = filter.status.map(JobStatus::as_str);
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        let mut rows = sqlx::query(&page_sql);
+        if let Some(s) = status {
+            count = count.bind(s);
+            rows = rows.bind(s);
+        }
+        if let Some(t) = &filter.job_type {
+            count = count.bind(t);
+            rows = rows.bind(t);
+        }
+        // Both reads in one transaction so the page and its total agree.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let total = count.fetch_one(&mut *tx).await.map_err(db)?;
+        let rows = rows
+            .bind(i64::from(page_size))
+            .bind(offset)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(JobPage {
+            jobs: rows.iter().map(job_from_row).collect::<Result<_>>()?,
+            total,
+            page,
+            page_size,
+        })
+    }
+
+    async fn stats(&self) -> Result<JobStats> {
+        let rows = sqlx::query(
+            "SELECT status, count(*) AS n, \
+                    avg(CASE WHEN status = 'COMPLETED' \
+                             THEN (completed_at - started_at) / 1000.0 END) AS avg_ms \
+             FROM jobs GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut stats = JobStats::default();
+        for row in &rows {
+            let n: i64 = row.try_get("n").map_err(db)?;
+            stats.total_jobs += n;
+            match status_of(row.try_get::<&str, _>("status").map_err(db)?)? {
+                JobStatus::Pending => stats.pending = n,
+                JobStatus::Scheduled => stats.scheduled = n,
+                JobStatus::Running => stats.running = n,
+                JobStatus::Completed => {
+                    stats.completed = n;
+                    stats.avg_execution_time_ms = row.try_get("avg_ms").map_err(db)?;
+                }
+                JobStatus::Failed => stats.failed = n,
+                JobStatus::Cancelled => stats.cancelled = n,
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome> {
+        // PENDING|SCHEDULED -> CANCELLED; the read and the write share the write lock, so the
+        // status read after a miss is the one that made it miss.
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'CANCELLED', completed_at = ?2, \
+                             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND status IN ('PENDING', 'SCHEDULED')",
+        )
+        .bind(hy(id))
+        .bind(us(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let outcome = if done.rows_affected() == 1 {
+            CancelOutcome::Cancelled
+        } else {
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
+                .bind(hy(id))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            match status {
+                None => CancelOutcome::NotFound,
+                Some(s) => CancelOutcome::NotCancellable(status_of(&s)?),
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl DispatchStore for SqliteStore {
+    async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>> {
+        let rows = sqlx::query(
+            "SELECT id, seq, priority, estimated_duration, attempt, run_at FROM jobs \
+             WHERE status = 'PENDING' AND seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingJob {
+                    queued: QueuedJob {
+                        id: id_of(row)?,
+                        seq: row.try_get("seq").map_err(db)?,
+                        priority: row.try_get("priority").map_err(db)?,
+                        estimated_duration: row.try_get("estimated_duration").map_err(db)?,
+                        attempt: row.try_get("attempt").map_err(db)?,
+                    },
+                    run_at: from_us(row.try_get("run_at").map_err(db)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_scheduled(
+        &self,
+        jobs: &[Token],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        let tokens = dedupe(jobs);
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let mut applied = Vec::with_capacity(tokens.len());
+        for token in &tokens {
+            // PENDING -> SCHEDULED, fenced by the attempt.
+            let attempt: Option<i32> = sqlx::query_scalar(
+                "UPDATE jobs SET status = 'SCHEDULED', attempt = attempt + 1, scheduled_at = ?3, \
+                                 lease_owner = NULL, lease_expires_at = ?4 \
+                 WHERE id = ?1 AND status = 'PENDING' AND attempt = ?2 \
+                 RETURNING attempt",
+            )
+            .bind(hy(token.id))
+            .bind(token.attempt)
+            .bind(us(now))
+            .bind(us(lease_until))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(attempt) = attempt {
+                applied.push(Token {
+                    id: token.id,
+                    attempt,
+                });
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(applied)
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
+        let now_us = us(now);
+        let mut tx = self.write().await?;
+        // RUNNING -> FAILED when the retry budget is spent. SET expressions read the old row,
+        // so the message names the owner and attempt that expired.
+        let dead_rows = sqlx::query(
+            "UPDATE jobs SET status = 'FAILED', dead_letter = 1, failed_at = ?1, \
+                 completed_at = ?1, retry_count = max_retries, \
+                 error_message = 'lease expired: worker ' || COALESCE(lease_owner, '?') \
+                     || ' stopped renewing (attempt ' || attempt || ')', \
+                 lease_owner = NULL, lease_expires_at = NULL \
+             WHERE status = 'RUNNING' AND lease_expires_at < ?1 \
+               AND retry_count + 1 > max_retries \
+             RETURNING id, job_type, name, error_message, retry_count, failed_at",
+        )
+        .bind(now_us)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        // The rest re-enter PENDING and need a seq each, in lease-expiry order.
+        let back: Vec<(Hyphenated, String)> = sqlx::query_as(
+            "SELECT id, status FROM jobs \
+             WHERE status IN ('RUNNING', 'SCHEDULED') AND lease_expires_at < ?1 \
+             ORDER BY lease_expires_at, seq",
+        )
+        .bind(now_us)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut report = RescueReport {
+            dead_lettered: dead_rows
+                .iter()
+                .map(dead_letter_from_row)
+                .collect::<Result<_>>()?,
+            ..RescueReport::default()
+        };
+        if !back.is_empty() {
+            let first = reserve_seqs(&mut tx, back.len()).await?;
+            for (seq, (id, status)) in (first..).zip(&back) {
+                if status == "RUNNING" {
+                    // RUNNING -> PENDING, one retry counted.
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'PENDING', retry_count = retry_count + 1, \
+                             seq = ?2, run_at = ?3, \
+                             error_message = 'lease expired: worker ' \
+                                 || COALESCE(lease_owner, '?') \
+                                 || ' stopped renewing (attempt ' || attempt || ')', \
+                             lease_owner = NULL, lease_expires_at = NULL \
+                         WHERE id = ?1 AND status = 'RUNNING'",
+                    )
+                    .bind(id)
+                    .bind(seq)
+                    .bind(now_us)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    report.retried.push(id.into_uuid());
+                } else {
+                    // SCHEDULED -> PENDING, nothing counted.
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'PENDING', seq = ?2, \
+                             lease_owner = NULL, lease_expires_at = NULL \
+                         WHERE id = ?1 AND status = 'SCHEDULED'",
+                    )
+                    .bind(id)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    report.undispatched.push(id.into_uuid());
+                }
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        report.retried.sort();
+        report.undispatched.sort();
+        report.dead_lettered.sort_by_key(|d| d.job_id);
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl WorkerStore for SqliteStore {
+    async fn start(
+        &self,
+        tokens: &[Token],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<StartedJob>> {
+        let tokens = dedupe(tokens);
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let mut started = Vec::with_capacity(tokens.len());
+        for token in &tokens {
+            // SCHEDULED -> RUNNING, fenced by the attempt.
+            let row = sqlx::query(
+                "UPDATE jobs SET status = 'RUNNING', lease_owner = ?3, lease_expires_at = ?5, \
+                                 started_at = ?4, slices = slices + 1 \
+                 WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2 \
+                 RETURNING attempt, name, job_type, payload, checkpoint, retry_count, max_retries, \
+                           created_at, slices",
+            )
+            .bind(hy(token.id))
+            .bind(token.attempt)
+            .bind(owner)
+            .bind(us(now))
+            .bind(us(lease_until))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(row) = row {
+                started.push(StartedJob {
+                    id: token.id,
+                    attempt: row.try_get("attempt").map_err(db)?,
+                    name: row.try_get("name").map_err(db)?,
+                    job_type: row.try_get("job_type").map_err(db)?,
+                    payload: row.try_get("payload").map_err(db)?,
+                    checkpoint: row.try_get("checkpoint").map_err(db)?,
+                    retry_count: row.try_get("retry_count").map_err(db)?,
+                    max_retries: row.try_get("max_retries").map_err(db)?,
+                    created_at: from_us(row.try_get("created_at").map_err(db)?)?,
+                    // RETURNING shows the incremented value; report slices before this run.
+                    slices: row.try_get::<i32, _>("slices").map_err(db)? - 1,
+                });
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(started)
+    }
+
+    async fn renew(
+        &self,
+        tokens: &[Token],
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        let tokens = dedupe(tokens);
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let mut held = Vec::with_capacity(tokens.len());
+        for token in &tokens {
+            let done = sqlx::query(
+                "UPDATE jobs SET lease_expires_at = ?4 \
+                 WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING' AND lease_owner = ?3",
+            )
+            .bind(hy(token.id))
+            .bind(token.attempt)
+            .bind(owner)
+            .bind(us(lease_until))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() == 1 {
+                held.push(*token);
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(held)
+    }
+
+    async fn finish(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Token>> {
+        let outcomes = dedupe_outcomes(outcomes);
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now_us = us(now);
+        let mut tx = self.write().await?;
+        let requeues = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Retry { .. } | Outcome::Requeue { .. }))
+            .count();
+        let mut next_seq = if requeues > 0 {
+            reserve_seqs(&mut tx, requeues).await?
+        } else {
+            0
+        };
+        let mut applied = Vec::with_capacity(outcomes.len());
+        for outcome in &outcomes {
+            let token = outcome.token();
+            // Each is RUNNING -> X fenced by the attempt. retry_count is capped at max_retries.
+            let query = match outcome {
+                Outcome::Completed { result, .. } => sqlx::query(
+                    "UPDATE jobs SET status = 'COMPLETED', result = ?3, completed_at = ?4, \
+                                     lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
+                )
+                .bind(hy(token.id))
+                .bind(token.attempt)
+                .bind(result)
+                .bind(now_us),
+                Outcome::Retry { error, run_at, .. } => {
+                    next_seq += 1;
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'PENDING', \
+                                         retry_count = MIN(retry_count + 1, max_retries), \
+                                         error_message = ?3, run_at = ?4, seq = ?5, \
+                                         lease_owner = NULL, lease_expires_at = NULL \
+                         WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
+                    )
+                    .bind(hy(token.id))
+                    .bind(token.attempt)
+                    .bind(error)
+                    .bind(us(*run_at))
+                    .bind(next_seq - 1)
+                }
+                Outcome::Failed {
+                    error, retry_count, ..
+                } => sqlx::query(
+                    "UPDATE jobs SET status = 'FAILED', error_message = ?3, \
+                                     retry_count = MIN(?4, max_retries), dead_letter = 1, \
+                                     failed_at = ?5, completed_at = ?5, \
+                                     lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
+                )
+                .bind(hy(token.id))
+                .bind(token.attempt)
+                .bind(error)
+                .bind(*retry_count)
+                .bind(now_us),
+                Outcome::Requeue { checkpoint, .. } => {
+                    next_seq += 1;
+                    sqlx::query(
+                        "UPDATE jobs SET status = 'PENDING', seq = ?3, \
+                                         checkpoint = COALESCE(?4, checkpoint), run_at = ?5, \
+                                         lease_owner = NULL, lease_expires_at = NULL \
+                         WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
+                    )
+                    .bind(hy(token.id))
+                    .bind(token.attempt)
+                    .bind(next_seq - 1)
+                    .bind(checkpoint.as_ref())
+                    .bind(now_us)
+                }
+            };
+            if query.execute(&mut *tx).await.map_err(db)?.rows_affected() == 1 {
+                applied.push(token);
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(applied)
+    }
+}
+
+#[async_trait]
+impl DeadLetterStore for SqliteStore {
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(
+            "SELECT id, job_type, name, error_message, retry_count, failed_at FROM jobs \
+             WHERE dead_letter = 1 ORDER BY failed_at DESC, seq DESC LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    async fn dead_letter_count(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dead_letter = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update> {
+        let mut tx = self.write().await?;
+        let seq = reserve_seqs(&mut tx, 1).await?;
+        // FAILED -> PENDING with a fresh retry budget; the last error is kept for reference.
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'PENDING', retry_count = 0, dead_letter = 0, \
+                             completed_at = NULL, failed_at = NULL, run_at = ?2, seq = ?3, \
+                             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND status = 'FAILED' AND dead_letter = 1",
+        )
+        .bind(hy(id))
+        .bind(us(now))
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(if done.rows_affected() == 1 {
+            Update::Applied
+        } else {
+            Update::Stale
+        })
+    }
+
+    async fn purge_dead_letters(&self) -> Result<u64> {
+        let done = sqlx::query("UPDATE jobs SET dead_letter = 0 WHERE dead_letter = 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl ControlStore for SqliteStore {
+    async fn load_policy(&self) -> Result<Option<PolicySettings>> {
+        let value: Option<Value> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1")
+            .bind(POLICY_KEY)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        value
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| data(format!("settings row `policy` is not PolicySettings: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn save_policy(&self, settings: &PolicySettings) -> Result<()> {
+        let value = serde_json::to_value(settings)
+            .map_err(|e| data(format!("cannot encode policy settings: {e}")))?;
+        // updated_at is informational only, so the wall clock is fine here.
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                                             updated_at = excluded.updated_at",
+        )
+        .bind(POLICY_KEY)
+        .bind(value)
+        .bind(us(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn try_lead(
+        &self,
+        role: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<bool> {
+        // Take the row when it is free or expired (expires_at <= now), renew it when ours.
+        let row = sqlx::query(
+            "INSERT INTO leaders (role, holder, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (role) DO UPDATE \
+                SET holder = excluded.holder, expires_at = excluded.expires_at \
+                WHERE leaders.expires_at <= ?4 OR leaders.holder = excluded.holder \
+             RETURNING holder",
+        )
+        .bind(role)
+        .bind(holder)
+        .bind(us(add_ttl(now, ttl)))
+        .bind(us(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.is_some())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn resign(&self, role: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leaders WHERE role = ?1 AND holder = ?2")
+            .bind(role)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}

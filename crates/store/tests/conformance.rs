@@ -1,0 +1,1315 @@
+//! One conformance suite for every store backend.
+//!
+//! Each scenario is a plain async fn over a [`TestDb`]; the `conformance!` macro instantiates
+//! every scenario once per backend (`postgres::…`, `sqlite::…`), each on a fresh database, so
+//! the two backends are held to exactly the same behaviour. Postgres scenarios skip (with a
+//! message) when no server is reachable, unless `CI=true`.
+
+use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
+use jobsched_core::ports::{Outcome, Store, Token, Update};
+use jobsched_core::{
+    CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
+    PolicySettings,
+};
+use jobsched_store::testing::TestDb;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+                        return;
+                    };
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = jobsched_store::testing::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                    db.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    insert_and_get,
+    insert_many_is_ordered_and_atomic,
+    list_filters_sorts_and_pages,
+    stats_counts_and_average,
+    cancel_rules,
+    pending_after_is_a_cursor,
+    mark_scheduled_is_fenced_by_attempt,
+    start_rules,
+    renew_rules,
+    finish_completed_applies_once,
+    finish_retry_failed_requeue,
+    rescue_expired_both_branches,
+    rescue_never_exceeds_max_retries,
+    dead_letters_retry_and_purge,
+    leader_election,
+    policy_settings_round_trip,
+    concurrent_mark_scheduled_claims_each_job_once,
+    concurrent_start_claims_each_job_once,
+    illegal_transitions_change_nothing,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A fixed, stubbable clock: `t(s)` is `s` seconds after 2030-01-01T00:00:00Z.
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap() + Cd::seconds(secs)
+}
+
+fn new_job(name: &str) -> NewJob {
+    custom_job(name, "sleep", 5, 1.0, 3)
+}
+
+fn custom_job(name: &str, job_type: &str, priority: i64, est: f64, max_retries: i64) -> NewJob {
+    NewJob::new(
+        name,
+        job_type,
+        Some(priority),
+        Some(est),
+        Some(json!({ "duration": 1, "name": name })),
+        Some(max_retries),
+    )
+    .unwrap()
+}
+
+async fn job(s: &Arc<dyn Store>, id: JobId) -> Job {
+    s.get(id).await.unwrap().expect("job exists")
+}
+
+async fn token(s: &Arc<dyn Store>, id: JobId) -> Token {
+    Token {
+        id,
+        attempt: job(s, id).await.attempt,
+    }
+}
+
+/// PENDING → SCHEDULED with a dispatch lease until `lease_until`; returns the new token.
+async fn schedule(
+    s: &Arc<dyn Store>,
+    id: JobId,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Token {
+    let current = token(s, id).await;
+    let applied = s.mark_scheduled(&[current], now, lease_until).await.unwrap();
+    assert_eq!(applied.len(), 1, "schedule {id}");
+    applied[0]
+}
+
+/// PENDING → SCHEDULED → RUNNING for `owner`, lease until `lease_until`; returns the token.
+async fn run(
+    s: &Arc<dyn Store>,
+    id: JobId,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Token {
+    let tok = schedule(s, id, now, lease_until).await;
+    let started = s.start(&[tok], owner, now, lease_until).await.unwrap();
+    assert_eq!(started.len(), 1, "start {id}");
+    tok
+}
+
+async fn insert(s: &Arc<dyn Store>, name: &str, now: DateTime<Utc>) -> JobId {
+    s.insert(&new_job(name), now).await.unwrap().id
+}
+
+/// Every job's status.
+async fn statuses(s: &Arc<dyn Store>) -> HashMap<JobId, JobStatus> {
+    let page = s
+        .list(&JobFilter {
+            page: 1,
+            page_size: 10_000,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    page.jobs.into_iter().map(|j| (j.id, j.status)).collect()
+}
+
+/// Every status change between two snapshots is one the state machine allows.
+fn assert_transitions_allowed(
+    before: &HashMap<JobId, JobStatus>,
+    after: &HashMap<JobId, JobStatus>,
+) {
+    for (id, from) in before {
+        let to = after[id];
+        if *from != to {
+            assert!(from.can_transition_to(to), "{id}: {from} -> {to}");
+        }
+    }
+}
+
+fn assert_close(a: f64, b: f64) {
+    assert!((a - b).abs() < 1e-6, "{a} != {b}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// JobRepo
+
+async fn insert_and_get(db: &TestDb) {
+    let s = db.store().await;
+    let nj = custom_job("first", "word_count", 2, 7.5, 4);
+    let j = s.insert(&nj, t(0)).await.unwrap();
+    assert_eq!(j.id, nj.id);
+    assert_eq!(j.name, "first");
+    assert_eq!(j.job_type, "word_count");
+    assert_eq!(j.status, JobStatus::Pending);
+    assert_eq!(j.priority, 2);
+    assert_close(j.estimated_duration, 7.5);
+    assert_eq!(j.payload, json!({ "duration": 1, "name": "first" }));
+    assert_eq!(j.max_retries, 4);
+    assert_eq!((j.retry_count, j.attempt, j.slices), (0, 0, 0));
+    assert_eq!((j.created_at, j.run_at), (t(0), t(0)));
+    assert!(j.result.is_none() && j.error_message.is_none() && j.checkpoint.is_none());
+    assert!(j.scheduled_at.is_none() && j.started_at.is_none() && j.completed_at.is_none());
+    assert!(j.lease_owner.is_none() && j.lease_expires_at.is_none());
+    assert_eq!(job(&s, nj.id).await, j);
+
+    // Sub-second times survive at microsecond precision.
+    let precise = t(1) + Cd::microseconds(123_456);
+    let second = s.insert(&new_job("second"), precise).await.unwrap();
+    assert_eq!(second.created_at, precise);
+    assert!(second.seq > j.seq);
+
+    assert!(s.get(Uuid::now_v7()).await.unwrap().is_none());
+    let dup = s.insert(&nj, t(2)).await.unwrap_err();
+    assert!(matches!(dup, Error::Backend { .. }), "{dup:?}");
+}
+
+async fn insert_many_is_ordered_and_atomic(db: &TestDb) {
+    let s = db.store().await;
+    assert!(s.insert_many(&[], t(0)).await.unwrap().is_empty());
+
+    let jobs: Vec<NewJob> = (0..300).map(|i| new_job(&format!("j{i}"))).collect();
+    let ids = s.insert_many(&jobs, t(0)).await.unwrap();
+    assert_eq!(ids, jobs.iter().map(|j| j.id).collect::<Vec<_>>());
+    let pending = s.pending_after(0, 1000).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.queued.id).collect::<Vec<_>>(),
+        ids,
+        "seq follows input order"
+    );
+    assert!(pending.windows(2).all(|w| w[0].queued.seq < w[1].queued.seq));
+    let j = job(&s, ids[7]).await;
+    assert_eq!((j.name.as_str(), j.status, j.attempt), ("j7", JobStatus::Pending, 0));
+    assert_eq!((j.created_at, j.run_at), (t(0), t(0)));
+
+    // All or nothing: a batch containing an existing id inserts none of its jobs.
+    let fresh = new_job("fresh");
+    let err = s
+        .insert_many(&[fresh.clone(), jobs[0].clone()], t(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert!(s.get(fresh.id).await.unwrap().is_none());
+    assert_eq!(s.stats().await.unwrap().total_jobs, 300);
+}
+
+async fn list_filters_sorts_and_pages(db: &TestDb) {
+    let s = db.store().await;
+    let mut sleeps = Vec::new();
+    for i in 0..4 {
+        sleeps.push(insert(&s, &format!("sleep{i}"), t(i)).await);
+    }
+    // Three jobs with the same created_at: ties go newest seq first.
+    let wc: Vec<NewJob> = (0..3)
+        .map(|i| custom_job(&format!("wc{i}"), "word_count", 5, 1.0, 3))
+        .collect();
+    let wc_ids = s.insert_many(&wc, t(10)).await.unwrap();
+
+    let page = |page, page_size| JobFilter {
+        page,
+        page_size,
+        ..JobFilter::default()
+    };
+    let ids = |p: &jobsched_core::JobPage| p.jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+
+    let p1 = s.list(&page(1, 3)).await.unwrap();
+    assert_eq!((p1.total, p1.page, p1.page_size), (7, 1, 3));
+    assert_eq!(ids(&p1), vec![wc_ids[2], wc_ids[1], wc_ids[0]]);
+    let p2 = s.list(&page(2, 3)).await.unwrap();
+    assert_eq!(ids(&p2), vec![sleeps[3], sleeps[2], sleeps[1]]);
+    let p3 = s.list(&page(3, 3)).await.unwrap();
+    assert_eq!(ids(&p3), vec![sleeps[0]]);
+    let past = s.list(&page(4, 3)).await.unwrap();
+    assert!(past.jobs.is_empty());
+    assert_eq!((past.total, past.page), (7, 4));
+    let far = s.list(&page(1000, 100)).await.unwrap();
+    assert!(far.jobs.is_empty() && far.total == 7);
+    // Page 0 is read as page 1.
+    assert_eq!(ids(&s.list(&page(0, 3)).await.unwrap()), ids(&p1));
+
+    let by_type = s
+        .list(&JobFilter {
+            job_type: Some("word_count".into()),
+            ..page(1, 2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_type.total, 3);
+    assert_eq!(ids(&by_type), vec![wc_ids[2], wc_ids[1]]);
+
+    assert_eq!(
+        s.cancel(sleeps[1], t(20)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let cancelled = s
+        .list(&JobFilter {
+            status: Some(JobStatus::Cancelled),
+            ..page(1, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!((cancelled.total, ids(&cancelled)), (1, vec![sleeps[1]]));
+    let pending_sleeps = s
+        .list(&JobFilter {
+            status: Some(JobStatus::Pending),
+            job_type: Some("sleep".into()),
+            ..page(1, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending_sleeps.total, 3);
+    assert_eq!(ids(&pending_sleeps), vec![sleeps[3], sleeps[2], sleeps[0]]);
+    let none = s
+        .list(&JobFilter {
+            job_type: Some("nope".into()),
+            ..page(1, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!((none.total, none.jobs.len()), (0, 0));
+}
+
+async fn stats_counts_and_average(db: &TestDb) {
+    let s = db.store().await;
+    assert_eq!(s.stats().await.unwrap(), JobStats::default());
+
+    let ids: Vec<JobId> = {
+        let mut v = Vec::new();
+        for i in 0..7 {
+            v.push(insert(&s, &format!("s{i}"), t(0)).await);
+        }
+        v
+    };
+    // Two completed runs: 2000 ms and 1500 ms.
+    for (id, ms) in [(ids[0], 2000), (ids[1], 1500)] {
+        let tok = run(&s, id, "w", t(10), t(100)).await;
+        let done = s
+            .finish(
+                &[Outcome::Completed {
+                    token: tok,
+                    result: json!({ "ok": true }),
+                }],
+                t(10) + Cd::milliseconds(ms),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done, vec![tok]);
+    }
+    // A failed run (its duration must not count) and one of each other state.
+    let tok = run(&s, ids[2], "w", t(10), t(100)).await;
+    let failed = Outcome::Failed {
+        token: tok,
+        error: "boom".into(),
+        retry_count: 3,
+    };
+    assert_eq!(s.finish(&[failed], t(50)).await.unwrap().len(), 1);
+    assert_eq!(
+        s.cancel(ids[3], t(10)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    schedule(&s, ids[4], t(10), t(100)).await;
+    run(&s, ids[5], "w", t(10), t(100)).await;
+
+    let stats = s.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.total_jobs,
+            stats.pending,
+            stats.scheduled,
+            stats.running,
+            stats.completed,
+            stats.failed,
+            stats.cancelled
+        ),
+        (7, 1, 1, 1, 2, 1, 1)
+    );
+    assert_close(stats.avg_execution_time_ms.expect("average"), 1750.0);
+}
+
+async fn cancel_rules(db: &TestDb) {
+    let s = db.store().await;
+    let pending = insert(&s, "p", t(0)).await;
+    let scheduled = insert(&s, "s", t(0)).await;
+    let running = insert(&s, "r", t(0)).await;
+    let completed = insert(&s, "c", t(0)).await;
+    let sched_tok = schedule(&s, scheduled, t(1), t(30)).await;
+    run(&s, running, "w", t(1), t(30)).await;
+    let ctok = run(&s, completed, "w", t(1), t(30)).await;
+    s.finish(
+        &[Outcome::Completed {
+            token: ctok,
+            result: json!(1),
+        }],
+        t(2),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        s.cancel(pending, t(5)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let p = job(&s, pending).await;
+    assert_eq!((p.status, p.completed_at), (JobStatus::Cancelled, Some(t(5))));
+
+    assert_eq!(
+        s.cancel(scheduled, t(6)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let sj = job(&s, scheduled).await;
+    assert_eq!(sj.status, JobStatus::Cancelled);
+    assert!(sj.lease_expires_at.is_none() && sj.lease_owner.is_none());
+    // The dispatched token of a cancelled job no longer starts.
+    assert!(
+        s.start(&[sched_tok], "w", t(7), t(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        s.cancel(running, t(7)).await.unwrap(),
+        CancelOutcome::NotCancellable(JobStatus::Running)
+    );
+    assert_eq!(job(&s, running).await.status, JobStatus::Running);
+    assert_eq!(
+        s.cancel(completed, t(7)).await.unwrap(),
+        CancelOutcome::NotCancellable(JobStatus::Completed)
+    );
+    assert_eq!(
+        s.cancel(pending, t(8)).await.unwrap(),
+        CancelOutcome::NotCancellable(JobStatus::Cancelled)
+    );
+    assert_eq!(job(&s, pending).await.completed_at, Some(t(5)));
+    assert_eq!(
+        s.cancel(Uuid::now_v7(), t(8)).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// DispatchStore
+
+async fn pending_after_is_a_cursor(db: &TestDb) {
+    let s = db.store().await;
+    let jobs = vec![
+        custom_job("a", "sleep", 1, 4.0, 3),
+        custom_job("b", "sleep", 9, 0.5, 3),
+        custom_job("c", "sleep", 5, 2.0, 3),
+        custom_job("d", "sleep", 5, 2.0, 3),
+        custom_job("e", "sleep", 5, 2.0, 3),
+    ];
+    let ids = s.insert_many(&jobs, t(0)).await.unwrap();
+
+    let first = s.pending_after(0, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|p| p.queued.id).collect::<Vec<_>>(),
+        ids[..2]
+    );
+    let q = &first[1].queued;
+    assert_eq!((q.priority, q.attempt), (9, 0));
+    assert_close(q.estimated_duration, 0.5);
+    assert_eq!(first[1].run_at, t(0));
+    let rest = s.pending_after(first[1].queued.seq, 10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|p| p.queued.id).collect::<Vec<_>>(),
+        ids[2..]
+    );
+    let last_seq = rest.last().unwrap().queued.seq;
+    assert!(s.pending_after(last_seq, 10).await.unwrap().is_empty());
+    assert!(s.pending_after(0, 0).await.unwrap().is_empty());
+
+    // Non-PENDING jobs are left out; a retried job re-enters after the cursor with its
+    // (future) run_at and its current attempt.
+    schedule(&s, ids[2], t(1), t(30)).await;
+    let tok = run(&s, ids[0], "w", t(1), t(30)).await;
+    let all = s.pending_after(0, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| p.queued.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[3], ids[4]]
+    );
+    s.finish(
+        &[Outcome::Retry {
+            token: tok,
+            error: "e".into(),
+            run_at: t(500),
+        }],
+        t(2),
+    )
+    .await
+    .unwrap();
+    let after = s.pending_after(last_seq, 10).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (after[0].queued.id, after[0].queued.attempt, after[0].run_at),
+        (ids[0], 1, t(500))
+    );
+}
+
+async fn mark_scheduled_is_fenced_by_attempt(db: &TestDb) {
+    let s = db.store().await;
+    let a = insert(&s, "a", t(0)).await;
+    let b = insert(&s, "b", t(0)).await;
+    let c = insert(&s, "c", t(0)).await;
+    assert!(s.mark_scheduled(&[], t(1), t(31)).await.unwrap().is_empty());
+
+    let a0 = Token { id: a, attempt: 0 };
+    let b0 = Token { id: b, attempt: 0 };
+    // Input order is kept and a duplicate token is applied once.
+    let applied = s.mark_scheduled(&[b0, a0, b0], t(1), t(31)).await.unwrap();
+    assert_eq!(
+        applied,
+        vec![Token { id: b, attempt: 1 }, Token { id: a, attempt: 1 }]
+    );
+    let aj = job(&s, a).await;
+    assert_eq!(aj.status, JobStatus::Scheduled);
+    assert_eq!(aj.attempt, 1);
+    assert_eq!(aj.scheduled_at, Some(t(1)));
+    assert_eq!(aj.lease_expires_at, Some(t(31)));
+    assert!(aj.lease_owner.is_none());
+
+    // Stale (already used) token, wrong attempt, unknown id: nothing applies.
+    assert!(s.mark_scheduled(&[a0], t(2), t(32)).await.unwrap().is_empty());
+    let c_wrong = Token { id: c, attempt: 5 };
+    let unknown = Token {
+        id: Uuid::now_v7(),
+        attempt: 0,
+    };
+    assert!(
+        s.mark_scheduled(&[c_wrong, unknown], t(2), t(32))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let cj = job(&s, c).await;
+    assert_eq!((cj.status, cj.attempt), (JobStatus::Pending, 0));
+    assert_eq!(job(&s, a).await.lease_expires_at, Some(t(31)));
+}
+
+async fn rescue_expired_both_branches(db: &TestDb) {
+    let s = db.store().await;
+    let a = s
+        .insert(&custom_job("a", "sleep", 5, 1.0, 3), t(0))
+        .await
+        .unwrap();
+    let b = s
+        .insert(&custom_job("b", "sleep", 5, 1.0, 0), t(0))
+        .await
+        .unwrap();
+    let c = insert(&s, "c", t(0)).await;
+    let d = insert(&s, "d", t(0)).await;
+    let e = insert(&s, "e", t(0)).await;
+    let a_tok = run(&s, a.id, "w1", t(1), t(30)).await;
+    let b_tok = run(&s, b.id, "w2", t(1), t(30)).await;
+    let c_tok = schedule(&s, c, t(1), t(30)).await;
+    run(&s, d, "w1", t(1), t(100)).await;
+    schedule(&s, e, t(1), t(100)).await;
+    let c_seq = job(&s, c).await.seq;
+    let a_seq = job(&s, a.id).await.seq;
+
+    // A lease is expired only strictly after its expiry time.
+    assert_eq!(
+        s.rescue_expired(t(30)).await.unwrap(),
+        Default::default(),
+        "nothing expired yet"
+    );
+
+    let report = s.rescue_expired(t(31)).await.unwrap();
+    assert_eq!(report.retried, vec![a.id]);
+    assert_eq!(report.undispatched, vec![c]);
+    assert_eq!(report.dead_lettered.len(), 1);
+    let dl = &report.dead_lettered[0];
+    assert_eq!((dl.job_id, dl.name.as_str()), (b.id, "b"));
+    assert_eq!(dl.job_type, "sleep");
+    assert_eq!(dl.retry_count, 0);
+    assert_eq!(dl.failed_at, Some(t(31)));
+    assert_eq!(
+        dl.error.as_deref(),
+        Some("lease expired: worker w2 stopped renewing (attempt 1)")
+    );
+
+    let aj = job(&s, a.id).await;
+    assert_eq!(aj.status, JobStatus::Pending);
+    assert_eq!((aj.retry_count, aj.attempt), (1, 1));
+    assert_eq!(aj.run_at, t(31));
+    assert!(aj.seq > a_seq);
+    assert!(aj.lease_owner.is_none() && aj.lease_expires_at.is_none());
+    assert_eq!(
+        aj.error_message.as_deref(),
+        Some("lease expired: worker w1 stopped renewing (attempt 1)")
+    );
+
+    let bj = job(&s, b.id).await;
+    assert_eq!(bj.status, JobStatus::Failed);
+    assert_eq!(bj.retry_count, bj.max_retries);
+    assert_eq!(bj.completed_at, Some(t(31)));
+    assert!(bj.lease_owner.is_none());
+    assert_eq!(s.dead_letters(10).await.unwrap(), report.dead_lettered);
+
+    let cj = job(&s, c).await;
+    assert_eq!(cj.status, JobStatus::Pending);
+    assert_eq!((cj.attempt, cj.retry_count), (1, 0), "nothing counted");
+    assert!(cj.seq > c_seq);
+    assert!(cj.lease_expires_at.is_none());
+
+    assert_eq!(job(&s, d).await.status, JobStatus::Running);
+    assert_eq!(job(&s, e).await.status, JobStatus::Scheduled);
+
+    // The late worker's outcome and the late start are not applied.
+    let late = Outcome::Completed {
+        token: a_tok,
+        result: json!("late"),
+    };
+    assert!(s.finish(&[late], t(32)).await.unwrap().is_empty());
+    let late_fail = Outcome::Failed {
+        token: b_tok,
+        error: "late".into(),
+        retry_count: 0,
+    };
+    assert!(s.finish(&[late_fail], t(32)).await.unwrap().is_empty());
+    assert!(
+        s.start(&[c_tok], "w9", t(32), t(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.renew(&[a_tok], "w1", t(90))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Re-dispatch bumps the attempt; the old token stays dead.
+    let a2 = schedule(&s, a.id, t(33), t(60)).await;
+    assert_eq!(a2.attempt, 2);
+    assert!(
+        s.start(&[a_tok], "w1", t(33), t(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let bj2 = job(&s, b.id).await;
+    assert_eq!(bj2.error_message, bj.error_message);
+
+    assert_eq!(s.rescue_expired(t(31)).await.unwrap(), Default::default());
+}
+
+async fn rescue_never_exceeds_max_retries(db: &TestDb) {
+    let s = db.store().await;
+    let id = s
+        .insert(&custom_job("flaky", "sleep", 5, 1.0, 2), t(0))
+        .await
+        .unwrap()
+        .id;
+    let mut now = 0;
+    for expected_retry in 1..=2 {
+        run(&s, id, "w", t(now), t(now + 10)).await;
+        let report = s.rescue_expired(t(now + 11)).await.unwrap();
+        assert_eq!(report.retried, vec![id]);
+        let j = job(&s, id).await;
+        assert_eq!((j.status, j.retry_count), (JobStatus::Pending, expected_retry));
+        now += 20;
+    }
+    run(&s, id, "w", t(now), t(now + 10)).await;
+    let report = s.rescue_expired(t(now + 11)).await.unwrap();
+    assert!(report.retried.is_empty());
+    assert_eq!(report.dead_lettered.len(), 1);
+    assert_eq!(report.dead_lettered[0].retry_count, 2);
+    let j = job(&s, id).await;
+    assert_eq!((j.status, j.retry_count, j.attempt), (JobStatus::Failed, 2, 3));
+    assert_eq!(
+        j.error_message.as_deref(),
+        Some("lease expired: worker w stopped renewing (attempt 3)")
+    );
+
+    // A worker-reported retry also never pushes retry_count past the budget.
+    let other = s
+        .insert(&custom_job("o", "sleep", 5, 1.0, 0), t(0))
+        .await
+        .unwrap()
+        .id;
+    let tok = run(&s, other, "w", t(1), t(10)).await;
+    let retry = Outcome::Retry {
+        token: tok,
+        error: "x".into(),
+        run_at: t(2),
+    };
+    assert_eq!(s.finish(&[retry], t(2)).await.unwrap(), vec![tok]);
+    assert_eq!(job(&s, other).await.retry_count, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WorkerStore
+
+async fn start_rules(db: &TestDb) {
+    let s = db.store().await;
+    let a = s
+        .insert(&custom_job("a", "thumbnail", 3, 2.0, 4), t(0))
+        .await
+        .unwrap();
+    assert!(
+        s.start(&[], "w1", t(1), t(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Not scheduled yet: nothing starts.
+    let a0 = Token {
+        id: a.id,
+        attempt: 0,
+    };
+    assert!(
+        s.start(&[a0], "w1", t(1), t(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(job(&s, a.id).await.status, JobStatus::Pending);
+
+    let a1 = schedule(&s, a.id, t(1), t(30)).await;
+    assert!(
+        s.start(&[a0], "w1", t(2), t(32))
+            .await
+            .unwrap()
+            .is_empty(),
+        "stale attempt"
+    );
+    let started = s.start(&[a1], "w1", t(2), t(32)).await.unwrap();
+    assert_eq!(started.len(), 1);
+    let sj = &started[0];
+    assert_eq!((sj.id, sj.attempt), (a.id, 1));
+    assert_eq!((sj.name.as_str(), sj.job_type.as_str()), ("a", "thumbnail"));
+    assert_eq!(sj.payload, a.payload);
+    assert_eq!(sj.checkpoint, None);
+    assert_eq!((sj.retry_count, sj.max_retries, sj.slices), (0, 4, 0));
+    assert_eq!(sj.created_at, t(0));
+    let j = job(&s, a.id).await;
+    assert_eq!(j.status, JobStatus::Running);
+    assert_eq!(j.lease_owner.as_deref(), Some("w1"));
+    assert_eq!((j.lease_expires_at, j.started_at), (Some(t(32)), Some(t(2))));
+    assert_eq!(j.slices, 1);
+    // Already running: a second start (even by another worker) does nothing.
+    assert!(
+        s.start(&[a1], "w2", t(3), t(33))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(job(&s, a.id).await.lease_owner.as_deref(), Some("w1"));
+
+    // Second slice: the checkpoint and the slice count come back.
+    let requeue = Outcome::Requeue {
+        token: a1,
+        checkpoint: Some(json!({ "done": 3 })),
+    };
+    assert_eq!(s.finish(&[requeue], t(4)).await.unwrap(), vec![a1]);
+    let a2 = schedule(&s, a.id, t(5), t(35)).await;
+    let b = insert(&s, "b", t(0)).await;
+    let b1 = schedule(&s, b, t(5), t(35)).await;
+    // Results come back in token order.
+    let started = s.start(&[b1, a2], "w2", t(6), t(36)).await.unwrap();
+    assert_eq!(
+        started.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![b, a.id]
+    );
+    assert_eq!(started[1].slices, 1);
+    assert_eq!(started[1].attempt, 2);
+    assert_eq!(started[1].checkpoint, Some(json!({ "done": 3 })));
+    assert_eq!(job(&s, a.id).await.started_at, Some(t(6)));
+}
+
+async fn renew_rules(db: &TestDb) {
+    let s = db.store().await;
+    let a = insert(&s, "a", t(0)).await;
+    let b = insert(&s, "b", t(0)).await;
+    let a1 = run(&s, a, "w1", t(1), t(30)).await;
+    let b1 = schedule(&s, b, t(1), t(30)).await;
+
+    assert!(s.renew(&[], "w1", t(60)).await.unwrap().is_empty());
+    assert!(
+        s.renew(&[a1], "w2", t(60)).await.unwrap().is_empty(),
+        "not the owner"
+    );
+    let a0 = Token { id: a, attempt: 0 };
+    assert!(
+        s.renew(&[a0], "w1", t(60)).await.unwrap().is_empty(),
+        "stale attempt"
+    );
+    assert!(
+        s.renew(&[b1], "w1", t(60)).await.unwrap().is_empty(),
+        "not running"
+    );
+    assert_eq!(job(&s, a).await.lease_expires_at, Some(t(30)));
+    assert_eq!(job(&s, b).await.lease_expires_at, Some(t(30)));
+
+    assert_eq!(s.renew(&[b1, a1], "w1", t(60)).await.unwrap(), vec![a1]);
+    let aj = job(&s, a).await;
+    assert_eq!(aj.lease_expires_at, Some(t(60)));
+    assert_eq!(aj.status, JobStatus::Running);
+    // A renewed lease is not rescued at the old expiry.
+    let report = s.rescue_expired(t(31)).await.unwrap();
+    assert!(report.retried.is_empty() && report.dead_lettered.is_empty());
+    assert_eq!(report.undispatched, vec![b]);
+
+    let done = Outcome::Completed {
+        token: a1,
+        result: json!(null),
+    };
+    s.finish(&[done], t(40)).await.unwrap();
+    assert!(s.renew(&[a1], "w1", t(90)).await.unwrap().is_empty());
+}
+
+async fn finish_completed_applies_once(db: &TestDb) {
+    let s = db.store().await;
+    let a = insert(&s, "a", t(0)).await;
+    let b = insert(&s, "b", t(0)).await;
+    let c = insert(&s, "c", t(0)).await;
+    let d = insert(&s, "d", t(0)).await;
+    let a1 = run(&s, a, "w", t(1), t(30)).await;
+    let b1 = run(&s, b, "w", t(1), t(30)).await;
+    let d1 = schedule(&s, d, t(1), t(30)).await;
+    assert!(s.finish(&[], t(2)).await.unwrap().is_empty());
+
+    let done = Outcome::Completed {
+        token: a1,
+        result: json!({ "words": 189 }),
+    };
+    assert_eq!(s.finish(&[done.clone()], t(5)).await.unwrap(), vec![a1]);
+    let aj = job(&s, a).await;
+    assert_eq!(aj.status, JobStatus::Completed);
+    assert_eq!(aj.result, Some(json!({ "words": 189 })));
+    assert_eq!(aj.completed_at, Some(t(5)));
+    assert!(aj.lease_owner.is_none() && aj.lease_expires_at.is_none());
+
+    // Duplicate delivery and a conflicting late outcome are both ignored.
+    assert!(s.finish(&[done], t(6)).await.unwrap().is_empty());
+    let fail = Outcome::Failed {
+        token: a1,
+        error: "x".into(),
+        retry_count: 1,
+    };
+    assert!(s.finish(&[fail], t(6)).await.unwrap().is_empty());
+    let aj2 = job(&s, a).await;
+    assert_eq!(aj2, aj);
+
+    // The same token twice in one call: the first outcome wins, once.
+    let first = Outcome::Completed {
+        token: b1,
+        result: json!(1),
+    };
+    let second = Outcome::Completed {
+        token: b1,
+        result: json!(2),
+    };
+    assert_eq!(s.finish(&[first, second], t(7)).await.unwrap(), vec![b1]);
+    assert_eq!(job(&s, b).await.result, Some(json!(1)));
+
+    // Not running: PENDING and SCHEDULED jobs take no outcome.
+    let c0 = Token { id: c, attempt: 0 };
+    let outcomes = [
+        Outcome::Completed {
+            token: c0,
+            result: json!(0),
+        },
+        Outcome::Completed {
+            token: d1,
+            result: json!(0),
+        },
+    ];
+    assert!(s.finish(&outcomes, t(8)).await.unwrap().is_empty());
+    assert_eq!(job(&s, c).await.status, JobStatus::Pending);
+    assert_eq!(job(&s, d).await.status, JobStatus::Scheduled);
+}
+
+async fn finish_retry_failed_requeue(db: &TestDb) {
+    let s = db.store().await;
+    let r = insert(&s, "r", t(0)).await;
+    let f = insert(&s, "f", t(0)).await;
+    let q = insert(&s, "q", t(0)).await;
+    let q2 = insert(&s, "q2", t(0)).await;
+    // q2 saves a checkpoint in a first slice.
+    let q2_1 = run(&s, q2, "w", t(1), t(30)).await;
+    let save = Outcome::Requeue {
+        token: q2_1,
+        checkpoint: Some(json!({ "offset": 10 })),
+    };
+    assert_eq!(s.finish(&[save], t(2)).await.unwrap(), vec![q2_1]);
+
+    let r1 = run(&s, r, "w", t(3), t(30)).await;
+    let f1 = run(&s, f, "w", t(3), t(30)).await;
+    let q1 = run(&s, q, "w", t(3), t(30)).await;
+    let q2_2 = run(&s, q2, "w", t(3), t(30)).await;
+    let seqs: HashMap<JobId, i64> = {
+        let mut m = HashMap::new();
+        for id in [r, q, q2] {
+            m.insert(id, job(&s, id).await.seq);
+        }
+        m
+    };
+
+    let batch = [
+        Outcome::Retry {
+            token: r1,
+            error: "flaky".into(),
+            run_at: t(100),
+        },
+        Outcome::Failed {
+            token: f1,
+            error: "boom".into(),
+            retry_count: 99,
+        },
+        Outcome::Requeue {
+            token: q1,
+            checkpoint: Some(json!({ "offset": 5 })),
+        },
+        Outcome::Requeue {
+            token: q2_2,
+            checkpoint: None,
+        },
+    ];
+    assert_eq!(
+        s.finish(&batch, t(10)).await.unwrap(),
+        vec![r1, f1, q1, q2_2],
+        "all applied, in input order"
+    );
+
+    let rj = job(&s, r).await;
+    assert_eq!(rj.status, JobStatus::Pending);
+    assert_eq!((rj.retry_count, rj.attempt), (1, 1));
+    assert_eq!(rj.error_message.as_deref(), Some("flaky"));
+    assert_eq!(rj.run_at, t(100));
+    assert!(rj.seq > seqs[&r]);
+    assert!(rj.lease_owner.is_none() && rj.lease_expires_at.is_none());
+    assert!(rj.completed_at.is_none());
+
+    let fj = job(&s, f).await;
+    assert_eq!(fj.status, JobStatus::Failed);
+    assert_eq!(fj.error_message.as_deref(), Some("boom"));
+    assert_eq!(fj.retry_count, 3, "capped at max_retries");
+    assert_eq!(fj.completed_at, Some(t(10)));
+    assert!(fj.lease_owner.is_none());
+    let dls = s.dead_letters(10).await.unwrap();
+    assert_eq!(dls.len(), 1);
+    assert_eq!(
+        (dls[0].job_id, dls[0].error.as_deref(), dls[0].failed_at),
+        (f, Some("boom"), Some(t(10)))
+    );
+
+    let qj = job(&s, q).await;
+    assert_eq!(qj.status, JobStatus::Pending);
+    assert_eq!(qj.checkpoint, Some(json!({ "offset": 5 })));
+    assert_eq!((qj.retry_count, qj.run_at), (0, t(10)));
+    assert!(qj.seq > seqs[&q]);
+    assert!(qj.error_message.is_none());
+
+    let q2j = job(&s, q2).await;
+    assert_eq!(q2j.status, JobStatus::Pending);
+    assert_eq!(
+        q2j.checkpoint,
+        Some(json!({ "offset": 10 })),
+        "None keeps the stored checkpoint"
+    );
+    assert_eq!(q2j.slices, 2);
+    assert!(q2j.seq > seqs[&q2]);
+
+    // Stale tokens after the fact.
+    let again = Outcome::Completed {
+        token: r1,
+        result: json!(0),
+    };
+    assert!(s.finish(&[again], t(11)).await.unwrap().is_empty());
+    let pending: HashSet<JobId> = s
+        .pending_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.queued.id)
+        .collect();
+    assert_eq!(pending, HashSet::from([r, q, q2]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// DeadLetterStore
+
+async fn fail(s: &Arc<dyn Store>, name: &str, at: DateTime<Utc>) -> JobId {
+    let id = insert(s, name, t(0)).await;
+    let tok = run(s, id, "w", at - Cd::seconds(1), at + Cd::seconds(30)).await;
+    let outcome = Outcome::Failed {
+        token: tok,
+        error: format!("{name} broke"),
+        retry_count: 3,
+    };
+    assert_eq!(s.finish(&[outcome], at).await.unwrap(), vec![tok]);
+    id
+}
+
+async fn dead_letters_retry_and_purge(db: &TestDb) {
+    let s = db.store().await;
+    assert!(s.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(s.dead_letter_count().await.unwrap(), 0);
+    let f1 = fail(&s, "f1", t(10)).await;
+    let f2 = fail(&s, "f2", t(20)).await;
+    let f3 = fail(&s, "f3", t(30)).await;
+    let done = insert(&s, "done", t(0)).await;
+    let tok = run(&s, done, "w", t(1), t(30)).await;
+    s.finish(
+        &[Outcome::Completed {
+            token: tok,
+            result: json!(1),
+        }],
+        t(2),
+    )
+    .await
+    .unwrap();
+
+    let ids = |v: Vec<jobsched_core::DeadLetter>| v.into_iter().map(|d| d.job_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.dead_letters(10).await.unwrap()), vec![f3, f2, f1]);
+    assert_eq!(ids(s.dead_letters(2).await.unwrap()), vec![f3, f2]);
+    assert_eq!(s.dead_letter_count().await.unwrap(), 3);
+    let first = &s.dead_letters(1).await.unwrap()[0];
+    assert_eq!(first.name, "f3");
+    assert_eq!(first.job_type, "sleep");
+    assert_eq!(first.error.as_deref(), Some("f3 broke"));
+    assert_eq!((first.retry_count, first.failed_at), (3, Some(t(30))));
+
+    let old_seq = job(&s, f2).await.seq;
+    assert_eq!(s.retry_dead_letter(f2, t(40)).await.unwrap(), Update::Applied);
+    let j = job(&s, f2).await;
+    assert_eq!(j.status, JobStatus::Pending);
+    assert_eq!(j.retry_count, 0);
+    assert_eq!(j.error_message.as_deref(), Some("f2 broke"), "error kept");
+    assert!(j.completed_at.is_none());
+    assert_eq!(j.run_at, t(40));
+    assert!(j.seq > old_seq);
+    assert_eq!(ids(s.dead_letters(10).await.unwrap()), vec![f3, f1]);
+    assert_eq!(s.dead_letter_count().await.unwrap(), 2);
+    // The re-run is dispatchable with a fresh attempt.
+    let tok = schedule(&s, f2, t(41), t(70)).await;
+    assert_eq!(tok.attempt, 2);
+
+    assert_eq!(s.retry_dead_letter(f2, t(42)).await.unwrap(), Update::Stale);
+    assert_eq!(
+        s.retry_dead_letter(done, t(42)).await.unwrap(),
+        Update::Stale
+    );
+    assert_eq!(
+        s.retry_dead_letter(Uuid::now_v7(), t(42)).await.unwrap(),
+        Update::Stale
+    );
+
+    assert_eq!(s.purge_dead_letters().await.unwrap(), 2);
+    assert!(s.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(s.dead_letter_count().await.unwrap(), 0);
+    assert_eq!(job(&s, f1).await.status, JobStatus::Failed, "jobs stay FAILED");
+    assert_eq!(
+        s.retry_dead_letter(f1, t(43)).await.unwrap(),
+        Update::Stale,
+        "purged entries cannot be retried"
+    );
+    assert_eq!(s.purge_dead_letters().await.unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ControlStore
+
+async fn leader_election(db: &TestDb) {
+    let s = db.store().await;
+    let other = db.store().await;
+    let ttl = Duration::from_secs(10);
+    assert!(s.try_lead("engine", "a", t(0), ttl).await.unwrap());
+    assert!(!other.try_lead("engine", "b", t(5), ttl).await.unwrap());
+    assert!(s.try_lead("engine", "a", t(5), ttl).await.unwrap(), "renew");
+    assert!(!other.try_lead("engine", "b", t(14), ttl).await.unwrap());
+    // a's renewed lease ran until t(15): b takes over once it has expired.
+    assert!(other.try_lead("engine", "b", t(15), ttl).await.unwrap());
+    assert!(!s.try_lead("engine", "a", t(16), ttl).await.unwrap());
+    assert!(
+        s.try_lead("controller", "a", t(16), ttl).await.unwrap(),
+        "roles are independent"
+    );
+
+    s.resign("engine", "a").await.unwrap();
+    assert!(
+        !s.try_lead("engine", "c", t(17), ttl).await.unwrap(),
+        "a non-holder's resign changes nothing"
+    );
+    other.resign("engine", "b").await.unwrap();
+    assert!(s.try_lead("engine", "c", t(17), ttl).await.unwrap());
+    assert!(!other.try_lead("engine", "b", t(18), ttl).await.unwrap());
+}
+
+async fn policy_settings_round_trip(db: &TestDb) {
+    let s = db.store().await;
+    s.ping().await.unwrap();
+    assert_eq!(s.load_policy().await.unwrap(), None);
+    let default = PolicySettings::default();
+    s.save_policy(&default).await.unwrap();
+    assert_eq!(s.load_policy().await.unwrap(), Some(default));
+    let custom = PolicySettings {
+        policy: PolicyKind::RoundRobin,
+        quantum_seconds: 2.5,
+        paused: true,
+        managed_by: Some("default/scheduler".into()),
+    };
+    s.save_policy(&custom).await.unwrap();
+    assert_eq!(s.load_policy().await.unwrap(), Some(custom.clone()));
+    // A second store (another process) sees the durable copy.
+    assert_eq!(db.store().await.load_policy().await.unwrap(), Some(custom));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+async fn pending_tokens(s: &Arc<dyn Store>, n: usize) -> Vec<Token> {
+    let jobs: Vec<NewJob> = (0..n).map(|i| new_job(&format!("c{i}"))).collect();
+    s.insert_many(&jobs, t(0)).await.unwrap();
+    s.pending_after(0, n as u32)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| Token {
+            id: p.queued.id,
+            attempt: p.queued.attempt,
+        })
+        .collect()
+}
+
+fn assert_partition(a: &[JobId], b: &[JobId], all: &[Token]) {
+    let a: HashSet<JobId> = a.iter().copied().collect();
+    let b: HashSet<JobId> = b.iter().copied().collect();
+    assert!(a.is_disjoint(&b), "a job was claimed twice");
+    let union: HashSet<JobId> = a.union(&b).copied().collect();
+    let expected: HashSet<JobId> = all.iter().map(|t| t.id).collect();
+    assert_eq!(union, expected, "every job claimed exactly once");
+}
+
+async fn concurrent_mark_scheduled_claims_each_job_once(db: &TestDb) {
+    let s1 = db.store().await;
+    let s2 = db.store().await;
+    let tokens = pending_tokens(&s1, 200).await;
+    let reversed: Vec<Token> = tokens.iter().rev().copied().collect();
+    let (fa, fb) = (s1.clone(), s2.clone());
+    let ta = tokens.clone();
+    let a = tokio::spawn(async move { fa.mark_scheduled(&ta, t(1), t(30)).await });
+    let b = tokio::spawn(async move { fb.mark_scheduled(&reversed, t(1), t(30)).await });
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    assert!(a.iter().chain(&b).all(|t| t.attempt == 1));
+    let ids = |v: &[Token]| v.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_partition(&ids(&a), &ids(&b), &tokens);
+    assert_eq!(s1.stats().await.unwrap().scheduled, 200);
+}
+
+async fn concurrent_start_claims_each_job_once(db: &TestDb) {
+    let s1 = db.store().await;
+    let s2 = db.store().await;
+    let pending = pending_tokens(&s1, 200).await;
+    let tokens = s1.mark_scheduled(&pending, t(1), t(30)).await.unwrap();
+    assert_eq!(tokens.len(), 200);
+    let reversed: Vec<Token> = tokens.iter().rev().copied().collect();
+    let (fa, fb) = (s1.clone(), s2.clone());
+    let ta = tokens.clone();
+    let a = tokio::spawn(async move { fa.start(&ta, "w1", t(2), t(32)).await });
+    let b = tokio::spawn(async move { fb.start(&reversed, "w2", t(2), t(32)).await });
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    let ids = |v: &[jobsched_core::StartedJob]| v.iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_partition(&ids(&a), &ids(&b), &tokens);
+    // Each job's lease belongs to the worker that got it.
+    for (started, owner) in [(&a, "w1"), (&b, "w2")] {
+        for sj in started.iter().take(20) {
+            assert_eq!(job(&s1, sj.id).await.lease_owner.as_deref(), Some(owner));
+        }
+    }
+    assert_eq!(s1.stats().await.unwrap().running, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transitions
+
+async fn illegal_transitions_change_nothing(db: &TestDb) {
+    let s = db.store().await;
+    let p = insert(&s, "pending", t(0)).await;
+    let sc = insert(&s, "scheduled", t(0)).await;
+    let r = insert(&s, "running", t(0)).await;
+    let co = insert(&s, "completed", t(0)).await;
+    let f = insert(&s, "failed", t(0)).await;
+    let ca = insert(&s, "cancelled", t(0)).await;
+    let sc1 = schedule(&s, sc, t(1), t(1000)).await;
+    let r1 = run(&s, r, "w", t(1), t(1000)).await;
+    let co1 = run(&s, co, "w", t(1), t(1000)).await;
+    let f1 = run(&s, f, "w", t(1), t(1000)).await;
+    let ca0 = token(&s, ca).await;
+    let p0 = token(&s, p).await;
+    s.finish(
+        &[
+            Outcome::Completed {
+                token: co1,
+                result: json!(1),
+            },
+            Outcome::Failed {
+                token: f1,
+                error: "x".into(),
+                retry_count: 0,
+            },
+        ],
+        t(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.cancel(ca, t(2)).await.unwrap(), CancelOutcome::Cancelled);
+    let before = statuses(&s).await;
+    let jobs_before: Vec<Job> = {
+        let mut v = Vec::new();
+        for id in [p, sc, r, co, f, ca] {
+            v.push(job(&s, id).await);
+        }
+        v
+    };
+
+    // start: only SCHEDULED may start.
+    for tok in [p0, r1, co1, f1, ca0] {
+        assert!(s.start(&[tok], "w2", t(3), t(60)).await.unwrap().is_empty());
+    }
+    // finish: only RUNNING takes an outcome, whatever the kind.
+    for tok in [p0, sc1, co1, f1, ca0] {
+        let outcomes = [
+            Outcome::Completed {
+                token: tok,
+                result: json!(0),
+            },
+            Outcome::Retry {
+                token: tok,
+                error: "e".into(),
+                run_at: t(3),
+            },
+            Outcome::Failed {
+                token: tok,
+                error: "e".into(),
+                retry_count: 1,
+            },
+            Outcome::Requeue {
+                token: tok,
+                checkpoint: None,
+            },
+        ];
+        for o in outcomes {
+            assert!(s.finish(&[o], t(3)).await.unwrap().is_empty(), "{tok:?}");
+        }
+    }
+    // mark_scheduled: only PENDING may be dispatched.
+    for tok in [sc1, r1, co1, f1, ca0] {
+        assert!(s.mark_scheduled(&[tok], t(3), t(60)).await.unwrap().is_empty());
+    }
+    // renew: only RUNNING leases.
+    for tok in [p0, sc1, co1, f1, ca0] {
+        assert!(s.renew(&[tok], "w", t(60)).await.unwrap().is_empty());
+    }
+    // cancel: only PENDING / SCHEDULED.
+    for (id, status) in [
+        (r, JobStatus::Running),
+        (co, JobStatus::Completed),
+        (f, JobStatus::Failed),
+        (ca, JobStatus::Cancelled),
+    ] {
+        assert_eq!(
+            s.cancel(id, t(3)).await.unwrap(),
+            CancelOutcome::NotCancellable(status)
+        );
+    }
+    // retry_dead_letter: only FAILED dead letters.
+    for id in [p, sc, r, co, ca] {
+        assert_eq!(s.retry_dead_letter(id, t(3)).await.unwrap(), Update::Stale);
+    }
+    // Nothing changed at all.
+    for before_job in &jobs_before {
+        assert_eq!(&job(&s, before_job.id).await, before_job);
+    }
+
+    // Each legal operation moves jobs only along allowed edges.
+    let mut prev = before;
+    let report = s.rescue_expired(t(2000)).await.unwrap();
+    assert_eq!(report.undispatched, vec![sc]);
+    assert_eq!(report.retried, vec![r]);
+    let now = statuses(&s).await;
+    assert_transitions_allowed(&prev, &now);
+    prev = now;
+    assert_eq!(s.retry_dead_letter(f, t(2001)).await.unwrap(), Update::Applied);
+    let now = statuses(&s).await;
+    assert_transitions_allowed(&prev, &now);
+    prev = now;
+    let tokens: Vec<Token> = {
+        let mut v = Vec::new();
+        for id in [p, sc, r, f] {
+            v.push(token(&s, id).await);
+        }
+        v
+    };
+    let scheduled = s.mark_scheduled(&tokens, t(2002), t(3000)).await.unwrap();
+    assert_eq!(scheduled.len(), 4);
+    let now = statuses(&s).await;
+    assert_transitions_allowed(&prev, &now);
+    prev = now;
+    let started = s.start(&scheduled, "w", t(2003), t(3000)).await.unwrap();
+    assert_eq!(started.len(), 4);
+    let now = statuses(&s).await;
+    assert_transitions_allowed(&prev, &now);
+    prev = now;
+    let outcomes = [
+        Outcome::Completed {
+            token: scheduled[0],
+            result: json!(1),
+        },
+        Outcome::Retry {
+            token: scheduled[1],
+            error: "e".into(),
+            run_at: t(2005),
+        },
+        Outcome::Failed {
+            token: scheduled[2],
+            error: "e".into(),
+            retry_count: 3,
+        },
+        Outcome::Requeue {
+            token: scheduled[3],
+            checkpoint: None,
+        },
+    ];
+    assert_eq!(s.finish(&outcomes, t(2004)).await.unwrap().len(), 4);
+    let now = statuses(&s).await;
+    assert_transitions_allowed(&prev, &now);
+    assert_eq!(now[&p], JobStatus::Completed);
+    assert_eq!(now[&sc], JobStatus::Pending);
+    assert_eq!(now[&r], JobStatus::Failed);
+    assert_eq!(now[&f], JobStatus::Pending);
+}

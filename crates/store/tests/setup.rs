@@ -1,0 +1,167 @@
+//! `connect`, `migrate` and the `testing` helpers themselves.
+
+use chrono::{TimeZone, Utc};
+use jobsched_core::{JobStatus, NewJob};
+use jobsched_store::testing::{DEFAULT_TEST_DATABASE_URL, TestDb};
+use jobsched_store::{StoreError, connect, migrate};
+use sqlx::{Connection, PgConnection};
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn admin_url() -> String {
+    std::env::var("JOBSCHED_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_string())
+}
+
+async fn pg_database_exists(name: &str) -> bool {
+    let mut conn = PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::query_scalar("SELECT exists(SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn db_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_string()
+}
+
+/// Insert and read back one job through a fresh connection.
+async fn round_trip(url: &str) {
+    let store = connect(url, 2).await.unwrap();
+    let job = NewJob::new("probe", "sleep", None, None, None, None).unwrap();
+    store.insert(&job, now()).await.unwrap();
+    let got = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(got.status, JobStatus::Pending);
+}
+
+#[tokio::test]
+async fn migrate_twice_on_a_fresh_postgres_database() {
+    let Some(db) = TestDb::postgres_unmigrated().await else {
+        return;
+    };
+    let name = db_name(db.url());
+    assert!(!pg_database_exists(&name).await);
+    migrate(db.url()).await.unwrap();
+    assert!(pg_database_exists(&name).await, "migrate creates the database");
+    migrate(db.url()).await.unwrap();
+    round_trip(db.url()).await;
+    db.cleanup().await;
+    assert!(!pg_database_exists(&name).await, "cleanup drops the database");
+}
+
+#[tokio::test]
+async fn migrate_twice_on_a_new_sqlite_file() {
+    let db = TestDb::sqlite_unmigrated();
+    let path = db.url().trim_start_matches("sqlite://").to_string();
+    assert!(!std::path::Path::new(&path).exists());
+    migrate(db.url()).await.unwrap();
+    assert!(std::path::Path::new(&path).exists(), "migrate creates the file");
+    migrate(db.url()).await.unwrap();
+    round_trip(db.url()).await;
+    db.cleanup().await;
+    assert!(!std::path::Path::new(&path).exists(), "cleanup removes the file");
+}
+
+#[tokio::test]
+async fn dropping_a_test_db_removes_it() {
+    let sqlite = TestDb::sqlite().await;
+    let path = sqlite.url().trim_start_matches("sqlite://").to_string();
+    assert!(std::path::Path::new(&path).exists());
+    drop(sqlite);
+    assert!(!std::path::Path::new(&path).exists());
+
+    let Some(pg) = TestDb::postgres().await else {
+        return;
+    };
+    let name = db_name(pg.url());
+    // An open pool does not keep the database alive: the drop is forced.
+    let _store = pg.store().await;
+    assert!(pg_database_exists(&name).await);
+    drop(pg);
+    assert!(!pg_database_exists(&name).await);
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_is_shared_and_migrated() {
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let store = connect(url, 8).await.unwrap();
+        let job = NewJob::new("m", "sleep", None, None, None, None).unwrap();
+        store.insert(&job, now()).await.unwrap();
+        // Concurrent users share the one database.
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move { s.get(job.id).await.unwrap().is_some() })
+            })
+            .collect();
+        for h in handles {
+            assert!(h.await.unwrap(), "{url}");
+        }
+        // A separate connect is a separate database.
+        let other = connect(url, 1).await.unwrap();
+        assert!(other.get(job.id).await.unwrap().is_none(), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn unsupported_url_is_named() {
+    let Err(err) = connect("mysql://root:hunter2@db/jobs", 1).await else {
+        panic!("mysql accepted");
+    };
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("JOBSCHED_DATABASE_URL must start with postgres:// or sqlite://, got"),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(matches!(
+        migrate("redis://x").await,
+        Err(StoreError::UnsupportedUrl { .. })
+    ));
+    let core: jobsched_core::Error = err.into();
+    assert!(matches!(
+        core,
+        jobsched_core::Error::Backend {
+            component: "store",
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_postgres_names_host_and_fix() {
+    // Port 1 on localhost refuses connections.
+    let Err(err) = connect("postgres://postgres:pw@127.0.0.1:1/jobsched", 1).await else {
+        panic!("connected to port 1");
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("127.0.0.1:1/jobsched"), "{msg}");
+    assert!(msg.contains("check that the server is running"), "{msg}");
+    assert!(!msg.contains("pw"), "{msg}");
+    let core: jobsched_core::Error = err.into();
+    assert!(matches!(
+        core,
+        jobsched_core::Error::Backend {
+            component: "postgres",
+            ..
+        }
+    ));
+    let Err(err) = migrate("postgres://postgres@127.0.0.1:1/jobsched").await else {
+        panic!("migrated on port 1");
+    };
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn unopenable_sqlite_file_is_named() {
+    let Err(err) = connect("sqlite:///nonexistent-dir/sub/jobs.db", 1).await else {
+        panic!("opened a file in a missing directory");
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("/nonexistent-dir/sub/jobs.db"), "{msg}");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+}

@@ -1,0 +1,73 @@
+//! jobsched-transport: adapters for the [`Transport`](jobsched_core::ports::Transport) port.
+//!
+//! The transport hands dispatch tokens from the engine to workers and carries the small shared
+//! runtime state (worker slots and liveness, the policy settings, a dead-letter mirror and
+//! broadcast events). Postgres stays the source of truth; everything here can be rebuilt.
+//!
+//! - [`RedisTransport`]: the multi-process transport on Redis. Every multi-key change (taking
+//!   tokens, reaping dead workers, reporting slots) is a single Lua script, so it is atomic, and
+//!   liveness deadlines use the Redis server clock.
+//! - [`MemoryTransport`]: the same observable semantics in one process, for the single-process
+//!   dev mode and for tests.
+
+mod error;
+mod memory;
+mod redis_transport;
+
+pub use error::TransportError;
+pub use memory::MemoryTransport;
+pub use redis_transport::{DEFAULT_PREFIX, RedisTransport};
+
+use jobsched_core::ports::{Event, Token};
+
+/// Name of an event as sent on the events channel.
+pub(crate) fn event_name(event: Event) -> &'static str {
+    match event {
+        Event::JobsAvailable => "JobsAvailable",
+        Event::SlotsFree => "SlotsFree",
+        Event::ReadyPushed => "ReadyPushed",
+        Event::PolicyChanged => "PolicyChanged",
+    }
+}
+
+/// Inverse of [`event_name`].
+pub(crate) fn event_from_name(name: &str) -> Option<Event> {
+    Some(match name {
+        "JobsAvailable" => Event::JobsAvailable,
+        "SlotsFree" => Event::SlotsFree,
+        "ReadyPushed" => Event::ReadyPushed,
+        "PolicyChanged" => Event::PolicyChanged,
+        _ => return None,
+    })
+}
+
+/// Decode stored tokens, skipping (and logging) entries that are not tokens.
+pub(crate) fn decode_tokens(raw: Vec<String>, key: &str) -> Vec<Token> {
+    raw.into_iter()
+        .filter_map(|s| {
+            let token = Token::decode(&s);
+            if token.is_none() {
+                tracing::warn!(key, value = %s, "skipping a transport entry that is not a token");
+            }
+            token
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_round_trip() {
+        for e in [
+            Event::JobsAvailable,
+            Event::SlotsFree,
+            Event::ReadyPushed,
+            Event::PolicyChanged,
+        ] {
+            assert_eq!(event_from_name(event_name(e)), Some(e));
+        }
+        assert_eq!(event_from_name("nope"), None);
+    }
+}

@@ -1,0 +1,672 @@
+//! The Redis transport.
+
+use crate::error::{TransportError, redact_url};
+use crate::{decode_tokens, event_from_name, event_name};
+use async_trait::async_trait;
+use futures::StreamExt;
+use jobsched_core::ports::{Event, Subscription, Token, Transport, WorkerSlots};
+use jobsched_core::{DeadLetter, JobId, PolicySettings, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::{AsyncCommands, Client, Script};
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+/// Key prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "jobsched";
+
+/// Time allowed to establish a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for one command's reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between reconnection attempts, in milliseconds.
+const RECONNECT_MAX_DELAY_MS: u64 = 1000;
+/// Longest liveness ttl stored (ten years); longer ones are clamped.
+const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// Lua prologue: `now` is the server clock in milliseconds.
+macro_rules! lua {
+    ($body:expr) => {
+        concat!(
+            "local t = redis.call('TIME')\n",
+            "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
+            $body
+        )
+    };
+}
+
+/// KEYS: ready, in-flight list, idle. ARGV: worker, max.
+static TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local max = tonumber(ARGV[2])
+local taken = {}
+if max > 0 then
+  taken = redis.call('LRANGE', KEYS[1], 0, max - 1)
+  if #taken > 0 then
+    redis.call('LTRIM', KEYS[1], #taken, -1)
+    for i = 1, #taken, 1000 do
+      redis.call('RPUSH', KEYS[2], unpack(taken, i, math.min(i + 999, #taken)))
+    end
+  end
+end
+redis.call('HSET', KEYS[3], ARGV[1], max - #taken)
+return taken
+",
+    )
+});
+
+/// KEYS: idle, total, alive. ARGV: worker, idle, total, ttl in ms.
+static REPORT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+return 1
+"
+    ))
+});
+
+/// KEYS: idle, total, alive. Returns `worker, idle, total` triples, flattened.
+static WORKERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+local live = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. string.format('%d', now), '+inf')
+local out = {}
+for _, w in ipairs(live) do
+  out[#out + 1] = w
+  out[#out + 1] = redis.call('HGET', KEYS[1], w) or '0'
+  out[#out + 1] = redis.call('HGET', KEYS[2], w) or '0'
+end
+return out
+"
+    ))
+});
+
+/// KEYS: idle, total, alive, ready. ARGV: in-flight key prefix.
+/// Returns, per dead worker: `worker, n, token_1 .. token_n`, flattened.
+static REAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(lua!(
+        r"
+local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', string.format('%d', now))
+local lists = {}
+for i, w in ipairs(dead) do
+  local key = ARGV[1] .. w
+  lists[i] = redis.call('LRANGE', key, 0, -1)
+  redis.call('DEL', key)
+  redis.call('HDEL', KEYS[1], w)
+  redis.call('HDEL', KEYS[2], w)
+  redis.call('ZREM', KEYS[3], w)
+end
+for i = #dead, 1, -1 do
+  local toks = lists[i]
+  for j = #toks, 1, -1 do
+    redis.call('LPUSH', KEYS[4], toks[j])
+  end
+end
+local out = {}
+for i, w in ipairs(dead) do
+  out[#out + 1] = w
+  out[#out + 1] = tostring(#lists[i])
+  for _, tok in ipairs(lists[i]) do
+    out[#out + 1] = tok
+  end
+end
+return out
+"
+    ))
+});
+
+/// KEYS: ready, idle, alive. ARGV: token, in-flight key prefix.
+static CONTAINS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('LPOS', KEYS[1], ARGV[1]) then return 1 end
+local known = {}
+for _, w in ipairs(redis.call('HKEYS', KEYS[2])) do known[w] = true end
+for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do known[w] = true end
+for w, _ in pairs(known) do
+  if redis.call('LPOS', ARGV[2] .. w, ARGV[1]) then return 1 end
+end
+return 0
+",
+    )
+});
+
+/// KEYS: dead-letter list. ARGV: job id. Returns the number of entries removed.
+static REMOVE_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local removed = 0
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, entry = pcall(cjson.decode, raw)
+  if ok and type(entry) == 'table' and entry['job_id'] == ARGV[1] then
+    removed = removed + redis.call('LREM', KEYS[1], 0, raw)
+  end
+end
+return removed
+",
+    )
+});
+
+/// The Redis key names under one prefix.
+#[derive(Debug)]
+struct Keys {
+    prefix: String,
+    ready: String,
+    in_flight_prefix: String,
+    idle: String,
+    total: String,
+    alive: String,
+    policy: String,
+    dead_letter: String,
+    events: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+            ready: format!("{prefix}:ready"),
+            in_flight_prefix: format!("{prefix}:inflight:"),
+            idle: format!("{prefix}:idle"),
+            total: format!("{prefix}:total"),
+            alive: format!("{prefix}:alive"),
+            policy: format!("{prefix}:policy"),
+            dead_letter: format!("{prefix}:dead_letter"),
+            events: format!("{prefix}:events"),
+        }
+    }
+
+    fn in_flight(&self, worker: &str) -> String {
+        format!("{}{worker}", self.in_flight_prefix)
+    }
+
+    /// SCAN pattern matching exactly the keys under the prefix (glob characters escaped).
+    fn scan_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 2);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":*");
+        pattern
+    }
+}
+
+/// [`Transport`] on Redis. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RedisTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    conn: ConnectionManager,
+    /// The URL with any password redacted.
+    url: String,
+    keys: Keys,
+}
+
+impl fmt::Debug for RedisTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTransport")
+            .field("url", &self.inner.url)
+            .field("prefix", &self.inner.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTransport {
+    /// Connect to Redis at `url` (`redis://` or `rediss://`) and use keys under `prefix`.
+    ///
+    /// Fails when the URL or prefix is invalid or Redis cannot be reached. After connecting,
+    /// lost connections are re-established automatically on the next command.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisTransport, TransportError> {
+        let shown = redact_url(url);
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("redis" | "rediss")) {
+            return Err(TransportError::InvalidUrl {
+                url: shown,
+                reason: "the scheme must be redis:// or rediss://".into(),
+            });
+        }
+        if prefix.is_empty() {
+            return Err(TransportError::InvalidPrefix {
+                prefix: prefix.into(),
+                reason: "it is empty",
+            });
+        }
+        if prefix.chars().any(char::is_whitespace) {
+            return Err(TransportError::InvalidPrefix {
+                prefix: prefix.into(),
+                reason: "it contains whitespace",
+            });
+        }
+        let client = Client::open(url).map_err(|e| TransportError::InvalidUrl {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        // redis 0.32 hands `factor` to its backoff as the growth multiplier (from a 1 s
+        // minimum); the default of 100 would wait a minute between attempts. Retry a couple of
+        // times about a second apart; every later command triggers a fresh reconnect anyway.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_factor(2)
+            .set_max_delay(RECONNECT_MAX_DELAY_MS)
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|source| TransportError::Redis {
+                url: shown.clone(),
+                op: "connect",
+                source,
+            })?;
+        Ok(RedisTransport {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                url: shown,
+                keys: Keys::new(prefix),
+            }),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.keys.prefix
+    }
+
+    /// Delete every key under the prefix (using SCAN, never FLUSHALL); returns how many were
+    /// deleted. For tests and operations: Redis is rebuilt from Postgres afterwards.
+    pub async fn delete_all_keys(&self) -> Result<u64, TransportError> {
+        let pattern = self.inner.keys.scan_pattern();
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut deleted = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.err("delete_all_keys", e))?;
+            if !keys.is_empty() {
+                let n: u64 = conn
+                    .del(&keys)
+                    .await
+                    .map_err(|e| self.err("delete_all_keys", e))?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The dead-letter mirror, in stored order.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, TransportError> {
+        let key = &self.inner.keys.dead_letter;
+        let raw: Vec<String> = self
+            .conn()
+            .lrange(key, 0, -1)
+            .await
+            .map_err(|e| self.err("dead_letters", e))?;
+        raw.iter()
+            .map(|s| {
+                serde_json::from_str(s).map_err(|source| TransportError::Json {
+                    key: key.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    fn err(&self, op: &'static str, source: redis::RedisError) -> TransportError {
+        TransportError::Redis {
+            url: self.inner.url.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn encode_dead_letters(&self, entries: &[DeadLetter]) -> Result<Vec<String>, TransportError> {
+        entries
+            .iter()
+            .map(|e| {
+                serde_json::to_string(e).map_err(|source| TransportError::Json {
+                    key: self.keys().dead_letter.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Transport for RedisTransport {
+    async fn push_ready(&self, tokens: &[Token]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<String> = tokens.iter().map(Token::encode).collect();
+        redis::pipe()
+            .atomic()
+            .rpush(&self.keys().ready, encoded)
+            .ignore()
+            .publish(&self.keys().events, event_name(Event::ReadyPushed))
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("push_ready", e))?;
+        Ok(())
+    }
+
+    async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>> {
+        let keys = self.keys();
+        let in_flight = keys.in_flight(worker);
+        let raw: Vec<String> = TAKE
+            .key(&keys.ready)
+            .key(&in_flight)
+            .key(&keys.idle)
+            .arg(worker)
+            .arg(max)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("take", e))?;
+        Ok(decode_tokens(raw, &in_flight))
+    }
+
+    async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys().in_flight(worker);
+        let mut pipe = redis::pipe();
+        for token in tokens {
+            pipe.lrem(&key, 0, token.encode()).ignore();
+        }
+        pipe.exec_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("ack", e))?;
+        Ok(())
+    }
+
+    async fn in_flight(&self, worker: &str) -> Result<Vec<Token>> {
+        let key = self.keys().in_flight(worker);
+        let raw: Vec<String> = self
+            .conn()
+            .lrange(&key, 0, -1)
+            .await
+            .map_err(|e| self.err("in_flight", e))?;
+        Ok(decode_tokens(raw, &key))
+    }
+
+    async fn ready_len(&self) -> Result<u64> {
+        let n: u64 = self
+            .conn()
+            .llen(&self.keys().ready)
+            .await
+            .map_err(|e| self.err("ready_len", e))?;
+        Ok(n)
+    }
+
+    async fn contains(&self, token: Token) -> Result<bool> {
+        let keys = self.keys();
+        let found: i64 = CONTAINS
+            .key(&keys.ready)
+            .key(&keys.idle)
+            .key(&keys.alive)
+            .arg(token.encode())
+            .arg(&keys.in_flight_prefix)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("contains", e))?;
+        Ok(found == 1)
+    }
+
+    async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()> {
+        let keys = self.keys();
+        let ttl_ms = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(MAX_TTL_MS);
+        let _: i64 = REPORT
+            .key(&keys.idle)
+            .key(&keys.total)
+            .key(&keys.alive)
+            .arg(worker)
+            .arg(idle)
+            .arg(total)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("report_slots", e))?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerSlots>> {
+        let keys = self.keys();
+        let flat: Vec<String> = WORKERS
+            .key(&keys.idle)
+            .key(&keys.total)
+            .key(&keys.alive)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("workers", e))?;
+        let mut workers: Vec<WorkerSlots> = flat
+            .chunks_exact(3)
+            .map(|c| WorkerSlots {
+                worker: c[0].clone(),
+                idle: c[1].parse().unwrap_or(0),
+                total: c[2].parse().unwrap_or(0),
+            })
+            .collect();
+        workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Ok(workers)
+    }
+
+    async fn reap_dead_workers(&self) -> Result<Vec<(String, Vec<Token>)>> {
+        let keys = self.keys();
+        let flat: Vec<String> = REAP
+            .key(&keys.idle)
+            .key(&keys.total)
+            .key(&keys.alive)
+            .key(&keys.ready)
+            .arg(&keys.in_flight_prefix)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("reap_dead_workers", e))?;
+        let mut reaped = Vec::new();
+        let mut rest = flat.into_iter();
+        while let Some(worker) = rest.next() {
+            let n: usize = rest.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let raw: Vec<String> = rest.by_ref().take(n).collect();
+            let tokens = decode_tokens(raw, &keys.in_flight(&worker));
+            reaped.push((worker, tokens));
+        }
+        Ok(reaped)
+    }
+
+    async fn policy(&self) -> Result<Option<PolicySettings>> {
+        let key = &self.keys().policy;
+        let raw: Option<String> = self
+            .conn()
+            .get(key)
+            .await
+            .map_err(|e| self.err("policy", e))?;
+        let Some(raw) = raw else { return Ok(None) };
+        let settings = serde_json::from_str(&raw).map_err(|source| TransportError::Json {
+            key: key.clone(),
+            source,
+        })?;
+        Ok(Some(settings))
+    }
+
+    async fn set_policy(&self, settings: &PolicySettings) -> Result<()> {
+        let keys = self.keys();
+        let json = serde_json::to_string(settings).map_err(|source| TransportError::Json {
+            key: keys.policy.clone(),
+            source,
+        })?;
+        redis::pipe()
+            .atomic()
+            .set(&keys.policy, json)
+            .ignore()
+            .publish(&keys.events, event_name(Event::PolicyChanged))
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("set_policy", e))?;
+        Ok(())
+    }
+
+    async fn set_dead_letters(&self, entries: &[DeadLetter]) -> Result<()> {
+        let key = &self.keys().dead_letter;
+        let encoded = self.encode_dead_letters(entries)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(key).ignore();
+        if !encoded.is_empty() {
+            pipe.rpush(key, encoded).ignore();
+        }
+        pipe.exec_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("set_dead_letters", e))?;
+        Ok(())
+    }
+
+    async fn push_dead_letters(&self, entries: &[DeadLetter]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let encoded = self.encode_dead_letters(entries)?;
+        let _: i64 = self
+            .conn()
+            .rpush(&self.keys().dead_letter, encoded)
+            .await
+            .map_err(|e| self.err("push_dead_letters", e))?;
+        Ok(())
+    }
+
+    async fn remove_dead_letter(&self, id: JobId) -> Result<()> {
+        let _: i64 = REMOVE_DEAD_LETTER
+            .key(&self.keys().dead_letter)
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("remove_dead_letter", e))?;
+        Ok(())
+    }
+
+    async fn publish(&self, event: Event) -> Result<()> {
+        let _: i64 = self
+            .conn()
+            .publish(&self.keys().events, event_name(event))
+            .await
+            .map_err(|e| self.err("publish", e))?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn Subscription>> {
+        let open = async {
+            let mut pubsub = self.inner.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.keys().events).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
+            Ok(result) => result.map_err(|e| self.err("subscribe", e))?,
+            Err(_) => {
+                let timeout = redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no reply within {CONNECT_TIMEOUT:?}"),
+                ));
+                return Err(self.err("subscribe", timeout).into());
+            }
+        };
+        Ok(Box::new(RedisSubscription {
+            stream: pubsub.into_on_message(),
+        }))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("ping", e))?;
+        Ok(())
+    }
+}
+
+/// A subscription on a dedicated Redis pub/sub connection.
+struct RedisSubscription {
+    stream: PubSubStream,
+}
+
+#[async_trait]
+impl Subscription for RedisSubscription {
+    async fn recv(&mut self) -> Option<Event> {
+        loop {
+            let msg = self.stream.next().await?;
+            match msg.get_payload::<String>() {
+                Ok(name) => match event_from_name(&name) {
+                    Some(event) => return Some(event),
+                    None => tracing::warn!(event = %name, "ignoring an unknown event"),
+                },
+                Err(e) => tracing::warn!(error = %e, "ignoring an undecodable event message"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_pattern_escapes_glob_characters() {
+        assert_eq!(Keys::new("jobsched").scan_pattern(), "jobsched:*");
+        assert_eq!(Keys::new("a*b?[c]").scan_pattern(), r"a\*b\?\[c\]:*");
+    }
+
+    #[tokio::test]
+    async fn connect_rejects_bad_input() {
+        for (url, prefix) in [
+            ("http://localhost", "p"),
+            ("localhost:6379", "p"),
+            ("redis://127.0.0.1:6379", ""),
+            ("redis://127.0.0.1:6379", "a b"),
+        ] {
+            let err = RedisTransport::connect(url, prefix).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TransportError::InvalidUrl { .. } | TransportError::InvalidPrefix { .. }
+                ),
+                "{url} {prefix}: {err}"
+            );
+        }
+        let err = RedisTransport::connect("http://:pw@host", "p")
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("JOBSCHED_REDIS_URL") && !msg.contains("pw"),
+            "{msg}"
+        );
+    }
+}
