@@ -350,13 +350,25 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ValidationIssue {
     /// Location: `["body", "payload", "duration"]`, `["query", "page"]`, `["path", "id"]`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(schema_with = loc_schema)]
     pub loc: Vec<Value>,
     /// What is wrong and what is accepted.
     pub msg: String,
     /// Kind: `missing`, `type_error`, `value_error`, `json_invalid`, …
     #[serde(rename = "type")]
     pub kind: String,
+}
+
+/// `loc` items are object keys (strings) or array indexes (integers).
+fn loc_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(ObjectBuilder::new().schema_type(Type::Integer)),
+        )
+        .build()
 }
 
 /// A 422 body: every problem found.

@@ -177,9 +177,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Core(e) => match e {
-                jobsched_core::Error::Validation { .. } | jobsched_core::Error::UnknownPolicy { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                jobsched_core::Error::Validation { .. }
+                | jobsched_core::Error::UnknownPolicy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 jobsched_core::Error::IllegalTransition { .. } => StatusCode::CONFLICT,
                 jobsched_core::Error::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
@@ -241,14 +240,51 @@ mod tests {
         assert_eq!(issue.dotted(), "body.jobs.3.payload.duration");
     }
 
-    #[test]
-    fn backend_errors_do_not_leak() {
+    async fn body_of(err: ApiError) -> (StatusCode, serde_json::Value) {
+        let resp = err.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn backend_and_io_errors_do_not_leak() {
         let err = ApiError::Core(jobsched_core::Error::backend(
             "postgres",
             "password authentication failed for user secret",
         ));
-        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let resp = err.into_response();
-        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let (status, body) = body_of(err).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("postgres") && !detail.contains("secret"),
+            "{detail}"
+        );
+        let (status, body) = body_of(ApiError::Io(std::io::Error::other("fd 7 at /srv"))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, json!({"detail": "internal error"}));
+    }
+
+    #[tokio::test]
+    async fn core_errors_map_to_fastapi_shapes() {
+        let (status, body) =
+            body_of(jobsched_core::Error::invalid("quantum_seconds", "must be > 0").into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            body,
+            json!({"detail": [{"loc": ["body", "quantum_seconds"], "msg": "must be > 0", "type": "value_error"}]})
+        );
+        let (status, body) = body_of(ApiError::Unauthorized("send a token".into())).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::UNAUTHORIZED, json!({"detail": "send a token"}))
+        );
+        let illegal = jobsched_core::Error::IllegalTransition {
+            from: jobsched_core::JobStatus::Completed,
+            to: jobsched_core::JobStatus::Pending,
+        };
+        assert_eq!(body_of(illegal.into()).await.0, StatusCode::CONFLICT);
     }
 }

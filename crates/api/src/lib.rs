@@ -111,8 +111,9 @@ pub fn router(state: AppState) -> Router {
     open = both(open, "/livez", get(health::livez));
     open = both(open, "/readyz", get(health::readyz));
 
-    let docs: Router<SharedState> =
-        SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi()).into();
+    let docs: Router<SharedState> = SwaggerUi::new("/docs")
+        .url("/api-docs/openapi.json", openapi())
+        .into();
 
     Router::new()
         .merge(api)

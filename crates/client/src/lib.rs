@@ -407,14 +407,17 @@ impl Client {
     /// `POST /jobs/batch`: submit up to 1000 jobs atomically; ids in input order.
     pub async fn submit_batch(&self, jobs: &[SubmitJob]) -> Result<Vec<JobId>, ClientError> {
         let ids: BatchIds = self
-            .call(Method::POST, "/jobs/batch", |rb| rb.json(&BatchBody { jobs }))
+            .call(Method::POST, "/jobs/batch", |rb| {
+                rb.json(&BatchBody { jobs })
+            })
             .await?;
         Ok(ids.ids)
     }
 
     /// `GET /jobs/{id}`.
     pub async fn get(&self, id: JobId) -> Result<Job, ClientError> {
-        self.call(Method::GET, &format!("/jobs/{id}"), |rb| rb).await
+        self.call(Method::GET, &format!("/jobs/{id}"), |rb| rb)
+            .await
     }
 
     /// `GET /jobs/`: one page, newest first.
@@ -584,7 +587,10 @@ mod tests {
     #[test]
     fn submissions_omit_unset_fields() {
         let v = serde_json::to_value(SubmitJob::new("a", "sleep").priority(2)).unwrap();
-        assert_eq!(v, serde_json::json!({"name": "a", "job_type": "sleep", "priority": 2}));
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "a", "job_type": "sleep", "priority": 2})
+        );
         let q = ListQuery {
             status: Some(JobStatus::Failed),
             ..Default::default()

@@ -128,6 +128,9 @@ pub struct WorkerArgs {
     /// Do not compete for the engine leadership (execution slots only).
     #[arg(long, env = "JOBSCHED_NO_ENGINE")]
     pub no_engine: bool,
+    /// Address of the `/metrics`, `/livez` and `/readyz` server ("off" to disable).
+    #[arg(long, env = "JOBSCHED_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: String,
 }
 
 /// `jobsched dev`.

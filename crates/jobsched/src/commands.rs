@@ -189,8 +189,39 @@ async fn worker(args: WorkerArgs) -> Result<()> {
         config,
     };
     let shutdown = shutdown_signal();
+    let store = rt.store.clone();
+    let transport = rt.transport.clone();
+    let ready = jobsched_metrics::ready_check(move || {
+        let (store, transport) = (store.clone(), transport.clone());
+        Box::pin(async move { store.ping().await.is_ok() && transport.ping().await.is_ok() })
+    });
+    let metrics = spawn_metrics_server(&args.metrics_listen, ready, &shutdown).await?;
     jobsched_runtime::run(rt, shutdown).await?;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     Ok(())
+}
+
+/// Start the `/metrics` + probes server unless the address is "off".
+async fn spawn_metrics_server(
+    listen: &str,
+    ready: jobsched_metrics::ReadyCheck,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    if listen.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (JOBSCHED_METRICS_LISTEN)"))?;
+    tracing::info!(listen = %listener.local_addr()?, "metrics and probes listening");
+    let stop = shutdown.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = jobsched_metrics::serve(listener, ready, async move { stop.cancelled().await }).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    })))
 }
 
 async fn dev(args: DevArgs) -> Result<()> {

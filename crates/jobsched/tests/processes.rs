@@ -57,6 +57,7 @@ impl Env {
             .env("JOBSCHED_WORKER_TTL", "1.5")
             .env("JOBSCHED_BACKOFF_BASE", "0.05")
             .env("JOBSCHED_BACKOFF_CAP", "0.2")
+            .env("JOBSCHED_METRICS_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -358,3 +359,54 @@ async fn drop_db(name: &str) {
     }
 }
 
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Value of one sample line (`name{labels} value`) in a Prometheus text page.
+fn sample_value(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_metrics_count_the_jobs_it_ran() {
+    let Some(mut env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    env.spawn_worker("metered", 2, &[("JOBSCHED_METRICS_LISTEN", &listen)]);
+    let mut jobs: Vec<NewJob> = (0..12).map(|i| sleep_job(&format!("ok{i}"), 0.001)).collect();
+    jobs.push(NewJob::new("fatal", "word_count", None, None, Some(json!({"file_path": "missing.txt"})), Some(3)).unwrap());
+    env.submit_many(&jobs).await;
+    env.wait_until(Duration::from_secs(30), "all terminal", all_terminal).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{listen}/metrics");
+    // The finished counters are updated before the outcome write; poll until the page shows them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+        if sample_value(&page, r#"jobsched_jobs_finished_total{job_type="sleep",outcome="completed"}"#) == Some(12.0) {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed 12 completions:\n{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(sample_value(&page, r#"jobsched_jobs_finished_total{job_type="word_count",outcome="failed"}"#), Some(1.0));
+    assert_eq!(sample_value(&page, r#"jobsched_job_run_seconds_count{job_type="sleep"}"#), Some(12.0));
+    assert_eq!(sample_value(&page, r#"jobsched_job_run_seconds_count{job_type="word_count"}"#), Some(1.0));
+    assert_eq!(sample_value(&page, r#"jobsched_job_wait_seconds_count{policy="fcfs"}"#), Some(13.0));
+    assert_eq!(sample_value(&page, "jobsched_dispatched_total"), Some(13.0), "the only worker is also the engine leader");
+    assert_eq!(sample_value(&page, "jobsched_worker_slots"), Some(2.0));
+    assert_eq!(sample_value(&page, r#"jobsched_leader{role="engine"}"#), Some(1.0));
+    assert_eq!(sample_value(&page, r#"jobsched_active_policy{policy="fcfs"}"#), Some(1.0));
+    assert_eq!(sample_value(&page, r#"jobsched_active_policy{policy="sjf"}"#), Some(0.0));
+    let live = http.get(format!("http://{listen}/livez")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let ready = http.get(format!("http://{listen}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    env.cleanup().await;
+}

@@ -10,7 +10,8 @@
 use crate::Runtime;
 use jobsched_core::policy::{self, Policy, PolicySettings};
 use jobsched_core::ports::{Event, Token};
-use jobsched_core::{JobId, PendingJob, QueuedJob};
+use jobsched_core::{JobId, JobStatus, PendingJob, QueuedJob};
+use jobsched_metrics::metrics;
 use chrono::{DateTime, Utc};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -107,6 +108,7 @@ impl Engine {
                     // The periodic tick also re-asserts the settings: Redis may have been flushed.
                     policy_dirty = true;
                     self.rescue().await;
+                    self.refresh_gauges().await;
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -143,6 +145,13 @@ impl Engine {
             tracing::info!(from = %self.settings.policy, to = %settings.policy, queued = self.policy.len(), "switching policy");
             let old = std::mem::replace(&mut self.policy, policy::build(&settings));
             self.policy = policy::switch(old, &settings);
+            metrics().policy_switches.inc();
+        }
+        for kind in policy::PolicyKind::ALL {
+            metrics()
+                .active_policy
+                .with_label_values(&[kind.as_str()])
+                .set(i64::from(kind == settings.policy));
         }
         self.settings = settings;
         Ok(())
@@ -216,6 +225,7 @@ impl Engine {
             .map(|w| u64::from(w.idle))
             .sum();
         let ready = self.rt.transport.ready_len().await?;
+        metrics().ready_queue_depth.set(ready as i64);
         let mut demand = idle.saturating_sub(ready) as usize;
         while demand > 0 && !self.policy.is_empty() {
             let n = demand.min(self.rt.config.batch_size);
@@ -262,6 +272,7 @@ impl Engine {
                 // If this push fails the jobs stay SCHEDULED and the rescuer re-dispatches them
                 // when their dispatch lease expires.
                 self.rt.transport.push_ready(&ordered).await?;
+                metrics().dispatched.inc_by(ordered.len() as u64);
                 tracing::debug!(count = ordered.len(), policy = %self.settings.policy, "dispatched");
             }
             demand -= ordered.len().min(demand);
@@ -269,11 +280,45 @@ impl Engine {
         Ok(())
     }
 
+    /// Refresh the gauges that come from the store and transport (leader only).
+    async fn refresh_gauges(&self) {
+        let m = metrics();
+        m.policy_queue_depth.set((self.policy.len() + self.delayed.len()) as i64);
+        if let Ok(stats) = self.rt.store.stats().await {
+            for (status, n) in [
+                (JobStatus::Pending, stats.pending),
+                (JobStatus::Scheduled, stats.scheduled),
+                (JobStatus::Running, stats.running),
+                (JobStatus::Completed, stats.completed),
+                (JobStatus::Failed, stats.failed),
+                (JobStatus::Cancelled, stats.cancelled),
+            ] {
+                m.jobs_by_status.with_label_values(&[status.as_str()]).set(n);
+            }
+        }
+        if let Ok(n) = self.rt.store.dead_letter_count().await {
+            m.dead_letter_size.set(n);
+        }
+        if let Ok(w) = self.rt.transport.workers().await {
+            m.workers_live.set(w.len() as i64);
+        }
+        if let Ok(n) = self.rt.transport.ready_len().await {
+            m.ready_queue_depth.set(n as i64);
+        }
+    }
+
     /// Take back expired leases and dead workers' in-flight tokens.
     async fn rescue(&mut self) {
         let now = self.rt.clock.now();
+        let m = metrics();
         match self.rt.store.rescue_expired(now).await {
             Ok(report) => {
+                m.lease_rescues.with_label_values(&["running"]).inc_by(report.retried.len() as u64);
+                m.lease_rescues.with_label_values(&["scheduled"]).inc_by(report.undispatched.len() as u64);
+                m.lease_rescues.with_label_values(&["dead_lettered"]).inc_by(report.dead_lettered.len() as u64);
+                for d in &report.dead_lettered {
+                    m.jobs_finished.with_label_values(&[d.job_type.as_str(), "dead_lettered"]).inc();
+                }
                 if !report.retried.is_empty() || !report.undispatched.is_empty() {
                     tracing::warn!(
                         retried = report.retried.len(),

@@ -31,6 +31,10 @@ pub async fn run(rt: Runtime, events: EventPump, shutdown: CancellationToken) {
         }
         // Without a renewal inside the TTL we must assume someone else leads now.
         let leading = last_renewed.is_some_and(|t| t.elapsed() < ttl);
+        jobsched_metrics::metrics()
+            .leader
+            .with_label_values(&[ENGINE_ROLE])
+            .set(i64::from(leading));
         match (&engine, leading) {
             (None, true) => {
                 tracing::info!(worker = %me, "became engine leader");
@@ -64,6 +68,10 @@ pub async fn run(rt: Runtime, events: EventPump, shutdown: CancellationToken) {
         stop.cancel();
         let _ = handle.await;
     }
+    jobsched_metrics::metrics()
+        .leader
+        .with_label_values(&[ENGINE_ROLE])
+        .set(0);
     if let Err(e) = rt.store.resign(ENGINE_ROLE, &me).await {
         tracing::warn!(error = %e, "could not resign leadership; it expires by itself");
     }

@@ -13,6 +13,7 @@ use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Outcome, Token};
 use jobsched_core::{JobId, StartedJob};
 use jobsched_jobs::{JobContext, RunOutput};
+use jobsched_metrics::metrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,10 +49,13 @@ pub async fn run(
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(worker = %me, slots = total, "worker started");
+    metrics().worker_slots_total.set(i64::from(total));
+    metrics().worker_slots_busy.set(0);
 
     // ---- normal operation ----
     let mut reported: Option<u32> = None;
     while !shutdown.is_cancelled() {
+        metrics().worker_slots_busy.set(i64::from(total - idle));
         if idle > 0 {
             match rt.transport.take(&me, idle).await {
                 Ok(tokens) if !tokens.is_empty() => {
@@ -204,6 +208,13 @@ fn spawn_job(
     let tx = outcome_tx.clone();
     let round_robin = settings.policy == PolicyKind::RoundRobin;
     let quantum = settings.quantum();
+    if job.slices == 1 && job.retry_count == 0 {
+        let waited = (rt.clock.now() - job.created_at).to_std().unwrap_or_default();
+        metrics()
+            .wait_seconds
+            .with_label_values(&[settings.policy.as_str()])
+            .observe(waited.as_secs_f64());
+    }
     let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
@@ -241,14 +252,21 @@ async fn execute(
         stop,
     };
     let payload = job.payload.clone();
+    let began = Instant::now();
     let result = tokio::task::spawn_blocking(move || handler.run(&payload, &ctx)).await;
+    let m = metrics();
+    m.run_seconds
+        .with_label_values(&[job.job_type.as_str()])
+        .observe(began.elapsed().as_secs_f64());
     let (error, retryable) = match result {
         Ok(Ok(RunOutput::Done(result))) => {
             tracing::debug!("job completed");
+            m.jobs_finished.with_label_values(&[job.job_type.as_str(), "completed"]).inc();
             return Outcome::Completed { token, result };
         }
         Ok(Ok(RunOutput::Preempted { checkpoint })) => {
             tracing::debug!("job preempted at the end of its slice");
+            m.rr_preemptions.inc();
             return Outcome::Requeue { token, checkpoint: Some(checkpoint) };
         }
         Ok(Err(e)) => (e.to_string(), e.is_retryable()),
@@ -258,6 +276,7 @@ async fn execute(
         let retry = (job.retry_count + 1) as u32;
         let delay = rt.config.backoff.delay(retry, &mut rand::rng());
         tracing::info!(%error, retry, ?delay, "job failed; will retry");
+        m.retries.with_label_values(&[job.job_type.as_str()]).inc();
         Outcome::Retry {
             token,
             error,
@@ -265,6 +284,8 @@ async fn execute(
         }
     } else {
         tracing::warn!(%error, retryable, "job failed for good");
+        let outcome = if retryable { "dead_lettered" } else { "failed" };
+        m.jobs_finished.with_label_values(&[job.job_type.as_str(), outcome]).inc();
         Outcome::Failed { token, error, retry_count: job.retry_count }
     }
 }

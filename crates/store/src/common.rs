@@ -11,11 +11,14 @@ pub(crate) const JOB_COLUMNS: &str = "id, name, job_type, status, priority, esti
      started_at, completed_at, attempt, run_at, lease_owner, lease_expires_at, checkpoint, \
      slices, seq";
 
-
 /// Tokens with duplicates removed (first occurrence wins), in input order.
 pub(crate) fn dedupe(tokens: &[Token]) -> Vec<Token> {
     let mut seen = HashSet::with_capacity(tokens.len());
-    tokens.iter().copied().filter(|t| seen.insert(t.id)).collect()
+    tokens
+        .iter()
+        .copied()
+        .filter(|t| seen.insert(t.id))
+        .collect()
 }
 
 /// Outcomes with at most one per job id (first occurrence wins), in input order.
@@ -93,15 +96,10 @@ mod tests {
         let a = Uuid::from_u128(1);
         let b = Uuid::from_u128(2);
         let t = |id, attempt| Token { id, attempt };
-        assert_eq!(
-            dedupe(&[t(a, 1), t(b, 1), t(a, 2)]),
-            vec![t(a, 1), t(b, 1)]
-        );
-        let ordered = in_request_order(
-            &[t(b, 1), t(a, 1), t(b, 1)],
-            vec![t(a, 2), t(b, 2)],
-            |x| x.id,
-        );
+        assert_eq!(dedupe(&[t(a, 1), t(b, 1), t(a, 2)]), vec![t(a, 1), t(b, 1)]);
+        let ordered = in_request_order(&[t(b, 1), t(a, 1), t(b, 1)], vec![t(a, 2), t(b, 2)], |x| {
+            x.id
+        });
         assert_eq!(ordered, vec![t(b, 2), t(a, 2)]);
     }
 

@@ -51,6 +51,19 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The database is missing, or lacks migrations this version needs.
+    #[error(
+        "{backend} database {target} is not ready: {detail}; run `jobsched migrate` with the \
+         same JOBSCHED_DATABASE_URL first (it creates the database and applies the migrations)"
+    )]
+    NotMigrated {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// Database name or file.
+        target: String,
+        /// What is missing.
+        detail: String,
+    },
     /// Applying the embedded migrations failed.
     #[error(
         "applying {backend} migrations to {target} failed: {source}; the database may have been \
@@ -92,6 +105,7 @@ impl StoreError {
             StoreError::MalformedUrl { backend, .. }
             | StoreError::Connect { backend, .. }
             | StoreError::CreateDatabase { backend, .. }
+            | StoreError::NotMigrated { backend, .. }
             | StoreError::Migrate { backend, .. }
             | StoreError::Query { backend, .. }
             | StoreError::Data { backend, .. } => backend,

@@ -84,10 +84,74 @@ impl Backend {
 /// file is created if missing). `sqlite::memory:` / `sqlite://:memory:` give one shared
 /// in-memory database on a single connection, migrated on connect. Other databases must have
 /// been migrated with [`migrate`].
+///
+/// Fails with [`StoreError::NotMigrated`] when the database does not exist yet or lacks
+/// migrations this version embeds, so a forgotten `jobsched migrate` is named at startup rather
+/// than at the first query.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match Backend::of(url)? {
-        Backend::Postgres => Arc::new(PgStore::connect(url, max_connections).await?),
-        Backend::Sqlite => Arc::new(SqliteStore::connect(url, max_connections).await?),
+        Backend::Postgres => {
+            let store = PgStore::connect(url, max_connections)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Connect {
+                        backend,
+                        target,
+                        source: sqlx::Error::Database(db),
+                    } if db.code().as_deref() == Some("3D000") => StoreError::NotMigrated {
+                        backend,
+                        target,
+                        detail: "the database does not exist".into(),
+                    },
+                    other => other,
+                })?;
+            let applied = store.applied_migrations().await?;
+            check_migrated("postgres", &pg::MIGRATOR, applied, || {
+                pg::describe(&store.pool().connect_options())
+            })?;
+            Arc::new(store)
+        }
+        Backend::Sqlite => {
+            let store = SqliteStore::connect(url, max_connections).await?;
+            let applied = store.applied_migrations().await?;
+            check_migrated("sqlite", &sqlite::MIGRATOR, applied, || {
+                store
+                    .pool()
+                    .connect_options()
+                    .get_filename()
+                    .display()
+                    .to_string()
+            })?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Every migration `migrator` embeds must be among `applied` (None: no migration table).
+fn check_migrated(
+    backend: &'static str,
+    migrator: &sqlx::migrate::Migrator,
+    applied: Option<Vec<i64>>,
+    target: impl FnOnce() -> String,
+) -> Result<(), StoreError> {
+    let detail = match applied {
+        None => "no jobsched schema (no migration has been applied)".to_string(),
+        Some(applied) => {
+            let missing: Vec<String> = migrator
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+                .map(|m| format!("{}_{}", m.version, m.description))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            format!("migrations not applied: {}", missing.join(", "))
+        }
+    };
+    Err(StoreError::NotMigrated {
+        backend,
+        target: target(),
+        detail,
     })
 }
 

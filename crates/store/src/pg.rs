@@ -21,8 +21,8 @@ use jobsched_core::{
     PendingJob, PolicySettings, QueuedJob, Result, StartedJob,
 };
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -178,6 +178,29 @@ impl PgStore {
     /// The underlying pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Versions of the successfully applied migrations; `None` when the database has never
+    /// been migrated.
+    pub(crate) async fn applied_migrations(
+        &self,
+    ) -> std::result::Result<Option<Vec<i64>>, StoreError> {
+        let query = |source| StoreError::Query {
+            backend: BACKEND,
+            source,
+        };
+        let table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query)?;
+        if !table {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .map(Some)
+            .map_err(query)
     }
 
     /// Apply the embedded migrations to this store's database (idempotent).
@@ -353,7 +376,8 @@ impl JobRepo for PgStore {
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome> {
         // PENDING|SCHEDULED -> CANCELLED. If the conditional update misses, read the status
         // (a fresh snapshot); a job seen back in a cancellable state raced us, so try again.
-        for _ in 0..5 {
+        let mut attempts = 0;
+        loop {
             let done = sqlx::query(
                 "UPDATE jobs SET status = 'CANCELLED', completed_at = $2, \
                                  lease_owner = NULL, lease_expires_at = NULL \
@@ -367,18 +391,19 @@ impl JobRepo for PgStore {
             if done.rows_affected() == 1 {
                 return Ok(CancelOutcome::Cancelled);
             }
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+            attempts += 1;
             match status.as_deref().map(status_of).transpose()? {
                 None => return Ok(CancelOutcome::NotFound),
-                Some(JobStatus::Pending | JobStatus::Scheduled) => continue,
+                Some(JobStatus::Pending | JobStatus::Scheduled) if attempts < 5 => continue,
                 Some(other) => return Ok(CancelOutcome::NotCancellable(other)),
             }
         }
-        Ok(CancelOutcome::NotCancellable(JobStatus::Running))
     }
 }
 
@@ -442,7 +467,10 @@ impl DispatchStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let applied = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+        let applied = rows
+            .iter()
+            .map(token_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(in_request_order(jobs, applied, |t| t.id))
     }
 
@@ -594,7 +622,10 @@ impl WorkerStore for PgStore {
         })
         .await
         .map_err(db)?;
-        let held = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+        let held = rows
+            .iter()
+            .map(token_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(in_request_order(tokens, held, |t| t.id))
     }
 
@@ -712,7 +743,10 @@ impl WorkerStore for PgStore {
         })
         .await
         .map_err(db)?;
-        let applied = rows.iter().map(token_from_row).collect::<Result<Vec<_>>>()?;
+        let applied = rows
+            .iter()
+            .map(token_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let requested: Vec<Token> = outcomes.iter().map(|o| o.token()).collect();
         Ok(in_request_order(&requested, applied, |t| t.id))
     }

@@ -84,10 +84,7 @@ fn hy(id: JobId) -> Hyphenated {
 }
 
 fn id_of(row: &SqliteRow) -> Result<JobId> {
-    Ok(row
-        .try_get::<Hyphenated, _>("id")
-        .map_err(db)?
-        .into_uuid())
+    Ok(row.try_get::<Hyphenated, _>("id").map_err(db)?.into_uuid())
 }
 
 fn status_of(s: &str) -> Result<JobStatus> {
@@ -216,6 +213,31 @@ impl SqliteStore {
     /// The underlying pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Versions of the successfully applied migrations; `None` when the database has never
+    /// been migrated.
+    pub(crate) async fn applied_migrations(
+        &self,
+    ) -> std::result::Result<Option<Vec<i64>>, StoreError> {
+        let query = |source| StoreError::Query {
+            backend: BACKEND,
+            source,
+        };
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query)?;
+        if tables == 0 {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .map(Some)
+            .map_err(query)
     }
 
     /// Apply the embedded migrations to this store's database (idempotent).
@@ -394,11 +416,12 @@ impl JobRepo for SqliteStore {
         let outcome = if done.rows_affected() == 1 {
             CancelOutcome::Cancelled
         } else {
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
-                .bind(hy(id))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
+                    .bind(hy(id))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
             match status {
                 None => CancelOutcome::NotFound,
                 Some(s) => CancelOutcome::NotCancellable(status_of(&s)?),

@@ -169,10 +169,8 @@ impl TestDb {
     /// A SQLite URL for a temporary file that does not exist yet. Removed like
     /// [`TestDb::sqlite`]'s.
     pub fn sqlite_unmigrated() -> TestDb {
-        let path = std::env::temp_dir().join(format!(
-            "jobsched_t_{}.db",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("jobsched_t_{}.db", uuid::Uuid::new_v4().simple()));
         let url = format!("sqlite://{}", path.display());
         TestDb {
             kind: Kind::Sqlite { path },

@@ -110,7 +110,10 @@ async fn schedule(
     lease_until: DateTime<Utc>,
 ) -> Token {
     let current = token(s, id).await;
-    let applied = s.mark_scheduled(&[current], now, lease_until).await.unwrap();
+    let applied = s
+        .mark_scheduled(&[current], now, lease_until)
+        .await
+        .unwrap();
     assert_eq!(applied.len(), 1, "schedule {id}");
     applied[0]
 }
@@ -209,9 +212,16 @@ async fn insert_many_is_ordered_and_atomic(db: &TestDb) {
         ids,
         "seq follows input order"
     );
-    assert!(pending.windows(2).all(|w| w[0].queued.seq < w[1].queued.seq));
+    assert!(
+        pending
+            .windows(2)
+            .all(|w| w[0].queued.seq < w[1].queued.seq)
+    );
     let j = job(&s, ids[7]).await;
-    assert_eq!((j.name.as_str(), j.status, j.attempt), ("j7", JobStatus::Pending, 0));
+    assert_eq!(
+        (j.name.as_str(), j.status, j.attempt),
+        ("j7", JobStatus::Pending, 0)
+    );
     assert_eq!((j.created_at, j.run_at), (t(0), t(0)));
 
     // All or nothing: a batch containing an existing id inserts none of its jobs.
@@ -382,7 +392,10 @@ async fn cancel_rules(db: &TestDb) {
         CancelOutcome::Cancelled
     );
     let p = job(&s, pending).await;
-    assert_eq!((p.status, p.completed_at), (JobStatus::Cancelled, Some(t(5))));
+    assert_eq!(
+        (p.status, p.completed_at),
+        (JobStatus::Cancelled, Some(t(5)))
+    );
 
     assert_eq!(
         s.cancel(scheduled, t(6)).await.unwrap(),
@@ -501,7 +514,12 @@ async fn mark_scheduled_is_fenced_by_attempt(db: &TestDb) {
     assert!(aj.lease_owner.is_none());
 
     // Stale (already used) token, wrong attempt, unknown id: nothing applies.
-    assert!(s.mark_scheduled(&[a0], t(2), t(32)).await.unwrap().is_empty());
+    assert!(
+        s.mark_scheduled(&[a0], t(2), t(32))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let c_wrong = Token { id: c, attempt: 5 };
     let unknown = Token {
         id: Uuid::now_v7(),
@@ -605,12 +623,7 @@ async fn rescue_expired_both_branches(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
-    assert!(
-        s.renew(&[a_tok], "w1", t(90))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.renew(&[a_tok], "w1", t(90)).await.unwrap().is_empty());
     // Re-dispatch bumps the attempt; the old token stays dead.
     let a2 = schedule(&s, a.id, t(33), t(60)).await;
     assert_eq!(a2.attempt, 2);
@@ -639,7 +652,10 @@ async fn rescue_never_exceeds_max_retries(db: &TestDb) {
         let report = s.rescue_expired(t(now + 11)).await.unwrap();
         assert_eq!(report.retried, vec![id]);
         let j = job(&s, id).await;
-        assert_eq!((j.status, j.retry_count), (JobStatus::Pending, expected_retry));
+        assert_eq!(
+            (j.status, j.retry_count),
+            (JobStatus::Pending, expected_retry)
+        );
         now += 20;
     }
     run(&s, id, "w", t(now), t(now + 10)).await;
@@ -648,7 +664,10 @@ async fn rescue_never_exceeds_max_retries(db: &TestDb) {
     assert_eq!(report.dead_lettered.len(), 1);
     assert_eq!(report.dead_lettered[0].retry_count, 2);
     let j = job(&s, id).await;
-    assert_eq!((j.status, j.retry_count, j.attempt), (JobStatus::Failed, 2, 3));
+    assert_eq!(
+        (j.status, j.retry_count, j.attempt),
+        (JobStatus::Failed, 2, 3)
+    );
     assert_eq!(
         j.error_message.as_deref(),
         Some("lease expired: worker w stopped renewing (attempt 3)")
@@ -679,31 +698,18 @@ async fn start_rules(db: &TestDb) {
         .insert(&custom_job("a", "thumbnail", 3, 2.0, 4), t(0))
         .await
         .unwrap();
-    assert!(
-        s.start(&[], "w1", t(1), t(30))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.start(&[], "w1", t(1), t(30)).await.unwrap().is_empty());
     // Not scheduled yet: nothing starts.
     let a0 = Token {
         id: a.id,
         attempt: 0,
     };
-    assert!(
-        s.start(&[a0], "w1", t(1), t(30))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.start(&[a0], "w1", t(1), t(30)).await.unwrap().is_empty());
     assert_eq!(job(&s, a.id).await.status, JobStatus::Pending);
 
     let a1 = schedule(&s, a.id, t(1), t(30)).await;
     assert!(
-        s.start(&[a0], "w1", t(2), t(32))
-            .await
-            .unwrap()
-            .is_empty(),
+        s.start(&[a0], "w1", t(2), t(32)).await.unwrap().is_empty(),
         "stale attempt"
     );
     let started = s.start(&[a1], "w1", t(2), t(32)).await.unwrap();
@@ -718,15 +724,13 @@ async fn start_rules(db: &TestDb) {
     let j = job(&s, a.id).await;
     assert_eq!(j.status, JobStatus::Running);
     assert_eq!(j.lease_owner.as_deref(), Some("w1"));
-    assert_eq!((j.lease_expires_at, j.started_at), (Some(t(32)), Some(t(2))));
+    assert_eq!(
+        (j.lease_expires_at, j.started_at),
+        (Some(t(32)), Some(t(2)))
+    );
     assert_eq!(j.slices, 1);
     // Already running: a second start (even by another worker) does nothing.
-    assert!(
-        s.start(&[a1], "w2", t(3), t(33))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.start(&[a1], "w2", t(3), t(33)).await.unwrap().is_empty());
     assert_eq!(job(&s, a.id).await.lease_owner.as_deref(), Some("w1"));
 
     // Second slice: the checkpoint and the slice count come back.
@@ -806,7 +810,10 @@ async fn finish_completed_applies_once(db: &TestDb) {
         token: a1,
         result: json!({ "words": 189 }),
     };
-    assert_eq!(s.finish(&[done.clone()], t(5)).await.unwrap(), vec![a1]);
+    assert_eq!(
+        s.finish(std::slice::from_ref(&done), t(5)).await.unwrap(),
+        vec![a1]
+    );
     let aj = job(&s, a).await;
     assert_eq!(aj.status, JobStatus::Completed);
     assert_eq!(aj.result, Some(json!({ "words": 189 })));
@@ -994,7 +1001,8 @@ async fn dead_letters_retry_and_purge(db: &TestDb) {
     .await
     .unwrap();
 
-    let ids = |v: Vec<jobsched_core::DeadLetter>| v.into_iter().map(|d| d.job_id).collect::<Vec<_>>();
+    let ids =
+        |v: Vec<jobsched_core::DeadLetter>| v.into_iter().map(|d| d.job_id).collect::<Vec<_>>();
     assert_eq!(ids(s.dead_letters(10).await.unwrap()), vec![f3, f2, f1]);
     assert_eq!(ids(s.dead_letters(2).await.unwrap()), vec![f3, f2]);
     assert_eq!(s.dead_letter_count().await.unwrap(), 3);
@@ -1005,7 +1013,10 @@ async fn dead_letters_retry_and_purge(db: &TestDb) {
     assert_eq!((first.retry_count, first.failed_at), (3, Some(t(30))));
 
     let old_seq = job(&s, f2).await.seq;
-    assert_eq!(s.retry_dead_letter(f2, t(40)).await.unwrap(), Update::Applied);
+    assert_eq!(
+        s.retry_dead_letter(f2, t(40)).await.unwrap(),
+        Update::Applied
+    );
     let j = job(&s, f2).await;
     assert_eq!(j.status, JobStatus::Pending);
     assert_eq!(j.retry_count, 0);
@@ -1032,7 +1043,11 @@ async fn dead_letters_retry_and_purge(db: &TestDb) {
     assert_eq!(s.purge_dead_letters().await.unwrap(), 2);
     assert!(s.dead_letters(10).await.unwrap().is_empty());
     assert_eq!(s.dead_letter_count().await.unwrap(), 0);
-    assert_eq!(job(&s, f1).await.status, JobStatus::Failed, "jobs stay FAILED");
+    assert_eq!(
+        job(&s, f1).await.status,
+        JobStatus::Failed,
+        "jobs stay FAILED"
+    );
     assert_eq!(
         s.retry_dead_letter(f1, t(43)).await.unwrap(),
         Update::Stale,
@@ -1229,7 +1244,12 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
     }
     // mark_scheduled: only PENDING may be dispatched.
     for tok in [sc1, r1, co1, f1, ca0] {
-        assert!(s.mark_scheduled(&[tok], t(3), t(60)).await.unwrap().is_empty());
+        assert!(
+            s.mark_scheduled(&[tok], t(3), t(60))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     // renew: only RUNNING leases.
     for tok in [p0, sc1, co1, f1, ca0] {
@@ -1264,7 +1284,10 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
     let now = statuses(&s).await;
     assert_transitions_allowed(&prev, &now);
     prev = now;
-    assert_eq!(s.retry_dead_letter(f, t(2001)).await.unwrap(), Update::Applied);
+    assert_eq!(
+        s.retry_dead_letter(f, t(2001)).await.unwrap(),
+        Update::Applied
+    );
     let now = statuses(&s).await;
     assert_transitions_allowed(&prev, &now);
     prev = now;

@@ -45,11 +45,17 @@ async fn migrate_twice_on_a_fresh_postgres_database() {
     let name = db_name(db.url());
     assert!(!pg_database_exists(&name).await);
     migrate(db.url()).await.unwrap();
-    assert!(pg_database_exists(&name).await, "migrate creates the database");
+    assert!(
+        pg_database_exists(&name).await,
+        "migrate creates the database"
+    );
     migrate(db.url()).await.unwrap();
     round_trip(db.url()).await;
     db.cleanup().await;
-    assert!(!pg_database_exists(&name).await, "cleanup drops the database");
+    assert!(
+        !pg_database_exists(&name).await,
+        "cleanup drops the database"
+    );
 }
 
 #[tokio::test]
@@ -58,11 +64,17 @@ async fn migrate_twice_on_a_new_sqlite_file() {
     let path = db.url().trim_start_matches("sqlite://").to_string();
     assert!(!std::path::Path::new(&path).exists());
     migrate(db.url()).await.unwrap();
-    assert!(std::path::Path::new(&path).exists(), "migrate creates the file");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "migrate creates the file"
+    );
     migrate(db.url()).await.unwrap();
     round_trip(db.url()).await;
     db.cleanup().await;
-    assert!(!std::path::Path::new(&path).exists(), "cleanup removes the file");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "cleanup removes the file"
+    );
 }
 
 #[tokio::test]
@@ -164,4 +176,48 @@ async fn unopenable_sqlite_file_is_named() {
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent-dir/sub/jobs.db"), "{msg}");
     assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn connect_names_a_missing_migrate() {
+    let sqlite = TestDb::sqlite_unmigrated();
+    let Err(err) = connect(sqlite.url(), 1).await else {
+        panic!("connected to an unmigrated SQLite file");
+    };
+    assert!(matches!(err, StoreError::NotMigrated { .. }), "{err}");
+    assert!(err.to_string().contains("run `jobsched migrate`"), "{err}");
+    migrate(sqlite.url()).await.unwrap();
+    assert!(connect(sqlite.url(), 1).await.is_ok());
+    sqlite.cleanup().await;
+
+    let Some(pg) = TestDb::postgres_unmigrated().await else {
+        return;
+    };
+    let Err(err) = connect(pg.url(), 1).await else {
+        panic!("connected to a missing Postgres database");
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::NotMigrated { .. }), "{msg}");
+    assert!(
+        msg.contains("does not exist") && msg.contains("jobsched migrate"),
+        "{msg}"
+    );
+    // Created but never migrated.
+    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("CREATE DATABASE \"{}\"", db_name(pg.url())).as_str(),
+    )
+    .await
+    .unwrap();
+    let Err(err) = connect(pg.url(), 1).await else {
+        panic!("connected to an unmigrated Postgres database");
+    };
+    assert!(
+        err.to_string().contains("no migration has been applied"),
+        "{err}"
+    );
+    migrate(pg.url()).await.unwrap();
+    assert!(connect(pg.url(), 1).await.is_ok());
+    pg.cleanup().await;
 }

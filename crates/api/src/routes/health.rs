@@ -72,7 +72,9 @@ pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Hea
     responses((status = 200, description = "Alive", body = ProbeResponse))
 )]
 pub async fn livez() -> Json<ProbeResponse> {
-    Json(ProbeResponse { status: "ok".into() })
+    Json(ProbeResponse {
+        status: "ok".into(),
+    })
 }
 
 /// Readiness: the store answers (the transport is optional for serving requests).
@@ -85,7 +87,15 @@ pub async fn livez() -> Json<ProbeResponse> {
 )]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<ProbeResponse>) {
     match check("store", state.store.ping()).await {
-        Ok(()) => (StatusCode::OK, Json(ProbeResponse { status: "ok".into() })),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(ProbeResponse { status: e })),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(ProbeResponse {
+                status: "ok".into(),
+            }),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ProbeResponse { status: e }),
+        ),
     }
 }

@@ -165,9 +165,7 @@ pub async fn list(
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn stats(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<JobStatsResponse>, ApiError> {
+pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsResponse>, ApiError> {
     Ok(Json(state.store.stats().await?.into()))
 }
 

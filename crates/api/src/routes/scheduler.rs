@@ -31,7 +31,13 @@ async fn scheduler_status(state: &AppState) -> Result<SchedulerStatus, ApiError>
     let (settings, stats, dead_letters, workers) = tokio::try_join!(
         current_settings(state),
         async { state.store.stats().await.map_err(ApiError::from) },
-        async { state.store.dead_letter_count().await.map_err(ApiError::from) },
+        async {
+            state
+                .store
+                .dead_letter_count()
+                .await
+                .map_err(ApiError::from)
+        },
         async { state.transport.workers().await.map_err(ApiError::from) },
     )?;
     Ok(SchedulerStatus {

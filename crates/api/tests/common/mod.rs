@@ -87,7 +87,13 @@ impl Transport for DownTransport {
     async fn contains(&self, _: Token) -> jobsched_core::Result<bool> {
         down()
     }
-    async fn report_slots(&self, _: &str, _: u32, _: u32, _: Duration) -> jobsched_core::Result<()> {
+    async fn report_slots(
+        &self,
+        _: &str,
+        _: u32,
+        _: u32,
+        _: Duration,
+    ) -> jobsched_core::Result<()> {
         down()
     }
     async fn workers(&self) -> jobsched_core::Result<Vec<WorkerSlots>> {
@@ -145,6 +151,35 @@ pub struct Harness {
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), jobsched_api::ApiError>>>,
+    finished: bool,
+}
+
+impl Drop for Harness {
+    /// When a test panicked before [`Harness::finish`], remove its Redis keys anyway (the
+    /// database is removed by `TestDb`'s own `Drop`). Runs on a separate thread with its own
+    /// runtime, as the test's runtime may be shutting down.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let ConcreteTransport::Redis(t) = &self.concrete {
+            let prefix = t.prefix().to_string();
+            let cleaner = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async {
+                    if let Ok(t) = RedisTransport::connect(&redis_url(), &prefix).await {
+                        let _ = t.delete_all_keys().await;
+                    }
+                });
+            });
+            let _ = cleaner.join();
+        }
+    }
 }
 
 impl Harness {
@@ -218,6 +253,7 @@ impl Harness {
             data_dir,
             shutdown: Some(tx),
             server: Some(server),
+            finished: false,
         })
     }
 
@@ -231,7 +267,9 @@ impl Harness {
         if let ConcreteTransport::Redis(t) = &self.concrete {
             t.delete_all_keys().await.unwrap();
         }
-        self.db.cleanup().await;
+        self.finished = true;
+        let db = std::mem::replace(&mut self.db, TestDb::sqlite_unmigrated());
+        db.cleanup().await;
     }
 
     pub async fn stop_server(&mut self) {
@@ -249,8 +287,15 @@ impl Harness {
 
     /// Insert a PENDING sleep job directly through the store.
     pub async fn insert(&self, name: &str) -> Job {
-        let new = NewJob::new(name, "sleep", None, None, Some(json!({"duration": 0.01})), None)
-            .unwrap();
+        let new = NewJob::new(
+            name,
+            "sleep",
+            None,
+            None,
+            Some(json!({"duration": 0.01})),
+            None,
+        )
+        .unwrap();
         self.store.insert(&new, Utc::now()).await.unwrap()
     }
 
@@ -279,7 +324,12 @@ impl Harness {
         let now = Utc::now();
         let started = self
             .store
-            .start(&[token], "test-worker", now, now + chrono::Duration::seconds(60))
+            .start(
+                &[token],
+                "test-worker",
+                now,
+                now + chrono::Duration::seconds(60),
+            )
             .await
             .unwrap();
         assert_eq!(started.len(), 1, "start did not apply");
@@ -343,7 +393,9 @@ pub fn validation_entries(body: &Value) -> Vec<(Value, String, String)> {
     detail
         .iter()
         .map(|d| {
-            let obj = d.as_object().unwrap_or_else(|| panic!("entry not an object: {d}"));
+            let obj = d
+                .as_object()
+                .unwrap_or_else(|| panic!("entry not an object: {d}"));
             assert_eq!(obj.len(), 3, "entry must have exactly loc, msg, type: {d}");
             assert!(d["loc"].is_array(), "{d}");
             (
@@ -357,5 +409,8 @@ pub fn validation_entries(body: &Value) -> Vec<(Value, String, String)> {
 
 /// The `loc`s of a 422 body.
 pub fn locs(body: &Value) -> Vec<Value> {
-    validation_entries(body).into_iter().map(|(l, _, _)| l).collect()
+    validation_entries(body)
+        .into_iter()
+        .map(|(l, _, _)| l)
+        .collect()
 }

@@ -1,0 +1,1434 @@
+//! Black-box tests of the REST API over HTTP. Every test runs twice: on Postgres + Redis
+//! (`postgres_redis::*`, skipped with a message when unreachable unless `CI=true`) and on the
+//! dev-mode SQLite + in-memory transport (`sqlite_memory::*`). No engine or worker runs: other
+//! job states are made directly through the store ports.
+
+mod common;
+
+use common::{Backend, Harness, Options, locs, status_json, validation_entries};
+use jobsched_api::ApiConfig;
+use jobsched_client::{ClientError, ListQuery, PolicyUpdate, SubmitJob};
+use jobsched_core::ports::Event;
+use jobsched_core::{Job, JobStatus, PolicyKind, PolicySettings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::PostgresRedis).await;
+                }
+            )*
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::SqliteMemory).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    submit_get_list_stats,
+    submit_publishes_jobs_available,
+    submission_errors_are_fastapi_422,
+    malformed_bodies_are_422,
+    batch_submission,
+    list_pagination_and_filters,
+    get_and_cancel,
+    policy_switch_and_status,
+    policy_owned_by_scheduler_config_is_409,
+    status_falls_back_to_durable_policy,
+    dead_letter_list_retry_purge,
+    health_and_probes,
+    transport_down,
+    store_down,
+    auth_tokens,
+    body_limit_is_413,
+    docs_and_spec_are_served,
+    unknown_routes_and_methods,
+);
+
+fn sleep_job(name: &str) -> SubmitJob {
+    SubmitJob::new(name, "sleep").payload(json!({"duration": 0.01}))
+}
+
+async fn submit_get_list_stats(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    // Raw POST to both /jobs/ and /jobs: 201 and the full job record.
+    for path in ["/jobs/", "/jobs"] {
+        let resp = h
+            .http
+            .post(h.url(path))
+            .json(&json!({"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 201, "{path}: {body}");
+        assert_eq!(body["status"], "PENDING");
+        assert_eq!(body["priority"], 5);
+        assert_eq!(body["estimated_duration"], 1.0);
+        assert_eq!(body["max_retries"], 3);
+        assert_eq!(body["retry_count"], 0);
+        assert_eq!(body["payload"], json!({"duration": 3}));
+        assert!(body["result"].is_null());
+        for field in [
+            "id",
+            "name",
+            "job_type",
+            "created_at",
+            "scheduled_at",
+            "started_at",
+            "completed_at",
+            "error_message",
+            "attempt",
+            "run_at",
+            "slices",
+        ] {
+            assert!(body.get(field).is_some(), "missing {field}: {body}");
+        }
+        // The wire shape is exactly core::Job's.
+        let job: Job = serde_json::from_value(body).unwrap();
+        assert_eq!(job.name, "Hello world");
+    }
+
+    let submitted = h
+        .client
+        .submit(
+            &sleep_job("typed")
+                .priority(2)
+                .estimated_duration(0.5)
+                .max_retries(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(submitted.priority, 2);
+    assert_eq!(submitted.estimated_duration, 0.5);
+    assert_eq!(submitted.max_retries, 0);
+
+    // GET with and without trailing slash.
+    let got = h.client.get(submitted.id).await.unwrap();
+    assert_eq!(got, submitted);
+    let (status, body) = status_json(
+        h.http
+            .get(h.url(&format!("/jobs/{}/", submitted.id)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], submitted.id.to_string());
+
+    // List (newest first) with and without trailing slash.
+    let page = h.client.list(&ListQuery::default()).await.unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!((page.page, page.page_size), (1, 20));
+    assert_eq!(page.jobs[0].id, submitted.id);
+    let (status, body) = status_json(h.http.get(h.url("/jobs")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["total"], 3);
+
+    // Stats reflect states made through the store.
+    let done = h.insert("done").await;
+    h.complete(&done).await;
+    let stats = h.client.stats().await.unwrap();
+    assert_eq!(stats.total_jobs, 4);
+    assert_eq!(stats.pending, 3);
+    assert_eq!(stats.completed, 1);
+    assert_eq!(
+        (
+            stats.scheduled,
+            stats.running,
+            stats.failed,
+            stats.cancelled
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(stats.avg_execution_time_ms.is_some());
+    let (status, body) = status_json(h.http.get(h.url("/jobs/stats/")).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    for field in [
+        "total_jobs",
+        "pending",
+        "scheduled",
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+        "avg_execution_time_ms",
+    ] {
+        assert!(body.get(field).is_some(), "missing {field}: {body}");
+    }
+    h.finish().await;
+}
+
+async fn submit_publishes_jobs_available(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let mut events = h.transport.subscribe().await.unwrap();
+    let wait_event = async {
+        tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("no event within 10 s")
+    };
+    // Subscriptions on Redis are established asynchronously; submit until one arrives.
+    let submitter = async {
+        for i in 0..50 {
+            h.client.submit(&sleep_job(&format!("e{i}"))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let event = tokio::select! {
+        e = wait_event => e,
+        () = submitter => panic!("no JobsAvailable event after 50 submissions"),
+    };
+    assert_eq!(event, Some(Event::JobsAvailable));
+    h.finish().await;
+}
+
+async fn submission_errors_are_fastapi_422(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let post = |body: Value| {
+        let req = h.http.post(h.url("/jobs/")).json(&body);
+        async move { status_json(req.send().await.unwrap()).await }
+    };
+
+    // Every bad generic field is reported at once.
+    let (status, body) = post(json!({
+        "name": "", "job_type": "sleep", "priority": 0, "estimated_duration": -1,
+        "max_retries": 11, "payload": {"duration": 1}
+    }))
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        locs(&body),
+        vec![
+            json!(["body", "name"]),
+            json!(["body", "priority"]),
+            json!(["body", "estimated_duration"]),
+            json!(["body", "max_retries"]),
+        ]
+    );
+    for (_, msg, kind) in validation_entries(&body) {
+        assert_eq!(kind, "value_error");
+        assert!(msg.contains("must be"), "{msg}");
+    }
+
+    // The job type's payload checks, with the payload path in `loc`.
+    let (status, body) = post(json!({
+        "name": "x", "job_type": "sleep", "payload": {"duration": -1, "fail_probability": 2}
+    }))
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        locs(&body),
+        vec![
+            json!(["body", "payload", "duration"]),
+            json!(["body", "payload", "fail_probability"])
+        ]
+    );
+    let (status, body) = post(json!({
+        "name": "x", "job_type": "word_count", "payload": {"file_path": "../../etc/passwd"}
+    }))
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(locs(&body), vec![json!(["body", "payload", "file_path"])]);
+
+    // Unknown job type lists the valid ones.
+    let (status, body) = post(json!({"name": "x", "job_type": "email"})).await;
+    assert_eq!(status, 422);
+    let entries = validation_entries(&body);
+    assert_eq!(entries[0].0, json!(["body", "job_type"]));
+    assert!(
+        entries[0].1.contains("sleep, thumbnail, word_count"),
+        "{}",
+        entries[0].1
+    );
+
+    // Missing and wrongly typed fields.
+    let (status, body) = post(json!({"priority": "high", "payload": [1]})).await;
+    assert_eq!(status, 422);
+    let entries = validation_entries(&body);
+    let summary: Vec<(Value, String)> = entries
+        .iter()
+        .map(|(l, _, k)| (l.clone(), k.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (json!(["body", "name"]), "missing".to_string()),
+            (json!(["body", "job_type"]), "missing".to_string()),
+            (json!(["body", "priority"]), "type_error".to_string()),
+            (json!(["body", "payload"]), "type_error".to_string()),
+        ]
+    );
+
+    // A valid word_count job inside the data dir is accepted; integers given as 3.0 too.
+    let (status, body) = post(json!({
+        "name": "count", "job_type": "word_count", "payload": {"file_path": "sample.txt"},
+        "priority": 3.0
+    }))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["priority"], 3);
+
+    // The typed client surfaces the problems.
+    let err = h
+        .client
+        .submit(&SubmitJob::new("x", "sleep").payload(json!({"duration": "long"})))
+        .await
+        .unwrap_err();
+    match &err {
+        ClientError::Api { status, errors, .. } => {
+            assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(errors[0].field(), "payload.duration");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(h.client.stats().await.unwrap().total_jobs, 1);
+    h.finish().await;
+}
+
+async fn malformed_bodies_are_422(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    for path in ["/jobs/", "/jobs/batch", "/scheduler/policy"] {
+        let method = if path == "/scheduler/policy" {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::POST
+        };
+        // Malformed JSON.
+        let resp = h
+            .http
+            .request(method.clone(), h.url(path))
+            .header("content-type", "application/json")
+            .body("{\"name\": ")
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        let entries = validation_entries(&body);
+        assert_eq!(entries[0].0, json!(["body"]));
+        assert_eq!(entries[0].2, "json_invalid");
+
+        // Wrong content type.
+        let resp = h
+            .http
+            .request(method.clone(), h.url(path))
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        let entries = validation_entries(&body);
+        assert!(
+            entries[0].1.contains("Content-Type: application/json"),
+            "{body}"
+        );
+
+        // No content type at all.
+        let resp = h
+            .http
+            .request(method.clone(), h.url(path))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 422);
+
+        // JSON that is not an object.
+        let resp = h
+            .http
+            .request(method, h.url(path))
+            .json(&json!([1, 2]))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        assert_eq!(validation_entries(&body)[0].2, "type_error");
+    }
+    assert_eq!(h.client.stats().await.unwrap().total_jobs, 0);
+    h.finish().await;
+}
+
+async fn batch_submission(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let jobs: Vec<SubmitJob> = (0..5).map(|i| sleep_job(&format!("b{i}"))).collect();
+    let ids = h.client.submit_batch(&jobs).await.unwrap();
+    assert_eq!(ids.len(), 5);
+    for (i, id) in ids.iter().enumerate() {
+        let job = h.client.get(*id).await.unwrap();
+        assert_eq!(job.name, format!("b{i}"));
+        assert_eq!(job.status, JobStatus::Pending);
+    }
+
+    // Trailing slash, raw 201.
+    let resp = h
+        .http
+        .post(h.url("/jobs/batch/"))
+        .json(&json!({"jobs": [{"name": "s", "job_type": "sleep", "payload": {"duration": 1}}]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["ids"].as_array().unwrap().len(), 1);
+    assert_eq!(h.client.stats().await.unwrap().total_jobs, 6);
+
+    // One invalid job rejects the whole batch, naming jobs[i].field.
+    let resp = h
+        .http
+        .post(h.url("/jobs/batch"))
+        .json(&json!({"jobs": [
+            {"name": "ok", "job_type": "sleep", "payload": {"duration": 1}},
+            {"job_type": "sleep", "payload": {"duration": 1}},
+            {"name": "neg", "job_type": "sleep", "payload": {"duration": -5}},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        locs(&body),
+        vec![
+            json!(["body", "jobs", 1, "name"]),
+            json!(["body", "jobs", 2, "payload", "duration"])
+        ]
+    );
+    assert_eq!(
+        h.client.stats().await.unwrap().total_jobs,
+        6,
+        "nothing inserted"
+    );
+
+    // Empty, too large, missing.
+    let err = h.client.submit_batch(&[]).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::UNPROCESSABLE_ENTITY));
+    let too_many: Vec<SubmitJob> = (0..1001).map(|i| sleep_job(&format!("t{i}"))).collect();
+    let err = h.client.submit_batch(&too_many).await.unwrap_err();
+    match err {
+        ClientError::Api { status, errors, .. } => {
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(errors[0].loc, vec![json!("body"), json!("jobs")]);
+            assert!(errors[0].msg.contains("1 to 1000"), "{}", errors[0].msg);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let resp = h
+        .http
+        .post(h.url("/jobs/batch"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        validation_entries(&body)[0],
+        (
+            json!(["body", "jobs"]),
+            "field required".into(),
+            "missing".into()
+        )
+    );
+
+    // Exactly 1000 is fine.
+    let thousand: Vec<SubmitJob> = (0..1000).map(|i| sleep_job(&format!("k{i}"))).collect();
+    assert_eq!(h.client.submit_batch(&thousand).await.unwrap().len(), 1000);
+    assert_eq!(h.client.stats().await.unwrap().total_jobs, 1006);
+    h.finish().await;
+}
+
+async fn list_pagination_and_filters(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let jobs: Vec<SubmitJob> = (0..25).map(|i| sleep_job(&format!("p{i:02}"))).collect();
+    let ids = h.client.submit_batch(&jobs).await.unwrap();
+    let word = h
+        .client
+        .submit(&SubmitJob::new("w", "word_count").payload(json!({"file_path": "sample.txt"})))
+        .await
+        .unwrap();
+    let first = h.client.get(ids[0]).await.unwrap();
+    h.fail(&first, "boom").await;
+
+    // Pages of 10 over 26 jobs, newest first.
+    let q = |page: u32| ListQuery {
+        page: Some(page),
+        page_size: Some(10),
+        ..Default::default()
+    };
+    let p1 = h.client.list(&q(1)).await.unwrap();
+    assert_eq!(
+        (p1.total, p1.page, p1.page_size, p1.jobs.len()),
+        (26, 1, 10, 10)
+    );
+    assert_eq!(p1.jobs[0].id, word.id);
+    let p3 = h.client.list(&q(3)).await.unwrap();
+    assert_eq!(p3.jobs.len(), 6);
+    assert_eq!(p3.jobs.last().unwrap().id, ids[0]);
+    let mut seen: Vec<_> = Vec::new();
+    for page in 1..=3 {
+        seen.extend(
+            h.client
+                .list(&q(page))
+                .await
+                .unwrap()
+                .jobs
+                .into_iter()
+                .map(|j| j.id),
+        );
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 26, "pages overlap or miss jobs");
+    // Beyond the end: empty page, total still right.
+    let p9 = h.client.list(&q(9)).await.unwrap();
+    assert!(p9.jobs.is_empty());
+    assert_eq!((p9.total, p9.page), (26, 9));
+    // Max page size.
+    let big = h
+        .client
+        .list(&ListQuery {
+            page_size: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(big.jobs.len(), 26);
+
+    // Filters.
+    let failed = h
+        .client
+        .list(&ListQuery {
+            status: Some(JobStatus::Failed),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.total, 1);
+    assert_eq!(failed.jobs[0].id, ids[0]);
+    let (status, body) = status_json(
+        h.http
+            .get(h.url("/jobs/?status=pending&job_type=sleep"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["total"], 24);
+    let words = h
+        .client
+        .list(&ListQuery {
+            job_type: Some("word_count".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(words.total, 1);
+
+    // Bad query values → 422 naming the parameter.
+    for (query, param) in [
+        ("page_size=0", "page_size"),
+        ("page_size=101", "page_size"),
+        ("page_size=ten", "page_size"),
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("page=abc", "page"),
+        ("status=DONE", "status"),
+    ] {
+        for path in ["/jobs/", "/jobs"] {
+            let (status, body) = status_json(
+                h.http
+                    .get(h.url(&format!("{path}?{query}")))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 422, "{query}: {body}");
+            assert_eq!(locs(&body), vec![json!(["query", param])], "{query}");
+        }
+    }
+    let (status, body) = status_json(
+        h.http
+            .get(h.url("/jobs/?page=0&page_size=500"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(locs(&body).len(), 2, "both bad parameters reported: {body}");
+    let err = h
+        .client
+        .list(&ListQuery {
+            page_size: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::UNPROCESSABLE_ENTITY));
+    h.finish().await;
+}
+
+async fn get_and_cancel(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let unknown = uuid::Uuid::now_v7();
+    // GET unknown / malformed.
+    let (status, body) = status_json(
+        h.http
+            .get(h.url(&format!("/jobs/{unknown}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body), (404, json!({"detail": "Job not found"})));
+    for path in ["/jobs/not-a-uuid", "/jobs/not-a-uuid/", "/jobs/123"] {
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let (status, body) = status_json(
+                h.http
+                    .request(method.clone(), h.url(path))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 422, "{method} {path}: {body}");
+            assert_eq!(locs(&body), vec![json!(["path", "id"])]);
+        }
+    }
+
+    // Cancel PENDING → 204, then 409 naming CANCELLED.
+    let pending = h.client.submit(&sleep_job("c1")).await.unwrap();
+    let resp = h
+        .http
+        .delete(h.url(&format!("/jobs/{}", pending.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(resp.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        h.client.get(pending.id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+    let (status, body) = status_json(
+        h.http
+            .delete(h.url(&format!("/jobs/{}/", pending.id)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["detail"].as_str().unwrap().contains("CANCELLED"),
+        "{body}"
+    );
+
+    // Cancel SCHEDULED (trailing slash) → 204; the stale token can no longer start.
+    let scheduled = h.insert("c2").await;
+    let token = h.schedule(&scheduled).await;
+    let resp = h
+        .http
+        .delete(h.url(&format!("/jobs/{}/", scheduled.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let now = chrono::Utc::now();
+    let started = h
+        .store
+        .start(&[token], "w", now, now + chrono::Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(started.is_empty(), "a cancelled job must not start");
+
+    // RUNNING and COMPLETED → 409 naming the state.
+    let running = h.insert("c3").await;
+    h.run(&running).await;
+    let err = h.client.cancel(running.id).await.unwrap_err();
+    match &err {
+        ClientError::Api { status, detail, .. } => {
+            assert_eq!(*status, StatusCode::CONFLICT);
+            assert!(detail.contains("RUNNING"), "{detail}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let done = h.insert("c4").await;
+    h.complete(&done).await;
+    assert_eq!(
+        h.client.cancel(done.id).await.unwrap_err().status(),
+        Some(StatusCode::CONFLICT)
+    );
+    // Unknown → 404.
+    assert_eq!(
+        h.client.cancel(unknown).await.unwrap_err().status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    let stats = h.client.stats().await.unwrap();
+    assert_eq!((stats.cancelled, stats.running, stats.completed), (2, 1, 1));
+    h.finish().await;
+}
+
+async fn policy_switch_and_status(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    // Defaults when nothing is stored anywhere.
+    let status = h.client.status().await.unwrap();
+    assert_eq!(status.current_policy, PolicyKind::Fcfs);
+    assert_eq!(status.quantum_seconds, 5.0);
+    assert!(!status.paused);
+    assert_eq!(status.managed_by, None);
+    assert_eq!((status.queue_depth, status.dead_letter_count), (0, 0));
+    assert_eq!(
+        (status.workers, status.total_slots, status.free_slots),
+        (0, 0, 0)
+    );
+
+    // Switch; the response is the new status; both copies are written.
+    let after = h
+        .client
+        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
+        .await
+        .unwrap();
+    assert_eq!(after.current_policy, PolicyKind::Priority);
+    assert_eq!(after.quantum_seconds, 5.0);
+    let durable = h.store.load_policy().await.unwrap().unwrap();
+    assert_eq!(durable.policy, PolicyKind::Priority);
+    assert_eq!(h.transport.policy().await.unwrap().unwrap(), durable);
+
+    // Raw request in the original's shape, both slash variants; quantum and pause kept unless
+    // given.
+    for (path, policy) in [
+        ("/scheduler/policy", "round_robin"),
+        ("/scheduler/policy/", "SJF"),
+    ] {
+        let resp = h
+            .http
+            .put(h.url(path))
+            .json(&json!({"policy": policy, "paused": true}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["paused"], true);
+    }
+    let resp = h
+        .http
+        .put(h.url("/scheduler/policy"))
+        .json(&json!({"policy": "round_robin", "quantum_seconds": 0.25}))
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = status_json(resp).await;
+    assert_eq!(body["current_policy"], "round_robin");
+    assert_eq!(body["quantum_seconds"], 0.25);
+    assert_eq!(body["paused"], true, "paused kept when omitted");
+    let settings = h.transport.policy().await.unwrap().unwrap();
+    assert_eq!(
+        settings,
+        PolicySettings {
+            policy: PolicyKind::RoundRobin,
+            quantum_seconds: 0.25,
+            paused: true,
+            managed_by: None
+        }
+    );
+
+    // Unknown policy → 422 listing the valid ones; bad quantum → 422 on quantum_seconds.
+    let resp = h
+        .http
+        .put(h.url("/scheduler/policy"))
+        .json(&json!({"policy": "lifo"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 422);
+    let entries = validation_entries(&body);
+    assert_eq!(entries[0].0, json!(["body", "policy"]));
+    assert!(
+        entries[0].1.contains("fcfs, sjf, priority, round_robin"),
+        "{}",
+        entries[0].1
+    );
+    for bad in [
+        json!({"policy": "fcfs", "quantum_seconds": 0}),
+        json!({"policy": "fcfs", "quantum_seconds": "x"}),
+    ] {
+        let resp = h
+            .http
+            .put(h.url("/scheduler/policy"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert_eq!(locs(&body), vec![json!(["body", "quantum_seconds"])]);
+    }
+    let resp = h
+        .http
+        .put(h.url("/scheduler/policy"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 422);
+    assert_eq!(validation_entries(&body)[0].2, "missing");
+    // Nothing changed by the rejected requests.
+    assert_eq!(h.transport.policy().await.unwrap().unwrap(), settings);
+
+    // Queue depth, dead letters and worker slots.
+    let a = h.insert("a").await;
+    let b = h.insert("b").await;
+    let c = h.insert("c").await;
+    let d = h.insert("d").await;
+    h.schedule(&b).await;
+    h.run(&c).await;
+    h.fail(&d, "boom").await;
+    let _ = a;
+    h.transport
+        .report_slots("w1", 3, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    h.transport
+        .report_slots("w2", 0, 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    for path in ["/scheduler/status", "/scheduler/status/"] {
+        let (code, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        assert_eq!(code, 200);
+        assert_eq!(body["queue_depth"], 2, "pending + scheduled: {body}");
+        assert_eq!(body["dead_letter_count"], 1);
+        assert_eq!(body["workers"], 2);
+        assert_eq!(body["total_slots"], 6);
+        assert_eq!(body["free_slots"], 3);
+        assert_eq!(body["current_policy"], "round_robin");
+        assert!(body.get("managed_by").is_some());
+    }
+    h.finish().await;
+}
+
+async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let owned = PolicySettings {
+        policy: PolicyKind::Sjf,
+        quantum_seconds: 2.0,
+        paused: false,
+        managed_by: Some("prod/main".into()),
+    };
+    h.transport.set_policy(&owned).await.unwrap();
+    let resp = h
+        .http
+        .put(h.url("/scheduler/policy/"))
+        .json(&json!({"policy": "fcfs"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 409);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("managed by SchedulerConfig prod/main"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("kubectl edit schedulerconfig main -n prod"),
+        "{detail}"
+    );
+    assert_eq!(
+        h.transport.policy().await.unwrap().unwrap(),
+        owned,
+        "unchanged"
+    );
+    assert_eq!(
+        h.store.load_policy().await.unwrap(),
+        None,
+        "durable copy untouched"
+    );
+    let status = h.client.status().await.unwrap();
+    assert_eq!(status.managed_by.as_deref(), Some("prod/main"));
+    assert_eq!(status.current_policy, PolicyKind::Sjf);
+
+    // Ownership recorded only in the durable copy (Redis key missing) counts too.
+    let durable = PolicySettings {
+        managed_by: Some("ops/sched".into()),
+        ..PolicySettings::default()
+    };
+    let Some(h2) = Harness::start(backend).await else {
+        return;
+    };
+    h2.store.save_policy(&durable).await.unwrap();
+    let err = h2
+        .client
+        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT));
+    assert!(
+        err.to_string().contains("SchedulerConfig ops/sched"),
+        "{err}"
+    );
+
+    // Once the controller lets go, the API can change it again.
+    h.transport
+        .set_policy(&PolicySettings {
+            managed_by: None,
+            ..owned
+        })
+        .await
+        .unwrap();
+    let after = h
+        .client
+        .set_policy(&PolicyUpdate::new(PolicyKind::Fcfs))
+        .await
+        .unwrap();
+    assert_eq!(after.current_policy, PolicyKind::Fcfs);
+    assert_eq!(after.quantum_seconds, 2.0);
+    h2.finish().await;
+    h.finish().await;
+}
+
+async fn status_falls_back_to_durable_policy(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let durable = PolicySettings {
+        policy: PolicyKind::Sjf,
+        quantum_seconds: 7.5,
+        paused: true,
+        managed_by: None,
+    };
+    h.store.save_policy(&durable).await.unwrap();
+    assert_eq!(h.transport.policy().await.unwrap(), None);
+    let status = h.client.status().await.unwrap();
+    assert_eq!(status.current_policy, PolicyKind::Sjf);
+    assert_eq!(status.quantum_seconds, 7.5);
+    assert!(status.paused);
+    // A change starts from the durable copy (quantum and pause kept).
+    let after = h
+        .client
+        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
+        .await
+        .unwrap();
+    assert_eq!((after.quantum_seconds, after.paused), (7.5, true));
+    h.finish().await;
+}
+
+async fn dead_letter_list_retry_purge(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    assert!(h.client.dead_letters().await.unwrap().is_empty());
+    let j1 = h.insert("dl1").await;
+    let j2 = h.insert("dl2").await;
+    let j3 = h.insert("dl3").await;
+    h.fail(&j1, "first failure").await;
+    h.fail(&j2, "second failure").await;
+    h.fail(&j3, "third failure").await;
+
+    let list = h.client.dead_letters().await.unwrap();
+    assert_eq!(list.len(), 3);
+    let entry = list.iter().find(|d| d.job_id == j1.id).unwrap();
+    assert_eq!(entry.error.as_deref(), Some("first failure"));
+    assert_eq!(entry.name, "dl1");
+    assert_eq!(entry.job_type, "sleep");
+    assert_eq!(entry.retry_count, 3);
+    assert!(entry.failed_at.is_some());
+    let (status, body) = status_json(
+        h.http
+            .get(h.url("/scheduler/dead-letter/?limit=2"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    for field in [
+        "job_id",
+        "job_type",
+        "name",
+        "error",
+        "retry_count",
+        "failed_at",
+    ] {
+        assert!(body[0].get(field).is_some(), "missing {field}: {body}");
+    }
+    let (status, body) = status_json(
+        h.http
+            .get(h.url("/scheduler/dead-letter?limit=0"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(locs(&body), vec![json!(["query", "limit"])]);
+
+    // Retry: back to PENDING with fresh retries, mirror entry removed.
+    h.transport.push_dead_letters(&list).await.unwrap();
+    let retried = h.client.retry_dead_letter(j1.id).await.unwrap();
+    assert_eq!(retried.status, JobStatus::Pending);
+    assert_eq!(retried.retry_count, 0);
+    assert!(h.concrete.mirror().await.iter().all(|d| d.job_id != j1.id));
+    assert_eq!(h.concrete.mirror().await.len(), 2);
+    // Again → 404 naming the state; unknown → 404; malformed → 422. Trailing slash works.
+    let (status, body) = status_json(
+        h.http
+            .post(h.url(&format!("/scheduler/dead-letter/{}/retry/", j1.id)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        body["detail"].as_str().unwrap().contains("PENDING"),
+        "{body}"
+    );
+    let err = h
+        .client
+        .retry_dead_letter(uuid::Uuid::now_v7())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
+    let (status, body) = status_json(
+        h.http
+            .post(h.url("/scheduler/dead-letter/xyz/retry"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(locs(&body), vec![json!(["path", "id"])]);
+    let (status, _) = status_json(
+        h.http
+            .post(h.url(&format!("/scheduler/dead-letter/{}/retry/", j2.id)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.client.status().await.unwrap().dead_letter_count, 1);
+
+    // Purge: 200 {purged: n}, mirror cleared, jobs stay FAILED.
+    let (status, body) = status_json(
+        h.http
+            .delete(h.url("/scheduler/dead-letter/"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"purged": 1})));
+    assert!(h.concrete.mirror().await.is_empty());
+    assert!(h.client.dead_letters().await.unwrap().is_empty());
+    assert_eq!(h.client.get(j3.id).await.unwrap().status, JobStatus::Failed);
+    assert_eq!(h.client.purge_dead_letters().await.unwrap(), 0);
+    // A purged job is no longer a dead letter.
+    assert_eq!(
+        h.client
+            .retry_dead_letter(j3.id)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    h.finish().await;
+}
+
+async fn health_and_probes(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    for path in ["/health", "/health/"] {
+        let (status, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!({"status": "healthy", "postgres": "ok", "redis": "ok"})
+        );
+    }
+    assert!(h.client.health().await.unwrap().is_healthy());
+    for path in ["/livez", "/livez/", "/readyz", "/readyz/"] {
+        let (status, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        assert_eq!((status, body), (200, json!({"status": "ok"})), "{path}");
+    }
+    h.finish().await;
+}
+
+async fn transport_down(backend: Backend) {
+    let Some(h) = Harness::start_with(
+        backend,
+        Options {
+            transport_down: true,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let (status, body) = status_json(h.http.get(h.url("/health")).send().await.unwrap()).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["postgres"], "ok");
+    assert!(
+        body["redis"].as_str().unwrap().starts_with("error: "),
+        "{body}"
+    );
+    let health = h.client.health().await.unwrap();
+    assert!(!health.is_healthy());
+    // Readiness needs only the store.
+    assert_eq!(
+        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    // Submissions still succeed: the job is durable and the engine polls.
+    let job = h.client.submit(&sleep_job("no-redis")).await.unwrap();
+    assert_eq!(
+        h.client.get(job.id).await.unwrap().status,
+        JobStatus::Pending
+    );
+    assert_eq!(
+        h.client
+            .submit_batch(&[sleep_job("x")])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Reads that need the transport → 503 without internals.
+    let (status, body) =
+        status_json(h.http.get(h.url("/scheduler/status")).send().await.unwrap()).await;
+    assert_eq!(status, 503);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("redis"), "{detail}");
+    assert!(!detail.contains("6390"), "internal detail leaked: {detail}");
+    let err = h
+        .client
+        .set_policy(&PolicyUpdate::new(PolicyKind::Sjf))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    h.finish().await;
+}
+
+async fn store_down(backend: Backend) {
+    let Some(mut h) = Harness::start(backend).await else {
+        return;
+    };
+    // Close the store's pools and drop the database under the running server.
+    let db = std::mem::replace(
+        &mut h.db,
+        jobsched_store::testing::TestDb::sqlite_unmigrated(),
+    );
+    db.cleanup().await;
+    let (status, body) = status_json(h.http.get(h.url("/health/")).send().await.unwrap()).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["status"], "unhealthy");
+    assert!(
+        body["postgres"].as_str().unwrap().starts_with("error: "),
+        "{body}"
+    );
+    assert_eq!(body["redis"], "ok");
+    let (status, body) = status_json(h.http.get(h.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, 503);
+    assert!(body["status"].as_str().unwrap().starts_with("error: "));
+    assert_eq!(
+        h.http.get(h.url("/livez")).send().await.unwrap().status(),
+        200
+    );
+    for path in ["/jobs/stats", "/jobs/"] {
+        let (status, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("retry later"), "{detail}");
+        assert!(
+            !detail.to_lowercase().contains("pool"),
+            "internal detail leaked: {detail}"
+        );
+    }
+    let err = h.client.submit(&sleep_job("x")).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    h.finish().await;
+}
+
+async fn auth_tokens(backend: Backend) {
+    let Some(h) = Harness::start_with(
+        backend,
+        Options {
+            config: ApiConfig {
+                api_token: Some("user-token".into()),
+                admin_token: Some("admin-token".into()),
+                ..ApiConfig::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let get = |path: &str, token: Option<&str>| {
+        let mut rb = h.http.get(h.url(path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        async move { rb.send().await.unwrap() }
+    };
+    // Open routes.
+    for path in [
+        "/health",
+        "/livez",
+        "/readyz",
+        "/docs",
+        "/docs/",
+        "/api-docs/openapi.json",
+    ] {
+        assert_eq!(get(path, None).await.status(), 200, "{path}");
+    }
+    // Protected routes: 401 with WWW-Authenticate, with and without a wrong token.
+    for path in [
+        "/jobs/",
+        "/jobs",
+        "/jobs/stats",
+        "/scheduler/status",
+        "/scheduler/dead-letter",
+    ] {
+        for token in [None, Some("wrong"), Some("user-token-but-longer")] {
+            let resp = get(path, token).await;
+            assert_eq!(resp.status(), 401, "{path} {token:?}");
+            assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+            let (_, body) = status_json(resp).await;
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Authorization: Bearer"),
+                "{body}"
+            );
+        }
+        assert_eq!(get(path, Some("user-token")).await.status(), 200, "{path}");
+        assert_eq!(get(path, Some("admin-token")).await.status(), 200, "{path}");
+    }
+    let resp = h
+        .http
+        .post(h.url("/jobs/"))
+        .json(&json!({"name": "x", "job_type": "sleep", "payload": {"duration": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = h
+        .http
+        .post(h.url("/jobs/"))
+        .header("authorization", "Basic dXNlcjp1c2VyLXRva2Vu")
+        .json(&json!({"name": "x", "job_type": "sleep", "payload": {"duration": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // The typed client with the user token: normal operations work, admin ones are 403.
+    let user = h.client.clone().with_token("user-token");
+    let job = user.submit(&sleep_job("authed")).await.unwrap();
+    assert_eq!(user.get(job.id).await.unwrap().id, job.id);
+    let err = user
+        .set_policy(&PolicyUpdate::new(PolicyKind::Sjf))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
+    assert!(err.to_string().contains("admin token"), "{err}");
+    assert_eq!(
+        user.purge_dead_letters().await.unwrap_err().status(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    let failed = h.insert("f").await;
+    h.fail(&failed, "x").await;
+    assert_eq!(
+        user.retry_dead_letter(failed.id)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    // Without any token the admin routes are 401.
+    assert_eq!(
+        h.client.purge_dead_letters().await.unwrap_err().status(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    // The admin token can do everything.
+    let admin = h.client.clone().with_token("admin-token");
+    assert_eq!(
+        admin
+            .set_policy(&PolicyUpdate::new(PolicyKind::Sjf))
+            .await
+            .unwrap()
+            .current_policy,
+        PolicyKind::Sjf
+    );
+    assert_eq!(
+        admin.retry_dead_letter(failed.id).await.unwrap().status,
+        JobStatus::Pending
+    );
+    assert_eq!(admin.purge_dead_letters().await.unwrap(), 0);
+    h.finish().await;
+
+    // Only an API token: it is enough for admin operations too.
+    let Some(h) = Harness::start_with(
+        backend,
+        Options {
+            config: ApiConfig {
+                api_token: Some("only".into()),
+                ..ApiConfig::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let user = h.client.clone().with_token("only");
+    assert!(
+        user.set_policy(&PolicyUpdate::new(PolicyKind::Priority))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        h.client.status().await.unwrap_err().status(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    h.finish().await;
+}
+
+async fn body_limit_is_413(backend: Backend) {
+    let Some(h) = Harness::start_with(
+        backend,
+        Options {
+            config: ApiConfig {
+                body_limit: 4096,
+                ..ApiConfig::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let big = "x".repeat(8192);
+    for path in ["/jobs/", "/jobs/batch"] {
+        let resp = h
+            .http
+            .post(h.url(path))
+            .json(&json!({"name": "big", "job_type": "sleep", "payload": {"duration": 1, "pad": big}}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 413, "{path}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("4096-byte limit"), "{detail}");
+    }
+    // Under the limit is fine.
+    assert!(h.client.submit(&sleep_job("small")).await.is_ok());
+    h.finish().await;
+}
+
+async fn docs_and_spec_are_served(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    for path in ["/docs", "/docs/"] {
+        let resp = h.http.get(h.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with("text/html"), "{ct}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("swagger-ui"), "{html}");
+        assert!(
+            !html.contains("unpkg.com") && !html.contains("cdn."),
+            "Swagger UI must be vendored"
+        );
+    }
+    let (status, spec) = status_json(
+        h.http
+            .get(h.url("/api-docs/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(spec, serde_json::to_value(jobsched_api::openapi()).unwrap());
+    assert!(spec["paths"]["/jobs/"]["post"].is_object());
+    // The UI is configured to load our spec.
+    let resp = h
+        .http
+        .get(h.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let js = resp.text().await.unwrap();
+    assert!(js.contains("/api-docs/openapi.json"), "{js}");
+    h.finish().await;
+}
+
+async fn unknown_routes_and_methods(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let (status, body) = status_json(h.http.get(h.url("/nope")).send().await.unwrap()).await;
+    assert_eq!((status, body), (404, json!({"detail": "Not Found"})));
+    let (status, body) = status_json(h.http.patch(h.url("/jobs/")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body),
+        (405, json!({"detail": "Method Not Allowed"}))
+    );
+    let (status, _) =
+        status_json(h.http.get(h.url("/scheduler/policy")).send().await.unwrap()).await;
+    assert_eq!(status, 405);
+    h.finish().await;
+}
