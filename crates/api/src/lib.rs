@@ -73,6 +73,31 @@ async fn require_token(State(state): State<SharedState>, request: Request, next:
     next.run(request).await
 }
 
+/// Count and time every request by route template (bounded cardinality), method and status.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = route_label(&request);
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
+    let start = std::time::Instant::now();
+    let response = next.run(request).await;
+    let m = jobsched_metrics::metrics();
+    m.http_requests
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[route.as_str(), method])
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
 async fn no_route() -> ApiError {
     ApiError::NoRoute
 }
@@ -110,6 +135,10 @@ pub fn router(state: AppState) -> Router {
     open = both(open, "/health", get(health::health));
     open = both(open, "/livez", get(health::livez));
     open = both(open, "/readyz", get(health::readyz));
+    open = open.route(
+        "/metrics",
+        get(|| async { jobsched_metrics::metrics_handler().await }),
+    );
 
     let docs: Router<SharedState> = SwaggerUi::new("/docs")
         .url("/api-docs/openapi.json", openapi())
@@ -119,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(open)
         .merge(docs)
+        .layer(middleware::from_fn(record_metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -23,6 +23,91 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run API, engine and workers in one process on an embedded SQLite store; no services.
     Dev(DevArgs),
+    /// Run the Kubernetes controller for the SchedulerConfig resource.
+    Controller(ControllerArgs),
+    /// Print the SchedulerConfig CustomResourceDefinition YAML.
+    Crd,
+    /// Submit a job (e.g. `jobsched submit sleep duration=3 --wait`).
+    Submit {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        #[command(flatten)]
+        args: crate::client_cmd::SubmitArgs,
+    },
+    /// List jobs.
+    Jobs {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        #[command(flatten)]
+        args: crate::client_cmd::JobsArgs,
+    },
+    /// Show one job.
+    Job {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        /// Job id.
+        id: uuid::Uuid,
+    },
+    /// Cancel a pending or scheduled job.
+    Cancel {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        /// Job id.
+        id: uuid::Uuid,
+    },
+    /// Job counts per status.
+    Stats {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+    },
+    /// Show the scheduler status, or switch the policy (fcfs, sjf, priority, round_robin).
+    Policy {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        /// New policy; omit to show the current one.
+        name: Option<String>,
+        /// Round Robin quantum, seconds.
+        #[arg(long)]
+        quantum: Option<f64>,
+        /// Pause (true) or resume (false) dispatching.
+        #[arg(long)]
+        paused: Option<bool>,
+    },
+    /// Dead-letter queue: list, retry ID, purge.
+    Dlq {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        #[command(subcommand)]
+        cmd: crate::client_cmd::DlqCommand,
+    },
+}
+
+/// `jobsched controller`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Also keep the durable policy copy in this database (recommended).
+    #[arg(long, env = "JOBSCHED_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Namespace to watch (the pod's own).
+    #[arg(long, env = "JOBSCHED_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Name of the SchedulerConfig this installation follows.
+    #[arg(long, env = "JOBSCHED_CONFIG_NAME", default_value = "jobsched")]
+    pub config_name: String,
+    /// Elect a leader through a coordination.k8s.io Lease (needed with 2+ replicas).
+    #[arg(long, env = "JOBSCHED_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Lease name for leader election.
+    #[arg(long, env = "JOBSCHED_LEASE_NAME", default_value = "jobsched-controller")]
+    pub lease_name: String,
+    /// Seconds between re-asserting the desired state.
+    #[arg(long, env = "JOBSCHED_REQUEUE_SECONDS", default_value_t = 60.0)]
+    pub requeue_seconds: f64,
+    /// Address of the `/metrics`, `/livez` and `/readyz` server ("off" to disable).
+    #[arg(long, env = "JOBSCHED_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: String,
 }
 
 /// Database selection.

@@ -1,6 +1,10 @@
 //! Wiring: each subcommand builds its adapters and runs.
 
-use crate::cli::{ApiArgs, Cli, Command, DbArgs, DevArgs, HttpArgs, RedisArgs, SlotArgs, WorkerArgs};
+use crate::cli::{
+    ApiArgs, Cli, Command, ControllerArgs, DbArgs, DevArgs, HttpArgs, RedisArgs, SlotArgs,
+    WorkerArgs,
+};
+use crate::client_cmd;
 use anyhow::{Context, Result, bail};
 use jobsched_core::ports::{Clock, Store, SystemClock, Transport};
 use jobsched_core::retry::Backoff;
@@ -22,6 +26,20 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Api(args) => api(args).await,
             Command::Worker(args) => worker(args).await,
             Command::Dev(args) => dev(args).await,
+            Command::Controller(args) => controller(args).await,
+            Command::Crd => {
+                print!("{}", jobsched_controller::crd_yaml());
+                Ok(())
+            }
+            Command::Submit { conn, args } => client_cmd::submit(&conn, args).await,
+            Command::Jobs { conn, args } => client_cmd::jobs(&conn, args).await,
+            Command::Job { conn, id } => client_cmd::job(&conn, id).await,
+            Command::Cancel { conn, id } => client_cmd::cancel(&conn, id).await,
+            Command::Stats { conn } => client_cmd::stats(&conn).await,
+            Command::Policy { conn, name, quantum, paused } => {
+                client_cmd::policy(&conn, name, quantum, paused).await
+            }
+            Command::Dlq { conn, cmd } => client_cmd::dlq(&conn, cmd).await,
         }
     })
 }
@@ -272,5 +290,33 @@ async fn dev(args: DevArgs) -> Result<()> {
     }));
     jobsched_runtime::run(rt, shutdown).await?;
     api.await.context("API task failed")?.context("API server failed")?;
+    Ok(())
+}
+
+async fn controller(args: ControllerArgs) -> Result<()> {
+    crate::logging::init("info");
+    let cfg = jobsched_controller::ControllerConfig {
+        namespace: args.namespace,
+        config_name: args.config_name,
+        redis_url: args.redis.redis_url,
+        redis_prefix: args.redis.redis_prefix,
+        database_url: args.database_url.filter(|u| !u.is_empty()),
+        requeue: secs("JOBSCHED_REQUEUE_SECONDS", args.requeue_seconds)?,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        ..jobsched_controller::ControllerConfig::default()
+    };
+    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shutdown = shutdown_signal();
+    let metrics =
+        spawn_metrics_server(&args.metrics_listen, jobsched_metrics::always_ready(), &shutdown)
+            .await?;
+    jobsched_controller::run(cfg, shutdown.clone())
+        .await
+        .context("controller failed")?;
+    shutdown.cancel();
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     Ok(())
 }

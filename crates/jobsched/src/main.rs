@@ -1,6 +1,7 @@
 //! `jobsched`: one binary for every role (api, worker, controller, migrate, dev, CLI client).
 
 mod cli;
+mod client_cmd;
 mod commands;
 mod logging;
 

@@ -51,6 +51,9 @@ pub struct Engine {
     known: HashSet<JobId>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     cursor: i64,
+    /// Cursor values at the last few ticks (see [`Engine::tick_rescan`]).
+    cursor_history: std::collections::VecDeque<i64>,
+    ticks: u64,
 }
 
 /// How many PENDING rows one load query reads.
@@ -67,6 +70,8 @@ impl Engine {
             known: HashSet::new(),
             delayed: BinaryHeap::new(),
             cursor: 0,
+            cursor_history: std::collections::VecDeque::new(),
+            ticks: 0,
         }
     }
 
@@ -107,6 +112,9 @@ impl Engine {
                 _ = rescue.tick() => {
                     // The periodic tick also re-asserts the settings: Redis may have been flushed.
                     policy_dirty = true;
+                    if let Err(e) = self.tick_rescan().await {
+                        tracing::warn!(error = %e, "pending rescan failed");
+                    }
                     self.rescue().await;
                     self.refresh_gauges().await;
                 }
@@ -179,11 +187,38 @@ impl Engine {
     }
 
     async fn load_pending(&mut self) -> jobsched_core::Result<()> {
+        self.load_pending_from(self.cursor).await
+    }
+
+    /// Sequence numbers are handed out when a transaction writes, but become visible when it
+    /// commits, so a job with a lower seq can appear after the cursor passed it. Each tick
+    /// re-reads from the cursor as it was two ticks ago (jobs already known are skipped), and
+    /// every 60 ticks from the start, so such a job waits at most a couple of ticks.
+    async fn tick_rescan(&mut self) -> jobsched_core::Result<()> {
+        self.ticks += 1;
+        self.cursor_history.push_back(self.cursor);
+        while self.cursor_history.len() > 3 {
+            self.cursor_history.pop_front();
+        }
+        let from = if self.ticks % 60 == 0 {
+            0
+        } else {
+            self.cursor_history.front().copied().unwrap_or(0)
+        };
+        if from < self.cursor {
+            self.load_pending_from(from).await?;
+        }
+        Ok(())
+    }
+
+    async fn load_pending_from(&mut self, from: i64) -> jobsched_core::Result<()> {
+        let mut after = from;
         loop {
-            let page = self.rt.store.pending_after(self.cursor, LOAD_PAGE).await?;
+            let page = self.rt.store.pending_after(after, LOAD_PAGE).await?;
             let n = page.len();
             let now = self.rt.clock.now();
             for PendingJob { queued, run_at } in page {
+                after = after.max(queued.seq);
                 self.cursor = self.cursor.max(queued.seq);
                 if !self.known.insert(queued.id) {
                     continue;

@@ -46,6 +46,10 @@ pub async fn submit(
     };
     let job = state.store.insert(&new, state.clock.now()).await?;
     tracing::info!(job_id = %job.id, job_type = %job.job_type, "job submitted");
+    jobsched_metrics::metrics()
+        .jobs_submitted
+        .with_label_values(&[job.job_type.as_str()])
+        .inc();
     publish_jobs_available(&state).await;
     Ok((StatusCode::CREATED, Json(job.into())))
 }
@@ -92,6 +96,12 @@ pub async fn submit_batch(
     }
     let ids = state.store.insert_many(&jobs, state.clock.now()).await?;
     tracing::info!(count = ids.len(), "job batch submitted");
+    for job in &jobs {
+        jobsched_metrics::metrics()
+            .jobs_submitted
+            .with_label_values(&[job.job_type.as_str()])
+            .inc();
+    }
     publish_jobs_available(&state).await;
     Ok((StatusCode::CREATED, Json(BatchCreated { ids })))
 }
@@ -213,6 +223,13 @@ pub async fn cancel(
     match state.store.cancel(id, state.clock.now()).await? {
         CancelOutcome::Cancelled => {
             tracing::info!(job_id = %id, "job cancelled");
+            // Label by type: one extra read on a rare path.
+            if let Ok(Some(job)) = state.store.get(id).await {
+                jobsched_metrics::metrics()
+                    .jobs_finished
+                    .with_label_values(&[job.job_type.as_str(), "cancelled"])
+                    .inc();
+            }
             Ok(StatusCode::NO_CONTENT)
         }
         CancelOutcome::NotFound => Err(ApiError::NotFound("Job not found".into())),

@@ -1,0 +1,402 @@
+//! jobsched-controller: the Kubernetes controller that lets a `SchedulerConfig` custom resource
+//! (`jobsched.io/v1alpha1`, short name `schedcfg`) choose jobsched's scheduling policy.
+//!
+//! # Reconcile flow
+//!
+//! Each installation follows exactly one object, `ControllerConfig::config_name` in
+//! `ControllerConfig::namespace`. When that object is reconciled, the controller builds
+//! [`PolicySettings`](jobsched_core::PolicySettings) from its spec with
+//! `managed_by = "<namespace>/<name>"`, reads `{prefix}:policy` from Redis and writes it (which
+//! also publishes `PolicyChanged`, so the engine switches within milliseconds) only when it
+//! differs; when a database URL is configured it then does the same for the durable copy in
+//! Postgres. It patches the status (`observedGeneration`, `activePolicy`, `lastAppliedTime`,
+//! condition `Ready=True/Applied`) only when the status would change, and publishes a Kubernetes
+//! Event `PolicyChanged` only when the effective policy (policy, quantum, paused) changed. The
+//! object is re-reconciled every `requeue` (default 60 s), so a flushed Redis or a stray write
+//! is corrected (level-triggered). If Redis cannot be written the condition becomes
+//! `Ready=False/RedisUnavailable` with the error as message and the object is retried with
+//! per-object exponential backoff (1 s doubling, at most 60 s); a failing durable copy gives
+//! `StoreUnavailable` the same way. Other `SchedulerConfig` objects in the namespace get
+//! `Ready=False/NotSelected` and nothing is written for them (so run one installation per
+//! namespace).
+//!
+//! # Ownership between the REST API and the CRD
+//!
+//! While the selected object exists, the settings carry `managed_by = "<namespace>/<name>"` and
+//! the REST API refuses to change the policy; any change made around it is overwritten at the
+//! next reconcile. Deleting the object keeps the last applied policy in place (jobs keep being
+//! scheduled the same way) but releases ownership: the controller notices the object is gone
+//! (within a second from its watch cache, and on every `requeue` tick, which also covers
+//! deletions while the controller was down) and rewrites the settings with `managed_by`
+//! cleared, only where it still names this object. No finalizer is used, so deleting the object
+//! never blocks. After that the REST API may change the policy again until a selected object
+//! is created.
+//!
+//! # Leader election
+//!
+//! With `leader_election` (the default) replicas compete for the `coordination.k8s.io/v1` Lease
+//! `lease_name`; only the holder runs the controller and writes. The holder renews every
+//! `lease_ttl / 3` and stops leading if it could not renew for `2/3 * lease_ttl`; on shutdown
+//! it stops the controller gracefully and releases the lease so the other replica takes over
+//! at once. `jobsched_leader{role="controller"}` is 1 while leading.
+//!
+//! # RBAC (least privilege, namespaced Role; see `deploy/rbac-controller.yaml`)
+//!
+//! | API group | resource | verbs |
+//! | --- | --- | --- |
+//! | `jobsched.io` | `schedulerconfigs` | get, list, watch |
+//! | `jobsched.io` | `schedulerconfigs/status` | patch |
+//! | `events.k8s.io` | `events` | create |
+//! | `coordination.k8s.io` | `leases` | get, create, update |
+//!
+//! # Metrics (process-wide default registry)
+//!
+//! `jobsched_controller_reconciles_total{result}`, `jobsched_controller_reconcile_errors_total{reason}`,
+//! `jobsched_controller_reconcile_duration_seconds` and `jobsched_leader{role="controller"}`.
+
+mod crd;
+mod error;
+mod leader;
+mod metrics;
+mod reconcile;
+#[cfg(test)]
+mod tests;
+
+pub use crd::{
+    Condition, GROUP, RoundRobinSpec, SchedulerConfig, SchedulerConfigSpec, SchedulerConfigStatus,
+    VERSION, crd_yaml,
+};
+pub use error::ControllerError;
+pub use reconcile::{
+    EVENT_POLICY_CHANGED, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC,
+    REASON_NOT_SELECTED, REASON_REDIS_UNAVAILABLE, REASON_STORE_UNAVAILABLE,
+};
+
+use futures::StreamExt;
+use jobsched_core::ports::SystemClock;
+use jobsched_transport::{RedisTransport, TransportError};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use leader::LeaseLock;
+use reconcile::{Context, RedisConn, StoreConn, error_policy, reconcile};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Namespace watched (and where the Lease lives). Default `default`.
+    pub namespace: String,
+    /// The one `SchedulerConfig` this installation follows. Default `jobsched`.
+    pub config_name: String,
+    /// Redis URL. Default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// Redis key prefix. Default `jobsched`.
+    pub redis_prefix: String,
+    /// When set, the policy is also saved as the durable copy in this database.
+    pub database_url: Option<String>,
+    /// Period of the level-triggered re-assert. Default 60 s.
+    pub requeue: Duration,
+    /// Compete for a Lease so only one replica writes. Default true.
+    pub leader_election: bool,
+    /// Name of the Lease. Default `jobsched-controller`.
+    pub lease_name: String,
+    /// This replica's identity in the Lease (unique per replica). Default `$HOSTNAME` (the pod
+    /// name), else `jobsched-controller-<pid>`.
+    pub identity: String,
+    /// Lease duration; renewed every third of it. Default 15 s.
+    pub lease_ttl: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            namespace: "default".into(),
+            config_name: "jobsched".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: jobsched_transport::DEFAULT_PREFIX.into(),
+            database_url: None,
+            requeue: Duration::from_secs(60),
+            leader_election: true,
+            lease_name: "jobsched-controller".into(),
+            identity: std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| format!("jobsched-controller-{}", std::process::id())),
+            lease_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// `namespace/config_name`, the value written as `managed_by`.
+    pub fn managed_by(&self) -> String {
+        format!("{}/{}", self.namespace, self.config_name)
+    }
+
+    /// Check the settings; the error names the bad one.
+    pub fn validate(&self) -> Result<(), ControllerError> {
+        let bad = |field, message: &str| {
+            Err(ControllerError::Config {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if !is_dns_name(&self.namespace) {
+            return bad(
+                "namespace",
+                "must be a Kubernetes namespace name (lowercase letters, digits and '-')",
+            );
+        }
+        if !is_dns_name(&self.config_name) {
+            return bad(
+                "config_name",
+                "must be a Kubernetes object name (lowercase letters, digits, '-' and '.')",
+            );
+        }
+        if self.requeue.is_zero() {
+            return bad("requeue", "must be longer than zero, e.g. 60s");
+        }
+        if self.leader_election {
+            if !is_dns_name(&self.lease_name) {
+                return bad("lease_name", "must be a Kubernetes object name");
+            }
+            if self.identity.trim().is_empty() {
+                return bad(
+                    "identity",
+                    "must be non-empty and unique per replica (e.g. the pod name)",
+                );
+            }
+            if self.lease_ttl < Duration::from_secs(1) {
+                return bad("lease_ttl", "must be at least 1s (15s is typical)");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Run the controller with a Kubernetes client from the environment (in-cluster service
+/// account or `KUBECONFIG`) until `shutdown` is cancelled.
+pub async fn run(
+    cfg: ControllerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
+    let client = Client::try_default()
+        .await
+        .map_err(|source| ControllerError::KubeClient { source })?;
+    run_with_client(cfg, client, shutdown).await
+}
+
+/// [`run`] with a given client (tests, or a custom `kube::Config`).
+pub async fn run_with_client(
+    cfg: ControllerConfig,
+    client: Client,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
+    cfg.validate()?;
+    check_redis(&cfg).await?;
+    let leader = &metrics::metrics().leader;
+    if !cfg.leader_election {
+        leader.set(1);
+        let result = lead(cfg, client, shutdown).await;
+        leader.set(0);
+        return result;
+    }
+    let leases = Api::namespaced(client.clone(), &cfg.namespace);
+    let mut lock = LeaseLock::new(leases, &cfg.lease_name, &cfg.identity, cfg.lease_ttl);
+    let retry = cfg.lease_ttl / 3;
+    let renew_deadline = cfg.lease_ttl * 2 / 3;
+    loop {
+        // Wait to become the leader.
+        loop {
+            match lock.try_acquire_or_renew().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(retry) => {}
+            }
+        }
+        tracing::info!(identity = %cfg.identity, lease = %cfg.lease_name, "became the controller leader");
+        leader.set(1);
+        let leading = shutdown.child_token();
+        let mut task = tokio::spawn(lead(cfg.clone(), client.clone(), leading.clone()));
+        let mut renewed = Instant::now();
+        let outcome = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Outcome::Shutdown,
+                joined = &mut task => break Outcome::Exited(joined),
+                () = tokio::time::sleep(retry) => match lock.try_acquire_or_renew().await {
+                    Ok(true) => renewed = Instant::now(),
+                    Ok(false) => break Outcome::Lost,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewing the leader lease failed");
+                        if renewed.elapsed() >= renew_deadline {
+                            break Outcome::Lost;
+                        }
+                    }
+                },
+            }
+        };
+        leading.cancel();
+        let (result, lost) = match outcome {
+            Outcome::Exited(joined) => (joined, false),
+            Outcome::Shutdown => (task.await, false),
+            Outcome::Lost => (task.await, true),
+        };
+        leader.set(0);
+        let result = match result {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(()),
+        };
+        if lost && result.is_ok() && !shutdown.is_cancelled() {
+            tracing::warn!(identity = %cfg.identity, "lost the controller leader lease; stopped writing and competing again");
+            continue;
+        }
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "could not release the leader lease (it expires by itself)");
+        }
+        return result;
+    }
+}
+
+enum Outcome {
+    Shutdown,
+    Lost,
+    Exited(Result<Result<(), ControllerError>, tokio::task::JoinError>),
+}
+
+/// Fail fast on a Redis URL or prefix that can never work; an unreachable Redis only warns
+/// (the controller reports it in the status and retries).
+async fn check_redis(cfg: &ControllerConfig) -> Result<(), ControllerError> {
+    match RedisTransport::connect(&cfg.redis_url, &cfg.redis_prefix).await {
+        Ok(_) => Ok(()),
+        Err(e @ (TransportError::InvalidUrl { .. } | TransportError::InvalidPrefix { .. })) => {
+            Err(ControllerError::Config {
+                field: "redis",
+                message: e.to_string(),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is not reachable yet; SchedulerConfig status will say RedisUnavailable until it is");
+            Ok(())
+        }
+    }
+}
+
+/// Run the kube `Controller` (and the ownership-release loop) until `token` is cancelled.
+async fn lead(
+    cfg: ControllerConfig,
+    client: Client,
+    token: CancellationToken,
+) -> Result<(), ControllerError> {
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        namespace: cfg.namespace.clone(),
+        config_name: cfg.config_name.clone(),
+        managed_by: cfg.managed_by(),
+        redis: RedisConn::lazy(&cfg.redis_url, &cfg.redis_prefix),
+        store: cfg.database_url.as_deref().map(StoreConn::lazy),
+        reporter: Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(cfg.identity.clone()),
+        },
+        requeue: cfg.requeue,
+        clock: Arc::new(SystemClock),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let api: Api<SchedulerConfig> = Api::namespaced(client, &cfg.namespace);
+    let controller = Controller::new(api, watcher::Config::default());
+    let reader = controller.store();
+    let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+    let stop_token = token.clone();
+    tokio::spawn(async move {
+        stop_token.cancelled().await;
+        let _ = stop_tx.send(());
+    });
+    let controller = controller
+        .graceful_shutdown_on(async move {
+            let _ = stop_rx.await;
+        })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    cause = ?std::error::Error::source(&e).map(ToString::to_string),
+                    "SchedulerConfig watch failed; retrying (is the CRD installed and RBAC applied?)"
+                ),
+            }
+        });
+    tokio::join!(controller, release_when_orphaned(ctx, reader, token));
+    Ok(())
+}
+
+/// How often the in-memory cache is checked for the selected object's deletion.
+const ORPHAN_POLL: Duration = Duration::from_secs(1);
+
+/// While leading: when the selected object is absent (just deleted, or deleted before this
+/// process started), release ownership of the settings (see the crate docs). The check reads
+/// the controller's in-memory cache every second, and Redis only when the object has just
+/// disappeared or once per `requeue` while it stays absent.
+async fn release_when_orphaned(
+    ctx: Arc<Context>,
+    reader: Store<SchedulerConfig>,
+    token: CancellationToken,
+) {
+    tokio::select! {
+        () = token.cancelled() => return,
+        ready = reader.wait_until_ready() => if ready.is_err() { return },
+    }
+    let key = ObjectRef::<SchedulerConfig>::new(&ctx.config_name).within(&ctx.namespace);
+    let mut present = true;
+    let mut next_check = Instant::now();
+    loop {
+        if reader.get(&key).is_some() {
+            present = true;
+        } else if present || Instant::now() >= next_check {
+            match ctx.release_ownership().await {
+                Ok(released) => {
+                    if released {
+                        tracing::info!(
+                            object = %ctx.managed_by,
+                            "SchedulerConfig is gone: kept the last policy and released ownership to the REST API"
+                        );
+                    }
+                    present = false;
+                    next_check = Instant::now() + ctx.requeue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release policy ownership; retrying");
+                    present = false;
+                    next_check = Instant::now() + ctx.requeue.min(Duration::from_secs(5));
+                }
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(ORPHAN_POLL) => {}
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The reconciler: from a `SchedulerConfig` to the scheduler's policy settings and back to the
+//! object's status.
+
+use crate::crd::{Condition, SchedulerConfig, SchedulerConfigStatus};
+use crate::error::ControllerError;
+use crate::metrics::metrics;
+use chrono::SecondsFormat;
+use jobsched_core::PolicySettings;
+use jobsched_core::ports::{Clock, ControlStore, Transport};
+use jobsched_transport::RedisTransport;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The condition type the controller maintains.
+pub const READY: &str = "Ready";
+/// Ready=True: the spec is in effect.
+pub const REASON_APPLIED: &str = "Applied";
+/// Ready=False: Redis could not be written; retried with backoff.
+pub const REASON_REDIS_UNAVAILABLE: &str = "RedisUnavailable";
+/// Ready=False: the durable copy could not be saved; retried with backoff.
+pub const REASON_STORE_UNAVAILABLE: &str = "StoreUnavailable";
+/// Ready=False: this installation follows another object.
+pub const REASON_NOT_SELECTED: &str = "NotSelected";
+/// Ready=False: the spec fails validation (only without the generated CRD schema).
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Reason of the Kubernetes Event published when the applied policy changes.
+pub const EVENT_POLICY_CHANGED: &str = "PolicyChanged";
+/// Field manager and reporting controller name.
+pub const FIELD_MANAGER: &str = "jobsched-controller";
+
+/// A Redis transport connected on first use (so the controller starts while Redis is down).
+pub(crate) struct RedisConn {
+    url: String,
+    prefix: String,
+    cell: tokio::sync::Mutex<Option<Arc<dyn Transport>>>,
+}
+
+impl RedisConn {
+    pub(crate) fn lazy(url: &str, prefix: &str) -> RedisConn {
+        RedisConn {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            cell: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ready(transport: Arc<dyn Transport>) -> RedisConn {
+        RedisConn {
+            url: String::new(),
+            prefix: String::new(),
+            cell: tokio::sync::Mutex::new(Some(transport)),
+        }
+    }
+
+    pub(crate) async fn get(&self) -> Result<Arc<dyn Transport>, ControllerError> {
+        let mut cell = self.cell.lock().await;
+        if let Some(t) = cell.as_ref() {
+            return Ok(t.clone());
+        }
+        let t: Arc<dyn Transport> = Arc::new(
+            RedisTransport::connect(&self.url, &self.prefix)
+                .await
+                .map_err(|e| ControllerError::Redis { source: e.into() })?,
+        );
+        *cell = Some(t.clone());
+        Ok(t)
+    }
+}
+
+/// The durable store, connected on first use.
+pub(crate) struct StoreConn {
+    url: String,
+    cell: tokio::sync::Mutex<Option<Arc<dyn ControlStore>>>,
+}
+
+impl StoreConn {
+    pub(crate) fn lazy(url: &str) -> StoreConn {
+        StoreConn {
+            url: url.to_string(),
+            cell: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn get(&self) -> Result<Arc<dyn ControlStore>, ControllerError> {
+        let mut cell = self.cell.lock().await;
+        if let Some(s) = cell.as_ref() {
+            return Ok(s.clone());
+        }
+        let store = jobsched_store::connect(&self.url, 2)
+            .await
+            .map_err(|e| ControllerError::Store { source: e.into() })?;
+        let s: Arc<dyn ControlStore> = store;
+        *cell = Some(s.clone());
+        Ok(s)
+    }
+}
+
+/// Everything a reconciliation needs.
+pub(crate) struct Context {
+    pub client: Client,
+    pub namespace: String,
+    pub config_name: String,
+    /// `namespace/name` of the selected object, written as `managed_by`.
+    pub managed_by: String,
+    pub redis: RedisConn,
+    pub store: Option<StoreConn>,
+    /// Who publishes the Events (a fresh [`Recorder`] is used per event; see `publish`).
+    pub reporter: Reporter,
+    pub requeue: Duration,
+    pub clock: Arc<dyn Clock>,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Consecutive failures per object (`namespace/name`).
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    fn now(&self) -> String {
+        self.clock.now().to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+
+    /// The next error requeue delay for `key`: `base * 2^failures`, at most `backoff_max`.
+    pub(crate) fn next_backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        let delay = self
+            .backoff_base
+            .saturating_mul(1u32 << (*n).min(20))
+            .min(self.backoff_max);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    fn reset_backoff(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Write `desired` to Redis unless it is already there. Returns the previous value when a
+    /// write happened.
+    async fn apply_redis(
+        &self,
+        desired: &PolicySettings,
+    ) -> Result<Option<Option<PolicySettings>>, ControllerError> {
+        let transport = self.redis.get().await?;
+        let redis_err = |source| ControllerError::Redis { source };
+        let current = transport.policy().await.map_err(redis_err)?;
+        if current.as_ref() == Some(desired) {
+            return Ok(None);
+        }
+        transport.set_policy(desired).await.map_err(redis_err)?;
+        Ok(Some(current))
+    }
+
+    /// Save the durable copy unless it already equals `desired`.
+    async fn apply_store(
+        &self,
+        store: &StoreConn,
+        desired: &PolicySettings,
+    ) -> Result<(), ControllerError> {
+        let store = store.get().await?;
+        let store_err = |source| ControllerError::Store { source };
+        if store.load_policy().await.map_err(store_err)?.as_ref() != Some(desired) {
+            store.save_policy(desired).await.map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    async fn patch_status_if_changed(
+        &self,
+        obj: &SchedulerConfig,
+        status: SchedulerConfigStatus,
+    ) -> Result<(), ControllerError> {
+        if obj.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let ns = obj.namespace().unwrap_or_else(|| self.namespace.clone());
+        let api: Api<SchedulerConfig> = Api::namespaced(self.client.clone(), &ns);
+        let patch = serde_json::json!({ "status": status });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+            .await
+            .map_err(ControllerError::kube("patch SchedulerConfig status"))?;
+        Ok(())
+    }
+
+    /// Clear `managed_by` (keeping the policy) where it still names the selected object, so the
+    /// REST API may change the policy again. Returns whether anything was released.
+    pub(crate) async fn release_ownership(&self) -> Result<bool, ControllerError> {
+        let mut released = false;
+        let transport = self.redis.get().await?;
+        let redis_err = |source| ControllerError::Redis { source };
+        if let Some(mut settings) = transport.policy().await.map_err(redis_err)?
+            && settings.managed_by.as_deref() == Some(self.managed_by.as_str())
+        {
+            settings.managed_by = None;
+            transport.set_policy(&settings).await.map_err(redis_err)?;
+            released = true;
+        }
+        if let Some(store) = &self.store {
+            let store = store.get().await?;
+            let store_err = |source| ControllerError::Store { source };
+            if let Some(mut settings) = store.load_policy().await.map_err(store_err)?
+                && settings.managed_by.as_deref() == Some(self.managed_by.as_str())
+            {
+                settings.managed_by = None;
+                store.save_policy(&settings).await.map_err(store_err)?;
+                released = true;
+            }
+        }
+        Ok(released)
+    }
+}
+
+/// `status` with the Ready condition set; `lastTransitionTime` only moves when the status flips.
+fn with_ready(
+    mut status: SchedulerConfigStatus,
+    generation: Option<i64>,
+    ready: bool,
+    reason: &str,
+    message: String,
+    now: &str,
+) -> SchedulerConfigStatus {
+    let value = if ready { "True" } else { "False" };
+    let previous = status.conditions.iter().find(|c| c.type_ == READY);
+    let last_transition_time = match previous {
+        Some(c) if c.status == value => c.last_transition_time.clone(),
+        _ => now.to_string(),
+    };
+    let condition = Condition {
+        type_: READY.into(),
+        status: value.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    };
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.push(condition);
+    status.observed_generation = generation;
+    status
+}
+
+fn describe(settings: &PolicySettings) -> String {
+    let mut text = settings.policy.to_string();
+    if settings.policy == jobsched_core::PolicyKind::RoundRobin {
+        text.push_str(&format!(" (quantum {}s)", settings.quantum_seconds));
+    }
+    if settings.paused {
+        text.push_str(", paused");
+    }
+    text
+}
+
+fn same_policy(a: &PolicySettings, b: &PolicySettings) -> bool {
+    a.policy == b.policy && a.quantum_seconds == b.quantum_seconds && a.paused == b.paused
+}
+
+fn object_key(obj: &SchedulerConfig) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Reconcile one object (the function handed to the kube `Controller`).
+pub(crate) async fn reconcile(
+    obj: Arc<SchedulerConfig>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    let m = metrics();
+    m.duration.observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => {
+            m.reconciles.with_label_values(&["ok"]).inc();
+            ctx.reset_backoff(&object_key(&obj));
+        }
+        Err(e) => {
+            m.reconciles.with_label_values(&["error"]).inc();
+            m.errors.with_label_values(&[e.reason()]).inc();
+        }
+    }
+    result
+}
+
+async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action, ControllerError> {
+    let name = obj.name_any();
+    let ns = obj.namespace().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let current = obj.status.clone().unwrap_or_default();
+    let now = ctx.now();
+
+    if name != ctx.config_name || ns != ctx.namespace {
+        let message = format!(
+            "this installation follows SchedulerConfig {}; this object is ignored (rename it to `{}` or point the controller at it with JOBSCHED_CONFIG_NAME)",
+            ctx.managed_by, ctx.config_name
+        );
+        let status = with_ready(
+            current,
+            generation,
+            false,
+            REASON_NOT_SELECTED,
+            message,
+            &now,
+        );
+        ctx.patch_status_if_changed(obj, status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let desired = obj.spec.to_settings(&ctx.managed_by);
+    if let Err(e) = desired.validate() {
+        let err = ControllerError::InvalidSpec {
+            object: ctx.managed_by.clone(),
+            message: e.to_string(),
+        };
+        tracing::warn!(error = %err, "not applying SchedulerConfig");
+        let status = with_ready(
+            current,
+            generation,
+            false,
+            REASON_INVALID_SPEC,
+            err.to_string(),
+            &now,
+        );
+        ctx.patch_status_if_changed(obj, status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let previous = match ctx.apply_redis(&desired).await {
+        Ok(previous) => previous,
+        Err(err) => {
+            let status = with_ready(
+                current,
+                generation,
+                false,
+                REASON_REDIS_UNAVAILABLE,
+                err.to_string(),
+                &now,
+            );
+            if let Err(patch_err) = ctx.patch_status_if_changed(obj, status).await {
+                tracing::warn!(error = %patch_err, "could not record RedisUnavailable in the status");
+            }
+            return Err(err);
+        }
+    };
+    if let Some(store) = &ctx.store
+        && let Err(err) = ctx.apply_store(store, &desired).await
+    {
+        let status = with_ready(
+            current,
+            generation,
+            false,
+            REASON_STORE_UNAVAILABLE,
+            err.to_string(),
+            &now,
+        );
+        if let Err(patch_err) = ctx.patch_status_if_changed(obj, status).await {
+            tracing::warn!(error = %patch_err, "could not record StoreUnavailable in the status");
+        }
+        return Err(err);
+    }
+
+    let written = previous.is_some();
+    let mut status = current;
+    status.active_policy = Some(desired.policy);
+    if written || status.last_applied_time.is_none() {
+        status.last_applied_time = Some(now.clone());
+    }
+    let message = format!("scheduling policy {} is in effect", describe(&desired));
+    let status = with_ready(status, generation, true, REASON_APPLIED, message, &now);
+    ctx.patch_status_if_changed(obj, status).await?;
+
+    if let Some(previous) = previous {
+        let changed = previous.as_ref().is_none_or(|p| !same_policy(p, &desired));
+        if changed {
+            tracing::info!(object = %ctx.managed_by, policy = %describe(&desired), "applied scheduling policy");
+            let was = previous.as_ref().map_or("unset".to_string(), describe);
+            let event = KubeEvent {
+                type_: EventType::Normal,
+                reason: EVENT_POLICY_CHANGED.into(),
+                note: Some(format!(
+                    "scheduling policy set to {} (was {was})",
+                    describe(&desired)
+                )),
+                action: "ApplyPolicy".into(),
+                secondary: None,
+            };
+            // A fresh recorder per event: kube's Recorder folds repeats with the same reason
+            // into a series that keeps the first note (and needs `patch` on events); policy
+            // changes are rare, so each gets its own Event (RBAC: `create` only).
+            // Events are informational: a rejected event must not undo or retry the change.
+            let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+                tracing::warn!(error = %e, "could not publish the PolicyChanged event (does the controller's RBAC allow creating events.k8s.io events?)");
+            }
+        }
+    }
+    Ok(Action::requeue(ctx.requeue))
+}
+
+/// Requeue a failed object with exponential backoff (per object).
+pub(crate) fn error_policy(
+    obj: Arc<SchedulerConfig>,
+    err: &ControllerError,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = object_key(&obj);
+    let delay = ctx.next_backoff(&key);
+    tracing::warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

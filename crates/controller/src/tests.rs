@@ -1,0 +1,1078 @@
+//! Reconciler and lease tests against a mock Kubernetes API (`tower_test`) that asserts the exact
+//! requests, with the Redis side on the real Redis under a unique key prefix.
+
+use crate::crd::{
+    Condition, RoundRobinSpec, SchedulerConfig, SchedulerConfigSpec, SchedulerConfigStatus,
+};
+use crate::error::ControllerError;
+use crate::leader::LeaseLock;
+use crate::metrics::metrics;
+use crate::reconcile::{
+    Context, FIELD_MANAGER, READY, REASON_APPLIED, REASON_NOT_SELECTED, REASON_REDIS_UNAVAILABLE,
+    RedisConn, StoreConn, error_policy, reconcile,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use http::{Method, Request, Response};
+use jobsched_core::ports::{Clock, Transport};
+use jobsched_core::{PolicyKind, PolicySettings};
+use jobsched_transport::RedisTransport;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const NS: &str = "testns";
+const NAME: &str = "jobsched";
+const OWNER: &str = "testns/jobsched";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const T0: &str = "2025-01-01T00:00:00Z";
+const T1: &str = "2025-01-01T00:05:00Z";
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+/// A clock the test sets.
+#[derive(Debug)]
+struct TestClock(Mutex<DateTime<Utc>>);
+
+impl TestClock {
+    fn at(rfc3339: &str) -> Arc<TestClock> {
+        Arc::new(TestClock(Mutex::new(
+            DateTime::parse_from_rfc3339(rfc3339)
+                .unwrap()
+                .with_timezone(&Utc),
+        )))
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Deletes the test's Redis keys when dropped (also when the test panics).
+struct RedisKeys {
+    prefix: String,
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(t) = RedisTransport::connect(REDIS_URL, &prefix).await {
+                    let _ = t.delete_all_keys().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A transport on the real Redis under a fresh prefix, or `None` (skip) when Redis is down
+/// and `CI` is not `true`.
+async fn redis() -> Option<(RedisTransport, RedisKeys)> {
+    let prefix = format!("jobsched-ctl-test-{}", uuid::Uuid::new_v4().simple());
+    match RedisTransport::connect(REDIS_URL, &prefix).await {
+        Ok(t) => Some((t, RedisKeys { prefix })),
+        Err(e) if in_ci() => panic!("Redis is required when CI=true: {e}"),
+        Err(e) => {
+            eprintln!(
+                "skipping: Redis at {REDIS_URL} is unreachable ({e}); start Redis to run this test"
+            );
+            None
+        }
+    }
+}
+
+fn mock_client() -> (Client, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, NS), handle)
+}
+
+fn context(client: Client, redis: RedisConn, clock: Arc<TestClock>) -> Arc<Context> {
+    Arc::new(Context {
+        client,
+        namespace: NS.into(),
+        config_name: NAME.into(),
+        managed_by: OWNER.into(),
+        redis,
+        store: None,
+        reporter: Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some("test-replica".into()),
+        },
+        requeue: Duration::from_secs(60),
+        clock,
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(8),
+        failures: Mutex::new(HashMap::new()),
+    })
+}
+
+fn spec(policy: PolicyKind) -> SchedulerConfigSpec {
+    SchedulerConfigSpec {
+        policy,
+        round_robin: None,
+        paused: false,
+    }
+}
+
+fn object(name: &str, spec: SchedulerConfigSpec, generation: i64) -> SchedulerConfig {
+    let mut obj = SchedulerConfig::new(name, spec);
+    obj.metadata.namespace = Some(NS.into());
+    obj.metadata.generation = Some(generation);
+    obj.metadata.uid = Some(format!("uid-{name}"));
+    obj.metadata.resource_version = Some("100".into());
+    obj
+}
+
+fn settings(policy: PolicyKind, quantum: f64, owner: Option<&str>) -> PolicySettings {
+    PolicySettings {
+        policy,
+        quantum_seconds: quantum,
+        paused: false,
+        managed_by: owner.map(str::to_string),
+    }
+}
+
+fn ready_status(
+    policy: PolicyKind,
+    generation: i64,
+    applied: &str,
+    transition: &str,
+    message: &str,
+) -> SchedulerConfigStatus {
+    SchedulerConfigStatus {
+        observed_generation: Some(generation),
+        active_policy: Some(policy),
+        last_applied_time: Some(applied.into()),
+        conditions: vec![Condition {
+            type_: READY.into(),
+            status: "True".into(),
+            reason: REASON_APPLIED.into(),
+            message: message.into(),
+            last_transition_time: transition.into(),
+            observed_generation: Some(generation),
+        }],
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+fn not_found() -> Response<Body> {
+    json_response(
+        404,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "message": "not found", "code": 404}),
+    )
+}
+
+/// The next request: method, path, query, JSON body and the responder.
+async fn next_request(handle: &mut Handle) -> (Method, String, String, Value, Responder) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("the controller made no further request")
+        .expect("the client was dropped");
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    if parts.method == Method::PATCH && parts.uri.path().ends_with("/status") {
+        assert_eq!(
+            parts.headers.get("content-type").unwrap(),
+            "application/merge-patch+json",
+            "status patches are JSON merge patches"
+        );
+    }
+    (
+        parts.method,
+        parts.uri.path().to_string(),
+        parts.uri.query().unwrap_or_default().to_string(),
+        body,
+        send,
+    )
+}
+
+fn status_path(name: &str) -> String {
+    format!("/apis/jobsched.io/v1alpha1/namespaces/{NS}/schedulerconfigs/{name}/status")
+}
+
+/// Expect a status merge patch of `name` with exactly `expected` as `status`.
+async fn expect_status_patch(
+    handle: &mut Handle,
+    obj: &SchedulerConfig,
+    expected: &SchedulerConfigStatus,
+) {
+    let (method, path, query, body, send) = next_request(handle).await;
+    assert_eq!(method, Method::PATCH);
+    assert_eq!(path, status_path(&obj.metadata.name.clone().unwrap()));
+    assert!(
+        query.contains("fieldManager=jobsched-controller"),
+        "query {query}"
+    );
+    assert_eq!(body, json!({ "status": expected }));
+    let mut patched = serde_json::to_value(obj).unwrap();
+    patched["status"] = body["status"].clone();
+    send.send_response(json_response(200, &patched));
+}
+
+/// Expect the creation of a `PolicyChanged` event about `name` with `note`.
+async fn expect_event(handle: &mut Handle, name: &str, note: &str) {
+    let (method, path, _, body, send) = next_request(handle).await;
+    assert_eq!(method, Method::POST);
+    assert_eq!(
+        path,
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
+    );
+    assert_eq!(body["reason"], "PolicyChanged");
+    assert_eq!(body["type"], "Normal");
+    assert_eq!(body["action"], "ApplyPolicy");
+    assert_eq!(body["note"], note);
+    assert_eq!(body["reportingController"], FIELD_MANAGER);
+    assert_eq!(body["regarding"]["kind"], "SchedulerConfig");
+    assert_eq!(body["regarding"]["name"], name);
+    assert_eq!(body["regarding"]["namespace"], NS);
+    send.send_response(json_response(201, &body));
+}
+
+/// Run `fut` (the reconcile) next to `verify` (the mock API server). The reconcile must finish:
+/// an unexpected request would stay unanswered and time it out.
+async fn with_api<T, V>(
+    handle: Handle,
+    verify: impl FnOnce(Handle) -> V,
+    fut: impl Future<Output = T>,
+) -> T
+where
+    V: Future<Output = Handle> + Send + 'static,
+{
+    let server = tokio::spawn(verify(handle));
+    let out = tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("reconcile did not finish: it made a request the test did not expect");
+    let mut handle = server.await.expect("mock API server assertions failed");
+    // `None` means the client is gone (dropped with the context): no request can follow.
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await
+    {
+        panic!("unexpected extra request {} {}", req.method(), req.uri());
+    }
+    out
+}
+
+#[tokio::test]
+async fn new_object_writes_redis_patches_status_and_publishes_event() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    let obj = object(NAME, spec(PolicyKind::Priority), 1);
+    let expected = ready_status(
+        PolicyKind::Priority,
+        1,
+        T0,
+        T0,
+        "scheduling policy priority is in effect",
+    );
+    let ok_before = metrics().reconciles.with_label_values(&["ok"]).get();
+
+    let action = with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            move |mut h| async move {
+                expect_status_patch(&mut h, &obj, &expected).await;
+                expect_event(
+                    &mut h,
+                    NAME,
+                    "scheduling policy set to priority (was unset)",
+                )
+                .await;
+                h
+            }
+        },
+        reconcile(Arc::new(obj), ctx),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert_eq!(
+        transport.policy().await.unwrap(),
+        Some(settings(PolicyKind::Priority, 5.0, Some(OWNER)))
+    );
+    assert!(metrics().reconciles.with_label_values(&["ok"]).get() > ok_before);
+}
+
+#[tokio::test]
+async fn spec_change_switches_policy_and_keeps_transition_time() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    transport
+        .set_policy(&settings(PolicyKind::Priority, 5.0, Some(OWNER)))
+        .await
+        .unwrap();
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T1),
+    );
+    let mut obj = object(
+        NAME,
+        SchedulerConfigSpec {
+            policy: PolicyKind::RoundRobin,
+            round_robin: Some(RoundRobinSpec {
+                quantum_seconds: 2.0,
+            }),
+            paused: true,
+        },
+        2,
+    );
+    obj.status = Some(ready_status(
+        PolicyKind::Priority,
+        1,
+        T0,
+        T0,
+        "scheduling policy priority is in effect",
+    ));
+    // Still Ready=True, so lastTransitionTime stays T0; the rest follows the new generation.
+    let expected = ready_status(
+        PolicyKind::RoundRobin,
+        2,
+        T1,
+        T0,
+        "scheduling policy round_robin (quantum 2s), paused is in effect",
+    );
+
+    let action = with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            move |mut h| async move {
+                expect_status_patch(&mut h, &obj, &expected).await;
+                expect_event(
+                    &mut h,
+                    NAME,
+                    "scheduling policy set to round_robin (quantum 2s), paused (was priority)",
+                )
+                .await;
+                h
+            }
+        },
+        reconcile(Arc::new(obj), ctx),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    let mut want = settings(PolicyKind::RoundRobin, 2.0, Some(OWNER));
+    want.paused = true;
+    assert_eq!(transport.policy().await.unwrap(), Some(want));
+}
+
+#[tokio::test]
+async fn unchanged_object_makes_no_request_and_no_write() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let applied = settings(PolicyKind::Sjf, 5.0, Some(OWNER));
+    transport.set_policy(&applied).await.unwrap();
+    let mut events = transport.subscribe().await.unwrap();
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T1),
+    );
+    let mut obj = object(NAME, spec(PolicyKind::Sjf), 3);
+    obj.status = Some(ready_status(
+        PolicyKind::Sjf,
+        3,
+        T0,
+        T0,
+        "scheduling policy sjf is in effect",
+    ));
+
+    let action = with_api(handle, |h| async move { h }, reconcile(Arc::new(obj), ctx))
+        .await
+        .unwrap();
+
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert_eq!(transport.policy().await.unwrap(), Some(applied));
+    // No write means no PolicyChanged broadcast either.
+    transport
+        .publish(jobsched_core::ports::Event::JobsAvailable)
+        .await
+        .unwrap();
+    assert_eq!(
+        events.recv().await,
+        Some(jobsched_core::ports::Event::JobsAvailable)
+    );
+}
+
+#[tokio::test]
+async fn stray_write_is_corrected_on_requeue() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    // Someone wrote around the controller (and dropped managed_by).
+    transport
+        .set_policy(&settings(PolicyKind::Fcfs, 5.0, None))
+        .await
+        .unwrap();
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T1),
+    );
+    let mut obj = object(NAME, spec(PolicyKind::Priority), 1);
+    obj.status = Some(ready_status(
+        PolicyKind::Priority,
+        1,
+        T0,
+        T0,
+        "scheduling policy priority is in effect",
+    ));
+    let expected = ready_status(
+        PolicyKind::Priority,
+        1,
+        T1,
+        T0,
+        "scheduling policy priority is in effect",
+    );
+
+    with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            move |mut h| async move {
+                expect_status_patch(&mut h, &obj, &expected).await;
+                expect_event(&mut h, NAME, "scheduling policy set to priority (was fcfs)").await;
+                h
+            }
+        },
+        reconcile(Arc::new(obj), ctx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        transport.policy().await.unwrap(),
+        Some(settings(PolicyKind::Priority, 5.0, Some(OWNER)))
+    );
+}
+
+#[tokio::test]
+async fn redis_down_reports_unavailable_and_backs_off() {
+    let (client, handle) = mock_client();
+    // Nothing listens on port 1: connecting is refused.
+    let ctx = context(
+        client,
+        RedisConn::lazy("redis://127.0.0.1:1", "jobsched-ctl-test-down"),
+        TestClock::at(T1),
+    );
+    let mut obj = object(NAME, spec(PolicyKind::Priority), 4);
+    obj.status = Some(ready_status(
+        PolicyKind::Priority,
+        4,
+        T0,
+        T0,
+        "scheduling policy priority is in effect",
+    ));
+    let errors_before = metrics()
+        .errors
+        .with_label_values(&["RedisUnavailable"])
+        .get();
+
+    let obj2 = obj.clone();
+    let result = with_api(
+        handle,
+        move |mut h| async move {
+            let (method, path, _, body, send) = next_request(&mut h).await;
+            assert_eq!(method, Method::PATCH);
+            assert_eq!(path, status_path(NAME));
+            let status: SchedulerConfigStatus =
+                serde_json::from_value(body["status"].clone()).unwrap();
+            // The last applied policy stays recorded; Ready flips to False now.
+            assert_eq!(status.active_policy, Some(PolicyKind::Priority));
+            assert_eq!(status.last_applied_time.as_deref(), Some(T0));
+            assert_eq!(status.observed_generation, Some(4));
+            assert_eq!(status.conditions.len(), 1);
+            let ready = &status.conditions[0];
+            assert_eq!(
+                (ready.type_.as_str(), ready.status.as_str()),
+                (READY, "False")
+            );
+            assert_eq!(ready.reason, REASON_REDIS_UNAVAILABLE);
+            assert_eq!(ready.last_transition_time, T1);
+            assert!(
+                ready.message.contains("redis://127.0.0.1:1"),
+                "{}",
+                ready.message
+            );
+            assert!(
+                ready.message.contains("JOBSCHED_REDIS_URL"),
+                "{}",
+                ready.message
+            );
+            let mut patched = serde_json::to_value(&obj2).unwrap();
+            patched["status"] = body["status"].clone();
+            send.send_response(json_response(200, &patched));
+            h
+        },
+        reconcile(Arc::new(obj.clone()), ctx.clone()),
+    )
+    .await;
+
+    let err = result.unwrap_err();
+    assert!(matches!(err, ControllerError::Redis { .. }), "{err:?}");
+    assert!(
+        metrics()
+            .errors
+            .with_label_values(&["RedisUnavailable"])
+            .get()
+            > errors_before
+    );
+    let obj = Arc::new(obj);
+    let delays: Vec<Action> = (0..5)
+        .map(|_| error_policy(obj.clone(), &err, ctx.clone()))
+        .collect();
+    let secs = |s| Action::requeue(Duration::from_secs(s));
+    assert_eq!(delays, vec![secs(1), secs(2), secs(4), secs(8), secs(8)]);
+    // Another object has its own backoff.
+    let other = Arc::new(object("other", spec(PolicyKind::Fcfs), 1));
+    assert_eq!(error_policy(other, &err, ctx.clone()), secs(1));
+}
+
+#[tokio::test]
+async fn backoff_resets_after_success() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let applied = settings(PolicyKind::Fcfs, 5.0, Some(OWNER));
+    transport.set_policy(&applied).await.unwrap();
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T1),
+    );
+    let mut obj = object(NAME, spec(PolicyKind::Fcfs), 1);
+    obj.status = Some(ready_status(
+        PolicyKind::Fcfs,
+        1,
+        T0,
+        T0,
+        "scheduling policy fcfs is in effect",
+    ));
+    let obj = Arc::new(obj);
+    let err = ControllerError::InvalidSpec {
+        object: OWNER.into(),
+        message: "x".into(),
+    };
+    error_policy(obj.clone(), &err, ctx.clone());
+    error_policy(obj.clone(), &err, ctx.clone());
+    with_api(
+        handle,
+        |h| async move { h },
+        reconcile(obj.clone(), ctx.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        error_policy(obj, &err, ctx),
+        Action::requeue(Duration::from_secs(1))
+    );
+}
+
+#[tokio::test]
+async fn other_object_is_marked_not_selected_and_writes_nothing() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    let obj = object("staging", spec(PolicyKind::Sjf), 1);
+    let expected = SchedulerConfigStatus {
+        observed_generation: Some(1),
+        active_policy: None,
+        last_applied_time: None,
+        conditions: vec![Condition {
+            type_: READY.into(),
+            status: "False".into(),
+            reason: REASON_NOT_SELECTED.into(),
+            message: "this installation follows SchedulerConfig testns/jobsched; this object is ignored (rename it to `jobsched` or point the controller at it with JOBSCHED_CONFIG_NAME)".into(),
+            last_transition_time: T0.into(),
+            observed_generation: Some(1),
+        }],
+    };
+
+    let action = with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            let expected = expected.clone();
+            move |mut h| async move {
+                expect_status_patch(&mut h, &obj, &expected).await;
+                h
+            }
+        },
+        reconcile(Arc::new(obj.clone()), ctx.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        transport.policy().await.unwrap(),
+        None,
+        "nothing written to Redis"
+    );
+
+    // Once the status says so, reconciling again makes no request.
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T1),
+    );
+    let mut obj = obj;
+    obj.status = Some(expected);
+    with_api(handle, |h| async move { h }, reconcile(Arc::new(obj), ctx))
+        .await
+        .unwrap();
+    assert_eq!(transport.policy().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn release_ownership_keeps_policy_and_only_touches_own_settings() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let (client, _handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+
+    let mut ours = settings(PolicyKind::RoundRobin, 3.0, Some(OWNER));
+    ours.paused = true;
+    transport.set_policy(&ours).await.unwrap();
+    assert!(ctx.release_ownership().await.unwrap());
+    let mut kept = ours.clone();
+    kept.managed_by = None;
+    assert_eq!(transport.policy().await.unwrap(), Some(kept.clone()));
+    assert!(!ctx.release_ownership().await.unwrap(), "already released");
+
+    let theirs = settings(PolicyKind::Sjf, 5.0, Some("otherns/jobsched"));
+    transport.set_policy(&theirs).await.unwrap();
+    assert!(!ctx.release_ownership().await.unwrap());
+    assert_eq!(transport.policy().await.unwrap(), Some(theirs));
+}
+
+#[tokio::test]
+async fn durable_copy_is_saved_and_released() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+        return;
+    };
+    let (client, handle) = mock_client();
+    let mut ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    let obj = object(NAME, spec(PolicyKind::Sjf), 1);
+    let expected = ready_status(
+        PolicyKind::Sjf,
+        1,
+        T0,
+        T0,
+        "scheduling policy sjf is in effect",
+    );
+    with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            move |mut h| async move {
+                expect_status_patch(&mut h, &obj, &expected).await;
+                expect_event(&mut h, NAME, "scheduling policy set to sjf (was unset)").await;
+                h
+            }
+        },
+        reconcile(Arc::new(obj), ctx.clone()),
+    )
+    .await
+    .unwrap();
+    let store = db.store().await;
+    let want = settings(PolicyKind::Sjf, 5.0, Some(OWNER));
+    assert_eq!(store.load_policy().await.unwrap(), Some(want.clone()));
+    assert_eq!(transport.policy().await.unwrap(), Some(want));
+
+    assert!(ctx.release_ownership().await.unwrap());
+    assert_eq!(
+        store.load_policy().await.unwrap(),
+        Some(settings(PolicyKind::Sjf, 5.0, None))
+    );
+    drop(ctx);
+    db.cleanup().await;
+}
+
+// ---- leader election ----
+
+const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/testns/leases";
+
+fn lease_json(holder: Option<&str>, duration: i32, transitions: i32, rv: &str) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "ctl", "namespace": NS, "resourceVersion": rv},
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": duration,
+            "leaseTransitions": transitions,
+            "acquireTime": "2025-01-01T00:00:00.000000Z",
+            "renewTime": "2025-01-01T00:00:00.000000Z",
+        }
+    })
+}
+
+fn lock(client: Client) -> LeaseLock {
+    LeaseLock::new(
+        Api::<Lease>::namespaced(client, NS),
+        "ctl",
+        "me",
+        Duration::from_secs(15),
+    )
+}
+
+#[tokio::test]
+async fn lease_is_created_when_missing() {
+    let (client, handle) = mock_client();
+    let mut lock = lock(client);
+    let held = with_api(
+        handle,
+        |mut h| async move {
+            let (method, path, _, _, send) = next_request(&mut h).await;
+            assert_eq!(
+                (method, path.as_str()),
+                (
+                    Method::GET,
+                    "/apis/coordination.k8s.io/v1/namespaces/testns/leases/ctl"
+                )
+            );
+            send.send_response(not_found());
+            let (method, path, _, body, send) = next_request(&mut h).await;
+            assert_eq!((method, path.as_str()), (Method::POST, LEASE_PATH));
+            assert_eq!(body["metadata"]["name"], "ctl");
+            assert_eq!(body["spec"]["holderIdentity"], "me");
+            assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+            assert_eq!(body["spec"]["leaseTransitions"], 0);
+            send.send_response(json_response(201, &body));
+            h
+        },
+        lock.try_acquire_or_renew(),
+    )
+    .await
+    .unwrap();
+    assert!(held);
+}
+
+#[tokio::test]
+async fn lease_held_by_another_is_not_taken_and_conflicts_lose() {
+    let (client, handle) = mock_client();
+    let mut lock = lock(client);
+    let held = with_api(
+        handle,
+        |mut h| async move {
+            let (method, _, _, _, send) = next_request(&mut h).await;
+            assert_eq!(method, Method::GET);
+            send.send_response(json_response(200, &lease_json(Some("other"), 15, 3, "7")));
+            h
+        },
+        lock.try_acquire_or_renew(),
+    )
+    .await
+    .unwrap();
+    assert!(!held, "a fresh lease of another holder must not be taken");
+
+    // Racing creation: the API server answers 409 Conflict → not the leader.
+    let (client, handle) = mock_client();
+    let mut lock2 = self::lock(client);
+    let held = with_api(
+        handle,
+        |mut h| async move {
+            let (_, _, _, _, send) = next_request(&mut h).await;
+            send.send_response(not_found());
+            let (method, _, _, _, send) = next_request(&mut h).await;
+            assert_eq!(method, Method::POST);
+            send.send_response(json_response(
+                409,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "message": "exists", "code": 409}),
+            ));
+            h
+        },
+        lock2.try_acquire_or_renew(),
+    )
+    .await
+    .unwrap();
+    assert!(!held);
+}
+
+#[tokio::test]
+async fn released_lease_is_taken_with_resource_version_and_renewed() {
+    let (client, handle) = mock_client();
+    let mut lock = lock(client);
+    let held = with_api(
+        handle,
+        |mut h| async move {
+            let (_, _, _, _, send) = next_request(&mut h).await;
+            send.send_response(json_response(200, &lease_json(None, 1, 3, "8")));
+            let (method, path, _, body, send) = next_request(&mut h).await;
+            assert_eq!(
+                (method, path.as_str()),
+                (
+                    Method::PUT,
+                    "/apis/coordination.k8s.io/v1/namespaces/testns/leases/ctl"
+                )
+            );
+            assert_eq!(
+                body["metadata"]["resourceVersion"], "8",
+                "optimistic concurrency"
+            );
+            assert_eq!(body["spec"]["holderIdentity"], "me");
+            assert_eq!(body["spec"]["leaseTransitions"], 4);
+            assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+            send.send_response(json_response(200, &body));
+            // Renewal of our own lease keeps acquireTime and the transition count.
+            let (_, _, _, _, send) = next_request(&mut h).await;
+            send.send_response(json_response(200, &lease_json(Some("me"), 15, 4, "9")));
+            let (method, _, _, body, send) = next_request(&mut h).await;
+            assert_eq!(method, Method::PUT);
+            assert_eq!(body["metadata"]["resourceVersion"], "9");
+            assert_eq!(body["spec"]["leaseTransitions"], 4);
+            assert_eq!(body["spec"]["acquireTime"], "2025-01-01T00:00:00.000000Z");
+            assert_ne!(body["spec"]["renewTime"], "2025-01-01T00:00:00.000000Z");
+            send.send_response(json_response(200, &body));
+            // Release: holder cleared, duration 1 s.
+            let (_, _, _, _, send) = next_request(&mut h).await;
+            send.send_response(json_response(200, &lease_json(Some("me"), 15, 4, "10")));
+            let (method, _, _, body, send) = next_request(&mut h).await;
+            assert_eq!(method, Method::PUT);
+            assert_eq!(body["spec"].get("holderIdentity"), None);
+            assert_eq!(body["spec"]["leaseDurationSeconds"], 1);
+            send.send_response(json_response(200, &body));
+            h
+        },
+        async {
+            let first = lock.try_acquire_or_renew().await.unwrap();
+            let second = lock.try_acquire_or_renew().await.unwrap();
+            lock.release().await.unwrap();
+            (first, second)
+        },
+    )
+    .await;
+    assert_eq!(held, (true, true));
+}
+
+#[test]
+fn time_format_is_rfc3339_seconds() {
+    let t = Utc.with_ymd_and_hms(2025, 1, 1, 0, 5, 0).unwrap();
+    assert_eq!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), T1);
+}
+
+#[tokio::test]
+async fn every_policy_change_creates_its_own_event() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    let first = object(NAME, spec(PolicyKind::Priority), 1);
+    let mut second = object(NAME, spec(PolicyKind::Sjf), 2);
+    second.status = Some(ready_status(
+        PolicyKind::Priority,
+        1,
+        T0,
+        T0,
+        "scheduling policy priority is in effect",
+    ));
+    let expected_first = ready_status(
+        PolicyKind::Priority,
+        1,
+        T0,
+        T0,
+        "scheduling policy priority is in effect",
+    );
+    let expected_second = ready_status(
+        PolicyKind::Sjf,
+        2,
+        T0,
+        T0,
+        "scheduling policy sjf is in effect",
+    );
+    let (a, b) = (first.clone(), second.clone());
+    with_api(
+        handle,
+        move |mut h| async move {
+            expect_status_patch(&mut h, &a, &expected_first).await;
+            expect_event(
+                &mut h,
+                NAME,
+                "scheduling policy set to priority (was unset)",
+            )
+            .await;
+            // A second change within the recorder's dedup window is a new Event (POST), with
+            // its own note, not a PATCH of the first one.
+            expect_status_patch(&mut h, &b, &expected_second).await;
+            expect_event(&mut h, NAME, "scheduling policy set to sjf (was priority)").await;
+            h
+        },
+        async {
+            reconcile(Arc::new(first), ctx.clone()).await.unwrap();
+            reconcile(Arc::new(second), ctx.clone()).await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[test]
+fn metrics_are_registered_in_the_default_registry() {
+    let m = metrics();
+    m.leader.set(0);
+    let families = prometheus::gather();
+    let find = |name: &str| families.iter().find(|f| f.name() == name);
+    for name in [
+        "jobsched_controller_reconciles_total",
+        "jobsched_controller_reconcile_errors_total",
+        "jobsched_controller_reconcile_duration_seconds",
+    ] {
+        assert!(find(name).is_some(), "{name} not registered");
+    }
+    let leader = find("jobsched_leader").expect("jobsched_leader registered");
+    assert!(leader.get_metric().iter().any(|metric| {
+        metric
+            .get_label()
+            .iter()
+            .any(|l| l.name() == "role" && l.value() == "controller")
+    }));
+}
+
+#[test]
+fn config_defaults_and_validation() {
+    let cfg = crate::ControllerConfig::default();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.requeue, Duration::from_secs(60));
+    assert!(cfg.leader_election);
+    assert_eq!(cfg.managed_by(), "default/jobsched");
+    assert!(!cfg.identity.is_empty());
+    let bad = |cfg: crate::ControllerConfig, field: &str| {
+        let err = cfg.validate().unwrap_err();
+        assert!(
+            matches!(&err, ControllerError::Config { field: f, .. } if *f == field),
+            "{err}"
+        );
+    };
+    bad(
+        crate::ControllerConfig {
+            namespace: String::new(),
+            ..cfg.clone()
+        },
+        "namespace",
+    );
+    bad(
+        crate::ControllerConfig {
+            config_name: "Bad_Name".into(),
+            ..cfg.clone()
+        },
+        "config_name",
+    );
+    bad(
+        crate::ControllerConfig {
+            requeue: Duration::ZERO,
+            ..cfg.clone()
+        },
+        "requeue",
+    );
+    bad(
+        crate::ControllerConfig {
+            identity: " ".into(),
+            ..cfg.clone()
+        },
+        "identity",
+    );
+    bad(
+        crate::ControllerConfig {
+            lease_ttl: Duration::from_millis(10),
+            ..cfg.clone()
+        },
+        "lease_ttl",
+    );
+    // Without leader election the lease settings are not used.
+    crate::ControllerConfig {
+        leader_election: false,
+        identity: String::new(),
+        ..cfg
+    }
+    .validate()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn invalid_redis_url_is_a_startup_error() {
+    let (client, _handle) = mock_client();
+    let cfg = crate::ControllerConfig {
+        redis_url: "http://127.0.0.1:6379".into(),
+        leader_election: false,
+        ..crate::ControllerConfig::default()
+    };
+    let err = crate::run_with_client(cfg, client, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ControllerError::Config { field: "redis", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("JOBSCHED_REDIS_URL"), "{err}");
+}

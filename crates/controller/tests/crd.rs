@@ -1,0 +1,328 @@
+//! The committed CRD and example resources stay in step with the Rust types.
+
+use jobsched_controller::{SchedulerConfig, crd_yaml};
+use jobsched_core::PolicyKind;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+fn yaml_to_json(text: &str) -> Value {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).expect("valid YAML");
+    serde_json::to_value(value).expect("YAML representable as JSON")
+}
+
+/// The generated CRD as JSON.
+fn crd() -> Value {
+    yaml_to_json(&crd_yaml())
+}
+
+/// The openAPIV3Schema of the (single) served version.
+fn schema() -> Value {
+    let crd = crd();
+    let versions = crd["spec"]["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 1);
+    versions[0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// A focused OpenAPI v3.0 checker for the subset the CRD uses: type, enum, minimum/maximum
+/// with boolean exclusiveMinimum/exclusiveMaximum, required, properties, items, nullable. It
+/// is stricter than the API server in one way: unknown fields are errors (the server would
+/// silently prune them), so a typo in an example fails the test.
+fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    if value.is_null() {
+        if schema["nullable"] != json!(true) {
+            errors.push(format!("{path}: null is not allowed"));
+        }
+        return;
+    }
+    if let Some(ty) = schema["type"].as_str() {
+        let ok = match ty {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "number" => value.is_number(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "boolean" => value.is_boolean(),
+            other => {
+                errors.push(format!("{path}: checker does not know type {other}"));
+                return;
+            }
+        };
+        if !ok {
+            errors.push(format!("{path}: expected {ty}, got {value}"));
+            return;
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{path}: {value} is not one of {allowed:?}"));
+    }
+    if let Some(x) = value.as_f64() {
+        if let Some(min) = schema["minimum"].as_f64() {
+            let exclusive = schema["exclusiveMinimum"] == json!(true);
+            if x < min || (exclusive && x == min) {
+                let op = if exclusive { ">" } else { ">=" };
+                errors.push(format!("{path}: {x} must be {op} {min}"));
+            }
+        }
+        if let Some(max) = schema["maximum"].as_f64() {
+            let exclusive = schema["exclusiveMaximum"] == json!(true);
+            if x > max || (exclusive && x == max) {
+                let op = if exclusive { "<" } else { "<=" };
+                errors.push(format!("{path}: {x} must be {op} {max}"));
+            }
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().expect("required names are strings");
+            if !object.contains_key(name) {
+                errors.push(format!("{path}: missing required field {name}"));
+            }
+        }
+        if let Some(properties) = schema["properties"].as_object() {
+            for (key, child) in object {
+                match properties.get(key) {
+                    Some(child_schema) => {
+                        check(child_schema, child, &format!("{path}.{key}"), errors)
+                    }
+                    None => errors.push(format!("{path}: unknown field {key}")),
+                }
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, item) in array.iter().enumerate() {
+            check(items, item, &format!("{path}[{i}]"), errors);
+        }
+    }
+}
+
+fn spec_errors(spec: Value) -> Vec<String> {
+    let schema = schema();
+    let mut errors = Vec::new();
+    check(&schema["properties"]["spec"], &spec, "spec", &mut errors);
+    errors
+}
+
+#[test]
+fn committed_crd_matches_generated() {
+    let path = repo_file("deploy/crds/schedulerconfigs.yaml");
+    let generated = crd_yaml();
+    if std::env::var("UPDATE_CRD").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &generated).expect("write the CRD file");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date with crates/controller/src/crd.rs; regenerate it with \
+         `UPDATE_CRD=1 cargo test -p jobsched-controller --test crd`",
+        path.display()
+    );
+}
+
+#[test]
+fn crd_has_the_promised_shape() {
+    let crd = crd();
+    assert_eq!(crd["metadata"]["name"], "schedulerconfigs.jobsched.io");
+    assert_eq!(crd["spec"]["group"], "jobsched.io");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["kind"], "SchedulerConfig");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["schedcfg"]));
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], json!({}));
+    let columns: Vec<(&str, &str)> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["jsonPath"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("Policy", ".spec.policy"),
+            ("Ready", ".status.conditions[?(@.type==\"Ready\")].status"),
+            ("Age", ".metadata.creationTimestamp"),
+        ]
+    );
+
+    let spec = &schema()["properties"]["spec"];
+    let names: Vec<Value> = PolicyKind::ALL.iter().map(|k| json!(k.as_str())).collect();
+    assert_eq!(spec["properties"]["policy"]["enum"], json!(names));
+    assert_eq!(spec["required"], json!(["policy"]));
+    let quantum = &spec["properties"]["roundRobin"]["properties"]["quantumSeconds"];
+    assert_eq!(quantum["type"], "number");
+    assert_eq!(quantum["minimum"], json!(0.0));
+    assert_eq!(quantum["exclusiveMinimum"], json!(true));
+    assert_eq!(quantum["default"], json!(5.0));
+    assert_eq!(spec["properties"]["paused"]["default"], json!(false));
+
+    let status = &schema()["properties"]["status"]["properties"];
+    for field in [
+        "observedGeneration",
+        "activePolicy",
+        "lastAppliedTime",
+        "conditions",
+    ] {
+        assert!(status.get(field).is_some(), "status.{field} missing");
+    }
+    let condition = &status["conditions"]["items"]["properties"];
+    for field in [
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    ] {
+        assert!(condition.get(field).is_some(), "condition.{field} missing");
+    }
+}
+
+#[test]
+fn examples_are_valid_resources() {
+    for name in [
+        "schedulerconfig-priority.yaml",
+        "schedulerconfig-round-robin.yaml",
+    ] {
+        let path = repo_file(&format!("deploy/examples/{name}"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let doc = yaml_to_json(&text);
+        assert_eq!(doc["apiVersion"], "jobsched.io/v1alpha1", "{name}");
+        assert_eq!(doc["kind"], "SchedulerConfig", "{name}");
+        assert!(doc["metadata"]["name"].is_string(), "{name}: metadata.name");
+        let errors = spec_errors(doc["spec"].clone());
+        assert!(
+            errors.is_empty(),
+            "{name} does not match the CRD schema: {errors:?}"
+        );
+        let parsed: SchedulerConfig =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let settings = parsed.spec.to_settings("ns/jobsched");
+        settings.validate().unwrap();
+        if name.contains("round-robin") {
+            assert_eq!(settings.policy, PolicyKind::RoundRobin);
+            assert_eq!(settings.quantum_seconds, 2.5);
+        } else {
+            assert_eq!(settings.policy, PolicyKind::Priority);
+        }
+    }
+}
+
+#[test]
+fn schema_rejects_bad_specs() {
+    let ok = [
+        json!({"policy": "fcfs"}),
+        json!({"policy": "sjf", "paused": true}),
+        json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.001}}),
+        json!({"policy": "round_robin", "roundRobin": {}}),
+    ];
+    for spec in ok {
+        assert_eq!(spec_errors(spec.clone()), Vec::<String>::new(), "{spec}");
+    }
+    let bad = [
+        (json!({"policy": "lifo"}), "is not one of"),
+        (json!({"policy": "Round_Robin"}), "is not one of"),
+        (json!({}), "missing required field policy"),
+        (
+            json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 0}}),
+            "must be > 0",
+        ),
+        (
+            json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": -1.5}}),
+            "must be > 0",
+        ),
+        (
+            json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": "5"}}),
+            "expected number",
+        ),
+        (
+            json!({"policy": "fcfs", "paused": "yes"}),
+            "expected boolean",
+        ),
+        (
+            json!({"policy": "fcfs", "quantum": 3}),
+            "unknown field quantum",
+        ),
+    ];
+    for (spec, expected) in bad {
+        let errors = spec_errors(spec.clone());
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{spec}: expected an error containing {expected:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn defaults_match_the_core_defaults() {
+    let cfg: SchedulerConfig = serde_yaml::from_str(
+        "apiVersion: jobsched.io/v1alpha1\nkind: SchedulerConfig\nmetadata: {name: x}\nspec: {policy: round_robin, roundRobin: {}}\n",
+    )
+    .unwrap();
+    let settings = cfg.spec.to_settings("ns/x");
+    assert_eq!(
+        settings.quantum_seconds,
+        jobsched_core::policy::DEFAULT_QUANTUM_SECONDS
+    );
+    assert!(!settings.paused);
+    assert_eq!(settings.managed_by.as_deref(), Some("ns/x"));
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_controller_uses() {
+    let text = std::fs::read_to_string(repo_file("deploy/rbac-controller.yaml")).unwrap();
+    let role = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap())
+        .find(|doc| doc["kind"] == "Role")
+        .expect("a Role");
+    let mut rules: Vec<(String, String, Vec<String>)> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| {
+            let groups: Vec<String> = serde_json::from_value(rule["apiGroups"].clone()).unwrap();
+            let resources: Vec<String> = serde_json::from_value(rule["resources"].clone()).unwrap();
+            let verbs: Vec<String> = serde_json::from_value(rule["verbs"].clone()).unwrap();
+            groups.into_iter().flat_map(move |g| {
+                let verbs = verbs.clone();
+                resources
+                    .clone()
+                    .into_iter()
+                    .map(move |r| (g.clone(), r, verbs.clone()))
+            })
+        })
+        .collect();
+    rules.sort();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        vec![
+            (
+                "coordination.k8s.io".into(),
+                "leases".into(),
+                s(&["get", "create", "update"])
+            ),
+            ("events.k8s.io".into(), "events".into(), s(&["create"])),
+            (
+                "jobsched.io".into(),
+                "schedulerconfigs".into(),
+                s(&["get", "list", "watch"])
+            ),
+            (
+                "jobsched.io".into(),
+                "schedulerconfigs/status".into(),
+                s(&["patch"])
+            ),
+        ]
+    );
+}

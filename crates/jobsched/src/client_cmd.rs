@@ -1,0 +1,371 @@
+//! CLI client subcommands: talk to a running API over HTTP.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use jobsched_client::{Client, Job, JobStatus, ListQuery, PolicyKind, PolicyUpdate, SubmitJob};
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Where the API is.
+#[derive(Debug, Args, Clone)]
+pub struct Conn {
+    /// API base URL.
+    #[arg(long, env = "JOBSCHED_URL", default_value = "http://127.0.0.1:8000", global = true)]
+    pub url: String,
+    /// Bearer token (JOBSCHED_ADMIN_TOKEN is used when set, else JOBSCHED_API_TOKEN).
+    #[arg(long, env = "JOBSCHED_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `jobsched submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Job type: sleep, word_count, thumbnail.
+    pub job_type: String,
+    /// Payload fields as key=value (numbers and true/false are parsed; use --payload for JSON).
+    pub fields: Vec<String>,
+    /// Job name (default: the job type).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Priority 1 (highest) – 10.
+    #[arg(long)]
+    pub priority: Option<i64>,
+    /// Estimated duration, seconds.
+    #[arg(long)]
+    pub estimate: Option<f64>,
+    /// Retry budget 0–10.
+    #[arg(long)]
+    pub max_retries: Option<i64>,
+    /// Payload as a JSON object (merged with key=value fields).
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Wait until the job ends, showing progress; exit non-zero if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 3600.0)]
+    pub timeout: f64,
+}
+
+/// `jobsched jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only this status (PENDING, RUNNING, …).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this job type.
+    #[arg(long = "type")]
+    pub job_type: Option<String>,
+    /// Page (1-based).
+    #[arg(long, default_value_t = 1)]
+    pub page: u32,
+    /// Page size (1–100).
+    #[arg(long, default_value_t = 20)]
+    pub page_size: u32,
+}
+
+/// `jobsched dlq`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters.
+    List,
+    /// Re-run one dead-lettered job with fresh retries.
+    Retry {
+        /// Job id.
+        id: uuid::Uuid,
+    },
+    /// Remove every entry (the jobs stay FAILED).
+    Purge,
+}
+
+fn client(conn: &Conn) -> Result<Client> {
+    let c = Client::new(&conn.url)?;
+    let token = conn
+        .token
+        .clone()
+        .or_else(|| std::env::var("JOBSCHED_ADMIN_TOKEN").ok())
+        .or_else(|| std::env::var("JOBSCHED_API_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    Ok(match token {
+        Some(t) => c.with_token(t),
+        None => c,
+    })
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Parse `key=value` into a JSON value: numbers, booleans, null, else a string.
+fn parse_field(s: &str) -> Result<(String, Value)> {
+    let Some((k, v)) = s.split_once('=') else {
+        bail!("payload field `{s}` must look like key=value (e.g. duration=3)");
+    };
+    let value = serde_json::from_str::<Value>(v)
+        .ok()
+        .filter(|x| !x.is_object() && !x.is_array() || v.starts_with(['{', '[']))
+        .unwrap_or_else(|| Value::String(v.to_string()));
+    Ok((k.to_string(), value))
+}
+
+fn job_row(j: &Job) -> String {
+    format!(
+        "{}  {:<10} {:<11} p{:<2} {:<24} {}",
+        j.id,
+        j.status.as_str(),
+        j.job_type,
+        j.priority,
+        truncate(&j.name, 24),
+        j.error_message.as_deref().unwrap_or("")
+    )
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// `jobsched submit`.
+pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
+    let c = client(conn)?;
+    let mut payload = match &args.payload {
+        Some(p) => match serde_json::from_str::<Value>(p).context("--payload is not valid JSON")? {
+            Value::Object(m) => m,
+            _ => bail!("--payload must be a JSON object, e.g. '{{\"duration\": 3}}'"),
+        },
+        None => Map::new(),
+    };
+    for f in &args.fields {
+        let (k, v) = parse_field(f)?;
+        payload.insert(k, v);
+    }
+    let mut job = SubmitJob::new(args.name.clone().unwrap_or_else(|| args.job_type.clone()), &args.job_type)
+        .payload(Value::Object(payload));
+    job.priority = args.priority;
+    job.estimated_duration = args.estimate;
+    job.max_retries = args.max_retries;
+    let created = c.submit(&job).await?;
+    if !args.wait {
+        if conn.json {
+            return print_json(&created);
+        }
+        println!("{}", created.id);
+        return Ok(());
+    }
+    let done = wait_with_progress(&c, &created, Duration::from_secs_f64(args.timeout.max(0.1)), !conn.json).await?;
+    if conn.json {
+        print_json(&done)?;
+    } else {
+        println!("{}", job_row(&done));
+        if let Some(r) = &done.result {
+            println!("result: {r}");
+        }
+    }
+    if done.status != JobStatus::Completed {
+        bail!("job {} ended {}: {}", done.id, done.status, done.error_message.unwrap_or_default());
+    }
+    Ok(())
+}
+
+async fn wait_with_progress(c: &Client, job: &Job, timeout: Duration, show: bool) -> Result<Job> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(20);
+    let estimate = job.estimated_duration.max(0.001);
+    loop {
+        let j = c.get(job.id).await?;
+        if show {
+            let elapsed = j
+                .started_at
+                .map(|s| (chrono::Utc::now() - s).num_milliseconds() as f64 / 1000.0)
+                .unwrap_or(0.0);
+            let frac = if j.status.is_terminal() { 1.0 } else { (elapsed / estimate).min(0.99) };
+            let filled = (frac * 30.0) as usize;
+            eprint!(
+                "\r[{}{}] {:<9} {:>6.1}s / ~{:.1}s  ",
+                "#".repeat(filled),
+                "-".repeat(30 - filled),
+                j.status.as_str(),
+                elapsed.max(0.0),
+                estimate
+            );
+            let _ = std::io::stderr().flush();
+        }
+        if j.status.is_terminal() {
+            if show {
+                eprintln!();
+            }
+            return Ok(j);
+        }
+        if start.elapsed() > timeout {
+            if show {
+                eprintln!();
+            }
+            bail!("job {} still {} after {:?}; it keeps running — check it with `jobsched job {}`", j.id, j.status, timeout, j.id);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// `jobsched jobs`.
+pub async fn jobs(conn: &Conn, args: JobsArgs) -> Result<()> {
+    let c = client(conn)?;
+    let status = args
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()?;
+    let page = c
+        .list(&ListQuery {
+            status,
+            job_type: args.job_type,
+            page: Some(args.page),
+            page_size: Some(args.page_size),
+        })
+        .await?;
+    if conn.json {
+        return print_json(&page);
+    }
+    println!("{:<36}  {:<10} {:<11} {:<3} {:<24} error", "id", "status", "type", "pri", "name");
+    for j in &page.jobs {
+        println!("{}", job_row(j));
+    }
+    println!("page {} of {} jobs ({} per page)", page.page, page.total, page.page_size);
+    Ok(())
+}
+
+/// `jobsched job ID`.
+pub async fn job(conn: &Conn, id: uuid::Uuid) -> Result<()> {
+    let j = client(conn)?.get(id).await?;
+    if conn.json {
+        return print_json(&j);
+    }
+    let v = serde_json::to_value(&j)?;
+    if let Value::Object(m) = v {
+        for (k, v) in m {
+            if !v.is_null() {
+                println!("{k:<20} {v}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `jobsched cancel ID`.
+pub async fn cancel(conn: &Conn, id: uuid::Uuid) -> Result<()> {
+    client(conn)?.cancel(id).await?;
+    if !conn.json {
+        println!("cancelled {id}");
+    }
+    Ok(())
+}
+
+/// `jobsched stats`.
+pub async fn stats(conn: &Conn) -> Result<()> {
+    let s = client(conn)?.stats().await?;
+    if conn.json {
+        return print_json(&s);
+    }
+    println!("total      {}", s.total_jobs);
+    for (k, v) in [
+        ("pending", s.pending),
+        ("scheduled", s.scheduled),
+        ("running", s.running),
+        ("completed", s.completed),
+        ("failed", s.failed),
+        ("cancelled", s.cancelled),
+    ] {
+        println!("{k:<10} {v}");
+    }
+    match s.avg_execution_time_ms {
+        Some(ms) => println!("avg run    {ms:.1} ms"),
+        None => println!("avg run    -"),
+    }
+    Ok(())
+}
+
+/// `jobsched policy [NAME]`.
+pub async fn policy(conn: &Conn, name: Option<String>, quantum: Option<f64>, paused: Option<bool>) -> Result<()> {
+    let c = client(conn)?;
+    let status = match name {
+        Some(n) => {
+            let kind: PolicyKind = n.parse()?;
+            c.set_policy(&PolicyUpdate { policy: kind, quantum_seconds: quantum, paused }).await?
+        }
+        None => c.status().await?,
+    };
+    if conn.json {
+        return print_json(&status);
+    }
+    println!("policy       {}", status.current_policy);
+    println!("quantum      {} s", status.quantum_seconds);
+    println!("paused       {}", status.paused);
+    println!("managed by   {}", status.managed_by.as_deref().unwrap_or("REST API"));
+    println!("queue depth  {}", status.queue_depth);
+    println!("dead letters {}", status.dead_letter_count);
+    println!("workers      {} ({} of {} slots free)", status.workers, status.free_slots, status.total_slots);
+    Ok(())
+}
+
+/// `jobsched dlq …`.
+pub async fn dlq(conn: &Conn, cmd: DlqCommand) -> Result<()> {
+    let c = client(conn)?;
+    match cmd {
+        DlqCommand::List => {
+            let entries = c.dead_letters().await?;
+            if conn.json {
+                return print_json(&entries);
+            }
+            for e in &entries {
+                println!(
+                    "{}  {:<11} retries={} {:<24} {}",
+                    e.job_id,
+                    e.job_type,
+                    e.retry_count,
+                    truncate(&e.name, 24),
+                    e.error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} dead letter(s)", entries.len());
+        }
+        DlqCommand::Retry { id } => {
+            let j = c.retry_dead_letter(id).await?;
+            if conn.json {
+                return print_json(&j);
+            }
+            println!("re-queued {} ({})", j.id, j.status);
+        }
+        DlqCommand::Purge => {
+            let n = c.purge_dead_letters().await?;
+            if conn.json {
+                return print_json(&serde_json::json!({ "purged": n }));
+            }
+            println!("purged {n} dead letter(s)");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_fields_parse_to_json() {
+        assert_eq!(parse_field("duration=3").unwrap(), ("duration".into(), serde_json::json!(3)));
+        assert_eq!(parse_field("p=0.5").unwrap().1, serde_json::json!(0.5));
+        assert_eq!(parse_field("file_path=a.txt").unwrap().1, serde_json::json!("a.txt"));
+        assert_eq!(parse_field("x=true").unwrap().1, serde_json::json!(true));
+        assert!(parse_field("novalue").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! `jobsched dev` end to end: the README's quick-start curl commands against the real binary,
+//! file jobs on the shipped `data/` folder, a clean Ctrl-C, and jobs kept across a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Dev {
+    child: Child,
+    base: String,
+}
+
+fn start_dev(db: &Path, port: u16) -> Dev {
+    let child = Command::new(BIN)
+        .args(["dev", "--db"])
+        .arg(db)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("JOBSCHED_DATA_DIR", repo_root().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn jobsched dev");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/livez")]).0 != "200" {
+        assert!(Instant::now() < deadline, "jobsched dev did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Dev { child, base }
+}
+
+/// Run the real `curl`; returns (stdout, success).
+fn curl(args: &[&str]) -> (String, bool) {
+    let out = Command::new("curl").args(args).output().expect("curl is installed");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn wait_status(base: &str, id: &str, want: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (body, _) = curl(&["-s", &format!("{base}/jobs/{id}")]);
+        let j = json(&body);
+        if j["status"] == want {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job {id} not {want}: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn interrupt(child: &mut Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap().success();
+    assert!(ok);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "jobsched dev did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn readme_quick_start_works_against_jobsched_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dev.db");
+    let port = free_port();
+    let mut dev = start_dev(&db, port);
+    let base = dev.base.clone();
+
+    // The README's commands, verbatim but for the port.
+    let (body, ok) = curl(&[
+        "-s", "-X", "POST", &format!("{base}/jobs/"),
+        "-H", "Content-Type: application/json",
+        "-d", r#"{"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}"#,
+    ]);
+    assert!(ok);
+    let hello = json(&body);
+    assert_eq!(hello["status"], "PENDING");
+    assert_eq!(hello["name"], "Hello world");
+    let (body, _) = curl(&["-s", &format!("{base}/jobs/stats")]);
+    assert_eq!(json(&body)["total_jobs"], 1);
+    let (body, _) = curl(&[
+        "-s", "-X", "PUT", &format!("{base}/scheduler/policy"),
+        "-H", "Content-Type: application/json",
+        "-d", r#"{"policy": "priority"}"#,
+    ]);
+    assert_eq!(json(&body)["current_policy"], "priority");
+    let (code, _) = curl(&["-s", "-L", "-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/docs")]);
+    assert_eq!(code, "200");
+
+    // File jobs on the shipped data folder.
+    let (body, _) = curl(&[
+        "-s", "-X", "POST", &format!("{base}/jobs/"), "-H", "Content-Type: application/json",
+        "-d", r#"{"name": "Count", "job_type": "word_count", "payload": {"file_path": "sample.txt"}}"#,
+    ]);
+    let count_id = json(&body)["id"].as_str().unwrap().to_string();
+    let (body, _) = curl(&[
+        "-s", "-X", "POST", &format!("{base}/jobs/"), "-H", "Content-Type: application/json",
+        "-d", r#"{"name": "Resize", "job_type": "thumbnail", "payload": {"input_path": "sample.png", "width": 128, "height": 128, "output_path": "out/readme-test.png"}}"#,
+    ]);
+    let thumb_id = json(&body)["id"].as_str().unwrap().to_string();
+    // Paths outside the data dir are refused at submission.
+    let (code, _) = curl(&[
+        "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &format!("{base}/jobs/"),
+        "-H", "Content-Type: application/json",
+        "-d", r#"{"name": "x", "job_type": "word_count", "payload": {"file_path": "/etc/passwd"}}"#,
+    ]);
+    assert_eq!(code, "422");
+
+    let counted = wait_status(&base, &count_id, "COMPLETED", Duration::from_secs(30));
+    let wc = Command::new("wc").env("LC_ALL", "C.UTF-8").arg("-lwm").arg(repo_root().join("data/sample.txt")).output().unwrap();
+    let n: Vec<u64> = String::from_utf8(wc.stdout).unwrap().split_whitespace().take(3).map(|x| x.parse().unwrap()).collect();
+    assert_eq!(counted["result"]["line_count"], n[0]);
+    assert_eq!(counted["result"]["word_count"], n[1]);
+    assert_eq!(counted["result"]["char_count"], n[2]);
+    let thumb = wait_status(&base, &thumb_id, "COMPLETED", Duration::from_secs(30));
+    assert_eq!(thumb["result"]["width"], 128, "640x480 source fits 128 wide");
+    assert_eq!(thumb["result"]["height"], 96);
+    let _ = std::fs::remove_file(repo_root().join("data/out/readme-test.png"));
+    wait_status(&base, hello["id"].as_str().unwrap(), "COMPLETED", Duration::from_secs(30));
+
+    // Ctrl-C stops cleanly; a restart keeps the jobs and the policy.
+    let st = interrupt(&mut dev.child);
+    assert!(st.success(), "exit status {st:?}");
+    let mut dev = start_dev(&db, port);
+    let (body, _) = curl(&["-s", &format!("{}/jobs/stats", dev.base)]);
+    let stats = json(&body);
+    assert_eq!(stats["total_jobs"], 3);
+    assert_eq!(stats["completed"], 3);
+    let (body, _) = curl(&["-s", &format!("{}/scheduler/status", dev.base)]);
+    assert_eq!(json(&body)["current_policy"], "priority", "restart must not reset the policy");
+    let st = interrupt(&mut dev.child);
+    assert!(st.success());
+}
