@@ -400,3 +400,9 @@ async fn release_when_orphaned(
         }
     }
 }
+
+/// Register the controller's metrics in the default registry now (they are otherwise
+/// registered on first use), so `/metrics` and dashboard checks see them from the start.
+pub fn register_metrics() {
+    let _ = metrics::metrics();
+}

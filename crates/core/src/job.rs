@@ -99,12 +99,18 @@ impl NewJob {
         payload: Option<Value>,
         max_retries: Option<i64>,
     ) -> Result<Self> {
-        Self::build(name, job_type, priority, estimated_duration, payload, max_retries).map_err(
-            |mut errors| {
-                let (field, message) = errors.swap_remove(0);
-                Error::Validation { field, message }
-            },
+        Self::build(
+            name,
+            job_type,
+            priority,
+            estimated_duration,
+            payload,
+            max_retries,
         )
+        .map_err(|mut errors| {
+            let (field, message) = errors.swap_remove(0);
+            Error::Validation { field, message }
+        })
     }
 
     /// Validate every generic field at once; returns `(field, message)` for each problem, or
@@ -117,8 +123,13 @@ impl NewJob {
         payload: Option<Value>,
         max_retries: Option<i64>,
     ) -> std::result::Result<Self, Vec<(String, String)>> {
-        let errors =
-            Self::field_errors(name, priority, estimated_duration, payload.as_ref(), max_retries);
+        let errors = Self::field_errors(
+            name,
+            priority,
+            estimated_duration,
+            payload.as_ref(),
+            max_retries,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -306,19 +317,18 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let errs = NewJob::build(
-            "",
-            "sleep",
-            Some(0),
-            Some(-1.0),
-            Some(json!([1])),
-            Some(11),
-        )
-        .unwrap_err();
+        let errs = NewJob::build("", "sleep", Some(0), Some(-1.0), Some(json!([1])), Some(11))
+            .unwrap_err();
         let fields: Vec<_> = errs.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
-            ["name", "priority", "estimated_duration", "payload", "max_retries"]
+            [
+                "name",
+                "priority",
+                "estimated_duration",
+                "payload",
+                "max_retries"
+            ]
         );
         let long = "x".repeat(256);
         assert!(NewJob::build(&long, "sleep", None, None, None, None).is_err());

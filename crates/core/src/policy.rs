@@ -73,7 +73,9 @@ impl FromStr for PolicyKind {
         PolicyKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| Error::UnknownPolicy { name: s.to_string() })
+            .ok_or_else(|| Error::UnknownPolicy {
+                name: s.to_string(),
+            })
     }
 }
 
@@ -119,7 +121,10 @@ impl PolicySettings {
         if !(self.quantum_seconds.is_finite() && self.quantum_seconds > 0.0) {
             return Err(Error::invalid(
                 "quantum_seconds",
-                format!("must be a number of seconds > 0, got {}", self.quantum_seconds),
+                format!(
+                    "must be a number of seconds > 0, got {}",
+                    self.quantum_seconds
+                ),
             ));
         }
         Ok(())
@@ -393,7 +398,10 @@ mod tests {
         }
         let err = build_by_name("lifo").unwrap_err();
         assert!(err.to_string().contains("valid policies are fcfs"));
-        assert_eq!("Round_Robin".parse::<PolicyKind>().unwrap(), PolicyKind::RoundRobin);
+        assert_eq!(
+            "Round_Robin".parse::<PolicyKind>().unwrap(),
+            PolicyKind::RoundRobin
+        );
     }
 
     #[test]

@@ -275,8 +275,7 @@ pub trait Transport: Send + Sync {
     /// Whether the ready queue or any in-flight list holds this token.
     async fn contains(&self, token: Token) -> Result<bool>;
     /// Record `worker`'s slots (absolute values) with a liveness deadline of `ttl`.
-    async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration)
-    -> Result<()>;
+    async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()>;
     /// Live workers (expired ones are omitted).
     async fn workers(&self) -> Result<Vec<WorkerSlots>>;
     /// Workers whose liveness deadline passed; their entries are removed and their in-flight

@@ -135,7 +135,11 @@ mod tests {
             for to in JobStatus::ALL {
                 let expected = allowed.contains(&(from, to));
                 assert_eq!(from.can_transition_to(to), expected, "{from} -> {to}");
-                assert_eq!(from.check_transition(to).is_ok(), expected, "{from} -> {to}");
+                assert_eq!(
+                    from.check_transition(to).is_ok(),
+                    expected,
+                    "{from} -> {to}"
+                );
                 checked += 1;
             }
         }

@@ -100,7 +100,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "JOBSCHED_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
     /// Lease name for leader election.
-    #[arg(long, env = "JOBSCHED_LEASE_NAME", default_value = "jobsched-controller")]
+    #[arg(
+        long,
+        env = "JOBSCHED_LEASE_NAME",
+        default_value = "jobsched-controller"
+    )]
     pub lease_name: String,
     /// Seconds between re-asserting the desired state.
     #[arg(long, env = "JOBSCHED_REQUEUE_SECONDS", default_value_t = 60.0)]
@@ -122,7 +126,11 @@ pub struct DbArgs {
 #[derive(Debug, Args, Clone)]
 pub struct RedisArgs {
     /// Redis URL.
-    #[arg(long, env = "JOBSCHED_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "JOBSCHED_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// Key prefix, so several installations (or tests) can share one Redis.
     #[arg(long, env = "JOBSCHED_REDIS_PREFIX", default_value = "jobsched")]

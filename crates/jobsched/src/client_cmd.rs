@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Args, Clone)]
 pub struct Conn {
     /// API base URL.
-    #[arg(long, env = "JOBSCHED_URL", default_value = "http://127.0.0.1:8000", global = true)]
+    #[arg(
+        long,
+        env = "JOBSCHED_URL",
+        default_value = "http://127.0.0.1:8000",
+        global = true
+    )]
     pub url: String,
     /// Bearer token (JOBSCHED_ADMIN_TOKEN is used when set, else JOBSCHED_API_TOKEN).
     #[arg(long, env = "JOBSCHED_TOKEN", hide_env_values = true, global = true)]
@@ -149,8 +154,11 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         let (k, v) = parse_field(f)?;
         payload.insert(k, v);
     }
-    let mut job = SubmitJob::new(args.name.clone().unwrap_or_else(|| args.job_type.clone()), &args.job_type)
-        .payload(Value::Object(payload));
+    let mut job = SubmitJob::new(
+        args.name.clone().unwrap_or_else(|| args.job_type.clone()),
+        &args.job_type,
+    )
+    .payload(Value::Object(payload));
     job.priority = args.priority;
     job.estimated_duration = args.estimate;
     job.max_retries = args.max_retries;
@@ -162,7 +170,13 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         println!("{}", created.id);
         return Ok(());
     }
-    let done = wait_with_progress(&c, &created, Duration::from_secs_f64(args.timeout.max(0.1)), !conn.json).await?;
+    let done = wait_with_progress(
+        &c,
+        &created,
+        Duration::from_secs_f64(args.timeout.max(0.1)),
+        !conn.json,
+    )
+    .await?;
     if conn.json {
         print_json(&done)?;
     } else {
@@ -172,7 +186,12 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
         }
     }
     if done.status != JobStatus::Completed {
-        bail!("job {} ended {}: {}", done.id, done.status, done.error_message.unwrap_or_default());
+        bail!(
+            "job {} ended {}: {}",
+            done.id,
+            done.status,
+            done.error_message.unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -188,7 +207,11 @@ async fn wait_with_progress(c: &Client, job: &Job, timeout: Duration, show: bool
                 .started_at
                 .map(|s| (chrono::Utc::now() - s).num_milliseconds() as f64 / 1000.0)
                 .unwrap_or(0.0);
-            let frac = if j.status.is_terminal() { 1.0 } else { (elapsed / estimate).min(0.99) };
+            let frac = if j.status.is_terminal() {
+                1.0
+            } else {
+                (elapsed / estimate).min(0.99)
+            };
             let filled = (frac * 30.0) as usize;
             eprint!(
                 "\r[{}{}] {:<9} {:>6.1}s / ~{:.1}s  ",
@@ -210,7 +233,13 @@ async fn wait_with_progress(c: &Client, job: &Job, timeout: Duration, show: bool
             if show {
                 eprintln!();
             }
-            bail!("job {} still {} after {:?}; it keeps running — check it with `jobsched job {}`", j.id, j.status, timeout, j.id);
+            bail!(
+                "job {} still {} after {:?}; it keeps running — check it with `jobsched job {}`",
+                j.id,
+                j.status,
+                timeout,
+                j.id
+            );
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
@@ -236,11 +265,17 @@ pub async fn jobs(conn: &Conn, args: JobsArgs) -> Result<()> {
     if conn.json {
         return print_json(&page);
     }
-    println!("{:<36}  {:<10} {:<11} {:<3} {:<24} error", "id", "status", "type", "pri", "name");
+    println!(
+        "{:<36}  {:<10} {:<11} {:<3} {:<24} error",
+        "id", "status", "type", "pri", "name"
+    );
     for j in &page.jobs {
         println!("{}", job_row(j));
     }
-    println!("page {} of {} jobs ({} per page)", page.page, page.total, page.page_size);
+    println!(
+        "page {} of {} jobs ({} per page)",
+        page.page, page.total, page.page_size
+    );
     Ok(())
 }
 
@@ -295,12 +330,22 @@ pub async fn stats(conn: &Conn) -> Result<()> {
 }
 
 /// `jobsched policy [NAME]`.
-pub async fn policy(conn: &Conn, name: Option<String>, quantum: Option<f64>, paused: Option<bool>) -> Result<()> {
+pub async fn policy(
+    conn: &Conn,
+    name: Option<String>,
+    quantum: Option<f64>,
+    paused: Option<bool>,
+) -> Result<()> {
     let c = client(conn)?;
     let status = match name {
         Some(n) => {
             let kind: PolicyKind = n.parse()?;
-            c.set_policy(&PolicyUpdate { policy: kind, quantum_seconds: quantum, paused }).await?
+            c.set_policy(&PolicyUpdate {
+                policy: kind,
+                quantum_seconds: quantum,
+                paused,
+            })
+            .await?
         }
         None => c.status().await?,
     };
@@ -310,10 +355,16 @@ pub async fn policy(conn: &Conn, name: Option<String>, quantum: Option<f64>, pau
     println!("policy       {}", status.current_policy);
     println!("quantum      {} s", status.quantum_seconds);
     println!("paused       {}", status.paused);
-    println!("managed by   {}", status.managed_by.as_deref().unwrap_or("REST API"));
+    println!(
+        "managed by   {}",
+        status.managed_by.as_deref().unwrap_or("REST API")
+    );
     println!("queue depth  {}", status.queue_depth);
     println!("dead letters {}", status.dead_letter_count);
-    println!("workers      {} ({} of {} slots free)", status.workers, status.free_slots, status.total_slots);
+    println!(
+        "workers      {} ({} of {} slots free)",
+        status.workers, status.free_slots, status.total_slots
+    );
     Ok(())
 }
 
@@ -362,9 +413,15 @@ mod tests {
 
     #[test]
     fn key_value_fields_parse_to_json() {
-        assert_eq!(parse_field("duration=3").unwrap(), ("duration".into(), serde_json::json!(3)));
+        assert_eq!(
+            parse_field("duration=3").unwrap(),
+            ("duration".into(), serde_json::json!(3))
+        );
         assert_eq!(parse_field("p=0.5").unwrap().1, serde_json::json!(0.5));
-        assert_eq!(parse_field("file_path=a.txt").unwrap().1, serde_json::json!("a.txt"));
+        assert_eq!(
+            parse_field("file_path=a.txt").unwrap().1,
+            serde_json::json!("a.txt")
+        );
         assert_eq!(parse_field("x=true").unwrap().1, serde_json::json!(true));
         assert!(parse_field("novalue").is_err());
     }

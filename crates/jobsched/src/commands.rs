@@ -36,9 +36,12 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Job { conn, id } => client_cmd::job(&conn, id).await,
             Command::Cancel { conn, id } => client_cmd::cancel(&conn, id).await,
             Command::Stats { conn } => client_cmd::stats(&conn).await,
-            Command::Policy { conn, name, quantum, paused } => {
-                client_cmd::policy(&conn, name, quantum, paused).await
-            }
+            Command::Policy {
+                conn,
+                name,
+                quantum,
+                paused,
+            } => client_cmd::policy(&conn, name, quantum, paused).await,
             Command::Dlq { conn, cmd } => client_cmd::dlq(&conn, cmd).await,
         }
     })
@@ -127,7 +130,10 @@ fn data_dir(path: &std::path::Path) -> Result<DataDir> {
 
 fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
     if http.body_limit < 1024 {
-        bail!("JOBSCHED_BODY_LIMIT must be at least 1024 bytes, got {}", http.body_limit);
+        bail!(
+            "JOBSCHED_BODY_LIMIT must be at least 1024 bytes, got {}",
+            http.body_limit
+        );
     }
     Ok(jobsched_api::ApiConfig {
         api_token: http.api_token.clone().filter(|t| !t.is_empty()),
@@ -136,11 +142,19 @@ fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
     })
 }
 
-fn runtime_config(slots: &SlotArgs, worker_id: Option<String>, run_engine: bool) -> Result<RuntimeConfig> {
+fn runtime_config(
+    slots: &SlotArgs,
+    worker_id: Option<String>,
+    run_engine: bool,
+) -> Result<RuntimeConfig> {
     let base = secs("JOBSCHED_BACKOFF_BASE", slots.backoff_base)?;
     let cap = secs("JOBSCHED_BACKOFF_CAP", slots.backoff_cap)?;
     if cap < base {
-        bail!("JOBSCHED_BACKOFF_CAP ({}) must not be below JOBSCHED_BACKOFF_BASE ({})", slots.backoff_cap, slots.backoff_base);
+        bail!(
+            "JOBSCHED_BACKOFF_CAP ({}) must not be below JOBSCHED_BACKOFF_BASE ({})",
+            slots.backoff_cap,
+            slots.backoff_base
+        );
     }
     let defaults = RuntimeConfig::default();
     let cfg = RuntimeConfig {
@@ -236,7 +250,9 @@ async fn spawn_metrics_server(
     tracing::info!(listen = %listener.local_addr()?, "metrics and probes listening");
     let stop = shutdown.clone();
     Ok(Some(tokio::spawn(async move {
-        if let Err(e) = jobsched_metrics::serve(listener, ready, async move { stop.cancelled().await }).await {
+        if let Err(e) =
+            jobsched_metrics::serve(listener, ready, async move { stop.cancelled().await }).await
+        {
             tracing::error!(error = %e, "metrics server stopped");
         }
     })))
@@ -258,7 +274,12 @@ async fn dev(args: DevArgs) -> Result<()> {
     let config = runtime_config(&args.slots, Some("dev".to_string()), true)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (--listen / JOBSCHED_LISTEN)", args.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--listen / JOBSCHED_LISTEN)",
+                args.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal();
     let state = jobsched_api::AppState {
@@ -280,7 +301,11 @@ async fn dev(args: DevArgs) -> Result<()> {
     println!("jobsched dev: API on http://{addr}  docs on http://{addr}/docs");
     println!(
         "  store: {}  data dir: {}  slots: {}  (Ctrl-C to stop)",
-        if args.memory { "in memory".to_string() } else { args.db.display().to_string() },
+        if args.memory {
+            "in memory".to_string()
+        } else {
+            args.db.display().to_string()
+        },
         data_dir.root().display(),
         args.slots.concurrency
     );
@@ -289,7 +314,9 @@ async fn dev(args: DevArgs) -> Result<()> {
         api_stop.cancelled().await
     }));
     jobsched_runtime::run(rt, shutdown).await?;
-    api.await.context("API task failed")?.context("API server failed")?;
+    api.await
+        .context("API task failed")?
+        .context("API server failed")?;
     Ok(())
 }
 
@@ -308,9 +335,12 @@ async fn controller(args: ControllerArgs) -> Result<()> {
     };
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let shutdown = shutdown_signal();
-    let metrics =
-        spawn_metrics_server(&args.metrics_listen, jobsched_metrics::always_ready(), &shutdown)
-            .await?;
+    let metrics = spawn_metrics_server(
+        &args.metrics_listen,
+        jobsched_metrics::always_ready(),
+        &shutdown,
+    )
+    .await?;
     jobsched_controller::run(cfg, shutdown.clone())
         .await
         .context("controller failed")?;

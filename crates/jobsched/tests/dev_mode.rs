@@ -12,7 +12,11 @@ fn repo_root() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Dev {
@@ -33,7 +37,16 @@ fn start_dev(db: &Path, port: u16) -> Dev {
         .expect("spawn jobsched dev");
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/livez")]).0 != "200" {
+    while curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/livez"),
+    ])
+    .0 != "200"
+    {
         assert!(Instant::now() < deadline, "jobsched dev did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -42,8 +55,14 @@ fn start_dev(db: &Path, port: u16) -> Dev {
 
 /// Run the real `curl`; returns (stdout, success).
 fn curl(args: &[&str]) -> (String, bool) {
-    let out = Command::new("curl").args(args).output().expect("curl is installed");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
+    let out = Command::new("curl")
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.success(),
+    )
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -64,14 +83,22 @@ fn wait_status(base: &str, id: &str, want: &str, timeout: Duration) -> serde_jso
 }
 
 fn interrupt(child: &mut Child) -> std::process::ExitStatus {
-    let ok = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap().success();
+    let ok = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
             return st;
         }
-        assert!(Instant::now() < deadline, "jobsched dev did not stop on Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "jobsched dev did not stop on Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -86,9 +113,14 @@ fn readme_quick_start_works_against_jobsched_dev() {
 
     // The README's commands, verbatim but for the port.
     let (body, ok) = curl(&[
-        "-s", "-X", "POST", &format!("{base}/jobs/"),
-        "-H", "Content-Type: application/json",
-        "-d", r#"{"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}"#,
+        "-s",
+        "-X",
+        "POST",
+        &format!("{base}/jobs/"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}"#,
     ]);
     assert!(ok);
     let hello = json(&body);
@@ -97,44 +129,96 @@ fn readme_quick_start_works_against_jobsched_dev() {
     let (body, _) = curl(&["-s", &format!("{base}/jobs/stats")]);
     assert_eq!(json(&body)["total_jobs"], 1);
     let (body, _) = curl(&[
-        "-s", "-X", "PUT", &format!("{base}/scheduler/policy"),
-        "-H", "Content-Type: application/json",
-        "-d", r#"{"policy": "priority"}"#,
+        "-s",
+        "-X",
+        "PUT",
+        &format!("{base}/scheduler/policy"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"policy": "priority"}"#,
     ]);
     assert_eq!(json(&body)["current_policy"], "priority");
-    let (code, _) = curl(&["-s", "-L", "-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/docs")]);
+    let (code, _) = curl(&[
+        "-s",
+        "-L",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/docs"),
+    ]);
     assert_eq!(code, "200");
 
     // File jobs on the shipped data folder.
     let (body, _) = curl(&[
-        "-s", "-X", "POST", &format!("{base}/jobs/"), "-H", "Content-Type: application/json",
-        "-d", r#"{"name": "Count", "job_type": "word_count", "payload": {"file_path": "sample.txt"}}"#,
+        "-s",
+        "-X",
+        "POST",
+        &format!("{base}/jobs/"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name": "Count", "job_type": "word_count", "payload": {"file_path": "sample.txt"}}"#,
     ]);
     let count_id = json(&body)["id"].as_str().unwrap().to_string();
     let (body, _) = curl(&[
-        "-s", "-X", "POST", &format!("{base}/jobs/"), "-H", "Content-Type: application/json",
-        "-d", r#"{"name": "Resize", "job_type": "thumbnail", "payload": {"input_path": "sample.png", "width": 128, "height": 128, "output_path": "out/readme-test.png"}}"#,
+        "-s",
+        "-X",
+        "POST",
+        &format!("{base}/jobs/"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name": "Resize", "job_type": "thumbnail", "payload": {"input_path": "sample.png", "width": 128, "height": 128, "output_path": "out/readme-test.png"}}"#,
     ]);
     let thumb_id = json(&body)["id"].as_str().unwrap().to_string();
     // Paths outside the data dir are refused at submission.
     let (code, _) = curl(&[
-        "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &format!("{base}/jobs/"),
-        "-H", "Content-Type: application/json",
-        "-d", r#"{"name": "x", "job_type": "word_count", "payload": {"file_path": "/etc/passwd"}}"#,
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        &format!("{base}/jobs/"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name": "x", "job_type": "word_count", "payload": {"file_path": "/etc/passwd"}}"#,
     ]);
     assert_eq!(code, "422");
 
     let counted = wait_status(&base, &count_id, "COMPLETED", Duration::from_secs(30));
-    let wc = Command::new("wc").env("LC_ALL", "C.UTF-8").arg("-lwm").arg(repo_root().join("data/sample.txt")).output().unwrap();
-    let n: Vec<u64> = String::from_utf8(wc.stdout).unwrap().split_whitespace().take(3).map(|x| x.parse().unwrap()).collect();
+    let wc = Command::new("wc")
+        .env("LC_ALL", "C.UTF-8")
+        .arg("-lwm")
+        .arg(repo_root().join("data/sample.txt"))
+        .output()
+        .unwrap();
+    let n: Vec<u64> = String::from_utf8(wc.stdout)
+        .unwrap()
+        .split_whitespace()
+        .take(3)
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(counted["result"]["line_count"], n[0]);
     assert_eq!(counted["result"]["word_count"], n[1]);
     assert_eq!(counted["result"]["char_count"], n[2]);
     let thumb = wait_status(&base, &thumb_id, "COMPLETED", Duration::from_secs(30));
-    assert_eq!(thumb["result"]["width"], 128, "640x480 source fits 128 wide");
+    assert_eq!(
+        thumb["result"]["width"], 128,
+        "640x480 source fits 128 wide"
+    );
     assert_eq!(thumb["result"]["height"], 96);
     let _ = std::fs::remove_file(repo_root().join("data/out/readme-test.png"));
-    wait_status(&base, hello["id"].as_str().unwrap(), "COMPLETED", Duration::from_secs(30));
+    wait_status(
+        &base,
+        hello["id"].as_str().unwrap(),
+        "COMPLETED",
+        Duration::from_secs(30),
+    );
 
     // Ctrl-C stops cleanly; a restart keeps the jobs and the policy.
     let st = interrupt(&mut dev.child);
@@ -145,7 +229,11 @@ fn readme_quick_start_works_against_jobsched_dev() {
     assert_eq!(stats["total_jobs"], 3);
     assert_eq!(stats["completed"], 3);
     let (body, _) = curl(&["-s", &format!("{}/scheduler/status", dev.base)]);
-    assert_eq!(json(&body)["current_policy"], "priority", "restart must not reset the policy");
+    assert_eq!(
+        json(&body)["current_policy"],
+        "priority",
+        "restart must not reset the policy"
+    );
     let st = interrupt(&mut dev.child);
     assert!(st.success());
 }

@@ -38,7 +38,14 @@ impl Env {
             }
             Err(e) => panic!("Redis is required in CI: {e}"),
         };
-        Some(Env { db, store, redis, prefix, data: tempfile::tempdir().unwrap(), children: Vec::new() })
+        Some(Env {
+            db,
+            store,
+            redis,
+            prefix,
+            data: tempfile::tempdir().unwrap(),
+            children: Vec::new(),
+        })
     }
 
     /// Start `jobsched worker`; returns its index in `children`.
@@ -52,7 +59,7 @@ impl Env {
             .env("JOBSCHED_WORKER_ID", id)
             .env("JOBSCHED_WORKER_CONCURRENCY", concurrency.to_string())
             .env("JOBSCHED_LEASE_TTL", "3")
-            .env("JOBSCHED_DISPATCH_TTL", "2")
+            .env("JOBSCHED_DISPATCH_TTL", "10")
             .env("JOBSCHED_LEADER_TTL", "2")
             .env("JOBSCHED_WORKER_TTL", "2")
             .env("JOBSCHED_BACKOFF_BASE", "0.05")
@@ -64,12 +71,16 @@ impl Env {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        self.children.push(cmd.spawn().expect("spawn jobsched worker"));
+        self.children
+            .push(cmd.spawn().expect("spawn jobsched worker"));
         self.children.len() - 1
     }
 
     async fn set_policy(&self, policy: PolicyKind) {
-        let s = PolicySettings { policy, ..PolicySettings::default() };
+        let s = PolicySettings {
+            policy,
+            ..PolicySettings::default()
+        };
         self.store.save_policy(&s).await.unwrap();
         self.redis.set_policy(&s).await.unwrap();
     }
@@ -84,7 +95,15 @@ impl Env {
     async fn all_jobs(&self) -> Vec<Job> {
         let mut out = Vec::new();
         for page in 1.. {
-            let p = self.store.list(&JobFilter { page, page_size: 100, ..JobFilter::default() }).await.unwrap();
+            let p = self
+                .store
+                .list(&JobFilter {
+                    page,
+                    page_size: 100,
+                    ..JobFilter::default()
+                })
+                .await
+                .unwrap();
             let n = p.jobs.len();
             out.extend(p.jobs);
             if n < 100 {
@@ -94,7 +113,12 @@ impl Env {
         out
     }
 
-    async fn wait_until<F: Fn(&[Job]) -> bool>(&self, timeout: Duration, what: &str, f: F) -> Vec<Job> {
+    async fn wait_until<F: Fn(&[Job]) -> bool>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        f: F,
+    ) -> Vec<Job> {
         let deadline = Instant::now() + timeout;
         loop {
             let jobs = self.all_jobs().await;
@@ -127,36 +151,73 @@ fn all_terminal(jobs: &[Job]) -> bool {
 }
 
 fn sleep_job(name: &str, duration: f64) -> NewJob {
-    NewJob::new(name, "sleep", None, None, Some(json!({ "duration": duration })), Some(3)).unwrap()
+    NewJob::new(
+        name,
+        "sleep",
+        None,
+        None,
+        Some(json!({ "duration": duration })),
+        Some(3),
+    )
+    .unwrap()
 }
 
 fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seed/sample_data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/seed/sample_data")
+        .join(name)
 }
 
 /// `wc -w -l -m` of a file, as (words, lines, chars).
 fn wc(path: &Path) -> (u64, u64, u64) {
-    let out = Command::new("wc").env("LC_ALL", "C.UTF-8").arg("-lwm").arg(path).output().expect("wc");
+    let out = Command::new("wc")
+        .env("LC_ALL", "C.UTF-8")
+        .arg("-lwm")
+        .arg(path)
+        .output()
+        .expect("wc");
     let s = String::from_utf8(out.stdout).unwrap();
-    let n: Vec<u64> = s.split_whitespace().take(3).map(|x| x.parse().unwrap()).collect();
+    let n: Vec<u64> = s
+        .split_whitespace()
+        .take(3)
+        .map(|x| x.parse().unwrap())
+        .collect();
     (n[1], n[0], n[2])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_mixed_jobs_over_two_worker_processes() {
-    let Some(mut env) = Env::new().await else { return };
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
     env.set_policy(PolicyKind::Fcfs).await;
     let data = env.data.path().to_path_buf();
     std::fs::copy(sample("sample.txt"), data.join("sample.txt")).unwrap();
     std::fs::copy(sample("sample.jpg"), data.join("sample.jpg")).unwrap();
-    std::fs::write(data.join("unicode.txt"), "héllo wörld\tcafé\nnaïve  ünïcode 😀 text\nlast line no newline").unwrap();
+    std::fs::write(
+        data.join("unicode.txt"),
+        "héllo wörld\tcafé\nnaïve  ünïcode 😀 text\nlast line no newline",
+    )
+    .unwrap();
     let mut jobs = Vec::new();
     for i in 0..1000 {
         let job = match i % 10 {
             0..=5 => sleep_job(&format!("sleep-{i}"), (i % 4) as f64 / 1000.0),
             6 | 7 => {
-                let file = if i % 2 == 0 { "sample.txt" } else { "unicode.txt" };
-                NewJob::new(&format!("wc-{i}"), "word_count", None, None, Some(json!({"file_path": file})), Some(3)).unwrap()
+                let file = if i % 2 == 0 {
+                    "sample.txt"
+                } else {
+                    "unicode.txt"
+                };
+                NewJob::new(
+                    &format!("wc-{i}"),
+                    "word_count",
+                    None,
+                    None,
+                    Some(json!({"file_path": file})),
+                    Some(3),
+                )
+                .unwrap()
             }
             _ => {
                 let w = 32 + (i % 7) * 16;
@@ -177,31 +238,70 @@ async fn thousand_mixed_jobs_over_two_worker_processes() {
     env.submit_many(&jobs).await;
     env.spawn_worker("wa", 4, &[]);
     env.spawn_worker("wb", 4, &[]);
-    let done = env.wait_until(Duration::from_secs(240), "1000 jobs terminal", all_terminal).await;
+    let done = env
+        .wait_until(Duration::from_secs(240), "1000 jobs terminal", all_terminal)
+        .await;
     assert_eq!(done.len(), 1000);
     let wc_sample = wc(&data.join("sample.txt"));
-    assert_eq!(wc_sample, (189, 26, 1250), "the shared sample's known counts");
+    assert_eq!(
+        wc_sample,
+        (189, 26, 1250),
+        "the shared sample's known counts"
+    );
     let wc_unicode = wc(&data.join("unicode.txt"));
     for j in &done {
-        assert_eq!(j.status, JobStatus::Completed, "{} failed: {:?}", j.name, j.error_message);
+        assert_eq!(
+            j.status,
+            JobStatus::Completed,
+            "{} failed: {:?}",
+            j.name,
+            j.error_message
+        );
         assert_eq!(j.attempt, 1, "{} was dispatched more than once", j.name);
         assert_eq!(j.slices, 1, "{} ran more than once", j.name);
         let r = j.result.as_ref().unwrap();
         if j.job_type == "word_count" {
-            let expected = if j.payload["file_path"] == "sample.txt" { wc_sample } else { wc_unicode };
-            let got = (r["word_count"].as_u64().unwrap(), r["line_count"].as_u64().unwrap(), r["char_count"].as_u64().unwrap());
+            let expected = if j.payload["file_path"] == "sample.txt" {
+                wc_sample
+            } else {
+                wc_unicode
+            };
+            let got = (
+                r["word_count"].as_u64().unwrap(),
+                r["line_count"].as_u64().unwrap(),
+                r["char_count"].as_u64().unwrap(),
+            );
             assert_eq!(got, expected, "{}", j.name);
         }
         if j.job_type == "thumbnail" {
-            let (bw, bh) = (j.payload["width"].as_u64().unwrap(), j.payload["height"].as_u64().unwrap());
+            let (bw, bh) = (
+                j.payload["width"].as_u64().unwrap(),
+                j.payload["height"].as_u64().unwrap(),
+            );
             let (w, h) = (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap());
-            assert!(w <= bw && h <= bh, "{}: {w}x{h} exceeds the {bw}x{bh} box", j.name);
-            assert!(w == bw || h == bh, "{}: {w}x{h} does not fill the {bw}x{bh} box", j.name);
+            assert!(
+                w <= bw && h <= bh,
+                "{}: {w}x{h} exceeds the {bw}x{bh} box",
+                j.name
+            );
+            assert!(
+                w == bw || h == bh,
+                "{}: {w}x{h} does not fill the {bw}x{bh} box",
+                j.name
+            );
             // 800x600 source: aspect 4:3 preserved to within rounding.
-            assert!(((w as f64 / h as f64) - 4.0 / 3.0).abs() < 0.05 * 4.0 / 3.0 + 1.0 / h as f64, "{}: {w}x{h}", j.name);
+            assert!(
+                ((w as f64 / h as f64) - 4.0 / 3.0).abs() < 0.05 * 4.0 / 3.0 + 1.0 / h as f64,
+                "{}: {w}x{h}",
+                j.name
+            );
             let out = data.join(r["output_path"].as_str().unwrap());
             let (fw, fh) = image_dims(&out);
-            assert_eq!((fw as u64, fh as u64), (w, h), "reported size must be the file's size");
+            assert_eq!(
+                (fw as u64, fh as u64),
+                (w, h),
+                "reported size must be the file's size"
+            );
         }
     }
     env.cleanup().await;
@@ -230,51 +330,89 @@ fn image_dims(path: &Path) -> (u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_worker_mid_run_loses_no_job() {
-    let Some(mut env) = Env::new().await else { return };
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
     env.set_policy(PolicyKind::Fcfs).await;
-    let jobs: Vec<NewJob> = (0..24).map(|i| sleep_job(&format!("s{i:02}"), 0.4)).collect();
+    let jobs: Vec<NewJob> = (0..24)
+        .map(|i| sleep_job(&format!("s{i:02}"), 0.4))
+        .collect();
     env.submit_many(&jobs).await;
     let victim = env.spawn_worker("victim", 3, &[]);
     env.spawn_worker("survivor", 3, &[]);
     env.wait_until(Duration::from_secs(30), "victim running jobs", |js| {
-        js.iter().any(|j| j.status == JobStatus::Running && j.lease_owner.as_deref() == Some("victim"))
+        js.iter()
+            .any(|j| j.status == JobStatus::Running && j.lease_owner.as_deref() == Some("victim"))
     })
     .await;
     env.children[victim].kill().unwrap();
     env.children[victim].wait().unwrap();
-    let done = env.wait_until(Duration::from_secs(60), "all terminal after kill -9", all_terminal).await;
-    assert!(done.iter().all(|j| j.status == JobStatus::Completed), "every job completes");
+    let done = env
+        .wait_until(
+            Duration::from_secs(60),
+            "all terminal after kill -9",
+            all_terminal,
+        )
+        .await;
+    assert!(
+        done.iter().all(|j| j.status == JobStatus::Completed),
+        "every job completes"
+    );
     let rescued: Vec<&Job> = done.iter().filter(|j| j.retry_count == 1).collect();
-    assert!(!rescued.is_empty(), "the killed worker's running jobs were rescued via lease expiry");
+    assert!(
+        !rescued.is_empty(),
+        "the killed worker's running jobs were rescued via lease expiry"
+    );
     for j in &rescued {
         assert!(j.attempt >= 2 && j.slices >= 2, "{j:?}");
-        assert!(j.error_message.as_deref().unwrap_or("").contains("lease"), "{:?}", j.error_message);
+        assert!(
+            j.error_message.as_deref().unwrap_or("").contains("lease"),
+            "{:?}",
+            j.error_message
+        );
     }
     env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_engine_leader_hands_over() {
-    let Some(mut env) = Env::new().await else { return };
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
     env.set_policy(PolicyKind::Fcfs).await;
     let leader = env.spawn_worker("first", 2, &[]);
     env.submit_many(&[sleep_job("warmup", 0.0)]).await;
     // Only "first" runs, so it is the leader once the job completes.
-    env.wait_until(Duration::from_secs(30), "warm-up job", all_terminal).await;
+    env.wait_until(Duration::from_secs(30), "warm-up job", all_terminal)
+        .await;
     env.spawn_worker("second", 2, &[]);
     env.submit_many(&[sleep_job("both-alive", 0.0)]).await;
-    env.wait_until(Duration::from_secs(30), "second job", all_terminal).await;
+    env.wait_until(Duration::from_secs(30), "second job", all_terminal)
+        .await;
     env.children[leader].kill().unwrap();
     env.children[leader].wait().unwrap();
-    let after: Vec<NewJob> = (0..10).map(|i| sleep_job(&format!("after-{i}"), 0.01)).collect();
+    let after: Vec<NewJob> = (0..10)
+        .map(|i| sleep_job(&format!("after-{i}"), 0.01))
+        .collect();
     env.submit_many(&after).await;
-    let done = env.wait_until(Duration::from_secs(30), "jobs after the leader died", all_terminal).await;
+    let done = env
+        .wait_until(
+            Duration::from_secs(30),
+            "jobs after the leader died",
+            all_terminal,
+        )
+        .await;
     assert!(done.iter().all(|j| j.status == JobStatus::Completed));
     env.cleanup().await;
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success();
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -TERM failed");
 }
 
@@ -284,38 +422,59 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
         if let Some(st) = child.try_wait().unwrap() {
             return st;
         }
-        assert!(Instant::now() < deadline, "process did not exit within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
-    let Some(mut env) = Env::new().await else { return };
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
     env.set_policy(PolicyKind::Fcfs).await;
-    env.submit_many(&[sleep_job("a", 0.8), sleep_job("b", 0.8)]).await;
+    env.submit_many(&[sleep_job("a", 0.8), sleep_job("b", 0.8)])
+        .await;
     let w = env.spawn_worker("term", 2, &[("JOBSCHED_SHUTDOWN_GRACE", "10")]);
-    env.wait_until(Duration::from_secs(30), "both running", |js| js.iter().all(|j| j.status == JobStatus::Running)).await;
+    env.wait_until(Duration::from_secs(30), "both running", |js| {
+        js.iter().all(|j| j.status == JobStatus::Running)
+    })
+    .await;
     sigterm(&env.children[w]);
     let st = wait_exit(&mut env.children[w], Duration::from_secs(15));
     assert!(st.success(), "exit status {st:?}");
     let jobs = env.all_jobs().await;
-    assert!(jobs.iter().all(|j| j.status == JobStatus::Completed), "{jobs:?}");
+    assert!(
+        jobs.iter().all(|j| j.status == JobStatus::Completed),
+        "{jobs:?}"
+    );
     env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_back_jobs_that_outlive_the_grace_period() {
-    let Some(mut env) = Env::new().await else { return };
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
     env.set_policy(PolicyKind::Fcfs).await;
     env.submit_many(&[sleep_job("long", 30.0)]).await;
     let w = env.spawn_worker("term2", 1, &[("JOBSCHED_SHUTDOWN_GRACE", "0.3")]);
-    env.wait_until(Duration::from_secs(30), "running", |js| js[0].status == JobStatus::Running).await;
+    env.wait_until(Duration::from_secs(30), "running", |js| {
+        js[0].status == JobStatus::Running
+    })
+    .await;
     sigterm(&env.children[w]);
     let st = wait_exit(&mut env.children[w], Duration::from_secs(15));
     assert!(st.success(), "exit status {st:?}");
     let j = &env.all_jobs().await[0];
-    assert_eq!(j.status, JobStatus::Pending, "handed back, not left RUNNING");
+    assert_eq!(
+        j.status,
+        JobStatus::Pending,
+        "handed back, not left RUNNING"
+    );
     assert_eq!(j.retry_count, 0, "a hand-back does not burn a retry");
     assert!(j.checkpoint.is_some(), "the sleep job saved its progress");
     env.cleanup().await;
@@ -323,24 +482,49 @@ async fn sigterm_hands_back_jobs_that_outlive_the_grace_period() {
 
 #[tokio::test]
 async fn migrate_twice_on_postgres_and_sqlite() {
-    let Some(db) = TestDb::postgres().await else { return };
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
     // A database that does not exist yet: migrate creates it.
     let fresh = format!("{}_m", db.url());
     for _ in 0..2 {
-        let out = Command::new(BIN).arg("migrate").env("JOBSCHED_DATABASE_URL", &fresh).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .env("JOBSCHED_DATABASE_URL", &fresh)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("new.db").display());
     for _ in 0..2 {
-        let out = Command::new(BIN).arg("migrate").env("JOBSCHED_DATABASE_URL", &url).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .env("JOBSCHED_DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(dir.path().join("new.db").exists());
-    let bad = Command::new(BIN).arg("migrate").env("JOBSCHED_DATABASE_URL", "mysql://x").output().unwrap();
+    let bad = Command::new(BIN)
+        .arg("migrate")
+        .env("JOBSCHED_DATABASE_URL", "mysql://x")
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(msg.contains("postgres://") && msg.lines().count() <= 2, "{msg}");
+    assert!(
+        msg.contains("postgres://") && msg.lines().count() <= 2,
+        "{msg}"
+    );
     // Drop the extra database.
     let admin = jobsched_store::connect(db.url(), 1).await.unwrap();
     drop(admin);
@@ -359,9 +543,12 @@ async fn drop_db(name: &str) {
     }
 }
 
-
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Value of one sample line (`name{labels} value`) in a Prometheus text page.
@@ -374,39 +561,100 @@ fn sample_value(page: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_metrics_count_the_jobs_it_ran() {
-    let Some(mut env) = Env::new().await else { return };
+    let Some(mut env) = Env::new().await else {
+        return;
+    };
     env.set_policy(PolicyKind::Fcfs).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     env.spawn_worker("metered", 2, &[("JOBSCHED_METRICS_LISTEN", &listen)]);
-    let mut jobs: Vec<NewJob> = (0..12).map(|i| sleep_job(&format!("ok{i}"), 0.001)).collect();
-    jobs.push(NewJob::new("fatal", "word_count", None, None, Some(json!({"file_path": "missing.txt"})), Some(3)).unwrap());
+    let mut jobs: Vec<NewJob> = (0..12)
+        .map(|i| sleep_job(&format!("ok{i}"), 0.001))
+        .collect();
+    jobs.push(
+        NewJob::new(
+            "fatal",
+            "word_count",
+            None,
+            None,
+            Some(json!({"file_path": "missing.txt"})),
+            Some(3),
+        )
+        .unwrap(),
+    );
     env.submit_many(&jobs).await;
-    env.wait_until(Duration::from_secs(30), "all terminal", all_terminal).await;
+    env.wait_until(Duration::from_secs(30), "all terminal", all_terminal)
+        .await;
     let http = reqwest::Client::new();
     let url = format!("http://{listen}/metrics");
     // The finished counters are updated before the outcome write; poll until the page shows them.
     let deadline = Instant::now() + Duration::from_secs(10);
     let page = loop {
         let page = http.get(&url).send().await.unwrap().text().await.unwrap();
-        if sample_value(&page, r#"jobsched_jobs_finished_total{job_type="sleep",outcome="completed"}"#) == Some(12.0) {
+        if sample_value(
+            &page,
+            r#"jobsched_jobs_finished_total{job_type="sleep",outcome="completed"}"#,
+        ) == Some(12.0)
+        {
             break page;
         }
-        assert!(Instant::now() < deadline, "metrics never showed 12 completions:\n{page}");
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed 12 completions:\n{page}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(sample_value(&page, r#"jobsched_jobs_finished_total{job_type="word_count",outcome="failed"}"#), Some(1.0));
-    assert_eq!(sample_value(&page, r#"jobsched_job_run_seconds_count{job_type="sleep"}"#), Some(12.0));
-    assert_eq!(sample_value(&page, r#"jobsched_job_run_seconds_count{job_type="word_count"}"#), Some(1.0));
-    assert_eq!(sample_value(&page, r#"jobsched_job_wait_seconds_count{policy="fcfs"}"#), Some(13.0));
-    assert_eq!(sample_value(&page, "jobsched_dispatched_total"), Some(13.0), "the only worker is also the engine leader");
+    assert_eq!(
+        sample_value(
+            &page,
+            r#"jobsched_jobs_finished_total{job_type="word_count",outcome="failed"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(&page, r#"jobsched_job_run_seconds_count{job_type="sleep"}"#),
+        Some(12.0)
+    );
+    assert_eq!(
+        sample_value(
+            &page,
+            r#"jobsched_job_run_seconds_count{job_type="word_count"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(&page, r#"jobsched_job_wait_seconds_count{policy="fcfs"}"#),
+        Some(13.0)
+    );
+    assert_eq!(
+        sample_value(&page, "jobsched_dispatched_total"),
+        Some(13.0),
+        "the only worker is also the engine leader"
+    );
     assert_eq!(sample_value(&page, "jobsched_worker_slots"), Some(2.0));
-    assert_eq!(sample_value(&page, r#"jobsched_leader{role="engine"}"#), Some(1.0));
-    assert_eq!(sample_value(&page, r#"jobsched_active_policy{policy="fcfs"}"#), Some(1.0));
-    assert_eq!(sample_value(&page, r#"jobsched_active_policy{policy="sjf"}"#), Some(0.0));
-    let live = http.get(format!("http://{listen}/livez")).send().await.unwrap();
+    assert_eq!(
+        sample_value(&page, r#"jobsched_leader{role="engine"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(&page, r#"jobsched_active_policy{policy="fcfs"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(&page, r#"jobsched_active_policy{policy="sjf"}"#),
+        Some(0.0)
+    );
+    let live = http
+        .get(format!("http://{listen}/livez"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(live.status(), 200);
-    let ready = http.get(format!("http://{listen}/readyz")).send().await.unwrap();
+    let ready = http
+        .get(format!("http://{listen}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     env.cleanup().await;
 }

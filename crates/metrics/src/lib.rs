@@ -109,7 +109,14 @@ fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     register(Box::new(h.clone()));
     h
 }
+/// Names registered through this crate (a vector metric without series is absent from
+/// `gather()`, but it is still exported once a series appears).
+static REGISTERED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 fn register(c: Box<dyn prometheus::core::Collector>) {
+    if let Ok(mut names) = REGISTERED.lock() {
+        names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+    }
     if let Err(e) = default_registry().register(c) {
         tracing::error!(error = %e, "metric registration failed");
     }
@@ -118,26 +125,91 @@ fn register(c: Box<dyn prometheus::core::Collector>) {
 impl Metrics {
     fn new() -> Metrics {
         Metrics {
-            jobs_submitted: counter_vec("jobsched_jobs_submitted_total", "Jobs accepted by the API.", &["job_type"]),
-            jobs_finished: counter_vec("jobsched_jobs_finished_total", "Jobs that reached an end, by outcome.", &["job_type", "outcome"]),
-            retries: counter_vec("jobsched_job_retries_total", "Failed runs scheduled for another attempt.", &["job_type"]),
-            lease_rescues: counter_vec("jobsched_lease_rescues_total", "Expired leases taken back by the rescuer.", &["kind"]),
-            wait_seconds: histogram_vec("jobsched_job_wait_seconds", "Time from submission to the start of the first run.", &["policy"]),
-            run_seconds: histogram_vec("jobsched_job_run_seconds", "Duration of one run (or Round Robin slice).", &["job_type"]),
-            rr_preemptions: counter("jobsched_round_robin_preemptions_total", "Round Robin slices that ended with the job preempted."),
-            jobs_by_status: gauge_vec("jobsched_jobs", "Jobs per status, from the store.", &["status"]),
-            ready_queue_depth: gauge("jobsched_ready_queue_depth", "Dispatch tokens waiting in the ready queue."),
-            policy_queue_depth: gauge("jobsched_policy_queue_depth", "Due jobs waiting in the engine's policy structure."),
-            dead_letter_size: gauge("jobsched_dead_letter_size", "Entries in the dead-letter queue."),
-            active_policy: gauge_vec("jobsched_active_policy", "1 for the active scheduling policy.", &["policy"]),
-            policy_switches: counter("jobsched_policy_switches_total", "Policy switches applied by the engine."),
-            dispatched: counter("jobsched_dispatched_total", "Jobs handed to workers by the engine."),
-            worker_slots_busy: gauge("jobsched_worker_slots_busy", "Busy execution slots in this worker."),
+            jobs_submitted: counter_vec(
+                "jobsched_jobs_submitted_total",
+                "Jobs accepted by the API.",
+                &["job_type"],
+            ),
+            jobs_finished: counter_vec(
+                "jobsched_jobs_finished_total",
+                "Jobs that reached an end, by outcome.",
+                &["job_type", "outcome"],
+            ),
+            retries: counter_vec(
+                "jobsched_job_retries_total",
+                "Failed runs scheduled for another attempt.",
+                &["job_type"],
+            ),
+            lease_rescues: counter_vec(
+                "jobsched_lease_rescues_total",
+                "Expired leases taken back by the rescuer.",
+                &["kind"],
+            ),
+            wait_seconds: histogram_vec(
+                "jobsched_job_wait_seconds",
+                "Time from submission to the start of the first run.",
+                &["policy"],
+            ),
+            run_seconds: histogram_vec(
+                "jobsched_job_run_seconds",
+                "Duration of one run (or Round Robin slice).",
+                &["job_type"],
+            ),
+            rr_preemptions: counter(
+                "jobsched_round_robin_preemptions_total",
+                "Round Robin slices that ended with the job preempted.",
+            ),
+            jobs_by_status: gauge_vec(
+                "jobsched_jobs",
+                "Jobs per status, from the store.",
+                &["status"],
+            ),
+            ready_queue_depth: gauge(
+                "jobsched_ready_queue_depth",
+                "Dispatch tokens waiting in the ready queue.",
+            ),
+            policy_queue_depth: gauge(
+                "jobsched_policy_queue_depth",
+                "Due jobs waiting in the engine's policy structure.",
+            ),
+            dead_letter_size: gauge(
+                "jobsched_dead_letter_size",
+                "Entries in the dead-letter queue.",
+            ),
+            active_policy: gauge_vec(
+                "jobsched_active_policy",
+                "1 for the active scheduling policy.",
+                &["policy"],
+            ),
+            policy_switches: counter(
+                "jobsched_policy_switches_total",
+                "Policy switches applied by the engine.",
+            ),
+            dispatched: counter(
+                "jobsched_dispatched_total",
+                "Jobs handed to workers by the engine.",
+            ),
+            worker_slots_busy: gauge(
+                "jobsched_worker_slots_busy",
+                "Busy execution slots in this worker.",
+            ),
             worker_slots_total: gauge("jobsched_worker_slots", "Execution slots in this worker."),
             workers_live: gauge("jobsched_workers_live", "Live workers seen by the engine."),
-            http_requests: counter_vec("jobsched_http_requests_total", "HTTP requests by route template, method and status.", &["route", "method", "status"]),
-            http_duration: histogram_vec("jobsched_http_request_duration_seconds", "HTTP request latency by route template and method.", &["route", "method"]),
-            leader: gauge_vec("jobsched_leader", "1 while this process holds the leader lease of a role.", &["role"]),
+            http_requests: counter_vec(
+                "jobsched_http_requests_total",
+                "HTTP requests by route template, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram_vec(
+                "jobsched_http_request_duration_seconds",
+                "HTTP request latency by route template and method.",
+                &["route", "method"],
+            ),
+            leader: gauge_vec(
+                "jobsched_leader",
+                "1 while this process holds the leader lease of a role.",
+                &["role"],
+            ),
         }
     }
 }
@@ -159,10 +231,20 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Names of every metric family this crate defines (for dashboard cross-checks).
+/// Names of every metric family in the process: those this crate defines plus anything else
+/// registered in the default registry with at least one series (for dashboard cross-checks).
 pub fn metric_names() -> Vec<String> {
     let _ = metrics();
-    prometheus::gather().iter().map(|f| f.name().to_string()).collect()
+    let mut names: Vec<String> = prometheus::gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    if let Ok(registered) = REGISTERED.lock() {
+        names.extend(registered.iter().cloned());
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A boxed readiness future.
@@ -204,9 +286,15 @@ mod tests {
                 .find(|l| l.starts_with(&format!("# TYPE {name} ")))
                 .unwrap_or_default();
             if text_type.ends_with("counter") {
-                assert!(name.ends_with("_total"), "counter {name} must end in _total");
+                assert!(
+                    name.ends_with("_total"),
+                    "counter {name} must end in _total"
+                );
             }
-            assert!(!name.contains("millis") && !name.contains("_ms"), "{name}: base units only");
+            assert!(
+                !name.contains("millis") && !name.contains("_ms"),
+                "{name}: base units only"
+            );
         }
     }
 }

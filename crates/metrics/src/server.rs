@@ -46,7 +46,10 @@ pub async fn serve(
 /// `GET /metrics` handler, also mounted by the API.
 pub async fn metrics_handler() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(),
     )
 }

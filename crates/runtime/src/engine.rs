@@ -8,11 +8,11 @@
 //! everything not yet started. Events wake the loop at once; a slow poll is the safety net.
 
 use crate::Runtime;
+use chrono::{DateTime, Utc};
 use jobsched_core::policy::{self, Policy, PolicySettings};
 use jobsched_core::ports::{Event, Token};
 use jobsched_core::{JobId, JobStatus, PendingJob, QueuedJob};
 use jobsched_metrics::metrics;
-use chrono::{DateTime, Utc};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
@@ -81,7 +81,8 @@ impl Engine {
             tracing::warn!(error = %e, "cannot read policy settings yet");
         }
         self.rebuild_dead_letter_mirror().await;
-        let mut rescue = tokio::time::interval(Duration::from_secs(1).min(self.rt.config.dispatch_ttl / 2));
+        let mut rescue =
+            tokio::time::interval(Duration::from_secs(1).min(self.rt.config.dispatch_ttl / 2));
         rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut policy_dirty = false;
         loop {
@@ -240,7 +241,11 @@ impl Engine {
 
     fn promote_delayed(&mut self) {
         let now = self.rt.clock.now();
-        while self.delayed.peek().is_some_and(|Reverse(d)| d.run_at <= now) {
+        while self
+            .delayed
+            .peek()
+            .is_some_and(|Reverse(d)| d.run_at <= now)
+        {
             if let Some(Reverse(d)) = self.delayed.pop() {
                 self.policy.requeue(d.job);
             }
@@ -285,7 +290,12 @@ impl Engine {
             let lease_until = now
                 + chrono::Duration::from_std(self.rt.config.dispatch_ttl)
                     .unwrap_or(chrono::Duration::seconds(30));
-            let applied = match self.rt.store.mark_scheduled(&tokens, now, lease_until).await {
+            let applied = match self
+                .rt
+                .store
+                .mark_scheduled(&tokens, now, lease_until)
+                .await
+            {
                 Ok(a) => a,
                 Err(e) => {
                     // Put them back: nothing was handed out.
@@ -318,7 +328,8 @@ impl Engine {
     /// Refresh the gauges that come from the store and transport (leader only).
     async fn refresh_gauges(&self) {
         let m = metrics();
-        m.policy_queue_depth.set((self.policy.len() + self.delayed.len()) as i64);
+        m.policy_queue_depth
+            .set((self.policy.len() + self.delayed.len()) as i64);
         if let Ok(stats) = self.rt.store.stats().await {
             for (status, n) in [
                 (JobStatus::Pending, stats.pending),
@@ -328,7 +339,9 @@ impl Engine {
                 (JobStatus::Failed, stats.failed),
                 (JobStatus::Cancelled, stats.cancelled),
             ] {
-                m.jobs_by_status.with_label_values(&[status.as_str()]).set(n);
+                m.jobs_by_status
+                    .with_label_values(&[status.as_str()])
+                    .set(n);
             }
         }
         if let Ok(n) = self.rt.store.dead_letter_count().await {
@@ -348,11 +361,19 @@ impl Engine {
         let m = metrics();
         match self.rt.store.rescue_expired(now).await {
             Ok(report) => {
-                m.lease_rescues.with_label_values(&["running"]).inc_by(report.retried.len() as u64);
-                m.lease_rescues.with_label_values(&["scheduled"]).inc_by(report.undispatched.len() as u64);
-                m.lease_rescues.with_label_values(&["dead_lettered"]).inc_by(report.dead_lettered.len() as u64);
+                m.lease_rescues
+                    .with_label_values(&["running"])
+                    .inc_by(report.retried.len() as u64);
+                m.lease_rescues
+                    .with_label_values(&["scheduled"])
+                    .inc_by(report.undispatched.len() as u64);
+                m.lease_rescues
+                    .with_label_values(&["dead_lettered"])
+                    .inc_by(report.dead_lettered.len() as u64);
                 for d in &report.dead_lettered {
-                    m.jobs_finished.with_label_values(&[d.job_type.as_str(), "dead_lettered"]).inc();
+                    m.jobs_finished
+                        .with_label_values(&[d.job_type.as_str(), "dead_lettered"])
+                        .inc();
                 }
                 if !report.retried.is_empty() || !report.undispatched.is_empty() {
                     tracing::warn!(
@@ -362,8 +383,16 @@ impl Engine {
                     );
                 }
                 if !report.dead_lettered.is_empty() {
-                    tracing::warn!(count = report.dead_lettered.len(), "dead-lettered jobs whose last lease expired");
-                    if let Err(e) = self.rt.transport.push_dead_letters(&report.dead_lettered).await {
+                    tracing::warn!(
+                        count = report.dead_lettered.len(),
+                        "dead-lettered jobs whose last lease expired"
+                    );
+                    if let Err(e) = self
+                        .rt
+                        .transport
+                        .push_dead_letters(&report.dead_lettered)
+                        .await
+                    {
                         tracing::warn!(error = %e, "cannot update the dead-letter mirror");
                     }
                 }

@@ -71,7 +71,9 @@ pub async fn run(rt: Runtime, shutdown: CancellationToken) -> Result<(), Runtime
         Ok(())
     };
     if let Some(leader) = leader {
-        leader.await.map_err(|e| RuntimeError::Task(e.to_string()))?;
+        leader
+            .await
+            .map_err(|e| RuntimeError::Task(e.to_string()))?;
     }
     worker_result
 }

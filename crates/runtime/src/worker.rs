@@ -43,7 +43,13 @@ pub async fn run(
     let renew_stop = CancellationToken::new();
     let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
     let mut ev = events.subscribe();
-    let mut settings = rt.transport.policy().await.ok().flatten().unwrap_or_default();
+    let mut settings = rt
+        .transport
+        .policy()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let mut idle = total;
     let heartbeat_every = rt.config.worker_ttl / 3;
     let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -64,7 +70,10 @@ pub async fn run(
                     let started = start_jobs(&rt, &tokens, &me).await;
                     let started_tokens: Vec<Token> = started
                         .iter()
-                        .map(|j| Token { id: j.id, attempt: j.attempt })
+                        .map(|j| Token {
+                            id: j.id,
+                            attempt: j.attempt,
+                        })
                         .collect();
                     let dropped: Vec<Token> = tokens
                         .iter()
@@ -121,7 +130,10 @@ pub async fn run(
 
     // ---- graceful shutdown ----
     tracing::info!(worker = %me, "shutting down: no new work; waiting for in-flight jobs");
-    let _ = rt.transport.report_slots(&me, 0, total, rt.config.worker_ttl).await;
+    let _ = rt
+        .transport
+        .report_slots(&me, 0, total, rt.config.worker_ttl)
+        .await;
     let deadline = Instant::now() + rt.config.shutdown_grace;
     let busy = |running: &RunningSet| running.lock().map(|r| r.len()).unwrap_or(0);
     while busy(&running) > 0 && Instant::now() < deadline {
@@ -152,9 +164,15 @@ pub async fn run(
             .map(|r| r.keys().copied().collect())
             .unwrap_or_default();
         if !left.is_empty() {
-            tracing::warn!(count = left.len(), "handing back jobs that did not finish within the grace period");
+            tracing::warn!(
+                count = left.len(),
+                "handing back jobs that did not finish within the grace period"
+            );
             for token in left {
-                let _ = outcome_tx.send(Outcome::Requeue { token, checkpoint: None });
+                let _ = outcome_tx.send(Outcome::Requeue {
+                    token,
+                    checkpoint: None,
+                });
             }
         }
     }
@@ -199,7 +217,10 @@ fn spawn_job(
     running: &RunningSet,
     outcome_tx: &mpsc::UnboundedSender<Outcome>,
 ) {
-    let token = Token { id: job.id, attempt: job.attempt };
+    let token = Token {
+        id: job.id,
+        attempt: job.attempt,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     if let Ok(mut r) = running.lock() {
         r.insert(token, stop.clone());
@@ -209,7 +230,9 @@ fn spawn_job(
     let round_robin = settings.policy == PolicyKind::RoundRobin;
     let quantum = settings.quantum();
     if job.slices == 1 && job.retry_count == 0 {
-        let waited = (rt.clock.now() - job.created_at).to_std().unwrap_or_default();
+        let waited = (rt.clock.now() - job.created_at)
+            .to_std()
+            .unwrap_or_default();
         metrics()
             .wait_seconds
             .with_label_values(&[settings.policy.as_str()])
@@ -261,13 +284,18 @@ async fn execute(
     let (error, retryable) = match result {
         Ok(Ok(RunOutput::Done(result))) => {
             tracing::debug!("job completed");
-            m.jobs_finished.with_label_values(&[job.job_type.as_str(), "completed"]).inc();
+            m.jobs_finished
+                .with_label_values(&[job.job_type.as_str(), "completed"])
+                .inc();
             return Outcome::Completed { token, result };
         }
         Ok(Ok(RunOutput::Preempted { checkpoint })) => {
             tracing::debug!("job preempted at the end of its slice");
             m.rr_preemptions.inc();
-            return Outcome::Requeue { token, checkpoint: Some(checkpoint) };
+            return Outcome::Requeue {
+                token,
+                checkpoint: Some(checkpoint),
+            };
         }
         Ok(Err(e)) => (e.to_string(), e.is_retryable()),
         Err(join) => (format!("job body panicked: {join}"), true),
@@ -285,8 +313,14 @@ async fn execute(
     } else {
         tracing::warn!(%error, retryable, "job failed for good");
         let outcome = if retryable { "dead_lettered" } else { "failed" };
-        m.jobs_finished.with_label_values(&[job.job_type.as_str(), outcome]).inc();
-        Outcome::Failed { token, error, retry_count: job.retry_count }
+        m.jobs_finished
+            .with_label_values(&[job.job_type.as_str(), outcome])
+            .inc();
+        Outcome::Failed {
+            token,
+            error,
+            retry_count: job.retry_count,
+        }
     }
 }
 
@@ -402,7 +436,10 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
         let until = rt.clock.now() + chrono_dur(rt.config.lease_ttl);
         match rt.store.renew(&tokens, &me, until).await {
             Ok(held) if held.len() < tokens.len() => {
-                tracing::warn!(lost = tokens.len() - held.len(), "lost the lease of some running jobs; their outcomes will be ignored");
+                tracing::warn!(
+                    lost = tokens.len() - held.len(),
+                    "lost the lease of some running jobs; their outcomes will be ignored"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),

@@ -79,8 +79,15 @@ impl Env {
     }
 
     async fn submit(&self, name: &str, priority: i64, est: f64, payload: Value) -> Job {
-        let job = NewJob::new(name, "sleep", Some(priority), Some(est), Some(payload), Some(0))
-            .unwrap();
+        let job = NewJob::new(
+            name,
+            "sleep",
+            Some(priority),
+            Some(est),
+            Some(payload),
+            Some(0),
+        )
+        .unwrap();
         self.store.insert(&job, Utc::now()).await.unwrap()
     }
 
@@ -137,7 +144,10 @@ fn start_order(jobs: &[Job]) -> Vec<&Job> {
     v
 }
 
-async fn run_backlog(env: &Env, concurrency: u32) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+async fn run_backlog(
+    env: &Env,
+    concurrency: u32,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
     let rt = env.runtime("w1", concurrency);
     let s = stop.clone();
@@ -151,7 +161,8 @@ async fn priority_backlog_starts_in_exact_priority_order() {
     env.set_policy(PolicyKind::Priority, 5.0).await;
     let prios = [5, 3, 9, 1, 3, 7, 2, 10, 1, 6, 4, 8, 2, 5, 9, 3, 1, 7, 6, 4];
     for (i, p) in prios.iter().enumerate() {
-        env.submit(&format!("j{i:02}"), *p, 1.0, json!({"duration": 0.005})).await;
+        env.submit(&format!("j{i:02}"), *p, 1.0, json!({"duration": 0.005}))
+            .await;
     }
     let (stop, h) = run_backlog(&env, 1).await;
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
@@ -164,7 +175,10 @@ async fn priority_backlog_starts_in_exact_priority_order() {
         .collect();
     let mut expected = started.clone();
     expected.sort();
-    assert_eq!(started, expected, "start order must be priority, then submission");
+    assert_eq!(
+        started, expected,
+        "start order must be priority, then submission"
+    );
     env.cleanup().await;
 }
 
@@ -174,7 +188,8 @@ async fn sjf_backlog_starts_in_estimated_duration_order() {
     env.set_policy(PolicyKind::Sjf, 5.0).await;
     let ests = [3.0, 0.5, 9.0, 0.1, 2.0, 0.5, 7.5, 1.0, 4.0, 0.2, 6.0, 0.1];
     for (i, e) in ests.iter().enumerate() {
-        env.submit(&format!("j{i:02}"), 5, *e, json!({"duration": 0.005})).await;
+        env.submit(&format!("j{i:02}"), 5, *e, json!({"duration": 0.005}))
+            .await;
     }
     let (stop, h) = run_backlog(&env, 1).await;
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
@@ -196,7 +211,13 @@ async fn policy_switch_mid_backlog_reorders_what_remains() {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     // Submission order is the reverse of priority order.
     for i in 0..16 {
-        env.submit(&format!("j{i:02}"), 10 - (i % 10), 1.0, json!({"duration": 0.03})).await;
+        env.submit(
+            &format!("j{i:02}"),
+            10 - (i % 10),
+            1.0,
+            json!({"duration": 0.03}),
+        )
+        .await;
     }
     let (stop, h) = run_backlog(&env, 1).await;
     // Wait until a few have completed under FCFS, then switch.
@@ -231,11 +252,21 @@ async fn policy_switch_mid_backlog_reorders_what_remains() {
         .filter(|j| j.started_at.unwrap() >= switched_at)
         .skip(1)
         .collect();
-    assert!(after.len() >= 8, "switch came too late to observe: {}", after.len());
-    let keys: Vec<(i16, &str)> = after.iter().map(|j| (j.priority, j.name.as_str())).collect();
+    assert!(
+        after.len() >= 8,
+        "switch came too late to observe: {}",
+        after.len()
+    );
+    let keys: Vec<(i16, &str)> = after
+        .iter()
+        .map(|j| (j.priority, j.name.as_str()))
+        .collect();
     let mut sorted = keys.clone();
     sorted.sort();
-    assert_eq!(keys, sorted, "after the switch jobs must start in priority order");
+    assert_eq!(
+        keys, sorted,
+        "after the switch jobs must start in priority order"
+    );
     env.cleanup().await;
 }
 
@@ -244,10 +275,15 @@ async fn round_robin_slices_a_long_job_and_runs_short_ones_between() {
     let Some(env) = Env::new().await else { return };
     let quantum = 0.15;
     env.set_policy(PolicyKind::RoundRobin, quantum).await;
-    let long = env.submit("long", 5, 1.0, json!({"duration": 3.0 * quantum})).await;
+    let long = env
+        .submit("long", 5, 1.0, json!({"duration": 3.0 * quantum}))
+        .await;
     let mut shorts = Vec::new();
     for i in 0..4 {
-        shorts.push(env.submit(&format!("short{i}"), 5, 1.0, json!({"duration": 0.01})).await);
+        shorts.push(
+            env.submit(&format!("short{i}"), 5, 1.0, json!({"duration": 0.01}))
+                .await,
+        );
     }
     let (stop, h) = run_backlog(&env, 1).await;
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
@@ -260,7 +296,11 @@ async fn round_robin_slices_a_long_job_and_runs_short_ones_between() {
     // Short jobs ran between the long job's slices: all finished before the long one did.
     for s in jobs.iter().filter(|j| j.name.starts_with("short")) {
         assert_eq!(s.slices, 1);
-        assert!(s.completed_at.unwrap() < long.completed_at.unwrap(), "{} finished after the long job", s.name);
+        assert!(
+            s.completed_at.unwrap() < long.completed_at.unwrap(),
+            "{} finished after the long job",
+            s.name
+        );
     }
     env.cleanup().await;
 }
@@ -279,7 +319,15 @@ async fn failures_retry_then_dead_letter_without_exceeding_max_retries() {
     )
     .unwrap();
     let job = env.store.insert(&job, Utc::now()).await.unwrap();
-    let bad = NewJob::new("missing-file", "word_count", None, None, Some(json!({"file_path": "nope.txt"})), Some(3)).unwrap();
+    let bad = NewJob::new(
+        "missing-file",
+        "word_count",
+        None,
+        None,
+        Some(json!({"file_path": "nope.txt"})),
+        Some(3),
+    )
+    .unwrap();
     let bad = env.store.insert(&bad, Utc::now()).await.unwrap();
     let (stop, h) = run_backlog(&env, 2).await;
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
@@ -295,10 +343,16 @@ async fn failures_retry_then_dead_letter_without_exceeding_max_retries() {
     assert_eq!(dlq.len(), 2);
     // Re-run from the dead-letter queue: it runs again (and fails again, for good).
     assert_eq!(
-        env.store.retry_dead_letter(job.id, Utc::now()).await.unwrap(),
+        env.store
+            .retry_dead_letter(job.id, Utc::now())
+            .await
+            .unwrap(),
         jobsched_core::ports::Update::Applied
     );
-    env.redis.publish(jobsched_core::ports::Event::JobsAvailable).await.unwrap();
+    env.redis
+        .publish(jobsched_core::ports::Event::JobsAvailable)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let j = env.store.get(job.id).await.unwrap().unwrap();
@@ -306,7 +360,10 @@ async fn failures_retry_then_dead_letter_without_exceeding_max_retries() {
             assert_eq!(j.retry_count, 2);
             break;
         }
-        assert!(Instant::now() < deadline, "dead-letter re-run did not finish: {j:?}");
+        assert!(
+            Instant::now() < deadline,
+            "dead-letter re-run did not finish: {j:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
@@ -319,7 +376,13 @@ async fn wiped_transport_mid_run_loses_no_job() {
     let Some(env) = Env::new().await else { return };
     env.set_policy(PolicyKind::Priority, 5.0).await;
     for i in 0..60 {
-        env.submit(&format!("j{i:02}"), 1 + (i % 10), 1.0, json!({"duration": 0.02})).await;
+        env.submit(
+            &format!("j{i:02}"),
+            1 + (i % 10),
+            1.0,
+            json!({"duration": 0.02}),
+        )
+        .await;
     }
     let (stop, h) = run_backlog(&env, 4).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -334,9 +397,15 @@ async fn wiped_transport_mid_run_loses_no_job() {
     let jobs = env.wait_all_terminal(Duration::from_secs(40)).await;
     stop.cancel();
     h.await.unwrap();
-    assert!(jobs.iter().all(|j| j.status == JobStatus::Completed), "{jobs:?}");
+    assert!(
+        jobs.iter().all(|j| j.status == JobStatus::Completed),
+        "{jobs:?}"
+    );
     // The policy key was rebuilt from the durable copy.
-    assert_eq!(env.redis.policy().await.unwrap().unwrap().policy, PolicyKind::Priority);
+    assert_eq!(
+        env.redis.policy().await.unwrap().unwrap().policy,
+        PolicyKind::Priority
+    );
     env.cleanup().await;
 }
 
@@ -346,10 +415,17 @@ async fn cancelled_jobs_never_run() {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let mut ids = Vec::new();
     for i in 0..10 {
-        ids.push(env.submit(&format!("j{i}"), 5, 1.0, json!({"duration": 0.01})).await.id);
+        ids.push(
+            env.submit(&format!("j{i}"), 5, 1.0, json!({"duration": 0.01}))
+                .await
+                .id,
+        );
     }
     for id in ids.iter().skip(5) {
-        assert_eq!(env.store.cancel(*id, Utc::now()).await.unwrap(), jobsched_core::CancelOutcome::Cancelled);
+        assert_eq!(
+            env.store.cancel(*id, Utc::now()).await.unwrap(),
+            jobsched_core::CancelOutcome::Cancelled
+        );
     }
     let (stop, h) = run_backlog(&env, 2).await;
     let jobs = env.wait_all_terminal(Duration::from_secs(20)).await;
