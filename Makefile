@@ -36,3 +36,5 @@ openapi: ## Regenerate docs/openapi.json from the code
 
 ci: ## What CI runs
 	bash .ci/run
+
+include Makefile.packaging

@@ -229,7 +229,8 @@ fn spawn_job(
     let tx = outcome_tx.clone();
     let round_robin = settings.policy == PolicyKind::RoundRobin;
     let quantum = settings.quantum();
-    if job.slices == 1 && job.retry_count == 0 {
+    // First run only: `slices` counts the runs before this one.
+    if job.slices == 0 && job.retry_count == 0 {
         let waited = (rt.clock.now() - job.created_at)
             .to_std()
             .unwrap_or_default();

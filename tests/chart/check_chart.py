@@ -1,0 +1,1102 @@
+#!/usr/bin/env python3
+"""Offline checks of the jobsched Helm chart and the packaging files around it.
+
+Uses real tools, no cluster and no `helm` binary: Helm's own Go library (through
+helm-python-sdk) renders, lints and schema-checks the chart; kubernetes-validate checks every
+rendered manifest, in strict mode, against the Kubernetes OpenAPI schemas; the SchedulerConfig
+objects are checked against the openAPIV3Schema of the chart's CRD.
+
+    make chart-check                    # creates .venv-chart and runs this
+    JOBSCHED_BIN=target/release/jobsched make chart-check   # also compares `jobsched crd`
+
+Exits non-zero on any failure and ends with `N passed, N failed`.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts/jobsched"
+HERE = ROOT / "tests/chart"
+RELEASE = "demo"
+NAMESPACE = "jobsched"
+# Oldest Kubernetes the manifests are checked against, and the newest the validator knows.
+KUBE_VERSIONS = ["1.32.0", kubernetes_validate.utils.latest_version()]
+LINT_KUBE_VERSION = "v1.32.0"
+APP_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+)
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+
+
+# ------------------------------------------------------------------------------ bookkeeping
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+        self.failures: list[str] = []
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+            print(f"  ok    {name}")
+        else:
+            self.failed += 1
+            msg = f"{name}: {detail}" if detail else name
+            self.failures.append(msg)
+            print(f"  FAIL  {msg}")
+        return ok
+
+    def note(self, text: str) -> None:
+        print(f"  note  {text}")
+
+    def section(self, title: str) -> None:
+        print(f"\n== {title}")
+
+
+R = Report()
+
+
+def load_yaml(path: pathlib.Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def kn(doc: dict) -> str:
+    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+SCENARIOS: dict[str, dict] = {
+    "default": {},
+    "all-on": load_yaml(HERE / "values-all-on.yaml"),
+    "external": load_yaml(HERE / "values-external.yaml"),
+    "external-url": load_yaml(HERE / "values-external-url.yaml"),
+    "kind": load_yaml(ROOT / "deploy/kind/values-kind.yaml"),
+}
+
+
+def render(values: dict, **opts: Any) -> dict[str, str]:
+    with helm.Chart.load(str(CHART)) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True, **opts)
+
+
+def documents(manifests: dict[str, str]) -> list[dict]:
+    docs = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("__source__", path)
+                docs.append(doc)
+    return docs
+
+
+def strip_meta(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k != "__source__"}
+
+
+def merged_values(values: dict) -> dict:
+    with helm.Chart.load(str(CHART)) as chart:
+        return chart.merge_values(values)
+
+
+# ------------------------------------------------------------------------------ CRD schema
+
+
+def openapi_to_jsonschema(node: Any, strict_objects: bool = True) -> Any:
+    """Convert a Kubernetes structural (OpenAPI v3.0) schema to JSON Schema 2020-12.
+
+    Objects with `properties` and no `additionalProperties` reject unknown fields, as a
+    `kubectl apply` with (default) strict field validation does.
+    """
+    if isinstance(node, list):
+        return [openapi_to_jsonschema(n, strict_objects) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("properties", "patternProperties"):
+            out[key] = {k: openapi_to_jsonschema(v, strict_objects) for k, v in value.items()}
+        elif key in ("items", "additionalProperties", "not"):
+            out[key] = openapi_to_jsonschema(value, strict_objects) if isinstance(value, dict) else value
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [openapi_to_jsonschema(v, strict_objects) for v in value]
+        elif key.startswith("x-kubernetes-") or key in ("nullable", "exclusiveMinimum", "exclusiveMaximum"):
+            continue
+        else:
+            out[key] = value
+    if node.get("exclusiveMinimum") is True and "minimum" in out:
+        out["exclusiveMinimum"] = out.pop("minimum")
+    elif isinstance(node.get("exclusiveMinimum"), (int, float)) and not isinstance(node.get("exclusiveMinimum"), bool):
+        out["exclusiveMinimum"] = node["exclusiveMinimum"]
+    if node.get("exclusiveMaximum") is True and "maximum" in out:
+        out["exclusiveMaximum"] = out.pop("maximum")
+    elif isinstance(node.get("exclusiveMaximum"), (int, float)) and not isinstance(node.get("exclusiveMaximum"), bool):
+        out["exclusiveMaximum"] = node["exclusiveMaximum"]
+    if node.get("x-kubernetes-int-or-string"):
+        out["type"] = ["integer", "string"]
+    if node.get("nullable") and "type" in out:
+        types = out["type"] if isinstance(out["type"], list) else [out["type"]]
+        out["type"] = types + ["null"]
+    if (
+        strict_objects
+        and out.get("type") == "object"
+        and "properties" in out
+        and "additionalProperties" not in out
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+class CRD:
+    def __init__(self, doc: dict) -> None:
+        self.doc = doc
+        spec = doc["spec"]
+        self.group = spec["group"]
+        self.kind = spec["names"]["kind"]
+        self.versions = {v["name"]: v for v in spec["versions"]}
+
+    def validator(self, api_version: str) -> jsonschema.protocols.Validator:
+        group, _, version = api_version.partition("/")
+        if group != self.group or version not in self.versions:
+            raise ValueError(f"{api_version} is not served by the CRD (group {self.group}, versions {sorted(self.versions)})")
+        v = self.versions[version]
+        if not v.get("served", False):
+            raise ValueError(f"{api_version} is not served")
+        schema = openapi_to_jsonschema(v["schema"]["openAPIV3Schema"])
+        # apiVersion, kind and metadata are implicit in every CRD schema.
+        props = schema.setdefault("properties", {})
+        props.setdefault("apiVersion", {"type": "string"})
+        props.setdefault("kind", {"type": "string"})
+        props["metadata"] = {"type": "object"}
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        return jsonschema.Draft202012Validator(schema)
+
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def validate_custom_object(doc: dict, crd: CRD) -> list[str]:
+    errors = []
+    if doc.get("kind") != crd.kind:
+        errors.append(f"kind {doc.get('kind')} != {crd.kind}")
+    name = doc.get("metadata", {}).get("name", "")
+    if not (DNS_SUBDOMAIN.match(name) and len(name) <= 253):
+        errors.append(f"metadata.name {name!r} is not a DNS subdomain")
+    try:
+        validator = crd.validator(doc.get("apiVersion", ""))
+    except ValueError as e:
+        return errors + [str(e)]
+    for err in sorted(validator.iter_errors(strip_meta(doc)), key=lambda e: list(e.path)):
+        errors.append(f"{'.'.join(str(p) for p in err.path) or '<root>'}: {err.message}")
+    return errors
+
+
+# ------------------------------------------------------------------------------ per-manifest checks
+
+
+def kube_validate(doc: dict, crd: CRD, scenario: str, skipped: set[str]) -> None:
+    body = strip_meta(doc)
+    kind = doc.get("kind")
+    if kind == crd.kind:
+        errors = validate_custom_object(body, crd)
+        R.check(f"[{scenario}] {kn(doc)} matches the SchedulerConfig CRD schema", not errors, "; ".join(errors))
+        return
+    if kind == "ServiceMonitor":
+        if "ServiceMonitor" not in skipped:
+            R.note(
+                f"[{scenario}] ServiceMonitor (monitoring.coreos.com/v1) is a Prometheus Operator CRD; "
+                "no schema here, skipped (structure checked below)"
+            )
+            skipped.add("ServiceMonitor")
+        return
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(body, version, strict=True)
+            R.check(f"[{scenario}] {kn(doc)} valid (strict) for Kubernetes {version}", True)
+        except ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            R.check(f"[{scenario}] {kn(doc)} valid (strict) for Kubernetes {version}", False, f"{path}: {e.message}")
+        except SchemaNotFoundError as e:
+            R.check(f"[{scenario}] {kn(doc)} has a Kubernetes {version} schema", False, e.message)
+
+
+def pod_spec(doc: dict) -> dict | None:
+    kind = doc.get("kind")
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return doc["spec"]["template"]["spec"]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def pod_template_labels(doc: dict) -> dict:
+    if doc.get("kind") == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {})
+    return doc["spec"]["template"]["metadata"].get("labels", {})
+
+
+def check_workload_security(doc: dict, scenario: str) -> None:
+    spec = pod_spec(doc)
+    name = f"[{scenario}] {kn(doc)}"
+    psc = spec.get("securityContext") or {}
+    problems = []
+    if psc.get("runAsNonRoot") is not True:
+        problems.append("pod securityContext.runAsNonRoot is not true")
+    if psc.get("runAsUser") == 0:
+        problems.append("pod runs as uid 0")
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(f"{flag} is set")
+    for vol in spec.get("volumes", []):
+        if "hostPath" in vol:
+            problems.append(f"volume {vol['name']} is a hostPath")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    containers = [("container", c) for c in spec.get("containers", [])] + [
+        ("initContainer", c) for c in spec.get("initContainers", [])
+    ]
+    for role, c in containers:
+        csc = c.get("securityContext") or {}
+        where = f"{role} {c['name']}"
+        if csc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        if csc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: readOnlyRootFilesystem is not true")
+        if csc.get("privileged"):
+            problems.append(f"{where}: privileged")
+        caps = csc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{where}: capabilities.drop lacks ALL")
+        if caps.get("add"):
+            problems.append(f"{where}: adds capabilities {caps['add']}")
+        if not (csc.get("runAsNonRoot") is True or (psc.get("runAsNonRoot") is True and "runAsNonRoot" not in csc)):
+            problems.append(f"{where}: runAsNonRoot is not true")
+        if csc.get("runAsUser") == 0:
+            problems.append(f"{where}: runs as uid 0")
+        seccomp = (csc.get("seccompProfile") or {}).get("type") or pod_seccomp
+        if seccomp != "RuntimeDefault":
+            problems.append(f"{where}: seccompProfile is {seccomp!r}, not RuntimeDefault")
+        image = c.get("image", "")
+        if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
+            problems.append(f"{where}: image {image!r} has no pinned tag")
+        res = c.get("resources") or {}
+        for req in ("cpu", "memory"):
+            if req not in (res.get("requests") or {}):
+                problems.append(f"{where}: no {req} request")
+        if "memory" not in (res.get("limits") or {}):
+            problems.append(f"{where}: no memory limit")
+        if role == "container" and doc["kind"] != "Job" and doc["kind"] != "CronJob":
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    problems.append(f"{where}: no {probe}")
+    R.check(f"{name} security context, resources and probes", not problems, "; ".join(problems))
+
+
+def check_labels(doc: dict, scenario: str, app_version: str) -> None:
+    labels = doc.get("metadata", {}).get("labels") or {}
+    problems = [f"missing {label}" for label in APP_LABELS if label not in labels]
+    if "helm.sh/chart" not in labels:
+        problems.append("missing helm.sh/chart")
+    if labels.get("app.kubernetes.io/instance") not in (None, RELEASE):
+        problems.append(f"instance={labels.get('app.kubernetes.io/instance')}")
+    if labels.get("app.kubernetes.io/part-of") not in (None, "jobsched"):
+        problems.append(f"part-of={labels.get('app.kubernetes.io/part-of')}")
+    if labels.get("app.kubernetes.io/managed-by") not in (None, "Helm"):
+        problems.append(f"managed-by={labels.get('app.kubernetes.io/managed-by')}")
+    if labels.get("app.kubernetes.io/version") not in (None, app_version):
+        problems.append(f"version={labels.get('app.kubernetes.io/version')} (want {app_version})")
+    if doc.get("kind") in WORKLOAD_KINDS:
+        tmpl = pod_template_labels(doc)
+        missing = [label for label in APP_LABELS if label not in tmpl]
+        if missing:
+            problems.append(f"pod template lacks {missing}")
+        if doc["kind"] != "Job" and doc["kind"] != "CronJob":
+            selector = doc["spec"]["selector"].get("matchLabels", {})
+            if not selector or any(tmpl.get(k) != v for k, v in selector.items()):
+                problems.append(f"selector {selector} does not match the pod template labels")
+            if "app.kubernetes.io/component" not in selector:
+                problems.append("selector lacks app.kubernetes.io/component")
+            if "app.kubernetes.io/version" in selector or "helm.sh/chart" in selector:
+                problems.append("selector contains a label that changes on upgrade")
+    R.check(f"[{scenario}] {kn(doc)} labels", not problems, "; ".join(problems))
+
+
+# ------------------------------------------------------------------------------ cross references
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    match = selector.get("matchLabels", selector if "matchExpressions" not in selector else {})
+    if any(labels.get(k) != v for k, v in match.items() if k not in ("matchLabels", "matchExpressions")):
+        return False
+    for expr in selector.get("matchExpressions", []) or []:
+        value = labels.get(expr["key"])
+        op = expr["operator"]
+        if op == "In" and value not in expr["values"]:
+            return False
+        if op == "NotIn" and value in expr["values"]:
+            return False
+        if op == "Exists" and value is None:
+            return False
+        if op == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
+def container_ports(spec: dict) -> dict[str, int]:
+    ports = {}
+    for c in spec.get("containers", []):
+        for p in c.get("ports", []):
+            if "name" in p:
+                ports[p["name"]] = p["containerPort"]
+    return ports
+
+
+def check_references(docs: list[dict], scenario: str, external_secrets: set[str], external_claims: set[str]) -> None:
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+    secrets = set(by_kind.get("Secret", {})) | external_secrets
+    claims = set(by_kind.get("PersistentVolumeClaim", {})) | external_claims
+    accounts = set(by_kind.get("ServiceAccount", {})) | {"default"}
+    problems: list[str] = []
+
+    for w in workloads:
+        spec = pod_spec(w)
+        ports = container_ports(spec)
+        hook = "helm.sh/hook" in (w["metadata"].get("annotations") or {})
+        sa = spec.get("serviceAccountName", "default")
+        if sa not in accounts:
+            problems.append(f"{kn(w)} uses ServiceAccount {sa} that is not rendered")
+        if hook and sa != "default" and sa in by_kind.get("ServiceAccount", {}):
+            problems.append(f"{kn(w)} is a hook but uses the release's ServiceAccount {sa} (created after hooks)")
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            for env in c.get("env", []):
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    if ref["name"] not in secrets:
+                        problems.append(f"{kn(w)}/{c['name']} env {env['name']} reads missing Secret {ref['name']}")
+                    elif ref["name"] in by_kind.get("Secret", {}):
+                        data = by_kind["Secret"][ref["name"]].get("data", {})
+                        if ref["key"] not in data and not ref.get("optional"):
+                            problems.append(f"{kn(w)} env {env['name']}: Secret {ref['name']} has no key {ref['key']}")
+                        if hook:
+                            problems.append(f"{kn(w)} is a hook but reads Secret {ref['name']} created after hooks")
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
+                if isinstance(port, str) and port not in ports:
+                    problems.append(f"{kn(w)}/{c['name']} {probe} uses unknown port {port}")
+        for vol in spec.get("volumes", []):
+            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim and claim not in claims:
+                problems.append(f"{kn(w)} mounts missing claim {claim}")
+        mounted = {v["name"] for v in spec.get("volumes", [])} | {
+            t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", []) or []
+        }
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            for m in c.get("volumeMounts", []):
+                if m["name"] not in mounted:
+                    problems.append(f"{kn(w)}/{c['name']} mounts undefined volume {m['name']}")
+        if w["kind"] == "StatefulSet" and w["spec"]["serviceName"] not in by_kind.get("Service", {}):
+            problems.append(f"{kn(w)} serviceName {w['spec']['serviceName']} is not rendered")
+        for t in w["spec"].get("volumeClaimTemplates", []) or []:
+            # volumeClaimTemplates are immutable: a label that changes with the chart or app
+            # version would make every `helm upgrade` fail.
+            moving = {"app.kubernetes.io/version", "helm.sh/chart"} & set((t["metadata"].get("labels") or {}))
+            if moving:
+                problems.append(f"{kn(w)} volumeClaimTemplate {t['metadata']['name']} has labels that change on upgrade: {sorted(moving)}")
+
+    for svc in by_kind.get("Service", {}).values():
+        targets = [w for w in workloads if selects(svc["spec"].get("selector", {}), pod_template_labels(w))]
+        if not targets:
+            problems.append(f"{kn(svc)} selects no workload")
+        for port in svc["spec"]["ports"]:
+            tp = port.get("targetPort")
+            for w in targets:
+                if isinstance(tp, str) and tp not in container_ports(pod_spec(w)):
+                    problems.append(f"{kn(svc)} targetPort {tp} not a port of {kn(w)}")
+
+    for ing in by_kind.get("Ingress", {}).values():
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                svc = by_kind.get("Service", {}).get(backend["name"])
+                if not svc:
+                    problems.append(f"{kn(ing)} routes to missing Service {backend['name']}")
+                elif "name" in backend["port"] and backend["port"]["name"] not in [p.get("name") for p in svc["spec"]["ports"]]:
+                    problems.append(f"{kn(ing)} routes to unknown port {backend['port']['name']}")
+
+    for pdb in by_kind.get("PodDisruptionBudget", {}).values():
+        if not any(selects(pdb["spec"]["selector"], pod_template_labels(w)) for w in workloads):
+            problems.append(f"{kn(pdb)} selects no workload")
+
+    for hpa in by_kind.get("HorizontalPodAutoscaler", {}).values():
+        ref = hpa["spec"]["scaleTargetRef"]
+        target = by_kind.get(ref["kind"], {}).get(ref["name"])
+        if not target:
+            problems.append(f"{kn(hpa)} targets missing {ref['kind']}/{ref['name']}")
+        elif "replicas" in target["spec"]:
+            problems.append(f"{kn(hpa)} target sets spec.replicas; every upgrade would fight the HPA")
+        if hpa["spec"]["minReplicas"] > hpa["spec"]["maxReplicas"]:
+            problems.append(f"{kn(hpa)} minReplicas > maxReplicas")
+
+    for np in by_kind.get("NetworkPolicy", {}).values():
+        selected = [w for w in workloads if selects(np["spec"]["podSelector"], pod_template_labels(w))]
+        if not selected:
+            problems.append(f"{kn(np)} selects no workload")
+        for rule in np["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                if isinstance(port.get("port"), str):
+                    for w in selected:
+                        if port["port"] not in container_ports(pod_spec(w)):
+                            problems.append(f"{kn(np)} port {port['port']} is not a port of {kn(w)}")
+
+    for rb in by_kind.get("RoleBinding", {}).values():
+        if rb["roleRef"]["name"] not in by_kind.get("Role", {}):
+            problems.append(f"{kn(rb)} binds missing Role {rb['roleRef']['name']}")
+        for s in rb["subjects"]:
+            if s["kind"] == "ServiceAccount" and s["name"] not in accounts:
+                problems.append(f"{kn(rb)} binds missing ServiceAccount {s['name']}")
+
+    for sm in by_kind.get("ServiceMonitor", {}).values():
+        services = [s for s in by_kind.get("Service", {}).values() if selects(sm["spec"]["selector"], s["metadata"]["labels"])]
+        port_names = {p.get("name") for s in services for p in s["spec"]["ports"]}
+        comps = sorted({s["metadata"]["labels"]["app.kubernetes.io/component"] for s in services})
+        if comps != ["api", "controller", "worker"] and comps != ["api", "worker"]:
+            problems.append(f"{kn(sm)} selects Services of {comps}")
+        for ep in sm["spec"]["endpoints"]:
+            if ep["port"] not in port_names:
+                problems.append(f"{kn(sm)} endpoint port {ep['port']} is on no selected Service")
+
+    R.check(f"[{scenario}] cross-references (Secrets, ports, selectors, claims, accounts)", not problems, "; ".join(problems))
+
+
+# ------------------------------------------------------------------------------ helpers for assertions
+
+
+def find(docs: list[dict], kind: str, name_suffix: str) -> dict | None:
+    for d in docs:
+        if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix):
+            return d
+    return None
+
+
+def container(doc: dict, name: str, init: bool = False) -> dict | None:
+    key = "initContainers" if init else "containers"
+    for c in pod_spec(doc).get(key, []) or []:
+        if c["name"] == name:
+            return c
+    return None
+
+
+def env_of(c: dict) -> dict[str, Any]:
+    out = {}
+    for e in c.get("env", []):
+        out[e["name"]] = e.get("value", e.get("valueFrom"))
+    return out
+
+
+def secret_value(docs: list[dict], name: str, key: str) -> str | None:
+    import base64
+
+    s = find(docs, "Secret", name)
+    if not s or key not in s.get("data", {}):
+        return None
+    return base64.b64decode(s["data"][key]).decode()
+
+
+# ------------------------------------------------------------------------------ scenario assertions
+
+
+def assert_default(docs: list[dict]) -> None:
+    sc = "default"
+    api = find(docs, "Deployment", "-api")
+    worker = find(docs, "Deployment", "-worker")
+    ctrl = find(docs, "Deployment", "-controller")
+    R.check(f"[{sc}] api, worker and controller Deployments rendered", bool(api and worker and ctrl))
+    if not (api and worker and ctrl):
+        return
+    R.check(f"[{sc}] no migration hook Job with the in-chart Postgres", find(docs, "Job", "-migrate") is None)
+    for d in (api, worker):
+        inits = [c["name"] for c in pod_spec(d).get("initContainers", [])]
+        R.check(
+            f"[{sc}] {kn(d)} waits for Postgres, then migrates, as init containers",
+            inits[-2:] == ["wait-for-postgres", "migrate"],
+            f"init containers: {inits}",
+        )
+        mig = container(d, "migrate", init=True)
+        R.check(f"[{sc}] {kn(d)} init container runs `jobsched migrate`", mig is not None and mig.get("args") == ["migrate"])
+    R.check(f"[{sc}] worker terminationGracePeriodSeconds = shutdownGrace 25 + 10", pod_spec(worker).get("terminationGracePeriodSeconds") == 35)
+    we = env_of(container(worker, "worker"))
+    R.check(
+        f"[{sc}] worker env",
+        we.get("JOBSCHED_WORKER_CONCURRENCY") == "4" and we.get("JOBSCHED_SHUTDOWN_GRACE") == "25"
+        and we.get("JOBSCHED_LEASE_TTL") == "30" and we.get("JOBSCHED_METRICS_LISTEN") == "0.0.0.0:9090"
+        and we.get("JOBSCHED_DATA_DIR") == "/data" and we.get("JOBSCHED_LOG_FORMAT") == "json",
+        str(we),
+    )
+    ae = env_of(container(api, "api"))
+    R.check(f"[{sc}] api listens on 0.0.0.0:8000 and has no tokens by default", ae.get("JOBSCHED_LISTEN") == "0.0.0.0:8000" and "JOBSCHED_API_TOKEN" not in ae, str(ae))
+    api_c = container(api, "api")
+    R.check(
+        f"[{sc}] api probes: readiness /readyz, liveness /livez",
+        api_c["readinessProbe"]["httpGet"]["path"] == "/readyz" and api_c["livenessProbe"]["httpGet"]["path"] == "/livez",
+    )
+    w_c = container(worker, "worker")
+    R.check(
+        f"[{sc}] worker probes on the metrics port",
+        w_c["readinessProbe"]["httpGet"]["port"] == "metrics" and w_c["livenessProbe"]["httpGet"]["port"] == "metrics",
+    )
+    ce = env_of(container(ctrl, "controller"))
+    R.check(
+        f"[{sc}] controller env: namespace from the downward API, config name, no leader election with 1 replica",
+        ce.get("JOBSCHED_NAMESPACE") == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        and ce.get("JOBSCHED_CONFIG_NAME") == f"{RELEASE}-jobsched"
+        and ce.get("JOBSCHED_LEADER_ELECTION") == "false"
+        and ce.get("JOBSCHED_METRICS_LISTEN") == "0.0.0.0:9090",
+        str(ce),
+    )
+    role = find(docs, "Role", "-controller")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]}
+    expected = {
+        (("jobsched.io",), ("schedulerconfigs",)): ["get", "list", "watch"],
+        (("jobsched.io",), ("schedulerconfigs/status",)): ["get", "patch"],
+        (("events.k8s.io",), ("events",)): ["create"],
+        (("",), ("events",)): ["create"],
+    }
+    R.check(f"[{sc}] controller Role is exactly the least-privilege rule set (no leases without leader election)", rules == expected, str(rules))
+    R.check(f"[{sc}] no ClusterRole or ClusterRoleBinding", not any(d["kind"].startswith("Cluster") for d in docs))
+    R.check(
+        f"[{sc}] only the controller mounts a ServiceAccount token",
+        all(pod_spec(d).get("automountServiceAccountToken") is False for d in docs if d["kind"] in WORKLOAD_KINDS and d is not ctrl)
+        and pod_spec(ctrl).get("serviceAccountName", "").endswith("-controller"),
+    )
+    cfg = find(docs, "SchedulerConfig", "")
+    R.check(
+        f"[{sc}] default SchedulerConfig named after the release fullname",
+        cfg is not None and cfg["metadata"]["name"] == f"{RELEASE}-jobsched"
+        and cfg["spec"] == {"policy": "fcfs", "roundRobin": {"quantumSeconds": 5}, "paused": False},
+        str(cfg and cfg.get("spec")),
+    )
+    pw = secret_value(docs, "-postgresql", "postgres-password")
+    url = secret_value(docs, "-postgresql", "database-url")
+    R.check(
+        f"[{sc}] generated Postgres password (32 random chars) and URL in a Secret",
+        pw is not None and re.fullmatch(r"[A-Za-z0-9]{32}", pw) is not None
+        and url == f"postgres://jobsched:{pw}@{RELEASE}-jobsched-postgresql:5432/jobsched",
+        str(url),
+    )
+    pg_secret = find(docs, "Secret", "-postgresql")
+    R.check(f"[{sc}] Postgres Secret is kept on uninstall", (pg_secret["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep")
+    rpw = secret_value(docs, "-redis", "redis-password")
+    R.check(
+        f"[{sc}] generated Redis password and URL",
+        rpw is not None and len(rpw) == 32 and secret_value(docs, "-redis", "redis-url") == f"redis://:{rpw}@{RELEASE}-jobsched-redis:6379/0",
+    )
+    again = documents(render({}))
+    R.check(
+        f"[{sc}] passwords are random per fresh install (lookup keeps them on upgrade in a cluster)",
+        secret_value(again, "-postgresql", "postgres-password") != pw,
+    )
+    first = {kn(d): d for d in docs if d["kind"] in WORKLOAD_KINDS}
+    second = {kn(d): d for d in again if d["kind"] in WORKLOAD_KINDS}
+    R.check(
+        f"[{sc}] workloads do not depend on the random passwords (no needless rollout on the first upgrade)",
+        first == second,
+        str(sorted(k for k in first if first[k] != second.get(k))),
+    )
+    for kind in ("Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "ConfigMap"):
+        R.check(f"[{sc}] no {kind} by default", find(docs, kind, "") is None)
+    pdbs = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget")
+    R.check(f"[{sc}] PodDisruptionBudgets for api and worker", pdbs == [f"{RELEASE}-jobsched-api", f"{RELEASE}-jobsched-worker"], str(pdbs))
+    ann = api["spec"]["template"]["metadata"]["annotations"]
+    R.check(f"[{sc}] prometheus.io scrape annotations on the API pods", ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == "8000")
+    for sts in ("-postgresql", "-redis"):
+        s = find(docs, "StatefulSet", sts)
+        R.check(f"[{sc}] in-chart {sts[1:]} StatefulSet with a PVC template", s is not None and len(s["spec"].get("volumeClaimTemplates", [])) == 1)
+    pg = find(docs, "StatefulSet", "-postgresql")
+    R.check(f"[{sc}] in-chart Postgres uses the official postgres:16 image", container(pg, "postgresql")["image"] == "postgres:16")
+    R.check(f"[{sc}] in-chart Redis uses the official redis:7 image", container(find(docs, "StatefulSet", "-redis"), "redis")["image"] == "redis:7")
+    plain = [k for k, v in flatten(merged_values({})).items() if re.search(r"(password|token)$", k, re.I) and v]
+    R.check(f"[{sc}] no credential in the default values", not plain, str(plain))
+
+
+def assert_all_on(docs: list[dict]) -> None:
+    sc = "all-on"
+    worker = find(docs, "Deployment", "js-worker")
+    api = find(docs, "Deployment", "js-api")
+    ctrl = find(docs, "Deployment", "js-controller")
+    R.check(f"[{sc}] fullnameOverride names resources", bool(worker and api and ctrl))
+    if not (worker and api and ctrl):
+        return
+    R.check(f"[{sc}] worker terminationGracePeriodSeconds = shutdownGrace 50 + 10", pod_spec(worker)["terminationGracePeriodSeconds"] == 60)
+    R.check(f"[{sc}] worker Deployment leaves replicas to the HPA", "replicas" not in worker["spec"])
+    hpa = find(docs, "HorizontalPodAutoscaler", "js-worker")
+    R.check(
+        f"[{sc}] HPA autoscaling/v2 on CPU and memory",
+        hpa is not None and hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["minReplicas"] == 3
+        and hpa["spec"]["maxReplicas"] == 12 and len(hpa["spec"]["metrics"]) == 2 and "behavior" in hpa["spec"],
+    )
+    ing = find(docs, "Ingress", "js-api")
+    R.check(
+        f"[{sc}] Ingress with class, host, path and TLS",
+        ing is not None and ing["spec"]["ingressClassName"] == "nginx"
+        and ing["spec"]["rules"][0]["host"] == "jobsched.example.com"
+        and ing["spec"]["tls"] == [{"secretName": "jobsched-example-tls", "hosts": ["jobsched.example.com"]}],
+    )
+    ce = env_of(container(ctrl, "controller"))
+    R.check(f"[{sc}] 2 controller replicas turn leader election on", ctrl["spec"]["replicas"] == 2 and ce["JOBSCHED_LEADER_ELECTION"] == "true")
+    R.check(f"[{sc}] leader-election Lease named per release", ce.get("JOBSCHED_LEASE_NAME") == "js-controller", str(ce.get("JOBSCHED_LEASE_NAME")))
+    role = find(docs, "Role", "js-controller")
+    lease = [r for r in role["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
+    R.check(f"[{sc}] Role grants leases get/create/update for leader election", len(lease) == 1 and sorted(lease[0]["verbs"]) == ["create", "get", "update"] and lease[0]["resources"] == ["leases"])
+    R.check(f"[{sc}] controller rolls without Recreate when leader-elected", ctrl["spec"].get("strategy") is None)
+    ae = env_of(container(api, "api"))
+    R.check(f"[{sc}] tokens from the generated auth Secret", isinstance(ae.get("JOBSCHED_API_TOKEN"), dict) and find(docs, "Secret", "js-auth") is not None)
+    R.check(f"[{sc}] body limit passed", ae.get("JOBSCHED_BODY_LIMIT") == "2097152")
+    R.check(f"[{sc}] RUST_LOG passed", ae.get("RUST_LOG") == "info,jobsched_runtime=debug")
+    pvc = find(docs, "PersistentVolumeClaim", "js-data")
+    R.check(f"[{sc}] data PVC (ReadWriteMany) mounted by api and worker", pvc is not None and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+            and all(any((v.get("persistentVolumeClaim") or {}).get("claimName") == "js-data" for v in pod_spec(d)["volumes"]) for d in (api, worker)))
+    sm = find(docs, "ServiceMonitor", "js")
+    R.check(f"[{sc}] ServiceMonitor monitoring.coreos.com/v1 with the release label", sm is not None and sm["apiVersion"] == "monitoring.coreos.com/v1" and sm["metadata"]["labels"].get("release") == "prometheus")
+    cm = find(docs, "ConfigMap", "js-dashboard")
+    dashboard = (CHART / "dashboards/jobsched-dashboard.json").read_text()
+    R.check(
+        f"[{sc}] dashboard ConfigMap with grafana_dashboard=\"1\" holds the chart's dashboard JSON verbatim",
+        cm is not None and cm["metadata"]["labels"].get("grafana_dashboard") == "1"
+        and cm["data"]["jobsched-dashboard.json"] == dashboard.rstrip("\n"),
+    )
+    nps = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "NetworkPolicy")
+    R.check(f"[{sc}] NetworkPolicies for api, worker, controller, postgresql, redis", nps == ["js-api", "js-controller", "js-postgresql", "js-redis", "js-worker"], str(nps))
+    pdb = find(docs, "PodDisruptionBudget", "js-api")
+    R.check(f"[{sc}] PDB maxUnavailable passes percentages through", pdb["spec"]["maxUnavailable"] == "50%")
+    cfg = find(docs, "SchedulerConfig", "js")
+    R.check(f"[{sc}] SchedulerConfig from values", cfg["spec"] == {"policy": "round_robin", "roundRobin": {"quantumSeconds": 1.5}, "paused": True}, str(cfg["spec"]))
+    R.check(f"[{sc}] imagePullSecrets and image tag", pod_spec(api)["imagePullSecrets"] == [{"name": "regcred"}] and container(api, "api")["image"] == "registry.example.com/jobsched:1.2.3")
+    R.check(f"[{sc}] commonLabels on resources", all(d["metadata"]["labels"].get("team") == "platform" for d in docs))
+
+
+def assert_external(docs: list[dict]) -> None:
+    sc = "external"
+    job = find(docs, "Job", "-migrate")
+    R.check(f"[{sc}] migrations run as a hook Job when the DB URL is in an existing Secret", job is not None)
+    if job is None:
+        return
+    ann = job["metadata"]["annotations"]
+    R.check(
+        f"[{sc}] hook annotations",
+        ann.get("helm.sh/hook") == "pre-install,pre-upgrade" and ann.get("helm.sh/hook-delete-policy") == "before-hook-creation,hook-succeeded",
+        str(ann),
+    )
+    c = container(job, "migrate")
+    R.check(
+        f"[{sc}] hook Job runs `jobsched migrate` with the URL from the existing Secret",
+        c["args"] == ["migrate"] and env_of(c)["JOBSCHED_DATABASE_URL"] == {"secretKeyRef": {"name": "jobsched-db", "key": "url"}},
+    )
+    R.check(f"[{sc}] hook Job never restarts pods in place", pod_spec(job)["restartPolicy"] == "Never")
+    for d in (find(docs, "Deployment", "-api"), find(docs, "Deployment", "-worker")):
+        R.check(f"[{sc}] {kn(d)} has no migrate init container", not pod_spec(d).get("initContainers"))
+    R.check(f"[{sc}] no in-chart Postgres/Redis and no generated Secret", not any(d["kind"] in ("StatefulSet", "Secret") for d in docs))
+    we = env_of(container(find(docs, "Deployment", "-worker"), "worker"))
+    R.check(f"[{sc}] Redis URL from the existing Secret", we["JOBSCHED_REDIS_URL"] == {"secretKeyRef": {"name": "jobsched-redis", "key": "redis-url"}})
+    R.check(f"[{sc}] existing data claim mounted, no PVC created", find(docs, "PersistentVolumeClaim", "") is None)
+    ce = env_of(container(find(docs, "Deployment", "-controller"), "controller"))
+    R.check(f"[{sc}] leaderElection: true forces leader election with 1 replica", ce["JOBSCHED_LEADER_ELECTION"] == "true")
+
+
+def assert_external_url(docs: list[dict]) -> None:
+    sc = "external-url"
+    R.check(f"[{sc}] no hook Job (the chart's Secret does not exist before hooks)", find(docs, "Job", "") is None)
+    api = find(docs, "Deployment", "-api")
+    inits = [c["name"] for c in pod_spec(api).get("initContainers", [])]
+    R.check(f"[{sc}] migrate init container without wait-for-postgres", inits == ["seed-data", "migrate"], str(inits))
+    R.check(f"[{sc}] URLs stored in the chart's Secret", secret_value(docs, "-external", "database-url").startswith("postgres://")
+            and secret_value(docs, "-external", "redis-url").startswith("rediss://"))
+    R.check(f"[{sc}] controller disabled: no controller, Role or SchedulerConfig", not any(d["kind"] in ("Role", "RoleBinding", "SchedulerConfig") for d in docs) and find(docs, "Deployment", "-controller") is None)
+    R.check(f"[{sc}] metrics.podAnnotations=false drops prometheus.io annotations", "prometheus.io/scrape" not in api["spec"]["template"]["metadata"]["annotations"])
+
+
+def assert_kind(docs: list[dict]) -> None:
+    sc = "kind"
+    ing = find(docs, "Ingress", "-api")
+    R.check(f"[{sc}] ingress-nginx Ingress on jobsched.localhost", ing is not None and ing["spec"]["ingressClassName"] == "nginx" and ing["spec"]["rules"][0]["host"] == "jobsched.localhost")
+    R.check(f"[{sc}] image jobsched:dev as loaded by `make kind-load`", container(find(docs, "Deployment", "-api"), "api")["image"] == "jobsched:dev")
+    # `make helm-install` and docs/kubernetes.md use the release name "jobsched": objects are then
+    # named "jobsched-*" and the SchedulerConfig the docs and tests/e2e/run.sh apply is "jobsched".
+    with helm.Chart.load(str(CHART)) as chart:
+        named = documents(chart.render(SCENARIOS["kind"], name="jobsched", namespace="jobsched", is_install=True))
+    names = {kn(d) for d in named}
+    want = {"Deployment/jobsched-api", "Deployment/jobsched-worker", "Deployment/jobsched-controller",
+            "Service/jobsched-api", "Ingress/jobsched-api", "SchedulerConfig/jobsched"}
+    R.check(f"[{sc}] release \"jobsched\" names objects as docs/kubernetes.md and tests/e2e/run.sh expect", want <= names, str(sorted(want - names)))
+    ctrl = find(named, "Deployment", "jobsched-controller")
+    R.check(f"[{sc}] the controller follows SchedulerConfig \"jobsched\"", env_of(container(ctrl, "controller"))["JOBSCHED_CONFIG_NAME"] == "jobsched")
+
+
+def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(values, dict) and values:
+        for k, v in values.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+    else:
+        out[prefix] = values
+    return out
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+def section_tools() -> None:
+    R.section("tools")
+    print(f"  helm-python-sdk {helm.__version__} (Helm SDK {helm.helm_sdk_version()}), "
+          f"kubernetes-validate {importlib.metadata.version('kubernetes-validate')}, "
+          f"jsonschema {importlib.metadata.version('jsonschema')}, PyYAML {yaml.__version__}")
+    print(f"  Kubernetes schema versions: {', '.join(KUBE_VERSIONS)}")
+
+
+def section_schema() -> None:
+    R.section("values.schema.json")
+    gen = subprocess.run([sys.executable, str(HERE / "gen_schema.py"), "--check"])
+    R.check("values.schema.json is what tests/chart/gen_schema.py generates", gen.returncode == 0,
+            "run `python tests/chart/gen_schema.py` and commit the result")
+    with helm.Chart.load(str(CHART)) as chart:
+        for name, values in SCENARIOS.items():
+            try:
+                chart.validate_schema(values)
+                R.check(f"[{name}] values pass the schema", True)
+            except helm.HelmError as e:
+                R.check(f"[{name}] values pass the schema", False, str(e))
+        bad_cases = {
+            "top-level typo `workr`": {"workr": {"replicas": 3}},
+            "nested typo `worker.concurency`": {"worker": {"concurency": 3}},
+            "typo `api.ingres`": {"api": {"ingres": {"enabled": True}}},
+            "unknown policy": {"scheduler": {"policy": "lottery"}},
+            "quantum 0": {"scheduler": {"quantumSeconds": 0}},
+            "shutdownGrace as text": {"worker": {"shutdownGrace": "25s"}},
+            "privileged escalation allowed": {"securityContext": {"allowPrivilegeEscalation": True}},
+            "unknown migrations mode": {"migrations": {"mode": "job"}},
+            "non-postgres external URL": {"externalDatabase": {"url": "mysql://x"}},
+        }
+        for label, values in bad_cases.items():
+            try:
+                chart.validate_schema(values)
+                R.check(f"schema rejects {label}", False, "accepted")
+            except helm.HelmValuesError:
+                R.check(f"schema rejects {label}", True)
+    # every key of values.yaml is described by the schema (additionalProperties: false would
+    # otherwise reject the chart's own defaults) - covered by validate_schema({}) above.
+
+
+def section_lint() -> None:
+    R.section(f"helm lint (strict, kube {LINT_KUBE_VERSION})")
+    for name, values in SCENARIOS.items():
+        report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=LINT_KUBE_VERSION)
+        bad = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report.get("errors", [])]
+        for m in report["messages"]:
+            if m["severity"] < 2:
+                R.note(f"[{name}] lint info: {m['path']}: {m['error']}")
+        R.check(f"[{name}] helm lint: no errors or warnings", not bad, "; ".join(str(m.get("error")) for m in bad))
+
+
+def section_template_failures() -> None:
+    R.section("misconfigurations fail with a message naming the fix")
+    cases: list[tuple[str, dict, str]] = [
+        ("in-chart Postgres off, no external database", {"postgresql": {"enabled": False}}, "externalDatabase.existingSecret"),
+        ("in-chart Redis off, no external Redis", {"redis": {"enabled": False}}, "externalRedis.existingSecret"),
+        ("both in-chart and external Postgres", {"externalDatabase": {"existingSecret": "x"}}, "postgresql.enabled=false"),
+        ("hook migrations with the in-chart Postgres", {"migrations": {"mode": "hook"}}, "migrations.mode=auto or initContainer"),
+        ("2 controllers without leader election", {"controller": {"replicas": 2, "leaderElection": False}}, "leader election"),
+        ("HPA without a target", {"worker": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}}, "targetCPUUtilizationPercentage"),
+    ]
+    for label, values, needle in cases:
+        try:
+            render(values)
+            R.check(f"render fails: {label}", False, "rendered without error")
+        except helm.HelmError as e:
+            R.check(f"render fails: {label}", needle in str(e), f"message lacks {needle!r}: {e}")
+
+
+def section_render(crd: CRD) -> dict[str, list[dict]]:
+    rendered: dict[str, list[dict]] = {}
+    for name, values in SCENARIOS.items():
+        R.section(f"render + validate: {name}")
+        try:
+            manifests = render(values)
+        except helm.HelmError as e:
+            R.check(f"[{name}] renders", False, str(e))
+            continue
+        docs = documents(manifests)
+        R.check(f"[{name}] renders ({len(docs)} manifests)", bool(docs))
+        rendered[name] = docs
+        notes = manifests.get("jobsched/templates/NOTES.txt", "")
+        R.check(f"[{name}] NOTES.txt explains the API, SchedulerConfig and status", all(s in notes for s in ("curl", "kind: SchedulerConfig", "kubectl", "get schedulerconfigs")))
+        app_version = str(merged_values(values)["image"]["tag"] or helm.Chart.load(str(CHART)).metadata["appVersion"])
+        skipped: set[str] = set()
+        seen: set[str] = set()
+        dupes = []
+        for doc in docs:
+            key = f"{doc['kind']}/{doc['metadata'].get('namespace', NAMESPACE)}/{doc['metadata']['name']}"
+            if key in seen:
+                dupes.append(key)
+            seen.add(key)
+            kube_validate(doc, crd, name, skipped)
+            check_labels(doc, name, app_version)
+            if doc["kind"] in WORKLOAD_KINDS:
+                check_workload_security(doc, name)
+            if doc["kind"] != "Namespace" and doc["kind"] not in ("ServiceMonitor", "ConfigMap"):
+                if doc["metadata"].get("namespace") != NAMESPACE:
+                    dupes.append(f"{kn(doc)} not in the release namespace")
+        R.check(f"[{name}] names unique and namespaced to the release", not dupes, "; ".join(dupes))
+        v = merged_values(values)
+        ext_secrets = {s for s in (v["externalDatabase"]["existingSecret"], v["externalRedis"]["existingSecret"], v["auth"]["existingSecret"]) if s}
+        ext_claims = {v["persistence"]["existingClaim"]} if v["persistence"]["existingClaim"] else set()
+        check_references(docs, name, ext_secrets, ext_claims)
+    return rendered
+
+
+def section_crd() -> CRD:
+    R.section("SchedulerConfig CRD")
+    chart_crd_path = CHART / "crds/schedulerconfigs.yaml"
+    deploy_crd_path = ROOT / "deploy/crds/schedulerconfigs.yaml"
+    chart_bytes = chart_crd_path.read_bytes()
+    if deploy_crd_path.exists():
+        R.check(
+            "charts/jobsched/crds/schedulerconfigs.yaml is byte-for-byte deploy/crds/schedulerconfigs.yaml",
+            chart_bytes == deploy_crd_path.read_bytes(),
+            "copy deploy/crds/schedulerconfigs.yaml over the chart's copy",
+        )
+    else:
+        R.check("deploy/crds/schedulerconfigs.yaml exists (source of the chart's CRD)", False,
+                "missing: generate it with `jobsched crd > deploy/crds/schedulerconfigs.yaml`")
+    binary = os.environ.get("JOBSCHED_BIN")
+    if binary:
+        try:
+            out = subprocess.run([binary, "crd"], capture_output=True, check=True, timeout=60).stdout
+            R.check(f"`{binary} crd` output is byte-for-byte the chart's CRD", out == chart_bytes,
+                    "regenerate: `jobsched crd > deploy/crds/schedulerconfigs.yaml` and copy it into charts/jobsched/crds/")
+        except subprocess.CalledProcessError as e:
+            stderr = e.stderr.decode(errors="replace").strip().splitlines()
+            R.check(f"`{binary} crd` runs", False, f"exit {e.returncode}: {stderr[0] if stderr else ''}")
+        except (OSError, subprocess.SubprocessError) as e:
+            R.check(f"`{binary} crd` runs", False, str(e))
+    else:
+        R.note("JOBSCHED_BIN not set: `jobsched crd` output not compared (set it to a built binary)")
+    docs = [d for d in yaml.safe_load_all(chart_bytes) if d]
+    R.check("the chart's CRD file holds exactly one document", len(docs) == 1, f"{len(docs)} documents")
+    doc = docs[0]
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+            R.check(f"CRD valid (strict) for Kubernetes {version}", True)
+        except ValidationError as e:
+            R.check(f"CRD valid (strict) for Kubernetes {version}", False, f"{'.'.join(map(str, e.path))}: {e.message}")
+    spec = doc.get("spec", {})
+    R.check(
+        "CRD: jobsched.io SchedulerConfig, namespaced, v1alpha1 served and stored",
+        doc.get("metadata", {}).get("name") == "schedulerconfigs.jobsched.io" and spec.get("group") == "jobsched.io"
+        and spec.get("names", {}).get("kind") == "SchedulerConfig" and spec.get("scope") == "Namespaced"
+        and any(v["name"] == "v1alpha1" and v.get("served") and v.get("storage") for v in spec.get("versions", [])),
+    )
+    crd = CRD(doc)
+    v = crd.versions.get("v1alpha1", {})
+    R.check("CRD has the status subresource (the controller patches schedulerconfigs/status)", "status" in (v.get("subresources") or {}))
+    good = {"apiVersion": "jobsched.io/v1alpha1", "kind": "SchedulerConfig", "metadata": {"name": "x"},
+            "spec": {"policy": "priority", "roundRobin": {"quantumSeconds": 0.5}, "paused": False}}
+    R.check("CRD schema accepts a valid SchedulerConfig", not validate_custom_object(good, crd), "; ".join(validate_custom_object(good, crd)))
+    for label, mutate in {
+        "unknown policy": lambda d: d["spec"].__setitem__("policy", "lottery"),
+        "quantumSeconds 0": lambda d: d["spec"]["roundRobin"].__setitem__("quantumSeconds", 0),
+        "paused as text": lambda d: d["spec"].__setitem__("paused", "yes"),
+        "unknown spec field": lambda d: d["spec"].__setitem__("polcy", "fcfs"),
+    }.items():
+        bad = copy.deepcopy(good)
+        mutate(bad)
+        R.check(f"CRD schema rejects {label}", bool(validate_custom_object(bad, crd)))
+    return crd
+
+
+def section_dashboard() -> None:
+    R.section("Grafana dashboard")
+    chart_copy = CHART / "dashboards/jobsched-dashboard.json"
+    source = ROOT / "deploy/grafana/jobsched-dashboard.json"
+    try:
+        json.loads(chart_copy.read_text())
+        R.check("chart dashboard is valid JSON", True)
+    except ValueError as e:
+        R.check("chart dashboard is valid JSON", False, str(e))
+    if source.exists():
+        R.check("charts/jobsched/dashboards/jobsched-dashboard.json is identical to deploy/grafana/jobsched-dashboard.json",
+                chart_copy.read_bytes() == source.read_bytes(), "copy deploy/grafana/jobsched-dashboard.json into the chart")
+    else:
+        R.check("deploy/grafana/jobsched-dashboard.json exists (source of the chart's dashboard)", False, "missing")
+
+
+def section_docs() -> None:
+    R.section("chart README lists every value")
+    readme = (CHART / "README.md").read_text()
+    values = flatten(load_yaml(CHART / "values.yaml"))
+
+    def documented(key: str) -> bool:
+        parts = key.split(".")
+        return any(f"| `{'.'.join(parts[:i])}` |" in readme for i in range(len(parts), 0, -1))
+
+    missing = [k for k in values if not documented(k)]
+    R.check(f"all {len(values)} values of values.yaml are in the charts/jobsched/README.md table", not missing, f"undocumented: {missing}")
+    gen = subprocess.run([sys.executable, str(HERE / "gen_values_doc.py"), "--check"])
+    R.check("README values table matches the values.yaml comments", gen.returncode == 0,
+            "run `python tests/chart/gen_values_doc.py`")
+    for doc in ("docs/kubernetes.md", "deploy/minikube.md"):
+        path = ROOT / doc
+        text = path.read_text() if path.exists() else ""
+        R.check(f"{doc} covers install, kubectl apply of a SchedulerConfig and curl through the ingress",
+                all(s in text for s in ("helm upgrade --install", "kind: SchedulerConfig", "kubectl -n jobsched apply", "curl --resolve jobsched.localhost")))
+
+
+def section_packaging() -> None:
+    R.section("packaging files")
+    compose = load_yaml(ROOT / "deploy/docker-compose.yml")
+    services = compose.get("services", {})
+    R.check("compose: postgres, redis, migrate, api, worker services",
+            sorted(services) == ["api", "migrate", "postgres", "redis", "worker"], str(sorted(services)))
+    R.check("compose: postgres:16 and redis:7", services.get("postgres", {}).get("image") == "postgres:16" and services.get("redis", {}).get("image") == "redis:7")
+    R.check("compose: worker runs 2 replicas by default", services.get("worker", {}).get("deploy", {}).get("replicas") == 2)
+    R.check("compose: migrate is one-shot and gates api and worker",
+            services["migrate"].get("command") == ["migrate"]
+            and all(services[s]["depends_on"]["migrate"]["condition"] == "service_completed_successfully" for s in ("api", "worker")))
+    R.check("compose: api publishes port 8000", any(str(p).endswith(":8000") for p in services["api"].get("ports", [])))
+    R.check("compose: build context is the repository root", all(
+        (ROOT / "deploy" / services[s]["build"]["context"]).resolve() == ROOT for s in ("migrate", "api", "worker")))
+    root_compose = load_yaml(ROOT / "compose.yaml")
+    R.check("compose.yaml at the root includes deploy/docker-compose.yml", root_compose.get("include") == ["deploy/docker-compose.yml"])
+    kind = load_yaml(ROOT / "deploy/kind/kind-config.yaml")
+    ports = {m["containerPort"]: m["hostPort"] for n in kind["nodes"] for m in n.get("extraPortMappings", [])}
+    R.check("kind config maps ingress ports 80 and 443 to the host", ports == {80: 80, 443: 443}, str(ports))
+    R.check("kind node labelled ingress-ready for ingress-nginx", any((n.get("labels") or {}).get("ingress-ready") == "true" for n in kind["nodes"]))
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for needle, label in (
+        ("FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder", "builder stage on rust:1.95-bookworm"),
+        ("ARG RUST_VERSION=1.95", "Rust 1.95"),
+        ("cargo build --release --locked -p jobsched", "release build of the jobsched package"),
+        ("--mount=type=cache", "cargo cache mounts"),
+        ("FROM debian:${DEBIAN_RELEASE}-slim", "debian slim runtime"),
+        ("ca-certificates", "CA certificates"),
+        ("USER 10001:10001", "non-root user 10001"),
+        ('ENTRYPOINT ["jobsched"]', "ENTRYPOINT jobsched"),
+        ('org.opencontainers.image.version="${VERSION}"', "VERSION build arg as OCI label"),
+    ):
+        R.check(f"Dockerfile: {label}", needle in dockerfile)
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    R.check(".dockerignore excludes target/, .git and *.db", all(p in ignore for p in ("target/", ".git/", "*.db")))
+    mk = (ROOT / "Makefile.packaging").read_text()
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", mk, re.M))
+    want = {"image", "kind-up", "kind-load", "helm-install", "e2e", "chart-check"}
+    R.check("Makefile.packaging has image, kind-up, kind-load, helm-install, e2e, chart-check", want <= targets, str(sorted(want - targets)))
+    syntax = subprocess.run(["bash", "-n", str(ROOT / "tests/e2e/run.sh")], capture_output=True, text=True)
+    R.check("tests/e2e/run.sh parses (bash -n)", syntax.returncode == 0, syntax.stderr)
+
+
+def section_env_contract(rendered: dict[str, list[dict]]) -> None:
+    """With JOBSCHED_BIN: every JOBSCHED_* variable the chart sets is one the subcommand reads."""
+    R.section("environment contract with the binary")
+    binary = os.environ.get("JOBSCHED_BIN")
+    if not binary:
+        R.note("JOBSCHED_BIN not set: environment variables not compared with `jobsched <role> --help`")
+        return
+    read_directly = {"JOBSCHED_LOG_FORMAT"}  # read by the logging setup, not a clap flag
+    known: dict[str, set[str]] = {}
+    for name, docs in rendered.items():
+        for w in docs:
+            if w["kind"] not in WORKLOAD_KINDS:
+                continue
+            spec = pod_spec(w)
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                args = c.get("args") or []
+                jobsched_image = merged_values(SCENARIOS[name])["image"]["repository"]
+                if not args or c.get("command") or not c["image"].startswith(jobsched_image + ":"):
+                    continue
+                role = args[0]
+                if role not in known:
+                    try:
+                        out = subprocess.run([binary, role, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
+                    except (OSError, subprocess.SubprocessError) as e:
+                        R.check(f"`jobsched {role} --help` runs", False, str(e))
+                        known[role] = set()
+                        continue
+                    known[role] = set(re.findall(r"env: (JOBSCHED_[A-Z_]+)", out)) | read_directly
+                unknown = sorted(e["name"] for e in c.get("env", [])
+                                 if e["name"].startswith("JOBSCHED_") and e["name"] not in known[role])
+                R.check(f"[{name}] {kn(w)}/{c['name']}: `jobsched {role}` reads every JOBSCHED_* variable set", not unknown, f"not read: {unknown}")
+
+
+ORDER = ["CustomResourceDefinition", "ServiceAccount", "Secret", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding",
+         "Service", "Deployment", "StatefulSet", "Job", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress",
+         "NetworkPolicy", "ServiceMonitor", "SchedulerConfig"]
+
+
+def print_resources(docs: list[dict]) -> None:
+    print("\n== rendered resources, default values (release \"demo\", namespace \"jobsched\")")
+    crd = [d for d in yaml.safe_load_all((CHART / "crds/schedulerconfigs.yaml").read_text()) if d][0]
+    print(f"  CustomResourceDefinition/{crd['metadata']['name']}  (crds/, installed first by Helm)")
+    for d in sorted(docs, key=lambda d: (ORDER.index(d["kind"]) if d["kind"] in ORDER else 99, d["metadata"]["name"])):
+        hook = (d["metadata"].get("annotations") or {}).get("helm.sh/hook")
+        print(f"  {d['kind']}/{d['metadata']['name']}" + (f"  (hook: {hook})" if hook else ""))
+
+
+def main() -> int:
+    section_tools()
+    crd = section_crd()
+    section_schema()
+    section_lint()
+    section_template_failures()
+    rendered = section_render(crd)
+    R.section("behaviour per scenario")
+    for name, fn in (("default", assert_default), ("all-on", assert_all_on), ("external", assert_external),
+                     ("external-url", assert_external_url), ("kind", assert_kind)):
+        if name in rendered:
+            try:
+                fn(rendered[name])
+            except Exception as e:  # a crash in an assertion is a failure, not a traceback
+                R.check(f"[{name}] assertions ran", False, f"{type(e).__name__}: {e}")
+    section_dashboard()
+    section_docs()
+    section_packaging()
+    section_env_contract(rendered)
+    if "default" in rendered:
+        print_resources(rendered["default"])
+    if R.failures:
+        print("\nFailures:")
+        for f in R.failures:
+            print(f"  - {f}")
+    print(f"\n{R.passed} passed, {R.failed} failed")
+    return 1 if R.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

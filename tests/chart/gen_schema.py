@@ -1,0 +1,292 @@
+"""Writes charts/jobsched/values.schema.json. The schema is kept as Python for readability;
+run `python tests/chart/gen_schema.py` after changing it (check_chart.py verifies the file is
+current)."""
+
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TARGET = ROOT / "charts/jobsched/values.schema.json"
+
+
+def obj(props, required=(), extra=False, desc=None):
+    s = {"type": "object", "additionalProperties": extra, "properties": props}
+    if required:
+        s["required"] = list(required)
+    if desc:
+        s["description"] = desc
+    return s
+
+
+STR = {"type": "string"}
+BOOL = {"type": "boolean"}
+MAP = {"type": "object"}
+STRMAP = {"type": "object", "additionalProperties": {"type": "string"}}
+LIST = {"type": "array"}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+POS_INT = {"type": "integer", "minimum": 1}
+NONNEG_INT = {"type": "integer", "minimum": 0}
+QUANTITY = {"type": ["string", "integer"], "pattern": "^[0-9.]+([eE][0-9]+|[numkMGTPE]i?)?$"}
+RESOURCES = obj(
+    {
+        "requests": {"type": "object", "additionalProperties": QUANTITY},
+        "limits": {"type": "object", "additionalProperties": QUANTITY},
+        "claims": LIST,
+    }
+)
+PULL_POLICY = {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]}
+ENV_LIST = {
+    "type": "array",
+    "items": {"type": "object", "required": ["name"], "properties": {"name": STR}},
+}
+INT_OR_PERCENT = {"type": ["integer", "string"], "pattern": "^[0-9]+%?$"}
+
+
+def pod_placement(spread=False):
+    p = {
+        "podAnnotations": STRMAP,
+        "podLabels": STRMAP,
+        "extraEnv": ENV_LIST,
+        "nodeSelector": STRMAP,
+        "tolerations": LIST,
+        "affinity": MAP,
+    }
+    if spread:
+        p["topologySpreadConstraints"] = LIST
+    return p
+
+
+def pdb():
+    return obj({"enabled": BOOL, "maxUnavailable": INT_OR_PERCENT})
+
+
+def image(repo_default):
+    return obj(
+        {
+            "repository": {"type": "string", "minLength": 1, "description": f"e.g. {repo_default}"},
+            "tag": {"type": ["string", "number"]},
+            "pullPolicy": PULL_POLICY,
+        }
+    )
+
+
+def backing_service(port_name):
+    return obj(
+        {
+            "enabled": BOOL,
+            "image": image(port_name),
+            "persistence": obj(
+                {"enabled": BOOL, "storageClass": STR, "size": QUANTITY}
+            ),
+            "resources": RESOURCES,
+            "nodeSelector": STRMAP,
+            "tolerations": LIST,
+            "affinity": MAP,
+        }
+    )
+
+
+def external(scheme):
+    return obj(
+        {
+            "existingSecret": STR,
+            "existingSecretKey": {"type": "string", "minLength": 1},
+            "url": {"type": "string", "pattern": f"^(|{scheme}://.+)$"},
+        }
+    )
+
+
+SECCOMP = obj({"type": {"type": "string"}, "localhostProfile": STR})
+
+SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "jobsched chart values",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "global": MAP,
+        "nameOverride": STR,
+        "fullnameOverride": {"type": "string", "maxLength": 40},
+        "commonLabels": STRMAP,
+        "image": image("jobsched"),
+        "imagePullSecrets": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name"], "properties": {"name": STR}},
+        },
+        "log": obj(
+            {
+                "format": {"type": "string", "enum": ["json", "text"]},
+                "filter": STR,
+            }
+        ),
+        "redisPrefix": {"type": "string", "minLength": 1},
+        "auth": obj(
+            {
+                "enabled": BOOL,
+                "existingSecret": STR,
+                "apiTokenKey": {"type": "string", "minLength": 1},
+                "adminTokenKey": {"type": "string", "minLength": 1},
+            }
+        ),
+        "serviceAccount": obj({"create": BOOL, "name": STR, "annotations": STRMAP}),
+        "podSecurityContext": {
+            "type": "object",
+            "properties": {"runAsNonRoot": {"const": True}, "seccompProfile": SECCOMP},
+        },
+        "securityContext": {
+            "type": "object",
+            "properties": {
+                "allowPrivilegeEscalation": {"const": False},
+                "privileged": {"const": False},
+                "runAsNonRoot": {"const": True},
+                "seccompProfile": SECCOMP,
+            },
+        },
+        "persistence": obj(
+            {
+                "enabled": BOOL,
+                "existingClaim": STR,
+                "storageClass": STR,
+                "accessModes": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "string",
+                        "enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"],
+                    },
+                },
+                "size": QUANTITY,
+                "seedSamples": BOOL,
+            }
+        ),
+        "api": obj(
+            {
+                "replicas": NONNEG_INT,
+                "bodyLimit": {"type": ["integer", "null"], "minimum": 1024},
+                "service": obj(
+                    {
+                        "type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                        "port": PORT,
+                        "annotations": STRMAP,
+                    }
+                ),
+                "ingress": obj(
+                    {
+                        "enabled": BOOL,
+                        "className": STR,
+                        "annotations": STRMAP,
+                        "host": STR,
+                        "path": {"type": "string", "pattern": "^/"},
+                        "pathType": {"type": "string", "enum": ["Prefix", "Exact", "ImplementationSpecific"]},
+                        "tls": obj({"enabled": BOOL, "secretName": STR}),
+                    }
+                ),
+                "resources": RESOURCES,
+                "pdb": pdb(),
+                **pod_placement(spread=True),
+            }
+        ),
+        "worker": obj(
+            {
+                "replicas": NONNEG_INT,
+                "concurrency": POS_INT,
+                "shutdownGrace": NONNEG_INT,
+                "leaseTtl": {"type": "number", "exclusiveMinimum": 0},
+                "metricsPort": PORT,
+                "autoscaling": obj(
+                    {
+                        "enabled": BOOL,
+                        "minReplicas": POS_INT,
+                        "maxReplicas": POS_INT,
+                        "targetCPUUtilizationPercentage": {"type": ["integer", "null"], "minimum": 1},
+                        "targetMemoryUtilizationPercentage": {"type": ["integer", "null"], "minimum": 1},
+                        "behavior": MAP,
+                    }
+                ),
+                "resources": RESOURCES,
+                "pdb": pdb(),
+                **pod_placement(spread=True),
+            }
+        ),
+        "controller": obj(
+            {
+                "enabled": BOOL,
+                "replicas": NONNEG_INT,
+                "leaderElection": {"enum": ["auto", True, False]},
+                "metricsPort": PORT,
+                "resources": RESOURCES,
+                **pod_placement(),
+            }
+        ),
+        "scheduler": obj(
+            {
+                "create": BOOL,
+                "policy": {"type": "string", "enum": ["fcfs", "sjf", "priority", "round_robin"]},
+                "quantumSeconds": {"type": "number", "exclusiveMinimum": 0},
+                "paused": BOOL,
+            }
+        ),
+        "migrations": obj(
+            {
+                "mode": {"type": "string", "enum": ["auto", "hook", "initContainer"]},
+                "backoffLimit": NONNEG_INT,
+                "activeDeadlineSeconds": POS_INT,
+                "resources": RESOURCES,
+            }
+        ),
+        "postgresql": backing_service("postgres"),
+        "redis": backing_service("redis"),
+        "externalDatabase": external("postgres(ql)?"),
+        "externalRedis": external("rediss?"),
+        "metrics": obj(
+            {
+                "podAnnotations": BOOL,
+                "serviceMonitor": obj(
+                    {
+                        "enabled": BOOL,
+                        "namespace": STR,
+                        "labels": STRMAP,
+                        "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                    }
+                ),
+                "dashboard": obj(
+                    {
+                        "enabled": BOOL,
+                        "namespace": STR,
+                        "labels": STRMAP,
+                        "annotations": STRMAP,
+                    }
+                ),
+            }
+        ),
+        "networkPolicy": obj(
+            {
+                "enabled": BOOL,
+                "apiIngressFrom": LIST,
+                "metricsIngressFrom": LIST,
+            }
+        ),
+    },
+}
+# The in-chart Postgres additionally names its database and user.
+SCHEMA["properties"]["postgresql"]["properties"]["database"] = {
+    "type": "string",
+    "pattern": "^[a-z_][a-z0-9_]*$",
+}
+SCHEMA["properties"]["postgresql"]["properties"]["username"] = {
+    "type": "string",
+    "pattern": "^[a-z_][a-z0-9_]*$",
+}
+
+
+def rendered() -> str:
+    return json.dumps(SCHEMA, indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    if "--check" in sys.argv:
+        sys.exit(0 if TARGET.read_text() == rendered() else 1)
+    TARGET.write_text(rendered())
+    print(f"wrote {TARGET.relative_to(ROOT)}")
