@@ -220,14 +220,110 @@ fn readme_quick_start_works_against_jobsched_dev() {
         Duration::from_secs(30),
     );
 
+    // The API exports its metrics on its own port, labelled by route template.
+    let (page, _) = curl(&["-s", &format!("{base}/metrics")]);
+    assert!(
+        page.contains(r#"jobsched_jobs_submitted_total{job_type="sleep"} 1"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"jobsched_jobs_submitted_total{job_type="word_count"} 1"#));
+    assert!(
+        page.contains(r#"route="/jobs/{id}""#),
+        "route templates, not raw paths"
+    );
+    assert!(!page.contains(&count_id), "no per-job labels");
+    assert!(
+        page.contains(
+            r#"jobsched_jobs_finished_total{job_type="thumbnail",outcome="completed"} 1"#
+        )
+    );
+
+    // The CLI client against the same server.
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("JOBSCHED_URL", &base)
+            .output()
+            .expect("run jobsched cli")
+    };
+    let ok = cli(&[
+        "submit",
+        "sleep",
+        "duration=0.05",
+        "--name",
+        "cli-ok",
+        "--priority",
+        "2",
+        "--wait",
+        "--json",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let done = json(&String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(done["status"], "COMPLETED");
+    assert_eq!(done["priority"], 2);
+    let bad = cli(&[
+        "submit",
+        "sleep",
+        "duration=0",
+        "fail_probability=1",
+        "--max-retries",
+        "0",
+        "--wait",
+    ]);
+    assert!(
+        !bad.status.success(),
+        "a failed job must give a non-zero exit"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("FAILED"));
+    let invalid = cli(&["submit", "sleep", "duration=-1"]);
+    assert!(!invalid.status.success());
+    assert!(
+        String::from_utf8_lossy(&invalid.stderr).contains("duration"),
+        "the error names the field"
+    );
+    let stats = cli(&["stats", "--json"]);
+    assert_eq!(
+        json(&String::from_utf8_lossy(&stats.stdout))["total_jobs"],
+        5
+    );
+    let listed = cli(&["jobs", "--status", "FAILED", "--json"]);
+    assert_eq!(json(&String::from_utf8_lossy(&listed.stdout))["total"], 1);
+    let dlq = cli(&["dlq", "list", "--json"]);
+    assert_eq!(
+        json(&String::from_utf8_lossy(&dlq.stdout))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let purge = cli(&["dlq", "purge"]);
+    assert!(String::from_utf8_lossy(&purge.stdout).contains("purged 1"));
+    let switched = cli(&["policy", "sjf", "--json"]);
+    assert_eq!(
+        json(&String::from_utf8_lossy(&switched.stdout))["current_policy"],
+        "sjf"
+    );
+    let unknown = cli(&["policy", "lifo"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("fcfs"),
+        "lists the valid policies"
+    );
+    cli(&["policy", "priority"]);
+
     // Ctrl-C stops cleanly; a restart keeps the jobs and the policy.
     let st = interrupt(&mut dev.child);
     assert!(st.success(), "exit status {st:?}");
     let mut dev = start_dev(&db, port);
     let (body, _) = curl(&["-s", &format!("{}/jobs/stats", dev.base)]);
     let stats = json(&body);
-    assert_eq!(stats["total_jobs"], 3);
-    assert_eq!(stats["completed"], 3);
+    assert_eq!(stats["total_jobs"], 5);
+    assert_eq!(stats["completed"], 4);
+    assert_eq!(stats["failed"], 1);
     let (body, _) = curl(&["-s", &format!("{}/scheduler/status", dev.base)]);
     assert_eq!(
         json(&body)["current_policy"],

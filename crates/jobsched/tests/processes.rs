@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
 
 struct Env {
+    redis_url: String,
     db: TestDb,
     store: Arc<dyn Store>,
     redis: RedisTransport,
@@ -27,10 +28,14 @@ struct Env {
 
 impl Env {
     async fn new() -> Option<Env> {
+        Env::with_redis("redis://127.0.0.1:6379").await
+    }
+
+    async fn with_redis(redis_url: &str) -> Option<Env> {
         let db = TestDb::postgres().await?;
         let store = db.store().await;
         let prefix = format!("jobsched-proc-{}", uuid::Uuid::new_v4().simple());
-        let redis = match RedisTransport::connect("redis://127.0.0.1:6379", &prefix).await {
+        let redis = match RedisTransport::connect(redis_url, &prefix).await {
             Ok(r) => r,
             Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
                 eprintln!("skipping: Redis unavailable: {e}");
@@ -39,6 +44,7 @@ impl Env {
             Err(e) => panic!("Redis is required in CI: {e}"),
         };
         Some(Env {
+            redis_url: redis_url.to_string(),
             db,
             store,
             redis,
@@ -53,7 +59,7 @@ impl Env {
         let mut cmd = Command::new(BIN);
         cmd.arg("worker")
             .env("JOBSCHED_DATABASE_URL", self.db.url())
-            .env("JOBSCHED_REDIS_URL", "redis://127.0.0.1:6379")
+            .env("JOBSCHED_REDIS_URL", &self.redis_url)
             .env("JOBSCHED_REDIS_PREFIX", &self.prefix)
             .env("JOBSCHED_DATA_DIR", self.data.path())
             .env("JOBSCHED_WORKER_ID", id)
@@ -656,5 +662,111 @@ async fn worker_metrics_count_the_jobs_it_ran() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    env.cleanup().await;
+}
+
+/// A private `redis-server` on a free port, so a real FLUSHALL touches nobody else's keys.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start() -> Option<PrivateRedis> {
+        let port = free_port();
+        let child = match Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("skipping: cannot start redis-server: {e}");
+                return None;
+            }
+            Err(e) => panic!("redis-server is required in CI: {e}"),
+        };
+        let r = PrivateRedis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !r.cli(&["ping"]).contains("PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(r)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_mid_run_loses_no_job() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let Some(mut env) = Env::with_redis(&format!("redis://127.0.0.1:{}", redis.port)).await else {
+        return;
+    };
+    env.set_policy(PolicyKind::Priority).await;
+    let jobs: Vec<NewJob> = (0..60)
+        .map(|i| sleep_job(&format!("f{i:02}"), 0.05))
+        .collect();
+    env.submit_many(&jobs).await;
+    env.spawn_worker("fa", 2, &[]);
+    env.spawn_worker("fb", 2, &[]);
+    env.wait_until(Duration::from_secs(30), "10 completed", |js| {
+        js.iter()
+            .filter(|j| j.status == JobStatus::Completed)
+            .count()
+            >= 10
+    })
+    .await;
+    assert!(redis.cli(&["FLUSHALL"]).contains("OK"));
+    let done = env
+        .wait_until(
+            Duration::from_secs(90),
+            "all terminal after FLUSHALL",
+            all_terminal,
+        )
+        .await;
+    assert!(
+        done.iter().all(|j| j.status == JobStatus::Completed),
+        "every job completes"
+    );
+    // Rebuilt from the durable copy in Postgres, not reset to the default.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = env.redis.policy().await.unwrap() {
+            assert_eq!(s.policy, PolicyKind::Priority);
+            break;
+        }
+        assert!(Instant::now() < deadline, "policy key was not rebuilt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     env.cleanup().await;
 }

@@ -357,9 +357,7 @@ async fn finisher(
             mirror_dead_letters(&rt, &failed).await;
         }
         let tokens: Vec<Token> = batch.iter().map(Outcome::token).collect();
-        if let Err(e) = rt.transport.ack(&me, &tokens).await {
-            tracing::warn!(error = %e, "ack failed; entries are cleaned up when this worker is reaped");
-        }
+        // Recorded: stop renewing these leases before anything else.
         let mut n = 0u32;
         if let Ok(mut r) = running.lock() {
             for t in &tokens {
@@ -367,6 +365,9 @@ async fn finisher(
                     n += 1;
                 }
             }
+        }
+        if let Err(e) = rt.transport.ack(&me, &tokens).await {
+            tracing::warn!(error = %e, "ack failed; entries are cleaned up when this worker is reaped");
         }
         batch.clear();
         if n > 0 {
@@ -437,10 +438,23 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
         let until = rt.clock.now() + chrono_dur(rt.config.lease_ttl);
         match rt.store.renew(&tokens, &me, until).await {
             Ok(held) if held.len() < tokens.len() => {
-                tracing::warn!(
-                    lost = tokens.len() - held.len(),
-                    "lost the lease of some running jobs; their outcomes will be ignored"
-                );
+                // A job whose outcome was recorded meanwhile has left the running set; only
+                // the ones still running really lost their lease (the rescuer took them).
+                let lost = running
+                    .lock()
+                    .map(|r| {
+                        tokens
+                            .iter()
+                            .filter(|t| !held.contains(t) && r.contains_key(t))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                if lost > 0 {
+                    tracing::warn!(
+                        lost,
+                        "lost the lease of some running jobs; their outcomes will be ignored"
+                    );
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
