@@ -24,6 +24,14 @@ struct Dev {
     base: String,
 }
 
+impl Drop for Dev {
+    /// Never leave a server behind, even when an assertion fails.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_dev(db: &Path, port: u16) -> Dev {
     let child = Command::new(BIN)
         .args(["dev", "--db"])

@@ -23,7 +23,32 @@ struct Env {
     redis: RedisTransport,
     prefix: String,
     data: tempfile::TempDir,
-    children: Vec<Child>,
+    children: Children,
+}
+
+/// Spawned processes, killed when dropped (also when a test panics).
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Children {
+    type Output = Child;
+    fn index(&self, i: usize) -> &Child {
+        &self.0[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Children {
+    fn index_mut(&mut self, i: usize) -> &mut Child {
+        &mut self.0[i]
+    }
 }
 
 impl Env {
@@ -50,7 +75,7 @@ impl Env {
             redis,
             prefix,
             data: tempfile::tempdir().unwrap(),
-            children: Vec::new(),
+            children: Children(Vec::new()),
         })
     }
 
@@ -78,8 +103,9 @@ impl Env {
             cmd.env(k, v);
         }
         self.children
+            .0
             .push(cmd.spawn().expect("spawn jobsched worker"));
-        self.children.len() - 1
+        self.children.0.len() - 1
     }
 
     async fn set_policy(&self, policy: PolicyKind) {
@@ -142,11 +168,8 @@ impl Env {
         }
     }
 
-    async fn cleanup(mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    async fn cleanup(self) {
+        drop(self.children);
         let _ = self.redis.delete_all_keys().await;
         self.db.cleanup().await;
     }
