@@ -1,0 +1,928 @@
+//! The real `jobsched controller` process against an in-test stand-in for the Kubernetes API
+//! server, with the real `jobsched worker` and `jobsched api` processes on real Postgres (a
+//! fresh database) and real Redis (a unique key prefix): a `SchedulerConfig` spec change is
+//! followed by the engine's dispatch order, the status reports it, and the REST API refuses
+//! policy changes while the object owns the policy.
+
+use chrono::{DateTime, Utc};
+use jobsched_core::ports::{Event, Store, Transport};
+use jobsched_core::{Job, JobFilter, JobStatus, NewJob, PolicyKind, PolicySettings};
+use jobsched_store::testing::TestDb;
+use jobsched_transport::RedisTransport;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const NS: &str = "jobsched-e2e";
+const NAME: &str = "main";
+const JOBS: usize = 16;
+const JOB_SECONDS: f64 = 0.05;
+
+// ---------------------------------------------------------------------------------------------
+// Stand-in for the Kubernetes API server.
+//
+// A hand-written HTTP/1.1 server (keep-alive, chunked watch responses) that speaks just enough
+// of the Kubernetes API for the controller: list + watch (with resourceVersion), get and status
+// merge-patch of `jobsched.io/v1alpha1` SchedulerConfigs in one namespace, creation of
+// `events.k8s.io/v1` Events, and get/create/replace of `coordination.k8s.io/v1` Leases with
+// resourceVersion conflicts. Any other request is answered 404 and recorded as unexpected.
+// ---------------------------------------------------------------------------------------------
+
+/// State of the stand-in API server.
+#[derive(Default)]
+struct KubeStandIn {
+    inner: Mutex<KubeState>,
+}
+
+#[derive(Default)]
+struct KubeState {
+    rv: u64,
+    objects: BTreeMap<String, Value>,
+    /// Every watch event with the resourceVersion it produced (replayed to later watchers).
+    history: Vec<(u64, Value)>,
+    watchers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    status_patches: Vec<Value>,
+    events: Vec<Value>,
+    leases: BTreeMap<String, Value>,
+    unexpected: Vec<String>,
+}
+
+impl KubeState {
+    fn next_rv(&mut self) -> String {
+        self.rv += 1;
+        self.rv.to_string()
+    }
+
+    fn broadcast(&mut self, kind: &str, object: Value) {
+        let rv = self.rv;
+        let event = json!({"type": kind, "object": object});
+        let line = watch_line(&event);
+        self.history.push((rv, event));
+        self.watchers.retain(|w| w.send(line.clone()).is_ok());
+    }
+}
+
+fn watch_line(event: &Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(event).expect("JSON");
+    line.push(b'\n');
+    line
+}
+
+/// One parsed HTTP request.
+#[derive(Debug)]
+struct Request {
+    method: String,
+    path: String,
+    query: HashMap<String, String>,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// What to send back.
+enum Reply {
+    Json(u16, Value),
+    /// A chunked stream of watch events, one JSON object per line.
+    Watch(mpsc::UnboundedReceiver<Vec<u8>>),
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> Reply {
+    Reply::Json(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "reason": reason, "message": message, "code": code}),
+    )
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch.as_object() {
+        Some(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let object = target.as_object_mut().expect("object");
+            for (key, value) in fields {
+                if value.is_null() {
+                    object.remove(key);
+                } else {
+                    merge(object.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        None => *target = patch.clone(),
+    }
+}
+
+impl KubeStandIn {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KubeState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Create the object, or replace its spec (bumping `generation`), as `kubectl apply` would;
+    /// returns the object's generation.
+    fn apply(&self, name: &str, spec: Value) -> i64 {
+        let mut state = self.lock();
+        let rv = state.next_rv();
+        let (kind, object) = match state.objects.get(name).cloned() {
+            Some(mut object) => {
+                object["spec"] = spec;
+                let generation = object["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                object["metadata"]["generation"] = json!(generation);
+                object["metadata"]["resourceVersion"] = json!(rv);
+                ("MODIFIED", object)
+            }
+            None => (
+                "ADDED",
+                json!({
+                    "apiVersion": "jobsched.io/v1alpha1",
+                    "kind": "SchedulerConfig",
+                    "metadata": {
+                        "name": name,
+                        "namespace": NS,
+                        "uid": format!("uid-{name}"),
+                        "generation": 1,
+                        "resourceVersion": rv,
+                        "creationTimestamp": "2025-01-01T00:00:00Z",
+                    },
+                    "spec": spec,
+                }),
+            ),
+        };
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(0);
+        state.objects.insert(name.to_string(), object.clone());
+        state.broadcast(kind, object);
+        generation
+    }
+
+    fn status_patches(&self) -> Vec<Value> {
+        self.lock().status_patches.clone()
+    }
+
+    fn policy_changed_events(&self) -> usize {
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| e["reason"] == "PolicyChanged" && e["regarding"]["name"] == NAME)
+            .count()
+    }
+
+    fn route(&self, req: &Request) -> Reply {
+        let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+        // Everything served is namespaced: /apis/<group>/<version>/namespaces/<ns>/<rest>.
+        let (group, rest) = match segments.as_slice() {
+            ["apis", group, version, "namespaces", ns, rest @ ..] if *ns == NS => {
+                (format!("{group}/{version}"), rest)
+            }
+            _ => return self.unexpected(req),
+        };
+        match (req.method.as_str(), group.as_str(), rest) {
+            ("GET", "jobsched.io/v1alpha1", ["schedulerconfigs"]) => {
+                if req
+                    .query
+                    .get("watch")
+                    .is_some_and(|w| w == "true" || w == "1")
+                {
+                    self.watch(req)
+                } else {
+                    self.list()
+                }
+            }
+            ("GET", "jobsched.io/v1alpha1", ["schedulerconfigs", name]) => {
+                match self.lock().objects.get(*name) {
+                    Some(object) => Reply::Json(200, object.clone()),
+                    None => status_error(404, "NotFound", "schedulerconfig not found"),
+                }
+            }
+            ("PATCH", "jobsched.io/v1alpha1", ["schedulerconfigs", name, "status"]) => {
+                self.patch_status(req, name)
+            }
+            ("POST", "events.k8s.io/v1", ["events"]) => {
+                match serde_json::from_slice::<Value>(&req.body) {
+                    Ok(event) => {
+                        self.lock().events.push(event.clone());
+                        Reply::Json(201, event)
+                    }
+                    Err(e) => status_error(400, "BadRequest", &e.to_string()),
+                }
+            }
+            ("POST", "coordination.k8s.io/v1", ["leases"]) => self.create_lease(req),
+            ("GET", "coordination.k8s.io/v1", ["leases", name]) => {
+                match self.lock().leases.get(*name) {
+                    Some(lease) => Reply::Json(200, lease.clone()),
+                    None => status_error(404, "NotFound", "lease not found"),
+                }
+            }
+            ("PUT", "coordination.k8s.io/v1", ["leases", name]) => self.replace_lease(req, name),
+            _ => self.unexpected(req),
+        }
+    }
+
+    fn unexpected(&self, req: &Request) -> Reply {
+        self.lock()
+            .unexpected
+            .push(format!("{} {}", req.method, req.path));
+        status_error(404, "NotFound", "not served by the stand-in")
+    }
+
+    fn list(&self) -> Reply {
+        let state = self.lock();
+        Reply::Json(
+            200,
+            json!({
+                "apiVersion": "jobsched.io/v1alpha1",
+                "kind": "SchedulerConfigList",
+                "metadata": {"resourceVersion": state.rv.to_string()},
+                "items": state.objects.values().cloned().collect::<Vec<_>>(),
+            }),
+        )
+    }
+
+    fn watch(&self, req: &Request) -> Reply {
+        let since: u64 = req
+            .query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.lock();
+        for (rv, event) in &state.history {
+            if *rv > since {
+                let _ = tx.send(watch_line(event));
+            }
+        }
+        state.watchers.push(tx);
+        Reply::Watch(rx)
+    }
+
+    fn patch_status(&self, req: &Request, name: &str) -> Reply {
+        let content_type = req.headers.get("content-type").map(String::as_str);
+        if content_type != Some("application/merge-patch+json") {
+            return status_error(
+                415,
+                "UnsupportedMediaType",
+                &format!("the stand-in only takes merge patches, got {content_type:?}"),
+            );
+        }
+        let patch: Value = match serde_json::from_slice(&req.body) {
+            Ok(p) => p,
+            Err(e) => return status_error(400, "BadRequest", &e.to_string()),
+        };
+        let mut state = self.lock();
+        let Some(mut object) = state.objects.get(name).cloned() else {
+            return status_error(404, "NotFound", "schedulerconfig not found");
+        };
+        // The status subresource ignores everything but the status.
+        merge(&mut object["status"], &patch["status"]);
+        let rv = state.next_rv();
+        object["metadata"]["resourceVersion"] = json!(rv);
+        state.objects.insert(name.to_string(), object.clone());
+        state.status_patches.push(patch);
+        state.broadcast("MODIFIED", object.clone());
+        Reply::Json(200, object)
+    }
+
+    fn create_lease(&self, req: &Request) -> Reply {
+        let mut lease: Value = match serde_json::from_slice(&req.body) {
+            Ok(l) => l,
+            Err(e) => return status_error(400, "BadRequest", &e.to_string()),
+        };
+        let Some(name) = lease["metadata"]["name"].as_str().map(str::to_string) else {
+            return status_error(422, "Invalid", "metadata.name is required");
+        };
+        let mut state = self.lock();
+        if state.leases.contains_key(&name) {
+            return status_error(409, "AlreadyExists", "lease exists");
+        }
+        lease["metadata"]["resourceVersion"] = json!(state.next_rv());
+        state.leases.insert(name, lease.clone());
+        Reply::Json(201, lease)
+    }
+
+    fn replace_lease(&self, req: &Request, name: &str) -> Reply {
+        let mut lease: Value = match serde_json::from_slice(&req.body) {
+            Ok(l) => l,
+            Err(e) => return status_error(400, "BadRequest", &e.to_string()),
+        };
+        let mut state = self.lock();
+        let Some(current) = state.leases.get(name) else {
+            return status_error(404, "NotFound", "lease not found");
+        };
+        if current["metadata"]["resourceVersion"] != lease["metadata"]["resourceVersion"] {
+            return status_error(409, "Conflict", "the lease was modified; read it again");
+        }
+        lease["metadata"]["resourceVersion"] = json!(state.next_rv());
+        state.leases.insert(name.to_string(), lease.clone());
+        Reply::Json(200, lease)
+    }
+}
+
+/// Read one request; `None` when the client closed the connection or sent garbage.
+async fn read_request(r: &mut BufReader<OwnedReadHalf>) -> Option<Request> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut header = String::new();
+        if r.read_line(&mut header).await.ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (key, value) = header.split_once(':')?;
+        headers.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).await.ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2]; // data + CRLF
+            r.read_exact(&mut chunk).await.ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+        body
+    } else {
+        let len: usize = headers
+            .get("content-length")
+            .map_or(Some(0), |v| v.parse().ok())?;
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).await.ok()?;
+        body
+    };
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let query = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    Some(Request {
+        method,
+        path: path.to_string(),
+        query,
+        headers,
+        body,
+    })
+}
+
+/// Serve one client connection (HTTP/1.1 keep-alive; a watch ends the connection).
+async fn connection(stream: TcpStream, api: Arc<KubeStandIn>) {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    while let Some(req) = read_request(&mut read).await {
+        match api.route(&req) {
+            Reply::Json(code, body) => {
+                let body = serde_json::to_vec(&body).expect("JSON");
+                let head = format!(
+                    "HTTP/1.1 {code} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    if code < 300 { "OK" } else { "Error" },
+                    body.len()
+                );
+                if write.write_all(head.as_bytes()).await.is_err()
+                    || write.write_all(&body).await.is_err()
+                {
+                    return;
+                }
+            }
+            Reply::Watch(mut events) => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if write.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut probe = [0u8; 1];
+                loop {
+                    tokio::select! {
+                        line = events.recv() => {
+                            let Some(line) = line else {
+                                let _ = write.write_all(b"0\r\n\r\n").await;
+                                return;
+                            };
+                            let mut chunk = format!("{:x}\r\n", line.len()).into_bytes();
+                            chunk.extend_from_slice(&line);
+                            chunk.extend_from_slice(b"\r\n");
+                            if write.write_all(&chunk).await.is_err() {
+                                return;
+                            }
+                        }
+                        // The client went away (EOF) or broke the connection.
+                        n = read.read(&mut probe) => if matches!(n, Ok(0) | Err(_)) { return },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Start the stand-in on a free loopback port; the server stops when the guard is dropped.
+async fn serve(api: Arc<KubeStandIn>) -> (u16, AbortOnDrop) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the stand-in API server");
+    let port = listener.local_addr().expect("local addr").port();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            connections.spawn(connection(stream, api.clone()));
+        }
+    });
+    (port, AbortOnDrop(task))
+}
+
+/// Aborts the server task (and with it every open connection) when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A kubeconfig pointing at the stand-in, without authentication.
+fn write_kubeconfig(dir: &Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: stand-in
+  cluster:
+    server: http://127.0.0.1:{port}
+contexts:
+- name: stand-in
+  context:
+    cluster: stand-in
+    namespace: {NS}
+    user: anonymous
+current-context: stand-in
+users:
+- name: anonymous
+  user: {{}}
+"
+    );
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes, services and polling.
+// ---------------------------------------------------------------------------------------------
+
+/// Spawned processes by name, killed when dropped (also when the test panics).
+#[derive(Default)]
+struct Children(Mutex<Vec<(&'static str, Child)>>);
+
+impl Children {
+    fn spawn(&self, name: &'static str, cmd: &mut Command) {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn `jobsched {name}`: {e}"));
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name, child));
+    }
+
+    /// Panic (naming it) if a process has exited: it should run until the test ends.
+    fn assert_running(&self) {
+        for (name, child) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("`jobsched {name}` exited early with {status}; see its log above");
+            }
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in self
+            .0
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Deletes the test's Redis keys when dropped (also when the test panics).
+struct RedisKeys(String);
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(t) = RedisTransport::connect(REDIS_URL, &prefix).await {
+                    let _ = t.delete_all_keys().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Poll `check` every `every` until it returns `Some`, failing after `timeout` or as soon as a
+/// child process died.
+async fn eventually<T>(
+    children: &Children,
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        children.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+const POLL: Duration = Duration::from_millis(50);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn all_jobs(store: &Arc<dyn Store>) -> Vec<Job> {
+    store
+        .list(&JobFilter {
+            page: 1,
+            page_size: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list jobs")
+        .jobs
+}
+
+fn ready_condition(status: &Value) -> Option<&str> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?["status"]
+        .as_str()
+}
+
+/// A status patch that reports `policy` applied for `generation` with `Ready=True`.
+fn applied_patch(patches: &[Value], policy: &str, generation: i64) -> bool {
+    patches.iter().any(|p| {
+        let status = &p["status"];
+        status["activePolicy"] == policy
+            && status["observedGeneration"] == generation
+            && ready_condition(status) == Some("True")
+    })
+}
+
+/// Job `i` of the backlog: priorities fall from 10 to 3 in submission order (pairs share one,
+/// so ties are broken by submission order).
+fn backlog_job(i: usize) -> NewJob {
+    NewJob::new(
+        &format!("job-{i:02}"),
+        "sleep",
+        Some(10 - (i as i64 / 2)),
+        None,
+        Some(json!({ "duration": JOB_SECONDS })),
+        Some(3),
+    )
+    .expect("valid job")
+}
+
+fn index(job: &Job) -> usize {
+    job.name["job-".len()..].parse().expect("backlog job name")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let prefix = format!("jobsched-ctlproc-{}", uuid::Uuid::new_v4().simple());
+    let redis = match RedisTransport::connect(REDIS_URL, &prefix).await {
+        Ok(r) => r,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) => {
+            panic!("Redis at {REDIS_URL} is required when CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "skipping: Redis at {REDIS_URL} is unreachable ({e}); start Redis to run this test"
+            );
+            db.cleanup().await;
+            return;
+        }
+    };
+    let redis_keys = RedisKeys(prefix.clone());
+    let store = db.store().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+
+    let kube = Arc::new(KubeStandIn::default());
+    kube.apply(NAME, json!({"policy": "fcfs"}));
+    let (kube_port, server) = serve(kube.clone()).await;
+    let kubeconfig = write_kubeconfig(dir.path(), kube_port);
+
+    let children = Children::default();
+    let common = |cmd: &mut Command| {
+        cmd.env("JOBSCHED_DATABASE_URL", db.url())
+            .env("JOBSCHED_REDIS_URL", REDIS_URL)
+            .env("JOBSCHED_REDIS_PREFIX", &prefix)
+            .env("JOBSCHED_METRICS_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "warn");
+    };
+    let mut controller = Command::new(BIN);
+    controller
+        .arg("controller")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("JOBSCHED_NAMESPACE", NS)
+        .env("JOBSCHED_CONFIG_NAME", NAME)
+        .env("JOBSCHED_REQUEUE_SECONDS", "1");
+    common(&mut controller);
+    children.spawn("controller", &mut controller);
+
+    // The backlog: submission order is the reverse of priority order.
+    let backlog: Vec<NewJob> = (0..JOBS).map(backlog_job).collect();
+    store
+        .insert_many(&backlog, Utc::now())
+        .await
+        .expect("insert the backlog");
+    redis
+        .publish(Event::JobsAvailable)
+        .await
+        .expect("publish JobsAvailable");
+
+    // The controller applies the object's fcfs, owned by the object, and reports it.
+    let owner = format!("{NS}/{NAME}");
+    let owned = |policy| PolicySettings {
+        policy,
+        managed_by: Some(owner.clone()),
+        ..PolicySettings::default()
+    };
+    let fcfs = owned(PolicyKind::Fcfs);
+    eventually(
+        &children,
+        "Redis policy = fcfs managed by the SchedulerConfig",
+        Duration::from_secs(30),
+        POLL,
+        async || (redis.policy().await.ok()?? == fcfs).then_some(()),
+    )
+    .await;
+    eventually(
+        &children,
+        "status patch: activePolicy fcfs, observedGeneration 1, Ready=True",
+        Duration::from_secs(30),
+        POLL,
+        async || applied_patch(&kube.status_patches(), "fcfs", 1).then_some(()),
+    )
+    .await;
+
+    // The REST API refuses to change a policy the SchedulerConfig owns.
+    let api_listen = format!("127.0.0.1:{}", free_port());
+    let mut api = Command::new(BIN);
+    api.arg("api")
+        .env("JOBSCHED_LISTEN", &api_listen)
+        .env("JOBSCHED_DATA_DIR", &data_dir);
+    common(&mut api);
+    children.spawn("api", &mut api);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client");
+    eventually(
+        &children,
+        "the API answers /health",
+        Duration::from_secs(30),
+        POLL,
+        async || {
+            let resp = http
+                .get(format!("http://{api_listen}/health"))
+                .send()
+                .await
+                .ok()?;
+            resp.status().is_success().then_some(())
+        },
+    )
+    .await;
+    let resp = http
+        .put(format!("http://{api_listen}/scheduler/policy"))
+        .json(&json!({"policy": "sjf"}))
+        .send()
+        .await
+        .expect("PUT /scheduler/policy");
+    assert_eq!(resp.status(), 409, "the SchedulerConfig owns the policy");
+    let body: Value = resp.json().await.expect("JSON error body");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("SchedulerConfig {owner}")),
+        "the 409 names the owning SchedulerConfig: {body}"
+    );
+    assert_eq!(
+        redis.policy().await.expect("read policy"),
+        Some(fcfs.clone()),
+        "a refused change leaves the policy alone"
+    );
+
+    // One worker with one slot runs the backlog; a few jobs complete under fcfs.
+    let mut worker = Command::new(BIN);
+    worker
+        .arg("worker")
+        .env("JOBSCHED_DATA_DIR", &data_dir)
+        .env("JOBSCHED_WORKER_ID", "only")
+        .env("JOBSCHED_WORKER_CONCURRENCY", "1")
+        .env("JOBSCHED_LEADER_TTL", "2")
+        .env("JOBSCHED_WORKER_TTL", "2");
+    common(&mut worker);
+    children.spawn("worker", &mut worker);
+    eventually(
+        &children,
+        "3 jobs completed under fcfs",
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        async || {
+            let done = all_jobs(&store)
+                .await
+                .iter()
+                .filter(|j| j.status == JobStatus::Completed)
+                .count();
+            (done >= 3).then_some(())
+        },
+    )
+    .await;
+
+    // Change the object's spec (a MODIFIED watch event with a new generation).
+    let events_before = kube.policy_changed_events();
+    let sent_at = Instant::now();
+    let generation = kube.apply(NAME, json!({"policy": "priority"}));
+    assert_eq!(generation, 2);
+    let priority = owned(PolicyKind::Priority);
+    // The switch time is when the new policy is in Redis (polled tightly): the engine cannot
+    // follow the object before the controller has written it, and jobs handed out until then
+    // were rightly dispatched under fcfs.
+    let switched_at: DateTime<Utc> = eventually(
+        &children,
+        "(a) Redis policy = priority managed by the SchedulerConfig",
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+        async || (redis.policy().await.ok()?? == priority).then(Utc::now),
+    )
+    .await;
+    let latency = sent_at.elapsed();
+    eventually(
+        &children,
+        "(b) status patch: activePolicy priority, observedGeneration 2, Ready=True",
+        Duration::from_secs(30),
+        POLL,
+        async || applied_patch(&kube.status_patches(), "priority", generation).then_some(()),
+    )
+    .await;
+    let jobs = eventually(
+        &children,
+        "(d) every job completed",
+        Duration::from_secs(60),
+        POLL,
+        async || {
+            let jobs = all_jobs(&store).await;
+            (jobs.len() == JOBS && jobs.iter().all(|j| j.status.is_terminal())).then_some(jobs)
+        },
+    )
+    .await;
+    for job in &jobs {
+        assert_eq!(
+            job.status,
+            JobStatus::Completed,
+            "{} did not complete: {:?}",
+            job.name,
+            job.error_message
+        );
+    }
+
+    // (c) Start order: fcfs before the switch, priority then submission order after it.
+    let mut started: Vec<&Job> = jobs.iter().collect();
+    started.sort_by_key(|j| j.started_at);
+    let (before, after): (Vec<&Job>, Vec<&Job>) = started
+        .into_iter()
+        .partition(|j| j.started_at.expect("started") < switched_at);
+    let before: Vec<usize> = before.iter().map(|j| index(j)).collect();
+    assert_eq!(
+        before,
+        (0..before.len()).collect::<Vec<_>>(),
+        "under fcfs jobs start in submission order"
+    );
+    assert!(
+        after.len() >= 6,
+        "the switch came too late to observe ({} jobs left; controller latency {latency:?})",
+        after.len()
+    );
+    let key = |j: &&Job| (j.priority, j.seq);
+    let in_priority_order = |js: &[&Job]| js.windows(2).all(|w| key(&w[0]) < key(&w[1]));
+    let rest = if in_priority_order(&after[..]) {
+        &after[..]
+    } else {
+        // At most one job was already handed to the idle slot under fcfs: the next in
+        // submission order.
+        assert_eq!(
+            index(after[0]),
+            before.len(),
+            "only the job already handed to the idle slot may start out of priority order"
+        );
+        &after[1..]
+    };
+    eprintln!(
+        "switch applied {latency:?} after the spec change; started before: {}, after: {} (skipped {})",
+        before.len(),
+        after.len(),
+        after.len() - rest.len()
+    );
+    let names = |js: &[&Job]| js.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
+    let mut expected = rest.to_vec();
+    expected.sort_by_key(key);
+    assert_eq!(
+        names(rest),
+        names(&expected),
+        "after the SchedulerConfig switched to priority, jobs start in priority-then-submission order"
+    );
+
+    // The durable copy follows the object too, and the change was announced as an Event.
+    eventually(
+        &children,
+        "durable policy copy = priority managed by the SchedulerConfig",
+        Duration::from_secs(30),
+        POLL,
+        async || (store.load_policy().await.ok()?? == priority).then_some(()),
+    )
+    .await;
+    eventually(
+        &children,
+        "a PolicyChanged Event for the switch",
+        Duration::from_secs(30),
+        POLL,
+        async || (kube.policy_changed_events() > events_before).then_some(()),
+    )
+    .await;
+    {
+        let state = kube.lock();
+        assert!(
+            state.unexpected.is_empty(),
+            "the controller made API calls the stand-in does not serve: {:?}",
+            state.unexpected
+        );
+        assert!(
+            !state.leases.is_empty(),
+            "the controller took the leader Lease"
+        );
+    }
+
+    drop(children);
+    drop(server);
+    drop(redis_keys);
+    db.cleanup().await;
+}
