@@ -73,6 +73,8 @@ pub enum Command {
         #[arg(long)]
         paused: Option<bool>,
     },
+    /// Benchmarks: throughput, burn-down, latency, policy fidelity, switch time.
+    Bench(jobsched_bench::BenchArgs),
     /// Dead-letter queue: list, retry ID, purge.
     Dlq {
         #[command(flatten)]

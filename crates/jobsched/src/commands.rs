@@ -43,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 paused,
             } => client_cmd::policy(&conn, name, quantum, paused).await,
             Command::Dlq { conn, cmd } => client_cmd::dlq(&conn, cmd).await,
+            Command::Bench(args) => jobsched_bench::run(args).await.map_err(Into::into),
         }
     })
 }

@@ -1,0 +1,198 @@
+//! The machine's Postgres limit for a durable burn-down, with no scheduler around it.
+//!
+//! A scratch copy of the `jobs` table (`LIKE jobs INCLUDING ALL`: same columns, constraints
+//! and indexes) gets N PENDING rows (UUIDv7 ids, like real submissions). Then, timed, chunks of
+//! 1000 rows go through the same three batched statements the store issues for a job —
+//! PENDING→SCHEDULED and SCHEDULED→RUNNING as `FOR UPDATE SKIP LOCKED` claims over `UNNEST`ed
+//! (id, attempt) arrays, RUNNING→COMPLETED as an `UNNEST` update — each statement its own
+//! transaction, from `c` connections in parallel. Jobs per second is N over the timed part.
+
+use crate::BenchError;
+use chrono::Utc;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+const CHUNK: usize = 1000;
+const TABLE: &str = "bench_scratch";
+
+fn db(context: &str) -> impl FnOnce(sqlx::Error) -> BenchError + '_ {
+    move |source| BenchError::Database {
+        context: format!("Postgres baseline: {context}"),
+        source,
+    }
+}
+
+/// Measure jobs/s at each connection count; returns `(connections, jobs/s)`.
+pub async fn measure(
+    url: &str,
+    jobs: u32,
+    connections: &[u32],
+) -> Result<Vec<(u32, f64)>, BenchError> {
+    let max = connections.iter().copied().max().unwrap_or(1);
+    let pool = PgPoolOptions::new()
+        .max_connections(max + 1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(url)
+        .await
+        .map_err(db("cannot connect"))?;
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for &c in connections {
+        match run_once(&pool, jobs as usize, c as usize).await {
+            Ok(rate) => out.push((c, rate)),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
+        .execute(&pool)
+        .await;
+    pool.close().await;
+    result.map(|()| out)
+}
+
+async fn run_once(pool: &PgPool, n: usize, connections: usize) -> Result<f64, BenchError> {
+    sqlx::query(&format!("DROP TABLE IF EXISTS {TABLE}"))
+        .execute(pool)
+        .await
+        .map_err(db("drop scratch table"))?;
+    sqlx::query(&format!("CREATE TABLE {TABLE} (LIKE jobs INCLUDING ALL)"))
+        .execute(pool)
+        .await
+        .map_err(db("create scratch table"))?;
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let now = Utc::now();
+    for chunk in ids.chunks(5000) {
+        sqlx::query(&format!(
+            "INSERT INTO {TABLE} (id, name, job_type, status, priority, estimated_duration, \
+                                  payload, max_retries, created_at, run_at) \
+             SELECT t.id, 'baseline', 'sleep', 'PENDING', 5, 1.0, '{{\"duration\": 0}}'::jsonb, \
+                    0, $2, $2 \
+             FROM UNNEST($1::uuid[]) AS t(id)"
+        ))
+        .bind(chunk)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map_err(db("insert rows"))?;
+    }
+    let chunks: Arc<Vec<Vec<Uuid>>> = Arc::new(
+        ids.chunks(CHUNK)
+            .map(|c| {
+                let mut c = c.to_vec();
+                c.sort();
+                c
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<(), BenchError>>> = Vec::new();
+    for _ in 0..connections {
+        let (pool, chunks, next) = (pool.clone(), chunks.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(chunk) = chunks.get(i) else {
+                    return Ok(());
+                };
+                burn_chunk(&pool, chunk).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| BenchError::Check(format!("Postgres baseline task failed: {e}")))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    sqlx::query(&format!("DROP TABLE {TABLE}"))
+        .execute(pool)
+        .await
+        .map_err(db("drop scratch table"))?;
+    Ok(n as f64 / elapsed)
+}
+
+/// PENDING → SCHEDULED → RUNNING → COMPLETED for one chunk, three statements.
+async fn burn_chunk(pool: &PgPool, ids: &[Uuid]) -> Result<(), BenchError> {
+    let zero = vec![0i32; ids.len()];
+    let now = Utc::now();
+    let lease = now + chrono::Duration::seconds(30);
+    let scheduled: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
+        "WITH claim AS ( \
+             SELECT j.id FROM {TABLE} j \
+             JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
+               ON j.id = t.id AND j.attempt = t.attempt \
+             WHERE j.status = 'PENDING' ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) \
+         UPDATE {TABLE} j SET status = 'SCHEDULED', attempt = j.attempt + 1, scheduled_at = $3, \
+                              lease_owner = NULL, lease_expires_at = $4 \
+         FROM claim WHERE j.id = claim.id AND j.status = 'PENDING' \
+         RETURNING j.id, j.attempt"
+    ))
+    .bind(ids)
+    .bind(&zero)
+    .bind(now)
+    .bind(lease)
+    .fetch_all(pool)
+    .await
+    .map_err(db("schedule"))?;
+    let (mut s_ids, mut s_att): (Vec<Uuid>, Vec<i32>) = scheduled.into_iter().unzip();
+    sort_pairs(&mut s_ids, &mut s_att);
+    let now = Utc::now();
+    let started = sqlx::query(&format!(
+        "WITH claim AS ( \
+             SELECT j.id FROM {TABLE} j \
+             JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
+               ON j.id = t.id AND j.attempt = t.attempt \
+             WHERE j.status = 'SCHEDULED' ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) \
+         UPDATE {TABLE} j SET status = 'RUNNING', lease_owner = $3, lease_expires_at = $5, \
+                              started_at = $4, slices = j.slices + 1 \
+         FROM claim WHERE j.id = claim.id AND j.status = 'SCHEDULED' \
+         RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
+                   j.max_retries, j.created_at, j.slices"
+    ))
+    .bind(&s_ids)
+    .bind(&s_att)
+    .bind("baseline")
+    .bind(now)
+    .bind(lease)
+    .fetch_all(pool)
+    .await
+    .map_err(db("start"))?;
+    let results = vec![serde_json::json!({"slept": 0}); s_ids.len()];
+    let done = sqlx::query(&format!(
+        "UPDATE {TABLE} j SET status = 'COMPLETED', result = t.result, completed_at = $4, \
+                              lease_owner = NULL, lease_expires_at = NULL \
+         FROM UNNEST($1::uuid[], $2::int4[], $3::jsonb[]) AS t(id, attempt, result) \
+         WHERE j.id = t.id AND j.attempt = t.attempt AND j.status = 'RUNNING' \
+         RETURNING j.id, j.attempt"
+    ))
+    .bind(&s_ids)
+    .bind(&s_att)
+    .bind(&results)
+    .bind(Utc::now())
+    .fetch_all(pool)
+    .await
+    .map_err(db("complete"))?;
+    if started.len() != ids.len() || done.len() != ids.len() {
+        return Err(BenchError::Check(format!(
+            "Postgres baseline: a chunk of {} rows scheduled {}, started {}, completed {}",
+            ids.len(),
+            s_ids.len(),
+            started.len(),
+            done.len()
+        )));
+    }
+    Ok(())
+}
+
+fn sort_pairs(ids: &mut Vec<Uuid>, attempts: &mut Vec<i32>) {
+    let mut pairs: Vec<(Uuid, i32)> = ids.iter().copied().zip(attempts.iter().copied()).collect();
+    pairs.sort();
+    (*ids, *attempts) = pairs.into_iter().unzip();
+}
