@@ -117,8 +117,9 @@ pub fn report_machine(
     scenario: &str,
     phase: &str,
     before: Option<Machine>,
+    after: Option<Machine>,
 ) {
-    let Some((busy, iowait, steal)) = before.zip(machine()).and_then(|(b, a)| machine_cores(b, a))
+    let Some((busy, iowait, steal)) = before.zip(after).and_then(|(b, a)| machine_cores(b, a))
     else {
         return;
     };

@@ -429,13 +429,6 @@ pub async fn run(
             None,
         );
     }
-    report.add(
-        S,
-        format!("CPU busy during burn (whole machine, of {cores} cores)"),
-        machine_busy,
-        "cores",
-        None,
-    );
     for (group, seconds) in &cpu_used {
         report.add(
             S,

@@ -91,6 +91,7 @@ pub async fn run(
     }
     let elapsed = i0.elapsed().as_secs_f64();
     let cpu_used = cpu::usage(&cpu_before, &cpu::snapshot(), cluster.classifier());
+    let machine_after = cpu::machine();
     let checkpoints = match (&server, checkpoints_before) {
         (Some(p), Some(b)) => pg_checkpoints(p).await.map(|a| a - b),
         _ => None,
@@ -142,7 +143,7 @@ pub async fn run(
         .iter()
         .find(|(g, _)| g == "other processes")
         .map_or(0.0, |(_, s)| *s);
-    cpu::report_machine(report, S, "during the run", machine_before);
+    cpu::report_machine(report, S, "during the run", machine_before, machine_after);
     report.add(
         S,
         "CPU used by other processes during the run",

@@ -43,6 +43,7 @@ pub async fn run(
     );
     let mut rng = StdRng::seed_from_u64(args.rng_seed);
     let mut details = Vec::new();
+    let scenario_start = cpu::machine();
     for policy in PolicyKind::ALL {
         set_policy(cluster, policy, false, Some(DEFAULT_QUANTUM_SECONDS)).await?;
         let client = cluster.client();
@@ -71,6 +72,7 @@ pub async fn run(
         let timeout = Duration::from_secs_f64((n as f64 * duration * 20.0).max(60.0));
         wait_finished(client, &base, n as u64, timeout, Duration::from_millis(20)).await?;
         let cpu_used = cpu::usage(&cpu_before, &cpu::snapshot(), cluster.classifier());
+        let machine_after = cpu::machine();
         let busy_secs = i0.elapsed().as_secs_f64();
         let done = fetch_jobs(client, &ids).await?;
         ensure_completed(&done)?;
@@ -132,14 +134,9 @@ pub async fn run(
             .iter()
             .find(|(g, _)| g == "other processes")
             .map_or(0.0, |(_, s)| *s);
-        cpu::report_machine(report, S, policy.as_str(), machine_before);
-        report.add(
-            S,
-            format!("{policy} CPU used by other processes"),
-            Some(others / busy_secs),
-            "cores",
-            None,
-        );
+        let machine = machine_before
+            .zip(machine_after)
+            .and_then(|(b, a)| cpu::machine_cores(b, a));
         report.add(
             S,
             format!("{policy} phase: completion recorded → next dispatch p50"),
@@ -198,8 +195,11 @@ pub async fn run(
             "dispatch_to_start_ms": to_start_s,
             "sequential_post_rate": n as f64 / submit_secs,
             "cpu_seconds": cpu_used,
+            "other_processes_cores": others / busy_secs,
+            "machine_busy_iowait_steal_cores": machine,
         }));
     }
+    cpu::report_machine(report, S, "all policies", scenario_start, cpu::machine());
     report.detail(S, "policies", details);
     report.detail(S, "layout", layout);
     Ok(())
