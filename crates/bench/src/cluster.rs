@@ -75,6 +75,8 @@ pub struct Cluster {
     spawned: u32,
     url: Option<String>,
     default_slots: u32,
+    /// With `--url`: the settings found, restored at teardown.
+    original: Option<jobsched_client::SchedulerStatus>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -207,6 +209,7 @@ impl Cluster {
             spawned: 0,
             url: args.url.clone(),
             default_slots: args.seed_slots,
+            original: None,
         })
     }
 
@@ -278,6 +281,7 @@ impl Cluster {
                         health.postgres, health.redis
                     )));
                 }
+                self.original = Some(self.client().status().await?);
                 Ok(())
             }
             Mode::Dev => self.ensure_workers(1, self.default_slots).await.map(|_| ()),
@@ -644,6 +648,20 @@ impl Cluster {
     /// Stop every spawned process, drop the databases and delete the Redis keys. Idempotent;
     /// problems are reported on stderr.
     pub async fn teardown(&mut self) {
+        if let (Some(original), Some(admin)) = (self.original.take(), self.admin.as_ref()) {
+            let update = PolicyUpdate {
+                policy: original.current_policy,
+                quantum_seconds: Some(original.quantum_seconds),
+                paused: Some(original.paused),
+            };
+            if let Err(e) = admin.set_policy(&update).await {
+                eprintln!(
+                    "warning: could not restore the scheduler settings ({}, quantum {} s, paused \
+                     {}): {e}",
+                    original.current_policy, original.quantum_seconds, original.paused
+                );
+            }
+        }
         let mut procs = std::mem::take(&mut self.workers);
         terminate(std::mem::take(&mut procs)).await;
         if let Some(api) = self.api.take() {
@@ -658,8 +676,8 @@ impl Cluster {
         for name in std::mem::take(&mut self.databases) {
             if let Err(e) = drop_database(&self.server_url, &name).await {
                 eprintln!(
-                    "warning: could not drop database {name}: {e}; drop it with \
-                     `DROP DATABASE \"{name}\" WITH (FORCE)`"
+                    "warning: could not drop database {name} (if it was created): {e}; drop it \
+                     with `DROP DATABASE \"{name}\" WITH (FORCE)`"
                 );
             }
         }

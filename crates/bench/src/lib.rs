@@ -86,7 +86,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub scenario: Vec<Scenario>,
     /// Benchmark a running API at this URL (e.g. http://127.0.0.1:8000) instead of spawning
-    /// processes; its workers are used as they are.
+    /// processes; its workers are used as they are. The benchmark submits jobs, switches
+    /// policies and pauses dispatching there; the policy settings are restored at the end.
     #[arg(long, conflicts_with_all = ["spawn", "dev"])]
     pub url: Option<String>,
     /// Spawn `jobsched api` and workers on a fresh database and Redis prefix (the default
