@@ -5,7 +5,7 @@
 use chrono::Utc;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Store, Transport};
-use jobsched_core::{Job, JobFilter, JobStatus, NewJob};
+use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_store::testing::TestDb;
 use jobsched_transport::RedisTransport;
 use serde_json::json;
@@ -125,24 +125,7 @@ impl Env {
     }
 
     async fn all_jobs(&self) -> Vec<Job> {
-        let mut out = Vec::new();
-        for page in 1.. {
-            let p = self
-                .store
-                .list(&JobFilter {
-                    page,
-                    page_size: 100,
-                    ..JobFilter::default()
-                })
-                .await
-                .unwrap();
-            let n = p.jobs.len();
-            out.extend(p.jobs);
-            if n < 100 {
-                break;
-            }
-        }
-        out
+        jobsched_store::testing::all_jobs(self.store.as_ref()).await
     }
 
     async fn wait_until<F: Fn(&[Job]) -> bool>(

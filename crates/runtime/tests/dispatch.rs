@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Store, SystemClock, Transport};
-use jobsched_core::{Job, JobFilter, JobStatus, NewJob};
+use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
 use jobsched_store::testing::TestDb;
@@ -92,24 +92,7 @@ impl Env {
     }
 
     async fn all_jobs(&self) -> Vec<Job> {
-        let mut out = Vec::new();
-        for page in 1.. {
-            let p = self
-                .store
-                .list(&JobFilter {
-                    page,
-                    page_size: 100,
-                    ..JobFilter::default()
-                })
-                .await
-                .unwrap();
-            let n = p.jobs.len();
-            out.extend(p.jobs);
-            if n < 100 {
-                break;
-            }
-        }
-        out
+        jobsched_store::testing::all_jobs(self.store.as_ref()).await
     }
 
     /// Poll until every job is terminal.

@@ -266,6 +266,28 @@ impl Drop for TestDb {
     }
 }
 
+/// Every job in `store`, newest first, read page by page (test support: the state a test
+/// asserts on after a run).
+pub async fn all_jobs(store: &dyn Store) -> Vec<jobsched_core::Job> {
+    let mut out = Vec::new();
+    for page in 1.. {
+        let p = store
+            .list(&jobsched_core::JobFilter {
+                page,
+                page_size: 100,
+                ..jobsched_core::JobFilter::default()
+            })
+            .await
+            .expect("listing jobs");
+        let n = p.jobs.len();
+        out.extend(p.jobs);
+        if n < 100 {
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
