@@ -128,10 +128,10 @@ async fn burn_chunk(pool: &PgPool, ids: &[Uuid]) -> Result<(), BenchError> {
              SELECT j.id FROM {TABLE} j \
              JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
                ON j.id = t.id AND j.attempt = t.attempt \
-             WHERE j.status = 'PENDING' ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) \
+             WHERE (j.status = 'PENDING') IS TRUE ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) \
          UPDATE {TABLE} j SET status = 'SCHEDULED', attempt = j.attempt + 1, scheduled_at = $3, \
                               lease_owner = NULL, lease_expires_at = $4 \
-         FROM claim WHERE j.id = claim.id AND j.status = 'PENDING' \
+         FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE \
          RETURNING j.id, j.attempt"
     ))
     .bind(ids)
@@ -149,10 +149,10 @@ async fn burn_chunk(pool: &PgPool, ids: &[Uuid]) -> Result<(), BenchError> {
              SELECT j.id FROM {TABLE} j \
              JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
                ON j.id = t.id AND j.attempt = t.attempt \
-             WHERE j.status = 'SCHEDULED' ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) \
+             WHERE (j.status = 'SCHEDULED') IS TRUE ORDER BY j.id FOR UPDATE OF j SKIP LOCKED) \
          UPDATE {TABLE} j SET status = 'RUNNING', lease_owner = $3, lease_expires_at = $5, \
                               started_at = $4, slices = j.slices + 1 \
-         FROM claim WHERE j.id = claim.id AND j.status = 'SCHEDULED' \
+         FROM claim WHERE j.id = claim.id AND (j.status = 'SCHEDULED') IS TRUE \
          RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
                    j.max_retries, j.created_at, j.slices"
     ))
@@ -169,7 +169,7 @@ async fn burn_chunk(pool: &PgPool, ids: &[Uuid]) -> Result<(), BenchError> {
         "UPDATE {TABLE} j SET status = 'COMPLETED', result = t.result, completed_at = $4, \
                               lease_owner = NULL, lease_expires_at = NULL \
          FROM UNNEST($1::uuid[], $2::int4[], $3::jsonb[]) AS t(id, attempt, result) \
-         WHERE j.id = t.id AND j.attempt = t.attempt AND j.status = 'RUNNING' \
+         WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'RUNNING') IS TRUE \
          RETURNING j.id, j.attempt"
     ))
     .bind(&s_ids)

@@ -268,6 +268,10 @@ pub trait Transport: Send + Sync {
     async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>>;
     /// Remove tokens from `worker`'s in-flight list.
     async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()>;
+    /// Hand tokens `worker` took but did not start back to the FRONT of the ready queue (in
+    /// the given order), so the next taker gets them first; tokens not in its in-flight list
+    /// are ignored.
+    async fn release(&self, worker: &str, tokens: &[Token]) -> Result<()>;
     /// Tokens in `worker`'s in-flight list.
     async fn in_flight(&self, worker: &str) -> Result<Vec<Token>>;
     /// Length of the ready queue.

@@ -183,6 +183,11 @@ pub struct SlotArgs {
     /// Execution slots in this process.
     #[arg(long, env = "JOBSCHED_WORKER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u32,
+    /// Dispatched jobs held beyond the free slots, so a freed slot starts its next job at
+    /// once. Raises throughput of short jobs; widens the window in which a newly submitted
+    /// more urgent job cannot overtake (0 = strict policy order, take only for a free slot).
+    #[arg(long, env = "JOBSCHED_WORKER_PREFETCH", default_value_t = 0)]
+    pub prefetch: u32,
     /// Lease of a running job, seconds (renewed every third).
     #[arg(long, env = "JOBSCHED_LEASE_TTL", default_value_t = 30.0)]
     pub lease_ttl: f64,

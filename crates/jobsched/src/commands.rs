@@ -161,6 +161,7 @@ fn runtime_config(
     let cfg = RuntimeConfig {
         worker_id: worker_id.unwrap_or_else(default_worker_id),
         concurrency: slots.concurrency,
+        prefetch: slots.prefetch,
         lease_ttl: secs("JOBSCHED_LEASE_TTL", slots.lease_ttl)?,
         dispatch_ttl: secs("JOBSCHED_DISPATCH_TTL", slots.dispatch_ttl)?,
         leader_ttl: secs("JOBSCHED_LEADER_TTL", slots.leader_ttl)?,

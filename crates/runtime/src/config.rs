@@ -29,6 +29,8 @@ pub struct RuntimeConfig {
     pub run_engine: bool,
     /// Most tokens dispatched or outcomes written in one store call.
     pub batch_size: usize,
+    /// Dispatched jobs a worker may hold beyond its free slots (0 = take only for a free slot).
+    pub prefetch: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -45,6 +47,7 @@ impl Default for RuntimeConfig {
             shutdown_grace: Duration::from_secs(25),
             run_engine: true,
             batch_size: 1000,
+            prefetch: 0,
         }
     }
 }

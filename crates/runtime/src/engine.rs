@@ -81,8 +81,13 @@ impl Engine {
             tracing::warn!(error = %e, "cannot read policy settings yet");
         }
         self.rebuild_dead_letter_mirror().await;
-        let mut rescue =
-            tokio::time::interval(Duration::from_secs(1).min(self.rt.config.dispatch_ttl / 2));
+        let every = Duration::from_secs(1).min(self.rt.config.dispatch_ttl / 2);
+        // Rescue and gauges run beside the dispatch loop, never in its way; they stop when
+        // this engine stops (leadership lost or shutdown).
+        let maintenance_stop = stop.child_token();
+        let _stop_maintenance = maintenance_stop.clone().drop_guard();
+        tokio::spawn(maintenance(self.rt.clone(), every, maintenance_stop));
+        let mut rescue = tokio::time::interval(every);
         rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut policy_dirty = false;
         loop {
@@ -116,11 +121,9 @@ impl Engine {
                     if let Err(e) = self.tick_rescan().await {
                         tracing::warn!(error = %e, "pending rescan failed");
                     }
-                    self.rescue().await;
-                    // The status gauges count every row: every 5 s is fresh enough.
-                    if self.ticks % 5 == 0 {
-                        self.refresh_gauges().await;
-                    }
+                    metrics()
+                        .policy_queue_depth
+                        .set((self.policy.len() + self.delayed.len()) as i64);
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -327,88 +330,104 @@ impl Engine {
         }
         Ok(())
     }
+}
 
-    /// Refresh the gauges that come from the store and transport (leader only).
-    async fn refresh_gauges(&self) {
-        let m = metrics();
-        m.policy_queue_depth
-            .set((self.policy.len() + self.delayed.len()) as i64);
-        if let Ok(stats) = self.rt.store.stats().await {
-            for (status, n) in [
-                (JobStatus::Pending, stats.pending),
-                (JobStatus::Scheduled, stats.scheduled),
-                (JobStatus::Running, stats.running),
-                (JobStatus::Completed, stats.completed),
-                (JobStatus::Failed, stats.failed),
-                (JobStatus::Cancelled, stats.cancelled),
-            ] {
-                m.jobs_by_status
-                    .with_label_values(&[status.as_str()])
-                    .set(n);
-            }
+/// The leader's maintenance loop: lease rescue and dead-worker reaping every `every`, the
+/// gauges that count every row every fifth round.
+async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
         }
-        if let Ok(n) = self.rt.store.dead_letter_count().await {
-            m.dead_letter_size.set(n);
+        rescue(&rt).await;
+        if rounds % 5 == 0 {
+            refresh_gauges(&rt).await;
         }
-        if let Ok(w) = self.rt.transport.workers().await {
-            m.workers_live.set(w.len() as i64);
-        }
-        if let Ok(n) = self.rt.transport.ready_len().await {
-            m.ready_queue_depth.set(n as i64);
+        rounds += 1;
+    }
+}
+
+/// Refresh the gauges that come from the store and transport (leader only).
+async fn refresh_gauges(rt: &Runtime) {
+    let m = metrics();
+    if let Ok(stats) = rt.store.stats().await {
+        for (status, n) in [
+            (JobStatus::Pending, stats.pending),
+            (JobStatus::Scheduled, stats.scheduled),
+            (JobStatus::Running, stats.running),
+            (JobStatus::Completed, stats.completed),
+            (JobStatus::Failed, stats.failed),
+            (JobStatus::Cancelled, stats.cancelled),
+        ] {
+            m.jobs_by_status
+                .with_label_values(&[status.as_str()])
+                .set(n);
         }
     }
+    if let Ok(n) = rt.store.dead_letter_count().await {
+        m.dead_letter_size.set(n);
+    }
+    if let Ok(w) = rt.transport.workers().await {
+        m.workers_live.set(w.len() as i64);
+    }
+    if let Ok(n) = rt.transport.ready_len().await {
+        m.ready_queue_depth.set(n as i64);
+    }
+}
 
-    /// Take back expired leases and dead workers' in-flight tokens.
-    async fn rescue(&mut self) {
-        let now = self.rt.clock.now();
-        let m = metrics();
-        match self.rt.store.rescue_expired(now).await {
-            Ok(report) => {
-                m.lease_rescues
-                    .with_label_values(&["running"])
-                    .inc_by(report.retried.len() as u64);
-                m.lease_rescues
-                    .with_label_values(&["scheduled"])
-                    .inc_by(report.undispatched.len() as u64);
-                m.lease_rescues
-                    .with_label_values(&["dead_lettered"])
-                    .inc_by(report.dead_lettered.len() as u64);
-                for d in &report.dead_lettered {
-                    m.jobs_finished
-                        .with_label_values(&[d.job_type.as_str(), "dead_lettered"])
-                        .inc();
-                }
-                if !report.retried.is_empty() || !report.undispatched.is_empty() {
-                    tracing::warn!(
-                        retried = report.retried.len(),
-                        undispatched = report.undispatched.len(),
-                        "rescued jobs with expired leases"
-                    );
-                }
-                if !report.dead_lettered.is_empty() {
-                    tracing::warn!(
-                        count = report.dead_lettered.len(),
-                        "dead-lettered jobs whose last lease expired"
-                    );
-                    if let Err(e) = self
-                        .rt
-                        .transport
-                        .push_dead_letters(&report.dead_lettered)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "cannot update the dead-letter mirror");
-                    }
+/// Take back expired leases and dead workers' in-flight tokens.
+async fn rescue(rt: &Runtime) {
+    let now = rt.clock.now();
+    let m = metrics();
+    match rt.store.rescue_expired(now).await {
+        Ok(report) => {
+            m.lease_rescues
+                .with_label_values(&["running"])
+                .inc_by(report.retried.len() as u64);
+            m.lease_rescues
+                .with_label_values(&["scheduled"])
+                .inc_by(report.undispatched.len() as u64);
+            m.lease_rescues
+                .with_label_values(&["dead_lettered"])
+                .inc_by(report.dead_lettered.len() as u64);
+            for d in &report.dead_lettered {
+                m.jobs_finished
+                    .with_label_values(&[d.job_type.as_str(), "dead_lettered"])
+                    .inc();
+            }
+            if !report.retried.is_empty() || !report.undispatched.is_empty() {
+                tracing::warn!(
+                    retried = report.retried.len(),
+                    undispatched = report.undispatched.len(),
+                    "rescued jobs with expired leases"
+                );
+            }
+            if !report.dead_lettered.is_empty() {
+                tracing::warn!(
+                    count = report.dead_lettered.len(),
+                    "dead-lettered jobs whose last lease expired"
+                );
+                if let Err(e) = rt
+                    .transport
+                    .push_dead_letters(&report.dead_lettered)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot update the dead-letter mirror");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "lease rescue failed"),
         }
-        match self.rt.transport.reap_dead_workers().await {
-            Ok(reaped) => {
-                for (worker, tokens) in reaped {
-                    tracing::warn!(%worker, tokens = tokens.len(), "worker stopped heartbeating; its in-flight tokens were returned");
-                }
+        Err(e) => tracing::warn!(error = %e, "lease rescue failed"),
+    }
+    match rt.transport.reap_dead_workers().await {
+        Ok(reaped) => {
+            for (worker, tokens) in reaped {
+                tracing::warn!(%worker, tokens = tokens.len(), "worker stopped heartbeating; its in-flight tokens were returned");
             }
-            Err(e) => tracing::warn!(error = %e, "reaping dead workers failed"),
         }
+        Err(e) => tracing::warn!(error = %e, "reaping dead workers failed"),
     }
 }

@@ -1,11 +1,14 @@
 //! The worker pool: execution slots fed by the transport.
 //!
-//! One control task owns the slot count, so taking work and reporting idle slots never race:
-//! it takes up to `idle` tokens (the transport records the new idle count atomically), starts
-//! them in the store under a lease (conditional on SCHEDULED + attempt, so cancelled or stale
-//! tokens are dropped), and spawns each job body on a blocking thread. Outcomes go to a
-//! finisher task that writes them in batches and then frees the slots. A renewer task extends
-//! the leases of running jobs.
+//! One control task owns the slot count, so taking work and reporting demand never race: it
+//! takes up to `idle slots + prefetch − buffered` tokens (the transport records the remaining
+//! demand atomically), starts as many as there are free slots in the store under a lease
+//! (conditional on SCHEDULED + attempt, so cancelled or stale tokens are dropped), and spawns
+//! each job body on a blocking thread. With `prefetch` > 0 the worker holds up to that many
+//! dispatched tokens ahead of a free slot, so a slot that frees starts its next job without a
+//! round trip through the engine (the policy's in-flight window grows by as much). A slot is
+//! free the moment its body returns; a finisher task writes outcomes in batches behind it. A
+//! renewer task extends the leases of running jobs.
 
 use crate::Runtime;
 use crate::events::EventPump;
@@ -14,11 +17,11 @@ use jobsched_core::ports::{Event, Outcome, Token};
 use jobsched_core::{JobId, StartedJob};
 use jobsched_jobs::{JobContext, RunOutput};
 use jobsched_metrics::metrics;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Jobs this worker is running, by token, with their stop flags.
@@ -38,8 +41,11 @@ pub async fn run(
     let total = rt.config.concurrency;
     let running: RunningSet = Arc::default();
     let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<Outcome>();
+    // A slot is free as soon as its job body returns; the outcome is written behind it.
     let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<u32>();
-    let finisher = tokio::spawn(finisher(rt.clone(), outcome_rx, freed_tx, running.clone()));
+    // Signalled whenever the finisher has recorded outcomes (shutdown waits on it).
+    let recorded = Arc::new(Notify::new());
+    let finisher = tokio::spawn(finisher(rt.clone(), outcome_rx, recorded.clone(), running.clone()));
     let renew_stop = CancellationToken::new();
     let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
     let mut ev = events.subscribe();
@@ -50,11 +56,16 @@ pub async fn run(
         .ok()
         .flatten()
         .unwrap_or_default();
+    let prefetch = rt.config.prefetch;
+    // Tokens taken ahead of a free slot (at most `prefetch`), still SCHEDULED, in policy order.
+    let mut buffer: VecDeque<Token> = VecDeque::new();
+    // What this worker asks the engine for: free slots plus the prefetch headroom.
+    let demand = |idle: u32, buffered: usize| (idle + prefetch).saturating_sub(buffered as u32);
     let mut idle = total;
     let heartbeat_every = rt.config.worker_ttl / 3;
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(worker = %me, slots = total, "worker started");
+    tracing::info!(worker = %me, slots = total, prefetch, "worker started");
     metrics().worker_slots_total.set(i64::from(total));
     metrics().worker_slots_busy.set(0);
 
@@ -62,40 +73,38 @@ pub async fn run(
     let mut reported: Option<u32> = None;
     while !shutdown.is_cancelled() {
         metrics().worker_slots_busy.set(i64::from(total - idle));
-        if idle > 0 {
-            match rt.transport.take(&me, idle).await {
+        if idle > 0 && !buffer.is_empty() {
+            let n = (idle as usize).min(buffer.len());
+            let tokens: Vec<Token> = buffer.drain(..n).collect();
+            let started = start_jobs(&rt, &tokens, &me).await;
+            let dropped: Vec<Token> = tokens
+                .iter()
+                .filter(|t| !started.iter().any(|j| j.id == t.id && j.attempt == t.attempt))
+                .copied()
+                .collect();
+            if !dropped.is_empty() {
+                tracing::debug!(count = dropped.len(), "dropped stale or cancelled tokens");
+                if let Err(e) = rt.transport.ack(&me, &dropped).await {
+                    tracing::warn!(error = %e, "ack of dropped tokens failed");
+                }
+            }
+            idle -= started.len() as u32;
+            for job in started {
+                spawn_job(&rt, job, &settings, &running, &outcome_tx, &freed_tx);
+            }
+        }
+        let want = demand(idle, buffer.len());
+        if want > 0 {
+            match rt.transport.take(&me, want).await {
                 Ok(tokens) if !tokens.is_empty() => {
-                    idle -= tokens.len() as u32;
-                    reported = Some(idle);
-                    let started = start_jobs(&rt, &tokens, &me).await;
-                    let started_tokens: Vec<Token> = started
-                        .iter()
-                        .map(|j| Token {
-                            id: j.id,
-                            attempt: j.attempt,
-                        })
-                        .collect();
-                    let dropped: Vec<Token> = tokens
-                        .iter()
-                        .filter(|t| !started_tokens.contains(t))
-                        .copied()
-                        .collect();
-                    if !dropped.is_empty() {
-                        tracing::debug!(count = dropped.len(), "dropped stale or cancelled tokens");
-                        if let Err(e) = rt.transport.ack(&me, &dropped).await {
-                            tracing::warn!(error = %e, "ack of dropped tokens failed");
-                        }
-                        idle += dropped.len() as u32;
-                    }
-                    for job in started {
-                        spawn_job(&rt, job, &settings, &running, &outcome_tx);
-                    }
+                    reported = Some(want - tokens.len() as u32);
+                    buffer.extend(tokens);
                     continue;
                 }
                 Ok(_) => {
-                    // take() recorded our idle count; tell the engine if it changed.
-                    if reported != Some(idle) {
-                        reported = Some(idle);
+                    // take() recorded our demand; tell the engine if it changed.
+                    if reported != Some(want) {
+                        reported = Some(want);
                         let _ = rt.transport.publish(Event::SlotsFree).await;
                     }
                 }
@@ -119,10 +128,11 @@ pub async fn run(
                 }
             }
             _ = heartbeat.tick() => {
-                if let Err(e) = rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl).await {
+                let want = demand(idle, buffer.len());
+                if let Err(e) = rt.transport.report_slots(&me, want, total, rt.config.worker_ttl).await {
                     tracing::warn!(error = %e, "heartbeat to transport failed");
                 }
-                reported = Some(idle);
+                reported = Some(want);
             }
             _ = tokio::time::sleep(rt.config.poll_interval) => {}
         }
@@ -134,11 +144,18 @@ pub async fn run(
         .transport
         .report_slots(&me, 0, total, rt.config.worker_ttl)
         .await;
+    if !buffer.is_empty() {
+        // Never started: back to the front of the ready queue for another worker.
+        let tokens: Vec<Token> = buffer.drain(..).collect();
+        if let Err(e) = rt.transport.release(&me, &tokens).await {
+            tracing::warn!(error = %e, "cannot hand back prefetched jobs; they are re-dispatched when their dispatch lease expires");
+        }
+    }
     let deadline = Instant::now() + rt.config.shutdown_grace;
     let busy = |running: &RunningSet| running.lock().map(|r| r.len()).unwrap_or(0);
     while busy(&running) > 0 && Instant::now() < deadline {
         tokio::select! {
-            _ = freed_rx.recv() => {}
+            _ = recorded.notified() => {}
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
     }
@@ -154,7 +171,7 @@ pub async fn run(
         let soft = Instant::now() + Duration::from_secs(1);
         while busy(&running) > 0 && Instant::now() < soft {
             tokio::select! {
-                _ = freed_rx.recv() => {}
+                _ = recorded.notified() => {}
                 _ = tokio::time::sleep_until(soft.into()) => {}
             }
         }
@@ -216,6 +233,7 @@ fn spawn_job(
     settings: &PolicySettings,
     running: &RunningSet,
     outcome_tx: &mpsc::UnboundedSender<Outcome>,
+    freed_tx: &mpsc::UnboundedSender<u32>,
 ) {
     let token = Token {
         id: job.id,
@@ -227,6 +245,7 @@ fn spawn_job(
     }
     let rt = rt.clone();
     let tx = outcome_tx.clone();
+    let freed = freed_tx.clone();
     let round_robin = settings.policy == PolicyKind::RoundRobin;
     let quantum = settings.quantum();
     // First run only: `slices` counts the runs before this one.
@@ -244,6 +263,7 @@ fn spawn_job(
         async move {
             let outcome = execute(&rt, job, token, round_robin, quantum, stop).await;
             let _ = tx.send(outcome);
+            let _ = freed.send(1);
         },
         span,
     ));
@@ -325,11 +345,11 @@ async fn execute(
     }
 }
 
-/// Writes outcomes in batches, updates the dead-letter mirror, acks tokens, frees slots.
+/// Writes outcomes in batches, updates the dead-letter mirror, acks tokens.
 async fn finisher(
     rt: Runtime,
     mut rx: mpsc::UnboundedReceiver<Outcome>,
-    freed: mpsc::UnboundedSender<u32>,
+    recorded: Arc<Notify>,
     running: RunningSet,
 ) {
     let me = rt.config.worker_id.clone();
@@ -358,21 +378,16 @@ async fn finisher(
         }
         let tokens: Vec<Token> = batch.iter().map(Outcome::token).collect();
         // Recorded: stop renewing these leases before anything else.
-        let mut n = 0u32;
         if let Ok(mut r) = running.lock() {
             for t in &tokens {
-                if r.remove(t).is_some() {
-                    n += 1;
-                }
+                r.remove(t);
             }
         }
+        recorded.notify_one();
         if let Err(e) = rt.transport.ack(&me, &tokens).await {
             tracing::warn!(error = %e, "ack failed; entries are cleaned up when this worker is reaped");
         }
         batch.clear();
-        if n > 0 {
-            let _ = freed.send(n);
-        }
     }
 }
 

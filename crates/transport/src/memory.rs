@@ -103,6 +103,31 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    async fn release(&self, worker: &str, tokens: &[Token]) -> Result<()> {
+        let mut released = Vec::new();
+        {
+            let mut state = self.lock();
+            if let Some(list) = state.in_flight.get_mut(worker) {
+                for t in tokens {
+                    if let Some(i) = list.iter().position(|x| x == t) {
+                        list.remove(i);
+                        released.push(*t);
+                    }
+                }
+                if list.is_empty() {
+                    state.in_flight.remove(worker);
+                }
+            }
+            for t in released.iter().rev() {
+                state.ready.push_front(*t);
+            }
+        }
+        if !released.is_empty() {
+            self.emit(Event::ReadyPushed);
+        }
+        Ok(())
+    }
+
     async fn in_flight(&self, worker: &str) -> Result<Vec<Token>> {
         Ok(self
             .lock()

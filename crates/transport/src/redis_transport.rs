@@ -56,6 +56,25 @@ return taken
     )
 });
 
+/// KEYS: in-flight list, ready, events. ARGV: event name, tokens (front first).
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = 0
+for i = #ARGV, 2, -1 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) > 0 then
+    redis.call('LPUSH', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+if n > 0 then
+  redis.call('PUBLISH', KEYS[3], ARGV[1])
+end
+return n
+",
+    )
+});
+
 /// KEYS: idle, total, alive. ARGV: worker, idle, total, ttl in ms.
 static REPORT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
@@ -405,6 +424,25 @@ impl Transport for RedisTransport {
         pipe.exec_async(&mut self.conn())
             .await
             .map_err(|e| self.err("ack", e))?;
+        Ok(())
+    }
+
+    async fn release(&self, worker: &str, tokens: &[Token]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys();
+        let mut call = RELEASE.key(keys.in_flight(worker));
+        call.key(&keys.ready)
+            .key(&keys.events)
+            .arg(event_name(Event::ReadyPushed));
+        for token in tokens {
+            call.arg(token.encode());
+        }
+        let _: i64 = call
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("release", e))?;
         Ok(())
     }
 

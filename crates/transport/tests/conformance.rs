@@ -263,6 +263,25 @@ async fn ack_removes_only_given_tokens(s: &Subject) {
     assert!(t.in_flight("nobody").await.unwrap().is_empty());
 }
 
+async fn release_returns_tokens_to_the_front(s: &Subject) {
+    let t = s.t();
+    let all = tokens(5);
+    t.push_ready(&all).await.unwrap();
+    assert_eq!(t.take("w", 3).await.unwrap(), all[..3]);
+    let mut sub = t.subscribe().await.unwrap();
+    // all[0] was started; all[1] and all[2] go back ahead of what was never taken.
+    t.release("w", &[all[1], all[2]]).await.unwrap();
+    assert_eq!(next_event(&mut sub).await, Some(Event::ReadyPushed));
+    assert_eq!(t.in_flight("w").await.unwrap(), [all[0]]);
+    assert_eq!(t.ready_len().await.unwrap(), 4);
+    // Tokens the worker does not hold are not invented.
+    t.release("w", &[all[3]]).await.unwrap();
+    t.release("other", &[all[0]]).await.unwrap();
+    assert_eq!(t.ready_len().await.unwrap(), 4);
+    assert_eq!(t.in_flight("w").await.unwrap(), [all[0]]);
+    assert_eq!(t.take("v", 10).await.unwrap(), [all[1], all[2], all[3], all[4]]);
+}
+
 async fn contains_sees_ready_and_in_flight(s: &Subject) {
     let t = s.t();
     let all = tokens(3);
@@ -425,6 +444,7 @@ conformance!(
     take_caps_at_max_and_sets_idle,
     concurrent_takers_share_without_overlap,
     ack_removes_only_given_tokens,
+    release_returns_tokens_to_the_front,
     contains_sees_ready_and_in_flight,
     report_slots_and_list_workers,
     reaping_returns_in_flight_to_front,

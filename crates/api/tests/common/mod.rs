@@ -78,6 +78,9 @@ impl Transport for DownTransport {
     async fn ack(&self, _: &str, _: &[Token]) -> jobsched_core::Result<()> {
         down()
     }
+    async fn release(&self, _: &str, _: &[Token]) -> jobsched_core::Result<()> {
+        down()
+    }
     async fn in_flight(&self, _: &str) -> jobsched_core::Result<Vec<Token>> {
         down()
     }
