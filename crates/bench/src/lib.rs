@@ -4,8 +4,8 @@
 //! (`jobsched api` + `jobsched worker`s on a fresh Postgres database and Redis key prefix, or
 //! `jobsched dev --memory`) or against a running API (`--url`):
 //!
-//! - `seed`: the original system's workload (10 ms sleep jobs, 4 slots, one POST at a time) per
-//!   policy, as throughput and efficiency against the sleep bound;
+//! - `seed`: the original system's workload (10 ms sleep jobs, 4 slots, single-job POSTs, 8 in
+//!   flight) per policy, as throughput and efficiency against the sleep bound;
 //! - `burn`: a durable burn-down of many no-op jobs, against the machine's Postgres limit for
 //!   the same batched row updates, plus worker memory;
 //! - `latency`: idle submit→start / submit→complete percentiles;

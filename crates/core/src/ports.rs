@@ -249,6 +249,10 @@ pub enum Event {
     ReadyPushed,
     /// The policy settings changed.
     PolicyChanged,
+    /// A PENDING job with this queue-entry sequence number was committed. Sequence numbers are
+    /// drawn before commit, so this one may be lower than what the engine has already read;
+    /// the engine then re-reads from it instead of waiting for its periodic rescan.
+    Committed(i64),
 }
 
 /// A subscription to [`Event`]s.

@@ -51,6 +51,8 @@ pub struct Engine {
     known: HashSet<JobId>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     cursor: i64,
+    /// Re-read from here on the next step: a job below the cursor was committed late.
+    rescan_from: Option<i64>,
     /// Cursor values at the last few ticks (see [`Engine::tick_rescan`]).
     cursor_history: std::collections::VecDeque<i64>,
     ticks: u64,
@@ -70,6 +72,7 @@ impl Engine {
             known: HashSet::new(),
             delayed: BinaryHeap::new(),
             cursor: 0,
+            rescan_from: None,
             cursor_history: std::collections::VecDeque::new(),
             ticks: 0,
         }
@@ -108,8 +111,14 @@ impl Engine {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 ev = events.recv() => {
+                    let cursor = self.cursor;
+                    let rescan_from = &mut self.rescan_from;
                     let mut handle = |ev: Result<Event, broadcast::error::RecvError>| match ev {
                         Ok(Event::PolicyChanged) | Err(_) => policy_dirty = true,
+                        Ok(Event::Committed(seq)) if seq <= cursor => {
+                            let from = seq - 1;
+                            *rescan_from = Some(rescan_from.map_or(from, |r| r.min(from)));
+                        }
                         Ok(_) => {}
                     };
                     handle(ev);
@@ -185,22 +194,36 @@ impl Engine {
 
     /// One pass: load, promote, dispatch.
     pub async fn step(&mut self) -> jobsched_core::Result<()> {
+        // The decision is as of this instant: every job committed before it is loaded first,
+        // so a job whose submission was answered before its `scheduled_at` was a candidate.
+        let decided_at = self.rt.clock.now();
         self.load_pending().await?;
         self.promote_delayed();
         if !self.settings.paused {
-            self.dispatch().await?;
+            self.dispatch(decided_at).await?;
         }
         Ok(())
     }
 
     async fn load_pending(&mut self) -> jobsched_core::Result<()> {
-        self.load_pending_from(self.cursor).await
+        match self.rescan_from.take() {
+            Some(from) if from < self.cursor => {
+                if let Err(e) = self.load_pending_from(from).await {
+                    self.rescan_from = Some(from);
+                    return Err(e);
+                }
+                Ok(())
+            }
+            _ => self.load_pending_from(self.cursor).await,
+        }
     }
 
     /// Sequence numbers are handed out when a transaction writes, but become visible when it
-    /// commits, so a job with a lower seq can appear after the cursor passed it. Each tick
-    /// re-reads from the cursor as it was two ticks ago (jobs already known are skipped), and
-    /// every 60 ticks from the start, so such a job waits at most a couple of ticks.
+    /// commits, so a job with a lower seq can appear after the cursor passed it. A submission
+    /// announces its seq ([`Event::Committed`]) and the next step re-reads from it. As the
+    /// safety net (lost events, retries and requeues written by workers), each tick re-reads
+    /// from the cursor as it was two ticks ago (jobs already known are skipped), and every 60
+    /// ticks from the start, so such a job waits at most a couple of ticks.
     async fn tick_rescan(&mut self) -> jobsched_core::Result<()> {
         self.ticks += 1;
         self.cursor_history.push_back(self.cursor);
@@ -258,7 +281,7 @@ impl Engine {
         }
     }
 
-    async fn dispatch(&mut self) -> jobsched_core::Result<()> {
+    async fn dispatch(&mut self, decided_at: DateTime<Utc>) -> jobsched_core::Result<()> {
         if self.policy.is_empty() {
             return Ok(());
         }
@@ -292,8 +315,8 @@ impl Engine {
                     attempt: j.attempt,
                 })
                 .collect();
-            let now = self.rt.clock.now();
-            let lease_until = now
+            let now = decided_at;
+            let lease_until = self.rt.clock.now()
                 + chrono::Duration::from_std(self.rt.config.dispatch_ttl)
                     .unwrap_or(chrono::Duration::seconds(30));
             let applied = match self

@@ -21,12 +21,13 @@ pub use redis_transport::{DEFAULT_PREFIX, RedisTransport};
 use jobsched_core::ports::{Event, Token};
 
 /// Name of an event as sent on the events channel.
-pub(crate) fn event_name(event: Event) -> &'static str {
+pub(crate) fn event_name(event: Event) -> String {
     match event {
-        Event::JobsAvailable => "JobsAvailable",
-        Event::SlotsFree => "SlotsFree",
-        Event::ReadyPushed => "ReadyPushed",
-        Event::PolicyChanged => "PolicyChanged",
+        Event::JobsAvailable => "JobsAvailable".into(),
+        Event::SlotsFree => "SlotsFree".into(),
+        Event::ReadyPushed => "ReadyPushed".into(),
+        Event::PolicyChanged => "PolicyChanged".into(),
+        Event::Committed(seq) => format!("Committed:{seq}"),
     }
 }
 
@@ -37,7 +38,7 @@ pub(crate) fn event_from_name(name: &str) -> Option<Event> {
         "SlotsFree" => Event::SlotsFree,
         "ReadyPushed" => Event::ReadyPushed,
         "PolicyChanged" => Event::PolicyChanged,
-        _ => return None,
+        _ => Event::Committed(name.strip_prefix("Committed:")?.parse().ok()?),
     })
 }
 
@@ -65,9 +66,13 @@ mod tests {
             Event::SlotsFree,
             Event::ReadyPushed,
             Event::PolicyChanged,
+            Event::Committed(0),
+            Event::Committed(i64::MAX),
         ] {
-            assert_eq!(event_from_name(event_name(e)), Some(e));
+            assert_eq!(event_from_name(&event_name(e)), Some(e));
         }
         assert_eq!(event_from_name("nope"), None);
+        assert_eq!(event_from_name("Committed:"), None);
+        assert_eq!(event_from_name("Committed:x"), None);
     }
 }

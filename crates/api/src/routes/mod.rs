@@ -58,10 +58,12 @@ impl QueryPairs {
     }
 }
 
-/// Tell the engine new PENDING jobs exist. A transport failure is logged, not returned: the job
-/// is durably stored and the engine's periodic poll will find it.
-pub(crate) async fn publish_jobs_available(state: &AppState) {
-    if let Err(e) = state.transport.publish(Event::JobsAvailable).await {
+/// Tell the engine new PENDING jobs exist; `seq` is the queue-entry sequence number of the one
+/// just committed, if there is exactly one. A transport failure is logged, not returned: the
+/// job is durably stored and the engine's periodic poll will find it.
+pub(crate) async fn publish_jobs_available(state: &AppState, seq: Option<i64>) {
+    let event = seq.map_or(Event::JobsAvailable, Event::Committed);
+    if let Err(e) = state.transport.publish(event).await {
         tracing::warn!(
             error = %e,
             "could not publish JobsAvailable; the engine will find the job on its next poll"
