@@ -37,7 +37,7 @@ macro_rules! suite {
 
 suite!(
     submit_get_list_stats,
-    submit_publishes_jobs_available,
+    submit_publishes_its_committed_seq,
     submission_errors_are_fastapi_422,
     malformed_bodies_are_422,
     batch_submission,
@@ -173,7 +173,7 @@ async fn submit_get_list_stats(backend: Backend) {
     h.finish().await;
 }
 
-async fn submit_publishes_jobs_available(backend: Backend) {
+async fn submit_publishes_its_committed_seq(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {
         return;
     };
@@ -192,9 +192,17 @@ async fn submit_publishes_jobs_available(backend: Backend) {
     };
     let event = tokio::select! {
         e = wait_event => e,
-        () = submitter => panic!("no JobsAvailable event after 50 submissions"),
+        () = submitter => panic!("no Committed event after 50 submissions"),
     };
-    assert_eq!(event, Some(Event::JobsAvailable));
+    // The event names the queue-entry sequence number of a job that was just stored.
+    let Some(Event::Committed(seq)) = event else {
+        panic!("expected Committed(seq), got {event:?}");
+    };
+    let jobs = jobsched_store::testing::all_jobs(h.store.as_ref()).await;
+    assert!(
+        jobs.iter().any(|j| j.seq == seq),
+        "seq {seq} is no stored job's"
+    );
     h.finish().await;
 }
 

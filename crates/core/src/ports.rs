@@ -268,7 +268,9 @@ pub trait Transport: Send + Sync {
     /// Append tokens to the ready queue in order and publish [`Event::ReadyPushed`].
     async fn push_ready(&self, tokens: &[Token]) -> Result<()>;
     /// Atomically move up to `max` tokens from the front of the ready queue into `worker`'s
-    /// in-flight list and set the worker's idle count to `max - taken`.
+    /// in-flight list and set the worker's idle count to `max - taken`; if that count is above
+    /// zero and changed, publish [`Event::SlotsFree`] (in the same step, so the engine hears of
+    /// unmet demand without another round trip).
     async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>>;
     /// Remove tokens from `worker`'s in-flight list.
     async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()>;

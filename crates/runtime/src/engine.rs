@@ -434,11 +434,7 @@ async fn rescue(rt: &Runtime) {
                     count = report.dead_lettered.len(),
                     "dead-lettered jobs whose last lease expired"
                 );
-                if let Err(e) = rt
-                    .transport
-                    .push_dead_letters(&report.dead_lettered)
-                    .await
-                {
+                if let Err(e) = rt.transport.push_dead_letters(&report.dead_lettered).await {
                     tracing::warn!(error = %e, "cannot update the dead-letter mirror");
                 }
             }

@@ -45,7 +45,12 @@ pub async fn run(
     let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<u32>();
     // Signalled whenever the finisher has recorded outcomes (shutdown waits on it).
     let recorded = Arc::new(Notify::new());
-    let finisher = tokio::spawn(finisher(rt.clone(), outcome_rx, recorded.clone(), running.clone()));
+    let finisher = tokio::spawn(finisher(
+        rt.clone(),
+        outcome_rx,
+        recorded.clone(),
+        running.clone(),
+    ));
     let renew_stop = CancellationToken::new();
     let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
     let mut ev = events.subscribe();
@@ -70,7 +75,6 @@ pub async fn run(
     metrics().worker_slots_busy.set(0);
 
     // ---- normal operation ----
-    let mut reported: Option<u32> = None;
     while !shutdown.is_cancelled() {
         metrics().worker_slots_busy.set(i64::from(total - idle));
         if idle > 0 && !buffer.is_empty() {
@@ -79,7 +83,11 @@ pub async fn run(
             let started = start_jobs(&rt, &tokens, &me).await;
             let dropped: Vec<Token> = tokens
                 .iter()
-                .filter(|t| !started.iter().any(|j| j.id == t.id && j.attempt == t.attempt))
+                .filter(|t| {
+                    !started
+                        .iter()
+                        .any(|j| j.id == t.id && j.attempt == t.attempt)
+                })
                 .copied()
                 .collect();
             if !dropped.is_empty() {
@@ -95,19 +103,13 @@ pub async fn run(
         }
         let want = demand(idle, buffer.len());
         if want > 0 {
+            // take() records the demand left over and, if it changed, tells the engine.
             match rt.transport.take(&me, want).await {
                 Ok(tokens) if !tokens.is_empty() => {
-                    reported = Some(want - tokens.len() as u32);
                     buffer.extend(tokens);
                     continue;
                 }
-                Ok(_) => {
-                    // take() recorded our demand; tell the engine if it changed.
-                    if reported != Some(want) {
-                        reported = Some(want);
-                        let _ = rt.transport.publish(Event::SlotsFree).await;
-                    }
-                }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "taking work failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -132,7 +134,6 @@ pub async fn run(
                 if let Err(e) = rt.transport.report_slots(&me, want, total, rt.config.worker_ttl).await {
                     tracing::warn!(error = %e, "heartbeat to transport failed");
                 }
-                reported = Some(want);
             }
             _ = tokio::time::sleep(rt.config.poll_interval) => {}
         }

@@ -424,3 +424,53 @@ async fn cancelled_jobs_never_run() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetched_jobs_wait_dispatched_and_are_handed_back_on_shutdown() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let long = env.submit("long", 5, 1.0, json!({"duration": 1.0})).await;
+    let b = env.submit("b", 5, 1.0, json!({"duration": 0.005})).await;
+    let c = env.submit("c", 5, 1.0, json!({"duration": 0.005})).await;
+    // One slot plus two prefetched; a long dispatch lease, so nothing below is a rescue.
+    let mut rt = env.runtime("w1", 1);
+    rt.config.prefetch = 2;
+    rt.config.dispatch_ttl = Duration::from_secs(60);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = env.redis.in_flight("w1").await.unwrap().len();
+        let long_now = env.store.get(long.id).await.unwrap().unwrap();
+        if held == 3 && long_now.status == JobStatus::Running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w1 holds {held} tokens");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The two short jobs wait in w1, dispatched but not started: the slot is busy.
+    for id in [b.id, c.id] {
+        let j = env.store.get(id).await.unwrap().unwrap();
+        assert_eq!(j.status, JobStatus::Scheduled, "{j:?}");
+    }
+    stop.cancel();
+    h.await.unwrap();
+    // The long job finished within the grace period; the prefetched tokens went back to the
+    // front of the ready queue, still SCHEDULED under the same attempt.
+    assert_eq!(
+        env.store.get(long.id).await.unwrap().unwrap().status,
+        JobStatus::Completed
+    );
+    assert!(env.redis.in_flight("w1").await.unwrap().is_empty());
+    assert_eq!(env.redis.ready_len().await.unwrap(), 2);
+    let (stop, h) = run_backlog(&env, 1).await;
+    let jobs = env.wait_all_terminal(Duration::from_secs(20)).await;
+    stop.cancel();
+    h.await.unwrap();
+    for j in jobs.iter().filter(|j| j.id != long.id) {
+        assert_eq!(j.status, JobStatus::Completed, "{j:?}");
+        assert_eq!((j.attempt, j.retry_count), (1, 0), "{j:?}");
+    }
+    env.cleanup().await;
+}

@@ -88,7 +88,12 @@ impl Transport for MemoryTransport {
                 .extend(taken.iter().copied());
         }
         // `n <= max`, so this fits in u32.
-        state.idle.insert(worker.to_string(), max - n as u32);
+        let left = max - n as u32;
+        let before = state.idle.insert(worker.to_string(), left);
+        drop(state);
+        if left > 0 && before != Some(left) {
+            self.emit(Event::SlotsFree);
+        }
         Ok(taken)
     }
 

@@ -35,11 +35,12 @@ macro_rules! lua {
     };
 }
 
-/// KEYS: ready, in-flight list, idle. ARGV: worker, max.
+/// KEYS: ready, in-flight list, idle, events. ARGV: worker, max, SlotsFree event name.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local max = tonumber(ARGV[2])
+local before = redis.call('HGET', KEYS[3], ARGV[1])
 local taken = {}
 if max > 0 then
   taken = redis.call('LRANGE', KEYS[1], 0, max - 1)
@@ -50,7 +51,11 @@ if max > 0 then
     end
   end
 end
-redis.call('HSET', KEYS[3], ARGV[1], max - #taken)
+local left = max - #taken
+redis.call('HSET', KEYS[3], ARGV[1], left)
+if left > 0 and tostring(left) ~= before then
+  redis.call('PUBLISH', KEYS[4], ARGV[3])
+end
 return taken
 ",
     )
@@ -404,8 +409,10 @@ impl Transport for RedisTransport {
             .key(&keys.ready)
             .key(&in_flight)
             .key(&keys.idle)
+            .key(&keys.events)
             .arg(worker)
             .arg(max)
+            .arg(event_name(Event::SlotsFree))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err("take", e))?;

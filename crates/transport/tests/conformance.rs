@@ -206,6 +206,25 @@ async fn take_caps_at_max_and_sets_idle(s: &Subject) {
     assert_eq!(t.in_flight("w").await.unwrap().len(), 3);
 }
 
+async fn take_announces_changed_unmet_demand(s: &Subject) {
+    let t = s.t();
+    let mut sub = t.subscribe().await.unwrap();
+    // Nothing ready: the demand of 3 is announced once, not again while it stays the same.
+    assert!(t.take("w", 3).await.unwrap().is_empty());
+    assert_eq!(next_event(&mut sub).await, Some(Event::SlotsFree));
+    assert!(t.take("w", 3).await.unwrap().is_empty());
+    t.push_ready(&tokens(1)).await.unwrap();
+    assert_eq!(next_event(&mut sub).await, Some(Event::ReadyPushed));
+    // Fully served (nothing left over) and zero demand are silent too.
+    assert_eq!(t.take("w", 1).await.unwrap().len(), 1);
+    assert!(t.take("w", 0).await.unwrap().is_empty());
+    t.push_ready(&tokens(2)).await.unwrap();
+    assert_eq!(next_event(&mut sub).await, Some(Event::ReadyPushed));
+    // Partly served: 1 of 3 still wanted is new demand.
+    assert_eq!(t.take("w", 3).await.unwrap().len(), 2);
+    assert_eq!(next_event(&mut sub).await, Some(Event::SlotsFree));
+}
+
 async fn concurrent_takers_share_without_overlap(s: &Subject) {
     let all = tokens(300);
     s.t().push_ready(&all).await.unwrap();
@@ -279,7 +298,10 @@ async fn release_returns_tokens_to_the_front(s: &Subject) {
     t.release("other", &[all[0]]).await.unwrap();
     assert_eq!(t.ready_len().await.unwrap(), 4);
     assert_eq!(t.in_flight("w").await.unwrap(), [all[0]]);
-    assert_eq!(t.take("v", 10).await.unwrap(), [all[1], all[2], all[3], all[4]]);
+    assert_eq!(
+        t.take("v", 10).await.unwrap(),
+        [all[1], all[2], all[3], all[4]]
+    );
 }
 
 async fn contains_sees_ready_and_in_flight(s: &Subject) {
@@ -442,6 +464,7 @@ macro_rules! conformance {
 conformance!(
     push_and_take_preserve_order,
     take_caps_at_max_and_sets_idle,
+    take_announces_changed_unmet_demand,
     concurrent_takers_share_without_overlap,
     ack_removes_only_given_tokens,
     release_returns_tokens_to_the_front,
