@@ -260,17 +260,18 @@ fn spawn_job(
             .observe(waited.as_secs_f64());
     }
     let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
-    tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let outcome = execute(&rt, job, token, round_robin, quantum, stop).await;
-            let _ = tx.send(outcome);
-            let _ = freed.send(1);
-        },
-        span,
-    ));
+    // The whole run, outcome included, happens on one blocking thread: no async task per job,
+    // so a job costs one thread hand-off each way.
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let outcome = execute(&rt, job, token, round_robin, quantum, stop);
+        let _ = tx.send(outcome);
+        let _ = freed.send(1);
+    });
 }
 
-async fn execute(
+/// Run one job body (on the calling blocking thread) and turn its result into an outcome.
+fn execute(
     rt: &Runtime,
     job: StartedJob,
     token: Token,
@@ -296,9 +297,10 @@ async fn execute(
         deadline,
         stop,
     };
-    let payload = job.payload.clone();
     let began = Instant::now();
-    let result = tokio::task::spawn_blocking(move || handler.run(&payload, &ctx)).await;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.run(&job.payload, &ctx)
+    }));
     let m = metrics();
     m.run_seconds
         .with_label_values(&[job.job_type.as_str()])
@@ -320,7 +322,14 @@ async fn execute(
             };
         }
         Ok(Err(e)) => (e.to_string(), e.is_retryable()),
-        Err(join) => (format!("job body panicked: {join}"), true),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            (format!("job body panicked: {message}"), true)
+        }
     };
     if retryable && job.retry_count < job.max_retries {
         let retry = (job.retry_count + 1) as u32;

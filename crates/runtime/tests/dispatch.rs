@@ -474,3 +474,75 @@ async fn prefetched_jobs_wait_dispatched_and_are_handed_back_on_shutdown() {
     }
     env.cleanup().await;
 }
+
+/// A job type whose body panics on its first two runs.
+#[derive(Debug, Default)]
+struct PanicsTwice(std::sync::atomic::AtomicU32);
+
+impl jobsched_jobs::JobHandler for PanicsTwice {
+    fn name(&self) -> &'static str {
+        "panics_twice"
+    }
+    fn preemptible(&self) -> bool {
+        false
+    }
+    fn validate(
+        &self,
+        _: &Value,
+        _: &jobsched_jobs::DataDir,
+    ) -> Vec<jobsched_jobs::FieldError> {
+        Vec::new()
+    }
+    fn run(
+        &self,
+        _: &Value,
+        _: &jobsched_jobs::JobContext,
+    ) -> Result<jobsched_jobs::RunOutput, jobsched_jobs::JobError> {
+        let run = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if run < 2 {
+            panic!("boom {run}");
+        }
+        Ok(jobsched_jobs::RunOutput::Done(json!({"runs": run + 1})))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let new = NewJob::new(
+        "panics",
+        "panics_twice",
+        None,
+        None,
+        Some(json!({})),
+        Some(3),
+    )
+    .unwrap();
+    let job = env.store.insert(&new, Utc::now()).await.unwrap();
+    let after = env.submit("after", 5, 1.0, json!({"duration": 0.001})).await;
+    let mut rt = env.runtime("w1", 1);
+    let mut registry = Registry::builtin();
+    registry.register(Arc::new(PanicsTwice::default()));
+    rt.registry = registry;
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
+    stop.cancel();
+    h.await.unwrap();
+    let panicked = jobs.iter().find(|j| j.id == job.id).unwrap();
+    assert_eq!(panicked.status, JobStatus::Completed, "{panicked:?}");
+    assert_eq!(panicked.retry_count, 2);
+    assert_eq!(panicked.result, Some(json!({"runs": 3})));
+    assert!(
+        panicked
+            .error_message
+            .as_deref()
+            .is_some_and(|e| e.contains("job body panicked: boom 1")),
+        "{panicked:?}"
+    );
+    let after = jobs.iter().find(|j| j.id == after.id).unwrap();
+    assert_eq!(after.status, JobStatus::Completed);
+    env.cleanup().await;
+}
