@@ -486,11 +486,7 @@ impl jobsched_jobs::JobHandler for PanicsTwice {
     fn preemptible(&self) -> bool {
         false
     }
-    fn validate(
-        &self,
-        _: &Value,
-        _: &jobsched_jobs::DataDir,
-    ) -> Vec<jobsched_jobs::FieldError> {
+    fn validate(&self, _: &Value, _: &jobsched_jobs::DataDir) -> Vec<jobsched_jobs::FieldError> {
         Vec::new()
     }
     fn run(
@@ -520,7 +516,9 @@ async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going() {
     )
     .unwrap();
     let job = env.store.insert(&new, Utc::now()).await.unwrap();
-    let after = env.submit("after", 5, 1.0, json!({"duration": 0.001})).await;
+    let after = env
+        .submit("after", 5, 1.0, json!({"duration": 0.001}))
+        .await;
     let mut rt = env.runtime("w1", 1);
     let mut registry = Registry::builtin();
     registry.register(Arc::new(PanicsTwice::default()));

@@ -61,6 +61,36 @@ return taken
     )
 });
 
+/// KEYS: in-flight list. ARGV: tokens to remove (every occurrence). One pass over the list
+/// for a large batch instead of one LREM scan per token.
+static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if #ARGV <= 8 then
+  for i = 1, #ARGV do
+    redis.call('LREM', KEYS[1], 0, ARGV[i])
+  end
+  return 0
+end
+local drop = {}
+for i = 1, #ARGV do
+  drop[ARGV[i]] = true
+end
+local keep = {}
+for _, t in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if not drop[t] then
+    keep[#keep + 1] = t
+  end
+end
+redis.call('DEL', KEYS[1])
+for i = 1, #keep, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
+end
+return 0
+",
+    )
+});
+
 /// KEYS: in-flight list, ready, events. ARGV: event name, tokens (front first).
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -423,12 +453,12 @@ impl Transport for RedisTransport {
         if tokens.is_empty() {
             return Ok(());
         }
-        let key = self.keys().in_flight(worker);
-        let mut pipe = redis::pipe();
+        let mut call = ACK.key(self.keys().in_flight(worker));
         for token in tokens {
-            pipe.lrem(&key, 0, token.encode()).ignore();
+            call.arg(token.encode());
         }
-        pipe.exec_async(&mut self.conn())
+        let _: i64 = call
+            .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err("ack", e))?;
         Ok(())

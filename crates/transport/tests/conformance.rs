@@ -280,6 +280,21 @@ async fn ack_removes_only_given_tokens(s: &Subject) {
     t.ack("w", &[all[0], all[2]]).await.unwrap();
     assert!(t.in_flight("w").await.unwrap().is_empty());
     assert!(t.in_flight("nobody").await.unwrap().is_empty());
+    // A large batch: every third of 60 tokens acked, the rest stay in order.
+    let many = tokens(60);
+    t.push_ready(&many).await.unwrap();
+    assert_eq!(t.take("w", 60).await.unwrap(), many);
+    let (gone, stay): (Vec<(usize, Token)>, Vec<(usize, Token)>) = many
+        .iter()
+        .copied()
+        .enumerate()
+        .partition(|(i, _)| i % 3 == 0);
+    let gone: Vec<Token> = gone.into_iter().map(|(_, t)| t).collect();
+    let stay: Vec<Token> = stay.into_iter().map(|(_, t)| t).collect();
+    t.ack("w", &gone).await.unwrap();
+    assert_eq!(t.in_flight("w").await.unwrap(), stay);
+    t.ack("w", &stay).await.unwrap();
+    assert!(t.in_flight("w").await.unwrap().is_empty());
 }
 
 async fn release_returns_tokens_to_the_front(s: &Subject) {
