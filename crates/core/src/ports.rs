@@ -103,7 +103,8 @@ pub trait DispatchStore: Send + Sync {
     /// PENDING jobs with `seq > after_seq`, ascending by seq, due or not, at most `limit`.
     async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>>;
     /// PENDING → SCHEDULED for each `(id, current attempt)`; bumps the attempt and sets a
-    /// dispatch lease. Returns the tokens (with the new attempt) that were applied.
+    /// dispatch lease. `scheduled_at` is `now` (the decision time), but never before the job's
+    /// `created_at` or `run_at`. Returns the tokens (with the new attempt) that were applied.
     async fn mark_scheduled(
         &self,
         jobs: &[Token],

@@ -186,6 +186,7 @@ pub struct SlotArgs {
     /// Dispatched jobs held beyond the free slots, so a freed slot starts its next job at
     /// once. Raises throughput of short jobs; widens the window in which a newly submitted
     /// more urgent job cannot overtake (0 = strict policy order, take only for a free slot).
+    /// For short jobs only: a held job not started within the dispatch TTL is re-dispatched.
     #[arg(long, env = "JOBSCHED_WORKER_PREFETCH", default_value_t = 0)]
     pub prefetch: u32,
     /// Lease of a running job, seconds (renewed every third).

@@ -174,10 +174,16 @@ fn sleep_job(name: &str, duration: f64) -> NewJob {
     .unwrap()
 }
 
+/// A file of the original system's samples: beside the checkout (`../shared`), or where this
+/// machine keeps them (the unit tests of `jobsched-jobs` read the same place).
 fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/seed/sample_data")
-        .join(name)
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seed/sample_data");
+    let dir = if beside.is_dir() {
+        beside
+    } else {
+        PathBuf::from("/work/shared/seed/sample_data")
+    };
+    dir.join(name)
 }
 
 /// `wc -w -l -m` of a file, as (words, lines, chars).

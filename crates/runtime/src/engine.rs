@@ -1,11 +1,13 @@
 //! The demand-driven dispatcher, run only by the leader.
 //!
 //! Loop: load new PENDING jobs (by queue-entry sequence) into the active policy's structure,
-//! promote jobs whose backoff ended, then dispatch exactly `Σ idle worker slots − ready queue
-//! length` jobs in policy order: each is marked SCHEDULED in the store (conditional on PENDING
-//! and its attempt) and its token pushed to the transport. Because nothing is handed out
-//! before a slot is idle, the policy's order holds globally and a policy switch applies to
-//! everything not yet started. Events wake the loop at once; a slow poll is the safety net.
+//! promote jobs whose backoff ended, then dispatch exactly `Σ worker demand − ready queue
+//! length` jobs in policy order, where a worker's demand is its idle slots plus its prefetch
+//! headroom (0 by default): each is marked SCHEDULED in the store (conditional on PENDING and
+//! its attempt) and its token pushed to the transport. Because nothing is handed out beyond
+//! that demand, the policy's order holds globally (up to the prefetch window) and a policy
+//! switch applies to everything not yet dispatched. Events wake the loop at once; a slow poll
+//! is the safety net. Rescue, reaping and gauges run in a separate leader-only task.
 
 use crate::Runtime;
 use chrono::{DateTime, Utc};
@@ -85,11 +87,12 @@ impl Engine {
         }
         self.rebuild_dead_letter_mirror().await;
         let every = Duration::from_secs(1).min(self.rt.config.dispatch_ttl / 2);
-        // Rescue and gauges run beside the dispatch loop, never in its way; they stop when
-        // this engine stops (leadership lost or shutdown).
+        // Rescue and gauges run beside the dispatch loop, never in its way; they stop (after
+        // the round in progress, which the store's row locks and status tests fence) when this
+        // engine stops: leadership lost or shutdown.
         let maintenance_stop = stop.child_token();
         let _stop_maintenance = maintenance_stop.clone().drop_guard();
-        tokio::spawn(maintenance(self.rt.clone(), every, maintenance_stop));
+        let mut maintenance = tokio::spawn(maintenance(self.rt.clone(), every, maintenance_stop));
         let mut rescue = tokio::time::interval(every);
         rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut policy_dirty = false;
@@ -135,6 +138,14 @@ impl Engine {
                         .set((self.policy.len() + self.delayed.len()) as i64);
                 }
                 _ = tokio::time::sleep(wait) => {}
+                // Only a panic ends it early: end the engine too, so the leader loop restarts
+                // both rather than dispatching on without rescue.
+                _ = &mut maintenance => {
+                    if !stop.is_cancelled() {
+                        tracing::error!("engine maintenance task ended unexpectedly");
+                    }
+                    return;
+                }
             }
         }
     }
@@ -194,8 +205,9 @@ impl Engine {
 
     /// One pass: load, promote, dispatch.
     pub async fn step(&mut self) -> jobsched_core::Result<()> {
-        // The decision is as of this instant: every job committed before it is loaded first,
-        // so a job whose submission was answered before its `scheduled_at` was a candidate.
+        // The decision is as of this instant: the queue is read after it, so a job whose
+        // submission was answered before the decision is a candidate (one committed with a seq
+        // below the cursor is re-read through its `Committed` event, or else by the rescan).
         let decided_at = self.rt.clock.now();
         self.load_pending().await?;
         self.promote_delayed();

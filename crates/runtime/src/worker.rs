@@ -77,8 +77,13 @@ pub async fn run(
     // ---- normal operation ----
     while !shutdown.is_cancelled() {
         metrics().worker_slots_busy.set(i64::from(total - idle));
-        if idle > 0 && !buffer.is_empty() {
-            let n = (idle as usize).min(buffer.len());
+        // A slot frees before its outcome is written. Should the finisher fall behind (the
+        // store refusing outcomes), stop starting jobs once `total` outcomes wait unwritten, so
+        // the work whose result is not yet recorded stays bounded.
+        let unrecorded = running.lock().map(|r| r.len()).unwrap_or(0);
+        let room = (2 * total as usize).saturating_sub(unrecorded);
+        let n = (idle as usize).min(buffer.len()).min(room);
+        if n > 0 {
             let tokens: Vec<Token> = buffer.drain(..n).collect();
             let started = start_jobs(&rt, &tokens, &me).await;
             let dropped: Vec<Token> = tokens
@@ -122,6 +127,8 @@ pub async fn run(
                 idle += n;
                 while let Ok(n) = freed_rx.try_recv() { idle += n; }
             }
+            // Outcomes were written: room to start again if the cap above was reached.
+            _ = recorded.notified() => {}
             e = ev.recv() => {
                 if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_)))
                     && let Ok(Some(s)) = rt.transport.policy().await

@@ -173,14 +173,16 @@ impl PgStore {
 
     /// Open a pool of at most `max_connections` to `url` and check that it connects.
     ///
-    /// A second, smaller pool runs with `synchronous_commit = off` and carries the
-    /// intermediate transitions only: PENDING→SCHEDULED, SCHEDULED→RUNNING and lease renewal.
-    /// Their commits do not wait for the WAL flush. Losing the last few of them in a Postgres
-    /// crash is harmless: the row falls back to an earlier state that the rescuer or the
-    /// engine handles anyway, and a stale worker's outcome then fails its conditional update
-    /// (the job runs again: at-least-once). WAL order also means that once any later
-    /// synchronous commit is durable, so are they. Submissions, outcomes, cancellations and
-    /// everything else commit synchronously.
+    /// A second pool of two connections runs with `synchronous_commit = off` and carries only
+    /// SCHEDULED→RUNNING and lease renewal, whose commits then do not wait for the WAL flush.
+    /// Losing the last few of them in a Postgres crash is harmless: the row falls back to
+    /// SCHEDULED (or an earlier lease expiry) under the same, durable attempt number, the
+    /// worker's outcome then fails its conditional update, and the rescuer re-dispatches the
+    /// job under a new attempt (at-least-once). PENDING→SCHEDULED is NOT relaxed: it issues the
+    /// attempt number, and a lost one could be issued twice. WAL order also means that once any
+    /// later synchronous commit is durable, so are the relaxed ones. If the server refuses the
+    /// setting at connect time (e.g. a pooler that rejects startup parameters), every statement
+    /// uses the synchronous pool.
     pub async fn connect(url: &str, max_connections: u32) -> std::result::Result<Self, StoreError> {
         let options = parse_url(url)?;
         let target = describe(&options);
@@ -199,13 +201,14 @@ impl PgStore {
                     })
             }
         };
-        let max = max_connections.max(1);
-        let pool = open(options.clone(), max).await?;
-        let relaxed = open(
-            options.options([("synchronous_commit", "off")]),
-            max.div_ceil(2),
-        )
-        .await?;
+        let pool = open(options.clone(), max_connections.max(1)).await?;
+        let relaxed = match open(options.options([("synchronous_commit", "off")]), 2).await {
+            Ok(relaxed) => relaxed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open connections with synchronous_commit=off; starting jobs will commit synchronously");
+                pool.clone()
+            }
+        };
         Ok(PgStore { pool, relaxed })
     }
 
@@ -489,7 +492,8 @@ impl DispatchStore for PgStore {
                  WHERE (j.status = 'PENDING') IS TRUE \
                  ORDER BY j.id \
                  FOR UPDATE OF j SKIP LOCKED) \
-             UPDATE jobs j SET status = 'SCHEDULED', attempt = j.attempt + 1, scheduled_at = $3, \
+             UPDATE jobs j SET status = 'SCHEDULED', attempt = j.attempt + 1, \
+                               scheduled_at = GREATEST($3, j.created_at, j.run_at), \
                                lease_owner = NULL, lease_expires_at = $4 \
              FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE \
              RETURNING j.id, j.attempt",
@@ -498,7 +502,7 @@ impl DispatchStore for PgStore {
         .bind(&attempts)
         .bind(now)
         .bind(lease_until)
-        .fetch_all(&self.relaxed)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         let applied = rows

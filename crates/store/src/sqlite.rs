@@ -475,7 +475,8 @@ impl DispatchStore for SqliteStore {
         for token in &tokens {
             // PENDING -> SCHEDULED, fenced by the attempt.
             let attempt: Option<i32> = sqlx::query_scalar(
-                "UPDATE jobs SET status = 'SCHEDULED', attempt = attempt + 1, scheduled_at = ?3, \
+                "UPDATE jobs SET status = 'SCHEDULED', attempt = attempt + 1, \
+                                 scheduled_at = MAX(?3, created_at, run_at), \
                                  lease_owner = NULL, lease_expires_at = ?4 \
                  WHERE id = ?1 AND status = 'PENDING' AND attempt = ?2 \
                  RETURNING attempt",

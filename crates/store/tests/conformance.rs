@@ -534,6 +534,18 @@ async fn mark_scheduled_is_fenced_by_attempt(db: &TestDb) {
     let cj = job(&s, c).await;
     assert_eq!((cj.status, cj.attempt), (JobStatus::Pending, 0));
     assert_eq!(job(&s, a).await.lease_expires_at, Some(t(31)));
+
+    // A decision taken before the job existed is recorded at its creation instead.
+    let late = insert(&s, "late", t(10)).await;
+    let late0 = Token {
+        id: late,
+        attempt: 0,
+    };
+    assert_eq!(
+        s.mark_scheduled(&[late0], t(9), t(39)).await.unwrap().len(),
+        1
+    );
+    assert_eq!(job(&s, late).await.scheduled_at, Some(t(10)));
 }
 
 async fn rescue_expired_both_branches(db: &TestDb) {

@@ -66,7 +66,7 @@ pub(crate) async fn publish_jobs_available(state: &AppState, seq: Option<i64>) {
     if let Err(e) = state.transport.publish(event).await {
         tracing::warn!(
             error = %e,
-            "could not publish JobsAvailable; the engine will find the job on its next poll"
+            "could not announce the new job; the engine will find it on its next poll"
         );
     }
 }
