@@ -191,6 +191,7 @@ SCHEMA = {
             {
                 "replicas": NONNEG_INT,
                 "concurrency": POS_INT,
+                "prefetch": NONNEG_INT,
                 "shutdownGrace": NONNEG_INT,
                 "leaseTtl": {"type": "number", "exclusiveMinimum": 0},
                 "metricsPort": PORT,
