@@ -114,15 +114,10 @@ impl Engine {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 ev = events.recv() => {
-                    let cursor = self.cursor;
-                    let rescan_from = &mut self.rescan_from;
                     let mut handle = |ev: Result<Event, broadcast::error::RecvError>| match ev {
-                        Ok(Event::PolicyChanged) | Err(_) => policy_dirty = true,
-                        Ok(Event::Committed(seq)) if seq <= cursor => {
-                            let from = seq - 1;
-                            *rescan_from = Some(rescan_from.map_or(from, |r| r.min(from)));
-                        }
-                        Ok(_) => {}
+                        Ok(ev) => policy_dirty |= self.note_event(ev),
+                        // Missed events: one of them may have been a policy change.
+                        Err(_) => policy_dirty = true,
                     };
                     handle(ev);
                     while let Ok(ev) = events.try_recv() { handle(Ok(ev)); }
@@ -201,6 +196,26 @@ impl Engine {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read dead letters"),
         }
+    }
+
+    /// Take note of an event before the next [`Engine::step`]; returns whether the policy
+    /// settings must be re-read. A `Committed` seq below the cursor makes the next step re-read
+    /// the queue from there.
+    pub fn note_event(&mut self, event: Event) -> bool {
+        match event {
+            Event::PolicyChanged => true,
+            Event::Committed(seq) if seq <= self.cursor => {
+                let from = seq - 1;
+                self.rescan_from = Some(self.rescan_from.map_or(from, |r| r.min(from)));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Jobs the engine holds, due or delayed, not yet dispatched.
+    pub fn queued(&self) -> usize {
+        self.policy.len() + self.delayed.len()
     }
 
     /// One pass: load, promote, dispatch.

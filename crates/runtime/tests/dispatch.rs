@@ -544,3 +544,42 @@ async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going() {
     assert_eq!(after.status, JobStatus::Completed);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_committed_submission_is_reread_when_announced() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let pg = jobsched_store::PgStore::connect(env.db.url(), 2)
+        .await
+        .unwrap();
+    // "late" draws its queue-entry sequence number first but commits last.
+    let mut tx = pg.pool().begin().await.unwrap();
+    let late_seq: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
+                           max_retries, created_at, run_at) \
+         VALUES ($1, 'late', 'sleep', 'PENDING', 5, 1.0, '{\"duration\": 0}', 0, now(), now()) \
+         RETURNING seq",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let early = env.submit("early", 5, 1.0, json!({"duration": 0})).await;
+    assert!(early.seq > late_seq);
+    // No worker slots: the engine loads and holds jobs without dispatching them.
+    let mut engine = jobsched_runtime::engine::Engine::new(env.runtime("engine-only", 0));
+    engine.step().await.unwrap();
+    assert_eq!(engine.queued(), 1, "only `early` is committed");
+    tx.commit().await.unwrap();
+    engine.step().await.unwrap();
+    assert_eq!(engine.queued(), 1, "the cursor has passed `late`'s seq");
+    // The submission's announcement makes the next step read from that seq again.
+    assert!(!engine.note_event(jobsched_core::ports::Event::Committed(late_seq)));
+    engine.step().await.unwrap();
+    assert_eq!(engine.queued(), 2);
+    // Announcing an already-read seq again changes nothing.
+    assert!(!engine.note_event(jobsched_core::ports::Event::Committed(late_seq)));
+    engine.step().await.unwrap();
+    assert_eq!(engine.queued(), 2);
+    env.cleanup().await;
+}
