@@ -62,7 +62,8 @@ pub async fn run(
         .flatten()
         .unwrap_or_default();
     let prefetch = rt.config.prefetch;
-    // Tokens taken ahead of a free slot (at most `prefetch`), still SCHEDULED, in policy order.
+    // Taken tokens not started yet (still SCHEDULED), in policy order: up to `prefetch` ahead
+    // of the free slots, plus any held back by the unwritten-outcome cap below.
     let mut buffer: VecDeque<Token> = VecDeque::new();
     // What this worker asks the engine for: free slots plus the prefetch headroom.
     let demand = |idle: u32, buffered: usize| (idle + prefetch).saturating_sub(buffered as u32);
