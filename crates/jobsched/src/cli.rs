@@ -184,8 +184,9 @@ pub struct SlotArgs {
     #[arg(long, env = "JOBSCHED_WORKER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u32,
     /// Dispatched jobs held beyond the free slots, so a freed slot starts its next job at
-    /// once. Raises throughput of short jobs; widens the window in which a newly submitted
-    /// more urgent job cannot overtake (0 = strict policy order, take only for a free slot).
+    /// once. Raises throughput of short jobs, but a newly submitted more urgent job cannot
+    /// overtake the held jobs, nor does a policy switch reorder them (0 = strict policy order,
+    /// take only for a free slot).
     /// For short jobs only: a held job not started within the dispatch TTL is re-dispatched.
     #[arg(long, env = "JOBSCHED_WORKER_PREFETCH", default_value_t = 0)]
     pub prefetch: u32,
