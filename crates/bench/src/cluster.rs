@@ -4,6 +4,7 @@
 
 use crate::{BenchArgs, BenchError, progress};
 use jobsched_client::{Client, JobStatus, PolicyUpdate, SubmitJob};
+pub use jobsched_store::redact;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use std::path::{Path, PathBuf};
@@ -101,20 +102,6 @@ pub fn with_database(url: &str, database: &str) -> Result<String, BenchError> {
         Some(q) => format!("{authority}/{database}?{q}"),
         None => format!("{authority}/{database}"),
     })
-}
-
-/// Hide a password in a URL.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> BenchError {

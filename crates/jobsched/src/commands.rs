@@ -10,6 +10,7 @@ use jobsched_core::ports::{Clock, Store, SystemClock, Transport};
 use jobsched_core::retry::Backoff;
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
+use jobsched_store::redact;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -91,20 +92,6 @@ async fn migrate(args: DbArgs) -> Result<()> {
         .context("migration failed")?;
     println!("migrations applied to {}", redact(&args.database_url));
     Ok(())
-}
-
-/// Hide a password in a URL for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 async fn connect_store(url: &str, max: u32) -> Result<Arc<dyn Store>> {

@@ -128,9 +128,7 @@ impl Engine {
                     if let Err(e) = self.tick_rescan().await {
                         tracing::warn!(error = %e, "pending rescan failed");
                     }
-                    metrics()
-                        .policy_queue_depth
-                        .set((self.policy.len() + self.delayed.len()) as i64);
+                    metrics().policy_queue_depth.set(self.queued() as i64);
                 }
                 _ = tokio::time::sleep(wait) => {}
                 // Only a panic ends it early: end the engine too, so the leader loop restarts

@@ -119,8 +119,9 @@ impl From<StoreError> for jobsched_core::Error {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.
-pub(crate) fn redact(url: &str) -> String {
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages. Any URL
+/// with a userinfo part works the same (Redis URLs too).
+pub fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };

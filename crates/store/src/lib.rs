@@ -45,11 +45,10 @@ mod pg;
 mod sqlite;
 pub mod testing;
 
-pub use error::StoreError;
+pub use error::{StoreError, redact};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
-use error::redact;
 use jobsched_core::ports::Store;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{ConnectOptions, Connection};

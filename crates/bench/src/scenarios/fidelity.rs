@@ -131,11 +131,7 @@ pub async fn run(
         &trace(&mut rng, args.fidelity_jobs),
     )
     .await?;
-    let origin = jobs
-        .iter()
-        .map(|j| j.created_at)
-        .min()
-        .unwrap_or_else(Utc::now);
+    let origin = first_created(&jobs);
     let records: Vec<StartRecord> = jobs
         .iter()
         .zip(&acked)
@@ -203,11 +199,7 @@ pub async fn run(
         &trace(&mut rng, args.fidelity_jobs),
     )
     .await?;
-    let origin = jobs
-        .iter()
-        .map(|j| j.created_at)
-        .min()
-        .unwrap_or_else(Utc::now);
+    let origin = first_created(&jobs);
     let sim: Vec<SimJob> = jobs
         .iter()
         .map(|j| {
@@ -401,4 +393,12 @@ fn max_backlog(records: &[StartRecord]) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// The earliest submission of a trace: time zero for its records.
+fn first_created(jobs: &[jobsched_client::Job]) -> chrono::DateTime<Utc> {
+    jobs.iter()
+        .map(|j| j.created_at)
+        .min()
+        .unwrap_or_else(Utc::now)
 }
