@@ -11,9 +11,11 @@ pub enum JobStatus {
     /// Waiting to be dispatched (new, retrying after backoff, or between Round Robin slices).
     /// Moved out by the engine leader (to SCHEDULED) or by a user cancel (to CANCELLED).
     Pending,
-    /// Handed to the transport, not yet started. Moved out by the worker that takes it
-    /// (to RUNNING), by a user cancel (to CANCELLED), or by the rescuer when its dispatch lease
-    /// expires (back to PENDING, no attempt burned).
+    /// Handed to the transport; its start is not recorded yet. Moved out by the worker that
+    /// takes it (to RUNNING: a worker begins the body first and records the start a moment
+    /// later, or together with the outcome if the body is done by then), by a user cancel (to
+    /// CANCELLED), or by the rescuer when its dispatch lease expires (back to PENDING, no
+    /// attempt burned).
     Scheduled,
     /// Executing on a worker under a lease. Moved out by that worker (to COMPLETED, FAILED, or
     /// PENDING for a retry, a slice end or a shutdown hand-back) or by the rescuer when the
@@ -24,7 +26,8 @@ pub enum JobStatus {
     /// Failed for good and recorded in the dead-letter queue. An operator may re-run it
     /// (to PENDING with fresh retries).
     Failed,
-    /// Cancelled by a user before it started. Terminal.
+    /// Cancelled by a user before its start was recorded. Terminal. (A worker that had
+    /// already begun the body is asked to stop it; its outcome is not recorded.)
     Cancelled,
 }
 

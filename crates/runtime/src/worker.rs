@@ -2,18 +2,25 @@
 //!
 //! One control task owns the slot count, so taking work and reporting demand never race: it
 //! takes up to `idle slots + prefetch − buffered` tokens (the transport records the remaining
-//! demand atomically), starts as many as there are free slots in the store under a lease
-//! (conditional on SCHEDULED + attempt, so cancelled or stale tokens are dropped), and spawns
-//! each job body on a blocking thread. With `prefetch` > 0 the worker holds up to that many
-//! dispatched tokens ahead of a free slot, so a slot that frees starts its next job without a
-//! round trip through the engine (the policy's in-flight window grows by as much). A slot is
-//! free the moment its body returns; a finisher task writes outcomes in batches behind it. A
-//! renewer task extends the leases of running jobs.
+//! demand atomically), reads their jobs from the store (only those still SCHEDULED with the
+//! token's attempt; cancelled or stale tokens are dropped) and starts each body on a blocking
+//! thread as soon as a slot is free. With `prefetch` > 0 the worker holds up to that many
+//! dispatched jobs ahead of a free slot, so a slot that frees starts its next job without a
+//! round trip through the engine (the policy's in-flight window grows by as much).
+//!
+//! A body does not wait for its SCHEDULED → RUNNING write: a recorder task writes starts and
+//! outcomes behind the bodies, in batches. It holds a start back for [`START_WRITE_DELAY`]; if
+//! the run's outcome arrives first, one conditional UPDATE records both (SCHEDULED → RUNNING →
+//! outcome), so a short job costs two writes in all instead of three. A start the store refuses
+//! (the job was cancelled, or its dispatch lease expired and the rescuer took it back) asks the
+//! body to stop, and its outcome is not recorded. A slot is free the moment its body returns.
+//! A renewer task extends the leases of running jobs whose start is recorded.
 
 use crate::Runtime;
 use crate::events::EventPump;
+use chrono::{DateTime, Utc};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
-use jobsched_core::ports::{Event, Outcome, Token};
+use jobsched_core::ports::{Event, Finished, Outcome, Token};
 use jobsched_core::{JobId, StartedJob};
 use jobsched_jobs::{JobContext, RunOutput};
 use jobsched_metrics::metrics;
@@ -24,8 +31,26 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Jobs this worker is running, by token, with their stop flags.
-type RunningSet = Arc<Mutex<HashMap<Token, Arc<AtomicBool>>>>;
+/// A job body this worker has begun and whose outcome is not recorded yet.
+struct Run {
+    /// Set to ask the body to stop (shutdown, or the store refused its start).
+    stop: Arc<AtomicBool>,
+    /// Its SCHEDULED → RUNNING is written, so it holds a lease to renew.
+    start_recorded: bool,
+}
+
+/// Jobs this worker is running, by token.
+type RunningSet = Arc<Mutex<HashMap<Token, Run>>>;
+
+/// What the recorder writes: a body began, or a run ended.
+enum Record {
+    Start(Token, DateTime<Utc>),
+    Done(Outcome),
+}
+
+/// How long the recorder holds a start back, hoping to write it together with the outcome.
+/// The job shows SCHEDULED that much longer; its `started_at` is the body's real start.
+pub const START_WRITE_DELAY: Duration = Duration::from_millis(2);
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(30))
@@ -40,12 +65,12 @@ pub async fn run(
     let me = rt.config.worker_id.clone();
     let total = rt.config.concurrency;
     let running: RunningSet = Arc::default();
-    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<Outcome>();
+    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<Record>();
     // A slot is free as soon as its job body returns; the outcome is written behind it.
     let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<u32>();
     // Signalled whenever the finisher has recorded outcomes (shutdown waits on it).
     let recorded = Arc::new(Notify::new());
-    let finisher = tokio::spawn(finisher(
+    let finisher = tokio::spawn(recorder(
         rt.clone(),
         outcome_rx,
         recorded.clone(),
@@ -62,9 +87,9 @@ pub async fn run(
         .flatten()
         .unwrap_or_default();
     let prefetch = rt.config.prefetch;
-    // Taken tokens not started yet (still SCHEDULED), in policy order: up to `prefetch` ahead
+    // Taken jobs not started yet (still SCHEDULED), in policy order: up to `prefetch` ahead
     // of the free slots, plus any held back by the unwritten-outcome cap below.
-    let mut buffer: VecDeque<Token> = VecDeque::new();
+    let mut buffer: VecDeque<StartedJob> = VecDeque::new();
     // What this worker asks the engine for: free slots plus the prefetch headroom.
     let demand = |idle: u32, buffered: usize| (idle + prefetch).saturating_sub(buffered as u32);
     let mut idle = total;
@@ -84,35 +109,16 @@ pub async fn run(
         let unrecorded = running.lock().map(|r| r.len()).unwrap_or(0);
         let room = (2 * total as usize).saturating_sub(unrecorded);
         let n = (idle as usize).min(buffer.len()).min(room);
-        if n > 0 {
-            let tokens: Vec<Token> = buffer.drain(..n).collect();
-            let started = start_jobs(&rt, &tokens, &me).await;
-            let dropped: Vec<Token> = tokens
-                .iter()
-                .filter(|t| {
-                    !started
-                        .iter()
-                        .any(|j| j.id == t.id && j.attempt == t.attempt)
-                })
-                .copied()
-                .collect();
-            if !dropped.is_empty() {
-                tracing::debug!(count = dropped.len(), "dropped stale or cancelled tokens");
-                if let Err(e) = rt.transport.ack(&me, &dropped).await {
-                    tracing::warn!(error = %e, "ack of dropped tokens failed");
-                }
-            }
-            idle -= started.len() as u32;
-            for job in started {
-                spawn_job(&rt, job, &settings, &running, &outcome_tx, &freed_tx);
-            }
+        for job in buffer.drain(..n) {
+            spawn_job(&rt, job, &settings, &running, &outcome_tx, &freed_tx);
+            idle -= 1;
         }
         let want = demand(idle, buffer.len());
         if want > 0 {
             // take() records the demand left over and, if it changed, tells the engine.
             match rt.transport.take(&me, want).await {
                 Ok(tokens) if !tokens.is_empty() => {
-                    buffer.extend(tokens);
+                    buffer.extend(fetch_jobs(&rt, &tokens, &me).await);
                     continue;
                 }
                 Ok(_) => {}
@@ -155,7 +161,7 @@ pub async fn run(
         .await;
     if !buffer.is_empty() {
         // Never started: back to the front of the ready queue for another worker.
-        let tokens: Vec<Token> = buffer.drain(..).collect();
+        let tokens: Vec<Token> = buffer.drain(..).map(|j| token_of(&j)).collect();
         if let Err(e) = rt.transport.release(&me, &tokens).await {
             tracing::warn!(error = %e, "cannot hand back prefetched jobs; they are re-dispatched when their dispatch lease expires");
         }
@@ -172,7 +178,7 @@ pub async fn run(
         // Ask preemptible jobs to stop; they come back as Requeue outcomes on their own.
         let flags: Vec<Arc<AtomicBool>> = running
             .lock()
-            .map(|r| r.values().cloned().collect())
+            .map(|r| r.values().map(|run| run.stop.clone()).collect())
             .unwrap_or_default();
         for f in flags {
             f.store(true, Ordering::SeqCst);
@@ -195,10 +201,10 @@ pub async fn run(
                 "handing back jobs that did not finish within the grace period"
             );
             for token in left {
-                let _ = outcome_tx.send(Outcome::Requeue {
+                let _ = outcome_tx.send(Record::Done(Outcome::Requeue {
                     token,
                     checkpoint: None,
-                });
+                }));
             }
         }
     }
@@ -215,25 +221,44 @@ pub async fn run(
     Ok(())
 }
 
-async fn start_jobs(rt: &Runtime, tokens: &[Token], me: &str) -> Vec<StartedJob> {
-    let now = rt.clock.now();
-    let lease_until = now + chrono_dur(rt.config.lease_ttl);
+fn token_of(job: &StartedJob) -> Token {
+    Token {
+        id: job.id,
+        attempt: job.attempt,
+    }
+}
+
+/// Read the jobs behind freshly taken tokens; tokens whose job is no longer SCHEDULED with that
+/// attempt (cancelled, or rescued and re-dispatched) are acknowledged and dropped.
+async fn fetch_jobs(rt: &Runtime, tokens: &[Token], me: &str) -> Vec<StartedJob> {
     let mut delay = Duration::from_millis(50);
-    loop {
-        match rt.store.start(tokens, me, now, lease_until).await {
-            Ok(started) => return started,
+    let jobs = loop {
+        match rt.store.fetch(tokens).await {
+            Ok(jobs) => break jobs,
             Err(e) => {
                 // The tokens stay in our in-flight list and the jobs SCHEDULED; if the store
                 // stays down, the rescuer re-dispatches them when the dispatch lease expires.
-                tracing::warn!(error = %e, "starting jobs failed; retrying");
+                tracing::warn!(error = %e, "reading taken jobs failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
                 if delay >= Duration::from_secs(2) {
-                    return Vec::new();
+                    break Vec::new();
                 }
             }
         }
+    };
+    let dropped: Vec<Token> = tokens
+        .iter()
+        .filter(|t| !jobs.iter().any(|j| j.id == t.id && j.attempt == t.attempt))
+        .copied()
+        .collect();
+    if !dropped.is_empty() {
+        tracing::debug!(count = dropped.len(), "dropped stale or cancelled tokens");
+        if let Err(e) = rt.transport.ack(me, &dropped).await {
+            tracing::warn!(error = %e, "ack of dropped tokens failed");
+        }
     }
+    jobs
 }
 
 fn spawn_job(
@@ -241,17 +266,22 @@ fn spawn_job(
     job: StartedJob,
     settings: &PolicySettings,
     running: &RunningSet,
-    outcome_tx: &mpsc::UnboundedSender<Outcome>,
+    outcome_tx: &mpsc::UnboundedSender<Record>,
     freed_tx: &mpsc::UnboundedSender<u32>,
 ) {
-    let token = Token {
-        id: job.id,
-        attempt: job.attempt,
-    };
+    let token = token_of(&job);
     let stop = Arc::new(AtomicBool::new(false));
     if let Ok(mut r) = running.lock() {
-        r.insert(token, stop.clone());
+        r.insert(
+            token,
+            Run {
+                stop: stop.clone(),
+                start_recorded: false,
+            },
+        );
     }
+    // The recorder sees the start before the outcome: one channel, sent in this order.
+    let _ = outcome_tx.send(Record::Start(token, rt.clock.now()));
     let rt = rt.clone();
     let tx = outcome_tx.clone();
     let freed = freed_tx.clone();
@@ -273,7 +303,7 @@ fn spawn_job(
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let outcome = execute(&rt, job, token, round_robin, quantum, stop);
-        let _ = tx.send(outcome);
+        let _ = tx.send(Record::Done(outcome));
         let _ = freed.send(1);
     });
 }
@@ -363,56 +393,162 @@ fn execute(
     }
 }
 
-/// Writes outcomes in batches, updates the dead-letter mirror, acks tokens.
-async fn finisher(
+/// Writes starts and outcomes in batches behind the bodies, updates the dead-letter mirror and
+/// acks tokens. Outcomes are written as soon as they arrive; a start waits up to
+/// [`START_WRITE_DELAY`] for its outcome so that both go in one UPDATE.
+async fn recorder(
     rt: Runtime,
-    mut rx: mpsc::UnboundedReceiver<Outcome>,
+    mut rx: mpsc::UnboundedReceiver<Record>,
     recorded: Arc<Notify>,
     running: RunningSet,
 ) {
     let me = rt.config.worker_id.clone();
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < rt.config.batch_size {
-            match rx.try_recv() {
-                Ok(o) => batch.push(o),
-                Err(_) => break,
+    // Starts not written yet, in arrival order, with the instant they arrived.
+    let mut starts: Vec<(Token, DateTime<Utc>, Instant)> = Vec::new();
+    let mut done: Vec<Outcome> = Vec::new();
+    // No start write before this instant (set after the store refused one).
+    let mut backoff_until = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    let mut open = true;
+    while open || !starts.is_empty() {
+        let due_at = starts
+            .first()
+            .map(|s| (s.2 + START_WRITE_DELAY).max(backoff_until));
+        if open {
+            let message = match due_at {
+                None => Some(rx.recv().await),
+                Some(at) => tokio::select! {
+                    m = rx.recv() => Some(m),
+                    _ = tokio::time::sleep_until(at.into()) => None,
+                },
+            };
+            match message {
+                Some(Some(r)) => accept(r, &mut starts, &mut done),
+                Some(None) => open = false,
+                None => {}
+            }
+            while done.len() < rt.config.batch_size {
+                match rx.try_recv() {
+                    Ok(r) => accept(r, &mut starts, &mut done),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
             }
         }
-        // One outcome per token: the first (a later shutdown hand-back of the same run is moot).
-        let mut seen = std::collections::HashSet::new();
-        batch.retain(|o| seen.insert(o.token()));
-        let applied = write_outcomes(&rt, &batch).await;
-        let failed: Vec<JobId> = batch
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Failed { token, .. } if applied.contains(token) => Some(token.id),
-                _ => None,
-            })
-            .collect();
-        if !failed.is_empty() {
-            mirror_dead_letters(&rt, &failed).await;
+        if !done.is_empty() {
+            let batch = std::mem::take(&mut done);
+            record_outcomes(&rt, &me, batch, &mut starts, &recorded, &running).await;
         }
-        let tokens: Vec<Token> = batch.iter().map(Outcome::token).collect();
-        // Recorded: stop renewing these leases before anything else.
-        if let Ok(mut r) = running.lock() {
-            for t in &tokens {
-                r.remove(t);
+        let now = Instant::now();
+        let due = starts.first().is_some_and(|s| {
+            now >= backoff_until
+                && (!open || starts.len() >= rt.config.batch_size || now >= s.2 + START_WRITE_DELAY)
+        });
+        if due {
+            let batch: Vec<(Token, DateTime<Utc>)> = starts.iter().map(|s| (s.0, s.1)).collect();
+            let until = rt.clock.now() + chrono_dur(rt.config.lease_ttl);
+            match rt.store.record_starts(&batch, &me, until).await {
+                Ok(applied) => {
+                    starts.clear();
+                    backoff = Duration::from_millis(50);
+                    if let Ok(mut r) = running.lock() {
+                        for (token, _) in &batch {
+                            let Some(run) = r.get_mut(token) else {
+                                continue;
+                            };
+                            if applied.contains(token) {
+                                run.start_recorded = true;
+                            } else {
+                                // Cancelled or taken back meanwhile: its outcome will not be
+                                // recorded, so ask the body to stop.
+                                tracing::debug!(job_id = %token.id, "start refused; stopping the run");
+                                run.stop.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Kept for the next try (or for their outcomes to carry them); if the store
+                    // stays down, the rescuer takes the jobs back when the dispatch lease expires.
+                    tracing::warn!(error = %e, "recording job starts failed; retrying in {backoff:?}");
+                    backoff_until = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    if !open {
+                        tokio::time::sleep_until(backoff_until.into()).await;
+                    }
+                }
             }
         }
-        recorded.notify_one();
-        if let Err(e) = rt.transport.ack(&me, &tokens).await {
-            tracing::warn!(error = %e, "ack failed; entries are cleaned up when this worker is reaped");
-        }
-        batch.clear();
     }
 }
 
-async fn write_outcomes(rt: &Runtime, batch: &[Outcome]) -> Vec<Token> {
+fn accept(r: Record, starts: &mut Vec<(Token, DateTime<Utc>, Instant)>, done: &mut Vec<Outcome>) {
+    match r {
+        Record::Start(token, at) => starts.push((token, at, Instant::now())),
+        Record::Done(o) => done.push(o),
+    }
+}
+
+/// Write a batch of outcomes (each carrying its start if that is still unwritten), then mirror
+/// dead letters, forget the runs and ack their tokens.
+async fn record_outcomes(
+    rt: &Runtime,
+    me: &str,
+    mut batch: Vec<Outcome>,
+    starts: &mut Vec<(Token, DateTime<Utc>, Instant)>,
+    recorded: &Notify,
+    running: &RunningSet,
+) {
+    // One outcome per token: the first (a later shutdown hand-back of the same run is moot).
+    let mut seen = std::collections::HashSet::new();
+    batch.retain(|o| seen.insert(o.token()));
+    let mut unwritten: HashMap<Token, DateTime<Utc>> = HashMap::new();
+    starts.retain(|(token, at, _)| {
+        if seen.contains(token) {
+            unwritten.insert(*token, *at);
+            false
+        } else {
+            true
+        }
+    });
+    let runs: Vec<Finished> = batch
+        .into_iter()
+        .map(|outcome| Finished {
+            started_at: unwritten.get(&outcome.token()).copied(),
+            outcome,
+        })
+        .collect();
+    let applied = write_outcomes(rt, &runs, me).await;
+    let failed: Vec<JobId> = runs
+        .iter()
+        .filter_map(|f| match &f.outcome {
+            Outcome::Failed { token, .. } if applied.contains(token) => Some(token.id),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        mirror_dead_letters(rt, &failed).await;
+    }
+    let tokens: Vec<Token> = runs.iter().map(|f| f.outcome.token()).collect();
+    // Recorded: stop renewing these leases before anything else.
+    if let Ok(mut r) = running.lock() {
+        for t in &tokens {
+            r.remove(t);
+        }
+    }
+    recorded.notify_one();
+    if let Err(e) = rt.transport.ack(me, &tokens).await {
+        tracing::warn!(error = %e, "ack failed; entries are cleaned up when this worker is reaped");
+    }
+}
+
+async fn write_outcomes(rt: &Runtime, batch: &[Finished], me: &str) -> Vec<Token> {
     let mut delay = Duration::from_millis(50);
     loop {
-        match rt.store.finish(batch, rt.clock.now()).await {
+        match rt.store.finish(batch, me, rt.clock.now()).await {
             Ok(applied) => {
                 if applied.len() < batch.len() {
                     tracing::info!(
@@ -463,7 +599,12 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
         }
         let tokens: Vec<Token> = running
             .lock()
-            .map(|r| r.keys().copied().collect())
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, run)| run.start_recorded)
+                    .map(|(t, _)| *t)
+                    .collect()
+            })
             .unwrap_or_default();
         if tokens.is_empty() {
             continue;

@@ -2,7 +2,7 @@
 //!
 //! The transitions each method performs are documented in the crate docs (`lib.rs`).
 
-use jobsched_core::ports::{Outcome, Token};
+use jobsched_core::ports::{Finished, Token};
 use std::collections::HashSet;
 
 /// Columns of `jobs` that make up a [`jobsched_core::Job`], in the order both backends read.
@@ -22,11 +22,10 @@ pub(crate) fn dedupe(tokens: &[Token]) -> Vec<Token> {
 }
 
 /// Outcomes with at most one per job id (first occurrence wins), in input order.
-pub(crate) fn dedupe_outcomes(outcomes: &[Outcome]) -> Vec<&Outcome> {
-    let mut seen = HashSet::with_capacity(outcomes.len());
-    outcomes
-        .iter()
-        .filter(|o| seen.insert(o.token().id))
+pub(crate) fn dedupe_outcomes(runs: &[Finished]) -> Vec<&Finished> {
+    let mut seen = HashSet::with_capacity(runs.len());
+    runs.iter()
+        .filter(|f| seen.insert(f.outcome.token().id))
         .collect()
 }
 

@@ -24,11 +24,13 @@
 //! | `mark_scheduled` | PENDING | SCHEDULED |
 //! | `rescue_expired` | RUNNING | PENDING (retry) or FAILED (retries exhausted) |
 //! | `rescue_expired` | SCHEDULED | PENDING |
-//! | `start` | SCHEDULED | RUNNING |
+//! | `start`, `record_starts` | SCHEDULED | RUNNING |
 //! | `finish` | RUNNING | COMPLETED, PENDING (retry, requeue), FAILED |
+//! | `finish` with `started_at` | SCHEDULED | RUNNING, then as above, in one UPDATE |
 //! | `retry_dead_letter` | FAILED | PENDING |
 //!
-//! `insert` creates PENDING rows; `renew` and `purge_dead_letters` change no status.
+//! `insert` creates PENDING rows; `fetch` only reads; `renew` and `purge_dead_letters` change no
+//! status.
 //!
 //! Start with [`migrate`] then [`connect`]; tests of other crates use [`testing::TestDb`].
 //!

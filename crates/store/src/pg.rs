@@ -19,8 +19,8 @@ use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
-    ControlStore, DeadLetterStore, DispatchStore, JobRepo, Outcome, RescueReport, Token, Update,
-    WorkerStore,
+    ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, RescueReport, Token,
+    Update, WorkerStore,
 };
 use jobsched_core::{
     CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
@@ -133,6 +133,22 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         checkpoint: row.try_get("checkpoint").map_err(get)?,
         slices: row.try_get("slices").map_err(get)?,
         seq: row.try_get("seq").map_err(get)?,
+    })
+}
+
+/// A [`StartedJob`] from a row; `bumped` is 1 when the row's `slices` already counts this run.
+fn started_from_row(row: &PgRow, bumped: i32) -> Result<StartedJob> {
+    Ok(StartedJob {
+        id: row.try_get("id").map_err(db)?,
+        attempt: row.try_get("attempt").map_err(db)?,
+        name: row.try_get("name").map_err(db)?,
+        job_type: row.try_get("job_type").map_err(db)?,
+        payload: row.try_get("payload").map_err(db)?,
+        checkpoint: row.try_get("checkpoint").map_err(db)?,
+        retry_count: row.try_get("retry_count").map_err(db)?,
+        max_retries: row.try_get("max_retries").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        slices: row.try_get::<i32, _>("slices").map_err(db)? - bumped,
     })
 }
 
@@ -610,25 +626,79 @@ impl WorkerStore for PgStore {
         .fetch_all(&self.relaxed)
         .await
         .map_err(db)?;
+        // RETURNING shows the incremented value; report slices before this run.
         let started = rows
             .iter()
-            .map(|row| {
-                Ok(StartedJob {
-                    id: row.try_get("id").map_err(db)?,
-                    attempt: row.try_get("attempt").map_err(db)?,
-                    name: row.try_get("name").map_err(db)?,
-                    job_type: row.try_get("job_type").map_err(db)?,
-                    payload: row.try_get("payload").map_err(db)?,
-                    checkpoint: row.try_get("checkpoint").map_err(db)?,
-                    retry_count: row.try_get("retry_count").map_err(db)?,
-                    max_retries: row.try_get("max_retries").map_err(db)?,
-                    created_at: row.try_get("created_at").map_err(db)?,
-                    // RETURNING shows the incremented value; report slices before this run.
-                    slices: row.try_get::<i32, _>("slices").map_err(db)? - 1,
-                })
-            })
+            .map(|row| started_from_row(row, 1))
             .collect::<Result<Vec<_>>>()?;
         Ok(in_request_order(tokens, started, |s| s.id))
+    }
+
+    async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, attempts) = token_arrays(tokens);
+        let rows = sqlx::query(
+            "SELECT j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
+                    j.max_retries, j.created_at, j.slices \
+             FROM jobs j JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
+               ON j.id = t.id AND j.attempt = t.attempt \
+             WHERE (j.status = 'SCHEDULED') IS TRUE",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .fetch_all(&self.relaxed)
+        .await
+        .map_err(db)?;
+        let jobs = rows
+            .iter()
+            .map(|row| started_from_row(row, 0))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(in_request_order(tokens, jobs, |s| s.id))
+    }
+
+    async fn record_starts(
+        &self,
+        starts: &[(Token, DateTime<Utc>)],
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        let mut sorted: Vec<(Token, DateTime<Utc>)> = starts.to_vec();
+        sorted.sort_by_key(|(t, _)| t.id);
+        sorted.dedup_by_key(|(t, _)| t.id);
+        if sorted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<JobId> = sorted.iter().map(|(t, _)| t.id).collect();
+        let attempts: Vec<i32> = sorted.iter().map(|(t, _)| t.attempt).collect();
+        let at: Vec<DateTime<Utc>> = sorted.iter().map(|(_, at)| *at).collect();
+        let (ids, attempts, at) = (&ids, &attempts, &at);
+        // SCHEDULED -> RUNNING, fenced by the attempt; rows locked in id order.
+        let rows = retry_conflicts(|| async move {
+            sqlx::query(
+                "UPDATE jobs j SET status = 'RUNNING', lease_owner = $4, lease_expires_at = $5, \
+                                   started_at = t.started, slices = j.slices + 1 \
+                 FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[]) AS t(id, attempt, started) \
+                 WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'SCHEDULED') IS TRUE \
+                 RETURNING j.id, j.attempt",
+            )
+            .bind(ids)
+            .bind(attempts)
+            .bind(at)
+            .bind(owner)
+            .bind(lease_until)
+            .fetch_all(&self.relaxed)
+            .await
+        })
+        .await
+        .map_err(db)?;
+        let applied = rows
+            .iter()
+            .map(token_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let requested: Vec<Token> = starts.iter().map(|(t, _)| *t).collect();
+        Ok(in_request_order(&requested, applied, |t| t.id))
     }
 
     async fn renew(
@@ -667,24 +737,32 @@ impl WorkerStore for PgStore {
         Ok(in_request_order(tokens, held, |t| t.id))
     }
 
-    async fn finish(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Token>> {
-        let outcomes = dedupe_outcomes(outcomes);
-        if outcomes.is_empty() {
+    async fn finish(
+        &self,
+        runs: &[Finished],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        let runs = dedupe_outcomes(runs);
+        if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sorted = outcomes.clone();
-        sorted.sort_by_key(|o| o.token().id);
-        let (mut c_id, mut c_att, mut c_res) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut r_id, mut r_att, mut r_err, mut r_at) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut f_id, mut f_att, mut f_err, mut f_cnt) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut q_id, mut q_att, mut q_cp) = (Vec::new(), Vec::new(), Vec::new());
-        for outcome in &sorted {
-            match outcome {
+        let mut sorted = runs.clone();
+        sorted.sort_by_key(|f| f.outcome.token().id);
+        // Per kind: ids, attempts, start times (NULL when the start is recorded) and extras.
+        let (mut c_id, mut c_att, mut c_st, mut c_res) = (vec![], vec![], vec![], vec![]);
+        let (mut r_id, mut r_att, mut r_st, mut r_err, mut r_at) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut f_id, mut f_att, mut f_st, mut f_err, mut f_cnt) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut q_id, mut q_att, mut q_st, mut q_cp) = (vec![], vec![], vec![], vec![]);
+        for run in &sorted {
+            let started = run.started_at;
+            match &run.outcome {
                 Outcome::Completed { token, result } => {
                     c_id.push(token.id);
                     c_att.push(token.attempt);
+                    c_st.push(started);
                     c_res.push(result);
                 }
                 Outcome::Retry {
@@ -694,6 +772,7 @@ impl WorkerStore for PgStore {
                 } => {
                     r_id.push(token.id);
                     r_att.push(token.attempt);
+                    r_st.push(started);
                     r_err.push(error.as_str());
                     r_at.push(*run_at);
                 }
@@ -704,80 +783,94 @@ impl WorkerStore for PgStore {
                 } => {
                     f_id.push(token.id);
                     f_att.push(token.attempt);
+                    f_st.push(started);
                     f_err.push(error.as_str());
                     f_cnt.push(*retry_count);
                 }
                 Outcome::Requeue { token, checkpoint } => {
                     q_id.push(token.id);
                     q_att.push(token.attempt);
+                    q_st.push(started);
                     q_cp.push(checkpoint.as_ref());
                 }
             }
         }
-        let (c_id, c_att, c_res) = (&c_id, &c_att, &c_res);
-        let (r_id, r_att, r_err, r_at) = (&r_id, &r_att, &r_err, &r_at);
-        let (f_id, f_att, f_err, f_cnt) = (&f_id, &f_att, &f_err, &f_cnt);
-        let (q_id, q_att, q_cp) = (&q_id, &q_att, &q_cp);
+        let (c_id, c_att, c_st, c_res) = (&c_id, &c_att, &c_st, &c_res);
+        let (r_id, r_att, r_st, r_err, r_at) = (&r_id, &r_att, &r_st, &r_err, &r_at);
+        let (f_id, f_att, f_st, f_err, f_cnt) = (&f_id, &f_att, &f_st, &f_err, &f_cnt);
+        let (q_id, q_att, q_st, q_cp) = (&q_id, &q_att, &q_st, &q_cp);
         // All four outcome kinds in one statement (one round trip, atomic). Each is
-        // RUNNING -> X fenced by the attempt: COMPLETED, PENDING (retry / requeue), FAILED.
+        // RUNNING -> X fenced by the attempt and the lease owner: COMPLETED, PENDING (retry /
+        // requeue), FAILED. A run whose start is not recorded yet (t.started set) goes
+        // SCHEDULED -> RUNNING -> X in the same UPDATE, its started_at and slices written too.
         // retry_count is capped at max_retries so it never exceeds the budget.
-        let rows = retry_conflicts(|| async move {
-            sqlx::query(
-                "WITH completed AS ( \
-                     UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $15, \
-                                       lease_owner = NULL, lease_expires_at = NULL \
-                     FROM UNNEST($1::uuid[], $2::int4[], $3::jsonb[]) AS t(id, attempt, result) \
-                     WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'RUNNING') IS TRUE \
-                     RETURNING j.id, j.attempt), \
-                 retried AS ( \
-                     UPDATE jobs j SET status = 'PENDING', \
-                                       retry_count = LEAST(j.retry_count + 1, j.max_retries), \
-                                       error_message = t.error, run_at = t.run_at, \
-                                       seq = nextval('job_seq'), \
-                                       lease_owner = NULL, lease_expires_at = NULL \
-                     FROM UNNEST($4::uuid[], $5::int4[], $6::text[], $7::timestamptz[]) \
-                          AS t(id, attempt, error, run_at) \
-                     WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'RUNNING') IS TRUE \
-                     RETURNING j.id, j.attempt), \
-                 failed AS ( \
-                     UPDATE jobs j SET status = 'FAILED', error_message = t.error, \
-                                       retry_count = LEAST(t.retry_count, j.max_retries), \
-                                       dead_letter = true, failed_at = $15, completed_at = $15, \
-                                       lease_owner = NULL, lease_expires_at = NULL \
-                     FROM UNNEST($8::uuid[], $9::int4[], $10::text[], $11::int4[]) \
-                          AS t(id, attempt, error, retry_count) \
-                     WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'RUNNING') IS TRUE \
-                     RETURNING j.id, j.attempt), \
-                 requeued AS ( \
-                     UPDATE jobs j SET status = 'PENDING', seq = nextval('job_seq'), \
-                                       checkpoint = COALESCE(t.checkpoint, j.checkpoint), \
-                                       run_at = $15, lease_owner = NULL, lease_expires_at = NULL \
-                     FROM UNNEST($12::uuid[], $13::int4[], $14::jsonb[]) \
-                          AS t(id, attempt, checkpoint) \
-                     WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'RUNNING') IS TRUE \
-                     RETURNING j.id, j.attempt) \
-                 SELECT id, attempt FROM completed \
-                 UNION ALL SELECT id, attempt FROM retried \
-                 UNION ALL SELECT id, attempt FROM failed \
-                 UNION ALL SELECT id, attempt FROM requeued",
+        let sql = "WITH completed AS ( \
+                 UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $1, {run} \
+                 FROM UNNEST($3::uuid[], $4::int4[], $5::timestamptz[], $6::jsonb[]) \
+                      AS t(id, attempt, started, result) \
+                 WHERE {held} RETURNING j.id, j.attempt), \
+             retried AS ( \
+                 UPDATE jobs j SET status = 'PENDING', {run}, \
+                                   retry_count = LEAST(j.retry_count + 1, j.max_retries), \
+                                   error_message = t.error, run_at = t.run_at, \
+                                   seq = nextval('job_seq') \
+                 FROM UNNEST($7::uuid[], $8::int4[], $9::timestamptz[], $10::text[], \
+                             $11::timestamptz[]) AS t(id, attempt, started, error, run_at) \
+                 WHERE {held} RETURNING j.id, j.attempt), \
+             failed AS ( \
+                 UPDATE jobs j SET status = 'FAILED', {run}, error_message = t.error, \
+                                   retry_count = LEAST(t.retry_count, j.max_retries), \
+                                   dead_letter = true, failed_at = $1, completed_at = $1 \
+                 FROM UNNEST($12::uuid[], $13::int4[], $14::timestamptz[], $15::text[], \
+                             $16::int4[]) AS t(id, attempt, started, error, retry_count) \
+                 WHERE {held} RETURNING j.id, j.attempt), \
+             requeued AS ( \
+                 UPDATE jobs j SET status = 'PENDING', {run}, seq = nextval('job_seq'), \
+                                   checkpoint = COALESCE(t.checkpoint, j.checkpoint), run_at = $1 \
+                 FROM UNNEST($17::uuid[], $18::int4[], $19::timestamptz[], $20::jsonb[]) \
+                      AS t(id, attempt, started, checkpoint) \
+                 WHERE {held} RETURNING j.id, j.attempt) \
+             SELECT id, attempt FROM completed \
+             UNION ALL SELECT id, attempt FROM retried \
+             UNION ALL SELECT id, attempt FROM failed \
+             UNION ALL SELECT id, attempt FROM requeued"
+            .replace(
+                "{run}",
+                "lease_owner = NULL, lease_expires_at = NULL, \
+                 started_at = COALESCE(t.started, j.started_at), \
+                 slices = j.slices + (t.started IS NOT NULL)::int",
             )
-            .bind(c_id)
-            .bind(c_att)
-            .bind(c_res)
-            .bind(r_id)
-            .bind(r_att)
-            .bind(r_err)
-            .bind(r_at)
-            .bind(f_id)
-            .bind(f_att)
-            .bind(f_err)
-            .bind(f_cnt)
-            .bind(q_id)
-            .bind(q_att)
-            .bind(q_cp)
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await
+            .replace(
+                "{held}",
+                "j.id = t.id AND j.attempt = t.attempt \
+                 AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
+                      OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE",
+            );
+        let sql = sql.as_str();
+        let rows = retry_conflicts(|| async move {
+            sqlx::query(sql)
+                .bind(now)
+                .bind(owner)
+                .bind(c_id)
+                .bind(c_att)
+                .bind(c_st)
+                .bind(c_res)
+                .bind(r_id)
+                .bind(r_att)
+                .bind(r_st)
+                .bind(r_err)
+                .bind(r_at)
+                .bind(f_id)
+                .bind(f_att)
+                .bind(f_st)
+                .bind(f_err)
+                .bind(f_cnt)
+                .bind(q_id)
+                .bind(q_att)
+                .bind(q_st)
+                .bind(q_cp)
+                .fetch_all(&self.pool)
+                .await
         })
         .await
         .map_err(db)?;
@@ -785,7 +878,7 @@ impl WorkerStore for PgStore {
             .iter()
             .map(token_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let requested: Vec<Token> = outcomes.iter().map(|o| o.token()).collect();
+        let requested: Vec<Token> = runs.iter().map(|f| f.outcome.token()).collect();
         Ok(in_request_order(&requested, applied, |t| t.id))
     }
 }

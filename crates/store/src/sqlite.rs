@@ -19,8 +19,8 @@ use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
-    ControlStore, DeadLetterStore, DispatchStore, JobRepo, Outcome, RescueReport, Token, Update,
-    WorkerStore,
+    ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, RescueReport, Token,
+    Update, WorkerStore,
 };
 use jobsched_core::{
     CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
@@ -632,6 +632,75 @@ impl WorkerStore for SqliteStore {
         Ok(started)
     }
 
+    async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>> {
+        let tokens = dedupe(tokens);
+        let mut jobs = Vec::with_capacity(tokens.len());
+        for token in &tokens {
+            let row = sqlx::query(
+                "SELECT name, job_type, payload, checkpoint, retry_count, max_retries, created_at, \
+                        slices \
+                 FROM jobs WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2",
+            )
+            .bind(hy(token.id))
+            .bind(token.attempt)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+            if let Some(row) = row {
+                jobs.push(StartedJob {
+                    id: token.id,
+                    attempt: token.attempt,
+                    name: row.try_get("name").map_err(db)?,
+                    job_type: row.try_get("job_type").map_err(db)?,
+                    payload: row.try_get("payload").map_err(db)?,
+                    checkpoint: row.try_get("checkpoint").map_err(db)?,
+                    retry_count: row.try_get("retry_count").map_err(db)?,
+                    max_retries: row.try_get("max_retries").map_err(db)?,
+                    created_at: from_us(row.try_get("created_at").map_err(db)?)?,
+                    slices: row.try_get("slices").map_err(db)?,
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn record_starts(
+        &self,
+        starts: &[(Token, DateTime<Utc>)],
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        let mut seen = std::collections::HashSet::with_capacity(starts.len());
+        let starts: Vec<&(Token, DateTime<Utc>)> =
+            starts.iter().filter(|(t, _)| seen.insert(t.id)).collect();
+        if starts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write().await?;
+        let mut applied = Vec::with_capacity(starts.len());
+        for (token, at) in starts {
+            // SCHEDULED -> RUNNING, fenced by the attempt.
+            let done = sqlx::query(
+                "UPDATE jobs SET status = 'RUNNING', lease_owner = ?3, lease_expires_at = ?5, \
+                                 started_at = ?4, slices = slices + 1 \
+                 WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2",
+            )
+            .bind(hy(token.id))
+            .bind(token.attempt)
+            .bind(owner)
+            .bind(us(*at))
+            .bind(us(lease_until))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            if done.rows_affected() == 1 {
+                applied.push(*token);
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(applied)
+    }
+
     async fn renew(
         &self,
         tokens: &[Token],
@@ -664,80 +733,94 @@ impl WorkerStore for SqliteStore {
         Ok(held)
     }
 
-    async fn finish(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Token>> {
-        let outcomes = dedupe_outcomes(outcomes);
-        if outcomes.is_empty() {
+    async fn finish(
+        &self,
+        runs: &[Finished],
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Token>> {
+        let runs = dedupe_outcomes(runs);
+        if runs.is_empty() {
             return Ok(Vec::new());
         }
         let now_us = us(now);
         let mut tx = self.write().await?;
-        let requeues = outcomes
+        let requeues = runs
             .iter()
-            .filter(|o| matches!(o, Outcome::Retry { .. } | Outcome::Requeue { .. }))
+            .filter(|f| matches!(f.outcome, Outcome::Retry { .. } | Outcome::Requeue { .. }))
             .count();
         let mut next_seq = if requeues > 0 {
             reserve_seqs(&mut tx, requeues).await?
         } else {
             0
         };
-        let mut applied = Vec::with_capacity(outcomes.len());
-        for outcome in &outcomes {
-            let token = outcome.token();
-            // Each is RUNNING -> X fenced by the attempt. retry_count is capped at max_retries.
-            let query = match outcome {
-                Outcome::Completed { result, .. } => sqlx::query(
-                    "UPDATE jobs SET status = 'COMPLETED', result = ?3, completed_at = ?4, \
-                                     lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
-                )
-                .bind(hy(token.id))
-                .bind(token.attempt)
-                .bind(result)
-                .bind(now_us),
+        // Each is RUNNING -> X fenced by the attempt and the lease owner (?1 id, ?2 attempt,
+        // ?3 owner); a run whose start is not recorded yet (?4 set) goes SCHEDULED -> RUNNING
+        // -> X in the same UPDATE. retry_count is capped at max_retries.
+        const RUN: &str = "lease_owner = NULL, lease_expires_at = NULL, \
+                           started_at = COALESCE(?4, started_at), \
+                           slices = slices + (?4 IS NOT NULL)";
+        const HELD: &str = "id = ?1 AND attempt = ?2 \
+                            AND ((status = 'RUNNING' AND lease_owner = ?3) \
+                                 OR (status = 'SCHEDULED' AND ?4 IS NOT NULL))";
+        let mut applied = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let token = run.outcome.token();
+            let (set, extra): (&str, Vec<Bind>) = match &run.outcome {
+                Outcome::Completed { result, .. } => (
+                    "status = 'COMPLETED', result = ?5, completed_at = ?6",
+                    vec![Bind::Json(result.clone()), Bind::Int(now_us)],
+                ),
                 Outcome::Retry { error, run_at, .. } => {
                     next_seq += 1;
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'PENDING', \
-                                         retry_count = MIN(retry_count + 1, max_retries), \
-                                         error_message = ?3, run_at = ?4, seq = ?5, \
-                                         lease_owner = NULL, lease_expires_at = NULL \
-                         WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
+                    (
+                        "status = 'PENDING', retry_count = MIN(retry_count + 1, max_retries), \
+                         error_message = ?5, run_at = ?6, seq = ?7",
+                        vec![
+                            Bind::Text(error.clone()),
+                            Bind::Int(us(*run_at)),
+                            Bind::Int(next_seq - 1),
+                        ],
                     )
-                    .bind(hy(token.id))
-                    .bind(token.attempt)
-                    .bind(error)
-                    .bind(us(*run_at))
-                    .bind(next_seq - 1)
                 }
                 Outcome::Failed {
                     error, retry_count, ..
-                } => sqlx::query(
-                    "UPDATE jobs SET status = 'FAILED', error_message = ?3, \
-                                     retry_count = MIN(?4, max_retries), dead_letter = 1, \
-                                     failed_at = ?5, completed_at = ?5, \
-                                     lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
-                )
-                .bind(hy(token.id))
-                .bind(token.attempt)
-                .bind(error)
-                .bind(*retry_count)
-                .bind(now_us),
+                } => (
+                    "status = 'FAILED', error_message = ?5, retry_count = MIN(?6, max_retries), \
+                     dead_letter = 1, failed_at = ?7, completed_at = ?7",
+                    vec![
+                        Bind::Text(error.clone()),
+                        Bind::Int(i64::from(*retry_count)),
+                        Bind::Int(now_us),
+                    ],
+                ),
                 Outcome::Requeue { checkpoint, .. } => {
                     next_seq += 1;
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'PENDING', seq = ?3, \
-                                         checkpoint = COALESCE(?4, checkpoint), run_at = ?5, \
-                                         lease_owner = NULL, lease_expires_at = NULL \
-                         WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
+                    (
+                        "status = 'PENDING', seq = ?5, checkpoint = COALESCE(?6, checkpoint), \
+                         run_at = ?7",
+                        vec![
+                            Bind::Int(next_seq - 1),
+                            Bind::OptJson(checkpoint.clone()),
+                            Bind::Int(now_us),
+                        ],
                     )
-                    .bind(hy(token.id))
-                    .bind(token.attempt)
-                    .bind(next_seq - 1)
-                    .bind(checkpoint.as_ref())
-                    .bind(now_us)
                 }
             };
+            let sql = format!("UPDATE jobs SET {set}, {RUN} WHERE {HELD}");
+            let mut query = sqlx::query(&sql)
+                .bind(hy(token.id))
+                .bind(token.attempt)
+                .bind(owner)
+                .bind(run.started_at.map(us));
+            for value in extra {
+                query = match value {
+                    Bind::Json(v) => query.bind(v),
+                    Bind::OptJson(v) => query.bind(v),
+                    Bind::Text(v) => query.bind(v),
+                    Bind::Int(v) => query.bind(v),
+                };
+            }
             if query.execute(&mut *tx).await.map_err(db)?.rows_affected() == 1 {
                 applied.push(token);
             }
@@ -745,6 +828,14 @@ impl WorkerStore for SqliteStore {
         tx.commit().await.map_err(db)?;
         Ok(applied)
     }
+}
+
+/// A statement argument of [`WorkerStore::finish`] beyond the common four.
+enum Bind {
+    Json(Value),
+    OptJson(Option<Value>),
+    Text(String),
+    Int(i64),
 }
 
 #[async_trait]

@@ -6,7 +6,7 @@
 //! message) when no server is reachable, unless `CI=true`.
 
 use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
-use jobsched_core::ports::{Outcome, Store, Token, Update};
+use jobsched_core::ports::{Finished, Outcome, Store, Token, Update};
 use jobsched_core::{
     CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
     PolicySettings,
@@ -57,6 +57,7 @@ conformance!(
     renew_rules,
     finish_completed_applies_once,
     finish_retry_failed_requeue,
+    fetch_then_record_start_or_finish_in_one,
     rescue_expired_both_branches,
     rescue_never_exceeds_max_retries,
     dead_letters_retry_and_purge,
@@ -130,6 +131,17 @@ async fn run(
     let started = s.start(&[tok], owner, now, lease_until).await.unwrap();
     assert_eq!(started.len(), 1, "start {id}");
     tok
+}
+
+/// `finish` for runs whose start is recorded, as `owner`.
+async fn finish(
+    s: &Arc<dyn Store>,
+    owner: &str,
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) -> jobsched_core::Result<Vec<Token>> {
+    let runs: Vec<Finished> = outcomes.iter().cloned().map(Finished::from).collect();
+    s.finish(&runs, owner, now).await
 }
 
 async fn insert(s: &Arc<dyn Store>, name: &str, now: DateTime<Utc>) -> JobId {
@@ -325,16 +337,17 @@ async fn stats_counts_and_average(db: &TestDb) {
     // Two completed runs: 2000 ms and 1500 ms.
     for (id, ms) in [(ids[0], 2000), (ids[1], 1500)] {
         let tok = run(&s, id, "w", t(10), t(100)).await;
-        let done = s
-            .finish(
-                &[Outcome::Completed {
-                    token: tok,
-                    result: json!({ "ok": true }),
-                }],
-                t(10) + Cd::milliseconds(ms),
-            )
-            .await
-            .unwrap();
+        let done = finish(
+            &s,
+            "w",
+            &[Outcome::Completed {
+                token: tok,
+                result: json!({ "ok": true }),
+            }],
+            t(10) + Cd::milliseconds(ms),
+        )
+        .await
+        .unwrap();
         assert_eq!(done, vec![tok]);
     }
     // A failed run (its duration must not count) and one of each other state.
@@ -344,7 +357,7 @@ async fn stats_counts_and_average(db: &TestDb) {
         error: "boom".into(),
         retry_count: 3,
     };
-    assert_eq!(s.finish(&[failed], t(50)).await.unwrap().len(), 1);
+    assert_eq!(finish(&s, "w", &[failed], t(50)).await.unwrap().len(), 1);
     assert_eq!(
         s.cancel(ids[3], t(10)).await.unwrap(),
         CancelOutcome::Cancelled
@@ -377,7 +390,9 @@ async fn cancel_rules(db: &TestDb) {
     let sched_tok = schedule(&s, scheduled, t(1), t(30)).await;
     run(&s, running, "w", t(1), t(30)).await;
     let ctok = run(&s, completed, "w", t(1), t(30)).await;
-    s.finish(
+    finish(
+        &s,
+        "w",
         &[Outcome::Completed {
             token: ctok,
             result: json!(1),
@@ -473,7 +488,9 @@ async fn pending_after_is_a_cursor(db: &TestDb) {
         all.iter().map(|p| p.queued.id).collect::<Vec<_>>(),
         vec![ids[1], ids[3], ids[4]]
     );
-    s.finish(
+    finish(
+        &s,
+        "w",
         &[Outcome::Retry {
             token: tok,
             error: "e".into(),
@@ -622,13 +639,18 @@ async fn rescue_expired_both_branches(db: &TestDb) {
         token: a_tok,
         result: json!("late"),
     };
-    assert!(s.finish(&[late], t(32)).await.unwrap().is_empty());
+    assert!(finish(&s, "w1", &[late], t(32)).await.unwrap().is_empty());
     let late_fail = Outcome::Failed {
         token: b_tok,
         error: "late".into(),
         retry_count: 0,
     };
-    assert!(s.finish(&[late_fail], t(32)).await.unwrap().is_empty());
+    assert!(
+        finish(&s, "w2", &[late_fail], t(32))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         s.start(&[c_tok], "w9", t(32), t(60))
             .await
@@ -697,7 +719,7 @@ async fn rescue_never_exceeds_max_retries(db: &TestDb) {
         error: "x".into(),
         run_at: t(2),
     };
-    assert_eq!(s.finish(&[retry], t(2)).await.unwrap(), vec![tok]);
+    assert_eq!(finish(&s, "w", &[retry], t(2)).await.unwrap(), vec![tok]);
     assert_eq!(job(&s, other).await.retry_count, 0);
 }
 
@@ -750,7 +772,7 @@ async fn start_rules(db: &TestDb) {
         token: a1,
         checkpoint: Some(json!({ "done": 3 })),
     };
-    assert_eq!(s.finish(&[requeue], t(4)).await.unwrap(), vec![a1]);
+    assert_eq!(finish(&s, "w1", &[requeue], t(4)).await.unwrap(), vec![a1]);
     let a2 = schedule(&s, a.id, t(5), t(35)).await;
     let b = insert(&s, "b", t(0)).await;
     let b1 = schedule(&s, b, t(5), t(35)).await;
@@ -803,7 +825,7 @@ async fn renew_rules(db: &TestDb) {
         token: a1,
         result: json!(null),
     };
-    s.finish(&[done], t(40)).await.unwrap();
+    assert_eq!(finish(&s, "w1", &[done], t(40)).await.unwrap(), vec![a1]);
     assert!(s.renew(&[a1], "w1", t(90)).await.unwrap().is_empty());
 }
 
@@ -816,14 +838,16 @@ async fn finish_completed_applies_once(db: &TestDb) {
     let a1 = run(&s, a, "w", t(1), t(30)).await;
     let b1 = run(&s, b, "w", t(1), t(30)).await;
     let d1 = schedule(&s, d, t(1), t(30)).await;
-    assert!(s.finish(&[], t(2)).await.unwrap().is_empty());
+    assert!(finish(&s, "w", &[], t(2)).await.unwrap().is_empty());
 
     let done = Outcome::Completed {
         token: a1,
         result: json!({ "words": 189 }),
     };
     assert_eq!(
-        s.finish(std::slice::from_ref(&done), t(5)).await.unwrap(),
+        finish(&s, "w", std::slice::from_ref(&done), t(5))
+            .await
+            .unwrap(),
         vec![a1]
     );
     let aj = job(&s, a).await;
@@ -833,13 +857,13 @@ async fn finish_completed_applies_once(db: &TestDb) {
     assert!(aj.lease_owner.is_none() && aj.lease_expires_at.is_none());
 
     // Duplicate delivery and a conflicting late outcome are both ignored.
-    assert!(s.finish(&[done], t(6)).await.unwrap().is_empty());
+    assert!(finish(&s, "w", &[done], t(6)).await.unwrap().is_empty());
     let fail = Outcome::Failed {
         token: a1,
         error: "x".into(),
         retry_count: 1,
     };
-    assert!(s.finish(&[fail], t(6)).await.unwrap().is_empty());
+    assert!(finish(&s, "w", &[fail], t(6)).await.unwrap().is_empty());
     let aj2 = job(&s, a).await;
     assert_eq!(aj2, aj);
 
@@ -852,7 +876,10 @@ async fn finish_completed_applies_once(db: &TestDb) {
         token: b1,
         result: json!(2),
     };
-    assert_eq!(s.finish(&[first, second], t(7)).await.unwrap(), vec![b1]);
+    assert_eq!(
+        finish(&s, "w", &[first, second], t(7)).await.unwrap(),
+        vec![b1]
+    );
     assert_eq!(job(&s, b).await.result, Some(json!(1)));
 
     // Not running: PENDING and SCHEDULED jobs take no outcome.
@@ -867,7 +894,7 @@ async fn finish_completed_applies_once(db: &TestDb) {
             result: json!(0),
         },
     ];
-    assert!(s.finish(&outcomes, t(8)).await.unwrap().is_empty());
+    assert!(finish(&s, "w", &outcomes, t(8)).await.unwrap().is_empty());
     assert_eq!(job(&s, c).await.status, JobStatus::Pending);
     assert_eq!(job(&s, d).await.status, JobStatus::Scheduled);
 }
@@ -884,7 +911,7 @@ async fn finish_retry_failed_requeue(db: &TestDb) {
         token: q2_1,
         checkpoint: Some(json!({ "offset": 10 })),
     };
-    assert_eq!(s.finish(&[save], t(2)).await.unwrap(), vec![q2_1]);
+    assert_eq!(finish(&s, "w", &[save], t(2)).await.unwrap(), vec![q2_1]);
 
     let r1 = run(&s, r, "w", t(3), t(30)).await;
     let f1 = run(&s, f, "w", t(3), t(30)).await;
@@ -919,7 +946,7 @@ async fn finish_retry_failed_requeue(db: &TestDb) {
         },
     ];
     assert_eq!(
-        s.finish(&batch, t(10)).await.unwrap(),
+        finish(&s, "w", &batch, t(10)).await.unwrap(),
         vec![r1, f1, q1, q2_2],
         "all applied, in input order"
     );
@@ -968,7 +995,7 @@ async fn finish_retry_failed_requeue(db: &TestDb) {
         token: r1,
         result: json!(0),
     };
-    assert!(s.finish(&[again], t(11)).await.unwrap().is_empty());
+    assert!(finish(&s, "w", &[again], t(11)).await.unwrap().is_empty());
     let pending: HashSet<JobId> = s
         .pending_after(0, 100)
         .await
@@ -977,6 +1004,154 @@ async fn finish_retry_failed_requeue(db: &TestDb) {
         .map(|p| p.queued.id)
         .collect();
     assert_eq!(pending, HashSet::from([r, q, q2]));
+}
+
+/// A worker that begins a body before its start is written: `fetch` reads, `record_starts`
+/// writes the start, or `finish` with `started_at` writes start and outcome in one update.
+async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
+    let s = db.store().await;
+    let a = s
+        .insert(&custom_job("a", "sleep", 2, 1.5, 3), t(0))
+        .await
+        .unwrap();
+    let b = insert(&s, "b", t(0)).await;
+    let c = insert(&s, "c", t(0)).await;
+    let p = insert(&s, "p", t(0)).await;
+    let a1 = schedule(&s, a.id, t(1), t(30)).await;
+    let b1 = schedule(&s, b, t(1), t(30)).await;
+    let c1 = schedule(&s, c, t(1), t(30)).await;
+    let p0 = token(&s, p).await;
+    let stale = Token {
+        id: b,
+        attempt: b1.attempt + 1,
+    };
+    assert!(s.fetch(&[]).await.unwrap().is_empty());
+
+    // fetch: the SCHEDULED jobs of matching tokens, unchanged; PENDING and stale ones left out.
+    let before = job(&s, a.id).await;
+    let fetched = s.fetch(&[p0, a1, stale, c1]).await.unwrap();
+    assert_eq!(
+        fetched
+            .iter()
+            .map(|j| (j.id, j.attempt))
+            .collect::<Vec<_>>(),
+        vec![(a.id, a1.attempt), (c, c1.attempt)]
+    );
+    assert_eq!(
+        (
+            fetched[0].name.as_str(),
+            fetched[0].job_type.as_str(),
+            fetched[0].slices,
+            fetched[0].max_retries,
+            &fetched[0].payload
+        ),
+        ("a", "sleep", 0, 3, &a.payload)
+    );
+    assert_eq!(job(&s, a.id).await, before, "fetch changes nothing");
+
+    // record_starts: SCHEDULED -> RUNNING at the given start, fenced by the attempt.
+    assert!(s.record_starts(&[], "w", t(30)).await.unwrap().is_empty());
+    let applied = s
+        .record_starts(&[(a1, t(2)), (stale, t(2)), (p0, t(2))], "w", t(40))
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![a1]);
+    let aj = job(&s, a.id).await;
+    assert_eq!(
+        (aj.status, aj.started_at, aj.slices),
+        (JobStatus::Running, Some(t(2)), 1)
+    );
+    assert_eq!(
+        (aj.lease_owner.as_deref(), aj.lease_expires_at),
+        (Some("w"), Some(t(40)))
+    );
+    assert!(
+        s.fetch(&[a1]).await.unwrap().is_empty(),
+        "no longer SCHEDULED"
+    );
+    assert!(
+        s.record_starts(&[(a1, t(3))], "w2", t(40))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a start is recorded once"
+    );
+    // Another worker cannot record an outcome under w's lease, even with a start time.
+    let other = Finished {
+        outcome: Outcome::Completed {
+            token: a1,
+            result: json!("other"),
+        },
+        started_at: Some(t(3)),
+    };
+    assert!(s.finish(&[other], "w2", t(4)).await.unwrap().is_empty());
+    assert_eq!(job(&s, a.id).await.status, JobStatus::Running);
+
+    // finish with started_at: SCHEDULED -> RUNNING -> COMPLETED in one update.
+    let merged = Finished {
+        outcome: Outcome::Completed {
+            token: b1,
+            result: json!({ "ok": 1 }),
+        },
+        started_at: Some(t(5)),
+    };
+    let stale_merged = Finished {
+        outcome: Outcome::Completed {
+            token: stale,
+            result: json!(0),
+        },
+        started_at: Some(t(5)),
+    };
+    assert!(
+        s.finish(&[stale_merged], "w", t(6))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.finish(std::slice::from_ref(&merged), "w", t(6))
+            .await
+            .unwrap(),
+        vec![b1]
+    );
+    let bj = job(&s, b).await;
+    assert_eq!(
+        (bj.status, bj.started_at, bj.completed_at, bj.slices),
+        (JobStatus::Completed, Some(t(5)), Some(t(6)), 1)
+    );
+    assert!(bj.lease_owner.is_none() && bj.lease_expires_at.is_none());
+    assert!(
+        s.finish(&[merged], "w", t(7)).await.unwrap().is_empty(),
+        "once"
+    );
+
+    // A merged requeue counts the slice and keeps the checkpoint; the start is recorded.
+    let requeue = Finished {
+        outcome: Outcome::Requeue {
+            token: c1,
+            checkpoint: Some(json!({ "offset": 3 })),
+        },
+        started_at: Some(t(8)),
+    };
+    assert_eq!(s.finish(&[requeue], "w", t(9)).await.unwrap(), vec![c1]);
+    let cj = job(&s, c).await;
+    assert_eq!(
+        (cj.status, cj.started_at, cj.slices, cj.checkpoint),
+        (
+            JobStatus::Pending,
+            Some(t(8)),
+            1,
+            Some(json!({ "offset": 3 }))
+        )
+    );
+
+    // The recorded run of `a` finishes normally under its owner.
+    let done = Outcome::Completed {
+        token: a1,
+        result: json!(1),
+    };
+    assert_eq!(finish(&s, "w", &[done], t(10)).await.unwrap(), vec![a1]);
+    assert_eq!(job(&s, a.id).await.started_at, Some(t(2)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -990,7 +1165,7 @@ async fn fail(s: &Arc<dyn Store>, name: &str, at: DateTime<Utc>) -> JobId {
         error: format!("{name} broke"),
         retry_count: 3,
     };
-    assert_eq!(s.finish(&[outcome], at).await.unwrap(), vec![tok]);
+    assert_eq!(finish(s, "w", &[outcome], at).await.unwrap(), vec![tok]);
     id
 }
 
@@ -1003,7 +1178,9 @@ async fn dead_letters_retry_and_purge(db: &TestDb) {
     let f3 = fail(&s, "f3", t(30)).await;
     let done = insert(&s, "done", t(0)).await;
     let tok = run(&s, done, "w", t(1), t(30)).await;
-    s.finish(
+    finish(
+        &s,
+        "w",
         &[Outcome::Completed {
             token: tok,
             result: json!(1),
@@ -1198,7 +1375,9 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
     let f1 = run(&s, f, "w", t(1), t(1000)).await;
     let ca0 = token(&s, ca).await;
     let p0 = token(&s, p).await;
-    s.finish(
+    finish(
+        &s,
+        "w",
         &[
             Outcome::Completed {
                 token: co1,
@@ -1251,7 +1430,10 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
             },
         ];
         for o in outcomes {
-            assert!(s.finish(&[o], t(3)).await.unwrap().is_empty(), "{tok:?}");
+            assert!(
+                finish(&s, "w", &[o], t(3)).await.unwrap().is_empty(),
+                "{tok:?}"
+            );
         }
     }
     // mark_scheduled: only PENDING may be dispatched.
@@ -1340,7 +1522,7 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
             checkpoint: None,
         },
     ];
-    assert_eq!(s.finish(&outcomes, t(2004)).await.unwrap().len(), 4);
+    assert_eq!(finish(&s, "w", &outcomes, t(2004)).await.unwrap().len(), 4);
     let now = statuses(&s).await;
     assert_transitions_allowed(&prev, &now);
     assert_eq!(now[&p], JobStatus::Completed);

@@ -203,6 +203,9 @@ pub async fn get(
 }
 
 /// Cancel a PENDING or SCHEDULED job.
+///
+/// A SCHEDULED job whose worker has already begun the body (its start is recorded a moment
+/// later) is cancelled all the same: the worker asks the body to stop and discards its result.
 #[utoipa::path(
     delete, path = "/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),

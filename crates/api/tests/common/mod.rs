@@ -349,7 +349,9 @@ impl Harness {
                     token,
                     error: error.to_string(),
                     retry_count: job.max_retries,
-                }],
+                }
+                .into()],
+                "test-worker",
                 Utc::now(),
             )
             .await
@@ -366,7 +368,9 @@ impl Harness {
                 &[Outcome::Completed {
                     token,
                     result: json!({"slept": 0.01}),
-                }],
+                }
+                .into()],
+                "test-worker",
                 Utc::now(),
             )
             .await
