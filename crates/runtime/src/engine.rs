@@ -222,10 +222,25 @@ impl Engine {
         // submission was answered before the decision is a candidate (one committed with a seq
         // below the cursor is re-read through its `Committed` event, or else by the rescan).
         let decided_at = self.rt.clock.now();
-        self.load_pending().await?;
+        // The free slots are read from the transport while the queue is read from the store:
+        // two independent round trips, overlapped.
+        let rt = self.rt.clone();
+        let paused = self.settings.paused;
+        let slots = async move {
+            if paused {
+                return Ok((0, 0));
+            }
+            let (workers, ready) =
+                tokio::try_join!(rt.transport.workers(), rt.transport.ready_len())?;
+            let idle: u64 = workers.iter().map(|w| u64::from(w.idle)).sum();
+            Ok::<_, jobsched_core::Error>((idle, ready))
+        };
+        let (loaded, slots) = tokio::join!(self.load_pending(), slots);
+        loaded?;
+        let (idle, ready) = slots?;
         self.promote_delayed();
-        if !self.settings.paused {
-            self.dispatch(decided_at).await?;
+        if !paused {
+            self.dispatch(decided_at, idle, ready).await?;
         }
         Ok(())
     }
@@ -306,20 +321,17 @@ impl Engine {
         }
     }
 
-    async fn dispatch(&mut self, decided_at: DateTime<Utc>) -> jobsched_core::Result<()> {
+    /// Hand out as many jobs as there are `idle` slots not covered by `ready` tokens.
+    async fn dispatch(
+        &mut self,
+        decided_at: DateTime<Utc>,
+        idle: u64,
+        ready: u64,
+    ) -> jobsched_core::Result<()> {
+        metrics().ready_queue_depth.set(ready as i64);
         if self.policy.is_empty() {
             return Ok(());
         }
-        let idle: u64 = self
-            .rt
-            .transport
-            .workers()
-            .await?
-            .iter()
-            .map(|w| u64::from(w.idle))
-            .sum();
-        let ready = self.rt.transport.ready_len().await?;
-        metrics().ready_queue_depth.set(ready as i64);
         let mut demand = idle.saturating_sub(ready) as usize;
         while demand > 0 && !self.policy.is_empty() {
             let n = demand.min(self.rt.config.batch_size);

@@ -101,9 +101,14 @@ pub async fn run(
     metrics().worker_slots_busy.set(0);
 
     // ---- normal operation ----
+    // Taking and reading new work runs beside the loop, so a slot that frees while a refill
+    // is on its way starts a buffered job at once. `retake`: something happened since the
+    // last take came back empty (a slot freed, work was announced, a timer fired).
+    let mut refill: Option<Refill> = None;
+    let mut retake = true;
     while !shutdown.is_cancelled() {
         metrics().worker_slots_busy.set(i64::from(total - idle));
-        // A slot frees before its outcome is written. Should the finisher fall behind (the
+        // A slot frees before its outcome is written. Should the recorder fall behind (the
         // store refusing outcomes), stop starting jobs once `total` outcomes wait unwritten, so
         // the work whose result is not yet recorded stays bounded.
         let unrecorded = running.lock().map(|r| r.len()).unwrap_or(0);
@@ -113,26 +118,32 @@ pub async fn run(
             spawn_job(&rt, job, &settings, &running, &outcome_tx, &freed_tx);
             idle -= 1;
         }
-        let want = demand(idle, buffer.len());
-        if want > 0 {
-            // take() records the demand left over and, if it changed, tells the engine.
-            match rt.transport.take(&me, want).await {
-                Ok(tokens) if !tokens.is_empty() => {
-                    buffer.extend(fetch_jobs(&rt, &tokens, &me).await);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "taking work failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+        if refill.is_none() && retake {
+            let want = demand(idle, buffer.len());
+            if want > 0 {
+                retake = false;
+                refill = Some(Box::pin(refill_jobs(rt.clone(), me.clone(), want)));
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            got = async { refill.as_mut().expect("branch enabled only with a refill").await },
+                if refill.is_some() => {
+                refill = None;
+                match got {
+                    // There may be more: take again.
+                    Some(jobs) if !jobs.is_empty() => {
+                        buffer.extend(jobs);
+                        retake = true;
+                    }
+                    Some(_) => {}
+                    None => retake = true,
+                }
+            }
             Some(n) = freed_rx.recv() => {
                 idle += n;
                 while let Ok(n) = freed_rx.try_recv() { idle += n; }
+                retake = true;
             }
             // Outcomes were written: room to start again if the cap above was reached.
             _ = recorded.notified() => {}
@@ -142,15 +153,23 @@ pub async fn run(
                 {
                     settings = s;
                 }
+                retake = true;
             }
             _ = heartbeat.tick() => {
                 let want = demand(idle, buffer.len());
                 if let Err(e) = rt.transport.report_slots(&me, want, total, rt.config.worker_ttl).await {
                     tracing::warn!(error = %e, "heartbeat to transport failed");
                 }
+                retake = true;
             }
-            _ = tokio::time::sleep(rt.config.poll_interval) => {}
+            _ = tokio::time::sleep(rt.config.poll_interval) => retake = true,
         }
+    }
+    // A refill on its way has taken tokens: keep its jobs, so they are handed back below.
+    if let Some(got) = refill.take()
+        && let Some(jobs) = got.await
+    {
+        buffer.extend(jobs);
     }
 
     // ---- graceful shutdown ----
@@ -225,6 +244,23 @@ fn token_of(job: &StartedJob) -> Token {
     Token {
         id: job.id,
         attempt: job.attempt,
+    }
+}
+
+/// A take-and-read of new work in progress; `None` when taking failed (after a pause).
+type Refill = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<StartedJob>>> + Send>>;
+
+/// Take up to `want` tokens (the transport records the demand left over and, if it changed,
+/// tells the engine) and read their jobs.
+async fn refill_jobs(rt: Runtime, me: String, want: u32) -> Option<Vec<StartedJob>> {
+    match rt.transport.take(&me, want).await {
+        Ok(tokens) if tokens.is_empty() => Some(Vec::new()),
+        Ok(tokens) => Some(fetch_jobs(&rt, &tokens, &me).await),
+        Err(e) => {
+            tracing::warn!(error = %e, "taking work failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            None
+        }
     }
 }
 
