@@ -58,6 +58,8 @@ pub struct Engine {
     /// Cursor values at the last few ticks (see [`Engine::tick_rescan`]).
     cursor_history: std::collections::VecDeque<i64>,
     ticks: u64,
+    /// The last dispatch left no free slot uncovered (see [`Engine::step`]).
+    saturated: bool,
 }
 
 /// How many PENDING rows one load query reads.
@@ -77,6 +79,7 @@ impl Engine {
             rescan_from: None,
             cursor_history: std::collections::VecDeque::new(),
             ticks: 0,
+            saturated: false,
         }
     }
 
@@ -222,26 +225,39 @@ impl Engine {
         // submission was answered before the decision is a candidate (one committed with a seq
         // below the cursor is re-read through its `Committed` event, or else by the rescan).
         let decided_at = self.rt.clock.now();
-        // The free slots are read from the transport while the queue is read from the store:
-        // two independent round trips, overlapped.
-        let rt = self.rt.clone();
         let paused = self.settings.paused;
-        let slots = async move {
-            if paused {
-                return Ok((0, 0));
-            }
-            let (workers, ready) =
-                tokio::try_join!(rt.transport.workers(), rt.transport.ready_len())?;
-            let idle: u64 = workers.iter().map(|w| u64::from(w.idle)).sum();
-            Ok::<_, jobsched_core::Error>((idle, ready))
-        };
-        let (loaded, slots) = tokio::join!(self.load_pending(), slots);
-        loaded?;
-        let (idle, ready) = slots?;
-        self.promote_delayed();
-        if !paused {
-            self.dispatch(decided_at, idle, ready).await?;
+        if paused {
+            self.load_pending().await?;
+            self.promote_delayed();
+            return Ok(());
         }
+        let (idle, ready) = if self.saturated {
+            // Every slot was covered at the last step: look at the slots first and read the
+            // queue only once one is free, so a backlog costs one transport read per
+            // submission rather than a store query. (No decision, no queue read needed.)
+            let (idle, ready) = read_slots(&self.rt).await?;
+            if idle <= ready {
+                return Ok(());
+            }
+            self.load_pending().await?;
+            (idle, ready)
+        } else {
+            // The free slots are read from the transport while the queue is read from the
+            // store: two independent round trips, overlapped.
+            let rt = self.rt.clone();
+            let (loaded, slots) = tokio::join!(self.load_pending(), read_slots(&rt));
+            loaded?;
+            slots?
+        };
+        self.promote_delayed();
+        self.dispatch(decided_at, idle, ready).await
+    }
+
+    /// Read newly committed PENDING jobs into the policy without dispatching (what a step does
+    /// before deciding; a step skips it while no slot is free).
+    pub async fn load(&mut self) -> jobsched_core::Result<()> {
+        self.load_pending().await?;
+        self.promote_delayed();
         Ok(())
     }
 
@@ -330,6 +346,7 @@ impl Engine {
     ) -> jobsched_core::Result<()> {
         metrics().ready_queue_depth.set(ready as i64);
         if self.policy.is_empty() {
+            self.saturated = idle <= ready;
             return Ok(());
         }
         let mut demand = idle.saturating_sub(ready) as usize;
@@ -388,8 +405,15 @@ impl Engine {
             }
             demand -= ordered.len().min(demand);
         }
+        self.saturated = demand == 0;
         Ok(())
     }
+}
+
+/// Idle worker slots and ready (dispatched, not yet taken) tokens, from the transport.
+async fn read_slots(rt: &Runtime) -> jobsched_core::Result<(u64, u64)> {
+    let (workers, ready) = tokio::try_join!(rt.transport.workers(), rt.transport.ready_len())?;
+    Ok((workers.iter().map(|w| u64::from(w.idle)).sum(), ready))
 }
 
 /// The leader's maintenance loop: lease rescue and dead-worker reaping every `every`, the

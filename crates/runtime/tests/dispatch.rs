@@ -566,20 +566,54 @@ async fn a_late_committed_submission_is_reread_when_announced() {
     .unwrap();
     let early = env.submit("early", 5, 1.0, json!({"duration": 0})).await;
     assert!(early.seq > late_seq);
-    // No worker slots: the engine loads and holds jobs without dispatching them.
+    // No worker slots: the engine only loads and holds jobs.
     let mut engine = jobsched_runtime::engine::Engine::new(env.runtime("engine-only", 0));
-    engine.step().await.unwrap();
+    engine.load().await.unwrap();
     assert_eq!(engine.queued(), 1, "only `early` is committed");
     tx.commit().await.unwrap();
-    engine.step().await.unwrap();
+    engine.load().await.unwrap();
     assert_eq!(engine.queued(), 1, "the cursor has passed `late`'s seq");
-    // The submission's announcement makes the next step read from that seq again.
+    // The submission's announcement makes the next load read from that seq again.
     assert!(!engine.note_event(jobsched_core::ports::Event::Committed(late_seq)));
-    engine.step().await.unwrap();
+    engine.load().await.unwrap();
     assert_eq!(engine.queued(), 2);
     // Announcing an already-read seq again changes nothing.
     assert!(!engine.note_event(jobsched_core::ports::Event::Committed(late_seq)));
-    engine.step().await.unwrap();
+    engine.load().await.unwrap();
     assert_eq!(engine.queued(), 2);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_engine_reads_the_queue_only_once_a_slot_frees() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let first = env.submit("first", 5, 1.0, json!({"duration": 0})).await;
+    let mut engine = jobsched_runtime::engine::Engine::new(env.runtime("engine-only", 0));
+    // No worker has a free slot: the first step loads the queue, dispatches nothing.
+    engine.step().await.unwrap();
+    assert_eq!(engine.queued(), 1);
+    // Still no free slot: a submission is not read (no decision is due).
+    let second = env.submit("second", 5, 1.0, json!({"duration": 0})).await;
+    engine.step().await.unwrap();
+    assert_eq!(
+        engine.queued(),
+        1,
+        "the queue is not read while every slot is covered"
+    );
+    // A slot frees: the next step reads the queue and fills it, in policy order.
+    env.redis
+        .report_slots("w1", 1, 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    engine.step().await.unwrap();
+    assert_eq!(engine.queued(), 1, "both read, one dispatched");
+    let taken = env.redis.take("w1", 1).await.unwrap();
+    assert_eq!(
+        taken.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![first.id]
+    );
+    let j = env.store.get(second.id).await.unwrap().unwrap();
+    assert_eq!(j.status, JobStatus::Pending);
     env.cleanup().await;
 }
