@@ -38,18 +38,25 @@ pub struct Profile {
 /// Name the store method a statement comes from.
 pub fn label(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let rules: [(&[&str], &str); 11] = [
+    let rules: [(&[&str], &str); 12] = [
         (
             &["SET status = 'SCHEDULED'"],
             "mark_scheduled (engine: PENDING→SCHEDULED)",
         ),
         (
             &["SET status = 'RUNNING'"],
-            "start (worker: SCHEDULED→RUNNING)",
+            "record_starts (worker: SCHEDULED→RUNNING)",
         ),
         (
             &["WITH completed AS"],
-            "finish (worker: RUNNING→COMPLETED…)",
+            "finish (worker: [SCHEDULED→]RUNNING→COMPLETED…)",
+        ),
+        (
+            &[
+                "SELECT j.id, j.attempt, j.name",
+                "(j.status = 'SCHEDULED') IS TRUE",
+            ],
+            "fetch (worker: read SCHEDULED jobs)",
         ),
         (
             &["GROUP BY status"],

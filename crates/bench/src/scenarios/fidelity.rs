@@ -204,9 +204,15 @@ pub async fn run(
         .iter()
         .map(|j| {
             let (_, st, done) = times(j);
+            // The body's length: the sleep it asked for. `completed_at` is when the outcome
+            // was written, which may trail the body (the slot is free before that).
+            let asked = j
+                .payload
+                .get("duration")
+                .and_then(serde_json::Value::as_f64);
             SimJob {
                 arrival: secs(origin, j.created_at),
-                run: secs(st, done),
+                run: asked.unwrap_or_else(|| secs(st, done)),
                 key: j.estimated_duration,
             }
         })
