@@ -34,8 +34,10 @@ pub async fn measure(
     connections: &[u32],
 ) -> Result<Vec<(u32, f64)>, BenchError> {
     let max = connections.iter().copied().max().unwrap_or(1);
+    // No ping per acquire (the store's pools do not ping busy connections either).
     let pool = PgPoolOptions::new()
         .max_connections(max + 1)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .connect(url)
         .await

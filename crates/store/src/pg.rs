@@ -177,6 +177,28 @@ fn token_arrays(tokens: &[Token]) -> (Vec<JobId>, Vec<i32>) {
     sorted.into_iter().map(|t| (t.id, t.attempt)).unzip()
 }
 
+/// A connection idle for this long is pinged before use; a busier one is used as it is.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// Pool settings for both pools. sqlx pings every connection it hands out by default, which
+/// doubles the round trips of every statement; here only a connection that sat idle for
+/// [`PING_IF_IDLE_FOR`] is checked (a dead one is replaced). One that broke more recently fails
+/// its statement and is dropped: the engine and workers retry, an API request answers 503.
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl PgStore {
     /// A store on an existing pool (migrations are not run; see [`PgStore::migrate`]).
     /// Every statement on this pool commits synchronously.
@@ -190,7 +212,8 @@ impl PgStore {
     /// Open a pool of at most `max_connections` to `url` and check that it connects.
     ///
     /// A second pool of two connections runs with `synchronous_commit = off` and carries only
-    /// SCHEDULED→RUNNING and lease renewal, whose commits then do not wait for the WAL flush.
+    /// the worker's reads of taken jobs, SCHEDULED→RUNNING and lease renewal, whose commits then
+    /// do not wait for the WAL flush.
     /// Losing the last few of them in a Postgres crash is harmless: the row falls back to
     /// SCHEDULED (or an earlier lease expiry) under the same, durable attempt number, the
     /// worker's outcome then fails its conditional update, and the rescuer re-dispatches the
@@ -205,9 +228,7 @@ impl PgStore {
         let open = |options: PgConnectOptions, max: u32| {
             let target = target.clone();
             async move {
-                PgPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(Duration::from_secs(10))
+                pool_options(max)
                     .connect_with(options)
                     .await
                     .map_err(|source| StoreError::Connect {

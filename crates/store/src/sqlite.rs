@@ -194,7 +194,9 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(max_connections.max(1))
         };
+        // A local file cannot hang up: no ping before each use.
         let pool = pool_options
+            .test_before_acquire(false)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options)
             .await
