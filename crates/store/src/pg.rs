@@ -211,17 +211,18 @@ impl PgStore {
 
     /// Open a pool of at most `max_connections` to `url` and check that it connects.
     ///
-    /// A second pool of two connections runs with `synchronous_commit = off` and carries only
-    /// the worker's reads of taken jobs, SCHEDULED→RUNNING and lease renewal, whose commits then
-    /// do not wait for the WAL flush.
-    /// Losing the last few of them in a Postgres crash is harmless: the row falls back to
-    /// SCHEDULED (or an earlier lease expiry) under the same, durable attempt number, the
-    /// worker's outcome then fails its conditional update, and the rescuer re-dispatches the
-    /// job under a new attempt (at-least-once). PENDING→SCHEDULED is NOT relaxed: it issues the
-    /// attempt number, and a lost one could be issued twice. WAL order also means that once any
-    /// later synchronous commit is durable, so are the relaxed ones. If the server refuses the
-    /// setting at connect time (e.g. a pooler that rejects startup parameters), every statement
-    /// uses the synchronous pool.
+    /// A second pool of two connections runs with `synchronous_commit = off` and carries the
+    /// dispatch-side writes: PENDING→SCHEDULED, SCHEDULED→RUNNING and lease renewal (plus the
+    /// worker's reads of taken jobs), whose commits then do not wait for the WAL flush. Losing
+    /// the last few of them in a Postgres crash cannot lose a job or record an outcome twice:
+    /// a row that falls back to PENDING is dispatched again (the engine's rescan finds it), one
+    /// that falls back to SCHEDULED is re-dispatched when its dispatch lease expires, and every
+    /// outcome is conditional on the attempt plus RUNNING under the writer's lease (or
+    /// SCHEDULED, for a run whose start it records), so of two runs that hold the same attempt
+    /// number only the first outcome is recorded (at-least-once execution). Submissions and
+    /// outcomes commit synchronously; WAL order makes the relaxed commits before them durable
+    /// with them. If the server refuses the setting at connect time (e.g. a pooler that rejects
+    /// startup parameters), every statement uses the synchronous pool.
     pub async fn connect(url: &str, max_connections: u32) -> std::result::Result<Self, StoreError> {
         let options = parse_url(url)?;
         let target = describe(&options);
@@ -539,7 +540,7 @@ impl DispatchStore for PgStore {
         .bind(&attempts)
         .bind(now)
         .bind(lease_until)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.relaxed)
         .await
         .map_err(db)?;
         let applied = rows
