@@ -237,6 +237,7 @@ impl Engine {
             // submission rather than a store query. (No decision, no queue read needed.)
             let (idle, ready) = read_slots(&self.rt).await?;
             if idle <= ready {
+                metrics().ready_queue_depth.set(ready as i64);
                 return Ok(());
             }
             self.load_pending().await?;

@@ -6,7 +6,9 @@
 //! token's attempt; cancelled or stale tokens are dropped) and starts each body on a blocking
 //! thread as soon as a slot is free. With `prefetch` > 0 the worker holds up to that many
 //! dispatched jobs ahead of a free slot, so a slot that frees starts its next job without a
-//! round trip through the engine (the policy's in-flight window grows by as much).
+//! round trip through the engine (the policy's in-flight window grows by as much). A buffered job
+//! read more than [`REVALIDATE_AFTER`] ago is read again before it starts, so one cancelled or
+//! taken back while it waited does not run.
 //!
 //! A body does not wait for its SCHEDULED → RUNNING write: a recorder task writes starts and
 //! outcomes behind the bodies, in batches. It holds a start back for [`START_WRITE_DELAY`]; if
@@ -47,6 +49,9 @@ enum Record {
     Start(Token, DateTime<Utc>),
     Done(Outcome),
 }
+
+/// A buffered job read longer ago than this is read again before its body starts.
+pub const REVALIDATE_AFTER: Duration = Duration::from_millis(50);
 
 /// How long the recorder holds a start back, hoping to write it together with the outcome.
 /// The job shows SCHEDULED that much longer; its `started_at` is the body's real start.
@@ -89,7 +94,7 @@ pub async fn run(
     let prefetch = rt.config.prefetch;
     // Taken jobs not started yet (still SCHEDULED), in policy order: up to `prefetch` ahead
     // of the free slots, plus any held back by the unwritten-outcome cap below.
-    let mut buffer: VecDeque<StartedJob> = VecDeque::new();
+    let mut buffer: VecDeque<(StartedJob, Instant)> = VecDeque::new();
     // What this worker asks the engine for: free slots plus the prefetch headroom.
     let demand = |idle: u32, buffered: usize| (idle + prefetch).saturating_sub(buffered as u32);
     let mut idle = total;
@@ -114,9 +119,20 @@ pub async fn run(
         let unrecorded = running.lock().map(|r| r.len()).unwrap_or(0);
         let room = (2 * total as usize).saturating_sub(unrecorded);
         let n = (idle as usize).min(buffer.len()).min(room);
-        for job in buffer.drain(..n) {
-            spawn_job(&rt, job, &settings, &running, &outcome_tx, &freed_tx);
-            idle -= 1;
+        if n > 0 {
+            let mut batch: Vec<(StartedJob, Instant)> = buffer.drain(..n).collect();
+            // A job that waited in the buffer may have been cancelled or taken back meanwhile:
+            // read those again before their bodies start.
+            if batch
+                .iter()
+                .any(|(_, read)| read.elapsed() > REVALIDATE_AFTER)
+            {
+                batch = revalidate(&rt, batch, &me).await;
+            }
+            for (job, _) in batch {
+                spawn_job(&rt, job, &settings, &running, &outcome_tx, &freed_tx);
+                idle -= 1;
+            }
         }
         if refill.is_none() && retake {
             let want = demand(idle, buffer.len());
@@ -133,7 +149,21 @@ pub async fn run(
                 match got {
                     // There may be more: take again.
                     Some(jobs) if !jobs.is_empty() => {
-                        buffer.extend(jobs);
+                        // The same token can come back to a live worker (reaped after a missed
+                        // heartbeat): never run or buffer one twice.
+                        let read = Instant::now();
+                        let held: std::collections::HashSet<Token> = running
+                            .lock()
+                            .map(|r| r.keys().copied().collect())
+                            .unwrap_or_default();
+                        for job in jobs {
+                            let token = token_of(&job);
+                            if held.contains(&token) || buffer.iter().any(|(b, _)| token_of(b) == token) {
+                                tracing::debug!(job_id = %token.id, "token taken twice; ignoring the copy");
+                                continue;
+                            }
+                            buffer.push_back((job, read));
+                        }
                         retake = true;
                     }
                     Some(_) => {}
@@ -169,7 +199,8 @@ pub async fn run(
     if let Some(got) = refill.take()
         && let Some(jobs) = got.await
     {
-        buffer.extend(jobs);
+        let read = Instant::now();
+        buffer.extend(jobs.into_iter().map(|j| (j, read)));
     }
 
     // ---- graceful shutdown ----
@@ -180,7 +211,7 @@ pub async fn run(
         .await;
     if !buffer.is_empty() {
         // Never started: back to the front of the ready queue for another worker.
-        let tokens: Vec<Token> = buffer.drain(..).map(|j| token_of(&j)).collect();
+        let tokens: Vec<Token> = buffer.drain(..).map(|(j, _)| token_of(&j)).collect();
         if let Err(e) = rt.transport.release(&me, &tokens).await {
             tracing::warn!(error = %e, "cannot hand back prefetched jobs; they are re-dispatched when their dispatch lease expires");
         }
@@ -247,6 +278,42 @@ fn token_of(job: &StartedJob) -> Token {
     }
 }
 
+/// Keep the jobs of `batch` that are still SCHEDULED with their attempt (re-read those read
+/// longer than [`REVALIDATE_AFTER`] ago); acknowledge and drop the rest. If the store cannot be
+/// read, all are kept: each start write checks again.
+async fn revalidate(
+    rt: &Runtime,
+    batch: Vec<(StartedJob, Instant)>,
+    me: &str,
+) -> Vec<(StartedJob, Instant)> {
+    let stale: Vec<Token> = batch
+        .iter()
+        .filter(|(_, read)| read.elapsed() > REVALIDATE_AFTER)
+        .map(|(j, _)| token_of(j))
+        .collect();
+    let valid: std::collections::HashSet<Token> = match rt.store.fetch(&stale).await {
+        Ok(jobs) => jobs.iter().map(token_of).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "re-reading buffered jobs failed; starting them as read");
+            return batch;
+        }
+    };
+    let (keep, dropped): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|(j, _)| !stale.contains(&token_of(j)) || valid.contains(&token_of(j)));
+    if !dropped.is_empty() {
+        let tokens: Vec<Token> = dropped.iter().map(|(j, _)| token_of(j)).collect();
+        tracing::debug!(
+            count = tokens.len(),
+            "buffered jobs were cancelled or taken back"
+        );
+        if let Err(e) = rt.transport.ack(me, &tokens).await {
+            tracing::warn!(error = %e, "ack of dropped tokens failed");
+        }
+    }
+    keep
+}
+
 /// A take-and-read of new work in progress; `None` when taking failed (after a pause).
 type Refill = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<StartedJob>>> + Send>>;
 
@@ -272,8 +339,9 @@ async fn fetch_jobs(rt: &Runtime, tokens: &[Token], me: &str) -> Vec<StartedJob>
         match rt.store.fetch(tokens).await {
             Ok(jobs) => break jobs,
             Err(e) => {
-                // The tokens stay in our in-flight list and the jobs SCHEDULED; if the store
-                // stays down, the rescuer re-dispatches them when the dispatch lease expires.
+                // After a few tries the tokens are dropped (acknowledged below) and the jobs
+                // stay SCHEDULED until the rescuer re-dispatches them when the dispatch lease
+                // expires.
                 tracing::warn!(error = %e, "reading taken jobs failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
@@ -473,6 +541,9 @@ async fn recorder(
                     }
                 }
             }
+        } else {
+            // Closing with starts left to write: wait out a backoff instead of spinning.
+            tokio::time::sleep_until(backoff_until.into()).await;
         }
         if !done.is_empty() {
             let batch = std::mem::take(&mut done);
@@ -512,9 +583,6 @@ async fn recorder(
                     tracing::warn!(error = %e, "recording job starts failed; retrying in {backoff:?}");
                     backoff_until = Instant::now() + backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
-                    if !open {
-                        tokio::time::sleep_until(backoff_until.into()).await;
-                    }
                 }
             }
         }

@@ -617,3 +617,85 @@ async fn a_saturated_engine_reads_the_queue_only_once_a_slot_frees() {
     assert_eq!(j.status, JobStatus::Pending);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let long = env.submit("long", 5, 1.0, json!({"duration": 0.5})).await;
+    let new = NewJob::new("b", "counted", None, None, Some(json!({})), Some(0)).unwrap();
+    let b = env.store.insert(&new, Utc::now()).await.unwrap();
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut rt = env.runtime("w1", 1);
+    let mut registry = Registry::builtin();
+    registry.register(Arc::new(Counted(runs.clone())));
+    rt.registry = registry;
+    rt.config.prefetch = 1;
+    rt.config.dispatch_ttl = Duration::from_secs(60);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = env.redis.in_flight("w1").await.unwrap().len();
+        let long_now = env.store.get(long.id).await.unwrap().unwrap();
+        if held == 2 && long_now.status == JobStatus::Running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w1 holds {held} tokens");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // `b` waits in w1's buffer, read while SCHEDULED; the user cancels it meanwhile.
+    assert_eq!(
+        env.store.cancel(b.id, Utc::now()).await.unwrap(),
+        jobsched_core::CancelOutcome::Cancelled
+    );
+    // When the slot frees, w1 reads `b` again, drops and acknowledges it.
+    loop {
+        let held = env.redis.in_flight("w1").await.unwrap();
+        let long_now = env.store.get(long.id).await.unwrap().unwrap();
+        if held.is_empty() && long_now.status == JobStatus::Completed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w1 still holds {held:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    h.await.unwrap();
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the cancelled job's body ran"
+    );
+    let bj = env.store.get(b.id).await.unwrap().unwrap();
+    assert_eq!(
+        (bj.status, bj.started_at, bj.slices),
+        (JobStatus::Cancelled, None, 0),
+        "{bj:?}"
+    );
+    env.cleanup().await;
+}
+
+/// A job type that counts its runs.
+#[derive(Debug)]
+struct Counted(Arc<std::sync::atomic::AtomicU32>);
+
+impl jobsched_jobs::JobHandler for Counted {
+    fn name(&self) -> &'static str {
+        "counted"
+    }
+    fn preemptible(&self) -> bool {
+        false
+    }
+    fn validate(&self, _: &Value, _: &jobsched_jobs::DataDir) -> Vec<jobsched_jobs::FieldError> {
+        Vec::new()
+    }
+    fn run(
+        &self,
+        _: &Value,
+        _: &jobsched_jobs::JobContext,
+    ) -> Result<jobsched_jobs::RunOutput, jobsched_jobs::JobError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(jobsched_jobs::RunOutput::Done(json!({})))
+    }
+}

@@ -21,11 +21,12 @@ pub(crate) fn dedupe(tokens: &[Token]) -> Vec<Token> {
         .collect()
 }
 
-/// Outcomes with at most one per job id (first occurrence wins), in input order.
+/// Outcomes with at most one per token (first occurrence wins), in input order. Two tokens of
+/// one job (different attempts) both stay: at most one can match the row's attempt.
 pub(crate) fn dedupe_outcomes(runs: &[Finished]) -> Vec<&Finished> {
     let mut seen = HashSet::with_capacity(runs.len());
     runs.iter()
-        .filter(|f| seen.insert(f.outcome.token().id))
+        .filter(|f| seen.insert(f.outcome.token()))
         .collect()
 }
 

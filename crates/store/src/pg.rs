@@ -211,7 +211,7 @@ impl PgStore {
 
     /// Open a pool of at most `max_connections` to `url` and check that it connects.
     ///
-    /// A second pool of two connections runs with `synchronous_commit = off` and carries the
+    /// A second pool of four connections runs with `synchronous_commit = off` and carries the
     /// dispatch-side writes: PENDING→SCHEDULED, SCHEDULED→RUNNING and lease renewal (plus the
     /// worker's reads of taken jobs), whose commits then do not wait for the WAL flush. Losing
     /// the last few of them in a Postgres crash cannot lose a job or record an outcome twice:
@@ -240,7 +240,7 @@ impl PgStore {
             }
         };
         let pool = open(options.clone(), max_connections.max(1)).await?;
-        let relaxed = match open(options.options([("synchronous_commit", "off")]), 2).await {
+        let relaxed = match open(options.options([("synchronous_commit", "off")]), 4).await {
             Ok(relaxed) => relaxed,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open connections with synchronous_commit=off; starting jobs will commit synchronously");
@@ -687,8 +687,8 @@ impl WorkerStore for PgStore {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Token>> {
         let mut sorted: Vec<(Token, DateTime<Utc>)> = starts.to_vec();
-        sorted.sort_by_key(|(t, _)| t.id);
-        sorted.dedup_by_key(|(t, _)| t.id);
+        sorted.sort_by_key(|(t, _)| (t.id, t.attempt));
+        sorted.dedup_by_key(|(t, _)| *t);
         if sorted.is_empty() {
             return Ok(Vec::new());
         }
@@ -696,13 +696,19 @@ impl WorkerStore for PgStore {
         let attempts: Vec<i32> = sorted.iter().map(|(t, _)| t.attempt).collect();
         let at: Vec<DateTime<Utc>> = sorted.iter().map(|(_, at)| *at).collect();
         let (ids, attempts, at) = (&ids, &attempts, &at);
-        // SCHEDULED -> RUNNING, fenced by the attempt; rows locked in id order.
+        // SCHEDULED -> RUNNING, fenced by the attempt; rows locked in id order. A row already
+        // RUNNING under this owner counts as applied (a retry after a lost reply) and is left
+        // as it is but for the lease.
         let rows = retry_conflicts(|| async move {
             sqlx::query(
                 "UPDATE jobs j SET status = 'RUNNING', lease_owner = $4, lease_expires_at = $5, \
-                                   started_at = t.started, slices = j.slices + 1 \
+                     started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started \
+                                       ELSE j.started_at END, \
+                     slices = j.slices + (j.status = 'SCHEDULED')::int \
                  FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[]) AS t(id, attempt, started) \
-                 WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'SCHEDULED') IS TRUE \
+                 WHERE j.id = t.id AND j.attempt = t.attempt \
+                   AND (j.status = 'SCHEDULED' \
+                        OR (j.status = 'RUNNING' AND j.lease_owner = $4)) IS TRUE \
                  RETURNING j.id, j.attempt",
             )
             .bind(ids)
@@ -859,8 +865,9 @@ impl WorkerStore for PgStore {
             .replace(
                 "{run}",
                 "lease_owner = NULL, lease_expires_at = NULL, \
-                 started_at = COALESCE(t.started, j.started_at), \
-                 slices = j.slices + (t.started IS NOT NULL)::int",
+                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started \
+                                   ELSE j.started_at END, \
+                 slices = j.slices + (j.status = 'SCHEDULED')::int",
             )
             .replace(
                 "{held}",

@@ -674,18 +674,21 @@ impl WorkerStore for SqliteStore {
     ) -> Result<Vec<Token>> {
         let mut seen = std::collections::HashSet::with_capacity(starts.len());
         let starts: Vec<&(Token, DateTime<Utc>)> =
-            starts.iter().filter(|(t, _)| seen.insert(t.id)).collect();
+            starts.iter().filter(|(t, _)| seen.insert(*t)).collect();
         if starts.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.write().await?;
         let mut applied = Vec::with_capacity(starts.len());
         for (token, at) in starts {
-            // SCHEDULED -> RUNNING, fenced by the attempt.
+            // SCHEDULED -> RUNNING, fenced by the attempt (already RUNNING under this owner:
+            // a retry, applied again for the lease only).
             let done = sqlx::query(
                 "UPDATE jobs SET status = 'RUNNING', lease_owner = ?3, lease_expires_at = ?5, \
-                                 started_at = ?4, slices = slices + 1 \
-                 WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2",
+                     started_at = CASE WHEN status = 'SCHEDULED' THEN ?4 ELSE started_at END, \
+                     slices = slices + (status = 'SCHEDULED') \
+                 WHERE id = ?1 AND attempt = ?2 \
+                   AND (status = 'SCHEDULED' OR (status = 'RUNNING' AND lease_owner = ?3))",
             )
             .bind(hy(token.id))
             .bind(token.attempt)
@@ -760,8 +763,9 @@ impl WorkerStore for SqliteStore {
         // ?3 owner); a run whose start is not recorded yet (?4 set) goes SCHEDULED -> RUNNING
         // -> X in the same UPDATE. retry_count is capped at max_retries.
         const RUN: &str = "lease_owner = NULL, lease_expires_at = NULL, \
-                           started_at = COALESCE(?4, started_at), \
-                           slices = slices + (?4 IS NOT NULL)";
+                           started_at = CASE WHEN status = 'SCHEDULED' THEN ?4 \
+                                             ELSE started_at END, \
+                           slices = slices + (status = 'SCHEDULED')";
         const HELD: &str = "id = ?1 AND attempt = ?2 \
                             AND ((status = 'RUNNING' AND lease_owner = ?3) \
                                  OR (status = 'SCHEDULED' AND ?4 IS NOT NULL))";

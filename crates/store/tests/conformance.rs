@@ -1074,7 +1074,17 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
             .await
             .unwrap()
             .is_empty(),
-        "a start is recorded once"
+        "another worker cannot record the start"
+    );
+    // The same owner again (a retry after a lost reply): applied, nothing counted twice.
+    assert_eq!(
+        s.record_starts(&[(a1, t(3))], "w", t(50)).await.unwrap(),
+        vec![a1]
+    );
+    let aj = job(&s, a.id).await;
+    assert_eq!(
+        (aj.status, aj.started_at, aj.slices, aj.lease_expires_at),
+        (JobStatus::Running, Some(t(2)), 1, Some(t(50)))
     );
     // Another worker cannot record an outcome under w's lease, even with a start time.
     let other = Finished {
@@ -1145,13 +1155,21 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
         )
     );
 
-    // The recorded run of `a` finishes normally under its owner.
-    let done = Outcome::Completed {
-        token: a1,
-        result: json!(1),
+    // The recorded run of `a` finishes under its owner; a start time sent along (the worker
+    // did not learn that its start was written) changes neither the start nor the slices.
+    let done = Finished {
+        outcome: Outcome::Completed {
+            token: a1,
+            result: json!(1),
+        },
+        started_at: Some(t(9)),
     };
-    assert_eq!(finish(&s, "w", &[done], t(10)).await.unwrap(), vec![a1]);
-    assert_eq!(job(&s, a.id).await.started_at, Some(t(2)));
+    assert_eq!(s.finish(&[done], "w", t(10)).await.unwrap(), vec![a1]);
+    let aj = job(&s, a.id).await;
+    assert_eq!(
+        (aj.status, aj.started_at, aj.slices),
+        (JobStatus::Completed, Some(t(2)), 1)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
