@@ -676,7 +676,7 @@ async fn get_and_cancel(backend: Backend) {
     let now = chrono::Utc::now();
     let started = h
         .store
-        .start(&[token], "w", now, now + chrono::Duration::seconds(30))
+        .record_starts(&[(token, now)], "w", now + chrono::Duration::seconds(30))
         .await
         .unwrap();
     assert!(started.is_empty(), "a cancelled job must not start");

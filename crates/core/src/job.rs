@@ -259,7 +259,7 @@ pub struct PendingJob {
     pub run_at: DateTime<Utc>,
 }
 
-/// A job a worker has just moved to RUNNING: everything needed to execute it.
+/// A dispatched job as a worker reads it (still SCHEDULED): everything needed to execute it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartedJob {
     /// Id.

@@ -189,21 +189,13 @@ impl From<Outcome> for Finished {
 /// The worker's side.
 #[async_trait]
 pub trait WorkerStore: Send + Sync {
-    /// SCHEDULED → RUNNING for each token (status SCHEDULED and the same attempt); sets lease
-    /// owner and expiry, `started_at`, and `slices + 1`. Returns the jobs that started.
-    async fn start(
-        &self,
-        tokens: &[Token],
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<StartedJob>>;
     /// Read, without changing them, the SCHEDULED jobs behind `tokens` (same attempt): what a
     /// worker needs to run each. Tokens whose job moved on (cancelled, rescued) are left out.
     async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>>;
     /// SCHEDULED → RUNNING for runs that already began at the given times (status SCHEDULED
-    /// and the same attempt); sets lease owner and expiry, `started_at`, and `slices + 1`.
-    /// Returns the tokens applied.
+    /// and the same attempt); sets lease owner and expiry, `started_at`, and `slices + 1`. A
+    /// row already RUNNING under `owner` with that attempt counts as applied (a retry after a
+    /// lost reply) and only its lease changes. Returns the tokens applied.
     async fn record_starts(
         &self,
         starts: &[(Token, DateTime<Utc>)],

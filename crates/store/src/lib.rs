@@ -24,7 +24,7 @@
 //! | `mark_scheduled` | PENDING | SCHEDULED |
 //! | `rescue_expired` | RUNNING | PENDING (retry) or FAILED (retries exhausted) |
 //! | `rescue_expired` | SCHEDULED | PENDING |
-//! | `start`, `record_starts` | SCHEDULED | RUNNING |
+//! | `record_starts` | SCHEDULED | RUNNING |
 //! | `finish` | RUNNING | COMPLETED, PENDING (retry, requeue), FAILED |
 //! | `finish` with `started_at` | SCHEDULED | RUNNING, then as above, in one UPDATE |
 //! | `retry_dead_letter` | FAILED | PENDING |

@@ -1,9 +1,9 @@
 //! The PostgreSQL store.
 //!
 //! Batch methods bind arrays and join them with `UNNEST`, so each call is one statement and one
-//! round trip whatever the batch size. Claims (`mark_scheduled`, `start`, `rescue_expired`)
-//! lock their rows with `FOR UPDATE SKIP LOCKED`: a row another claimer holds is that claimer's.
-//! Writes that must not skip (`finish`, `renew`) wait for row locks and are retried on a
+//! round trip whatever the batch size. Claims (`mark_scheduled`, `rescue_expired`) lock their
+//! rows with `FOR UPDATE SKIP LOCKED`: a row another claimer holds is that claimer's. Writes that
+//! must not skip (`record_starts`, `finish`, `renew`) wait for row locks and are retried on a
 //! deadlock. See [`crate::common`] for the transitions each method performs.
 //!
 //! The batch transitions write the status test as `(j.status = 'X') IS TRUE`. That is the same
@@ -136,8 +136,8 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
     })
 }
 
-/// A [`StartedJob`] from a row; `bumped` is 1 when the row's `slices` already counts this run.
-fn started_from_row(row: &PgRow, bumped: i32) -> Result<StartedJob> {
+/// A [`StartedJob`] from a row.
+fn started_from_row(row: &PgRow) -> Result<StartedJob> {
     Ok(StartedJob {
         id: row.try_get("id").map_err(db)?,
         attempt: row.try_get("attempt").map_err(db)?,
@@ -148,7 +148,7 @@ fn started_from_row(row: &PgRow, bumped: i32) -> Result<StartedJob> {
         retry_count: row.try_get("retry_count").map_err(db)?,
         max_retries: row.try_get("max_retries").map_err(db)?,
         created_at: row.try_get("created_at").map_err(db)?,
-        slices: row.try_get::<i32, _>("slices").map_err(db)? - bumped,
+        slices: row.try_get("slices").map_err(db)?,
     })
 }
 
@@ -614,48 +614,6 @@ impl DispatchStore for PgStore {
 
 #[async_trait]
 impl WorkerStore for PgStore {
-    async fn start(
-        &self,
-        tokens: &[Token],
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<StartedJob>> {
-        if tokens.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (ids, attempts) = token_arrays(tokens);
-        // SCHEDULED -> RUNNING, fenced by the attempt; locked rows are another starter's.
-        let rows = sqlx::query(
-            "WITH claim AS ( \
-                 SELECT j.id FROM jobs j \
-                 JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
-                   ON j.id = t.id AND j.attempt = t.attempt \
-                 WHERE (j.status = 'SCHEDULED') IS TRUE \
-                 ORDER BY j.id \
-                 FOR UPDATE OF j SKIP LOCKED) \
-             UPDATE jobs j SET status = 'RUNNING', lease_owner = $3, lease_expires_at = $5, \
-                               started_at = $4, slices = j.slices + 1 \
-             FROM claim WHERE j.id = claim.id AND (j.status = 'SCHEDULED') IS TRUE \
-             RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
-                       j.max_retries, j.created_at, j.slices",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(owner)
-        .bind(now)
-        .bind(lease_until)
-        .fetch_all(&self.relaxed)
-        .await
-        .map_err(db)?;
-        // RETURNING shows the incremented value; report slices before this run.
-        let started = rows
-            .iter()
-            .map(|row| started_from_row(row, 1))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(in_request_order(tokens, started, |s| s.id))
-    }
-
     async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>> {
         if tokens.is_empty() {
             return Ok(Vec::new());
@@ -675,7 +633,7 @@ impl WorkerStore for PgStore {
         .map_err(db)?;
         let jobs = rows
             .iter()
-            .map(|row| started_from_row(row, 0))
+            .map(started_from_row)
             .collect::<Result<Vec<_>>>()?;
         Ok(in_request_order(tokens, jobs, |s| s.id))
     }

@@ -584,56 +584,6 @@ impl DispatchStore for SqliteStore {
 
 #[async_trait]
 impl WorkerStore for SqliteStore {
-    async fn start(
-        &self,
-        tokens: &[Token],
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Vec<StartedJob>> {
-        let tokens = dedupe(tokens);
-        if tokens.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.write().await?;
-        let mut started = Vec::with_capacity(tokens.len());
-        for token in &tokens {
-            // SCHEDULED -> RUNNING, fenced by the attempt.
-            let row = sqlx::query(
-                "UPDATE jobs SET status = 'RUNNING', lease_owner = ?3, lease_expires_at = ?5, \
-                                 started_at = ?4, slices = slices + 1 \
-                 WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2 \
-                 RETURNING attempt, name, job_type, payload, checkpoint, retry_count, max_retries, \
-                           created_at, slices",
-            )
-            .bind(hy(token.id))
-            .bind(token.attempt)
-            .bind(owner)
-            .bind(us(now))
-            .bind(us(lease_until))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-            if let Some(row) = row {
-                started.push(StartedJob {
-                    id: token.id,
-                    attempt: row.try_get("attempt").map_err(db)?,
-                    name: row.try_get("name").map_err(db)?,
-                    job_type: row.try_get("job_type").map_err(db)?,
-                    payload: row.try_get("payload").map_err(db)?,
-                    checkpoint: row.try_get("checkpoint").map_err(db)?,
-                    retry_count: row.try_get("retry_count").map_err(db)?,
-                    max_retries: row.try_get("max_retries").map_err(db)?,
-                    created_at: from_us(row.try_get("created_at").map_err(db)?)?,
-                    // RETURNING shows the incremented value; report slices before this run.
-                    slices: row.try_get::<i32, _>("slices").map_err(db)? - 1,
-                });
-            }
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(started)
-    }
-
     async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>> {
         let tokens = dedupe(tokens);
         let mut jobs = Vec::with_capacity(tokens.len());

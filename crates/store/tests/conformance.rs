@@ -128,8 +128,11 @@ async fn run(
     lease_until: DateTime<Utc>,
 ) -> Token {
     let tok = schedule(s, id, now, lease_until).await;
-    let started = s.start(&[tok], owner, now, lease_until).await.unwrap();
-    assert_eq!(started.len(), 1, "start {id}");
+    let started = s
+        .record_starts(&[(tok, now)], owner, lease_until)
+        .await
+        .unwrap();
+    assert_eq!(started, vec![tok], "start {id}");
     tok
 }
 
@@ -421,7 +424,7 @@ async fn cancel_rules(db: &TestDb) {
     assert!(sj.lease_expires_at.is_none() && sj.lease_owner.is_none());
     // The dispatched token of a cancelled job no longer starts.
     assert!(
-        s.start(&[sched_tok], "w", t(7), t(30))
+        s.record_starts(&[(sched_tok, t(7))], "w", t(30))
             .await
             .unwrap()
             .is_empty()
@@ -652,7 +655,7 @@ async fn rescue_expired_both_branches(db: &TestDb) {
             .is_empty()
     );
     assert!(
-        s.start(&[c_tok], "w9", t(32), t(60))
+        s.record_starts(&[(c_tok, t(32))], "w9", t(60))
             .await
             .unwrap()
             .is_empty()
@@ -662,7 +665,7 @@ async fn rescue_expired_both_branches(db: &TestDb) {
     let a2 = schedule(&s, a.id, t(33), t(60)).await;
     assert_eq!(a2.attempt, 2);
     assert!(
-        s.start(&[a_tok], "w1", t(33), t(60))
+        s.record_starts(&[(a_tok, t(33))], "w1", t(60))
             .await
             .unwrap()
             .is_empty()
@@ -732,29 +735,42 @@ async fn start_rules(db: &TestDb) {
         .insert(&custom_job("a", "thumbnail", 3, 2.0, 4), t(0))
         .await
         .unwrap();
-    assert!(s.start(&[], "w1", t(1), t(30)).await.unwrap().is_empty());
-    // Not scheduled yet: nothing starts.
+    assert!(s.record_starts(&[], "w1", t(30)).await.unwrap().is_empty());
+    // Not scheduled yet: nothing to read, nothing starts.
     let a0 = Token {
         id: a.id,
         attempt: 0,
     };
-    assert!(s.start(&[a0], "w1", t(1), t(30)).await.unwrap().is_empty());
+    assert!(s.fetch(&[a0]).await.unwrap().is_empty());
+    assert!(
+        s.record_starts(&[(a0, t(1))], "w1", t(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(job(&s, a.id).await.status, JobStatus::Pending);
 
     let a1 = schedule(&s, a.id, t(1), t(30)).await;
     assert!(
-        s.start(&[a0], "w1", t(2), t(32)).await.unwrap().is_empty(),
+        s.record_starts(&[(a0, t(2))], "w1", t(32))
+            .await
+            .unwrap()
+            .is_empty(),
         "stale attempt"
     );
-    let started = s.start(&[a1], "w1", t(2), t(32)).await.unwrap();
-    assert_eq!(started.len(), 1);
-    let sj = &started[0];
+    let read = s.fetch(&[a1]).await.unwrap();
+    assert_eq!(read.len(), 1);
+    let sj = &read[0];
     assert_eq!((sj.id, sj.attempt), (a.id, 1));
     assert_eq!((sj.name.as_str(), sj.job_type.as_str()), ("a", "thumbnail"));
     assert_eq!(sj.payload, a.payload);
     assert_eq!(sj.checkpoint, None);
     assert_eq!((sj.retry_count, sj.max_retries, sj.slices), (0, 4, 0));
     assert_eq!(sj.created_at, t(0));
+    assert_eq!(
+        s.record_starts(&[(a1, t(2))], "w1", t(32)).await.unwrap(),
+        vec![a1]
+    );
     let j = job(&s, a.id).await;
     assert_eq!(j.status, JobStatus::Running);
     assert_eq!(j.lease_owner.as_deref(), Some("w1"));
@@ -763,8 +779,13 @@ async fn start_rules(db: &TestDb) {
         (Some(t(32)), Some(t(2)))
     );
     assert_eq!(j.slices, 1);
-    // Already running: a second start (even by another worker) does nothing.
-    assert!(s.start(&[a1], "w2", t(3), t(33)).await.unwrap().is_empty());
+    // Already running: another worker's start does nothing.
+    assert!(
+        s.record_starts(&[(a1, t(3))], "w2", t(33))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(job(&s, a.id).await.lease_owner.as_deref(), Some("w1"));
 
     // Second slice: the checkpoint and the slice count come back.
@@ -777,15 +798,19 @@ async fn start_rules(db: &TestDb) {
     let b = insert(&s, "b", t(0)).await;
     let b1 = schedule(&s, b, t(5), t(35)).await;
     // Results come back in token order.
-    let started = s.start(&[b1, a2], "w2", t(6), t(36)).await.unwrap();
+    let read = s.fetch(&[b1, a2]).await.unwrap();
+    assert_eq!(read.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b, a.id]);
+    assert_eq!(read[1].slices, 1);
+    assert_eq!(read[1].attempt, 2);
+    assert_eq!(read[1].checkpoint, Some(json!({ "done": 3 })));
     assert_eq!(
-        started.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![b, a.id]
+        s.record_starts(&[(b1, t(6)), (a2, t(6))], "w2", t(36))
+            .await
+            .unwrap(),
+        vec![b1, a2]
     );
-    assert_eq!(started[1].slices, 1);
-    assert_eq!(started[1].attempt, 2);
-    assert_eq!(started[1].checkpoint, Some(json!({ "done": 3 })));
-    assert_eq!(job(&s, a.id).await.started_at, Some(t(6)));
+    let aj = job(&s, a.id).await;
+    assert_eq!((aj.started_at, aj.slices), (Some(t(6)), 2));
 }
 
 async fn renew_rules(db: &TestDb) {
@@ -1348,7 +1373,7 @@ async fn concurrent_mark_scheduled_claims_each_job_once(db: &TestDb) {
     let b = tokio::spawn(async move { fb.mark_scheduled(&reversed, t(1), t(30)).await });
     let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
     assert!(a.iter().chain(&b).all(|t| t.attempt == 1));
-    let ids = |v: &[Token]| v.iter().map(|t| t.id).collect::<Vec<_>>();
+    let ids = |v: &[Token]| v.iter().map(|tok| tok.id).collect::<Vec<_>>();
     assert_partition(&ids(&a), &ids(&b), &tokens);
     assert_eq!(s1.stats().await.unwrap().scheduled, 200);
 }
@@ -1359,18 +1384,18 @@ async fn concurrent_start_claims_each_job_once(db: &TestDb) {
     let pending = pending_tokens(&s1, 200).await;
     let tokens = s1.mark_scheduled(&pending, t(1), t(30)).await.unwrap();
     assert_eq!(tokens.len(), 200);
-    let reversed: Vec<Token> = tokens.iter().rev().copied().collect();
+    let ta: Vec<(Token, DateTime<Utc>)> = tokens.iter().map(|tok| (*tok, t(2))).collect();
+    let reversed: Vec<(Token, DateTime<Utc>)> = ta.iter().rev().copied().collect();
     let (fa, fb) = (s1.clone(), s2.clone());
-    let ta = tokens.clone();
-    let a = tokio::spawn(async move { fa.start(&ta, "w1", t(2), t(32)).await });
-    let b = tokio::spawn(async move { fb.start(&reversed, "w2", t(2), t(32)).await });
+    let a = tokio::spawn(async move { fa.record_starts(&ta, "w1", t(32)).await });
+    let b = tokio::spawn(async move { fb.record_starts(&reversed, "w2", t(32)).await });
     let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
-    let ids = |v: &[jobsched_core::StartedJob]| v.iter().map(|j| j.id).collect::<Vec<_>>();
+    let ids = |v: &[Token]| v.iter().map(|tok| tok.id).collect::<Vec<_>>();
     assert_partition(&ids(&a), &ids(&b), &tokens);
     // Each job's lease belongs to the worker that got it.
     for (started, owner) in [(&a, "w1"), (&b, "w2")] {
-        for sj in started.iter().take(20) {
-            assert_eq!(job(&s1, sj.id).await.lease_owner.as_deref(), Some(owner));
+        for tok in started.iter().take(20) {
+            assert_eq!(job(&s1, tok.id).await.lease_owner.as_deref(), Some(owner));
         }
     }
     assert_eq!(s1.stats().await.unwrap().running, 200);
@@ -1423,7 +1448,12 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
 
     // start: only SCHEDULED may start.
     for tok in [p0, r1, co1, f1, ca0] {
-        assert!(s.start(&[tok], "w2", t(3), t(60)).await.unwrap().is_empty());
+        assert!(
+            s.record_starts(&[(tok, t(3))], "w2", t(60))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     // finish: only RUNNING takes an outcome, whatever the kind.
     for tok in [p0, sc1, co1, f1, ca0] {
@@ -1515,7 +1545,8 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
     let now = statuses(&s).await;
     assert_transitions_allowed(&prev, &now);
     prev = now;
-    let started = s.start(&scheduled, "w", t(2003), t(3000)).await.unwrap();
+    let starts: Vec<(Token, DateTime<Utc>)> = scheduled.iter().map(|tok| (*tok, t(2003))).collect();
+    let started = s.record_starts(&starts, "w", t(3000)).await.unwrap();
     assert_eq!(started.len(), 4);
     let now = statuses(&s).await;
     assert_transitions_allowed(&prev, &now);

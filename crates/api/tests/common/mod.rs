@@ -327,10 +327,9 @@ impl Harness {
         let now = Utc::now();
         let started = self
             .store
-            .start(
-                &[token],
+            .record_starts(
+                &[(token, now)],
                 "test-worker",
-                now,
                 now + chrono::Duration::seconds(60),
             )
             .await
