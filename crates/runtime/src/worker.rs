@@ -183,7 +183,12 @@ pub async fn run(
                 {
                     settings = s;
                 }
-                retake = true;
+                // Only news of work is a reason to take; submissions and free slots are the
+                // engine's business (a take on each would be a wasted round trip).
+                retake |= !matches!(
+                    e,
+                    Ok(Event::Committed(_) | Event::SlotsFree | Event::PolicyChanged)
+                );
             }
             _ = heartbeat.tick() => {
                 let want = demand(idle, buffer.len());
