@@ -424,14 +424,16 @@ async fn two_replicas_follow_the_schedulerconfig() {
         (ready(&fake.status("staging"))? == ("False".into(), "NotSelected".into())).then_some(())
     })
     .await;
-    {
-        let inner = fake.lock();
-        let events: Vec<&Value> = inner.events.iter().collect();
-        assert_eq!(events.len(), 1, "one PolicyChanged event: {events:?}");
-        assert_eq!(events[0]["reason"], "PolicyChanged");
-        assert_eq!(events[0]["reportingInstance"], leader.as_str());
-        assert_eq!(events[0]["regarding"]["name"], "jobsched");
-    }
+    // The Event is published after the status patch: wait for it, then check it is the only one.
+    let events = eventually("a PolicyChanged event", 20, async || {
+        let events = fake.lock().events.clone();
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "one PolicyChanged event: {events:?}");
+    assert_eq!(events[0]["reason"], "PolicyChanged");
+    assert_eq!(events[0]["reportingInstance"], leader.as_str());
+    assert_eq!(events[0]["regarding"]["name"], "jobsched");
 
     // A spec change (MODIFIED watch event) is followed within the poll timeout.
     fake.apply(
