@@ -53,6 +53,10 @@ enum Record {
 /// A buffered job read longer ago than this is read again before its body starts.
 pub const REVALIDATE_AFTER: Duration = Duration::from_millis(50);
 
+/// Starts not written yet, in arrival order: token, the body's start, when it reached the
+/// recorder.
+type Unwritten = Vec<(Token, DateTime<Utc>, Instant)>;
+
 /// How long the recorder holds a start back, hoping to write it together with the outcome.
 /// The job shows SCHEDULED that much longer; its `started_at` is the body's real start.
 pub const START_WRITE_DELAY: Duration = Duration::from_millis(2);
@@ -512,8 +516,7 @@ async fn recorder(
     running: RunningSet,
 ) {
     let me = rt.config.worker_id.clone();
-    // Starts not written yet, in arrival order, with the instant they arrived.
-    let mut starts: Vec<(Token, DateTime<Utc>, Instant)> = Vec::new();
+    let mut starts: Unwritten = Vec::new();
     let mut done: Vec<Outcome> = Vec::new();
     // No start write before this instant (set after the store refused one).
     let mut backoff_until = Instant::now();
@@ -594,7 +597,7 @@ async fn recorder(
     }
 }
 
-fn accept(r: Record, starts: &mut Vec<(Token, DateTime<Utc>, Instant)>, done: &mut Vec<Outcome>) {
+fn accept(r: Record, starts: &mut Unwritten, done: &mut Vec<Outcome>) {
     match r {
         Record::Start(token, at) => starts.push((token, at, Instant::now())),
         Record::Done(o) => done.push(o),
@@ -607,7 +610,7 @@ async fn record_outcomes(
     rt: &Runtime,
     me: &str,
     mut batch: Vec<Outcome>,
-    starts: &mut Vec<(Token, DateTime<Utc>, Instant)>,
+    starts: &mut Unwritten,
     recorded: &Notify,
     running: &RunningSet,
 ) {

@@ -475,13 +475,16 @@ async fn prefetched_jobs_wait_dispatched_and_are_handed_back_on_shutdown() {
     env.cleanup().await;
 }
 
-/// A job type whose body panics on its first two runs.
+/// A job type that counts its runs and panics on the first `panics` of them.
 #[derive(Debug, Default)]
-struct PanicsTwice(std::sync::atomic::AtomicU32);
+struct Flaky {
+    runs: Arc<std::sync::atomic::AtomicU32>,
+    panics: u32,
+}
 
-impl jobsched_jobs::JobHandler for PanicsTwice {
+impl jobsched_jobs::JobHandler for Flaky {
     fn name(&self) -> &'static str {
-        "panics_twice"
+        "flaky"
     }
     fn preemptible(&self) -> bool {
         false
@@ -494,8 +497,8 @@ impl jobsched_jobs::JobHandler for PanicsTwice {
         _: &Value,
         _: &jobsched_jobs::JobContext,
     ) -> Result<jobsched_jobs::RunOutput, jobsched_jobs::JobError> {
-        let run = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if run < 2 {
+        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if run < self.panics {
             panic!("boom {run}");
         }
         Ok(jobsched_jobs::RunOutput::Done(json!({"runs": run + 1})))
@@ -506,22 +509,17 @@ impl jobsched_jobs::JobHandler for PanicsTwice {
 async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going() {
     let Some(env) = Env::new().await else { return };
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let new = NewJob::new(
-        "panics",
-        "panics_twice",
-        None,
-        None,
-        Some(json!({})),
-        Some(3),
-    )
-    .unwrap();
+    let new = NewJob::new("panics", "flaky", None, None, Some(json!({})), Some(3)).unwrap();
     let job = env.store.insert(&new, Utc::now()).await.unwrap();
     let after = env
         .submit("after", 5, 1.0, json!({"duration": 0.001}))
         .await;
     let mut rt = env.runtime("w1", 1);
     let mut registry = Registry::builtin();
-    registry.register(Arc::new(PanicsTwice::default()));
+    registry.register(Arc::new(Flaky {
+        panics: 2,
+        ..Flaky::default()
+    }));
     rt.registry = registry;
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -623,12 +621,15 @@ async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
     let Some(env) = Env::new().await else { return };
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let long = env.submit("long", 5, 1.0, json!({"duration": 0.5})).await;
-    let new = NewJob::new("b", "counted", None, None, Some(json!({})), Some(0)).unwrap();
+    let new = NewJob::new("b", "flaky", None, None, Some(json!({})), Some(0)).unwrap();
     let b = env.store.insert(&new, Utc::now()).await.unwrap();
     let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let mut rt = env.runtime("w1", 1);
     let mut registry = Registry::builtin();
-    registry.register(Arc::new(Counted(runs.clone())));
+    registry.register(Arc::new(Flaky {
+        runs: runs.clone(),
+        panics: 0,
+    }));
     rt.registry = registry;
     rt.config.prefetch = 1;
     rt.config.dispatch_ttl = Duration::from_secs(60);
@@ -674,28 +675,4 @@ async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
         "{bj:?}"
     );
     env.cleanup().await;
-}
-
-/// A job type that counts its runs.
-#[derive(Debug)]
-struct Counted(Arc<std::sync::atomic::AtomicU32>);
-
-impl jobsched_jobs::JobHandler for Counted {
-    fn name(&self) -> &'static str {
-        "counted"
-    }
-    fn preemptible(&self) -> bool {
-        false
-    }
-    fn validate(&self, _: &Value, _: &jobsched_jobs::DataDir) -> Vec<jobsched_jobs::FieldError> {
-        Vec::new()
-    }
-    fn run(
-        &self,
-        _: &Value,
-        _: &jobsched_jobs::JobContext,
-    ) -> Result<jobsched_jobs::RunOutput, jobsched_jobs::JobError> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(jobsched_jobs::RunOutput::Done(json!({})))
-    }
 }

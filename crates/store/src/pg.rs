@@ -152,6 +152,15 @@ fn started_from_row(row: &PgRow) -> Result<StartedJob> {
     })
 }
 
+/// The tokens a `RETURNING j.id, j.attempt` statement applied, in the caller's order.
+fn applied_tokens(requested: &[Token], rows: &[PgRow]) -> Result<Vec<Token>> {
+    let applied = rows
+        .iter()
+        .map(token_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(in_request_order(requested, applied, |t| t.id))
+}
+
 fn token_from_row(row: &PgRow) -> Result<Token> {
     Ok(Token {
         id: row.try_get("id").map_err(db)?,
@@ -543,11 +552,7 @@ impl DispatchStore for PgStore {
         .fetch_all(&self.relaxed)
         .await
         .map_err(db)?;
-        let applied = rows
-            .iter()
-            .map(token_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(in_request_order(jobs, applied, |t| t.id))
+        applied_tokens(jobs, &rows)
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
@@ -679,12 +684,8 @@ impl WorkerStore for PgStore {
         })
         .await
         .map_err(db)?;
-        let applied = rows
-            .iter()
-            .map(token_from_row)
-            .collect::<Result<Vec<_>>>()?;
         let requested: Vec<Token> = starts.iter().map(|(t, _)| *t).collect();
-        Ok(in_request_order(&requested, applied, |t| t.id))
+        applied_tokens(&requested, &rows)
     }
 
     async fn renew(
@@ -716,11 +717,7 @@ impl WorkerStore for PgStore {
         })
         .await
         .map_err(db)?;
-        let held = rows
-            .iter()
-            .map(token_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(in_request_order(tokens, held, |t| t.id))
+        applied_tokens(tokens, &rows)
     }
 
     async fn finish(
@@ -861,12 +858,8 @@ impl WorkerStore for PgStore {
         })
         .await
         .map_err(db)?;
-        let applied = rows
-            .iter()
-            .map(token_from_row)
-            .collect::<Result<Vec<_>>>()?;
         let requested: Vec<Token> = runs.iter().map(|f| f.outcome.token()).collect();
-        Ok(in_request_order(&requested, applied, |t| t.id))
+        applied_tokens(&requested, &rows)
     }
 }
 
