@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Store, SystemClock, Transport};
-use jobsched_core::{Job, JobStatus, NewJob};
+use jobsched_core::{Job, JobId, JobStatus, NewJob};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
 use jobsched_store::testing::TestDb;
@@ -125,6 +125,21 @@ fn start_order(jobs: &[Job]) -> Vec<&Job> {
     let mut v: Vec<&Job> = jobs.iter().collect();
     v.sort_by_key(|j| j.started_at);
     v
+}
+
+/// Poll until `worker` holds `n` tokens and `running` is RUNNING; returns the test's deadline
+/// (20 s from now) for the polls that follow.
+async fn wait_holding(env: &Env, worker: &str, n: usize, running: JobId) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = env.redis.in_flight(worker).await.unwrap().len();
+        let job = env.store.get(running).await.unwrap().unwrap();
+        if held == n && job.status == JobStatus::Running {
+            return deadline;
+        }
+        assert!(Instant::now() < deadline, "{worker} holds {held} tokens");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn run_backlog(
@@ -439,16 +454,7 @@ async fn prefetched_jobs_wait_dispatched_and_are_handed_back_on_shutdown() {
     let stop = CancellationToken::new();
     let s = stop.clone();
     let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let held = env.redis.in_flight("w1").await.unwrap().len();
-        let long_now = env.store.get(long.id).await.unwrap().unwrap();
-        if held == 3 && long_now.status == JobStatus::Running {
-            break;
-        }
-        assert!(Instant::now() < deadline, "w1 holds {held} tokens");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_holding(&env, "w1", 3, long.id).await;
     // The two short jobs wait in w1, dispatched but not started: the slot is busy.
     for id in [b.id, c.id] {
         let j = env.store.get(id).await.unwrap().unwrap();
@@ -636,16 +642,7 @@ async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
     let stop = CancellationToken::new();
     let s = stop.clone();
     let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let held = env.redis.in_flight("w1").await.unwrap().len();
-        let long_now = env.store.get(long.id).await.unwrap().unwrap();
-        if held == 2 && long_now.status == JobStatus::Running {
-            break;
-        }
-        assert!(Instant::now() < deadline, "w1 holds {held} tokens");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let deadline = wait_holding(&env, "w1", 2, long.id).await;
     // `b` waits in w1's buffer, read while SCHEDULED; the user cancels it meanwhile.
     assert_eq!(
         env.store.cancel(b.id, Utc::now()).await.unwrap(),
