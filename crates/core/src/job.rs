@@ -260,7 +260,7 @@ pub struct PendingJob {
 }
 
 /// A dispatched job as a worker reads it (still SCHEDULED): everything needed to execute it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartedJob {
     /// Id.
     pub id: JobId,
@@ -282,6 +282,16 @@ pub struct StartedJob {
     pub created_at: DateTime<Utc>,
     /// Slices taken before this run.
     pub slices: i32,
+}
+
+impl StartedJob {
+    /// The dispatch token of this run.
+    pub fn token(&self) -> crate::ports::Token {
+        crate::ports::Token {
+            id: self.id,
+            attempt: self.attempt,
+        }
+    }
 }
 
 /// A dead-lettered (FAILED) job as listed in the dead-letter queue.

@@ -68,6 +68,17 @@ impl Token {
     }
 }
 
+/// A job as the engine hands it out: its data travels with the token, so the worker that takes
+/// it can start the body without reading the store first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispatched {
+    /// The job as it was marked SCHEDULED (its token is [`StartedJob::token`]).
+    pub job: StartedJob,
+    /// When the engine marked it (engine's clock). A worker trusts the data only while it is
+    /// younger than its revalidation window and reads the store otherwise.
+    pub dispatched_at: DateTime<Utc>,
+}
+
 /// Submitting, reading and cancelling jobs (the API's side).
 #[async_trait]
 pub trait JobRepo: Send + Sync {
@@ -83,6 +94,12 @@ pub trait JobRepo: Send + Sync {
     async fn stats(&self) -> Result<JobStats>;
     /// PENDING/SCHEDULED → CANCELLED.
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;
+    /// Whether committing an insert by itself tells a listening engine
+    /// ([`DispatchStore::committed_notices`]); if not, the submitter publishes
+    /// [`Event::Committed`] through the transport.
+    fn announces_commits(&self) -> bool {
+        false
+    }
 }
 
 /// What the rescuer did in one pass.
@@ -104,15 +121,23 @@ pub trait DispatchStore: Send + Sync {
     async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>>;
     /// PENDING → SCHEDULED for each `(id, current attempt)`; bumps the attempt and sets a
     /// dispatch lease. `scheduled_at` is `now` (the decision time), but never before the job's
-    /// `created_at` or `run_at`. Returns the tokens (with the new attempt) that were applied.
+    /// `created_at` or `run_at`. Returns the jobs applied, as a worker would read them (with the
+    /// new attempt), in request order.
     async fn mark_scheduled(
         &self,
         jobs: &[Token],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Token>>;
+    ) -> Result<Vec<StartedJob>>;
     /// Take back expired leases (see [`RescueReport`]).
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport>;
+    /// Notices of committed submissions, straight from the store: each yields
+    /// [`Event::Committed`] with the lowest queue-entry sequence number a submission wrote. `None`
+    /// when the store has no such channel (the transport's events then carry the news). The
+    /// subscription ends when its connection is lost; subscribe again.
+    async fn committed_notices(&self) -> Result<Option<Box<dyn Subscription>>> {
+        Ok(None)
+    }
 }
 
 /// How a run ended, as recorded by the worker.
@@ -299,12 +324,32 @@ pub trait Subscription: Send {
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Append tokens to the ready queue in order and publish [`Event::ReadyPushed`].
-    async fn push_ready(&self, tokens: &[Token]) -> Result<()>;
+    async fn push_ready(&self, tokens: &[Token]) -> Result<()> {
+        self.push_dispatched(tokens, &[]).await
+    }
+    /// [`Transport::push_ready`], and keep each of `jobs` (keyed by its token) for the worker
+    /// that takes the token. Every token in `jobs` must also be in `tokens`.
+    async fn push_dispatched(&self, tokens: &[Token], jobs: &[Dispatched]) -> Result<()>;
     /// Atomically move up to `max` tokens from the front of the ready queue into `worker`'s
     /// in-flight list and set the worker's idle count to `max - taken`; if that count is above
     /// zero and changed, publish [`Event::SlotsFree`] (in the same step, so the engine hears of
     /// unmet demand without another round trip).
-    async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>>;
+    async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>> {
+        Ok(self
+            .take_dispatched(worker, max)
+            .await?
+            .into_iter()
+            .map(|(token, _)| token)
+            .collect())
+    }
+    /// [`Transport::take`], returning with each token the job kept for it by
+    /// [`Transport::push_dispatched`] (removed as it is taken; `None` when none was kept, it
+    /// was taken before, or it was lost, e.g. in a flush).
+    async fn take_dispatched(
+        &self,
+        worker: &str,
+        max: u32,
+    ) -> Result<Vec<(Token, Option<Dispatched>)>>;
     /// Remove tokens from `worker`'s in-flight list.
     async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()>;
     /// Hand tokens `worker` took but did not start back to the FRONT of the ready queue (in

@@ -12,13 +12,13 @@
 use crate::Runtime;
 use chrono::{DateTime, Utc};
 use jobsched_core::policy::{self, Policy, PolicySettings};
-use jobsched_core::ports::{Event, Token};
-use jobsched_core::{JobId, JobStatus, PendingJob, QueuedJob};
+use jobsched_core::ports::{Dispatched, Event, Token};
+use jobsched_core::{JobId, JobStatus, PendingJob, QueuedJob, StartedJob};
 use jobsched_metrics::metrics;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// A PENDING job waiting for its `run_at`.
@@ -95,7 +95,18 @@ impl Engine {
         // engine stops: leadership lost or shutdown.
         let maintenance_stop = stop.child_token();
         let _stop_maintenance = maintenance_stop.clone().drop_guard();
-        let mut maintenance = tokio::spawn(maintenance(self.rt.clone(), every, maintenance_stop));
+        let mut maintenance = tokio::spawn(maintenance(
+            self.rt.clone(),
+            every,
+            maintenance_stop.clone(),
+        ));
+        // Commit notices from the store reach the engine one hop sooner than the API's publish.
+        let (notice_tx, mut notices) = mpsc::unbounded_channel();
+        tokio::spawn(forward_notices(
+            self.rt.clone(),
+            notice_tx,
+            maintenance_stop,
+        ));
         let mut rescue = tokio::time::interval(every);
         rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut policy_dirty = false;
@@ -124,6 +135,12 @@ impl Engine {
                     };
                     handle(ev);
                     while let Ok(ev) = events.try_recv() { handle(Ok(ev)); }
+                }
+                Some(ev) = notices.recv() => {
+                    policy_dirty |= self.note_event(ev);
+                    while let Ok(ev) = notices.try_recv() {
+                        policy_dirty |= self.note_event(ev);
+                    }
                 }
                 _ = rescue.tick() => {
                     // The periodic tick also re-asserts the settings: Redis may have been flushed.
@@ -390,17 +407,18 @@ impl Engine {
                     return Err(e);
                 }
             };
-            // Keep the policy's order for the transport.
-            let by_id: std::collections::HashMap<JobId, Token> =
-                applied.into_iter().map(|t| (t.id, t)).collect();
-            let ordered: Vec<Token> = tokens
-                .iter()
-                .filter_map(|t| by_id.get(&t.id).copied())
+            // In the policy's order (the store answers in request order). Each job's data
+            // travels with its token, so the worker that takes it need not read it back.
+            let ordered: Vec<Token> = applied.iter().map(StartedJob::token).collect();
+            let dispatched_at = self.rt.clock.now();
+            let jobs: Vec<Dispatched> = applied
+                .into_iter()
+                .map(|job| Dispatched { job, dispatched_at })
                 .collect();
             if !ordered.is_empty() {
                 // If this push fails the jobs stay SCHEDULED and the rescuer re-dispatches them
                 // when their dispatch lease expires.
-                self.rt.transport.push_ready(&ordered).await?;
+                self.rt.transport.push_dispatched(&ordered, &jobs).await?;
                 metrics().dispatched.inc_by(ordered.len() as u64);
                 tracing::debug!(count = ordered.len(), policy = %self.settings.policy, "dispatched");
             }
@@ -408,6 +426,51 @@ impl Engine {
         }
         self.saturated = demand == 0;
         Ok(())
+    }
+}
+
+/// Forward the store's commit notices (if it has any) to `tx` until `stop`, listening again
+/// after a lost connection.
+async fn forward_notices(rt: Runtime, tx: mpsc::UnboundedSender<Event>, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let sub = tokio::select! {
+            _ = stop.cancelled() => return,
+            s = rt.store.committed_notices() => s,
+        };
+        match sub {
+            Ok(None) => return,
+            Ok(Some(mut sub)) => {
+                delay = Duration::from_millis(100);
+                // Whatever was committed while nobody listened is found by the next step.
+                if tx.send(Event::JobsAvailable).is_err() {
+                    return;
+                }
+                loop {
+                    let ev = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        ev = sub.recv() => ev,
+                    };
+                    match ev {
+                        Some(ev) => {
+                            if tx.send(ev).is_err() {
+                                return;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                tracing::warn!("commit notices from the store ended; listening again");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for commit notices; retrying in {delay:?}");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -2,13 +2,15 @@
 //!
 //! One control task owns the slot count, so taking work and reporting demand never race: it
 //! takes up to `idle slots + prefetch − buffered` tokens (the transport records the remaining
-//! demand atomically), reads their jobs from the store (only those still SCHEDULED with the
-//! token's attempt; cancelled or stale tokens are dropped) and starts each body on a blocking
-//! thread as soon as a slot is free. With `prefetch` > 0 the worker holds up to that many
-//! dispatched jobs ahead of a free slot, so a slot that frees starts its next job without a
-//! round trip through the engine (the policy's in-flight window grows by as much). A buffered job
-//! read more than [`REVALIDATE_AFTER`] ago is read again before it starts, so one cancelled or
-//! taken back while it waited does not run.
+//! demand atomically) and starts each job's body on a blocking thread as soon as a slot is free.
+//! A token normally comes with its job's data as the engine marked it SCHEDULED; data younger
+//! than [`REVALIDATE_AFTER`] is used as it came. Older or missing data (a token handed back by a
+//! reaped worker, a flushed Redis) is read from the store instead: only jobs still SCHEDULED
+//! with the token's attempt, so cancelled or stale tokens are dropped. With `prefetch` > 0 the
+//! worker holds up to that many dispatched jobs ahead of a free slot, so a slot that frees
+//! starts its next job without a round trip through the engine (the policy's in-flight window
+//! grows by as much). A buffered job whose data is older than [`REVALIDATE_AFTER`] is read again
+//! before it starts, so one cancelled or taken back while it waited does not run.
 //!
 //! A body does not wait for its SCHEDULED → RUNNING write: a recorder task writes starts and
 //! outcomes behind the bodies, in batches. It holds a start back for [`START_WRITE_DELAY`]; if
@@ -50,7 +52,8 @@ enum Record {
     Done(Outcome),
 }
 
-/// A buffered job read longer ago than this is read again before its body starts.
+/// Job data older than this (since the engine marked the job, or since the worker read it) is
+/// read again before the body starts. It bounds how long after a cancel a body may still begin.
 pub const REVALIDATE_AFTER: Duration = Duration::from_millis(50);
 
 /// Starts not written yet, in arrival order: token, the body's start, when it reached the
@@ -155,14 +158,13 @@ pub async fn run(
                     Some(jobs) if !jobs.is_empty() => {
                         // The same token can come back to a live worker (reaped after a missed
                         // heartbeat): never run or buffer one twice.
-                        let read = Instant::now();
                         let held: std::collections::HashSet<Token> = running
                             .lock()
                             .map(|r| r.keys().copied().collect())
                             .unwrap_or_default();
-                        for job in jobs {
-                            let token = token_of(&job);
-                            if held.contains(&token) || buffer.iter().any(|(b, _)| token_of(b) == token) {
+                        for (job, read) in jobs {
+                            let token = job.token();
+                            if held.contains(&token) || buffer.iter().any(|(b, _)| b.token() == token) {
                                 tracing::debug!(job_id = %token.id, "token taken twice; ignoring the copy");
                                 continue;
                             }
@@ -208,8 +210,7 @@ pub async fn run(
     if let Some(got) = refill.take()
         && let Some(jobs) = got.await
     {
-        let read = Instant::now();
-        buffer.extend(jobs.into_iter().map(|j| (j, read)));
+        buffer.extend(jobs);
     }
 
     // ---- graceful shutdown ----
@@ -220,7 +221,7 @@ pub async fn run(
         .await;
     if !buffer.is_empty() {
         // Never started: back to the front of the ready queue for another worker.
-        let tokens: Vec<Token> = buffer.drain(..).map(|(j, _)| token_of(&j)).collect();
+        let tokens: Vec<Token> = buffer.drain(..).map(|(j, _)| j.token()).collect();
         if let Err(e) = rt.transport.release(&me, &tokens).await {
             tracing::warn!(error = %e, "cannot hand back prefetched jobs; they are re-dispatched when their dispatch lease expires");
         }
@@ -280,13 +281,6 @@ pub async fn run(
     Ok(())
 }
 
-fn token_of(job: &StartedJob) -> Token {
-    Token {
-        id: job.id,
-        attempt: job.attempt,
-    }
-}
-
 /// Keep the jobs of `batch` that are still SCHEDULED with their attempt (re-read those read
 /// longer than [`REVALIDATE_AFTER`] ago); acknowledge and drop the rest. If the store cannot be
 /// read, all are kept: each start write checks again.
@@ -298,10 +292,10 @@ async fn revalidate(
     let stale: Vec<Token> = batch
         .iter()
         .filter(|(_, read)| read.elapsed() > REVALIDATE_AFTER)
-        .map(|(j, _)| token_of(j))
+        .map(|(j, _)| j.token())
         .collect();
     let valid: std::collections::HashSet<Token> = match rt.store.fetch(&stale).await {
-        Ok(jobs) => jobs.iter().map(token_of).collect(),
+        Ok(jobs) => jobs.iter().map(StartedJob::token).collect(),
         Err(e) => {
             tracing::warn!(error = %e, "re-reading buffered jobs failed; starting them as read");
             return batch;
@@ -309,9 +303,9 @@ async fn revalidate(
     };
     let (keep, dropped): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .partition(|(j, _)| !stale.contains(&token_of(j)) || valid.contains(&token_of(j)));
+        .partition(|(j, _)| !stale.contains(&j.token()) || valid.contains(&j.token()));
     if !dropped.is_empty() {
-        let tokens: Vec<Token> = dropped.iter().map(|(j, _)| token_of(j)).collect();
+        let tokens: Vec<Token> = dropped.iter().map(|(j, _)| j.token()).collect();
         tracing::debug!(
             count = tokens.len(),
             "buffered jobs were cancelled or taken back"
@@ -323,26 +317,65 @@ async fn revalidate(
     keep
 }
 
+/// Jobs taken, each with the instant its data was current (for [`REVALIDATE_AFTER`]).
+type Taken = Vec<(StartedJob, Instant)>;
+
 /// A take-and-read of new work in progress; `None` when taking failed (after a pause).
-type Refill = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<StartedJob>>> + Send>>;
+type Refill = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Taken>> + Send>>;
 
 /// Take up to `want` tokens (the transport records the demand left over and, if it changed,
-/// tells the engine) and read their jobs.
-async fn refill_jobs(rt: Runtime, me: String, want: u32) -> Option<Vec<StartedJob>> {
-    match rt.transport.take(&me, want).await {
-        Ok(tokens) if tokens.is_empty() => Some(Vec::new()),
-        Ok(tokens) => Some(fetch_jobs(&rt, &tokens, &me).await),
+/// tells the engine). A job whose data came with its token, dispatched less than
+/// [`REVALIDATE_AFTER`] ago, is used as it came; the others are read from the store.
+async fn refill_jobs(rt: Runtime, me: String, want: u32) -> Option<Taken> {
+    let taken = match rt.transport.take_dispatched(&me, want).await {
+        Ok(taken) => taken,
         Err(e) => {
             tracing::warn!(error = %e, "taking work failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            None
+            return None;
+        }
+    };
+    let (now, instant) = (rt.clock.now(), Instant::now());
+    let mut fresh: HashMap<Token, (StartedJob, Instant)> = HashMap::new();
+    let mut unread = Vec::new();
+    for (token, kept) in &taken {
+        // A clock behind the engine's gives a negative age: counted as none.
+        let age = kept
+            .as_ref()
+            .map(|d| (now - d.dispatched_at).to_std().unwrap_or_default());
+        match (kept, age) {
+            (Some(d), Some(age)) if age <= REVALIDATE_AFTER => {
+                let as_of = instant.checked_sub(age).unwrap_or(instant);
+                fresh.insert(*token, (d.job.clone(), as_of));
+            }
+            _ => unread.push(*token),
         }
     }
+    let mut read: HashMap<Token, StartedJob> = fetch_jobs(&rt, &unread, &me)
+        .await
+        .into_iter()
+        .map(|j| (j.token(), j))
+        .collect();
+    let read_at = Instant::now();
+    // In the order taken (the policy's).
+    Some(
+        taken
+            .into_iter()
+            .filter_map(|(token, _)| {
+                fresh
+                    .remove(&token)
+                    .or_else(|| read.remove(&token).map(|j| (j, read_at)))
+            })
+            .collect(),
+    )
 }
 
 /// Read the jobs behind freshly taken tokens; tokens whose job is no longer SCHEDULED with that
 /// attempt (cancelled, or rescued and re-dispatched) are acknowledged and dropped.
 async fn fetch_jobs(rt: &Runtime, tokens: &[Token], me: &str) -> Vec<StartedJob> {
+    if tokens.is_empty() {
+        return Vec::new();
+    }
     let mut delay = Duration::from_millis(50);
     let jobs = loop {
         match rt.store.fetch(tokens).await {
@@ -382,7 +415,7 @@ fn spawn_job(
     outcome_tx: &mpsc::UnboundedSender<Record>,
     freed_tx: &mpsc::UnboundedSender<u32>,
 ) {
-    let token = token_of(&job);
+    let token = job.token();
     let stop = Arc::new(AtomicBool::new(false));
     if let Ok(mut r) = running.lock() {
         r.insert(

@@ -467,7 +467,7 @@ impl DispatchStore for SqliteStore {
         jobs: &[Token],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Token>> {
+    ) -> Result<Vec<StartedJob>> {
         let tokens = dedupe(jobs);
         if tokens.is_empty() {
             return Ok(Vec::new());
@@ -476,12 +476,13 @@ impl DispatchStore for SqliteStore {
         let mut applied = Vec::with_capacity(tokens.len());
         for token in &tokens {
             // PENDING -> SCHEDULED, fenced by the attempt.
-            let attempt: Option<i32> = sqlx::query_scalar(
+            let row = sqlx::query(
                 "UPDATE jobs SET status = 'SCHEDULED', attempt = attempt + 1, \
                                  scheduled_at = MAX(?3, created_at, run_at), \
                                  lease_owner = NULL, lease_expires_at = ?4 \
                  WHERE id = ?1 AND status = 'PENDING' AND attempt = ?2 \
-                 RETURNING attempt",
+                 RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
+                           max_retries, created_at, slices",
             )
             .bind(hy(token.id))
             .bind(token.attempt)
@@ -490,11 +491,9 @@ impl DispatchStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
-            if let Some(attempt) = attempt {
-                applied.push(Token {
-                    id: token.id,
-                    attempt,
-                });
+            if let Some(row) = row {
+                let attempt = row.try_get("attempt").map_err(db)?;
+                applied.push(started_from_row(&row, token.id, attempt)?);
             }
         }
         tx.commit().await.map_err(db)?;
@@ -582,6 +581,22 @@ impl DispatchStore for SqliteStore {
     }
 }
 
+/// A row holding the columns a worker needs (see [`StartedJob`]).
+fn started_from_row(row: &SqliteRow, id: JobId, attempt: i32) -> Result<StartedJob> {
+    Ok(StartedJob {
+        id,
+        attempt,
+        name: row.try_get("name").map_err(db)?,
+        job_type: row.try_get("job_type").map_err(db)?,
+        payload: row.try_get("payload").map_err(db)?,
+        checkpoint: row.try_get("checkpoint").map_err(db)?,
+        retry_count: row.try_get("retry_count").map_err(db)?,
+        max_retries: row.try_get("max_retries").map_err(db)?,
+        created_at: from_us(row.try_get("created_at").map_err(db)?)?,
+        slices: row.try_get("slices").map_err(db)?,
+    })
+}
+
 #[async_trait]
 impl WorkerStore for SqliteStore {
     async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>> {
@@ -599,18 +614,7 @@ impl WorkerStore for SqliteStore {
             .await
             .map_err(db)?;
             if let Some(row) = row {
-                jobs.push(StartedJob {
-                    id: token.id,
-                    attempt: token.attempt,
-                    name: row.try_get("name").map_err(db)?,
-                    job_type: row.try_get("job_type").map_err(db)?,
-                    payload: row.try_get("payload").map_err(db)?,
-                    checkpoint: row.try_get("checkpoint").map_err(db)?,
-                    retry_count: row.try_get("retry_count").map_err(db)?,
-                    max_retries: row.try_get("max_retries").map_err(db)?,
-                    created_at: from_us(row.try_get("created_at").map_err(db)?)?,
-                    slices: row.try_get("slices").map_err(db)?,
-                });
+                jobs.push(started_from_row(&row, token.id, token.attempt)?);
             }
         }
         Ok(jobs)

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
 use jobsched_core::ports::{Finished, Outcome, Store, Token, Update};
 use jobsched_core::{
     CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
-    PolicySettings,
+    PolicySettings, StartedJob,
 };
 use jobsched_store::testing::TestDb;
 use serde_json::json;
@@ -116,7 +116,12 @@ async fn schedule(
         .await
         .unwrap();
     assert_eq!(applied.len(), 1, "schedule {id}");
-    applied[0]
+    applied[0].token()
+}
+
+/// The tokens of the jobs a claim returned.
+fn scheduled_tokens(jobs: Vec<StartedJob>) -> Vec<Token> {
+    jobs.iter().map(StartedJob::token).collect()
 }
 
 /// PENDING → SCHEDULED → RUNNING for `owner`, lease until `lease_until`; returns the token.
@@ -522,10 +527,14 @@ async fn mark_scheduled_is_fenced_by_attempt(db: &TestDb) {
     let b0 = Token { id: b, attempt: 0 };
     // Input order is kept and a duplicate token is applied once.
     let applied = s.mark_scheduled(&[b0, a0, b0], t(1), t(31)).await.unwrap();
+    let tokens: Vec<Token> = applied.iter().map(StartedJob::token).collect();
     assert_eq!(
-        applied,
+        tokens,
         vec![Token { id: b, attempt: 1 }, Token { id: a, attempt: 1 }]
     );
+    // The claim returns the jobs as a worker would read them.
+    assert_eq!(applied[0].name, "b");
+    assert_eq!(s.fetch(&tokens).await.unwrap(), applied);
     let aj = job(&s, a).await;
     assert_eq!(aj.status, JobStatus::Scheduled);
     assert_eq!(aj.attempt, 1);
@@ -1372,8 +1381,8 @@ async fn concurrent_mark_scheduled_claims_each_job_once(db: &TestDb) {
     let a = tokio::spawn(async move { fa.mark_scheduled(&ta, t(1), t(30)).await });
     let b = tokio::spawn(async move { fb.mark_scheduled(&reversed, t(1), t(30)).await });
     let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
-    assert!(a.iter().chain(&b).all(|t| t.attempt == 1));
-    let ids = |v: &[Token]| v.iter().map(|tok| tok.id).collect::<Vec<_>>();
+    assert!(a.iter().chain(&b).all(|j| j.attempt == 1));
+    let ids = |v: &[StartedJob]| v.iter().map(|j| j.id).collect::<Vec<_>>();
     assert_partition(&ids(&a), &ids(&b), &tokens);
     assert_eq!(s1.stats().await.unwrap().scheduled, 200);
 }
@@ -1382,7 +1391,7 @@ async fn concurrent_start_claims_each_job_once(db: &TestDb) {
     let s1 = db.store().await;
     let s2 = db.store().await;
     let pending = pending_tokens(&s1, 200).await;
-    let tokens = s1.mark_scheduled(&pending, t(1), t(30)).await.unwrap();
+    let tokens = scheduled_tokens(s1.mark_scheduled(&pending, t(1), t(30)).await.unwrap());
     assert_eq!(tokens.len(), 200);
     let ta: Vec<(Token, DateTime<Utc>)> = tokens.iter().map(|tok| (*tok, t(2))).collect();
     let reversed: Vec<(Token, DateTime<Utc>)> = ta.iter().rev().copied().collect();
@@ -1540,7 +1549,7 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
         }
         v
     };
-    let scheduled = s.mark_scheduled(&tokens, t(2002), t(3000)).await.unwrap();
+    let scheduled = scheduled_tokens(s.mark_scheduled(&tokens, t(2002), t(3000)).await.unwrap());
     assert_eq!(scheduled.len(), 4);
     let now = statuses(&s).await;
     assert_transitions_allowed(&prev, &now);

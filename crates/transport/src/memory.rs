@@ -1,7 +1,7 @@
 //! The in-process transport for the single-process dev mode.
 
 use async_trait::async_trait;
-use jobsched_core::ports::{Event, Subscription, Token, Transport, WorkerSlots};
+use jobsched_core::ports::{Dispatched, Event, Subscription, Token, Transport, WorkerSlots};
 use jobsched_core::{DeadLetter, JobId, PolicySettings, Result};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +22,8 @@ pub struct MemoryTransport {
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<Token>,
+    /// Jobs kept for their tokens' takers (see [`Transport::push_dispatched`]).
+    dispatched: HashMap<Token, Dispatched>,
     in_flight: HashMap<String, Vec<Token>>,
     idle: HashMap<String, u32>,
     total: HashMap<String, u32>,
@@ -67,16 +69,26 @@ impl MemoryTransport {
 
 #[async_trait]
 impl Transport for MemoryTransport {
-    async fn push_ready(&self, tokens: &[Token]) -> Result<()> {
+    async fn push_dispatched(&self, tokens: &[Token], jobs: &[Dispatched]) -> Result<()> {
         if tokens.is_empty() {
             return Ok(());
         }
-        self.lock().ready.extend(tokens.iter().copied());
+        {
+            let mut state = self.lock();
+            state.ready.extend(tokens.iter().copied());
+            for d in jobs {
+                state.dispatched.insert(d.job.token(), d.clone());
+            }
+        }
         self.emit(Event::ReadyPushed);
         Ok(())
     }
 
-    async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>> {
+    async fn take_dispatched(
+        &self,
+        worker: &str,
+        max: u32,
+    ) -> Result<Vec<(Token, Option<Dispatched>)>> {
         let mut state = self.lock();
         let n = state.ready.len().min(max as usize);
         let taken: Vec<Token> = state.ready.drain(..n).collect();
@@ -87,6 +99,10 @@ impl Transport for MemoryTransport {
                 .or_default()
                 .extend(taken.iter().copied());
         }
+        let taken = taken
+            .into_iter()
+            .map(|t| (t, state.dispatched.remove(&t)))
+            .collect();
         // `n <= max`, so this fits in u32.
         let left = max - n as u32;
         let before = state.idle.insert(worker.to_string(), left);

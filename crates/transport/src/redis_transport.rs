@@ -4,7 +4,7 @@ use crate::error::{TransportError, redact_url};
 use crate::{decode_tokens, event_from_name, event_name};
 use async_trait::async_trait;
 use futures::StreamExt;
-use jobsched_core::ports::{Event, Subscription, Token, Transport, WorkerSlots};
+use jobsched_core::ports::{Dispatched, Event, Subscription, Token, Transport, WorkerSlots};
 use jobsched_core::{DeadLetter, JobId, PolicySettings, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
 use redis::{AsyncCommands, Client, Script};
@@ -35,7 +35,8 @@ macro_rules! lua {
     };
 }
 
-/// KEYS: ready, in-flight list, idle, events. ARGV: worker, max, SlotsFree event name.
+/// KEYS: ready, in-flight list, idle, events, dispatched jobs. ARGV: worker, max, SlotsFree
+/// event name. Returns the tokens taken and, for each, its kept job (or nil); those are removed.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -56,7 +57,16 @@ redis.call('HSET', KEYS[3], ARGV[1], left)
 if left > 0 and tostring(left) ~= before then
   redis.call('PUBLISH', KEYS[4], ARGV[3])
 end
-return taken
+local jobs = {}
+for i = 1, #taken, 1000 do
+  local chunk = {unpack(taken, i, math.min(i + 999, #taken))}
+  local got = redis.call('HMGET', KEYS[5], unpack(chunk))
+  for j = 1, #chunk do
+    jobs[#jobs + 1] = got[j]
+  end
+  redis.call('HDEL', KEYS[5], unpack(chunk))
+end
+return {taken, jobs}
 ",
     )
 });
@@ -216,6 +226,7 @@ struct Keys {
     policy: String,
     dead_letter: String,
     events: String,
+    dispatched: String,
 }
 
 impl Keys {
@@ -230,6 +241,7 @@ impl Keys {
             policy: format!("{prefix}:policy"),
             dead_letter: format!("{prefix}:dead_letter"),
             events: format!("{prefix}:events"),
+            dispatched: format!("{prefix}:dispatched"),
         }
     }
 
@@ -415,16 +427,28 @@ impl RedisTransport {
 
 #[async_trait]
 impl Transport for RedisTransport {
-    async fn push_ready(&self, tokens: &[Token]) -> Result<()> {
+    async fn push_dispatched(&self, tokens: &[Token], jobs: &[Dispatched]) -> Result<()> {
         if tokens.is_empty() {
             return Ok(());
         }
+        let keys = self.keys();
         let encoded: Vec<String> = tokens.iter().map(Token::encode).collect();
-        redis::pipe()
-            .atomic()
-            .rpush(&self.keys().ready, encoded)
+        let mut kept = Vec::with_capacity(jobs.len());
+        for d in jobs {
+            let json = serde_json::to_string(d).map_err(|source| TransportError::Json {
+                key: keys.dispatched.clone(),
+                source,
+            })?;
+            kept.push((d.job.token().encode(), json));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !kept.is_empty() {
+            pipe.hset_multiple(&keys.dispatched, &kept).ignore();
+        }
+        pipe.rpush(&keys.ready, encoded)
             .ignore()
-            .publish(&self.keys().events, event_name(Event::ReadyPushed))
+            .publish(&keys.events, event_name(Event::ReadyPushed))
             .ignore()
             .exec_async(&mut self.conn())
             .await
@@ -432,21 +456,41 @@ impl Transport for RedisTransport {
         Ok(())
     }
 
-    async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>> {
+    async fn take_dispatched(
+        &self,
+        worker: &str,
+        max: u32,
+    ) -> Result<Vec<(Token, Option<Dispatched>)>> {
         let keys = self.keys();
         let in_flight = keys.in_flight(worker);
-        let raw: Vec<String> = TAKE
+        let (raw, jobs): (Vec<String>, Vec<Option<String>>) = TAKE
             .key(&keys.ready)
             .key(&in_flight)
             .key(&keys.idle)
             .key(&keys.events)
+            .key(&keys.dispatched)
             .arg(worker)
             .arg(max)
             .arg(event_name(Event::SlotsFree))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err("take", e))?;
-        Ok(decode_tokens(raw, &in_flight))
+        let mut taken = Vec::with_capacity(raw.len());
+        for (raw, job) in raw
+            .into_iter()
+            .zip(jobs.into_iter().chain(std::iter::repeat(None)))
+        {
+            let Some(token) = Token::decode(&raw) else {
+                tracing::warn!(key = %in_flight, entry = %raw, "ignoring a malformed token");
+                continue;
+            };
+            // A kept job that does not parse (another version wrote it) is read from the store.
+            let job = job
+                .and_then(|j| serde_json::from_str::<Dispatched>(&j).ok())
+                .filter(|d| d.job.token() == token);
+            taken.push((token, job));
+        }
+        Ok(taken)
     }
 
     async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()> {

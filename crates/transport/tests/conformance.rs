@@ -6,8 +6,8 @@
 //! unreachable the Redis tests are skipped with a message, or fail when `CI=true`.
 
 use chrono::Utc;
-use jobsched_core::ports::{Event, Subscription, Token, Transport, WorkerSlots};
-use jobsched_core::{DeadLetter, PolicyKind, PolicySettings};
+use jobsched_core::ports::{Dispatched, Event, Subscription, Token, Transport, WorkerSlots};
+use jobsched_core::{DeadLetter, PolicyKind, PolicySettings, StartedJob};
 use jobsched_transport::{MemoryTransport, RedisTransport, TransportError};
 use std::collections::HashSet;
 use std::future::Future;
@@ -314,6 +314,45 @@ async fn release_returns_tokens_to_the_front(s: &Subject) {
     );
 }
 
+fn dispatched(token: Token, name: &str) -> Dispatched {
+    Dispatched {
+        job: StartedJob {
+            id: token.id,
+            attempt: token.attempt,
+            name: name.into(),
+            job_type: "sleep".into(),
+            payload: serde_json::json!({ "duration": 0.5, "note": "ünïcode ✓" }),
+            checkpoint: Some(serde_json::json!({ "remaining": 0.25 })),
+            retry_count: 1,
+            max_retries: 3,
+            created_at: Utc::now(),
+            slices: 2,
+        },
+        dispatched_at: Utc::now(),
+    }
+}
+
+async fn dispatched_jobs_travel_with_their_tokens_once(s: &Subject) {
+    let t = s.t();
+    let all = tokens(3);
+    let (d0, d2) = (dispatched(all[0], "zero"), dispatched(all[2], "two"));
+    // all[1] is pushed without its job (the taker reads it from the store).
+    t.push_dispatched(&all, &[d0.clone(), d2.clone()])
+        .await
+        .unwrap();
+    assert_eq!(t.ready_len().await.unwrap(), 3);
+    let taken = t.take_dispatched("w", 2).await.unwrap();
+    assert_eq!(taken, [(all[0], Some(d0)), (all[1], None)]);
+    // Handed back and taken again: the job is no longer kept (it was taken once).
+    t.release("w", &[all[0]]).await.unwrap();
+    let taken = t.take_dispatched("v", 5).await.unwrap();
+    assert_eq!(taken, [(all[0], None), (all[2], Some(d2))]);
+    assert_eq!(t.in_flight("v").await.unwrap(), [all[0], all[2]]);
+    // Plain pushes and takes see the same queue.
+    t.push_ready(&[all[1]]).await.unwrap();
+    assert_eq!(t.take("u", 1).await.unwrap(), [all[1]]);
+}
+
 async fn contains_sees_ready_and_in_flight(s: &Subject) {
     let t = s.t();
     let all = tokens(3);
@@ -478,6 +517,7 @@ conformance!(
     concurrent_takers_share_without_overlap,
     ack_removes_only_given_tokens,
     release_returns_tokens_to_the_front,
+    dispatched_jobs_travel_with_their_tokens_once,
     contains_sees_ready_and_in_flight,
     report_slots_and_list_workers,
     reaping_returns_in_flight_to_front,

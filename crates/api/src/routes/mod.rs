@@ -58,6 +58,14 @@ impl QueryPairs {
     }
 }
 
+/// Tell the engine about a submission just committed, unless the store's commit already did
+/// (Postgres notifies the engine itself, a hop sooner; see `DispatchStore::committed_notices`).
+pub(crate) async fn announce_submission(state: &AppState, seq: Option<i64>) {
+    if !state.store.announces_commits() {
+        publish_jobs_available(state, seq).await;
+    }
+}
+
 /// Tell the engine new PENDING jobs exist; `seq` is the queue-entry sequence number of the one
 /// just committed, if there is exactly one. A transport failure is logged, not returned: the
 /// job is durably stored and the engine's periodic poll will find it.

@@ -8,7 +8,7 @@ use chrono::Utc;
 use jobsched_api::{ApiConfig, AppState};
 use jobsched_client::Client;
 use jobsched_core::ports::{
-    Event, Outcome, Store, Subscription, SystemClock, Token, Transport, WorkerSlots,
+    Dispatched, Event, Outcome, Store, Subscription, SystemClock, Token, Transport, WorkerSlots,
 };
 use jobsched_core::{DeadLetter, Job, JobId, NewJob, PolicySettings};
 use jobsched_jobs::{DataDir, Registry};
@@ -69,10 +69,14 @@ fn down<T>() -> jobsched_core::Result<T> {
 
 #[async_trait]
 impl Transport for DownTransport {
-    async fn push_ready(&self, _: &[Token]) -> jobsched_core::Result<()> {
+    async fn push_dispatched(&self, _: &[Token], _: &[Dispatched]) -> jobsched_core::Result<()> {
         down()
     }
-    async fn take(&self, _: &str, _: u32) -> jobsched_core::Result<Vec<Token>> {
+    async fn take_dispatched(
+        &self,
+        _: &str,
+        _: u32,
+    ) -> jobsched_core::Result<Vec<(Token, Option<Dispatched>)>> {
         down()
     }
     async fn ack(&self, _: &str, _: &[Token]) -> jobsched_core::Result<()> {
@@ -318,7 +322,7 @@ impl Harness {
             .await
             .unwrap();
         assert_eq!(tokens.len(), 1, "mark_scheduled did not apply");
-        tokens[0]
+        tokens[0].token()
     }
 
     /// PENDING → SCHEDULED → RUNNING; returns the token.
