@@ -37,7 +37,7 @@ macro_rules! suite {
 
 suite!(
     submit_get_list_stats,
-    submit_announces_its_committed_seq,
+    submit_publishes_its_committed_seq,
     submission_errors_are_fastapi_422,
     malformed_bodies_are_422,
     batch_submission,
@@ -173,22 +173,11 @@ async fn submit_get_list_stats(backend: Backend) {
     h.finish().await;
 }
 
-async fn submit_announces_its_committed_seq(backend: Backend) {
+async fn submit_publishes_its_committed_seq(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {
         return;
     };
-    // Postgres announces a commit itself (the engine listens to the store); other stores
-    // leave it to the API, which publishes through the transport.
-    let mut events = match h.store.committed_notices().await.unwrap() {
-        Some(notices) => {
-            assert!(h.store.announces_commits());
-            notices
-        }
-        None => {
-            assert!(!h.store.announces_commits());
-            h.transport.subscribe().await.unwrap()
-        }
-    };
+    let mut events = h.transport.subscribe().await.unwrap();
     let wait_event = async {
         tokio::time::timeout(Duration::from_secs(10), events.recv())
             .await

@@ -94,12 +94,6 @@ pub trait JobRepo: Send + Sync {
     async fn stats(&self) -> Result<JobStats>;
     /// PENDING/SCHEDULED → CANCELLED.
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;
-    /// Whether committing an insert by itself tells a listening engine
-    /// ([`DispatchStore::committed_notices`]); if not, the submitter publishes
-    /// [`Event::Committed`] through the transport.
-    fn announces_commits(&self) -> bool {
-        false
-    }
 }
 
 /// What the rescuer did in one pass.
@@ -131,13 +125,6 @@ pub trait DispatchStore: Send + Sync {
     ) -> Result<Vec<StartedJob>>;
     /// Take back expired leases (see [`RescueReport`]).
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport>;
-    /// Notices of committed submissions, straight from the store: each yields
-    /// [`Event::Committed`] with the lowest queue-entry sequence number a submission wrote. `None`
-    /// when the store has no such channel (the transport's events then carry the news). The
-    /// subscription ends when its connection is lost; subscribe again.
-    async fn committed_notices(&self) -> Result<Option<Box<dyn Subscription>>> {
-        Ok(None)
-    }
 }
 
 /// How a run ended, as recorded by the worker.

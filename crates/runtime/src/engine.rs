@@ -18,7 +18,7 @@ use jobsched_metrics::metrics;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// A PENDING job waiting for its `run_at`.
@@ -95,18 +95,7 @@ impl Engine {
         // engine stops: leadership lost or shutdown.
         let maintenance_stop = stop.child_token();
         let _stop_maintenance = maintenance_stop.clone().drop_guard();
-        let mut maintenance = tokio::spawn(maintenance(
-            self.rt.clone(),
-            every,
-            maintenance_stop.clone(),
-        ));
-        // Commit notices from the store reach the engine one hop sooner than the API's publish.
-        let (notice_tx, mut notices) = mpsc::unbounded_channel();
-        tokio::spawn(forward_notices(
-            self.rt.clone(),
-            notice_tx,
-            maintenance_stop,
-        ));
+        let mut maintenance = tokio::spawn(maintenance(self.rt.clone(), every, maintenance_stop));
         let mut rescue = tokio::time::interval(every);
         rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut policy_dirty = false;
@@ -135,12 +124,6 @@ impl Engine {
                     };
                     handle(ev);
                     while let Ok(ev) = events.try_recv() { handle(Ok(ev)); }
-                }
-                Some(ev) = notices.recv() => {
-                    policy_dirty |= self.note_event(ev);
-                    while let Ok(ev) = notices.try_recv() {
-                        policy_dirty |= self.note_event(ev);
-                    }
                 }
                 _ = rescue.tick() => {
                     // The periodic tick also re-asserts the settings: Redis may have been flushed.
@@ -426,51 +409,6 @@ impl Engine {
         }
         self.saturated = demand == 0;
         Ok(())
-    }
-}
-
-/// Forward the store's commit notices (if it has any) to `tx` until `stop`, listening again
-/// after a lost connection.
-async fn forward_notices(rt: Runtime, tx: mpsc::UnboundedSender<Event>, stop: CancellationToken) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let sub = tokio::select! {
-            _ = stop.cancelled() => return,
-            s = rt.store.committed_notices() => s,
-        };
-        match sub {
-            Ok(None) => return,
-            Ok(Some(mut sub)) => {
-                delay = Duration::from_millis(100);
-                // Whatever was committed while nobody listened is found by the next step.
-                if tx.send(Event::JobsAvailable).is_err() {
-                    return;
-                }
-                loop {
-                    let ev = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        ev = sub.recv() => ev,
-                    };
-                    match ev {
-                        Some(ev) => {
-                            if tx.send(ev).is_err() {
-                                return;
-                            }
-                        }
-                        None => break,
-                    }
-                }
-                tracing::warn!("commit notices from the store ended; listening again");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for commit notices; retrying in {delay:?}");
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

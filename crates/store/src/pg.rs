@@ -19,8 +19,8 @@ use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
-    ControlStore, DeadLetterStore, DispatchStore, Event, Finished, JobRepo, Outcome, RescueReport,
-    Subscription, Token, Update, WorkerStore,
+    ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, RescueReport, Token,
+    Update, WorkerStore,
 };
 use jobsched_core::{
     CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
@@ -28,7 +28,7 @@ use jobsched_core::{
 };
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -322,11 +322,6 @@ impl JobRepo for PgStore {
             .await
             .map_err(db)?;
         job_from_row(&row)
-    }
-
-    fn announces_commits(&self) -> bool {
-        // The `jobs_notify_committed` trigger (migration 0002).
-        true
     }
 
     async fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Result<Vec<JobId>> {
@@ -624,42 +619,6 @@ impl DispatchStore for PgStore {
         report.undispatched.sort();
         report.dead_lettered.sort_by_key(|d| d.job_id);
         Ok(report)
-    }
-
-    async fn committed_notices(&self) -> Result<Option<Box<dyn Subscription>>> {
-        // A pool of its own, so the listening connection never takes one of the store's.
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with((*self.pool.connect_options()).clone());
-        let mut listener = PgListener::connect_with(&pool).await.map_err(db)?;
-        // Lost connections end the subscription (the caller resubscribes and re-reads).
-        listener.eager_reconnect(false);
-        listener.listen(COMMITTED_CHANNEL).await.map_err(db)?;
-        Ok(Some(Box::new(CommittedNotices { listener })))
-    }
-}
-
-/// Channel of the `jobs_notify_committed` trigger (migration 0002).
-const COMMITTED_CHANNEL: &str = "jobsched_committed";
-
-/// [`DispatchStore::committed_notices`] on a listening connection.
-struct CommittedNotices {
-    listener: PgListener,
-}
-
-#[async_trait]
-impl Subscription for CommittedNotices {
-    async fn recv(&mut self) -> Option<Event> {
-        loop {
-            match self.listener.try_recv().await {
-                Ok(Some(n)) => match n.payload().parse() {
-                    Ok(seq) => return Some(Event::Committed(seq)),
-                    Err(_) => tracing::debug!(payload = n.payload(), "ignoring a malformed notice"),
-                },
-                Ok(None) | Err(_) => return None,
-            }
-        }
     }
 }
 

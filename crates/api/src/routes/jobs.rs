@@ -6,7 +6,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, parse_job_id, parse_submission};
-use crate::routes::{QueryPairs, announce_submission};
+use crate::routes::{QueryPairs, publish_jobs_available};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -50,7 +50,7 @@ pub async fn submit(
         .jobs_submitted
         .with_label_values(&[job.job_type.as_str()])
         .inc();
-    announce_submission(&state, Some(job.seq)).await;
+    publish_jobs_available(&state, Some(job.seq));
     Ok((StatusCode::CREATED, Json(job.into())))
 }
 
@@ -102,7 +102,7 @@ pub async fn submit_batch(
             .with_label_values(&[job.job_type.as_str()])
             .inc();
     }
-    announce_submission(&state, None).await;
+    publish_jobs_available(&state, None);
     Ok((StatusCode::CREATED, Json(BatchCreated { ids })))
 }
 

@@ -58,23 +58,19 @@ impl QueryPairs {
     }
 }
 
-/// Tell the engine about a submission just committed, unless the store's commit already did
-/// (Postgres notifies the engine itself, a hop sooner; see `DispatchStore::committed_notices`).
-pub(crate) async fn announce_submission(state: &AppState, seq: Option<i64>) {
-    if !state.store.announces_commits() {
-        publish_jobs_available(state, seq).await;
-    }
-}
-
 /// Tell the engine new PENDING jobs exist; `seq` is the queue-entry sequence number of the one
-/// just committed, if there is exactly one. A transport failure is logged, not returned: the
-/// job is durably stored and the engine's periodic poll will find it.
-pub(crate) async fn publish_jobs_available(state: &AppState, seq: Option<i64>) {
+/// just committed, if there is exactly one. The response does not wait for it: the publish goes
+/// out beside the reply. A transport failure is logged, not returned: the job is durably stored
+/// and the engine's periodic poll will find it.
+pub(crate) fn publish_jobs_available(state: &AppState, seq: Option<i64>) {
     let event = seq.map_or(Event::JobsAvailable, Event::Committed);
-    if let Err(e) = state.transport.publish(event).await {
-        tracing::warn!(
-            error = %e,
-            "could not announce the new job; the engine will find it on its next poll"
-        );
-    }
+    let transport = state.transport.clone();
+    tokio::spawn(async move {
+        if let Err(e) = transport.publish(event).await {
+            tracing::warn!(
+                error = %e,
+                "could not announce the new job; the engine will find it on its next poll"
+            );
+        }
+    });
 }
