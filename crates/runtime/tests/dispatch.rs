@@ -673,3 +673,68 @@ async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_while_its_token_waits_never_starts() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let new = NewJob::new("b", "flaky", None, None, Some(json!({})), Some(0)).unwrap();
+    let b = env.store.insert(&new, Utc::now()).await.unwrap();
+    // w1 announces a free slot before it runs: the engine dispatches `b`, its data with the token.
+    env.redis
+        .report_slots("w1", 1, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut engine = jobsched_runtime::engine::Engine::new(env.runtime("engine-only", 0));
+    engine.step().await.unwrap();
+    let bj = env.store.get(b.id).await.unwrap().unwrap();
+    assert_eq!(bj.status, JobStatus::Scheduled);
+    assert_eq!(env.redis.ready_len().await.unwrap(), 1);
+    assert_eq!(
+        env.store.cancel(b.id, Utc::now()).await.unwrap(),
+        jobsched_core::CancelOutcome::Cancelled
+    );
+    // The data that travels with the token ages past the window the worker trusts it for.
+    tokio::time::sleep(jobsched_runtime::worker::REVALIDATE_AFTER + Duration::from_millis(20))
+        .await;
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut rt = env.runtime("w1", 1);
+    let mut registry = Registry::builtin();
+    registry.register(Arc::new(Flaky {
+        runs: runs.clone(),
+        panics: 0,
+    }));
+    rt.registry = registry;
+    rt.config.dispatch_ttl = Duration::from_secs(60);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    // w1 takes the token, reads the job again, finds it cancelled, drops and acknowledges it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = env.redis.ready_len().await.unwrap();
+        let held = env.redis.in_flight("w1").await.unwrap();
+        if ready == 0 && held.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ready {ready}, w1 still holds {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    h.await.unwrap();
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the cancelled job's body ran"
+    );
+    let bj = env.store.get(b.id).await.unwrap().unwrap();
+    assert_eq!(
+        (bj.status, bj.started_at, bj.slices),
+        (JobStatus::Cancelled, None, 0),
+        "{bj:?}"
+    );
+    env.cleanup().await;
+}
