@@ -37,7 +37,7 @@ macro_rules! suite {
 
 suite!(
     submit_get_list_stats,
-    submit_publishes_its_committed_seq,
+    submit_announces_the_committed_job,
     submission_errors_are_fastapi_422,
     malformed_bodies_are_422,
     batch_submission,
@@ -173,7 +173,7 @@ async fn submit_get_list_stats(backend: Backend) {
     h.finish().await;
 }
 
-async fn submit_publishes_its_committed_seq(backend: Backend) {
+async fn submit_announces_the_committed_job(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {
         return;
     };
@@ -192,16 +192,35 @@ async fn submit_publishes_its_committed_seq(backend: Backend) {
     };
     let event = tokio::select! {
         e = wait_event => e,
-        () = submitter => panic!("no Committed event after 50 submissions"),
+        () = submitter => panic!("no Submitted event after 50 submissions"),
     };
-    // The event names the queue-entry sequence number of a job that was just stored.
-    let Some(Event::Committed(seq)) = event else {
-        panic!("expected Committed(seq), got {event:?}");
+    // The event carries a job just stored, with its queue data as the store has it.
+    let Some(Event::Submitted(announced)) = event else {
+        panic!("expected Submitted(job), got {event:?}");
     };
-    let jobs = jobsched_store::testing::all_jobs(h.store.as_ref()).await;
-    assert!(
-        jobs.iter().any(|j| j.seq == seq),
-        "seq {seq} is no stored job's"
+    let stored = h
+        .store
+        .get(announced.queued.id)
+        .await
+        .unwrap()
+        .expect("the announced job is stored");
+    assert_eq!(
+        (
+            stored.seq,
+            stored.priority,
+            stored.estimated_duration,
+            stored.attempt,
+            stored.run_at,
+            stored.status
+        ),
+        (
+            announced.queued.seq,
+            announced.queued.priority,
+            announced.queued.estimated_duration,
+            announced.queued.attempt,
+            announced.run_at,
+            JobStatus::Pending
+        )
     );
     h.finish().await;
 }

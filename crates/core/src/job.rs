@@ -251,7 +251,7 @@ pub enum CancelOutcome {
 }
 
 /// A PENDING job as the engine sees it: enough to order and dispatch it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PendingJob {
     /// Ordering data.
     pub queued: crate::policy::QueuedJob,

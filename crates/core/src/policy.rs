@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// What a policy needs to know about a waiting job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QueuedJob {
     /// Job id.
     pub id: JobId,
@@ -462,7 +462,7 @@ mod tests {
                     Op::Enqueue(p, e) => {
                         seq += 1;
                         let j = job(seq, p, f64::from(e) / 4.0);
-                        model.push(j.clone());
+                        model.push(j);
                         policy.enqueue(j);
                     }
                     Op::Dequeue => {

@@ -284,7 +284,7 @@ pub struct WorkerSlots {
 }
 
 /// Events broadcast between processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// New PENDING jobs exist (submission, retry, requeue): the engine should look.
     JobsAvailable,
@@ -298,6 +298,10 @@ pub enum Event {
     /// drawn before commit, so this one may be lower than what the engine has already read;
     /// the engine then re-reads from it instead of waiting for its periodic rescan.
     Committed(i64),
+    /// This PENDING job was just committed (one submission): what [`Event::Committed`] says,
+    /// plus the job's queue data, so an engine with a free slot can decide without reading the
+    /// queue first.
+    Submitted(PendingJob),
 }
 
 /// A subscription to [`Event`]s.

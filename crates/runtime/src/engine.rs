@@ -60,6 +60,14 @@ pub struct Engine {
     ticks: u64,
     /// The last dispatch left no free slot uncovered (see [`Engine::step`]).
     saturated: bool,
+    /// Free slots the last dispatch left uncovered because the queue ran dry. Only this engine
+    /// covers slots, so until a step reads them again this is a lower bound on the free slots
+    /// (a worker that stopped meanwhile is the exception: its token waits for another worker).
+    spare: u64,
+    /// Jobs announced by [`Event::Submitted`] since the last step.
+    announced: Vec<PendingJob>,
+    /// News of jobs not announced with their data arrived since the last queue read.
+    unread_news: bool,
 }
 
 /// How many PENDING rows one load query reads.
@@ -80,6 +88,9 @@ impl Engine {
             cursor_history: std::collections::VecDeque::new(),
             ticks: 0,
             saturated: false,
+            spare: 0,
+            announced: Vec::new(),
+            unread_news: false,
         }
     }
 
@@ -201,13 +212,22 @@ impl Engine {
 
     /// Take note of an event before the next [`Engine::step`]; returns whether the policy
     /// settings must be re-read. A `Committed` seq below the cursor makes the next step re-read
-    /// the queue from there.
+    /// the queue from there; a `Submitted` job is queued by the next step as announced.
     pub fn note_event(&mut self, event: Event) -> bool {
         match event {
             Event::PolicyChanged => true,
-            Event::Committed(seq) if seq <= self.cursor => {
-                let from = seq - 1;
-                self.rescan_from = Some(self.rescan_from.map_or(from, |r| r.min(from)));
+            Event::Submitted(job) => {
+                self.announced.push(job);
+                false
+            }
+            Event::JobsAvailable | Event::Committed(_) => {
+                self.unread_news = true;
+                if let Event::Committed(seq) = event
+                    && seq <= self.cursor
+                {
+                    let from = seq - 1;
+                    self.rescan_from = Some(self.rescan_from.map_or(from, |r| r.min(from)));
+                }
                 false
             }
             _ => false,
@@ -226,10 +246,19 @@ impl Engine {
         // below the cursor is re-read through its `Committed` event, or else by the rescan).
         let decided_at = self.rt.clock.now();
         let paused = self.settings.paused;
+        let announced = self.queue_announced();
         if paused {
             self.load_pending().await?;
             self.promote_delayed();
             return Ok(());
+        }
+        if announced && self.spare > 0 && !self.unread_news && self.rescan_from.is_none() {
+            // Submissions arrived while slots the last step saw free are still uncovered, and
+            // nothing else is known to be new: decide now, among the jobs as announced, instead
+            // of reading the queue and the slots first. Free slots mean no backlog to order.
+            // A job whose announcement is still on its way is read by a later step.
+            self.promote_delayed();
+            return self.dispatch(decided_at, self.spare, 0).await;
         }
         let (idle, ready) = if self.saturated {
             // Every slot was covered at the last step: look at the slots first and read the
@@ -254,6 +283,33 @@ impl Engine {
         self.dispatch(decided_at, idle, ready).await
     }
 
+    /// Queue the jobs [`Event::Submitted`] announced (those not known yet); true if any was.
+    fn queue_announced(&mut self) -> bool {
+        let now = self.rt.clock.now();
+        let mut any = false;
+        for job in std::mem::take(&mut self.announced) {
+            any |= self.hold(job, now);
+        }
+        any
+    }
+
+    /// Hold a PENDING job in the policy, or until its `run_at` in the delay heap; false if it
+    /// is held already.
+    fn hold(&mut self, PendingJob { queued, run_at }: PendingJob, now: DateTime<Utc>) -> bool {
+        if !self.known.insert(queued.id) {
+            return false;
+        }
+        if run_at > now {
+            self.delayed.push(Reverse(Delayed {
+                run_at,
+                job: queued,
+            }));
+        } else {
+            self.policy.enqueue(queued);
+        }
+        true
+    }
+
     /// Read newly committed PENDING jobs into the policy without dispatching (what a step does
     /// before deciding; a step skips it while no slot is free).
     pub async fn load(&mut self) -> jobsched_core::Result<()> {
@@ -263,6 +319,13 @@ impl Engine {
     }
 
     async fn load_pending(&mut self) -> jobsched_core::Result<()> {
+        let news = std::mem::replace(&mut self.unread_news, false);
+        let loaded = self.read_new_pending().await;
+        self.unread_news |= news && loaded.is_err();
+        loaded
+    }
+
+    async fn read_new_pending(&mut self) -> jobsched_core::Result<()> {
         match self.rescan_from.take() {
             Some(from) if from < self.cursor => {
                 if let Err(e) = self.load_pending_from(from).await {
@@ -304,20 +367,10 @@ impl Engine {
             let page = self.rt.store.pending_after(after, LOAD_PAGE).await?;
             let n = page.len();
             let now = self.rt.clock.now();
-            for PendingJob { queued, run_at } in page {
-                after = after.max(queued.seq);
-                self.cursor = self.cursor.max(queued.seq);
-                if !self.known.insert(queued.id) {
-                    continue;
-                }
-                if run_at > now {
-                    self.delayed.push(Reverse(Delayed {
-                        run_at,
-                        job: queued,
-                    }));
-                } else {
-                    self.policy.enqueue(queued);
-                }
+            for job in page {
+                after = after.max(job.queued.seq);
+                self.cursor = self.cursor.max(job.queued.seq);
+                self.hold(job, now);
             }
             if n < LOAD_PAGE as usize {
                 return Ok(());
@@ -346,8 +399,10 @@ impl Engine {
         ready: u64,
     ) -> jobsched_core::Result<()> {
         metrics().ready_queue_depth.set(ready as i64);
+        self.spare = 0;
         if self.policy.is_empty() {
             self.saturated = idle <= ready;
+            self.spare = idle.saturating_sub(ready);
             return Ok(());
         }
         let mut demand = idle.saturating_sub(ready) as usize;
@@ -408,6 +463,7 @@ impl Engine {
             demand -= ordered.len().min(demand);
         }
         self.saturated = demand == 0;
+        self.spare = demand as u64;
         Ok(())
     }
 }

@@ -193,7 +193,10 @@ pub async fn run(
                 // engine's business (a take on each would be a wasted round trip).
                 retake |= !matches!(
                     e,
-                    Ok(Event::Committed(_) | Event::SlotsFree | Event::PolicyChanged)
+                    Ok(Event::Committed(_)
+                        | Event::Submitted(_)
+                        | Event::SlotsFree
+                        | Event::PolicyChanged)
                 );
             }
             _ = heartbeat.tick() => {

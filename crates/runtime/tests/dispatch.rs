@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
-use jobsched_core::ports::{Store, SystemClock, Transport};
+use jobsched_core::ports::{Event, Store, SystemClock, Transport};
 use jobsched_core::{Job, JobId, JobStatus, NewJob};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
@@ -20,14 +20,44 @@ struct Env {
     store: Arc<dyn Store>,
     redis: Arc<RedisTransport>,
     data: tempfile::TempDir,
+    _keys: KeyGuard,
 }
+
+/// Deletes the test's Redis keys when dropped, so a test that fails before
+/// [`Env::cleanup`] leaves none behind (on a connection of its own: the test's runtime may be
+/// going down).
+struct KeyGuard {
+    prefix: String,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(t) = RedisTransport::connect(REDIS_URL, &prefix).await {
+                    let _ = t.delete_all_keys().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 impl Env {
     async fn new() -> Option<Env> {
         let db = TestDb::postgres().await?;
         let store = db.store().await;
         let prefix = format!("jobsched-rt-{}", uuid::Uuid::new_v4().simple());
-        let redis = match RedisTransport::connect("redis://127.0.0.1:6379", &prefix).await {
+        let redis = match RedisTransport::connect(REDIS_URL, &prefix).await {
             Ok(r) => Arc::new(r),
             Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
                 eprintln!("skipping: Redis unavailable: {e}");
@@ -40,6 +70,7 @@ impl Env {
             store,
             redis,
             data: tempfile::tempdir().unwrap(),
+            _keys: KeyGuard { prefix },
         })
     }
 
@@ -578,11 +609,11 @@ async fn a_late_committed_submission_is_reread_when_announced() {
     engine.load().await.unwrap();
     assert_eq!(engine.queued(), 1, "the cursor has passed `late`'s seq");
     // The submission's announcement makes the next load read from that seq again.
-    assert!(!engine.note_event(jobsched_core::ports::Event::Committed(late_seq)));
+    assert!(!engine.note_event(Event::Committed(late_seq)));
     engine.load().await.unwrap();
     assert_eq!(engine.queued(), 2);
     // Announcing an already-read seq again changes nothing.
-    assert!(!engine.note_event(jobsched_core::ports::Event::Committed(late_seq)));
+    assert!(!engine.note_event(Event::Committed(late_seq)));
     engine.load().await.unwrap();
     assert_eq!(engine.queued(), 2);
     env.cleanup().await;
@@ -736,5 +767,67 @@ async fn a_job_cancelled_while_its_token_waits_never_starts() {
         (JobStatus::Cancelled, None, 0),
         "{bj:?}"
     );
+    env.cleanup().await;
+}
+
+/// The queue entry of a stored job, as `Event::Submitted` announces it.
+fn announced(job: &Job) -> jobsched_core::PendingJob {
+    jobsched_core::PendingJob {
+        queued: jobsched_core::QueuedJob {
+            id: job.id,
+            seq: job.seq,
+            priority: job.priority,
+            estimated_duration: job.estimated_duration,
+            attempt: job.attempt,
+        },
+        run_at: job.run_at,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_job_takes_a_free_slot_without_a_queue_read() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Priority, 5.0).await;
+    let slots = |idle: u32| {
+        let redis = env.redis.clone();
+        async move {
+            redis
+                .report_slots("w1", idle, idle, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+    };
+    let status = |id| {
+        let store = env.store.clone();
+        async move { store.get(id).await.unwrap().unwrap().status }
+    };
+    let mut engine = jobsched_runtime::engine::Engine::new(env.runtime("engine-only", 0));
+    slots(1).await;
+    // Nothing queued: the slot stays free.
+    engine.step().await.unwrap();
+    // News without data (a batch, a retry) means the queue is read before deciding: the free
+    // slot goes to the committed `urgent`, not to the announced `b`.
+    let urgent = env.submit("urgent", 1, 1.0, json!({"duration": 0})).await;
+    let b = env.submit("b", 9, 1.0, json!({"duration": 0})).await;
+    engine.note_event(Event::JobsAvailable);
+    engine.note_event(Event::Submitted(announced(&b)));
+    engine.step().await.unwrap();
+    assert_eq!(status(urgent.id).await, JobStatus::Scheduled);
+    assert_eq!(status(b.id).await, JobStatus::Pending);
+    // Two more free slots: `b` takes one, one stays free.
+    slots(3).await;
+    engine.step().await.unwrap();
+    assert_eq!(status(b.id).await, JobStatus::Scheduled);
+    assert_eq!(engine.queued(), 0);
+    // Only an announcement arrives: the free slot goes to the announced `d` at once, decided
+    // without reading the queue (`urgent2`, committed but unannounced, is not seen yet).
+    let urgent2 = env.submit("urgent2", 1, 1.0, json!({"duration": 0})).await;
+    let d = env.submit("d", 9, 1.0, json!({"duration": 0})).await;
+    engine.note_event(Event::Submitted(announced(&d)));
+    engine.step().await.unwrap();
+    assert_eq!(status(d.id).await, JobStatus::Scheduled);
+    assert_eq!(status(urgent2.id).await, JobStatus::Pending);
+    assert_eq!(engine.queued(), 0);
+    assert_eq!(env.redis.ready_len().await.unwrap(), 3);
     env.cleanup().await;
 }

@@ -28,6 +28,11 @@ pub(crate) fn event_name(event: Event) -> String {
         Event::ReadyPushed => "ReadyPushed".into(),
         Event::PolicyChanged => "PolicyChanged".into(),
         Event::Committed(seq) => format!("Committed:{seq}"),
+        // Serialising plain numbers, strings and a timestamp cannot fail.
+        Event::Submitted(job) => format!(
+            "Submitted:{}",
+            serde_json::to_string(&job).unwrap_or_default()
+        ),
     }
 }
 
@@ -38,7 +43,10 @@ pub(crate) fn event_from_name(name: &str) -> Option<Event> {
         "SlotsFree" => Event::SlotsFree,
         "ReadyPushed" => Event::ReadyPushed,
         "PolicyChanged" => Event::PolicyChanged,
-        _ => Event::Committed(name.strip_prefix("Committed:")?.parse().ok()?),
+        _ => match name.strip_prefix("Submitted:") {
+            Some(json) => Event::Submitted(serde_json::from_str(json).ok()?),
+            None => Event::Committed(name.strip_prefix("Committed:")?.parse().ok()?),
+        },
     })
 }
 
@@ -68,6 +76,16 @@ mod tests {
             Event::PolicyChanged,
             Event::Committed(0),
             Event::Committed(i64::MAX),
+            Event::Submitted(jobsched_core::PendingJob {
+                queued: jobsched_core::QueuedJob {
+                    id: uuid::Uuid::now_v7(),
+                    seq: 42,
+                    priority: 3,
+                    estimated_duration: 0.125,
+                    attempt: 2,
+                },
+                run_at: chrono::Utc::now(),
+            }),
         ] {
             assert_eq!(event_from_name(&event_name(e)), Some(e));
         }

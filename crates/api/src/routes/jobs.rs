@@ -50,7 +50,7 @@ pub async fn submit(
         .jobs_submitted
         .with_label_values(&[job.job_type.as_str()])
         .inc();
-    publish_jobs_available(&state, Some(job.seq));
+    publish_jobs_available(&state, Some(&job)).await;
     Ok((StatusCode::CREATED, Json(job.into())))
 }
 
@@ -102,7 +102,7 @@ pub async fn submit_batch(
             .with_label_values(&[job.job_type.as_str()])
             .inc();
     }
-    publish_jobs_available(&state, None);
+    publish_jobs_available(&state, None).await;
     Ok((StatusCode::CREATED, Json(BatchCreated { ids })))
 }
 

@@ -9,6 +9,7 @@ use crate::state::AppState;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use jobsched_core::ports::Event;
+use jobsched_core::{Job, PendingJob, QueuedJob};
 
 /// The query string as `(name, value)` pairs; undecodable → 422.
 #[derive(Debug, Default)]
@@ -58,19 +59,27 @@ impl QueryPairs {
     }
 }
 
-/// Tell the engine new PENDING jobs exist; `seq` is the queue-entry sequence number of the one
-/// just committed, if there is exactly one. The response does not wait for it: the publish goes
-/// out beside the reply. A transport failure is logged, not returned: the job is durably stored
-/// and the engine's periodic poll will find it.
-pub(crate) fn publish_jobs_available(state: &AppState, seq: Option<i64>) {
-    let event = seq.map_or(Event::JobsAvailable, Event::Committed);
-    let transport = state.transport.clone();
-    tokio::spawn(async move {
-        if let Err(e) = transport.publish(event).await {
-            tracing::warn!(
-                error = %e,
-                "could not announce the new job; the engine will find it on its next poll"
-            );
-        }
+/// Tell the engine new PENDING jobs exist; `submitted` is the one just committed, if there is
+/// exactly one (the engine can then decide without reading the queue). Sent before the reply,
+/// so the engine hears of the job as early as possible. A transport failure is logged, not
+/// returned: the job is durably stored and the engine's periodic poll will find it.
+pub(crate) async fn publish_jobs_available(state: &AppState, submitted: Option<&Job>) {
+    let event = submitted.map_or(Event::JobsAvailable, |job| {
+        Event::Submitted(PendingJob {
+            queued: QueuedJob {
+                id: job.id,
+                seq: job.seq,
+                priority: job.priority,
+                estimated_duration: job.estimated_duration,
+                attempt: job.attempt,
+            },
+            run_at: job.run_at,
+        })
     });
+    if let Err(e) = state.transport.publish(event).await {
+        tracing::warn!(
+            error = %e,
+            "could not announce the new job; the engine will find it on its next poll"
+        );
+    }
 }

@@ -191,7 +191,7 @@ pub async fn retry_dead_letter(
             if let Err(e) = state.transport.remove_dead_letter(id).await {
                 tracing::warn!(job_id = %id, error = %e, "could not update the dead-letter mirror");
             }
-            publish_jobs_available(&state, None);
+            publish_jobs_available(&state, None).await;
             tracing::info!(job_id = %id, "dead letter re-queued");
             let job = state
                 .store
