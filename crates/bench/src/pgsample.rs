@@ -56,7 +56,7 @@ pub fn label(query: &str) -> String {
                 "SELECT j.id, j.attempt, j.name",
                 "(j.status = 'SCHEDULED') IS TRUE",
             ],
-            "fetch (worker: read SCHEDULED jobs)",
+            "fetch (worker: re-read of SCHEDULED jobs whose data is stale)",
         ),
         (
             &["GROUP BY status"],
