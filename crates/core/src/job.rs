@@ -284,6 +284,22 @@ pub struct StartedJob {
     pub slices: i32,
 }
 
+impl Job {
+    /// The job's queue entry, as the engine holds it while the job is PENDING.
+    pub fn pending(&self) -> PendingJob {
+        PendingJob {
+            queued: crate::policy::QueuedJob {
+                id: self.id,
+                seq: self.seq,
+                priority: self.priority,
+                estimated_duration: self.estimated_duration,
+                attempt: self.attempt,
+            },
+            run_at: self.run_at,
+        }
+    }
+}
+
 impl StartedJob {
     /// The dispatch token of this run.
     pub fn token(&self) -> crate::ports::Token {

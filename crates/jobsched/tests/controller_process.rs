@@ -538,21 +538,7 @@ struct RedisKeys(String);
 
 impl Drop for RedisKeys {
     fn drop(&mut self) {
-        let prefix = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(t) = RedisTransport::connect(REDIS_URL, &prefix).await {
-                    let _ = t.delete_all_keys().await;
-                }
-            });
-        })
-        .join();
+        let _ = RedisTransport::delete_all_keys_blocking(REDIS_URL, &self.0);
     }
 }
 

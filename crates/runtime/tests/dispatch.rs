@@ -24,29 +24,14 @@ struct Env {
 }
 
 /// Deletes the test's Redis keys when dropped, so a test that fails before
-/// [`Env::cleanup`] leaves none behind (on a connection of its own: the test's runtime may be
-/// going down).
+/// [`Env::cleanup`] leaves none behind.
 struct KeyGuard {
     prefix: String,
 }
 
 impl Drop for KeyGuard {
     fn drop(&mut self) {
-        let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(t) = RedisTransport::connect(REDIS_URL, &prefix).await {
-                    let _ = t.delete_all_keys().await;
-                }
-            });
-        })
-        .join();
+        let _ = RedisTransport::delete_all_keys_blocking(REDIS_URL, &self.prefix);
     }
 }
 
@@ -653,6 +638,34 @@ async fn a_saturated_engine_reads_the_queue_only_once_a_slot_frees() {
     env.cleanup().await;
 }
 
+/// A one-slot runtime for `id` that also knows the `flaky` type (no panics), and its run counter.
+fn counting_runtime(env: &Env, id: &str) -> (Runtime, Arc<std::sync::atomic::AtomicU32>) {
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut rt = env.runtime(id, 1);
+    let mut registry = Registry::builtin();
+    registry.register(Arc::new(Flaky {
+        runs: runs.clone(),
+        panics: 0,
+    }));
+    rt.registry = registry;
+    (rt, runs)
+}
+
+/// The cancelled job `id` stayed CANCELLED, never started, and no `flaky` body ran.
+async fn assert_never_started(env: &Env, id: JobId, runs: &std::sync::atomic::AtomicU32) {
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the cancelled job's body ran"
+    );
+    let job = env.store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.started_at, job.slices),
+        (JobStatus::Cancelled, None, 0),
+        "{job:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
     let Some(env) = Env::new().await else { return };
@@ -660,14 +673,7 @@ async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
     let long = env.submit("long", 5, 1.0, json!({"duration": 0.5})).await;
     let new = NewJob::new("b", "flaky", None, None, Some(json!({})), Some(0)).unwrap();
     let b = env.store.insert(&new, Utc::now()).await.unwrap();
-    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut rt = env.runtime("w1", 1);
-    let mut registry = Registry::builtin();
-    registry.register(Arc::new(Flaky {
-        runs: runs.clone(),
-        panics: 0,
-    }));
-    rt.registry = registry;
+    let (mut rt, runs) = counting_runtime(&env, "w1");
     rt.config.prefetch = 1;
     rt.config.dispatch_ttl = Duration::from_secs(60);
     let stop = CancellationToken::new();
@@ -691,17 +697,7 @@ async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
     }
     stop.cancel();
     h.await.unwrap();
-    assert_eq!(
-        runs.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "the cancelled job's body ran"
-    );
-    let bj = env.store.get(b.id).await.unwrap().unwrap();
-    assert_eq!(
-        (bj.status, bj.started_at, bj.slices),
-        (JobStatus::Cancelled, None, 0),
-        "{bj:?}"
-    );
+    assert_never_started(&env, b.id, &runs).await;
     env.cleanup().await;
 }
 
@@ -728,14 +724,7 @@ async fn a_job_cancelled_while_its_token_waits_never_starts() {
     // The data that travels with the token ages past the window the worker trusts it for.
     tokio::time::sleep(jobsched_runtime::worker::REVALIDATE_AFTER + Duration::from_millis(20))
         .await;
-    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut rt = env.runtime("w1", 1);
-    let mut registry = Registry::builtin();
-    registry.register(Arc::new(Flaky {
-        runs: runs.clone(),
-        panics: 0,
-    }));
-    rt.registry = registry;
+    let (mut rt, runs) = counting_runtime(&env, "w1");
     rt.config.dispatch_ttl = Duration::from_secs(60);
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -756,32 +745,8 @@ async fn a_job_cancelled_while_its_token_waits_never_starts() {
     }
     stop.cancel();
     h.await.unwrap();
-    assert_eq!(
-        runs.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "the cancelled job's body ran"
-    );
-    let bj = env.store.get(b.id).await.unwrap().unwrap();
-    assert_eq!(
-        (bj.status, bj.started_at, bj.slices),
-        (JobStatus::Cancelled, None, 0),
-        "{bj:?}"
-    );
+    assert_never_started(&env, b.id, &runs).await;
     env.cleanup().await;
-}
-
-/// The queue entry of a stored job, as `Event::Submitted` announces it.
-fn announced(job: &Job) -> jobsched_core::PendingJob {
-    jobsched_core::PendingJob {
-        queued: jobsched_core::QueuedJob {
-            id: job.id,
-            seq: job.seq,
-            priority: job.priority,
-            estimated_duration: job.estimated_duration,
-            attempt: job.attempt,
-        },
-        run_at: job.run_at,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -810,7 +775,7 @@ async fn an_announced_job_takes_a_free_slot_without_a_queue_read() {
     let urgent = env.submit("urgent", 1, 1.0, json!({"duration": 0})).await;
     let b = env.submit("b", 9, 1.0, json!({"duration": 0})).await;
     engine.note_event(Event::JobsAvailable);
-    engine.note_event(Event::Submitted(announced(&b)));
+    engine.note_event(Event::Submitted(b.pending()));
     engine.step().await.unwrap();
     assert_eq!(status(urgent.id).await, JobStatus::Scheduled);
     assert_eq!(status(b.id).await, JobStatus::Pending);
@@ -823,7 +788,7 @@ async fn an_announced_job_takes_a_free_slot_without_a_queue_read() {
     // without reading the queue (`urgent2`, committed but unannounced, is not seen yet).
     let urgent2 = env.submit("urgent2", 1, 1.0, json!({"duration": 0})).await;
     let d = env.submit("d", 9, 1.0, json!({"duration": 0})).await;
-    engine.note_event(Event::Submitted(announced(&d)));
+    engine.note_event(Event::Submitted(d.pending()));
     engine.step().await.unwrap();
     assert_eq!(status(d.id).await, JobStatus::Scheduled);
     assert_eq!(status(urgent2.id).await, JobStatus::Pending);

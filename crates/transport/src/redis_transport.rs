@@ -378,6 +378,29 @@ impl RedisTransport {
         }
     }
 
+    /// [`RedisTransport::delete_all_keys`] on a blocking connection of its own, for code that
+    /// cannot rely on an async runtime: a test's guard deleting its keys on drop, also while
+    /// the test panics and its runtime goes down.
+    pub fn delete_all_keys_blocking(url: &str, prefix: &str) -> Result<u64, TransportError> {
+        let fail = |source| TransportError::Redis {
+            url: redact_url(url),
+            op: "delete_all_keys",
+            source,
+        };
+        let client = Client::open(url).map_err(fail)?;
+        let mut conn = client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(fail)?;
+        let pattern = Keys::new(prefix).scan_pattern();
+        let keys: Vec<String> = redis::Commands::scan_match::<_, String>(&mut conn, &pattern)
+            .map_err(fail)?
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        redis::Commands::del(&mut conn, &keys).map_err(fail)
+    }
+
     /// The dead-letter mirror, in stored order.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, TransportError> {
         let key = &self.inner.keys.dead_letter;

@@ -8,8 +8,8 @@ use crate::error::{ApiError, FieldIssue, LocPart};
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use jobsched_core::Job;
 use jobsched_core::ports::Event;
-use jobsched_core::{Job, PendingJob, QueuedJob};
 
 /// The query string as `(name, value)` pairs; undecodable → 422.
 #[derive(Debug, Default)]
@@ -64,18 +64,7 @@ impl QueryPairs {
 /// so the engine hears of the job as early as possible. A transport failure is logged, not
 /// returned: the job is durably stored and the engine's periodic poll will find it.
 pub(crate) async fn publish_jobs_available(state: &AppState, submitted: Option<&Job>) {
-    let event = submitted.map_or(Event::JobsAvailable, |job| {
-        Event::Submitted(PendingJob {
-            queued: QueuedJob {
-                id: job.id,
-                seq: job.seq,
-                priority: job.priority,
-                estimated_duration: job.estimated_duration,
-                attempt: job.attempt,
-            },
-            run_at: job.run_at,
-        })
-    });
+    let event = submitted.map_or(Event::JobsAvailable, |job| Event::Submitted(job.pending()));
     if let Err(e) = state.transport.publish(event).await {
         tracing::warn!(
             error = %e,

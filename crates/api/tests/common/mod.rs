@@ -163,28 +163,14 @@ pub struct Harness {
 
 impl Drop for Harness {
     /// When a test panicked before [`Harness::finish`], remove its Redis keys anyway (the
-    /// database is removed by `TestDb`'s own `Drop`). Runs on a separate thread with its own
-    /// runtime, as the test's runtime may be shutting down.
+    /// database is removed by `TestDb`'s own `Drop`), on a blocking connection of its own, as
+    /// the test's runtime may be shutting down.
     fn drop(&mut self) {
         if self.finished {
             return;
         }
         if let ConcreteTransport::Redis(t) = &self.concrete {
-            let prefix = t.prefix().to_string();
-            let cleaner = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async {
-                    if let Ok(t) = RedisTransport::connect(&redis_url(), &prefix).await {
-                        let _ = t.delete_all_keys().await;
-                    }
-                });
-            });
-            let _ = cleaner.join();
+            let _ = RedisTransport::delete_all_keys_blocking(&redis_url(), t.prefix());
         }
     }
 }
