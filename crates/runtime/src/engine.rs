@@ -7,7 +7,11 @@
 //! its attempt) and its token pushed to the transport. Because nothing is handed out beyond
 //! that demand, the policy's order holds globally (up to the prefetch window) and a policy
 //! switch applies to everything not yet dispatched. Events wake the loop at once; a slow poll
-//! is the safety net. Rescue, reaping and gauges run in a separate leader-only task.
+//! is the safety net. A single submission announces itself with its queue data
+//! ([`Event::Submitted`]); while slots the last dispatch left uncovered are still free (no
+//! backlog), the engine decides among the announced jobs without reading the queue or the
+//! slots. Each marked job's data goes to the transport with its token, so the worker that takes
+//! it need not read it back. Rescue, reaping and gauges run in a separate leader-only task.
 
 use crate::Runtime;
 use chrono::{DateTime, Utc};

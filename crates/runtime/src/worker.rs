@@ -339,19 +339,21 @@ async fn refill_jobs(rt: Runtime, me: String, want: u32) -> Option<Taken> {
         }
     };
     let (now, instant) = (rt.clock.now(), Instant::now());
+    let mut order = Vec::with_capacity(taken.len());
     let mut fresh: HashMap<Token, (StartedJob, Instant)> = HashMap::new();
     let mut unread = Vec::new();
-    for (token, kept) in &taken {
-        // A clock behind the engine's gives a negative age: counted as none.
-        let age = kept
-            .as_ref()
-            .map(|d| (now - d.dispatched_at).to_std().unwrap_or_default());
-        match (kept, age) {
-            (Some(d), Some(age)) if age <= REVALIDATE_AFTER => {
-                let as_of = instant.checked_sub(age).unwrap_or(instant);
-                fresh.insert(*token, (d.job.clone(), as_of));
+    for (token, kept) in taken {
+        order.push(token);
+        let usable = kept.and_then(|d| {
+            // A clock behind the engine's gives a negative age: counted as none.
+            let age = (now - d.dispatched_at).to_std().unwrap_or_default();
+            (age <= REVALIDATE_AFTER).then(|| (d.job, instant.checked_sub(age).unwrap_or(instant)))
+        });
+        match usable {
+            Some(job) => {
+                fresh.insert(token, job);
             }
-            _ => unread.push(*token),
+            None => unread.push(token),
         }
     }
     let mut read: HashMap<Token, StartedJob> = fetch_jobs(&rt, &unread, &me)
@@ -362,9 +364,9 @@ async fn refill_jobs(rt: Runtime, me: String, want: u32) -> Option<Taken> {
     let read_at = Instant::now();
     // In the order taken (the policy's).
     Some(
-        taken
+        order
             .into_iter()
-            .filter_map(|(token, _)| {
+            .filter_map(|token| {
                 fresh
                     .remove(&token)
                     .or_else(|| read.remove(&token).map(|j| (j, read_at)))
