@@ -294,13 +294,9 @@ pub enum Event {
     ReadyPushed,
     /// The policy settings changed.
     PolicyChanged,
-    /// A PENDING job with this queue-entry sequence number was committed. Sequence numbers are
-    /// drawn before commit, so this one may be lower than what the engine has already read;
-    /// the engine then re-reads from it instead of waiting for its periodic rescan.
-    Committed(i64),
-    /// This PENDING job was just committed (one submission): what [`Event::Committed`] says,
-    /// plus the job's queue data, so an engine with a free slot can decide without reading the
-    /// queue first.
+    /// This PENDING job was just committed (one submission), with its queue data: the engine
+    /// holds it at once (even if its sequence number, drawn before commit, is below what the
+    /// engine has read already) and, with a free slot, can decide without reading the queue.
     Submitted(PendingJob),
 }
 

@@ -57,8 +57,6 @@ pub struct Engine {
     known: HashSet<JobId>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     cursor: i64,
-    /// Re-read from here on the next step: a job below the cursor was committed late.
-    rescan_from: Option<i64>,
     /// Cursor values at the last few ticks (see [`Engine::tick_rescan`]).
     cursor_history: std::collections::VecDeque<i64>,
     ticks: u64,
@@ -88,7 +86,6 @@ impl Engine {
             known: HashSet::new(),
             delayed: BinaryHeap::new(),
             cursor: 0,
-            rescan_from: None,
             cursor_history: std::collections::VecDeque::new(),
             ticks: 0,
             saturated: false,
@@ -215,8 +212,8 @@ impl Engine {
     }
 
     /// Take note of an event before the next [`Engine::step`]; returns whether the policy
-    /// settings must be re-read. A `Committed` seq below the cursor makes the next step re-read
-    /// the queue from there; a `Submitted` job is queued by the next step as announced.
+    /// settings must be re-read. A `Submitted` job is held by the next step as announced;
+    /// `JobsAvailable` makes it read the queue before deciding.
     pub fn note_event(&mut self, event: Event) -> bool {
         match event {
             Event::PolicyChanged => true,
@@ -224,14 +221,8 @@ impl Engine {
                 self.announced.push(job);
                 false
             }
-            Event::JobsAvailable | Event::Committed(_) => {
+            Event::JobsAvailable => {
                 self.unread_news = true;
-                if let Event::Committed(seq) = event
-                    && seq <= self.cursor
-                {
-                    let from = seq - 1;
-                    self.rescan_from = Some(self.rescan_from.map_or(from, |r| r.min(from)));
-                }
                 false
             }
             _ => false,
@@ -247,7 +238,7 @@ impl Engine {
     pub async fn step(&mut self) -> jobsched_core::Result<()> {
         // The decision is as of this instant: the queue is read after it, so a job whose
         // submission was answered before the decision is a candidate (one committed with a seq
-        // below the cursor is re-read through its `Committed` event, or else by the rescan).
+        // below the cursor is held through its announcement, or else found by the rescan).
         let decided_at = self.rt.clock.now();
         let paused = self.settings.paused;
         let announced = self.queue_announced();
@@ -256,7 +247,7 @@ impl Engine {
             self.promote_delayed();
             return Ok(());
         }
-        if announced && self.spare > 0 && !self.unread_news && self.rescan_from.is_none() {
+        if announced && self.spare > 0 && !self.unread_news {
             // Submissions arrived while slots the last step saw free are still uncovered, and
             // nothing else is known to be new: decide now, among the jobs as announced, instead
             // of reading the queue and the slots first. Free slots mean no backlog to order.
@@ -314,38 +305,25 @@ impl Engine {
         true
     }
 
-    /// Read newly committed PENDING jobs into the policy without dispatching (what a step does
-    /// before deciding; a step skips it while no slot is free).
+    /// Hold announced and newly committed PENDING jobs without dispatching (what a step does
+    /// before deciding; a step skips the queue read while no slot is free).
     pub async fn load(&mut self) -> jobsched_core::Result<()> {
+        self.queue_announced();
         self.load_pending().await?;
         self.promote_delayed();
         Ok(())
     }
 
     async fn load_pending(&mut self) -> jobsched_core::Result<()> {
-        let news = std::mem::replace(&mut self.unread_news, false);
-        let loaded = self.read_new_pending().await;
-        self.unread_news |= news && loaded.is_err();
-        loaded
-    }
-
-    async fn read_new_pending(&mut self) -> jobsched_core::Result<()> {
-        match self.rescan_from.take() {
-            Some(from) if from < self.cursor => {
-                if let Err(e) = self.load_pending_from(from).await {
-                    self.rescan_from = Some(from);
-                    return Err(e);
-                }
-                Ok(())
-            }
-            _ => self.load_pending_from(self.cursor).await,
-        }
+        self.load_pending_from(self.cursor).await?;
+        self.unread_news = false;
+        Ok(())
     }
 
     /// Sequence numbers are handed out when a transaction writes, but become visible when it
-    /// commits, so a job with a lower seq can appear after the cursor passed it. A submission
-    /// announces its seq ([`Event::Committed`]) and the next step re-reads from it. As the
-    /// safety net (lost events, retries and requeues written by workers), each tick re-reads
+    /// commits, so a job with a lower seq can appear after the cursor passed it. A single
+    /// submission announces itself ([`Event::Submitted`]) and is held from that. As the
+    /// safety net (lost events, batches, retries and requeues written by workers), each tick re-reads
     /// from the cursor as it was two ticks ago (jobs already known are skipped), and every 60
     /// ticks from the start, so such a job waits at most a couple of ticks.
     async fn tick_rescan(&mut self) -> jobsched_core::Result<()> {

@@ -193,10 +193,7 @@ pub async fn run(
                 // engine's business (a take on each would be a wasted round trip).
                 retake |= !matches!(
                     e,
-                    Ok(Event::Committed(_)
-                        | Event::Submitted(_)
-                        | Event::SlotsFree
-                        | Event::PolicyChanged)
+                    Ok(Event::Submitted(_) | Event::SlotsFree | Event::PolicyChanged)
                 );
             }
             _ = heartbeat.tick() => {

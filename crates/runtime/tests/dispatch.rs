@@ -113,22 +113,31 @@ impl Env {
 
     /// Poll until every job is terminal.
     async fn wait_all_terminal(&self, timeout: Duration) -> Vec<Job> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        poll(timeout, || async {
             let jobs = self.all_jobs().await;
-            if jobs.iter().all(|j| j.status.is_terminal()) {
-                return jobs;
+            let open: Vec<_> = jobs
+                .iter()
+                .filter(|j| !j.status.is_terminal())
+                .map(|j| (&j.name, j.status))
+                .collect();
+            if open.is_empty() {
+                Ok(jobs)
+            } else {
+                Err(format!("jobs not terminal: {open:?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "jobs not terminal after {timeout:?}: {:?}",
-                jobs.iter()
-                    .filter(|j| !j.status.is_terminal())
-                    .map(|j| (&j.name, j.status))
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
+    }
+
+    /// Poll until at least `n` jobs are COMPLETED.
+    async fn wait_completed(&self, n: i64) {
+        poll(Duration::from_secs(20), || async {
+            let done = self.store.stats().await.unwrap().completed;
+            (done >= n)
+                .then_some(())
+                .ok_or(format!("{done} of {n} jobs completed"))
+        })
+        .await
     }
 
     async fn cleanup(self) {
@@ -143,30 +152,53 @@ fn start_order(jobs: &[Job]) -> Vec<&Job> {
     v
 }
 
-/// Poll until `worker` holds `n` tokens and `running` is RUNNING; returns the test's deadline
-/// (20 s from now) for the polls that follow.
-async fn wait_holding(env: &Env, worker: &str, n: usize, running: JobId) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Call `check` every 5 ms until it returns `Ok`; after `timeout`, fail with its last `Err`
+/// (what it still waits for).
+async fn poll<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
     loop {
+        match check().await {
+            Ok(done) => return done,
+            Err(waiting) => assert!(Instant::now() < deadline, "after {timeout:?}: {waiting}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Run a runtime until the returned token is cancelled.
+fn start(rt: Runtime) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    (stop, h)
+}
+
+/// Poll until `worker` holds `n` tokens and `running` is RUNNING.
+async fn wait_holding(env: &Env, worker: &str, n: usize, running: JobId) {
+    poll(Duration::from_secs(20), || async {
         let held = env.redis.in_flight(worker).await.unwrap().len();
         let job = env.store.get(running).await.unwrap().unwrap();
         if held == n && job.status == JobStatus::Running {
-            return deadline;
+            Ok(())
+        } else {
+            Err(format!(
+                "{worker} holds {held} tokens, {running} is {}",
+                job.status
+            ))
         }
-        assert!(Instant::now() < deadline, "{worker} holds {held} tokens");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await
 }
 
 async fn run_backlog(
     env: &Env,
     concurrency: u32,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let stop = CancellationToken::new();
-    let rt = env.runtime("w1", concurrency);
-    let s = stop.clone();
-    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
-    (stop, h)
+    start(env.runtime("w1", concurrency))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,15 +267,7 @@ async fn policy_switch_mid_backlog_reorders_what_remains() {
     }
     let (stop, h) = run_backlog(&env, 1).await;
     // Wait until a few have completed under FCFS, then switch.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = env.store.stats().await.unwrap();
-        if st.completed >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress under fcfs");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    env.wait_completed(3).await;
     let switched_at: DateTime<Utc> = Utc::now();
     env.set_policy(PolicyKind::Priority, 5.0).await;
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
@@ -367,19 +391,16 @@ async fn failures_retry_then_dead_letter_without_exceeding_max_retries() {
         .publish(jobsched_core::ports::Event::JobsAvailable)
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let j = poll(Duration::from_secs(20), || async {
         let j = env.store.get(job.id).await.unwrap().unwrap();
         if j.status == JobStatus::Failed && j.slices == 6 {
-            assert_eq!(j.retry_count, 2);
-            break;
+            Ok(j)
+        } else {
+            Err(format!("dead-letter re-run did not finish: {j:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "dead-letter re-run did not finish: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(j.retry_count, 2);
     stop.cancel();
     h.await.unwrap();
     env.cleanup().await;
@@ -399,11 +420,7 @@ async fn wiped_transport_mid_run_loses_no_job() {
         .await;
     }
     let (stop, h) = run_backlog(&env, 4).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while env.store.stats().await.unwrap().completed < 10 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    env.wait_completed(10).await;
     // Equivalent of FLUSHALL for this installation (the Redis here is shared with other
     // tests, so only this test's prefix is wiped).
     let deleted = env.redis.delete_all_keys().await.unwrap();
@@ -467,9 +484,7 @@ async fn prefetched_jobs_wait_dispatched_and_are_handed_back_on_shutdown() {
     let mut rt = env.runtime("w1", 1);
     rt.config.prefetch = 2;
     rt.config.dispatch_ttl = Duration::from_secs(60);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    let (stop, h) = start(rt);
     wait_holding(&env, "w1", 3, long.id).await;
     // The two short jobs wait in w1, dispatched but not started: the slot is busy.
     for id in [b.id, c.id] {
@@ -543,9 +558,7 @@ async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going() {
         ..Flaky::default()
     }));
     rt.registry = registry;
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    let (stop, h) = start(rt);
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
     stop.cancel();
     h.await.unwrap();
@@ -566,7 +579,7 @@ async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_committed_submission_is_reread_when_announced() {
+async fn a_late_committed_submission_is_held_when_announced() {
     let Some(env) = Env::new().await else { return };
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let pg = jobsched_store::PgStore::connect(env.db.url(), 2)
@@ -574,13 +587,14 @@ async fn a_late_committed_submission_is_reread_when_announced() {
         .unwrap();
     // "late" draws its queue-entry sequence number first but commits last.
     let mut tx = pg.pool().begin().await.unwrap();
+    let late_id = uuid::Uuid::now_v7();
     let late_seq: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
                            max_retries, created_at, run_at) \
          VALUES ($1, 'late', 'sleep', 'PENDING', 5, 1.0, '{\"duration\": 0}', 0, now(), now()) \
          RETURNING seq",
     )
-    .bind(uuid::Uuid::now_v7())
+    .bind(late_id)
     .fetch_one(&mut *tx)
     .await
     .unwrap();
@@ -593,12 +607,13 @@ async fn a_late_committed_submission_is_reread_when_announced() {
     tx.commit().await.unwrap();
     engine.load().await.unwrap();
     assert_eq!(engine.queued(), 1, "the cursor has passed `late`'s seq");
-    // The submission's announcement makes the next load read from that seq again.
-    assert!(!engine.note_event(Event::Committed(late_seq)));
+    // The submission's announcement carries the job: the engine holds it all the same.
+    let late = env.store.get(late_id).await.unwrap().unwrap();
+    assert!(!engine.note_event(Event::Submitted(late.pending())));
     engine.load().await.unwrap();
     assert_eq!(engine.queued(), 2);
-    // Announcing an already-read seq again changes nothing.
-    assert!(!engine.note_event(Event::Committed(late_seq)));
+    // Announcing a job already held changes nothing.
+    assert!(!engine.note_event(Event::Submitted(late.pending())));
     engine.load().await.unwrap();
     assert_eq!(engine.queued(), 2);
     env.cleanup().await;
@@ -676,25 +691,27 @@ async fn a_prefetched_job_cancelled_while_it_waits_never_starts() {
     let (mut rt, runs) = counting_runtime(&env, "w1");
     rt.config.prefetch = 1;
     rt.config.dispatch_ttl = Duration::from_secs(60);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
-    let deadline = wait_holding(&env, "w1", 2, long.id).await;
+    let (stop, h) = start(rt);
+    wait_holding(&env, "w1", 2, long.id).await;
     // `b` waits in w1's buffer, read while SCHEDULED; the user cancels it meanwhile.
     assert_eq!(
         env.store.cancel(b.id, Utc::now()).await.unwrap(),
         jobsched_core::CancelOutcome::Cancelled
     );
     // When the slot frees, w1 reads `b` again, drops and acknowledges it.
-    loop {
+    poll(Duration::from_secs(20), || async {
         let held = env.redis.in_flight("w1").await.unwrap();
         let long_now = env.store.get(long.id).await.unwrap().unwrap();
         if held.is_empty() && long_now.status == JobStatus::Completed {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "w1 still holds {held:?}; `long` is {}",
+                long_now.status
+            ))
         }
-        assert!(Instant::now() < deadline, "w1 still holds {held:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     stop.cancel();
     h.await.unwrap();
     assert_never_started(&env, b.id, &runs).await;
@@ -726,23 +743,18 @@ async fn a_job_cancelled_while_its_token_waits_never_starts() {
         .await;
     let (mut rt, runs) = counting_runtime(&env, "w1");
     rt.config.dispatch_ttl = Duration::from_secs(60);
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let h = tokio::spawn(async move { jobsched_runtime::run(rt, s).await.unwrap() });
+    let (stop, h) = start(rt);
     // w1 takes the token, reads the job again, finds it cancelled, drops and acknowledges it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll(Duration::from_secs(10), || async {
         let ready = env.redis.ready_len().await.unwrap();
         let held = env.redis.in_flight("w1").await.unwrap();
         if ready == 0 && held.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("ready {ready}, w1 still holds {held:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "ready {ready}, w1 still holds {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     stop.cancel();
     h.await.unwrap();
     assert_never_started(&env, b.id, &runs).await;

@@ -27,7 +27,6 @@ pub(crate) fn event_name(event: Event) -> String {
         Event::SlotsFree => "SlotsFree".into(),
         Event::ReadyPushed => "ReadyPushed".into(),
         Event::PolicyChanged => "PolicyChanged".into(),
-        Event::Committed(seq) => format!("Committed:{seq}"),
         // Serialising plain numbers, strings and a timestamp cannot fail.
         Event::Submitted(job) => format!(
             "Submitted:{}",
@@ -43,10 +42,7 @@ pub(crate) fn event_from_name(name: &str) -> Option<Event> {
         "SlotsFree" => Event::SlotsFree,
         "ReadyPushed" => Event::ReadyPushed,
         "PolicyChanged" => Event::PolicyChanged,
-        _ => match name.strip_prefix("Submitted:") {
-            Some(json) => Event::Submitted(serde_json::from_str(json).ok()?),
-            None => Event::Committed(name.strip_prefix("Committed:")?.parse().ok()?),
-        },
+        _ => Event::Submitted(serde_json::from_str(name.strip_prefix("Submitted:")?).ok()?),
     })
 }
 
@@ -74,8 +70,6 @@ mod tests {
             Event::SlotsFree,
             Event::ReadyPushed,
             Event::PolicyChanged,
-            Event::Committed(0),
-            Event::Committed(i64::MAX),
             Event::Submitted(jobsched_core::PendingJob {
                 queued: jobsched_core::QueuedJob {
                     id: uuid::Uuid::now_v7(),
@@ -90,7 +84,7 @@ mod tests {
             assert_eq!(event_from_name(&event_name(e)), Some(e));
         }
         assert_eq!(event_from_name("nope"), None);
-        assert_eq!(event_from_name("Committed:"), None);
-        assert_eq!(event_from_name("Committed:x"), None);
+        assert_eq!(event_from_name("Submitted:"), None);
+        assert_eq!(event_from_name("Submitted:{}"), None);
     }
 }
