@@ -522,6 +522,15 @@ def env_of(c: dict) -> dict[str, Any]:
     return out
 
 
+def rule_set(rules: list[dict]) -> dict[tuple, tuple]:
+    """RBAC rules as {(apiGroups, resources, resourceNames): sorted verbs}."""
+    out: dict[tuple, tuple] = {}
+    for r in rules:
+        key = (tuple(r.get("apiGroups", [])), tuple(r.get("resources", [])), tuple(r.get("resourceNames", []) or []))
+        out[key] = tuple(sorted(set(out.get(key, ())) | set(r["verbs"])))
+    return out
+
+
 def secret_value(docs: list[dict], name: str, key: str) -> str | None:
     import base64
 
@@ -584,12 +593,11 @@ def assert_default(docs: list[dict]) -> None:
         str(ce),
     )
     role = find(docs, "Role", "-controller")
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]}
+    rules = rule_set(role["rules"])
     expected = {
-        (("jobsched.io",), ("schedulerconfigs",)): ["get", "list", "watch"],
-        (("jobsched.io",), ("schedulerconfigs/status",)): ["get", "patch"],
-        (("events.k8s.io",), ("events",)): ["create"],
-        (("",), ("events",)): ["create"],
+        (("jobsched.io",), ("schedulerconfigs",), ()): ("get", "list", "watch"),
+        (("jobsched.io",), ("schedulerconfigs/status",), ()): ("patch",),
+        (("events.k8s.io",), ("events",), ()): ("create",),
     }
     R.check(f"[{sc}] controller Role is exactly the least-privilege rule set (no leases without leader election)", rules == expected, str(rules))
     R.check(f"[{sc}] no ClusterRole or ClusterRoleBinding", not any(d["kind"].startswith("Cluster") for d in docs))
@@ -637,7 +645,7 @@ def assert_default(docs: list[dict]) -> None:
     pdbs = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget")
     R.check(f"[{sc}] PodDisruptionBudgets for api and worker", pdbs == [f"{RELEASE}-jobsched-api", f"{RELEASE}-jobsched-worker"], str(pdbs))
     ann = api["spec"]["template"]["metadata"]["annotations"]
-    R.check(f"[{sc}] prometheus.io scrape annotations on the API pods", ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == "8000")
+    R.check(f"[{sc}] prometheus.io scrape annotations on the API pods name the metrics port 9090", ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == "9090", str(ann))
     for sts in ("-postgresql", "-redis"):
         s = find(docs, "StatefulSet", sts)
         R.check(f"[{sc}] in-chart {sts[1:]} StatefulSet with a PVC template", s is not None and len(s["spec"].get("volumeClaimTemplates", [])) == 1)
@@ -676,7 +684,14 @@ def assert_all_on(docs: list[dict]) -> None:
     R.check(f"[{sc}] leader-election Lease named per release", ce.get("JOBSCHED_LEASE_NAME") == "js-controller", str(ce.get("JOBSCHED_LEASE_NAME")))
     role = find(docs, "Role", "js-controller")
     lease = [r for r in role["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
-    R.check(f"[{sc}] Role grants leases get/create/update for leader election", len(lease) == 1 and sorted(lease[0]["verbs"]) == ["create", "get", "update"] and lease[0]["resources"] == ["leases"])
+    R.check(
+        f"[{sc}] Role grants get/update on its own Lease only (resourceNames) and create without resourceNames",
+        rule_set(lease) == {
+            (("coordination.k8s.io",), ("leases",), ("js-controller",)): ("get", "update"),
+            (("coordination.k8s.io",), ("leases",), ()): ("create",),
+        },
+        str(lease),
+    )
     R.check(f"[{sc}] controller rolls without Recreate when leader-elected", ctrl["spec"].get("strategy") is None)
     ae = env_of(container(api, "api"))
     R.check(f"[{sc}] tokens from the generated auth Secret", isinstance(ae.get("JOBSCHED_API_TOKEN"), dict) and find(docs, "Secret", "js-auth") is not None)
@@ -759,6 +774,372 @@ def assert_kind(docs: list[dict]) -> None:
     R.check(f"[{sc}] release \"jobsched\" names objects as docs/kubernetes.md and tests/e2e/run.sh expect", want <= names, str(sorted(want - names)))
     ctrl = find(named, "Deployment", "jobsched-controller")
     R.check(f"[{sc}] the controller follows SchedulerConfig \"jobsched\"", env_of(container(ctrl, "controller"))["JOBSCHED_CONFIG_NAME"] == "jobsched")
+
+
+# ------------------------------------------------------------------------------ hardening
+
+
+MIB = 1024 * 1024
+REST_PATHS = ["/jobs", "/scheduler", "/health"]
+DOC_PATHS = ["/docs", "/api-docs"]
+
+
+def render_docs(values: dict) -> tuple[list[dict] | None, str]:
+    """Rendered documents, or (None, error message) when the render fails."""
+    try:
+        return documents(render(values)), ""
+    except helm.HelmError as e:
+        return None, str(e)
+
+
+def expect_render_failure(label: str, values: dict, needles: tuple[str, ...]) -> None:
+    docs, err = render_docs(values)
+    if docs is not None:
+        R.check(f"render fails: {label}", False, "rendered without error")
+        return
+    missing = [n for n in needles if n not in err]
+    R.check(f"render fails: {label} (message names {', '.join(needles)})", not missing, f"message lacks {missing}: {err}")
+
+
+def expect_render(label: str, values: dict) -> list[dict] | None:
+    docs, err = render_docs(values)
+    R.check(f"renders: {label}", docs is not None, err)
+    return docs
+
+
+def ingress_paths(ing: dict) -> list[tuple[str, str, str, str]]:
+    return [
+        (p["path"], p["pathType"], p["backend"]["service"]["name"], p["backend"]["service"]["port"].get("name", ""))
+        for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]
+    ]
+
+
+def command_lines(docs: list[dict]) -> list[tuple[str, str]]:
+    """(where, text) for every command, args and exec-probe command of every container."""
+    out = []
+    for w in docs:
+        if w["kind"] not in WORKLOAD_KINDS:
+            continue
+        spec = pod_spec(w)
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            where = f"{kn(w)}/{c['name']}"
+            for field in ("command", "args"):
+                for item in c.get(field) or []:
+                    out.append((f"{where} {field}", str(item)))
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                for item in ((c.get(probe) or {}).get("exec") or {}).get("command") or []:
+                    out.append((f"{where} {probe}", str(item)))
+    return out
+
+
+def secret_values(docs: list[dict]) -> dict[str, str]:
+    import base64
+
+    out = {}
+    for d in docs:
+        if d["kind"] != "Secret":
+            continue
+        for k, v in (d.get("data") or {}).items():
+            out[f"{d['metadata']['name']}/{k}"] = base64.b64decode(v).decode()
+        for k, v in (d.get("stringData") or {}).items():
+            out[f"{d['metadata']['name']}/{k}"] = v
+    return out
+
+
+def hardening_ingress_auth() -> None:
+    """1. No Ingress in front of an API without auth, unless explicitly allowed."""
+    ing_on = {"api": {"ingress": {"enabled": True}}}
+    expect_render_failure("Ingress enabled with auth.enabled=false", ing_on, ("auth.enabled", "api.ingress.allowUnauthenticated"))
+    docs = expect_render("Ingress without auth with api.ingress.allowUnauthenticated=true",
+                         {"api": {"ingress": {"enabled": True, "allowUnauthenticated": True}}})
+    if docs is not None:
+        R.check("ingress-auth: allowUnauthenticated renders the Ingress", find(docs, "Ingress", "-api") is not None)
+    docs = expect_render("Ingress with auth.enabled=true", {"auth": {"enabled": True}, **ing_on})
+    if docs is not None:
+        R.check("ingress-auth: Ingress with auth renders it, tokens wired", find(docs, "Ingress", "-api") is not None
+                and "JOBSCHED_API_TOKEN" in env_of(container(find(docs, "Deployment", "-api"), "api")))
+    defaults = merged_values({})
+    R.check("ingress-auth: default install renders because the Ingress is off by default (auth also off)",
+            defaults["api"]["ingress"]["enabled"] is False and defaults["api"]["ingress"]["allowUnauthenticated"] is False
+            and render_docs({})[0] is not None)
+    kind = merged_values(SCENARIOS["kind"])
+    R.check("ingress-auth: the kind values opt in with allowUnauthenticated (local cluster, documented)",
+            kind["api"]["ingress"]["enabled"] and not kind["auth"]["enabled"] and kind["api"]["ingress"]["allowUnauthenticated"])
+
+
+def hardening_admin_token() -> None:
+    """2. The admin token is required whenever auth is on."""
+    for label, values, secret in (
+        ("generated Secret", {"auth": {"enabled": True}}, f"{RELEASE}-jobsched-auth"),
+        ("auth.existingSecret", {"auth": {"enabled": True, "existingSecret": "my-tokens"}}, "my-tokens"),
+    ):
+        docs = expect_render(f"auth with {label}", values)
+        if docs is None:
+            continue
+        env = {e["name"]: e for e in container(find(docs, "Deployment", "-api"), "api").get("env", [])}
+        admin = ((env.get("JOBSCHED_ADMIN_TOKEN") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        api = ((env.get("JOBSCHED_API_TOKEN") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+        R.check(f"admin-token: [{label}] JOBSCHED_ADMIN_TOKEN is required (secretKeyRef without optional: true)",
+                admin == {"name": secret, "key": "admin-token"}, str(admin))
+        R.check(f"admin-token: [{label}] JOBSCHED_API_TOKEN from key api-token of the same Secret",
+                api == {"name": secret, "key": "api-token"}, str(api))
+        if label == "generated Secret":
+            vals = secret_values(docs)
+            a, b = vals.get(f"{secret}/api-token"), vals.get(f"{secret}/admin-token")
+            R.check("admin-token: generated Secret holds two different random tokens", bool(a and b and a != b and len(b) == 32))
+        else:
+            R.check("admin-token: no generated auth Secret with auth.existingSecret", find(docs, "Secret", "-auth") is None)
+    optional = [f"{name}: {kn(w)}/{c['name']} {e['name']}"
+                for name, values in SCENARIOS.items() if merged_values(values)["auth"]["enabled"]
+                for w in (render_docs(values)[0] or []) if w["kind"] in WORKLOAD_KINDS
+                for c in pod_spec(w).get("containers", [])
+                for e in c.get("env", []) if e["name"].endswith("_TOKEN")
+                and ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("optional")]
+    R.check("admin-token: no token env var is optional in any scenario", not optional, str(optional))
+    expect_render_failure("auth.apiTokenKey == auth.adminTokenKey",
+                          {"auth": {"enabled": True, "existingSecret": "t", "apiTokenKey": "token", "adminTokenKey": "token"}},
+                          ("auth.apiTokenKey", "auth.adminTokenKey"))
+    readme = (CHART / "README.md").read_text()
+    R.check("admin-token: chart README says which keys auth.existingSecret must hold and that the API token alone gets 403",
+            all(s in readme for s in ("auth.existingSecret", "`api-token`", "`admin-token`", "JOBSCHED_ADMIN_TOKEN", "403")))
+
+
+def hardening_api_metrics(rendered: dict[str, list[dict]]) -> None:
+    """3. API /metrics on its own port; the Ingress routes only the REST paths."""
+    docs = rendered.get("default") or []
+    api = find(docs, "Deployment", "-api")
+    if api is None:
+        R.check("api-metrics: default render has the API Deployment", False)
+        return
+    c = container(api, "api")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    env = env_of(c)
+    R.check("api-metrics: API container ports http 8000 and metrics 9090", ports == {"http": 8000, "metrics": 9090}, str(ports))
+    R.check("api-metrics: API env JOBSCHED_METRICS_LISTEN=0.0.0.0:9090, REST still on 0.0.0.0:8000",
+            env.get("JOBSCHED_METRICS_LISTEN") == "0.0.0.0:9090" and env.get("JOBSCHED_LISTEN") == "0.0.0.0:8000", str(env))
+    probes = {p: (c[p]["httpGet"]["path"], c[p]["httpGet"]["port"]) for p in ("startupProbe", "livenessProbe", "readinessProbe")}
+    R.check("api-metrics: API probes still /livez and /readyz on the REST port (http)",
+            probes == {"startupProbe": ("/livez", "http"), "livenessProbe": ("/livez", "http"), "readinessProbe": ("/readyz", "http")},
+            str(probes))
+    svc = find(docs, "Service", f"{RELEASE}-jobsched-api")
+    R.check("api-metrics: API Service publishes only the REST port, without prometheus.io annotations",
+            svc is not None and [p["name"] for p in svc["spec"]["ports"]] == ["http"]
+            and not any(k.startswith("prometheus.io/") for k in (svc["metadata"].get("annotations") or {})),
+            str(svc and svc["spec"]["ports"]))
+    msvc = find(docs, "Service", "-api-metrics")
+    R.check("api-metrics: headless <fullname>-api-metrics Service on port metrics (9090) with prometheus.io annotations",
+            msvc is not None and msvc["spec"].get("clusterIP") == "None"
+            and msvc["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+            and (msvc["metadata"].get("annotations") or {}).get("prometheus.io/port") == "9090"
+            and selects(msvc["spec"]["selector"], pod_template_labels(api)),
+            str(msvc and msvc["spec"]))
+
+    all_on = rendered.get("all-on") or []
+    sm = find(all_on, "ServiceMonitor", "js")
+    R.check("api-metrics: ServiceMonitor scrapes only port metrics (no endpoint on the REST port)",
+            sm is not None and [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"], str(sm and sm["spec"]["endpoints"]))
+    if sm is not None:
+        scraped = sorted(d["metadata"]["name"] for d in all_on if d["kind"] == "Service"
+                         and selects(sm["spec"]["selector"], d["metadata"]["labels"])
+                         and any(p.get("name") == "metrics" for p in d["spec"]["ports"]))
+        R.check("api-metrics: ServiceMonitor reaches the API, worker and controller metrics Services",
+                scraped == ["js-api-metrics", "js-controller-metrics", "js-worker-metrics"], str(scraped))
+    np = find(all_on, "NetworkPolicy", "js-api")
+    if np is not None:
+        rules = [([p["port"] for p in r.get("ports", [])], r.get("from")) for r in np["spec"]["ingress"]]
+        v = SCENARIOS["all-on"]["networkPolicy"]
+        R.check("api-metrics: API NetworkPolicy admits http from apiIngressFrom and metrics from metricsIngressFrom",
+                rules == [(["http"], v["apiIngressFrom"]), (["metrics"], v["metricsIngressFrom"])], str(rules))
+    else:
+        R.check("api-metrics: all-on renders the API NetworkPolicy", False)
+
+    for label, values, want in (
+        ("default paths", {"auth": {"enabled": True}, "api": {"ingress": {"enabled": True}}}, REST_PATHS),
+        ("exposeDocs", {"auth": {"enabled": True}, "api": {"ingress": {"enabled": True, "exposeDocs": True}}}, REST_PATHS + DOC_PATHS),
+    ):
+        d = expect_render(f"Ingress ({label})", values)
+        ing = d and find(d, "Ingress", "-api")
+        if not ing:
+            R.check(f"api-metrics: Ingress rendered ({label})", False)
+            continue
+        paths = ingress_paths(ing)
+        R.check(f"api-metrics: Ingress ({label}) routes exactly {want} as Prefix paths to the API's http port",
+                paths == [(p, "Prefix", f"{RELEASE}-jobsched-api", "http") for p in want], str(paths))
+        leaked = [p for p, *_ in paths if p in ("/", "/metrics", "/livez", "/readyz") or (label == "default paths" and p in DOC_PATHS)]
+        R.check(f"api-metrics: Ingress ({label}) never routes /, /metrics or the probes{'' if label == 'exposeDocs' else ', /docs or /api-docs'}",
+                not leaked, str(leaked))
+    d = expect_render("api.metricsPort=9100", {"api": {"metricsPort": 9100}})
+    if d:
+        a = find(d, "Deployment", "-api")
+        ac = container(a, "api")
+        m = find(d, "Service", "-api-metrics")
+        R.check("api-metrics: api.metricsPort moves the container port, JOBSCHED_METRICS_LISTEN, annotations and Service",
+                {p["name"]: p["containerPort"] for p in ac["ports"]} == {"http": 8000, "metrics": 9100}
+                and env_of(ac).get("JOBSCHED_METRICS_LISTEN") == "0.0.0.0:9100"
+                and a["spec"]["template"]["metadata"]["annotations"].get("prometheus.io/port") == "9100"
+                and m["spec"]["ports"][0]["port"] == 9100)
+    expect_render_failure("api.metricsPort equal to the REST port 8000", {"api": {"metricsPort": 8000}}, ("api.metricsPort",))
+    expect_render_failure("removed api.ingress.path still set", {"api": {"ingress": {"path": "/"}}}, ("api.ingress.path", "/jobs"))
+
+
+def hardening_redis_password(rendered: dict[str, list[dict]]) -> None:
+    """4. No password on any command line; the in-chart Redis reads it from a mounted Secret."""
+    variants = dict(rendered)
+    extra, _ = render_docs({"redis": {"persistence": {"enabled": False}}})
+    if extra is not None:
+        variants["redis-no-persistence"] = extra
+    for name, docs in variants.items():
+        secrets = {k: v for k, v in secret_values(docs).items() if len(v) >= 8}
+        # The URLs embed the passwords; check the passwords themselves and the whole URLs.
+        leaks = [f"{where} contains {key}" for where, text in command_lines(docs) for key, value in secrets.items() if value in text]
+        R.check(f"redis-password: [{name}] no Secret value (password, token, URL) in any container command, args or exec probe",
+                not leaks and (bool(secrets) or name in ("external",)), "; ".join(leaks) or "no Secret rendered")
+        # The kubelet substitutes $(VAR) in command and args before exec: a Secret-backed
+        # variable referenced that way ends up on the command line too.
+        expanded = []
+        for w in docs:
+            if w["kind"] not in WORKLOAD_KINDS:
+                continue
+            spec = pod_spec(w)
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                secret_env = {e["name"] for e in c.get("env", []) if (e.get("valueFrom") or {}).get("secretKeyRef")}
+                for item in (c.get("command") or []) + (c.get("args") or []):
+                    expanded += [f"{kn(w)}/{c['name']}: $({v})" for v in secret_env if f"$({v})" in str(item)]
+        R.check(f"redis-password: [{name}] no Secret-backed env var expanded by the kubelet ($(VAR)) into a command line",
+                not expanded, "; ".join(expanded))
+    for name in ("default", "redis-no-persistence"):
+        docs = variants.get(name)
+        sts = docs and find(docs, "StatefulSet", "-redis")
+        if not sts:
+            R.check(f"redis-password: [{name}] in-chart Redis rendered", False)
+            continue
+        c = container(sts, "redis")
+        script = "\n".join(c.get("args") or [])
+        env = {e["name"]: e for e in c.get("env", [])}
+        mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+        vols = {v["name"]: v for v in pod_spec(sts)["volumes"]}
+        pw_mount = next((m for m in mounts.values() if (vols.get(m["name"]) or {}).get("secret")), None)
+        conf_mount = mounts.get("config")
+        R.check(f"redis-password: [{name}] Redis runs `sh -c` that writes requirepass from the mounted Secret and execs redis-server with the config file",
+                c.get("command") == ["/bin/sh", "-c"] and "--requirepass" not in script and "$(REDIS_PASSWORD)" not in script
+                and pw_mount is not None and conf_mount is not None
+                and f"$(cat {pw_mount['mountPath']}/redis-password)" in script
+                and "requirepass" in script and f"> {conf_mount['mountPath']}/redis.conf" in script
+                and f"exec redis-server {conf_mount['mountPath']}/redis.conf --dir /data" in script,
+                script)
+        R.check(f"redis-password: [{name}] password volume is the Redis Secret, read-only; config on a memory emptyDir",
+                pw_mount is not None and pw_mount.get("readOnly") is True
+                and vols[pw_mount["name"]]["secret"]["secretName"] == f"{RELEASE}-jobsched-redis"
+                and (vols.get("config") or {}).get("emptyDir", {}).get("medium") == "Memory")
+        R.check(f"redis-password: [{name}] no REDIS_PASSWORD env; probes use REDISCLI_AUTH from the Secret, no -a",
+                "REDIS_PASSWORD" not in env
+                and env.get("REDISCLI_AUTH", {}).get("valueFrom", {}).get("secretKeyRef") == {"name": f"{RELEASE}-jobsched-redis", "key": "redis-password"}
+                and all(" -a " not in " ".join(c[p]["exec"]["command"]) + " " and "redis-cli" in " ".join(c[p]["exec"]["command"])
+                        for p in ("livenessProbe", "readinessProbe")))
+        flags = "--appendonly yes" if name == "default" else "--appendonly no --save ''"
+        R.check(f"redis-password: [{name}] redis-server keeps its persistence flags ({flags})", flags in script, script)
+
+
+def hardening_controller_role() -> None:
+    """5. The controller's Role names its own Lease."""
+    for label, values, lease in (
+        ("2 replicas", {"controller": {"replicas": 2}}, f"{RELEASE}-jobsched-controller"),
+        ("leaderElection true, fullnameOverride", {"fullnameOverride": "acme", "controller": {"leaderElection": True}}, "acme-controller"),
+        ("JOBSCHED_LEASE_NAME in extraEnv", {"controller": {"replicas": 2, "extraEnv": [{"name": "JOBSCHED_LEASE_NAME", "value": "custom-lease"}]}}, "custom-lease"),
+    ):
+        docs = expect_render(f"controller Role ({label})", values)
+        if docs is None:
+            continue
+        role = find(docs, "Role", "-controller")
+        ctrl = container(find(docs, "Deployment", "-controller"), "controller")
+        env_lease = [e.get("value") for e in ctrl["env"] if e["name"] == "JOBSCHED_LEASE_NAME"]
+        leases = [r for r in role["rules"] if "leases" in r["resources"]]
+        R.check(f"controller-role: [{label}] Lease get/update only with resourceNames [{lease}], create alone without",
+                rule_set(leases) == {
+                    (("coordination.k8s.io",), ("leases",), (lease,)): ("get", "update"),
+                    (("coordination.k8s.io",), ("leases",), ()): ("create",),
+                } and set(env_lease) == {lease},
+                f"rules {leases}, JOBSCHED_LEASE_NAME {env_lease}")
+        broad = [r for r in role["rules"] if not r.get("resourceNames") and set(r["verbs"]) & {"update", "patch", "delete", "deletecollection"}
+                 and r["resources"] != ["schedulerconfigs/status"]]
+        wild = [r for r in role["rules"] if "*" in r["verbs"] or "*" in r["resources"] or "*" in r["apiGroups"]]
+        R.check(f"controller-role: [{label}] no wildcard rule and no write verb on a whole resource type (status patch aside)",
+                not broad and not wild, str(broad + wild))
+    deploy_rbac = [d for d in yaml.safe_load_all((ROOT / "deploy/rbac-controller.yaml").read_text()) if d]
+    deploy_role = next((d for d in deploy_rbac if d["kind"] == "Role"), None)
+    with helm.Chart.load(str(CHART)) as chart:
+        named = documents(chart.render({"controller": {"replicas": 2}}, name="jobsched", namespace="jobsched", is_install=True))
+    chart_role = find(named, "Role", "jobsched-controller")
+    R.check("controller-role: deploy/rbac-controller.yaml grants exactly the chart's Role (release \"jobsched\", leader election on)",
+            deploy_role is not None and chart_role is not None and rule_set(deploy_role["rules"]) == rule_set(chart_role["rules"]),
+            f"deploy {deploy_role and rule_set(deploy_role['rules'])} vs chart {chart_role and rule_set(chart_role['rules'])}")
+
+
+def hardening_decode_budget(rendered: dict[str, list[dict]]) -> None:
+    """6. The worker memory limit leaves room for the image decode budget."""
+    docs = rendered.get("default") or []
+    w = find(docs, "Deployment", "-worker")
+    env = env_of(container(w, "worker")) if w else {}
+    defaults = merged_values({})["worker"]
+    R.check("decode-budget: default worker.decodeBudget 192Mi passed as JOBSCHED_DECODE_BUDGET=201326592 bytes",
+            defaults["decodeBudget"] == "192Mi" and env.get("JOBSCHED_DECODE_BUDGET") == str(192 * MIB), str(env.get("JOBSCHED_DECODE_BUDGET")))
+    R.check("decode-budget: default worker memory limit (512Mi) holds the budget + 192Mi baseline",
+            defaults["resources"]["limits"]["memory"] == "512Mi" and 512 >= 192 + 192)
+    for label, values, want in (
+        ("320Mi budget in the default 512Mi (exactly budget + baseline)", {"worker": {"decodeBudget": "320Mi"}}, 320 * MIB),
+        ("integer bytes", {"worker": {"decodeBudget": 100000000}}, 100000000),
+        ("decimal quantity and a 1Gi limit", {"worker": {"decodeBudget": "0.5Gi", "resources": {"limits": {"memory": "1Gi"}}}}, 512 * MIB),
+        ("832Mi budget in a 1Gi limit", {"worker": {"decodeBudget": "832Mi", "resources": {"limits": {"memory": "1Gi"}}}}, 832 * MIB),
+        ("decimal-suffix limit 1G", {"worker": {"decodeBudget": "700M", "resources": {"limits": {"memory": "1G"}}}}, 700 * 1000 * 1000),
+        ("integer-byte limit", {"worker": {"decodeBudget": "64Mi", "resources": {"limits": {"memory": 268435456}}}}, 64 * MIB),
+    ):
+        d = expect_render(f"decodeBudget, {label}", values)
+        if d:
+            got = env_of(container(find(d, "Deployment", "-worker"), "worker")).get("JOBSCHED_DECODE_BUDGET")
+            R.check(f"decode-budget: {label} -> JOBSCHED_DECODE_BUDGET={want}", got == str(want), str(got))
+    needles = ("worker.resources.limits.memory", "worker.decodeBudget", "192Mi baseline")
+    expect_render_failure("decodeBudget 321Mi over the default 512Mi limit", {"worker": {"decodeBudget": "321Mi"}}, needles + ("513Mi",))
+    expect_render_failure("decodeBudget 1Gi with a 1Gi limit", {"worker": {"decodeBudget": "1Gi", "resources": {"limits": {"memory": "1Gi"}}}}, needles + ("1216Mi",))
+    expect_render_failure("worker limit 256Mi with the default budget", {"worker": {"resources": {"limits": {"memory": "256Mi"}}}}, needles + ("384Mi",))
+    with helm.Chart.load(str(CHART)) as chart:
+        for label, bad in (("text", "lots"), ("zero", 0), ("negative", -1), ("unknown suffix", "1Xi")):
+            try:
+                chart.validate_schema({"worker": {"decodeBudget": bad}})
+                R.check(f"decode-budget: schema rejects worker.decodeBudget {label} ({bad!r})", False, "accepted")
+            except helm.HelmValuesError:
+                R.check(f"decode-budget: schema rejects worker.decodeBudget {label} ({bad!r})", True)
+    readme = (CHART / "README.md").read_text()
+    R.check("decode-budget: chart README explains decodeBudget, JOBSCHED_DECODE_BUDGET and the 192Mi baseline",
+            all(s in readme for s in ("worker.decodeBudget", "JOBSCHED_DECODE_BUDGET", "192Mi")))
+
+
+def section_hardening(rendered: dict[str, list[dict]]) -> None:
+    new_values = {
+        "auth": {"enabled": True, "existingSecret": "t"},
+        "api": {"metricsPort": 9100, "ingress": {"enabled": True, "allowUnauthenticated": False, "exposeDocs": True}},
+        "worker": {"decodeBudget": "256Mi", "resources": {"limits": {"memory": "1Gi"}}},
+    }
+    R.section("hardening: new values pass the schema")
+    with helm.Chart.load(str(CHART)) as chart:
+        for label, v in (("all new keys", new_values), ("decodeBudget in bytes", {"worker": {"decodeBudget": 201326592}})):
+            try:
+                chart.validate_schema(v)
+                R.check(f"schema accepts {label}", True)
+            except helm.HelmError as e:
+                R.check(f"schema accepts {label}", False, str(e))
+    for title, fn in (
+        ("1. no Ingress without auth", hardening_ingress_auth),
+        ("2. admin token required", hardening_admin_token),
+        ("3. API metrics on their own port, Ingress routes REST paths only", lambda: hardening_api_metrics(rendered)),
+        ("4. Redis password off the command line", lambda: hardening_redis_password(rendered)),
+        ("5. controller Role limited to its own Lease", hardening_controller_role),
+        ("6. worker memory vs image decode budget", lambda: hardening_decode_budget(rendered)),
+    ):
+        R.section(f"hardening: {title}")
+        try:
+            fn()
+        except Exception as e:  # a crash in an assertion is a failure, not a traceback
+            R.check(f"hardening: {title}: assertions ran", False, f"{type(e).__name__}: {e}")
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -1085,6 +1466,7 @@ def main() -> int:
                 fn(rendered[name])
             except Exception as e:  # a crash in an assertion is a failure, not a traceback
                 R.check(f"[{name}] assertions ran", False, f"{type(e).__name__}: {e}")
+    section_hardening(rendered)
     section_dashboard()
     section_docs()
     section_packaging()

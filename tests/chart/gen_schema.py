@@ -40,6 +40,13 @@ ENV_LIST = {
     "type": "array",
     "items": {"type": "object", "required": ["name"], "properties": {"name": STR}},
 }
+# A positive byte count: integer bytes, or a quantity with a binary or decimal suffix.
+BYTES = {
+    "oneOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"},
+    ]
+}
 INT_OR_PERCENT = {"type": ["integer", "string"], "pattern": "^[0-9]+%?$"}
 
 
@@ -164,6 +171,7 @@ SCHEMA = {
             {
                 "replicas": NONNEG_INT,
                 "bodyLimit": {"type": ["integer", "null"], "minimum": 1024},
+                "metricsPort": PORT,
                 "service": obj(
                     {
                         "type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
@@ -174,12 +182,16 @@ SCHEMA = {
                 "ingress": obj(
                     {
                         "enabled": BOOL,
+                        "allowUnauthenticated": BOOL,
+                        "exposeDocs": BOOL,
                         "className": STR,
                         "annotations": STRMAP,
                         "host": STR,
-                        "path": {"type": "string", "pattern": "^/"},
-                        "pathType": {"type": "string", "enum": ["Prefix", "Exact", "ImplementationSpecific"]},
                         "tls": obj({"enabled": BOOL, "secretName": STR}),
+                        # Removed (the Ingress routes fixed REST paths); accepted here so that
+                        # the render can fail with an explanation instead of a schema error.
+                        "path": {"description": "removed; see the chart README"},
+                        "pathType": {"description": "removed; see the chart README"},
                     }
                 ),
                 "resources": RESOURCES,
@@ -195,6 +207,7 @@ SCHEMA = {
                 "shutdownGrace": NONNEG_INT,
                 "leaseTtl": {"type": "number", "exclusiveMinimum": 0},
                 "metricsPort": PORT,
+                "decodeBudget": BYTES,
                 "autoscaling": obj(
                     {
                         "enabled": BOOL,

@@ -83,6 +83,84 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq (include "jobsched.migrationsMode" .) "hook") (not $db.existingSecret) }}
 {{- fail "migrations.mode=hook needs externalDatabase.existingSecret: a pre-install hook runs before the in-chart Postgres and the chart's Secrets exist. Use migrations.mode=auto or initContainer" }}
 {{- end }}
+{{- if and .Values.api.ingress.enabled (not .Values.auth.enabled) (not .Values.api.ingress.allowUnauthenticated) }}
+{{- fail "api.ingress.enabled=true with auth.enabled=false would publish an API anyone can use (submit and cancel jobs, switch the policy, purge the dead-letter queue): set auth.enabled=true (tokens from auth.existingSecret or a generated Secret), or set api.ingress.allowUnauthenticated=true to expose it without auth anyway" }}
+{{- end }}
+{{- if and .Values.auth.enabled (eq .Values.auth.apiTokenKey .Values.auth.adminTokenKey) }}
+{{- fail (printf "auth.apiTokenKey and auth.adminTokenKey are both %q: the API token would also be the admin token. Use two keys (default api-token and admin-token)" .Values.auth.apiTokenKey) }}
+{{- end }}
+{{- if or (hasKey .Values.api.ingress "path") (hasKey .Values.api.ingress "pathType") }}
+{{- fail "api.ingress.path and api.ingress.pathType were removed: the Ingress routes the fixed REST paths /jobs, /scheduler and /health (Prefix), plus /docs and /api-docs with api.ingress.exposeDocs=true. Remove them from your values" }}
+{{- end }}
+{{- if eq (int .Values.api.metricsPort) 8000 }}
+{{- fail "api.metricsPort must differ from 8000, the API's REST port: /metrics is served on its own port" }}
+{{- end }}
+{{- include "jobsched.validateWorkerMemory" . }}
+{{- end }}
+
+{{/*
+Bytes of a Kubernetes quantity (integer, "512Mi", "1Gi", "1.5G", "800M", ...). Call with
+(dict "q" <quantity> "what" "<value path, for the error message>").
+*/}}
+{{- define "jobsched.bytes" -}}
+{{- $q := toString .q | trim }}
+{{- if or (kindIs "float64" .q) (kindIs "int" .q) (kindIs "int64" .q) }}
+{{- /* Helm reads YAML numbers as float64; toString would give 1e+08. */}}
+{{- $q = int64 .q | toString }}
+{{- end }}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$" $q) }}
+{{- fail (printf "%s: %q is not a byte quantity (use bytes or a suffix Ki, Mi, Gi, Ti, k, M, G, T)" .what $q) }}
+{{- end }}
+{{- $num := regexReplaceAll "^([0-9.]+).*$" $q "${1}" }}
+{{- $suffix := regexReplaceAll "^[0-9.]+" $q "" }}
+{{- $mult := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 "E" 1000000000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "Ei" 1152921504606846976 }}
+{{- if contains "." $num }}
+{{- mulf (float64 $num) (float64 (index $mult $suffix)) | floor | int64 }}
+{{- else }}
+{{- mul (int64 $num) (int64 (index $mult $suffix)) }}
+{{- end }}
+{{- end }}
+
+{{/* Worker baseline memory besides the image decode budget: 192 MiB. */}}
+{{- define "jobsched.workerBaselineBytes" -}}201326592{{- end }}
+
+{{/* JOBSCHED_DECODE_BUDGET in bytes. */}}
+{{- define "jobsched.decodeBudgetBytes" -}}
+{{- include "jobsched.bytes" (dict "q" .Values.worker.decodeBudget "what" "worker.decodeBudget") }}
+{{- end }}
+
+{{/*
+Fails when the worker memory limit cannot hold the decode budget plus the baseline (a worker
+decoding images up to its budget would be OOM-killed). No limit: nothing to check.
+*/}}
+{{- define "jobsched.validateWorkerMemory" -}}
+{{- $budget := include "jobsched.decodeBudgetBytes" . | int64 }}
+{{- if le $budget 0 }}
+{{- fail "worker.decodeBudget must be positive" }}
+{{- end }}
+{{- $limit := dig "limits" "memory" "" (.Values.worker.resources | default dict) }}
+{{- if $limit }}
+{{- $limitBytes := include "jobsched.bytes" (dict "q" $limit "what" "worker.resources.limits.memory") | int64 }}
+{{- $need := add $budget (include "jobsched.workerBaselineBytes" . | int64) }}
+{{- if lt $limitBytes $need }}
+{{- fail (printf "worker.resources.limits.memory (%d bytes) is below worker.decodeBudget (%d bytes) + the worker's 192Mi baseline (%d bytes): a worker decoding images up to its budget would be OOM-killed. Raise worker.resources.limits.memory to at least %dMi, or lower worker.decodeBudget" $limitBytes $budget $need (div (add $need 1048575) 1048576)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the controller's leader-election Lease (JOBSCHED_LEASE_NAME): one per release, so two
+installations in a namespace do not share a leader. controller.extraEnv may override it; the
+Role's resourceNames follow.
+*/}}
+{{- define "jobsched.controller.leaseName" -}}
+{{- $name := printf "%s-controller" (include "jobsched.fullname" .) }}
+{{- range .Values.controller.extraEnv }}
+{{- if and (eq .name "JOBSCHED_LEASE_NAME") .value }}
+{{- $name = .value }}
+{{- end }}
+{{- end }}
+{{- $name }}
 {{- end }}
 
 {{/* "hook" or "initContainer". */}}

@@ -64,6 +64,11 @@ pub struct JobCreate {
     /// Retry budget, 0–10; default 3.
     #[schema(minimum = 0, maximum = 10)]
     pub max_retries: Option<i64>,
+    /// Longest one run may take, seconds (0.1 to 604800); default: the job type's (sleep
+    /// 86460, word_count 600, thumbnail 300). A run past it is stopped and fails with
+    /// "timed out after N s", then retries by `max_retries`.
+    #[schema(minimum = 0.1, maximum = 604800)]
+    pub timeout_seconds: Option<f64>,
 }
 
 /// Several submissions inserted in one transaction (all or nothing).
@@ -129,6 +134,8 @@ pub struct JobResponse {
     pub checkpoint: Option<Value>,
     /// Number of slices (runs) the job has taken.
     pub slices: i32,
+    /// Per-run timeout asked for at submission, seconds (`null` = the job type's default).
+    pub timeout_seconds: Option<f64>,
 }
 
 impl From<Job> for JobResponse {
@@ -155,6 +162,7 @@ impl From<Job> for JobResponse {
             lease_expires_at: j.lease_expires_at,
             checkpoint: j.checkpoint,
             slices: j.slices,
+            timeout_seconds: j.timeout_seconds,
         }
     }
 }
@@ -162,8 +170,10 @@ impl From<Job> for JobResponse {
 /// One page of jobs, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobListResponse {
-    /// The jobs on this page.
-    pub jobs: Vec<JobResponse>,
+    /// The jobs on this page. `payload`, `result` and `checkpoint` are left out unless asked
+    /// for with `include` (they can be large; `GET /jobs/{id}` always has them).
+    #[schema(value_type = Vec<JobResponse>)]
+    pub jobs: Vec<Value>,
     /// Jobs matching the filter across all pages.
     pub total: i64,
     /// The page number (1-based).
@@ -172,10 +182,29 @@ pub struct JobListResponse {
     pub page_size: u32,
 }
 
-impl From<JobPage> for JobListResponse {
-    fn from(p: JobPage) -> Self {
+/// The large fields of a job, which a list carries only when asked.
+pub const LARGE_FIELDS: [&str; 3] = ["payload", "result", "checkpoint"];
+
+impl JobListResponse {
+    /// A page whose jobs carry, of [`LARGE_FIELDS`], only those named in `include`.
+    pub fn new(p: JobPage, include: &[&str]) -> Self {
+        let jobs = p
+            .jobs
+            .into_iter()
+            .map(|j| {
+                let mut v = serde_json::to_value(JobResponse::from(j)).unwrap_or(Value::Null);
+                if let Some(obj) = v.as_object_mut() {
+                    for field in LARGE_FIELDS {
+                        if !include.contains(&field) {
+                            obj.remove(field);
+                        }
+                    }
+                }
+                v
+            })
+            .collect();
         JobListResponse {
-            jobs: p.jobs.into_iter().map(JobResponse::from).collect(),
+            jobs,
             total: p.total,
             page: p.page,
             page_size: p.page_size,
@@ -198,6 +227,9 @@ pub struct ListParams {
     /// Jobs per page, 1–100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
+    /// Large fields to include in each job, comma-separated: `payload`, `result`,
+    /// `checkpoint` (default: none of them).
+    pub include: Option<String>,
 }
 
 /// Query parameters of `GET /scheduler/dead-letter`.

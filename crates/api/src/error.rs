@@ -137,6 +137,34 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 413: one field (a job's payload) exceeds its size limit.
+    #[error(
+        "{field} is {size} bytes of JSON; the limit is {limit} bytes (JOBSCHED_MAX_PAYLOAD): \
+         keep large inputs in files under the data directory and pass their paths"
+    )]
+    FieldTooLarge {
+        /// Dotted path of the field (`payload`, `jobs[3].payload`).
+        field: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 408: the client did not send its request (body) in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// 503: the server is at its limit of requests in flight; retry shortly.
+    #[error(
+        "the server is handling its limit of {limit} requests at once \
+         (JOBSCHED_API_MAX_INFLIGHT); retry in a moment"
+    )]
+    Busy {
+        /// The limit.
+        limit: usize,
+    },
+    /// 400: the request itself is malformed (e.g. a path that is not valid UTF-8).
+    #[error("{0}")]
+    BadRequest(String),
     /// 404 for an unknown route.
     #[error("Not Found")]
     NoRoute,
@@ -174,7 +202,12 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::FieldTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Core(e) => match e {
                 jobsched_core::Error::Validation { .. }
@@ -217,6 +250,20 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(
+            self,
+            ApiError::PayloadTooLarge { .. } | ApiError::RequestTimeout(_)
+        ) {
+            // The rest of the body was not read: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

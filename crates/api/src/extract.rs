@@ -4,11 +4,10 @@
 use crate::dto::JobCreate;
 use crate::error::{ApiError, FieldIssue};
 use crate::state::AppState;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use jobsched_core::{JobId, NewJob};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -32,24 +31,82 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// How much of an oversized body is read (and thrown away) before the 413 is sent, so that a
+/// client writing its whole body reads the answer instead of a broken pipe.
+pub const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Read a body of at most `limit` bytes within `timeout`. An oversized one is drained up to
+/// [`DRAIN_LIMIT`] (within the same time) and answered 413; a slow one 408.
+async fn read_body(
+    body: axum::body::Body,
+    declared: Option<u64>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, ApiError> {
+    use futures::StreamExt;
+    let too_large = ApiError::PayloadTooLarge { limit };
+    let declared = declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        // Not worth reading: answer at once and close.
+        return Err(too_large);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen: usize = 0;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let chunk = match next {
+            Err(_) if seen > limit => return Err(too_large),
+            Err(_) => {
+                return Err(ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {} s; send it at once",
+                    timeout.as_secs_f64()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::Validation(vec![FieldIssue::body(
+                    "",
+                    format!("could not read the request body: {e}"),
+                    "body_error",
+                )]));
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else {
+            buf = Vec::new();
+            if seen > DRAIN_LIMIT {
+                return Err(too_large);
+            }
+        }
+    }
+    if seen > limit {
+        return Err(too_large);
+    }
+    Ok(buf)
+}
+
 impl FromRequest<Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let json_ct = is_json_content_type(req.headers());
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: state.config.body_limit,
-                }
-            } else {
-                ApiError::Validation(vec![FieldIssue::body(
-                    "",
-                    format!("could not read the request body: {}", rejection.body_text()),
-                    "body_error",
-                )])
-            }
-        })?;
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = read_body(
+            req.into_body(),
+            declared,
+            state.config.body_limit,
+            state.config.body_timeout,
+        )
+        .await?;
         if !json_ct {
             return Err(ApiError::Validation(vec![FieldIssue::body(
                 "",
@@ -238,7 +295,17 @@ pub(crate) fn parse_submission(
     let estimated_duration = fields.opt_f64("estimated_duration");
     let payload = fields.opt_object("payload");
     let max_retries = fields.opt_int("max_retries");
+    let timeout = fields.opt_f64("timeout_seconds");
     drop(fields);
+    if let Ok(Some(t)) = timeout
+        && let Err(message) = jobsched_core::check_timeout(t)
+    {
+        issues.push(FieldIssue::body(
+            &format!("{prefix}timeout_seconds"),
+            message,
+            "value_error",
+        ));
+    }
 
     // Generic checks on whatever parsed; fields with a type problem are not re-reported.
     let create = JobCreate {
@@ -248,6 +315,7 @@ pub(crate) fn parse_submission(
         estimated_duration: estimated_duration.unwrap_or(None),
         payload: payload.clone().unwrap_or(None),
         max_retries: max_retries.unwrap_or(None),
+        timeout_seconds: timeout.unwrap_or(None),
     };
     let built = NewJob::build(
         &create.name,
@@ -258,7 +326,10 @@ pub(crate) fn parse_submission(
         create.max_retries,
     );
     let built = match built {
-        Ok(job) => Some(job),
+        Ok(mut job) => {
+            job.timeout_seconds = timeout.ok().flatten();
+            Some(job)
+        }
         Err(errors) => {
             for (field, message) in errors {
                 if field == "name" && name.is_none() {
@@ -295,6 +366,42 @@ pub(crate) fn parse_submission(
     }
 
     if issues.len() > before { None } else { built }
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refuse a submission whose `payload` serializes to more than `limit` bytes (413 naming the
+/// field and the limit).
+pub(crate) fn check_payload_size(
+    value: &Value,
+    prefix: &str,
+    limit: usize,
+) -> Result<(), ApiError> {
+    let Some(payload) = value.get("payload") else {
+        return Ok(());
+    };
+    let mut count = ByteCount(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, payload);
+    if count.0 > limit {
+        return Err(ApiError::FieldTooLarge {
+            field: format!("{prefix}payload"),
+            size: count.0,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Parse a job id from the path; malformed → 422 naming `path.id`.
@@ -369,7 +476,8 @@ pub(crate) fn unauthorized(headers: &HeaderMap) -> ApiError {
 
 /// Extractor guarding admin operations (policy change, dead-letter retry and purge). When an
 /// admin token is configured the caller must present it: 401 without a valid token, 403 with
-/// the plain API token.
+/// the plain API token. With an API token but no admin token they are refused (403 naming
+/// `JOBSCHED_ADMIN_TOKEN`); with no token configured at all they are open.
 #[derive(Debug, Clone, Copy)]
 pub struct RequireAdmin;
 
@@ -381,7 +489,16 @@ impl FromRequestParts<Arc<AppState>> for RequireAdmin {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         if state.config.admin_token.is_none() {
-            return Ok(RequireAdmin);
+            if state.config.api_token.is_none() {
+                // No auth configured at all (a laptop): everything is open.
+                return Ok(RequireAdmin);
+            }
+            return Err(ApiError::Forbidden(
+                "admin operations are disabled: the server has an API token but no admin token; \
+                 set JOBSCHED_ADMIN_TOKEN on the server and send it as `Authorization: Bearer \
+                 <admin token>`"
+                    .into(),
+            ));
         }
         match identify(state, &parts.headers) {
             Caller::Admin => Ok(RequireAdmin),

@@ -20,7 +20,10 @@ mod state;
 pub use error::{ApiError, FieldIssue, LocPart};
 pub use extract::{JsonBody, RequireAdmin};
 pub use openapi::openapi;
-pub use state::{ApiConfig, AppState, DEFAULT_BODY_LIMIT};
+pub use state::{
+    ApiConfig, AppState, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT,
+    DEFAULT_MAX_PAYLOAD,
+};
 
 use axum::Router;
 use axum::body::Body;
@@ -63,6 +66,71 @@ pub fn route_label(request: &Request<Body>) -> String {
         }
         None => "<unmatched>".to_string(),
     }
+}
+
+/// Answer 503 (with `Retry-After`) at once when `max_inflight` requests are already being
+/// served, instead of queueing without bound.
+async fn limit_inflight(
+    State((permits, limit)): State<(Arc<tokio::sync::Semaphore>, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match permits.try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Busy { limit }.into_response(),
+    }
+}
+
+/// Give every request at most `timeout` from its headers to its response (408 after it).
+async fn limit_time(
+    State(timeout): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout(format!(
+            "the request was not completed within {} s; retry, or send it faster",
+            timeout.as_secs_f64()
+        ))
+        .into_response(),
+    }
+}
+
+/// Every error response is JSON `{"detail": …}`: rejections produced outside the handlers
+/// (a path that does not decode, an unsupported media type, …) come as plain text; they are
+/// rewritten here.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "detail": detail })).unwrap_or_default();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Reject requests without the API token (when one is configured).
@@ -110,6 +178,9 @@ async fn method_not_allowed() -> ApiError {
 /// document and Swagger UI, with the body limit and per-request tracing spans.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit;
+    let request_timeout = state.config.request_timeout;
+    let max_inflight = state.config.max_inflight.max(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_inflight));
     let state: SharedState = Arc::new(state);
 
     let mut api = Router::new();
@@ -129,16 +200,17 @@ pub fn router(state: AppState) -> Router {
         "/scheduler/dead-letter/{id}/retry",
         post(scheduler::retry_dead_letter),
     );
-    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let api = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(middleware::from_fn_with_state(
+            (permits, max_inflight),
+            limit_inflight,
+        ));
 
     let mut open = Router::new();
     open = both(open, "/health", get(health::health));
     open = both(open, "/livez", get(health::livez));
     open = both(open, "/readyz", get(health::readyz));
-    open = open.route(
-        "/metrics",
-        get(|| async { jobsched_metrics::metrics_handler().await }),
-    );
 
     let docs: Router<SharedState> = SwaggerUi::new("/docs")
         .url("/api-docs/openapi.json", openapi())
@@ -152,6 +224,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(request_timeout, limit_time))
+        .layer(middleware::from_fn(json_errors))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
                 tracing::info_span!(
@@ -165,17 +239,106 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve [`router`] on `listener` until `shutdown` resolves, then finish in-flight requests.
+/// Serve [`router`] on `listener` until `shutdown` resolves, then let open connections finish
+/// for at most [`ApiConfig::shutdown_timeout`] (whatever the clients do).
+///
+/// Slow clients cannot hold the server: headers must arrive within
+/// [`ApiConfig::header_timeout`] (else the connection closes), bodies within
+/// [`ApiConfig::body_timeout`] and whole requests within [`ApiConfig::request_timeout`]
+/// (else 408); past [`ApiConfig::max_connections`] open connections a new one is answered 503
+/// and closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "REST API listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let config = state.config.clone();
+    let app = router(state);
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(config.header_timeout));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = config.max_connections, "connection limit reached; refusing a connection");
+            tokio::spawn(refuse_connection(stream, config.max_connections));
+            continue;
+        };
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(Body::new)),
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("REST API stopping: no new connections; letting open ones finish");
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?config.shutdown_timeout,
+            "connections still open after the shutdown timeout; closing them"
+        );
+    }
     Ok(())
+}
+
+/// Answer a connection over the limit with a 503 and close it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({
+        "detail": format!(
+            "the server has its limit of {limit} connections open \
+             (JOBSCHED_API_MAX_CONNECTIONS); retry in a moment"
+        )
+    })
+    .to_string();
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }

@@ -4,9 +4,16 @@ use jobsched_core::ports::{Clock, Store, Transport};
 use jobsched_jobs::{DataDir, Registry};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Default largest job payload (serialized JSON): 64 KiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
+/// Default most requests served at once (more → 503 at once, with `Retry-After`).
+pub const DEFAULT_MAX_INFLIGHT: usize = 128;
+/// Default most open connections (more → a 503 and the connection closed).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// HTTP-level settings.
 #[derive(Clone)]
@@ -17,6 +24,20 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Largest accepted request body in bytes (larger → 413).
     pub body_limit: usize,
+    /// Largest job payload in bytes, as serialized JSON (larger → 413 naming the field).
+    pub max_payload: usize,
+    /// Most requests handled at once; more are answered 503 with `Retry-After` at once.
+    pub max_inflight: usize,
+    /// Most open connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers (then the connection closes).
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request body (then 408).
+    pub body_timeout: Duration,
+    /// Longest a request may take from headers to response (then 408).
+    pub request_timeout: Duration,
+    /// After the shutdown signal, longest open connections get to finish (then they close).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -25,6 +46,13 @@ impl Default for ApiConfig {
             api_token: None,
             admin_token: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -36,6 +64,13 @@ impl fmt::Debug for ApiConfig {
             .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("body_limit", &self.body_limit)
+            .field("max_payload", &self.max_payload)
+            .field("max_inflight", &self.max_inflight)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
     }
 }

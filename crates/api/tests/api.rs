@@ -1341,7 +1341,7 @@ async fn auth_tokens(backend: Backend) {
     assert_eq!(admin.purge_dead_letters().await.unwrap(), 0);
     h.finish().await;
 
-    // Only an API token: it is enough for admin operations too.
+    // Only an API token: admin operations are refused, naming the missing setting.
     let Some(h) = Harness::start_with(
         backend,
         Options {
@@ -1357,11 +1357,13 @@ async fn auth_tokens(backend: Backend) {
         return;
     };
     let user = h.client.clone().with_token("only");
-    assert!(
-        user.set_policy(&PolicyUpdate::new(PolicyKind::Priority))
-            .await
-            .is_ok()
-    );
+    let err = user
+        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
+    assert!(err.to_string().contains("JOBSCHED_ADMIN_TOKEN"), "{err}");
+    assert!(user.status().await.is_ok());
     assert_eq!(
         h.client.status().await.unwrap_err().status(),
         Some(StatusCode::UNAUTHORIZED)

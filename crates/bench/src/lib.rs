@@ -115,12 +115,12 @@ pub struct BenchArgs {
     )]
     #[serde(serialize_with = "serialize_redacted")]
     pub redis_url: String,
-    /// API bearer token.
-    #[arg(long, env = "JOBSCHED_API_TOKEN", hide_env_values = true)]
+    /// API bearer token: JOBSCHED_API_TOKEN (never a flag, where `ps` would show it).
+    #[arg(skip = std::env::var("JOBSCHED_API_TOKEN").ok())]
     #[serde(skip)]
     pub token: Option<String>,
-    /// Admin bearer token (policy switches).
-    #[arg(long, env = "JOBSCHED_ADMIN_TOKEN", hide_env_values = true)]
+    /// Admin bearer token (policy switches): JOBSCHED_ADMIN_TOKEN.
+    #[arg(skip = std::env::var("JOBSCHED_ADMIN_TOKEN").ok())]
     #[serde(skip)]
     pub admin_token: Option<String>,
     /// The jobsched binary to spawn (default: this executable).

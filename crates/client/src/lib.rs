@@ -149,6 +149,9 @@ pub struct SubmitJob {
     /// 0–10.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<i64>,
+    /// Per-run timeout, seconds (0.1 to 604800); default: the job type's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
 }
 
 impl SubmitJob {
@@ -161,6 +164,7 @@ impl SubmitJob {
             estimated_duration: None,
             payload: None,
             max_retries: None,
+            timeout_seconds: None,
         }
     }
     /// Set the priority.
@@ -183,6 +187,11 @@ impl SubmitJob {
         self.max_retries = Some(max_retries);
         self
     }
+    /// Set the per-run timeout (seconds).
+    pub fn timeout_seconds(mut self, seconds: f64) -> Self {
+        self.timeout_seconds = Some(seconds);
+        self
+    }
 }
 
 /// Filter and page for [`Client::list`]. `Default` lists the first page of everything.
@@ -200,6 +209,9 @@ pub struct ListQuery {
     /// Page size (1–100).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
+    /// Large fields to include (`payload,result,checkpoint`); lists leave them out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include: Option<String>,
 }
 
 /// A policy change; `None` fields keep their current values.
@@ -291,6 +303,18 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    admin_token: Option<String>,
+}
+
+/// Whether `method path` is an admin operation (policy switch, dead-letter retry or purge):
+/// only those carry the admin token.
+fn is_admin_route(method: &Method, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    (*method == Method::PUT && path == "/scheduler/policy")
+        || (*method == Method::DELETE && path == "/scheduler/dead-letter")
+        || (*method == Method::POST
+            && path.starts_with("/scheduler/dead-letter/")
+            && path.ends_with("/retry"))
 }
 
 impl Client {
@@ -323,12 +347,21 @@ impl Client {
             http,
             base,
             token: None,
+            admin_token: None,
         })
     }
 
-    /// Send `Authorization: Bearer <token>` with every request.
+    /// Send `Authorization: Bearer <token>` with every request (admin operations too, unless
+    /// an admin token is set).
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Send this token, instead of the one of [`Client::with_token`], with the admin operations
+    /// only (policy switch, dead-letter retry and purge); never with other requests.
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
         self
     }
 
@@ -337,9 +370,19 @@ impl Client {
         &self.base
     }
 
+    /// The bearer token sent with `method path`.
+    fn token_for(&self, method: &Method, path: &str) -> Option<&String> {
+        if is_admin_route(method, path) {
+            self.admin_token.as_ref().or(self.token.as_ref())
+        } else {
+            self.token.as_ref()
+        }
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let token = self.token_for(&method, path);
         let rb = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
+        match token {
             Some(t) => rb.bearer_auth(t),
             None => rb,
         }
@@ -551,6 +594,43 @@ fn parse_detail(text: &str, status: StatusCode) -> (String, Vec<FieldProblem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_token_goes_only_to_admin_routes() {
+        let c = Client::new("http://127.0.0.1:1")
+            .unwrap()
+            .with_token("user")
+            .with_admin_token("admin");
+        let id = "0190a6f2-7c1e-7d3a-9f4b-2a6c1e5d8b90";
+        for (m, p) in [
+            (Method::PUT, "/scheduler/policy"),
+            (Method::DELETE, "/scheduler/dead-letter"),
+            (Method::POST, &*format!("/scheduler/dead-letter/{id}/retry")),
+        ] {
+            assert_eq!(
+                c.token_for(&m, p).map(String::as_str),
+                Some("admin"),
+                "{m} {p}"
+            );
+        }
+        for (m, p) in [
+            (Method::GET, "/scheduler/status"),
+            (Method::GET, "/scheduler/dead-letter"),
+            (Method::POST, "/jobs/"),
+            (Method::DELETE, &*format!("/jobs/{id}")),
+            (Method::GET, "/jobs/stats"),
+        ] {
+            assert_eq!(
+                c.token_for(&m, p).map(String::as_str),
+                Some("user"),
+                "{m} {p}"
+            );
+        }
+        let admin_only = Client::new("http://127.0.0.1:1")
+            .unwrap()
+            .with_admin_token("admin");
+        assert_eq!(admin_only.token_for(&Method::GET, "/jobs/"), None);
+    }
 
     #[test]
     fn details_are_parsed() {

@@ -1,6 +1,6 @@
 //! The `SchedulerConfig` custom resource (`jobsched.io/v1alpha1`), generated from these types.
 
-use jobsched_core::policy::DEFAULT_QUANTUM_SECONDS;
+use jobsched_core::policy::{DEFAULT_QUANTUM_SECONDS, MAX_QUANTUM_SECONDS, MIN_QUANTUM_SECONDS};
 use jobsched_core::{PolicyKind, PolicySettings};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -45,7 +45,7 @@ pub struct SchedulerConfigSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoundRobinSpec {
-    /// Time quantum in seconds (> 0, default 5).
+    /// Time quantum in seconds (0.01 to 86400, default 5).
     #[serde(default = "default_quantum")]
     #[schemars(schema_with = "quantum_schema")]
     pub quantum_seconds: f64,
@@ -151,10 +151,12 @@ fn optional_policy_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 fn quantum_schema(_: &mut SchemaGenerator) -> Schema {
-    let mut schema = SchemaObject {
+    // The same bounds as the REST API's (`PolicySettings::validate`).
+    Schema::Object(SchemaObject {
         instance_type: Some(InstanceType::Number.into()),
         number: Some(Box::new(NumberValidation {
-            minimum: Some(0.0),
+            minimum: Some(MIN_QUANTUM_SECONDS),
+            maximum: Some(MAX_QUANTUM_SECONDS),
             ..Default::default()
         })),
         metadata: Some(Box::new(Metadata {
@@ -162,14 +164,7 @@ fn quantum_schema(_: &mut SchemaGenerator) -> Schema {
             ..Default::default()
         })),
         ..Default::default()
-    };
-    // OpenAPI v3.0 (what Kubernetes validates with) spells an exclusive bound as a boolean
-    // next to `minimum`; schemars' draft-07 `exclusiveMinimum` is a number and would be
-    // rejected by the API server.
-    schema
-        .extensions
-        .insert("exclusiveMinimum".into(), serde_json::Value::Bool(true));
-    Schema::Object(schema)
+    })
 }
 
 fn date_time_schema(_: &mut SchemaGenerator) -> Schema {

@@ -47,7 +47,7 @@
 //! | `jobsched.io` | `schedulerconfigs` | get, list, watch |
 //! | `jobsched.io` | `schedulerconfigs/status` | patch |
 //! | `events.k8s.io` | `events` | create |
-//! | `coordination.k8s.io` | `leases` | get, create, update |
+//! | `coordination.k8s.io` | `leases` | get, update (its own Lease only, by `resourceNames`); create |
 //!
 //! # Metrics (process-wide default registry)
 //!

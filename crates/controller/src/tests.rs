@@ -8,8 +8,8 @@ use crate::error::ControllerError;
 use crate::leader::LeaseLock;
 use crate::metrics::metrics;
 use crate::reconcile::{
-    Context, FIELD_MANAGER, READY, REASON_APPLIED, REASON_NOT_SELECTED, REASON_REDIS_UNAVAILABLE,
-    RedisConn, StoreConn, error_policy, reconcile,
+    Context, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC, REASON_NOT_SELECTED,
+    REASON_REDIS_UNAVAILABLE, RedisConn, StoreConn, error_policy, reconcile,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
@@ -1075,4 +1075,56 @@ async fn invalid_redis_url_is_a_startup_error() {
         "{err}"
     );
     assert!(err.to_string().contains("JOBSCHED_REDIS_URL"), "{err}");
+}
+
+#[tokio::test]
+async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    let obj = object(
+        NAME,
+        SchedulerConfigSpec {
+            policy: PolicyKind::RoundRobin,
+            round_robin: Some(RoundRobinSpec {
+                quantum_seconds: 1e300,
+            }),
+            paused: false,
+        },
+        1,
+    );
+    let action = with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            move |mut h| async move {
+                let (method, path, _, body, send) = next_request(&mut h).await;
+                assert_eq!(method, Method::PATCH);
+                assert_eq!(path, status_path(NAME));
+                let ready = &body["status"]["conditions"][0];
+                assert_eq!(ready["status"], "False");
+                assert_eq!(ready["reason"], REASON_INVALID_SPEC);
+                let message = ready["message"].as_str().unwrap();
+                assert!(
+                    message.contains("quantum_seconds") && message.contains("86400"),
+                    "{message}"
+                );
+                let mut patched = serde_json::to_value(&obj).unwrap();
+                patched["status"] = body["status"].clone();
+                send.send_response(json_response(200, &patched));
+                h
+            }
+        },
+        reconcile(Arc::new(obj), ctx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(transport.policy().await.unwrap(), None, "nothing applied");
 }

@@ -160,8 +160,8 @@ fn crd_has_the_promised_shape() {
     assert_eq!(spec["required"], json!(["policy"]));
     let quantum = &spec["properties"]["roundRobin"]["properties"]["quantumSeconds"];
     assert_eq!(quantum["type"], "number");
-    assert_eq!(quantum["minimum"], json!(0.0));
-    assert_eq!(quantum["exclusiveMinimum"], json!(true));
+    assert_eq!(quantum["minimum"], json!(0.01));
+    assert_eq!(quantum["maximum"], json!(86_400.0));
     assert_eq!(quantum["default"], json!(5.0));
     assert_eq!(spec["properties"]["paused"]["default"], json!(false));
 
@@ -223,7 +223,8 @@ fn schema_rejects_bad_specs() {
     let ok = [
         json!({"policy": "fcfs"}),
         json!({"policy": "sjf", "paused": true}),
-        json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.001}}),
+        json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.01}}),
+        json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 86400}}),
         json!({"policy": "round_robin", "roundRobin": {}}),
     ];
     for spec in ok {
@@ -235,11 +236,19 @@ fn schema_rejects_bad_specs() {
         (json!({}), "missing required field policy"),
         (
             json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 0}}),
-            "must be > 0",
+            "must be >= 0.01",
         ),
         (
             json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": -1.5}}),
-            "must be > 0",
+            "must be >= 0.01",
+        ),
+        (
+            json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 1e300}}),
+            "must be <= 86400",
+        ),
+        (
+            json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 86400.5}}),
+            "must be <= 86400",
         ),
         (
             json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": "5"}}),
@@ -303,6 +312,21 @@ fn rbac_grants_exactly_what_the_controller_uses() {
         })
         .collect();
     rules.sort();
+    // Reading and renewing are limited to the controller's own Lease (create cannot be).
+    let lease_rule = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["resources"] == serde_json::json!(["leases"])
+                && r["verbs"] != serde_json::json!(["create"])
+        })
+        .expect("a Lease get/update rule");
+    assert_eq!(
+        lease_rule["resourceNames"],
+        serde_json::json!(["jobsched-controller"]),
+        "{lease_rule}"
+    );
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert_eq!(
         rules,
@@ -310,7 +334,12 @@ fn rbac_grants_exactly_what_the_controller_uses() {
             (
                 "coordination.k8s.io".into(),
                 "leases".into(),
-                s(&["get", "create", "update"])
+                s(&["create"])
+            ),
+            (
+                "coordination.k8s.io".into(),
+                "leases".into(),
+                s(&["get", "update"])
             ),
             ("events.k8s.io".into(), "events".into(), s(&["create"])),
             (

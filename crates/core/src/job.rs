@@ -18,6 +18,10 @@ pub const DEFAULT_ESTIMATED_DURATION: f64 = 1.0;
 pub const DEFAULT_MAX_RETRIES: i32 = 3;
 /// Longest accepted job name, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
+/// Shortest per-run timeout a submission may ask for, seconds.
+pub const MIN_TIMEOUT_SECONDS: f64 = 0.1;
+/// Longest per-run timeout a submission may ask for, seconds (one week).
+pub const MAX_TIMEOUT_SECONDS: f64 = 604_800.0;
 
 /// A job as stored. Field names are the REST contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +38,8 @@ pub struct Job {
     pub priority: i16,
     /// Estimated run time in seconds (> 0); the SJF key.
     pub estimated_duration: f64,
-    /// Type-specific input (a JSON object).
+    /// Type-specific input (a JSON object); `null` when a list left it out.
+    #[serde(default)]
     pub payload: Value,
     /// Output of a completed job.
     pub result: Option<Value>,
@@ -64,6 +69,10 @@ pub struct Job {
     pub checkpoint: Option<Value>,
     /// Number of slices (runs) the job has taken.
     pub slices: i32,
+    /// Longest a single run may take, seconds; `None` = the job type's default. A run past it
+    /// is stopped and fails with "timed out after N s" (retried by the job's retry budget).
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
     /// Queue-entry sequence: set on submission and on every re-entry into PENDING. Policies
     /// break ties by it, so equal jobs run in the order they entered the queue.
     #[serde(skip)]
@@ -87,6 +96,10 @@ pub struct NewJob {
     pub payload: Value,
     /// 0–10.
     pub max_retries: i32,
+    /// Per-run timeout in seconds ([`MIN_TIMEOUT_SECONDS`] to [`MAX_TIMEOUT_SECONDS`]);
+    /// `None` = the job type's default.
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
 }
 
 impl NewJob {
@@ -141,6 +154,7 @@ impl NewJob {
             estimated_duration: estimated_duration.unwrap_or(DEFAULT_ESTIMATED_DURATION),
             payload: payload.unwrap_or_else(|| Value::Object(Map::new())),
             max_retries: max_retries.unwrap_or(DEFAULT_MAX_RETRIES as i64) as i32,
+            timeout_seconds: None,
         })
     }
 
@@ -175,10 +189,21 @@ impl NewJob {
                 format!("must be a number of seconds greater than 0, got {d}"),
             ));
         }
-        if let Some(p) = payload
-            && !p.is_object()
-        {
-            errors.push(("payload".into(), "must be a JSON object".into()));
+        if name.contains('\0') {
+            errors.push((
+                "name".into(),
+                "must not contain the NUL character (\\u0000)".into(),
+            ));
+        }
+        if let Some(p) = payload {
+            if !p.is_object() {
+                errors.push(("payload".into(), "must be a JSON object".into()));
+            } else if let Some(at) = nul_path(p, "payload") {
+                errors.push((
+                    at,
+                    "must not contain the NUL character (\\u0000) in a string or key".into(),
+                ));
+            }
         }
         if let Some(m) = max_retries
             && !(0..=10).contains(&m)
@@ -190,6 +215,65 @@ impl NewJob {
         }
         errors
     }
+}
+
+/// Check a per-run timeout asked for by a submission.
+pub fn check_timeout(seconds: f64) -> std::result::Result<(), String> {
+    if seconds.is_finite() && (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a number of seconds from {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS}, \
+             got {seconds:?}"
+        ))
+    }
+}
+
+/// The dotted path of the first string or key in `value` holding a NUL character (which
+/// PostgreSQL cannot store in text or jsonb), if any. Iterative: deep nesting cannot overflow
+/// the stack.
+pub fn nul_path(value: &Value, root: &str) -> Option<String> {
+    // The common case (no NUL) allocates no paths.
+    let mut plain: Vec<&Value> = vec![value];
+    let mut found = false;
+    while let Some(v) = plain.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => found = true,
+            Value::Array(items) => plain.extend(items),
+            Value::Object(map) => {
+                found |= map.keys().any(|k| k.contains('\0'));
+                plain.extend(map.values());
+            }
+            _ => {}
+        }
+        if found {
+            break;
+        }
+    }
+    if !found {
+        return None;
+    }
+    let mut stack: Vec<(&Value, String)> = vec![(value, root.to_string())];
+    while let Some((v, path)) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => return Some(path),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    stack.push((item, format!("{path}[{i}]")));
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    if k.contains('\0') {
+                        return Some(path);
+                    }
+                    stack.push((item, format!("{path}.{k}")));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Filter and page for listing jobs. `page` starts at 1.
@@ -282,6 +366,9 @@ pub struct StartedJob {
     pub created_at: DateTime<Utc>,
     /// Slices taken before this run.
     pub slices: i32,
+    /// Per-run timeout, seconds; `None` = the job type's default.
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
 }
 
 impl Job {
@@ -331,6 +418,35 @@ pub struct DeadLetter {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_refused_with_their_field() {
+        let err = NewJob::new("a\0b", "sleep", None, None, None, None).unwrap_err();
+        assert!(err.to_string().contains("name"), "{err}");
+        let payload = json!({"ok": "x", "deep": {"list": [1, "fine", "bad\u{0}"]}});
+        let errors = NewJob::build("n", "sleep", None, None, Some(payload), None).unwrap_err();
+        assert_eq!(errors[0].0, "payload.deep.list[2]");
+        let key = json!({"k\u{0}": 1});
+        let errors = NewJob::build("n", "sleep", None, None, Some(key), None).unwrap_err();
+        assert_eq!(errors[0].0, "payload");
+        assert_eq!(nul_path(&json!({"a": ["b", {"c": "d"}]}), "payload"), None);
+        // Deep nesting is walked without recursion.
+        let mut deep = json!("x\u{0}");
+        for _ in 0..2_000 {
+            deep = json!([deep]);
+        }
+        assert!(nul_path(&deep, "p").unwrap().starts_with("p[0][0]"));
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert!(check_timeout(1.0).is_ok());
+        assert!(check_timeout(MAX_TIMEOUT_SECONDS).is_ok());
+        for bad in [0.0, -1.0, 0.05, 1e300, f64::NAN, f64::INFINITY, 604_801.0] {
+            let msg = check_timeout(bad).unwrap_err();
+            assert!(msg.contains("604800"), "{msg}");
+        }
+    }
 
     #[test]
     fn defaults_apply() {

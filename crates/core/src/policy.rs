@@ -84,7 +84,7 @@ impl FromStr for PolicyKind {
 pub struct PolicySettings {
     /// Active policy.
     pub policy: PolicyKind,
-    /// Round Robin time quantum, seconds (> 0).
+    /// Round Robin time quantum, seconds ([`MIN_QUANTUM_SECONDS`] to [`MAX_QUANTUM_SECONDS`]).
     pub quantum_seconds: f64,
     /// When true the engine dispatches nothing; running jobs finish.
     #[serde(default)]
@@ -98,6 +98,11 @@ pub struct PolicySettings {
 
 /// Default Round Robin quantum (seconds), as in the original system.
 pub const DEFAULT_QUANTUM_SECONDS: f64 = 5.0;
+/// Smallest Round Robin quantum accepted (seconds): shorter slices would spend the workers
+/// on bookkeeping.
+pub const MIN_QUANTUM_SECONDS: f64 = 0.01;
+/// Largest Round Robin quantum accepted (seconds): one day.
+pub const MAX_QUANTUM_SECONDS: f64 = 86_400.0;
 
 impl Default for PolicySettings {
     fn default() -> Self {
@@ -111,18 +116,28 @@ impl Default for PolicySettings {
 }
 
 impl PolicySettings {
-    /// The quantum as a `Duration`.
+    /// The quantum as a `Duration`, clamped to the accepted range (a value stored before the
+    /// bounds existed, or NaN, never panics or livelocks a worker).
     pub fn quantum(&self) -> Duration {
-        Duration::from_secs_f64(self.quantum_seconds)
+        let secs = if self.quantum_seconds.is_nan() {
+            DEFAULT_QUANTUM_SECONDS
+        } else {
+            self.quantum_seconds
+                .clamp(MIN_QUANTUM_SECONDS, MAX_QUANTUM_SECONDS)
+        };
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(5))
     }
 
     /// Check the values; the error names the bad field.
     pub fn validate(&self) -> Result<()> {
-        if !(self.quantum_seconds.is_finite() && self.quantum_seconds > 0.0) {
+        if !(self.quantum_seconds.is_finite()
+            && (MIN_QUANTUM_SECONDS..=MAX_QUANTUM_SECONDS).contains(&self.quantum_seconds))
+        {
             return Err(Error::invalid(
                 "quantum_seconds",
                 format!(
-                    "must be a number of seconds > 0, got {}",
+                    "must be a number of seconds from {MIN_QUANTUM_SECONDS} to \
+                     {MAX_QUANTUM_SECONDS}, got {:?}",
                     self.quantum_seconds
                 ),
             ));
@@ -367,6 +382,39 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use uuid::Uuid;
+
+    #[test]
+    fn quantum_outside_its_range_is_refused_and_never_panics() {
+        for bad in [
+            1e300,
+            1e19,
+            1e-300,
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            86_400.5,
+            0.009,
+        ] {
+            let s = PolicySettings {
+                quantum_seconds: bad,
+                ..PolicySettings::default()
+            };
+            let err = s.validate().expect_err("out of range must be refused");
+            assert!(err.to_string().contains("quantum_seconds"), "{err}");
+            assert!(err.to_string().contains("86400"), "{err}");
+            // A stored value from before the bounds still yields a usable quantum.
+            let q = s.quantum();
+            assert!(q >= Duration::from_millis(10) && q <= Duration::from_secs(86_400));
+        }
+        for good in [0.01, 5.0, 86_400.0] {
+            let s = PolicySettings {
+                quantum_seconds: good,
+                ..PolicySettings::default()
+            };
+            assert!(s.validate().is_ok(), "{good}");
+        }
+    }
 
     fn job(seq: i64, priority: i16, est: f64) -> QueuedJob {
         QueuedJob {

@@ -60,6 +60,13 @@ pub enum JobError {
         #[source]
         source: io::Error,
     },
+    /// The run saw its stop flag ([`crate::JobContext::stop`]: cancel, timeout or worker
+    /// shutdown) and gave up before finishing. Retryable; the worker decides what happens next.
+    #[error(
+        "the run was stopped before it finished (cancelled, timed out or the worker is shutting \
+         down)"
+    )]
+    Stopped,
     /// An I/O error while running a job. Retryable unless its kind is clearly permanent
     /// (permission denied, invalid data, read-only file system, …).
     #[error("{context}: {source}")]
@@ -76,7 +83,7 @@ impl JobError {
     /// Whether another attempt of the job could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            JobError::Retryable(_) => true,
+            JobError::Retryable(_) | JobError::Stopped => true,
             JobError::Io { source, .. } => !matches!(
                 source.kind(),
                 io::ErrorKind::NotFound

@@ -8,6 +8,7 @@
 //!
 //! Every user-supplied path goes through the [`DataDir`] sandbox (`JOBSCHED_DATA_DIR`).
 
+mod decode_budget;
 pub mod error;
 mod payload;
 pub mod registry;
@@ -18,7 +19,7 @@ pub mod word_count;
 
 pub use error::JobError;
 pub use registry::Registry;
-pub use sandbox::DataDir;
+pub use sandbox::{DataDir, FileId, InputFile, OutputFile};
 pub use sleep::SleepJob;
 pub use thumbnail::ThumbnailJob;
 pub use word_count::WordCountJob;
@@ -28,7 +29,10 @@ use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Largest `timeout_seconds` a job may ask for (7 days).
+pub const MAX_TIMEOUT_SECONDS: u64 = 604_800;
 
 /// What a run gets besides its payload.
 #[derive(Debug, Clone)]
@@ -39,8 +43,9 @@ pub struct JobContext {
     pub checkpoint: Option<Value>,
     /// End of this Round Robin quantum; `None` = run to completion.
     pub deadline: Option<Instant>,
-    /// Set on worker shutdown: preemptible jobs stop as soon as possible and return
-    /// [`RunOutput::Preempted`].
+    /// Set by the worker on cancel, shutdown or timeout. Jobs check it while they work (between
+    /// sleep steps, read chunks, decoder reads, budget waits): preemptible jobs then return
+    /// [`RunOutput::Preempted`], others [`JobError::Stopped`].
     pub stop: Arc<AtomicBool>,
 }
 
@@ -108,6 +113,9 @@ pub trait JobHandler: Send + Sync + fmt::Debug {
     /// Every problem with `payload` (cheap: no file contents are read). Fields are dotted paths
     /// like `payload.duration`. Empty = valid.
     fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError>;
+    /// How long a run may take when the job sets no `timeout_seconds`; the worker sets
+    /// [`JobContext::stop`] when it expires.
+    fn default_timeout(&self) -> Duration;
     /// Run the job (blocking).
     fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError>;
 }

@@ -77,6 +77,13 @@ mod tests {
         assert!(!r.get("word_count").unwrap().preemptible());
         assert!(!r.get("thumbnail").unwrap().preemptible());
         assert!(r.get("nope").is_none());
+        let secs = |t: &str| r.get(t).unwrap().default_timeout().as_secs();
+        assert_eq!(secs("sleep"), 86_460);
+        assert_eq!(secs("word_count"), 600);
+        assert_eq!(secs("thumbnail"), 300);
+        for t in r.names() {
+            assert!(secs(t) <= crate::MAX_TIMEOUT_SECONDS, "{t}");
+        }
         let cloned = r.clone();
         assert_eq!(cloned.names(), r.names());
     }
@@ -146,6 +153,9 @@ mod tests {
             }
             fn preemptible(&self) -> bool {
                 false
+            }
+            fn default_timeout(&self) -> std::time::Duration {
+                std::time::Duration::from_secs(1)
             }
             fn validate(&self, _: &Value, _: &DataDir) -> Vec<FieldError> {
                 Vec::new()

@@ -1,7 +1,8 @@
 //! `sleep`: a simulated workload, preemptible.
 //!
-//! Payload: `{"duration": seconds ≥ 0 (required), "fail_probability": 0..=1 (default 0)}`;
-//! other fields are ignored. Result: `{"slept": duration}`.
+//! Payload: `{"duration": seconds from 0 to [`MAX_DURATION_SECONDS`] (required),
+//! "fail_probability": 0..=1 (default 0)}`; other fields are ignored. Result:
+//! `{"slept": duration}`. Default timeout: the maximum duration plus a minute.
 //!
 //! The job sleeps in steps of at most [`STEP`], checking the stop flag between steps. Under a
 //! Round Robin deadline it completes in the current slice if the remaining time ends no later
@@ -23,6 +24,9 @@ pub const STEP: Duration = Duration::from_millis(10);
 /// slice for a sliver of remaining time.
 pub const GRACE: Duration = Duration::from_millis(2);
 
+/// Longest accepted `duration` (one day).
+pub const MAX_DURATION_SECONDS: u64 = 86_400;
+
 /// The `sleep` job type.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SleepJob;
@@ -35,27 +39,28 @@ struct Params {
 fn parse(payload: &Value) -> Result<Params, Vec<FieldError>> {
     let obj = payload::object(payload)?;
     let mut errors = Vec::new();
+    let accepted = format!("a number of seconds from 0 to {MAX_DURATION_SECONDS} (one day)");
     let duration = match get(obj, "duration") {
         None => {
             errors.push(FieldError::new(
                 field("duration"),
-                "is required: a number of seconds ≥ 0",
+                format!("is required: {accepted}"),
             ));
             0.0
         }
         Some(v) => match v.as_f64() {
-            Some(d) if d.is_finite() && d >= 0.0 => d,
+            Some(d) if (0.0..=MAX_DURATION_SECONDS as f64).contains(&d) => d,
             Some(d) => {
                 errors.push(FieldError::new(
                     field("duration"),
-                    format!("must be a number of seconds ≥ 0, got {d}"),
+                    format!("must be {accepted}, got {d}"),
                 ));
                 0.0
             }
             None => {
                 errors.push(FieldError::new(
                     field("duration"),
-                    format!("must be a number of seconds ≥ 0, got {}", kind(v)),
+                    format!("must be {accepted}, got {}", kind(v)),
                 ));
                 0.0
             }
@@ -112,6 +117,10 @@ impl JobHandler for SleepJob {
         true
     }
 
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(MAX_DURATION_SECONDS + 60)
+    }
+
     fn validate(&self, payload: &Value, _data_dir: &DataDir) -> Vec<FieldError> {
         parse(payload).err().unwrap_or_default()
     }
@@ -120,6 +129,7 @@ impl JobHandler for SleepJob {
         let params = parse(payload).map_err(invalid)?;
         let done_before = elapsed_from(ctx.checkpoint.as_ref()).min(params.duration);
         let start = Instant::now();
+        // `parse` bounds the duration and `elapsed_from` the checkpoint; saturate anyway.
         let remaining =
             Duration::try_from_secs_f64(params.duration - done_before).unwrap_or(Duration::MAX);
         // None: so far in the future that it cannot be represented (never finishes).
@@ -140,7 +150,7 @@ impl JobHandler for SleepJob {
             if ctx.stop.load(Ordering::Relaxed) || deadline.is_some_and(|dl| now >= dl) {
                 return Ok(preempted());
             }
-            let mut until = finish.unwrap_or(now + STEP);
+            let mut until = finish.or_else(|| now.checked_add(STEP)).unwrap_or(now);
             if let Some(dl) = deadline {
                 until = until.min(dl);
             }
@@ -303,5 +313,87 @@ mod tests {
         let (_t, c) = ctx();
         let err = SleepJob.run(&json!({"duration": -1}), &c).unwrap_err();
         assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn duration_is_capped_at_one_day() {
+        let t = tempfile::tempdir().unwrap();
+        let d = DataDir::new(t.path()).unwrap();
+        assert!(
+            SleepJob
+                .validate(&json!({"duration": 86_400}), &d)
+                .is_empty()
+        );
+        for bad in [
+            json!(86_400.001),
+            json!(1e300),
+            json!(u64::MAX),
+            json!(f64::MAX),
+        ] {
+            let errs = SleepJob.validate(&json!({ "duration": bad }), &d);
+            assert_eq!(errs.len(), 1, "{bad}");
+            assert_eq!(errs[0].field, "payload.duration");
+            assert!(errs[0].message.contains("86400"), "{}", errs[0].message);
+        }
+        assert_eq!(
+            SleepJob.default_timeout(),
+            Duration::from_secs(MAX_DURATION_SECONDS + 60)
+        );
+        const { assert!(MAX_DURATION_SECONDS + 60 <= crate::MAX_TIMEOUT_SECONDS) };
+    }
+
+    /// No float in the payload or the checkpoint can panic the body (it refuses or runs).
+    #[test]
+    fn odd_numbers_never_panic() {
+        let (_t, mut c) = ctx();
+        let floats = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            1e300,
+            -1e300,
+            1e-300,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            86_400.0,
+        ];
+        let payloads = floats
+            .iter()
+            .map(|&f| json!({ "duration": f }))
+            .chain([json!({"duration": u64::MAX}), json!({"duration": i64::MIN})]);
+        for payload in payloads {
+            // A past deadline: a valid long duration preempts at once instead of sleeping.
+            c.deadline = Some(Instant::now());
+            match SleepJob.run(&payload, &c) {
+                Ok(RunOutput::Done(_)) | Ok(RunOutput::Preempted { .. }) => {}
+                Err(e) => assert!(!e.is_retryable(), "{payload}: {e}"),
+            }
+        }
+        let checkpoints = floats.iter().map(|&f| json!({ "elapsed": f })).chain([
+            json!({"elapsed": u64::MAX}),
+            json!({"elapsed": i64::MIN}),
+            json!({"elapsed": "1"}),
+            json!([1]),
+            json!(null),
+            json!(3),
+        ]);
+        for cp in checkpoints {
+            c.checkpoint = Some(cp.clone());
+            c.deadline = Some(Instant::now());
+            let out = SleepJob.run(&json!({"duration": 1e-300}), &c).unwrap();
+            assert!(matches!(out, RunOutput::Done(_)), "{cp}: {out:?}");
+            c.deadline = Some(Instant::now() + Duration::from_millis(5));
+            match SleepJob.run(&json!({"duration": 86_400}), &c).unwrap() {
+                RunOutput::Preempted { checkpoint } => {
+                    let e = checkpoint["elapsed"].as_f64().unwrap();
+                    assert!((0.0..=86_400.0).contains(&e), "{cp}: {e}");
+                }
+                // A checkpoint at or past the end finishes.
+                RunOutput::Done(_) => {}
+            }
+        }
     }
 }

@@ -11,17 +11,22 @@
 //!
 //! The file is streamed in [`BUF_SIZE`] chunks (constant memory); UTF-8 sequences split across
 //! chunk boundaries are carried over. Invalid UTF-8 is a fatal error naming the file and byte
-//! offset. Not preemptible.
+//! offset. Not preemptible: the stop flag is checked before every chunk, and a stopped run
+//! fails with [`JobError::Stopped`]. Default timeout: [`DEFAULT_TIMEOUT`].
 
 use crate::payload::{self, invalid};
 use crate::{DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
 use serde::Serialize;
 use serde_json::Value;
-use std::fs::File;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Read chunk size.
 pub const BUF_SIZE: usize = 8 * 1024;
+
+/// Run time limit when the job sets no `timeout_seconds`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The `word_count` job type.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,14 +71,22 @@ impl Counter {
     }
 }
 
-/// Count a UTF-8 stream. `name` is used in error messages.
-pub fn count_reader(mut reader: impl Read, name: &str) -> Result<Counts, JobError> {
+/// Count a UTF-8 stream. `name` is used in error messages. Fails with [`JobError::Stopped`]
+/// as soon as `stop` is seen set (checked before every chunk).
+pub fn count_reader(
+    mut reader: impl Read,
+    name: &str,
+    stop: &AtomicBool,
+) -> Result<Counts, JobError> {
     let mut counter = Counter::default();
     // `buf[..carry]` holds the incomplete UTF-8 sequence left from the previous chunk (≤ 3 bytes).
     let mut buf = vec![0u8; BUF_SIZE + 4];
     let mut carry = 0usize;
     let mut offset: u64 = 0; // file offset of buf[0]
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(JobError::Stopped);
+        }
         let n = match reader.read(&mut buf[carry..]) {
             Ok(0) => break,
             Ok(n) => n,
@@ -131,16 +144,18 @@ impl JobHandler for WordCountJob {
         false
     }
 
+    fn default_timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
+    }
+
     fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError> {
         parse(payload, data_dir).err().unwrap_or_default()
     }
 
     fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
         let user_path = parse(payload, &ctx.data_dir).map_err(invalid)?;
-        let path = ctx.data_dir.resolve_existing(&user_path)?;
-        let file =
-            File::open(&path).map_err(|e| JobError::io(format!("opening `{user_path}`"), e))?;
-        let counts = count_reader(file, &user_path)?;
+        let input = ctx.data_dir.open_input(&user_path)?;
+        let counts = count_reader(input.file, &user_path, &ctx.stop)?;
         let value = serde_json::to_value(counts)
             .map_err(|e| JobError::Fatal(format!("serializing the result: {e}")))?;
         Ok(RunOutput::Done(value))
@@ -153,6 +168,7 @@ mod tests {
     use serde_json::json;
     use std::path::Path;
     use std::process::Command;
+    use std::time::Instant;
 
     const SAMPLE: &str = "/work/shared/seed/sample_data/sample.txt";
 
@@ -270,7 +286,12 @@ mod tests {
                 Ok(1)
             }
         }
-        let counts = count_reader(Trickle("a é🦀\tb\r\n c".as_bytes()), "t").unwrap();
+        let counts = count_reader(
+            Trickle("a é🦀\tb\r\n c".as_bytes()),
+            "t",
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         assert_eq!(counts, reference("a é🦀\tb\r\n c"));
     }
 
@@ -311,5 +332,61 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", c.data_dir.root().join("pw")).unwrap();
         let err = run(&c, "pw").unwrap_err();
         assert!(matches!(err, JobError::OutsideDataDir { .. }), "{err:?}");
+    }
+
+    /// A 2 GB sparse file would take many seconds (far more in a debug build); setting the stop
+    /// flag ends the run within one 8 KiB chunk. The bound below (250 ms after the flag) is
+    /// generous for a loaded debug build; a run that ignores the flag misses it by seconds.
+    #[test]
+    fn stop_flag_ends_a_long_read() {
+        let (_t, c) = setup();
+        let f = std::fs::File::create(c.data_dir.root().join("big.txt")).unwrap();
+        f.set_len(2_000_000_000).unwrap();
+        drop(f);
+        let stop = c.stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job = std::thread::spawn(move || {
+            let r = WordCountJob.run(&json!({"file_path": "big.txt"}), &c);
+            tx.send(Instant::now()).unwrap();
+            r
+        });
+        // Let it get well into the file (not needed for correctness: a flag set earlier just
+        // stops it earlier).
+        std::thread::sleep(Duration::from_millis(100));
+        let flagged = Instant::now();
+        stop.store(true, Ordering::SeqCst);
+        let ended = rx
+            .recv_timeout(Duration::from_secs(1))
+            .expect("word_count did not stop within 1 s of the stop flag");
+        let latency = ended.saturating_duration_since(flagged);
+        assert!(latency < Duration::from_millis(250), "{latency:?}");
+        let err = job.join().unwrap().unwrap_err();
+        assert!(matches!(err, JobError::Stopped), "{err:?}");
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("stopped"), "{err}");
+    }
+
+    #[test]
+    fn stop_flag_set_before_the_run() {
+        let (_t, c) = setup();
+        std::fs::write(c.data_dir.root().join("a.txt"), "a b c").unwrap();
+        c.stop.store(true, Ordering::SeqCst);
+        assert!(matches!(run(&c, "a.txt"), Err(JobError::Stopped)));
+    }
+
+    #[test]
+    fn hard_linked_and_symlinked_inputs_are_refused() {
+        let (t, c) = setup();
+        let outside = t.path().join("secret.txt");
+        std::fs::write(&outside, "top secret").unwrap();
+        std::fs::hard_link(&outside, c.data_dir.root().join("hl.txt")).unwrap();
+        let err = run(&c, "hl.txt").unwrap_err();
+        assert!(err.to_string().contains("hard links are refused"), "{err}");
+        std::fs::create_dir(c.data_dir.root().join("d")).unwrap();
+        std::fs::write(c.data_dir.root().join("d/x.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("d", c.data_dir.root().join("dl")).unwrap();
+        let err = run(&c, "dl/x.txt").unwrap_err();
+        assert!(matches!(err, JobError::OutsideDataDir { .. }), "{err:?}");
+        assert_eq!(run(&c, "d/x.txt").unwrap()["word_count"], 1);
     }
 }

@@ -111,9 +111,10 @@ pub struct ControllerArgs {
     /// Seconds between re-asserting the desired state.
     #[arg(long, env = "JOBSCHED_REQUEUE_SECONDS", default_value_t = 60.0)]
     pub requeue_seconds: f64,
-    /// Address of the `/metrics`, `/livez` and `/readyz` server ("off" to disable).
-    #[arg(long, env = "JOBSCHED_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
-    pub metrics_listen: String,
+    /// Address of the `/metrics`, `/livez` and `/readyz` server ("off" to disable). Unset:
+    /// 0.0.0.0:9090, or a free port (logged) when another process on the host holds 9090.
+    #[arg(long, env = "JOBSCHED_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Database selection.
@@ -150,15 +151,36 @@ pub struct DataArgs {
 /// HTTP API settings.
 #[derive(Debug, Args, Clone)]
 pub struct HttpArgs {
-    /// Bearer token required on every route but health/probes/docs.
-    #[arg(long, env = "JOBSCHED_API_TOKEN", hide_env_values = true)]
+    /// Bearer token required on every route but health/probes/docs (from the environment or
+    /// `--api-token-file`, never the command line).
+    #[arg(skip = std::env::var("JOBSCHED_API_TOKEN").ok())]
     pub api_token: Option<String>,
-    /// Bearer token required for policy switches and dead-letter operations.
-    #[arg(long, env = "JOBSCHED_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the API token (first line); overrides JOBSCHED_API_TOKEN.
+    #[arg(long, env = "JOBSCHED_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Bearer token required for policy switches and dead-letter operations (from the
+    /// environment or `--admin-token-file`). With an API token but no admin token, admin
+    /// operations are refused.
+    #[arg(skip = std::env::var("JOBSCHED_ADMIN_TOKEN").ok())]
     pub admin_token: Option<String>,
+    /// File holding the admin token (first line); overrides JOBSCHED_ADMIN_TOKEN.
+    #[arg(long, env = "JOBSCHED_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Largest accepted request body, bytes.
     #[arg(long, env = "JOBSCHED_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    /// Largest job payload (serialized JSON), bytes; larger → 413 naming the field.
+    #[arg(long, env = "JOBSCHED_MAX_PAYLOAD", default_value_t = 64 * 1024)]
+    pub max_payload: usize,
+    /// Most requests served at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "JOBSCHED_API_MAX_INFLIGHT", default_value_t = 128)]
+    pub max_inflight: usize,
+    /// Most open connections; more are answered 503 and closed.
+    #[arg(long, env = "JOBSCHED_API_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a request may take, headers to response (408 after); bodies get the same.
+    #[arg(long, env = "JOBSCHED_API_REQUEST_TIMEOUT", default_value_t = 30.0)]
+    pub request_timeout: f64,
 }
 
 /// `jobsched api`.
@@ -175,6 +197,10 @@ pub struct ApiArgs {
     /// Listen address.
     #[arg(long, env = "JOBSCHED_LISTEN", default_value = "0.0.0.0:8000")]
     pub listen: String,
+    /// Address of the API's `/metrics` server ("off" to disable). Unset: 0.0.0.0:9090, or a
+    /// free port (logged) when that is taken.
+    #[arg(long, env = "JOBSCHED_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Worker tuning shared by `worker` and `dev`.
@@ -211,6 +237,9 @@ pub struct SlotArgs {
     /// On SIGTERM, seconds in-flight jobs get to finish before being handed back.
     #[arg(long, env = "JOBSCHED_SHUTDOWN_GRACE", default_value_t = 25.0)]
     pub shutdown_grace: f64,
+    /// Bytes all image decodes of this process may hold at once (jobs wait for budget).
+    #[arg(long, env = "JOBSCHED_DECODE_BUDGET", default_value_t = 192 * 1024 * 1024)]
+    pub decode_budget: u64,
 }
 
 /// `jobsched worker`.
@@ -230,9 +259,10 @@ pub struct WorkerArgs {
     /// Do not compete for the engine leadership (execution slots only).
     #[arg(long, env = "JOBSCHED_NO_ENGINE")]
     pub no_engine: bool,
-    /// Address of the `/metrics`, `/livez` and `/readyz` server ("off" to disable).
-    #[arg(long, env = "JOBSCHED_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
-    pub metrics_listen: String,
+    /// Address of the `/metrics`, `/livez` and `/readyz` server ("off" to disable). Unset:
+    /// 0.0.0.0:9090, or a free port (logged) when another process on the host holds 9090.
+    #[arg(long, env = "JOBSCHED_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// `jobsched dev`.
@@ -247,6 +277,10 @@ pub struct DevArgs {
     /// Listen address.
     #[arg(long, env = "JOBSCHED_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: String,
+    /// Address of the `/metrics` server ("off" to disable). Unset: 127.0.0.1:9090, or a free
+    /// port (printed) when that is taken.
+    #[arg(long, env = "JOBSCHED_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]

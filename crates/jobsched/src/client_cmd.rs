@@ -18,9 +18,14 @@ pub struct Conn {
         global = true
     )]
     pub url: String,
-    /// Bearer token (JOBSCHED_ADMIN_TOKEN is used when set, else JOBSCHED_API_TOKEN).
-    #[arg(long, env = "JOBSCHED_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
+    /// File holding the bearer token (tokens are never taken on the command line, where `ps`
+    /// shows them). Without it: JOBSCHED_TOKEN, else JOBSCHED_API_TOKEN.
+    #[arg(long, env = "JOBSCHED_TOKEN_FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// File holding the admin token, sent only with admin operations (policy switch,
+    /// dead-letter retry and purge). Without it: JOBSCHED_ADMIN_TOKEN.
+    #[arg(long, env = "JOBSCHED_ADMIN_TOKEN_FILE", global = true)]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -87,18 +92,36 @@ pub enum DlqCommand {
     Purge,
 }
 
+/// A token: the file's first line when a file is named, else the first set variable.
+pub(crate) fn read_token(file: Option<&std::path::Path>, vars: &[&str]) -> Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() {
+            bail!("the token file {} is empty", path.display());
+        }
+        return Ok(Some(token));
+    }
+    Ok(vars
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .map(|t| t.trim().to_string())
+        .find(|t| !t.is_empty()))
+}
+
 fn client(conn: &Conn) -> Result<Client> {
-    let c = Client::new(&conn.url)?;
-    let token = conn
-        .token
-        .clone()
-        .or_else(|| std::env::var("JOBSCHED_ADMIN_TOKEN").ok())
-        .or_else(|| std::env::var("JOBSCHED_API_TOKEN").ok())
-        .filter(|t| !t.is_empty());
-    Ok(match token {
-        Some(t) => c.with_token(t),
-        None => c,
-    })
+    let mut c = Client::new(&conn.url)?;
+    if let Some(t) = read_token(
+        conn.token_file.as_deref(),
+        &["JOBSCHED_TOKEN", "JOBSCHED_API_TOKEN"],
+    )? {
+        c = c.with_token(t);
+    }
+    if let Some(t) = read_token(conn.admin_token_file.as_deref(), &["JOBSCHED_ADMIN_TOKEN"])? {
+        c = c.with_admin_token(t);
+    }
+    Ok(c)
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -260,6 +283,7 @@ pub async fn jobs(conn: &Conn, args: JobsArgs) -> Result<()> {
             job_type: args.job_type,
             page: Some(args.page),
             page_size: Some(args.page_size),
+            include: None,
         })
         .await?;
     if conn.json {

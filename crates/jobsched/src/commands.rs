@@ -49,11 +49,19 @@ pub fn run(cli: Cli) -> Result<()> {
     })
 }
 
-fn secs(name: &str, v: f64) -> Result<Duration> {
-    if !(v.is_finite() && v > 0.0) {
-        bail!("{name} must be a number of seconds greater than 0, got {v}");
+/// A duration setting in seconds, refused (naming the variable and its range) outside
+/// `min..=max`, so no setting can overflow a `Duration` or an `Instant` later.
+pub(crate) fn secs_in(name: &str, v: f64, min: f64, max: f64) -> Result<Duration> {
+    if !(v.is_finite() && v >= min && v <= max) {
+        bail!("{name} must be a number of seconds from {min} to {max}, got {v:?}");
     }
-    Ok(Duration::from_secs_f64(v))
+    Duration::try_from_secs_f64(v)
+        .with_context(|| format!("{name} must be a number of seconds from {min} to {max}"))
+}
+
+/// A TTL or interval: 0.1 s to one day.
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    secs_in(name, v, 0.1, 86_400.0)
 }
 
 /// Cancelled on SIGTERM or Ctrl-C.
@@ -123,9 +131,44 @@ fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
             http.body_limit
         );
     }
+    if !(1024..=http.body_limit).contains(&http.max_payload) {
+        bail!(
+            "JOBSCHED_MAX_PAYLOAD must be from 1024 bytes to JOBSCHED_BODY_LIMIT ({}), got {}",
+            http.body_limit,
+            http.max_payload
+        );
+    }
+    for (name, v) in [
+        ("JOBSCHED_API_MAX_INFLIGHT", http.max_inflight),
+        ("JOBSCHED_API_MAX_CONNECTIONS", http.max_connections),
+    ] {
+        if !(1..=1_000_000).contains(&v) {
+            bail!("{name} must be from 1 to 1000000, got {v}");
+        }
+    }
+    let request_timeout = secs_in(
+        "JOBSCHED_API_REQUEST_TIMEOUT",
+        http.request_timeout,
+        1.0,
+        3_600.0,
+    )?;
+    let defaults = jobsched_api::ApiConfig::default();
     Ok(jobsched_api::ApiConfig {
-        api_token: http.api_token.clone().filter(|t| !t.is_empty()),
-        admin_token: http.admin_token.clone().filter(|t| !t.is_empty()),
+        max_payload: http.max_payload,
+        max_inflight: http.max_inflight,
+        max_connections: http.max_connections,
+        request_timeout,
+        body_timeout: request_timeout.min(defaults.body_timeout),
+        header_timeout: defaults.header_timeout,
+        shutdown_timeout: defaults.shutdown_timeout,
+        api_token: match &http.api_token_file {
+            Some(f) => client_cmd::read_token(Some(f), &[])?,
+            None => http.api_token.clone().filter(|t| !t.is_empty()),
+        },
+        admin_token: match &http.admin_token_file {
+            Some(f) => client_cmd::read_token(Some(f), &[])?,
+            None => http.admin_token.clone().filter(|t| !t.is_empty()),
+        },
         body_limit: http.body_limit,
     })
 }
@@ -135,8 +178,8 @@ fn runtime_config(
     worker_id: Option<String>,
     run_engine: bool,
 ) -> Result<RuntimeConfig> {
-    let base = secs("JOBSCHED_BACKOFF_BASE", slots.backoff_base)?;
-    let cap = secs("JOBSCHED_BACKOFF_CAP", slots.backoff_cap)?;
+    let base = secs_in("JOBSCHED_BACKOFF_BASE", slots.backoff_base, 0.001, 86_400.0)?;
+    let cap = secs_in("JOBSCHED_BACKOFF_CAP", slots.backoff_cap, 0.001, 86_400.0)?;
     if cap < base {
         bail!(
             "JOBSCHED_BACKOFF_CAP ({}) must not be below JOBSCHED_BACKOFF_BASE ({})",
@@ -144,6 +187,15 @@ fn runtime_config(
             slots.backoff_base
         );
     }
+    // 16 MiB to 64 GiB: enough for a small image, never more than a machine has.
+    if !(16 << 20..=64 << 30).contains(&slots.decode_budget) {
+        bail!(
+            "JOBSCHED_DECODE_BUDGET must be from 16777216 (16 MiB) to 68719476736 (64 GiB) \
+             bytes, got {}",
+            slots.decode_budget
+        );
+    }
+    jobsched_jobs::thumbnail::set_decode_budget(slots.decode_budget);
     let defaults = RuntimeConfig::default();
     let cfg = RuntimeConfig {
         worker_id: worker_id.unwrap_or_else(default_worker_id),
@@ -154,7 +206,12 @@ fn runtime_config(
         leader_ttl: secs("JOBSCHED_LEADER_TTL", slots.leader_ttl)?,
         worker_ttl: secs("JOBSCHED_WORKER_TTL", slots.worker_ttl)?,
         backoff: Backoff { base, cap },
-        shutdown_grace: Duration::from_secs_f64(slots.shutdown_grace.max(0.0)),
+        shutdown_grace: secs_in(
+            "JOBSCHED_SHUTDOWN_GRACE",
+            slots.shutdown_grace,
+            0.0,
+            3_600.0,
+        )?,
         run_engine,
         ..defaults
     };
@@ -189,9 +246,26 @@ async fn api(args: ApiArgs) -> Result<()> {
         config,
     };
     let shutdown = shutdown_signal();
-    jobsched_api::serve(listener, state, async move { shutdown.cancelled().await })
+    let (store, transport) = (state.store.clone(), state.transport.clone());
+    let ready = jobsched_metrics::ready_check(move || {
+        let (store, transport) = (store.clone(), transport.clone());
+        Box::pin(async move { store.ping().await.is_ok() && transport.ping().await.is_ok() })
+    });
+    let metrics = spawn_metrics_server(
+        args.metrics_listen.as_deref(),
+        DEFAULT_METRICS_LISTEN,
+        ready,
+        &shutdown,
+    )
+    .await?;
+    let stop = shutdown.clone();
+    jobsched_api::serve(listener, state, async move { stop.cancelled().await })
         .await
         .context("API server failed")?;
+    shutdown.cancel();
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     Ok(())
 }
 
@@ -216,7 +290,13 @@ async fn worker(args: WorkerArgs) -> Result<()> {
         let (store, transport) = (store.clone(), transport.clone());
         Box::pin(async move { store.ping().await.is_ok() && transport.ping().await.is_ok() })
     });
-    let metrics = spawn_metrics_server(&args.metrics_listen, ready, &shutdown).await?;
+    let metrics = spawn_metrics_server(
+        args.metrics_listen.as_deref(),
+        DEFAULT_METRICS_LISTEN,
+        ready,
+        &shutdown,
+    )
+    .await?;
     jobsched_runtime::run(rt, shutdown).await?;
     if let Some(m) = metrics {
         let _ = m.await;
@@ -224,19 +304,56 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where the metrics server listens by default (a free port on the same host when taken).
+const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9090";
+
+/// Bind the metrics server: the configured address (an error if taken), or when none is
+/// configured `default`, falling back to a free port on the same host when another process
+/// (a second worker on one machine) holds it.
+async fn bind_metrics(
+    listen: Option<&str>,
+    default: &str,
+) -> Result<Option<tokio::net::TcpListener>> {
+    match listen {
+        Some(l) if l.eq_ignore_ascii_case("off") => Ok(None),
+        Some(l) => tokio::net::TcpListener::bind(l)
+            .await
+            .map(Some)
+            .with_context(|| format!("cannot listen on {l} (JOBSCHED_METRICS_LISTEN)")),
+        None => match tokio::net::TcpListener::bind(default).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let host = default.rsplit_once(':').map_or(default, |(h, _)| h);
+                let l = tokio::net::TcpListener::bind((host, 0))
+                    .await
+                    .with_context(|| format!("cannot listen on a free port of {host}"))?;
+                tracing::warn!(
+                    taken = default,
+                    listen = %l.local_addr()?,
+                    "the default metrics address is taken (another jobsched on this host?); \
+                     serving metrics on a free port instead (set JOBSCHED_METRICS_LISTEN to choose)"
+                );
+                Ok(Some(l))
+            }
+            Err(e) => Err(e).with_context(|| {
+                format!("cannot listen on {default} (set JOBSCHED_METRICS_LISTEN)")
+            }),
+        },
+    }
+}
+
 /// Start the `/metrics` + probes server unless the address is "off".
 async fn spawn_metrics_server(
-    listen: &str,
+    listen: Option<&str>,
+    default: &str,
     ready: jobsched_metrics::ReadyCheck,
     shutdown: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
-    if listen.eq_ignore_ascii_case("off") {
+    let Some(listener) = bind_metrics(listen, default).await? else {
         return Ok(None);
-    }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (JOBSCHED_METRICS_LISTEN)"))?;
-    tracing::info!(listen = %listener.local_addr()?, "metrics and probes listening");
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, "metrics and probes listening");
     let stop = shutdown.clone();
     Ok(Some(tokio::spawn(async move {
         if let Err(e) =
@@ -298,6 +415,13 @@ async fn dev(args: DevArgs) -> Result<()> {
         data_dir.root().display(),
         args.slots.concurrency
     );
+    let metrics = spawn_metrics_server(
+        args.metrics_listen.as_deref(),
+        "127.0.0.1:9090",
+        jobsched_metrics::always_ready(),
+        &shutdown,
+    )
+    .await?;
     let api_stop = shutdown.clone();
     let api = tokio::spawn(jobsched_api::serve(listener, state, async move {
         api_stop.cancelled().await
@@ -306,6 +430,9 @@ async fn dev(args: DevArgs) -> Result<()> {
     api.await
         .context("API task failed")?
         .context("API server failed")?;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     Ok(())
 }
 
@@ -325,7 +452,8 @@ async fn controller(args: ControllerArgs) -> Result<()> {
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let shutdown = shutdown_signal();
     let metrics = spawn_metrics_server(
-        &args.metrics_listen,
+        args.metrics_listen.as_deref(),
+        DEFAULT_METRICS_LISTEN,
         jobsched_metrics::always_ready(),
         &shutdown,
     )

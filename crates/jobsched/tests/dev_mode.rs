@@ -22,6 +22,8 @@ fn free_port() -> u16 {
 struct Dev {
     child: Child,
     base: String,
+    /// Base URL of its `/metrics` server (a port of its own, not the API's).
+    metrics: String,
 }
 
 impl Drop for Dev {
@@ -33,10 +35,12 @@ impl Drop for Dev {
 }
 
 fn start_dev(db: &Path, port: u16) -> Dev {
+    let metrics_port = free_port();
     let child = Command::new(BIN)
         .args(["dev", "--db"])
         .arg(db)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .env("JOBSCHED_DATA_DIR", repo_root().join("data"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -58,7 +62,11 @@ fn start_dev(db: &Path, port: u16) -> Dev {
         assert!(Instant::now() < deadline, "jobsched dev did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Dev { child, base }
+    Dev {
+        child,
+        base,
+        metrics: format!("http://127.0.0.1:{metrics_port}"),
+    }
 }
 
 /// Run the real `curl`; returns (stdout, success).
@@ -229,7 +237,7 @@ fn readme_quick_start_works_against_jobsched_dev() {
     );
 
     // The API exports its metrics on its own port, labelled by route template.
-    let (page, _) = curl(&["-s", &format!("{base}/metrics")]);
+    let (page, _) = curl(&["-s", &format!("{}/metrics", dev.metrics)]);
     assert!(
         page.contains(r#"jobsched_jobs_submitted_total{job_type="sleep"} 1"#),
         "{page}"

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub jobs_finished: IntCounterVec,
     /// Failed runs scheduled for another attempt, by job_type.
     pub retries: IntCounterVec,
+    /// Runs stopped because they exceeded their timeout, by job_type.
+    pub job_timeouts: IntCounterVec,
     /// Leases taken back by the rescuer, by kind (running, scheduled, dead_lettered).
     pub lease_rescues: IntCounterVec,
     /// Time from submission to start of the first run, by policy.
@@ -138,6 +140,11 @@ impl Metrics {
             retries: counter_vec(
                 "jobsched_job_retries_total",
                 "Failed runs scheduled for another attempt.",
+                &["job_type"],
+            ),
+            job_timeouts: counter_vec(
+                "jobsched_job_timeouts_total",
+                "Runs stopped because they exceeded their timeout.",
                 &["job_type"],
             ),
             lease_rescues: counter_vec(

@@ -68,6 +68,11 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(30))
 }
 
+/// `now + d`, saturating at `now` instead of panicking on overflow.
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now.checked_add_signed(chrono_dur(d)).unwrap_or(now)
+}
+
 /// Run the worker until `shutdown`, then drain gracefully.
 pub async fn run(
     rt: Runtime,
@@ -446,17 +451,111 @@ fn spawn_job(
             .observe(waited.as_secs_f64());
     }
     let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
+    // The run's timeout: the job's own, else its type's default. A watchdog sets the stop flag
+    // when it expires; the body stops and the run fails as timed out.
+    let timeout = run_timeout(&rt, &job);
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let watchdog = timeout.map(|limit| {
+        let (stop, timed_out) = (stop.clone(), timed_out.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            timed_out.store(true, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
+        })
+    });
+    let attempt = Attempt {
+        token,
+        job_type: job.job_type.clone(),
+        retry_count: job.retry_count,
+        max_retries: job.max_retries,
+    };
     // The whole run, outcome included, happens on one blocking thread: no async task per job,
     // so a job costs one thread hand-off each way.
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let outcome = execute(&rt, job, token, round_robin, quantum, stop);
+        // A panic anywhere around the body (not only inside it) still frees the slot and
+        // records a failed attempt.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(
+                &rt,
+                job,
+                token,
+                round_robin,
+                quantum,
+                stop,
+                &timed_out,
+                timeout,
+            )
+        }));
+        let outcome = run.unwrap_or_else(|panic| {
+            let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
+            failure(&rt, &attempt, message, true)
+        });
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         let _ = tx.send(Record::Done(outcome));
         let _ = freed.send(1);
     });
 }
 
+/// What deciding a failed run needs to know about its job.
+struct Attempt {
+    token: Token,
+    job_type: String,
+    retry_count: i32,
+    max_retries: i32,
+}
+
+/// How long one run of `job` may take: its own `timeout_seconds`, else its type's default.
+fn run_timeout(rt: &Runtime, job: &StartedJob) -> Option<Duration> {
+    job.timeout_seconds
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .or_else(|| rt.registry.get(&job.job_type).map(|h| h.default_timeout()))
+}
+
+/// The text of a panic payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// A failed run's outcome: a retry after backoff while the budget lasts and the error is
+/// retryable, else FAILED.
+fn failure(rt: &Runtime, job: &Attempt, error: String, retryable: bool) -> Outcome {
+    let m = metrics();
+    let token = job.token;
+    if retryable && job.retry_count < job.max_retries {
+        let retry = u32::try_from(job.retry_count.saturating_add(1)).unwrap_or(1);
+        let delay = rt.config.backoff.delay(retry, &mut rand::rng());
+        tracing::info!(%error, retry, ?delay, "job failed; will retry");
+        m.retries.with_label_values(&[job.job_type.as_str()]).inc();
+        let now = rt.clock.now();
+        let run_at = after(now, delay);
+        Outcome::Retry {
+            token,
+            error,
+            run_at,
+        }
+    } else {
+        tracing::warn!(%error, retryable, "job failed for good");
+        let outcome = if retryable { "dead_lettered" } else { "failed" };
+        m.jobs_finished
+            .with_label_values(&[job.job_type.as_str(), outcome])
+            .inc();
+        Outcome::Failed {
+            token,
+            error,
+            retry_count: job.retry_count,
+        }
+    }
+}
+
 /// Run one job body (on the calling blocking thread) and turn its result into an outcome.
+#[allow(clippy::too_many_arguments)]
 fn execute(
     rt: &Runtime,
     job: StartedJob,
@@ -464,7 +563,15 @@ fn execute(
     round_robin: bool,
     quantum: Duration,
     stop: Arc<AtomicBool>,
+    timed_out: &AtomicBool,
+    timeout: Option<Duration>,
 ) -> Outcome {
+    let attempt = Attempt {
+        token,
+        job_type: job.job_type.clone(),
+        retry_count: job.retry_count,
+        max_retries: job.max_retries,
+    };
     let Some(handler) = rt.registry.get(&job.job_type) else {
         return Outcome::Failed {
             token,
@@ -476,7 +583,11 @@ fn execute(
             retry_count: job.retry_count,
         };
     };
-    let deadline = (round_robin && handler.preemptible()).then(|| Instant::now() + quantum);
+    let deadline = if round_robin && handler.preemptible() {
+        Instant::now().checked_add(quantum)
+    } else {
+        None
+    };
     let ctx = JobContext {
         data_dir: rt.data_dir.clone(),
         checkpoint: job.checkpoint.clone(),
@@ -491,6 +602,18 @@ fn execute(
     m.run_seconds
         .with_label_values(&[job.job_type.as_str()])
         .observe(began.elapsed().as_secs_f64());
+    if timed_out.load(Ordering::SeqCst) {
+        let limit = timeout.unwrap_or_default().as_secs_f64();
+        m.job_timeouts
+            .with_label_values(&[job.job_type.as_str()])
+            .inc();
+        return failure(
+            rt,
+            &attempt,
+            format!("timed out after {limit} s (the job's timeout_seconds, or its type's default)"),
+            true,
+        );
+    }
     let (error, retryable) = match result {
         Ok(Ok(RunOutput::Done(result))) => {
             tracing::debug!("job completed");
@@ -508,37 +631,12 @@ fn execute(
             };
         }
         Ok(Err(e)) => (e.to_string(), e.is_retryable()),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(no message)".into());
-            (format!("job body panicked: {message}"), true)
-        }
+        Err(panic) => (
+            format!("job body panicked: {}", panic_message(panic.as_ref())),
+            true,
+        ),
     };
-    if retryable && job.retry_count < job.max_retries {
-        let retry = (job.retry_count + 1) as u32;
-        let delay = rt.config.backoff.delay(retry, &mut rand::rng());
-        tracing::info!(%error, retry, ?delay, "job failed; will retry");
-        m.retries.with_label_values(&[job.job_type.as_str()]).inc();
-        Outcome::Retry {
-            token,
-            error,
-            run_at: rt.clock.now() + chrono_dur(delay),
-        }
-    } else {
-        tracing::warn!(%error, retryable, "job failed for good");
-        let outcome = if retryable { "dead_lettered" } else { "failed" };
-        m.jobs_finished
-            .with_label_values(&[job.job_type.as_str(), outcome])
-            .inc();
-        Outcome::Failed {
-            token,
-            error,
-            retry_count: job.retry_count,
-        }
-    }
+    failure(rt, &attempt, error, retryable)
 }
 
 /// Writes starts and outcomes in batches behind the bodies, updates the dead-letter mirror and
@@ -599,7 +697,7 @@ async fn recorder(
         });
         if due {
             let batch: Vec<(Token, DateTime<Utc>)> = starts.iter().map(|s| (s.0, s.1)).collect();
-            let until = rt.clock.now() + chrono_dur(rt.config.lease_ttl);
+            let until = after(rt.clock.now(), rt.config.lease_ttl);
             match rt.store.record_starts(&batch, &me, until).await {
                 Ok(applied) => {
                     starts.clear();
@@ -756,7 +854,7 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
         if tokens.is_empty() {
             continue;
         }
-        let until = rt.clock.now() + chrono_dur(rt.config.lease_ttl);
+        let until = after(rt.clock.now(), rt.config.lease_ttl);
         match rt.store.renew(&tokens, &me, until).await {
             Ok(held) if held.len() < tokens.len() => {
                 // A job whose outcome was recorded meanwhile has left the running set; only

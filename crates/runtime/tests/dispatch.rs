@@ -526,6 +526,9 @@ impl jobsched_jobs::JobHandler for Flaky {
     fn preemptible(&self) -> bool {
         false
     }
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
     fn validate(&self, _: &Value, _: &jobsched_jobs::DataDir) -> Vec<jobsched_jobs::FieldError> {
         Vec::new()
     }
@@ -816,5 +819,142 @@ async fn an_announced_job_takes_a_free_slot_without_a_queue_read() {
     assert_eq!(status(urgent2.id).await, JobStatus::Pending);
     assert_eq!(engine.queued(), 0);
     assert_eq!(env.redis.ready_len().await.unwrap(), 3);
+    env.cleanup().await;
+}
+
+/// A job type whose `preemptible()` panics: the worker calls it around the body, outside the
+/// body's own `catch_unwind`.
+#[derive(Debug)]
+struct PanicsAround;
+
+impl jobsched_jobs::JobHandler for PanicsAround {
+    fn name(&self) -> &'static str {
+        "panics_around"
+    }
+    fn preemptible(&self) -> bool {
+        panic!("broken handler")
+    }
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+    fn validate(&self, _: &Value, _: &jobsched_jobs::DataDir) -> Vec<jobsched_jobs::FieldError> {
+        Vec::new()
+    }
+    fn run(
+        &self,
+        _: &Value,
+        _: &jobsched_jobs::JobContext,
+    ) -> Result<jobsched_jobs::RunOutput, jobsched_jobs::JobError> {
+        Ok(jobsched_jobs::RunOutput::Done(json!({})))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let new =
+            NewJob::new(&format!("p{i}"), "panics_around", None, None, None, Some(1)).unwrap();
+        ids.push(env.store.insert(&new, Utc::now()).await.unwrap().id);
+    }
+    let after = env
+        .submit("after", 5, 1.0, json!({"duration": 0.001}))
+        .await;
+    // One slot: had any panic jammed it, `after` would never run.
+    let mut rt = env.runtime("w1", 1);
+    let mut registry = Registry::builtin();
+    registry.register(Arc::new(PanicsAround));
+    rt.registry = registry;
+    let (stop, h) = start(rt);
+    let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
+    stop.cancel();
+    h.await.unwrap();
+    for id in ids {
+        let j = jobs.iter().find(|j| j.id == id).unwrap();
+        assert_eq!(j.status, JobStatus::Failed, "{j:?}");
+        assert_eq!(j.retry_count, 1, "one retry, then dead-lettered: {j:?}");
+        assert!(
+            j.error_message
+                .as_deref()
+                .is_some_and(|e| e.contains("job run panicked: broken handler")),
+            "{j:?}"
+        );
+    }
+    let after = jobs.iter().find(|j| j.id == after.id).unwrap();
+    assert_eq!(after.status, JobStatus::Completed);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_is_stopped_and_retried_by_its_budget() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let mut new = NewJob::new(
+        "stuck",
+        "sleep",
+        None,
+        None,
+        Some(json!({"duration": 3600})),
+        Some(1),
+    )
+    .unwrap();
+    new.timeout_seconds = Some(0.3);
+    let stuck = env.store.insert(&new, Utc::now()).await.unwrap();
+    let after = env
+        .submit("after", 5, 1.0, json!({"duration": 0.001}))
+        .await;
+    let began = Instant::now();
+    let (stop, h) = start(env.runtime("w1", 1));
+    let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
+    stop.cancel();
+    h.await.unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
+    let j = jobs.iter().find(|j| j.id == stuck.id).unwrap();
+    assert_eq!(j.status, JobStatus::Failed, "{j:?}");
+    assert_eq!(j.retry_count, 1, "{j:?}");
+    assert!(
+        j.error_message
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out after 0.3 s")),
+        "{j:?}"
+    );
+    assert_eq!(
+        jobs.iter().find(|j| j.id == after.id).unwrap().status,
+        JobStatus::Completed
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_stored_quanta_neither_panic_nor_livelock() {
+    let Some(env) = Env::new().await else { return };
+    // Values stored before the bounds existed (or written around the API): clamped on use.
+    for quantum in [1e300, 1e19, 1e-300] {
+        env.set_policy(PolicyKind::RoundRobin, quantum).await;
+        let job = env
+            .submit(&format!("q{quantum}"), 5, 1.0, json!({"duration": 0.05}))
+            .await;
+        let (stop, h) = start(env.runtime("w1", 2));
+        let done = poll(Duration::from_secs(20), || async {
+            let j = env.store.get(job.id).await.unwrap().unwrap();
+            if j.status.is_terminal() {
+                Ok(j)
+            } else {
+                Err(format!("{} is {}", j.name, j.status))
+            }
+        })
+        .await;
+        stop.cancel();
+        h.await.unwrap();
+        assert_eq!(done.status, JobStatus::Completed, "{done:?}");
+        // 0.05 s at a quantum of at least 0.01 s: a handful of slices, not thousands.
+        assert!(done.slices <= 20, "{quantum}: {} slices", done.slices);
+    }
     env.cleanup().await;
 }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 pub(crate) const JOB_COLUMNS: &str = "id, name, job_type, status, priority, estimated_duration, \
      payload, result, error_message, retry_count, max_retries, created_at, scheduled_at, \
      started_at, completed_at, attempt, run_at, lease_owner, lease_expires_at, checkpoint, \
-     slices, seq";
+     slices, timeout_seconds, seq";
 
 /// Tokens with duplicates removed (first occurrence wins), in input order.
 pub(crate) fn dedupe(tokens: &[Token]) -> Vec<Token> {

@@ -115,6 +115,22 @@ impl StoreError {
 
 impl From<StoreError> for jobsched_core::Error {
     fn from(e: StoreError) -> Self {
+        // A data exception (SQLSTATE class 22: a NUL in text, a value out of range, …) is the
+        // request's fault, not the backend's: it becomes a validation error, never a 503.
+        if let StoreError::Query {
+            source: sqlx::Error::Database(db),
+            ..
+        } = &e
+            && db.code().is_some_and(|c| c.starts_with("22"))
+        {
+            return jobsched_core::Error::invalid(
+                "",
+                format!(
+                    "the database refused a value of the request: {}",
+                    db.message()
+                ),
+            );
+        }
         jobsched_core::Error::backend(e.component(), e)
     }
 }

@@ -132,6 +132,7 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         lease_expires_at: row.try_get("lease_expires_at").map_err(get)?,
         checkpoint: row.try_get("checkpoint").map_err(get)?,
         slices: row.try_get("slices").map_err(get)?,
+        timeout_seconds: row.try_get("timeout_seconds").map_err(get)?,
         seq: row.try_get("seq").map_err(get)?,
     })
 }
@@ -149,6 +150,7 @@ fn started_from_row(row: &PgRow) -> Result<StartedJob> {
         max_retries: row.try_get("max_retries").map_err(db)?,
         created_at: row.try_get("created_at").map_err(db)?,
         slices: row.try_get("slices").map_err(db)?,
+        timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
     })
 }
 
@@ -305,8 +307,8 @@ impl JobRepo for PgStore {
     async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job> {
         let sql = format!(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                               max_retries, created_at, run_at) \
-             VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $8) \
+                               max_retries, created_at, run_at, timeout_seconds) \
+             VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $8, $9) \
              RETURNING {JOB_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -318,6 +320,7 @@ impl JobRepo for PgStore {
             .bind(&job.payload)
             .bind(job.max_retries)
             .bind(now)
+            .bind(job.timeout_seconds)
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
@@ -335,17 +338,18 @@ impl JobRepo for PgStore {
         let durations: Vec<f64> = jobs.iter().map(|j| j.estimated_duration).collect();
         let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
         let max_retries: Vec<i32> = jobs.iter().map(|j| j.max_retries).collect();
+        let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_seconds).collect();
         // One statement is one transaction. nextval() runs after the ORDER BY, so seqs follow
         // the input order.
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                               max_retries, created_at, run_at, seq) \
+                               max_retries, created_at, run_at, seq, timeout_seconds) \
              SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
-                    t.max_retries, $8, $8, nextval('job_seq') \
+                    t.max_retries, $8, $8, nextval('job_seq'), t.timeout \
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
-                         $6::jsonb[], $7::int4[]) \
+                         $6::jsonb[], $7::int4[], $9::float8[]) \
                   WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
-                                       max_retries, ord) \
+                                       max_retries, timeout, ord) \
              ORDER BY t.ord",
         )
         .bind(&ids)
@@ -356,6 +360,7 @@ impl JobRepo for PgStore {
         .bind(&payloads)
         .bind(&max_retries)
         .bind(now)
+        .bind(&timeouts)
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -544,7 +549,7 @@ impl DispatchStore for PgStore {
                                lease_owner = NULL, lease_expires_at = $4 \
              FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE \
              RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
-                       j.retry_count, j.max_retries, j.created_at, j.slices",
+                       j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds",
         )
         .bind(&ids)
         .bind(&attempts)
@@ -631,7 +636,7 @@ impl WorkerStore for PgStore {
         let (ids, attempts) = token_arrays(tokens);
         let rows = sqlx::query(
             "SELECT j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
-                    j.max_retries, j.created_at, j.slices \
+                    j.max_retries, j.created_at, j.slices, j.timeout_seconds \
              FROM jobs j JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
                ON j.id = t.id AND j.attempt = t.attempt \
              WHERE (j.status = 'SCHEDULED') IS TRUE",

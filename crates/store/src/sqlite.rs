@@ -140,6 +140,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         lease_expires_at: opt_from_us(row.try_get("lease_expires_at").map_err(db)?)?,
         checkpoint: row.try_get("checkpoint").map_err(db)?,
         slices: row.try_get("slices").map_err(db)?,
+        timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
         seq: row.try_get("seq").map_err(db)?,
     })
 }
@@ -169,8 +170,8 @@ async fn reserve_seqs(tx: &mut Transaction<'static, Sqlite>, n: usize) -> Result
 }
 
 const INSERT_SQL: &str = "INSERT INTO jobs (id, name, job_type, status, priority, \
-     estimated_duration, payload, max_retries, created_at, run_at, seq) \
-     VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, ?6, ?7, ?8, ?8, ?9)";
+     estimated_duration, payload, max_retries, created_at, run_at, seq, timeout_seconds) \
+     VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)";
 
 impl SqliteStore {
     /// A store on an existing pool (migrations are not run; see [`SqliteStore::migrate`]).
@@ -281,6 +282,7 @@ impl JobRepo for SqliteStore {
             .bind(job.max_retries)
             .bind(us(now))
             .bind(seq)
+            .bind(job.timeout_seconds)
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
@@ -306,6 +308,7 @@ impl JobRepo for SqliteStore {
                 .bind(job.max_retries)
                 .bind(us(now))
                 .bind(seq)
+                .bind(job.timeout_seconds)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -482,7 +485,7 @@ impl DispatchStore for SqliteStore {
                                  lease_owner = NULL, lease_expires_at = ?4 \
                  WHERE id = ?1 AND status = 'PENDING' AND attempt = ?2 \
                  RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
-                           max_retries, created_at, slices",
+                           max_retries, created_at, slices, timeout_seconds",
             )
             .bind(hy(token.id))
             .bind(token.attempt)
@@ -594,6 +597,7 @@ fn started_from_row(row: &SqliteRow, id: JobId, attempt: i32) -> Result<StartedJ
         max_retries: row.try_get("max_retries").map_err(db)?,
         created_at: from_us(row.try_get("created_at").map_err(db)?)?,
         slices: row.try_get("slices").map_err(db)?,
+        timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
     })
 }
 
@@ -605,7 +609,7 @@ impl WorkerStore for SqliteStore {
         for token in &tokens {
             let row = sqlx::query(
                 "SELECT name, job_type, payload, checkpoint, retry_count, max_retries, created_at, \
-                        slices \
+                        slices, timeout_seconds \
                  FROM jobs WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2",
             )
             .bind(hy(token.id))

@@ -327,6 +327,7 @@ fn dispatched(token: Token, name: &str) -> Dispatched {
             max_retries: 3,
             created_at: Utc::now(),
             slices: 2,
+            timeout_seconds: Some(12.5),
         },
         dispatched_at: Utc::now(),
     }

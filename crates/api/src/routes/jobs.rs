@@ -5,7 +5,7 @@ use crate::dto::{
     JobStatsResponse, ListParams, ValidationErrorBody,
 };
 use crate::error::{ApiError, FieldIssue};
-use crate::extract::{Fields, JsonBody, parse_job_id, parse_submission};
+use crate::extract::{Fields, JsonBody, check_payload_size, parse_job_id, parse_submission};
 use crate::routes::{QueryPairs, publish_jobs_available};
 use crate::state::AppState;
 use axum::Json;
@@ -30,7 +30,7 @@ pub const MAX_PAGE: u32 = 10_000_000;
     responses(
         (status = 201, description = "Created (PENDING)", body = JobResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 413, description = "Body or payload over its limit", body = ErrorBody),
         (status = 422, description = "Invalid field(s) or payload", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
@@ -39,6 +39,7 @@ pub async fn submit(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
+    check_payload_size(&body, "", state.config.max_payload)?;
     let mut issues = Vec::new();
     let new = parse_submission(&body, "", &state, &mut issues);
     let Some(new) = new.filter(|_| issues.is_empty()) else {
@@ -61,7 +62,7 @@ pub async fn submit(
     responses(
         (status = 201, description = "Created (all PENDING), ids in input order", body = BatchCreated),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 413, description = "Body or a payload over its limit", body = ErrorBody),
         (status = 422, description = "Invalid job(s); `loc` names `jobs[i].field`", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
@@ -85,6 +86,9 @@ pub async fn submit_batch(
             ),
         ));
     }
+    for (i, item) in items.iter().enumerate() {
+        check_payload_size(item, &format!("jobs[{i}]."), state.config.max_payload)?;
+    }
     let mut jobs = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         if let Some(job) = parse_submission(item, &format!("jobs[{i}]."), &state, &mut issues) {
@@ -104,6 +108,32 @@ pub async fn submit_batch(
     }
     publish_jobs_available(&state, None).await;
     Ok((StatusCode::CREATED, Json(BatchCreated { ids })))
+}
+
+/// The large fields a list was asked to include (`?include=payload,result`).
+fn parse_include(query: &QueryPairs) -> Result<Vec<&'static str>, ApiError> {
+    let mut fields = Vec::new();
+    for name in query
+        .get("include")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match crate::dto::LARGE_FIELDS.iter().find(|f| **f == name) {
+            Some(f) => fields.push(*f),
+            None => {
+                return Err(ApiError::Validation(vec![FieldIssue::query(
+                    "include",
+                    format!(
+                        "unknown field `{name}`; include takes a comma-separated list of {}",
+                        crate::dto::LARGE_FIELDS.join(", ")
+                    ),
+                )]));
+            }
+        }
+    }
+    Ok(fields)
 }
 
 fn parse_list_params(query: &QueryPairs) -> Result<JobFilter, ApiError> {
@@ -162,8 +192,9 @@ pub async fn list(
     query: QueryPairs,
 ) -> Result<Json<JobListResponse>, ApiError> {
     let filter = parse_list_params(&query)?;
+    let include = parse_include(&query)?;
     let page = state.store.list(&filter).await?;
-    Ok(Json(page.into()))
+    Ok(Json(JobListResponse::new(page, &include)))
 }
 
 /// Counts per state and the mean execution time.

@@ -1,0 +1,199 @@
+//! Operator input against the real binary: out-of-range settings are one-line errors (never a
+//! panic), tokens are never taken from command-line values, and two workers on one host both
+//! run with the default metrics address.
+
+use jobsched_core::NewJob;
+use jobsched_core::ports::{Store, Transport};
+use jobsched_store::testing::TestDb;
+use jobsched_transport::RedisTransport;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
+
+/// Kills its process when dropped (also when the test panics).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run `cmd` to its end (at most 20 s); returns its exit status and stderr.
+fn run(mut cmd: Command) -> (ExitStatus, String) {
+    let err = tempfile::NamedTempFile::new().unwrap();
+    cmd.stdout(Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .env("RUST_LOG", "warn");
+    let mut child = Killed(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{cmd:?} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(err.path()).unwrap())
+}
+
+#[test]
+fn out_of_range_duration_settings_are_one_line_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let cases = [
+        ("worker", "JOBSCHED_LEASE_TTL", "1e300", "0.1 to 86400"),
+        ("worker", "JOBSCHED_LEASE_TTL", "NaN", "0.1 to 86400"),
+        ("worker", "JOBSCHED_DISPATCH_TTL", "-1", "0.1 to 86400"),
+        ("worker", "JOBSCHED_LEADER_TTL", "inf", "0.1 to 86400"),
+        ("worker", "JOBSCHED_WORKER_TTL", "1e19", "0.1 to 86400"),
+        ("worker", "JOBSCHED_BACKOFF_BASE", "1e300", "0.001 to 86400"),
+        ("worker", "JOBSCHED_BACKOFF_CAP", "1e-300", "0.001 to 86400"),
+        ("worker", "JOBSCHED_SHUTDOWN_GRACE", "1e300", "0 to 3600"),
+        ("dev", "JOBSCHED_LEASE_TTL", "1e300", "0.1 to 86400"),
+        ("api", "JOBSCHED_API_REQUEST_TIMEOUT", "1e300", "1 to 3600"),
+        (
+            "controller",
+            "JOBSCHED_REQUEUE_SECONDS",
+            "1e300",
+            "0.1 to 86400",
+        ),
+    ];
+    for (command, var, value, range) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(command)
+            .env(
+                "JOBSCHED_DATABASE_URL",
+                "postgres://127.0.0.1:1/unreachable",
+            )
+            .env("JOBSCHED_REDIS_URL", "redis://127.0.0.1:1")
+            .env("JOBSCHED_DATA_DIR", data.path())
+            .env("JOBSCHED_LISTEN", "127.0.0.1:0")
+            .env("JOBSCHED_METRICS_LISTEN", "off")
+            .env(var, value);
+        if command == "dev" {
+            cmd.arg("--memory");
+        }
+        let (status, stderr) = run(cmd);
+        assert!(!status.success(), "{command} {var}={value} started");
+        assert!(
+            stderr.contains(var) && stderr.contains(range),
+            "{command} {var}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let lines = stderr.lines().filter(|l| !l.trim().is_empty()).count();
+        assert_eq!(lines, 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn tokens_are_never_taken_from_command_line_values() {
+    for args in [
+        vec!["stats", "--token", "secret"],
+        vec!["policy", "fcfs", "--token", "secret"],
+        vec!["api", "--api-token", "secret"],
+        vec!["api", "--admin-token", "secret"],
+        vec!["dev", "--api-token", "secret"],
+        vec!["bench", "--token", "secret"],
+        vec!["bench", "--admin-token", "secret"],
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args);
+        let (status, stderr) = run(cmd);
+        assert!(!status.success(), "{args:?} accepted a token value");
+        assert!(stderr.contains("unexpected argument"), "{args:?}: {stderr}");
+    }
+    // A token file is read; an unreadable one is named.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["stats", "--token-file", "/nonexistent/token"]);
+    let (status, stderr) = run(cmd);
+    assert!(!status.success());
+    assert!(stderr.contains("/nonexistent/token"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_host_both_run_with_the_default_metrics_address() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let prefix = format!("jobsched-hard-{}", uuid::Uuid::new_v4().simple());
+    let redis = match RedisTransport::connect("redis://127.0.0.1:6379", &prefix).await {
+        Ok(r) => r,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: Redis unavailable: {e}");
+            return;
+        }
+        Err(e) => panic!("Redis is required in CI: {e}"),
+    };
+    // Hold the default port (if nobody else does already), so both workers meet it taken.
+    let _held = std::net::TcpListener::bind("0.0.0.0:9090");
+    let data = tempfile::tempdir().unwrap();
+    let mut workers = Vec::new();
+    let mut logs = Vec::new();
+    for id in ["w1", "w2"] {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(BIN)
+            .arg("worker")
+            .env_remove("JOBSCHED_METRICS_LISTEN")
+            .env("JOBSCHED_DATABASE_URL", db.url())
+            .env("JOBSCHED_REDIS_PREFIX", &prefix)
+            .env("JOBSCHED_DATA_DIR", data.path())
+            .env("JOBSCHED_WORKER_ID", id)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        workers.push(Killed(child));
+        logs.push(log);
+    }
+    let store: std::sync::Arc<dyn Store> = db.store().await;
+    let job = NewJob::new(
+        "hello",
+        "sleep",
+        None,
+        None,
+        Some(serde_json::json!({"duration": 0.01})),
+        None,
+    )
+    .unwrap();
+    let job = store.insert(&job, chrono::Utc::now()).await.unwrap();
+    redis
+        .publish(jobsched_core::ports::Event::Submitted(job.pending()))
+        .await
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let registered = redis.workers().await.unwrap().len();
+        let done = store
+            .get(job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_terminal();
+        for (w, log) in workers.iter_mut().zip(&logs) {
+            assert!(
+                w.0.try_wait().unwrap().is_none(),
+                "a worker exited: {}",
+                std::fs::read_to_string(log.path()).unwrap()
+            );
+        }
+        if registered == 2 && done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{registered} workers registered, job done: {done}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for log in &logs {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(text.contains("free port"), "the fallback is logged: {text}");
+    }
+    drop(workers);
+    let _ = redis.delete_all_keys().await;
+    db.cleanup().await;
+}
