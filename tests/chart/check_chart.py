@@ -1411,7 +1411,9 @@ def section_env_contract(rendered: dict[str, list[dict]]) -> None:
     if not binary:
         R.note("JOBSCHED_BIN not set: environment variables not compared with `jobsched <role> --help`")
         return
-    read_directly = {"JOBSCHED_LOG_FORMAT"}  # read by the logging setup, not a clap flag
+    # Read by the logging setup, and the tokens, which are read from the environment only (a
+    # flag would show them in `ps`): none of them is a clap flag.
+    read_directly = {"JOBSCHED_LOG_FORMAT", "JOBSCHED_API_TOKEN", "JOBSCHED_ADMIN_TOKEN"}
     known: dict[str, set[str]] = {}
     for name, docs in rendered.items():
         for w in docs:

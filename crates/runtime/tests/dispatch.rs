@@ -852,7 +852,8 @@ impl jobsched_jobs::JobHandler for PanicsAround {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt() {
     let Some(env) = Env::new().await else { return };
-    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    // Round Robin: the worker asks the type whether it is preemptible, outside the body.
+    env.set_policy(PolicyKind::RoundRobin, 5.0).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let new =
@@ -938,7 +939,7 @@ async fn out_of_range_stored_quanta_neither_panic_nor_livelock() {
     for quantum in [1e300, 1e19, 1e-300] {
         env.set_policy(PolicyKind::RoundRobin, quantum).await;
         let job = env
-            .submit(&format!("q{quantum}"), 5, 1.0, json!({"duration": 0.05}))
+            .submit(&format!("q{quantum:?}"), 5, 1.0, json!({"duration": 0.05}))
             .await;
         let (stop, h) = start(env.runtime("w1", 2));
         let done = poll(Duration::from_secs(20), || async {

@@ -221,3 +221,30 @@ async fn connect_names_a_missing_migrate() {
     assert!(connect(pg.url(), 1).await.is_ok());
     pg.cleanup().await;
 }
+
+/// A value Postgres refuses as data (a NUL in text, SQLSTATE class 22) is the request's fault:
+/// a validation error (the API's 422), never a backend failure (503). The API refuses NULs
+/// before they reach the store; this is the net behind it.
+#[tokio::test]
+async fn postgres_data_exceptions_are_validation_errors() {
+    let Some(pg) = TestDb::postgres().await else {
+        return;
+    };
+    let store = pg.store().await;
+    let mut job = NewJob::new("n", "sleep", None, None, None, None).unwrap();
+    job.name = "a\u{0}b".into(); // bypassing NewJob's own check
+    let err = store.insert(&job, now()).await.unwrap_err();
+    assert!(
+        matches!(err, jobsched_core::Error::Validation { .. }),
+        "{err:?}"
+    );
+    let mut job = NewJob::new("n", "sleep", None, None, None, None).unwrap();
+    job.payload = serde_json::json!({"k": "x\u{0}"});
+    let err = store.insert_many(&[job], now()).await.unwrap_err();
+    assert!(
+        matches!(err, jobsched_core::Error::Validation { .. }),
+        "{err:?}"
+    );
+    drop(store);
+    pg.cleanup().await;
+}
