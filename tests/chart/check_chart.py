@@ -780,7 +780,7 @@ def assert_kind(docs: list[dict]) -> None:
 
 
 MIB = 1024 * 1024
-REST_PATHS = ["/jobs", "/scheduler", "/health"]
+REST_PATHS = ["/jobs", "/scheduler", "/health", "/ui"]
 DOC_PATHS = ["/docs", "/api-docs"]
 
 

@@ -101,11 +101,12 @@ pub struct JobResponse {
     pub priority: i16,
     /// Estimated run time in seconds.
     pub estimated_duration: f64,
-    /// Type-specific input.
-    #[schema(value_type = Object)]
+    /// Type-specific input. Always present on a single job; in lists only with
+    /// `include=payload`.
+    #[schema(value_type = Object, required = false)]
     pub payload: Value,
-    /// Output of a completed job.
-    #[schema(value_type = Option<Object>)]
+    /// Output of a completed job (in lists only with `include=result`).
+    #[schema(value_type = Option<Object>, required = false)]
     pub result: Option<Value>,
     /// Last error, if any.
     pub error_message: Option<String>,
@@ -129,8 +130,9 @@ pub struct JobResponse {
     pub lease_owner: Option<String>,
     /// Lease expiry.
     pub lease_expires_at: Option<DateTime<Utc>>,
-    /// Saved progress of a preemptible job between Round Robin slices.
-    #[schema(value_type = Option<Object>)]
+    /// Saved progress of a preemptible job between Round Robin slices (in lists only with
+    /// `include=checkpoint`).
+    #[schema(value_type = Option<Object>, required = false)]
     pub checkpoint: Option<Value>,
     /// Number of slices (runs) the job has taken.
     pub slices: i32,
@@ -230,6 +232,8 @@ pub struct ListParams {
     /// Large fields to include in each job, comma-separated: `payload`, `result`,
     /// `checkpoint` (default: none of them).
     pub include: Option<String>,
+    /// A job id (that job only) or the start of job names (case-sensitive).
+    pub q: Option<String>,
 }
 
 /// Query parameters of `GET /scheduler/dead-letter`.
@@ -313,6 +317,27 @@ pub struct SchedulerStatus {
     pub total_slots: u64,
     /// Idle slots of all live workers.
     pub free_slots: u64,
+}
+
+/// A live worker and its slots.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerResponse {
+    /// Worker id.
+    pub worker: String,
+    /// Its execution slots.
+    pub slots: u32,
+    /// Slots running (or about to run) a job.
+    pub busy: u32,
+}
+
+impl From<jobsched_core::ports::WorkerSlots> for WorkerResponse {
+    fn from(w: jobsched_core::ports::WorkerSlots) -> Self {
+        WorkerResponse {
+            busy: w.total.saturating_sub(w.idle),
+            slots: w.total,
+            worker: w.worker,
+        }
+    }
 }
 
 /// A permanently failed job.

@@ -162,6 +162,9 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// 503: the request could not be completed in time; retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// 400: the request itself is malformed (e.g. a path that is not valid UTF-8).
     #[error("{0}")]
     BadRequest(String),
@@ -206,7 +209,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy { .. } | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Core(e) => match e {

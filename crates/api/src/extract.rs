@@ -52,7 +52,8 @@ async fn read_body(
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let mut stream = body.into_data_stream();
-    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    // Grown as bytes arrive: a declared length is no reason to allocate before they do.
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit).min(64 * 1024));
     let mut seen: usize = 0;
     loop {
         let next = tokio::time::timeout_at(deadline, stream.next()).await;

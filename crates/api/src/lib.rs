@@ -10,6 +10,7 @@
 //! The API only talks to the ports: the [`Store`](jobsched_core::ports::Store) is the truth,
 //! the [`Transport`](jobsched_core::ports::Transport) carries events and live runtime state.
 
+mod activity;
 pub mod dto;
 pub mod error;
 mod extract;
@@ -32,7 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use extract::{Caller, identify, unauthorized};
-use routes::{health, jobs, scheduler};
+use routes::{health, jobs, scheduler, ui};
 use std::future::Future;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
@@ -81,6 +82,44 @@ async fn limit_inflight(
     }
 }
 
+/// Hold the bytes of every request body in flight against one budget (`JOBSCHED_API_BODY_BUDGET`),
+/// so many large bodies at once (each parsed into JSON several times its size) cannot exhaust
+/// the process: a request whose declared (or, if chunked, largest possible) body does not fit
+/// is answered 503 with `Retry-After` at once.
+async fn limit_body_bytes(
+    State((budget, total_kib, body_limit)): State<(Arc<tokio::sync::Semaphore>, u32, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method();
+    if method == axum::http::Method::GET
+        || method == axum::http::Method::HEAD
+        || method == axum::http::Method::DELETE
+        || method == axum::http::Method::OPTIONS
+    {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(body_limit)
+        .min(body_limit);
+    let kib = u32::try_from(declared.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, total_kib);
+    match budget.try_acquire_many_owned(kib) {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Unavailable(format!(
+            "the server holds its limit of {} KiB of request bodies at once \
+             (JOBSCHED_API_BODY_BUDGET); retry in a moment",
+            total_kib
+        ))
+        .into_response(),
+    }
+}
+
 /// Give every request at most `timeout` from its headers to its response (408 after it).
 async fn limit_time(
     State(timeout): State<std::time::Duration>,
@@ -89,8 +128,9 @@ async fn limit_time(
 ) -> Response {
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::RequestTimeout(format!(
-            "the request was not completed within {} s; retry, or send it faster",
+        Err(_) => ApiError::Unavailable(format!(
+            "the request did not complete within {} s (JOBSCHED_API_REQUEST_TIMEOUT); it may or \
+             may not have taken effect: check before retrying a submission",
             timeout.as_secs_f64()
         ))
         .into_response(),
@@ -175,12 +215,22 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Build the full application: API routes (token-protected when configured), probes, OpenAPI
-/// document and Swagger UI, with the body limit and per-request tracing spans.
+/// document and Swagger UI, the web console, with the body limit and per-request tracing spans.
+/// The console's overview samples the store on demand (see [`serve`] for the background
+/// sampler).
 pub fn router(state: AppState) -> Router {
+    router_with(state, Arc::new(activity::Activity::default()))
+}
+
+fn router_with(state: AppState, activity: Arc<activity::Activity>) -> Router {
     let body_limit = state.config.body_limit;
     let request_timeout = state.config.request_timeout;
     let max_inflight = state.config.max_inflight.max(1);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_inflight));
+    let body_kib = u32::try_from(state.config.body_budget.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .clamp(1, u32::MAX >> 3);
+    let body_budget = Arc::new(tokio::sync::Semaphore::new(body_kib as usize));
     let state: SharedState = Arc::new(state);
 
     let mut api = Router::new();
@@ -190,6 +240,8 @@ pub fn router(state: AppState) -> Router {
     api = both(api, "/jobs/{id}", get(jobs::get).delete(jobs::cancel));
     api = both(api, "/scheduler/policy", put(scheduler::set_policy));
     api = both(api, "/scheduler/status", get(scheduler::status));
+    api = both(api, "/scheduler/workers", get(scheduler::workers));
+    api = both(api, "/ui/api/overview", get(ui::overview));
     api = both(
         api,
         "/scheduler/dead-letter",
@@ -203,6 +255,10 @@ pub fn router(state: AppState) -> Router {
     let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route_layer(middleware::from_fn_with_state(
+            (body_budget, body_kib, body_limit),
+            limit_body_bytes,
+        ))
+        .route_layer(middleware::from_fn_with_state(
             (permits, max_inflight),
             limit_inflight,
         ));
@@ -211,6 +267,10 @@ pub fn router(state: AppState) -> Router {
     open = both(open, "/health", get(health::health));
     open = both(open, "/livez", get(health::livez));
     open = both(open, "/readyz", get(health::readyz));
+    open = both(open, "/ui", get(ui::index));
+    open = open.route("/ui/app.js", get(ui::app_js));
+    open = open.route("/ui/app.css", get(ui::app_css));
+    open = both(open, "/ui/api/whoami", get(ui::whoami));
 
     let docs: Router<SharedState> = SwaggerUi::new("/docs")
         .url("/api-docs/openapi.json", openapi())
@@ -221,6 +281,7 @@ pub fn router(state: AppState) -> Router {
         .merge(open)
         .merge(docs)
         .layer(middleware::from_fn(record_metrics))
+        .layer(axum::Extension(activity))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -252,8 +313,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
@@ -261,18 +321,21 @@ pub async fn serve(
         tracing::info!(%addr, "REST API listening");
     }
     let config = state.config.clone();
-    let app = router(state);
+    let activity = Arc::new(activity::Activity::default());
+    let sampler_stop = tokio_util::sync::CancellationToken::new();
+    {
+        let (activity, state, stop) = (activity.clone(), state.clone(), sampler_stop.clone());
+        tokio::spawn(async move { activity.run(&state, stop).await });
+    }
+    let app = router_with(state, activity);
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    // HTTP/1.1 only (an Ingress or load balancer speaks it to us): its header-read timer runs
+    // from the moment a connection waits for a request head, also before the first byte and
+    // between keep-alive requests, so a silent connection cannot hold a slot.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(config.header_timeout));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -296,10 +359,7 @@ pub async fn serve(
             app.clone()
                 .map_request(|r: axum::http::Request<hyper::body::Incoming>| r.map(Body::new)),
         );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -308,6 +368,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    sampler_stop.cancel();
     tracing::info!("REST API stopping: no new connections; letting open ones finish");
     if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
         .await

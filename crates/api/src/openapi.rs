@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::dto;
-use crate::routes::{health, jobs, scheduler};
+use crate::routes::{health, jobs, scheduler, ui};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -26,12 +26,15 @@ use utoipa::{Modify, OpenApi};
         jobs::cancel,
         scheduler::set_policy,
         scheduler::status,
+        scheduler::workers,
         scheduler::dead_letters,
         scheduler::retry_dead_letter,
         scheduler::purge_dead_letters,
         health::health,
         health::livez,
         health::readyz,
+        ui::whoami,
+        ui::overview,
     ),
     components(schemas(
         dto::JobStatusSchema,
@@ -45,6 +48,10 @@ use utoipa::{Modify, OpenApi};
         dto::PolicyUpdate,
         dto::SchedulerStatus,
         dto::DeadLetterResponse,
+        dto::WorkerResponse,
+        ui::WhoAmI,
+        ui::Overview,
+        crate::activity::Sample,
         dto::PurgeResponse,
         dto::HealthResponse,
         dto::ProbeResponse,
@@ -58,6 +65,7 @@ use utoipa::{Modify, OpenApi};
         (name = "jobs", description = "Submit, list, inspect and cancel jobs"),
         (name = "scheduler", description = "Scheduling policy, status and the dead-letter queue"),
         (name = "health", description = "Health and Kubernetes probes (no token needed)"),
+        (name = "console", description = "What the web console at /ui reads"),
     )
 )]
 struct ApiDoc;

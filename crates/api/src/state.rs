@@ -12,6 +12,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
 /// Default most requests served at once (more → 503 at once, with `Retry-After`).
 pub const DEFAULT_MAX_INFLIGHT: usize = 128;
+/// Default bytes of request bodies held at once: 16 MiB.
+pub const DEFAULT_BODY_BUDGET: usize = 16 * 1024 * 1024;
 /// Default most open connections (more → a 503 and the connection closed).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -30,6 +32,8 @@ pub struct ApiConfig {
     pub max_inflight: usize,
     /// Most open connections; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Bytes of request bodies held at once across all requests (more → 503 at once).
+    pub body_budget: usize,
     /// Longest a client may take to send a request's headers (then the connection closes).
     pub header_timeout: Duration,
     /// Longest a client may take to send a request body (then 408).
@@ -49,6 +53,7 @@ impl Default for ApiConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_inflight: DEFAULT_MAX_INFLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            body_budget: DEFAULT_BODY_BUDGET,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -67,6 +72,7 @@ impl fmt::Debug for ApiConfig {
             .field("max_payload", &self.max_payload)
             .field("max_inflight", &self.max_inflight)
             .field("max_connections", &self.max_connections)
+            .field("body_budget", &self.body_budget)
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("request_timeout", &self.request_timeout)

@@ -3,6 +3,7 @@
 //! dev-mode SQLite + in-memory transport (`sqlite_memory::*`). No engine or worker runs: other
 //! job states are made directly through the store ports.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Harness, Options, locs, status_json, validation_entries};
@@ -13,27 +14,6 @@ use jobsched_core::{Job, JobStatus, PolicyKind, PolicySettings};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod postgres_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::PostgresRedis).await;
-                }
-            )*
-        }
-        mod sqlite_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::SqliteMemory).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     submit_get_list_stats,

@@ -3,6 +3,7 @@
 //! limit, and no client can crash, jam or exhaust the server. Every test runs on Postgres +
 //! Redis and on SQLite + the in-memory transport.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Harness, Options, locs, status_json};
@@ -13,27 +14,6 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {
-        mod postgres_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::PostgresRedis).await;
-                }
-            )*
-        }
-        mod sqlite_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::SqliteMemory).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     quantum_outside_its_range_is_422,
@@ -49,6 +29,8 @@ suite!(
     shutdown_is_bounded_whatever_clients_do,
     oversized_body_sent_at_once_reads_413,
     generated_json_never_gets_a_5xx,
+    silent_and_idle_connections_are_closed,
+    body_budget_answers_503_at_once,
 );
 
 fn config(f: impl FnOnce(&mut ApiConfig)) -> Options {
@@ -781,5 +763,117 @@ async fn generated_json_never_gets_a_5xx(backend: Backend) {
     );
     let (status, _) = status_json(h.http.get(h.url("/health")).send().await.unwrap()).await;
     assert_eq!(status, 200, "the server is alive afterwards");
+    h.finish().await;
+}
+
+/// Row 9: a connection that never sends a byte, and one idle after a request, are closed after
+/// the header timeout: silent sockets cannot pile up against the connection limit.
+async fn silent_and_idle_connections_are_closed(backend: Backend) {
+    let Some(h) = Harness::start_with(
+        backend,
+        config(|c| c.header_timeout = Duration::from_millis(500)),
+    )
+    .await
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let mut silent = raw(&h, "").await;
+    let got = read_all(&mut silent, Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+
+    let mut idle = raw(&h, "GET /livez HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let started = Instant::now();
+    let got = read_all(&mut idle, Duration::from_secs(10)).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "idle keep-alive held {:?}",
+        started.elapsed()
+    );
+    h.finish().await;
+}
+
+/// Row 5: request bodies held at once are bounded in bytes; past the budget a request is
+/// answered 503 at once (the JSON of many large bodies cannot exhaust the API's memory).
+async fn body_budget_answers_503_at_once(backend: Backend) {
+    let Some(h) = Harness::start_with(
+        backend,
+        config(|c| {
+            c.body_limit = 64 * 1024;
+            c.body_budget = 64 * 1024;
+        }),
+    )
+    .await
+    else {
+        return;
+    };
+    // Declares 60 KiB and sends one byte: holds most of the budget.
+    let mut slow = raw(
+        &h,
+        "POST /jobs/ HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 61440\r\n\r\n{",
+    )
+    .await;
+    let body = format!(
+        r#"{{"name": "n", "job_type": "sleep", "payload": {{"pad": "{}"}}}}"#,
+        "x".repeat(10_000)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = h
+            .http
+            .post(h.url("/jobs/"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, got) = status_json(resp).await;
+        if status == 503 {
+            assert!(detail(&got).contains("JOBSCHED_API_BODY_BUDGET"), "{got}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "budget never applied: {status} {got}"
+        );
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(20), slow.read(&mut buf)).await
+        {
+            assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1"));
+            slow = raw(
+                &h,
+                "POST /jobs/ HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 61440\r\n\r\n{",
+            )
+            .await;
+        }
+    }
+    drop(slow);
+    // Released when the slow request ends: small requests go through again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = h
+            .http
+            .post(h.url("/jobs/"))
+            .json(&json!({"name": "small", "job_type": "sleep", "payload": {"duration": 0.01}}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "budget not released: {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     h.finish().await;
 }

@@ -217,6 +217,12 @@ impl NewJob {
     }
 }
 
+/// The exclusive upper bound of the names starting with `prefix`, in code-point (byte) order:
+/// `prefix <= name < name_prefix_end(prefix)`.
+pub fn name_prefix_end(prefix: &str) -> String {
+    format!("{prefix}{}", char::MAX)
+}
+
 /// Check a per-run timeout asked for by a submission.
 pub fn check_timeout(seconds: f64) -> std::result::Result<(), String> {
     if seconds.is_finite() && (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
@@ -283,6 +289,12 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     /// Only jobs of this type.
     pub job_type: Option<String>,
+    /// Only the job with this id.
+    #[serde(default)]
+    pub id: Option<JobId>,
+    /// Only jobs whose name starts with this (case-sensitive).
+    #[serde(default)]
+    pub name_prefix: Option<String>,
     /// 1-based page number.
     pub page: u32,
     /// Jobs per page (1–100).

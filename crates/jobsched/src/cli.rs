@@ -178,6 +178,9 @@ pub struct HttpArgs {
     /// Most open connections; more are answered 503 and closed.
     #[arg(long, env = "JOBSCHED_API_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Bytes of request bodies held at once across all requests; more are answered 503.
+    #[arg(long, env = "JOBSCHED_API_BODY_BUDGET", default_value_t = 16 * 1024 * 1024)]
+    pub body_budget: usize,
     /// Seconds a request may take, headers to response (408 after); bodies get the same.
     #[arg(long, env = "JOBSCHED_API_REQUEST_TIMEOUT", default_value_t = 30.0)]
     pub request_timeout: f64,

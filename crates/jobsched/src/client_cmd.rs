@@ -196,7 +196,7 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     let done = wait_with_progress(
         &c,
         &created,
-        Duration::from_secs_f64(args.timeout.max(0.1)),
+        crate::commands::secs_in("--timeout", args.timeout, 0.1, 31_536_000.0)?,
         !conn.json,
     )
     .await?;

@@ -138,6 +138,14 @@ fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
             http.max_payload
         );
     }
+    if !(http.body_limit..=1 << 34).contains(&http.body_budget) {
+        bail!(
+            "JOBSCHED_API_BODY_BUDGET must be from JOBSCHED_BODY_LIMIT ({}) to 17179869184 bytes, \
+             got {}",
+            http.body_limit,
+            http.body_budget
+        );
+    }
     for (name, v) in [
         ("JOBSCHED_API_MAX_INFLIGHT", http.max_inflight),
         ("JOBSCHED_API_MAX_CONNECTIONS", http.max_connections),
@@ -157,6 +165,7 @@ fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
         max_payload: http.max_payload,
         max_inflight: http.max_inflight,
         max_connections: http.max_connections,
+        body_budget: http.body_budget,
         request_timeout,
         body_timeout: request_timeout.min(defaults.body_timeout),
         header_timeout: defaults.header_timeout,
@@ -246,15 +255,10 @@ async fn api(args: ApiArgs) -> Result<()> {
         config,
     };
     let shutdown = shutdown_signal();
-    let (store, transport) = (state.store.clone(), state.transport.clone());
-    let ready = jobsched_metrics::ready_check(move || {
-        let (store, transport) = (store.clone(), transport.clone());
-        Box::pin(async move { store.ping().await.is_ok() && transport.ping().await.is_ok() })
-    });
     let metrics = spawn_metrics_server(
         args.metrics_listen.as_deref(),
         DEFAULT_METRICS_LISTEN,
-        ready,
+        backends_ready(&state.store, &state.transport),
         &shutdown,
     )
     .await?;
@@ -284,16 +288,10 @@ async fn worker(args: WorkerArgs) -> Result<()> {
         config,
     };
     let shutdown = shutdown_signal();
-    let store = rt.store.clone();
-    let transport = rt.transport.clone();
-    let ready = jobsched_metrics::ready_check(move || {
-        let (store, transport) = (store.clone(), transport.clone());
-        Box::pin(async move { store.ping().await.is_ok() && transport.ping().await.is_ok() })
-    });
     let metrics = spawn_metrics_server(
         args.metrics_listen.as_deref(),
         DEFAULT_METRICS_LISTEN,
-        ready,
+        backends_ready(&rt.store, &rt.transport),
         &shutdown,
     )
     .await?;
@@ -302,6 +300,18 @@ async fn worker(args: WorkerArgs) -> Result<()> {
         let _ = m.await;
     }
     Ok(())
+}
+
+/// `/readyz`: ready while both the store and the transport answer a ping.
+fn backends_ready(
+    store: &Arc<dyn Store>,
+    transport: &Arc<dyn Transport>,
+) -> jobsched_metrics::ReadyCheck {
+    let (store, transport) = (store.clone(), transport.clone());
+    jobsched_metrics::ready_check(move || {
+        let (store, transport) = (store.clone(), transport.clone());
+        Box::pin(async move { store.ping().await.is_ok() && transport.ping().await.is_ok() })
+    })
 }
 
 /// Where the metrics server listens by default (a free port on the same host when taken).

@@ -602,7 +602,9 @@ fn execute(
     m.run_seconds
         .with_label_values(&[job.job_type.as_str()])
         .observe(began.elapsed().as_secs_f64());
-    if timed_out.load(Ordering::SeqCst) {
+    let finished = matches!(result, Ok(Ok(RunOutput::Done(_))));
+    // A run that finished as the watchdog fired keeps its result.
+    if timed_out.load(Ordering::SeqCst) && !finished {
         let limit = timeout.unwrap_or_default().as_secs_f64();
         m.job_timeouts
             .with_label_values(&[job.job_type.as_str()])
@@ -628,6 +630,15 @@ fn execute(
             return Outcome::Requeue {
                 token,
                 checkpoint: Some(checkpoint),
+            };
+        }
+        // Stopped on request (shutdown, or its start was refused): handed back without
+        // burning a retry, like a preemptible job's checkpoint.
+        Ok(Err(jobsched_jobs::JobError::Stopped)) => {
+            tracing::debug!("job stopped on request; handing it back");
+            return Outcome::Requeue {
+                token,
+                checkpoint: None,
             };
         }
         Ok(Err(e)) => (e.to_string(), e.is_retryable()),

@@ -959,3 +959,45 @@ async fn out_of_range_stored_quanta_neither_panic_nor_livelock() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    // Zeros to read for far longer than the test runs (sparse: no disk used).
+    let big = std::fs::File::create(env.data.path().join("big.txt")).unwrap();
+    big.set_len(200 << 30).unwrap();
+    let new = NewJob::new(
+        "count",
+        "word_count",
+        None,
+        None,
+        Some(json!({"file_path": "big.txt"})),
+        Some(0),
+    )
+    .unwrap();
+    let job = env.store.insert(&new, Utc::now()).await.unwrap();
+    let mut rt = env.runtime("w1", 1);
+    rt.config.shutdown_grace = Duration::from_millis(200);
+    let (stop, h) = start(rt);
+    poll(Duration::from_secs(20), || async {
+        let j = env.store.get(job.id).await.unwrap().unwrap();
+        (j.status == JobStatus::Running)
+            .then_some(())
+            .ok_or(format!("{}", j.status))
+    })
+    .await;
+    let began = Instant::now();
+    stop.cancel();
+    h.await.unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    let j = env.store.get(job.id).await.unwrap().unwrap();
+    // With max_retries 0 a counted failure would have dead-lettered it.
+    assert_eq!(j.status, JobStatus::Pending, "{j:?}");
+    assert_eq!(j.retry_count, 0, "{j:?}");
+    env.cleanup().await;
+}

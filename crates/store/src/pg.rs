@@ -394,12 +394,24 @@ impl JobRepo for PgStore {
         if filter.job_type.is_some() {
             conditions.push(format!("job_type = ${}", conditions.len() + 1));
         }
+        if filter.id.is_some() {
+            conditions.push(format!("id = ${}", conditions.len() + 1));
+        }
+        if filter.name_prefix.is_some() {
+            // A range on the "C"-collated name index: byte order, like SQLite's.
+            let n = conditions.len();
+            conditions.push(format!(
+                "name COLLATE \"C\" >= ${} AND name COLLATE \"C\" < ${}",
+                n + 1,
+                n + 2
+            ));
+        }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let n = conditions.len();
+        let n = conditions.len() + usize::from(filter.name_prefix.is_some());
         let count_sql = format!("SELECT count(*) FROM jobs {where_clause}");
         let page_sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs {where_clause} \
@@ -417,6 +429,15 @@ impl JobRepo for PgStore {
         if let Some(t) = &filter.job_type {
             count = count.bind(t);
             rows = rows.bind(t);
+        }
+        if let Some(id) = filter.id {
+            count = count.bind(id);
+            rows = rows.bind(id);
+        }
+        if let Some(prefix) = &filter.name_prefix {
+            let end = jobsched_core::name_prefix_end(prefix);
+            count = count.bind(prefix.clone()).bind(end.clone());
+            rows = rows.bind(prefix.clone()).bind(end);
         }
         let total = count.fetch_one(&self.pool).await.map_err(db)?;
         let rows = rows

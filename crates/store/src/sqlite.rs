@@ -336,6 +336,12 @@ impl JobRepo for SqliteStore {
         if filter.job_type.is_some() {
             conditions.push("job_type = ?");
         }
+        if filter.id.is_some() {
+            conditions.push("id = ?");
+        }
+        if filter.name_prefix.is_some() {
+            conditions.push("name >= ? AND name < ?");
+        }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
@@ -356,6 +362,15 @@ impl JobRepo for SqliteStore {
         if let Some(t) = &filter.job_type {
             count = count.bind(t);
             rows = rows.bind(t);
+        }
+        if let Some(id) = filter.id {
+            count = count.bind(hy(id));
+            rows = rows.bind(hy(id));
+        }
+        if let Some(prefix) = &filter.name_prefix {
+            let end = jobsched_core::name_prefix_end(prefix);
+            count = count.bind(prefix.clone()).bind(end.clone());
+            rows = rows.bind(prefix.clone()).bind(end);
         }
         // Both reads in one transaction so the page and its total agree.
         let mut tx = self.pool.begin().await.map_err(db)?;

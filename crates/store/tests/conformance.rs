@@ -329,6 +329,44 @@ async fn list_filters_sorts_and_pages(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!((none.total, none.jobs.len()), (0, 0));
+
+    // Search: one id, or a name prefix (byte order, case-sensitive), with the other filters.
+    let by_id = s
+        .list(&JobFilter {
+            id: Some(wc_ids[1]),
+            ..page(1, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!((by_id.total, ids(&by_id)), (1, vec![wc_ids[1]]));
+    let sl = s
+        .list(&JobFilter {
+            name_prefix: Some("sl".into()),
+            ..page(1, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(sl.total, 4);
+    assert_eq!(ids(&sl), vec![sleeps[3], sleeps[2], sleeps[1], sleeps[0]]);
+    let wc1 = s
+        .list(&JobFilter {
+            name_prefix: Some("wc1".into()),
+            job_type: Some("word_count".into()),
+            ..page(1, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!((wc1.total, ids(&wc1)), (1, vec![wc_ids[1]]));
+    for prefix in ["SL", "sleep0x", "%", "_"] {
+        let none = s
+            .list(&JobFilter {
+                name_prefix: Some(prefix.into()),
+                ..page(1, 10)
+            })
+            .await
+            .unwrap();
+        assert_eq!(none.total, 0, "{prefix}");
+    }
 }
 
 async fn stats_counts_and_average(db: &TestDb) {

@@ -248,3 +248,23 @@ async fn postgres_data_exceptions_are_validation_errors() {
     drop(store);
     pg.cleanup().await;
 }
+
+#[tokio::test]
+async fn extreme_numbers_in_payloads_round_trip() {
+    let Some(pg) = TestDb::postgres().await else {
+        return;
+    };
+    let store = pg.store().await;
+    let mut job = NewJob::new("n", "sleep", None, None, None, None).unwrap();
+    job.payload = serde_json::json!({
+        "max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "small": -2.2250738585072014e-308,
+        "big": u64::MAX, "neg": i64::MIN, "third": 1.0 / 3.0, "list": [1e300, -1e-300, 0.1],
+    });
+    let inserted = store.insert(&job, now()).await;
+    let inserted = inserted.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(inserted.payload, job.payload);
+    let read = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(read.payload, job.payload);
+    drop(store);
+    pg.cleanup().await;
+}

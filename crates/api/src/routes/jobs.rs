@@ -30,9 +30,10 @@ pub const MAX_PAGE: u32 = 10_000_000;
     responses(
         (status = 201, description = "Created (PENDING)", body = JobResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body or payload over its limit", body = ErrorBody),
         (status = 422, description = "Invalid field(s) or payload", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        (status = 503, description = "Store unavailable, or the server at its limits (retry after `Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn submit(
@@ -62,6 +63,7 @@ pub async fn submit(
     responses(
         (status = 201, description = "Created (all PENDING), ids in input order", body = BatchCreated),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body or a payload over its limit", body = ErrorBody),
         (status = 422, description = "Invalid job(s); `loc` names `jobs[i].field`", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
@@ -141,9 +143,28 @@ fn parse_list_params(query: &QueryPairs) -> Result<JobFilter, ApiError> {
     let mut filter = JobFilter {
         status: None,
         job_type: None,
+        id: None,
+        name_prefix: None,
         page: 1,
         page_size: DEFAULT_PAGE_SIZE,
     };
+    if let Some(raw) = query.get("q").filter(|s| !s.trim().is_empty()) {
+        let raw = raw.trim();
+        if raw.chars().count() > jobsched_core::job::MAX_NAME_CHARS || raw.contains('\0') {
+            issues.push(FieldIssue::query(
+                "q",
+                format!(
+                    "must be a job id or a name prefix of at most {} characters, without NUL",
+                    jobsched_core::job::MAX_NAME_CHARS
+                ),
+            ));
+        } else {
+            match raw.parse::<jobsched_core::JobId>() {
+                Ok(id) => filter.id = Some(id),
+                Err(_) => filter.name_prefix = Some(raw.to_string()),
+            }
+        }
+    }
     if let Some(raw) = query.get("status").filter(|s| !s.is_empty()) {
         match raw.parse::<JobStatus>() {
             Ok(status) => filter.status = Some(status),

@@ -2,7 +2,7 @@
 
 use crate::dto::{
     DeadLetterParams, DeadLetterResponse, ErrorBody, JobResponse, PolicyUpdate, PurgeResponse,
-    SchedulerStatus, ValidationErrorBody,
+    SchedulerStatus, ValidationErrorBody, WorkerResponse,
 };
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, RequireAdmin, parse_job_id};
@@ -142,6 +142,29 @@ pub async fn set_policy(
 )]
 pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<SchedulerStatus>, ApiError> {
     Ok(Json(scheduler_status(&state).await?))
+}
+
+/// Live workers and their slots, by worker id.
+#[utoipa::path(
+    get, path = "/scheduler/workers", tag = "scheduler",
+    responses(
+        (status = 200, description = "Live workers", body = Vec<WorkerResponse>),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "Transport unavailable", body = ErrorBody),
+    )
+)]
+pub async fn workers(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<WorkerResponse>>, ApiError> {
+    let mut workers: Vec<WorkerResponse> = state
+        .transport
+        .workers()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+    Ok(Json(workers))
 }
 
 /// Permanently failed jobs, most recent failure first.

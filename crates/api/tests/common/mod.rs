@@ -410,3 +410,26 @@ pub fn locs(body: &Value) -> Vec<Value> {
         .map(|(l, _, _)| l)
         .collect()
 }
+
+/// Declare each listed `async fn name(backend: Backend)` as two tests: `postgres_redis::name`
+/// and `sqlite_memory::name`.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::PostgresRedis).await;
+                }
+            )*
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::SqliteMemory).await;
+                }
+            )*
+        }
+    };
+}
