@@ -498,25 +498,16 @@ function drawChart(svg, series) {
   $('.plot', svg).replaceWith(g);
 }
 
-// The server's combined GET /ui/api/overview (served from background samples) is used while it
-// exists; on 404 the page falls back to the four separate endpoints.
-let combinedOverview = true;
-
-/** [stats, status, workers, activity] as Promise.allSettled results. */
+/** [stats, status, workers, activity] from GET /ui/api/overview, which the server answers from
+ * background samples (a page view never counts the jobs table), as Promise.allSettled results. */
 async function loadOverview(signal) {
-  if (combinedOverview) {
-    try {
-      const o = await api('/ui/api/overview', { signal });
-      const activity = { interval_seconds: o.interval_seconds, samples: o.samples };
-      return [o.stats, o.status, o.workers, activity].map((value) => ({ status: 'fulfilled', value }));
-    } catch (e) {
-      if (!(e instanceof ApiError && e.status === 404)) return [1, 2, 3, 4].map(() => ({ status: 'rejected', reason: e }));
-      combinedOverview = false;
-    }
+  try {
+    const o = await api('/ui/api/overview', { signal });
+    const activity = { interval_seconds: o.interval_seconds, samples: o.samples };
+    return [o.stats, o.status, o.workers, activity].map((value) => ({ status: 'fulfilled', value }));
+  } catch (e) {
+    return [1, 2, 3, 4].map(() => ({ status: 'rejected', reason: e }));
   }
-  const o = { signal };
-  return Promise.allSettled([api('/jobs/stats', o), api('/scheduler/status', o),
-    api('/scheduler/workers', o), api('/ui/api/activity', o)]);
 }
 
 async function viewOverview(ctx) {
@@ -905,7 +896,8 @@ function managedNote(managedBy) {
 }
 
 async function viewPolicy(ctx) {
-  const status = await api('/scheduler/status', { signal: ctx.signal });
+  // The overview's status comes from the background samples: cheap however many jobs exist.
+  const status = (await api('/ui/api/overview', { signal: ctx.signal })).status;
   const nodes = [heading('Scheduling policy'),
     h('p', {}, 'Current policy: ', h('strong', { id: 'policy-current' }, fmtPolicy(status)),
       '; dispatching is ', h('strong', { id: 'policy-state' }, status.paused ? 'paused' : 'running'), '.')];

@@ -50,7 +50,9 @@ pub enum Scenario {
     Switch,
     /// Single-job POST throughput of the API.
     Post,
-    /// Every scenario.
+    /// The web console's server time per page with a large store (not part of `all`).
+    Console,
+    /// Every scenario but `console`.
     All,
 }
 
@@ -74,6 +76,7 @@ impl Scenario {
             Scenario::Fidelity => "fidelity",
             Scenario::Switch => "switch",
             Scenario::Post => "post",
+            Scenario::Console => "console",
             Scenario::All => "all",
         }
     }
@@ -199,6 +202,9 @@ pub struct BenchArgs {
     /// post: seconds to run.
     #[arg(long, default_value_t = 3.0)]
     pub post_seconds: f64,
+    /// console: jobs in the store while the console's pages are timed.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub console_jobs: u32,
 }
 
 /// Everything that can stop the benchmark.
@@ -293,13 +299,16 @@ pub(crate) fn progress(msg: &str) {
 
 impl BenchArgs {
     fn scenarios(&self) -> Vec<Scenario> {
-        if self.scenario.is_empty() || self.scenario.contains(&Scenario::All) {
-            return Scenario::ORDER.to_vec();
-        }
-        Scenario::ORDER
+        let all = self.scenario.is_empty() || self.scenario.contains(&Scenario::All);
+        let mut chosen: Vec<Scenario> = Scenario::ORDER
             .into_iter()
-            .filter(|s| self.scenario.contains(s))
-            .collect()
+            .filter(|s| all || self.scenario.contains(s))
+            .collect();
+        // Heavy (it fills the store): only when named.
+        if self.scenario.contains(&Scenario::Console) {
+            chosen.push(Scenario::Console);
+        }
+        chosen
     }
 
     fn validate(&self) -> Result<(), BenchError> {
@@ -413,6 +422,7 @@ async fn run_all(
             Scenario::Fidelity => scenarios::fidelity::run(args, cluster, report).await,
             Scenario::Switch => scenarios::switch::run(args, cluster, report).await,
             Scenario::Post => scenarios::post::run(args, cluster, report).await,
+            Scenario::Console => scenarios::console::run(args, cluster, report).await,
             Scenario::All => Ok(()),
         };
         if let Err(e) = result {

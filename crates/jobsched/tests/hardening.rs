@@ -197,3 +197,83 @@ async fn two_workers_on_one_host_both_run_with_the_default_metrics_address() {
     let _ = redis.delete_all_keys().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_exits_soon_after_sigterm_whatever_its_clients_do() {
+    use tokio::io::AsyncWriteExt;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let prefix = format!("jobsched-hard-{}", uuid::Uuid::new_v4().simple());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let mut api = Killed(
+        Command::new(BIN)
+            .arg("api")
+            .env("JOBSCHED_DATABASE_URL", db.url())
+            .env("JOBSCHED_REDIS_PREFIX", &prefix)
+            .env("JOBSCHED_DATA_DIR", data.path())
+            .env("JOBSCHED_LISTEN", format!("127.0.0.1:{port}"))
+            .env("JOBSCHED_METRICS_LISTEN", "off")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("http://127.0.0.1:{port}/livez"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "the API did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Hostile clients: a body that never arrives, headers that never end, a silent socket.
+    let mut held = Vec::new();
+    for head in [
+        "POST /jobs/ HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n{",
+        "GET /jobs/stats HTTP/1.1\r\nhost: x\r\n",
+        "",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    let pid = api.0.id().to_string();
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(s) = api.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "the API is still running {:?} after SIGTERM",
+            sent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(held);
+    if let Ok(r) = RedisTransport::connect("redis://127.0.0.1:6379", &prefix).await {
+        let _ = r.delete_all_keys().await;
+    }
+    db.cleanup().await;
+}

@@ -1,6 +1,7 @@
 //! The scenarios and the helpers they share.
 
 pub mod burn;
+pub mod console;
 pub mod fidelity;
 pub mod latency;
 pub mod post;
