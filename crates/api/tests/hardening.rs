@@ -373,6 +373,20 @@ async fn read_all(s: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Send `head` on a new connection and read until the server closes it, which must happen
+/// within `bound`; returns what arrived.
+async fn closed_within(h: &Harness, head: &str, bound: Duration) -> String {
+    let started = Instant::now();
+    let mut s = raw(h, head).await;
+    let got = read_all(&mut s, Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() < bound,
+        "{head:?}: the connection was held {:?}",
+        started.elapsed()
+    );
+    got
+}
+
 /// Row 5 (concurrency): past `max_inflight` requests in flight, the next is answered 503 with
 /// Retry-After and a JSON body at once; once the slow one ends, requests succeed again.
 async fn busy_server_answers_503_at_once(backend: Backend) {
@@ -440,28 +454,16 @@ async fn slow_clients_are_timed_out(backend: Backend) {
     else {
         return;
     };
-    let started = Instant::now();
-    let mut slow_headers = raw(&h, "GET /jobs/stats HTTP/1.1\r\nhost: x\r\n").await;
-    let got = read_all(&mut slow_headers, Duration::from_secs(10)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "a connection sending headers slowly was held {:?}",
-        started.elapsed()
-    );
+    let five = Duration::from_secs(5);
+    let got = closed_within(&h, "GET /jobs/stats HTTP/1.1\r\nhost: x\r\n", five).await;
     assert!(!got.contains("200 OK"), "{got}");
 
-    let started = Instant::now();
-    let mut slow_body = raw(
+    let got = closed_within(
         &h,
         "POST /jobs/ HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n{",
+        five,
     )
     .await;
-    let got = read_all(&mut slow_body, Duration::from_secs(10)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(
         got.contains("application/json") && got.contains("detail"),
@@ -777,25 +779,11 @@ async fn silent_and_idle_connections_are_closed(backend: Backend) {
     else {
         return;
     };
-    let started = Instant::now();
-    let mut silent = raw(&h, "").await;
-    let got = read_all(&mut silent, Duration::from_secs(10)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    let five = Duration::from_secs(5);
+    let got = closed_within(&h, "", five).await;
     assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
-
-    let mut idle = raw(&h, "GET /livez HTTP/1.1\r\nhost: x\r\n\r\n").await;
-    let started = Instant::now();
-    let got = read_all(&mut idle, Duration::from_secs(10)).await;
-    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "idle keep-alive held {:?}",
-        started.elapsed()
-    );
+    let got = closed_within(&h, "GET /livez HTTP/1.1\r\nhost: x\r\n\r\n", five).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "idle keep-alive: {got}");
     h.finish().await;
 }
 

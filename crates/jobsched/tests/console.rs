@@ -298,45 +298,89 @@ fn chromium_available() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
+/// Whether the test can run here; panics under `CI=true` when it cannot.
+fn chromium_or_skip() -> bool {
+    if chromium_available() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: Chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+    );
+    eprintln!("skipping: install chromium and chromium-driver to run the console test");
+    false
+}
+
+/// Start `jobsched dev` with `args` and `env` on a free port; returns it and its base URL once
+/// it answers.
+async fn start_dev(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> (Killed, String) {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("dev")
+        .args(args)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            "off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let dev = Killed(cmd.spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/livez")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "jobsched dev did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (dev, base)
+}
+
+/// Start chromedriver and a headless Chromium session on it.
+async fn start_browser() -> (Killed, Browser) {
+    let port = free_port();
+    let driver = Killed(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let browser = Browser::start(&format!("http://127.0.0.1:{port}")).await;
+    (driver, browser)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_drives_every_page_in_headless_chromium() {
-    if !chromium_available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: Chromium and chromedriver are required (apt-get install chromium chromium-driver)"
-        );
-        eprintln!("skipping: install chromium and chromium-driver to run the console test");
+    if !chromium_or_skip() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("sample.txt"), "one two").unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let port = free_port();
-    let _dev = Killed(
-        Command::new(BIN)
-            .args(["dev", "--memory", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", "off"])
-            .env("JOBSCHED_API_TOKEN", USER_TOKEN)
-            .env("JOBSCHED_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("JOBSCHED_DATA_DIR", data.path())
-            .env("JOBSCHED_BACKOFF_BASE", "0.01")
-            .env("JOBSCHED_BACKOFF_CAP", "0.02")
-            .env("RUST_LOG", "info,tower_http=debug")
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let data_dir = data.path().display().to_string();
+    let (_dev, base) = start_dev(
+        &["--memory"],
+        &[
+            ("JOBSCHED_API_TOKEN", USER_TOKEN),
+            ("JOBSCHED_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("JOBSCHED_DATA_DIR", &data_dir),
+            ("JOBSCHED_BACKOFF_BASE", "0.01"),
+            ("JOBSCHED_BACKOFF_CAP", "0.02"),
+            ("RUST_LOG", "info,tower_http=debug"),
+        ],
+        Stdio::from(log.reopen().unwrap()),
+    )
+    .await;
     let api = Api {
         http: reqwest::Client::new(),
         base: base.clone(),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.http.get(format!("{base}/livez")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "jobsched dev did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // A dead letter, then a paused scheduler holding a few pending jobs.
     let doomed = api
@@ -361,16 +405,7 @@ async fn console_drives_every_page_in_headless_chromium() {
         );
     }
 
-    let driver_port = free_port();
-    let _driver = Killed(
-        Command::new("chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let b = Browser::start(&format!("http://127.0.0.1:{driver_port}")).await;
+    let (_driver, b) = start_browser().await;
 
     // Sign in (auth is on): the console asks for a token first.
     b.goto(&format!("{base}/ui")).await;
@@ -525,4 +560,53 @@ async fn console_drives_every_page_in_headless_chromium() {
         !logged.contains(USER_TOKEN) && !logged.contains(ADMIN_TOKEN),
         "a token reached the log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_policy_page_names_the_managing_scheduler_config() {
+    if !chromium_or_skip() {
+        return;
+    }
+    // The durable settings say a Kubernetes SchedulerConfig owns the policy.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dev.db");
+    let url = format!("sqlite://{}", db.display());
+    jobsched_store::migrate(&url).await.unwrap();
+    let store = jobsched_store::connect(&url, 1).await.unwrap();
+    store
+        .save_policy(&jobsched_core::PolicySettings {
+            policy: jobsched_core::PolicyKind::Priority,
+            quantum_seconds: 5.0,
+            paused: false,
+            managed_by: Some("prod/jobsched".into()),
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let data_dir = dir.path().display().to_string();
+    let db_arg = db.display().to_string();
+    let (_dev, base) = start_dev(
+        &["--db", &db_arg],
+        &[("JOBSCHED_DATA_DIR", &data_dir), ("RUST_LOG", "warn")],
+        Stdio::inherit(),
+    )
+    .await;
+    let (_driver, b) = start_browser().await;
+    // No tokens configured: open, admin controls shown, but disabled while managed.
+    b.goto(&format!("{base}/ui#/policy")).await;
+    let note = b
+        .wait_text("#policy-managed", "the managing resource", |t| {
+            t.contains("jobsched") && t.contains("prod")
+        })
+        .await;
+    assert!(
+        note.contains("kubectl edit schedulerconfig jobsched -n prod"),
+        "{note}"
+    );
+    let disabled = b
+        .js("return [...document.querySelectorAll('#policy-form select, #policy-form input, #policy-form button')].every(e => e.disabled);")
+        .await;
+    assert_eq!(disabled, json!(true), "controls must be disabled");
+    b.screenshot("policy-managed").await;
+    b.quit().await;
 }

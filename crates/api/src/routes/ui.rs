@@ -136,9 +136,11 @@ pub async fn overview(
     State(state): State<Arc<AppState>>,
     Extension(activity): Extension<Arc<Activity>>,
 ) -> Result<Json<Overview>, ApiError> {
+    activity.viewed();
     let (mut samples, mut latest) = activity.snapshot();
     if latest.is_none() {
-        // No sampler ran yet (just started): take the first sample now.
+        // Nothing sampled since the API started: take the first sample now (later views are
+        // answered from the background samples, however many jobs there are).
         activity.sample(&state).await?;
         (samples, latest) = activity.snapshot();
     }
