@@ -544,12 +544,43 @@ async function viewOverview(ctx) {
     [['submitted', 'Submitted /s'], ['completed', 'Completed /s'], ['failed', 'Failed /s'], ['wait', 'Oldest pending wait (right axis)']]
       .map(([k, label]) => h('li', {}, h('span', { class: `swatch swatch-${k}` }), label)));
 
+  // Admins switch the policy and pause or resume right here (the Policy page has the quantum).
+  const quickSelect = h('select', { id: 'overview-policy-select', name: 'policy' },
+    POLICIES.map(([value, label]) => h('option', { value }, label)));
+  const pauseBtn = h('button', { type: 'button', id: 'overview-pause' }, 'Pause');
+  const quick = h('form', { id: 'overview-switch', class: 'inline-form', 'aria-label': 'Switch the policy', hidden: true },
+    field('Policy', quickSelect),
+    h('div', { class: 'field-actions' },
+      h('button', { type: 'submit', id: 'overview-policy-apply', class: 'primary' }, 'Switch'), pauseBtn));
+  let current = null;
+  const putPolicy = async (body, done) => {
+    clearError();
+    try {
+      const res = await api('/scheduler/policy', { method: 'PUT', body, signal: ctx.signal });
+      setNotice(done(res));
+      await refresh();
+    } catch (e) {
+      if (isAbort(e) || e.handled) return;
+      handleError(e);
+    }
+  };
+  quick.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    putPolicy({ policy: quickSelect.value }, (res) => `Policy set to ${fmtPolicy(res)}.`);
+  });
+  pauseBtn.addEventListener('click', () => {
+    if (!current) return;
+    const paused = !current.paused;
+    putPolicy({ policy: current.current_policy, paused },
+      () => (paused ? 'Dispatching paused; running jobs finish.' : 'Dispatching resumed.'));
+  });
+
   const set = (id, text) => { $(`#${id}`, root).textContent = text; };
   const root = h('div', { class: 'overview' },
     heading('Overview'),
     h('section', { 'aria-labelledby': 'h-counts' }, h('h2', { id: 'h-counts' }, 'Jobs'), cards),
     h('div', { class: 'two-col' },
-      h('section', { 'aria-labelledby': 'h-sched' }, h('h2', { id: 'h-sched' }, 'Scheduler'), sched),
+      h('section', { 'aria-labelledby': 'h-sched' }, h('h2', { id: 'h-sched' }, 'Scheduler'), sched, quick),
       h('section', { 'aria-labelledby': 'h-workers' }, h('h2', { id: 'h-workers' }, 'Workers'), tableWrap(workers, 'Workers'))),
     h('section', { 'aria-labelledby': 'h-activity' }, h('h2', { id: 'h-activity' }, 'Activity'),
       h('figure', { class: 'chart-figure' }, svg, legend, h('figcaption', {}, summary))));
@@ -571,6 +602,11 @@ async function viewOverview(ctx) {
       set('overview-queue', fmtNumber(v.queue_depth));
       set('overview-dead-letters', fmtNumber(v.dead_letter_count));
       set('overview-workers', `${fmtNumber(v.workers)} (${fmtNumber(v.free_slots)} of ${fmtNumber(v.total_slots)} slots free)`);
+      // The switch is for admins, and only while no SchedulerConfig owns the policy.
+      quick.hidden = !isAdmin() || Boolean(v.managed_by);
+      if (!current || current.current_policy !== v.current_policy) quickSelect.value = v.current_policy;
+      pauseBtn.textContent = v.paused ? 'Resume' : 'Pause';
+      current = v;
     }
     if (wk.status === 'fulfilled') {
       const list = Array.isArray(wk.value) ? wk.value : [];

@@ -518,6 +518,22 @@ async fn console_drives_every_page_in_headless_chromium() {
     // (alpha-1 and beta-1; alpha-2 was cancelled, the retried dead letter fails again.)
     b.wait_text("#count-COMPLETED", "2 completed", |t| t.trim() == "2")
         .await;
+    // The overview's own switch (admins): to Priority, then pause.
+    b.click("#overview-policy-select option[value='priority']")
+        .await;
+    b.click("#overview-policy-apply").await;
+    b.wait_text("#overview-policy", "priority", |t| t.contains("priority"))
+        .await;
+    b.click("#overview-pause").await;
+    b.wait_text("#overview-paused", "paused", |t| t.contains("paused"))
+        .await;
+    let s = api
+        .call(reqwest::Method::GET, "/scheduler/status", USER_TOKEN, None)
+        .await;
+    assert_eq!(
+        (s["current_policy"].as_str(), s["paused"].as_bool()),
+        (Some("priority"), Some(true))
+    );
 
     // Phone width: nothing scrolls sideways.
     b.set_width(375).await;
@@ -543,6 +559,14 @@ async fn console_drives_every_page_in_headless_chromium() {
     b.type_into("#signin-token", USER_TOKEN).await;
     b.click("#signin-submit").await;
     b.find("#count-total").await;
+    let shown = b
+        .js("const f = document.querySelector('#overview-switch'); return !!f && !f.hidden;")
+        .await;
+    assert_eq!(
+        shown,
+        json!(false),
+        "no policy switch on the overview for a user"
+    );
     b.goto(&format!("{base}/ui#/policy")).await;
     b.find("#policy-readonly").await;
     assert_eq!(
