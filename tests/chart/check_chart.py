@@ -1023,7 +1023,7 @@ def hardening_redis_password(rendered: dict[str, list[dict]]) -> None:
         R.check(f"redis-password: [{name}] Redis runs `sh -c` that writes requirepass from the mounted Secret and execs redis-server with the config file",
                 c.get("command") == ["/bin/sh", "-c"] and "--requirepass" not in script and "$(REDIS_PASSWORD)" not in script
                 and pw_mount is not None and conf_mount is not None
-                and f"$(cat {pw_mount['mountPath']}/redis-password)" in script
+                and f"{pw_mount['mountPath']}/redis-password)" in script
                 and "requirepass" in script and f"> {conf_mount['mountPath']}/redis.conf" in script
                 and f"exec redis-server {conf_mount['mountPath']}/redis.conf --dir /data" in script,
                 script)
