@@ -865,3 +865,85 @@ async fn body_budget_answers_503_at_once(backend: Backend) {
     }
     h.finish().await;
 }
+
+/// Postgres is the truth: with Redis gone (its process killed), a submission is answered as
+/// soon as it is committed, not after Redis timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_do_not_wait_for_an_unreachable_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Ok(redis) = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is required in CI"
+        );
+        return;
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut redis = Kill(redis);
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobsched_transport::RedisTransport::connect(&url, "probe")
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "private redis-server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(h) = Harness::start_with(
+        Backend::PostgresRedis,
+        Options {
+            redis_url: Some(url),
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let _ = redis.0.kill();
+    let _ = redis.0.wait();
+    for i in 0..3 {
+        let started = Instant::now();
+        let resp = h
+            .http
+            .post(h.url("/jobs/"))
+            .json(&json!({"name": format!("while-redis-is-down-{i}"), "job_type": "sleep", "payload": {"duration": 0.01}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a submission waited {:?} on the unreachable Redis",
+            started.elapsed()
+        );
+    }
+    assert_eq!(h.store.stats().await.unwrap().pending, 3, "all durable");
+    // (No finish(): its Redis is gone; the database goes with the harness.)
+}

@@ -66,10 +66,23 @@ impl QueryPairs {
 /// returned: the job is durably stored and the engine's periodic poll will find it.
 pub(crate) async fn publish_jobs_available(state: &AppState, submitted: Option<&Job>) {
     let event = submitted.map_or(Event::JobsAvailable, |job| Event::Submitted(job.pending()));
-    if let Err(e) = state.transport.publish(event).await {
-        tracing::warn!(
-            error = %e,
-            "could not announce the new job; the engine will find it on its next poll"
-        );
-    }
+    let transport = state.transport.clone();
+    // Postgres is the truth: the job is committed, so the reply never waits on Redis. The
+    // announcement goes out beside it; if Redis is slow or gone the engine finds the job on its
+    // next poll.
+    tokio::spawn(async move {
+        match tokio::time::timeout(ANNOUNCE_TIMEOUT, transport.publish(event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "could not announce the new job; the engine will find it on its next poll"
+            ),
+            Err(_) => tracing::warn!(
+                "announcing the new job timed out; the engine will find it on its next poll"
+            ),
+        }
+    });
 }
+
+/// Longest an announcement of new work may take before it is given up (the engine polls).
+const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -141,6 +141,8 @@ pub struct Options {
     pub config: ApiConfig,
     /// Replace the real transport with one whose every call fails.
     pub transport_down: bool,
+    /// Redis to use instead of the shared test Redis (Postgres + Redis backend).
+    pub redis_url: Option<String>,
 }
 
 /// A running API server plus direct access to its store and transport.
@@ -186,7 +188,8 @@ impl Harness {
             Backend::PostgresRedis => {
                 let db = TestDb::postgres().await?;
                 let prefix = format!("jobsched_apitest_{}", uuid::Uuid::new_v4().simple());
-                match RedisTransport::connect(&redis_url(), &prefix).await {
+                let url = options.redis_url.clone().unwrap_or_else(redis_url);
+                match RedisTransport::connect(&url, &prefix).await {
                     Ok(t) => (db, ConcreteTransport::Redis(t)),
                     Err(e) => {
                         db.cleanup().await;
