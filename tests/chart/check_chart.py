@@ -20,8 +20,10 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import helm_python as helm
@@ -46,7 +48,10 @@ APP_LABELS = (
     "app.kubernetes.io/part-of",
     "app.kubernetes.io/managed-by",
 )
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+CHART_APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
+# Workloads that run to completion: no probes, no selector.
+ONE_SHOT_KINDS = ("Job", "CronJob", "Pod")
 
 
 # ------------------------------------------------------------------------------ bookkeeping
@@ -251,6 +256,8 @@ def pod_spec(doc: dict) -> dict | None:
     kind = doc.get("kind")
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
         return doc["spec"]["template"]["spec"]
+    if kind == "Pod":
+        return doc["spec"]
     if kind == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return None
@@ -259,6 +266,8 @@ def pod_spec(doc: dict) -> dict | None:
 def pod_template_labels(doc: dict) -> dict:
     if doc.get("kind") == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {})
+    if doc.get("kind") == "Pod":
+        return doc["metadata"].get("labels", {})
     return doc["spec"]["template"]["metadata"].get("labels", {})
 
 
@@ -311,7 +320,7 @@ def check_workload_security(doc: dict, scenario: str) -> None:
                 problems.append(f"{where}: no {req} request")
         if "memory" not in (res.get("limits") or {}):
             problems.append(f"{where}: no memory limit")
-        if role == "container" and doc["kind"] != "Job" and doc["kind"] != "CronJob":
+        if role == "container" and doc["kind"] not in ONE_SHOT_KINDS:
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe not in c:
                     problems.append(f"{where}: no {probe}")
@@ -336,7 +345,7 @@ def check_labels(doc: dict, scenario: str, app_version: str) -> None:
         missing = [label for label in APP_LABELS if label not in tmpl]
         if missing:
             problems.append(f"pod template lacks {missing}")
-        if doc["kind"] != "Job" and doc["kind"] != "CronJob":
+        if doc["kind"] not in ONE_SHOT_KINDS:
             selector = doc["spec"]["selector"].get("matchLabels", {})
             if not selector or any(tmpl.get(k) != v for k, v in selector.items()):
                 problems.append(f"selector {selector} does not match the pod template labels")
@@ -390,7 +399,8 @@ def check_references(docs: list[dict], scenario: str, external_secrets: set[str]
     for w in workloads:
         spec = pod_spec(w)
         ports = container_ports(spec)
-        hook = "helm.sh/hook" in (w["metadata"].get("annotations") or {})
+        # `helm test` hooks run after the release's resources exist; other hooks may run before.
+        hook = (w["metadata"].get("annotations") or {}).get("helm.sh/hook", "test") != "test"
         sa = spec.get("serviceAccountName", "default")
         if sa not in accounts:
             problems.append(f"{kn(w)} uses ServiceAccount {sa} that is not rendered")
@@ -650,8 +660,8 @@ def assert_default(docs: list[dict]) -> None:
         s = find(docs, "StatefulSet", sts)
         R.check(f"[{sc}] in-chart {sts[1:]} StatefulSet with a PVC template", s is not None and len(s["spec"].get("volumeClaimTemplates", [])) == 1)
     pg = find(docs, "StatefulSet", "-postgresql")
-    R.check(f"[{sc}] in-chart Postgres uses the official postgres:16 image", container(pg, "postgresql")["image"] == "postgres:16")
-    R.check(f"[{sc}] in-chart Redis uses the official redis:7 image", container(find(docs, "StatefulSet", "-redis"), "redis")["image"] == "redis:7")
+    R.check(f"[{sc}] in-chart Postgres uses the official postgres image pinned to a release (16.15)", container(pg, "postgresql")["image"] == "postgres:16.15")
+    R.check(f"[{sc}] in-chart Redis uses the official redis image pinned to a release (7.4.11)", container(find(docs, "StatefulSet", "-redis"), "redis")["image"] == "redis:7.4.11")
     plain = [k for k, v in flatten(merged_values({})).items() if re.search(r"(password|token)$", k, re.I) and v]
     R.check(f"[{sc}] no credential in the default values", not plain, str(plain))
 
@@ -763,7 +773,15 @@ def assert_kind(docs: list[dict]) -> None:
     sc = "kind"
     ing = find(docs, "Ingress", "-api")
     R.check(f"[{sc}] ingress-nginx Ingress on jobsched.localhost", ing is not None and ing["spec"]["ingressClassName"] == "nginx" and ing["spec"]["rules"][0]["host"] == "jobsched.localhost")
-    R.check(f"[{sc}] image jobsched:dev as loaded by `make kind-load`", container(find(docs, "Deployment", "-api"), "api")["image"] == "jobsched:dev")
+    kind_image = SCENARIOS["kind"].get("image") or {}
+    R.check(f"[{sc}] values-kind.yaml leaves image.repository and image.tag to `make helm-install` (--set from `make image`)",
+            "tag" not in kind_image and "repository" not in kind_image and "digest" not in kind_image, str(kind_image))
+    with helm.Chart.load(str(CHART)) as chart:
+        set_by_make = documents(chart.render(merge(SCENARIOS["kind"], {"image": {"repository": "jobsched", "tag": "git-0123456789ab"}}),
+                                             name=RELEASE, namespace=NAMESPACE, is_install=True))
+    R.check(f"[{sc}] with make helm-install's --set the pods run jobsched:git-<commit> (loaded by `make kind-load`), IfNotPresent",
+            container(find(set_by_make, "Deployment", "-api"), "api")["image"] == "jobsched:git-0123456789ab"
+            and container(find(set_by_make, "Deployment", "-api"), "api")["imagePullPolicy"] == "IfNotPresent")
     # `make helm-install` and docs/kubernetes.md use the release name "jobsched": objects are then
     # named "jobsched-*" and the SchedulerConfig the docs and tests/e2e/run.sh apply is "jobsched".
     with helm.Chart.load(str(CHART)) as chart:
@@ -927,12 +945,12 @@ def hardening_api_metrics(rendered: dict[str, list[dict]]) -> None:
             and not any(k.startswith("prometheus.io/") for k in (svc["metadata"].get("annotations") or {})),
             str(svc and svc["spec"]["ports"]))
     msvc = find(docs, "Service", "-api-metrics")
-    R.check("api-metrics: headless <fullname>-api-metrics Service on port metrics (9090) with prometheus.io annotations",
+    R.check("api-metrics: headless <fullname>-api-metrics Service on port metrics (9090), without prometheus.io annotations (the pods carry them)",
             msvc is not None and msvc["spec"].get("clusterIP") == "None"
             and msvc["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
-            and (msvc["metadata"].get("annotations") or {}).get("prometheus.io/port") == "9090"
+            and not any(k.startswith("prometheus.io/") for k in (msvc["metadata"].get("annotations") or {}))
             and selects(msvc["spec"]["selector"], pod_template_labels(api)),
-            str(msvc and msvc["spec"]))
+            str(msvc and msvc["metadata"]))
 
     all_on = rendered.get("all-on") or []
     sm = find(all_on, "ServiceMonitor", "js")
@@ -948,8 +966,10 @@ def hardening_api_metrics(rendered: dict[str, list[dict]]) -> None:
     if np is not None:
         rules = [([p["port"] for p in r.get("ports", [])], r.get("from")) for r in np["spec"]["ingress"]]
         v = SCENARIOS["all-on"]["networkPolicy"]
-        R.check("api-metrics: API NetworkPolicy admits http from apiIngressFrom and metrics from metricsIngressFrom",
-                rules == [(["http"], v["apiIngressFrom"]), (["metrics"], v["metricsIngressFrom"])], str(rules))
+        test_pod = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "jobsched", "app.kubernetes.io/instance": RELEASE,
+                                                    "app.kubernetes.io/component": "test"}}}
+        R.check("api-metrics: API NetworkPolicy admits http from apiIngressFrom (and the helm test pod) and metrics from metricsIngressFrom",
+                rules == [(["http"], v["apiIngressFrom"] + [test_pod]), (["metrics"], v["metricsIngressFrom"])], str(rules))
     else:
         R.check("api-metrics: all-on renders the API NetworkPolicy", False)
 
@@ -1140,6 +1160,543 @@ def section_hardening(rendered: dict[str, list[dict]]) -> None:
             fn()
         except Exception as e:  # a crash in an assertion is a failure, not a traceback
             R.check(f"hardening: {title}: assertions ran", False, f"{type(e).__name__}: {e}")
+
+
+# ------------------------------------------------------------------------------ day one to day thirty (issue 19)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge of two values dicts (over wins), as Helm merges -f files and --set."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def all_containers(docs: list[dict]) -> list[tuple[dict, dict]]:
+    """(workload, container) for every container and init container of every workload or Pod."""
+    out = []
+    for w in docs:
+        if w["kind"] in WORKLOAD_KINDS:
+            spec = pod_spec(w)
+            out += [(w, c) for c in spec.get("containers", []) + (spec.get("initContainers") or [])]
+    return out
+
+
+BACKING_CONTAINERS = {"postgresql", "redis", "wait-for-postgres"}
+
+
+def jobsched_images(docs: list[dict]) -> dict[str, str]:
+    """{kind/name/container: image} of every container running the jobsched image."""
+    return {f"{kn(w)}/{c['name']}": c["image"] for w, c in all_containers(docs) if c["name"] not in BACKING_CONTAINERS}
+
+
+def render_release(values: dict, upgrade: bool = False, chart_dir: pathlib.Path = CHART) -> list[dict]:
+    with helm.Chart.load(str(chart_dir)) as chart:
+        return documents(chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=not upgrade, is_upgrade=upgrade))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the variables of an enclosing `make` (a nested make must not
+    inherit its flags), plus `extra`."""
+    drop = {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES",
+            # Makefile.packaging settings a caller may have exported: the checks assume the defaults.
+            "IMAGE", "IMAGE_TAG", "IMAGE_REF_FILE", "KIND_CLUSTER", "HELM_RELEASE", "K8S_NAMESPACE", "HELM_VALUES"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(extra)
+    return env
+
+
+def stub_bin(directory: pathlib.Path, names: tuple[str, ...]) -> None:
+    """Commands that only log their arguments to $STUB_LOG."""
+    for name in names:
+        path = directory / name
+        path.write_text(f'#!/bin/sh\necho "{name} $*" >> "$STUB_LOG"\n')
+        path.chmod(0o755)
+
+
+def day1_image() -> None:
+    """1. A tag per build, set by `make helm-install`; image.digest."""
+    tag_values = {"image": {"repository": "registry.example.com/jobsched", "tag": "git-0123456789ab"}}
+    digest = "sha256:" + "0123456789abcdef" * 4
+    for label, extra, want in (
+        ("image.tag", tag_values, "registry.example.com/jobsched:git-0123456789ab"),
+        ("image.digest (tag ignored)", merge(tag_values, {"image": {"digest": digest}}), f"registry.example.com/jobsched@{digest}"),
+    ):
+        for scenario, base in (("in-chart backends, auth on", {"auth": {"enabled": True}}),
+                               ("external database (hook Job)", SCENARIOS["external"])):
+            docs = expect_render(f"{label}, {scenario}", merge(base, extra))
+            if docs is None:
+                continue
+            images = jobsched_images(docs)
+            roles = {k.split("/")[1].rsplit("-", 1)[-1] for k in images}
+            wrong = {k: v for k, v in images.items() if v != want}
+            R.check(f"image: {label} [{scenario}] -> every jobsched container runs {want} ({len(images)} containers)",
+                    not wrong and len(images) >= 4, f"wrong: {wrong}; roles {sorted(roles)}")
+    docs = render_docs(SCENARIOS["external"])[0] or []
+    R.check("image: the external scenario covers the migrate hook Job and the helm test Pod",
+            any(k.startswith("Job/") for k in jobsched_images(docs)) and any(k.startswith("Pod/") for k in jobsched_images(docs)),
+            str(sorted(jobsched_images(docs))))
+    with helm.Chart.load(str(CHART)) as chart:
+        for label, bad in (("image.tag latest", {"image": {"tag": "latest"}}),
+                           ("image.digest without algorithm", {"image": {"digest": "0123456789abcdef0123456789abcdef"}}),
+                           ("postgresql.image.tag latest", {"postgresql": {"image": {"tag": "latest"}}}),
+                           ("redis.image.tag empty", {"redis": {"image": {"tag": ""}}})):
+            try:
+                chart.validate_schema(bad)
+                R.check(f"image: schema rejects {label}", False, "accepted")
+            except helm.HelmValuesError:
+                R.check(f"image: schema rejects {label}", True)
+
+    # deploy/kind/image-tag.sh in a scratch git repository: tag by commit, plus a content hash
+    # when the tree is dirty.
+    script = ROOT / "deploy/kind/image-tag.sh"
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = pathlib.Path(tmp) / "src"
+        (repo / "deploy/kind").mkdir(parents=True)
+        shutil.copy(script, repo / "deploy/kind/image-tag.sh")
+        env = clean_env(GIT_CEILING_DIRECTORIES=tmp, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_SYSTEM="/dev/null")
+
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=repo, env=env,
+                                  capture_output=True, text=True, check=True).stdout.strip()
+
+        def tag() -> str:
+            return subprocess.run(["bash", str(repo / "deploy/kind/image-tag.sh")], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+        nogit = tag()
+        (repo / "a.txt").write_text("one\n")
+        nogit2 = tag()
+        R.check("image-tag: outside git the tag is src-<content hash>, and a changed file changes it",
+                re.fullmatch(r"src-[0-9a-f]{12}", nogit) is not None and nogit2 != nogit and nogit2.startswith("src-"), f"{nogit} {nogit2}")
+        git("init", "-q")
+        git("add", "-A")
+        git("commit", "-qm", "one")
+        sha = git("rev-parse", "--short=12", "HEAD")
+        clean = tag()
+        R.check("image-tag: clean tree -> git-<12-hex commit>", clean == f"git-{sha}", clean)
+        (repo / "a.txt").write_text("two\n")
+        d1, d1_again = tag(), tag()
+        (repo / "a.txt").write_text("three\n")
+        d2 = tag()
+        R.check("image-tag: uncommitted change -> git-<commit>-dirty-<hash>, stable for the same content, new for new content",
+                re.fullmatch(rf"git-{sha}-dirty-[0-9a-f]{{12}}", d1) is not None and d1 == d1_again and d2 != d1
+                and d2.startswith(f"git-{sha}-dirty-"), f"{d1} {d1_again} {d2}")
+        (repo / "a.txt").write_text("one\n")
+        (repo / "new.txt").write_text("x\n")
+        u1 = tag()
+        (repo / "new.txt").write_text("y\n")
+        u2 = tag()
+        (repo / "new.txt").unlink()
+        R.check("image-tag: untracked files count, by content; back to the committed tree -> the clean tag again",
+                u1.startswith(f"git-{sha}-dirty-") and u2.startswith(f"git-{sha}-dirty-") and u1 != u2 and tag() == clean,
+                f"{u1} {u2}")
+        R.check("image-tag: the tag is a valid image tag and label value (<= 63 chars)",
+                all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}", t) for t in (clean, d1, u1, nogit)))
+
+    # `make image kind-load helm-install` with docker, kind, helm, kubectl and minikube stubbed:
+    # one tag from build to install.
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpd = pathlib.Path(tmp)
+        stub_bin(tmpd, ("docker", "kind", "helm", "kubectl", "minikube"))
+        log = tmpd / "calls.log"
+        ref_file = tmpd / "image-ref"
+        env = clean_env(PATH=f"{tmpd}:{os.environ.get('PATH', '')}", STUB_LOG=str(log))
+
+        def make(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), f"IMAGE_REF_FILE={ref_file}", *args],
+                                  env=env, capture_output=True, text=True, timeout=120)
+
+        missing = make("kind-load")
+        R.check("make: kind-load before any `make image` fails and says to run `make image`",
+                missing.returncode != 0 and "make image" in missing.stderr, missing.stderr[-300:])
+        expected_tag = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=clean_env()).stdout.strip()
+        run = make("image", "kind-load", "helm-install", "minikube-load")
+        calls = log.read_text().splitlines() if log.exists() else []
+        build = next((c for c in calls if c.startswith("docker build")), "")
+        built = re.search(r"-t (\S+)", build)
+        ref = built.group(1) if built else ""
+        helm_call = next((c for c in calls if c.startswith("helm upgrade --install")), "")
+        R.check("make image: docker build -t jobsched:<tag of deploy/kind/image-tag.sh>, recorded for the next targets",
+                run.returncode == 0 and ref == f"jobsched:{expected_tag}" and ref_file.exists() and ref_file.read_text().strip() == ref,
+                f"rc {run.returncode}; {build}; {run.stderr[-300:]}")
+        R.check("make kind-load / minikube-load: load that same image",
+                f"kind load docker-image {ref} --name jobsched" in calls and f"minikube image load {ref}" in calls, str(calls))
+        R.check("make helm-install: --set image.repository=jobsched --set image.tag=<that tag>, with values-kind.yaml, --wait",
+                f"--set image.repository=jobsched --set image.tag={expected_tag}" in helm_call
+                and "-f deploy/kind/values-kind.yaml" in helm_call and "--wait" in helm_call, helm_call)
+        crd_call = next((i for i, c in enumerate(calls) if c.startswith("kubectl apply --server-side") and "charts/jobsched/crds/" in c), None)
+        R.check("make helm-install: applies the chart's CRDs server-side (make crd-apply) before helm upgrade",
+                crd_call is not None and helm_call in calls and crd_call < calls.index(helm_call), str(calls))
+        log.unlink(missing_ok=True)
+        explicit = make("helm-install", "IMAGE=registry.example.com:5000/jobsched", "IMAGE_TAG=v2")
+        calls = log.read_text().splitlines() if log.exists() else []
+        R.check("make helm-install IMAGE=host:port/repo IMAGE_TAG=v2 -> --set image.repository=host:port/repo --set image.tag=v2",
+                explicit.returncode == 0 and any("--set image.repository=registry.example.com:5000/jobsched --set image.tag=v2" in c for c in calls),
+                str(calls))
+        log.unlink(missing_ok=True)
+        crd = make("crd-apply")
+        calls = log.read_text().splitlines() if log.exists() else []
+        R.check("make crd-apply: kubectl apply --server-side --force-conflicts -f charts/jobsched/crds/, then waits for Established",
+                crd.returncode == 0 and calls[:1] == ["kubectl apply --server-side --force-conflicts -f charts/jobsched/crds/"]
+                and any(c.startswith("kubectl wait --for=condition=Established") for c in calls), str(calls))
+
+
+def render_scheduler_plan(live: dict | None, upgrade: bool, values: dict | None = None) -> list[dict]:
+    """SchedulerConfigs the chart's decision template renders for a given object in the cluster
+    (`live`, what lookup would return), in a scratch copy of the chart (lookup itself is always
+    empty offline)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = pathlib.Path(tmp) / "jobsched"
+        shutil.copytree(CHART, dst)
+        (dst / "templates/schedulerconfig.yaml").unlink()
+        raw = json.dumps(live or {})
+        assert "`" not in raw
+        (dst / "templates/zz-plan.yaml").write_text(
+            '{{- include "jobsched.schedulerConfig.manifest" (dict "ctx" $ "live" (fromJson `%s`)) }}\n' % raw)
+        return [d for d in render_release(values or {}, upgrade=upgrade, chart_dir=dst) if d["kind"] == "SchedulerConfig"]
+
+
+def day1_scheduler_config(crd: CRD) -> None:
+    """2. One owner: Helm creates the SchedulerConfig at install, kubectl owns it afterwards."""
+    values = {"scheduler": {"policy": "priority", "quantumSeconds": 2, "paused": True}}
+    inst = [d for d in render_release(values) if d["kind"] == "SchedulerConfig"]
+    ann = (inst[0]["metadata"].get("annotations") or {}) if inst else {}
+    R.check("schedulerconfig: install renders it once, as a post-install hook (not a release resource), spec from scheduler.*",
+            len(inst) == 1 and ann.get("helm.sh/hook") == "post-install" and ann.get("helm.sh/hook-delete-policy") == "before-hook-creation"
+            and inst[0]["spec"] == {"policy": "priority", "roundRobin": {"quantumSeconds": 2}, "paused": True},
+            str(inst))
+    if inst:
+        errors = validate_custom_object(strip_meta(inst[0]), crd)
+        R.check("schedulerconfig: the hook object matches the CRD schema", not errors, "; ".join(errors))
+    for label, v in (("same values", values), ("changed scheduler.policy", merge(values, {"scheduler": {"policy": "sjf"}}))):
+        upg = [d for d in render_release(v, upgrade=True) if d["kind"] == "SchedulerConfig"]
+        R.check(f"schedulerconfig: `helm upgrade` ({label}) renders no SchedulerConfig, so it never re-applies over kubectl's changes",
+                not upg, str(upg))
+    off = [d for d in render_release({"scheduler": {"create": False}}) if d["kind"] == "SchedulerConfig"]
+    R.check("schedulerconfig: scheduler.create=false never renders it", not off)
+
+    kubectl_obj = {"apiVersion": "jobsched.io/v1alpha1", "kind": "SchedulerConfig",
+                   "metadata": {"name": f"{RELEASE}-jobsched", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+                   "spec": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 3}, "paused": False}}
+    hook_obj = merge(kubectl_obj, {"metadata": {"annotations": {"helm.sh/hook": "post-install"}}})
+    legacy = merge(kubectl_obj, {"metadata": {"annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE}}})
+    other_release = merge(legacy, {"metadata": {"annotations": {"meta.helm.sh/release-name": "someone-else"}}})
+    cases = (
+        ("install, none in the cluster: post-install hook from the values", None, False, "post-install", values["scheduler"]["policy"]),
+        ("install, one already exists (left by an earlier release or applied first): kept, nothing rendered", kubectl_obj, False, None, None),
+        ("upgrade, kubectl-applied object: nothing rendered", kubectl_obj, True, None, None),
+        ("upgrade, object created by the install hook: nothing rendered", hook_obj, True, None, None),
+        ("upgrade, none (deleted with kubectl): not re-created", None, True, None, None),
+        ("upgrade from a chart that had it as a release resource: post-upgrade hook re-creates it with its live spec",
+         legacy, True, "post-upgrade", "round_robin"),
+        ("upgrade, a release resource of another release: nothing rendered", other_release, True, None, None),
+    )
+    for label, live, upgrade, event, policy in cases:
+        try:
+            got = render_scheduler_plan(live, upgrade, values)
+        except helm.HelmError as e:
+            R.check(f"schedulerconfig plan: {label}", False, str(e))
+            continue
+        if event is None:
+            R.check(f"schedulerconfig plan: {label}", not got, str(got))
+        else:
+            a = (got[0]["metadata"].get("annotations") or {}) if got else {}
+            spec_ok = got and got[0]["spec"]["policy"] == policy and (live is None or got[0]["spec"] == live["spec"])
+            R.check(f"schedulerconfig plan: {label}", len(got) == 1 and a.get("helm.sh/hook") == event and bool(spec_ok), str(got))
+
+    texts = {p: (ROOT / p).read_text() for p in ("docs/kubernetes.md", "charts/jobsched/README.md", "deploy/minikube.md")}
+    texts["NOTES.txt"] = (CHART / "templates/NOTES.txt").read_text()
+    stale = [p for p, t in texts.items() if re.search(r"--set scheduler\.policy|--reuse-values", t)]
+    R.check("schedulerconfig: no doc recommends `helm upgrade --set scheduler.policy=...` or --reuse-values any more", not stale, str(stale))
+    R.check("schedulerconfig: docs/kubernetes.md and the chart README state the owner model (post-install hook, then kubectl)",
+            all("post-install" in texts[p] and "kubectl" in texts[p] for p in ("docs/kubernetes.md", "charts/jobsched/README.md")))
+
+
+def day1_storage() -> None:
+    """3. Storage that binds on kind/minikube by default."""
+    docs = expect_render("persistence.enabled=true with defaults", {"persistence": {"enabled": True}})
+    pvc = docs and find(docs, "PersistentVolumeClaim", "-data")
+    R.check("storage: persistence.enabled=true defaults to a ReadWriteOnce claim (kind local-path and minikube hostPath bind it)",
+            bool(pvc) and pvc["spec"]["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in pvc["spec"],
+            str(pvc and pvc["spec"]))
+    with helm.Chart.load(str(CHART)) as chart:
+        notes = chart.render({"persistence": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE, is_install=True).get("jobsched/templates/NOTES.txt", "")
+    R.check("storage: NOTES warn that a ReadWriteOnce claim keeps the API and workers on one node", "one node" in notes and "ReadWriteMany" in notes)
+    docs = expect_render("persistence with ReadWriteMany and a storage class", {"persistence": {"enabled": True, "accessModes": ["ReadWriteMany"], "storageClass": "nfs-client"}})
+    pvc = docs and find(docs, "PersistentVolumeClaim", "-data")
+    R.check("storage: accessModes=[ReadWriteMany] and storageClass pass through", bool(pvc) and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+            and pvc["spec"].get("storageClassName") == "nfs-client")
+    text = (ROOT / "docs/kubernetes.md").read_text() + (CHART / "README.md").read_text()
+    R.check("storage: docs name ReadWriteOnce as the default, ReadWriteMany storage classes for spreading workers, and the one-node binding",
+            all(s in text for s in ("ReadWriteOnce", "ReadWriteMany", "one node")))
+
+
+def np_allows(docs: list[dict], target: dict, port: int, peer_ns: str, peer_labels: dict) -> bool:
+    """Whether the rendered NetworkPolicies let a pod (namespace peer_ns, labels peer_labels)
+    reach `port` of the workload `target` (ingress only; ipBlock peers never match a pod)."""
+    labels = pod_template_labels(target)
+    ports = container_ports(pod_spec(target))
+    selecting = [np for np in docs if np["kind"] == "NetworkPolicy" and selects(np["spec"]["podSelector"], labels)
+                 and "Ingress" in np["spec"].get("policyTypes", ["Ingress"])]
+    if not selecting:
+        return True
+    for np in selecting:
+        for rule in np["spec"].get("ingress") or []:
+            rule_ports = rule.get("ports")
+            if rule_ports and not any((ports.get(p["port"]) if isinstance(p["port"], str) else p["port"]) == port for p in rule_ports):
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True
+            for peer in peers:
+                if "ipBlock" in peer:
+                    continue
+                ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+                ns_ok = peer_ns == NAMESPACE if ns_sel is None else selects(ns_sel, {"kubernetes.io/metadata.name": peer_ns})
+                if ns_ok and (pod_sel is None or selects(pod_sel, peer_labels)):
+                    return True
+    return False
+
+
+def day1_metrics() -> None:
+    """4. Scraped once; Prometheus reaches the API metrics behind apiIngressFrom; a dashboard per release."""
+    for name, values in list(SCENARIOS.items()) + [("serviceMonitor + podAnnotations", {"metrics": {"serviceMonitor": {"enabled": True}}})]:
+        docs = render_docs(values)[0] or []
+        pods = {kn(w): (w["spec"]["template"]["metadata"].get("annotations") or {}) if w["kind"] not in ("Pod", "CronJob") else {}
+                for w in docs if w["kind"] in WORKLOAD_KINDS}
+        annotated_svcs = [kn(s) for s in docs if s["kind"] == "Service"
+                          and any(k.startswith("prometheus.io/") for k in (s["metadata"].get("annotations") or {}))]
+        doubled = [f"{kn(s)} + {kn(w)}" for s in docs if s["kind"] == "Service" and "prometheus.io/scrape" in (s["metadata"].get("annotations") or {})
+                   for w in docs if w["kind"] in WORKLOAD_KINDS and selects(s["spec"].get("selector", {}), pod_template_labels(w))
+                   and "prometheus.io/scrape" in pods.get(kn(w), {})]
+        R.check(f"metrics: [{name}] prometheus.io annotations on no Service, so no Service/pod pair is scraped twice",
+                not annotated_svcs and not doubled, f"{annotated_svcs} {doubled}")
+    docs = render_docs({})[0] or []
+    want = {"-api": "9090", "-worker": "9090", "-controller": "9090"}
+    got = {sfx: (find(docs, "Deployment", sfx)["spec"]["template"]["metadata"].get("annotations") or {}) for sfx in want}
+    R.check("metrics: API, worker and controller pods carry prometheus.io/scrape, /port (their metrics port) and /path",
+            all(a.get("prometheus.io/scrape") == "true" and a.get("prometheus.io/port") == want[s] and a.get("prometheus.io/path") == "/metrics"
+                for s, a in got.items()), str(got))
+
+    prom_ns, prom_labels = "monitoring", {"app.kubernetes.io/name": "prometheus"}
+    nginx_ns = "ingress-nginx"
+    test_labels = {"app.kubernetes.io/name": "jobsched", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "test"}
+    api_only = {"networkPolicy": {"enabled": True, "apiIngressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": nginx_ns}}}]}}
+    both = merge(api_only, {"networkPolicy": {"metricsIngressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prom_ns}}}]}})
+    for label, values, metrics_port in (("apiIngressFrom only", api_only, 9090),
+                                        ("apiIngressFrom + metricsIngressFrom", both, 9090),
+                                        ("apiIngressFrom + metricsIngressFrom, api.metricsPort=9100", merge(both, {"api": {"metricsPort": 9100}}), 9100)):
+        docs = expect_render(f"NetworkPolicy ({label})", values)
+        if docs is None:
+            continue
+        api, worker, ctrl = (find(docs, "Deployment", s) for s in ("-api", "-worker", "-controller"))
+        R.check(f"networkpolicy: [{label}] Prometheus (namespace {prom_ns}) reaches the API metrics port {metrics_port}, the worker and controller metrics",
+                np_allows(docs, api, metrics_port, prom_ns, prom_labels) and np_allows(docs, worker, 9090, prom_ns, prom_labels)
+                and np_allows(docs, ctrl, 9090, prom_ns, prom_labels))
+        R.check(f"networkpolicy: [{label}] the API REST port admits ingress-nginx and the helm test pod, not Prometheus or another pod",
+                np_allows(docs, api, 8000, nginx_ns, {}) and np_allows(docs, api, 8000, NAMESPACE, test_labels)
+                and not np_allows(docs, api, 8000, prom_ns, prom_labels) and not np_allows(docs, api, 8000, NAMESPACE, {"app": "other"}))
+        if "metricsIngressFrom" in values["networkPolicy"]:
+            R.check(f"networkpolicy: [{label}] metrics ports closed to pods outside metricsIngressFrom",
+                    not np_allows(docs, api, metrics_port, "default", {}) and not np_allows(docs, worker, 9090, "default", {}))
+
+    sm_docs = render_docs({"metrics": {"serviceMonitor": {"enabled": True}}})[0] or []
+    sm = find(sm_docs, "ServiceMonitor", "")
+    R.check("metrics: the ServiceMonitor's job label is the release name (jobLabel app.kubernetes.io/instance), the dashboard's `job`",
+            bool(sm) and sm["spec"].get("jobLabel") == "app.kubernetes.io/instance"
+            and all(s["metadata"]["labels"].get("app.kubernetes.io/instance") == RELEASE for s in sm_docs
+                    if s["kind"] == "Service" and selects(sm["spec"]["selector"], s["metadata"]["labels"])))
+
+    dash = json.loads((ROOT / "deploy/grafana/jobsched-dashboard.json").read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    R.check("dashboard: template variables namespace, job and instance (Prometheus label_values queries on jobsched metrics)",
+            all(variables.get(n, {}).get("type") == "query" and f", {n})" in json.dumps(variables[n].get("query"))
+                and "jobsched_" in json.dumps(variables[n].get("query")) for n in ("namespace", "job", "instance")),
+            str(sorted(variables)))
+    R.check("dashboard: namespace and job are single-valued (one release at a time), instance multi-valued with All = .*",
+            variables.get("namespace", {}).get("multi") is False and variables.get("job", {}).get("multi") is False
+            and variables.get("instance", {}).get("multi") is True and variables.get("instance", {}).get("allValue") == ".*")
+    exprs: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                exprs.append(x) if k == "expr" else walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(dash["panels"])
+    need = ('namespace=~"$namespace"', 'job=~"$job"', 'instance=~"$instance"')
+    unfiltered = []
+    for e in exprs:
+        for m in re.finditer(r"(?<![A-Za-z0-9_:])jobsched_[A-Za-z0-9_]+(\{[^}]*\})?", e):
+            if not m.group(1) or not all(n in m.group(1) for n in need):
+                unfiltered.append(m.group(0))
+    R.check(f"dashboard: every metric selector of all {len(exprs)} queries filters by $namespace, $job and $instance",
+            len(exprs) >= 20 and not unfiltered, str(unfiltered[:5]))
+
+
+def day1_gitops() -> None:
+    """5. Pinned passwords and tokens for renders without lookup (Argo CD); existingSecret."""
+    import urllib.parse
+
+    pg_pw = "p@ss/w:rd with space+plus%"
+    r_pw = "redis#pw?&=pinned-value"
+    api_t, admin_t = "api-token-pinned-0123456789", "admin-token-pinned-0123456789"
+    pinned = {"postgresql": {"password": pg_pw}, "redis": {"password": r_pw},
+              "auth": {"enabled": True, "apiToken": api_t, "adminToken": admin_t}}
+    first, second = render_docs(pinned)[0], render_docs(pinned)[0]
+    if not first or not second:
+        R.check("gitops: pinned values render", False, render_docs(pinned)[1])
+        return
+    url = secret_value(first, "-postgresql", "database-url") or ""
+    parsed = urllib.parse.urlsplit(url)
+    R.check("gitops: postgresql.password is used verbatim in the Secret, percent-encoded in the URL (decodes back to it)",
+            secret_value(first, "-postgresql", "postgres-password") == pg_pw
+            and urllib.parse.unquote(parsed.password or "") == pg_pw and parsed.hostname == f"{RELEASE}-jobsched-postgresql"
+            and parsed.port == 5432 and parsed.path == "/jobsched" and parsed.username == "jobsched", url)
+    rurl = secret_value(first, "-redis", "redis-url") or ""
+    rparsed = urllib.parse.urlsplit(rurl)
+    R.check("gitops: redis.password is used verbatim in the Secret, percent-encoded in the URL",
+            secret_value(first, "-redis", "redis-password") == r_pw and urllib.parse.unquote(rparsed.password or "") == r_pw
+            and rparsed.hostname == f"{RELEASE}-jobsched-redis" and rparsed.path == "/0", rurl)
+    R.check("gitops: auth.apiToken and auth.adminToken are used verbatim in the generated auth Secret",
+            secret_value(first, "-auth", "api-token") == api_t and secret_value(first, "-auth", "admin-token") == admin_t)
+    R.check("gitops: with everything pinned two renders without lookup give identical Secrets (Argo CD sees no drift)",
+            secret_values(first) == secret_values(second))
+    partial = [render_docs({"postgresql": {"password": pg_pw}, "auth": {"enabled": True, "apiToken": api_t}})[0] or [] for _ in range(2)]
+    gen = [(secret_value(d, "-redis", "redis-password"), secret_value(d, "-auth", "admin-token")) for d in partial]
+    R.check("gitops: what is not pinned is still generated: random 32-character Redis password and admin token, new per render",
+            all(v and re.fullmatch(r"[A-Za-z0-9]{32}", v) for pair in gen for v in pair)
+            and gen[0][0] != gen[1][0] and gen[0][1] != gen[1][1]
+            and all(secret_value(d, "-postgresql", "postgres-password") == pg_pw and secret_value(d, "-auth", "api-token") == api_t for d in partial))
+    redis_sts = find(first, "StatefulSet", "-redis")
+    R.check("gitops: a pinned Redis password still reaches redis-server only through the mounted Secret (not in args)",
+            r_pw not in json.dumps(container(redis_sts, "redis")))
+    for label, values, needle in (
+        ("pinned password shorter than 16 characters", {"postgresql": {"password": "short"}}, "postgresql.password"),
+        ("pinned token with a newline", {"auth": {"enabled": True, "apiToken": "0123456789abcdef\nx"}}, "auth.apiToken"),
+        ("apiToken equal to adminToken", {"auth": {"enabled": True, "apiToken": api_t, "adminToken": api_t}}, "auth.adminToken"),
+        ("apiToken with auth.existingSecret", {"auth": {"enabled": True, "existingSecret": "t", "apiToken": api_t}}, "auth.existingSecret"),
+    ):
+        expect_render_failure(f"gitops: {label}", values, (needle,))
+    readme = (CHART / "README.md").read_text()
+    docs_text = (ROOT / "docs/kubernetes.md").read_text()
+    R.check("gitops: chart README and docs/kubernetes.md name existingSecret as the GitOps path and the values that pin passwords",
+            all(s in t for t in (readme, docs_text) for s in ("existingSecret", "postgresql.password", "redis.password", "auth.apiToken", "Argo CD")))
+
+
+def day1_crd_docs() -> None:
+    """6. CRD upgrades: documented and a make target (checked with the Makefile above)."""
+    text = (ROOT / "docs/kubernetes.md").read_text()
+    i, j = text.find("make crd-apply"), text.find("helm upgrade", text.find("make crd-apply") + 1)
+    R.check("crd: docs/kubernetes.md says to run `make crd-apply` (kubectl apply --server-side) before `helm upgrade`",
+            i >= 0 and j > i and "kubectl apply --server-side" in text)
+    readme = (CHART / "README.md").read_text()
+    R.check("crd: the chart README points at make crd-apply", "make crd-apply" in readme)
+
+
+def day1_hygiene(rendered: dict[str, list[dict]]) -> None:
+    """7. helm test hook, pinned images, CI runs both checks."""
+    for label, values in (("auth off", {}), ("auth on, generated Secret", {"auth": {"enabled": True}}),
+                          ("auth.existingSecret, apiIngressFrom", {"auth": {"enabled": True, "existingSecret": "tok", "apiTokenKey": "k"},
+                                                                  "networkPolicy": {"enabled": True, "apiIngressFrom": [{"podSelector": {"matchLabels": {"x": "y"}}}]}})):
+        docs = expect_render(f"helm test hook ({label})", values)
+        pod = docs and find(docs, "Pod", "-test-submit")
+        if not pod:
+            R.check(f"helm-test: [{label}] Pod rendered", False)
+            continue
+        ann = pod["metadata"].get("annotations") or {}
+        c = pod["spec"]["containers"][0]
+        env = {e["name"]: e for e in c.get("env", [])}
+        R.check(f"helm-test: [{label}] a `helm.sh/hook: test` Pod, restartPolicy Never, deleted when it succeeded",
+                ann.get("helm.sh/hook") == "test" and "hook-succeeded" in ann.get("helm.sh/hook-delete-policy", "")
+                and pod["spec"]["restartPolicy"] == "Never")
+        R.check(f"helm-test: [{label}] runs `jobsched submit sleep duration=0.1 --wait --timeout 60` in the jobsched image",
+                c["image"] == f"jobsched:{CHART_APP_VERSION}" and c.get("command") is None
+                and c["args"][:3] == ["submit", "sleep", "duration=0.1"] and "--wait" in c["args"]
+                and c["args"][c["args"].index("--timeout") + 1] == "60", str(c["args"]))
+        R.check(f"helm-test: [{label}] JOBSCHED_URL is the API Service URL",
+                env.get("JOBSCHED_URL", {}).get("value") == f"http://{RELEASE}-jobsched-api.{NAMESPACE}.svc:8000", str(env.get("JOBSCHED_URL")))
+        token = ((env.get("JOBSCHED_API_TOKEN") or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if label == "auth off":
+            R.check(f"helm-test: [{label}] no token", token is None)
+        else:
+            want = ({"name": f"{RELEASE}-jobsched-auth", "key": "api-token"} if "generated" in label else {"name": "tok", "key": "k"})
+            R.check(f"helm-test: [{label}] JOBSCHED_API_TOKEN from the auth Secret (env, not argv)", token == want, str(token))
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(strip_meta(pod), version, strict=True)
+                R.check(f"helm-test: [{label}] Pod valid (strict) for Kubernetes {version}", True)
+            except ValidationError as e:
+                R.check(f"helm-test: [{label}] Pod valid (strict) for Kubernetes {version}", False, e.message)
+        if "apiIngressFrom" in label:
+            R.check(f"helm-test: [{label}] the API NetworkPolicy admits the test pod on the REST port",
+                    np_allows(docs, find(docs, "Deployment", "-api"), 8000, NAMESPACE, pod["metadata"]["labels"]))
+
+    bad = []
+    for name, docs in rendered.items():
+        for w, c in all_containers(docs):
+            image = c.get("image") or ""
+            last = image.rsplit("/", 1)[-1]
+            tag = last.split("@")[0].partition(":")[2]
+            if "@" not in last and (not tag or tag == "latest"):
+                bad.append(f"[{name}] {kn(w)}/{c['name']}: {image!r}")
+    R.check("images: no container in any scenario runs an image with an empty or `latest` tag", not bad, str(bad))
+    v = merged_values({})
+    R.check("images: Postgres and Redis default tags are pinned releases (major.minor[.patch]), not a floating major",
+            re.fullmatch(r"\d+\.\d+(\.\d+)?", str(v["postgresql"]["image"]["tag"])) is not None
+            and re.fullmatch(r"\d+\.\d+\.\d+", str(v["redis"]["image"]["tag"])) is not None,
+            f'{v["postgresql"]["image"]["tag"]} {v["redis"]["image"]["tag"]}')
+
+    # .ci/run: the tail after `make lint`, with `make` stubbed, for each outcome of test and chart-check.
+    ci = (ROOT / ".ci/run").read_text()
+    start = ci.find('echo "== make test"')
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpd = pathlib.Path(tmp)
+        (tmpd / "make").write_text('#!/bin/sh\necho "make $*" >> "$STUB_LOG"\n'
+                                   'case "$1" in test) echo "test result: ok. 1 passed; 0 failed; 0 ignored"; exit "$FAKE_TEST_RC";;\n'
+                                   '  chart-check) exit "$FAKE_CHART_RC";; esac\n')
+        (tmpd / "make").chmod(0o755)
+        script = tmpd / "ci-tail.sh"
+        script.write_text("set -euo pipefail\n" + ci[start:].replace("/tmp/jobsched-ci-test.log", str(tmpd / "test.log")))
+        results = {}
+        for test_rc, chart_rc in ((0, 0), (1, 0), (0, 1), (101, 2)):
+            log = tmpd / "calls.log"
+            log.unlink(missing_ok=True)
+            env = clean_env(PATH=f"{tmpd}:{os.environ.get('PATH', '')}", STUB_LOG=str(log),
+                            FAKE_TEST_RC=str(test_rc), FAKE_CHART_RC=str(chart_rc))
+            r = subprocess.run(["bash", str(script)], cwd=tmpd, env=env, capture_output=True, text=True, timeout=60)
+            calls = log.read_text().splitlines() if log.exists() else []
+            results[(test_rc, chart_rc)] = (r.returncode, calls)
+        R.check("ci: .ci/run runs make test and make chart-check in every case (also when make test fails)",
+                start >= 0 and all(calls == ["make test", "make chart-check"] for _, calls in results.values()), str(results))
+        R.check("ci: .ci/run exits 0 only when both pass, non-zero when either fails",
+                results[(0, 0)][0] == 0 and all(results[k][0] != 0 for k in ((1, 0), (0, 1), (101, 2))), str(results))
+
+
+def section_day_one(crd: CRD, rendered: dict[str, list[dict]]) -> None:
+    for title, fn in (
+        ("1. image: a tag per build set by make helm-install, image.digest", day1_image),
+        ("2. SchedulerConfig: created at install, then owned by kubectl", lambda: day1_scheduler_config(crd)),
+        ("3. storage: ReadWriteOnce by default", day1_storage),
+        ("4. metrics: scraped once, reachable behind apiIngressFrom, dashboard per release", day1_metrics),
+        ("5. GitOps: pinned passwords and tokens", day1_gitops),
+        ("6. CRD upgrades", day1_crd_docs),
+        ("7. hygiene: helm test, pinned images, CI", lambda: day1_hygiene(rendered)),
+    ):
+        R.section(f"day one: {title}")
+        try:
+            fn()
+        except Exception as e:  # a crash in an assertion is a failure, not a traceback
+            import traceback
+            traceback.print_exc()
+            R.check(f"day one: {title}: assertions ran", False, f"{type(e).__name__}: {e}")
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -1469,6 +2026,8 @@ def main() -> int:
             except Exception as e:  # a crash in an assertion is a failure, not a traceback
                 R.check(f"[{name}] assertions ran", False, f"{type(e).__name__}: {e}")
     section_hardening(rendered)
+    R.section("day one to day thirty (issue 19)")
+    section_day_one(crd, rendered)
     section_dashboard()
     section_docs()
     section_packaging()

@@ -68,21 +68,29 @@ def pdb():
     return obj({"enabled": BOOL, "maxUnavailable": INT_OR_PERCENT})
 
 
-def image(repo_default):
-    return obj(
-        {
-            "repository": {"type": "string", "minLength": 1, "description": f"e.g. {repo_default}"},
-            "tag": {"type": ["string", "number"]},
-            "pullPolicy": PULL_POLICY,
-        }
-    )
+# An image tag that names a release: `latest` (which moves) is refused.
+TAG = {"type": ["string", "number"], "not": {"const": "latest"}}
+# An OCI digest, e.g. sha256:<64 hex>.
+DIGEST = {"type": "string", "pattern": "^(|[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})$"}
+
+
+def image(repo_default, digest=False, required_tag=False):
+    props = {
+        "repository": {"type": "string", "minLength": 1, "description": f"e.g. {repo_default}"},
+        "tag": dict(TAG, minLength=1) if required_tag else TAG,
+        "pullPolicy": PULL_POLICY,
+    }
+    if digest:
+        props["digest"] = DIGEST
+    return obj(props)
 
 
 def backing_service(port_name):
     return obj(
         {
             "enabled": BOOL,
-            "image": image(port_name),
+            "image": image(port_name, required_tag=True),
+            "password": STR,
             "persistence": obj(
                 {"enabled": BOOL, "storageClass": STR, "size": QUANTITY}
             ),
@@ -116,7 +124,7 @@ SCHEMA = {
         "nameOverride": STR,
         "fullnameOverride": {"type": "string", "maxLength": 40},
         "commonLabels": STRMAP,
-        "image": image("jobsched"),
+        "image": image("jobsched", digest=True),
         "imagePullSecrets": {
             "type": "array",
             "items": {"type": "object", "required": ["name"], "properties": {"name": STR}},
@@ -134,6 +142,8 @@ SCHEMA = {
                 "existingSecret": STR,
                 "apiTokenKey": {"type": "string", "minLength": 1},
                 "adminTokenKey": {"type": "string", "minLength": 1},
+                "apiToken": STR,
+                "adminToken": STR,
             }
         ),
         "serviceAccount": obj({"create": BOOL, "name": STR, "annotations": STRMAP}),
@@ -249,6 +259,7 @@ SCHEMA = {
                 "resources": RESOURCES,
             }
         ),
+        "tests": obj({"resources": RESOURCES}),
         "postgresql": backing_service("postgres"),
         "redis": backing_service("redis"),
         "externalDatabase": external("postgres(ql)?"),

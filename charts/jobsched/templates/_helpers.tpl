@@ -25,9 +25,18 @@ the StatefulSet pod names stay within DNS limits.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Image reference. */}}
+{{/* Image reference: repository@digest when image.digest is set, else repository:tag. */}}
 {{- define "jobsched.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference of the in-chart Postgres or Redis. Call with the image values. */}}
+{{- define "jobsched.backingImage" -}}
+{{- printf "%s:%s" .repository (toString .tag) }}
 {{- end }}
 
 {{/*
@@ -95,6 +104,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if eq (int .Values.api.metricsPort) 8000 }}
 {{- fail "api.metricsPort must differ from 8000, the API's REST port: /metrics is served on its own port" }}
 {{- end }}
+{{- include "jobsched.validatePinned" . }}
 {{- include "jobsched.validateWorkerMemory" . }}
 {{- end }}
 
@@ -215,15 +225,47 @@ Role's resourceNames follow.
 {{- end }}
 
 {{/*
-A password kept across upgrades: the value already in the named Secret, else a new random one.
-Call with (dict "ctx" $ "secret" "<name>" "key" "<key>").
+A password or token: the pinned value from the values when set (used verbatim), else the value
+already in the named Secret (lookup, so upgrades keep it), else a new random one. Call with
+(dict "ctx" $ "secret" "<name>" "key" "<key>" "pinned" "<value or empty>").
+Without cluster access (`helm template`, Argo CD) lookup finds nothing, so only a pinned value
+is stable across renders.
 */}}
 {{- define "jobsched.persistentPassword" -}}
+{{- if .pinned }}
+{{- .pinned }}
+{{- else }}
 {{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret }}
 {{- if and $existing $existing.data (hasKey $existing.data .key) }}
 {{- index $existing.data .key | b64dec }}
 {{- else }}
 {{- randAlphaNum 32 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Percent-encoding of a URL's userinfo part (QueryEscape, with %20 for a space). */}}
+{{- define "jobsched.urlUserinfo" -}}
+{{- urlquery . | replace "+" "%20" }}
+{{- end }}
+
+{{/* Pinned passwords and tokens: long enough, no control characters, not ignored. */}}
+{{- define "jobsched.validatePinned" -}}
+{{- range $key, $value := dict "postgresql.password" .Values.postgresql.password "redis.password" .Values.redis.password "auth.apiToken" .Values.auth.apiToken "auth.adminToken" .Values.auth.adminToken }}
+{{- if $value }}
+{{- if lt (len (toString $value)) 16 }}
+{{- fail (printf "%s must be at least 16 characters (or empty for a random one)" $key) }}
+{{- end }}
+{{- if regexMatch "[[:cntrl:]]" (toString $value) }}
+{{- fail (printf "%s must not contain control characters (newline, tab...)" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.auth.existingSecret (or .Values.auth.apiToken .Values.auth.adminToken) }}
+{{- fail "auth.apiToken and auth.adminToken fill the chart's generated auth Secret and are ignored with auth.existingSecret: put the tokens into that Secret instead, or clear auth.existingSecret" }}
+{{- end }}
+{{- if and .Values.auth.apiToken (eq (toString .Values.auth.apiToken) (toString .Values.auth.adminToken)) }}
+{{- fail "auth.apiToken and auth.adminToken are equal: every API-token holder would be admin. Pin two different tokens" }}
 {{- end }}
 {{- end }}
 
@@ -310,7 +352,7 @@ Postgres, apply migrations (when migrations run as init containers).
 {{- if eq (include "jobsched.migrationsMode" .) "initContainer" }}
 {{- if .Values.postgresql.enabled }}
 - name: wait-for-postgres
-  image: "{{ .Values.postgresql.image.repository }}:{{ .Values.postgresql.image.tag }}"
+  image: {{ include "jobsched.backingImage" .Values.postgresql.image | quote }}
   imagePullPolicy: {{ .Values.postgresql.image.pullPolicy }}
   command:
     - /bin/sh
@@ -364,5 +406,52 @@ Checksum of the user-supplied connection settings, so pods restart when they cha
 passwords are left out: they are random on a fresh render and stable (lookup) afterwards.
 */}}
 {{- define "jobsched.configChecksum" -}}
-{{- dict "db" .Values.externalDatabase "redis" .Values.externalRedis "auth" .Values.auth "pg" .Values.postgresql.enabled "r" .Values.redis.enabled | toJson | sha256sum | trunc 16 }}
+{{- dict "db" .Values.externalDatabase "redis" .Values.externalRedis "auth" .Values.auth "pg" .Values.postgresql.enabled "r" .Values.redis.enabled "pgpw" .Values.postgresql.password "rpw" .Values.redis.password | toJson | sha256sum | trunc 16 }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- SchedulerConfig ---- */}}
+
+{{/*
+The SchedulerConfig hook, or nothing. Call with (dict "ctx" $ "live" <the object in the
+cluster, from lookup; empty when there is none or without cluster access>).
+
+- install, no object of that name: a post-install hook with scheduler.* from the values;
+- install, an object exists (left by an earlier release, or applied before the install):
+  nothing, the existing object is kept as it is;
+- upgrade: nothing, whatever the values say, so kubectl's changes stay. One exception: an
+  object created as an ordinary release resource by a chart version before the hook model
+  (annotation meta.helm.sh/release-name of this release, no helm.sh/hook annotation). This
+  upgrade deletes it (it is no longer in the release's manifest), so a post-upgrade hook
+  re-creates it with the spec it had, and from then on it is a hook object like any other.
+*/}}
+{{- define "jobsched.schedulerConfig.manifest" -}}
+{{- $ctx := .ctx }}
+{{- $live := .live | default dict }}
+{{- $annotations := dig "metadata" "annotations" dict $live }}
+{{- $event := "" }}
+{{- $spec := dict }}
+{{- if $ctx.Release.IsInstall }}
+{{- if not $live }}
+{{- $event = "post-install" }}
+{{- $spec = dict "policy" $ctx.Values.scheduler.policy "roundRobin" (dict "quantumSeconds" $ctx.Values.scheduler.quantumSeconds) "paused" $ctx.Values.scheduler.paused }}
+{{- end }}
+{{- else if and $live (eq (get $annotations "meta.helm.sh/release-name") $ctx.Release.Name) (not (hasKey $annotations "helm.sh/hook")) }}
+{{- $event = "post-upgrade" }}
+{{- $spec = get $live "spec" | default dict }}
+{{- end }}
+{{- if $event }}
+apiVersion: jobsched.io/v1alpha1
+kind: SchedulerConfig
+metadata:
+  name: {{ include "jobsched.fullname" $ctx }}
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- include "jobsched.labels" (dict "ctx" $ctx "component" "scheduler") | nindent 4 }}
+  annotations:
+    # Created once by Helm, then owned by kubectl: `helm upgrade` never touches it.
+    helm.sh/hook: {{ $event }}
+    helm.sh/hook-delete-policy: before-hook-creation
+spec:
+  {{- toYaml $spec | nindent 2 }}
+{{- end }}
 {{- end }}

@@ -223,6 +223,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn router_with(state: AppState, activity: Arc<activity::Activity>) -> Router {
+    jobsched_metrics::init_job_types(state.registry.names());
     let body_limit = state.config.body_limit;
     let request_timeout = state.config.request_timeout;
     let max_inflight = state.config.max_inflight.max(1);

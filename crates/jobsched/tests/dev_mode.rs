@@ -248,6 +248,11 @@ fn readme_quick_start_works_against_jobsched_dev() {
         "route templates, not raw paths"
     );
     assert!(!page.contains(&count_id), "no per-job labels");
+    // Series the dashboard names exist from the start, at 0 (nothing here was retried).
+    assert!(
+        page.contains(r#"jobsched_job_retries_total{job_type="thumbnail"} 0"#),
+        "retries counter not initialised"
+    );
     assert!(
         page.contains(
             r#"jobsched_jobs_finished_total{job_type="thumbnail",outcome="completed"} 1"#

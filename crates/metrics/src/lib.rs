@@ -227,6 +227,28 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
+/// Outcomes `jobsched_jobs_finished_total` counts.
+pub const OUTCOMES: [&str; 4] = ["completed", "failed", "cancelled", "dead_lettered"];
+
+/// Create every per-job-type series at 0 for the given job types (and the rescue kinds), so a
+/// fresh process exports `jobsched_job_retries_total{job_type="sleep"} 0` and the like before
+/// the first event: dashboards and `rate()` see a series from the start instead of nothing.
+pub fn init_job_types<'a>(job_types: impl IntoIterator<Item = &'a str>) {
+    let m = metrics();
+    for t in job_types {
+        m.jobs_submitted.with_label_values(&[t]);
+        m.retries.with_label_values(&[t]);
+        m.job_timeouts.with_label_values(&[t]);
+        m.run_seconds.with_label_values(&[t]);
+        for outcome in OUTCOMES {
+            m.jobs_finished.with_label_values(&[t, outcome]);
+        }
+    }
+    for kind in ["running", "scheduled", "dead_lettered"] {
+        m.lease_rescues.with_label_values(&[kind]);
+    }
+}
+
 /// Render every registered metric in the Prometheus text format.
 pub fn render() -> String {
     let _ = metrics();
@@ -278,6 +300,21 @@ pub fn observe(h: &Histogram, seconds: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_series_exist_at_zero_before_any_event() {
+        init_job_types(["zero_type"]);
+        let page = render();
+        for series in [
+            r#"jobsched_job_retries_total{job_type="zero_type"} 0"#,
+            r#"jobsched_jobs_submitted_total{job_type="zero_type"} 0"#,
+            r#"jobsched_job_timeouts_total{job_type="zero_type"} 0"#,
+            r#"jobsched_jobs_finished_total{job_type="zero_type",outcome="dead_lettered"} 0"#,
+            r#"jobsched_lease_rescues_total{kind="running"} 0"#,
+        ] {
+            assert!(page.contains(series), "{series} missing");
+        }
+    }
 
     #[test]
     fn names_follow_conventions() {

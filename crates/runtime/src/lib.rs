@@ -54,6 +54,7 @@ impl std::fmt::Debug for Runtime {
 /// handed back (without burning a retry) after that.
 pub async fn run(rt: Runtime, shutdown: CancellationToken) -> Result<(), RuntimeError> {
     rt.config.validate()?;
+    jobsched_metrics::init_job_types(rt.registry.names());
     let events = events::EventPump::start(rt.transport.clone(), shutdown.clone());
     let leader = if rt.config.run_engine {
         Some(tokio::spawn(leader::run(
