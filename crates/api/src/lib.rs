@@ -240,6 +240,11 @@ fn router_with(state: AppState, activity: Arc<activity::Activity>) -> Router {
     api = both(api, "/jobs/stats", get(jobs::stats));
     api = both(api, "/jobs/{id}", get(jobs::get).delete(jobs::cancel));
     api = both(api, "/scheduler/policy", put(scheduler::set_policy));
+    api = both(
+        api,
+        "/scheduler/policy/owner",
+        axum::routing::delete(scheduler::release_policy_owner),
+    );
     api = both(api, "/scheduler/status", get(scheduler::status));
     api = both(api, "/scheduler/workers", get(scheduler::workers));
     api = both(api, "/ui/api/overview", get(ui::overview));

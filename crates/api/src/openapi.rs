@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         jobs::get,
         jobs::cancel,
         scheduler::set_policy,
+        scheduler::release_policy_owner,
         scheduler::status,
         scheduler::workers,
         scheduler::dead_letters,

@@ -928,6 +928,34 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
         .unwrap();
     assert_eq!(after.current_policy, PolicyKind::Fcfs);
     assert_eq!(after.quantum_seconds, 2.0);
+
+    // The controller is gone for good (uninstalled before it saw its object deleted): an admin
+    // takes the policy back; the policy itself is kept.
+    assert!(
+        err.to_string().contains("DELETE /scheduler/policy/owner"),
+        "the 409 names the override: {err}"
+    );
+    for path in ["/scheduler/policy/owner", "/scheduler/policy/owner/"] {
+        let released = h2.http.delete(h2.url(path)).send().await.unwrap();
+        let (status, body) = status_json(released).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body["managed_by"].is_null(), "{body}");
+    }
+    assert_eq!(
+        h2.store.load_policy().await.unwrap().unwrap().managed_by,
+        None,
+        "durable too"
+    );
+    assert_eq!(
+        h2.transport.policy().await.unwrap().unwrap().managed_by,
+        None
+    );
+    let after = h2
+        .client
+        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
+        .await
+        .unwrap();
+    assert_eq!(after.current_policy, PolicyKind::Priority);
     h2.finish().await;
     h.finish().await;
 }

@@ -302,6 +302,7 @@ async fn api_token_alone_cannot_do_admin_operations(backend: Backend) {
         h.http.delete(h.url("/scheduler/dead-letter")),
         h.http
             .post(h.url(&format!("/scheduler/dead-letter/{id}/retry"))),
+        h.http.delete(h.url("/scheduler/policy/owner")),
     ];
     for call in calls {
         let (status, body) = status_json(call.bearer_auth("only-user").send().await.unwrap()).await;

@@ -311,6 +311,7 @@ pub struct Client {
 fn is_admin_route(method: &Method, path: &str) -> bool {
     let path = path.trim_end_matches('/');
     (*method == Method::PUT && path == "/scheduler/policy")
+        || (*method == Method::DELETE && path == "/scheduler/policy/owner")
         || (*method == Method::DELETE && path == "/scheduler/dead-letter")
         || (*method == Method::POST
             && path.starts_with("/scheduler/dead-letter/")
@@ -483,6 +484,13 @@ impl Client {
     /// `PUT /scheduler/policy`; returns the status after the change.
     pub async fn set_policy(&self, update: &PolicyUpdate) -> Result<SchedulerStatus, ClientError> {
         self.call(Method::PUT, "/scheduler/policy", |rb| rb.json(update))
+            .await
+    }
+
+    /// `DELETE /scheduler/policy/owner`: an admin takes the policy back from a
+    /// `SchedulerConfig` whose controller is gone; returns the status.
+    pub async fn release_policy_owner(&self) -> Result<SchedulerStatus, ClientError> {
+        self.call(Method::DELETE, "/scheduler/policy/owner", |rb| rb)
             .await
     }
 

@@ -92,7 +92,7 @@ pub struct Condition {
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
-    /// Machine-readable `PascalCase` reason: `Applied`, `RedisUnavailable`, `NotSelected`, ...
+    /// Machine-readable `PascalCase` reason: `Applied`, `InvalidSpec`, `RedisUnavailable`, ...
     pub reason: String,
     /// Human-readable detail.
     pub message: String,

@@ -16,9 +16,9 @@
 //! is corrected (level-triggered). If Redis cannot be written the condition becomes
 //! `Ready=False/RedisUnavailable` with the error as message and the object is retried with
 //! per-object exponential backoff (1 s doubling, at most 60 s); a failing durable copy gives
-//! `StoreUnavailable` the same way. Other `SchedulerConfig` objects in the namespace get
-//! `Ready=False/NotSelected` and nothing is written for them (so run one installation per
-//! namespace).
+//! `StoreUnavailable` the same way. The controller watches only its own object (a
+//! `metadata.name` field selector), so other installations' `SchedulerConfig`s in the same
+//! namespace are never read or written: several releases share a namespace without fighting.
 //!
 //! # Ownership between the REST API and the CRD
 //!
@@ -29,8 +29,11 @@
 //! (within a second from its watch cache, and on every `requeue` tick, which also covers
 //! deletions while the controller was down) and rewrites the settings with `managed_by`
 //! cleared, only where it still names this object. No finalizer is used, so deleting the object
-//! never blocks. After that the REST API may change the policy again until a selected object
-//! is created.
+//! never blocks. A leader that is stopping asks the API server once more and releases ownership
+//! if its object is gone (an uninstall removes both together, and no controller would be left
+//! to notice). After that the REST API may change the policy again until a selected object is
+//! created; should ownership ever be stranded, an admin clears it with
+//! `DELETE /scheduler/policy/owner`.
 //!
 //! # Leader election
 //!
@@ -69,7 +72,7 @@ pub use crd::{
 pub use error::ControllerError;
 pub use reconcile::{
     EVENT_POLICY_CHANGED, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC,
-    REASON_NOT_SELECTED, REASON_REDIS_UNAVAILABLE, REASON_STORE_UNAVAILABLE,
+    REASON_REDIS_UNAVAILABLE, REASON_STORE_UNAVAILABLE,
 };
 
 use futures::StreamExt;
@@ -325,7 +328,9 @@ async fn lead(
         failures: Mutex::new(HashMap::new()),
     });
     let api: Api<SchedulerConfig> = Api::namespaced(client, &cfg.namespace);
-    let controller = Controller::new(api, watcher::Config::default());
+    // Only its own object: another installation's SchedulerConfig in the same namespace is
+    // never seen, so two releases never touch each other's objects.
+    let controller = Controller::new(api, watch_config(&cfg.config_name));
     let reader = controller.store();
     let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
     let stop_token = token.clone();
@@ -353,6 +358,11 @@ async fn lead(
     Ok(())
 }
 
+/// The watch of the one selected object (`fieldSelector=metadata.name=<name>`).
+pub(crate) fn watch_config(config_name: &str) -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={config_name}"))
+}
+
 /// How often the in-memory cache is checked for the selected object's deletion.
 const ORPHAN_POLL: Duration = Duration::from_secs(1);
 
@@ -366,7 +376,10 @@ async fn release_when_orphaned(
     token: CancellationToken,
 ) {
     tokio::select! {
-        () = token.cancelled() => return,
+        () = token.cancelled() => {
+            release_if_gone(&ctx).await;
+            return;
+        }
         ready = reader.wait_until_ready() => if ready.is_err() { return },
     }
     let key = ObjectRef::<SchedulerConfig>::new(&ctx.config_name).within(&ctx.namespace);
@@ -395,11 +408,50 @@ async fn release_when_orphaned(
             }
         }
         tokio::select! {
-            () = token.cancelled() => return,
+            () = token.cancelled() => {
+                release_if_gone(&ctx).await;
+                return;
+            }
             () = tokio::time::sleep(ORPHAN_POLL) => {}
         }
     }
 }
+
+/// On shutdown: when the API server says the selected object is gone (the cache may not have
+/// seen the deletion yet), release ownership now. No controller may be left to notice it later:
+/// an uninstall removes the object and this Deployment together. Returns whether it released.
+pub(crate) async fn release_if_gone(ctx: &Context) -> bool {
+    let api: Api<SchedulerConfig> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    match tokio::time::timeout(SHUTDOWN_CHECK, api.get_opt(&ctx.config_name)).await {
+        Ok(Ok(None)) => match ctx.release_ownership().await {
+            Ok(released) => {
+                if released {
+                    tracing::info!(
+                        object = %ctx.managed_by,
+                        "shutting down and the SchedulerConfig is gone: released ownership to the REST API"
+                    );
+                }
+                released
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release policy ownership on shutdown; an admin can with `jobsched policy --release-ownership`");
+                false
+            }
+        },
+        Ok(Ok(Some(_))) => false,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot tell on shutdown whether the SchedulerConfig still exists");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("the API server did not answer on shutdown; ownership is kept");
+            false
+        }
+    }
+}
+
+/// How long the shutdown check may wait for the API server.
+const SHUTDOWN_CHECK: Duration = Duration::from_secs(3);
 
 /// Register the controller's metrics in the default registry now (they are otherwise
 /// registered on first use), so `/metrics` and dashboard checks see them from the start.

@@ -24,8 +24,6 @@ pub const REASON_APPLIED: &str = "Applied";
 pub const REASON_REDIS_UNAVAILABLE: &str = "RedisUnavailable";
 /// Ready=False: the durable copy could not be saved; retried with backoff.
 pub const REASON_STORE_UNAVAILABLE: &str = "StoreUnavailable";
-/// Ready=False: this installation follows another object.
-pub const REASON_NOT_SELECTED: &str = "NotSelected";
 /// Ready=False: the spec fails validation (only without the generated CRD schema).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of the Kubernetes Event published when the applied policy changes.
@@ -301,19 +299,9 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
     let now = ctx.now();
 
     if name != ctx.config_name || ns != ctx.namespace {
-        let message = format!(
-            "this installation follows SchedulerConfig {}; this object is ignored (rename it to `{}` or point the controller at it with JOBSCHED_CONFIG_NAME)",
-            ctx.managed_by, ctx.config_name
-        );
-        let status = with_ready(
-            current,
-            generation,
-            false,
-            REASON_NOT_SELECTED,
-            message,
-            &now,
-        );
-        ctx.patch_status_if_changed(obj, status).await?;
+        // The watch selects only this installation's object; another one (another release's)
+        // is never touched, not even its status, so two installations never fight.
+        tracing::debug!(object = %format!("{ns}/{name}"), "not the selected SchedulerConfig; ignored");
         return Ok(Action::await_change());
     }
 

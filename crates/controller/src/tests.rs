@@ -8,8 +8,8 @@ use crate::error::ControllerError;
 use crate::leader::LeaseLock;
 use crate::metrics::metrics;
 use crate::reconcile::{
-    Context, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC, REASON_NOT_SELECTED,
-    REASON_REDIS_UNAVAILABLE, RedisConn, StoreConn, error_policy, reconcile,
+    Context, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC, REASON_REDIS_UNAVAILABLE,
+    RedisConn, StoreConn, error_policy, reconcile,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
@@ -616,10 +616,12 @@ async fn backoff_resets_after_success() {
 }
 
 #[tokio::test]
-async fn other_object_is_marked_not_selected_and_writes_nothing() {
+async fn other_object_is_ignored_and_nothing_is_written() {
     let Some((transport, _keys)) = redis().await else {
         return;
     };
+    // Another installation's object (the watch selects only ours; this covers a stray one):
+    // no request to the API server at all, not even a status patch, and nothing in Redis.
     let (client, handle) = mock_client();
     let ctx = context(
         client,
@@ -627,54 +629,21 @@ async fn other_object_is_marked_not_selected_and_writes_nothing() {
         TestClock::at(T0),
     );
     let obj = object("staging", spec(PolicyKind::Sjf), 1);
-    let expected = SchedulerConfigStatus {
-        observed_generation: Some(1),
-        active_policy: None,
-        last_applied_time: None,
-        conditions: vec![Condition {
-            type_: READY.into(),
-            status: "False".into(),
-            reason: REASON_NOT_SELECTED.into(),
-            message: "this installation follows SchedulerConfig testns/jobsched; this object is ignored (rename it to `jobsched` or point the controller at it with JOBSCHED_CONFIG_NAME)".into(),
-            last_transition_time: T0.into(),
-            observed_generation: Some(1),
-        }],
-    };
-
-    let action = with_api(
-        handle,
-        {
-            let obj = obj.clone();
-            let expected = expected.clone();
-            move |mut h| async move {
-                expect_status_patch(&mut h, &obj, &expected).await;
-                h
-            }
-        },
-        reconcile(Arc::new(obj.clone()), ctx.clone()),
-    )
-    .await
-    .unwrap();
+    let action = with_api(handle, |h| async move { h }, reconcile(Arc::new(obj), ctx))
+        .await
+        .unwrap();
     assert_eq!(action, Action::await_change());
     assert_eq!(
         transport.policy().await.unwrap(),
         None,
         "nothing written to Redis"
     );
+}
 
-    // Once the status says so, reconciling again makes no request.
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        RedisConn::ready(Arc::new(transport.clone())),
-        TestClock::at(T1),
-    );
-    let mut obj = obj;
-    obj.status = Some(expected);
-    with_api(handle, |h| async move { h }, reconcile(Arc::new(obj), ctx))
-        .await
-        .unwrap();
-    assert_eq!(transport.policy().await.unwrap(), None);
+#[test]
+fn the_watch_selects_only_the_configured_object() {
+    let cfg = crate::watch_config("main");
+    assert_eq!(cfg.field_selector.as_deref(), Some("metadata.name=main"));
 }
 
 #[tokio::test]
@@ -1127,4 +1096,65 @@ async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
     .unwrap();
     assert_eq!(action, Action::await_change());
     assert_eq!(transport.policy().await.unwrap(), None, "nothing applied");
+}
+
+#[tokio::test]
+async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let owned = settings(PolicyKind::Priority, 5.0, Some(OWNER));
+    let object_path = format!("/apis/jobsched.io/v1alpha1/namespaces/{NS}/schedulerconfigs/{NAME}");
+
+    // The object still exists: ownership is kept.
+    transport.set_policy(&owned).await.unwrap();
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    let obj = object(NAME, spec(PolicyKind::Priority), 1);
+    let path = object_path.clone();
+    let released = with_api(
+        handle,
+        move |mut h| async move {
+            let (method, got, _, _, send) = next_request(&mut h).await;
+            assert_eq!((method, got), (Method::GET, path));
+            send.send_response(json_response(200, &serde_json::to_value(&obj).unwrap()));
+            h
+        },
+        crate::release_if_gone(&ctx),
+    )
+    .await;
+    assert!(!released);
+    assert_eq!(transport.policy().await.unwrap(), Some(owned.clone()));
+
+    // Gone (an uninstall removed it while this controller was stopping): released, policy kept.
+    let (client, handle) = mock_client();
+    let ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    let path = object_path.clone();
+    let released = with_api(
+        handle,
+        move |mut h| async move {
+            let (method, got, _, _, send) = next_request(&mut h).await;
+            assert_eq!((method, got), (Method::GET, path));
+            send.send_response(not_found());
+            h
+        },
+        crate::release_if_gone(&ctx),
+    )
+    .await;
+    assert!(released);
+    let after = transport.policy().await.unwrap().unwrap();
+    assert_eq!(after.managed_by, None);
+    assert_eq!(
+        after.policy,
+        PolicyKind::Priority,
+        "the last policy is kept"
+    );
 }

@@ -72,6 +72,9 @@ pub enum Command {
         /// Pause (true) or resume (false) dispatching.
         #[arg(long)]
         paused: Option<bool>,
+        /// Take the policy back from a SchedulerConfig whose controller is gone (admin).
+        #[arg(long, conflicts_with_all = ["name", "quantum", "paused"])]
+        release_ownership: bool,
     },
     /// Benchmarks: throughput, burn-down, latency, policy fidelity, switch time.
     Bench(jobsched_bench::BenchArgs),

@@ -359,9 +359,11 @@ pub async fn policy(
     name: Option<String>,
     quantum: Option<f64>,
     paused: Option<bool>,
+    release_ownership: bool,
 ) -> Result<()> {
     let c = client(conn)?;
     let status = match name {
+        _ if release_ownership => c.release_policy_owner().await?,
         Some(n) => {
             let kind: PolicyKind = n.parse()?;
             c.set_policy(&PolicyUpdate {

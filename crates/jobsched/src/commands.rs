@@ -42,7 +42,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 name,
                 quantum,
                 paused,
-            } => client_cmd::policy(&conn, name, quantum, paused).await,
+                release_ownership,
+            } => client_cmd::policy(&conn, name, quantum, paused, release_ownership).await,
             Command::Dlq { conn, cmd } => client_cmd::dlq(&conn, cmd).await,
             Command::Bench(args) => jobsched_bench::run(args).await.map_err(Into::into),
         }

@@ -49,7 +49,10 @@ struct KubeState {
     objects: BTreeMap<String, Value>,
     /// Every watch event with the resourceVersion it produced (replayed to later watchers).
     history: Vec<(u64, Value)>,
-    watchers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Open watches, each with the object name its field selector allows (`None`: all).
+    watchers: Vec<(mpsc::UnboundedSender<Vec<u8>>, Option<String>)>,
+    /// The `fieldSelector` of every list and watch request (`""` when none).
+    selectors: Vec<String>,
     status_patches: Vec<Value>,
     events: Vec<Value>,
     leases: BTreeMap<String, Value>,
@@ -66,8 +69,12 @@ impl KubeState {
         let rv = self.rv;
         let event = json!({"type": kind, "object": object});
         let line = watch_line(&event);
+        let name = event["object"]["metadata"]["name"]
+            .as_str()
+            .map(str::to_string);
         self.history.push((rv, event));
-        self.watchers.retain(|w| w.send(line.clone()).is_ok());
+        self.watchers
+            .retain(|(w, only)| only.is_some() && *only != name || w.send(line.clone()).is_ok());
     }
 }
 
@@ -193,7 +200,7 @@ impl KubeStandIn {
                 {
                     self.watch(req)
                 } else {
-                    self.list()
+                    self.list(req)
                 }
             }
             ("GET", "jobsched.io/v1alpha1", ["schedulerconfigs", name]) => {
@@ -233,7 +240,15 @@ impl KubeStandIn {
         status_error(404, "NotFound", "not served by the stand-in")
     }
 
-    fn list(&self) -> Reply {
+    /// The object name a request's `fieldSelector=metadata.name=<name>` allows (recorded).
+    fn selected(&self, req: &Request) -> Option<String> {
+        let selector = req.query.get("fieldSelector").cloned().unwrap_or_default();
+        self.lock().selectors.push(selector.clone());
+        selector.strip_prefix("metadata.name=").map(str::to_string)
+    }
+
+    fn list(&self, req: &Request) -> Reply {
+        let only = self.selected(req);
         let state = self.lock();
         Reply::Json(
             200,
@@ -241,7 +256,12 @@ impl KubeStandIn {
                 "apiVersion": "jobsched.io/v1alpha1",
                 "kind": "SchedulerConfigList",
                 "metadata": {"resourceVersion": state.rv.to_string()},
-                "items": state.objects.values().cloned().collect::<Vec<_>>(),
+                "items": state
+                    .objects
+                    .iter()
+                    .filter(|(name, _)| only.as_ref().is_none_or(|o| o == *name))
+                    .map(|(_, object)| object.clone())
+                    .collect::<Vec<_>>(),
             }),
         )
     }
@@ -252,14 +272,16 @@ impl KubeStandIn {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let only = self.selected(req);
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.lock();
         for (rv, event) in &state.history {
-            if *rv > since {
+            let name = event["object"]["metadata"]["name"].as_str();
+            if *rv > since && only.as_deref().is_none_or(|o| Some(o) == name) {
                 let _ = tx.send(watch_line(event));
             }
         }
-        state.watchers.push(tx);
+        state.watchers.push((tx, only));
         Reply::Watch(rx)
     }
 
@@ -378,7 +400,7 @@ async fn read_request(r: &mut BufReader<OwnedReadHalf>) -> Option<Request> {
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_string(), v.to_string())
+            (percent_decode(k), percent_decode(v))
         })
         .collect();
     Some(Request {
@@ -436,6 +458,32 @@ async fn connection(stream: TcpStream, api: Arc<KubeStandIn>) {
             }
         }
     }
+}
+
+/// `%XX` escapes and `+` of a query component, decoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Start the stand-in on a free loopback port; the server stops when the guard is dropped.
@@ -911,4 +959,105 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     drop(server);
     drop(redis_keys);
     db.cleanup().await;
+}
+
+/// Two installations in one namespace (two releases): each controller process watches only its
+/// own `SchedulerConfig` (a `metadata.name` field selector), holds its own Lease and writes its
+/// own Redis; neither reads nor patches the other's object, so they never fight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installations_in_one_namespace_never_touch_each_other() {
+    let prefixes = [
+        format!("jobsched-ctl2a-{}", uuid::Uuid::new_v4().simple()),
+        format!("jobsched-ctl2b-{}", uuid::Uuid::new_v4().simple()),
+    ];
+    let mut redis = Vec::new();
+    for p in &prefixes {
+        match RedisTransport::connect(REDIS_URL, p).await {
+            Ok(r) => redis.push(r),
+            Err(e) if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) => {
+                panic!("Redis at {REDIS_URL} is required when CI=true: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping: Redis at {REDIS_URL} is unreachable ({e})");
+                return;
+            }
+        }
+    }
+    let _keys: Vec<RedisKeys> = prefixes.iter().cloned().map(RedisKeys).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kube = Arc::new(KubeStandIn::default());
+    kube.apply("main", json!({"policy": "fcfs"}));
+    kube.apply("other", json!({"policy": "priority"}));
+    let (kube_port, _server) = serve(kube.clone()).await;
+    let kubeconfig = write_kubeconfig(dir.path(), kube_port);
+    let children = Children::default();
+    for (name, prefix) in [("main", &prefixes[0]), ("other", &prefixes[1])] {
+        let mut controller = Command::new(BIN);
+        controller
+            .arg("controller")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("JOBSCHED_NAMESPACE", NS)
+            .env("JOBSCHED_CONFIG_NAME", name)
+            .env("JOBSCHED_LEASE_NAME", format!("jobsched-{name}-controller"))
+            .env("JOBSCHED_REQUEUE_SECONDS", "1")
+            .env("JOBSCHED_REDIS_URL", REDIS_URL)
+            .env("JOBSCHED_REDIS_PREFIX", prefix)
+            .env("JOBSCHED_METRICS_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "warn");
+        children.spawn(
+            if name == "main" {
+                "controller-main"
+            } else {
+                "controller-other"
+            },
+            &mut controller,
+        );
+    }
+    for ((name, policy), r) in [("main", PolicyKind::Fcfs), ("other", PolicyKind::Priority)]
+        .into_iter()
+        .zip(&redis)
+    {
+        let want = PolicySettings {
+            policy,
+            managed_by: Some(format!("{NS}/{name}")),
+            ..PolicySettings::default()
+        };
+        eventually(
+            &children,
+            &format!("{name}'s policy in its own Redis, and its status Ready"),
+            Duration::from_secs(30),
+            POLL,
+            async || {
+                let status = kube.lock().objects.get(name)?["status"].clone();
+                (r.policy().await.ok()?? == want
+                    && ready_condition(&status) == Some("True")
+                    && status["activePolicy"] == policy.as_str())
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    // Nobody marked the other's object, and every list and watch asked for one object by name.
+    let patches = kube.status_patches();
+    assert!(
+        patches
+            .iter()
+            .all(|p| ready_condition(&p["status"]) == Some("True")),
+        "a controller patched the other installation's object: {patches:?}"
+    );
+    let selectors = kube.lock().selectors.clone();
+    assert!(
+        !selectors.is_empty()
+            && selectors
+                .iter()
+                .all(|s| s == "metadata.name=main" || s == "metadata.name=other"),
+        "{selectors:?}"
+    );
+    assert!(selectors.contains(&"metadata.name=main".to_string()));
+    assert!(selectors.contains(&"metadata.name=other".to_string()));
+    assert!(
+        kube.lock().unexpected.is_empty(),
+        "{:?}",
+        kube.lock().unexpected
+    );
 }

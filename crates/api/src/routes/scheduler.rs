@@ -61,7 +61,8 @@ fn managed_conflict(owner: &str) -> ApiError {
     };
     ApiError::Conflict(format!(
         "policy is managed by SchedulerConfig {owner}; change it with `{hint}` or delete that \
-         resource"
+         resource (if its controller is gone, an admin can take the policy back with \
+         `DELETE /scheduler/policy/owner` or `jobsched policy --release-ownership`)"
     ))
 }
 
@@ -128,6 +129,39 @@ pub async fn set_policy(
     state.store.save_policy(&settings).await?;
     state.transport.set_policy(&settings).await?;
     tracing::info!(policy = %settings.policy, quantum = settings.quantum_seconds, paused = settings.paused, "scheduling policy changed");
+    Ok(Json(scheduler_status(&state).await?))
+}
+
+/// Admin override: take the policy back from a Kubernetes `SchedulerConfig` whose controller can
+/// no longer release it (uninstalled, or stopped before it saw its object deleted). The policy
+/// itself stays as it is; only `managed_by` is cleared, durable copy first. A running
+/// controller whose object still exists takes ownership back at its next reconcile.
+#[utoipa::path(
+    delete, path = "/scheduler/policy/owner", tag = "scheduler",
+    responses(
+        (status = 200, description = "The status, with no owner", body = SchedulerStatus),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Needs the admin token", body = ErrorBody),
+        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+    )
+)]
+pub async fn release_policy_owner(
+    State(state): State<Arc<AppState>>,
+    _admin: RequireAdmin,
+) -> Result<Json<SchedulerStatus>, ApiError> {
+    let current = current_settings(&state).await?;
+    if let Some(owner) = &current.managed_by {
+        let released = PolicySettings {
+            managed_by: None,
+            ..current.clone()
+        };
+        state.store.save_policy(&released).await?;
+        state.transport.set_policy(&released).await?;
+        tracing::warn!(
+            owner = %owner,
+            "policy ownership released by an admin override; the REST API may change the policy again"
+        );
+    }
     Ok(Json(scheduler_status(&state).await?))
 }
 
