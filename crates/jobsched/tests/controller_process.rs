@@ -999,6 +999,8 @@ async fn two_installations_in_one_namespace_never_touch_each_other() {
             .env("JOBSCHED_NAMESPACE", NS)
             .env("JOBSCHED_CONFIG_NAME", name)
             .env("JOBSCHED_LEASE_NAME", format!("jobsched-{name}-controller"))
+            // Redis only (`make test` exports a database URL for other tests).
+            .env_remove("JOBSCHED_DATABASE_URL")
             .env("JOBSCHED_REQUEUE_SECONDS", "1")
             .env("JOBSCHED_REDIS_URL", REDIS_URL)
             .env("JOBSCHED_REDIS_PREFIX", prefix)
