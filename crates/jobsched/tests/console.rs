@@ -174,6 +174,16 @@ impl Browser {
         }
     }
 
+    /// Press a key (a WebDriver key code such as `\u{E004}` for Tab) on whatever has focus.
+    async fn press(&self, key: &str) {
+        self.post(
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+        )
+        .await;
+    }
+
     async fn set_width(&self, width: u32) {
         self.post("/window/rect", json!({"width": width, "height": 900}))
             .await;
@@ -432,6 +442,31 @@ async fn console_drives_every_page_in_headless_chromium() {
     b.find("#activity-chart").await;
     b.screenshot("overview").await;
 
+    // By keyboard: the skip link comes first in tab order, Tab moves focus on from a focused
+    // control, and Enter on a focused nav link navigates.
+    b.goto(&format!("{base}/ui#/")).await;
+    b.find("#count-total").await;
+    let first = b
+        .js("return document.querySelector('a[href], button, input, select, textarea, [tabindex]:not([tabindex=\"-1\"])').id;")
+        .await;
+    assert_eq!(first, json!("skip-link"));
+    b.js("document.querySelector('#skip-link').focus();").await;
+    b.press("\u{E004}").await;
+    let next = b
+        .js("return document.activeElement.textContent.trim();")
+        .await;
+    assert_eq!(
+        next,
+        json!("jobsched"),
+        "Tab moves from the skip link to the brand link"
+    );
+    b.js("document.querySelector(\"a[href='#/dead-letters']\").focus();")
+        .await;
+    b.press("\u{E007}").await;
+    b.find("#dlq-table").await;
+    b.goto(&format!("{base}/ui#/")).await;
+    b.find("#count-total").await;
+
     // Jobs: filter by name prefix, open one, cancel it (asks first).
     b.click("a[href='#/jobs']").await;
     b.find("#jobs-table").await;
@@ -547,6 +582,16 @@ async fn console_drives_every_page_in_headless_chromium() {
         b.goto(&format!("{base}/ui{page}")).await;
         b.find("main h1").await;
         b.assert_fits(page).await;
+        // Every control has a label, and every button a name (keyboard and screen readers).
+        let unlabelled = b
+            .js("return [...document.querySelectorAll('input, select, textarea')]
+                   .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label'))
+                   .map(e => e.id || e.name)
+                   .concat([...document.querySelectorAll('button')]
+                   .filter(e => !e.textContent.trim() && !e.getAttribute('aria-label'))
+                   .map(e => 'button#' + e.id));")
+            .await;
+        assert_eq!(unlabelled, json!([]), "{page}: controls without a label");
     }
     b.goto(&format!("{base}/ui#/")).await;
     b.find("#count-total").await;
