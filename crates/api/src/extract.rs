@@ -35,6 +35,14 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 /// client writing its whole body reads the answer instead of a broken pipe.
 pub const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The body length a request declares (`Content-Length`), if it declares a valid one.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Read a body of at most `limit` bytes within `timeout`. An oversized one is drained up to
 /// [`DRAIN_LIMIT`] (within the same time) and answered 413; a slow one 408.
 async fn read_body(
@@ -96,11 +104,7 @@ impl FromRequest<Arc<AppState>> for JsonBody {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let json_ct = is_json_content_type(req.headers());
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = declared_length(req.headers());
         let bytes = read_body(
             req.into_body(),
             declared,

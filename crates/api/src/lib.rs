@@ -99,11 +99,8 @@ async fn limit_body_bytes(
     {
         return next.run(request).await;
     }
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
+    let declared = extract::declared_length(request.headers())
+        .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(body_limit)
         .min(body_limit);
     let kib = u32::try_from(declared.div_ceil(1024))
@@ -120,7 +117,8 @@ async fn limit_body_bytes(
     }
 }
 
-/// Give every request at most `timeout` from its headers to its response (408 after it).
+/// Give every request at most `timeout` from its headers to its response (503 after it: the
+/// request may or may not have taken effect).
 async fn limit_time(
     State(timeout): State<std::time::Duration>,
     request: Request,

@@ -530,7 +530,15 @@ async fn shutdown_is_bounded_whatever_clients_do(backend: Backend) {
     )
     .await;
     let _idle = raw(&h, "GET /jobs/stats HTTP/1.1\r\n").await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // let the server read what was sent
+    // The accept loop takes connections in order: once a later one is answered, both hostile
+    // ones are being served (the slow POST holds its handler reading the body).
+    let mut probe = raw(
+        &h,
+        "GET /livez HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let answered = read_all(&mut probe, Duration::from_secs(10)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     let started = Instant::now();
     h.stop_server().await;
     assert!(

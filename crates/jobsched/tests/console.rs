@@ -138,6 +138,15 @@ impl Browser {
             .map_or(0, Vec::len)
     }
 
+    /// Wait until exactly `n` elements match `css`.
+    async fn wait_count(&self, css: &str, n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.count(css).await != n {
+            assert!(Instant::now() < deadline, "{css}: never {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn click(&self, css: &str) {
         let id = self.find(css).await;
         self.post(&format!("/element/{id}/click"), json!({})).await;
@@ -472,26 +481,18 @@ async fn console_drives_every_page_in_headless_chromium() {
     b.find("#jobs-table").await;
     b.type_into("#filter-q", "alpha").await;
     b.click("#filter-apply").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while b.count("#jobs-table .job-link").await != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the search did not narrow to 2 jobs"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_count("#jobs-table .job-link", 2, "the search narrowed to 2 jobs")
+        .await;
     b.screenshot("jobs").await;
     b.click("#filter-status option[value='FAILED']").await;
     b.type_into("#filter-q", "").await;
     b.click("#filter-apply").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while b.count("#jobs-table .job-link").await != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the status filter did not narrow to 1 job"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    b.wait_count(
+        "#jobs-table .job-link",
+        1,
+        "the status filter narrowed to 1 job",
+    )
+    .await;
     b.goto(&format!("{base}/ui#/jobs/{}", ids[1])).await;
     b.wait_text("#job-name", "alpha-2", |t| t.contains("alpha-2"))
         .await;

@@ -438,8 +438,8 @@ fn spawn_job(
     let rt = rt.clone();
     let tx = outcome_tx.clone();
     let freed = freed_tx.clone();
-    let round_robin = settings.policy == PolicyKind::RoundRobin;
-    let quantum = settings.quantum();
+    // Round Robin: a preemptible body stops at the end of this slice.
+    let slice = (settings.policy == PolicyKind::RoundRobin).then(|| settings.quantum());
     // First run only: `slices` counts the runs before this one.
     if job.slices == 0 && job.retry_count == 0 {
         let waited = (rt.clock.now() - job.created_at)
@@ -463,12 +463,7 @@ fn spawn_job(
             stop.store(true, Ordering::SeqCst);
         })
     });
-    let attempt = Attempt {
-        token,
-        job_type: job.job_type.clone(),
-        retry_count: job.retry_count,
-        max_retries: job.max_retries,
-    };
+    let attempt = Attempt::of(&job);
     // The whole run, outcome included, happens on one blocking thread: no async task per job,
     // so a job costs one thread hand-off each way.
     tokio::task::spawn_blocking(move || {
@@ -476,16 +471,7 @@ fn spawn_job(
         // A panic anywhere around the body (not only inside it) still frees the slot and
         // records a failed attempt.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            execute(
-                &rt,
-                job,
-                token,
-                round_robin,
-                quantum,
-                stop,
-                &timed_out,
-                timeout,
-            )
+            execute(&rt, job, &attempt, slice, stop, &timed_out, timeout)
         }));
         let outcome = run.unwrap_or_else(|panic| {
             let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
@@ -505,6 +491,17 @@ struct Attempt {
     job_type: String,
     retry_count: i32,
     max_retries: i32,
+}
+
+impl Attempt {
+    fn of(job: &StartedJob) -> Attempt {
+        Attempt {
+            token: job.token(),
+            job_type: job.job_type.clone(),
+            retry_count: job.retry_count,
+            max_retries: job.max_retries,
+        }
+    }
 }
 
 /// How long one run of `job` may take: its own `timeout_seconds`, else its type's default.
@@ -555,23 +552,17 @@ fn failure(rt: &Runtime, job: &Attempt, error: String, retryable: bool) -> Outco
 }
 
 /// Run one job body (on the calling blocking thread) and turn its result into an outcome.
-#[allow(clippy::too_many_arguments)]
+/// `slice`: the Round Robin quantum, if that policy is active.
 fn execute(
     rt: &Runtime,
     job: StartedJob,
-    token: Token,
-    round_robin: bool,
-    quantum: Duration,
+    attempt: &Attempt,
+    slice: Option<Duration>,
     stop: Arc<AtomicBool>,
     timed_out: &AtomicBool,
     timeout: Option<Duration>,
 ) -> Outcome {
-    let attempt = Attempt {
-        token,
-        job_type: job.job_type.clone(),
-        retry_count: job.retry_count,
-        max_retries: job.max_retries,
-    };
+    let token = attempt.token;
     let Some(handler) = rt.registry.get(&job.job_type) else {
         return Outcome::Failed {
             token,
@@ -583,11 +574,9 @@ fn execute(
             retry_count: job.retry_count,
         };
     };
-    let deadline = if round_robin && handler.preemptible() {
-        Instant::now().checked_add(quantum)
-    } else {
-        None
-    };
+    let deadline = slice
+        .filter(|_| handler.preemptible())
+        .and_then(|q| Instant::now().checked_add(q));
     let ctx = JobContext {
         data_dir: rt.data_dir.clone(),
         checkpoint: job.checkpoint.clone(),
@@ -611,7 +600,7 @@ fn execute(
             .inc();
         return failure(
             rt,
-            &attempt,
+            attempt,
             format!("timed out after {limit} s (the job's timeout_seconds, or its type's default)"),
             true,
         );
@@ -647,7 +636,7 @@ fn execute(
             true,
         ),
     };
-    failure(rt, &attempt, error, retryable)
+    failure(rt, attempt, error, retryable)
 }
 
 /// Writes starts and outcomes in batches behind the bodies, updates the dead-letter mirror and

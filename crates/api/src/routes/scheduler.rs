@@ -40,7 +40,17 @@ async fn scheduler_status(state: &AppState) -> Result<SchedulerStatus, ApiError>
         },
         async { state.transport.workers().await.map_err(ApiError::from) },
     )?;
-    Ok(SchedulerStatus {
+    Ok(status_of(settings, &stats, dead_letters, &workers))
+}
+
+/// The status from its parts (live, or the console's samples).
+pub(crate) fn status_of(
+    settings: PolicySettings,
+    stats: &jobsched_core::JobStats,
+    dead_letters: i64,
+    workers: &[jobsched_core::ports::WorkerSlots],
+) -> SchedulerStatus {
+    SchedulerStatus {
         current_policy: settings.policy,
         quantum_seconds: settings.quantum_seconds,
         paused: settings.paused,
@@ -50,7 +60,15 @@ async fn scheduler_status(state: &AppState) -> Result<SchedulerStatus, ApiError>
         workers: u32::try_from(workers.len()).unwrap_or(u32::MAX),
         total_slots: workers.iter().map(|w| u64::from(w.total)).sum(),
         free_slots: workers.iter().map(|w| u64::from(w.idle)).sum(),
-    })
+    }
+}
+
+/// Write new settings: the durable copy first, so a transport rebuild never resurrects the
+/// old ones.
+async fn save_settings(state: &AppState, settings: &PolicySettings) -> Result<(), ApiError> {
+    state.store.save_policy(settings).await?;
+    state.transport.set_policy(settings).await?;
+    Ok(())
 }
 
 /// The 409 message when a Kubernetes `SchedulerConfig` owns the settings.
@@ -125,9 +143,7 @@ pub async fn set_policy(
         managed_by: None,
     };
     settings.validate()?;
-    // Durable copy first, so a transport rebuild never resurrects the old policy.
-    state.store.save_policy(&settings).await?;
-    state.transport.set_policy(&settings).await?;
+    save_settings(&state, &settings).await?;
     tracing::info!(policy = %settings.policy, quantum = settings.quantum_seconds, paused = settings.paused, "scheduling policy changed");
     Ok(Json(scheduler_status(&state).await?))
 }
@@ -155,8 +171,7 @@ pub async fn release_policy_owner(
             managed_by: None,
             ..current.clone()
         };
-        state.store.save_policy(&released).await?;
-        state.transport.set_policy(&released).await?;
+        save_settings(&state, &released).await?;
         tracing::warn!(
             owner = %owner,
             "policy ownership released by an admin override; the REST API may change the policy again"

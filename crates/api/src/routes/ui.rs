@@ -8,7 +8,7 @@ use crate::activity::{Activity, Sample};
 use crate::dto::{ErrorBody, JobStatsResponse, SchedulerStatus, WorkerResponse};
 use crate::error::ApiError;
 use crate::extract::{Caller, identify, unauthorized};
-use crate::routes::scheduler::current_settings;
+use crate::routes::scheduler::{current_settings, status_of};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -86,20 +86,15 @@ pub async fn whoami(
     headers: HeaderMap,
 ) -> Result<Json<WhoAmI>, ApiError> {
     let auth_required = state.config.api_token.is_some() || state.config.admin_token.is_some();
-    let caller = identify(&state, &headers);
-    let role = match caller {
+    let presented = crate::extract::bearer(&headers).is_some();
+    let role = match identify(&state, &headers) {
         Caller::Admin => "admin",
         // Nothing configured: everything is open, admin operations included.
         Caller::User if !auth_required => "admin",
         Caller::User if state.config.api_token.is_some() => "user",
-        Caller::User if crate::extract::bearer(&headers).is_some() => {
-            return Err(unauthorized(&headers));
-        }
-        Caller::User => "anonymous",
-        Caller::Unknown if crate::extract::bearer(&headers).is_some() => {
-            return Err(unauthorized(&headers));
-        }
-        Caller::Unknown => "anonymous",
+        // A token that matches nothing configured.
+        _ if presented => return Err(unauthorized(&headers)),
+        _ => "anonymous",
     };
     Ok(Json(WhoAmI {
         auth_required,
@@ -148,17 +143,7 @@ pub async fn overview(
     let (settings, workers) = tokio::try_join!(current_settings(&state), async {
         state.transport.workers().await.map_err(ApiError::from)
     })?;
-    let status = SchedulerStatus {
-        current_policy: settings.policy,
-        quantum_seconds: settings.quantum_seconds,
-        paused: settings.paused,
-        managed_by: settings.managed_by,
-        queue_depth: latest.stats.pending + latest.stats.scheduled,
-        dead_letter_count: latest.dead_letters,
-        workers: u32::try_from(workers.len()).unwrap_or(u32::MAX),
-        total_slots: workers.iter().map(|w| u64::from(w.total)).sum(),
-        free_slots: workers.iter().map(|w| u64::from(w.idle)).sum(),
-    };
+    let status = status_of(settings, &latest.stats, latest.dead_letters, &workers);
     Ok(Json(Overview {
         stats: latest.stats.into(),
         status,
