@@ -159,7 +159,7 @@ async fn burn_chunk(pool: &PgPool, ids: &[Uuid]) -> Result<(), BenchError> {
     let began = vec![Some(Utc::now()); s_ids.len()];
     let done = sqlx::query(&format!(
         "UPDATE {TABLE} j SET status = 'COMPLETED', result = t.result, completed_at = $4, \
-                              lease_owner = NULL, lease_expires_at = NULL, \
+                              lease_owner = NULL, \
                               started_at = COALESCE(t.started, j.started_at), \
                               slices = j.slices + (t.started IS NOT NULL)::int \
          FROM UNNEST($1::uuid[], $2::int4[], $5::timestamptz[], $3::jsonb[]) \

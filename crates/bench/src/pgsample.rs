@@ -62,10 +62,7 @@ pub fn label(query: &str) -> String {
             &["GROUP BY status"],
             "stats (GET /jobs/stats, engine gauges)",
         ),
-        (
-            &["status = 'PENDING' AND seq >"],
-            "pending_after (engine load)",
-        ),
+        (&["queued AND seq >"], "pending_after (engine load)"),
         (&["running AS"], "rescue_expired (engine)"),
         (&["SET lease_expires_at"], "renew (worker leases)"),
         (&["INSERT INTO leaders"], "try_lead (leader lease)"),

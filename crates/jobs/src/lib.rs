@@ -118,4 +118,20 @@ pub trait JobHandler: Send + Sync + fmt::Debug {
     fn default_timeout(&self) -> Duration;
     /// Run the job (blocking).
     fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError>;
+    /// Whether [`JobHandler::run`] keeps its thread busy (CPU work, file I/O). The worker runs
+    /// such bodies on a blocking thread; the others through [`JobHandler::run_async`], as a
+    /// task on its async runtime, with no thread hand-off per job.
+    fn blocking(&self) -> bool {
+        true
+    }
+    /// The body as a future, for a handler that is not [`JobHandler::blocking`]. It must not
+    /// block; it checks [`JobContext::stop`] as [`JobHandler::run`] does. The default runs
+    /// [`JobHandler::run`] where it is polled.
+    fn run_async<'a>(&'a self, payload: &'a Value, ctx: &'a JobContext) -> BodyFuture<'a> {
+        Box::pin(std::future::ready(self.run(payload, ctx)))
+    }
 }
+
+/// What [`JobHandler::run_async`] returns.
+pub type BodyFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunOutput, JobError>> + Send + 'a>>;

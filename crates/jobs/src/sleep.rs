@@ -4,7 +4,9 @@
 //! "fail_probability": 0..=1 (default 0)}`; other fields are ignored. Result:
 //! `{"slept": duration}`. Default timeout: the maximum duration plus a minute.
 //!
-//! The job sleeps in steps of at most [`STEP`], checking the stop flag between steps. Under a
+//! The job sleeps in steps of at most [`STEP`], checking the stop flag between steps; the
+//! worker runs it as an async task (no thread of its own), [`JobHandler::run`] is the same
+//! schedule on the calling thread. Under a
 //! Round Robin deadline it completes in the current slice if the remaining time ends no later
 //! than the deadline plus [`GRACE`] (which absorbs dispatch overhead, so a job of N quanta takes
 //! exactly N slices); otherwise it sleeps until the deadline and returns
@@ -13,7 +15,7 @@
 //! `fail_probability`.
 
 use crate::payload::{self, field, get, invalid, kind};
-use crate::{DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
+use crate::{BodyFuture, DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -23,6 +25,10 @@ pub const STEP: Duration = Duration::from_millis(10);
 /// How far past the deadline a slice may run to finish the job instead of taking another
 /// slice for a sliver of remaining time.
 pub const GRACE: Duration = Duration::from_millis(2);
+
+/// The end of an async run's wait that a thread sleeps instead of the runtime's
+/// millisecond timer, so a run ends on time (and a Round Robin slice at its deadline).
+pub const PRECISE: Duration = Duration::from_millis(2);
 
 /// Longest accepted `duration` (one day).
 pub const MAX_DURATION_SECONDS: u64 = 86_400;
@@ -126,46 +132,119 @@ impl JobHandler for SleepJob {
     }
 
     fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
+        let plan = Plan::new(payload, ctx)?;
+        loop {
+            match plan.step(ctx.stop.load(Ordering::Relaxed)) {
+                Step::Wait(d) => std::thread::sleep(d),
+                Step::Preempt => return Ok(plan.preempted()),
+                Step::Finish => return plan.done(),
+            }
+        }
+    }
+
+    fn blocking(&self) -> bool {
+        false
+    }
+
+    fn run_async<'a>(&'a self, payload: &'a Value, ctx: &'a JobContext) -> BodyFuture<'a> {
+        Box::pin(async move {
+            let plan = Plan::new(payload, ctx)?;
+            loop {
+                match plan.step(ctx.stop.load(Ordering::Relaxed)) {
+                    // The runtime's timer fires up to a millisecond late: it covers all but
+                    // the last PRECISE of a wait, a thread sleeps the rest to the microsecond.
+                    Step::Wait(d) if d > PRECISE => tokio::time::sleep(d - PRECISE).await,
+                    Step::Wait(d) => {
+                        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
+                    }
+                    Step::Preempt => return Ok(plan.preempted()),
+                    Step::Finish => return plan.done(),
+                }
+            }
+        })
+    }
+}
+
+/// One run's schedule: when the sleep ends and which Round Robin deadline it honours.
+struct Plan<'a> {
+    payload: &'a Value,
+    params: Params,
+    /// Seconds slept by earlier slices.
+    done_before: f64,
+    start: Instant,
+    /// `None`: so far in the future that it cannot be represented (never finishes).
+    finish: Option<Instant>,
+    deadline: Option<Instant>,
+}
+
+/// What a run does next.
+enum Step {
+    /// Sleep this long, then ask again.
+    Wait(Duration),
+    /// Stop here and hand back a checkpoint.
+    Preempt,
+    /// The whole duration has passed.
+    Finish,
+}
+
+impl<'a> Plan<'a> {
+    fn new(payload: &'a Value, ctx: &JobContext) -> Result<Self, JobError> {
         let params = parse(payload).map_err(invalid)?;
         let done_before = elapsed_from(ctx.checkpoint.as_ref()).min(params.duration);
         let start = Instant::now();
         // `parse` bounds the duration and `elapsed_from` the checkpoint; saturate anyway.
         let remaining =
             Duration::try_from_secs_f64(params.duration - done_before).unwrap_or(Duration::MAX);
-        // None: so far in the future that it cannot be represented (never finishes).
         let finish = start.checked_add(remaining);
         // The deadline to honour, unless the job finishes within it (plus grace).
         let deadline = ctx.deadline.filter(|dl| match finish {
             Some(f) => f > dl.checked_add(GRACE).unwrap_or(*dl),
             None => true,
         });
-        let preempted = || RunOutput::Preempted {
-            checkpoint: json!({ "elapsed": done_before + start.elapsed().as_secs_f64() }),
-        };
-        loop {
-            let now = Instant::now();
-            if finish.is_some_and(|f| now >= f) {
-                break;
-            }
-            if ctx.stop.load(Ordering::Relaxed) || deadline.is_some_and(|dl| now >= dl) {
-                return Ok(preempted());
-            }
-            let mut until = finish.or_else(|| now.checked_add(STEP)).unwrap_or(now);
-            if let Some(dl) = deadline {
-                until = until.min(dl);
-            }
-            std::thread::sleep(until.saturating_duration_since(now).min(STEP));
+        Ok(Plan {
+            payload,
+            params,
+            done_before,
+            start,
+            finish,
+            deadline,
+        })
+    }
+
+    /// The next step, `stop` being the stop flag's value now.
+    fn step(&self, stop: bool) -> Step {
+        let now = Instant::now();
+        if self.finish.is_some_and(|f| now >= f) {
+            return Step::Finish;
         }
-        if params.fail_probability > 0.0 && rand::random::<f64>() < params.fail_probability {
+        if stop || self.deadline.is_some_and(|dl| now >= dl) {
+            return Step::Preempt;
+        }
+        let mut until = self.finish.or_else(|| now.checked_add(STEP)).unwrap_or(now);
+        if let Some(dl) = self.deadline {
+            until = until.min(dl);
+        }
+        Step::Wait(until.saturating_duration_since(now).min(STEP))
+    }
+
+    fn preempted(&self) -> RunOutput {
+        RunOutput::Preempted {
+            checkpoint: json!({ "elapsed": self.done_before + self.start.elapsed().as_secs_f64() }),
+        }
+    }
+
+    fn done(&self) -> Result<RunOutput, JobError> {
+        let p = self.params.fail_probability;
+        if p > 0.0 && rand::random::<f64>() < p {
             return Err(JobError::Retryable(format!(
-                "simulated failure (fail_probability={})",
-                params.fail_probability
+                "simulated failure (fail_probability={p})"
             )));
         }
-        let slept = payload
+        let slept = self
+            .payload
             .get("duration")
             .cloned()
-            .unwrap_or(json!(params.duration));
+            .unwrap_or(json!(self.params.duration));
         Ok(RunOutput::Done(json!({ "slept": slept })))
     }
 }
@@ -191,6 +270,39 @@ mod tests {
         assert_eq!(out, RunOutput::Done(json!({"slept": 0.03})));
         let out = SleepJob.run(&json!({"duration": 0}), &c).unwrap();
         assert_eq!(out, RunOutput::Done(json!({"slept": 0})));
+    }
+
+    /// The async body keeps the same schedule: the duration, a deadline's checkpoint, the stop
+    /// flag.
+    #[tokio::test]
+    async fn async_body_sleeps_preempts_and_stops_like_the_blocking_one() {
+        let (_t, mut c) = ctx();
+        let start = Instant::now();
+        let out = SleepJob
+            .run_async(&json!({"duration": 0.03}), &c)
+            .await
+            .unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        assert_eq!(out, RunOutput::Done(json!({"slept": 0.03})));
+        c.deadline = Some(Instant::now() + Duration::from_millis(20));
+        let RunOutput::Preempted { checkpoint } = SleepJob
+            .run_async(&json!({"duration": 1}), &c)
+            .await
+            .unwrap()
+        else {
+            panic!("expected a checkpoint at the deadline");
+        };
+        let elapsed = checkpoint["elapsed"].as_f64().unwrap();
+        assert!((0.019..0.5).contains(&elapsed), "{elapsed}");
+        c.deadline = None;
+        c.stop.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        let out = SleepJob
+            .run_async(&json!({"duration": 100}), &c)
+            .await
+            .unwrap();
+        assert!(matches!(out, RunOutput::Preempted { .. }), "{out:?}");
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

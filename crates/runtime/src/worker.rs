@@ -23,17 +23,20 @@
 use crate::Runtime;
 use crate::events::EventPump;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Finished, Outcome, Token};
 use jobsched_core::{JobId, StartedJob};
-use jobsched_jobs::{JobContext, RunOutput};
+use jobsched_jobs::{JobContext, JobHandler, RunOutput};
 use jobsched_metrics::metrics;
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A job body this worker has begun and whose outcome is not recorded yet.
 struct Run {
@@ -451,10 +454,34 @@ fn spawn_job(
             .observe(waited.as_secs_f64());
     }
     let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
-    // The run's timeout: the job's own, else its type's default. A watchdog sets the stop flag
-    // when it expires; the body stops and the run fails as timed out.
+    // The run's timeout: the job's own, else its type's default. When it expires the stop
+    // flag is set; the body stops and the run fails as timed out.
     let timeout = run_timeout(&rt, &job);
     let timed_out = Arc::new(AtomicBool::new(false));
+    let attempt = Attempt::of(&job);
+    let handler = rt.registry.get(&job.job_type);
+    if let Some(handler) = handler.filter(|h| !h.blocking()) {
+        // A body that does not block runs as a task here: no thread hand-off at all.
+        tokio::spawn(
+            async move {
+                // A panic anywhere around the body (not only inside it) still frees the slot
+                // and records a failed attempt.
+                let run = AssertUnwindSafe(execute_async(
+                    &rt, handler, job, &attempt, slice, stop, &timed_out, timeout,
+                ))
+                .catch_unwind()
+                .await;
+                let outcome = run.unwrap_or_else(|panic| {
+                    let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
+                    failure(&rt, &attempt, message, true)
+                });
+                let _ = tx.send(Record::Done(outcome));
+                let _ = freed.send(1);
+            }
+            .instrument(span),
+        );
+        return;
+    }
     let watchdog = timeout.map(|limit| {
         let (stop, timed_out) = (stop.clone(), timed_out.clone());
         tokio::spawn(async move {
@@ -463,14 +490,13 @@ fn spawn_job(
             stop.store(true, Ordering::SeqCst);
         })
     });
-    let attempt = Attempt::of(&job);
     // The whole run, outcome included, happens on one blocking thread: no async task per job,
     // so a job costs one thread hand-off each way.
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         // A panic anywhere around the body (not only inside it) still frees the slot and
         // records a failed attempt.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
             execute(&rt, job, &attempt, slice, stop, &timed_out, timeout)
         }));
         let outcome = run.unwrap_or_else(|panic| {
@@ -551,8 +577,26 @@ fn failure(rt: &Runtime, job: &Attempt, error: String, retryable: bool) -> Outco
     }
 }
 
-/// Run one job body (on the calling blocking thread) and turn its result into an outcome.
-/// `slice`: the Round Robin quantum, if that policy is active.
+/// The context a run of `job` gets. `slice`: the Round Robin quantum, if that policy is
+/// active (a preemptible body stops at its end).
+fn context(
+    rt: &Runtime,
+    handler: &dyn JobHandler,
+    job: &StartedJob,
+    slice: Option<Duration>,
+    stop: Arc<AtomicBool>,
+) -> JobContext {
+    JobContext {
+        data_dir: rt.data_dir.clone(),
+        checkpoint: job.checkpoint.clone(),
+        deadline: slice
+            .filter(|_| handler.preemptible())
+            .and_then(|q| Instant::now().checked_add(q)),
+        stop,
+    }
+}
+
+/// Run one job body on the calling blocking thread and turn its result into an outcome.
 fn execute(
     rt: &Runtime,
     job: StartedJob,
@@ -562,10 +606,9 @@ fn execute(
     timed_out: &AtomicBool,
     timeout: Option<Duration>,
 ) -> Outcome {
-    let token = attempt.token;
     let Some(handler) = rt.registry.get(&job.job_type) else {
         return Outcome::Failed {
-            token,
+            token: attempt.token,
             error: format!(
                 "unknown job type `{}`; this worker knows {:?}",
                 job.job_type,
@@ -574,30 +617,79 @@ fn execute(
             retry_count: job.retry_count,
         };
     };
-    let deadline = slice
-        .filter(|_| handler.preemptible())
-        .and_then(|q| Instant::now().checked_add(q));
-    let ctx = JobContext {
-        data_dir: rt.data_dir.clone(),
-        checkpoint: job.checkpoint.clone(),
-        deadline,
-        stop,
-    };
+    let ctx = context(rt, &*handler, &job, slice, stop);
     let began = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.run(&job.payload, &ctx)
-    }));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(&job.payload, &ctx)));
+    conclude(
+        rt,
+        &job.job_type,
+        attempt,
+        result,
+        began,
+        timed_out,
+        timeout,
+    )
+}
+
+/// Run one job body as a future (a handler that does not block) and turn its result into an
+/// outcome. The timeout is a timer raced against the body in this same task.
+#[allow(clippy::too_many_arguments)]
+async fn execute_async(
+    rt: &Runtime,
+    handler: Arc<dyn JobHandler>,
+    job: StartedJob,
+    attempt: &Attempt,
+    slice: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    timed_out: &AtomicBool,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let ctx = context(rt, &*handler, &job, slice, stop.clone());
+    let began = Instant::now();
+    let body = AssertUnwindSafe(handler.run_async(&job.payload, &ctx)).catch_unwind();
+    tokio::pin!(body);
+    let result = match timeout {
+        Some(limit) => tokio::select! {
+            r = &mut body => r,
+            () = tokio::time::sleep(limit) => {
+                timed_out.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+                body.await
+            }
+        },
+        None => body.await,
+    };
+    conclude(
+        rt,
+        &job.job_type,
+        attempt,
+        result,
+        began,
+        timed_out,
+        timeout,
+    )
+}
+
+/// Turn a body's result (or its panic) into the run's outcome.
+fn conclude(
+    rt: &Runtime,
+    job_type: &str,
+    attempt: &Attempt,
+    result: std::thread::Result<Result<RunOutput, jobsched_jobs::JobError>>,
+    began: Instant,
+    timed_out: &AtomicBool,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let token = attempt.token;
     let m = metrics();
     m.run_seconds
-        .with_label_values(&[job.job_type.as_str()])
+        .with_label_values(&[job_type])
         .observe(began.elapsed().as_secs_f64());
     let finished = matches!(result, Ok(Ok(RunOutput::Done(_))));
-    // A run that finished as the watchdog fired keeps its result.
+    // A run that finished as the timeout fired keeps its result.
     if timed_out.load(Ordering::SeqCst) && !finished {
         let limit = timeout.unwrap_or_default().as_secs_f64();
-        m.job_timeouts
-            .with_label_values(&[job.job_type.as_str()])
-            .inc();
+        m.job_timeouts.with_label_values(&[job_type]).inc();
         return failure(
             rt,
             attempt,
@@ -609,7 +701,7 @@ fn execute(
         Ok(Ok(RunOutput::Done(result))) => {
             tracing::debug!("job completed");
             m.jobs_finished
-                .with_label_values(&[job.job_type.as_str(), "completed"])
+                .with_label_values(&[job_type, "completed"])
                 .inc();
             return Outcome::Completed { token, result };
         }

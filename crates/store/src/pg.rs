@@ -12,9 +12,7 @@
 //! (autovacuum off, or right after a bulk insert) chose a bitmap scan of every PENDING row
 //! (45 ms per 256-job claim with 100k queued, against 9 ms by key).
 
-use crate::common::{
-    JOB_COLUMNS, POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, in_request_order, paging,
-};
+use crate::common::{POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, in_request_order, paging};
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -34,6 +32,22 @@ use std::str::FromStr;
 use std::time::Duration;
 
 const BACKEND: &str = "postgres";
+
+/// The columns of a [`Job`]. A row keeps its last lease after it completes (clearing it would
+/// change an indexed column and cost the completion its HOT update; see migration 0004), so
+/// the lease is shown only while the job is in flight.
+const JOB_COLUMNS: &str = "id, name, job_type, status, priority, estimated_duration, \
+     payload, result, error_message, retry_count, max_retries, created_at, scheduled_at, \
+     started_at, completed_at, attempt, run_at, lease_owner, \
+     CASE WHEN status IN ('SCHEDULED', 'RUNNING') THEN lease_expires_at END AS lease_expires_at, \
+     checkpoint, slices, timeout_seconds, seq";
+
+/// The rescuer reads leases that ended up to this long before its last pass again, so a lease
+/// written by a worker whose clock runs a little behind the leader's is not passed over.
+const RESCUE_OVERLAP_MS: i64 = 1_000;
+
+/// `job_counts` is folded into one row per status when it holds more rows than this.
+const COUNT_ROWS_BEFORE_FOLD: i64 = 64;
 
 /// The migrations for PostgreSQL, embedded at build time.
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -289,6 +303,24 @@ impl PgStore {
             .map_err(query)
     }
 
+    /// Replace the rows of `job_counts` by one row per status holding their sums. The rows
+    /// deleted are the ones summed (one statement), so deltas appended meanwhile, and a fold
+    /// running at the same time elsewhere, are neither lost nor counted twice.
+    async fn fold_counts(&self) -> Result<()> {
+        retry_conflicts(|| async {
+            sqlx::query(
+                "WITH gone AS (DELETE FROM job_counts RETURNING status, n, run_ms) \
+                 INSERT INTO job_counts (status, n, run_ms) \
+                 SELECT status, sum(n), sum(run_ms) FROM gone GROUP BY status HAVING sum(n) <> 0",
+            )
+            .execute(&self.pool)
+            .await
+        })
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     /// Apply the embedded migrations to this store's database (idempotent).
     pub async fn migrate(&self) -> std::result::Result<(), StoreError> {
         MIGRATOR
@@ -387,31 +419,45 @@ impl JobRepo for PgStore {
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         let (page, page_size, offset) = paging(filter.page, filter.page_size);
         // Only the filters in use appear in the SQL, so each variant gets its own plan.
+        // Only the filters in use appear in the SQL, so each variant gets its own plan. A
+        // status filter is written against the partial index that holds it (migration 0004):
+        // PENDING rows are `queued`, FAILED and CANCELLED have a `rare_end`; SCHEDULED,
+        // RUNNING and COMPLETED are read newest first from jobs_created.
         let mut conditions = Vec::new();
-        if filter.status.is_some() {
-            conditions.push(format!("status = ${}", conditions.len() + 1));
+        let mut status_bound = None;
+        match filter.status {
+            None => {}
+            Some(JobStatus::Pending) => conditions.push("queued".to_string()),
+            Some(JobStatus::Failed) => conditions.push("rare_end = 1".to_string()),
+            Some(JobStatus::Cancelled) => conditions.push("rare_end = 2".to_string()),
+            Some(other) => {
+                status_bound = Some(other.as_str());
+                conditions.push("status = $1".to_string());
+            }
         }
+        let mut n = usize::from(status_bound.is_some());
         if filter.job_type.is_some() {
-            conditions.push(format!("job_type = ${}", conditions.len() + 1));
+            n += 1;
+            conditions.push(format!("job_type = ${n}"));
         }
         if filter.id.is_some() {
-            conditions.push(format!("id = ${}", conditions.len() + 1));
+            n += 1;
+            conditions.push(format!("id = ${n}"));
         }
         if filter.name_prefix.is_some() {
             // A range on the "C"-collated name index: byte order, like SQLite's.
-            let n = conditions.len();
             conditions.push(format!(
                 "name COLLATE \"C\" >= ${} AND name COLLATE \"C\" < ${}",
                 n + 1,
                 n + 2
             ));
+            n += 2;
         }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let n = conditions.len() + usize::from(filter.name_prefix.is_some());
         let count_sql = format!("SELECT count(*) FROM jobs {where_clause}");
         let page_sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs {where_clause} \
@@ -419,10 +465,9 @@ impl JobRepo for PgStore {
             n + 1,
             n + 2
         );
-        let status = filter.status.map(JobStatus::as_str);
         let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
         let mut rows = sqlx::query(&page_sql);
-        if let Some(s) = status {
+        if let Some(s) = status_bound {
             count = count.bind(s);
             rows = rows.bind(s);
         }
@@ -439,7 +484,23 @@ impl JobRepo for PgStore {
             count = count.bind(prefix.clone()).bind(end.clone());
             rows = rows.bind(prefix.clone()).bind(end);
         }
-        let total = count.fetch_one(&self.pool).await.map_err(db)?;
+        // With no filter but the status, the total is a kept count, not a scan.
+        let counted =
+            filter.job_type.is_none() && filter.id.is_none() && filter.name_prefix.is_none();
+        let total = if counted {
+            let stats = self.stats().await?;
+            match filter.status {
+                None => stats.total_jobs,
+                Some(JobStatus::Pending) => stats.pending,
+                Some(JobStatus::Scheduled) => stats.scheduled,
+                Some(JobStatus::Running) => stats.running,
+                Some(JobStatus::Completed) => stats.completed,
+                Some(JobStatus::Failed) => stats.failed,
+                Some(JobStatus::Cancelled) => stats.cancelled,
+            }
+        } else {
+            count.fetch_one(&self.pool).await.map_err(db)?
+        };
         let rows = rows
             .bind(i64::from(page_size))
             .bind(offset)
@@ -455,18 +516,20 @@ impl JobRepo for PgStore {
     }
 
     async fn stats(&self) -> Result<JobStats> {
+        // Sums of the deltas the triggers append (migration 0004); folded when they pile up.
         let rows = sqlx::query(
-            "SELECT status, count(*) AS n, \
-                    (avg(EXTRACT(EPOCH FROM (completed_at - started_at)) * 1000) \
-                        FILTER (WHERE status = 'COMPLETED'))::float8 AS avg_ms \
-             FROM jobs GROUP BY status",
+            "SELECT status, sum(n)::int8 AS n, sum(run_ms)::float8 AS run_ms, \
+                    sum(count(*)) OVER ()::int8 AS deltas \
+             FROM job_counts GROUP BY status",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         let mut stats = JobStats::default();
+        let mut deltas = 0;
         for row in &rows {
             let n: i64 = row.try_get("n").map_err(db)?;
+            deltas = row.try_get("deltas").map_err(db)?;
             stats.total_jobs += n;
             match status_of(row.try_get::<&str, _>("status").map_err(db)?)? {
                 JobStatus::Pending => stats.pending = n,
@@ -474,11 +537,16 @@ impl JobRepo for PgStore {
                 JobStatus::Running => stats.running = n,
                 JobStatus::Completed => {
                     stats.completed = n;
-                    stats.avg_execution_time_ms = row.try_get("avg_ms").map_err(db)?;
+                    let run_ms: f64 = row.try_get("run_ms").map_err(db)?;
+                    // Integer counts are exact; the ms sum is rounded per delta.
+                    stats.avg_execution_time_ms = (n > 0).then(|| (run_ms / n as f64).max(0.0));
                 }
                 JobStatus::Failed => stats.failed = n,
                 JobStatus::Cancelled => stats.cancelled = n,
             }
+        }
+        if deltas > COUNT_ROWS_BEFORE_FOLD {
+            self.fold_counts().await?;
         }
         Ok(stats)
     }
@@ -522,7 +590,7 @@ impl DispatchStore for PgStore {
     async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>> {
         let rows = sqlx::query(
             "SELECT id, seq, priority, estimated_duration, attempt, run_at FROM jobs \
-             WHERE status = 'PENDING' AND seq > $1 ORDER BY seq LIMIT $2",
+             WHERE queued AND seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq)
         .bind(i64::from(limit))
@@ -587,50 +655,75 @@ impl DispatchStore for PgStore {
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
-        // One statement: lock expired leases (skipping rows someone is changing right now),
-        // then RUNNING -> FAILED (retries exhausted), RUNNING -> PENDING (retry counted),
-        // SCHEDULED -> PENDING (nothing counted). The SET expressions read the old row, so the
-        // message names the owner and attempt that expired.
-        let rows = sqlx::query(
-            "WITH running AS ( \
-                 SELECT id FROM jobs \
-                 WHERE status = 'RUNNING' AND lease_expires_at < $1 \
-                 ORDER BY id FOR UPDATE SKIP LOCKED), \
-             scheduled AS ( \
-                 SELECT id FROM jobs \
-                 WHERE status = 'SCHEDULED' AND lease_expires_at < $1 \
-                 ORDER BY id FOR UPDATE SKIP LOCKED), \
-             dead AS ( \
-                 UPDATE jobs j SET status = 'FAILED', dead_letter = true, failed_at = $1, \
-                     completed_at = $1, retry_count = j.max_retries, \
-                     error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
-                         || ' stopped renewing (attempt ' || j.attempt || ')', \
-                     lease_owner = NULL, lease_expires_at = NULL \
-                 FROM running r \
-                 WHERE j.id = r.id AND j.status = 'RUNNING' AND j.retry_count + 1 > j.max_retries \
-                 RETURNING j.id, j.job_type, j.name, j.error_message, j.retry_count, j.failed_at), \
-             retried AS ( \
-                 UPDATE jobs j SET status = 'PENDING', retry_count = j.retry_count + 1, \
-                     seq = nextval('job_seq'), run_at = $1, \
-                     error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
-                         || ' stopped renewing (attempt ' || j.attempt || ')', \
-                     lease_owner = NULL, lease_expires_at = NULL \
-                 FROM running r \
-                 WHERE j.id = r.id AND j.status = 'RUNNING' \
-                   AND j.retry_count + 1 <= j.max_retries \
-                 RETURNING j.id), \
-             undispatched AS ( \
-                 UPDATE jobs j SET status = 'PENDING', seq = nextval('job_seq'), \
-                     lease_owner = NULL, lease_expires_at = NULL \
-                 FROM scheduled s WHERE j.id = s.id AND j.status = 'SCHEDULED' \
-                 RETURNING j.id) \
-             SELECT 'dead' AS kind, id, job_type, name, error_message, retry_count, failed_at \
-               FROM dead \
-             UNION ALL SELECT 'retried', id, NULL, NULL, NULL, NULL, NULL FROM retried \
-             UNION ALL SELECT 'undispatched', id, NULL, NULL, NULL, NULL, NULL FROM undispatched",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
+        // Completed rows keep their last lease (migration 0004), so the lease index holds
+        // every job ever leased. A pass reads only the leases that ended since the previous
+        // pass (`rescue_marks`, less RESCUE_OVERLAP_MS), which is each row about once.
+        let mark: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT scanned_to FROM rescue_marks WHERE name = 'leases'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        let from = match mark {
+            Some(mark) => mark.min(now) - chrono::Duration::milliseconds(RESCUE_OVERLAP_MS),
+            // The first pass on this database reads every lease.
+            None => DateTime::<Utc>::from_timestamp(-2_208_988_800, 0).unwrap_or_default(),
+        };
+        // One statement: lock the expired leases in id order (waiting for a worker that is
+        // writing one right now, whose outcome then wins: the row no longer qualifies), then
+        // RUNNING -> FAILED (retries exhausted), RUNNING -> PENDING (retry counted),
+        // SCHEDULED -> PENDING (nothing counted), and move the mark to `now`. Rows are never
+        // skipped, so every lease that ended before the mark was examined. The SET
+        // expressions read the old row, so the message names the owner and attempt that
+        // expired.
+        let rows = retry_conflicts(|| async move {
+            sqlx::query(
+                "WITH expired AS ( \
+                     SELECT id FROM jobs \
+                     WHERE lease_expires_at >= $2 AND lease_expires_at < $1 \
+                       AND status IN ('RUNNING', 'SCHEDULED') \
+                     ORDER BY id FOR UPDATE), \
+                 dead AS ( \
+                     UPDATE jobs j SET status = 'FAILED', dead_letter = true, failed_at = $1, \
+                         completed_at = $1, retry_count = j.max_retries, \
+                         error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
+                             || ' stopped renewing (attempt ' || j.attempt || ')', \
+                         lease_owner = NULL, lease_expires_at = NULL \
+                     FROM expired e \
+                     WHERE j.id = e.id AND j.status = 'RUNNING' \
+                       AND j.retry_count + 1 > j.max_retries \
+                     RETURNING j.id, j.job_type, j.name, j.error_message, j.retry_count, \
+                               j.failed_at), \
+                 retried AS ( \
+                     UPDATE jobs j SET status = 'PENDING', retry_count = j.retry_count + 1, \
+                         seq = nextval('job_seq'), run_at = $1, \
+                         error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
+                             || ' stopped renewing (attempt ' || j.attempt || ')', \
+                         lease_owner = NULL, lease_expires_at = NULL \
+                     FROM expired e \
+                     WHERE j.id = e.id AND j.status = 'RUNNING' \
+                       AND j.retry_count + 1 <= j.max_retries \
+                     RETURNING j.id), \
+                 undispatched AS ( \
+                     UPDATE jobs j SET status = 'PENDING', seq = nextval('job_seq'), \
+                         lease_owner = NULL, lease_expires_at = NULL \
+                     FROM expired e WHERE j.id = e.id AND j.status = 'SCHEDULED' \
+                     RETURNING j.id), \
+                 marked AS ( \
+                     INSERT INTO rescue_marks (name, scanned_to) VALUES ('leases', $1) \
+                     ON CONFLICT (name) DO UPDATE \
+                        SET scanned_to = GREATEST(rescue_marks.scanned_to, EXCLUDED.scanned_to)) \
+                 SELECT 'dead' AS kind, id, job_type, name, error_message, retry_count, \
+                        failed_at \
+                   FROM dead \
+                 UNION ALL SELECT 'retried', id, NULL, NULL, NULL, NULL, NULL FROM retried \
+                 UNION ALL SELECT 'undispatched', id, NULL, NULL, NULL, NULL, NULL \
+                   FROM undispatched",
+            )
+            .bind(now)
+            .bind(from)
+            .fetch_all(&self.pool)
+            .await
+        })
         .await
         .map_err(db)?;
         let mut report = RescueReport::default();
@@ -817,14 +910,15 @@ impl WorkerStore for PgStore {
         // RUNNING -> X fenced by the attempt and the lease owner: COMPLETED, PENDING (retry /
         // requeue), FAILED. A run whose start is not recorded yet (t.started set) goes
         // SCHEDULED -> RUNNING -> X in the same UPDATE, its started_at and slices written too.
-        // retry_count is capped at max_retries so it never exceeds the budget.
+        // retry_count is capped at max_retries so it never exceeds the budget. COMPLETED keeps
+        // the row's lease expiry (an indexed column), so a completion is a HOT update.
         let sql = "WITH completed AS ( \
                  UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $1, {run} \
                  FROM UNNEST($3::uuid[], $4::int4[], $5::timestamptz[], $6::jsonb[]) \
                       AS t(id, attempt, started, result) \
                  WHERE {held} RETURNING j.id, j.attempt), \
              retried AS ( \
-                 UPDATE jobs j SET status = 'PENDING', {run}, \
+                 UPDATE jobs j SET status = 'PENDING', {run}, lease_expires_at = NULL, \
                                    retry_count = LEAST(j.retry_count + 1, j.max_retries), \
                                    error_message = t.error, run_at = t.run_at, \
                                    seq = nextval('job_seq') \
@@ -832,7 +926,8 @@ impl WorkerStore for PgStore {
                              $11::timestamptz[]) AS t(id, attempt, started, error, run_at) \
                  WHERE {held} RETURNING j.id, j.attempt), \
              failed AS ( \
-                 UPDATE jobs j SET status = 'FAILED', {run}, error_message = t.error, \
+                 UPDATE jobs j SET status = 'FAILED', {run}, lease_expires_at = NULL, \
+                                   error_message = t.error, \
                                    retry_count = LEAST(t.retry_count, j.max_retries), \
                                    dead_letter = true, failed_at = $1, completed_at = $1 \
                  FROM UNNEST($12::uuid[], $13::int4[], $14::timestamptz[], $15::text[], \
@@ -840,7 +935,7 @@ impl WorkerStore for PgStore {
                  WHERE {held} RETURNING j.id, j.attempt), \
              requeued AS ( \
                  UPDATE jobs j SET status = 'PENDING', {run}, seq = nextval('job_seq'), \
-                                   checkpoint = COALESCE(t.checkpoint, j.checkpoint), run_at = $1 \
+                                   lease_expires_at = NULL, checkpoint = COALESCE(t.checkpoint, j.checkpoint), run_at = $1 \
                  FROM UNNEST($17::uuid[], $18::int4[], $19::timestamptz[], $20::jsonb[]) \
                       AS t(id, attempt, started, checkpoint) \
                  WHERE {held} RETURNING j.id, j.attempt) \
@@ -850,7 +945,7 @@ impl WorkerStore for PgStore {
              UNION ALL SELECT id, attempt FROM requeued"
             .replace(
                 "{run}",
-                "lease_owner = NULL, lease_expires_at = NULL, \
+                "lease_owner = NULL, \
                  started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started \
                                    ELSE j.started_at END, \
                  slices = j.slices + (j.status = 'SCHEDULED')::int",

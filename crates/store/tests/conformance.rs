@@ -66,6 +66,7 @@ conformance!(
     concurrent_mark_scheduled_claims_each_job_once,
     concurrent_start_claims_each_job_once,
     illegal_transitions_change_nothing,
+    counts_follow_every_transition,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1625,4 +1626,143 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
     assert_eq!(now[&sc], JobStatus::Pending);
     assert_eq!(now[&r], JobStatus::Failed);
     assert_eq!(now[&f], JobStatus::Pending);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counts kept by the store (Postgres keeps them incrementally; they must match the rows)
+
+/// `stats()` and every status filter's `total` agree with the rows themselves, and each
+/// filtered page holds only jobs in that status.
+async fn assert_counts_match_rows(s: &Arc<dyn Store>, when: &str) {
+    let rows = statuses(s).await;
+    let count = |st: JobStatus| rows.values().filter(|&&x| x == st).count() as i64;
+    let stats = s.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.total_jobs,
+            stats.pending,
+            stats.scheduled,
+            stats.running,
+            stats.completed,
+            stats.failed,
+            stats.cancelled
+        ),
+        (
+            rows.len() as i64,
+            count(JobStatus::Pending),
+            count(JobStatus::Scheduled),
+            count(JobStatus::Running),
+            count(JobStatus::Completed),
+            count(JobStatus::Failed),
+            count(JobStatus::Cancelled)
+        ),
+        "stats {when}"
+    );
+    for st in [
+        JobStatus::Pending,
+        JobStatus::Scheduled,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ] {
+        let page = s
+            .list(&JobFilter {
+                status: Some(st),
+                page: 1,
+                page_size: 10_000,
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, count(st), "{st:?} total {when}");
+        assert_eq!(page.jobs.len() as i64, count(st), "{st:?} rows {when}");
+        assert!(
+            page.jobs.iter().all(|j| j.status == st),
+            "{st:?} rows {when}"
+        );
+    }
+}
+
+async fn counts_follow_every_transition(db: &TestDb) {
+    let s = db.store().await;
+    assert_counts_match_rows(&s, "when empty").await;
+    // One statement per job: enough deltas for the Postgres store to fold them.
+    let mut ids = Vec::new();
+    for i in 0..110 {
+        ids.push(insert(&s, &format!("c{i}"), t(0)).await);
+    }
+    let batch: Vec<NewJob> = (0..20).map(|i| new_job(&format!("b{i}"))).collect();
+    ids.extend(s.insert_many(&batch, t(0)).await.unwrap());
+    assert_counts_match_rows(&s, "after inserts").await;
+
+    // 40 dispatched in one claim, 30 of them started.
+    let current: Vec<Token> = {
+        let mut v = Vec::new();
+        for &id in &ids[..40] {
+            v.push(token(&s, id).await);
+        }
+        v
+    };
+    let scheduled = scheduled_tokens(s.mark_scheduled(&current, t(1), t(20)).await.unwrap());
+    assert_eq!(scheduled.len(), 40);
+    let starts: Vec<(Token, DateTime<Utc>)> = scheduled[..30].iter().map(|&k| (k, t(2))).collect();
+    assert_eq!(
+        s.record_starts(&starts, "w", t(20)).await.unwrap().len(),
+        30
+    );
+    assert_counts_match_rows(&s, "after dispatch").await;
+
+    // Outcomes of every kind in one call, one recorded together with its start.
+    let mut runs: Vec<Finished> = Vec::new();
+    for (i, &tok) in scheduled[..30].iter().enumerate() {
+        let outcome = match i % 5 {
+            0 | 1 => Outcome::Completed {
+                token: tok,
+                result: json!({ "i": i }),
+            },
+            2 => Outcome::Retry {
+                token: tok,
+                error: "again".into(),
+                run_at: t(5),
+            },
+            3 => Outcome::Failed {
+                token: tok,
+                error: "no".into(),
+                retry_count: 3,
+            },
+            _ => Outcome::Requeue {
+                token: tok,
+                checkpoint: None,
+            },
+        };
+        runs.push(outcome.into());
+    }
+    runs.push(Finished {
+        outcome: Outcome::Completed {
+            token: scheduled[30],
+            result: json!(null),
+        },
+        started_at: Some(t(3)),
+    });
+    assert_eq!(s.finish(&runs, "w", t(4)).await.unwrap().len(), 31);
+    assert_counts_match_rows(&s, "after outcomes").await;
+
+    // Cancels (PENDING and SCHEDULED), a dead letter retried, leases rescued.
+    for &id in &ids[100..110] {
+        assert_eq!(s.cancel(id, t(5)).await.unwrap(), CancelOutcome::Cancelled);
+    }
+    assert_eq!(
+        s.cancel(scheduled[31].id, t(5)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        s.retry_dead_letter(scheduled[3].id, t(6)).await.unwrap(),
+        Update::Applied
+    );
+    let report = s.rescue_expired(t(60)).await.unwrap();
+    assert_eq!(report.undispatched.len(), 8, "{report:?}");
+    assert_counts_match_rows(&s, "after cancels and rescue").await;
+    // A second read (after the Postgres store folded its deltas) says the same.
+    assert_counts_match_rows(&s, "read again").await;
 }

@@ -437,6 +437,16 @@ pub async fn run(
             "cores",
             None,
         );
+        if group == "postgres" {
+            // What each job cost the database, comparable with a peer's figure.
+            report.add(
+                S,
+                "Postgres CPU per job",
+                Some(seconds / f64::from(n) * 1e6),
+                "µs",
+                None,
+            );
+        }
     }
     if let Some(p) = &profile {
         for share in p.statements.iter().take(6) {
@@ -519,8 +529,8 @@ async fn wait_drained(pool: &PgPool, timeout: Duration) -> Result<(), BenchError
     let deadline = Instant::now() + timeout;
     loop {
         let busy: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'PENDING') \
-                 OR EXISTS (SELECT 1 FROM jobs WHERE status IN ('SCHEDULED', 'RUNNING'))",
+            "SELECT coalesce(sum(n), 0) <> 0 FROM job_counts \
+             WHERE status IN ('PENDING', 'SCHEDULED', 'RUNNING')",
         )
         .fetch_one(pool)
         .await
