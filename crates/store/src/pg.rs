@@ -33,14 +33,20 @@ use std::time::Duration;
 
 const BACKEND: &str = "postgres";
 
-/// The columns of a [`Job`]. A row keeps its last lease after it completes (clearing it would
-/// change an indexed column and cost the completion its HOT update; see migration 0004), so
-/// the lease is shown only while the job is in flight.
-const JOB_COLUMNS: &str = "id, name, job_type, status, priority, estimated_duration, \
-     payload, result, error_message, retry_count, max_retries, created_at, scheduled_at, \
-     started_at, completed_at, attempt, run_at, lease_owner, \
-     CASE WHEN status IN ('SCHEDULED', 'RUNNING') THEN lease_expires_at END AS lease_expires_at, \
-     checkpoint, slices, timeout_seconds, seq";
+/// The columns of a [`Job`] in table `jobs` as `{p}` (`""` or an alias with its dot). A row
+/// keeps its last lease after it completes (clearing it would change an indexed column and cost
+/// the completion its HOT update; see migration 0004), so the lease is shown only while the job
+/// is in flight.
+fn job_columns(p: &str) -> String {
+    format!(
+        "{p}id, {p}name, {p}job_type, {p}status, {p}priority, {p}estimated_duration, \
+         {p}payload, {p}result, {p}error_message, {p}retry_count, {p}max_retries, \
+         {p}created_at, {p}scheduled_at, {p}started_at, {p}completed_at, {p}attempt, {p}run_at, \
+         {p}lease_owner, CASE WHEN {p}status IN ('SCHEDULED', 'RUNNING') \
+                             THEN {p}lease_expires_at END AS lease_expires_at, \
+         {p}checkpoint, {p}slices, {p}timeout_seconds, {p}seq"
+    )
+}
 
 /// The rescuer reads leases that ended up to this long before its last pass again, so a lease
 /// written by a worker whose clock runs a little behind the leader's is not passed over.
@@ -341,7 +347,8 @@ impl JobRepo for PgStore {
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
                                max_retries, created_at, run_at, timeout_seconds) \
              VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $8, $9) \
-             RETURNING {JOB_COLUMNS}"
+             RETURNING {}",
+            job_columns("")
         );
         let row = sqlx::query(&sql)
             .bind(job.id)
@@ -407,7 +414,7 @@ impl JobRepo for PgStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let sql = format!("SELECT {} FROM jobs WHERE id = $1", job_columns(""));
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -419,35 +426,51 @@ impl JobRepo for PgStore {
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         let (page, page_size, offset) = paging(filter.page, filter.page_size);
         // Only the filters in use appear in the SQL, so each variant gets its own plan.
-        // Only the filters in use appear in the SQL, so each variant gets its own plan. A
-        // status filter is written against the partial index that holds it (migration 0004):
-        // PENDING rows are `queued`, FAILED and CANCELLED have a `rare_end`; SCHEDULED,
-        // RUNNING and COMPLETED are read newest first from jobs_created.
+        // Only the filters in use appear in the SQL, so each variant gets its own plan. PENDING
+        // rows are `queued`, FAILED and CANCELLED have a `rare_end` (migration 0004): those
+        // listings read their own partial index of `jobs`. The others read `job_catalog`
+        // newest first (migration 0005) and look each job up by key.
         let mut conditions = Vec::new();
         let mut status_bound = None;
-        match filter.status {
-            None => {}
-            Some(JobStatus::Pending) => conditions.push("queued".to_string()),
-            Some(JobStatus::Failed) => conditions.push("rare_end = 1".to_string()),
-            Some(JobStatus::Cancelled) => conditions.push("rare_end = 2".to_string()),
+        let own_index = match filter.status {
+            None => false,
+            Some(JobStatus::Pending) => {
+                conditions.push("queued".to_string());
+                true
+            }
+            Some(JobStatus::Failed) => {
+                conditions.push("rare_end = 1".to_string());
+                true
+            }
+            Some(JobStatus::Cancelled) => {
+                conditions.push("rare_end = 2".to_string());
+                true
+            }
             Some(other) => {
                 status_bound = Some(other.as_str());
-                conditions.push("status = $1".to_string());
+                conditions.push("j.status = $1".to_string());
+                false
             }
-        }
+        };
+        // Where the listing keys (id, name, created_at, seq) come from.
+        let (from, key) = if own_index {
+            ("jobs j", "j.")
+        } else {
+            ("job_catalog c JOIN jobs j ON j.id = c.id", "c.")
+        };
         let mut n = usize::from(status_bound.is_some());
         if filter.job_type.is_some() {
             n += 1;
-            conditions.push(format!("job_type = ${n}"));
+            conditions.push(format!("j.job_type = ${n}"));
         }
         if filter.id.is_some() {
             n += 1;
-            conditions.push(format!("id = ${n}"));
+            conditions.push(format!("{key}id = ${n}"));
         }
         if filter.name_prefix.is_some() {
             // A range on the "C"-collated name index: byte order, like SQLite's.
             conditions.push(format!(
-                "name COLLATE \"C\" >= ${} AND name COLLATE \"C\" < ${}",
+                "{key}name COLLATE \"C\" >= ${} AND {key}name COLLATE \"C\" < ${}",
                 n + 1,
                 n + 2
             ));
@@ -458,10 +481,11 @@ impl JobRepo for PgStore {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let count_sql = format!("SELECT count(*) FROM jobs {where_clause}");
+        let count_sql = format!("SELECT count(*) FROM {from} {where_clause}");
         let page_sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs {where_clause} \
-             ORDER BY created_at DESC, seq DESC LIMIT ${} OFFSET ${}",
+            "SELECT {} FROM {from} {where_clause} \
+             ORDER BY {key}created_at DESC, {key}seq DESC LIMIT ${} OFFSET ${}",
+            job_columns("j."),
             n + 1,
             n + 2
         );

@@ -91,3 +91,57 @@ async fn a_dispatched_job_completes_with_a_hot_update() {
     pool.close().await;
     db.cleanup().await;
 }
+
+/// Rows written straight into `jobs` (a migration, an operator's SQL) are listed and counted:
+/// the insert trigger keeps `job_catalog` and `job_counts` whole.
+#[tokio::test]
+async fn rows_written_outside_the_store_are_listed_and_counted() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let store = PgStore::new(pool.clone());
+    sqlx::query(
+        "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
+                           max_retries, created_at, run_at) \
+         SELECT gen_random_uuid(), 'by-hand-' || g, 'sleep', \
+                CASE WHEN g % 2 = 0 THEN 'COMPLETED' ELSE 'PENDING' END, 5, 1.0, '{}', 3, \
+                now(), now() \
+         FROM generate_series(1, 10) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.total_jobs, stats.pending, stats.completed),
+        (10, 5, 5)
+    );
+    let page = |status| jobsched_core::JobFilter {
+        status,
+        name_prefix: Some("by-hand-1".into()),
+        page: 1,
+        page_size: 50,
+        ..Default::default()
+    };
+    // by-hand-1 and by-hand-10: one PENDING (its own index), one COMPLETED (the catalog).
+    let all = store.list(&page(None)).await.unwrap();
+    assert_eq!(all.jobs.len(), 2, "{:?}", all.jobs);
+    let done = store
+        .list(&page(Some(jobsched_core::JobStatus::Completed)))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.jobs
+            .iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["by-hand-10"]
+    );
+    pool.close().await;
+    db.cleanup().await;
+}

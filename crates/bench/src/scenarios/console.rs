@@ -69,7 +69,7 @@ pub async fn run(
     .execute(&pool)
     .await
     .map_err(|e| BenchError::Check(format!("cannot write the console's rows: {e}")))?;
-    sqlx::query("ANALYZE jobs")
+    sqlx::query("ANALYZE jobs, job_catalog")
         .execute(&pool)
         .await
         .map_err(|e| BenchError::Check(format!("cannot analyze: {e}")))?;
