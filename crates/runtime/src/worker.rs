@@ -456,8 +456,10 @@ fn spawn_job(
     let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
     // The run's timeout: the job's own, else its type's default. When it expires the stop
     // flag is set; the body stops and the run fails as timed out.
-    let timeout = run_timeout(&rt, &job);
-    let timed_out = Arc::new(AtomicBool::new(false));
+    let timeout = Timeout {
+        after: run_timeout(&rt, &job),
+        fired: Arc::new(AtomicBool::new(false)),
+    };
     let attempt = Attempt::of(&job);
     let handler = rt.registry.get(&job.job_type);
     if let Some(handler) = handler.filter(|h| !h.blocking()) {
@@ -467,7 +469,7 @@ fn spawn_job(
                 // A panic anywhere around the body (not only inside it) still frees the slot
                 // and records a failed attempt.
                 let run = AssertUnwindSafe(execute_async(
-                    &rt, handler, job, &attempt, slice, stop, &timed_out, timeout,
+                    &rt, handler, job, &attempt, slice, stop, &timeout,
                 ))
                 .catch_unwind()
                 .await;
@@ -482,8 +484,8 @@ fn spawn_job(
         );
         return;
     }
-    let watchdog = timeout.map(|limit| {
-        let (stop, timed_out) = (stop.clone(), timed_out.clone());
+    let watchdog = timeout.after.map(|limit| {
+        let (stop, timed_out) = (stop.clone(), timeout.fired.clone());
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             timed_out.store(true, Ordering::SeqCst);
@@ -497,7 +499,7 @@ fn spawn_job(
         // A panic anywhere around the body (not only inside it) still frees the slot and
         // records a failed attempt.
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            execute(&rt, job, &attempt, slice, stop, &timed_out, timeout)
+            execute(&rt, job, &attempt, slice, stop, &timeout)
         }));
         let outcome = run.unwrap_or_else(|panic| {
             let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
@@ -528,6 +530,12 @@ impl Attempt {
             max_retries: job.max_retries,
         }
     }
+}
+
+/// A run's time limit and whether it expired (then the stop flag was set too).
+struct Timeout {
+    after: Option<Duration>,
+    fired: Arc<AtomicBool>,
 }
 
 /// How long one run of `job` may take: its own `timeout_seconds`, else its type's default.
@@ -603,8 +611,7 @@ fn execute(
     attempt: &Attempt,
     slice: Option<Duration>,
     stop: Arc<AtomicBool>,
-    timed_out: &AtomicBool,
-    timeout: Option<Duration>,
+    timeout: &Timeout,
 ) -> Outcome {
     let Some(handler) = rt.registry.get(&job.job_type) else {
         return Outcome::Failed {
@@ -620,20 +627,11 @@ fn execute(
     let ctx = context(rt, &*handler, &job, slice, stop);
     let began = Instant::now();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(&job.payload, &ctx)));
-    conclude(
-        rt,
-        &job.job_type,
-        attempt,
-        result,
-        began,
-        timed_out,
-        timeout,
-    )
+    conclude(rt, &job.job_type, attempt, result, began, timeout)
 }
 
 /// Run one job body as a future (a handler that does not block) and turn its result into an
 /// outcome. The timeout is a timer raced against the body in this same task.
-#[allow(clippy::too_many_arguments)]
 async fn execute_async(
     rt: &Runtime,
     handler: Arc<dyn JobHandler>,
@@ -641,33 +639,24 @@ async fn execute_async(
     attempt: &Attempt,
     slice: Option<Duration>,
     stop: Arc<AtomicBool>,
-    timed_out: &AtomicBool,
-    timeout: Option<Duration>,
+    timeout: &Timeout,
 ) -> Outcome {
     let ctx = context(rt, &*handler, &job, slice, stop.clone());
     let began = Instant::now();
     let body = AssertUnwindSafe(handler.run_async(&job.payload, &ctx)).catch_unwind();
     tokio::pin!(body);
-    let result = match timeout {
+    let result = match timeout.after {
         Some(limit) => tokio::select! {
             r = &mut body => r,
             () = tokio::time::sleep(limit) => {
-                timed_out.store(true, Ordering::SeqCst);
+                timeout.fired.store(true, Ordering::SeqCst);
                 stop.store(true, Ordering::SeqCst);
                 body.await
             }
         },
         None => body.await,
     };
-    conclude(
-        rt,
-        &job.job_type,
-        attempt,
-        result,
-        began,
-        timed_out,
-        timeout,
-    )
+    conclude(rt, &job.job_type, attempt, result, began, timeout)
 }
 
 /// Turn a body's result (or its panic) into the run's outcome.
@@ -677,8 +666,7 @@ fn conclude(
     attempt: &Attempt,
     result: std::thread::Result<Result<RunOutput, jobsched_jobs::JobError>>,
     began: Instant,
-    timed_out: &AtomicBool,
-    timeout: Option<Duration>,
+    timeout: &Timeout,
 ) -> Outcome {
     let token = attempt.token;
     let m = metrics();
@@ -687,8 +675,8 @@ fn conclude(
         .observe(began.elapsed().as_secs_f64());
     let finished = matches!(result, Ok(Ok(RunOutput::Done(_))));
     // A run that finished as the timeout fired keeps its result.
-    if timed_out.load(Ordering::SeqCst) && !finished {
-        let limit = timeout.unwrap_or_default().as_secs_f64();
+    if timeout.fired.load(Ordering::SeqCst) && !finished {
+        let limit = timeout.after.unwrap_or_default().as_secs_f64();
         m.job_timeouts.with_label_values(&[job_type]).inc();
         return failure(
             rt,

@@ -413,18 +413,7 @@ async fn stats_counts_and_average(db: &TestDb) {
     run(&s, ids[5], "w", t(10), t(100)).await;
 
     let stats = s.stats().await.unwrap();
-    assert_eq!(
-        (
-            stats.total_jobs,
-            stats.pending,
-            stats.scheduled,
-            stats.running,
-            stats.completed,
-            stats.failed,
-            stats.cancelled
-        ),
-        (7, 1, 1, 1, 2, 1, 1)
-    );
+    assert_eq!(counts_of(&stats), (7, 1, 1, 1, 2, 1, 1));
     assert_close(stats.avg_execution_time_ms.expect("average"), 1750.0);
 }
 
@@ -1631,22 +1620,26 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
 // ---------------------------------------------------------------------------------------------
 // Counts kept by the store (Postgres keeps them incrementally; they must match the rows)
 
+/// Total, then the count per state in lifecycle order.
+fn counts_of(stats: &JobStats) -> (i64, i64, i64, i64, i64, i64, i64) {
+    (
+        stats.total_jobs,
+        stats.pending,
+        stats.scheduled,
+        stats.running,
+        stats.completed,
+        stats.failed,
+        stats.cancelled,
+    )
+}
+
 /// `stats()` and every status filter's `total` agree with the rows themselves, and each
 /// filtered page holds only jobs in that status.
 async fn assert_counts_match_rows(s: &Arc<dyn Store>, when: &str) {
     let rows = statuses(s).await;
     let count = |st: JobStatus| rows.values().filter(|&&x| x == st).count() as i64;
-    let stats = s.stats().await.unwrap();
     assert_eq!(
-        (
-            stats.total_jobs,
-            stats.pending,
-            stats.scheduled,
-            stats.running,
-            stats.completed,
-            stats.failed,
-            stats.cancelled
-        ),
+        counts_of(&s.stats().await.unwrap()),
         (
             rows.len() as i64,
             count(JobStatus::Pending),
@@ -1658,14 +1651,7 @@ async fn assert_counts_match_rows(s: &Arc<dyn Store>, when: &str) {
         ),
         "stats {when}"
     );
-    for st in [
-        JobStatus::Pending,
-        JobStatus::Scheduled,
-        JobStatus::Running,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ] {
+    for st in JobStatus::ALL {
         let page = s
             .list(&JobFilter {
                 status: Some(st),
