@@ -52,7 +52,10 @@ pub enum Scenario {
     Post,
     /// The web console's server time per page with a large store (not part of `all`).
     Console,
-    /// Every scenario but `console`.
+    /// Insert rate, status latency, dispatch rate and leader memory with a very large queue
+    /// (not part of `all`).
+    Backlog,
+    /// Every scenario but `console` and `backlog`.
     All,
 }
 
@@ -77,6 +80,7 @@ impl Scenario {
             Scenario::Switch => "switch",
             Scenario::Post => "post",
             Scenario::Console => "console",
+            Scenario::Backlog => "backlog",
             Scenario::All => "all",
         }
     }
@@ -205,6 +209,9 @@ pub struct BenchArgs {
     /// console: jobs in the store while the console's pages are timed.
     #[arg(long, default_value_t = 1_000_000)]
     pub console_jobs: u32,
+    /// backlog: pending jobs written before the queue is measured.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub backlog_jobs: u32,
 }
 
 /// Everything that can stop the benchmark.
@@ -304,9 +311,11 @@ impl BenchArgs {
             .into_iter()
             .filter(|s| all || self.scenario.contains(s))
             .collect();
-        // Heavy (it fills the store): only when named.
-        if self.scenario.contains(&Scenario::Console) {
-            chosen.push(Scenario::Console);
+        // Heavy (they fill the store): only when named.
+        for heavy in [Scenario::Console, Scenario::Backlog] {
+            if self.scenario.contains(&heavy) {
+                chosen.push(heavy);
+            }
         }
         chosen
     }
@@ -319,6 +328,7 @@ impl BenchArgs {
             ("--burn-workers", self.burn_workers),
             ("--burn-slots", self.burn_slots),
             ("--burn-chunk", self.burn_chunk),
+            ("--backlog-jobs", self.backlog_jobs),
             ("--latency-jobs", self.latency_jobs),
             ("--fidelity-jobs", self.fidelity_jobs),
             ("--fidelity-slots", self.fidelity_slots),
@@ -423,6 +433,7 @@ async fn run_all(
             Scenario::Switch => scenarios::switch::run(args, cluster, report).await,
             Scenario::Post => scenarios::post::run(args, cluster, report).await,
             Scenario::Console => scenarios::console::run(args, cluster, report).await,
+            Scenario::Backlog => scenarios::backlog::run(args, cluster, report).await,
             Scenario::All => Ok(()),
         };
         if let Err(e) = result {

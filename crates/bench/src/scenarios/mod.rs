@@ -1,5 +1,6 @@
 //! The scenarios and the helpers they share.
 
+pub mod backlog;
 pub mod burn;
 pub mod console;
 pub mod fidelity;
