@@ -452,6 +452,8 @@ impl JobRepo for PgStore {
                 false
             }
         };
+        // One job by id: its primary key, whatever else is asked.
+        let own_index = own_index || filter.id.is_some();
         // Where the listing keys (id, name, created_at, seq) come from.
         let (from, key) = if own_index {
             ("jobs j", "j.")
@@ -481,14 +483,35 @@ impl JobRepo for PgStore {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let count_sql = format!("SELECT count(*) FROM {from} {where_clause}");
-        let page_sql = format!(
-            "SELECT {} FROM {from} {where_clause} \
-             ORDER BY {key}created_at DESC, {key}seq DESC LIMIT ${} OFFSET ${}",
-            job_columns("j."),
-            n + 1,
-            n + 2
-        );
+        // With conditions on the catalog alone, the page is cut from the catalog first and
+        // only its rows are looked up (a deep page skips catalog entries, not jobs).
+        let catalog_only = !own_index && status_bound.is_none() && filter.job_type.is_none();
+        let (count_sql, page_sql) = if catalog_only {
+            (
+                format!("SELECT count(*) FROM job_catalog c {where_clause}"),
+                format!(
+                    "SELECT {} FROM (SELECT c.id, c.created_at, c.seq FROM job_catalog c \
+                                     {where_clause} \
+                                     ORDER BY c.created_at DESC, c.seq DESC \
+                                     LIMIT ${} OFFSET ${}) c \
+                     JOIN jobs j ON j.id = c.id ORDER BY c.created_at DESC, c.seq DESC",
+                    job_columns("j."),
+                    n + 1,
+                    n + 2
+                ),
+            )
+        } else {
+            (
+                format!("SELECT count(*) FROM {from} {where_clause}"),
+                format!(
+                    "SELECT {} FROM {from} {where_clause} \
+                     ORDER BY {key}created_at DESC, {key}seq DESC LIMIT ${} OFFSET ${}",
+                    job_columns("j."),
+                    n + 1,
+                    n + 2
+                ),
+            )
+        };
         let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
         let mut rows = sqlx::query(&page_sql);
         if let Some(s) = status_bound {
@@ -525,6 +548,16 @@ impl JobRepo for PgStore {
         } else {
             count.fetch_one(&self.pool).await.map_err(db)?
         };
+        // A page past the end is empty without a read: a status no job is in would otherwise
+        // read the whole catalog looking for one.
+        if offset >= total {
+            return Ok(JobPage {
+                jobs: Vec::new(),
+                total,
+                page,
+                page_size,
+            });
+        }
         let rows = rows
             .bind(i64::from(page_size))
             .bind(offset)

@@ -98,15 +98,12 @@ pub async fn run(
                 times.push(t.elapsed().as_secs_f64() * 1000.0);
             }
         }
-        let s = summarize(&times);
-        report.add(
+        report.add_latency(
             S,
-            format!("{what} p50"),
-            s.map(|s| s.p50),
-            "ms",
-            Some(Goal::at_most(10.0)),
+            what,
+            summarize(&times),
+            (Some(Goal::at_most(10.0)), None),
         );
-        report.add(S, format!("{what} p99"), s.map(|s| s.p99), "ms", None);
     }
     let idle = largest(&cluster.worker_rss());
 

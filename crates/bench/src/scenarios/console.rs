@@ -122,6 +122,14 @@ pub async fn run(
             vec!["/jobs/?status=FAILED&page=1&page_size=25".into()],
         ),
         (
+            "Jobs, a status no job is in (RUNNING)",
+            vec!["/jobs/?status=RUNNING&page=1&page_size=25".into()],
+        ),
+        (
+            "Jobs, COMPLETED",
+            vec!["/jobs/?status=COMPLETED&page=1&page_size=25".into()],
+        ),
+        (
             "Jobs, by name prefix",
             vec!["/jobs/?q=bench-12345&page=1&page_size=25".into()],
         ),
