@@ -454,15 +454,32 @@ fn spawn_job(
             .observe(waited.as_secs_f64());
     }
     let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempt);
+    let attempt = Attempt::of(&job);
+    let Some(handler) = rt.registry.get(&job.job_type) else {
+        // No handler here: the run fails at once, as a body would, with no thread or task.
+        let outcome = Outcome::Failed {
+            token: attempt.token,
+            error: format!(
+                "unknown job type `{}`; this worker knows {:?}; run a worker built with it",
+                job.job_type,
+                rt.registry.names()
+            ),
+            retry_count: job.retry_count,
+        };
+        let _ = tx.send(Record::Done(outcome));
+        let _ = freed.send(1);
+        return;
+    };
     // The run's timeout: the job's own, else its type's default. When it expires the stop
     // flag is set; the body stops and the run fails as timed out.
     let timeout = Timeout {
-        after: run_timeout(&rt, &job),
+        after: job
+            .timeout_seconds
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .or(Some(handler.default_timeout())),
         fired: Arc::new(AtomicBool::new(false)),
     };
-    let attempt = Attempt::of(&job);
-    let handler = rt.registry.get(&job.job_type);
-    if let Some(handler) = handler.filter(|h| !h.blocking()) {
+    if !handler.blocking() {
         // A body that does not block runs as a task here: no thread hand-off at all.
         tokio::spawn(
             async move {
@@ -499,7 +516,7 @@ fn spawn_job(
         // A panic anywhere around the body (not only inside it) still frees the slot and
         // records a failed attempt.
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            execute(&rt, job, &attempt, slice, stop, &timeout)
+            execute(&rt, &*handler, job, &attempt, slice, stop, &timeout)
         }));
         let outcome = run.unwrap_or_else(|panic| {
             let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
@@ -536,13 +553,6 @@ impl Attempt {
 struct Timeout {
     after: Option<Duration>,
     fired: Arc<AtomicBool>,
-}
-
-/// How long one run of `job` may take: its own `timeout_seconds`, else its type's default.
-fn run_timeout(rt: &Runtime, job: &StartedJob) -> Option<Duration> {
-    job.timeout_seconds
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .or_else(|| rt.registry.get(&job.job_type).map(|h| h.default_timeout()))
 }
 
 /// The text of a panic payload.
@@ -607,24 +617,14 @@ fn context(
 /// Run one job body on the calling blocking thread and turn its result into an outcome.
 fn execute(
     rt: &Runtime,
+    handler: &dyn JobHandler,
     job: StartedJob,
     attempt: &Attempt,
     slice: Option<Duration>,
     stop: Arc<AtomicBool>,
     timeout: &Timeout,
 ) -> Outcome {
-    let Some(handler) = rt.registry.get(&job.job_type) else {
-        return Outcome::Failed {
-            token: attempt.token,
-            error: format!(
-                "unknown job type `{}`; this worker knows {:?}",
-                job.job_type,
-                rt.registry.names()
-            ),
-            retry_count: job.retry_count,
-        };
-    };
-    let ctx = context(rt, &*handler, &job, slice, stop);
+    let ctx = context(rt, handler, &job, slice, stop);
     let began = Instant::now();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(&job.payload, &ctx)));
     conclude(rt, &job.job_type, attempt, result, began, timeout)

@@ -5,12 +5,6 @@
 use jobsched_core::ports::{Finished, Token};
 use std::collections::HashSet;
 
-/// Columns of `jobs` that make up a [`jobsched_core::Job`], in the order both backends read.
-pub(crate) const JOB_COLUMNS: &str = "id, name, job_type, status, priority, estimated_duration, \
-     payload, result, error_message, retry_count, max_retries, created_at, scheduled_at, \
-     started_at, completed_at, attempt, run_at, lease_owner, lease_expires_at, checkpoint, \
-     slices, timeout_seconds, seq";
-
 /// Tokens with duplicates removed (first occurrence wins), in input order.
 pub(crate) fn dedupe(tokens: &[Token]) -> Vec<Token> {
     let mut seen = HashSet::with_capacity(tokens.len());

@@ -14,7 +14,7 @@
 //! Batch methods run one small statement per item inside one transaction: SQLite is in-process,
 //! so statements cost microseconds rather than network round trips.
 
-use crate::common::{JOB_COLUMNS, POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, paging};
+use crate::common::{POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, paging};
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -35,6 +35,13 @@ use sqlx::{Row, Sqlite, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::fmt::Hyphenated;
+
+/// Columns of `jobs` that make up a [`jobsched_core::Job`] (Postgres has its own:
+/// `pg::job_columns`, which hides a finished job's last lease).
+const JOB_COLUMNS: &str = "id, name, job_type, status, priority, estimated_duration, \
+     payload, result, error_message, retry_count, max_retries, created_at, scheduled_at, \
+     started_at, completed_at, attempt, run_at, lease_owner, lease_expires_at, checkpoint, \
+     slices, timeout_seconds, seq";
 
 const BACKEND: &str = "sqlite";
 

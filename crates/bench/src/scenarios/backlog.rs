@@ -8,7 +8,7 @@
 //! while it dispatches (the engine leader lives in a worker). The queue is paused again at the
 //! end; the benchmark database is dropped with the rest. Spawn mode only.
 
-use super::set_policy;
+use super::{own_database, set_policy};
 use crate::cluster::{Cluster, Rss};
 use crate::report::{Goal, Report};
 use crate::stats::summarize;
@@ -37,11 +37,7 @@ pub async fn run(
     cluster: &mut Cluster,
     report: &mut Report,
 ) -> Result<(), BenchError> {
-    let Some(pool) = cluster.job_db().cloned() else {
-        return Err(BenchError::Check(
-            "the backlog scenario writes its rows itself: run it with --spawn".into(),
-        ));
-    };
+    let pool = own_database(cluster, S)?;
     cluster
         .ensure_workers(args.burn_workers, args.burn_slots)
         .await?;

@@ -6,7 +6,7 @@
 //! (sequentially, as the page does): Overview, Jobs (unfiltered, by status, by name prefix, by
 //! id, a deep page), Job, Dead letters and Policy. Spawn mode only (it writes the rows itself).
 
-use super::set_policy;
+use super::{own_database, set_policy};
 use crate::cluster::Cluster;
 use crate::report::{Goal, Report};
 use crate::stats::summarize;
@@ -26,11 +26,7 @@ pub async fn run(
     cluster: &mut Cluster,
     report: &mut Report,
 ) -> Result<(), BenchError> {
-    let Some(pool) = cluster.job_db().cloned() else {
-        return Err(BenchError::Check(
-            "the console scenario writes its rows itself: run it with --spawn".into(),
-        ));
-    };
+    let pool = own_database(cluster, S)?;
     let base = cluster
         .url()
         .ok_or_else(|| BenchError::Check("the API is not up".into()))?

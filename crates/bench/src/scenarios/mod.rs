@@ -34,6 +34,15 @@ pub(crate) fn secs(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     ms(a, b) / 1000.0
 }
 
+/// The benchmark database, for a scenario that writes its rows itself (spawn mode only).
+pub(crate) fn own_database(cluster: &Cluster, scenario: &str) -> Result<sqlx::PgPool, BenchError> {
+    cluster.job_db().cloned().ok_or_else(|| {
+        BenchError::Check(format!(
+            "the {scenario} scenario writes its rows itself: run it with --spawn"
+        ))
+    })
+}
+
 /// Switch the policy (and pause state, and quantum if given).
 pub(crate) async fn set_policy(
     cluster: &Cluster,
