@@ -9,7 +9,7 @@ use crate::job::{
     CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob, PendingJob,
     StartedJob,
 };
-use crate::policy::PolicySettings;
+use crate::policy::{PolicyKind, PolicySettings};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -198,9 +198,76 @@ impl From<Outcome> for Finished {
     }
 }
 
+/// What a worker asks for when it claims work: up to `limit` due PENDING jobs, taken in the
+/// order of `order` (FCFS and Round Robin by queue-entry sequence, SJF by estimated duration,
+/// Priority by priority; ties by sequence), each moved straight to RUNNING under the worker's
+/// lease.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Claim {
+    /// Most jobs to take (0 = none).
+    pub limit: u32,
+    /// The active policy, whose order the jobs are taken in.
+    pub order: PolicyKind,
+    /// Lease expiry of each claimed job.
+    pub lease_until: DateTime<Utc>,
+}
+
+impl Claim {
+    /// A claim of nothing (only outcomes are written).
+    pub fn none(now: DateTime<Utc>) -> Claim {
+        Claim {
+            limit: 0,
+            order: PolicyKind::Fcfs,
+            lease_until: now,
+        }
+    }
+}
+
+/// What one [`WorkerStore::exchange`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exchanged {
+    /// Outcomes applied (stale ones are left out).
+    pub applied: Vec<Token>,
+    /// Jobs claimed, now RUNNING under the worker's lease, in the policy's order.
+    pub claimed: Vec<StartedJob>,
+}
+
 /// The worker's side.
 #[async_trait]
 pub trait WorkerStore: Send + Sync {
+    /// PENDING → RUNNING for up to `claim.limit` jobs due at `now` (`run_at <= now`), in
+    /// `claim.order`: bumps the attempt, sets `scheduled_at` and `started_at` to `now`, the
+    /// lease (`owner`, `claim.lease_until`) and `slices + 1`. Rows another claimer holds are
+    /// skipped (it gets them). Returns the jobs as the worker runs them, in the policy's order.
+    async fn claim(
+        &self,
+        claim: &Claim,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StartedJob>>;
+    /// Record `outcomes` (as [`WorkerStore::finish`]) and claim successors (as
+    /// [`WorkerStore::claim`]): a worker's one round trip per batch. A store that can do both
+    /// in one statement overrides this; the outcomes are written first either way.
+    async fn exchange(
+        &self,
+        outcomes: &[Outcome],
+        owner: &str,
+        now: DateTime<Utc>,
+        claim: &Claim,
+    ) -> Result<Exchanged> {
+        let runs: Vec<Finished> = outcomes.iter().cloned().map(Finished::from).collect();
+        let applied = if runs.is_empty() {
+            Vec::new()
+        } else {
+            self.finish(&runs, owner, now).await?
+        };
+        let claimed = if claim.limit == 0 {
+            Vec::new()
+        } else {
+            self.claim(claim, owner, now).await?
+        };
+        Ok(Exchanged { applied, claimed })
+    }
     /// Read, without changing them, the SCHEDULED jobs behind `tokens` (same attempt): what a
     /// worker needs to run each. Tokens whose job moved on (cancelled, rescued) are left out.
     async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>>;

@@ -1,71 +1,45 @@
-//! The worker pool: execution slots fed by the transport.
+//! The worker pool: execution slots that claim their own work from the store.
 //!
-//! One control task owns the slot count, so taking work and reporting demand never race: it
-//! takes up to `idle slots + prefetch − buffered` tokens (the transport records the remaining
-//! demand atomically) and starts each job's body on a blocking thread as soon as a slot is free.
-//! A token normally comes with its job's data as the engine marked it SCHEDULED; data younger
-//! than [`REVALIDATE_AFTER`] is used as it came. Older or missing data (a token handed back by a
-//! reaped worker, a flushed Redis) is read from the store instead: only jobs still SCHEDULED
-//! with the token's attempt, so cancelled or stale tokens are dropped. With `prefetch` > 0 the
-//! worker holds up to that many dispatched jobs ahead of a free slot, so a slot that frees
-//! starts its next job without a round trip through the engine (the policy's in-flight window
-//! grows by as much). A buffered job whose data is older than [`REVALIDATE_AFTER`] is read again
-//! before it starts, so one cancelled or taken back while it waited does not run.
+//! One control task owns the slot count and talks to the store in *exchanges*: one statement
+//! that records the outcomes of the runs that ended since the last exchange and claims up to as
+//! many due PENDING jobs as there are free slots, in the active policy's order, each moved
+//! straight to RUNNING under this worker's lease. At most one exchange is in flight; outcomes
+//! and freed slots that arrive meanwhile go into the next one, so batches grow with the load
+//! and a freed slot waits for one round trip, not for a dispatcher. Because a worker claims
+//! only for slots that are free, the policy's order holds globally (up to the jobs already
+//! running), and a policy switch applies to every job not yet claimed.
 //!
-//! A body does not wait for its SCHEDULED → RUNNING write: a recorder task writes starts and
-//! outcomes behind the bodies, in batches. It holds a start back for [`START_WRITE_DELAY`]; if
-//! the run's outcome arrives first, one conditional UPDATE records both (SCHEDULED → RUNNING →
-//! outcome), so a short job costs two writes in all instead of three. A start the store refuses
-//! (the job was cancelled, or its dispatch lease expired and the rescuer took it back) asks the
-//! body to stop, and its outcome is not recorded. A slot is free the moment its body returns.
-//! A renewer task extends the leases of running jobs whose start is recorded.
+//! When a claim comes back short the queue is dry: the worker claims again only when there is
+//! news (a submission or a requeue announced through the transport, a policy change, a retry of
+//! its own coming due) or at the poll interval, the safety net. A body runs as a task (or on a
+//! blocking thread for a blocking handler); a renewer task extends the leases of running jobs.
 
 use crate::Runtime;
 use crate::events::EventPump;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
-use jobsched_core::ports::{Event, Finished, Outcome, Token};
+use jobsched_core::ports::{Claim, Event, Exchanged, Outcome, Token};
 use jobsched_core::{JobId, StartedJob};
 use jobsched_jobs::{JobContext, JobHandler, RunOutput};
 use jobsched_metrics::metrics;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// A job body this worker has begun and whose outcome is not recorded yet.
 struct Run {
-    /// Set to ask the body to stop (shutdown, or the store refused its start).
+    /// Set to ask the body to stop (shutdown, or the lease was lost).
     stop: Arc<AtomicBool>,
-    /// Its SCHEDULED → RUNNING is written, so it holds a lease to renew.
-    start_recorded: bool,
 }
 
 /// Jobs this worker is running, by token.
 type RunningSet = Arc<Mutex<HashMap<Token, Run>>>;
-
-/// What the recorder writes: a body began, or a run ended.
-enum Record {
-    Start(Token, DateTime<Utc>),
-    Done(Outcome),
-}
-
-/// Job data older than this (since the engine marked the job, or since the worker read it) is
-/// read again before the body starts. It bounds how long after a cancel a body may still begin.
-pub const REVALIDATE_AFTER: Duration = Duration::from_millis(50);
-
-/// Starts not written yet, in arrival order: token, the body's start, when it reached the
-/// recorder.
-type Unwritten = Vec<(Token, DateTime<Utc>, Instant)>;
-
-/// How long the recorder holds a start back, hoping to write it together with the outcome.
-/// The job shows SCHEDULED that much longer; its `started_at` is the body's real start.
-pub const START_WRITE_DELAY: Duration = Duration::from_millis(2);
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(30))
@@ -76,6 +50,11 @@ fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now.checked_add_signed(chrono_dur(d)).unwrap_or(now)
 }
 
+/// An exchange on its way: the outcomes it carries and the slots it claims for.
+type Pending = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Vec<Outcome>, u32, jobsched_core::Result<Exchanged>)> + Send>,
+>;
+
 /// Run the worker until `shutdown`, then drain gracefully.
 pub async fn run(
     rt: Runtime,
@@ -85,17 +64,8 @@ pub async fn run(
     let me = rt.config.worker_id.clone();
     let total = rt.config.concurrency;
     let running: RunningSet = Arc::default();
-    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<Record>();
-    // A slot is free as soon as its job body returns; the outcome is written behind it.
-    let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<u32>();
-    // Signalled whenever the finisher has recorded outcomes (shutdown waits on it).
-    let recorded = Arc::new(Notify::new());
-    let finisher = tokio::spawn(recorder(
-        rt.clone(),
-        outcome_rx,
-        recorded.clone(),
-        running.clone(),
-    ));
+    // A slot is free as soon as its job body returns; its outcome goes into the next exchange.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
     let renew_stop = CancellationToken::new();
     let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
     let mut ev = events.subscribe();
@@ -106,119 +76,122 @@ pub async fn run(
         .ok()
         .flatten()
         .unwrap_or_default();
-    let prefetch = rt.config.prefetch;
-    // Taken jobs not started yet (still SCHEDULED), in policy order: up to `prefetch` ahead
-    // of the free slots, plus any held back by the unwritten-outcome cap below.
-    let mut buffer: VecDeque<(StartedJob, Instant)> = VecDeque::new();
-    // What this worker asks the engine for: free slots plus the prefetch headroom.
-    let demand = |idle: u32, buffered: usize| (idle + prefetch).saturating_sub(buffered as u32);
     let mut idle = total;
     let heartbeat_every = rt.config.worker_ttl / 3;
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(worker = %me, slots = total, prefetch, "worker started");
+    let mut poll = tokio::time::interval(rt.config.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(worker = %me, slots = total, "worker started");
     metrics().worker_slots_total.set(i64::from(total));
     metrics().worker_slots_busy.set(0);
 
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut exchange: Option<Pending> = None;
+    // Whether a claim may find work: false once a claim came back short, until there is news.
+    let mut want = true;
+    // Retries this worker wrote, by when they are due (it claims them itself then).
+    let mut due: BinaryHeap<std::cmp::Reverse<Instant>> = BinaryHeap::new();
+    // No exchange before this instant (set after the store failed one).
+    let mut retry_at: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(50);
+
     // ---- normal operation ----
-    // Taking and reading new work runs beside the loop, so a slot that frees while a refill
-    // is on its way starts a buffered job at once. `retake`: something happened since the
-    // last take came back empty (a slot freed, work was announced, a timer fired).
-    let mut refill: Option<Refill> = None;
-    let mut retake = true;
     while !shutdown.is_cancelled() {
         metrics().worker_slots_busy.set(i64::from(total - idle));
-        // A slot frees before its outcome is written. Should the recorder fall behind (the
-        // store refusing outcomes), stop starting jobs once `total` outcomes wait unwritten, so
-        // the work whose result is not yet recorded stays bounded.
-        let unrecorded = running.lock().map(|r| r.len()).unwrap_or(0);
-        let room = (2 * total as usize).saturating_sub(unrecorded);
-        let n = (idle as usize).min(buffer.len()).min(room);
-        if n > 0 {
-            let mut batch: Vec<(StartedJob, Instant)> = buffer.drain(..n).collect();
-            // A job that waited in the buffer may have been cancelled or taken back meanwhile:
-            // read those again before their bodies start.
-            if batch
-                .iter()
-                .any(|(_, read)| read.elapsed() > REVALIDATE_AFTER)
-            {
-                batch = revalidate(&rt, batch, &me).await;
-            }
-            for (job, _) in batch {
-                spawn_job(&rt, job, &settings, &running, &outcome_tx, &freed_tx);
-                idle -= 1;
+        if exchange.is_none() && retry_at.is_none_or(|at| Instant::now() >= at) {
+            retry_at = None;
+            let claim = if want && !settings.paused { idle } else { 0 };
+            if claim > 0 || !outcomes.is_empty() {
+                let n = outcomes.len().min(rt.config.batch_size);
+                let batch: Vec<Outcome> = outcomes.drain(..n).collect();
+                idle -= claim;
+                exchange = Some(start_exchange(&rt, batch, claim, settings.policy));
             }
         }
-        if refill.is_none() && retake {
-            let want = demand(idle, buffer.len());
-            if want > 0 {
-                retake = false;
-                refill = Some(Box::pin(refill_jobs(rt.clone(), me.clone(), want)));
-            }
-        }
+        let next_due = due.peek().map(|std::cmp::Reverse(at)| *at);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            got = async { refill.as_mut().expect("branch enabled only with a refill").await },
-                if refill.is_some() => {
-                refill = None;
-                match got {
-                    // There may be more: take again.
-                    Some(jobs) if !jobs.is_empty() => {
-                        // The same token can come back to a live worker (reaped after a missed
-                        // heartbeat): never run or buffer one twice.
-                        let held: std::collections::HashSet<Token> = running
-                            .lock()
-                            .map(|r| r.keys().copied().collect())
-                            .unwrap_or_default();
-                        for (job, read) in jobs {
-                            let token = job.token();
-                            if held.contains(&token) || buffer.iter().any(|(b, _)| b.token() == token) {
-                                tracing::debug!(job_id = %token.id, "token taken twice; ignoring the copy");
-                                continue;
-                            }
-                            buffer.push_back((job, read));
+            (sent, asked, result) = async { exchange.as_mut().expect("branch enabled only with an exchange").await },
+                if exchange.is_some() => {
+                exchange = None;
+                match result {
+                    Ok(done) => {
+                        backoff = Duration::from_millis(50);
+                        let claimed = done.claimed.len() as u32;
+                        idle += asked.saturating_sub(claimed);
+                        // Short: the queue has nothing more due for now.
+                        want = claimed >= asked;
+                        recorded(&rt, &sent, &done.applied, &running, &mut due, &mut want, idle);
+                        for job in done.claimed {
+                            spawn_job(&rt, job, &settings, &running, &done_tx);
                         }
-                        retake = true;
                     }
-                    Some(_) => {}
-                    None => retake = true,
+                    Err(e) => {
+                        // Nothing was written: keep the outcomes for the next try (an outcome
+                        // is only lost if the lease expires first, and then the rescuer retries
+                        // the job: at-least-once execution).
+                        tracing::warn!(error = %e, "exchange with the store failed; retrying in {backoff:?}");
+                        idle += asked;
+                        let mut kept = sent;
+                        kept.append(&mut outcomes);
+                        outcomes = kept;
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
             }
-            Some(n) = freed_rx.recv() => {
-                idle += n;
-                while let Ok(n) = freed_rx.try_recv() { idle += n; }
-                retake = true;
+            Some(outcome) = done_rx.recv() => {
+                outcomes.push(outcome);
+                idle += 1;
+                while let Ok(o) = done_rx.try_recv() {
+                    outcomes.push(o);
+                    idle += 1;
+                }
             }
-            // Outcomes were written: room to start again if the cap above was reached.
-            _ = recorded.notified() => {}
             e = ev.recv() => {
                 if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_)))
                     && let Ok(Some(s)) = rt.transport.policy().await
                 {
+                    if s.policy != settings.policy {
+                        tracing::debug!(from = %settings.policy, to = %s.policy, "policy changed");
+                    }
                     settings = s;
                 }
-                // Only news of work is a reason to take; submissions and free slots are the
-                // engine's business (a take on each would be a wasted round trip).
-                retake |= !matches!(
+                // News of work (or of an order that may pick other work): claim again.
+                want |= matches!(
                     e,
-                    Ok(Event::Submitted(_) | Event::SlotsFree | Event::PolicyChanged)
+                    Ok(Event::Submitted(_) | Event::JobsAvailable | Event::PolicyChanged)
+                        | Err(broadcast::error::RecvError::Lagged(_))
                 );
             }
+            _ = async { tokio::time::sleep_until(next_due.expect("branch enabled only when due").into()).await },
+                if next_due.is_some() => {
+                let now = Instant::now();
+                while due.peek().is_some_and(|std::cmp::Reverse(at)| *at <= now) {
+                    due.pop();
+                }
+                want = true;
+                if idle == 0 {
+                    // No slot here for the retry that came due: tell the others.
+                    let _ = rt.transport.publish(Event::JobsAvailable).await;
+                }
+            }
+            _ = async { tokio::time::sleep_until(retry_at.expect("branch enabled only when backing off").into()).await },
+                if retry_at.is_some() && exchange.is_none() => {}
             _ = heartbeat.tick() => {
-                let want = demand(idle, buffer.len());
-                if let Err(e) = rt.transport.report_slots(&me, want, total, rt.config.worker_ttl).await {
+                if let Err(e) = rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl).await {
                     tracing::warn!(error = %e, "heartbeat to transport failed");
                 }
-                retake = true;
             }
-            _ = tokio::time::sleep(rt.config.poll_interval) => retake = true,
+            _ = poll.tick() => {
+                want = true;
+                // The policy key is re-read now and then: an event may have been lost.
+                if let Ok(Some(s)) = rt.transport.policy().await {
+                    settings = s;
+                }
+            }
         }
-    }
-    // A refill on its way has taken tokens: keep its jobs, so they are handed back below.
-    if let Some(got) = refill.take()
-        && let Some(jobs) = got.await
-    {
-        buffer.extend(jobs);
     }
 
     // ---- graceful shutdown ----
@@ -227,58 +200,77 @@ pub async fn run(
         .transport
         .report_slots(&me, 0, total, rt.config.worker_ttl)
         .await;
-    if !buffer.is_empty() {
-        // Never started: back to the front of the ready queue for another worker.
-        let tokens: Vec<Token> = buffer.drain(..).map(|(j, _)| j.token()).collect();
-        if let Err(e) = rt.transport.release(&me, &tokens).await {
-            tracing::warn!(error = %e, "cannot hand back prefetched jobs; they are re-dispatched when their dispatch lease expires");
+    // An exchange on its way may have claimed jobs: they run (or are handed back) like the rest.
+    if let Some(pending) = exchange.take() {
+        let (sent, asked, result) = pending.await;
+        match result {
+            Ok(done) => {
+                idle += asked.saturating_sub(done.claimed.len() as u32);
+                recorded(&rt, &sent, &done.applied, &running, &mut due, &mut want, idle);
+                for job in done.claimed {
+                    spawn_job(&rt, job, &settings, &running, &done_tx);
+                }
+            }
+            Err(_) => {
+                idle += asked;
+                let mut kept = sent;
+                kept.append(&mut outcomes);
+                outcomes = kept;
+            }
         }
     }
     let deadline = Instant::now() + rt.config.shutdown_grace;
     let busy = |running: &RunningSet| running.lock().map(|r| r.len()).unwrap_or(0);
-    while busy(&running) > 0 && Instant::now() < deadline {
-        tokio::select! {
-            _ = recorded.notified() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+    let mut asked_to_stop = false;
+    let mut handed_back = false;
+    let soft = |at: Instant| at + Duration::from_secs(1);
+    loop {
+        // Write what ended so far (no claims), then wait for the rest.
+        drain_done(&mut done_rx, &mut outcomes);
+        if !outcomes.is_empty() {
+            let batch = std::mem::take(&mut outcomes);
+            let applied = write_outcomes(&rt, &batch, &me).await;
+            recorded(&rt, &batch, &applied, &running, &mut due, &mut want, idle);
         }
-    }
-    if busy(&running) > 0 {
-        // Ask preemptible jobs to stop; they come back as Requeue outcomes on their own.
-        let flags: Vec<Arc<AtomicBool>> = running
-            .lock()
-            .map(|r| r.values().map(|run| run.stop.clone()).collect())
-            .unwrap_or_default();
-        for f in flags {
-            f.store(true, Ordering::SeqCst);
+        if busy(&running) == 0 {
+            break;
         }
-        let soft = Instant::now() + Duration::from_secs(1);
-        while busy(&running) > 0 && Instant::now() < soft {
-            tokio::select! {
-                _ = recorded.notified() => {}
-                _ = tokio::time::sleep_until(soft.into()) => {}
+        let now = Instant::now();
+        if now >= deadline && !asked_to_stop {
+            // Ask preemptible jobs to stop; they come back as Requeue outcomes on their own.
+            asked_to_stop = true;
+            if let Ok(r) = running.lock() {
+                for run in r.values() {
+                    run.stop.store(true, Ordering::SeqCst);
+                }
             }
         }
-        // Hand back whatever still runs, without burning a retry.
-        let left: Vec<Token> = running
-            .lock()
-            .map(|r| r.keys().copied().collect())
-            .unwrap_or_default();
-        if !left.is_empty() {
+        if now >= soft(deadline) {
+            if handed_back {
+                break;
+            }
+            // Hand back whatever still runs, without burning a retry.
+            handed_back = true;
+            let left: Vec<Token> = running
+                .lock()
+                .map(|r| r.keys().copied().collect())
+                .unwrap_or_default();
             tracing::warn!(
                 count = left.len(),
                 "handing back jobs that did not finish within the grace period"
             );
-            for token in left {
-                let _ = outcome_tx.send(Record::Done(Outcome::Requeue {
-                    token,
-                    checkpoint: None,
-                }));
-            }
+            outcomes.extend(left.into_iter().map(|token| Outcome::Requeue {
+                token,
+                checkpoint: None,
+            }));
+            continue;
+        }
+        let wake = if asked_to_stop { soft(deadline) } else { deadline };
+        tokio::select! {
+            Some(o) = done_rx.recv() => outcomes.push(o),
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
-    drop(outcome_tx);
-    // Job tasks still hold senders; the finisher ends once they are all done or abandoned.
-    let _ = tokio::time::timeout(Duration::from_secs(5), finisher).await;
     renew_stop.cancel();
     let _ = renewer.await;
     let _ = rt
@@ -289,132 +281,113 @@ pub async fn run(
     Ok(())
 }
 
-/// Keep the jobs of `batch` that are still SCHEDULED with their attempt (re-read those read
-/// longer than [`REVALIDATE_AFTER`] ago); acknowledge and drop the rest. If the store cannot be
-/// read, all are kept: each start write checks again.
-async fn revalidate(
+fn drain_done(rx: &mut mpsc::UnboundedReceiver<Outcome>, into: &mut Vec<Outcome>) {
+    while let Ok(o) = rx.try_recv() {
+        into.push(o);
+    }
+}
+
+/// Start an exchange: write `outcomes` and claim `claim` jobs in `order`.
+fn start_exchange(rt: &Runtime, outcomes: Vec<Outcome>, claim: u32, order: PolicyKind) -> Pending {
+    let rt = rt.clone();
+    Box::pin(async move {
+        let now = rt.clock.now();
+        let claim_spec = Claim {
+            limit: claim,
+            order,
+            lease_until: after(now, rt.config.lease_ttl),
+        };
+        let result = rt
+            .store
+            .exchange(&outcomes, &rt.config.worker_id, now, &claim_spec)
+            .await;
+        if let Ok(done) = &result
+            && !done.claimed.is_empty()
+        {
+            metrics().dispatched.inc_by(done.claimed.len() as u64);
+        }
+        (outcomes, claim, result)
+    })
+}
+
+/// After outcomes were written: forget their runs (stop renewing), mirror dead letters, note
+/// retries this worker will claim when due, and tell other workers of requeued jobs this one
+/// has no slot for.
+fn recorded(
     rt: &Runtime,
-    batch: Vec<(StartedJob, Instant)>,
-    me: &str,
-) -> Vec<(StartedJob, Instant)> {
-    let stale: Vec<Token> = batch
-        .iter()
-        .filter(|(_, read)| read.elapsed() > REVALIDATE_AFTER)
-        .map(|(j, _)| j.token())
-        .collect();
-    let valid: std::collections::HashSet<Token> = match rt.store.fetch(&stale).await {
-        Ok(jobs) => jobs.iter().map(StartedJob::token).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "re-reading buffered jobs failed; starting them as read");
-            return batch;
-        }
-    };
-    let (keep, dropped): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(|(j, _)| !stale.contains(&j.token()) || valid.contains(&j.token()));
-    if !dropped.is_empty() {
-        let tokens: Vec<Token> = dropped.iter().map(|(j, _)| j.token()).collect();
-        tracing::debug!(
-            count = tokens.len(),
-            "buffered jobs were cancelled or taken back"
+    sent: &[Outcome],
+    applied: &[Token],
+    running: &RunningSet,
+    due: &mut BinaryHeap<std::cmp::Reverse<Instant>>,
+    want: &mut bool,
+    idle: u32,
+) {
+    if sent.is_empty() {
+        return;
+    }
+    if applied.len() < sent.len() {
+        tracing::info!(
+            stale = sent.len() - applied.len(),
+            "some outcomes were stale (lease lost) and were not recorded"
         );
-        if let Err(e) = rt.transport.ack(me, &tokens).await {
-            tracing::warn!(error = %e, "ack of dropped tokens failed");
+    }
+    if let Ok(mut r) = running.lock() {
+        for o in sent {
+            r.remove(&o.token());
         }
     }
-    keep
+    let now = rt.clock.now();
+    let mut requeued = false;
+    let mut failed = Vec::new();
+    for o in sent {
+        if !applied.contains(&o.token()) {
+            continue;
+        }
+        match o {
+            Outcome::Requeue { .. } => requeued = true,
+            Outcome::Retry { run_at, .. } => match (*run_at - now).to_std() {
+                Ok(wait) if !wait.is_zero() => due.push(std::cmp::Reverse(Instant::now() + wait)),
+                _ => requeued = true,
+            },
+            Outcome::Failed { token, .. } => failed.push(token.id),
+            Outcome::Completed { .. } => {}
+        }
+    }
+    if requeued {
+        *want = true;
+        if idle == 0 {
+            let transport = rt.transport.clone();
+            tokio::spawn(async move {
+                let _ = transport.publish(Event::JobsAvailable).await;
+            });
+        }
+    }
+    if !failed.is_empty() {
+        let rt = rt.clone();
+        tokio::spawn(async move { mirror_dead_letters(&rt, &failed).await });
+    }
 }
 
-/// Jobs taken, each with the instant its data was current (for [`REVALIDATE_AFTER`]).
-type Taken = Vec<(StartedJob, Instant)>;
-
-/// A take-and-read of new work in progress; `None` when taking failed (after a pause).
-type Refill = std::pin::Pin<Box<dyn std::future::Future<Output = Option<Taken>> + Send>>;
-
-/// Take up to `want` tokens (the transport records the demand left over and, if it changed,
-/// tells the engine). A job whose data came with its token, dispatched less than
-/// [`REVALIDATE_AFTER`] ago, is used as it came; the others are read from the store.
-async fn refill_jobs(rt: Runtime, me: String, want: u32) -> Option<Taken> {
-    let taken = match rt.transport.take_dispatched(&me, want).await {
-        Ok(taken) => taken,
-        Err(e) => {
-            tracing::warn!(error = %e, "taking work failed; retrying");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return None;
-        }
-    };
-    let (now, instant) = (rt.clock.now(), Instant::now());
-    let mut order = Vec::with_capacity(taken.len());
-    let mut fresh: HashMap<Token, (StartedJob, Instant)> = HashMap::new();
-    let mut unread = Vec::new();
-    for (token, kept) in taken {
-        order.push(token);
-        let usable = kept.and_then(|d| {
-            // A clock behind the engine's gives a negative age: counted as none.
-            let age = (now - d.dispatched_at).to_std().unwrap_or_default();
-            (age <= REVALIDATE_AFTER).then(|| (d.job, instant.checked_sub(age).unwrap_or(instant)))
-        });
-        match usable {
-            Some(job) => {
-                fresh.insert(token, job);
-            }
-            None => unread.push(token),
-        }
-    }
-    let mut read: HashMap<Token, StartedJob> = fetch_jobs(&rt, &unread, &me)
-        .await
-        .into_iter()
-        .map(|j| (j.token(), j))
-        .collect();
-    let read_at = Instant::now();
-    // In the order taken (the policy's).
-    Some(
-        order
-            .into_iter()
-            .filter_map(|token| {
-                fresh
-                    .remove(&token)
-                    .or_else(|| read.remove(&token).map(|j| (j, read_at)))
-            })
-            .collect(),
-    )
-}
-
-/// Read the jobs behind freshly taken tokens; tokens whose job is no longer SCHEDULED with that
-/// attempt (cancelled, or rescued and re-dispatched) are acknowledged and dropped.
-async fn fetch_jobs(rt: &Runtime, tokens: &[Token], me: &str) -> Vec<StartedJob> {
-    if tokens.is_empty() {
-        return Vec::new();
-    }
+/// Write outcomes (no claims), retrying while the store is unavailable; returns the applied.
+async fn write_outcomes(rt: &Runtime, batch: &[Outcome], me: &str) -> Vec<Token> {
     let mut delay = Duration::from_millis(50);
-    let jobs = loop {
-        match rt.store.fetch(tokens).await {
-            Ok(jobs) => break jobs,
-            Err(e) => {
-                // After a few tries the tokens are dropped (acknowledged below) and the jobs
-                // stay SCHEDULED until the rescuer re-dispatches them when the dispatch lease
-                // expires.
-                tracing::warn!(error = %e, "reading taken jobs failed; retrying");
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = rt.clock.now();
+        match rt.store.exchange(batch, me, now, &Claim::none(now)).await {
+            Ok(done) => return done.applied,
+            Err(e) if Instant::now() < give_up => {
+                tracing::warn!(error = %e, "recording outcomes failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-                if delay >= Duration::from_secs(2) {
-                    break Vec::new();
-                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                // The leases expire and the rescuer retries these jobs.
+                tracing::error!(error = %e, count = batch.len(), "giving up recording outcomes; the rescuer retries these jobs when their leases expire");
+                return Vec::new();
             }
         }
-    };
-    let dropped: Vec<Token> = tokens
-        .iter()
-        .filter(|t| !jobs.iter().any(|j| j.id == t.id && j.attempt == t.attempt))
-        .copied()
-        .collect();
-    if !dropped.is_empty() {
-        tracing::debug!(count = dropped.len(), "dropped stale or cancelled tokens");
-        if let Err(e) = rt.transport.ack(me, &dropped).await {
-            tracing::warn!(error = %e, "ack of dropped tokens failed");
-        }
     }
-    jobs
 }
 
 fn spawn_job(
@@ -422,25 +395,15 @@ fn spawn_job(
     job: StartedJob,
     settings: &PolicySettings,
     running: &RunningSet,
-    outcome_tx: &mpsc::UnboundedSender<Record>,
-    freed_tx: &mpsc::UnboundedSender<u32>,
+    done_tx: &mpsc::UnboundedSender<Outcome>,
 ) {
     let token = job.token();
     let stop = Arc::new(AtomicBool::new(false));
     if let Ok(mut r) = running.lock() {
-        r.insert(
-            token,
-            Run {
-                stop: stop.clone(),
-                start_recorded: false,
-            },
-        );
+        r.insert(token, Run { stop: stop.clone() });
     }
-    // The recorder sees the start before the outcome: one channel, sent in this order.
-    let _ = outcome_tx.send(Record::Start(token, rt.clock.now()));
     let rt = rt.clone();
-    let tx = outcome_tx.clone();
-    let freed = freed_tx.clone();
+    let tx = done_tx.clone();
     // Round Robin: a preemptible body stops at the end of this slice.
     let slice = (settings.policy == PolicyKind::RoundRobin).then(|| settings.quantum());
     // First run only: `slices` counts the runs before this one.
@@ -466,8 +429,7 @@ fn spawn_job(
             ),
             retry_count: job.retry_count,
         };
-        let _ = tx.send(Record::Done(outcome));
-        let _ = freed.send(1);
+        let _ = tx.send(outcome);
         return;
     };
     // The run's timeout: the job's own, else its type's default. When it expires the stop
@@ -494,8 +456,7 @@ fn spawn_job(
                     let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
                     failure(&rt, &attempt, message, true)
                 });
-                let _ = tx.send(Record::Done(outcome));
-                let _ = freed.send(1);
+                let _ = tx.send(outcome);
             }
             .instrument(span),
         );
@@ -525,8 +486,7 @@ fn spawn_job(
         if let Some(w) = watchdog {
             w.abort();
         }
-        let _ = tx.send(Record::Done(outcome));
-        let _ = freed.send(1);
+        let _ = tx.send(outcome);
     });
 }
 
@@ -719,181 +679,6 @@ fn conclude(
     failure(rt, attempt, error, retryable)
 }
 
-/// Writes starts and outcomes in batches behind the bodies, updates the dead-letter mirror and
-/// acks tokens. Outcomes are written as soon as they arrive; a start waits up to
-/// [`START_WRITE_DELAY`] for its outcome so that both go in one UPDATE.
-async fn recorder(
-    rt: Runtime,
-    mut rx: mpsc::UnboundedReceiver<Record>,
-    recorded: Arc<Notify>,
-    running: RunningSet,
-) {
-    let me = rt.config.worker_id.clone();
-    let mut starts: Unwritten = Vec::new();
-    let mut done: Vec<Outcome> = Vec::new();
-    // No start write before this instant (set after the store refused one).
-    let mut backoff_until = Instant::now();
-    let mut backoff = Duration::from_millis(50);
-    let mut open = true;
-    while open || !starts.is_empty() {
-        let due_at = starts
-            .first()
-            .map(|s| (s.2 + START_WRITE_DELAY).max(backoff_until));
-        if open {
-            let message = match due_at {
-                None => Some(rx.recv().await),
-                Some(at) => tokio::select! {
-                    m = rx.recv() => Some(m),
-                    _ = tokio::time::sleep_until(at.into()) => None,
-                },
-            };
-            match message {
-                Some(Some(r)) => accept(r, &mut starts, &mut done),
-                Some(None) => open = false,
-                None => {}
-            }
-            while done.len() < rt.config.batch_size {
-                match rx.try_recv() {
-                    Ok(r) => accept(r, &mut starts, &mut done),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
-        } else {
-            // Closing with starts left to write: wait out a backoff instead of spinning.
-            tokio::time::sleep_until(backoff_until.into()).await;
-        }
-        if !done.is_empty() {
-            let batch = std::mem::take(&mut done);
-            record_outcomes(&rt, &me, batch, &mut starts, &recorded, &running).await;
-        }
-        let now = Instant::now();
-        let due = starts.first().is_some_and(|s| {
-            now >= backoff_until
-                && (!open || starts.len() >= rt.config.batch_size || now >= s.2 + START_WRITE_DELAY)
-        });
-        if due {
-            let batch: Vec<(Token, DateTime<Utc>)> = starts.iter().map(|s| (s.0, s.1)).collect();
-            let until = after(rt.clock.now(), rt.config.lease_ttl);
-            match rt.store.record_starts(&batch, &me, until).await {
-                Ok(applied) => {
-                    starts.clear();
-                    backoff = Duration::from_millis(50);
-                    if let Ok(mut r) = running.lock() {
-                        for (token, _) in &batch {
-                            let Some(run) = r.get_mut(token) else {
-                                continue;
-                            };
-                            if applied.contains(token) {
-                                run.start_recorded = true;
-                            } else {
-                                // Cancelled or taken back meanwhile: its outcome will not be
-                                // recorded, so ask the body to stop.
-                                tracing::debug!(job_id = %token.id, "start refused; stopping the run");
-                                run.stop.store(true, Ordering::SeqCst);
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Kept for the next try (or for their outcomes to carry them); if the store
-                    // stays down, the rescuer takes the jobs back when the dispatch lease expires.
-                    tracing::warn!(error = %e, "recording job starts failed; retrying in {backoff:?}");
-                    backoff_until = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-}
-
-fn accept(r: Record, starts: &mut Unwritten, done: &mut Vec<Outcome>) {
-    match r {
-        Record::Start(token, at) => starts.push((token, at, Instant::now())),
-        Record::Done(o) => done.push(o),
-    }
-}
-
-/// Write a batch of outcomes (each carrying its start if that is still unwritten), then mirror
-/// dead letters, forget the runs and ack their tokens.
-async fn record_outcomes(
-    rt: &Runtime,
-    me: &str,
-    mut batch: Vec<Outcome>,
-    starts: &mut Unwritten,
-    recorded: &Notify,
-    running: &RunningSet,
-) {
-    // One outcome per token: the first (a later shutdown hand-back of the same run is moot).
-    let mut seen = std::collections::HashSet::new();
-    batch.retain(|o| seen.insert(o.token()));
-    let mut unwritten: HashMap<Token, DateTime<Utc>> = HashMap::new();
-    starts.retain(|(token, at, _)| {
-        if seen.contains(token) {
-            unwritten.insert(*token, *at);
-            false
-        } else {
-            true
-        }
-    });
-    let runs: Vec<Finished> = batch
-        .into_iter()
-        .map(|outcome| Finished {
-            started_at: unwritten.get(&outcome.token()).copied(),
-            outcome,
-        })
-        .collect();
-    let applied = write_outcomes(rt, &runs, me).await;
-    let failed: Vec<JobId> = runs
-        .iter()
-        .filter_map(|f| match &f.outcome {
-            Outcome::Failed { token, .. } if applied.contains(token) => Some(token.id),
-            _ => None,
-        })
-        .collect();
-    if !failed.is_empty() {
-        mirror_dead_letters(rt, &failed).await;
-    }
-    let tokens: Vec<Token> = runs.iter().map(|f| f.outcome.token()).collect();
-    // Recorded: stop renewing these leases before anything else.
-    if let Ok(mut r) = running.lock() {
-        for t in &tokens {
-            r.remove(t);
-        }
-    }
-    recorded.notify_one();
-    if let Err(e) = rt.transport.ack(me, &tokens).await {
-        tracing::warn!(error = %e, "ack failed; entries are cleaned up when this worker is reaped");
-    }
-}
-
-async fn write_outcomes(rt: &Runtime, batch: &[Finished], me: &str) -> Vec<Token> {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match rt.store.finish(batch, me, rt.clock.now()).await {
-            Ok(applied) => {
-                if applied.len() < batch.len() {
-                    tracing::info!(
-                        stale = batch.len() - applied.len(),
-                        "some outcomes were stale (lease lost or job cancelled) and were not recorded"
-                    );
-                }
-                return applied;
-            }
-            Err(e) => {
-                // Keep retrying: the outcome is only lost if the lease expires first, and then
-                // the job is retried by the rescuer (at-least-once execution).
-                tracing::warn!(error = %e, "recording outcomes failed; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
 async fn mirror_dead_letters(rt: &Runtime, ids: &[JobId]) {
     let mut entries = Vec::new();
     for id in ids {
@@ -925,10 +710,7 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
         let tokens: Vec<Token> = running
             .lock()
             .map(|r| {
-                r.iter()
-                    .filter(|(_, run)| run.start_recorded)
-                    .map(|(t, _)| *t)
-                    .collect()
+                r.keys().copied().collect()
             })
             .unwrap_or_default();
         if tokens.is_empty() {
@@ -939,13 +721,18 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
             Ok(held) if held.len() < tokens.len() => {
                 // A job whose outcome was recorded meanwhile has left the running set; only
                 // the ones still running really lost their lease (the rescuer took them).
+                // The others are asked to stop: another worker may run them now.
                 let lost = running
                     .lock()
                     .map(|r| {
-                        tokens
-                            .iter()
-                            .filter(|t| !held.contains(t) && r.contains_key(t))
-                            .count()
+                        let mut lost = 0;
+                        for t in tokens.iter().filter(|t| !held.contains(t)) {
+                            if let Some(run) = r.get(t) {
+                                run.stop.store(true, Ordering::SeqCst);
+                                lost += 1;
+                            }
+                        }
+                        lost
                     })
                     .unwrap_or(0);
                 if lost > 0 {

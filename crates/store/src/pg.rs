@@ -17,12 +17,12 @@ use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
-    ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, RescueReport, Token,
-    Update, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
+    RescueReport, Token, Update, WorkerStore,
 };
 use jobsched_core::{
     CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
-    PendingJob, PolicySettings, QueuedJob, Result, StartedJob,
+    PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -100,6 +100,96 @@ pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, Stor
         url: redact(url),
         source,
     })
+}
+
+/// The four outcome kinds as data-modifying CTEs (`completed`, `retried`, `failed`,
+/// `requeued`), $1 now, $2 owner, $3..$20 the arrays of [`OutcomeArrays`]. Each is RUNNING -> X
+/// fenced by the attempt and the lease owner: COMPLETED, PENDING (retry / requeue), FAILED. A
+/// run whose start is not recorded yet (t.started set) goes SCHEDULED -> RUNNING -> X in the
+/// same UPDATE, its started_at and slices written too. retry_count is capped at max_retries so
+/// it never exceeds the budget. COMPLETED keeps the row's lease expiry (an indexed column), so
+/// a completion is a HOT update.
+macro_rules! outcome_ctes {
+    () => {
+        "WITH completed AS ( \
+             UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $1, \
+                 lease_owner = NULL, \
+                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
+                 slices = j.slices + (j.status = 'SCHEDULED')::int \
+             FROM UNNEST($3::uuid[], $4::int4[], $5::timestamptz[], $6::jsonb[]) \
+                  AS t(id, attempt, started, result) \
+             WHERE j.id = t.id AND j.attempt = t.attempt \
+               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
+                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
+             RETURNING j.id, j.attempt), \
+         retried AS ( \
+             UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, \
+                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
+                 slices = j.slices + (j.status = 'SCHEDULED')::int, \
+                 lease_expires_at = NULL, retry_count = LEAST(j.retry_count + 1, j.max_retries), \
+                 error_message = t.error, run_at = t.run_at, seq = nextval('job_seq') \
+             FROM UNNEST($7::uuid[], $8::int4[], $9::timestamptz[], $10::text[], \
+                         $11::timestamptz[]) AS t(id, attempt, started, error, run_at) \
+             WHERE j.id = t.id AND j.attempt = t.attempt \
+               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
+                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
+             RETURNING j.id, j.attempt), \
+         failed AS ( \
+             UPDATE jobs j SET status = 'FAILED', lease_owner = NULL, \
+                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
+                 slices = j.slices + (j.status = 'SCHEDULED')::int, \
+                 lease_expires_at = NULL, error_message = t.error, \
+                 retry_count = LEAST(t.retry_count, j.max_retries), \
+                 dead_letter = true, failed_at = $1, completed_at = $1 \
+             FROM UNNEST($12::uuid[], $13::int4[], $14::timestamptz[], $15::text[], \
+                         $16::int4[]) AS t(id, attempt, started, error, retry_count) \
+             WHERE j.id = t.id AND j.attempt = t.attempt \
+               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
+                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
+             RETURNING j.id, j.attempt), \
+         requeued AS ( \
+             UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, \
+                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
+                 slices = j.slices + (j.status = 'SCHEDULED')::int, \
+                 seq = nextval('job_seq'), lease_expires_at = NULL, \
+                 checkpoint = COALESCE(t.checkpoint, j.checkpoint), run_at = $1 \
+             FROM UNNEST($17::uuid[], $18::int4[], $19::timestamptz[], $20::jsonb[]) \
+                  AS t(id, attempt, started, checkpoint) \
+             WHERE j.id = t.id AND j.attempt = t.attempt \
+               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
+                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
+             RETURNING j.id, j.attempt)"
+    };
+}
+
+/// The rest of an exchange after [`outcome_ctes`]: claim up to $21 due PENDING jobs in the
+/// given order under lease $22, and answer one row per claimed job (at least one row), each
+/// carrying the applied outcomes' ids and attempts.
+macro_rules! claim_tail {
+    ($order:literal) => {
+        concat!(
+            ", pick AS ( \
+                 SELECT id FROM jobs WHERE queued AND run_at <= $1 \
+                 ORDER BY ", $order, " LIMIT $21 FOR UPDATE SKIP LOCKED), \
+             claimed AS ( \
+                 UPDATE jobs j SET status = 'RUNNING', attempt = j.attempt + 1, \
+                     scheduled_at = GREATEST($1, j.created_at, j.run_at), \
+                     started_at = GREATEST($1, j.created_at, j.run_at), \
+                     lease_owner = $2, lease_expires_at = $22, slices = j.slices + 1 \
+                 FROM pick WHERE j.id = pick.id AND j.queued \
+                 RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
+                           j.retry_count, j.max_retries, j.created_at, j.slices, \
+                           j.timeout_seconds, j.priority, j.estimated_duration, j.seq), \
+             done AS ( \
+                 SELECT id, attempt FROM completed UNION ALL SELECT id, attempt FROM retried \
+                 UNION ALL SELECT id, attempt FROM failed \
+                 UNION ALL SELECT id, attempt FROM requeued) \
+             SELECT d.done_ids, d.done_attempts, c.* \
+             FROM (SELECT array_agg(id) AS done_ids, array_agg(attempt) AS done_attempts \
+                   FROM done) d \
+             LEFT JOIN claimed c ON true"
+        )
+    };
 }
 
 /// Run `op` again (a few times) when Postgres aborted it to break a deadlock or a
@@ -911,131 +1001,18 @@ impl WorkerStore for PgStore {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sorted = runs.clone();
-        sorted.sort_by_key(|f| f.outcome.token().id);
-        // Per kind: ids, attempts, start times (NULL when the start is recorded) and extras.
-        let (mut c_id, mut c_att, mut c_st, mut c_res) = (vec![], vec![], vec![], vec![]);
-        let (mut r_id, mut r_att, mut r_st, mut r_err, mut r_at) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        let (mut f_id, mut f_att, mut f_st, mut f_err, mut f_cnt) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        let (mut q_id, mut q_att, mut q_st, mut q_cp) = (vec![], vec![], vec![], vec![]);
-        for run in &sorted {
-            let started = run.started_at;
-            match &run.outcome {
-                Outcome::Completed { token, result } => {
-                    c_id.push(token.id);
-                    c_att.push(token.attempt);
-                    c_st.push(started);
-                    c_res.push(result);
-                }
-                Outcome::Retry {
-                    token,
-                    error,
-                    run_at,
-                } => {
-                    r_id.push(token.id);
-                    r_att.push(token.attempt);
-                    r_st.push(started);
-                    r_err.push(error.as_str());
-                    r_at.push(*run_at);
-                }
-                Outcome::Failed {
-                    token,
-                    error,
-                    retry_count,
-                } => {
-                    f_id.push(token.id);
-                    f_att.push(token.attempt);
-                    f_st.push(started);
-                    f_err.push(error.as_str());
-                    f_cnt.push(*retry_count);
-                }
-                Outcome::Requeue { token, checkpoint } => {
-                    q_id.push(token.id);
-                    q_att.push(token.attempt);
-                    q_st.push(started);
-                    q_cp.push(checkpoint.as_ref());
-                }
-            }
-        }
-        let (c_id, c_att, c_st, c_res) = (&c_id, &c_att, &c_st, &c_res);
-        let (r_id, r_att, r_st, r_err, r_at) = (&r_id, &r_att, &r_st, &r_err, &r_at);
-        let (f_id, f_att, f_st, f_err, f_cnt) = (&f_id, &f_att, &f_st, &f_err, &f_cnt);
-        let (q_id, q_att, q_st, q_cp) = (&q_id, &q_att, &q_st, &q_cp);
-        // All four outcome kinds in one statement (one round trip, atomic). Each is
-        // RUNNING -> X fenced by the attempt and the lease owner: COMPLETED, PENDING (retry /
-        // requeue), FAILED. A run whose start is not recorded yet (t.started set) goes
-        // SCHEDULED -> RUNNING -> X in the same UPDATE, its started_at and slices written too.
-        // retry_count is capped at max_retries so it never exceeds the budget. COMPLETED keeps
-        // the row's lease expiry (an indexed column), so a completion is a HOT update.
-        let sql = "WITH completed AS ( \
-                 UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $1, {run} \
-                 FROM UNNEST($3::uuid[], $4::int4[], $5::timestamptz[], $6::jsonb[]) \
-                      AS t(id, attempt, started, result) \
-                 WHERE {held} RETURNING j.id, j.attempt), \
-             retried AS ( \
-                 UPDATE jobs j SET status = 'PENDING', {run}, lease_expires_at = NULL, \
-                                   retry_count = LEAST(j.retry_count + 1, j.max_retries), \
-                                   error_message = t.error, run_at = t.run_at, \
-                                   seq = nextval('job_seq') \
-                 FROM UNNEST($7::uuid[], $8::int4[], $9::timestamptz[], $10::text[], \
-                             $11::timestamptz[]) AS t(id, attempt, started, error, run_at) \
-                 WHERE {held} RETURNING j.id, j.attempt), \
-             failed AS ( \
-                 UPDATE jobs j SET status = 'FAILED', {run}, lease_expires_at = NULL, \
-                                   error_message = t.error, \
-                                   retry_count = LEAST(t.retry_count, j.max_retries), \
-                                   dead_letter = true, failed_at = $1, completed_at = $1 \
-                 FROM UNNEST($12::uuid[], $13::int4[], $14::timestamptz[], $15::text[], \
-                             $16::int4[]) AS t(id, attempt, started, error, retry_count) \
-                 WHERE {held} RETURNING j.id, j.attempt), \
-             requeued AS ( \
-                 UPDATE jobs j SET status = 'PENDING', {run}, seq = nextval('job_seq'), \
-                                   lease_expires_at = NULL, checkpoint = COALESCE(t.checkpoint, j.checkpoint), run_at = $1 \
-                 FROM UNNEST($17::uuid[], $18::int4[], $19::timestamptz[], $20::jsonb[]) \
-                      AS t(id, attempt, started, checkpoint) \
-                 WHERE {held} RETURNING j.id, j.attempt) \
-             SELECT id, attempt FROM completed \
-             UNION ALL SELECT id, attempt FROM retried \
-             UNION ALL SELECT id, attempt FROM failed \
-             UNION ALL SELECT id, attempt FROM requeued"
-            .replace(
-                "{run}",
-                "lease_owner = NULL, \
-                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started \
-                                   ELSE j.started_at END, \
-                 slices = j.slices + (j.status = 'SCHEDULED')::int",
-            )
-            .replace(
-                "{held}",
-                "j.id = t.id AND j.attempt = t.attempt \
-                 AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
-                      OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE",
-            );
-        let sql = sql.as_str();
+        let arrays = OutcomeArrays::of(&runs);
+        let arrays = &arrays;
+        let sql = concat!(
+            outcome_ctes!(),
+            " SELECT id, attempt FROM completed \
+              UNION ALL SELECT id, attempt FROM retried \
+              UNION ALL SELECT id, attempt FROM failed \
+              UNION ALL SELECT id, attempt FROM requeued"
+        );
         let rows = retry_conflicts(|| async move {
-            sqlx::query(sql)
-                .bind(now)
-                .bind(owner)
-                .bind(c_id)
-                .bind(c_att)
-                .bind(c_st)
-                .bind(c_res)
-                .bind(r_id)
-                .bind(r_att)
-                .bind(r_st)
-                .bind(r_err)
-                .bind(r_at)
-                .bind(f_id)
-                .bind(f_att)
-                .bind(f_st)
-                .bind(f_err)
-                .bind(f_cnt)
-                .bind(q_id)
-                .bind(q_att)
-                .bind(q_st)
-                .bind(q_cp)
+            arrays
+                .bind(sqlx::query(sql).bind(now).bind(owner))
                 .fetch_all(&self.pool)
                 .await
         })
@@ -1043,6 +1020,191 @@ impl WorkerStore for PgStore {
         .map_err(db)?;
         let requested: Vec<Token> = runs.iter().map(|f| f.outcome.token()).collect();
         applied_tokens(&requested, &rows)
+    }
+
+    async fn claim(
+        &self,
+        claim: &Claim,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StartedJob>> {
+        Ok(self.exchange(&[], owner, now, claim).await?.claimed)
+    }
+
+    async fn exchange(
+        &self,
+        outcomes: &[Outcome],
+        owner: &str,
+        now: DateTime<Utc>,
+        claim: &Claim,
+    ) -> Result<Exchanged> {
+        let runs: Vec<Finished> = outcomes.iter().cloned().map(Finished::from).collect();
+        let runs = dedupe_outcomes(&runs);
+        if runs.is_empty() && claim.limit == 0 {
+            return Ok(Exchanged::default());
+        }
+        let arrays = OutcomeArrays::of(&runs);
+        let arrays = &arrays;
+        // The outcomes, then up to `limit` due PENDING rows in the policy's order, each
+        // PENDING -> RUNNING under this owner's lease: one statement, one commit. Rows another
+        // claimer has locked are skipped; the outcome rows were RUNNING in this statement's
+        // snapshot, so a job sent back to PENDING here is claimed by a later exchange.
+        let sql = match claim.order {
+            PolicyKind::Fcfs | PolicyKind::RoundRobin => {
+                concat!(outcome_ctes!(), claim_tail!("seq"))
+            }
+            PolicyKind::Priority => concat!(outcome_ctes!(), claim_tail!("priority, seq")),
+            PolicyKind::Sjf => concat!(outcome_ctes!(), claim_tail!("estimated_duration, seq")),
+        };
+        let limit = i64::from(claim.limit);
+        let rows = retry_conflicts(|| async move {
+            arrays
+                .bind(sqlx::query(sql).bind(now).bind(owner))
+                .bind(limit)
+                .bind(claim.lease_until)
+                .fetch_all(&self.pool)
+                .await
+        })
+        .await
+        .map_err(db)?;
+        let mut applied = Vec::new();
+        let mut claimed = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i == 0 {
+                let ids: Option<Vec<JobId>> = row.try_get("done_ids").map_err(db)?;
+                let attempts: Option<Vec<i32>> = row.try_get("done_attempts").map_err(db)?;
+                applied = ids
+                    .unwrap_or_default()
+                    .into_iter()
+                    .zip(attempts.unwrap_or_default())
+                    .map(|(id, attempt)| Token { id, attempt })
+                    .collect();
+            }
+            if row.try_get::<Option<JobId>, _>("id").map_err(db)?.is_some() {
+                let key = (
+                    row.try_get::<i16, _>("priority").map_err(db)?,
+                    row.try_get::<f64, _>("estimated_duration").map_err(db)?,
+                    row.try_get::<i64, _>("seq").map_err(db)?,
+                );
+                claimed.push((key, started_from_row(row)?));
+            }
+        }
+        match claim.order {
+            PolicyKind::Fcfs | PolicyKind::RoundRobin => claimed.sort_by_key(|(k, _)| k.2),
+            PolicyKind::Priority => claimed.sort_by_key(|(k, _)| (k.0, k.2)),
+            PolicyKind::Sjf => {
+                claimed.sort_by(|(a, _), (b, _)| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
+            }
+        }
+        let requested: Vec<Token> = runs.iter().map(|f| f.outcome.token()).collect();
+        Ok(Exchanged {
+            applied: in_request_order(&requested, applied, |t| t.id),
+            claimed: claimed.into_iter().map(|(_, job)| job).collect(),
+        })
+    }
+}
+
+/// Outcomes split by kind into the arrays the outcome statement ([`outcome_ctes`]) binds as
+/// $3..$20, sorted by id so that concurrent writers lock rows in one order.
+struct OutcomeArrays<'a> {
+    c: (Vec<JobId>, Vec<i32>, Vec<Option<DateTime<Utc>>>, Vec<&'a Value>),
+    r: (
+        Vec<JobId>,
+        Vec<i32>,
+        Vec<Option<DateTime<Utc>>>,
+        Vec<&'a str>,
+        Vec<DateTime<Utc>>,
+    ),
+    f: (
+        Vec<JobId>,
+        Vec<i32>,
+        Vec<Option<DateTime<Utc>>>,
+        Vec<&'a str>,
+        Vec<i32>,
+    ),
+    q: (
+        Vec<JobId>,
+        Vec<i32>,
+        Vec<Option<DateTime<Utc>>>,
+        Vec<Option<&'a Value>>,
+    ),
+}
+
+impl<'a> OutcomeArrays<'a> {
+    fn of(runs: &[&'a Finished]) -> OutcomeArrays<'a> {
+        let mut sorted: Vec<&'a Finished> = runs.to_vec();
+        sorted.sort_by_key(|f| f.outcome.token().id);
+        let mut a = OutcomeArrays {
+            c: Default::default(),
+            r: Default::default(),
+            f: Default::default(),
+            q: Default::default(),
+        };
+        for run in sorted {
+            let started = run.started_at;
+            match &run.outcome {
+                Outcome::Completed { token, result } => {
+                    a.c.0.push(token.id);
+                    a.c.1.push(token.attempt);
+                    a.c.2.push(started);
+                    a.c.3.push(result);
+                }
+                Outcome::Retry {
+                    token,
+                    error,
+                    run_at,
+                } => {
+                    a.r.0.push(token.id);
+                    a.r.1.push(token.attempt);
+                    a.r.2.push(started);
+                    a.r.3.push(error.as_str());
+                    a.r.4.push(*run_at);
+                }
+                Outcome::Failed {
+                    token,
+                    error,
+                    retry_count,
+                } => {
+                    a.f.0.push(token.id);
+                    a.f.1.push(token.attempt);
+                    a.f.2.push(started);
+                    a.f.3.push(error.as_str());
+                    a.f.4.push(*retry_count);
+                }
+                Outcome::Requeue { token, checkpoint } => {
+                    a.q.0.push(token.id);
+                    a.q.1.push(token.attempt);
+                    a.q.2.push(started);
+                    a.q.3.push(checkpoint.as_ref());
+                }
+            }
+        }
+        a
+    }
+
+    /// Bind $3..$20 onto a query whose $1 (now) and $2 (owner) are bound.
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.c.0)
+            .bind(&self.c.1)
+            .bind(&self.c.2)
+            .bind(&self.c.3)
+            .bind(&self.r.0)
+            .bind(&self.r.1)
+            .bind(&self.r.2)
+            .bind(&self.r.3)
+            .bind(&self.r.4)
+            .bind(&self.f.0)
+            .bind(&self.f.1)
+            .bind(&self.f.2)
+            .bind(&self.f.3)
+            .bind(&self.f.4)
+            .bind(&self.q.0)
+            .bind(&self.q.1)
+            .bind(&self.q.2)
+            .bind(&self.q.3)
     }
 }
 

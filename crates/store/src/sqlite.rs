@@ -19,12 +19,12 @@ use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
-    ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, RescueReport, Token,
-    Update, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, RescueReport,
+    Token, Update, WorkerStore,
 };
 use jobsched_core::{
     CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
-    PendingJob, PolicySettings, QueuedJob, Result, StartedJob,
+    PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
 };
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -644,6 +644,60 @@ impl WorkerStore for SqliteStore {
             }
         }
         Ok(jobs)
+    }
+
+    async fn claim(
+        &self,
+        claim: &Claim,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StartedJob>> {
+        if claim.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let order = match claim.order {
+            PolicyKind::Fcfs | PolicyKind::RoundRobin => "seq",
+            PolicyKind::Priority => "priority, seq",
+            PolicyKind::Sjf => "estimated_duration, seq",
+        };
+        let now_us = us(now);
+        // One writer at a time: picking and moving happen in one write transaction, so no
+        // other claimer can take the same rows.
+        let mut tx = self.write().await?;
+        let picked: Vec<(Hyphenated,)> = sqlx::query_as(&format!(
+            "SELECT id FROM jobs WHERE status = 'PENDING' AND run_at <= ?1 \
+             ORDER BY {order} LIMIT ?2"
+        ))
+        .bind(now_us)
+        .bind(i64::from(claim.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut claimed = Vec::with_capacity(picked.len());
+        for (id,) in picked {
+            let row = sqlx::query(
+                "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, \
+                                 scheduled_at = MAX(?2, created_at, run_at), \
+                                 started_at = MAX(?2, created_at, run_at), \
+                                 lease_owner = ?3, lease_expires_at = ?4, slices = slices + 1 \
+                 WHERE id = ?1 AND status = 'PENDING' \
+                 RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
+                           max_retries, created_at, slices, timeout_seconds",
+            )
+            .bind(id)
+            .bind(now_us)
+            .bind(owner)
+            .bind(us(claim.lease_until))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(row) = row {
+                let attempt = row.try_get("attempt").map_err(db)?;
+                claimed.push(started_from_row(&row, id.into_uuid(), attempt)?);
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(claimed)
     }
 
     async fn record_starts(

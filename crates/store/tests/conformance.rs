@@ -6,7 +6,7 @@
 //! message) when no server is reachable, unless `CI=true`.
 
 use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
-use jobsched_core::ports::{Finished, Outcome, Store, Token, Update};
+use jobsched_core::ports::{Claim, Finished, Outcome, Store, Token, Update};
 use jobsched_core::{
     CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
     PolicySettings, StartedJob,
@@ -67,6 +67,9 @@ conformance!(
     concurrent_start_claims_each_job_once,
     illegal_transitions_change_nothing,
     counts_follow_every_transition,
+    claim_takes_due_jobs_in_the_policy_order,
+    exchange_records_outcomes_and_claims_successors,
+    concurrent_claims_take_each_job_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1751,4 +1754,209 @@ async fn counts_follow_every_transition(db: &TestDb) {
     assert_counts_match_rows(&s, "after cancels and rescue").await;
     // A second read (after the Postgres store folded its deltas) says the same.
     assert_counts_match_rows(&s, "read again").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims (workers take their own work)
+
+fn claim(limit: u32, order: PolicyKind, lease_until: DateTime<Utc>) -> Claim {
+    Claim {
+        limit,
+        order,
+        lease_until,
+    }
+}
+
+async fn claim_takes_due_jobs_in_the_policy_order(db: &TestDb) {
+    let s = db.store().await;
+    // (name, priority, estimate), inserted in this order.
+    let specs = [
+        ("a", 5, 3.0),
+        ("b", 1, 9.0),
+        ("c", 3, 1.0),
+        ("d", 1, 2.0),
+        ("e", 9, 0.5),
+        ("f", 5, 3.0),
+    ];
+    let mut ids = HashMap::new();
+    for (name, priority, est) in specs {
+        let id = s
+            .insert(&custom_job(name, "sleep", priority, est, 3), t(0))
+            .await
+            .unwrap()
+            .id;
+        ids.insert(id, name);
+    }
+    let names = |jobs: &[StartedJob]| jobs.iter().map(|j| ids[&j.id]).collect::<Vec<_>>();
+    assert!(
+        s.claim(&claim(0, PolicyKind::Fcfs, t(30)), "w", t(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Priority: 1 first, ties by queue entry.
+    let got = s
+        .claim(&claim(2, PolicyKind::Priority, t(31)), "w1", t(1))
+        .await
+        .unwrap();
+    assert_eq!(names(&got), ["b", "d"]);
+    // SJF over what is left: shortest estimate first.
+    let got = s
+        .claim(&claim(2, PolicyKind::Sjf, t(32)), "w2", t(2))
+        .await
+        .unwrap();
+    assert_eq!(names(&got), ["e", "c"]);
+    // FCFS: by queue entry; asking for more than is left takes what is left.
+    let got = s
+        .claim(&claim(5, PolicyKind::Fcfs, t(33)), "w3", t(3))
+        .await
+        .unwrap();
+    assert_eq!(names(&got), ["a", "f"]);
+    assert!(
+        s.claim(&claim(5, PolicyKind::RoundRobin, t(33)), "w3", t(3))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Each is RUNNING under its claimer's lease, attempt 1, started at the claim.
+    let d = got[0].clone();
+    assert_eq!((d.attempt, d.slices, d.retry_count), (1, 1, 0));
+    let row = job(&s, d.id).await;
+    assert_eq!(row.status, JobStatus::Running);
+    assert_eq!(row.attempt, 1);
+    assert_eq!(row.lease_owner.as_deref(), Some("w3"));
+    assert_eq!(row.lease_expires_at, Some(t(33)));
+    assert_eq!(row.started_at, Some(t(3)));
+    assert_eq!(row.scheduled_at, Some(t(3)));
+    assert_eq!(s.stats().await.unwrap().running, 6);
+}
+
+async fn exchange_records_outcomes_and_claims_successors(db: &TestDb) {
+    let s = db.store().await;
+    let jobs: Vec<NewJob> = (0..5).map(|i| new_job(&format!("x{i}"))).collect();
+    let all = s.insert_many(&jobs, t(0)).await.unwrap();
+    let first = s
+        .exchange(&[], "w", t(1), &claim(2, PolicyKind::Fcfs, t(31)))
+        .await
+        .unwrap();
+    assert!(first.applied.is_empty());
+    let got: Vec<JobId> = first.claimed.iter().map(|j| j.id).collect();
+    assert_eq!(got, all[..2]);
+    let (a, b) = (first.claimed[0].token(), first.claimed[1].token());
+    let stale = Token {
+        id: a.id,
+        attempt: a.attempt + 1,
+    };
+    // One completes, one retries at once; a stale attempt and another owner's claim are
+    // refused. The retried job is not claimed by the same exchange (it was RUNNING when the
+    // statement began) but by the next one, after the jobs queued before its re-entry.
+    let outcomes = [
+        Outcome::Completed {
+            token: a,
+            result: json!({"ok": true}),
+        },
+        Outcome::Retry {
+            token: b,
+            error: "flaky".into(),
+            run_at: t(2),
+        },
+        Outcome::Completed {
+            token: stale,
+            result: json!(null),
+        },
+    ];
+    let second = s
+        .exchange(&outcomes, "w", t(2), &claim(2, PolicyKind::Fcfs, t(32)))
+        .await
+        .unwrap();
+    let mut applied = second.applied.clone();
+    applied.sort_by_key(|t| t.id);
+    let mut expected = vec![a, b];
+    expected.sort_by_key(|t| t.id);
+    assert_eq!(applied, expected);
+    let got: Vec<JobId> = second.claimed.iter().map(|j| j.id).collect();
+    assert_eq!(got, all[2..4]);
+    assert_eq!(job(&s, a.id).await.status, JobStatus::Completed);
+    assert_eq!(job(&s, a.id).await.result, Some(json!({"ok": true})));
+    let retried = job(&s, b.id).await;
+    assert_eq!((retried.status, retried.retry_count), (JobStatus::Pending, 1));
+    // Another owner cannot record an outcome for w's run.
+    let theirs = second.claimed[0].token();
+    let third = s
+        .exchange(
+            &[Outcome::Completed {
+                token: theirs,
+                result: json!(1),
+            }],
+            "intruder",
+            t(3),
+            &claim(3, PolicyKind::Fcfs, t(33)),
+        )
+        .await
+        .unwrap();
+    assert!(third.applied.is_empty());
+    let got: Vec<JobId> = third.claimed.iter().map(|j| j.id).collect();
+    assert_eq!(got, [all[4], b.id], "queue entry order: x4, then the retry");
+    assert_eq!(third.claimed[1].attempt, 2);
+    // A retry due later is not claimed before its time.
+    let late = third.claimed[1].token();
+    let fourth = s
+        .exchange(
+            &[Outcome::Retry {
+                token: late,
+                error: "again".into(),
+                run_at: t(60),
+            }],
+            "intruder",
+            t(4),
+            &claim(3, PolicyKind::Fcfs, t(34)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fourth.applied, [late]);
+    assert!(fourth.claimed.is_empty());
+    assert!(
+        s.claim(&claim(3, PolicyKind::Priority, t(50)), "w", t(59))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let due = s
+        .claim(&claim(3, PolicyKind::Sjf, t(90)), "w", t(60))
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id, due[0].attempt), (b.id, 3));
+    let stats = s.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.running, stats.pending), (1, 4, 0));
+}
+
+async fn concurrent_claims_take_each_job_once(db: &TestDb) {
+    let s1 = db.store().await;
+    let s2 = db.store().await;
+    let tokens = pending_tokens(&s1, 200).await;
+    let drain = |s: Arc<dyn Store>, owner: &'static str| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = s
+                .claim(&claim(7, PolicyKind::Fcfs, t(30)), owner, t(1))
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch.into_iter().map(|j| j.id));
+        }
+    };
+    let a = tokio::spawn(drain(s1.clone(), "w1"));
+    let b = tokio::spawn(drain(s2.clone(), "w2"));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_partition(&a, &b, &tokens);
+    for (ids, owner) in [(&a, "w1"), (&b, "w2")] {
+        for id in ids.iter().take(10) {
+            let j = job(&s1, *id).await;
+            assert_eq!((j.lease_owner.as_deref(), j.attempt), (Some(owner), 1));
+        }
+    }
+    assert_eq!(s1.stats().await.unwrap().running, 200);
 }
