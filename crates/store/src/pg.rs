@@ -65,6 +65,10 @@ pub struct PgStore {
     /// Connections with `synchronous_commit = off`, for the transitions whose loss in a crash
     /// is harmless (see [`PgStore::connect`]).
     relaxed: PgPool,
+    /// Synchronous commits with `plan_cache_mode = force_generic_plan`: a worker's exchange
+    /// (outcomes and claims) is one large statement whose plan does not depend on its array
+    /// sizes, and planning it anew each time cost more than running it.
+    generic: PgPool,
 }
 
 fn db(e: sqlx::Error) -> jobsched_core::Error {
@@ -163,8 +167,8 @@ macro_rules! outcome_ctes {
 }
 
 /// The rest of an exchange after [`outcome_ctes`]: claim up to $21 due PENDING jobs in the
-/// given order under lease $22, and answer one row per claimed job (at least one row), each
-/// carrying the applied outcomes' ids and attempts.
+/// given order under lease $22; answer one row per applied outcome (`claimed` false: id and
+/// attempt) and one per claimed job.
 macro_rules! claim_tail {
     ($order:literal) => {
         concat!(
@@ -176,7 +180,7 @@ macro_rules! claim_tail {
                      scheduled_at = GREATEST($1, j.created_at, j.run_at), \
                      started_at = GREATEST($1, j.created_at, j.run_at), \
                      lease_owner = $2, lease_expires_at = $22, slices = j.slices + 1 \
-                 FROM pick WHERE j.id = pick.id AND j.queued \
+                 WHERE j.id = ANY (ARRAY(SELECT id FROM pick)) AND j.queued \
                  RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
                            j.retry_count, j.max_retries, j.created_at, j.slices, \
                            j.timeout_seconds, j.priority, j.estimated_duration, j.seq), \
@@ -184,10 +188,13 @@ macro_rules! claim_tail {
                  SELECT id, attempt FROM completed UNION ALL SELECT id, attempt FROM retried \
                  UNION ALL SELECT id, attempt FROM failed \
                  UNION ALL SELECT id, attempt FROM requeued) \
-             SELECT d.done_ids, d.done_attempts, c.* \
-             FROM (SELECT array_agg(id) AS done_ids, array_agg(attempt) AS done_attempts \
-                   FROM done) d \
-             LEFT JOIN claimed c ON true"
+             SELECT false AS claimed, id, attempt, NULL::text AS name, NULL::text AS job_type, \
+                    NULL::jsonb AS payload, NULL::jsonb AS checkpoint, NULL::int4 AS retry_count, \
+                    NULL::int4 AS max_retries, NULL::timestamptz AS created_at, \
+                    NULL::int4 AS slices, NULL::float8 AS timeout_seconds, \
+                    NULL::int2 AS priority, NULL::float8 AS estimated_duration, NULL::int8 AS seq \
+               FROM done \
+             UNION ALL SELECT true, c.* FROM claimed c"
         )
     };
 }
@@ -326,6 +333,7 @@ impl PgStore {
     pub fn new(pool: PgPool) -> Self {
         PgStore {
             relaxed: pool.clone(),
+            generic: pool.clone(),
             pool,
         }
     }
@@ -361,14 +369,34 @@ impl PgStore {
             }
         };
         let pool = open(options.clone(), max_connections.max(1)).await?;
-        let relaxed = match open(options.options([("synchronous_commit", "off")]), 4).await {
+        let relaxed = match open(options.clone().options([("synchronous_commit", "off")]), 4).await {
             Ok(relaxed) => relaxed,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open connections with synchronous_commit=off; starting jobs will commit synchronously");
                 pool.clone()
             }
         };
-        Ok(PgStore { pool, relaxed })
+        let generic = match open(
+                options.options([
+                    ("enable_hashjoin", "off"),
+                    ("enable_mergejoin", "off"),
+                    ("enable_seqscan", "off"),
+                ]),
+                4,
+            )
+            .await
+        {
+            Ok(generic) => generic,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open connections with plan_cache_mode=force_generic_plan; exchanges are planned each time");
+                pool.clone()
+            }
+        };
+        Ok(PgStore {
+            pool,
+            relaxed,
+            generic,
+        })
     }
 
     /// The underlying pool.
@@ -1062,32 +1090,24 @@ impl WorkerStore for PgStore {
                 .bind(sqlx::query(sql).bind(now).bind(owner))
                 .bind(limit)
                 .bind(claim.lease_until)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.generic)
                 .await
         })
         .await
         .map_err(db)?;
         let mut applied = Vec::new();
         let mut claimed = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i == 0 {
-                let ids: Option<Vec<JobId>> = row.try_get("done_ids").map_err(db)?;
-                let attempts: Option<Vec<i32>> = row.try_get("done_attempts").map_err(db)?;
-                applied = ids
-                    .unwrap_or_default()
-                    .into_iter()
-                    .zip(attempts.unwrap_or_default())
-                    .map(|(id, attempt)| Token { id, attempt })
-                    .collect();
+        for row in &rows {
+            if !row.try_get::<bool, _>("claimed").map_err(db)? {
+                applied.push(token_from_row(row)?);
+                continue;
             }
-            if row.try_get::<Option<JobId>, _>("id").map_err(db)?.is_some() {
-                let key = (
-                    row.try_get::<i16, _>("priority").map_err(db)?,
-                    row.try_get::<f64, _>("estimated_duration").map_err(db)?,
-                    row.try_get::<i64, _>("seq").map_err(db)?,
-                );
-                claimed.push((key, started_from_row(row)?));
-            }
+            let key = (
+                row.try_get::<i16, _>("priority").map_err(db)?,
+                row.try_get::<f64, _>("estimated_duration").map_err(db)?,
+                row.try_get::<i64, _>("seq").map_err(db)?,
+            );
+            claimed.push((key, started_from_row(row)?));
         }
         match claim.order {
             PolicyKind::Fcfs | PolicyKind::RoundRobin => claimed.sort_by_key(|(k, _)| k.2),
