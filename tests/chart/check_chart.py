@@ -575,7 +575,7 @@ def assert_default(docs: list[dict]) -> None:
     we = env_of(container(worker, "worker"))
     R.check(
         f"[{sc}] worker env",
-        we.get("JOBSCHED_WORKER_CONCURRENCY") == "4" and we.get("JOBSCHED_WORKER_PREFETCH") == "0"
+        we.get("JOBSCHED_WORKER_CONCURRENCY") == "4" and "JOBSCHED_WORKER_PREFETCH" not in we
         and we.get("JOBSCHED_SHUTDOWN_GRACE") == "25"
         and we.get("JOBSCHED_LEASE_TTL") == "30" and we.get("JOBSCHED_METRICS_LISTEN") == "0.0.0.0:9090"
         and we.get("JOBSCHED_DATA_DIR") == "/data" and we.get("JOBSCHED_LOG_FORMAT") == "json",

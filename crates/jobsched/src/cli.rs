@@ -215,12 +215,15 @@ pub struct SlotArgs {
     /// Execution slots in this process.
     #[arg(long, env = "JOBSCHED_WORKER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u32,
-    /// Dispatched jobs held beyond the free slots, so a freed slot starts its next job at
-    /// once. Raises throughput of short jobs, but a newly submitted more urgent job cannot
-    /// overtake the held jobs, nor does a policy switch reorder them (0 = strict policy order,
-    /// take only for a free slot).
-    /// For short jobs only: a held job not started within the dispatch TTL is re-dispatched.
-    #[arg(long, env = "JOBSCHED_WORKER_PREFETCH", default_value_t = 0)]
+    /// Ignored (kept so existing settings still parse): a worker claims its own jobs for its
+    /// free slots, in the same round trip that records the outcomes of the jobs that ended, so
+    /// holding jobs ahead of a free slot no longer saves anything.
+    #[arg(
+        long,
+        env = "JOBSCHED_WORKER_PREFETCH",
+        default_value_t = 0,
+        hide = true
+    )]
     pub prefetch: u32,
     /// Lease of a running job, seconds (renewed every third).
     #[arg(long, env = "JOBSCHED_LEASE_TTL", default_value_t = 30.0)]

@@ -206,11 +206,16 @@ fn runtime_config(
         );
     }
     jobsched_jobs::thumbnail::set_decode_budget(slots.decode_budget);
+    if slots.prefetch > 0 {
+        tracing::warn!(
+            prefetch = slots.prefetch,
+            "JOBSCHED_WORKER_PREFETCH / --prefetch is ignored: workers claim their own jobs for free slots"
+        );
+    }
     let defaults = RuntimeConfig::default();
     let cfg = RuntimeConfig {
         worker_id: worker_id.unwrap_or_else(default_worker_id),
         concurrency: slots.concurrency,
-        prefetch: slots.prefetch,
         lease_ttl: secs("JOBSCHED_LEASE_TTL", slots.lease_ttl)?,
         dispatch_ttl: secs("JOBSCHED_DISPATCH_TTL", slots.dispatch_ttl)?,
         leader_ttl: secs("JOBSCHED_LEADER_TTL", slots.leader_ttl)?,

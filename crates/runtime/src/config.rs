@@ -13,7 +13,8 @@ pub struct RuntimeConfig {
     pub concurrency: u32,
     /// Lease of a RUNNING job; renewed every third of it.
     pub lease_ttl: Duration,
-    /// How long a SCHEDULED job may wait to be started before it is re-dispatched.
+    /// How long a SCHEDULED job may wait to be started before it is re-dispatched (only jobs
+    /// left SCHEDULED by an older version; workers claim PENDING → RUNNING directly).
     pub dispatch_ttl: Duration,
     /// Leader lease; a dead leader is replaced within about this long.
     pub leader_ttl: Duration,
@@ -27,10 +28,8 @@ pub struct RuntimeConfig {
     pub shutdown_grace: Duration,
     /// Whether this process competes to run the engine.
     pub run_engine: bool,
-    /// Most tokens dispatched or outcomes written in one store call.
+    /// Most outcomes written in one store call.
     pub batch_size: usize,
-    /// Dispatched jobs a worker may hold beyond its free slots (0 = take only for a free slot).
-    pub prefetch: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -47,7 +46,6 @@ impl Default for RuntimeConfig {
             shutdown_grace: Duration::from_secs(25),
             run_engine: true,
             batch_size: 1000,
-            prefetch: 0,
         }
     }
 }

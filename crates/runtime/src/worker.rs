@@ -52,7 +52,10 @@ fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 /// An exchange on its way: the outcomes it carries and the slots it claims for.
 type Pending = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Vec<Outcome>, u32, jobsched_core::Result<Exchanged>)> + Send>,
+    Box<
+        dyn std::future::Future<Output = (Vec<Outcome>, u32, jobsched_core::Result<Exchanged>)>
+            + Send,
+    >,
 >;
 
 /// Run the worker until `shutdown`, then drain gracefully.
@@ -206,7 +209,15 @@ pub async fn run(
         match result {
             Ok(done) => {
                 idle += asked.saturating_sub(done.claimed.len() as u32);
-                recorded(&rt, &sent, &done.applied, &running, &mut due, &mut want, idle);
+                recorded(
+                    &rt,
+                    &sent,
+                    &done.applied,
+                    &running,
+                    &mut due,
+                    &mut want,
+                    idle,
+                );
                 for job in done.claimed {
                     spawn_job(&rt, job, &settings, &running, &done_tx);
                 }
@@ -265,7 +276,11 @@ pub async fn run(
             }));
             continue;
         }
-        let wake = if asked_to_stop { soft(deadline) } else { deadline };
+        let wake = if asked_to_stop {
+            soft(deadline)
+        } else {
+            deadline
+        };
         tokio::select! {
             Some(o) = done_rx.recv() => outcomes.push(o),
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -709,9 +724,7 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
         }
         let tokens: Vec<Token> = running
             .lock()
-            .map(|r| {
-                r.keys().copied().collect()
-            })
+            .map(|r| r.keys().copied().collect())
             .unwrap_or_default();
         if tokens.is_empty() {
             continue;

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Store, SystemClock, Transport};
-use jobsched_core::{Job, JobId, JobStatus, NewJob};
+use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
 use jobsched_store::testing::TestDb;
@@ -705,5 +705,47 @@ async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry() {
     // With max_retries 0 a counted failure would have dead-lettered it.
     assert_eq!(j.status, JobStatus::Pending, "{j:?}");
     assert_eq!(j.retry_count, 0, "{j:?}");
+    env.cleanup().await;
+}
+
+/// Three workers (one of them also the engine leader) claim from one backlog at once: every
+/// job runs exactly once (attempt 1, one slice, no retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_claiming_one_backlog_run_each_job_exactly_once() {
+    let Some(env) = Env::new().await else { return };
+    let jobs: Vec<NewJob> = (0..300)
+        .map(|i| {
+            NewJob::new(
+                &format!("c{i:03}"),
+                "sleep",
+                Some(5),
+                Some(1.0),
+                Some(json!({"duration": 0.005})),
+                Some(3),
+            )
+            .unwrap()
+        })
+        .collect();
+    env.store.insert_many(&jobs, Utc::now()).await.unwrap();
+    let mut runs = Vec::new();
+    for id in ["c1", "c2", "c3"] {
+        let mut rt = env.runtime(id, 8);
+        rt.config.run_engine = id == "c1";
+        runs.push(start(rt));
+    }
+    let done = env.wait_all_terminal(Duration::from_secs(60)).await;
+    for (stop, h) in runs {
+        stop.cancel();
+        h.await.unwrap();
+    }
+    assert_eq!(done.len(), 300);
+    for j in &done {
+        assert_eq!(j.status, JobStatus::Completed, "{j:?}");
+        assert_eq!((j.attempt, j.slices, j.retry_count), (1, 1, 0), "{j:?}");
+        assert!(
+            j.started_at.is_some() && j.completed_at >= j.started_at,
+            "{j:?}"
+        );
+    }
     env.cleanup().await;
 }

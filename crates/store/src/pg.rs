@@ -182,7 +182,7 @@ macro_rules! claim_tail {
                      lease_owner = $2, lease_expires_at = $22, slices = j.slices + 1 \
                  WHERE j.id = ANY (ARRAY(SELECT id FROM pick)) AND j.queued \
                  RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
-                           j.retry_count, j.max_retries, j.created_at, j.slices, \
+                           j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
                            j.timeout_seconds, j.priority, j.estimated_duration, j.seq), \
              done AS ( \
                  SELECT id, attempt FROM completed UNION ALL SELECT id, attempt FROM retried \
@@ -369,7 +369,8 @@ impl PgStore {
             }
         };
         let pool = open(options.clone(), max_connections.max(1)).await?;
-        let relaxed = match open(options.clone().options([("synchronous_commit", "off")]), 4).await {
+        let relaxed = match open(options.clone().options([("synchronous_commit", "off")]), 4).await
+        {
             Ok(relaxed) => relaxed,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open connections with synchronous_commit=off; starting jobs will commit synchronously");
@@ -377,14 +378,14 @@ impl PgStore {
             }
         };
         let generic = match open(
-                options.options([
-                    ("enable_hashjoin", "off"),
-                    ("enable_mergejoin", "off"),
-                    ("enable_seqscan", "off"),
-                ]),
-                4,
-            )
-            .await
+            options.options([
+                ("enable_hashjoin", "off"),
+                ("enable_mergejoin", "off"),
+                ("enable_seqscan", "off"),
+            ]),
+            4,
+        )
+        .await
         {
             Ok(generic) => generic,
             Err(e) => {
@@ -1127,27 +1128,41 @@ impl WorkerStore for PgStore {
 /// Outcomes split by kind into the arrays the outcome statement ([`outcome_ctes`]) binds as
 /// $3..$20, sorted by id so that concurrent writers lock rows in one order.
 struct OutcomeArrays<'a> {
-    c: (Vec<JobId>, Vec<i32>, Vec<Option<DateTime<Utc>>>, Vec<&'a Value>),
-    r: (
-        Vec<JobId>,
-        Vec<i32>,
-        Vec<Option<DateTime<Utc>>>,
-        Vec<&'a str>,
-        Vec<DateTime<Utc>>,
-    ),
-    f: (
-        Vec<JobId>,
-        Vec<i32>,
-        Vec<Option<DateTime<Utc>>>,
-        Vec<&'a str>,
-        Vec<i32>,
-    ),
-    q: (
-        Vec<JobId>,
-        Vec<i32>,
-        Vec<Option<DateTime<Utc>>>,
-        Vec<Option<&'a Value>>,
-    ),
+    c: Kind<&'a Value, ()>,
+    r: Kind<&'a str, DateTime<Utc>>,
+    f: Kind<&'a str, i32>,
+    q: Kind<Option<&'a Value>, ()>,
+}
+
+/// One outcome kind's columns: id, attempt, start (if unrecorded) and up to two extras.
+struct Kind<A, B> {
+    id: Vec<JobId>,
+    attempt: Vec<i32>,
+    started: Vec<Option<DateTime<Utc>>>,
+    a: Vec<A>,
+    b: Vec<B>,
+}
+
+impl<A, B> Default for Kind<A, B> {
+    fn default() -> Self {
+        Kind {
+            id: Vec::new(),
+            attempt: Vec::new(),
+            started: Vec::new(),
+            a: Vec::new(),
+            b: Vec::new(),
+        }
+    }
+}
+
+impl<A, B> Kind<A, B> {
+    fn push(&mut self, token: Token, started: Option<DateTime<Utc>>, a: A, b: B) {
+        self.id.push(token.id);
+        self.attempt.push(token.attempt);
+        self.started.push(started);
+        self.a.push(a);
+        self.b.push(b);
+    }
 }
 
 impl<'a> OutcomeArrays<'a> {
@@ -1155,47 +1170,27 @@ impl<'a> OutcomeArrays<'a> {
         let mut sorted: Vec<&'a Finished> = runs.to_vec();
         sorted.sort_by_key(|f| f.outcome.token().id);
         let mut a = OutcomeArrays {
-            c: Default::default(),
-            r: Default::default(),
-            f: Default::default(),
-            q: Default::default(),
+            c: Kind::default(),
+            r: Kind::default(),
+            f: Kind::default(),
+            q: Kind::default(),
         };
         for run in sorted {
             let started = run.started_at;
             match &run.outcome {
-                Outcome::Completed { token, result } => {
-                    a.c.0.push(token.id);
-                    a.c.1.push(token.attempt);
-                    a.c.2.push(started);
-                    a.c.3.push(result);
-                }
+                Outcome::Completed { token, result } => a.c.push(*token, started, result, ()),
                 Outcome::Retry {
                     token,
                     error,
                     run_at,
-                } => {
-                    a.r.0.push(token.id);
-                    a.r.1.push(token.attempt);
-                    a.r.2.push(started);
-                    a.r.3.push(error.as_str());
-                    a.r.4.push(*run_at);
-                }
+                } => a.r.push(*token, started, error.as_str(), *run_at),
                 Outcome::Failed {
                     token,
                     error,
                     retry_count,
-                } => {
-                    a.f.0.push(token.id);
-                    a.f.1.push(token.attempt);
-                    a.f.2.push(started);
-                    a.f.3.push(error.as_str());
-                    a.f.4.push(*retry_count);
-                }
+                } => a.f.push(*token, started, error.as_str(), *retry_count),
                 Outcome::Requeue { token, checkpoint } => {
-                    a.q.0.push(token.id);
-                    a.q.1.push(token.attempt);
-                    a.q.2.push(started);
-                    a.q.3.push(checkpoint.as_ref());
+                    a.q.push(*token, started, checkpoint.as_ref(), ())
                 }
             }
         }
@@ -1207,24 +1202,24 @@ impl<'a> OutcomeArrays<'a> {
         &'q self,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        q.bind(&self.c.0)
-            .bind(&self.c.1)
-            .bind(&self.c.2)
-            .bind(&self.c.3)
-            .bind(&self.r.0)
-            .bind(&self.r.1)
-            .bind(&self.r.2)
-            .bind(&self.r.3)
-            .bind(&self.r.4)
-            .bind(&self.f.0)
-            .bind(&self.f.1)
-            .bind(&self.f.2)
-            .bind(&self.f.3)
-            .bind(&self.f.4)
-            .bind(&self.q.0)
-            .bind(&self.q.1)
-            .bind(&self.q.2)
-            .bind(&self.q.3)
+        q.bind(&self.c.id)
+            .bind(&self.c.attempt)
+            .bind(&self.c.started)
+            .bind(&self.c.a)
+            .bind(&self.r.id)
+            .bind(&self.r.attempt)
+            .bind(&self.r.started)
+            .bind(&self.r.a)
+            .bind(&self.r.b)
+            .bind(&self.f.id)
+            .bind(&self.f.attempt)
+            .bind(&self.f.started)
+            .bind(&self.f.a)
+            .bind(&self.f.b)
+            .bind(&self.q.id)
+            .bind(&self.q.attempt)
+            .bind(&self.q.started)
+            .bind(&self.q.a)
     }
 }
 

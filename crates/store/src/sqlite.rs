@@ -682,7 +682,7 @@ impl WorkerStore for SqliteStore {
                                  lease_owner = ?3, lease_expires_at = ?4, slices = slices + 1 \
                  WHERE id = ?1 AND status = 'PENDING' \
                  RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
-                           max_retries, created_at, slices, timeout_seconds",
+                           max_retries, created_at, slices - 1 AS slices, timeout_seconds",
             )
             .bind(id)
             .bind(now_us)

@@ -1818,9 +1818,11 @@ async fn claim_takes_due_jobs_in_the_policy_order(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
-    // Each is RUNNING under its claimer's lease, attempt 1, started at the claim.
+    // Each is RUNNING under its claimer's lease, attempt 1, started at the claim; `slices`
+    // counts the runs before this one.
     let d = got[0].clone();
-    assert_eq!((d.attempt, d.slices, d.retry_count), (1, 1, 0));
+    assert_eq!((d.attempt, d.slices, d.retry_count), (1, 0, 0));
+    assert_eq!(job(&s, d.id).await.slices, 1);
     let row = job(&s, d.id).await;
     assert_eq!(row.status, JobStatus::Running);
     assert_eq!(row.attempt, 1);
@@ -1879,7 +1881,10 @@ async fn exchange_records_outcomes_and_claims_successors(db: &TestDb) {
     assert_eq!(job(&s, a.id).await.status, JobStatus::Completed);
     assert_eq!(job(&s, a.id).await.result, Some(json!({"ok": true})));
     let retried = job(&s, b.id).await;
-    assert_eq!((retried.status, retried.retry_count), (JobStatus::Pending, 1));
+    assert_eq!(
+        (retried.status, retried.retry_count),
+        (JobStatus::Pending, 1)
+    );
     // Another owner cannot record an outcome for w's run.
     let theirs = second.claimed[0].token();
     let third = s
