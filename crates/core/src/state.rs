@@ -8,8 +8,10 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
-    /// Waiting to be dispatched (new, retrying after backoff, or between Round Robin slices).
-    /// Moved out by the engine leader (to SCHEDULED) or by a user cancel (to CANCELLED).
+    /// Waiting to be claimed (new, retrying after backoff, or between Round Robin slices).
+    /// Moved out by a worker's claim (to RUNNING, in the active policy's order), by a user
+    /// cancel (to CANCELLED), or by a dispatcher that hands it on without starting it (to
+    /// SCHEDULED; the store still offers this step, the runtime no longer takes it).
     Pending,
     /// Handed to the transport; its start is not recorded yet. Moved out by the worker that
     /// takes it (to RUNNING: a worker begins the body first and records the start a moment
@@ -69,6 +71,7 @@ impl JobStatus {
         matches!(
             (self, to),
             (Pending, Scheduled)
+                | (Pending, Running)
                 | (Pending, Cancelled)
                 | (Scheduled, Running)
                 | (Scheduled, Pending)
@@ -124,6 +127,7 @@ mod tests {
     fn transition_table_is_exactly_the_documented_one() {
         let allowed = [
             (Pending, Scheduled),
+            (Pending, Running),
             (Pending, Cancelled),
             (Scheduled, Running),
             (Scheduled, Pending),

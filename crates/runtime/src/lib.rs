@@ -1,13 +1,12 @@
 //! jobsched-runtime: everything that moves jobs once they are stored.
 //!
-//! - [`leader`]: leader election through the store (a lease row), so exactly one engine
-//!   dispatches at a time and another process takes over within `leader_ttl` if it dies.
-//! - [`engine`]: the leader's demand-driven dispatcher. It keeps every PENDING job in the active
-//!   policy's structure and hands a job to the transport only when a worker slot is idle, so
-//!   the policy's order holds globally. It also runs the rescuer (expired leases) and rebuilds
-//!   what Redis lost.
-//! - [`worker`]: a pool of execution slots that takes dispatch tokens, starts jobs under a
-//!   renewed lease, runs their bodies on blocking threads and records outcomes in batches.
+//! - [`leader`]: leader election through the store (a lease row), so exactly one engine runs
+//!   at a time and another process takes over within `leader_ttl` if it dies.
+//! - [`engine`]: the leader's maintenance: the rescuer (expired leases), reaping dead workers
+//!   from the registry, the policy key (rebuilt from the durable copy after a flush), gauges.
+//! - [`worker`]: a pool of execution slots that claims its own work from the store, in the
+//!   active policy's order, in the same round trip that records the outcomes of the runs that
+//!   ended; runs bodies as tasks (or on blocking threads) under renewed leases.
 
 pub mod config;
 pub mod engine;

@@ -70,6 +70,7 @@ mod tests {
         (JobStatus::Pending, JobStatus::Cancelled),
         (JobStatus::Scheduled, JobStatus::Cancelled),
         (JobStatus::Pending, JobStatus::Scheduled),
+        (JobStatus::Pending, JobStatus::Running),
         (JobStatus::Running, JobStatus::Pending),
         (JobStatus::Running, JobStatus::Failed),
         (JobStatus::Scheduled, JobStatus::Pending),

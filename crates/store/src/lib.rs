@@ -21,6 +21,8 @@
 //! | method | from | to |
 //! | --- | --- | --- |
 //! | `cancel` | PENDING, SCHEDULED | CANCELLED |
+//! | `claim`, `exchange` | PENDING | RUNNING (in the policy's order, `FOR UPDATE SKIP LOCKED`) |
+//! | `exchange` | RUNNING | as `finish`, in the same statement as the claim |
 //! | `mark_scheduled` | PENDING | SCHEDULED |
 //! | `rescue_expired` | RUNNING | PENDING (retry) or FAILED (retries exhausted) |
 //! | `rescue_expired` | SCHEDULED | PENDING |
