@@ -90,6 +90,7 @@ pub async fn run(
     metrics().worker_slots_busy.set(0);
 
     let mut outcomes: Vec<Outcome> = Vec::new();
+    // The exchange in flight (at most one).
     let mut exchange: Option<Pending> = None;
     // Whether a claim may find work: false once a claim came back short, until there is news.
     let mut want = true;
@@ -102,10 +103,10 @@ pub async fn run(
     // ---- normal operation ----
     while !shutdown.is_cancelled() {
         metrics().worker_slots_busy.set(i64::from(total - idle));
-        if exchange.is_none() && retry_at.is_none_or(|at| Instant::now() >= at) {
+        if retry_at.is_none_or(|at| Instant::now() >= at) {
             retry_at = None;
             let claim = if want && !settings.paused { idle } else { 0 };
-            if claim > 0 || !outcomes.is_empty() {
+            if exchange.is_none() && (claim > 0 || !outcomes.is_empty()) {
                 let n = outcomes.len().min(rt.config.batch_size);
                 let batch: Vec<Outcome> = outcomes.drain(..n).collect();
                 idle -= claim;
@@ -113,36 +114,12 @@ pub async fn run(
             }
         }
         let next_due = due.peek().map(|std::cmp::Reverse(at)| *at);
-        tokio::select! {
+        let settled = tokio::select! {
             _ = shutdown.cancelled() => break,
-            (sent, asked, result) = async { exchange.as_mut().expect("branch enabled only with an exchange").await },
+            r = async { exchange.as_mut().expect("branch enabled only with an exchange").await },
                 if exchange.is_some() => {
                 exchange = None;
-                match result {
-                    Ok(done) => {
-                        backoff = Duration::from_millis(50);
-                        let claimed = done.claimed.len() as u32;
-                        idle += asked.saturating_sub(claimed);
-                        // Short: the queue has nothing more due for now.
-                        want = claimed >= asked;
-                        recorded(&rt, &sent, &done.applied, &running, &mut due, &mut want, idle);
-                        for job in done.claimed {
-                            spawn_job(&rt, job, &settings, &running, &done_tx);
-                        }
-                    }
-                    Err(e) => {
-                        // Nothing was written: keep the outcomes for the next try (an outcome
-                        // is only lost if the lease expires first, and then the rescuer retries
-                        // the job: at-least-once execution).
-                        tracing::warn!(error = %e, "exchange with the store failed; retrying in {backoff:?}");
-                        idle += asked;
-                        let mut kept = sent;
-                        kept.append(&mut outcomes);
-                        outcomes = kept;
-                        retry_at = Some(Instant::now() + backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
+                Some(r)
             }
             Some(outcome) = done_rx.recv() => {
                 outcomes.push(outcome);
@@ -151,6 +128,7 @@ pub async fn run(
                     outcomes.push(o);
                     idle += 1;
                 }
+                None
             }
             e = ev.recv() => {
                 if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_)))
@@ -167,6 +145,7 @@ pub async fn run(
                     Ok(Event::Submitted(_) | Event::JobsAvailable | Event::PolicyChanged)
                         | Err(broadcast::error::RecvError::Lagged(_))
                 );
+                None
             }
             _ = async { tokio::time::sleep_until(next_due.expect("branch enabled only when due").into()).await },
                 if next_due.is_some() => {
@@ -179,13 +158,15 @@ pub async fn run(
                     // No slot here for the retry that came due: tell the others.
                     let _ = rt.transport.publish(Event::JobsAvailable).await;
                 }
+                None
             }
             _ = async { tokio::time::sleep_until(retry_at.expect("branch enabled only when backing off").into()).await },
-                if retry_at.is_some() && exchange.is_none() => {}
+                if retry_at.is_some() => None,
             _ = heartbeat.tick() => {
                 if let Err(e) = rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl).await {
                     tracing::warn!(error = %e, "heartbeat to transport failed");
                 }
+                None
             }
             _ = poll.tick() => {
                 want = true;
@@ -193,6 +174,45 @@ pub async fn run(
                 if let Ok(Some(s)) = rt.transport.policy().await {
                     settings = s;
                 }
+                None
+            }
+        };
+        let Some((sent, asked, result)) = settled else {
+            continue;
+        };
+        match result {
+            Ok(done) => {
+                backoff = Duration::from_millis(50);
+                let claimed = done.claimed.len() as u32;
+                idle += asked.saturating_sub(claimed);
+                if asked > 0 {
+                    // Short: the queue has nothing more due for now.
+                    want = claimed >= asked;
+                }
+                recorded(
+                    &rt,
+                    &sent,
+                    &done.applied,
+                    &running,
+                    &mut due,
+                    &mut want,
+                    idle,
+                );
+                for job in done.claimed {
+                    spawn_job(&rt, job, &settings, &running, &done_tx);
+                }
+            }
+            Err(e) => {
+                // Nothing was written: keep the outcomes for the next try (an outcome is only
+                // lost if the lease expires first, and then the rescuer retries the job:
+                // at-least-once execution).
+                tracing::warn!(error = %e, "exchange with the store failed; retrying in {backoff:?}");
+                idle += asked;
+                let mut kept = sent;
+                kept.append(&mut outcomes);
+                outcomes = kept;
+                retry_at = Some(Instant::now() + backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
