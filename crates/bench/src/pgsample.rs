@@ -40,16 +40,16 @@ pub fn label(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
     let rules: [(&[&str], &str); 12] = [
         (
+            &["WITH completed AS"],
+            "exchange (worker: outcomes RUNNING→…, claims PENDING→RUNNING)",
+        ),
+        (
             &["SET status = 'SCHEDULED'"],
             "mark_scheduled (engine: PENDING→SCHEDULED)",
         ),
         (
             &["SET status = 'RUNNING'"],
             "record_starts (worker: SCHEDULED→RUNNING)",
-        ),
-        (
-            &["WITH completed AS"],
-            "finish (worker: [SCHEDULED→]RUNNING→COMPLETED…)",
         ),
         (
             &[
@@ -157,6 +157,10 @@ mod tests {
         assert_eq!(
             label("SELECT status, count(*) AS n FROM jobs\n   GROUP BY status"),
             "stats (GET /jobs/stats, engine gauges)"
+        );
+        assert_eq!(
+            label("WITH completed AS (UPDATE jobs j SET status = 'COMPLETED' ...), pick AS (...)"),
+            "exchange (worker: outcomes RUNNING→…, claims PENDING→RUNNING)"
         );
         assert!(label("VACUUM jobs").starts_with("other: VACUUM"));
     }

@@ -124,7 +124,7 @@ pub async fn run(
     report.add(S, "largest worker RSS, paused", idle, "MiB", None);
     report.add(
         S,
-        "largest worker RSS, dispatching (the engine leader)",
+        "largest worker RSS, dispatching (incl. the engine leader)",
         busy,
         "MiB",
         Some(Goal::at_most(256.0)),

@@ -287,14 +287,14 @@ pub async fn run(
             );
             report.add(
                 S,
-                "engine dispatch rate (all dispatches)",
+                "claim rate (all claims)",
                 Some(f64::from(n) / last_dispatch),
                 "j/s",
                 None,
             );
             report.add(
                 S,
-                "phase: scheduled→started p50",
+                "phase: claimed→started p50 (0: a claim starts the job)",
                 sch.map(|s| s.p50),
                 "ms",
                 None,

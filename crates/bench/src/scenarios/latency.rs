@@ -128,9 +128,9 @@ pub async fn run(
     let body_s = summarize(&body);
     let post_s = summarize(&post_ms);
     for (name, s) in [
-        ("phase: created→scheduled (engine pickup) p50", pickup_s),
+        ("phase: created→claimed (a worker's claim) p50", pickup_s),
         (
-            "phase: scheduled→started (transport + worker start) p50",
+            "phase: claimed→started (0: a claim starts the job) p50",
             handoff_s,
         ),
         ("phase: started→completed (body + outcome) p50", body_s),

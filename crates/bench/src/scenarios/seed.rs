@@ -146,7 +146,7 @@ pub async fn run(
             .and_then(|(b, a)| cpu::machine_cores(b, a));
         report.add(
             S,
-            format!("{policy} phase: completion recorded → next dispatch p50"),
+            format!("{policy} phase: completion recorded → next claim p50"),
             react_s.map(|s| s.p50),
             "ms",
             None,

@@ -118,7 +118,7 @@ pub async fn run(
         "",
         None,
     );
-    report.note("such starts were dispatched before the engine applied the switch");
+    report.note("such starts were claimed before the worker saw the switch");
     report.add(
         S,
         "PUT /scheduler/policy round trip, median",
