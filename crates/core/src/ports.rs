@@ -43,8 +43,8 @@ pub enum Update {
     Stale,
 }
 
-/// A dispatch token: a job id plus the attempt it was dispatched as. It travels through the
-/// transport; the worker's start is conditional on both.
+/// A run's fencing token: a job id plus the attempt it was claimed as. Every outcome and lease
+/// renewal is conditional on both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Token {
     /// Job id.
@@ -66,17 +66,6 @@ impl Token {
             attempt: attempt.parse().ok()?,
         })
     }
-}
-
-/// A job as the engine hands it out: its data travels with the token, so the worker that takes
-/// it can start the body without reading the store first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Dispatched {
-    /// The job as it was marked SCHEDULED (its token is [`StartedJob::token`]).
-    pub job: StartedJob,
-    /// When the engine marked it (engine's clock). A worker trusts the data only while it is
-    /// younger than its revalidation window and reads the store otherwise.
-    pub dispatched_at: DateTime<Utc>,
 }
 
 /// Submitting, reading and cancelling jobs (the API's side).
@@ -353,17 +342,12 @@ pub struct WorkerSlots {
 /// Events broadcast between processes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Event {
-    /// New PENDING jobs exist (submission, retry, requeue): the engine should look.
+    /// New PENDING jobs exist (submission, retry, requeue): idle workers should claim.
     JobsAvailable,
-    /// A worker has idle slots: the engine should dispatch.
-    SlotsFree,
-    /// Tokens were pushed to the ready queue: idle workers should take.
-    ReadyPushed,
     /// The policy settings changed.
     PolicyChanged,
-    /// This PENDING job was just committed (one submission), with its queue data: the engine
-    /// holds it at once (even if its sequence number, drawn before commit, is below what the
-    /// engine has read already) and, with a free slot, can decide without reading the queue.
+    /// This PENDING job was just committed (one submission), with its queue data: idle
+    /// workers should claim.
     Submitted(PendingJob),
 }
 
@@ -374,55 +358,16 @@ pub trait Subscription: Send {
     async fn recv(&mut self) -> Option<Event>;
 }
 
-/// Handing dispatch tokens from the engine to workers, plus the shared runtime keys.
+/// The shared runtime keys and events: wake-ups between processes, the policy key, the worker
+/// registry and the dead-letter mirror. Nothing about a job lives only here.
 #[async_trait]
 pub trait Transport: Send + Sync {
-    /// Append tokens to the ready queue in order and publish [`Event::ReadyPushed`].
-    async fn push_ready(&self, tokens: &[Token]) -> Result<()> {
-        self.push_dispatched(tokens, &[]).await
-    }
-    /// [`Transport::push_ready`], and keep each of `jobs` (keyed by its token) for the worker
-    /// that takes the token. Every token in `jobs` must also be in `tokens`.
-    async fn push_dispatched(&self, tokens: &[Token], jobs: &[Dispatched]) -> Result<()>;
-    /// Atomically move up to `max` tokens from the front of the ready queue into `worker`'s
-    /// in-flight list and set the worker's idle count to `max - taken`; if that count is above
-    /// zero and changed, publish [`Event::SlotsFree`] (in the same step, so the engine hears of
-    /// unmet demand without another round trip).
-    async fn take(&self, worker: &str, max: u32) -> Result<Vec<Token>> {
-        Ok(self
-            .take_dispatched(worker, max)
-            .await?
-            .into_iter()
-            .map(|(token, _)| token)
-            .collect())
-    }
-    /// [`Transport::take`], returning with each token the job kept for it by
-    /// [`Transport::push_dispatched`] (removed as it is taken; `None` when none was kept, it
-    /// was taken before, or it was lost, e.g. in a flush).
-    async fn take_dispatched(
-        &self,
-        worker: &str,
-        max: u32,
-    ) -> Result<Vec<(Token, Option<Dispatched>)>>;
-    /// Remove tokens from `worker`'s in-flight list.
-    async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()>;
-    /// Hand tokens `worker` took but did not start back to the FRONT of the ready queue (in
-    /// the given order), so the next taker gets them first; tokens not in its in-flight list
-    /// are ignored.
-    async fn release(&self, worker: &str, tokens: &[Token]) -> Result<()>;
-    /// Tokens in `worker`'s in-flight list.
-    async fn in_flight(&self, worker: &str) -> Result<Vec<Token>>;
-    /// Length of the ready queue.
-    async fn ready_len(&self) -> Result<u64>;
-    /// Whether the ready queue or any in-flight list holds this token.
-    async fn contains(&self, token: Token) -> Result<bool>;
     /// Record `worker`'s slots (absolute values) with a liveness deadline of `ttl`.
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()>;
     /// Live workers (expired ones are omitted).
     async fn workers(&self) -> Result<Vec<WorkerSlots>>;
-    /// Workers whose liveness deadline passed; their entries are removed and their in-flight
-    /// tokens returned to the front of the ready queue. Returns (worker, tokens recovered).
-    async fn reap_dead_workers(&self) -> Result<Vec<(String, Vec<Token>)>>;
+    /// Workers whose liveness deadline passed; their entries are removed. Returns their ids.
+    async fn reap_dead_workers(&self) -> Result<Vec<String>>;
     /// Current policy settings, if the key exists.
     async fn policy(&self) -> Result<Option<PolicySettings>>;
     /// Write the policy settings and publish [`Event::PolicyChanged`].

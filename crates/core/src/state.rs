@@ -13,11 +13,10 @@ pub enum JobStatus {
     /// cancel (to CANCELLED), or by a dispatcher that hands it on without starting it (to
     /// SCHEDULED; the store still offers this step, the runtime no longer takes it).
     Pending,
-    /// Handed to the transport; its start is not recorded yet. Moved out by the worker that
-    /// takes it (to RUNNING: a worker begins the body first and records the start a moment
-    /// later, or together with the outcome if the body is done by then), by a user cancel (to
-    /// CANCELLED), or by the rescuer when its dispatch lease expires (back to PENDING, no
-    /// attempt burned).
+    /// Handed on without a recorded start (the store's `mark_scheduled`; the runtime's workers
+    /// claim PENDING → RUNNING directly, so only an older version leaves jobs here). Moved out
+    /// by a worker recording its start (to RUNNING), by a user cancel (to CANCELLED), or by the
+    /// rescuer when its dispatch lease expires (back to PENDING, no attempt burned).
     Scheduled,
     /// Executing on a worker under a lease. Moved out by that worker (to COMPLETED, FAILED, or
     /// PENDING for a retry, a slice end or a shutdown hand-back) or by the rescuer when the

@@ -50,9 +50,7 @@ pub struct Metrics {
     pub rr_preemptions: IntCounter,
     /// Jobs per status (refreshed by the engine leader from the store).
     pub jobs_by_status: IntGaugeVec,
-    /// Tokens waiting in the ready queue.
-    pub ready_queue_depth: IntGauge,
-    /// Jobs waiting in the engine's policy structure.
+    /// PENDING jobs (the leader's gauge refresh).
     pub policy_queue_depth: IntGauge,
     /// Entries in the dead-letter queue.
     pub dead_letter_size: IntGauge,
@@ -171,13 +169,9 @@ impl Metrics {
                 "Jobs per status, from the store.",
                 &["status"],
             ),
-            ready_queue_depth: gauge(
-                "jobsched_ready_queue_depth",
-                "Dispatch tokens waiting in the ready queue.",
-            ),
             policy_queue_depth: gauge(
                 "jobsched_policy_queue_depth",
-                "Due jobs waiting in the engine's policy structure.",
+                "PENDING jobs waiting to be claimed (refreshed by the leader).",
             ),
             dead_letter_size: gauge(
                 "jobsched_dead_letter_size",

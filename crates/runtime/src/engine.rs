@@ -155,12 +155,9 @@ async fn refresh_gauges(rt: &Runtime) {
     if let Ok(w) = rt.transport.workers().await {
         m.workers_live.set(w.len() as i64);
     }
-    if let Ok(n) = rt.transport.ready_len().await {
-        m.ready_queue_depth.set(n as i64);
-    }
 }
 
-/// Take back expired leases and dead workers' in-flight tokens.
+/// Take back expired leases; forget workers that stopped heartbeating.
 async fn rescue(rt: &Runtime) {
     let now = rt.clock.now();
     let m = metrics();
@@ -205,8 +202,8 @@ async fn rescue(rt: &Runtime) {
     }
     match rt.transport.reap_dead_workers().await {
         Ok(reaped) => {
-            for (worker, tokens) in reaped {
-                tracing::warn!(%worker, tokens = tokens.len(), "worker stopped heartbeating; its in-flight tokens were returned");
+            for worker in reaped {
+                tracing::warn!(%worker, "worker stopped heartbeating; removed from the registry (the rescuer takes its jobs back when their leases expire)");
             }
         }
         Err(e) => tracing::warn!(error = %e, "reaping dead workers failed"),

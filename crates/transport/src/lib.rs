@@ -1,12 +1,12 @@
 //! jobsched-transport: adapters for the [`Transport`](jobsched_core::ports::Transport) port.
 //!
-//! The transport hands dispatch tokens from the engine to workers and carries the small shared
-//! runtime state (worker slots and liveness, the policy settings, a dead-letter mirror and
-//! broadcast events). Postgres stays the source of truth; everything here can be rebuilt.
+//! The transport carries the small shared runtime state (worker slots and liveness, the policy
+//! settings, a dead-letter mirror) and the broadcast events that wake workers. Postgres stays
+//! the source of truth; everything here can be rebuilt.
 //!
-//! - [`RedisTransport`]: the multi-process transport on Redis. Every multi-key change (taking
-//!   tokens, reaping dead workers, reporting slots) is a single Lua script, so it is atomic, and
-//!   liveness deadlines use the Redis server clock.
+//! - [`RedisTransport`]: the multi-process transport on Redis. Every multi-key change (reaping
+//!   dead workers, reporting slots) is a single Lua script, so it is atomic, and liveness
+//!   deadlines use the Redis server clock.
 //! - [`MemoryTransport`]: the same observable semantics in one process, for the single-process
 //!   dev mode and for tests.
 
@@ -18,14 +18,12 @@ pub use error::TransportError;
 pub use memory::MemoryTransport;
 pub use redis_transport::{DEFAULT_PREFIX, RedisTransport};
 
-use jobsched_core::ports::{Event, Token};
+use jobsched_core::ports::Event;
 
 /// Name of an event as sent on the events channel.
 pub(crate) fn event_name(event: Event) -> String {
     match event {
         Event::JobsAvailable => "JobsAvailable".into(),
-        Event::SlotsFree => "SlotsFree".into(),
-        Event::ReadyPushed => "ReadyPushed".into(),
         Event::PolicyChanged => "PolicyChanged".into(),
         // Serialising plain numbers, strings and a timestamp cannot fail.
         Event::Submitted(job) => format!(
@@ -39,24 +37,9 @@ pub(crate) fn event_name(event: Event) -> String {
 pub(crate) fn event_from_name(name: &str) -> Option<Event> {
     Some(match name {
         "JobsAvailable" => Event::JobsAvailable,
-        "SlotsFree" => Event::SlotsFree,
-        "ReadyPushed" => Event::ReadyPushed,
         "PolicyChanged" => Event::PolicyChanged,
         _ => Event::Submitted(serde_json::from_str(name.strip_prefix("Submitted:")?).ok()?),
     })
-}
-
-/// Decode stored tokens, skipping (and logging) entries that are not tokens.
-pub(crate) fn decode_tokens(raw: Vec<String>, key: &str) -> Vec<Token> {
-    raw.into_iter()
-        .filter_map(|s| {
-            let token = Token::decode(&s);
-            if token.is_none() {
-                tracing::warn!(key, value = %s, "skipping a transport entry that is not a token");
-            }
-            token
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -67,8 +50,6 @@ mod tests {
     fn event_names_round_trip() {
         for e in [
             Event::JobsAvailable,
-            Event::SlotsFree,
-            Event::ReadyPushed,
             Event::PolicyChanged,
             Event::Submitted(jobsched_core::PendingJob {
                 queued: jobsched_core::QueuedJob {

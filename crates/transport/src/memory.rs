@@ -1,9 +1,9 @@
 //! The in-process transport for the single-process dev mode.
 
 use async_trait::async_trait;
-use jobsched_core::ports::{Dispatched, Event, Subscription, Token, Transport, WorkerSlots};
+use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
 use jobsched_core::{DeadLetter, JobId, PolicySettings, Result};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -21,10 +21,6 @@ pub struct MemoryTransport {
 
 #[derive(Debug, Default)]
 struct State {
-    ready: VecDeque<Token>,
-    /// Jobs kept for their tokens' takers (see [`Transport::push_dispatched`]).
-    dispatched: HashMap<Token, Dispatched>,
-    in_flight: HashMap<String, Vec<Token>>,
     idle: HashMap<String, u32>,
     total: HashMap<String, u32>,
     /// Liveness deadline per worker.
@@ -69,104 +65,6 @@ impl MemoryTransport {
 
 #[async_trait]
 impl Transport for MemoryTransport {
-    async fn push_dispatched(&self, tokens: &[Token], jobs: &[Dispatched]) -> Result<()> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        {
-            let mut state = self.lock();
-            state.ready.extend(tokens.iter().copied());
-            for d in jobs {
-                state.dispatched.insert(d.job.token(), d.clone());
-            }
-        }
-        self.emit(Event::ReadyPushed);
-        Ok(())
-    }
-
-    async fn take_dispatched(
-        &self,
-        worker: &str,
-        max: u32,
-    ) -> Result<Vec<(Token, Option<Dispatched>)>> {
-        let mut state = self.lock();
-        let n = state.ready.len().min(max as usize);
-        let taken: Vec<Token> = state.ready.drain(..n).collect();
-        if !taken.is_empty() {
-            state
-                .in_flight
-                .entry(worker.to_string())
-                .or_default()
-                .extend(taken.iter().copied());
-        }
-        let taken = taken
-            .into_iter()
-            .map(|t| (t, state.dispatched.remove(&t)))
-            .collect();
-        // `n <= max`, so this fits in u32.
-        let left = max - n as u32;
-        let before = state.idle.insert(worker.to_string(), left);
-        drop(state);
-        if left > 0 && before != Some(left) {
-            self.emit(Event::SlotsFree);
-        }
-        Ok(taken)
-    }
-
-    async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()> {
-        let mut state = self.lock();
-        if let Some(list) = state.in_flight.get_mut(worker) {
-            list.retain(|t| !tokens.contains(t));
-            if list.is_empty() {
-                state.in_flight.remove(worker);
-            }
-        }
-        Ok(())
-    }
-
-    async fn release(&self, worker: &str, tokens: &[Token]) -> Result<()> {
-        let mut released = Vec::new();
-        {
-            let mut state = self.lock();
-            if let Some(list) = state.in_flight.get_mut(worker) {
-                for t in tokens {
-                    if let Some(i) = list.iter().position(|x| x == t) {
-                        list.remove(i);
-                        released.push(*t);
-                    }
-                }
-                if list.is_empty() {
-                    state.in_flight.remove(worker);
-                }
-            }
-            for t in released.iter().rev() {
-                state.ready.push_front(*t);
-            }
-        }
-        if !released.is_empty() {
-            self.emit(Event::ReadyPushed);
-        }
-        Ok(())
-    }
-
-    async fn in_flight(&self, worker: &str) -> Result<Vec<Token>> {
-        Ok(self
-            .lock()
-            .in_flight
-            .get(worker)
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    async fn ready_len(&self) -> Result<u64> {
-        Ok(self.lock().ready.len() as u64)
-    }
-
-    async fn contains(&self, token: Token) -> Result<bool> {
-        let state = self.lock();
-        Ok(state.ready.contains(&token) || state.in_flight.values().any(|l| l.contains(&token)))
-    }
-
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()> {
         let now = Instant::now();
         // A ttl too large to represent means "practically forever".
@@ -199,7 +97,7 @@ impl Transport for MemoryTransport {
         Ok(live.into_values().collect())
     }
 
-    async fn reap_dead_workers(&self) -> Result<Vec<(String, Vec<Token>)>> {
+    async fn reap_dead_workers(&self) -> Result<Vec<String>> {
         let now = Instant::now();
         let mut state = self.lock();
         let mut dead: Vec<(Instant, String)> = state
@@ -215,14 +113,7 @@ impl Transport for MemoryTransport {
             state.alive.remove(&worker);
             state.idle.remove(&worker);
             state.total.remove(&worker);
-            let tokens = state.in_flight.remove(&worker).unwrap_or_default();
-            reaped.push((worker, tokens));
-        }
-        // The first reaped worker's tokens end up at the very front, each list in its order.
-        for (_, tokens) in reaped.iter().rev() {
-            for token in tokens.iter().rev() {
-                state.ready.push_front(*token);
-            }
+            reaped.push(worker);
         }
         Ok(reaped)
     }

@@ -1,10 +1,10 @@
 //! The Redis transport.
 
 use crate::error::{TransportError, redact_url};
-use crate::{decode_tokens, event_from_name, event_name};
+use crate::{event_from_name, event_name};
 use async_trait::async_trait;
 use futures::StreamExt;
-use jobsched_core::ports::{Dispatched, Event, Subscription, Token, Transport, WorkerSlots};
+use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
 use jobsched_core::{DeadLetter, JobId, PolicySettings, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
 use redis::{AsyncCommands, Client, Script};
@@ -35,91 +35,6 @@ macro_rules! lua {
     };
 }
 
-/// KEYS: ready, in-flight list, idle, events, dispatched jobs. ARGV: worker, max, SlotsFree
-/// event name. Returns the tokens taken and, for each, its kept job (or nil); those are removed.
-static TAKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local max = tonumber(ARGV[2])
-local before = redis.call('HGET', KEYS[3], ARGV[1])
-local taken = {}
-if max > 0 then
-  taken = redis.call('LRANGE', KEYS[1], 0, max - 1)
-  if #taken > 0 then
-    redis.call('LTRIM', KEYS[1], #taken, -1)
-    for i = 1, #taken, 1000 do
-      redis.call('RPUSH', KEYS[2], unpack(taken, i, math.min(i + 999, #taken)))
-    end
-  end
-end
-local left = max - #taken
-redis.call('HSET', KEYS[3], ARGV[1], left)
-if left > 0 and tostring(left) ~= before then
-  redis.call('PUBLISH', KEYS[4], ARGV[3])
-end
-local jobs = {}
-for i = 1, #taken, 1000 do
-  local chunk = {unpack(taken, i, math.min(i + 999, #taken))}
-  local got = redis.call('HMGET', KEYS[5], unpack(chunk))
-  for j = 1, #chunk do
-    jobs[#jobs + 1] = got[j]
-  end
-  redis.call('HDEL', KEYS[5], unpack(chunk))
-end
-return {taken, jobs}
-",
-    )
-});
-
-/// KEYS: in-flight list. ARGV: tokens to remove (every occurrence). One pass over the list
-/// for a large batch instead of one LREM scan per token.
-static ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if #ARGV <= 8 then
-  for i = 1, #ARGV do
-    redis.call('LREM', KEYS[1], 0, ARGV[i])
-  end
-  return 0
-end
-local drop = {}
-for i = 1, #ARGV do
-  drop[ARGV[i]] = true
-end
-local keep = {}
-for _, t in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  if not drop[t] then
-    keep[#keep + 1] = t
-  end
-end
-redis.call('DEL', KEYS[1])
-for i = 1, #keep, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
-end
-return 0
-",
-    )
-});
-
-/// KEYS: in-flight list, ready, events. ARGV: event name, tokens (front first).
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local n = 0
-for i = #ARGV, 2, -1 do
-  if redis.call('LREM', KEYS[1], 1, ARGV[i]) > 0 then
-    redis.call('LPUSH', KEYS[2], ARGV[i])
-    n = n + 1
-  end
-end
-if n > 0 then
-  redis.call('PUBLISH', KEYS[3], ARGV[1])
-end
-return n
-",
-    )
-});
-
 /// KEYS: idle, total, alive. ARGV: worker, idle, total, ttl in ms.
 static REPORT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
@@ -148,54 +63,21 @@ return out
     ))
 });
 
-/// KEYS: idle, total, alive, ready. ARGV: in-flight key prefix.
-/// Returns, per dead worker: `worker, n, token_1 .. token_n`, flattened.
+/// KEYS: idle, total, alive. ARGV: in-flight key prefix (lists an older version kept per
+/// worker; deleted with it). Returns the dead workers.
 static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(lua!(
         r"
 local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', string.format('%d', now))
-local lists = {}
-for i, w in ipairs(dead) do
-  local key = ARGV[1] .. w
-  lists[i] = redis.call('LRANGE', key, 0, -1)
-  redis.call('DEL', key)
+for _, w in ipairs(dead) do
+  redis.call('DEL', ARGV[1] .. w)
   redis.call('HDEL', KEYS[1], w)
   redis.call('HDEL', KEYS[2], w)
   redis.call('ZREM', KEYS[3], w)
 end
-for i = #dead, 1, -1 do
-  local toks = lists[i]
-  for j = #toks, 1, -1 do
-    redis.call('LPUSH', KEYS[4], toks[j])
-  end
-end
-local out = {}
-for i, w in ipairs(dead) do
-  out[#out + 1] = w
-  out[#out + 1] = tostring(#lists[i])
-  for _, tok in ipairs(lists[i]) do
-    out[#out + 1] = tok
-  end
-end
-return out
+return dead
 "
     ))
-});
-
-/// KEYS: ready, idle, alive. ARGV: token, in-flight key prefix.
-static CONTAINS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('LPOS', KEYS[1], ARGV[1]) then return 1 end
-local known = {}
-for _, w in ipairs(redis.call('HKEYS', KEYS[2])) do known[w] = true end
-for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do known[w] = true end
-for w, _ in pairs(known) do
-  if redis.call('LPOS', ARGV[2] .. w, ARGV[1]) then return 1 end
-end
-return 0
-",
-    )
 });
 
 /// KEYS: dead-letter list. ARGV: job id. Returns the number of entries removed.
@@ -218,7 +100,6 @@ return removed
 #[derive(Debug)]
 struct Keys {
     prefix: String,
-    ready: String,
     in_flight_prefix: String,
     idle: String,
     total: String,
@@ -226,14 +107,12 @@ struct Keys {
     policy: String,
     dead_letter: String,
     events: String,
-    dispatched: String,
 }
 
 impl Keys {
     fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.to_string(),
-            ready: format!("{prefix}:ready"),
             in_flight_prefix: format!("{prefix}:inflight:"),
             idle: format!("{prefix}:idle"),
             total: format!("{prefix}:total"),
@@ -241,12 +120,7 @@ impl Keys {
             policy: format!("{prefix}:policy"),
             dead_letter: format!("{prefix}:dead_letter"),
             events: format!("{prefix}:events"),
-            dispatched: format!("{prefix}:dispatched"),
         }
-    }
-
-    fn in_flight(&self, worker: &str) -> String {
-        format!("{}{worker}", self.in_flight_prefix)
     }
 
     /// SCAN pattern matching exactly the keys under the prefix (glob characters escaped).
@@ -450,139 +324,6 @@ impl RedisTransport {
 
 #[async_trait]
 impl Transport for RedisTransport {
-    async fn push_dispatched(&self, tokens: &[Token], jobs: &[Dispatched]) -> Result<()> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        let keys = self.keys();
-        let encoded: Vec<String> = tokens.iter().map(Token::encode).collect();
-        let mut kept = Vec::with_capacity(jobs.len());
-        for d in jobs {
-            let json = serde_json::to_string(d).map_err(|source| TransportError::Json {
-                key: keys.dispatched.clone(),
-                source,
-            })?;
-            kept.push((d.job.token().encode(), json));
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if !kept.is_empty() {
-            pipe.hset_multiple(&keys.dispatched, &kept).ignore();
-        }
-        pipe.rpush(&keys.ready, encoded)
-            .ignore()
-            .publish(&keys.events, event_name(Event::ReadyPushed))
-            .ignore()
-            .exec_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("push_ready", e))?;
-        Ok(())
-    }
-
-    async fn take_dispatched(
-        &self,
-        worker: &str,
-        max: u32,
-    ) -> Result<Vec<(Token, Option<Dispatched>)>> {
-        let keys = self.keys();
-        let in_flight = keys.in_flight(worker);
-        let (raw, jobs): (Vec<String>, Vec<Option<String>>) = TAKE
-            .key(&keys.ready)
-            .key(&in_flight)
-            .key(&keys.idle)
-            .key(&keys.events)
-            .key(&keys.dispatched)
-            .arg(worker)
-            .arg(max)
-            .arg(event_name(Event::SlotsFree))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("take", e))?;
-        let mut taken = Vec::with_capacity(raw.len());
-        for (raw, job) in raw
-            .into_iter()
-            .zip(jobs.into_iter().chain(std::iter::repeat(None)))
-        {
-            let Some(token) = Token::decode(&raw) else {
-                tracing::warn!(key = %in_flight, entry = %raw, "ignoring a malformed token");
-                continue;
-            };
-            // A kept job that does not parse (another version wrote it) is read from the store.
-            let job = job
-                .and_then(|j| serde_json::from_str::<Dispatched>(&j).ok())
-                .filter(|d| d.job.token() == token);
-            taken.push((token, job));
-        }
-        Ok(taken)
-    }
-
-    async fn ack(&self, worker: &str, tokens: &[Token]) -> Result<()> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        let mut call = ACK.key(self.keys().in_flight(worker));
-        for token in tokens {
-            call.arg(token.encode());
-        }
-        let _: i64 = call
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("ack", e))?;
-        Ok(())
-    }
-
-    async fn release(&self, worker: &str, tokens: &[Token]) -> Result<()> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        let keys = self.keys();
-        let mut call = RELEASE.key(keys.in_flight(worker));
-        call.key(&keys.ready)
-            .key(&keys.events)
-            .arg(event_name(Event::ReadyPushed));
-        for token in tokens {
-            call.arg(token.encode());
-        }
-        let _: i64 = call
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("release", e))?;
-        Ok(())
-    }
-
-    async fn in_flight(&self, worker: &str) -> Result<Vec<Token>> {
-        let key = self.keys().in_flight(worker);
-        let raw: Vec<String> = self
-            .conn()
-            .lrange(&key, 0, -1)
-            .await
-            .map_err(|e| self.err("in_flight", e))?;
-        Ok(decode_tokens(raw, &key))
-    }
-
-    async fn ready_len(&self) -> Result<u64> {
-        let n: u64 = self
-            .conn()
-            .llen(&self.keys().ready)
-            .await
-            .map_err(|e| self.err("ready_len", e))?;
-        Ok(n)
-    }
-
-    async fn contains(&self, token: Token) -> Result<bool> {
-        let keys = self.keys();
-        let found: i64 = CONTAINS
-            .key(&keys.ready)
-            .key(&keys.idle)
-            .key(&keys.alive)
-            .arg(token.encode())
-            .arg(&keys.in_flight_prefix)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("contains", e))?;
-        Ok(found == 1)
-    }
-
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()> {
         let keys = self.keys();
         let ttl_ms = u64::try_from(ttl.as_millis())
@@ -623,26 +364,17 @@ impl Transport for RedisTransport {
         Ok(workers)
     }
 
-    async fn reap_dead_workers(&self) -> Result<Vec<(String, Vec<Token>)>> {
+    async fn reap_dead_workers(&self) -> Result<Vec<String>> {
         let keys = self.keys();
-        let flat: Vec<String> = REAP
+        let dead: Vec<String> = REAP
             .key(&keys.idle)
             .key(&keys.total)
             .key(&keys.alive)
-            .key(&keys.ready)
             .arg(&keys.in_flight_prefix)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err("reap_dead_workers", e))?;
-        let mut reaped = Vec::new();
-        let mut rest = flat.into_iter();
-        while let Some(worker) = rest.next() {
-            let n: usize = rest.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let raw: Vec<String> = rest.by_ref().take(n).collect();
-            let tokens = decode_tokens(raw, &keys.in_flight(&worker));
-            reaped.push((worker, tokens));
-        }
-        Ok(reaped)
+        Ok(dead)
     }
 
     async fn policy(&self) -> Result<Option<PolicySettings>> {

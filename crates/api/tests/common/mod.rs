@@ -8,7 +8,7 @@ use chrono::Utc;
 use jobsched_api::{ApiConfig, AppState};
 use jobsched_client::Client;
 use jobsched_core::ports::{
-    Dispatched, Event, Outcome, Store, Subscription, SystemClock, Token, Transport, WorkerSlots,
+    Event, Outcome, Store, Subscription, SystemClock, Token, Transport, WorkerSlots,
 };
 use jobsched_core::{DeadLetter, Job, JobId, NewJob, PolicySettings};
 use jobsched_jobs::{DataDir, Registry};
@@ -69,31 +69,6 @@ fn down<T>() -> jobsched_core::Result<T> {
 
 #[async_trait]
 impl Transport for DownTransport {
-    async fn push_dispatched(&self, _: &[Token], _: &[Dispatched]) -> jobsched_core::Result<()> {
-        down()
-    }
-    async fn take_dispatched(
-        &self,
-        _: &str,
-        _: u32,
-    ) -> jobsched_core::Result<Vec<(Token, Option<Dispatched>)>> {
-        down()
-    }
-    async fn ack(&self, _: &str, _: &[Token]) -> jobsched_core::Result<()> {
-        down()
-    }
-    async fn release(&self, _: &str, _: &[Token]) -> jobsched_core::Result<()> {
-        down()
-    }
-    async fn in_flight(&self, _: &str) -> jobsched_core::Result<Vec<Token>> {
-        down()
-    }
-    async fn ready_len(&self) -> jobsched_core::Result<u64> {
-        down()
-    }
-    async fn contains(&self, _: Token) -> jobsched_core::Result<bool> {
-        down()
-    }
     async fn report_slots(
         &self,
         _: &str,
@@ -106,7 +81,7 @@ impl Transport for DownTransport {
     async fn workers(&self) -> jobsched_core::Result<Vec<WorkerSlots>> {
         down()
     }
-    async fn reap_dead_workers(&self) -> jobsched_core::Result<Vec<(String, Vec<Token>)>> {
+    async fn reap_dead_workers(&self) -> jobsched_core::Result<Vec<String>> {
         down()
     }
     async fn policy(&self) -> jobsched_core::Result<Option<PolicySettings>> {
