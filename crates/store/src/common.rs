@@ -18,10 +18,13 @@ pub(crate) fn dedupe(tokens: &[Token]) -> Vec<Token> {
 /// Outcomes with at most one per token (first occurrence wins), in input order. Two tokens of
 /// one job (different attempts) both stay: at most one can match the row's attempt.
 pub(crate) fn dedupe_outcomes(runs: &[Finished]) -> Vec<&Finished> {
-    let mut seen = HashSet::with_capacity(runs.len());
-    runs.iter()
-        .filter(|f| seen.insert(f.outcome.token()))
-        .collect()
+    dedupe_by_token(runs, |f| f.outcome.token())
+}
+
+/// Items with at most one per token (first occurrence wins), in input order.
+pub(crate) fn dedupe_by_token<T>(items: &[T], token: impl Fn(&T) -> Token) -> Vec<&T> {
+    let mut seen = HashSet::with_capacity(items.len());
+    items.iter().filter(|x| seen.insert(token(x))).collect()
 }
 
 /// Restore the caller's order: the applied subset of `requested`, in `requested` order.

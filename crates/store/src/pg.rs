@@ -12,7 +12,9 @@
 //! (autovacuum off, or right after a bulk insert) chose a bitmap scan of every PENDING row
 //! (45 ms per 256-job claim with 100k queued, against 9 ms by key).
 
-use crate::common::{POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, in_request_order, paging};
+use crate::common::{
+    POLICY_KEY, add_ttl, dedupe, dedupe_by_token, dedupe_outcomes, in_request_order, paging,
+};
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -1055,7 +1057,7 @@ impl WorkerStore for PgStore {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let arrays = OutcomeArrays::of(&runs);
+        let arrays = OutcomeArrays::of(runs.iter().map(|f| (&f.outcome, f.started_at)));
         let arrays = &arrays;
         let sql = concat!(
             outcome_ctes!(),
@@ -1092,12 +1094,12 @@ impl WorkerStore for PgStore {
         now: DateTime<Utc>,
         claim: &Claim,
     ) -> Result<Exchanged> {
-        let runs: Vec<Finished> = outcomes.iter().cloned().map(Finished::from).collect();
-        let runs = dedupe_outcomes(&runs);
+        // Borrowed, not copied: the results travel to the statement as they are.
+        let runs = dedupe_by_token(outcomes, Outcome::token);
         if runs.is_empty() && claim.limit == 0 {
             return Ok(Exchanged::default());
         }
-        let arrays = OutcomeArrays::of(&runs);
+        let arrays = OutcomeArrays::of(runs.iter().map(|o| (*o, None)));
         let arrays = &arrays;
         // The outcomes, then up to `limit` due PENDING rows in the policy's order, each
         // PENDING -> RUNNING under this owner's lease: one statement, one commit. Rows another
@@ -1105,9 +1107,7 @@ impl WorkerStore for PgStore {
         // snapshot, so a job sent back to PENDING here is claimed by a later exchange.
         // Most batches hold only completions (or nothing, a claim alone): a statement with one
         // outcome CTE instead of four is planned in about two thirds of the time.
-        let only_completed = runs
-            .iter()
-            .all(|f| matches!(f.outcome, Outcome::Completed { .. }));
+        let only_completed = runs.iter().all(|o| matches!(o, Outcome::Completed { .. }));
         let sql = match (claim.order, only_completed) {
             (PolicyKind::Fcfs | PolicyKind::RoundRobin, true) => {
                 concat!(
@@ -1172,7 +1172,7 @@ impl WorkerStore for PgStore {
                 claimed.sort_by(|(a, _), (b, _)| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
             }
         }
-        let requested: Vec<Token> = runs.iter().map(|f| f.outcome.token()).collect();
+        let requested: Vec<Token> = runs.iter().map(|o| o.token()).collect();
         Ok(Exchanged {
             applied: in_request_order(&requested, applied, |t| t.id),
             claimed: claimed.into_iter().map(|(_, job)| job).collect(),
@@ -1221,18 +1221,18 @@ impl<A, B> Kind<A, B> {
 }
 
 impl<'a> OutcomeArrays<'a> {
-    fn of(runs: &[&'a Finished]) -> OutcomeArrays<'a> {
-        let mut sorted: Vec<&'a Finished> = runs.to_vec();
-        sorted.sort_by_key(|f| f.outcome.token().id);
+    /// From each outcome and, for a run whose start is unrecorded, its start.
+    fn of(runs: impl Iterator<Item = (&'a Outcome, Option<DateTime<Utc>>)>) -> OutcomeArrays<'a> {
+        let mut sorted: Vec<(&'a Outcome, Option<DateTime<Utc>>)> = runs.collect();
+        sorted.sort_by_key(|(o, _)| o.token().id);
         let mut a = OutcomeArrays {
             c: Kind::default(),
             r: Kind::default(),
             f: Kind::default(),
             q: Kind::default(),
         };
-        for run in sorted {
-            let started = run.started_at;
-            match &run.outcome {
+        for (outcome, started) in sorted {
+            match outcome {
                 Outcome::Completed { token, result } => a.c.push(*token, started, result, ()),
                 Outcome::Retry {
                     token,
