@@ -180,37 +180,24 @@ pub async fn run(
         let Some((sent, asked, result)) = settled else {
             continue;
         };
-        match result {
-            Ok(done) => {
+        match settle(
+            &rt,
+            &running,
+            sent,
+            asked,
+            result,
+            &mut idle,
+            &mut outcomes,
+            &mut want,
+            &mut due,
+        ) {
+            Some(claimed) => {
                 backoff = Duration::from_millis(50);
-                let claimed = done.claimed.len() as u32;
-                idle += asked.saturating_sub(claimed);
-                if asked > 0 {
-                    // Short: the queue has nothing more due for now.
-                    want = claimed >= asked;
-                }
-                recorded(
-                    &rt,
-                    &sent,
-                    &done.applied,
-                    &running,
-                    &mut due,
-                    &mut want,
-                    idle,
-                );
-                for job in done.claimed {
+                for job in claimed {
                     spawn_job(&rt, job, &settings, &running, &done_tx);
                 }
             }
-            Err(e) => {
-                // Nothing was written: keep the outcomes for the next try (an outcome is only
-                // lost if the lease expires first, and then the rescuer retries the job:
-                // at-least-once execution).
-                tracing::warn!(error = %e, "exchange with the store failed; retrying in {backoff:?}");
-                idle += asked;
-                let mut kept = sent;
-                kept.append(&mut outcomes);
-                outcomes = kept;
+            None => {
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -226,28 +213,19 @@ pub async fn run(
     // An exchange on its way may have claimed jobs: they run (or are handed back) like the rest.
     if let Some(pending) = exchange.take() {
         let (sent, asked, result) = pending.await;
-        match result {
-            Ok(done) => {
-                idle += asked.saturating_sub(done.claimed.len() as u32);
-                recorded(
-                    &rt,
-                    &sent,
-                    &done.applied,
-                    &running,
-                    &mut due,
-                    &mut want,
-                    idle,
-                );
-                for job in done.claimed {
-                    spawn_job(&rt, job, &settings, &running, &done_tx);
-                }
-            }
-            Err(_) => {
-                idle += asked;
-                let mut kept = sent;
-                kept.append(&mut outcomes);
-                outcomes = kept;
-            }
+        let claimed = settle(
+            &rt,
+            &running,
+            sent,
+            asked,
+            result,
+            &mut idle,
+            &mut outcomes,
+            &mut want,
+            &mut due,
+        );
+        for job in claimed.unwrap_or_default() {
+            spawn_job(&rt, job, &settings, &running, &done_tx);
         }
     }
     let deadline = Instant::now() + rt.config.shutdown_grace;
@@ -314,6 +292,46 @@ pub async fn run(
         .await;
     tracing::info!(worker = %me, "worker stopped");
     Ok(())
+}
+
+/// Take in an exchange's answer: free the slots it did not fill, note whether the queue ran dry,
+/// forget the recorded runs. Returns the claimed jobs to start; on an error (nothing was
+/// written) the outcomes go back to the front of `outcomes`, the slots are freed and `None`
+/// tells the caller to back off.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    rt: &Runtime,
+    running: &RunningSet,
+    sent: Vec<Outcome>,
+    asked: u32,
+    result: jobsched_core::Result<Exchanged>,
+    idle: &mut u32,
+    outcomes: &mut Vec<Outcome>,
+    want: &mut bool,
+    due: &mut BinaryHeap<std::cmp::Reverse<Instant>>,
+) -> Option<Vec<StartedJob>> {
+    match result {
+        Ok(done) => {
+            let claimed = done.claimed.len() as u32;
+            *idle += asked.saturating_sub(claimed);
+            if asked > 0 {
+                // Short: the queue has nothing more due for now.
+                *want = claimed >= asked;
+            }
+            recorded(rt, &sent, &done.applied, running, due, want, *idle);
+            Some(done.claimed)
+        }
+        Err(e) => {
+            // An outcome is only lost if the lease expires first, and then the rescuer retries
+            // the job: at-least-once execution.
+            tracing::warn!(error = %e, "exchange with the store failed; keeping its outcomes for the next try");
+            *idle += asked;
+            let mut kept = sent;
+            kept.append(outcomes);
+            *outcomes = kept;
+            None
+        }
+    }
 }
 
 fn drain_done(rx: &mut mpsc::UnboundedReceiver<Outcome>, into: &mut Vec<Outcome>) {
