@@ -287,6 +287,15 @@ impl Cluster {
                     .connect(&url)
                     .await
                     .map_err(db_err(format!("cannot connect to {}", redact(&url))))?;
+                // Schema experiments (A/B of a table setting without a rebuild): SQL run on the
+                // fresh database after the migrations.
+                if let Ok(sql) = std::env::var("JOBSCHED_BENCH_SETUP_SQL") {
+                    progress(&format!("running JOBSCHED_BENCH_SETUP_SQL: {sql}"));
+                    sqlx::raw_sql(&sql)
+                        .execute(&pool)
+                        .await
+                        .map_err(db_err("JOBSCHED_BENCH_SETUP_SQL failed".to_string()))?;
+                }
                 self.pool = Some(pool);
                 self.db_url = Some(url);
                 let prefix = format!(

@@ -67,10 +67,11 @@ pub struct PgStore {
     /// Connections with `synchronous_commit = off`, for the transitions whose loss in a crash
     /// is harmless (see [`PgStore::connect`]).
     relaxed: PgPool,
-    /// Synchronous commits with `plan_cache_mode = force_generic_plan`: a worker's exchange
-    /// (outcomes and claims) is one large statement whose plan does not depend on its array
-    /// sizes, and planning it anew each time cost more than running it.
-    generic: PgPool,
+    /// Synchronous commits with hash joins, merge joins and sequential scans disabled: the
+    /// workers' exchanges (outcomes and claims). Their plans are made per execution (custom
+    /// plans): a generic plan cached while the table was empty or unanalysed scanned whole
+    /// indexes once the table filled up.
+    exchanges: PgPool,
 }
 
 fn db(e: sqlx::Error) -> jobsched_core::Error {
@@ -192,18 +193,24 @@ macro_rules! all_done {
 /// The rest of an exchange after [`outcome_ctes`]: claim up to $21 due PENDING jobs in the
 /// given order under lease $22; answer one row per applied outcome (`claimed` false: id and
 /// attempt) and one per claimed job.
+///
+/// `pick` locks the rows and hands over their physical addresses (`ctid`), so `claimed` reads
+/// them with a TID scan instead of one primary-key lookup per job. The row lock keeps each
+/// address valid until the update; an address that went stale anyway (the row changed between
+/// the snapshot and the lock) fails the re-check of the qualification, so that row is simply
+/// not claimed.
 macro_rules! claim_tail {
     ($order:literal, $done:expr) => {
         concat!(
             ", pick AS ( \
-                 SELECT id FROM jobs WHERE queued AND run_at <= $1 \
+                 SELECT ctid FROM jobs WHERE queued AND run_at <= $1 \
                  ORDER BY ", $order, " LIMIT $21 FOR UPDATE SKIP LOCKED), \
              claimed AS ( \
                  UPDATE jobs j SET status = 'RUNNING', attempt = j.attempt + 1, \
                      scheduled_at = GREATEST($1, j.created_at, j.run_at), \
                      started_at = GREATEST($1, j.created_at, j.run_at), \
                      lease_owner = $2, lease_expires_at = $22, slices = j.slices + 1 \
-                 WHERE j.id = ANY (ARRAY(SELECT id FROM pick)) AND j.queued \
+                 WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM pick)) AND j.queued \
                  RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
                            j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
                            j.timeout_seconds, j.priority, j.estimated_duration, j.seq), \
@@ -353,7 +360,7 @@ impl PgStore {
     pub fn new(pool: PgPool) -> Self {
         PgStore {
             relaxed: pool.clone(),
-            generic: pool.clone(),
+            exchanges: pool.clone(),
             pool,
         }
     }
@@ -404,7 +411,7 @@ impl PgStore {
                 pool.clone()
             }
         };
-        let generic = match open(
+        let exchanges = match open(
             options.options([
                 ("enable_hashjoin", "off"),
                 ("enable_mergejoin", "off"),
@@ -414,16 +421,16 @@ impl PgStore {
         )
         .await
         {
-            Ok(generic) => generic,
+            Ok(exchanges) => exchanges,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open connections with plan_cache_mode=force_generic_plan; exchanges are planned each time");
+                tracing::warn!(error = %e, "cannot open connections with hash joins, merge joins and sequential scans disabled; exchanges run on the main pool");
                 pool.clone()
             }
         };
         Ok(PgStore {
             pool,
             relaxed,
-            generic,
+            exchanges,
         })
     }
 
@@ -1140,7 +1147,7 @@ impl WorkerStore for PgStore {
             }
         };
         let limit = i64::from(claim.limit);
-        let pool = &self.generic;
+        let pool = &self.exchanges;
         let rows = retry_conflicts(|| async move {
             arrays
                 .bind(sqlx::query(sql).bind(now).bind(owner))

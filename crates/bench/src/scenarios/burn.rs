@@ -109,6 +109,18 @@ pub async fn run(
     let base = client.stats().await?;
     let chunk = args.burn_chunk;
     let chunks = n.div_ceil(chunk);
+    // A checkpoint whose redo point falls between the insert and the burn makes the burn's
+    // first change to every page it touches log the whole page (8 KiB), which depends on
+    // where the server's checkpoint cycle happens to be, not on jobsched (the Postgres limit
+    // above writes several hundred MB). Start the insert right after a checkpoint, as a peer
+    // run that writes little WAL effectively does.
+    if let Some(p) = cluster.server_pool().await {
+        if let Err(e) = sqlx::query("CHECKPOINT").execute(&p).await {
+            progress(&format!(
+                "burn: CHECKPOINT refused ({e}); the burn may log full pages"
+            ));
+        }
+    }
     progress(&format!(
         "burn: inserting {n} jobs in {chunks} batches (dispatching paused)"
     ));
@@ -142,8 +154,6 @@ pub async fn run(
         "j/s",
         None,
     );
-    // Let the paused engine finish loading the backlog into its policy queue.
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // ---- 4. burn ----
     let server = cluster.server_pool().await;
@@ -389,7 +399,12 @@ pub async fn run(
             "",
             None,
         );
-        counters = json!({"wal_bytes": wal, "write_transactions": xacts});
+        counters = json!({
+            "wal_bytes": wal,
+            "wal_from": b.wal_lsn,
+            "wal_to": a.wal_lsn,
+            "write_transactions": xacts,
+        });
     }
     if let (Some(b), Some(a)) = (redis_before, redis_after) {
         let cmds = a.saturating_sub(b) as f64;
