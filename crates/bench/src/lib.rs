@@ -159,8 +159,9 @@ pub struct BenchArgs {
     /// burn: worker processes.
     #[arg(long, default_value_t = 2)]
     pub burn_workers: u32,
-    /// burn: slots per worker process.
-    #[arg(long, default_value_t = 256)]
+    /// burn: slots per worker process. 512 matches what the graphile-worker peer holds per
+    /// process (a local queue of 500 plus 24 running), so both claim in batches of similar size.
+    #[arg(long, default_value_t = 512)]
     pub burn_slots: u32,
     /// burn: jobs per `POST /jobs/batch` (at most 1000).
     #[arg(long, default_value_t = 1000)]
