@@ -111,12 +111,20 @@ pub async fn run(
         handoff.push(ms(sch, st));
         body.push(ms(st, done));
     }
-    let goals = (Some(Goal::at_most(2.0)), Some(Goal::at_most(10.0)));
+    // Runtime v2 (issue 15): a job starts within 1 ms at p50 and 5 ms at p99; its completion
+    // keeps the earlier goals (2 ms / 10 ms).
+    let start_goals = (Some(Goal::at_most(1.0)), Some(Goal::at_most(5.0)));
+    let complete_goals = (Some(Goal::at_most(2.0)), Some(Goal::at_most(10.0)));
     let start_s = summarize(&start);
     let complete_s = summarize(&complete);
     let observed_s = summarize(&observed_ms);
-    report.add_latency(S, "submit→start (server clock)", start_s, goals);
-    report.add_latency(S, "submit→complete (server clock)", complete_s, goals);
+    report.add_latency(S, "submit→start (server clock)", start_s, start_goals);
+    report.add_latency(
+        S,
+        "submit→complete (server clock)",
+        complete_s,
+        complete_goals,
+    );
     report.add_latency(
         S,
         "submit→observed complete (client)",
