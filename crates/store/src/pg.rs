@@ -72,6 +72,10 @@ pub struct PgStore {
     /// plans): a generic plan cached while the table was empty or unanalysed scanned whole
     /// indexes once the table filled up.
     exchanges: PgPool,
+    /// Like `exchanges`, with `plan_cache_mode = force_generic_plan` and sorts and bitmap scans
+    /// disabled too: small exchanges, on statements whose plan cannot turn bad (see
+    /// [`exchange_sql`]).
+    generic: PgPool,
 }
 
 fn db(e: sqlx::Error) -> jobsched_core::Error {
@@ -116,26 +120,43 @@ pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, Stor
 /// same UPDATE, its started_at and slices written too. retry_count is capped at max_retries so
 /// it never exceeds the budget. COMPLETED keeps the row's lease expiry (an indexed column), so
 /// a completion is a HOT update.
+///
+/// `completed_cte!(generic)` (and the same for the other outcome macros) adds `j.id = ANY(ids)`,
+/// so that a plan made without knowing the arrays (a generic plan) reaches the rows through the
+/// primary key whichever side of the join it puts first: see [`PgStore::exchange`].
 macro_rules! completed_cte {
     () => {
-        "WITH completed AS ( \
+        completed_cte!(@ "")
+    };
+    (generic) => {
+        completed_cte!(@ " AND j.id = ANY($3::uuid[])")
+    };
+    (@ $key:literal) => {
+        concat!("WITH completed AS ( \
              UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $1, \
                  lease_owner = NULL, \
                  started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
                  slices = j.slices + (j.status = 'SCHEDULED')::int \
              FROM UNNEST($3::uuid[], $4::int4[], $5::timestamptz[], $6::jsonb[]) \
                   AS t(id, attempt, started, result) \
-             WHERE j.id = t.id AND j.attempt = t.attempt \
+             WHERE j.id = t.id", $key, " AND j.attempt = t.attempt \
                AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
                     OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
-             RETURNING j.id, j.attempt)"
+             RETURNING j.id, j.attempt)")
     };
 }
 
 /// The other three outcome kinds, to follow [`completed_cte`].
 macro_rules! other_outcome_ctes {
     () => {
-        ", retried AS ( \
+        other_outcome_ctes!(@ "", "", "")
+    };
+    (generic) => {
+        other_outcome_ctes!(@ " AND j.id = ANY($7::uuid[])", " AND j.id = ANY($12::uuid[])",
+                              " AND j.id = ANY($17::uuid[])")
+    };
+    (@ $r:literal, $f:literal, $q:literal) => {
+        concat!(", retried AS ( \
              UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, \
                  started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
                  slices = j.slices + (j.status = 'SCHEDULED')::int, \
@@ -143,7 +164,7 @@ macro_rules! other_outcome_ctes {
                  error_message = t.error, run_at = t.run_at, seq = nextval('job_seq') \
              FROM UNNEST($7::uuid[], $8::int4[], $9::timestamptz[], $10::text[], \
                          $11::timestamptz[]) AS t(id, attempt, started, error, run_at) \
-             WHERE j.id = t.id AND j.attempt = t.attempt \
+             WHERE j.id = t.id", $r, " AND j.attempt = t.attempt \
                AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
                     OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
              RETURNING j.id, j.attempt), \
@@ -156,7 +177,7 @@ macro_rules! other_outcome_ctes {
                  dead_letter = true, failed_at = $1, completed_at = $1 \
              FROM UNNEST($12::uuid[], $13::int4[], $14::timestamptz[], $15::text[], \
                          $16::int4[]) AS t(id, attempt, started, error, retry_count) \
-             WHERE j.id = t.id AND j.attempt = t.attempt \
+             WHERE j.id = t.id", $f, " AND j.attempt = t.attempt \
                AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
                     OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
              RETURNING j.id, j.attempt), \
@@ -168,17 +189,17 @@ macro_rules! other_outcome_ctes {
                  checkpoint = COALESCE(t.checkpoint, j.checkpoint), run_at = $1 \
              FROM UNNEST($17::uuid[], $18::int4[], $19::timestamptz[], $20::jsonb[]) \
                   AS t(id, attempt, started, checkpoint) \
-             WHERE j.id = t.id AND j.attempt = t.attempt \
+             WHERE j.id = t.id", $q, " AND j.attempt = t.attempt \
                AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
                     OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
-             RETURNING j.id, j.attempt)"
+             RETURNING j.id, j.attempt)")
     };
 }
 
 /// All four outcome kinds.
 macro_rules! outcome_ctes {
-    () => {
-        concat!(completed_cte!(), other_outcome_ctes!())
+    ($($g:ident)?) => {
+        concat!(completed_cte!($($g)?), other_outcome_ctes!($($g)?))
     };
 }
 
@@ -198,7 +219,9 @@ macro_rules! all_done {
 /// them with a TID scan instead of one primary-key lookup per job. The row lock keeps each
 /// address valid until the update; an address that went stale anyway (the row changed between
 /// the snapshot and the lock) fails the re-check of the qualification, so that row is simply
-/// not claimed.
+/// not claimed. The re-check names `status`, not `queued`: the queue's partial indexes
+/// (`WHERE queued`) then cannot serve this scan, and no plan, however uninformed, reads one of
+/// them whole instead of the TID scan.
 macro_rules! claim_tail {
     ($order:literal, $done:expr) => {
         concat!(
@@ -210,7 +233,7 @@ macro_rules! claim_tail {
                      scheduled_at = GREATEST($1, j.created_at, j.run_at), \
                      started_at = GREATEST($1, j.created_at, j.run_at), \
                      lease_owner = $2, lease_expires_at = $22, slices = j.slices + 1 \
-                 WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM pick)) AND j.queued \
+                 WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM pick)) AND j.status = 'PENDING' \
                  RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
                            j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
                            j.timeout_seconds, j.priority, j.estimated_duration, j.seq), \
@@ -361,13 +384,14 @@ impl PgStore {
         PgStore {
             relaxed: pool.clone(),
             exchanges: pool.clone(),
+            generic: pool.clone(),
             pool,
         }
     }
 
     /// Open a pool of at most `max_connections` to `url` and check that it connects.
     ///
-    /// Two small pools sit beside it (four connections each). One runs with
+    /// Three small pools sit beside it (four connections each). One runs with
     /// `synchronous_commit = off` and carries lease renewals and the older dispatch-side
     /// transitions (PENDING→SCHEDULED, SCHEDULED→RUNNING), whose loss in a crash cannot lose a
     /// job or record an outcome twice: every outcome is conditional on the attempt plus RUNNING
@@ -375,8 +399,10 @@ impl PgStore {
     /// outcome is recorded (at-least-once execution). The other carries the workers' exchanges
     /// (outcomes and claims, committed synchronously) with hash joins, merge joins and
     /// sequential scans disabled, so that a plan made for a large batch never reads the whole
-    /// table. If the server refuses these settings at connect time (e.g. a pooler that rejects
-    /// startup parameters), the main pool is used instead.
+    /// table. The third carries small exchanges on plans made once per connection
+    /// (`plan_cache_mode = force_generic_plan`). If the server refuses these settings at
+    /// connect time (e.g. a pooler that rejects startup parameters), the main pool is used
+    /// instead.
     pub async fn connect(url: &str, max_connections: u32) -> std::result::Result<Self, StoreError> {
         let options = parse_url(url)?;
         let target = describe(&options);
@@ -411,6 +437,13 @@ impl PgStore {
                 pool.clone()
             }
         };
+        let generic = match open(options.clone().options(GENERIC_SETTINGS), 4).await {
+            Ok(generic) => generic,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open connections with plan_cache_mode=force_generic_plan; small exchanges are planned each time");
+                pool.clone()
+            }
+        };
         let exchanges = match open(
             options.options([
                 ("enable_hashjoin", "off"),
@@ -431,6 +464,7 @@ impl PgStore {
             pool,
             relaxed,
             exchanges,
+            generic,
         })
     }
 
@@ -951,6 +985,49 @@ impl DispatchStore for PgStore {
     }
 }
 
+/// Largest exchange (outcomes, and jobs claimed) that runs on the generic-plan connections.
+const GENERIC_MAX: usize = 16;
+
+/// Session settings of the generic-plan connections (see [`exchange_sql`]).
+const GENERIC_SETTINGS: [(&str, &str); 6] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+    ("enable_seqscan", "off"),
+    ("enable_bitmapscan", "off"),
+    ("enable_sort", "off"),
+];
+
+/// An exchange's statement: the outcomes (completions only, or all four kinds), then a claim in
+/// `order`. `generic`: the variant for a plan made without the arrays' contents, on connections
+/// with `plan_cache_mode = force_generic_plan`. Such a plan is made at a connection's first
+/// exchange, possibly while `jobs` is empty, and kept, so every table access in it is pinned to
+/// the one path that stays right at any size: outcome rows through the primary key
+/// (`j.id = ANY(ids)`; the join with the arrays is then at most 16 × 16 comparisons), the claim's
+/// pick through the policy's ordered index (the pool disables sorts and bitmap scans), and the
+/// claimed rows by TID.
+fn exchange_sql(order: PolicyKind, only_completed: bool, generic: bool) -> &'static str {
+    macro_rules! by_order {
+        ($outcomes:expr, $done:expr) => {
+            match order {
+                PolicyKind::Fcfs | PolicyKind::RoundRobin => {
+                    concat!($outcomes, claim_tail!("seq", $done))
+                }
+                PolicyKind::Priority => concat!($outcomes, claim_tail!("priority, seq", $done)),
+                PolicyKind::Sjf => {
+                    concat!($outcomes, claim_tail!("estimated_duration, seq", $done))
+                }
+            }
+        };
+    }
+    match (only_completed, generic) {
+        (true, false) => by_order!(completed_cte!(), "SELECT id, attempt FROM completed"),
+        (true, true) => by_order!(completed_cte!(generic), "SELECT id, attempt FROM completed"),
+        (false, false) => by_order!(outcome_ctes!(), all_done!()),
+        (false, true) => by_order!(outcome_ctes!(generic), all_done!()),
+    }
+}
+
 #[async_trait]
 impl WorkerStore for PgStore {
     async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>> {
@@ -1115,39 +1192,19 @@ impl WorkerStore for PgStore {
         // Most batches hold only completions (or nothing, a claim alone): a statement with one
         // outcome CTE instead of four is planned in about two thirds of the time.
         let only_completed = runs.iter().all(|o| matches!(o, Outcome::Completed { .. }));
-        let sql = match (claim.order, only_completed) {
-            (PolicyKind::Fcfs | PolicyKind::RoundRobin, true) => {
-                concat!(
-                    completed_cte!(),
-                    claim_tail!("seq", "SELECT id, attempt FROM completed")
-                )
-            }
-            (PolicyKind::Priority, true) => concat!(
-                completed_cte!(),
-                claim_tail!("priority, seq", "SELECT id, attempt FROM completed")
-            ),
-            (PolicyKind::Sjf, true) => concat!(
-                completed_cte!(),
-                claim_tail!(
-                    "estimated_duration, seq",
-                    "SELECT id, attempt FROM completed"
-                )
-            ),
-            (PolicyKind::Fcfs | PolicyKind::RoundRobin, false) => {
-                concat!(outcome_ctes!(), claim_tail!("seq", all_done!()))
-            }
-            (PolicyKind::Priority, false) => {
-                concat!(outcome_ctes!(), claim_tail!("priority, seq", all_done!()))
-            }
-            (PolicyKind::Sjf, false) => {
-                concat!(
-                    outcome_ctes!(),
-                    claim_tail!("estimated_duration, seq", all_done!())
-                )
-            }
-        };
+        // A small exchange (the latency path: a job or a few end and as many slots refill) is
+        // mostly planning when planned each time; it runs a plan made once per connection
+        // instead, on statements whose every access is pinned (see [`exchange_sql`]). A large
+        // one is planned for its arrays: planning is a small part of it.
+        let generic = runs.len() <= GENERIC_MAX
+            && usize::try_from(claim.limit).is_ok_and(|l| l <= GENERIC_MAX);
+        let sql = exchange_sql(claim.order, only_completed, generic);
         let limit = i64::from(claim.limit);
-        let pool = &self.exchanges;
+        let pool = if generic {
+            &self.generic
+        } else {
+            &self.exchanges
+        };
         let rows = retry_conflicts(|| async move {
             arrays
                 .bind(sqlx::query(sql).bind(now).bind(owner))
@@ -1410,5 +1467,73 @@ impl ControlStore for PgStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+    use sqlx::Connection;
+
+    /// The generic plans of the small exchanges, made as a worker's first exchange makes them:
+    /// on an empty table. Each table access must be one that stays cheap when the table holds
+    /// millions of rows: the primary key with a key condition, the policy's ordered index, a
+    /// TID scan. A plan made this way once joined the outcomes by reading all of `jobs_pkey`
+    /// and found the claimed rows by reading all of `jobs_queued_created`.
+    #[tokio::test]
+    async fn generic_exchange_plans_made_on_an_empty_table_only_use_keys() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let options = parse_url(db.url()).unwrap().options(GENERIC_SETTINGS);
+        let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+        let types = "timestamptz, text, uuid[], int4[], timestamptz[], jsonb[], uuid[], int4[], \
+                     timestamptz[], text[], timestamptz[], uuid[], int4[], timestamptz[], text[], \
+                     int4[], uuid[], int4[], timestamptz[], jsonb[], int8, timestamptz";
+        let args = "now(), 'w', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
+                    '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 4, now()";
+        let mut n = 0;
+        for order in [PolicyKind::Fcfs, PolicyKind::Priority, PolicyKind::Sjf] {
+            for only_completed in [true, false] {
+                n += 1;
+                let sql = exchange_sql(order, only_completed, true);
+                sqlx::raw_sql(&format!("PREPARE x{n}({types}) AS {sql}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let plan: Vec<String> =
+                    sqlx::query_scalar(&format!("EXPLAIN EXECUTE x{n}({args})"))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                let text = plan.join("\n");
+                let what = format!("{order:?}, only completions: {only_completed}:\n{text}");
+                for bad in [
+                    "Seq Scan",
+                    "Sort",
+                    "Bitmap",
+                    "Hash",
+                    "Merge",
+                    "jobs_queued_created",
+                    "jobs_rare_end_created",
+                    "jobs_lease",
+                    "jobs_dead_letters",
+                ] {
+                    assert!(!text.contains(bad), "{bad} in the generic plan of {what}");
+                }
+                assert!(
+                    text.contains("Tid Scan"),
+                    "claimed rows not read by TID: {what}"
+                );
+                // Every scan of the primary key has a key condition (no full index scan).
+                let pkey_scans = text.matches("using jobs_pkey").count();
+                let conditions = text.matches("Index Cond: (id = ANY").count();
+                assert!(pkey_scans > 0, "outcomes not read by key: {what}");
+                assert_eq!(pkey_scans, conditions, "a full scan of jobs_pkey: {what}");
+            }
+        }
+        conn.close().await.unwrap();
+        db.cleanup().await;
     }
 }

@@ -13,6 +13,7 @@ use crate::cluster::{Cluster, Rss};
 use crate::report::{Goal, Report};
 use crate::stats::summarize;
 use crate::{BenchArgs, BenchError, progress};
+use chrono::Utc;
 use jobsched_client::PolicyKind;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -48,18 +49,28 @@ pub async fn run(
         "backlog: writing {n} pending jobs (dispatching paused)"
     ));
     let started = Instant::now();
+    // Ids like the API's (UUIDv7: a millisecond timestamp, then a counter), in submission
+    // order, so the primary key grows at its right edge as it does with real submissions.
+    // Random (v4) ids would scatter each claim's new index entry over the whole key range.
+    let base_ms = Utc::now().timestamp_millis();
     let mut written = 0u32;
     while written < n {
         let rows = CHUNK.min(n - written);
         sqlx::query(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, \
                                payload, max_retries, created_at, run_at) \
-             SELECT gen_random_uuid(), 'backlog-' || ($2::bigint + g), 'sleep', 'PENDING', \
+             SELECT uuid7, 'backlog-' || ($2::bigint + g), 'sleep', 'PENDING', \
                     1 + g % 10, 1.0, '{\"duration\": 0}'::jsonb, 0, now(), now() \
-             FROM generate_series(1, $1::bigint) AS g",
+             FROM generate_series(1, $1::bigint) AS g, \
+                  LATERAL (SELECT replace(gen_random_uuid()::text, '-', '') AS r, \
+                                  $2::bigint + g AS k) AS x, \
+                  LATERAL (SELECT (lpad(to_hex($3::bigint + x.k / 4096), 12, '0') || '7' \
+                                   || lpad(to_hex(x.k % 4096), 3, '0') || '8' \
+                                   || substr(x.r, 18, 15))::uuid AS uuid7) AS y",
         )
         .bind(i64::from(rows))
         .bind(i64::from(written))
+        .bind(base_ms)
         .execute(&pool)
         .await
         .map_err(|e| BenchError::Check(format!("cannot write the backlog's rows: {e}")))?;
@@ -107,11 +118,46 @@ pub async fn run(
     progress("backlog: unpausing");
     set_policy(cluster, PolicyKind::Fcfs, false, None).await?;
     tokio::time::sleep(WARM_UP).await;
+    let server = cluster.server_pool().await;
+    let wal_before = match &server {
+        Some(p) => wal_counters(p).await,
+        None => None,
+    };
     let before = client.stats().await?.completed;
     let t0 = Instant::now();
     tokio::time::sleep(WINDOW).await;
     let after = client.stats().await?.completed;
     let window_s = t0.elapsed().as_secs_f64();
+    let wal_after = match &server {
+        Some(p) => wal_counters(p).await,
+        None => None,
+    };
+    if let (Some(b), Some(a)) = (wal_before, wal_after) {
+        // Server-wide, like the burn's figures. Full-page images are what a dispatch through
+        // pages last written before a checkpoint pays on top of the claim and the outcome.
+        let jobs = (after - before).max(1) as f64;
+        report.add(
+            S,
+            "Postgres WAL per dispatched job (server-wide)",
+            Some((a.bytes - b.bytes) / jobs),
+            "B/job",
+            None,
+        );
+        report.add(
+            S,
+            "of which full-page images, per dispatched job",
+            Some((a.fpi - b.fpi) as f64 / jobs),
+            "pages/job",
+            None,
+        );
+        report.add(
+            S,
+            "Postgres checkpoints during the window (server-wide)",
+            Some((a.checkpoints - b.checkpoints) as f64),
+            "",
+            None,
+        );
+    }
     let busy = largest(&cluster.worker_rss());
     set_policy(cluster, PolicyKind::Fcfs, true, None).await?;
     report.add(
@@ -130,4 +176,27 @@ pub async fn run(
         Some(Goal::at_most(256.0)),
     );
     Ok(())
+}
+
+/// Server-wide WAL counters (`pg_stat_wal`) and checkpoints started.
+struct WalCounters {
+    bytes: f64,
+    fpi: i64,
+    checkpoints: i64,
+}
+
+async fn wal_counters(pool: &sqlx::PgPool) -> Option<WalCounters> {
+    let (bytes, fpi, checkpoints): (f64, i64, i64) = sqlx::query_as(
+        "SELECT wal_bytes::float8, wal_fpi, \
+                (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) \
+           FROM pg_stat_wal",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()?;
+    Some(WalCounters {
+        bytes,
+        fpi,
+        checkpoints,
+    })
 }
