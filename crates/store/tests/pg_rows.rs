@@ -7,6 +7,7 @@ use jobsched_core::ports::{Claim, DispatchStore, Finished, JobRepo, Outcome, Tok
 use jobsched_store::PgStore;
 use jobsched_store::testing::TestDb;
 use serde_json::json;
+use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::PgPoolOptions;
 use std::time::{Duration, Instant};
 
@@ -155,10 +156,12 @@ async fn rows_written_outside_the_store_are_listed_and_counted() {
 }
 
 /// WAL this database's pages took between two positions (pg_walinspect; other databases'
-/// records are left out, so tests running beside this one do not count).
+/// records are left out, so tests running beside this one do not count), without full-page
+/// images: those depend on when the server last checkpointed (another test dropping its
+/// database forces one), not on what a statement changed.
 async fn wal_of_database(pool: &sqlx::PgPool, from: &str, to: &str) -> i64 {
     sqlx::query_scalar(
-        "SELECT COALESCE(sum(record_length), 0)::int8 \
+        "SELECT COALESCE(sum(record_length - fpi_length), 0)::int8 \
            FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn) \
           WHERE block_ref LIKE '%/' || (SELECT oid FROM pg_database \
                                          WHERE datname = current_database()) || '/%'",
@@ -170,8 +173,10 @@ async fn wal_of_database(pool: &sqlx::PgPool, from: &str, to: &str) -> i64 {
     .unwrap()
 }
 
+/// The WAL flushed so far. pg_walinspect reads no further; this test's statements commit
+/// synchronously, so their records lie before it once they returned.
 async fn wal_position(pool: &sqlx::PgPool) -> String {
-    sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+    sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
         .fetch_one(pool)
         .await
         .unwrap()
@@ -248,6 +253,127 @@ async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change()
         per_job < 600,
         "a claim and a completion logged {per_job} B per job (goal: under 600)"
     );
+    pool.close().await;
+    db.cleanup().await;
+}
+
+/// Migration 0006 rebuilds `jobs`: an installation with jobs in every state keeps each row as
+/// it was, its counts and listings, and goes on dispatching from where it was.
+#[tokio::test]
+async fn rebuilding_the_table_keeps_every_job_as_it_was() {
+    let Some(db) = TestDb::postgres_unmigrated().await else {
+        return;
+    };
+    sqlx::Postgres::create_database(db.url()).await.unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(db.url())
+        .await
+        .unwrap();
+    // The schema as it was before 0006.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
+    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    let kept: Vec<_> = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 6)
+        .cloned()
+        .collect();
+    assert!(kept.len() < before.migrations.len(), "0006 exists");
+    before.migrations = kept.into();
+    before.run(&pool).await.unwrap();
+    // Jobs in every state, written as the earlier layout's store wrote them.
+    sqlx::query(
+        "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
+                           result, error_message, retry_count, max_retries, created_at, \
+                           started_at, completed_at, attempt, run_at, lease_owner, \
+                           lease_expires_at, checkpoint, slices, dead_letter, failed_at, \
+                           timeout_seconds) \
+         SELECT gen_random_uuid(), 'old-' || g, 'sleep', \
+                (ARRAY['PENDING','RUNNING','COMPLETED','FAILED','CANCELLED'])[1 + g % 5], \
+                1 + g % 10, g, jsonb_build_object('duration', g), \
+                CASE WHEN g % 5 = 2 THEN '{\"slept\": 1}'::jsonb END, \
+                CASE WHEN g % 5 = 3 THEN 'boom' END, g % 3, 3, \
+                now() - make_interval(secs => 100 - g), \
+                CASE WHEN g % 5 IN (1, 2, 3) THEN now() END, \
+                CASE WHEN g % 5 IN (2, 3, 4) THEN now() END, g % 5, now(), \
+                CASE WHEN g % 5 = 1 THEN 'worker-old' END, \
+                CASE WHEN g % 5 = 1 THEN now() + interval '1 hour' END, \
+                CASE WHEN g % 7 = 0 THEN '{\"elapsed\": 0.5}'::jsonb END, g % 4, \
+                g % 5 = 3, CASE WHEN g % 5 = 3 THEN now() END, \
+                CASE WHEN g % 2 = 0 THEN 30.0 END \
+         FROM generate_series(1, 50) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let snapshot = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT string_agg(row_to_json(r)::text, E'\\n' ORDER BY r.id) FROM ( \
+                 SELECT id, name, job_type, status, priority, estimated_duration, payload, \
+                        result, error_message, retry_count, max_retries, created_at, \
+                        scheduled_at, started_at, completed_at, attempt, run_at, lease_owner, \
+                        lease_expires_at, checkpoint, slices, seq, dead_letter, failed_at, \
+                        timeout_seconds, queued, rare_end FROM jobs) r",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let rows_before = snapshot(pool.clone()).await;
+    let store = PgStore::new(pool.clone());
+    let stats_before = store.stats().await.unwrap();
+
+    jobsched_store::migrate(db.url()).await.unwrap();
+
+    assert_eq!(snapshot(pool.clone()).await, rows_before, "rows changed");
+    let stats_after = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats_after.total_jobs,
+            stats_after.pending,
+            stats_after.running
+        ),
+        (
+            stats_before.total_jobs,
+            stats_before.pending,
+            stats_before.running
+        )
+    );
+    assert_eq!(
+        (
+            stats_after.completed,
+            stats_after.failed,
+            stats_after.cancelled
+        ),
+        (
+            stats_before.completed,
+            stats_before.failed,
+            stats_before.cancelled
+        )
+    );
+    let fillfactor: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(reloptions) FROM pg_class WHERE relname = 'jobs'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(fillfactor, vec!["fillfactor=40".to_string()]);
+    // New jobs take the sequence where it was, after the old ones, and dispatch in order.
+    let t0 = Utc::now();
+    let new = NewJob::new("new", "sleep", Some(5), Some(1.0), None, Some(0)).unwrap();
+    store.insert_many(&[new], t0).await.unwrap();
+    let claim = Claim {
+        limit: 100,
+        order: PolicyKind::Fcfs,
+        lease_until: t0 + chrono::Duration::seconds(30),
+    };
+    let got = store
+        .exchange(&[], "worker-new", t0 + chrono::Duration::seconds(1), &claim)
+        .await
+        .unwrap();
+    let names: Vec<&str> = got.claimed.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names.len() as i64, stats_before.pending + 1, "{names:?}");
+    assert_eq!(names.last(), Some(&"new"), "{names:?}");
     pool.close().await;
     db.cleanup().await;
 }
