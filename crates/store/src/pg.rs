@@ -123,7 +123,7 @@ pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, Stor
 ///
 /// `completed_cte!(generic)` (and the same for the other outcome macros) adds `j.id = ANY(ids)`,
 /// so that a plan made without knowing the arrays (a generic plan) reaches the rows through the
-/// primary key whichever side of the join it puts first: see [`PgStore::exchange`].
+/// primary key whichever side of the join it puts first: see [`exchange_sql`].
 macro_rules! completed_cte {
     () => {
         completed_cte!(@ "")

@@ -155,13 +155,13 @@ async fn rows_written_outside_the_store_are_listed_and_counted() {
     db.cleanup().await;
 }
 
-/// WAL this database's pages took between two positions (pg_walinspect; other databases'
-/// records are left out, so tests running beside this one do not count), without full-page
-/// images: those depend on when the server last checkpointed (another test dropping its
-/// database forces one), not on what a statement changed.
-async fn wal_of_database(pool: &sqlx::PgPool, from: &str, to: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(record_length - fpi_length), 0)::int8 \
+/// WAL records of this database's pages between two positions (pg_walinspect; other
+/// databases' records are left out, so tests running beside this one do not count): their
+/// bytes without full-page images, and how many full-page images there were.
+async fn wal_of_database(pool: &sqlx::PgPool, from: &str, to: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT COALESCE(sum(record_length - fpi_length), 0)::int8, \
+                count(*) FILTER (WHERE fpi_length > 0) \
            FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn) \
           WHERE block_ref LIKE '%/' || (SELECT oid FROM pg_database \
                                          WHERE datname = current_database()) || '/%'",
@@ -183,8 +183,8 @@ async fn wal_position(pool: &sqlx::PgPool) -> String {
 }
 
 /// Migration 0006: a claim and a completion log the columns they change, not the whole row
-/// (the columns they write sit together at the end of the row, and a page has room for a
-/// job's versions, so Postgres logs only what differs). With the columns in submission order
+/// (the columns they write sit together at the end of the row, so where the new version stays
+/// on its page Postgres logs only what differs). With the columns in submission order
 /// the two logged about 800 bytes per job; the peer's whole trip takes about 500.
 #[tokio::test]
 async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change() {
@@ -200,6 +200,14 @@ async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change()
         .execute(&pool)
         .await
         .expect("pg_walinspect (PostgreSQL contrib) is needed to read the WAL");
+    // What is logged depends on the layout and on whether each new version stays on its
+    // page. The second also depends on pruning, which other sessions' snapshots can hold back
+    // (the bench measures it under load); pages this empty keep every version without pruning,
+    // so this test sees the layout alone.
+    sqlx::query("ALTER TABLE jobs SET (fillfactor = 10)")
+        .execute(&pool)
+        .await
+        .unwrap();
     let store = PgStore::new(pool.clone());
     let t0 = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
     let n = 500;
@@ -216,42 +224,52 @@ async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change()
             .unwrap()
         })
         .collect();
-    store.insert_many(&jobs, t0).await.unwrap();
-    // Settle the insert's pages (hint bits) before measuring.
-    sqlx::query("SELECT count(*) FROM jobs")
-        .execute(&pool)
-        .await
-        .unwrap();
     let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
-    let lease = t0 + chrono::Duration::seconds(30);
     let claim = Claim {
         limit: n,
         order: PolicyKind::Fcfs,
-        lease_until: lease,
+        lease_until: t0 + chrono::Duration::seconds(30),
     };
-
-    let from = wal_position(&pool).await;
-    let claimed = store.exchange(&[], &owner, t0, &claim).await.unwrap();
-    assert_eq!(claimed.claimed.len(), n as usize);
-    let outcomes: Vec<Outcome> = claimed
-        .claimed
-        .iter()
-        .map(|j| Outcome::Completed {
-            token: j.token(),
-            result: json!({ "slept": 0 }),
-        })
-        .collect();
-    let done = store
-        .exchange(&outcomes, &owner, t0, &Claim::none(t0))
-        .await
-        .unwrap();
-    assert_eq!(done.applied.len(), n as usize);
-    let to = wal_position(&pool).await;
-
-    let per_job = wal_of_database(&pool, &from, &to).await / i64::from(n);
+    // A checkpoint between the insert and the measurement (another test dropping its database
+    // forces one) makes the first change to each page log the page whole and its rows in full,
+    // whatever the layout: such a round is measured again on new rows.
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        store.insert_many(&jobs, t0).await.unwrap();
+        // Settle the insert's pages (hint bits) before measuring.
+        sqlx::query("SELECT count(*) FROM jobs")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let from = wal_position(&pool).await;
+        let claimed = store.exchange(&[], &owner, t0, &claim).await.unwrap();
+        assert_eq!(claimed.claimed.len(), n as usize);
+        let outcomes: Vec<Outcome> = claimed
+            .claimed
+            .iter()
+            .map(|j| Outcome::Completed {
+                token: j.token(),
+                result: json!({ "slept": 0 }),
+            })
+            .collect();
+        let done = store
+            .exchange(&outcomes, &owner, t0, &Claim::none(t0))
+            .await
+            .unwrap();
+        assert_eq!(done.applied.len(), n as usize);
+        let to = wal_position(&pool).await;
+        let (bytes, full_pages) = wal_of_database(&pool, &from, &to).await;
+        rounds.push((bytes / i64::from(n), full_pages));
+        if full_pages == 0 {
+            break;
+        }
+    }
+    let Some(&(per_job, _)) = rounds.iter().find(|(_, full_pages)| *full_pages == 0) else {
+        panic!("every round ran into a checkpoint (B per job, full pages): {rounds:?}");
+    };
     assert!(
         per_job < 600,
-        "a claim and a completion logged {per_job} B per job (goal: under 600)"
+        "a claim and a completion logged {per_job} B per job (goal: under 600); rounds {rounds:?}"
     );
     pool.close().await;
     db.cleanup().await;
