@@ -421,12 +421,10 @@ impl PgStore {
         };
         let pool = open(options.clone(), max_connections.max(1)).await?;
         let relaxed = match open(
-            options.clone().options([
-                ("synchronous_commit", "off"),
-                ("enable_hashjoin", "off"),
-                ("enable_mergejoin", "off"),
-                ("enable_seqscan", "off"),
-            ]),
+            options
+                .clone()
+                .options([("synchronous_commit", "off")])
+                .options(NO_WHOLE_TABLE_PLANS),
             4,
         )
         .await
@@ -437,23 +435,14 @@ impl PgStore {
                 pool.clone()
             }
         };
-        let generic = match open(options.clone().options(GENERIC_SETTINGS), 4).await {
+        let generic = match open(generic_options(options.clone()), 4).await {
             Ok(generic) => generic,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open connections with plan_cache_mode=force_generic_plan; small exchanges are planned each time");
                 pool.clone()
             }
         };
-        let exchanges = match open(
-            options.options([
-                ("enable_hashjoin", "off"),
-                ("enable_mergejoin", "off"),
-                ("enable_seqscan", "off"),
-            ]),
-            4,
-        )
-        .await
-        {
+        let exchanges = match open(options.options(NO_WHOLE_TABLE_PLANS), 4).await {
             Ok(exchanges) => exchanges,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open connections with hash joins, merge joins and sequential scans disabled; exchanges run on the main pool");
@@ -988,15 +977,24 @@ impl DispatchStore for PgStore {
 /// Largest exchange (outcomes, and jobs claimed) that runs on the generic-plan connections.
 const GENERIC_MAX: usize = 16;
 
-/// Session settings of the generic-plan connections (see [`exchange_sql`]).
-const GENERIC_SETTINGS: [(&str, &str); 6] = [
-    ("plan_cache_mode", "force_generic_plan"),
+/// Session settings of the connections that write jobs in batches: no plan shape that reads
+/// the whole table (a hash or merge join, a sequential scan), whatever a batch's size.
+const NO_WHOLE_TABLE_PLANS: [(&str, &str); 3] = [
     ("enable_hashjoin", "off"),
     ("enable_mergejoin", "off"),
     ("enable_seqscan", "off"),
-    ("enable_bitmapscan", "off"),
-    ("enable_sort", "off"),
 ];
+
+/// The generic-plan connections' settings (see [`exchange_sql`]): those of the other exchange
+/// connections, and no sort or bitmap scan, so the claim's pick can only follow the policy's
+/// ordered index.
+fn generic_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options(NO_WHOLE_TABLE_PLANS).options([
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_bitmapscan", "off"),
+        ("enable_sort", "off"),
+    ])
+}
 
 /// An exchange's statement: the outcomes (completions only, or all four kinds), then a claim in
 /// `order`. `generic`: the variant for a plan made without the arrays' contents, on connections
@@ -1486,7 +1484,7 @@ mod tests {
         let Some(db) = TestDb::postgres().await else {
             return;
         };
-        let options = parse_url(db.url()).unwrap().options(GENERIC_SETTINGS);
+        let options = generic_options(parse_url(db.url()).unwrap());
         let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
         let types = "timestamptz, text, uuid[], int4[], timestamptz[], jsonb[], uuid[], int4[], \
                      timestamptz[], text[], timestamptz[], uuid[], int4[], timestamptz[], text[], \

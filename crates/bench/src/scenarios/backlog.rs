@@ -8,7 +8,7 @@
 //! while it dispatches (the engine leader lives in a worker). The queue is paused again at the
 //! end; the benchmark database is dropped with the rest. Spawn mode only.
 
-use super::{own_database, set_policy};
+use super::{own_database, pg_checkpoints, set_policy};
 use crate::cluster::{Cluster, Rss};
 use crate::report::{Goal, Report};
 use crate::stats::summarize;
@@ -186,17 +186,14 @@ struct WalCounters {
 }
 
 async fn wal_counters(pool: &sqlx::PgPool) -> Option<WalCounters> {
-    let (bytes, fpi, checkpoints): (f64, i64, i64) = sqlx::query_as(
-        "SELECT wal_bytes::float8, wal_fpi, \
-                (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) \
-           FROM pg_stat_wal",
-    )
-    .fetch_one(pool)
-    .await
-    .ok()?;
+    let (bytes, fpi): (f64, i64) =
+        sqlx::query_as("SELECT wal_bytes::float8, wal_fpi FROM pg_stat_wal")
+            .fetch_one(pool)
+            .await
+            .ok()?;
     Some(WalCounters {
         bytes,
         fpi,
-        checkpoints,
+        checkpoints: pg_checkpoints(pool).await?,
     })
 }
