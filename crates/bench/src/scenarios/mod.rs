@@ -254,3 +254,43 @@ pub(crate) async fn pg_checkpoints(pool: &sqlx::PgPool) -> Option<i64> {
         .await
         .ok()
 }
+
+/// The round trip of the smallest durable write on the benchmark database: one autocommit
+/// UPDATE of a one-row table, `rounds` times, each after an idle `gap` (a freed slot's claim
+/// comes after such a gap, and a server woken from idle answers slower than a busy one). A
+/// job can only start once its claim is committed, so with no job claimed ahead of a free
+/// slot (prefetch 0) every start waits at least this long. `None` without Postgres (dev
+/// mode) or when the probe cannot run.
+pub(crate) async fn commit_floor(
+    cluster: &Cluster,
+    gap: Duration,
+    rounds: usize,
+) -> Option<crate::stats::Summary> {
+    let pool = cluster.job_db()?;
+    let mut conn = pool.acquire().await.ok()?;
+    let table = format!(
+        "bench_commit_floor_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, n bigint NOT NULL); \
+         INSERT INTO {table} VALUES (1, 0)"
+    ))
+    .execute(&mut *conn)
+    .await
+    .ok()?;
+    let update = format!("UPDATE {table} SET n = n + 1 WHERE id = 1");
+    let mut took = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        tokio::time::sleep(gap).await;
+        let t = Instant::now();
+        if sqlx::query(&update).execute(&mut *conn).await.is_err() {
+            break;
+        }
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = sqlx::raw_sql(&format!("DROP TABLE {table}"))
+        .execute(&mut *conn)
+        .await;
+    crate::stats::summarize(&took)
+}

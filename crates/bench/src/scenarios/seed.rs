@@ -8,7 +8,8 @@
 //! detected by polling `GET /jobs/stats` only, and the jobs are read back afterwards.
 
 use super::{
-    ensure_completed, fetch_jobs, ms, secs, set_policy, sleep_payload, times, wait_finished,
+    commit_floor, ensure_completed, fetch_jobs, ms, secs, set_policy, sleep_payload, times,
+    wait_finished,
 };
 use crate::cluster::Cluster;
 use crate::plot::PolicyBar;
@@ -47,6 +48,25 @@ pub async fn run(
         "j/s",
         None,
     );
+    // What the machine allows: each start waits for its claim's commit (no job is claimed
+    // ahead of a free slot), so a slot spends at least one durable commit per job.
+    let gap = Duration::from_secs_f64(duration / layout.slots.max(1) as f64);
+    if let Some(floor) = commit_floor(cluster, gap, 400).await {
+        report.add(
+            S,
+            "durable commit round trip p50 (1-row UPDATE after idle gaps of duration ÷ slots)",
+            Some(floor.p50),
+            "ms",
+            None,
+        );
+        report.add(
+            S,
+            "efficiency ceiling: one durable commit per start, nothing else",
+            Some(duration * 1000.0 / (duration * 1000.0 + floor.p50) * 100.0),
+            "%",
+            None,
+        );
+    }
     let mut rng = StdRng::seed_from_u64(args.rng_seed);
     let mut details = Vec::new();
     let scenario_start = cpu::machine();
