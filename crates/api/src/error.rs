@@ -216,7 +216,9 @@ impl ApiError {
                 jobsched_core::Error::Validation { .. }
                 | jobsched_core::Error::UnknownPolicy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 jobsched_core::Error::IllegalTransition { .. } => StatusCode::CONFLICT,
-                jobsched_core::Error::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                jobsched_core::Error::Backend { .. } | jobsched_core::Error::Interrupted { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             },
             ApiError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -239,6 +241,16 @@ impl IntoResponse for ApiError {
                 json!({
                     "detail": format!(
                         "service unavailable: the {component} backend is failing; retry later"
+                    )
+                })
+            }
+            ApiError::Core(jobsched_core::Error::Interrupted { component, .. }) => {
+                tracing::error!(error = %self, "backend connection lost while serving a request");
+                json!({
+                    "detail": format!(
+                        "service unavailable: the connection to the {component} backend broke \
+                         during the request, so a change it asked for may or may not have been \
+                         applied; check (e.g. GET /jobs/{{id}} or GET /jobs/?…) before retrying"
                     )
                 })
             }
@@ -310,6 +322,18 @@ mod tests {
         let detail = body["detail"].as_str().unwrap();
         assert!(
             detail.contains("postgres") && !detail.contains("secret"),
+            "{detail}"
+        );
+        // A connection lost mid-statement: 503, and the client is told the change is in doubt.
+        let err = ApiError::Core(jobsched_core::Error::Interrupted {
+            component: "postgres",
+            source: "connection reset by 10.0.0.7:5432".into(),
+        });
+        let (status, body) = body_of(err).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("may or may not have been applied") && !detail.contains("10.0.0.7"),
             "{detail}"
         );
         let (status, body) = body_of(ApiError::Io(std::io::Error::other("fd 7 at /srv"))).await;

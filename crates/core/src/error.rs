@@ -39,6 +39,17 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The connection to a backend broke after the request was sent (the server crashed or
+    /// the network dropped mid-statement): a change the request carried may or may not have
+    /// been applied.
+    #[error("{component} connection lost mid-request: {source}")]
+    Interrupted {
+        /// `postgres`, `sqlite`, `redis`, …
+        component: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {

@@ -104,7 +104,21 @@ async fn migrate(args: DbArgs) -> Result<()> {
 }
 
 async fn connect_store(url: &str, max: u32) -> Result<Arc<dyn Store>> {
-    jobsched_store::connect(url, max)
+    connect_store_with(url, max, jobsched_store::DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// How long an API request waits for a database connection before it is answered 503. While
+/// Postgres is down or unreachable the pool keeps trying to connect for this long; a client
+/// is better served by a quick 503 (and `Retry-After`) than by a request that hangs. The
+/// engine and workers keep the default: they retry on their own.
+const API_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn connect_store_with(
+    url: &str,
+    max: u32,
+    acquire_timeout: std::time::Duration,
+) -> Result<Arc<dyn Store>> {
+    jobsched_store::connect_with(url, max, acquire_timeout)
         .await
         .with_context(|| format!("cannot connect to the database at {}", redact(url)))
 }
@@ -246,7 +260,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     crate::logging::init("info");
     let config = api_config(&args.http)?;
     let data_dir = data_dir(&args.data.data_dir)?;
-    let store = connect_store(&args.db.database_url, 16).await?;
+    let store = connect_store_with(&args.db.database_url, 16, API_ACQUIRE_TIMEOUT).await?;
     let transport = connect_redis(&args.redis).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -131,6 +131,17 @@ impl From<StoreError> for jobsched_core::Error {
                 ),
             );
         }
+        // The connection broke once the statement was on its way: it may have committed.
+        if let StoreError::Query {
+            source: sqlx::Error::Io(_) | sqlx::Error::Protocol(_),
+            ..
+        } = &e
+        {
+            return jobsched_core::Error::Interrupted {
+                component: e.component(),
+                source: Box::new(e),
+            };
+        }
         jobsched_core::Error::backend(e.component(), e)
     }
 }
@@ -171,6 +182,34 @@ mod tests {
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
         assert_eq!(redact("mysql://root:x@h"), "mysql://root:***@h");
         assert_eq!(redact("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn a_connection_lost_mid_statement_is_in_doubt_and_a_pool_timeout_is_not() {
+        let lost: jobsched_core::Error = StoreError::Query {
+            backend: "postgres",
+            source: sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        }
+        .into();
+        assert!(
+            matches!(
+                lost,
+                jobsched_core::Error::Interrupted {
+                    component: "postgres",
+                    ..
+                }
+            ),
+            "{lost:?}"
+        );
+        let waited: jobsched_core::Error = StoreError::Query {
+            backend: "postgres",
+            source: sqlx::Error::PoolTimedOut,
+        }
+        .into();
+        assert!(
+            matches!(waited, jobsched_core::Error::Backend { .. }),
+            "{waited:?}"
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ mod sqlite;
 pub mod testing;
 
 pub use error::{StoreError, redact};
-pub use pg::PgStore;
+pub use pg::{DEFAULT_ACQUIRE_TIMEOUT, PgStore};
 pub use sqlite::SqliteStore;
 
 use jobsched_core::ports::Store;
@@ -92,9 +92,20 @@ impl Backend {
 /// migrations this version embeds, so a forgotten `jobsched migrate` is named at startup rather
 /// than at the first query.
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect`], with Postgres statements failing after `acquire_timeout` when no connection
+/// can be had (the server down or unreachable, or every connection busy): the API answers 503
+/// after that long instead of waiting out the default. SQLite ignores it.
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: std::time::Duration,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match Backend::of(url)? {
         Backend::Postgres => {
-            let store = PgStore::connect(url, max_connections)
+            let store = PgStore::connect_with(url, max_connections, acquire_timeout)
                 .await
                 .map_err(|e| match e {
                     StoreError::Connect {

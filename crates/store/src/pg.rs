@@ -358,14 +358,17 @@ fn token_arrays(tokens: &[Token]) -> (Vec<JobId>, Vec<i32>) {
 /// A connection idle for this long is pinged before use; a busier one is used as it is.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 
+/// How long a statement waits for a connection by default (see [`PgStore::connect_with`]).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Pool settings for both pools. sqlx pings every connection it hands out by default, which
 /// doubles the round trips of every statement; here only a connection that sat idle for
 /// [`PING_IF_IDLE_FOR`] is checked (a dead one is replaced). One that broke more recently fails
 /// its statement and is dropped: the engine and workers retry, an API request answers 503.
-fn pool_options(max: u32) -> PgPoolOptions {
+fn pool_options(max: u32, acquire_timeout: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
@@ -404,12 +407,23 @@ impl PgStore {
     /// connect time (e.g. a pooler that rejects startup parameters), the main pool is used
     /// instead.
     pub async fn connect(url: &str, max_connections: u32) -> std::result::Result<Self, StoreError> {
+        Self::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`PgStore::connect`], with statements failing after `acquire_timeout` when no
+    /// connection can be had (all busy, or the server down or unreachable: while it is down,
+    /// the pool keeps trying to connect until then).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> std::result::Result<Self, StoreError> {
         let options = parse_url(url)?;
         let target = describe(&options);
         let open = |options: PgConnectOptions, max: u32| {
             let target = target.clone();
             async move {
-                pool_options(max)
+                pool_options(max, acquire_timeout)
                     .connect_with(options)
                     .await
                     .map_err(|source| StoreError::Connect {

@@ -1,0 +1,436 @@
+//! Faults injected into real processes: a private Postgres (its own `initdb` and `pg_ctl` on a
+//! free port, so it can be stopped without touching the shared server) behind `jobsched api`
+//! and `jobsched worker`, with a unique prefix on the shared Redis.
+//!
+//! Postgres stopped in immediate mode (a crash) while jobs are submitted and run: every request
+//! is answered within the API's connection wait (503 with a JSON `detail` and `Retry-After`,
+//! never a hang or a 500), every process reconnects by itself once the server is back, every
+//! stored job completes, and the stored jobs are the accepted submissions plus at most those
+//! whose 503 said they were in doubt (the connection broke after the statement was sent).
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
+
+/// A Postgres server of its own in a temporary directory, stopped and removed when dropped.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// Run the server tools as the `postgres` OS user (initdb refuses root).
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    /// Initialise and start one; `None` (outside CI) when the server tools are missing.
+    fn start() -> Option<PrivatePg> {
+        let Some(bin) = pg_bin_dir() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI needs the Postgres server tools (initdb, pg_ctl)"
+            );
+            eprintln!("skipping: no initdb/pg_ctl found");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(
+                ok,
+                "cannot hand {} to the postgres user",
+                dir.path().display()
+            );
+        }
+        let pg = PrivatePg {
+            dir,
+            bin,
+            port: free_port(),
+            as_postgres,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        pg.up();
+        Some(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Run one of the server tools, as the postgres user when this process is root.
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let out = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start the server (again) on its port and wait until it accepts connections.
+    fn up(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stop the server: `immediate` is a crash (no shutdown checkpoint, recovery on start).
+    fn down(&self, mode: &str) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.data();
+        let exe = self.bin.join("pg_ctl");
+        let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
+        let _ = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        };
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`: on `PATH`, else Debian's versioned directory.
+fn pg_bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    });
+    on_path.or_else(|| {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|d| d.join("initdb").is_file())
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Spawned processes, killed when dropped (also when a test panics).
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(role: &str, env: &[(&str, String)], data: &Path) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg(role)
+        .env("JOBSCHED_DATA_DIR", data)
+        .env("JOBSCHED_METRICS_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawn jobsched {role}: {e}"))
+}
+
+/// One submission's answer: status, how long it took, the body.
+struct Answer {
+    status: u16,
+    took: Duration,
+    body: Value,
+}
+
+async fn submit(http: &reqwest::Client, base: &str, i: usize) -> Answer {
+    let t = Instant::now();
+    let r = http
+        .post(format!("{base}/jobs/"))
+        .json(&json!({
+            "name": format!("chaos-{i}"),
+            "job_type": "sleep",
+            "payload": {"duration": 0.02},
+            "max_retries": 3
+        }))
+        .send()
+        .await
+        .expect("the API answers every request");
+    let status = r.status().as_u16();
+    let retry_after = r.headers().contains_key("retry-after");
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if status == 503 {
+        assert!(retry_after, "a 503 carries Retry-After: {body}");
+    }
+    Answer {
+        status,
+        took: t.elapsed(),
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_without_restarts() {
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    jobsched_store::migrate(&pg.url()).await.unwrap();
+    let redis_url = "redis://127.0.0.1:6379".to_string();
+    let prefix = format!("jobsched-chaos-{}", uuid::Uuid::new_v4().simple());
+    if let Err(e) = jobsched_transport::RedisTransport::connect(&redis_url, &prefix).await {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Redis is required in CI: {e}"
+        );
+        eprintln!("skipping: Redis unavailable: {e}");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let common = vec![
+        ("JOBSCHED_DATABASE_URL", pg.url()),
+        ("JOBSCHED_REDIS_URL", redis_url.clone()),
+        ("JOBSCHED_REDIS_PREFIX", prefix.clone()),
+    ];
+    let mut api_env = common.clone();
+    api_env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
+    let mut worker_env = common.clone();
+    worker_env.extend([
+        ("JOBSCHED_WORKER_CONCURRENCY", "4".to_string()),
+        // Longer than the outage: a run that ends while Postgres is down records its outcome
+        // after the restart, under the lease it still holds.
+        ("JOBSCHED_LEASE_TTL", "20".to_string()),
+        ("JOBSCHED_LEADER_TTL", "2".to_string()),
+        ("JOBSCHED_WORKER_TTL", "2".to_string()),
+        ("JOBSCHED_BACKOFF_BASE", "0.05".to_string()),
+        ("JOBSCHED_BACKOFF_CAP", "0.2".to_string()),
+    ]);
+    let _children = Children(vec![
+        spawn("api", &api_env, data.path()),
+        spawn("worker", &worker_env, data.path()),
+    ]);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // Up: the API answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/jobs/stats"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the API never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut answers = Vec::new();
+    let mut i = 0;
+    // Load before the fault.
+    for _ in 0..40 {
+        answers.push(submit(&http, &base, i).await);
+        i += 1;
+    }
+    // The crash, with submissions going on throughout.
+    let crash = tokio::task::spawn_blocking(move || {
+        pg.down("immediate");
+        pg
+    });
+    let outage_started = Instant::now();
+    let mut during = Vec::new();
+    while outage_started.elapsed() < Duration::from_secs(3) {
+        during.push(submit(&http, &base, i).await);
+        i += 1;
+    }
+    let pg = crash.await.unwrap();
+    let unavailable = during.iter().filter(|a| a.status == 503).count();
+    assert!(unavailable > 0, "no request saw the database down");
+    for a in &during {
+        assert!(
+            a.status == 201 || a.status == 503,
+            "during the outage every answer is 201 or 503, got {} {}",
+            a.status,
+            a.body
+        );
+        assert!(
+            a.took < Duration::from_millis(2500),
+            "a request took {:?} while Postgres was down (the API waits at most 1 s for a \
+             connection)",
+            a.took
+        );
+        if a.status == 503 {
+            let detail = a.body.get("detail").and_then(Value::as_str).unwrap_or("");
+            assert!(!detail.is_empty(), "a 503 names the problem: {}", a.body);
+        }
+    }
+    answers.extend(during);
+
+    // Back: no process is restarted.
+    pg.up();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = submit(&http, &base, i).await;
+        i += 1;
+        let ok = a.status == 201;
+        answers.push(a);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API did not reconnect by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..40 {
+        answers.push(submit(&http, &base, i).await);
+        i += 1;
+    }
+    let accepted: Vec<String> = answers
+        .iter()
+        .filter(|a| a.status == 201)
+        .map(|a| {
+            a.body["id"]
+                .as_str()
+                .expect("a 201 carries the job id")
+                .to_string()
+        })
+        .collect();
+
+    // Every accepted job completes: the worker reconnected by itself too.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stats = loop {
+        let stats: Value = http
+            .get(format!("{base}/jobs/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let completed = stats["completed"].as_u64().unwrap_or(0);
+        let total = stats["total_jobs"].as_u64().unwrap_or(0);
+        if completed >= accepted.len() as u64 && completed == total {
+            break stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {completed} of {} accepted jobs completed: {stats}",
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The accepted submissions are stored, and besides them at most the ones whose 503 said
+    // the connection broke mid-request (their commit may have gone through); a 503 that said
+    // the database was unavailable left nothing behind.
+    let in_doubt = answers
+        .iter()
+        .filter(|a| a.status == 503)
+        .filter(|a| {
+            a.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("may or may not have been applied"))
+        })
+        .count() as u64;
+    let stored = stats["total_jobs"].as_u64().unwrap_or(0);
+    let accepted_n = accepted.len() as u64;
+    assert!(
+        stored >= accepted_n && stored <= accepted_n + in_doubt,
+        "{stored} jobs stored for {accepted_n} accepted submissions and {in_doubt} in doubt: \
+         {stats}"
+    );
+    for id in &accepted {
+        let job: Value = http
+            .get(format!("{base}/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        assert_eq!(job["retry_count"], 0, "no run failed: {job}");
+    }
+}
