@@ -11,6 +11,7 @@
 mod decode_budget;
 pub mod error;
 mod payload;
+pub mod probe;
 pub mod registry;
 pub mod sandbox;
 pub mod sleep;
@@ -18,6 +19,7 @@ pub mod thumbnail;
 pub mod word_count;
 
 pub use error::JobError;
+pub use probe::ProbeJob;
 pub use registry::Registry;
 pub use sandbox::{DataDir, FileId, InputFile, OutputFile};
 pub use sleep::SleepJob;

@@ -26,6 +26,15 @@ impl Registry {
         r
     }
 
+    /// These types plus `probe` (a fault-test job type, see [`crate::probe`]) when the
+    /// environment variable [`crate::probe::PROBE_LOG_ENV`] names its log file.
+    pub fn with_probe_from_env(mut self) -> Registry {
+        if let Some(log) = std::env::var_os(crate::probe::PROBE_LOG_ENV).filter(|v| !v.is_empty()) {
+            self.register(Arc::new(crate::ProbeJob::new(log.into())));
+        }
+        self
+    }
+
     /// Add (or replace) a handler under its [`JobHandler::name`].
     pub fn register(&mut self, h: Arc<dyn JobHandler>) {
         self.handlers.insert(h.name(), h);

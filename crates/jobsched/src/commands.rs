@@ -269,7 +269,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     let state = jobsched_api::AppState {
         store,
         transport,
-        registry: Registry::builtin(),
+        registry: Registry::builtin().with_probe_from_env(),
         data_dir,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         config,
@@ -302,7 +302,7 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     let rt = Runtime {
         store,
         transport,
-        registry: Registry::builtin(),
+        registry: Registry::builtin().with_probe_from_env(),
         data_dir,
         clock: Arc::new(SystemClock),
         config,
@@ -421,7 +421,7 @@ async fn dev(args: DevArgs) -> Result<()> {
     let state = jobsched_api::AppState {
         store: store.clone(),
         transport: transport.clone(),
-        registry: Registry::builtin(),
+        registry: Registry::builtin().with_probe_from_env(),
         data_dir: data_dir.clone(),
         clock: Arc::new(SystemClock),
         config: api_config(&args.http)?,
@@ -429,7 +429,7 @@ async fn dev(args: DevArgs) -> Result<()> {
     let rt = Runtime {
         store,
         transport,
-        registry: Registry::builtin(),
+        registry: Registry::builtin().with_probe_from_env(),
         data_dir: data_dir.clone(),
         clock: Arc::new(SystemClock),
         config,

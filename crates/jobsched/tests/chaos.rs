@@ -2,11 +2,15 @@
 //! free port, so it can be stopped without touching the shared server) behind `jobsched api`
 //! and `jobsched worker`, with a unique prefix on the shared Redis.
 //!
-//! Postgres stopped in immediate mode (a crash) while jobs are submitted and run: every request
+//! - Postgres stopped in immediate mode (a crash) while jobs are submitted and run: every request
 //! is answered within the API's connection wait (503 with a JSON `detail` and `Retry-After`,
 //! never a hang or a 500), every process reconnects by itself once the server is back, every
 //! stored job completes, and the stored jobs are the accepted submissions plus at most those
 //! whose 503 said they were in doubt (the connection broke after the statement was sent).
+//! - A worker frozen (SIGSTOP) past its lease while it runs jobs, then thawed while another
+//!   worker reruns them: its late outcomes are refused. The `probe` job type
+//!   (`JOBSCHED_PROBE_LOG`) records each body's start and end outside the database, so the
+//!   second run is observed, not inferred.
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -255,16 +259,9 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
         return;
     };
     jobsched_store::migrate(&pg.url()).await.unwrap();
-    let redis_url = "redis://127.0.0.1:6379".to_string();
-    let prefix = format!("jobsched-chaos-{}", uuid::Uuid::new_v4().simple());
-    if let Err(e) = jobsched_transport::RedisTransport::connect(&redis_url, &prefix).await {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Redis is required in CI: {e}"
-        );
-        eprintln!("skipping: Redis unavailable: {e}");
+    let Some((redis_url, prefix)) = redis_prefix().await else {
         return;
-    }
+    };
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -432,5 +429,199 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
             .unwrap();
         assert_eq!(job["status"], "COMPLETED", "{job}");
         assert_eq!(job["retry_count"], 0, "no run failed: {job}");
+    }
+}
+
+/// A Redis prefix of its own on the shared Redis; `None` (outside CI) when Redis is down.
+async fn redis_prefix() -> Option<(String, String)> {
+    let url = "redis://127.0.0.1:6379".to_string();
+    let prefix = format!("jobsched-chaos-{}", uuid::Uuid::new_v4().simple());
+    match jobsched_transport::RedisTransport::connect(&url, &prefix).await {
+        Ok(_) => Some((url, prefix)),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "Redis is required in CI: {e}"
+            );
+            eprintln!("skipping: Redis unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// The probe log's lines as `(event, tag, pid)`.
+fn probe_lines(log: &Path) -> Vec<(String, String, u32)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            Some((
+                it.next()?.to_string(),
+                it.next()?.to_string(),
+                it.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Poll the probe log until `done` holds for its lines.
+async fn wait_probe<F: Fn(&[(String, String, u32)]) -> bool>(log: &Path, what: &str, done: F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = probe_lines(log);
+        if done(&lines) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; probe log: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
+    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+        return;
+    };
+    let Some((redis_url, prefix)) = redis_prefix().await else {
+        return;
+    };
+    let store = db.store().await;
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("probe.log");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let common = vec![
+        ("JOBSCHED_DATABASE_URL", db.url().to_string()),
+        ("JOBSCHED_REDIS_URL", redis_url),
+        ("JOBSCHED_REDIS_PREFIX", prefix),
+        ("JOBSCHED_PROBE_LOG", log.display().to_string()),
+    ];
+    let worker_env = |id: &str| {
+        let mut env = common.clone();
+        env.extend([
+            ("JOBSCHED_WORKER_ID", id.to_string()),
+            ("JOBSCHED_WORKER_CONCURRENCY", "2".to_string()),
+            ("JOBSCHED_LEASE_TTL", "2".to_string()),
+            ("JOBSCHED_LEADER_TTL", "2".to_string()),
+            ("JOBSCHED_WORKER_TTL", "2".to_string()),
+        ]);
+        env
+    };
+    let mut api_env = common.clone();
+    api_env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
+    let mut children = Children(vec![
+        spawn("api", &api_env, data.path()),
+        spawn("worker", &worker_env("frozen"), data.path()),
+    ]);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let submitted: Value = loop {
+        // Two runs long enough that the thawed worker wakes while the rerun is under way.
+        let r = http
+            .post(format!("{base}/jobs/batch"))
+            .json(&json!({"jobs": [
+                {"name": "p0", "job_type": "probe", "payload": {"tag": "p0", "duration": 4}},
+                {"name": "p1", "job_type": "probe", "payload": {"tag": "p1", "duration": 4}},
+            ]}))
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status().is_success()
+        {
+            break r.json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the API never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ids: Vec<jobsched_core::JobId> = submitted["ids"]
+        .as_array()
+        .expect("the batch answer lists the ids")
+        .iter()
+        .map(|id| id.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{submitted}");
+    let frozen_pid = children.0[1].id();
+    wait_probe(&log, "both bodies started on the first worker", |l| {
+        l.iter()
+            .filter(|(e, _, pid)| e == "start" && *pid == frozen_pid)
+            .count()
+            == 2
+    })
+    .await;
+    signal(&children.0[1], "STOP");
+
+    // Another worker comes up; once the frozen worker's leases expire the rescuer (on whichever
+    // worker leads now) hands the jobs back and the new worker runs them again.
+    children
+        .0
+        .push(spawn("worker", &worker_env("healthy"), data.path()));
+    let healthy_pid = children.0[2].id();
+    wait_probe(&log, "both bodies restarted on the second worker", |l| {
+        l.iter()
+            .filter(|(e, _, pid)| e == "start" && *pid == healthy_pid)
+            .count()
+            == 2
+    })
+    .await;
+    // Thaw while the reruns are under way: the first runs' deadlines have passed, so they
+    // end at once and their outcomes race the reruns.
+    signal(&children.0[1], "CONT");
+    wait_probe(&log, "the thawed worker's bodies to end", |l| {
+        l.iter()
+            .filter(|(e, _, pid)| (e == "end" || e == "stopped") && *pid == frozen_pid)
+            .count()
+            == 2
+    })
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let jobs = loop {
+        let mut jobs = Vec::new();
+        for id in &ids {
+            jobs.push(store.get(*id).await.unwrap().expect("the job exists"));
+        }
+        if jobs
+            .iter()
+            .all(|j| j.status == jobsched_core::JobStatus::Completed)
+        {
+            break jobs;
+        }
+        assert!(Instant::now() < deadline, "jobs never completed: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines = probe_lines(&log);
+    for job in &jobs {
+        let tag = job.payload["tag"].as_str().unwrap();
+        // The outcome recorded is the rerun's: the late one (attempt 1) was refused.
+        assert_eq!(job.attempt, 2, "{job:?}");
+        let result = job.result.clone().unwrap_or_default();
+        assert_eq!(
+            result["pid"].as_u64(),
+            Some(u64::from(healthy_pid)),
+            "the rerun's outcome stands, not the thawed worker's: {job:?}"
+        );
+        let count = |event: &str, pid: u32| {
+            lines
+                .iter()
+                .filter(|(e, t, p)| e == event && t == tag && *p == pid)
+                .count()
+        };
+        assert_eq!(count("start", frozen_pid), 1, "{lines:?}");
+        assert_eq!(count("start", healthy_pid), 1, "{lines:?}");
+        assert_eq!(count("end", healthy_pid), 1, "{lines:?}");
     }
 }
