@@ -1,12 +1,12 @@
-//! Faults injected into real processes: a private Postgres (its own `initdb` and `pg_ctl` on a
-//! free port, so it can be stopped without touching the shared server) behind `jobsched api`
-//! and `jobsched worker`, with a unique prefix on the shared Redis.
+//! Faults injected into real processes: `jobsched api` and `jobsched worker` on a fresh
+//! database (the shared server, or a private one with its own `initdb` and `pg_ctl` on a free
+//! port when the test stops Postgres) and a unique prefix on the shared Redis.
 //!
-//! - Postgres stopped in immediate mode (a crash) while jobs are submitted and run: every request
-//! is answered within the API's connection wait (503 with a JSON `detail` and `Retry-After`,
-//! never a hang or a 500), every process reconnects by itself once the server is back, every
-//! stored job completes, and the stored jobs are the accepted submissions plus at most those
-//! whose 503 said they were in doubt (the connection broke after the statement was sent).
+//! - Postgres stopped in immediate mode (a crash) while jobs are submitted and run: every
+//!   request is answered within the API's connection wait (503 with a JSON `detail` and
+//!   `Retry-After`, never a hang or a 500), every process reconnects by itself once the server
+//!   is back, every stored job completes, and the stored jobs are the accepted submissions plus
+//!   at most those whose 503 said they were in doubt (the connection broke mid-statement).
 //! - A worker frozen (SIGSTOP) past its lease while it runs jobs, then thawed while another
 //!   worker reruns them: its late outcomes are refused. The `probe` job type
 //!   (`JOBSCHED_PROBE_LOG`) records each body's start and end outside the database, so the
