@@ -625,3 +625,298 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
         assert_eq!(count("end", healthy_pid), 1, "{lines:?}");
     }
 }
+
+/// `jobsched api` and workers on a fresh database of the shared Postgres, a Redis prefix of
+/// their own and a probe log.
+struct Cluster {
+    env: Vec<(&'static str, String)>,
+    data: tempfile::TempDir,
+    log: PathBuf,
+    base: String,
+    http: reqwest::Client,
+    children: Children,
+    store: std::sync::Arc<dyn jobsched_core::ports::Store>,
+    _db: jobsched_store::testing::TestDb,
+}
+
+impl Cluster {
+    /// Start the API (not yet any worker); `None` when a backend is missing outside CI.
+    async fn start(redis_url: Option<String>) -> Option<Cluster> {
+        let db = jobsched_store::testing::TestDb::postgres().await?;
+        let (redis_url, prefix) = match redis_url {
+            Some(url) => (
+                url,
+                format!("jobsched-chaos-{}", uuid::Uuid::new_v4().simple()),
+            ),
+            None => redis_prefix().await?,
+        };
+        let data = tempfile::tempdir().unwrap();
+        let log = data.path().join("probe.log");
+        let port = free_port();
+        let env = vec![
+            ("JOBSCHED_DATABASE_URL", db.url().to_string()),
+            ("JOBSCHED_REDIS_URL", redis_url),
+            ("JOBSCHED_REDIS_PREFIX", prefix),
+            ("JOBSCHED_PROBE_LOG", log.display().to_string()),
+        ];
+        let mut api_env = env.clone();
+        api_env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
+        let children = Children(vec![spawn("api", &api_env, data.path())]);
+        let c = Cluster {
+            store: db.store().await,
+            env,
+            data,
+            log,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            children,
+            _db: db,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while c
+            .http
+            .get(format!("{}/jobs/stats", c.base))
+            .send()
+            .await
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "the API never came up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(c)
+    }
+
+    /// Start a worker; returns its index in `children`.
+    fn worker(&mut self, id: &str, slots: u32, extra: &[(&'static str, &str)]) -> usize {
+        let mut env = self.env.clone();
+        env.extend([
+            ("JOBSCHED_WORKER_ID", id.to_string()),
+            ("JOBSCHED_WORKER_CONCURRENCY", slots.to_string()),
+            ("JOBSCHED_LEASE_TTL", "2".to_string()),
+            ("JOBSCHED_LEADER_TTL", "2".to_string()),
+            ("JOBSCHED_WORKER_TTL", "2".to_string()),
+            ("JOBSCHED_BACKOFF_BASE", "0.05".to_string()),
+            ("JOBSCHED_BACKOFF_CAP", "0.2".to_string()),
+        ]);
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        self.children
+            .0
+            .push(spawn("worker", &env, self.data.path()));
+        self.children.0.len() - 1
+    }
+
+    /// Submit probe jobs `tags` (each `duration` s) in one batch; their ids.
+    async fn probes(&self, tags: &[String], duration: f64) -> Vec<jobsched_core::JobId> {
+        let jobs: Vec<Value> = tags
+            .iter()
+            .map(|t| json!({"name": t, "job_type": "probe", "payload": {"tag": t, "duration": duration}}))
+            .collect();
+        let r = self
+            .http
+            .post(format!("{}/jobs/batch", self.base))
+            .json(&json!({ "jobs": jobs }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let body: Value = r.json().await.unwrap();
+        body["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    /// Poll until every job in `ids` is COMPLETED; the jobs.
+    async fn all_completed(&self, ids: &[jobsched_core::JobId]) -> Vec<jobsched_core::Job> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut jobs = Vec::new();
+            for id in ids {
+                jobs.push(self.store.get(*id).await.unwrap().expect("the job exists"));
+            }
+            let done = jobs
+                .iter()
+                .filter(|j| j.status == jobsched_core::JobStatus::Completed)
+                .count();
+            if done == jobs.len() {
+                return jobs;
+            }
+            let others: Vec<_> = jobs
+                .iter()
+                .filter(|j| j.status != jobsched_core::JobStatus::Completed)
+                .map(|j| (j.name.clone(), j.status, j.attempt))
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "{done} of {} jobs completed; the others: {others:?}",
+                jobs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Per tag, from the probe log: (starts, ends, stops, starts by `pid` with no end or stop by it).
+fn runs_of(lines: &[(String, String, u32)], tag: &str, pid: u32) -> (usize, usize, usize, usize) {
+    let n = |event: &str| {
+        lines
+            .iter()
+            .filter(|(e, t, _)| e == event && t == tag)
+            .count()
+    };
+    let by = |event: &str| {
+        lines
+            .iter()
+            .filter(|(e, t, p)| e == event && t == tag && *p == pid)
+            .count()
+    };
+    let cut = by("start").saturating_sub(by("end") + by("stopped"));
+    (n("start"), n("end"), n("stopped"), cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_second_completion() {
+    let Some(mut c) = Cluster::start(None).await else {
+        return;
+    };
+    let grace = [("JOBSCHED_SHUTDOWN_GRACE", "0.3")];
+    let first: Vec<usize> = (0..3)
+        .map(|i| c.worker(&format!("old-{i}"), 2, &grace))
+        .collect();
+    let tags: Vec<String> = (0..30).map(|i| format!("term-{i}")).collect();
+    let ids = c.probes(&tags, 0.6).await;
+    // A rolling update in one go: every worker told to stop while each runs jobs.
+    wait_probe(&c.log, "six bodies running", |l| {
+        l.iter().filter(|(e, _, _)| e == "start").count() >= 6
+    })
+    .await;
+    for &i in &first {
+        signal(&c.children.0[i], "TERM");
+    }
+    for &i in &first {
+        let status = c.children.0[i].wait().unwrap();
+        assert!(
+            status.success(),
+            "a worker stops cleanly on SIGTERM: {status}"
+        );
+    }
+    for i in 0..3 {
+        c.worker(&format!("new-{i}"), 2, &grace);
+    }
+    let jobs = c.all_completed(&ids).await;
+    let lines = probe_lines(&c.log);
+    let stopped: usize = tags
+        .iter()
+        .map(|t| {
+            let (starts, ends, stops, _) = runs_of(&lines, t, 0);
+            assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
+            assert_eq!(
+                starts,
+                1 + stops,
+                "{t}: every extra start follows a hand-back"
+            );
+            stops
+        })
+        .sum();
+    assert!(
+        stopped > 0,
+        "the grace period was meant to cut some runs short"
+    );
+    for j in &jobs {
+        assert_eq!(j.retry_count, 0, "a hand-back burns no retry: {j:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_worker_mid_load_reruns_only_what_it_was_running() {
+    let Some(mut c) = Cluster::start(None).await else {
+        return;
+    };
+    let victim = c.worker("victim", 3, &[]);
+    c.worker("survivor", 3, &[]);
+    let tags: Vec<String> = (0..30).map(|i| format!("kill-{i}")).collect();
+    let ids = c.probes(&tags, 0.3).await;
+    let victim_pid = c.children.0[victim].id();
+    wait_probe(&c.log, "the victim running jobs", |l| {
+        l.iter()
+            .filter(|(e, _, p)| e == "start" && *p == victim_pid)
+            .count()
+            >= 4
+    })
+    .await;
+    c.children.0[victim].kill().unwrap();
+    c.children.0[victim].wait().unwrap();
+    let jobs = c.all_completed(&ids).await;
+    let lines = probe_lines(&c.log);
+    let mut rerun = 0;
+    for t in &tags {
+        let (starts, ends, stops, cut) = runs_of(&lines, t, victim_pid);
+        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
+        // The only second runs are of bodies the kill cut short (at-least-once).
+        assert_eq!(starts, 1 + stops + cut, "{t}: {lines:?}");
+        assert!(cut <= 1);
+        rerun += cut;
+    }
+    assert!(rerun > 0, "the victim was running jobs when it died");
+    let survivor_pid = c.children.0[victim + 1].id();
+    for j in jobs.iter().filter(|j| j.attempt > 1) {
+        assert_eq!(
+            j.result.as_ref().and_then(|r| r["pid"].as_u64()),
+            Some(u64::from(survivor_pid)),
+            "a rescued job is finished by the survivor: {j:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_api_mid_batch_stores_each_batch_whole_or_not_at_all() {
+    let Some(mut c) = Cluster::start(None).await else {
+        return;
+    };
+    let api = c.children.0.remove(0);
+    let pid = api.id();
+    c.children.0.push(api);
+    let batch: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": format!("b{i}"), "job_type": "sleep", "payload": {"duration": 0.01}}))
+        .collect();
+    let body = json!({ "jobs": batch });
+    // Batches in a loop; the API is killed while one is on its way.
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    let mut accepted = 0u64;
+    loop {
+        match c
+            .http
+            .post(format!("{}/jobs/batch", c.base))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().as_u16() == 201 => accepted += 1,
+            Ok(r) => panic!("unexpected answer {}", r.status()),
+            Err(_) => break,
+        }
+    }
+    killer.await.unwrap();
+    assert!(accepted > 0, "no batch went through before the kill");
+    let stats = c.store.stats().await.unwrap();
+    let stored = u64::try_from(stats.total_jobs).unwrap();
+    assert_eq!(
+        stored % 1000,
+        0,
+        "a batch was stored in part: {stored} jobs"
+    );
+    assert!(
+        stored / 1000 == accepted || stored / 1000 == accepted + 1,
+        "{accepted} batches accepted, {stored} jobs stored"
+    );
+}
