@@ -58,6 +58,26 @@ type Pending = std::pin::Pin<
     >,
 >;
 
+/// Longest the control loop waits on the transport (Redis) for a policy read, a heartbeat or
+/// an announcement. Redis only carries wake-ups, the policy cache and the slot registry: while
+/// it is slow or down, the slots go on claiming from the store (at the poll interval) instead
+/// of waiting for it.
+const TRANSPORT_WAIT: Duration = Duration::from_millis(250);
+
+/// `call`, given up after [`TRANSPORT_WAIT`].
+async fn within<T>(
+    call: impl std::future::Future<Output = jobsched_core::Result<T>>,
+) -> jobsched_core::Result<T> {
+    tokio::time::timeout(TRANSPORT_WAIT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(jobsched_core::Error::backend(
+                "transport",
+                format!("no answer within {TRANSPORT_WAIT:?}"),
+            ))
+        })
+}
+
 /// Run the worker until `shutdown`, then drain gracefully.
 pub async fn run(
     rt: Runtime,
@@ -72,9 +92,7 @@ pub async fn run(
     let renew_stop = CancellationToken::new();
     let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
     let mut ev = events.subscribe();
-    let mut settings = rt
-        .transport
-        .policy()
+    let mut settings = within(rt.transport.policy())
         .await
         .ok()
         .flatten()
@@ -132,7 +150,7 @@ pub async fn run(
             }
             e = ev.recv() => {
                 if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_)))
-                    && let Ok(Some(s)) = rt.transport.policy().await
+                    && let Ok(Some(s)) = within(rt.transport.policy()).await
                 {
                     if s.policy != settings.policy {
                         tracing::debug!(from = %settings.policy, to = %s.policy, "policy changed");
@@ -156,14 +174,14 @@ pub async fn run(
                 want = true;
                 if idle == 0 {
                     // No slot here for the retry that came due: tell the others.
-                    let _ = rt.transport.publish(Event::JobsAvailable).await;
+                    let _ = within(rt.transport.publish(Event::JobsAvailable)).await;
                 }
                 None
             }
             _ = async { tokio::time::sleep_until(retry_at.expect("branch enabled only when backing off").into()).await },
                 if retry_at.is_some() => None,
             _ = heartbeat.tick() => {
-                if let Err(e) = rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl).await {
+                if let Err(e) = within(rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl)).await {
                     tracing::warn!(error = %e, "heartbeat to transport failed");
                 }
                 None
@@ -171,7 +189,7 @@ pub async fn run(
             _ = poll.tick() => {
                 want = true;
                 // The policy key is re-read now and then: an event may have been lost.
-                if let Ok(Some(s)) = rt.transport.policy().await {
+                if let Ok(Some(s)) = within(rt.transport.policy()).await {
                     settings = s;
                 }
                 None
