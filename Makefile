@@ -4,7 +4,7 @@ CARGO ?= cargo
 JOBSCHED_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jobsched
 export JOBSCHED_DATABASE_URL
 
-.PHONY: help build release test lint fmt run migrate openapi ci
+.PHONY: help build release test lint fmt run migrate openapi ci chaos
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,13 @@ migrate: ## Apply migrations to $JOBSCHED_DATABASE_URL
 
 openapi: ## Regenerate docs/openapi.json from the code
 	UPDATE_OPENAPI=1 $(CARGO) test -p jobsched-api openapi
+
+chaos: ## Fault tests (Postgres crash, Redis kill, SIGSTOP/SIGTERM/kill -9 of processes), 3 runs in a row; prints the RELIABILITY.md rows
+	@set -o pipefail; for run in 1 2 3; do \
+	  echo "== chaos run $$run"; \
+	  $(CARGO) test -p jobsched --test chaos -- --nocapture --test-threads 1 2>&1 \
+	    | tee /tmp/jobsched-chaos-$$run.log | grep -oE '(RELIABILITY \|.*|test result.*)' || exit 1; \
+	done
 
 ci: ## What CI runs
 	bash .ci/run

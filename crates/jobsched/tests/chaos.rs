@@ -185,6 +185,15 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// One line of the reliability table (RELIABILITY.md), printed for `make chaos` to collect:
+/// the fault, the time to full recovery, jobs lost, bodies that ran twice, what clients saw.
+fn report(fault: &str, recovery: Duration, lost: usize, twice: &str, api: &str) {
+    eprintln!(
+        "RELIABILITY | {fault} | {:.2} s | {lost} | {twice} | {api} |",
+        recovery.as_secs_f64()
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -326,6 +335,7 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
     }
     let pg = crash.await.unwrap();
     let unavailable = during.iter().filter(|a| a.status == 503).count();
+    let slowest = during.iter().map(|a| a.took).max().unwrap_or_default();
     assert!(unavailable > 0, "no request saw the database down");
     for a in &during {
         assert!(
@@ -349,6 +359,7 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
 
     // Back: no process is restarted.
     pg.up();
+    let restarted = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let a = submit(&http, &base, i).await;
@@ -364,6 +375,7 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let reconnected = restarted.elapsed();
     for _ in 0..40 {
         answers.push(submit(&http, &base, i).await);
         i += 1;
@@ -421,6 +433,7 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
         "{stored} jobs stored for {accepted_n} accepted submissions and {in_doubt} in doubt: \
          {stats}"
     );
+    let mut rerun = 0;
     for id in &accepted {
         let job: Value = http
             .get(format!("{base}/jobs/{id}"))
@@ -432,7 +445,18 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
             .unwrap();
         assert_eq!(job["status"], "COMPLETED", "{job}");
         assert_eq!(job["retry_count"], 0, "no run failed: {job}");
+        rerun += usize::from(job["attempt"].as_i64() != Some(1));
     }
+    report(
+        "Postgres crash (immediate stop) for 3 s under submissions and runs",
+        reconnected,
+        0,
+        &format!("{rerun} claimed again"),
+        &format!(
+            "{unavailable} × 503 in 3 s ({in_doubt} in doubt), slowest {:.2} s",
+            slowest.as_secs_f64()
+        ),
+    );
 }
 
 /// A Redis prefix of its own on the shared Redis; `None` (outside CI) when Redis is down.
@@ -566,6 +590,7 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
     })
     .await;
     signal(&children.0[1], "STOP");
+    let frozen_at = Instant::now();
 
     // Another worker comes up; once the frozen worker's leases expire the rescuer (on whichever
     // worker leads now) hands the jobs back and the new worker runs them again.
@@ -580,6 +605,7 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
             == 2
     })
     .await;
+    let rerun_after = frozen_at.elapsed();
     // Thaw while the reruns are under way: the first runs' deadlines have passed, so they
     // end at once and their outcomes race the reruns.
     signal(&children.0[1], "CONT");
@@ -627,6 +653,13 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
         assert_eq!(count("start", healthy_pid), 1, "{lines:?}");
         assert_eq!(count("end", healthy_pid), 1, "{lines:?}");
     }
+    report(
+        "worker frozen (SIGSTOP) past its 2 s lease while running 2 jobs, thawed during their rerun",
+        rerun_after,
+        0,
+        "2 (the frozen runs; their late outcomes refused)",
+        "none",
+    );
 }
 
 /// `jobsched api` and workers on a fresh database of the shared Postgres, a Redis prefix of
@@ -798,6 +831,7 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
         l.iter().filter(|(e, _, _)| e == "start").count() >= 6
     })
     .await;
+    let termed = Instant::now();
     for &i in &first {
         signal(&c.children.0[i], "TERM");
     }
@@ -808,6 +842,7 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
             "a worker stops cleanly on SIGTERM: {status}"
         );
     }
+    let stopped_in = termed.elapsed();
     for i in 0..3 {
         c.worker(&format!("new-{i}"), 2, &grace);
     }
@@ -833,6 +868,13 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
     for j in &jobs {
         assert_eq!(j.retry_count, 0, "a hand-back burns no retry: {j:?}");
     }
+    report(
+        "SIGTERM of all 3 workers at once (0.3 s grace) with 30 jobs of 0.6 s, then 3 new workers",
+        stopped_in,
+        0,
+        &format!("{stopped} stopped at the grace and handed back, none completed twice"),
+        "none",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -852,9 +894,11 @@ async fn kill_9_of_a_worker_mid_load_reruns_only_what_it_was_running() {
             >= 4
     })
     .await;
+    let killed = Instant::now();
     c.children.0[victim].kill().unwrap();
     c.children.0[victim].wait().unwrap();
     let jobs = c.all_completed(&ids).await;
+    let recovered = killed.elapsed();
     let lines = probe_lines(&c.log);
     let by_victim = |event: &str, tag: &str| {
         lines
@@ -883,9 +927,15 @@ async fn kill_9_of_a_worker_mid_load_reruns_only_what_it_was_running() {
         cut_short + finished_unrecorded > 0,
         "the victim was running jobs when it died"
     );
-    eprintln!(
-        "kill -9 of a worker: {cut_short} runs cut short and rerun, {finished_unrecorded} runs \
-         finished but unrecorded and rerun (the at-least-once window)"
+    report(
+        "kill -9 of one of 2 workers (3 slots each) with 30 jobs of 0.3 s; 2 s lease",
+        recovered,
+        0,
+        &format!(
+            "{cut_short} cut short and rerun, {finished_unrecorded} finished but unrecorded and \
+             rerun (at-least-once)"
+        ),
+        "none",
     );
     let survivor_pid = c.children.0[victim + 1].id();
     for j in jobs.iter().filter(|j| j.attempt > 1) {
@@ -942,6 +992,20 @@ async fn kill_9_of_the_api_mid_batch_stores_each_batch_whole_or_not_at_all() {
     assert!(
         stored / 1000 == accepted || stored / 1000 == accepted + 1,
         "{accepted} batches accepted, {stored} jobs stored"
+    );
+    report(
+        "kill -9 of the API during POST /jobs/batch (1,000 jobs per batch)",
+        Duration::ZERO,
+        0,
+        "—",
+        &format!(
+            "the batch in flight: connection reset, {} (all or nothing)",
+            if stored / 1000 > accepted {
+                "stored"
+            } else {
+                "not stored"
+            }
+        ),
     );
 }
 
@@ -1102,6 +1166,16 @@ async fn redis_killed_mid_load_slows_no_submission_and_loses_no_job() {
     assert!(
         stall < Duration::from_millis(1500),
         "no job completed for {stall:?} in a row"
+    );
+    report(
+        "kill -9 of Redis for 3 s under submissions and runs, restarted empty",
+        stall,
+        0,
+        "0",
+        &format!(
+            "none; slowest submission {:.3} s",
+            slowest_while_down.as_secs_f64()
+        ),
     );
     let lines = probe_lines(&c.log);
     for t in &tags {
