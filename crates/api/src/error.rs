@@ -248,9 +248,10 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %self, "backend connection lost while serving a request");
                 json!({
                     "detail": format!(
-                        "service unavailable: the connection to the {component} backend broke \
-                         during the request, so a change it asked for may or may not have been \
-                         applied; check (e.g. GET /jobs/{{id}} or GET /jobs/?…) before retrying"
+                        "service unavailable: the {component} backend stopped answering during \
+                         the request (connection lost, or no answer in time), so a change it \
+                         asked for may or may not have been applied; check (e.g. GET \
+                         /jobs/{{id}} or GET /jobs/?…) before retrying"
                     )
                 })
             }

@@ -11,6 +11,7 @@
 //! the [`Transport`](jobsched_core::ports::Transport) carries events and live runtime state.
 
 mod activity;
+pub mod deadline;
 pub mod dto;
 pub mod error;
 mod extract;
@@ -18,6 +19,7 @@ mod openapi;
 pub mod routes;
 mod state;
 
+pub use deadline::{DeadlineStore, STORE_DEADLINE};
 pub use error::{ApiError, FieldIssue, LocPart};
 pub use extract::{JsonBody, RequireAdmin};
 pub use openapi::openapi;

@@ -1,20 +1,26 @@
 //! Faults injected into real processes: `jobsched api` and `jobsched worker` on a fresh
 //! database (the shared server, or a private one with its own `initdb` and `pg_ctl` on a free
-//! port when the test stops Postgres) and a unique prefix on the shared Redis.
+//! port when the test stops Postgres) and a unique prefix on the shared Redis. The `probe` job
+//! type (`JOBSCHED_PROBE_LOG`) records each body's start and end outside the database, so a
+//! second run is observed, not inferred. Each test prints its row of RELIABILITY.md.
 //!
-//! - Postgres stopped in immediate mode (a crash) while jobs are submitted and run: every
-//!   request is answered within the API's connection wait (503 with a JSON `detail` and
-//!   `Retry-After`, never a hang or a 500), every process reconnects by itself once the server
-//!   is back, every stored job completes, and the stored jobs are the accepted submissions plus
-//!   at most those whose 503 said they were in doubt (the connection broke mid-statement).
-//! - A worker frozen (SIGSTOP) past its lease while it runs jobs, then thawed while another
-//!   worker reruns them: its late outcomes are refused. The `probe` job type
-//!   (`JOBSCHED_PROBE_LOG`) records each body's start and end outside the database, so the
-//!   second run is observed, not inferred.
+//! - Postgres stopped (a crash, or a fast shutdown) for 3 s, or unreachable behind a cut
+//!   proxy for 10 s, while jobs are submitted and run: every request is answered in bounded
+//!   time (503 with a JSON `detail` and `Retry-After`, never a hang or a 500), every process
+//!   resumes by itself, every stored job completes once, and the stored jobs are the accepted
+//!   submissions plus at most those whose 503 said they were in doubt.
+//! - Redis killed and restarted empty: submissions stay fast, claiming never stalls.
+//! - A worker frozen (SIGSTOP) past its lease, thawed while another worker reruns its jobs:
+//!   its late outcomes are refused.
+//! - kill -9 of a worker (only what it ran is rerun) and of the API mid-batch (a batch is
+//!   stored whole or not at all); SIGTERM of every worker at once (work handed back, no retry
+//!   burned, nothing completed twice).
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
@@ -267,6 +273,17 @@ async fn submit(http: &reqwest::Client, base: &str, i: usize) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_without_restarts() {
+    postgres_down_for_3_s("immediate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fast_restart_mid_load_answers_503_at_once_and_everything_recovers() {
+    postgres_down_for_3_s("fast").await;
+}
+
+/// Postgres stopped in `mode` (`immediate`: a crash; `fast`: sessions ended, a clean
+/// shutdown) for 3 s under submissions and runs, then started again.
+async fn postgres_down_for_3_s(mode: &'static str) {
     let Some(pg) = PrivatePg::start() else {
         return;
     };
@@ -324,7 +341,7 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
     }
     // The crash, with submissions going on throughout.
     let crash = tokio::task::spawn_blocking(move || {
-        pg.down("immediate");
+        pg.down(mode);
         pg
     });
     let outage_started = Instant::now();
@@ -448,7 +465,7 @@ async fn postgres_crash_mid_load_answers_503_at_once_and_everything_recovers_wit
         rerun += usize::from(job["attempt"].as_i64() != Some(1));
     }
     report(
-        "Postgres crash (immediate stop) for 3 s under submissions and runs",
+        &format!("Postgres stopped (`pg_ctl -m {mode}`) for 3 s under submissions and runs"),
         reconnected,
         0,
         &format!("{rerun} claimed again"),
@@ -1183,4 +1200,279 @@ async fn redis_killed_mid_load_slows_no_submission_and_loses_no_job() {
         assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
         assert_eq!(starts, 1 + stops, "{t}: no run was cut: {lines:?}");
     }
+}
+
+/// A TCP proxy in front of a backend that can be cut: while cut, no byte passes either way
+/// (bytes already sent wait, as TCP would keep retransmitting them) and new connections are
+/// held; when the cut ends everything flows again. Stops with the test's runtime.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cut = flag.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    held(&cut).await;
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(pipe(cr, sw, cut.clone()), pipe(sr, cw, cut));
+                });
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+    }
+}
+
+/// Wait while the proxy is cut.
+async fn held(cut: &AtomicBool) {
+    while cut.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        held(&cut).await;
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        // Bytes read just before or during a cut wait for its end too.
+        held(&cut).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_resumes() {
+    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+        return;
+    };
+    let Some((redis_url, prefix)) = redis_prefix().await else {
+        return;
+    };
+    // Every process reaches Postgres through the proxy.
+    let direct = db.url().to_string();
+    let rest = direct
+        .split_once('@')
+        .map(|(_, r)| r)
+        .expect("a TestDb URL names user@host");
+    let (hostport, dbname) = rest.split_once('/').expect("host:port/database");
+    let proxy = Proxy::start(hostport.to_string()).await;
+    let via_proxy = format!(
+        "{}@127.0.0.1:{}/{dbname}",
+        direct.split_once('@').unwrap().0,
+        proxy.port
+    );
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("probe.log");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let common = vec![
+        ("JOBSCHED_DATABASE_URL", via_proxy),
+        ("JOBSCHED_REDIS_URL", redis_url),
+        ("JOBSCHED_REDIS_PREFIX", prefix),
+        ("JOBSCHED_PROBE_LOG", log.display().to_string()),
+    ];
+    let mut api_env = common.clone();
+    api_env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
+    let mut worker_env = common.clone();
+    worker_env.extend([
+        ("JOBSCHED_WORKER_CONCURRENCY", "4".to_string()),
+        // Longer than the cut: runs in progress keep their leases across it.
+        ("JOBSCHED_LEASE_TTL", "30".to_string()),
+        ("JOBSCHED_BACKOFF_BASE", "0.05".to_string()),
+        ("JOBSCHED_BACKOFF_CAP", "0.2".to_string()),
+    ]);
+    let _children = Children(vec![
+        spawn("api", &api_env, data.path()),
+        spawn("worker", &worker_env, data.path()),
+    ]);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let post = |i: usize| {
+        let tag = format!("cut-{i}");
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let t = Instant::now();
+            let r = http
+                .post(format!("{base}/jobs/"))
+                .json(&json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": 0.02}}))
+                .send()
+                .await
+                .expect("the API answers every request");
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            Answer {
+                status,
+                took: t.elapsed(),
+                body,
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/jobs/stats"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the API never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answers = Vec::new();
+    let mut i = 0;
+    for _ in 0..30 {
+        answers.push(post(i).await);
+        i += 1;
+    }
+    proxy.set_cut(true);
+    let cut_at = Instant::now();
+    let mut during = Vec::new();
+    while cut_at.elapsed() < Duration::from_secs(10) {
+        during.push(post(i).await);
+        i += 1;
+    }
+    proxy.set_cut(false);
+    let slowest = during.iter().map(|a| a.took).max().unwrap_or_default();
+    for a in &during {
+        assert!(
+            a.status == 201 || a.status == 503,
+            "during the cut every answer is 201 or 503, got {} {}",
+            a.status,
+            a.body
+        );
+        if a.status == 503 {
+            assert!(
+                a.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "a 503 names the problem: {}",
+                a.body
+            );
+        }
+    }
+    assert!(
+        slowest < Duration::from_millis(6500),
+        "a request took {slowest:?} while Postgres was unreachable (store calls get 5 s)"
+    );
+    let unavailable = during.iter().filter(|a| a.status == 503).count();
+    assert!(unavailable > 0, "no request saw the cut");
+    // Once a call ran out of time the API presumes the database unreachable for a moment and
+    // answers at once, without sending anything.
+    let at_once = during
+        .iter()
+        .filter(|a| a.status == 503 && a.took < Duration::from_millis(200))
+        .count();
+    assert!(
+        at_once > 0,
+        "every 503 waited: {:?}",
+        during.iter().map(|a| a.took).collect::<Vec<_>>()
+    );
+    answers.extend(during);
+    let resumed = Instant::now();
+    loop {
+        let a = post(i).await;
+        i += 1;
+        let ok = a.status == 201;
+        answers.push(a);
+        if ok {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "the API did not recover by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = resumed.elapsed();
+    for _ in 0..30 {
+        answers.push(post(i).await);
+        i += 1;
+    }
+    let accepted: Vec<String> = answers
+        .iter()
+        .filter(|a| a.status == 201)
+        .map(|a| a.body["payload"]["tag"].as_str().unwrap().to_string())
+        .collect();
+    let in_doubt = answers
+        .iter()
+        .filter(|a| a.status == 503)
+        .filter(|a| {
+            a.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("may or may not have been applied"))
+        })
+        .count();
+    // Every stored job completes, each body once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stats = loop {
+        let stats: Value = http
+            .get(format!("{base}/jobs/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let total = stats["total_jobs"].as_u64().unwrap_or(0);
+        if stats["completed"].as_u64() == Some(total) && total >= accepted.len() as u64 {
+            break stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs never all completed: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stored = stats["total_jobs"].as_u64().unwrap() as usize;
+    assert!(
+        stored >= accepted.len() && stored <= accepted.len() + in_doubt,
+        "{stored} stored for {} accepted and {in_doubt} in doubt",
+        accepted.len()
+    );
+    let lines = probe_lines(&log);
+    for t in &accepted {
+        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
+        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
+        assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
+    }
+    report(
+        "Postgres unreachable (every connection blackholed) for 10 s under submissions and runs",
+        recovered,
+        0,
+        "0",
+        &format!(
+            "{unavailable} × 503 in 10 s ({at_once} at once, {in_doubt} in doubt), slowest {:.2} s",
+            slowest.as_secs_f64()
+        ),
+    );
 }
