@@ -4,7 +4,7 @@ CARGO ?= cargo
 JOBSCHED_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jobsched
 export JOBSCHED_DATABASE_URL
 
-.PHONY: help build release test lint fmt run migrate openapi ci chaos
+.PHONY: help build release test lint fmt run migrate openapi ci chaos fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,12 +34,16 @@ migrate: ## Apply migrations to $JOBSCHED_DATABASE_URL
 openapi: ## Regenerate docs/openapi.json from the code
 	UPDATE_OPENAPI=1 $(CARGO) test -p jobsched-api openapi
 
-chaos: ## Fault tests (Postgres crash, Redis kill, SIGSTOP/SIGTERM/kill -9 of processes), 3 runs in a row; prints the RELIABILITY.md rows
+chaos: ## Fault tests (Postgres crash/cut, Redis kill, SIGSTOP/SIGTERM/kill -9 of processes), 3 runs in a row, printing the RELIABILITY.md rows; then a long fuzz
 	@set -o pipefail; for run in 1 2 3; do \
 	  echo "== chaos run $$run"; \
 	  $(CARGO) test -p jobsched --test chaos -- --nocapture --test-threads 1 2>&1 \
 	    | tee /tmp/jobsched-chaos-$$run.log | grep -oE '(RELIABILITY \|.*|test result.*)' || exit 1; \
 	done
+	FUZZ_EXAMPLES=500 JOBSCHED_BIN=target/debug/jobsched tests/fuzz/run.sh
+
+fuzz: ## Schemathesis over docs/openapi.json against `jobsched dev` and `jobsched api` (JOBSCHED_BIN, default target/debug/jobsched)
+	tests/fuzz/run.sh
 
 ci: ## What CI runs
 	bash .ci/run

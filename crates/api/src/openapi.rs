@@ -61,7 +61,9 @@ use utoipa::{Modify, OpenApi};
         dto::ValidationErrorBody,
     )),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    // The token is required only when the server has one (JOBSCHED_API_TOKEN /
+    // JOBSCHED_ADMIN_TOKEN); a server without one (e.g. `jobsched dev`) takes requests without.
+    security(("bearer" = []), ()),
     tags(
         (name = "jobs", description = "Submit, list, inspect and cancel jobs"),
         (name = "scheduler", description = "Scheduling policy, status and the dead-letter queue"),
@@ -77,10 +79,14 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.description = Some(
+            "`Authorization: Bearer <token>`: required when the server was started with an API \
+             token (JOBSCHED_API_TOKEN, or JOBSCHED_ADMIN_TOKEN for the admin routes); a server \
+             without one accepts requests without it."
+                .into(),
         );
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
     }
 }
 
