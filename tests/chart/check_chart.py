@@ -1654,30 +1654,38 @@ def day1_hygiene(rendered: dict[str, list[dict]]) -> None:
             and re.fullmatch(r"\d+\.\d+\.\d+", str(v["redis"]["image"]["tag"])) is not None,
             f'{v["postgresql"]["image"]["tag"]} {v["redis"]["image"]["tag"]}')
 
-    # .ci/run: the tail after `make lint`, with `make` stubbed, for each outcome of test and chart-check.
+    # .ci/run: the tail after `make lint`, with `make` stubbed, for each outcome of test,
+    # chart-check and fuzz.
     ci = (ROOT / ".ci/run").read_text()
     start = ci.find('echo "== make test"')
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = pathlib.Path(tmp)
         (tmpd / "make").write_text('#!/bin/sh\necho "make $*" >> "$STUB_LOG"\n'
                                    'case "$1" in test) echo "test result: ok. 1 passed; 0 failed; 0 ignored"; exit "$FAKE_TEST_RC";;\n'
-                                   '  chart-check) exit "$FAKE_CHART_RC";; esac\n')
+                                   '  chart-check) exit "$FAKE_CHART_RC";;\n'
+                                   '  fuzz) exit "$FAKE_FUZZ_RC";; esac\n')
         (tmpd / "make").chmod(0o755)
+        # The binary `make test` builds, which the chart check and the fuzz run use.
+        fake_bin = tmpd / "target" / "debug" / "jobsched"
+        fake_bin.parent.mkdir(parents=True)
+        fake_bin.write_text("#!/bin/sh\nexit 0\n")
+        fake_bin.chmod(0o755)
         script = tmpd / "ci-tail.sh"
         script.write_text("set -euo pipefail\n" + ci[start:].replace("/tmp/jobsched-ci-test.log", str(tmpd / "test.log")))
         results = {}
-        for test_rc, chart_rc in ((0, 0), (1, 0), (0, 1), (101, 2)):
+        cases = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (101, 2, 0))
+        for test_rc, chart_rc, fuzz_rc in cases:
             log = tmpd / "calls.log"
             log.unlink(missing_ok=True)
             env = clean_env(PATH=f"{tmpd}:{os.environ.get('PATH', '')}", STUB_LOG=str(log),
-                            FAKE_TEST_RC=str(test_rc), FAKE_CHART_RC=str(chart_rc))
+                            FAKE_TEST_RC=str(test_rc), FAKE_CHART_RC=str(chart_rc), FAKE_FUZZ_RC=str(fuzz_rc))
             r = subprocess.run(["bash", str(script)], cwd=tmpd, env=env, capture_output=True, text=True, timeout=60)
             calls = log.read_text().splitlines() if log.exists() else []
-            results[(test_rc, chart_rc)] = (r.returncode, calls)
-        R.check("ci: .ci/run runs make test and make chart-check in every case (also when make test fails)",
-                start >= 0 and all(calls == ["make test", "make chart-check"] for _, calls in results.values()), str(results))
-        R.check("ci: .ci/run exits 0 only when both pass, non-zero when either fails",
-                results[(0, 0)][0] == 0 and all(results[k][0] != 0 for k in ((1, 0), (0, 1), (101, 2))), str(results))
+            results[(test_rc, chart_rc, fuzz_rc)] = (r.returncode, calls)
+        R.check("ci: .ci/run runs make test, make chart-check and make fuzz in every case (also when one fails)",
+                start >= 0 and all(calls == ["make test", "make chart-check", "make fuzz"] for _, calls in results.values()), str(results))
+        R.check("ci: .ci/run exits 0 only when all three pass, non-zero when any fails",
+                results[(0, 0, 0)][0] == 0 and all(results[k][0] != 0 for k in cases[1:]), str(results))
 
 
 def section_day_one(crd: CRD, rendered: dict[str, list[dict]]) -> None:

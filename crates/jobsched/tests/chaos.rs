@@ -1476,3 +1476,157 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
         ),
     );
 }
+
+/// `url` (`scheme://[user@]host:port/rest`) pointed at 127.0.0.1:`port` instead.
+fn through(url: &str, port: u16) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (user, rest) = match rest.split_once('@') {
+        Some((user, rest)) => (format!("{user}@"), rest),
+        None => (String::new(), rest),
+    };
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("{scheme}://{user}127.0.0.1:{port}{path}")
+}
+
+/// `host:port` of `url`.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_late() {
+    let Some(mut c) = Cluster::start(None).await else {
+        return;
+    };
+    let db_url = c.env[0].1.clone();
+    let proxy = Proxy::start(authority(&db_url)).await;
+    let cut_off = c.worker(
+        "cut-off",
+        2,
+        &[("JOBSCHED_DATABASE_URL", &through(&db_url, proxy.port))],
+    );
+    let tags = vec!["pcut-0".to_string(), "pcut-1".to_string()];
+    let ids = c.probes(&tags, 4.0).await;
+    let cut_pid = c.children.0[cut_off].id();
+    wait_probe(
+        &c.log,
+        "both bodies started on the worker to cut off",
+        |l| {
+            l.iter()
+                .filter(|(e, _, p)| e == "start" && *p == cut_pid)
+                .count()
+                == 2
+        },
+    )
+    .await;
+    proxy.set_cut(true);
+    let cut_at = Instant::now();
+    let other = c.worker("other", 2, &[]);
+    let other_pid = c.children.0[other].id();
+    wait_probe(&c.log, "both bodies rerun on the other worker", |l| {
+        l.iter()
+            .filter(|(e, _, p)| e == "start" && *p == other_pid)
+            .count()
+            == 2
+    })
+    .await;
+    let rerun_after = cut_at.elapsed();
+    // The cut-off worker's bodies end meanwhile; their outcomes wait in the cut and reach
+    // Postgres when it ends, while the reruns hold the jobs.
+    wait_probe(&c.log, "the cut-off worker's bodies to end", |l| {
+        l.iter()
+            .filter(|(e, _, p)| (e == "end" || e == "stopped") && *p == cut_pid)
+            .count()
+            == 2
+    })
+    .await;
+    proxy.set_cut(false);
+    let jobs = c.all_completed(&ids).await;
+    let lines = probe_lines(&c.log);
+    for job in &jobs {
+        let tag = job.payload["tag"].as_str().unwrap();
+        assert_eq!(job.attempt, 2, "{job:?}");
+        assert_eq!(
+            job.result.as_ref().and_then(|r| r["pid"].as_u64()),
+            Some(u64::from(other_pid)),
+            "the rerun's outcome stands, not the cut-off worker's: {job:?}"
+        );
+        let (_, ends, _, _) = runs_of(&lines, tag, cut_pid);
+        let by = |event: &str, pid: u32| {
+            lines
+                .iter()
+                .filter(|(e, t, p)| e == event && t == tag && *p == pid)
+                .count()
+        };
+        assert_eq!(by("start", other_pid), 1, "{lines:?}");
+        assert_eq!(by("end", other_pid), 1, "{lines:?}");
+        assert!(ends <= 2, "{lines:?}");
+    }
+    report(
+        "one worker cut from Postgres (not from Redis) while running 2 jobs of 4 s; 2 s lease",
+        rerun_after,
+        0,
+        "2 (the cut-off runs; their late outcomes refused)",
+        "none",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres() {
+    let Some(mut c) = Cluster::start(None).await else {
+        return;
+    };
+    let redis_url = c.env[1].1.clone();
+    let proxy = Proxy::start(authority(&redis_url)).await;
+    let w = c.worker(
+        "redis-cut",
+        3,
+        &[("JOBSCHED_REDIS_URL", &through(&redis_url, proxy.port))],
+    );
+    let tags: Vec<String> = (0..90).map(|i| format!("rcut-{i}")).collect();
+    let ids = c.probes(&tags, 0.1).await;
+    let pid = c.children.0[w].id();
+    wait_probe(&c.log, "the worker running jobs", |l| {
+        l.iter().filter(|(e, _, p)| e == "end" && *p == pid).count() >= 6
+    })
+    .await;
+    // Redis stops answering this worker (its connections hang, nothing is refused).
+    proxy.set_cut(true);
+    let cut_at = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set_cut(false);
+    let cut_end = chrono::Utc::now();
+    let jobs = c.all_completed(&ids).await;
+    let during = jobs
+        .iter()
+        .filter_map(|j| j.completed_at)
+        .filter(|t| *t > cut_at && *t < cut_end)
+        .count();
+    let mut done: Vec<_> = jobs.iter().filter_map(|j| j.completed_at).collect();
+    done.sort();
+    let stall = done
+        .windows(2)
+        .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
+        .max()
+        .unwrap_or_default();
+    assert!(during > 0, "no job completed while Redis was cut off");
+    assert!(
+        stall < Duration::from_millis(1500),
+        "no job completed for {stall:?} in a row"
+    );
+    let lines = probe_lines(&c.log);
+    for t in &tags {
+        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
+        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
+        assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
+    }
+    report(
+        "one worker cut from Redis (not from Postgres) for 3 s while draining 90 jobs of 0.1 s",
+        stall,
+        0,
+        "0",
+        &format!("none; {during} jobs completed during the cut"),
+    );
+}
