@@ -450,7 +450,7 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         "{stored} jobs stored for {accepted_n} accepted submissions and {in_doubt} in doubt: \
          {stats}"
     );
-    let mut rerun = 0;
+    let (mut rerun, mut claims_in_doubt) = (0, 0);
     for id in &accepted {
         let job: Value = http
             .get(format!("{base}/jobs/{id}"))
@@ -461,14 +461,30 @@ async fn postgres_down_for_3_s(mode: &'static str) {
             .await
             .unwrap();
         assert_eq!(job["status"], "COMPLETED", "{job}");
-        assert_eq!(job["retry_count"], 0, "no run failed: {job}");
+        // A claim whose reply the crash cut off is committed but unknown to the worker: the job
+        // waits for its lease to expire and the rescue counts a retry. That is the one way a
+        // run may be retried here, and it is counted.
+        match job["retry_count"].as_i64() {
+            Some(0) => {}
+            Some(1)
+                if job["error_message"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("lease expired")) =>
+            {
+                claims_in_doubt += 1;
+            }
+            _ => panic!("no run failed: {job}"),
+        }
         rerun += usize::from(job["attempt"].as_i64() != Some(1));
     }
     report(
         &format!("Postgres stopped (`pg_ctl -m {mode}`) for 3 s under submissions and runs"),
         reconnected,
         0,
-        &format!("{rerun} claimed again"),
+        &format!(
+            "{rerun} claimed again ({claims_in_doubt} whose claim's reply the crash cut off, \
+             rescued when the lease expired)"
+        ),
         &format!(
             "{unavailable} × 503 in 3 s ({in_doubt} in doubt), slowest {:.2} s",
             slowest.as_secs_f64()
@@ -895,11 +911,17 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_a_worker_mid_load_reruns_only_what_it_was_running() {
+async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() {
     let Some(mut c) = Cluster::start(None).await else {
         return;
     };
+    // The victim leads the engine (the rescuer runs there): its death must move that too.
     let victim = c.worker("victim", 3, &[]);
+    let db_url = c.env[0].1.clone();
+    wait_for(&format!("the victim to lead"), || {
+        engine_leader(&db_url).as_deref() == Some("victim")
+    })
+    .await;
     c.worker("survivor", 3, &[]);
     let tags: Vec<String> = (0..30).map(|i| format!("kill-{i}")).collect();
     let ids = c.probes(&tags, 0.3).await;
@@ -914,6 +936,11 @@ async fn kill_9_of_a_worker_mid_load_reruns_only_what_it_was_running() {
     let killed = Instant::now();
     c.children.0[victim].kill().unwrap();
     c.children.0[victim].wait().unwrap();
+    wait_for("the survivor to take the lead", || {
+        engine_leader(&db_url).as_deref() == Some("survivor")
+    })
+    .await;
+    let failover = killed.elapsed();
     let jobs = c.all_completed(&ids).await;
     let recovered = killed.elapsed();
     let lines = probe_lines(&c.log);
@@ -945,7 +972,11 @@ async fn kill_9_of_a_worker_mid_load_reruns_only_what_it_was_running() {
         "the victim was running jobs when it died"
     );
     report(
-        "kill -9 of one of 2 workers (3 slots each) with 30 jobs of 0.3 s; 2 s lease",
+        &format!(
+            "kill -9 of the engine leader, one of 2 workers (3 slots each), with 30 jobs of \
+             0.3 s; 2 s lease and leader TTL (the other led after {:.2} s)",
+            failover.as_secs_f64()
+        ),
         recovered,
         0,
         &format!(
@@ -1475,6 +1506,29 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
             slowest.as_secs_f64()
         ),
     );
+}
+
+/// The worker holding the engine lease in the database at `db_url`, read with `psql`.
+fn engine_leader(db_url: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .arg(db_url)
+        .args([
+            "-Atc",
+            "SELECT holder FROM leaders WHERE role = 'engine' AND expires_at > now()",
+        ])
+        .output()
+        .ok()?;
+    let holder = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!holder.is_empty()).then_some(holder)
+}
+
+/// Poll `done` until it holds (30 s at most).
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `url` (`scheme://[user@]host:port/rest`) pointed at 127.0.0.1:`port` instead.
