@@ -918,7 +918,7 @@ async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() 
     // The victim leads the engine (the rescuer runs there): its death must move that too.
     let victim = c.worker("victim", 3, &[]);
     let db_url = c.env[0].1.clone();
-    wait_for(&format!("the victim to lead"), || {
+    wait_for("the victim to lead", || {
         engine_leader(&db_url).as_deref() == Some("victim")
     })
     .await;
