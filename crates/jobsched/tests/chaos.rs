@@ -1062,14 +1062,17 @@ struct PrivateRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    persistent: bool,
 }
 
 impl PrivateRedis {
-    fn start() -> Option<PrivateRedis> {
+    /// `persistent`: an append-only file synced on every write, reloaded on restart.
+    fn start(persistent: bool) -> Option<PrivateRedis> {
         let mut r = PrivateRedis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            persistent,
         };
         if !r.up() {
             assert!(
@@ -1090,7 +1093,12 @@ impl PrivateRedis {
     fn up(&mut self) -> bool {
         let Ok(child) = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -1127,7 +1135,31 @@ impl Drop for PrivateRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_load_slows_no_submission_and_loses_no_job() {
-    let Some(mut redis) = PrivateRedis::start() else {
+    redis_fault(RedisFault::Kill { persistent: false }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_persistence_killed_mid_load_slows_nothing_and_loses_no_job() {
+    redis_fault(RedisFault::Kill { persistent: true }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushall_mid_load_slows_nothing_and_loses_no_job() {
+    redis_fault(RedisFault::Flushall).await;
+}
+
+/// What happens to Redis mid-load.
+#[derive(Debug, Clone, Copy)]
+enum RedisFault {
+    /// kill -9 for 3 s, then restarted: empty, or from its append-only file.
+    Kill { persistent: bool },
+    /// `FLUSHALL`: every key gone at once, the server up throughout.
+    Flushall,
+}
+
+async fn redis_fault(fault: RedisFault) {
+    let persistent = matches!(fault, RedisFault::Kill { persistent: true });
+    let Some(mut redis) = PrivateRedis::start(persistent) else {
         return;
     };
     let Some(mut c) = Cluster::start(Some(redis.url())).await else {
@@ -1162,7 +1194,16 @@ async fn redis_killed_mid_load_slows_no_submission_and_loses_no_job() {
         );
         tags.push(tag);
     }
-    redis.kill();
+    match fault {
+        RedisFault::Kill { .. } => redis.kill(),
+        RedisFault::Flushall => {
+            let ok = Command::new("redis-cli")
+                .args(["-p", &redis.port.to_string(), "FLUSHALL"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "redis-cli FLUSHALL");
+        }
+    }
     let down = Instant::now();
     // Postgres is the truth: a submission does not wait on Redis.
     while down.elapsed() < Duration::from_secs(3) {
@@ -1187,7 +1228,9 @@ async fn redis_killed_mid_load_slows_no_submission_and_loses_no_job() {
         slowest_while_down < Duration::from_millis(500),
         "a submission took {slowest_while_down:?} while Redis was down"
     );
-    assert!(redis.up(), "redis-server restarts");
+    if matches!(fault, RedisFault::Kill { .. }) {
+        assert!(redis.up(), "redis-server restarts");
+    }
     for _ in 0..20 {
         let (tag, req) = post(n);
         n += 1;
@@ -1216,7 +1259,15 @@ async fn redis_killed_mid_load_slows_no_submission_and_loses_no_job() {
         "no job completed for {stall:?} in a row"
     );
     report(
-        "kill -9 of Redis for 3 s under submissions and runs, restarted empty",
+        match fault {
+            RedisFault::Kill { persistent: false } => {
+                "kill -9 of Redis for 3 s under submissions and runs, restarted empty"
+            }
+            RedisFault::Kill { persistent: true } => {
+                "kill -9 of Redis (append-only file, fsync always) for 3 s under load, restarted from its file"
+            }
+            RedisFault::Flushall => "FLUSHALL of Redis under submissions and runs",
+        },
         stall,
         0,
         "0",
