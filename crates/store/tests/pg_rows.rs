@@ -210,7 +210,6 @@ async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change()
         .expect("pg_walinspect (PostgreSQL contrib) is needed to read the WAL");
     let t0 = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
     let n = 500;
-    let jobs = sleep_jobs("wal-", n);
     let owner = format!("worker-{}", uuid::Uuid::new_v4().simple());
     let claim = Claim {
         limit: n,
@@ -221,7 +220,9 @@ async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change()
     // forces one) makes the first change to each page log the page whole and its rows in full,
     // whatever the layout: such a round is measured again on new rows.
     let mut rounds = Vec::new();
-    for _ in 0..5 {
+    for round in 0..5 {
+        // New jobs (new ids) each round: a round measured again must not re-insert the last.
+        let jobs = sleep_jobs(&format!("wal-{round}-"), n);
         store.insert_many(&jobs, t0).await.unwrap();
         // Settle the insert's pages (hint bits) before measuring.
         sqlx::query("SELECT count(*) FROM jobs")
