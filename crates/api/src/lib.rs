@@ -19,7 +19,7 @@ mod openapi;
 pub mod routes;
 mod state;
 
-pub use deadline::{DeadlineStore, STORE_DEADLINE};
+pub use deadline::{Deadline, DeadlineStore, STORE_DEADLINE, with_deadline};
 pub use error::{ApiError, FieldIssue, LocPart};
 pub use extract::{JsonBody, RequireAdmin};
 pub use openapi::openapi;

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod job;
+pub mod layer;
 pub mod policy;
 pub mod ports;
 pub mod retry;

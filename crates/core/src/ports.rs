@@ -270,6 +270,10 @@ pub trait WorkerStore: Send + Sync {
         owner: &str,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Token>>;
+    /// The RUNNING jobs whose lease `owner` holds, as tokens. A worker asks after an exchange
+    /// failed: a claim can commit although its reply was lost, and such a job is held under
+    /// the worker's lease without the worker knowing it.
+    async fn held(&self, owner: &str) -> Result<Vec<Token>>;
     /// Extend the leases of RUNNING jobs this owner holds; returns the tokens still held.
     async fn renew(
         &self,

@@ -263,7 +263,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     let store = connect_store_with(&args.db.database_url, 16, API_ACQUIRE_TIMEOUT).await?;
     // Each store call of a request gets a deadline: a database that stops answering (a network
     // cut) costs a client a bounded wait and a 503, not a request held until TCP gives up.
-    let store: Arc<dyn Store> = Arc::new(jobsched_api::DeadlineStore::new(
+    let store: Arc<dyn Store> = Arc::new(jobsched_api::with_deadline(
         store,
         jobsched_api::STORE_DEADLINE,
     ));

@@ -408,8 +408,10 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         })
         .collect();
 
-    // Every accepted job completes: the worker reconnected by itself too.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Every accepted job completes: the worker reconnected by itself too, and before the 20 s
+    // lease of a claim whose reply the crash cut off could expire (the worker hands such a
+    // claim back as soon as it reaches the database again).
+    let deadline = Instant::now() + Duration::from_secs(15);
     let stats = loop {
         let stats: Value = http
             .get(format!("{base}/jobs/stats"))
@@ -450,7 +452,7 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         "{stored} jobs stored for {accepted_n} accepted submissions and {in_doubt} in doubt: \
          {stats}"
     );
-    let (mut rerun, mut claims_in_doubt) = (0, 0);
+    let mut rerun = 0;
     for id in &accepted {
         let job: Value = http
             .get(format!("{base}/jobs/{id}"))
@@ -461,20 +463,9 @@ async fn postgres_down_for_3_s(mode: &'static str) {
             .await
             .unwrap();
         assert_eq!(job["status"], "COMPLETED", "{job}");
-        // A claim whose reply the crash cut off is committed but unknown to the worker: the job
-        // waits for its lease to expire and the rescue counts a retry. That is the one way a
-        // run may be retried here, and it is counted.
-        match job["retry_count"].as_i64() {
-            Some(0) => {}
-            Some(1)
-                if job["error_message"]
-                    .as_str()
-                    .is_some_and(|e| e.starts_with("lease expired")) =>
-            {
-                claims_in_doubt += 1;
-            }
-            _ => panic!("no run failed: {job}"),
-        }
+        // A claim whose reply the crash cut off is committed but unknown to the worker; it
+        // hands the job back without a retry (the body never ran), so it is claimed again.
+        assert_eq!(job["retry_count"], 0, "no run failed and no claim burned a retry: {job}");
         rerun += usize::from(job["attempt"].as_i64() != Some(1));
     }
     report(
@@ -482,8 +473,8 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         reconnected,
         0,
         &format!(
-            "{rerun} claimed again ({claims_in_doubt} whose claim's reply the crash cut off, \
-             rescued when the lease expired)"
+            "0 ({rerun} claimed again: their claim's reply was cut off; handed back on \
+             reconnect, no retry burned)"
         ),
         &format!(
             "{unavailable} × 503 in 3 s ({in_doubt} in doubt), slowest {:.2} s",

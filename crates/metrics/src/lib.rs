@@ -60,6 +60,9 @@ pub struct Metrics {
     pub policy_switches: IntCounter,
     /// Jobs handed to the transport by the engine.
     pub dispatched: IntCounter,
+    /// Jobs a worker found claimed under its lease by an exchange whose reply was lost, and
+    /// handed back without counting a retry.
+    pub claims_handed_back: IntCounter,
     /// Busy execution slots in this worker.
     pub worker_slots_busy: IntGauge,
     /// Execution slots in this worker.
@@ -189,6 +192,10 @@ impl Metrics {
             dispatched: counter(
                 "jobsched_dispatched_total",
                 "Jobs handed to workers by the engine.",
+            ),
+            claims_handed_back: counter(
+                "jobsched_claims_handed_back_total",
+                "Jobs claimed by an exchange whose reply was lost, handed back without a retry.",
             ),
             worker_slots_busy: gauge(
                 "jobsched_worker_slots_busy",

@@ -13,6 +13,12 @@
 //! news (a submission or a requeue announced through the transport, a policy change, a retry of
 //! its own coming due) or at the poll interval, the safety net. A body runs as a task (or on a
 //! blocking thread for a blocking handler); a renewer task extends the leases of running jobs.
+//!
+//! A failed exchange may still have committed (a connection lost after the commit, before the
+//! reply): its claimed jobs are then RUNNING under this worker's lease, unknown to it. So the
+//! next exchange after a failure first asks the store which jobs the worker holds and hands
+//! back, in that same exchange, the ones it does not know, without counting a retry (their
+//! bodies never ran).
 
 use crate::Runtime;
 use crate::events::EventPump;
@@ -23,7 +29,7 @@ use jobsched_core::ports::{Claim, Event, Exchanged, Outcome, Token};
 use jobsched_core::{JobId, StartedJob};
 use jobsched_jobs::{JobContext, JobHandler, RunOutput};
 use jobsched_metrics::metrics;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,6 +123,8 @@ pub async fn run(
     // No exchange before this instant (set after the store failed one).
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(50);
+    // Whether a failed exchange may have claimed jobs this worker does not know of.
+    let mut unsure = false;
 
     // ---- normal operation ----
     while !shutdown.is_cancelled() {
@@ -125,10 +133,11 @@ pub async fn run(
             retry_at = None;
             let claim = if want && !settings.paused { idle } else { 0 };
             if exchange.is_none() && (claim > 0 || !outcomes.is_empty()) {
+                let known = unsure.then(|| known_runs(&running, &outcomes));
                 let n = outcomes.len().min(rt.config.batch_size);
                 let batch: Vec<Outcome> = outcomes.drain(..n).collect();
                 idle -= claim;
-                exchange = Some(start_exchange(&rt, batch, claim, settings.policy));
+                exchange = Some(start_exchange(&rt, batch, claim, settings.policy, known));
             }
         }
         let next_due = due.peek().map(|std::cmp::Reverse(at)| *at);
@@ -198,6 +207,7 @@ pub async fn run(
         let Some((sent, asked, result)) = settled else {
             continue;
         };
+        let claimed_some = asked > 0;
         match settle(
             &rt,
             &running,
@@ -210,12 +220,16 @@ pub async fn run(
             &mut due,
         ) {
             Some(claimed) => {
+                // This exchange began with the check for unknown claims (there is only one
+                // exchange in flight), so whatever an earlier failure left is handed back.
+                unsure = false;
                 backoff = Duration::from_millis(50);
                 for job in claimed {
                     spawn_job(&rt, job, &settings, &running, &done_tx);
                 }
             }
             None => {
+                unsure |= claimed_some;
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -231,6 +245,7 @@ pub async fn run(
     // An exchange on its way may have claimed jobs: they run (or are handed back) like the rest.
     if let Some(pending) = exchange.take() {
         let (sent, asked, result) = pending.await;
+        unsure |= asked > 0 && result.is_err();
         let claimed = settle(
             &rt,
             &running,
@@ -244,6 +259,15 @@ pub async fn run(
         );
         for job in claimed.unwrap_or_default() {
             spawn_job(&rt, job, &settings, &running, &done_tx);
+        }
+    }
+    if unsure {
+        // Hand back what a failed claim may have left under this worker's lease; if the store
+        // is still out of reach, the rescuer takes those jobs when their leases expire.
+        let known = known_runs(&running, &outcomes);
+        match rt.store.held(&me).await {
+            Ok(held) => outcomes.extend(unknown_claims(held, &known)),
+            Err(e) => tracing::warn!(error = %e, "could not check for claims whose reply was lost"),
         }
     }
     let deadline = Instant::now() + rt.config.shutdown_grace;
@@ -358,10 +382,55 @@ fn drain_done(rx: &mut mpsc::UnboundedReceiver<Outcome>, into: &mut Vec<Outcome>
     }
 }
 
-/// Start an exchange: write `outcomes` and claim `claim` jobs in `order`.
-fn start_exchange(rt: &Runtime, outcomes: Vec<Outcome>, claim: u32, order: PolicyKind) -> Pending {
+/// The runs this worker knows of: the ones running and the ones whose outcome is not written.
+fn known_runs(running: &RunningSet, outcomes: &[Outcome]) -> HashSet<Token> {
+    let mut known: HashSet<Token> = running
+        .lock()
+        .map(|r| r.keys().copied().collect())
+        .unwrap_or_default();
+    known.extend(outcomes.iter().map(Outcome::token));
+    known
+}
+
+/// Hand-backs (no retry counted) for the jobs held under this worker's lease that it does not
+/// know of: claimed by an exchange whose reply was lost, so their bodies never ran.
+fn unknown_claims(held: Vec<Token>, known: &HashSet<Token>) -> Vec<Outcome> {
+    let orphans: Vec<Outcome> = held
+        .into_iter()
+        .filter(|t| !known.contains(t))
+        .map(|token| Outcome::Requeue {
+            token,
+            checkpoint: None,
+        })
+        .collect();
+    if !orphans.is_empty() {
+        tracing::warn!(
+            count = orphans.len(),
+            "handing back jobs claimed by an exchange whose reply was lost; they never ran"
+        );
+        metrics().claims_handed_back.inc_by(orphans.len() as u64);
+    }
+    orphans
+}
+
+/// Start an exchange: write `outcomes` and claim `claim` jobs in `order`. With `known` (after
+/// a failed exchange), first hand back the jobs held under this worker's lease that are not in
+/// it.
+fn start_exchange(
+    rt: &Runtime,
+    mut outcomes: Vec<Outcome>,
+    claim: u32,
+    order: PolicyKind,
+    known: Option<HashSet<Token>>,
+) -> Pending {
     let rt = rt.clone();
     Box::pin(async move {
+        if let Some(known) = known {
+            match rt.store.held(&rt.config.worker_id).await {
+                Ok(held) => outcomes.extend(unknown_claims(held, &known)),
+                Err(e) => return (outcomes, claim, Err(e)),
+            }
+        }
         let now = rt.clock.now();
         let claim_spec = Claim {
             limit: claim,

@@ -1,8 +1,9 @@
 //! Runtime integration tests against real Postgres and Redis: dispatch order per policy,
-//! policy switches, Round Robin slicing, retries into the dead-letter queue, and recovery
-//! after the transport's keys are wiped.
+//! policy switches, Round Robin slicing, retries into the dead-letter queue, recovery after the
+//! transport's keys are wiped, and a claim whose reply was lost.
 
 use chrono::{DateTime, Utc};
+use jobsched_core::layer::{Layered, StoreLayer};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Store, SystemClock, Transport};
 use jobsched_core::{Job, JobStatus, NewJob};
@@ -746,6 +747,77 @@ async fn workers_claiming_one_backlog_run_each_job_exactly_once() {
             j.started_at.is_some() && j.completed_at >= j.started_at,
             "{j:?}"
         );
+    }
+    env.cleanup().await;
+}
+
+/// Loses the reply of the first exchange that claimed jobs: the exchange commits and the
+/// worker is told the connection broke, as when Postgres crashes between commit and reply.
+struct LoseFirstClaimReply {
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl StoreLayer for LoseFirstClaimReply {
+    async fn around<T: Send>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = jobsched_core::Result<T>> + Send,
+    ) -> jobsched_core::Result<T> {
+        let result = call.await;
+        if op == "exchange"
+            && result.is_ok()
+            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(jobsched_core::Error::Interrupted {
+                component: "postgres",
+                source: "connection lost after the commit (injected by the test)".into(),
+            });
+        }
+        result
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry() {
+    let Some(env) = Env::new().await else { return };
+    let jobs: Vec<NewJob> = (0..4)
+        .map(|i| {
+            NewJob::new(
+                &format!("l{i}"),
+                "sleep",
+                Some(5),
+                Some(1.0),
+                Some(json!({"duration": 0.01})),
+                Some(3),
+            )
+            .unwrap()
+        })
+        .collect();
+    env.store.insert_many(&jobs, Utc::now()).await.unwrap();
+    let mut rt = env.runtime("w1", 4);
+    let lossy = Arc::new(Layered::new(
+        env.store.clone(),
+        LoseFirstClaimReply {
+            armed: true.into(),
+        },
+    ));
+    rt.store = lossy.clone();
+    // Far longer than the test waits: the jobs must not wait for the rescuer.
+    rt.config.lease_ttl = Duration::from_secs(120);
+    let (stop, h) = start(rt);
+    let done = env.wait_all_terminal(Duration::from_secs(20)).await;
+    stop.cancel();
+    h.await.unwrap();
+    assert!(
+        !lossy.layer().armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the fault was injected"
+    );
+    for j in &done {
+        assert_eq!(j.status, JobStatus::Completed, "{j:?}");
+        // Claimed twice (the lost claim, then again after the hand-back), run once, and the
+        // lost claim burned no retry.
+        assert_eq!((j.attempt, j.retry_count), (2, 0), "{j:?}");
+        assert_eq!(j.error_message, None, "{j:?}");
     }
     env.cleanup().await;
 }

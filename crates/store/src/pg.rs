@@ -1111,6 +1111,20 @@ impl WorkerStore for PgStore {
         applied_tokens(&requested, &rows)
     }
 
+    async fn held(&self, owner: &str) -> Result<Vec<Token>> {
+        // Every RUNNING row has a lease expiry, so the partial lease index bounds the scan.
+        let rows = sqlx::query(
+            "SELECT id, attempt FROM jobs \
+             WHERE lease_expires_at IS NOT NULL AND lease_owner = $1 \
+               AND (status = 'RUNNING') IS TRUE",
+        )
+        .bind(owner)
+        .fetch_all(&self.relaxed)
+        .await
+        .map_err(db)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
     async fn renew(
         &self,
         tokens: &[Token],

@@ -740,6 +740,24 @@ impl WorkerStore for SqliteStore {
         Ok(applied)
     }
 
+    async fn held(&self, owner: &str) -> Result<Vec<Token>> {
+        let rows = sqlx::query(
+            "SELECT id, attempt FROM jobs WHERE status = 'RUNNING' AND lease_owner = ?1",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Token {
+                    id: id_of(row)?,
+                    attempt: row.try_get("attempt").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
     async fn renew(
         &self,
         tokens: &[Token],

@@ -55,6 +55,7 @@ conformance!(
     mark_scheduled_is_fenced_by_attempt,
     start_rules,
     renew_rules,
+    held_lists_the_running_jobs_under_a_lease,
     finish_completed_applies_once,
     finish_retry_failed_requeue,
     fetch_then_record_start_or_finish_in_one,
@@ -851,6 +852,62 @@ async fn start_rules(db: &TestDb) {
     );
     let aj = job(&s, a.id).await;
     assert_eq!((aj.started_at, aj.slices), (Some(t(6)), 2));
+}
+
+async fn held_lists_the_running_jobs_under_a_lease(db: &TestDb) {
+    let s = db.store().await;
+    let a = insert(&s, "a", t(0)).await;
+    let b = insert(&s, "b", t(0)).await;
+    let c = insert(&s, "c", t(0)).await;
+    let d = insert(&s, "d", t(0)).await;
+    assert!(
+        s.held("w1").await.unwrap().is_empty(),
+        "nothing claimed yet"
+    );
+    let a1 = run(&s, a, "w1", t(1), t(30)).await;
+    let b1 = run(&s, b, "w1", t(1), t(30)).await;
+    let c1 = run(&s, c, "w2", t(1), t(30)).await;
+    let _d1 = schedule(&s, d, t(1), t(30)).await;
+
+    let mut held = s.held("w1").await.unwrap();
+    held.sort_by_key(|t| t.id);
+    let mut want = vec![a1, b1];
+    want.sort_by_key(|t| t.id);
+    assert_eq!(
+        held, want,
+        "only w1's RUNNING jobs, not w2's, not SCHEDULED ones"
+    );
+    assert_eq!(s.held("w2").await.unwrap(), vec![c1]);
+
+    // A recorded outcome ends the hold; a handed-back job is held by no one.
+    let done = s
+        .finish(
+            &[Finished::from(Outcome::Completed {
+                token: a1,
+                result: json!(1),
+            })],
+            "w1",
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, vec![a1]);
+    let back = s
+        .finish(
+            &[Finished::from(Outcome::Requeue {
+                token: b1,
+                checkpoint: None,
+            })],
+            "w1",
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, vec![b1]);
+    assert!(s.held("w1").await.unwrap().is_empty());
+    let bj = job(&s, b).await;
+    assert_eq!(bj.status, JobStatus::Pending);
+    assert_eq!(bj.retry_count, 0, "a hand-back burns no retry");
 }
 
 async fn renew_rules(db: &TestDb) {

@@ -1,0 +1,129 @@
+//! Store layers: behaviour put around every call of a [`Store`] (a deadline, a fault for a
+//! test) without repeating the store's two dozen methods for each.
+//!
+//! A [`StoreLayer`] says what happens around one call, given the call's name; [`Layered`] is a
+//! [`Store`] that routes every method of an inner store through its layer.
+
+use crate::ports::{
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
+    RescueReport, Store, Token, Update, WorkerStore,
+};
+use crate::{
+    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob, PendingJob,
+    PolicySettings, Result, StartedJob,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What happens around each call of a [`Layered`] store.
+pub trait StoreLayer: Send + Sync {
+    /// Run `call`, the store method named `op` (e.g. `"exchange"`), and return its result or
+    /// one of the layer's own.
+    fn around<T: Send>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T>> + Send,
+    ) -> impl Future<Output = Result<T>> + Send;
+}
+
+/// `inner` with every call run through `layer`.
+pub struct Layered<L> {
+    inner: Arc<dyn Store>,
+    layer: L,
+}
+
+impl<L: StoreLayer> Layered<L> {
+    /// Route every call of `inner` through `layer`.
+    pub fn new(inner: Arc<dyn Store>, layer: L) -> Layered<L> {
+        Layered { inner, layer }
+    }
+
+    /// The layer.
+    pub fn layer(&self) -> &L {
+        &self.layer
+    }
+}
+
+impl<L: std::fmt::Debug> std::fmt::Debug for Layered<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layered")
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The impl of one port for [`Layered`]: each `fn name(args) -> T;` becomes
+/// `layer.around("name", inner.name(args))`.
+macro_rules! through {
+    ($port:ident { $( fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )* }) => {
+        #[async_trait]
+        impl<L: StoreLayer> $port for Layered<L> {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
+                    self.layer
+                        .around(stringify!($name), self.inner.$name($($arg),*))
+                        .await
+                }
+            )*
+        }
+    };
+}
+
+through!(JobRepo {
+    fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Job;
+    fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Vec<JobId>;
+    fn get(&self, id: JobId) -> Option<Job>;
+    fn list(&self, filter: &JobFilter) -> JobPage;
+    fn stats(&self) -> JobStats;
+    fn cancel(&self, id: JobId, now: DateTime<Utc>) -> CancelOutcome;
+});
+
+through!(DispatchStore {
+    fn pending_after(&self, after_seq: i64, limit: u32) -> Vec<PendingJob>;
+    fn mark_scheduled(
+        &self,
+        jobs: &[Token],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>
+    ) -> Vec<StartedJob>;
+    fn rescue_expired(&self, now: DateTime<Utc>) -> RescueReport;
+});
+
+through!(WorkerStore {
+    fn claim(&self, claim: &Claim, owner: &str, now: DateTime<Utc>) -> Vec<StartedJob>;
+    fn exchange(
+        &self,
+        outcomes: &[Outcome],
+        owner: &str,
+        now: DateTime<Utc>,
+        claim: &Claim
+    ) -> Exchanged;
+    fn fetch(&self, tokens: &[Token]) -> Vec<StartedJob>;
+    fn record_starts(
+        &self,
+        starts: &[(Token, DateTime<Utc>)],
+        owner: &str,
+        lease_until: DateTime<Utc>
+    ) -> Vec<Token>;
+    fn held(&self, owner: &str) -> Vec<Token>;
+    fn renew(&self, tokens: &[Token], owner: &str, lease_until: DateTime<Utc>) -> Vec<Token>;
+    fn finish(&self, runs: &[Finished], owner: &str, now: DateTime<Utc>) -> Vec<Token>;
+});
+
+through!(DeadLetterStore {
+    fn dead_letters(&self, limit: u32) -> Vec<DeadLetter>;
+    fn dead_letter_count(&self) -> i64;
+    fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Update;
+    fn purge_dead_letters(&self) -> u64;
+});
+
+through!(ControlStore {
+    fn load_policy(&self) -> Option<PolicySettings>;
+    fn save_policy(&self, settings: &PolicySettings) -> ();
+    fn try_lead(&self, role: &str, holder: &str, now: DateTime<Utc>, ttl: Duration) -> bool;
+    fn resign(&self, role: &str, holder: &str) -> ();
+    fn ping(&self) -> ();
+});
