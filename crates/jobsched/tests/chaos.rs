@@ -192,10 +192,11 @@ fn is_root() -> bool {
 }
 
 /// One line of the reliability table (RELIABILITY.md), printed for `make chaos` to collect:
-/// the fault, the time to full recovery, jobs lost, bodies that ran twice, what clients saw.
-fn report(fault: &str, recovery: Duration, lost: usize, twice: &str, api: &str) {
+/// the fault, the time to full recovery, jobs lost, bodies that ran twice, what clients saw,
+/// and the leak check ([`no_leaks`]).
+fn report(fault: &str, recovery: Duration, lost: usize, twice: &str, api: &str, leaks: &str) {
     eprintln!(
-        "RELIABILITY | {fault} | {:.2} s | {lost} | {twice} | {api} |",
+        "RELIABILITY | {fault} | {:.2} s | {lost} | {twice} | {api} | {leaks} |",
         recovery.as_secs_f64()
     );
 }
@@ -218,6 +219,134 @@ impl Drop for Children {
             let _ = c.wait();
         }
     }
+}
+
+/// Most Postgres connections one process may hold: its main pool (16 for the API, 8 for a
+/// worker) plus three side pools of four.
+const CONNECTIONS_PER_PROCESS: usize = 16 + 3 * 4;
+
+/// The Redis keys an installation keeps, whatever its load: the policy cache, the slot
+/// registry (three keys) and the dead-letter mirror.
+const FIXED_KEYS: [&str; 5] = ["policy", "idle", "total", "alive", "dead_letter"];
+
+/// Connections jobsched processes hold to the database at `db_url` (they name themselves
+/// `jobsched-<command>`; the test's own are left out).
+fn pg_connections(db_url: &str) -> usize {
+    let out = Command::new("psql")
+        .arg(db_url)
+        .args([
+            "-Atc",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'jobsched-%'",
+        ])
+        .output()
+        .expect("psql runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("psql answered {out:?}"))
+}
+
+/// The keys under `prefix`, without it.
+fn redis_keys(redis_url: &str, prefix: &str) -> Vec<String> {
+    let out = Command::new("redis-cli")
+        .args([
+            "-u",
+            redis_url,
+            "--scan",
+            "--pattern",
+            &format!("{prefix}:*"),
+        ])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|k| {
+            k.strip_prefix(&format!("{prefix}:"))
+                .unwrap_or(k)
+                .to_string()
+        })
+        .collect()
+}
+
+/// Entries of the worker registry's liveness set.
+fn registered_workers(redis_url: &str, prefix: &str) -> usize {
+    let out = Command::new("redis-cli")
+        .args(["-u", redis_url, "ZCARD", &format!("{prefix}:alive")])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The end of every scenario: nothing leaked. While the processes still run, the database holds
+/// no more connections than their pools allow, Redis holds no key outside [`FIXED_KEYS`], and
+/// the worker registry (once dead workers are reaped) no more entries than processes alive;
+/// after every process is stopped (SIGTERM), no connection is left behind (none stuck on the
+/// server for a client that went away). Returns a summary for the report.
+async fn no_leaks(db_url: &str, redis_url: &str, prefix: &str, children: &mut Children) -> String {
+    let alive = children
+        .0
+        .iter_mut()
+        .map(Child::try_wait)
+        .filter(|r| matches!(r, Ok(None)))
+        .count();
+    let connections = pg_connections(db_url);
+    assert!(
+        (alive == 0 || connections > 0) && connections <= alive * CONNECTIONS_PER_PROCESS,
+        "{connections} connections for {alive} processes (at most {CONNECTIONS_PER_PROCESS} each)"
+    );
+    let keys = redis_keys(redis_url, prefix);
+    let stray: Vec<&String> = keys
+        .iter()
+        .filter(|k| !FIXED_KEYS.contains(&k.as_str()))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "Redis keys left under {prefix}: {stray:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let registered = registered_workers(redis_url, prefix);
+        if registered <= alive {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{registered} workers registered for {alive} processes alive: dead ones not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in &children.0 {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for c in &mut children.0 {
+        while matches!(c.try_wait(), Ok(None)) {
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = pg_connections(db_url);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} connections left 15 s after every process stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    format!(
+        "{connections} connections for {alive} processes, 0 after they stopped; {} Redis keys",
+        keys.len()
+    )
 }
 
 fn spawn(role: &str, env: &[(&str, String)], data: &Path) -> Child {
@@ -312,7 +441,7 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         ("JOBSCHED_BACKOFF_BASE", "0.05".to_string()),
         ("JOBSCHED_BACKOFF_CAP", "0.2".to_string()),
     ]);
-    let _children = Children(vec![
+    let mut children = Children(vec![
         spawn("api", &api_env, data.path()),
         spawn("worker", &worker_env, data.path()),
     ]);
@@ -465,9 +594,13 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         assert_eq!(job["status"], "COMPLETED", "{job}");
         // A claim whose reply the crash cut off is committed but unknown to the worker; it
         // hands the job back without a retry (the body never ran), so it is claimed again.
-        assert_eq!(job["retry_count"], 0, "no run failed and no claim burned a retry: {job}");
+        assert_eq!(
+            job["retry_count"], 0,
+            "no run failed and no claim burned a retry: {job}"
+        );
         rerun += usize::from(job["attempt"].as_i64() != Some(1));
     }
+    let leaks = no_leaks(&pg.url(), &redis_url, &prefix, &mut children).await;
     report(
         &format!("Postgres stopped (`pg_ctl -m {mode}`) for 3 s under submissions and runs"),
         reconnected,
@@ -480,6 +613,7 @@ async fn postgres_down_for_3_s(mode: &'static str) {
             "{unavailable} × 503 in 3 s ({in_doubt} in doubt), slowest {:.2} s",
             slowest.as_secs_f64()
         ),
+        &leaks,
     );
 }
 
@@ -557,8 +691,8 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
     let base = format!("http://127.0.0.1:{port}");
     let common = vec![
         ("JOBSCHED_DATABASE_URL", db.url().to_string()),
-        ("JOBSCHED_REDIS_URL", redis_url),
-        ("JOBSCHED_REDIS_PREFIX", prefix),
+        ("JOBSCHED_REDIS_URL", redis_url.clone()),
+        ("JOBSCHED_REDIS_PREFIX", prefix.clone()),
         ("JOBSCHED_PROBE_LOG", log.display().to_string()),
     ];
     let worker_env = |id: &str| {
@@ -677,12 +811,14 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
         assert_eq!(count("start", healthy_pid), 1, "{lines:?}");
         assert_eq!(count("end", healthy_pid), 1, "{lines:?}");
     }
+    let leaks = no_leaks(db.url(), &redis_url, &prefix, &mut children).await;
     report(
         "worker frozen (SIGSTOP) past its 2 s lease while running 2 jobs, thawed during their rerun",
         rerun_after,
         0,
         "2 (the frozen runs; their late outcomes refused)",
         "none",
+        &leaks,
     );
 }
 
@@ -696,7 +832,7 @@ struct Cluster {
     http: reqwest::Client,
     children: Children,
     store: std::sync::Arc<dyn jobsched_core::ports::Store>,
-    _db: jobsched_store::testing::TestDb,
+    db: jobsched_store::testing::TestDb,
 }
 
 impl Cluster {
@@ -733,7 +869,7 @@ impl Cluster {
                 .build()
                 .unwrap(),
             children,
-            _db: db,
+            db,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while c
@@ -747,6 +883,12 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Some(c)
+    }
+
+    /// [`no_leaks`] for this cluster (its processes stop).
+    async fn no_leaks(&mut self) -> String {
+        let (redis_url, prefix) = (self.env[1].1.clone(), self.env[2].1.clone());
+        no_leaks(self.db.url(), &redis_url, &prefix, &mut self.children).await
     }
 
     /// Start a worker; returns its index in `children`.
@@ -892,12 +1034,14 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
     for j in &jobs {
         assert_eq!(j.retry_count, 0, "a hand-back burns no retry: {j:?}");
     }
+    let leaks = c.no_leaks().await;
     report(
         "SIGTERM of all 3 workers at once (0.3 s grace) with 30 jobs of 0.6 s, then 3 new workers",
         stopped_in,
         0,
         &format!("{stopped} stopped at the grace and handed back, none completed twice"),
         "none",
+        &leaks,
     );
 }
 
@@ -962,6 +1106,7 @@ async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() 
         cut_short + finished_unrecorded > 0,
         "the victim was running jobs when it died"
     );
+    let leaks = c.no_leaks().await;
     report(
         &format!(
             "kill -9 of the engine leader, one of 2 workers (3 slots each), with 30 jobs of \
@@ -975,6 +1120,7 @@ async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() 
              rerun (at-least-once)"
         ),
         "none",
+        &leaks,
     );
     let survivor_pid = c.children.0[victim + 1].id();
     for j in jobs.iter().filter(|j| j.attempt > 1) {
@@ -1032,6 +1178,7 @@ async fn kill_9_of_the_api_mid_batch_stores_each_batch_whole_or_not_at_all() {
         stored / 1000 == accepted || stored / 1000 == accepted + 1,
         "{accepted} batches accepted, {stored} jobs stored"
     );
+    let leaks = c.no_leaks().await;
     report(
         "kill -9 of the API during POST /jobs/batch (1,000 jobs per batch)",
         Duration::ZERO,
@@ -1045,6 +1192,7 @@ async fn kill_9_of_the_api_mid_batch_stores_each_batch_whole_or_not_at_all() {
                 "not stored"
             }
         ),
+        &leaks,
     );
 }
 
@@ -1249,6 +1397,7 @@ async fn redis_fault(fault: RedisFault) {
         stall < Duration::from_millis(1500),
         "no job completed for {stall:?} in a row"
     );
+    let leaks = c.no_leaks().await;
     report(
         match fault {
             RedisFault::Kill { persistent: false } => {
@@ -1266,6 +1415,7 @@ async fn redis_fault(fault: RedisFault) {
             "none; slowest submission {:.3} s",
             slowest_while_down.as_secs_f64()
         ),
+        &leaks,
     );
     let lines = probe_lines(&c.log);
     for t in &tags {
@@ -1370,8 +1520,8 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
     let base = format!("http://127.0.0.1:{port}");
     let common = vec![
         ("JOBSCHED_DATABASE_URL", via_proxy),
-        ("JOBSCHED_REDIS_URL", redis_url),
-        ("JOBSCHED_REDIS_PREFIX", prefix),
+        ("JOBSCHED_REDIS_URL", redis_url.clone()),
+        ("JOBSCHED_REDIS_PREFIX", prefix.clone()),
         ("JOBSCHED_PROBE_LOG", log.display().to_string()),
     ];
     let mut api_env = common.clone();
@@ -1384,7 +1534,7 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
         ("JOBSCHED_BACKOFF_BASE", "0.05".to_string()),
         ("JOBSCHED_BACKOFF_CAP", "0.2".to_string()),
     ]);
-    let _children = Children(vec![
+    let mut children = Children(vec![
         spawn("api", &api_env, data.path()),
         spawn("worker", &worker_env, data.path()),
     ]);
@@ -1538,6 +1688,7 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
         assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
         assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
     }
+    let leaks = no_leaks(db.url(), &redis_url, &prefix, &mut children).await;
     report(
         "Postgres unreachable (every connection blackholed) for 10 s under submissions and runs",
         recovered,
@@ -1547,6 +1698,7 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
             "{unavailable} × 503 in 10 s ({at_once} at once, {in_doubt} in doubt), slowest {:.2} s",
             slowest.as_secs_f64()
         ),
+        &leaks,
     );
 }
 
@@ -1660,12 +1812,14 @@ async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_l
         assert_eq!(by("end", other_pid), 1, "{lines:?}");
         assert!(ends <= 2, "{lines:?}");
     }
+    let leaks = c.no_leaks().await;
     report(
         "one worker cut from Postgres (not from Redis) while running 2 jobs of 4 s; 2 s lease",
         rerun_after,
         0,
         "2 (the cut-off runs; their late outcomes refused)",
         "none",
+        &leaks,
     );
 }
 
@@ -1718,11 +1872,13 @@ async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres() {
         assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
         assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
     }
+    let leaks = c.no_leaks().await;
     report(
         "one worker cut from Redis (not from Postgres) for 3 s while draining 90 jobs of 0.1 s",
         stall,
         0,
         "0",
         &format!("none; {during} jobs completed during the cut"),
+        &leaks,
     );
 }

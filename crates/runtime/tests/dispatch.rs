@@ -797,9 +797,7 @@ async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry() {
     let mut rt = env.runtime("w1", 4);
     let lossy = Arc::new(Layered::new(
         env.store.clone(),
-        LoseFirstClaimReply {
-            armed: true.into(),
-        },
+        LoseFirstClaimReply { armed: true.into() },
     ));
     rt.store = lossy.clone();
     // Far longer than the test waits: the jobs must not wait for the rescuer.
@@ -809,7 +807,10 @@ async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry() {
     stop.cancel();
     h.await.unwrap();
     assert!(
-        !lossy.layer().armed.load(std::sync::atomic::Ordering::SeqCst),
+        !lossy
+            .layer()
+            .armed
+            .load(std::sync::atomic::Ordering::SeqCst),
         "the fault was injected"
     );
     for j in &done {
