@@ -1,17 +1,18 @@
-//! A store whose every call gives up after a deadline: what the API's routes talk to.
+//! A store and a transport whose every call gives up after a deadline: what the API's routes
+//! talk to.
 //!
-//! A database that stops answering (a network cut, a hung server) would otherwise hold each
+//! A database (or Redis) that stops answering (a network cut, a hung server) would otherwise hold each
 //! request until TCP gives up, minutes later. With the deadline the request is answered 503 in
 //! bounded time. Since a statement that was sent may still commit, the error is
 //! [`Error::Interrupted`]: the client is told the change may or may not have been applied.
 //!
-//! After a call ran out of time the database is presumed unreachable for [`COOL_DOWN`]: calls
+//! After a call ran out of time the backend is presumed unreachable for [`COOL_DOWN`]: calls
 //! then fail at once with [`Error::Backend`] (nothing was sent, so nothing is in doubt), and
 //! after it one call at a time tries again while the others keep failing at once, until one
 //! gets an answer in time.
 
-use jobsched_core::layer::{Layered, StoreLayer};
-use jobsched_core::ports::Store;
+use jobsched_core::layer::{Layer, Layered, LayeredTransport};
+use jobsched_core::ports::{Store, Transport};
 use jobsched_core::{Error, Result};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,12 @@ use std::time::{Duration, Instant};
 /// The store calls of an API request get at most this long each.
 pub const STORE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How long the database is presumed unreachable after a call ran out of time.
+/// The transport calls of an API request get at most this long each. Redis carries only what
+/// can be rebuilt (the policy cache, the slot registry, wake-ups), so a request does not wait
+/// long for it.
+pub const TRANSPORT_DEADLINE: Duration = Duration::from_secs(1);
+
+/// How long a backend is presumed unreachable after a call ran out of time.
 pub const COOL_DOWN: Duration = Duration::from_secs(1);
 
 /// A store with every call bounded by a deadline (see the module docs).
@@ -29,11 +35,21 @@ pub type DeadlineStore = Layered<Deadline>;
 
 /// `inner`, with every call bounded by `limit` (see the module docs).
 pub fn with_deadline(inner: Arc<dyn Store>, limit: Duration) -> DeadlineStore {
-    Layered::new(inner, Deadline::new(limit))
+    Layered::new(inner, Deadline::new("database", limit))
+}
+
+/// A transport with every call bounded by a deadline (see the module docs).
+pub type DeadlineTransport = LayeredTransport<Deadline>;
+
+/// `inner`, with every call bounded by `limit` (see the module docs).
+pub fn transport_with_deadline(inner: Arc<dyn Transport>, limit: Duration) -> DeadlineTransport {
+    LayeredTransport::new(inner, Deadline::new("redis", limit))
 }
 
 /// The deadline layer: each call gets `limit`, then fails fast for a while.
 pub struct Deadline {
+    /// What is behind the calls (`database`, `redis`), as errors name it.
+    component: &'static str,
     limit: Duration,
     /// Until when calls fail at once, set when a call ran out of time; `None` while the
     /// database answers.
@@ -53,9 +69,10 @@ impl Drop for Probe<'_> {
 }
 
 impl Deadline {
-    /// Each call fails with [`Error::Interrupted`] after `limit`.
-    pub fn new(limit: Duration) -> Deadline {
+    /// Each call to `component` fails with [`Error::Interrupted`] after `limit`.
+    pub fn new(component: &'static str, limit: Duration) -> Deadline {
         Deadline {
+            component,
             limit,
             unreachable_until: Mutex::new(None),
             probing: AtomicBool::new(false),
@@ -77,7 +94,7 @@ impl Deadline {
     }
 }
 
-impl StoreLayer for Deadline {
+impl Layer for Deadline {
     async fn around<T: Send>(
         &self,
         _op: &'static str,
@@ -88,7 +105,7 @@ impl StoreLayer for Deadline {
             Some(until) => {
                 if Instant::now() < until || self.probing.swap(true, Ordering::SeqCst) {
                     return Err(Error::backend(
-                        "database",
+                        self.component,
                         format!(
                             "it did not answer within {} s a moment ago; this request was not \
                              sent",
@@ -107,10 +124,11 @@ impl StoreLayer for Deadline {
             Err(_) => {
                 self.set_unreachable_until(Instant::now().checked_add(COOL_DOWN));
                 Err(Error::Interrupted {
-                    component: "database",
+                    component: self.component,
                     source: format!(
-                        "no answer within {} s (is the database reachable?)",
-                        self.limit.as_secs_f64()
+                        "no answer within {} s (is the {} reachable?)",
+                        self.limit.as_secs_f64(),
+                        self.component
                     )
                     .into(),
                 })
@@ -122,6 +140,7 @@ impl StoreLayer for Deadline {
 impl std::fmt::Debug for Deadline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deadline")
+            .field("component", &self.component)
             .field("limit", &self.limit)
             .finish_non_exhaustive()
     }

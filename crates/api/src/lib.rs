@@ -19,7 +19,10 @@ mod openapi;
 pub mod routes;
 mod state;
 
-pub use deadline::{Deadline, DeadlineStore, STORE_DEADLINE, with_deadline};
+pub use deadline::{
+    Deadline, DeadlineStore, DeadlineTransport, STORE_DEADLINE, TRANSPORT_DEADLINE,
+    transport_with_deadline, with_deadline,
+};
 pub use error::{ApiError, FieldIssue, LocPart};
 pub use extract::{JsonBody, RequireAdmin};
 pub use openapi::openapi;

@@ -1,12 +1,13 @@
-//! Store layers: behaviour put around every call of a [`Store`] (a deadline, a fault for a
-//! test) without repeating the store's two dozen methods for each.
+//! Layers: behaviour put around every call of a [`Store`] or a [`Transport`] (a deadline, a
+//! fault for a test) without repeating their methods for each.
 //!
-//! A [`StoreLayer`] says what happens around one call, given the call's name; [`Layered`] is a
-//! [`Store`] that routes every method of an inner store through its layer.
+//! A [`Layer`] says what happens around one call, given the call's name; [`Layered`] is a
+//! [`Store`] and [`LayeredTransport`] a [`Transport`] that route every method of an inner one
+//! through a layer.
 
 use crate::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
-    RescueReport, Store, Token, Update, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Event, Exchanged, Finished, JobRepo,
+    Outcome, RescueReport, Store, Subscription, Token, Transport, Update, WorkerSlots, WorkerStore,
 };
 use crate::{
     CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob, PendingJob,
@@ -18,9 +19,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What happens around each call of a [`Layered`] store.
-pub trait StoreLayer: Send + Sync {
-    /// Run `call`, the store method named `op` (e.g. `"exchange"`), and return its result or
+/// What happens around each call of a [`Layered`] store or a [`LayeredTransport`].
+pub trait Layer: Send + Sync {
+    /// Run `call`, the method named `op` (e.g. `"exchange"`), and return its result or
     /// one of the layer's own.
     fn around<T: Send>(
         &self,
@@ -35,7 +36,7 @@ pub struct Layered<L> {
     layer: L,
 }
 
-impl<L: StoreLayer> Layered<L> {
+impl<L: Layer> Layered<L> {
     /// Route every call of `inner` through `layer`.
     pub fn new(inner: Arc<dyn Store>, layer: L) -> Layered<L> {
         Layered { inner, layer }
@@ -55,12 +56,34 @@ impl<L: std::fmt::Debug> std::fmt::Debug for Layered<L> {
     }
 }
 
-/// The impl of one port for [`Layered`]: each `fn name(args) -> T;` becomes
+/// `inner` with every call run through `layer` (a subscription's events are not: only the
+/// call that subscribes).
+pub struct LayeredTransport<L> {
+    inner: Arc<dyn Transport>,
+    layer: L,
+}
+
+impl<L: Layer> LayeredTransport<L> {
+    /// Route every call of `inner` through `layer`.
+    pub fn new(inner: Arc<dyn Transport>, layer: L) -> LayeredTransport<L> {
+        LayeredTransport { inner, layer }
+    }
+}
+
+impl<L: std::fmt::Debug> std::fmt::Debug for LayeredTransport<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayeredTransport")
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The impl of one port for a layered type: each `fn name(args) -> T;` becomes
 /// `layer.around("name", inner.name(args))`.
 macro_rules! through {
-    ($port:ident { $( fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )* }) => {
+    ($port:ident for $layered:ident { $( fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )* }) => {
         #[async_trait]
-        impl<L: StoreLayer> $port for Layered<L> {
+        impl<L: Layer> $port for $layered<L> {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
                     self.layer
@@ -72,7 +95,7 @@ macro_rules! through {
     };
 }
 
-through!(JobRepo {
+through!(JobRepo for Layered {
     fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Job;
     fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Vec<JobId>;
     fn get(&self, id: JobId) -> Option<Job>;
@@ -81,7 +104,7 @@ through!(JobRepo {
     fn cancel(&self, id: JobId, now: DateTime<Utc>) -> CancelOutcome;
 });
 
-through!(DispatchStore {
+through!(DispatchStore for Layered {
     fn pending_after(&self, after_seq: i64, limit: u32) -> Vec<PendingJob>;
     fn mark_scheduled(
         &self,
@@ -92,7 +115,7 @@ through!(DispatchStore {
     fn rescue_expired(&self, now: DateTime<Utc>) -> RescueReport;
 });
 
-through!(WorkerStore {
+through!(WorkerStore for Layered {
     fn claim(&self, claim: &Claim, owner: &str, now: DateTime<Utc>) -> Vec<StartedJob>;
     fn exchange(
         &self,
@@ -113,17 +136,31 @@ through!(WorkerStore {
     fn finish(&self, runs: &[Finished], owner: &str, now: DateTime<Utc>) -> Vec<Token>;
 });
 
-through!(DeadLetterStore {
+through!(DeadLetterStore for Layered {
     fn dead_letters(&self, limit: u32) -> Vec<DeadLetter>;
     fn dead_letter_count(&self) -> i64;
     fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Update;
     fn purge_dead_letters(&self) -> u64;
 });
 
-through!(ControlStore {
+through!(ControlStore for Layered {
     fn load_policy(&self) -> Option<PolicySettings>;
     fn save_policy(&self, settings: &PolicySettings) -> ();
     fn try_lead(&self, role: &str, holder: &str, now: DateTime<Utc>, ttl: Duration) -> bool;
     fn resign(&self, role: &str, holder: &str) -> ();
+    fn ping(&self) -> ();
+});
+
+through!(Transport for LayeredTransport {
+    fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> ();
+    fn workers(&self) -> Vec<WorkerSlots>;
+    fn reap_dead_workers(&self) -> Vec<String>;
+    fn policy(&self) -> Option<PolicySettings>;
+    fn set_policy(&self, settings: &PolicySettings) -> ();
+    fn set_dead_letters(&self, entries: &[DeadLetter]) -> ();
+    fn push_dead_letters(&self, entries: &[DeadLetter]) -> ();
+    fn remove_dead_letter(&self, id: JobId) -> ();
+    fn publish(&self, event: Event) -> ();
+    fn subscribe(&self) -> Box<dyn Subscription>;
     fn ping(&self) -> ();
 });

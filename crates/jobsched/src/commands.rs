@@ -279,7 +279,12 @@ async fn api(args: ApiArgs) -> Result<()> {
         store,
         jobsched_api::STORE_DEADLINE,
     ));
-    let transport = connect_redis(&args.redis).await?;
+    // Redis calls get a short deadline too: it only holds what can be rebuilt, and a request
+    // answers from Postgres (or 503) rather than wait on it.
+    let transport: Arc<dyn Transport> = Arc::new(jobsched_api::transport_with_deadline(
+        connect_redis(&args.redis).await?,
+        jobsched_api::TRANSPORT_DEADLINE,
+    ));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (JOBSCHED_LISTEN)", args.listen))?;

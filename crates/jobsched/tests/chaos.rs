@@ -1882,3 +1882,117 @@ async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres() {
         &leaks,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
+    let Some((shared, _)) = redis_prefix().await else {
+        return;
+    };
+    // Every process reaches Redis through the proxy.
+    let proxy = Proxy::start(authority(&shared)).await;
+    let Some(mut c) = Cluster::start(Some(through(&shared, proxy.port))).await else {
+        return;
+    };
+    c.worker("w1", 3, &[]);
+    c.worker("w2", 3, &[]);
+    let mut tags: Vec<String> = (0..30).map(|i| format!("rdown-{i}")).collect();
+    let mut ids = c.probes(&tags, 0.05).await;
+    wait_probe(&c.log, "jobs running", |l| {
+        l.iter().filter(|(e, _, _)| e == "end").count() >= 6
+    })
+    .await;
+    proxy.set_cut(true);
+    let cut_at = chrono::Utc::now();
+    let started = Instant::now();
+    let (mut slowest_post, mut slowest_status) = (Duration::ZERO, Duration::ZERO);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        let tag = format!("rdown-cut-{n}");
+        n += 1;
+        let t = Instant::now();
+        let r = c
+            .http
+            .post(format!("{}/jobs/", c.base))
+            .json(&json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": 0.05}}))
+            .send()
+            .await
+            .unwrap();
+        slowest_post = slowest_post.max(t.elapsed());
+        assert_eq!(r.status().as_u16(), 201, "a submission needs only Postgres");
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        tags.push(tag);
+        let t = Instant::now();
+        let r = c
+            .http
+            .get(format!("{}/scheduler/status", c.base))
+            .send()
+            .await
+            .unwrap();
+        slowest_status = slowest_status.max(t.elapsed());
+        let code = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            code == 200 || (code == 503 && body["detail"].as_str().is_some_and(|d| !d.is_empty())),
+            "status during the cut: {code} {body}"
+        );
+        *statuses.entry(code).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.set_cut(false);
+    let cut_end = chrono::Utc::now();
+    assert!(
+        slowest_post < Duration::from_secs(1),
+        "a submission took {slowest_post:?} while Redis was unreachable"
+    );
+    assert!(
+        slowest_status < Duration::from_millis(2500),
+        "GET /scheduler/status took {slowest_status:?} while Redis was unreachable"
+    );
+    let jobs = c.all_completed(&ids).await;
+    let during = jobs
+        .iter()
+        .filter_map(|j| j.completed_at)
+        .filter(|t| *t > cut_at && *t < cut_end)
+        .count();
+    let mut done: Vec<_> = jobs.iter().filter_map(|j| j.completed_at).collect();
+    done.sort();
+    let stall = done
+        .windows(2)
+        .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
+        .max()
+        .unwrap_or_default();
+    // Without Redis the workers hear of no submission; they claim from Postgres at their poll
+    // interval and as slots free up.
+    assert!(during > 0, "no job completed while Redis was unreachable");
+    assert!(
+        stall < Duration::from_millis(2500),
+        "no job completed for {stall:?} in a row"
+    );
+    let lines = probe_lines(&c.log);
+    for t in &tags {
+        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
+        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
+        assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
+    }
+    let leaks = c.no_leaks().await;
+    report(
+        "Redis unreachable (every connection blackholed) for 10 s under submissions, status reads and runs",
+        stall,
+        0,
+        "0",
+        &format!(
+            "{n} submissions, all 201, slowest {:.3} s; GET /scheduler/status {statuses:?}, slowest \
+             {:.2} s; {during} jobs completed during the cut",
+            slowest_post.as_secs_f64(),
+            slowest_status.as_secs_f64()
+        ),
+        &leaks,
+    );
+}

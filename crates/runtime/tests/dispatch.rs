@@ -3,7 +3,7 @@
 //! transport's keys are wiped, and a claim whose reply was lost.
 
 use chrono::{DateTime, Utc};
-use jobsched_core::layer::{Layered, StoreLayer};
+use jobsched_core::layer::{Layer, Layered};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Store, SystemClock, Transport};
 use jobsched_core::{Job, JobStatus, NewJob};
@@ -757,7 +757,7 @@ struct LoseFirstClaimReply {
     armed: std::sync::atomic::AtomicBool,
 }
 
-impl StoreLayer for LoseFirstClaimReply {
+impl Layer for LoseFirstClaimReply {
     async fn around<T: Send>(
         &self,
         op: &'static str,

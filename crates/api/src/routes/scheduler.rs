@@ -19,10 +19,15 @@ pub const DEFAULT_DEAD_LETTER_LIMIT: u32 = 1000;
 /// Most dead letters listed at once.
 pub const MAX_DEAD_LETTER_LIMIT: u32 = 10_000;
 
-/// The live settings: the transport's copy, else the store's durable copy, else the default.
+/// The live settings: the transport's copy, else (missing, or Redis not answering) the
+/// store's durable copy, else the default.
 pub(crate) async fn current_settings(state: &AppState) -> Result<PolicySettings, ApiError> {
-    if let Some(settings) = state.transport.policy().await? {
-        return Ok(settings);
+    match state.transport.policy().await {
+        Ok(Some(settings)) => return Ok(settings),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "the policy cache is unreadable; answering from the durable copy");
+        }
     }
     Ok(state.store.load_policy().await?.unwrap_or_default())
 }
