@@ -34,12 +34,15 @@ migrate: ## Apply migrations to $JOBSCHED_DATABASE_URL
 openapi: ## Regenerate docs/openapi.json from the code
 	UPDATE_OPENAPI=1 $(CARGO) test -p jobsched-api openapi
 
-chaos: ## Fault tests (Postgres crash/cut, Redis kill, SIGSTOP/SIGTERM/kill -9 of processes), 3 runs in a row, printing the RELIABILITY.md rows; then a long fuzz
+chaos: ## Fault tests (Postgres crash/cut, Redis kill/cut, SIGSTOP/SIGTERM/kill -9 of processes, the controller under faults), 3 runs in a row, printing the RELIABILITY.md rows; then a 10-minute soak and a long fuzz
 	@set -o pipefail; for run in 1 2 3; do \
 	  echo "== chaos run $$run"; \
-	  $(CARGO) test -p jobsched --test chaos -- --nocapture --test-threads 1 2>&1 \
+	  $(CARGO) test -p jobsched --test chaos --test controller_process -- --nocapture --test-threads 1 2>&1 \
 	    | tee /tmp/jobsched-chaos-$$run.log | grep -oE '(RELIABILITY \|.*|test result.*)' || exit 1; \
 	done
+	@set -o pipefail; echo "== soak ($${SOAK_SECONDS:-600} s)"; \
+	  SOAK_SECONDS=$${SOAK_SECONDS:-600} $(CARGO) test -p jobsched --test chaos soak_ -- --nocapture 2>&1 \
+	    | tee /tmp/jobsched-soak.log | grep -oE '(RELIABILITY \|.*|test result.*)'
 	FUZZ_EXAMPLES=500 JOBSCHED_BIN=target/debug/jobsched tests/fuzz/run.sh
 
 fuzz: ## Schemathesis over docs/openapi.json against `jobsched dev` and `jobsched api` (JOBSCHED_BIN, default target/debug/jobsched)

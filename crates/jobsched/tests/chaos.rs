@@ -17,6 +17,7 @@
 //!   burned, nothing completed twice).
 
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -883,6 +884,27 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Some(c)
+    }
+
+    /// Start one more API process; its base URL.
+    async fn api(&mut self) -> String {
+        let port = free_port();
+        let mut env = self.env.clone();
+        env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
+        self.children.0.push(spawn("api", &env, self.data.path()));
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .http
+            .get(format!("{base}/jobs/stats"))
+            .send()
+            .await
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "the second API never came up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        base
     }
 
     /// [`no_leaks`] for this cluster (its processes stop).
@@ -1992,6 +2014,276 @@ async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
              {:.2} s; {during} jobs completed during the cut",
             slowest_post.as_secs_f64(),
             slowest_status.as_secs_f64()
+        ),
+        &leaks,
+    );
+}
+
+/// Resident memory of process `pid`, bytes (0 once it is gone).
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// One soak sample: RSS per process, jobsched connections, Redis keys, registered workers.
+struct Sample {
+    rss: Vec<u64>,
+    connections: usize,
+    keys: usize,
+    registered: usize,
+}
+
+/// `SOAK_SECONDS` (default 20; `make chaos` runs 600) of mixed load on two APIs and three
+/// workers under Round Robin: batches and single submissions of probe jobs, jobs that fail every
+/// attempt (dead letters), jobs sliced at the quantum. Every process's RSS stays flat after
+/// warm-up, connections stay within the pools, Redis keys within the fixed set; at the end every
+/// job is terminal, every probe body ended exactly once and the dead letters are exactly the
+/// failing jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_mixed_load_keeps_memory_connections_and_keys_flat() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let Some(mut c) = Cluster::start(None).await else {
+        return;
+    };
+    let second = c.api().await;
+    let apis = [c.base.clone(), second];
+    for i in 0..3 {
+        c.worker(&format!("soak-{i}"), 8, &[]);
+    }
+    let r = c
+        .http
+        .put(format!("{}/scheduler/policy", c.base))
+        .json(&json!({"policy": "round_robin", "quantum_seconds": 0.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let db_url = c.db.url().to_string();
+    let (redis_url, prefix) = (c.env[1].1.clone(), c.env[2].1.clone());
+    let pids: Vec<u32> = c.children.0.iter().map(Child::id).collect();
+    let every = Duration::from_secs((seconds / 60).max(1));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let stop = stop.clone();
+        let (pids, db_url, redis_url, prefix) = (
+            pids.clone(),
+            db_url.clone(),
+            redis_url.clone(),
+            prefix.clone(),
+        );
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.is_cancelled() {
+                let (pids, db_url, redis_url, prefix) = (
+                    pids.clone(),
+                    db_url.clone(),
+                    redis_url.clone(),
+                    prefix.clone(),
+                );
+                let sample = tokio::task::spawn_blocking(move || Sample {
+                    rss: pids.iter().map(|p| rss(*p)).collect(),
+                    connections: pg_connections(&db_url),
+                    keys: redis_keys(&redis_url, &prefix).len(),
+                    registered: registered_workers(&redis_url, &prefix),
+                })
+                .await
+                .unwrap();
+                samples.push(sample);
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+            samples
+        })
+    };
+
+    let started = Instant::now();
+    let (mut probes, mut failing, mut sliced) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tick = 0usize;
+    let id_of = |v: &Value| -> jobsched_core::JobId { v.as_str().unwrap().parse().unwrap() };
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let base = &apis[tick % 2];
+        let probe = |n: usize| {
+            let tag = format!("soak-{n}");
+            let duration = 0.005 + (n % 6) as f64 * 0.005;
+            (
+                tag.clone(),
+                json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": duration}}),
+            )
+        };
+        let batch: Vec<(String, Value)> = (0..20).map(|k| probe(tick * 32 + k)).collect();
+        let r = c
+            .http
+            .post(format!("{base}/jobs/batch"))
+            .json(&json!({"jobs": batch.iter().map(|(_, j)| j).collect::<Vec<_>>()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let ids: Value = r.json().await.unwrap();
+        for ((tag, _), id) in batch.into_iter().zip(ids["ids"].as_array().unwrap()) {
+            probes.push((tag, id_of(id)));
+        }
+        for k in 20..22 {
+            let (tag, job) = probe(tick * 32 + k);
+            let r = c
+                .http
+                .post(format!("{base}/jobs/"))
+                .json(&job)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+            probes.push((tag, id_of(&r.json::<Value>().await.unwrap()["id"])));
+        }
+        if tick % 10 == 0 {
+            let fail = json!({"name": format!("soak-fail-{tick}"), "job_type": "sleep",
+                "payload": {"duration": 0.01, "fail_probability": 1.0}, "max_retries": 2});
+            let slice = json!({"name": format!("soak-slice-{tick}"), "job_type": "sleep",
+                "payload": {"duration": 0.25}});
+            for (job, into) in [(fail, &mut failing), (slice, &mut sliced)] {
+                let r = c
+                    .http
+                    .post(format!("{base}/jobs/"))
+                    .json(&job)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 201);
+                into.push(id_of(&r.json::<Value>().await.unwrap()["id"]));
+            }
+        }
+        tick += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let submitted = probes.len() + failing.len() + sliced.len();
+    // Drain: every job terminal.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let stats = loop {
+        let s = c.store.stats().await.unwrap();
+        if s.completed + s.failed == submitted as i64 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{submitted} submitted, not all terminal: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    stop.cancel();
+    let samples = sampler.await.unwrap();
+    assert_eq!(stats.total_jobs, submitted as i64, "{stats:?}");
+    assert_eq!(
+        stats.failed,
+        failing.len() as i64,
+        "only the failing jobs failed: {stats:?}"
+    );
+    assert_eq!(
+        c.store.dead_letter_count().await.unwrap(),
+        failing.len() as i64,
+        "the dead letters are exactly the failing jobs"
+    );
+    for id in &failing {
+        let j = c.store.get(*id).await.unwrap().unwrap();
+        assert_eq!(
+            (j.status, j.retry_count),
+            (jobsched_core::JobStatus::Failed, 2),
+            "{j:?}"
+        );
+    }
+    for id in &sliced {
+        let j = c.store.get(*id).await.unwrap().unwrap();
+        assert_eq!(j.status, jobsched_core::JobStatus::Completed, "{j:?}");
+        assert!(
+            j.slices >= 2,
+            "a 0.25 s job is sliced at a 0.1 s quantum: {j:?}"
+        );
+    }
+    let lines = probe_lines(&c.log);
+    let mut ends: HashMap<&str, usize> = HashMap::new();
+    for (e, t, _) in &lines {
+        if e == "end" {
+            *ends.entry(t.as_str()).or_default() += 1;
+        }
+    }
+    let twice = ends.values().filter(|n| **n > 1).count();
+    for (tag, _) in &probes {
+        assert!(ends.contains_key(tag.as_str()), "{tag} never ended");
+    }
+    assert_eq!(twice, 0, "a probe body completed twice");
+
+    // Flat after warm-up: compare the second half of the samples with the first (after the
+    // first quarter).
+    assert!(samples.len() >= 8, "only {} samples", samples.len());
+    let warm = samples.len() / 4;
+    let mid = warm + (samples.len() - warm) / 2;
+    let roles: Vec<&str> = std::iter::once("api")
+        .chain(std::iter::once("api"))
+        .chain(std::iter::repeat_n("worker", 3))
+        .collect();
+    let mut growth = Vec::new();
+    for (p, role) in roles.iter().enumerate() {
+        let max_of = |range: &[Sample]| range.iter().map(|s| s.rss[p]).max().unwrap_or(0);
+        let (first, second) = (max_of(&samples[warm..mid]), max_of(&samples[mid..]));
+        assert!(
+            second <= first + first / 5 + 8 * 1024 * 1024,
+            "{role} {p}: RSS grew from {first} to {second} bytes after warm-up"
+        );
+        growth.push(format!(
+            "{role} {:.0}→{:.0} MB",
+            first as f64 / 1e6,
+            second as f64 / 1e6
+        ));
+    }
+    let max_conn = samples.iter().map(|s| s.connections).max().unwrap_or(0);
+    assert!(
+        max_conn <= 5 * CONNECTIONS_PER_PROCESS,
+        "{max_conn} connections"
+    );
+    let (first_conn, last_conn) = (
+        samples[warm..mid]
+            .iter()
+            .map(|s| s.connections)
+            .max()
+            .unwrap_or(0),
+        samples[mid..]
+            .iter()
+            .map(|s| s.connections)
+            .max()
+            .unwrap_or(0),
+    );
+    assert!(
+        last_conn <= first_conn,
+        "connections grew from {first_conn} to {last_conn}"
+    );
+    let max_keys = samples.iter().map(|s| s.keys).max().unwrap_or(0);
+    assert!(max_keys <= FIXED_KEYS.len(), "{max_keys} Redis keys");
+    let max_registered = samples.iter().map(|s| s.registered).max().unwrap_or(0);
+    assert!(max_registered <= 3, "{max_registered} workers registered");
+    let leaks = c.no_leaks().await;
+    report(
+        &format!(
+            "soak: {seconds} s of mixed load on 2 APIs and 3 workers (8 slots each) under Round \
+             Robin (0.1 s quantum): {submitted} jobs in batches of 20 and singly, {} failing \
+             every attempt, {} sliced",
+            failing.len(),
+            sliced.len()
+        ),
+        Duration::ZERO,
+        0,
+        "0 bodies completed twice",
+        &format!(
+            "none; RSS max first half → second half after warm-up: {}; connections ≤ {max_conn}, \
+             Redis keys ≤ {max_keys}",
+            growth.join(", ")
         ),
         &leaks,
     );
