@@ -1435,6 +1435,75 @@ def day1_storage() -> None:
             all(s in text for s in ("ReadWriteOnce", "ReadWriteMany", "one node")))
 
 
+def day1_autoscaling() -> None:
+    """3 (issue 19). Workers scale on the backlog with KEDA, from zero, by Prometheus or Postgres."""
+    text = (ROOT / "docs/kubernetes.md").read_text()
+    prom_addr = "http://prometheus-operated.monitoring:9090"
+    prom = {"worker": {"keda": {"enabled": True, "prometheus": {"serverAddress": prom_addr}}},
+            "networkPolicy": {"enabled": True}}
+    docs = expect_render("worker.keda.enabled with the Prometheus trigger", prom) or []
+    so = find(docs, "ScaledObject", "-worker")
+    dep = find(docs, "Deployment", "-worker")
+    R.check("autoscaling: a keda.sh/v1alpha1 ScaledObject scales the worker Deployment from 0 to 10",
+            bool(so and dep) and so["apiVersion"] == "keda.sh/v1alpha1"
+            and so["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+            and so["spec"]["minReplicaCount"] == 0 and so["spec"]["maxReplicaCount"] == 10, str(so))
+    trig = (so or {}).get("spec", {}).get("triggers", [{}])[0]
+    meta = trig.get("metadata", {})
+    R.check("autoscaling: Prometheus trigger on max(jobsched_backlog_seconds) of this release's API, a Value target of "
+            "targetBacklogSeconds, activation at activationBacklogSeconds",
+            trig.get("type") == "prometheus" and trig.get("metricType") == "Value" and meta.get("serverAddress") == prom_addr
+            and "max(jobsched_backlog_seconds{" in meta.get("query", "") and f'namespace="{NAMESPACE}"' in meta.get("query", "")
+            and f'service="{dep["metadata"]["name"].removesuffix("-worker")}-api-metrics"' in meta.get("query", "")
+            and float(meta.get("threshold", "nan")) == 30.0 and float(meta.get("activationThreshold", "nan")) == 0.0, str(trig))
+    metrics_src = (ROOT / "crates/metrics/src/lib.rs").read_text()
+    R.check("autoscaling: jobsched_backlog_seconds and jobsched_backlog_jobs are metrics the code exports",
+            '"jobsched_backlog_seconds"' in metrics_src and '"jobsched_backlog_jobs"' in metrics_src)
+    R.check("autoscaling: with KEDA the worker Deployment leaves replicas to it, and the chart makes no HPA of its own",
+            bool(dep) and "replicas" not in dep["spec"] and find(docs, "HorizontalPodAutoscaler", "-worker") is None)
+    postgres = find(docs, "StatefulSet", "-postgresql")
+    keda_pod = {"app": "keda-operator"}
+    R.check("autoscaling: with the Prometheus trigger KEDA gets no way into Postgres",
+            bool(postgres) and not np_allows(docs, postgres, 5432, "keda", keda_pod))
+
+    pg_values = merge(prom, {"worker": {"concurrency": 6, "keda": {"trigger": "postgresql", "targetBacklogSeconds": 20,
+                                                                   "activationBacklogSeconds": 1}}})
+    docs = expect_render("worker.keda with the Postgres trigger", pg_values) or []
+    so = find(docs, "ScaledObject", "-worker")
+    trig = (so or {}).get("spec", {}).get("triggers", [{}])[0]
+    meta = trig.get("metadata", {})
+    worker_env = env_of(container(find(docs, "Deployment", "-worker"), "worker") or {})
+    store_src = (ROOT / "crates/store/src/pg.rs").read_text()
+    R.check("autoscaling: Postgres trigger sums the PENDING estimates (the store's backlog query) over workers of "
+            "targetBacklogSeconds × concurrency slots, connecting with the workers' JOBSCHED_DATABASE_URL",
+            trig.get("type") == "postgresql" and trig.get("metricType") == "AverageValue"
+            and meta.get("connectionFromEnv") == "JOBSCHED_DATABASE_URL" and "JOBSCHED_DATABASE_URL" in worker_env
+            and "sum(estimated_duration)" in meta.get("query", "") and meta.get("query", "").endswith("FROM jobs WHERE queued")
+            and "FROM jobs WHERE queued" in store_src
+            and float(meta.get("targetQueryValue", "nan")) == 120.0 and float(meta.get("activationTargetQueryValue", "nan")) == 1.0,
+            str(trig))
+    postgres = find(docs, "StatefulSet", "-postgresql")
+    R.check("autoscaling: with the Postgres trigger the bundled Postgres' NetworkPolicy lets the KEDA operator's namespace in, and "
+            "no other namespace", bool(postgres) and np_allows(docs, postgres, 5432, "keda", keda_pod)
+            and not np_allows(docs, postgres, 5432, "other", keda_pod))
+    docs = expect_render("worker.keda with the Postgres trigger, KEDA in namespace autoscalers",
+                         merge(pg_values, {"worker": {"keda": {"postgresql": {"operatorNamespace": "autoscalers"}}}})) or []
+    postgres = find(docs, "StatefulSet", "-postgresql")
+    R.check("autoscaling: worker.keda.postgresql.operatorNamespace names the namespace let in",
+            bool(postgres) and np_allows(docs, postgres, 5432, "autoscalers", keda_pod) and not np_allows(docs, postgres, 5432, "keda", keda_pod))
+
+    expect_render_failure("KEDA and the HPA together", merge(prom, {"worker": {"autoscaling": {"enabled": True}}}),
+                          ("worker.autoscaling.enabled=false",))
+    R.check("autoscaling: the kind loop takes the KEDA settings (make helm-install HELM_ARGS=...)",
+            "$(HELM_ARGS)" in (ROOT / "Makefile.packaging").read_text() and "HELM_ARGS=" in text)
+    expect_render_failure("KEDA's Prometheus trigger without a server", {"worker": {"keda": {"enabled": True}}},
+                          ("worker.keda.prometheus.serverAddress",))
+    expect_render_failure("KEDA with a target of 0 s", merge(prom, {"worker": {"keda": {"targetBacklogSeconds": 0}}}),
+                          ("targetBacklogSeconds",))
+    R.check("autoscaling: docs/kubernetes.md walks from kind create cluster to a KEDA-scaled worker pool",
+            all(s in text for s in ("kind create cluster", "ScaledObject", "jobsched_backlog_seconds", "worker.keda.enabled", "helm install keda")))
+
+
 def np_allows(docs: list[dict], target: dict, port: int, peer_ns: str, peer_labels: dict) -> bool:
     """Whether the rendered NetworkPolicies let a pod (namespace peer_ns, labels peer_labels)
     reach `port` of the workload `target` (ingress only; ipBlock peers never match a pod)."""
@@ -1693,6 +1762,7 @@ def section_day_one(crd: CRD, rendered: dict[str, list[dict]]) -> None:
         ("1. image: a tag per build set by make helm-install, image.digest", day1_image),
         ("2. SchedulerConfig: created at install, then owned by kubectl", lambda: day1_scheduler_config(crd)),
         ("3. storage: ReadWriteOnce by default", day1_storage),
+        ("3b. autoscaling on the backlog with KEDA, from zero", day1_autoscaling),
         ("4. metrics: scraped once, reachable behind apiIngressFrom, dashboard per release", day1_metrics),
         ("5. GitOps: pinned passwords and tokens", day1_gitops),
         ("6. CRD upgrades", day1_crd_docs),

@@ -228,6 +228,20 @@ SCHEMA = {
                         "behavior": MAP,
                     }
                 ),
+                "keda": obj(
+                    {
+                        "enabled": BOOL,
+                        "minReplicaCount": NONNEG_INT,
+                        "maxReplicaCount": POS_INT,
+                        "pollingInterval": POS_INT,
+                        "cooldownPeriod": NONNEG_INT,
+                        "targetBacklogSeconds": {"type": "number", "exclusiveMinimum": 0},
+                        "activationBacklogSeconds": {"type": "number", "minimum": 0},
+                        "trigger": {"type": "string", "enum": ["prometheus", "postgresql"]},
+                        "prometheus": obj({"serverAddress": STR, "query": STR}),
+                        "postgresql": obj({"operatorNamespace": STR}),
+                    }
+                ),
                 "resources": RESOURCES,
                 "pdb": pdb(),
                 **pod_placement(spread=True),

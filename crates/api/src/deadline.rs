@@ -1,10 +1,12 @@
 //! A store and a transport whose every call gives up after a deadline: what the API's routes
 //! talk to.
 //!
-//! A database (or Redis) that stops answering (a network cut, a hung server) would otherwise hold each
-//! request until TCP gives up, minutes later. With the deadline the request is answered 503 in
-//! bounded time. Since a statement that was sent may still commit, the error is
-//! [`Error::Interrupted`]: the client is told the change may or may not have been applied.
+//! A database (or Redis) that stops answering (a network cut, a hung server) would otherwise
+//! hold each request until TCP gives up, minutes later. With the deadline the request is
+//! answered 503 in bounded time. Since a statement sent to the database may still commit, its
+//! error is [`Error::Interrupted`]: the client is told the change may or may not have been
+//! applied. Redis holds nothing that is not rebuilt from the database, so its timeouts are plain
+//! [`Error::Backend`] errors.
 //!
 //! After a call ran out of time the backend is presumed unreachable for [`COOL_DOWN`]: calls
 //! then fail at once with [`Error::Backend`] (nothing was sent, so nothing is in doubt), and
@@ -35,15 +37,21 @@ pub type DeadlineStore = Layered<Deadline>;
 
 /// `inner`, with every call bounded by `limit` (see the module docs).
 pub fn with_deadline(inner: Arc<dyn Store>, limit: Duration) -> DeadlineStore {
-    Layered::new(inner, Deadline::new("database", limit))
+    Layered::new(inner, Deadline::new("database", limit, true))
 }
 
 /// A transport with every call bounded by a deadline (see the module docs).
 pub type DeadlineTransport = LayeredTransport<Deadline>;
 
-/// `inner`, with every call bounded by `limit` (see the module docs).
+/// `inner`, with every call bounded by `limit` (see the module docs) except `subscribe` (it may
+/// open a connection, which has its own timeout) and `publish` (announcements are sent beside
+/// the reply, with their own timeout). A call that runs out of time is not in doubt: Redis only
+/// holds what is rebuilt from the durable copy.
 pub fn transport_with_deadline(inner: Arc<dyn Transport>, limit: Duration) -> DeadlineTransport {
-    LayeredTransport::new(inner, Deadline::new("redis", limit))
+    LayeredTransport::new(
+        inner,
+        Deadline::new("redis", limit, false).exempt(&["subscribe", "publish"]),
+    )
 }
 
 /// The deadline layer: each call gets `limit`, then fails fast for a while.
@@ -51,10 +59,15 @@ pub struct Deadline {
     /// What is behind the calls (`database`, `redis`), as errors name it.
     component: &'static str,
     limit: Duration,
+    /// Whether a call that ran out of time may still have applied its change (then the error
+    /// is [`Error::Interrupted`], else [`Error::Backend`]).
+    in_doubt: bool,
+    /// Calls (by method name) left unbounded.
+    exempt: &'static [&'static str],
     /// Until when calls fail at once, set when a call ran out of time; `None` while the
-    /// database answers.
+    /// backend answers.
     unreachable_until: Mutex<Option<Instant>>,
-    /// Whether a call is trying the presumed-unreachable database (one at a time).
+    /// Whether a call is trying the presumed-unreachable backend (one at a time).
     probing: AtomicBool,
 }
 
@@ -69,10 +82,13 @@ impl Drop for Probe<'_> {
 }
 
 impl Deadline {
-    /// Each call to `component` fails with [`Error::Interrupted`] after `limit`.
-    pub fn new(component: &'static str, limit: Duration) -> Deadline {
+    /// Each call to `component` fails after `limit`: with [`Error::Interrupted`] when
+    /// `in_doubt` (its change may have been applied), else with [`Error::Backend`].
+    pub fn new(component: &'static str, limit: Duration, in_doubt: bool) -> Deadline {
         Deadline {
             component,
+            in_doubt,
+            exempt: &[],
             limit,
             unreachable_until: Mutex::new(None),
             probing: AtomicBool::new(false),
@@ -94,12 +110,23 @@ impl Deadline {
     }
 }
 
+impl Deadline {
+    /// Leave the calls named in `ops` unbounded.
+    pub fn exempt(mut self, ops: &'static [&'static str]) -> Deadline {
+        self.exempt = ops;
+        self
+    }
+}
+
 impl Layer for Deadline {
     async fn around<T: Send>(
         &self,
-        _op: &'static str,
+        op: &'static str,
         call: impl Future<Output = Result<T>> + Send,
     ) -> Result<T> {
+        if self.exempt.contains(&op) {
+            return call.await;
+        }
         let _probe = match self.unreachable_until() {
             None => None,
             Some(until) => {
@@ -123,14 +150,18 @@ impl Layer for Deadline {
             }
             Err(_) => {
                 self.set_unreachable_until(Instant::now().checked_add(COOL_DOWN));
-                Err(Error::Interrupted {
-                    component: self.component,
-                    source: format!(
-                        "no answer within {} s (is the {} reachable?)",
-                        self.limit.as_secs_f64(),
-                        self.component
-                    )
-                    .into(),
+                let why = format!(
+                    "no answer within {} s (is the {} reachable?)",
+                    self.limit.as_secs_f64(),
+                    self.component
+                );
+                Err(if self.in_doubt {
+                    Error::Interrupted {
+                        component: self.component,
+                        source: why.into(),
+                    }
+                } else {
+                    Error::backend(self.component, why)
                 })
             }
         }

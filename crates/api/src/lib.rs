@@ -11,6 +11,7 @@
 //! the [`Transport`](jobsched_core::ports::Transport) carries events and live runtime state.
 
 mod activity;
+pub mod backlog;
 pub mod deadline;
 pub mod dto;
 pub mod error;
@@ -335,6 +336,10 @@ pub async fn serve(
     {
         let (activity, state, stop) = (activity.clone(), state.clone(), sampler_stop.clone());
         tokio::spawn(async move { activity.run(&state, stop).await });
+    }
+    {
+        let (state, stop) = (state.clone(), sampler_stop.clone());
+        tokio::spawn(async move { backlog::run(&state, stop).await });
     }
     let app = router_with(state, activity);
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));

@@ -34,6 +34,7 @@ suite!(
     body_limit_is_413,
     docs_and_spec_are_served,
     unknown_routes_and_methods,
+    backlog_gauge_is_estimated_seconds_per_live_slot,
 );
 
 fn sleep_job(name: &str) -> SubmitJob {
@@ -1467,5 +1468,49 @@ async fn unknown_routes_and_methods(backend: Backend) {
     let (status, _) =
         status_json(h.http.get(h.url("/scheduler/policy")).send().await.unwrap()).await;
     assert_eq!(status, 405);
+    h.finish().await;
+}
+
+async fn backlog_gauge_is_estimated_seconds_per_live_slot(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let state = jobsched_api::AppState {
+        store: h.store.clone(),
+        transport: h.transport.clone(),
+        registry: jobsched_jobs::Registry::builtin(),
+        data_dir: jobsched_jobs::DataDir::new(h.data_dir.path()).unwrap(),
+        clock: std::sync::Arc::new(jobsched_core::ports::SystemClock),
+        config: ApiConfig::default(),
+    };
+    assert_eq!(jobsched_api::backlog::refresh(&state).await.unwrap(), 0.0);
+    for (name, est) in [("b1", 2.0), ("b2", 4.5), ("b3", 0.5)] {
+        let job = jobsched_core::NewJob::new(
+            name,
+            "sleep",
+            Some(5),
+            Some(est),
+            Some(json!({"duration": 0.01})),
+            Some(3),
+        )
+        .unwrap();
+        h.store.insert(&job, chrono::Utc::now()).await.unwrap();
+    }
+    // No live worker: the whole backlog (what wakes a pool scaled to zero).
+    assert_eq!(jobsched_api::backlog::refresh(&state).await.unwrap(), 7.0);
+    h.transport
+        .report_slots("w1", 2, 4, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(jobsched_api::backlog::refresh(&state).await.unwrap(), 1.75);
+    let names = jobsched_metrics::metric_names();
+    assert!(
+        names.iter().any(|n| n == "jobsched_backlog_seconds"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "jobsched_backlog_jobs"),
+        "{names:?}"
+    );
     h.finish().await;
 }

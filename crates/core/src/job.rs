@@ -314,6 +314,15 @@ pub struct JobPage {
     pub page_size: u32,
 }
 
+/// The work waiting to run: PENDING jobs and the sum of their estimated durations.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backlog {
+    /// PENDING jobs (due or waiting for a retry's backoff).
+    pub jobs: i64,
+    /// Sum of their estimated durations, seconds.
+    pub seconds: f64,
+}
+
 /// Counts per state and the mean execution time of completed jobs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobStats {

@@ -10,8 +10,8 @@ use crate::ports::{
     Outcome, RescueReport, Store, Subscription, Token, Transport, Update, WorkerSlots, WorkerStore,
 };
 use crate::{
-    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob, PendingJob,
-    PolicySettings, Result, StartedJob,
+    Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
+    PendingJob, PolicySettings, Result, StartedJob,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -101,6 +101,7 @@ through!(JobRepo for Layered {
     fn get(&self, id: JobId) -> Option<Job>;
     fn list(&self, filter: &JobFilter) -> JobPage;
     fn stats(&self) -> JobStats;
+    fn backlog(&self) -> Backlog;
     fn cancel(&self, id: JobId, now: DateTime<Utc>) -> CancelOutcome;
 });
 
@@ -131,7 +132,7 @@ through!(WorkerStore for Layered {
         owner: &str,
         lease_until: DateTime<Utc>
     ) -> Vec<Token>;
-    fn held(&self, owner: &str) -> Vec<Token>;
+    fn held(&self, owner: &str, leases: &[DateTime<Utc>]) -> Vec<Token>;
     fn renew(&self, tokens: &[Token], owner: &str, lease_until: DateTime<Utc>) -> Vec<Token>;
     fn finish(&self, runs: &[Finished], owner: &str, now: DateTime<Utc>) -> Vec<Token>;
 });

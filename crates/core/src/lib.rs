@@ -15,8 +15,9 @@ pub mod state;
 
 pub use error::{Error, Result};
 pub use job::{
-    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, MAX_TIMEOUT_SECONDS,
-    MIN_TIMEOUT_SECONDS, NewJob, PendingJob, StartedJob, check_timeout, name_prefix_end, nul_path,
+    Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats,
+    MAX_TIMEOUT_SECONDS, MIN_TIMEOUT_SECONDS, NewJob, PendingJob, StartedJob, check_timeout,
+    name_prefix_end, nul_path,
 };
 pub use policy::{Policy, PolicyKind, PolicySettings, QueuedJob};
 pub use state::JobStatus;

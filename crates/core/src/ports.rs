@@ -6,8 +6,8 @@
 
 use crate::error::Result;
 use crate::job::{
-    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob, PendingJob,
-    StartedJob,
+    Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
+    PendingJob, StartedJob,
 };
 use crate::policy::{PolicyKind, PolicySettings};
 use async_trait::async_trait;
@@ -81,6 +81,9 @@ pub trait JobRepo: Send + Sync {
     async fn list(&self, filter: &JobFilter) -> Result<JobPage>;
     /// Counts per state and mean execution time, in one query.
     async fn stats(&self) -> Result<JobStats>;
+    /// The PENDING jobs and their summed estimated durations (reads every PENDING row's
+    /// estimate: for a gauge sampled now and then, not for a request path).
+    async fn backlog(&self) -> Result<Backlog>;
     /// PENDING/SCHEDULED → CANCELLED.
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;
 }
@@ -270,10 +273,11 @@ pub trait WorkerStore: Send + Sync {
         owner: &str,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Token>>;
-    /// The RUNNING jobs whose lease `owner` holds, as tokens. A worker asks after an exchange
-    /// failed: a claim can commit although its reply was lost, and such a job is held under
-    /// the worker's lease without the worker knowing it.
-    async fn held(&self, owner: &str) -> Result<Vec<Token>>;
+    /// The RUNNING jobs `owner` holds whose lease expires at one of `leases`, as tokens. A worker
+    /// asks after an exchange failed: a claim can commit although its reply was lost, and such
+    /// a job is held under the worker's lease, unknown to it and so never renewed, with the
+    /// expiry that claim set. (An equality lookup on the lease index, not a scan.)
+    async fn held(&self, owner: &str, leases: &[DateTime<Utc>]) -> Result<Vec<Token>>;
     /// Extend the leases of RUNNING jobs this owner holds; returns the tokens still held.
     async fn renew(
         &self,

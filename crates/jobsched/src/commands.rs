@@ -21,6 +21,18 @@ pub fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Postgres connections say which command holds them (pg_stat_activity.application_name),
+    // unless the URL or PGAPPNAME names them.
+    let role = match &cli.command {
+        Command::Migrate(_) => Some("migrate"),
+        Command::Api(_) => Some("api"),
+        Command::Worker(_) => Some("worker"),
+        Command::Controller(_) => Some("controller"),
+        _ => None,
+    };
+    if let Some(role) = role {
+        jobsched_store::name_connections(&format!("jobsched-{role}"));
+    }
     rt.block_on(async move {
         match cli.command {
             Command::Migrate(args) => migrate(args).await,
@@ -103,8 +115,8 @@ async fn migrate(args: DbArgs) -> Result<()> {
     Ok(())
 }
 
-async fn connect_store(url: &str, max: u32, role: &str) -> Result<Arc<dyn Store>> {
-    connect_store_with(url, max, jobsched_store::DEFAULT_ACQUIRE_TIMEOUT, role).await
+async fn connect_store(url: &str, max: u32) -> Result<Arc<dyn Store>> {
+    connect_store_with(url, max, jobsched_store::DEFAULT_ACQUIRE_TIMEOUT).await
 }
 
 /// How long an API request waits for a database connection before it is answered 503. While
@@ -117,22 +129,10 @@ async fn connect_store_with(
     url: &str,
     max: u32,
     acquire_timeout: std::time::Duration,
-    role: &str,
 ) -> Result<Arc<dyn Store>> {
-    jobsched_store::connect_with(&named(url, role), max, acquire_timeout)
+    jobsched_store::connect_with(url, max, acquire_timeout)
         .await
         .with_context(|| format!("cannot connect to the database at {}", redact(url)))
-}
-
-/// `url` with `application_name=jobsched-<role>` added when it is a Postgres URL that names
-/// none, so `pg_stat_activity` tells which process holds each connection.
-fn named(url: &str, role: &str) -> String {
-    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    if !postgres || url.contains("application_name=") {
-        return url.to_string();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}application_name=jobsched-{role}")
 }
 
 async fn connect_redis(args: &RedisArgs) -> Result<Arc<dyn Transport>> {
@@ -272,7 +272,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     crate::logging::init("info");
     let config = api_config(&args.http)?;
     let data_dir = data_dir(&args.data.data_dir)?;
-    let store = connect_store_with(&args.db.database_url, 16, API_ACQUIRE_TIMEOUT, "api").await?;
+    let store = connect_store_with(&args.db.database_url, 16, API_ACQUIRE_TIMEOUT).await?;
     // Each store call of a request gets a deadline: a database that stops answering (a network
     // cut) costs a client a bounded wait and a 503, not a request held until TCP gives up.
     let store: Arc<dyn Store> = Arc::new(jobsched_api::with_deadline(
@@ -320,7 +320,7 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     crate::logging::init("info");
     let config = runtime_config(&args.slots, args.worker_id.clone(), !args.no_engine)?;
     let data_dir = data_dir(&args.data.data_dir)?;
-    let store = connect_store(&args.db.database_url, 8, "worker").await?;
+    let store = connect_store(&args.db.database_url, 8).await?;
     let transport = connect_redis(&args.redis).await?;
     let rt = Runtime {
         store,
@@ -427,7 +427,7 @@ async fn dev(args: DevArgs) -> Result<()> {
     jobsched_store::migrate(&url)
         .await
         .with_context(|| format!("cannot prepare the dev database {}", args.db.display()))?;
-    let store = connect_store(&url, 4, "dev").await?;
+    let store = connect_store(&url, 4).await?;
     let transport: Arc<dyn Transport> = Arc::new(jobsched_transport::MemoryTransport::new());
     let data_dir = data_dir(&args.data.data_dir)?;
     let config = runtime_config(&args.slots, Some("dev".to_string()), true)?;

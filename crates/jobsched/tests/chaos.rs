@@ -265,6 +265,7 @@ fn redis_keys(redis_url: &str, prefix: &str) -> Vec<String> {
         ])
         .output()
         .expect("redis-cli runs");
+    assert!(out.status.success(), "redis-cli --scan failed: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|k| {
@@ -281,10 +282,11 @@ fn registered_workers(redis_url: &str, prefix: &str) -> usize {
         .args(["-u", redis_url, "ZCARD", &format!("{prefix}:alive")])
         .output()
         .expect("redis-cli runs");
+    assert!(out.status.success(), "redis-cli ZCARD failed: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
-        .unwrap_or(0)
+        .unwrap_or_else(|_| panic!("ZCARD answered {out:?}"))
 }
 
 /// The end of every scenario: nothing leaked. While the processes still run, the database holds
@@ -334,8 +336,11 @@ async fn no_leaks(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for c in &children.0 {
-        let _ = Command::new("kill").arg(c.id().to_string()).status();
+    for c in &mut children.0 {
+        // Only processes still running (a reaped one's pid may belong to another by now).
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     for c in &mut children.0 {
@@ -2122,6 +2127,11 @@ async fn soak_mixed_load_keeps_memory_connections_and_keys_flat() {
                 })
                 .await
                 .unwrap();
+                assert!(
+                    sample.rss.iter().all(|r| *r > 0),
+                    "a process of the soak died: RSS {:?}",
+                    sample.rss
+                );
                 samples.push(sample);
                 tokio::select! {
                     _ = stop.cancelled() => {}

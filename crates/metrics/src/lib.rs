@@ -5,7 +5,7 @@
 //! prefix, `_total` counters, `_seconds` units, and no per-job or per-object labels.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, TextEncoder, default_registry,
 };
 use std::future::Future;
@@ -60,6 +60,12 @@ pub struct Metrics {
     pub policy_switches: IntCounter,
     /// Jobs handed to the transport by the engine.
     pub dispatched: IntCounter,
+    /// Seconds of work waiting per live execution slot (label `queue`): the summed estimated
+    /// durations of PENDING jobs ÷ the slots of live workers (÷ 1 when none is live). Set by
+    /// the API; what a KEDA trigger scales workers on.
+    pub backlog_seconds: GaugeVec,
+    /// PENDING jobs (label `queue`), sampled with [`Metrics::backlog_seconds`].
+    pub backlog_jobs: IntGaugeVec,
     /// Jobs a worker found claimed under its lease by an exchange whose reply was lost, and
     /// handed back without counting a retry.
     pub claims_handed_back: IntCounter,
@@ -100,6 +106,11 @@ fn gauge(name: &str, help: &str) -> IntGauge {
 }
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(Box::new(g.clone()));
+    g
+}
+fn float_gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     register(Box::new(g.clone()));
     g
 }
@@ -193,6 +204,12 @@ impl Metrics {
                 "jobsched_dispatched_total",
                 "Jobs handed to workers by the engine.",
             ),
+            backlog_seconds: float_gauge_vec(
+                "jobsched_backlog_seconds",
+                "Seconds of estimated work waiting per live execution slot (all slots busy).",
+                &["queue"],
+            ),
+            backlog_jobs: gauge_vec("jobsched_backlog_jobs", "PENDING jobs.", &["queue"]),
             claims_handed_back: counter(
                 "jobsched_claims_handed_back_total",
                 "Jobs claimed by an exchange whose reply was lost, handed back without a retry.",

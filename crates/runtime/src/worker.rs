@@ -16,9 +16,9 @@
 //!
 //! A failed exchange may still have committed (a connection lost after the commit, before the
 //! reply): its claimed jobs are then RUNNING under this worker's lease, unknown to it. So the
-//! next exchange after a failure first asks the store which jobs the worker holds and hands
-//! back, in that same exchange, the ones it does not know, without counting a retry (their
-//! bodies never ran).
+//! next exchange after a failure first asks the store which jobs the worker holds with the
+//! lease expiry that failed claim gave them, and hands back, in that same exchange, the ones it
+//! does not know, without counting a retry (their bodies never ran).
 
 use crate::Runtime;
 use crate::events::EventPump;
@@ -56,12 +56,13 @@ fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now.checked_add_signed(chrono_dur(d)).unwrap_or(now)
 }
 
-/// An exchange on its way: the outcomes it carries and the slots it claims for.
+/// What an exchange sent: its outcomes, the slots it claimed for and the lease expiry it gave
+/// the claimed jobs.
+type Sent = (Vec<Outcome>, u32, DateTime<Utc>);
+
+/// An exchange on its way; it resolves to what it sent and the store's answer.
 type Pending = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (Vec<Outcome>, u32, jobsched_core::Result<Exchanged>)>
-            + Send,
-    >,
+    Box<dyn std::future::Future<Output = (Sent, jobsched_core::Result<Exchanged>)> + Send>,
 >;
 
 /// Longest the control loop waits on the transport (Redis) for a policy read, a heartbeat or
@@ -123,8 +124,8 @@ pub async fn run(
     // No exchange before this instant (set after the store failed one).
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(50);
-    // Whether a failed exchange may have claimed jobs this worker does not know of.
-    let mut unsure = false;
+    // Lease expiries of failed exchanges that claimed: jobs with them may be held here unknown.
+    let mut lost: Vec<DateTime<Utc>> = Vec::new();
 
     // ---- normal operation ----
     while !shutdown.is_cancelled() {
@@ -133,11 +134,14 @@ pub async fn run(
             retry_at = None;
             let claim = if want && !settings.paused { idle } else { 0 };
             if exchange.is_none() && (claim > 0 || !outcomes.is_empty()) {
-                let known = unsure.then(|| known_runs(&running, &outcomes));
+                let now = rt.clock.now();
+                lost.retain(|lease| *lease > now);
+                let check =
+                    (!lost.is_empty()).then(|| (known_runs(&running, &outcomes), lost.clone()));
                 let n = outcomes.len().min(rt.config.batch_size);
                 let batch: Vec<Outcome> = outcomes.drain(..n).collect();
                 idle -= claim;
-                exchange = Some(start_exchange(&rt, batch, claim, settings.policy, known));
+                exchange = Some(start_exchange(&rt, batch, claim, settings.policy, check));
             }
         }
         let next_due = due.peek().map(|std::cmp::Reverse(at)| *at);
@@ -204,10 +208,9 @@ pub async fn run(
                 None
             }
         };
-        let Some((sent, asked, result)) = settled else {
+        let Some(((sent, asked, lease), result)) = settled else {
             continue;
         };
-        let claimed_some = asked > 0;
         match settle(
             &rt,
             &running,
@@ -222,14 +225,16 @@ pub async fn run(
             Some(claimed) => {
                 // This exchange began with the check for unknown claims (there is only one
                 // exchange in flight), so whatever an earlier failure left is handed back.
-                unsure = false;
+                lost.clear();
                 backoff = Duration::from_millis(50);
                 for job in claimed {
                     spawn_job(&rt, job, &settings, &running, &done_tx);
                 }
             }
             None => {
-                unsure |= claimed_some;
+                if asked > 0 {
+                    lost.push(lease);
+                }
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -244,8 +249,12 @@ pub async fn run(
         .await;
     // An exchange on its way may have claimed jobs: they run (or are handed back) like the rest.
     if let Some(pending) = exchange.take() {
-        let (sent, asked, result) = pending.await;
-        unsure |= asked > 0 && result.is_err();
+        let ((sent, asked, lease), result) = pending.await;
+        if result.is_ok() {
+            lost.clear();
+        } else if asked > 0 {
+            lost.push(lease);
+        }
         let claimed = settle(
             &rt,
             &running,
@@ -261,13 +270,16 @@ pub async fn run(
             spawn_job(&rt, job, &settings, &running, &done_tx);
         }
     }
-    if unsure {
+    if !lost.is_empty() {
         // Hand back what a failed claim may have left under this worker's lease; if the store
         // is still out of reach, the rescuer takes those jobs when their leases expire.
         let known = known_runs(&running, &outcomes);
-        match rt.store.held(&me).await {
-            Ok(held) => outcomes.extend(unknown_claims(held, &known)),
-            Err(e) => tracing::warn!(error = %e, "could not check for claims whose reply was lost"),
+        match tokio::time::timeout(rt.config.shutdown_grace, rt.store.held(&me, &lost)).await {
+            Ok(Ok(held)) => outcomes.extend(unknown_claims(held, &known)),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not check for claims whose reply was lost")
+            }
+            Err(_) => tracing::warn!("the check for claims whose reply was lost timed out"),
         }
     }
     let deadline = Instant::now() + rt.config.shutdown_grace;
@@ -413,29 +425,31 @@ fn unknown_claims(held: Vec<Token>, known: &HashSet<Token>) -> Vec<Outcome> {
     orphans
 }
 
-/// Start an exchange: write `outcomes` and claim `claim` jobs in `order`. With `known` (after
-/// a failed exchange), first hand back the jobs held under this worker's lease that are not in
-/// it.
+/// Start an exchange: write `outcomes` and claim `claim` jobs in `order`. With `check` (after
+/// a failed exchange: the runs this worker knows and the lease expiries of the failed claims),
+/// first hand back the jobs held under this worker's lease with those expiries that it does
+/// not know.
 fn start_exchange(
     rt: &Runtime,
     mut outcomes: Vec<Outcome>,
     claim: u32,
     order: PolicyKind,
-    known: Option<HashSet<Token>>,
+    check: Option<(HashSet<Token>, Vec<DateTime<Utc>>)>,
 ) -> Pending {
     let rt = rt.clone();
     Box::pin(async move {
-        if let Some(known) = known {
-            match rt.store.held(&rt.config.worker_id).await {
+        let now = rt.clock.now();
+        let lease_until = after(now, rt.config.lease_ttl);
+        if let Some((known, leases)) = check {
+            match rt.store.held(&rt.config.worker_id, &leases).await {
                 Ok(held) => outcomes.extend(unknown_claims(held, &known)),
-                Err(e) => return (outcomes, claim, Err(e)),
+                Err(e) => return ((outcomes, claim, lease_until), Err(e)),
             }
         }
-        let now = rt.clock.now();
         let claim_spec = Claim {
             limit: claim,
             order,
-            lease_until: after(now, rt.config.lease_ttl),
+            lease_until,
         };
         let result = rt
             .store
@@ -446,7 +460,7 @@ fn start_exchange(
         {
             metrics().dispatched.inc_by(done.claimed.len() as u64);
         }
-        (outcomes, claim, result)
+        ((outcomes, claim, lease_until), result)
     })
 }
 

@@ -751,8 +751,9 @@ async fn workers_claiming_one_backlog_run_each_job_exactly_once() {
     env.cleanup().await;
 }
 
-/// Loses the reply of the first exchange that claimed jobs: the exchange commits and the
-/// worker is told the connection broke, as when Postgres crashes between commit and reply.
+/// Loses the reply of the first exchange (in the test below it claims the jobs waiting before
+/// the worker starts): the exchange commits and the worker is told the connection broke, as
+/// when Postgres crashes between commit and reply.
 struct LoseFirstClaimReply {
     armed: std::sync::atomic::AtomicBool,
 }

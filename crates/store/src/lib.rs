@@ -50,7 +50,7 @@ mod sqlite;
 pub mod testing;
 
 pub use error::{StoreError, redact};
-pub use pg::{DEFAULT_ACQUIRE_TIMEOUT, PgStore};
+pub use pg::{DEFAULT_ACQUIRE_TIMEOUT, PgStore, name_connections};
 pub use sqlite::SqliteStore;
 
 use jobsched_core::ports::Store;

@@ -23,8 +23,8 @@ use jobsched_core::ports::{
     RescueReport, Token, Update, WorkerStore,
 };
 use jobsched_core::{
-    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
-    PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
+    Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
+    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -105,11 +105,25 @@ pub(crate) fn describe(options: &PgConnectOptions) -> String {
 }
 
 /// Parse a Postgres URL, naming the problem if it does not parse.
+/// The `application_name` Postgres connections of this process get (see [`name_connections`]).
+static APPLICATION_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Name every Postgres connection this process opens from now on `name` (shown in
+/// `pg_stat_activity.application_name`), unless the URL or `PGAPPNAME` names them. The first
+/// call wins.
+pub fn name_connections(name: &str) {
+    let _ = APPLICATION_NAME.set(name.to_string());
+}
+
 pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, StoreError> {
-    PgConnectOptions::from_str(url).map_err(|source| StoreError::MalformedUrl {
+    let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::MalformedUrl {
         backend: BACKEND,
         url: redact(url),
         source,
+    })?;
+    Ok(match APPLICATION_NAME.get() {
+        Some(name) if options.get_application_name().is_none() => options.application_name(name),
+        _ => options,
     })
 }
 
@@ -762,6 +776,22 @@ impl JobRepo for PgStore {
         })
     }
 
+    async fn backlog(&self) -> Result<Backlog> {
+        // The partial index on (estimated_duration, seq) WHERE queued holds every PENDING row's
+        // estimate: an index scan, no table rows read when the visibility map allows.
+        let row = sqlx::query(
+            "SELECT count(*)::int8 AS n, coalesce(sum(estimated_duration), 0)::float8 AS s \
+             FROM jobs WHERE queued",
+        )
+        .fetch_one(&self.relaxed)
+        .await
+        .map_err(db)?;
+        Ok(Backlog {
+            jobs: row.try_get("n").map_err(db)?,
+            seconds: row.try_get("s").map_err(db)?,
+        })
+    }
+
     async fn stats(&self) -> Result<JobStats> {
         // Sums of the deltas the triggers append (migration 0004); folded when they pile up.
         let rows = sqlx::query(
@@ -1111,15 +1141,20 @@ impl WorkerStore for PgStore {
         applied_tokens(&requested, &rows)
     }
 
-    async fn held(&self, owner: &str) -> Result<Vec<Token>> {
-        // Every RUNNING row has a lease expiry, so the partial lease index bounds the scan.
+    async fn held(&self, owner: &str, leases: &[DateTime<Utc>]) -> Result<Vec<Token>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Equality on the lease index (completed rows keep their expiry, so a range would read
+        // every recent completion).
         let rows = sqlx::query(
             "SELECT id, attempt FROM jobs \
-             WHERE lease_expires_at IS NOT NULL AND lease_owner = $1 \
+             WHERE lease_expires_at = ANY($2) AND lease_owner = $1 \
                AND (status = 'RUNNING') IS TRUE",
         )
         .bind(owner)
-        .fetch_all(&self.relaxed)
+        .bind(leases)
+        .fetch_all(&self.exchanges)
         .await
         .map_err(db)?;
         rows.iter().map(token_from_row).collect()

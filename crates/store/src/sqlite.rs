@@ -23,8 +23,8 @@ use jobsched_core::ports::{
     Token, Update, WorkerStore,
 };
 use jobsched_core::{
-    CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus, NewJob,
-    PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
+    Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
+    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
 };
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -397,6 +397,20 @@ impl JobRepo for SqliteStore {
         })
     }
 
+    async fn backlog(&self) -> Result<Backlog> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, coalesce(sum(estimated_duration), 0.0) AS s \
+             FROM jobs WHERE status = 'PENDING'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(Backlog {
+            jobs: row.try_get("n").map_err(db)?,
+            seconds: row.try_get("s").map_err(db)?,
+        })
+    }
+
     async fn stats(&self) -> Result<JobStats> {
         let rows = sqlx::query(
             "SELECT status, count(*) AS n, \
@@ -740,22 +754,29 @@ impl WorkerStore for SqliteStore {
         Ok(applied)
     }
 
-    async fn held(&self, owner: &str) -> Result<Vec<Token>> {
-        let rows = sqlx::query(
-            "SELECT id, attempt FROM jobs WHERE status = 'RUNNING' AND lease_owner = ?1",
-        )
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(Token {
+    async fn held(&self, owner: &str, leases: &[DateTime<Utc>]) -> Result<Vec<Token>> {
+        let mut leases = leases.to_vec();
+        leases.sort();
+        leases.dedup();
+        let mut held = Vec::new();
+        for lease in leases {
+            let rows = sqlx::query(
+                "SELECT id, attempt FROM jobs \
+                 WHERE status = 'RUNNING' AND lease_owner = ?1 AND lease_expires_at = ?2",
+            )
+            .bind(owner)
+            .bind(us(lease))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            for row in &rows {
+                held.push(Token {
                     id: id_of(row)?,
                     attempt: row.try_get("attempt").map_err(db)?,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(held)
     }
 
     async fn renew(

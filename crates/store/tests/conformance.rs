@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
 use jobsched_core::ports::{Claim, Finished, Outcome, Store, Token, Update};
 use jobsched_core::{
-    CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
+    Backlog, CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
     PolicySettings, StartedJob,
 };
 use jobsched_store::testing::TestDb;
@@ -50,6 +50,7 @@ conformance!(
     insert_many_is_ordered_and_atomic,
     list_filters_sorts_and_pages,
     stats_counts_and_average,
+    backlog_sums_the_pending_estimates,
     cancel_rules,
     pending_after_is_a_cursor,
     mark_scheduled_is_fenced_by_attempt,
@@ -860,24 +861,35 @@ async fn held_lists_the_running_jobs_under_a_lease(db: &TestDb) {
     let b = insert(&s, "b", t(0)).await;
     let c = insert(&s, "c", t(0)).await;
     let d = insert(&s, "d", t(0)).await;
+    let e = insert(&s, "e", t(0)).await;
     assert!(
-        s.held("w1").await.unwrap().is_empty(),
+        s.held("w1", &[t(30)]).await.unwrap().is_empty(),
         "nothing claimed yet"
     );
     let a1 = run(&s, a, "w1", t(1), t(30)).await;
     let b1 = run(&s, b, "w1", t(1), t(30)).await;
     let c1 = run(&s, c, "w2", t(1), t(30)).await;
     let _d1 = schedule(&s, d, t(1), t(30)).await;
+    let e1 = run(&s, e, "w1", t(1), t(45)).await;
 
-    let mut held = s.held("w1").await.unwrap();
-    held.sort_by_key(|t| t.id);
-    let mut want = vec![a1, b1];
-    want.sort_by_key(|t| t.id);
+    let sorted = |mut v: Vec<Token>| {
+        v.sort_by_key(|t| t.id);
+        v
+    };
     assert_eq!(
-        held, want,
-        "only w1's RUNNING jobs, not w2's, not SCHEDULED ones"
+        sorted(s.held("w1", &[t(30)]).await.unwrap()),
+        sorted(vec![a1, b1]),
+        "only w1's RUNNING jobs with that lease expiry: not w2's, not SCHEDULED ones, not e"
     );
-    assert_eq!(s.held("w2").await.unwrap(), vec![c1]);
+    assert_eq!(
+        sorted(s.held("w1", &[t(30), t(45), t(30)]).await.unwrap()),
+        sorted(vec![a1, b1, e1])
+    );
+    assert_eq!(s.held("w2", &[t(30)]).await.unwrap(), vec![c1]);
+    assert!(s.held("w1", &[]).await.unwrap().is_empty());
+    // A renewed lease no longer has the claim's expiry.
+    assert_eq!(s.renew(&[e1], "w1", t(60)).await.unwrap(), vec![e1]);
+    assert!(s.held("w1", &[t(45)]).await.unwrap().is_empty());
 
     // A recorded outcome ends the hold; a handed-back job is held by no one.
     let done = s
@@ -904,10 +916,44 @@ async fn held_lists_the_running_jobs_under_a_lease(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(back, vec![b1]);
-    assert!(s.held("w1").await.unwrap().is_empty());
+    assert!(s.held("w1", &[t(30)]).await.unwrap().is_empty());
     let bj = job(&s, b).await;
     assert_eq!(bj.status, JobStatus::Pending);
     assert_eq!(bj.retry_count, 0, "a hand-back burns no retry");
+}
+
+async fn backlog_sums_the_pending_estimates(db: &TestDb) {
+    let s = db.store().await;
+    assert_eq!(s.backlog().await.unwrap(), Backlog::default());
+    let mut ids = Vec::new();
+    for (name, est) in [("a", 1.5), ("b", 2.25), ("c", 4.0)] {
+        ids.push(
+            s.insert(&custom_job(name, "sleep", 5, est, 3), t(0))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    assert_eq!(
+        s.backlog().await.unwrap(),
+        Backlog {
+            jobs: 3,
+            seconds: 7.75
+        }
+    );
+    // A running job and a cancelled one are not waiting any more.
+    run(&s, ids[0], "w1", t(1), t(30)).await;
+    assert_eq!(
+        s.cancel(ids[2], t(2)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        s.backlog().await.unwrap(),
+        Backlog {
+            jobs: 1,
+            seconds: 2.25
+        }
+    );
 }
 
 async fn renew_rules(db: &TestDb) {

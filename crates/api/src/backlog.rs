@@ -1,0 +1,67 @@
+//! The backlog gauges a worker autoscaler (KEDA) scales on: `jobsched_backlog_seconds`, the
+//! estimated seconds of work waiting per live execution slot, and `jobsched_backlog_jobs`.
+//!
+//! The API sets them, not the engine: the engine leader lives in a worker, and with the
+//! workers scaled to zero there would be nobody to report the backlog that should wake them.
+//! Every replica reports the same figure (a query takes `max` over them). The sum over PENDING
+//! rows costs a scan of the queue index, so it runs every [`BACKLOG_EVERY`] and never takes
+//! more than a fifth of the sampler's time.
+
+use crate::state::AppState;
+use jobsched_core::Backlog;
+use std::time::Duration;
+
+/// How often the backlog is read.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The queue label of the gauges (one queue today).
+const QUEUE: &str = "default";
+
+/// Seconds of work per slot: the summed estimates over the live slots, or the whole sum when
+/// no slot is live (so a scaler woken from zero sees the full backlog).
+pub fn per_slot(backlog: Backlog, slots: u64) -> f64 {
+    backlog.seconds / slots.max(1) as f64
+}
+
+/// Read the backlog and the live slots once and set the gauges; returns seconds per slot.
+pub async fn refresh(state: &AppState) -> Result<f64, jobsched_core::Error> {
+    let (backlog, workers) = tokio::try_join!(state.store.backlog(), state.transport.workers())?;
+    let slots = workers.iter().map(|w| u64::from(w.total)).sum();
+    let seconds = per_slot(backlog, slots);
+    let m = jobsched_metrics::metrics();
+    m.backlog_seconds.with_label_values(&[QUEUE]).set(seconds);
+    m.backlog_jobs.with_label_values(&[QUEUE]).set(backlog.jobs);
+    Ok(seconds)
+}
+
+/// Refresh every [`BACKLOG_EVERY`] (or five times the last read's duration, if longer) until
+/// `stop` is cancelled. A failed read leaves the gauges at their last value.
+pub async fn run(state: &AppState, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let began = tokio::time::Instant::now();
+        if let Err(e) = refresh(state).await {
+            tracing::debug!(error = %e, "backlog gauge not refreshed; it keeps its last value");
+        }
+        let pause = BACKLOG_EVERY.max(began.elapsed() * 5);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_slot_divides_by_live_slots_and_by_one_without_any() {
+        let b = Backlog {
+            jobs: 4,
+            seconds: 12.0,
+        };
+        assert_eq!(per_slot(b, 4), 3.0);
+        assert_eq!(per_slot(b, 0), 12.0);
+        assert_eq!(per_slot(Backlog::default(), 8), 0.0);
+    }
+}
