@@ -28,6 +28,7 @@ from typing import Any
 
 import helm_python as helm
 import jsonschema
+import celpy
 import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
@@ -226,12 +227,53 @@ def validate_custom_object(doc: dict, crd: CRD) -> list[str]:
 # ------------------------------------------------------------------------------ per-manifest checks
 
 
+def cel_errors(obj: dict, crd: CRD, version: str = "v1alpha1") -> list[str]:
+    """Evaluate the CRD's `x-kubernetes-validations` rules on `obj` as the API server does: each
+    rule at its schema node with `self` the value there, values typed by the schema (a JSON 5
+    under `type: number` is the double 5.0). Returns the messages of the rules that fail."""
+    errors: list[str] = []
+
+    def typed(value: Any, node: dict) -> Any:
+        kind = node.get("type")
+        if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind == "object" and isinstance(value, dict):
+            props = node.get("properties", {})
+            return {k: typed(v, props.get(k, {})) for k, v in value.items()}
+        if kind == "array" and isinstance(value, list):
+            return [typed(v, node.get("items", {})) for v in value]
+        return value
+
+    def walk(value: Any, node: dict, path: str) -> None:
+        for r in node.get("x-kubernetes-validations", []):
+            env = celpy.Environment()
+            try:
+                ok = bool(env.program(env.compile(r["rule"])).evaluate({"self": celpy.json_to_cel(typed(value, node))}))
+            except celpy.CELEvalError as e:
+                errors.append(f"{path}: rule {r['rule']!r} could not be evaluated: {e}")
+                continue
+            if not ok:
+                errors.append(f"{path}{r.get('fieldPath', '')}: {r['message']}")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k in node.get("properties", {}):
+                    walk(v, node["properties"][k], f"{path}.{k}")
+        elif isinstance(value, list) and "items" in node:
+            for i, v in enumerate(value):
+                walk(v, node["items"], f"{path}[{i}]")
+
+    walk(obj, crd.versions[version]["schema"]["openAPIV3Schema"], "")
+    return errors
+
+
 def kube_validate(doc: dict, crd: CRD, scenario: str, skipped: set[str]) -> None:
     body = strip_meta(doc)
     kind = doc.get("kind")
     if kind == crd.kind:
         errors = validate_custom_object(body, crd)
         R.check(f"[{scenario}] {kn(doc)} matches the SchedulerConfig CRD schema", not errors, "; ".join(errors))
+        cel = cel_errors(body, crd)
+        R.check(f"[{scenario}] {kn(doc)} passes the CRD's CEL rules", not cel, "; ".join(cel))
         return
     if kind == "ServiceMonitor":
         if "ServiceMonitor" not in skipped:
@@ -620,7 +662,7 @@ def assert_default(docs: list[dict]) -> None:
     R.check(
         f"[{sc}] default SchedulerConfig named after the release fullname",
         cfg is not None and cfg["metadata"]["name"] == f"{RELEASE}-jobsched"
-        and cfg["spec"] == {"policy": "fcfs", "roundRobin": {"quantumSeconds": 5}, "paused": False},
+        and cfg["spec"] == {"policy": "fcfs", "paused": False},
         str(cfg and cfg.get("spec")),
     )
     pw = secret_value(docs, "-postgresql", "postgres-password")
@@ -1367,7 +1409,7 @@ def day1_scheduler_config(crd: CRD) -> None:
     ann = (inst[0]["metadata"].get("annotations") or {}) if inst else {}
     R.check("schedulerconfig: install renders it once, as a post-install hook (not a release resource), spec from scheduler.*",
             len(inst) == 1 and ann.get("helm.sh/hook") == "post-install" and ann.get("helm.sh/hook-delete-policy") == "before-hook-creation"
-            and inst[0]["spec"] == {"policy": "priority", "roundRobin": {"quantumSeconds": 2}, "paused": True},
+            and inst[0]["spec"] == {"policy": "priority", "paused": True},
             str(inst))
     if inst:
         errors = validate_custom_object(strip_meta(inst[0]), crd)
@@ -1945,7 +1987,7 @@ def section_crd() -> CRD:
     v = crd.versions.get("v1alpha1", {})
     R.check("CRD has the status subresource (the controller patches schedulerconfigs/status)", "status" in (v.get("subresources") or {}))
     good = {"apiVersion": "jobsched.io/v1alpha1", "kind": "SchedulerConfig", "metadata": {"name": "x"},
-            "spec": {"policy": "priority", "roundRobin": {"quantumSeconds": 0.5}, "paused": False}}
+            "spec": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.5}, "paused": False}}
     R.check("CRD schema accepts a valid SchedulerConfig", not validate_custom_object(good, crd), "; ".join(validate_custom_object(good, crd)))
     for label, mutate in {
         "unknown policy": lambda d: d["spec"].__setitem__("policy", "lottery"),
@@ -1956,6 +1998,38 @@ def section_crd() -> CRD:
         bad = copy.deepcopy(good)
         mutate(bad)
         R.check(f"CRD schema rejects {label}", bool(validate_custom_object(bad, crd)))
+
+    # CEL rules (x-kubernetes-validations), evaluated with a CEL interpreter since no API server
+    # runs here.
+    spec_node = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = [r["rule"] for r in spec_node.get("x-kubernetes-validations", [])] + [
+        r["rule"] for r in spec_node["properties"]["roundRobin"].get("x-kubernetes-validations", [])]
+    R.check("CRD has CEL rules: roundRobin only with round_robin, quantum bounds", len(rules) == 2, str(rules))
+    for label, spec_value in {
+        "round_robin with a quantum": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.5}},
+        "round_robin with an integer quantum (a double to CEL, as the schema types it)": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 5}},
+        "round_robin at the bounds": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 86400}},
+        "round_robin without roundRobin": {"policy": "round_robin"},
+        "priority without roundRobin": {"policy": "priority", "paused": True},
+    }.items():
+        errors = cel_errors({"spec": spec_value}, crd)
+        R.check(f"CEL admits {label}", not errors, "; ".join(errors))
+    for label, spec_value, needle in (
+        ("roundRobin with policy priority", {"policy": "priority", "roundRobin": {"quantumSeconds": 2}}, "only applies to policy round_robin"),
+        ("roundRobin with policy fcfs", {"policy": "fcfs", "roundRobin": {}}, "only applies to policy round_robin"),
+        ("a quantum of 0.001 s", {"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.001}}, "from 0.01 to 86400"),
+        ("a quantum of 86401 s", {"policy": "round_robin", "roundRobin": {"quantumSeconds": 86401}}, "from 0.01 to 86400"),
+    ):
+        errors = cel_errors({"spec": spec_value}, crd)
+        R.check(f"CEL rejects {label}, naming the field and the rule", any(needle in e for e in errors), "; ".join(errors) or "admitted")
+    conditions = v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
+    item = conditions["items"]
+    R.check("status.conditions is shaped as metav1.Condition: a list map keyed by type, the standard required fields and bounds",
+            conditions.get("x-kubernetes-list-type") == "map" and conditions.get("x-kubernetes-list-map-keys") == ["type"]
+            and set(item.get("required", [])) == {"type", "status", "reason", "message", "lastTransitionTime"}
+            and item["properties"]["status"].get("enum") == ["True", "False", "Unknown"]
+            and item["properties"]["reason"].get("pattern") and item["properties"]["type"].get("maxLength") == 316
+            and item["properties"]["message"].get("maxLength") == 32768, str(conditions))
     return crd
 
 

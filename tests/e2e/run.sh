@@ -62,16 +62,16 @@ kubectl wait crd/schedulerconfigs.jobsched.io --for=condition=Established --time
 
 step "apply SchedulerConfig $FULLNAME with policy priority"
 ORIGINAL=$("${K[@]}" get schedulerconfig "$FULLNAME" -o jsonpath='{.spec.policy} {.spec.roundRobin.quantumSeconds} {.spec.paused}' 2>/dev/null || true)
-apply_config() { # apply_config POLICY QUANTUM PAUSED
+apply_config() { # apply_config POLICY QUANTUM PAUSED (roundRobin only with round_robin: CEL)
+  local rr=""
+  if [ "$1" = round_robin ]; then rr=$'\n  roundRobin:\n    quantumSeconds: '"$2"; fi
   "${K[@]}" apply -f - <<YAML
 apiVersion: jobsched.io/v1alpha1
 kind: SchedulerConfig
 metadata:
   name: $FULLNAME
 spec:
-  policy: $1
-  roundRobin:
-    quantumSeconds: $2
+  policy: $1$rr
   paused: $3
 YAML
 }

@@ -433,7 +433,11 @@ cluster, from lookup; empty when there is none or without cluster access>).
 {{- if $ctx.Release.IsInstall }}
 {{- if not $live }}
 {{- $event = "post-install" }}
-{{- $spec = dict "policy" $ctx.Values.scheduler.policy "roundRobin" (dict "quantumSeconds" $ctx.Values.scheduler.quantumSeconds) "paused" $ctx.Values.scheduler.paused }}
+{{- $spec = dict "policy" $ctx.Values.scheduler.policy "paused" $ctx.Values.scheduler.paused }}
+{{- /* The CRD's CEL rule admits roundRobin only with policy round_robin. */}}
+{{- if eq $ctx.Values.scheduler.policy "round_robin" }}
+{{- $_ := set $spec "roundRobin" (dict "quantumSeconds" $ctx.Values.scheduler.quantumSeconds) }}
+{{- end }}
 {{- end }}
 {{- else if and $live (eq (get $annotations "meta.helm.sh/release-name") $ctx.Release.Name) (not (hasKey $annotations "helm.sh/hook")) }}
 {{- $event = "post-upgrade" }}

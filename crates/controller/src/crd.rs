@@ -175,10 +175,69 @@ fn date_time_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// The CEL rules the API server checks on `spec` (`x-kubernetes-validations`): what the
+/// controller would otherwise reject only after the object was stored.
+pub const SPEC_RULES: [(&str, &str); 1] = [(
+    "!has(self.roundRobin) || self.policy == 'round_robin'",
+    "spec.roundRobin only applies to policy round_robin: remove it, or set policy: round_robin",
+)];
+
+/// The CEL rule on `spec.roundRobin`: the REST API's quantum bounds.
+pub const QUANTUM_RULE: (&str, &str) = (
+    "!has(self.quantumSeconds) || (self.quantumSeconds >= 0.01 && self.quantumSeconds <= 86400.0)",
+    "spec.roundRobin.quantumSeconds must be from 0.01 to 86400 seconds",
+);
+
+fn rule(rule: &str, message: &str, field_path: Option<&str>) -> serde_json::Value {
+    let mut r =
+        serde_json::json!({ "rule": rule, "message": message, "reason": "FieldValueInvalid" });
+    if let Some(path) = field_path {
+        r["fieldPath"] = path.into();
+    }
+    r
+}
+
+/// The CustomResourceDefinition of [`SchedulerConfig`] as JSON: the derived schema plus the CEL
+/// rules and the `metav1.Condition` shape of `status.conditions` (a list map keyed by `type`).
+pub fn crd_json() -> serde_json::Value {
+    let mut crd = serde_json::to_value(SchedulerConfig::crd())
+        .expect("a CustomResourceDefinition always serializes to JSON");
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        let root = &mut version["schema"]["openAPIV3Schema"]["properties"];
+        let spec = &mut root["spec"];
+        spec["x-kubernetes-validations"] = SPEC_RULES
+            .iter()
+            .map(|(r, m)| rule(r, m, Some(".roundRobin")))
+            .collect();
+        spec["properties"]["roundRobin"]["x-kubernetes-validations"] = serde_json::json!([rule(
+            QUANTUM_RULE.0,
+            QUANTUM_RULE.1,
+            Some(".quantumSeconds")
+        )]);
+        let conditions = &mut root["status"]["properties"]["conditions"];
+        conditions["x-kubernetes-list-type"] = "map".into();
+        conditions["x-kubernetes-list-map-keys"] = serde_json::json!(["type"]);
+        let item = &mut conditions["items"];
+        item["required"] =
+            serde_json::json!(["lastTransitionTime", "message", "reason", "status", "type"]);
+        let props = &mut item["properties"];
+        // The bounds of metav1.Condition.
+        props["type"]["maxLength"] = 316.into();
+        props["type"]["pattern"] = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$".into();
+        props["status"]["enum"] = serde_json::json!(["True", "False", "Unknown"]);
+        props["reason"]["minLength"] = 1.into();
+        props["reason"]["maxLength"] = 1024.into();
+        props["reason"]["pattern"] = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$".into();
+        props["message"]["maxLength"] = 32768.into();
+        props["observedGeneration"]["minimum"] = 0.into();
+    }
+    crd
+}
+
 /// The CustomResourceDefinition of [`SchedulerConfig`] as YAML (what `jobsched crd` prints and
 /// `deploy/crds/schedulerconfigs.yaml` holds).
 pub fn crd_yaml() -> String {
-    let crd = SchedulerConfig::crd();
+    let crd = crd_json();
     let body =
         serde_yaml::to_string(&crd).expect("a CustomResourceDefinition always serializes to YAML");
     format!(

@@ -198,10 +198,23 @@ pub async fn run(
     cfg: ControllerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
-    let client = Client::try_default()
+    run_with_client(cfg, client().await?, shutdown).await
+}
+
+/// A Kubernetes client from the environment (in-cluster service account or `KUBECONFIG`).
+pub async fn client() -> Result<Client, ControllerError> {
+    Client::try_default()
         .await
-        .map_err(|source| ControllerError::KubeClient { source })?;
-    run_with_client(cfg, client, shutdown).await
+        .map_err(|source| ControllerError::KubeClient { source })
+}
+
+/// Whether the API server answers (`GET /version`) within `within`: the controller's
+/// readiness, since it can neither watch nor write status without it.
+pub async fn api_server_answers(client: &Client, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, client.apiserver_version()).await,
+        Ok(Ok(_))
+    )
 }
 
 /// [`run`] with a given client (tests, or a custom `kube::Config`).

@@ -320,7 +320,23 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
             err.to_string(),
             &now,
         );
+        let news = obj.status.as_ref() != Some(&status);
         ctx.patch_status_if_changed(obj, status).await?;
+        if news {
+            // `kubectl describe` and `kubectl get events` show why nothing changed; once per
+            // invalid generation, not at every resync.
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: REASON_INVALID_SPEC.into(),
+                note: Some(err.to_string()),
+                action: "ValidateSpec".into(),
+                secondary: None,
+            };
+            let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+                tracing::warn!(error = %e, "could not publish the InvalidSpec warning event");
+            }
+        }
         return Ok(Action::await_change());
     }
 

@@ -1087,6 +1087,21 @@ async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
                 let mut patched = serde_json::to_value(&obj).unwrap();
                 patched["status"] = body["status"].clone();
                 send.send_response(json_response(200, &patched));
+                // A Warning event says why nothing was applied.
+                let (method, path, _, body, send) = next_request(&mut h).await;
+                assert_eq!(method, Method::POST);
+                assert_eq!(
+                    path,
+                    format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
+                );
+                assert_eq!(body["type"], "Warning");
+                assert_eq!(body["reason"], REASON_INVALID_SPEC);
+                assert_eq!(body["regarding"]["name"], NAME);
+                assert!(
+                    body["note"].as_str().is_some_and(|n| n.contains("86400")),
+                    "{body}"
+                );
+                send.send_response(json_response(201, &body));
                 h
             }
         },

@@ -504,14 +504,27 @@ async fn controller(args: ControllerArgs) -> Result<()> {
     };
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let shutdown = shutdown_signal();
+    let client = jobsched_controller::client()
+        .await
+        .context("cannot build a Kubernetes client")?;
+    // `/readyz`: ready while the Kubernetes API server answers.
+    let ready = {
+        let client = client.clone();
+        jobsched_metrics::ready_check(move || {
+            let client = client.clone();
+            Box::pin(async move {
+                jobsched_controller::api_server_answers(&client, Duration::from_secs(2)).await
+            })
+        })
+    };
     let metrics = spawn_metrics_server(
         args.metrics_listen.as_deref(),
         DEFAULT_METRICS_LISTEN,
-        jobsched_metrics::always_ready(),
+        ready,
         &shutdown,
     )
     .await?;
-    jobsched_controller::run(cfg, shutdown.clone())
+    jobsched_controller::run_with_client(cfg, client, shutdown.clone())
         .await
         .context("controller failed")?;
     shutdown.cancel();

@@ -183,6 +183,15 @@ impl KubeStandIn {
     }
 
     fn route(&self, req: &Request) -> Reply {
+        if req.method == "GET" && req.path == "/version" {
+            // What the controller's /readyz asks.
+            return Reply::Json(
+                200,
+                json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "stand-in",
+                       "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                       "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}),
+            );
+        }
         let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
         // Everything served is namespaced: /apis/<group>/<version>/namespaces/<ns>/<rest>.
         let (group, rest) = match segments.as_slice() {
@@ -1107,6 +1116,7 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
     let (kube_port, server) = serve(kube.clone()).await;
     let kubeconfig = write_kubeconfig(dir.path(), kube_port);
     let children = Children::default();
+    let metrics_port = free_port();
     let controller = |identity: &str| {
         let mut cmd = Command::new(BIN);
         cmd.arg("controller")
@@ -1122,7 +1132,24 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
             .env("RUST_LOG", "error");
         cmd
     };
-    children.spawn("controller-a", &mut controller("ctl-a"));
+    let mut first = controller("ctl-a");
+    first.env(
+        "JOBSCHED_METRICS_LISTEN",
+        format!("127.0.0.1:{metrics_port}"),
+    );
+    children.spawn("controller-a", &mut first);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client");
+    let readyz = async || {
+        http.get(format!("http://127.0.0.1:{metrics_port}/readyz"))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    };
     let owner = format!("{NS}/{NAME}");
     let owned = |policy| PolicySettings {
         policy,
@@ -1147,13 +1174,38 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
     let after_wipe = applied(PolicyKind::Fcfs, "fcfs back in Redis after the wipe").await;
 
     // 2. The API server gone for 3 s; the object changes meanwhile, then once more after.
+    // The controller is not ready while it cannot reach the API server.
+    eventually(
+        &children,
+        "/readyz 200 while the API server answers",
+        Duration::from_secs(30),
+        POLL,
+        async || (readyz().await == Some(200)).then_some(()),
+    )
+    .await;
     drop(server);
     let outage = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually(
+        &children,
+        "/readyz 503 while the API server is gone",
+        Duration::from_secs(3),
+        POLL,
+        async || (readyz().await == Some(503)).then_some(()),
+    )
+    .await;
     kube.apply(NAME, json!({"policy": "sjf"}));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let remaining = Duration::from_secs(3).saturating_sub(outage.elapsed());
+    tokio::time::sleep(remaining).await;
     let (_, server) = serve_on(kube.clone(), kube_port).await;
     let back = Instant::now();
+    eventually(
+        &children,
+        "/readyz 200 again once the API server is back",
+        Duration::from_secs(30),
+        POLL,
+        async || (readyz().await == Some(200)).then_some(()),
+    )
+    .await;
     let missed = applied(PolicyKind::Sjf, "the change made during the outage applied").await;
     eprintln!("outage lasted {:?}", back - outage);
     kube.apply(NAME, json!({"policy": "priority"}));
