@@ -1017,6 +1017,39 @@ impl Cluster {
     }
 }
 
+/// Every probe in `tags` ended exactly once, and each of its extra starts was stopped (handed
+/// back), as the probe log at `log` shows.
+fn each_probe_ended_once(log: &Path, tags: &[String]) {
+    let lines = probe_lines(log);
+    for t in tags {
+        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
+        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
+        assert_eq!(
+            starts,
+            1 + stops,
+            "{t}: every extra start was handed back: {lines:?}"
+        );
+    }
+}
+
+/// Of `jobs`: how many completed strictly between `from` and `to`, and the longest gap between
+/// two completions.
+fn completions(
+    jobs: &[jobsched_core::Job],
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> (usize, Duration) {
+    let mut done: Vec<_> = jobs.iter().filter_map(|j| j.completed_at).collect();
+    done.sort();
+    let during = done.iter().filter(|t| **t > from && **t < to).count();
+    let stall = done
+        .windows(2)
+        .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
+        .max()
+        .unwrap_or_default();
+    (during, stall)
+}
+
 /// Per tag, from the probe log: (starts, ends, stops, starts by `pid` with no end or stop by it).
 fn runs_of(lines: &[(String, String, u32)], tag: &str, pid: u32) -> (usize, usize, usize, usize) {
     let n = |event: &str| {
@@ -1440,13 +1473,7 @@ async fn redis_fault(fault: RedisFault) {
     }
     let jobs = c.all_completed(&ids).await;
     // The backlog never ran dry, so the workers never stopped: Redis down stalled nothing.
-    let mut done: Vec<_> = jobs.iter().filter_map(|j| j.completed_at).collect();
-    done.sort();
-    let stall = done
-        .windows(2)
-        .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
-        .max()
-        .unwrap_or_default();
+    let (_, stall) = completions(&jobs, chrono::Utc::now(), chrono::Utc::now());
     assert!(
         stall < Duration::from_millis(1500),
         "no job completed for {stall:?} in a row"
@@ -1471,12 +1498,7 @@ async fn redis_fault(fault: RedisFault) {
         ),
         &leaks,
     );
-    let lines = probe_lines(&c.log);
-    for t in &tags {
-        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
-        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
-        assert_eq!(starts, 1 + stops, "{t}: no run was cut: {lines:?}");
-    }
+    each_probe_ended_once(&c.log, &tags);
 }
 
 /// A TCP proxy in front of a backend that can be cut: while cut, no byte passes either way
@@ -1736,12 +1758,7 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
         "{stored} stored for {} accepted and {in_doubt} in doubt",
         accepted.len()
     );
-    let lines = probe_lines(&log);
-    for t in &accepted {
-        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
-        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
-        assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
-    }
+    each_probe_ended_once(&log, &accepted);
     let leaks = no_leaks(db.url(), &redis_url, &prefix, &mut children, 0).await;
     report(
         "Postgres unreachable (every connection blackholed) for 10 s under submissions and runs",
@@ -1903,29 +1920,13 @@ async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres() {
     proxy.set_cut(false);
     let cut_end = chrono::Utc::now();
     let jobs = c.all_completed(&ids).await;
-    let during = jobs
-        .iter()
-        .filter_map(|j| j.completed_at)
-        .filter(|t| *t > cut_at && *t < cut_end)
-        .count();
-    let mut done: Vec<_> = jobs.iter().filter_map(|j| j.completed_at).collect();
-    done.sort();
-    let stall = done
-        .windows(2)
-        .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
-        .max()
-        .unwrap_or_default();
+    let (during, stall) = completions(&jobs, cut_at, cut_end);
     assert!(during > 0, "no job completed while Redis was cut off");
     assert!(
         stall < Duration::from_millis(1500),
         "no job completed for {stall:?} in a row"
     );
-    let lines = probe_lines(&c.log);
-    for t in &tags {
-        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
-        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
-        assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
-    }
+    each_probe_ended_once(&c.log, &tags);
     let leaks = c.no_leaks().await;
     report(
         "one worker cut from Redis (not from Postgres) for 3 s while draining 90 jobs of 0.1 s",
@@ -2010,18 +2011,7 @@ async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
         "GET /scheduler/status took {slowest_status:?} while Redis was unreachable"
     );
     let jobs = c.all_completed(&ids).await;
-    let during = jobs
-        .iter()
-        .filter_map(|j| j.completed_at)
-        .filter(|t| *t > cut_at && *t < cut_end)
-        .count();
-    let mut done: Vec<_> = jobs.iter().filter_map(|j| j.completed_at).collect();
-    done.sort();
-    let stall = done
-        .windows(2)
-        .map(|w| (w[1] - w[0]).to_std().unwrap_or_default())
-        .max()
-        .unwrap_or_default();
+    let (during, stall) = completions(&jobs, cut_at, cut_end);
     // Without Redis the workers hear of no submission; they claim from Postgres at their poll
     // interval and as slots free up.
     assert!(during > 0, "no job completed while Redis was unreachable");
@@ -2029,12 +2019,7 @@ async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
         stall < Duration::from_millis(2500),
         "no job completed for {stall:?} in a row"
     );
-    let lines = probe_lines(&c.log);
-    for t in &tags {
-        let (starts, ends, stops, _) = runs_of(&lines, t, 0);
-        assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
-        assert_eq!(starts, 1 + stops, "{t}: {lines:?}");
-    }
+    each_probe_ended_once(&c.log, &tags);
     let leaks = c.no_leaks().await;
     report(
         "Redis unreachable (every connection blackholed) for 10 s under submissions, status reads and runs",
