@@ -69,6 +69,14 @@ pub struct JobCreate {
     /// "timed out after N s", then retries by `max_retries`.
     #[schema(minimum = 0.1, maximum = 604800)]
     pub timeout_seconds: Option<f64>,
+    /// Not to be started before this time (RFC 3339, at most 365 days ahead; a time in the
+    /// past runs now). Until then the job is PENDING and counted as `delayed` in
+    /// `/jobs/stats`; when it comes, the job joins the queue behind the jobs already waiting.
+    /// Give either this or `delay_seconds`.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Not to be started before this many seconds from now (0 to 31536000). Sets `run_at`.
+    #[schema(minimum = 0, maximum = 31536000)]
+    pub delay_seconds: Option<f64>,
 }
 
 /// Several submissions inserted in one transaction (all or nothing).
@@ -124,7 +132,8 @@ pub struct JobResponse {
     pub completed_at: Option<DateTime<Utc>>,
     /// Dispatch counter (fencing token).
     pub attempt: i32,
-    /// Not to be dispatched before this time (retry backoff).
+    /// Not to be dispatched before this time: the submission's `run_at` or `delay_seconds`, or a
+    /// retry's backoff.
     pub run_at: DateTime<Utc>,
     /// Worker holding the lease while SCHEDULED/RUNNING.
     pub lease_owner: Option<String>,
@@ -250,8 +259,10 @@ pub struct DeadLetterParams {
 pub struct JobStatsResponse {
     /// All jobs.
     pub total_jobs: i64,
-    /// PENDING.
+    /// PENDING (including `delayed`).
     pub pending: i64,
+    /// Of the PENDING jobs, those whose `run_at` has not come yet.
+    pub delayed: i64,
     /// SCHEDULED.
     pub scheduled: i64,
     /// RUNNING.
@@ -271,6 +282,7 @@ impl From<JobStats> for JobStatsResponse {
         JobStatsResponse {
             total_jobs: s.total_jobs,
             pending: s.pending,
+            delayed: s.delayed,
             scheduled: s.scheduled,
             running: s.running,
             completed: s.completed,

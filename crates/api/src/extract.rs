@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use jobsched_core::{JobId, NewJob};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -241,6 +242,31 @@ impl<'a, 'i> Fields<'a, 'i> {
         }
     }
 
+    /// An optional RFC 3339 time (`2026-12-24T18:00:00Z`, any offset).
+    pub(crate) fn opt_time(&mut self, name: &str) -> Result<Option<DateTime<Utc>>, ()> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::String(t)) => match DateTime::parse_from_rfc3339(t) {
+                Ok(t) => Ok(Some(t.with_timezone(&Utc))),
+                Err(e) => {
+                    let path = self.path(name);
+                    self.issues.push(FieldIssue::body(
+                        &path,
+                        format!(
+                            "must be an RFC 3339 time such as 2026-12-24T18:00:00Z ({e}), got {t:?}"
+                        ),
+                        "value_error",
+                    ));
+                    Err(())
+                }
+            },
+            Some(v) => {
+                self.type_error(name, "an RFC 3339 time string", v);
+                Err(())
+            }
+        }
+    }
+
     /// An optional JSON object.
     pub(crate) fn opt_object(&mut self, name: &str) -> Result<Option<Value>, ()> {
         match self.present(name) {
@@ -301,7 +327,10 @@ pub(crate) fn parse_submission(
     let payload = fields.opt_object("payload");
     let max_retries = fields.opt_int("max_retries");
     let timeout = fields.opt_f64("timeout_seconds");
+    let run_at = fields.opt_time("run_at");
+    let delay = fields.opt_f64("delay_seconds");
     drop(fields);
+    let run_at = first_run(run_at, delay, prefix, state.clock.now(), issues);
     if let Ok(Some(t)) = timeout
         && let Err(message) = jobsched_core::check_timeout(t)
     {
@@ -321,6 +350,8 @@ pub(crate) fn parse_submission(
         payload: payload.clone().unwrap_or(None),
         max_retries: max_retries.unwrap_or(None),
         timeout_seconds: timeout.unwrap_or(None),
+        run_at: None,
+        delay_seconds: None,
     };
     let built = NewJob::build(
         &create.name,
@@ -333,6 +364,7 @@ pub(crate) fn parse_submission(
     let built = match built {
         Ok(mut job) => {
             job.timeout_seconds = timeout.ok().flatten();
+            job.run_at = run_at;
             Some(job)
         }
         Err(errors) => {
@@ -371,6 +403,49 @@ pub(crate) fn parse_submission(
     }
 
     if issues.len() > before { None } else { built }
+}
+
+/// The first-run time a submission asks for: `run_at`, or `now + delay_seconds`; not both.
+/// Problems go to `issues`.
+fn first_run(
+    run_at: Result<Option<DateTime<Utc>>, ()>,
+    delay: Result<Option<f64>, ()>,
+    prefix: &str,
+    now: DateTime<Utc>,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<DateTime<Utc>> {
+    let mut problem = |field: &str, message: String| {
+        issues.push(FieldIssue::body(
+            &format!("{prefix}{field}"),
+            message,
+            "value_error",
+        ));
+    };
+    match (run_at, delay) {
+        (Ok(Some(_)), Ok(Some(_))) => {
+            problem(
+                "delay_seconds",
+                "give either run_at or delay_seconds, not both".into(),
+            );
+            None
+        }
+        (Ok(Some(at)), _) => match jobsched_core::check_run_at(at, now) {
+            Ok(()) => Some(at),
+            Err(message) => {
+                problem("run_at", message);
+                None
+            }
+        },
+        (_, Ok(Some(seconds))) => match jobsched_core::check_delay(seconds) {
+            // Within a year: whole microseconds fit easily.
+            Ok(()) => Some(now + chrono::Duration::microseconds((seconds * 1e6).round() as i64)),
+            Err(message) => {
+                problem("delay_seconds", message);
+                None
+            }
+        },
+        _ => None,
+    }
 }
 
 /// Counts the bytes written to it.

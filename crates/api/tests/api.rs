@@ -35,6 +35,7 @@ suite!(
     docs_and_spec_are_served,
     unknown_routes_and_methods,
     backlog_gauge_is_estimated_seconds_per_live_slot,
+    scheduled_jobs_are_validated_kept_and_counted,
 );
 
 fn sleep_job(name: &str) -> SubmitJob {
@@ -1511,5 +1512,130 @@ async fn backlog_gauge_is_estimated_seconds_per_live_slot(backend: Backend) {
     ] {
         assert!(page.contains(series), "{series} missing from /metrics");
     }
+    h.finish().await;
+}
+
+/// `run_at` / `delay_seconds` on `POST /jobs/` and in batches: bad values are 422 naming the
+/// field and the limit; accepted ones are stored as the job's `run_at` and counted as
+/// `delayed` until their time; a time in the past runs now.
+async fn scheduled_jobs_are_validated_kept_and_counted(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let body = |extra: Value| {
+        let mut b = json!({"name": "s", "job_type": "sleep", "payload": {"duration": 1}});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let year_and_a_day = (chrono::Utc::now() + chrono::Duration::days(366)).to_rfc3339();
+    for (extra, field, says) in [
+        (json!({"run_at": "tomorrow"}), "run_at", "RFC 3339"),
+        (json!({"run_at": 5}), "run_at", "RFC 3339"),
+        (json!({"run_at": year_and_a_day}), "run_at", "365 days"),
+        (json!({"delay_seconds": -1}), "delay_seconds", "31536000"),
+        (
+            json!({"delay_seconds": 31_536_001}),
+            "delay_seconds",
+            "31536000",
+        ),
+        (json!({"delay_seconds": "5"}), "delay_seconds", "number"),
+        (
+            json!({"delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}),
+            "delay_seconds",
+            "not both",
+        ),
+    ] {
+        let resp = h
+            .http
+            .post(h.url("/jobs/"))
+            .json(&body(extra.clone()))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(resp).await;
+        assert_eq!(status, 422, "{extra}: {body}");
+        assert_eq!(locs(&body), vec![json!(["body", field])], "{extra}: {body}");
+        assert!(body.to_string().contains(says), "{extra}: {body}");
+    }
+    // In a batch, per item, and nothing of the batch is stored.
+    let resp = h
+        .http
+        .post(h.url("/jobs/batch"))
+        .json(&json!({"jobs": [body(json!({})), body(json!({"delay_seconds": -2}))]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body422) = status_json(resp).await;
+    assert_eq!(status, 422, "{body422}");
+    assert_eq!(
+        locs(&body422),
+        vec![json!(["body", "jobs", 1, "delay_seconds"])]
+    );
+    assert_eq!(h.client.stats().await.unwrap().total_jobs, 0);
+
+    let before = chrono::Utc::now();
+    // 100 days ahead, written with an offset other than UTC.
+    let ahead = (before + chrono::Duration::days(100))
+        .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
+    let at = chrono::DateTime::parse_from_rfc3339(&ahead)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let fixed = h
+        .client
+        .submit(&sleep_job("fixed").run_at(at))
+        .await
+        .unwrap();
+    assert_eq!((fixed.status, fixed.run_at), (JobStatus::Pending, at));
+    let delayed = h
+        .client
+        .submit(&sleep_job("delayed").delay_seconds(3600.0))
+        .await
+        .unwrap();
+    let ahead = (delayed.run_at - before).num_seconds();
+    assert!((3599..=3700).contains(&ahead), "run_at {ahead} s ahead");
+    let past = h
+        .client
+        .submit(&sleep_job("past").run_at(before - chrono::Duration::hours(1)))
+        .await
+        .unwrap();
+    assert!(
+        past.run_at >= before,
+        "a past run_at means now: {}",
+        past.run_at
+    );
+    let ids = h
+        .client
+        .submit_batch(&[sleep_job("b1").delay_seconds(60.0), sleep_job("b2")])
+        .await
+        .unwrap();
+    assert!(h.client.get(ids[0]).await.unwrap().run_at > before + chrono::Duration::seconds(59));
+    let stats = h.client.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.delayed), (5, 3));
+    let raw: Value = h
+        .http
+        .get(h.url("/jobs/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["delayed"], 3, "{raw}");
+    // Listed as PENDING with their run_at.
+    let listed = h
+        .client
+        .list(&ListQuery {
+            status: Some(JobStatus::Pending),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 5);
+    let got = listed.jobs.iter().find(|j| j.id == fixed.id).unwrap();
+    assert_eq!(got.run_at, at);
     h.finish().await;
 }

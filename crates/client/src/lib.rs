@@ -152,6 +152,12 @@ pub struct SubmitJob {
     /// Per-run timeout, seconds (0.1 to 604800); default: the job type's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<f64>,
+    /// Not to be started before this time (at most 365 days ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Not to be started before this many seconds from now (the server sets `run_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<f64>,
 }
 
 impl SubmitJob {
@@ -165,6 +171,8 @@ impl SubmitJob {
             payload: None,
             max_retries: None,
             timeout_seconds: None,
+            run_at: None,
+            delay_seconds: None,
         }
     }
     /// Set the priority.
@@ -190,6 +198,16 @@ impl SubmitJob {
     /// Set the per-run timeout (seconds).
     pub fn timeout_seconds(mut self, seconds: f64) -> Self {
         self.timeout_seconds = Some(seconds);
+        self
+    }
+    /// Do not start before `at`.
+    pub fn run_at(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+    /// Do not start before `seconds` from now (as the server's clock reads at submission).
+    pub fn delay_seconds(mut self, seconds: f64) -> Self {
+        self.delay_seconds = Some(seconds);
         self
     }
 }

@@ -22,6 +22,8 @@ pub const MAX_NAME_CHARS: usize = 255;
 pub const MIN_TIMEOUT_SECONDS: f64 = 0.1;
 /// Longest per-run timeout a submission may ask for, seconds (one week).
 pub const MAX_TIMEOUT_SECONDS: f64 = 604_800.0;
+/// Furthest ahead a submission may schedule its first run, seconds (365 days).
+pub const MAX_SCHEDULE_AHEAD_SECONDS: f64 = 31_536_000.0;
 
 /// A job as stored. Field names are the REST contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +61,8 @@ pub struct Job {
     pub completed_at: Option<DateTime<Utc>>,
     /// Dispatch counter and fencing token: bumped on every PENDING → SCHEDULED.
     pub attempt: i32,
-    /// Not to be dispatched before this time (retry backoff).
+    /// Not to be dispatched before this time: the submission's `run_at` / `delay_seconds`,
+    /// or a retry's backoff.
     pub run_at: DateTime<Utc>,
     /// Worker holding the lease while SCHEDULED/RUNNING.
     pub lease_owner: Option<String>,
@@ -100,6 +103,10 @@ pub struct NewJob {
     /// `None` = the job type's default.
     #[serde(default)]
     pub timeout_seconds: Option<f64>,
+    /// Not to be dispatched before this time; `None` (or a time already past) = now. See
+    /// [`check_run_at`].
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 impl NewJob {
@@ -155,6 +162,7 @@ impl NewJob {
             payload: payload.unwrap_or_else(|| Value::Object(Map::new())),
             max_retries: max_retries.unwrap_or(DEFAULT_MAX_RETRIES as i64) as i32,
             timeout_seconds: None,
+            run_at: None,
         })
     }
 
@@ -230,6 +238,33 @@ pub fn check_timeout(seconds: f64) -> std::result::Result<(), String> {
     } else {
         Err(format!(
             "must be a number of seconds from {MIN_TIMEOUT_SECONDS} to {MAX_TIMEOUT_SECONDS}, \
+             got {seconds:?}"
+        ))
+    }
+}
+
+/// Check a submission's first-run time against `now`: at most [`MAX_SCHEDULE_AHEAD_SECONDS`]
+/// ahead. A time in the past is accepted (the job runs now).
+pub fn check_run_at(run_at: DateTime<Utc>, now: DateTime<Utc>) -> std::result::Result<(), String> {
+    let ahead = (run_at - now).num_milliseconds() as f64 / 1000.0;
+    if ahead <= MAX_SCHEDULE_AHEAD_SECONDS {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be at most 365 days ahead ({MAX_SCHEDULE_AHEAD_SECONDS} s), got {run_at} \
+             ({ahead:.0} s ahead)"
+        ))
+    }
+}
+
+/// Check a submission's `delay_seconds`: a finite number from 0 to
+/// [`MAX_SCHEDULE_AHEAD_SECONDS`].
+pub fn check_delay(seconds: f64) -> std::result::Result<(), String> {
+    if seconds.is_finite() && (0.0..=MAX_SCHEDULE_AHEAD_SECONDS).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a number of seconds from 0 to {MAX_SCHEDULE_AHEAD_SECONDS} (365 days), \
              got {seconds:?}"
         ))
     }
@@ -328,8 +363,11 @@ pub struct Backlog {
 pub struct JobStats {
     /// All jobs.
     pub total_jobs: i64,
-    /// PENDING.
+    /// PENDING (including `delayed`).
     pub pending: i64,
+    /// Of the PENDING jobs, those submitted with a `run_at` that has not come yet.
+    #[serde(default)]
+    pub delayed: i64,
     /// SCHEDULED.
     pub scheduled: i64,
     /// RUNNING.

@@ -7,7 +7,8 @@
 
 use crate::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Event, Exchanged, Finished, JobRepo,
-    Outcome, RescueReport, Store, Subscription, Token, Transport, Update, WorkerSlots, WorkerStore,
+    Outcome, Promotion, RescueReport, Store, Subscription, Token, Transport, Update, WorkerSlots,
+    WorkerStore,
 };
 use crate::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
@@ -114,6 +115,7 @@ through!(DispatchStore for Layered {
         lease_until: DateTime<Utc>
     ) -> Vec<StartedJob>;
     fn rescue_expired(&self, now: DateTime<Utc>) -> RescueReport;
+    fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Promotion;
 });
 
 through!(WorkerStore for Layered {

@@ -100,6 +100,15 @@ pub struct RescueReport {
     pub undispatched: Vec<JobId>,
 }
 
+/// What one pass of [`DispatchStore::promote_due`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Promotion {
+    /// Delayed jobs whose `run_at` came, now in the queue (each with a fresh queue-entry `seq`).
+    pub promoted: u64,
+    /// The earliest `run_at` among the delayed jobs still waiting, if any.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
 /// The engine leader's side.
 #[async_trait]
 pub trait DispatchStore: Send + Sync {
@@ -117,6 +126,10 @@ pub trait DispatchStore: Send + Sync {
     ) -> Result<Vec<StartedJob>>;
     /// Take back expired leases (see [`RescueReport`]).
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport>;
+    /// Move up to `limit` delayed jobs whose `run_at <= now` into the queue, earliest first.
+    /// A delayed job (submitted with a future `run_at`) is PENDING but in no claim order until
+    /// then, so claims never step over a backlog of future jobs.
+    async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion>;
 }
 
 /// How a run ended, as recorded by the worker.

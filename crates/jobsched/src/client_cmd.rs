@@ -53,6 +53,15 @@ pub struct SubmitArgs {
     /// Payload as a JSON object (merged with key=value fields).
     #[arg(long)]
     pub payload: Option<String>,
+    /// Per-run timeout, seconds (0.1 to 604800); default: the job type's.
+    #[arg(long = "run-timeout")]
+    pub run_timeout: Option<f64>,
+    /// Do not start before this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
+    #[arg(long, conflicts_with = "delay")]
+    pub run_at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Do not start before this many seconds from now.
+    #[arg(long)]
+    pub delay: Option<f64>,
     /// Wait until the job ends, showing progress; exit non-zero if it failed.
     #[arg(long)]
     pub wait: bool,
@@ -185,6 +194,9 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     job.priority = args.priority;
     job.estimated_duration = args.estimate;
     job.max_retries = args.max_retries;
+    job.timeout_seconds = args.run_timeout;
+    job.run_at = args.run_at.map(|t| t.with_timezone(&chrono::Utc));
+    job.delay_seconds = args.delay;
     let created = c.submit(&job).await?;
     if !args.wait {
         if conn.json {
@@ -338,6 +350,7 @@ pub async fn stats(conn: &Conn) -> Result<()> {
     println!("total      {}", s.total_jobs);
     for (k, v) in [
         ("pending", s.pending),
+        ("  delayed", s.delayed),
         ("scheduled", s.scheduled),
         ("running", s.running),
         ("completed", s.completed),

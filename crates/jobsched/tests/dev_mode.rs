@@ -336,15 +336,42 @@ fn readme_quick_start_works_against_jobsched_dev() {
     );
     cli(&["policy", "priority"]);
 
+    // A scheduled job: not started before its time, then run like any other.
+    let scheduled = cli(&[
+        "submit",
+        "sleep",
+        "duration=0",
+        "--delay",
+        "0.5",
+        "--wait",
+        "--json",
+    ]);
+    assert!(
+        scheduled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scheduled.stderr)
+    );
+    let done = json(&String::from_utf8_lossy(&scheduled.stdout));
+    assert_eq!(done["status"], "COMPLETED");
+    let time = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(done[field].as_str().expect(field)).expect(field)
+    };
+    assert!(time("run_at") - time("created_at") >= chrono::Duration::milliseconds(400));
+    assert!(time("started_at") >= time("run_at"), "{done}");
+    let bad_time = cli(&["submit", "sleep", "duration=0", "--run-at", "tomorrow"]);
+    assert!(!bad_time.status.success());
+    assert!(String::from_utf8_lossy(&bad_time.stderr).contains("--run-at"));
+
     // Ctrl-C stops cleanly; a restart keeps the jobs and the policy.
     let st = interrupt(&mut dev.child);
     assert!(st.success(), "exit status {st:?}");
     let mut dev = start_dev(&db, port);
     let (body, _) = curl(&["-s", &format!("{}/jobs/stats", dev.base)]);
     let stats = json(&body);
-    assert_eq!(stats["total_jobs"], 5);
-    assert_eq!(stats["completed"], 4);
+    assert_eq!(stats["total_jobs"], 6);
+    assert_eq!(stats["completed"], 5);
     assert_eq!(stats["failed"], 1);
+    assert_eq!(stats["delayed"], 0);
     let (body, _) = curl(&["-s", &format!("{}/scheduler/status", dev.base)]);
     assert_eq!(
         json(&body)["current_policy"],

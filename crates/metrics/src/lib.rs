@@ -69,6 +69,8 @@ pub struct Metrics {
     /// Jobs a worker found claimed under its lease by an exchange whose reply was lost, and
     /// handed back without counting a retry.
     pub claims_handed_back: IntCounter,
+    /// Delayed jobs (submitted with a future `run_at`) moved into the queue when it came.
+    pub jobs_promoted: IntCounter,
     /// Busy execution slots in this worker.
     pub worker_slots_busy: IntGauge,
     /// Execution slots in this worker.
@@ -213,6 +215,10 @@ impl Metrics {
             claims_handed_back: counter(
                 "jobsched_claims_handed_back_total",
                 "Jobs claimed by an exchange whose reply was lost, handed back without a retry.",
+            ),
+            jobs_promoted: counter(
+                "jobsched_jobs_promoted_total",
+                "Delayed jobs moved into the queue when their run_at came.",
             ),
             worker_slots_busy: gauge(
                 "jobsched_worker_slots_busy",

@@ -4,8 +4,9 @@
 //! [`crate::worker`]), so the engine holds no queue and its memory does not grow with the
 //! backlog. What is left for the single leader: take back expired leases (the rescuer) and
 //! announce the jobs it sent back, reap workers that stopped heartbeating from the registry,
-//! keep the policy key in the transport (rebuilt from the durable copy after a flush), wake the
-//! workers when a job's `run_at` comes due, and refresh the gauges that count rows.
+//! keep the policy key in the transport (rebuilt from the durable copy after a flush), move
+//! delayed jobs into the queue when their `run_at` comes and wake the workers, and refresh the
+//! gauges that count rows.
 
 use crate::Runtime;
 use jobsched_core::JobStatus;
@@ -118,17 +119,64 @@ async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rounds: u64 = 0;
+    // When the earliest delayed job comes due (known after each promotion pass); a job
+    // submitted for an earlier time since is found by the next round.
+    let mut next_due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            _ = async { tokio::time::sleep_until(next_due.expect("branch enabled only when due")).await },
+                if next_due.is_some() => {
+                next_due = promote(&rt).await;
+                continue;
+            }
         }
         rescue(&rt).await;
+        next_due = promote(&rt).await;
         if rounds % 5 == 0 {
             refresh_gauges(&rt).await;
         }
         rounds += 1;
     }
+}
+
+/// Delayed jobs promoted per statement, and statements per pass (the rest wait a round).
+const PROMOTE_BATCH: u32 = 1_000;
+const PROMOTE_ROUNDS: usize = 20;
+
+/// Move the delayed jobs whose time came into the queue and wake the workers; returns when
+/// the next one is due.
+async fn promote(rt: &Runtime) -> Option<tokio::time::Instant> {
+    let mut promoted = 0u64;
+    let mut next = None;
+    for _ in 0..PROMOTE_ROUNDS {
+        let now = rt.clock.now();
+        match rt.store.promote_due(now, PROMOTE_BATCH).await {
+            Ok(p) => {
+                promoted = promoted.saturating_add(p.promoted);
+                next = p.next_due.map(|at| {
+                    let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+                    tokio::time::Instant::now() + wait
+                });
+                if p.promoted < u64::from(PROMOTE_BATCH) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "promoting delayed jobs failed; trying again next round");
+                return None;
+            }
+        }
+    }
+    if promoted > 0 {
+        metrics().jobs_promoted.inc_by(promoted);
+        tracing::debug!(promoted, "delayed jobs came due");
+        if let Err(e) = rt.transport.publish(Event::JobsAvailable).await {
+            tracing::warn!(error = %e, "cannot announce jobs that came due; workers find them at their next poll");
+        }
+    }
+    next
 }
 
 /// Refresh the gauges that come from the store and transport (leader only).

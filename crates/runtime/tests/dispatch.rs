@@ -823,3 +823,46 @@ async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_jobs_start_at_their_time_and_not_before() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let now = Utc::now();
+    let mut ids = Vec::new();
+    // Submitted in the order late, sooner, now; expected to start now, sooner, late.
+    for (name, delay_ms) in [("late", Some(1_500)), ("sooner", Some(700)), ("now", None)] {
+        let job = NewJob {
+            run_at: delay_ms.map(|ms| now + chrono::Duration::milliseconds(ms)),
+            ..NewJob::new(
+                name,
+                "sleep",
+                Some(5),
+                Some(1.0),
+                Some(json!({"duration": 0.01})),
+                Some(0),
+            )
+            .unwrap()
+        };
+        ids.push(env.store.insert(&job, now).await.unwrap().id);
+    }
+    assert_eq!(env.store.stats().await.unwrap().delayed, 2);
+    let (stop, h) = run_backlog(&env, 1).await;
+    let jobs = env.wait_all_terminal(Duration::from_secs(20)).await;
+    stop.cancel();
+    h.await.unwrap();
+    let order: Vec<&str> = start_order(&jobs).iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(order, ["now", "sooner", "late"]);
+    for j in &jobs {
+        assert_eq!(j.status, JobStatus::Completed, "{}", j.name);
+        let started = j.started_at.expect("started");
+        assert!(
+            started >= j.run_at,
+            "{} started at {started}, before its run_at {}",
+            j.name,
+            j.run_at
+        );
+    }
+    assert_eq!(env.store.stats().await.unwrap().delayed, 0);
+    env.cleanup().await;
+}

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
-    RescueReport, Token, Update, WorkerStore,
+    Promotion, RescueReport, Token, Update, WorkerStore,
 };
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
@@ -240,7 +240,7 @@ macro_rules! claim_tail {
     ($order:literal, $done:expr) => {
         concat!(
             ", pick AS ( \
-                 SELECT ctid FROM jobs WHERE queued AND run_at <= $1 \
+                 SELECT ctid FROM jobs WHERE queued AND NOT delayed AND run_at <= $1 \
                  ORDER BY ", $order, " LIMIT $21 FOR UPDATE SKIP LOCKED), \
              claimed AS ( \
                  UPDATE jobs j SET status = 'RUNNING', attempt = j.attempt + 1, \
@@ -549,8 +549,9 @@ impl JobRepo for PgStore {
     async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job> {
         let sql = format!(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                               max_retries, created_at, run_at, timeout_seconds) \
-             VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $8, $9) \
+                               max_retries, created_at, run_at, timeout_seconds, delayed) \
+             VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, GREATEST($8, $10), $9, \
+                     coalesce($10 > $8, false)) \
              RETURNING {}",
             job_columns("")
         );
@@ -564,6 +565,7 @@ impl JobRepo for PgStore {
             .bind(job.max_retries)
             .bind(now)
             .bind(job.timeout_seconds)
+            .bind(job.run_at)
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
@@ -582,17 +584,19 @@ impl JobRepo for PgStore {
         let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
         let max_retries: Vec<i32> = jobs.iter().map(|j| j.max_retries).collect();
         let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_seconds).collect();
+        let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
         // One statement is one transaction. nextval() runs after the ORDER BY, so seqs follow
         // the input order.
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                               max_retries, created_at, run_at, seq, timeout_seconds) \
+                               max_retries, created_at, run_at, seq, timeout_seconds, delayed) \
              SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
-                    t.max_retries, $8, $8, nextval('job_seq'), t.timeout \
+                    t.max_retries, $8, GREATEST($8, t.run_at), nextval('job_seq'), t.timeout, \
+                    coalesce(t.run_at > $8, false) \
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
-                         $6::jsonb[], $7::int4[], $9::float8[]) \
+                         $6::jsonb[], $7::int4[], $9::float8[], $10::timestamptz[]) \
                   WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
-                                       max_retries, timeout, ord) \
+                                       max_retries, timeout, run_at, ord) \
              ORDER BY t.ord",
         )
         .bind(&ids)
@@ -604,6 +608,7 @@ impl JobRepo for PgStore {
         .bind(&max_retries)
         .bind(now)
         .bind(&timeouts)
+        .bind(&run_ats)
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -777,11 +782,12 @@ impl JobRepo for PgStore {
     }
 
     async fn backlog(&self) -> Result<Backlog> {
-        // The partial index on (estimated_duration, seq) WHERE queued holds every PENDING row's
-        // estimate: an index scan, no table rows read when the visibility map allows.
+        // The partial index on (estimated_duration, seq) WHERE queued AND NOT delayed holds
+        // every claimable row's estimate: an index scan, no table rows read when the
+        // visibility map allows.
         let row = sqlx::query(
             "SELECT count(*)::int8 AS n, coalesce(sum(estimated_duration), 0)::float8 AS s \
-             FROM jobs WHERE queued",
+             FROM jobs WHERE queued AND NOT delayed",
         )
         .fetch_one(&self.relaxed)
         .await
@@ -808,7 +814,13 @@ impl JobRepo for PgStore {
             let n: i64 = row.try_get("n").map_err(db)?;
             deltas = row.try_get("deltas").map_err(db)?;
             stats.total_jobs += n;
-            match status_of(row.try_get::<&str, _>("status").map_err(db)?)? {
+            let key: &str = row.try_get("status").map_err(db)?;
+            // Delayed PENDING jobs are counted under their own key (migration 0007).
+            if key == "DELAYED" {
+                stats.delayed = n;
+                continue;
+            }
+            match status_of(key)? {
                 JobStatus::Pending => stats.pending = n,
                 JobStatus::Scheduled => stats.scheduled = n,
                 JobStatus::Running => stats.running = n,
@@ -822,6 +834,7 @@ impl JobRepo for PgStore {
                 JobStatus::Cancelled => stats.cancelled = n,
             }
         }
+        stats.pending += stats.delayed;
         if deltas > COUNT_ROWS_BEFORE_FOLD {
             self.fold_counts().await?;
         }
@@ -1015,6 +1028,34 @@ impl DispatchStore for PgStore {
         report.undispatched.sort();
         report.dead_lettered.sort_by_key(|d| d.job_id);
         Ok(report)
+    }
+
+    async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion> {
+        // Earliest first, each with a fresh seq (in that order): the job enters the queue
+        // when its time comes. Rows another promoter holds are skipped (it promotes them).
+        let promoted = retry_conflicts(|| {
+            sqlx::query(
+                "WITH due AS ( \
+                     SELECT ctid FROM jobs WHERE queued AND delayed AND run_at <= $1 \
+                     ORDER BY run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 UPDATE jobs j SET delayed = false, seq = nextval('job_seq') \
+                 WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM due)) \
+                   AND j.delayed AND j.status = 'PENDING'",
+            )
+            .bind(now)
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+        })
+        .await
+        .map_err(db)?
+        .rows_affected();
+        let next_due: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT run_at FROM jobs WHERE queued AND delayed ORDER BY run_at, seq LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(Promotion { promoted, next_due })
     }
 }
 

@@ -19,8 +19,8 @@ use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, RescueReport,
-    Token, Update, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, Promotion,
+    RescueReport, Token, Update, WorkerStore,
 };
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
@@ -177,8 +177,10 @@ async fn reserve_seqs(tx: &mut Transaction<'static, Sqlite>, n: usize) -> Result
 }
 
 const INSERT_SQL: &str = "INSERT INTO jobs (id, name, job_type, status, priority, \
-     estimated_duration, payload, max_retries, created_at, run_at, seq, timeout_seconds) \
-     VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)";
+     estimated_duration, payload, max_retries, created_at, run_at, seq, timeout_seconds, \
+     delayed) \
+     VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, ?6, ?7, ?8, MAX(?8, coalesce(?11, ?8)), ?9, ?10, \
+             coalesce(?11 > ?8, 0))";
 
 impl SqliteStore {
     /// A store on an existing pool (migrations are not run; see [`SqliteStore::migrate`]).
@@ -290,6 +292,7 @@ impl JobRepo for SqliteStore {
             .bind(us(now))
             .bind(seq)
             .bind(job.timeout_seconds)
+            .bind(job.run_at.map(us))
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
@@ -316,6 +319,7 @@ impl JobRepo for SqliteStore {
                 .bind(us(now))
                 .bind(seq)
                 .bind(job.timeout_seconds)
+                .bind(job.run_at.map(us))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -400,7 +404,7 @@ impl JobRepo for SqliteStore {
     async fn backlog(&self) -> Result<Backlog> {
         let row = sqlx::query(
             "SELECT count(*) AS n, coalesce(sum(estimated_duration), 0.0) AS s \
-             FROM jobs WHERE status = 'PENDING'",
+             FROM jobs WHERE status = 'PENDING' AND delayed = 0",
         )
         .fetch_one(&self.pool)
         .await
@@ -415,7 +419,8 @@ impl JobRepo for SqliteStore {
         let rows = sqlx::query(
             "SELECT status, count(*) AS n, \
                     avg(CASE WHEN status = 'COMPLETED' \
-                             THEN (completed_at - started_at) / 1000.0 END) AS avg_ms \
+                             THEN (completed_at - started_at) / 1000.0 END) AS avg_ms, \
+                    sum(delayed) AS delayed \
              FROM jobs GROUP BY status",
         )
         .fetch_all(&self.pool)
@@ -426,7 +431,10 @@ impl JobRepo for SqliteStore {
             let n: i64 = row.try_get("n").map_err(db)?;
             stats.total_jobs += n;
             match status_of(row.try_get::<&str, _>("status").map_err(db)?)? {
-                JobStatus::Pending => stats.pending = n,
+                JobStatus::Pending => {
+                    stats.pending = n;
+                    stats.delayed = row.try_get("delayed").map_err(db)?;
+                }
                 JobStatus::Scheduled => stats.scheduled = n,
                 JobStatus::Running => stats.running = n,
                 JobStatus::Completed => {
@@ -618,6 +626,44 @@ impl DispatchStore for SqliteStore {
         report.dead_lettered.sort_by_key(|d| d.job_id);
         Ok(report)
     }
+
+    async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion> {
+        let now_us = us(now);
+        let mut tx = self.write().await?;
+        let due: Vec<(Hyphenated,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE status = 'PENDING' AND delayed = 1 AND run_at <= ?1 \
+             ORDER BY run_at, seq LIMIT ?2",
+        )
+        .bind(now_us)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        if !due.is_empty() {
+            // Earliest first, each with a fresh seq: the job enters the queue now.
+            let first = reserve_seqs(&mut tx, due.len()).await?;
+            for (seq, (id,)) in (first..).zip(&due) {
+                sqlx::query("UPDATE jobs SET delayed = 0, seq = ?2 WHERE id = ?1")
+                    .bind(id)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT run_at FROM jobs WHERE status = 'PENDING' AND delayed = 1 \
+             ORDER BY run_at, seq LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Promotion {
+            promoted: due.len() as u64,
+            next_due: next.map(from_us).transpose()?,
+        })
+    }
 }
 
 /// A row holding the columns a worker needs (see [`StartedJob`]).
@@ -679,7 +725,7 @@ impl WorkerStore for SqliteStore {
         // other claimer can take the same rows.
         let mut tx = self.write().await?;
         let picked: Vec<(Hyphenated,)> = sqlx::query_as(&format!(
-            "SELECT id FROM jobs WHERE status = 'PENDING' AND run_at <= ?1 \
+            "SELECT id FROM jobs WHERE status = 'PENDING' AND delayed = 0 AND run_at <= ?1 \
              ORDER BY {order} LIMIT ?2"
         ))
         .bind(now_us)

@@ -72,6 +72,7 @@ conformance!(
     claim_takes_due_jobs_in_the_policy_order,
     exchange_records_outcomes_and_claims_successors,
     concurrent_claims_take_each_job_once,
+    delayed_jobs_wait_for_their_time,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2067,4 +2068,106 @@ async fn concurrent_claims_take_each_job_once(db: &TestDb) {
         }
     }
     assert_eq!(s1.stats().await.unwrap().running, 200);
+}
+
+/// A job submitted with a future `run_at` is PENDING and counted as delayed, in no claim order
+/// until it is promoted; promotion happens no earlier than its time, earliest first, and gives
+/// it a fresh place in the queue. A `run_at` in the past is now.
+async fn delayed_jobs_wait_for_their_time(db: &TestDb) {
+    let s = db.store().await;
+    let at = |name: &str, when: Option<DateTime<Utc>>| NewJob {
+        run_at: when,
+        ..new_job(name)
+    };
+    let late = s.insert(&at("late", Some(t(120))), t(0)).await.unwrap();
+    assert_eq!((late.status, late.run_at), (JobStatus::Pending, t(120)));
+    let past = s.insert(&at("past", Some(t(-30))), t(0)).await.unwrap();
+    assert_eq!(
+        past.run_at,
+        t(0),
+        "a past run_at is stored as the submission time"
+    );
+    let ids = s
+        .insert_many(
+            &[
+                at("soon", Some(t(60))),
+                at("now", None),
+                at("sooner", Some(t(60))),
+            ],
+            t(1),
+        )
+        .await
+        .unwrap();
+    let (soon, now, sooner) = (ids[0], ids[1], ids[2]);
+    let stats = s.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.delayed), (5, 3));
+    assert_eq!(
+        s.backlog().await.unwrap().jobs,
+        2,
+        "the backlog is what may run now"
+    );
+    let listed = s
+        .list(&JobFilter {
+            status: Some(JobStatus::Pending),
+            page: 1,
+            page_size: 20,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 5, "delayed jobs are listed as PENDING");
+
+    // Claims see only what may run, in every order, even long after run_at has passed:
+    // until promoted, a delayed job is in no order.
+    for order in PolicyKind::ALL {
+        assert!(
+            s.claim(&claim(0, order, t(400)), "w", t(300))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let got = s
+        .claim(&claim(10, PolicyKind::Fcfs, t(400)), "w", t(300))
+        .await
+        .unwrap();
+    let mut got: Vec<JobId> = got.iter().map(|j| j.id).collect();
+    got.sort();
+    let mut want = vec![past.id, now];
+    want.sort();
+    assert_eq!(got, want);
+
+    // Nothing is due before its time; the next due time is the earliest.
+    let p = s.promote_due(t(59), 100).await.unwrap();
+    assert_eq!((p.promoted, p.next_due), (0, Some(t(60))));
+    // At its time: earliest first, ties in submission order, bounded by the limit.
+    let p = s.promote_due(t(60), 1).await.unwrap();
+    assert_eq!((p.promoted, p.next_due), (1, Some(t(60))));
+    let p = s.promote_due(t(61), 100).await.unwrap();
+    assert_eq!((p.promoted, p.next_due), (1, Some(t(120))));
+    let stats = s.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.delayed), (3, 1));
+    let promoted = [job(&s, soon).await, job(&s, sooner).await];
+    assert!(promoted.iter().all(|j| j.status == JobStatus::Pending));
+    assert!(
+        promoted[0].seq < promoted[1].seq,
+        "promoted in submission order"
+    );
+    let got = s
+        .claim(&claim(10, PolicyKind::Fcfs, t(400)), "w", t(61))
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), [soon, sooner]);
+    assert!(got.iter().all(|j| j.attempt == 1));
+
+    // A delayed job can be cancelled before its time; it is then neither delayed nor due.
+    assert_eq!(
+        s.cancel(late.id, t(62)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let stats = s.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.delayed, stats.cancelled), (0, 0, 1));
+    let p = s.promote_due(t(500), 100).await.unwrap();
+    assert_eq!((p.promoted, p.next_due), (0, None));
+    assert_eq!(job(&s, late.id).await.status, JobStatus::Cancelled);
 }
