@@ -77,6 +77,11 @@ pub struct JobCreate {
     /// Not to be started before this many seconds from now (0 to 31536000). Sets `run_at`.
     #[schema(minimum = 0, maximum = 31536000)]
     pub delay_seconds: Option<f64>,
+    /// Idempotency key (1 to 255 characters; or the `Idempotency-Key` header). While the job
+    /// it created exists, the same request with the same key answers 200 with that job
+    /// instead of creating another; a different request with it answers 409. In a batch,
+    /// per item.
+    pub unique_key: Option<String>,
 }
 
 /// Several submissions inserted in one transaction (all or nothing).

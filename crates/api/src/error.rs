@@ -54,6 +54,15 @@ impl FieldIssue {
         }
     }
 
+    /// A problem in a request header.
+    pub fn header(name: &str, msg: impl Into<String>) -> Self {
+        FieldIssue {
+            loc: vec![LocPart::Key("header".into()), LocPart::Key(name.into())],
+            msg: msg.into(),
+            kind: "value_error".into(),
+        }
+    }
+
     /// A problem with a path parameter.
     pub fn path(name: &str, msg: impl Into<String>) -> Self {
         FieldIssue {
@@ -215,7 +224,8 @@ impl ApiError {
             ApiError::Core(e) => match e {
                 jobsched_core::Error::Validation { .. }
                 | jobsched_core::Error::UnknownPolicy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                jobsched_core::Error::IllegalTransition { .. } => StatusCode::CONFLICT,
+                jobsched_core::Error::IllegalTransition { .. }
+                | jobsched_core::Error::KeyConflict { .. } => StatusCode::CONFLICT,
                 jobsched_core::Error::Backend { .. } | jobsched_core::Error::Interrupted { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
-use jobsched_core::{JobId, NewJob};
+use jobsched_core::{JobId, NewJob, UniqueKey};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -242,6 +242,18 @@ impl<'a, 'i> Fields<'a, 'i> {
         }
     }
 
+    /// An optional string.
+    pub(crate) fn opt_str(&mut self, name: &str) -> Result<Option<String>, ()> {
+        match self.present(name) {
+            None => Ok(None),
+            Some(Value::String(v)) => Ok(Some(v.clone())),
+            Some(v) => {
+                self.type_error(name, "a string", v);
+                Err(())
+            }
+        }
+    }
+
     /// An optional RFC 3339 time (`2026-12-24T18:00:00Z`, any offset).
     pub(crate) fn opt_time(&mut self, name: &str) -> Result<Option<DateTime<Utc>>, ()> {
         match self.present(name) {
@@ -329,7 +341,17 @@ pub(crate) fn parse_submission(
     let timeout = fields.opt_f64("timeout_seconds");
     let run_at = fields.opt_time("run_at");
     let delay = fields.opt_f64("delay_seconds");
+    let unique_key = fields.opt_str("unique_key");
     drop(fields);
+    if let Ok(Some(k)) = &unique_key
+        && let Err(message) = jobsched_core::check_unique_key(k)
+    {
+        issues.push(FieldIssue::body(
+            &format!("{prefix}unique_key"),
+            message,
+            "value_error",
+        ));
+    }
     let run_at = first_run(run_at, delay, prefix, state.clock.now(), issues);
     if let Ok(Some(t)) = timeout
         && let Err(message) = jobsched_core::check_timeout(t)
@@ -352,6 +374,7 @@ pub(crate) fn parse_submission(
         timeout_seconds: timeout.unwrap_or(None),
         run_at: None,
         delay_seconds: None,
+        unique_key: None,
     };
     let built = NewJob::build(
         &create.name,
@@ -365,6 +388,10 @@ pub(crate) fn parse_submission(
         Ok(mut job) => {
             job.timeout_seconds = timeout.ok().flatten();
             job.run_at = run_at;
+            job.unique_key = unique_key.ok().flatten().map(|key| UniqueKey {
+                key,
+                fingerprint: fingerprint(value),
+            });
             Some(job)
         }
         Err(errors) => {
@@ -403,6 +430,50 @@ pub(crate) fn parse_submission(
     }
 
     if issues.len() > before { None } else { built }
+}
+
+/// The idempotency fingerprint of a submission: SHA-256 (hex) of its JSON with object keys
+/// sorted and its own `unique_key` left out, so the same request always gives the same digest.
+pub(crate) fn fingerprint(submission: &Value) -> String {
+    use sha2::Digest;
+    fn canonical(v: &Value, top: bool, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map
+                    .keys()
+                    .filter(|k| !(top && k.as_str() == "unique_key"))
+                    .collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], false, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, false, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(submission, true, &mut text);
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The first-run time a submission asks for: `run_at`, or `now + delay_seconds`; not both.

@@ -36,6 +36,7 @@ suite!(
     unknown_routes_and_methods,
     backlog_gauge_is_estimated_seconds_per_live_slot,
     scheduled_jobs_are_validated_kept_and_counted,
+    idempotency_keys_return_the_first_job,
 );
 
 fn sleep_job(name: &str) -> SubmitJob {
@@ -1637,5 +1638,99 @@ async fn scheduled_jobs_are_validated_kept_and_counted(backend: Backend) {
     assert_eq!(listed.total, 5);
     let got = listed.jobs.iter().find(|j| j.id == fixed.id).unwrap();
     assert_eq!(got.run_at, at);
+    h.finish().await;
+}
+
+/// `Idempotency-Key` / `unique_key`: the first submission is 201, the same request again is 200
+/// with the same job (nothing new stored), a different request with the key is 409 naming it;
+/// in batches, per item; a bad key is 422 naming the header or the field.
+async fn idempotency_keys_return_the_first_job(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let post = |key: Option<&str>, body: Value| {
+        let mut rb = h.http.post(h.url("/jobs/")).json(&body);
+        if let Some(k) = key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        rb.send()
+    };
+    let body = json!({"name": "pay", "job_type": "sleep", "payload": {"duration": 1, "x": [1, 2]}});
+    let (status, first) = status_json(post(Some("order-17"), body.clone()).await.unwrap()).await;
+    assert_eq!(status, 201, "{first}");
+    // The same request, keys of its objects in another order: the same job, 200.
+    let reordered =
+        json!({"payload": {"x": [1, 2], "duration": 1}, "job_type": "sleep", "name": "pay"});
+    let (status, again) = status_json(post(Some("order-17"), reordered).await.unwrap()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    // The key in the body instead of the header names the same job.
+    let mut in_body = body.clone();
+    in_body["unique_key"] = json!("order-17");
+    let (status, again) = status_json(post(None, in_body).await.unwrap()).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    assert_eq!(h.client.stats().await.unwrap().total_jobs, 1);
+    // A different request with the key: 409 naming the key and the job.
+    let other = json!({"name": "pay", "job_type": "sleep", "payload": {"duration": 2}});
+    let (status, conflict) = status_json(post(Some("order-17"), other).await.unwrap()).await;
+    assert_eq!(status, 409, "{conflict}");
+    let detail = conflict["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("order-17") && detail.contains(first["id"].as_str().unwrap()),
+        "{detail}"
+    );
+    // Bad keys: 422 naming where the key was.
+    for (key, field, loc) in [
+        (Some(""), None, json!(["header", "Idempotency-Key"])),
+        (None, Some(json!("")), json!(["body", "unique_key"])),
+        (
+            None,
+            Some(json!("x".repeat(256))),
+            json!(["body", "unique_key"]),
+        ),
+        (None, Some(json!(7)), json!(["body", "unique_key"])),
+        (
+            Some("a"),
+            Some(json!("b")),
+            json!(["header", "Idempotency-Key"]),
+        ),
+    ] {
+        let mut b = body.clone();
+        if let Some(f) = field {
+            b["unique_key"] = f;
+        }
+        let (status, resp) = status_json(post(key, b).await.unwrap()).await;
+        assert_eq!(status, 422, "{key:?}: {resp}");
+        assert_eq!(locs(&resp), vec![loc], "{resp}");
+    }
+    // Batches: per item; a repeat names the first job; a conflict stores nothing of the batch.
+    let ids = h
+        .client
+        .submit_batch(&[
+            sleep_job("b0").unique_key("batch-a"),
+            sleep_job("b1"),
+            sleep_job("b0").unique_key("batch-a"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids[0], ids[2]);
+    assert_ne!(ids[0], ids[1]);
+    let again = h
+        .client
+        .submit_batch(&[sleep_job("b0").unique_key("batch-a")])
+        .await
+        .unwrap();
+    assert_eq!(again, [ids[0]]);
+    let total = h.client.stats().await.unwrap().total_jobs;
+    let err = h
+        .client
+        .submit_batch(&[
+            sleep_job("new").unique_key("batch-b"),
+            sleep_job("changed").unique_key("batch-a"),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT), "{err}");
+    assert_eq!(h.client.stats().await.unwrap().total_jobs, total);
     h.finish().await;
 }

@@ -158,6 +158,9 @@ pub struct SubmitJob {
     /// Not to be started before this many seconds from now (the server sets `run_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_seconds: Option<f64>,
+    /// Idempotency key: the same request with it again returns the first job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
 }
 
 impl SubmitJob {
@@ -173,6 +176,7 @@ impl SubmitJob {
             timeout_seconds: None,
             run_at: None,
             delay_seconds: None,
+            unique_key: None,
         }
     }
     /// Set the priority.
@@ -203,6 +207,11 @@ impl SubmitJob {
     /// Do not start before `at`.
     pub fn run_at(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
         self.run_at = Some(at);
+        self
+    }
+    /// Set the idempotency key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
         self
     }
     /// Do not start before `seconds` from now (as the server's clock reads at submission).

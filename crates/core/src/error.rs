@@ -30,6 +30,17 @@ pub enum Error {
         /// Requested state.
         to: JobStatus,
     },
+    /// An idempotency key already names a job submitted with a different request.
+    #[error(
+        "unique_key `{key}` was already used by job {job_id} with a different request: send \
+         the same request again to get that job, or use a new key"
+    )]
+    KeyConflict {
+        /// The key.
+        key: String,
+        /// The job the key belongs to.
+        job_id: crate::JobId,
+    },
     /// A backend (database, Redis, …) failed. `component` names which one.
     #[error("{component} error: {source}")]
     Backend {

@@ -107,6 +107,38 @@ pub struct NewJob {
     /// [`check_run_at`].
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
+    /// Idempotency: while a job with this key exists, submitting the same request with it
+    /// again returns that job instead of a new one (the store then answers with the existing
+    /// job, whose id differs from this submission's); a different request with it is
+    /// [`Error::KeyConflict`].
+    #[serde(default)]
+    pub unique_key: Option<UniqueKey>,
+}
+
+/// An idempotency key and the fingerprint of the request that came with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniqueKey {
+    /// The caller's key, 1 to [`MAX_UNIQUE_KEY_CHARS`] characters.
+    pub key: String,
+    /// A digest of the request (same request, same fingerprint).
+    pub fingerprint: String,
+}
+
+/// Longest accepted idempotency key, in characters.
+pub const MAX_UNIQUE_KEY_CHARS: usize = 255;
+
+/// Check an idempotency key: 1 to [`MAX_UNIQUE_KEY_CHARS`] characters, not blank, no NUL.
+pub fn check_unique_key(key: &str) -> std::result::Result<(), String> {
+    let chars = key.chars().count();
+    if chars == 0 || chars > MAX_UNIQUE_KEY_CHARS || key.trim().is_empty() {
+        Err(format!(
+            "must be 1 to {MAX_UNIQUE_KEY_CHARS} characters and not blank (got {chars})"
+        ))
+    } else if key.contains('\0') {
+        Err("must not contain the NUL character (\\u0000)".into())
+    } else {
+        Ok(())
+    }
 }
 
 impl NewJob {
@@ -163,6 +195,7 @@ impl NewJob {
             max_retries: max_retries.unwrap_or(DEFAULT_MAX_RETRIES as i64) as i32,
             timeout_seconds: None,
             run_at: None,
+            unique_key: None,
         })
     }
 

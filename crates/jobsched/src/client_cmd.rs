@@ -62,6 +62,9 @@ pub struct SubmitArgs {
     /// Do not start before this many seconds from now.
     #[arg(long)]
     pub delay: Option<f64>,
+    /// Idempotency key: the same submission with it again prints the first job.
+    #[arg(long)]
+    pub unique_key: Option<String>,
     /// Wait until the job ends, showing progress; exit non-zero if it failed.
     #[arg(long)]
     pub wait: bool,
@@ -197,6 +200,7 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     job.timeout_seconds = args.run_timeout;
     job.run_at = args.run_at.map(|t| t.with_timezone(&chrono::Utc));
     job.delay_seconds = args.delay;
+    job.unique_key = args.unique_key.clone();
     let created = c.submit(&job).await?;
     if !args.wait {
         if conn.json {

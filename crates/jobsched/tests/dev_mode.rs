@@ -358,6 +358,19 @@ fn readme_quick_start_works_against_jobsched_dev() {
     };
     assert!(time("run_at") - time("created_at") >= chrono::Duration::milliseconds(400));
     assert!(time("started_at") >= time("run_at"), "{done}");
+    // The same submission with the same idempotency key names the first job.
+    let keyed = || {
+        let out = cli(&["submit", "sleep", "duration=0", "--unique-key", "cli-key-1"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let key_job = keyed();
+    assert_eq!(keyed(), key_job);
+    wait_status(&base, &key_job, "COMPLETED", Duration::from_secs(30));
     let bad_time = cli(&["submit", "sleep", "duration=0", "--run-at", "tomorrow"]);
     assert!(!bad_time.status.success());
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("--run-at"));
@@ -368,8 +381,8 @@ fn readme_quick_start_works_against_jobsched_dev() {
     let mut dev = start_dev(&db, port);
     let (body, _) = curl(&["-s", &format!("{}/jobs/stats", dev.base)]);
     let stats = json(&body);
-    assert_eq!(stats["total_jobs"], 6);
-    assert_eq!(stats["completed"], 5);
+    assert_eq!(stats["total_jobs"], 7);
+    assert_eq!(stats["completed"], 6);
     assert_eq!(stats["failed"], 1);
     assert_eq!(stats["delayed"], 0);
     let (body, _) = curl(&["-s", &format!("{}/scheduler/status", dev.base)]);

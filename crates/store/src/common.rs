@@ -3,7 +3,8 @@
 //! The transitions each method performs are documented in the crate docs (`lib.rs`).
 
 use jobsched_core::ports::{Finished, Token};
-use std::collections::HashSet;
+use jobsched_core::{Error, JobId, NewJob, Result};
+use std::collections::{HashMap, HashSet};
 
 /// Tokens with duplicates removed (first occurrence wins), in input order.
 pub(crate) fn dedupe(tokens: &[Token]) -> Vec<Token> {
@@ -105,5 +106,80 @@ mod tests {
     fn paging_normalises() {
         assert_eq!(paging(0, 0), (1, 1, 0));
         assert_eq!(paging(3, 20), (3, 20, 40));
+    }
+}
+
+/// The idempotency keys of a batch of submissions (see [`jobsched_core::UniqueKey`]).
+#[derive(Debug)]
+pub(crate) struct BatchKeys {
+    /// Index of the first submission with each key, sorted by key (the order both stores
+    /// take the keys in, so two batches sharing keys never wait on each other in a cycle).
+    pub(crate) firsts: Vec<usize>,
+    /// For a later submission repeating a key of the batch: the index of the first one.
+    same_as: Vec<Option<usize>>,
+}
+
+/// Collect a batch's keys. The same key twice with different requests is a conflict.
+pub(crate) fn batch_keys(jobs: &[NewJob]) -> Result<BatchKeys> {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut same_as = vec![None; jobs.len()];
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(k) = &job.unique_key else { continue };
+        match first.get(k.key.as_str()) {
+            None => {
+                first.insert(k.key.as_str(), i);
+            }
+            Some(&f) => {
+                if jobs[f].unique_key.as_ref().map(|u| &u.fingerprint) != Some(&k.fingerprint) {
+                    return Err(Error::KeyConflict {
+                        key: k.key.clone(),
+                        job_id: jobs[f].id,
+                    });
+                }
+                same_as[i] = Some(f);
+            }
+        }
+    }
+    let mut firsts: Vec<usize> = first.into_values().collect();
+    firsts.sort_by(|&a, &b| key_of(&jobs[a]).cmp(key_of(&jobs[b])));
+    Ok(BatchKeys { firsts, same_as })
+}
+
+fn key_of(job: &NewJob) -> &str {
+    job.unique_key.as_ref().map_or("", |k| k.key.as_str())
+}
+
+impl BatchKeys {
+    /// The id each submission ends up with, given the keys that were already taken
+    /// (`(key, job id, fingerprint)`): the existing job for a taken key with the same request,
+    /// the first one's for a repeat within the batch, else its own (a row to insert).
+    pub(crate) fn resolve(
+        &self,
+        jobs: &[NewJob],
+        taken: &[(String, JobId, String)],
+    ) -> Result<Vec<JobId>> {
+        let taken: HashMap<&str, (JobId, &str)> = taken
+            .iter()
+            .map(|(k, id, f)| (k.as_str(), (*id, f.as_str())))
+            .collect();
+        let mut ids: Vec<JobId> = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            let id = match (&job.unique_key, self.same_as[i]) {
+                (_, Some(f)) => ids[f],
+                (Some(k), None) => match taken.get(k.key.as_str()) {
+                    Some(&(id, print)) if print == k.fingerprint => id,
+                    Some(&(id, _)) => {
+                        return Err(Error::KeyConflict {
+                            key: k.key.clone(),
+                            job_id: id,
+                        });
+                    }
+                    None => job.id,
+                },
+                (None, None) => job.id,
+            };
+            ids.push(id);
+        }
+        Ok(ids)
     }
 }

@@ -547,6 +547,14 @@ impl PgStore {
 #[async_trait]
 impl JobRepo for PgStore {
     async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job> {
+        if job.unique_key.is_some() {
+            // The key's bookkeeping lives in insert_many; the answer is the job the key names.
+            let ids = self.insert_many(std::slice::from_ref(job), now).await?;
+            return self
+                .get(ids[0])
+                .await?
+                .ok_or_else(|| data(format!("job {} vanished right after its insert", ids[0])));
+        }
         let sql = format!(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
                                max_retries, created_at, run_at, timeout_seconds, delayed) \
@@ -576,49 +584,68 @@ impl JobRepo for PgStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-        let types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
-        let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
-        let durations: Vec<f64> = jobs.iter().map(|j| j.estimated_duration).collect();
-        let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
-        let max_retries: Vec<i32> = jobs.iter().map(|j| j.max_retries).collect();
-        let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_seconds).collect();
-        let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
-        // One statement is one transaction. nextval() runs after the ORDER BY, so seqs follow
-        // the input order.
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                               max_retries, created_at, run_at, seq, timeout_seconds, delayed) \
-             SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
-                    t.max_retries, $8, GREATEST($8, t.run_at), nextval('job_seq'), t.timeout, \
-                    coalesce(t.run_at > $8, false) \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
-                         $6::jsonb[], $7::int4[], $9::float8[], $10::timestamptz[]) \
-                  WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
-                                       max_retries, timeout, run_at, ord) \
-             ORDER BY t.ord",
+        if jobs.iter().all(|j| j.unique_key.is_none()) {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            insert_rows(&mut conn, &jobs.iter().collect::<Vec<_>>(), now).await?;
+            return Ok(jobs.iter().map(|j| j.id).collect());
+        }
+        // One transaction: the keys first (a key already taken names its job), then the rows
+        // of the submissions that are new.
+        let keys = crate::common::batch_keys(jobs)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let (names, owners, prints): (Vec<&str>, Vec<JobId>, Vec<&str>) = keys
+            .firsts
+            .iter()
+            .map(|&i| {
+                let k = jobs[i].unique_key.as_ref().expect("keyed");
+                (k.key.as_str(), jobs[i].id, k.fingerprint.as_str())
+            })
+            .fold(
+                (Vec::new(), Vec::new(), Vec::new()),
+                |(mut a, mut b, mut c), (x, y, z)| {
+                    a.push(x);
+                    b.push(y);
+                    c.push(z);
+                    (a, b, c)
+                },
+            );
+        // Sorted by key (batch_keys), so two batches sharing keys lock them in one order.
+        let taken: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO job_keys (key, job_id, fingerprint, created_at) \
+             SELECT k, j, f, $4 FROM UNNEST($1::text[], $2::uuid[], $3::text[]) AS t(k, j, f) \
+             ON CONFLICT (key) DO NOTHING RETURNING key",
         )
-        .bind(&ids)
         .bind(&names)
-        .bind(&types)
-        .bind(&priorities)
-        .bind(&durations)
-        .bind(&payloads)
-        .bind(&max_retries)
+        .bind(&owners)
+        .bind(&prints)
         .bind(now)
-        .bind(&timeouts)
-        .bind(&run_ats)
-        .execute(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        if inserted.rows_affected() != ids.len() as u64 {
-            return Err(data(format!(
-                "inserted {} of {} jobs",
-                inserted.rows_affected(),
-                ids.len()
-            )));
-        }
+        let taken: std::collections::HashSet<String> = taken.into_iter().collect();
+        let held: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|k| !taken.contains(*k))
+            .collect();
+        let existing: Vec<(String, JobId, String)> = if held.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as("SELECT key, job_id, fingerprint FROM job_keys WHERE key = ANY($1)")
+                .bind(&held)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?
+        };
+        let ids = keys.resolve(jobs, &existing)?;
+        let fresh: Vec<&NewJob> = jobs
+            .iter()
+            .zip(&ids)
+            .filter(|(j, id)| j.id == **id)
+            .map(|(j, _)| j)
+            .collect();
+        insert_rows(&mut tx, &fresh, now).await?;
+        tx.commit().await.map_err(db)?;
         Ok(ids)
     }
 
@@ -1057,6 +1084,61 @@ impl DispatchStore for PgStore {
         .map_err(db)?;
         Ok(Promotion { promoted, next_due })
     }
+}
+
+/// Insert `jobs` (already validated, keys settled) in one statement, seqs in input order.
+async fn insert_rows(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[&NewJob],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    let types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+    let durations: Vec<f64> = jobs.iter().map(|j| j.estimated_duration).collect();
+    let payloads: Vec<&Value> = jobs.iter().map(|j| &j.payload).collect();
+    let max_retries: Vec<i32> = jobs.iter().map(|j| j.max_retries).collect();
+    let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_seconds).collect();
+    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    // One statement is one transaction. nextval() runs after the ORDER BY, so seqs follow
+    // the input order.
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
+                           max_retries, created_at, run_at, seq, timeout_seconds, delayed) \
+         SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
+                t.max_retries, $8, GREATEST($8, t.run_at), nextval('job_seq'), t.timeout, \
+                coalesce(t.run_at > $8, false) \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
+                     $6::jsonb[], $7::int4[], $9::float8[], $10::timestamptz[]) \
+              WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
+                                   max_retries, timeout, run_at, ord) \
+         ORDER BY t.ord",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&types)
+    .bind(&priorities)
+    .bind(&durations)
+    .bind(&payloads)
+    .bind(&max_retries)
+    .bind(now)
+    .bind(&timeouts)
+    .bind(&run_ats)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    if inserted.rows_affected() != ids.len() as u64 {
+        return Err(data(format!(
+            "inserted {} of {} jobs",
+            inserted.rows_affected(),
+            ids.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Largest exchange (outcomes, and jobs claimed) that runs on the generic-plan connections.

@@ -278,6 +278,14 @@ impl SqliteStore {
 #[async_trait]
 impl JobRepo for SqliteStore {
     async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job> {
+        if job.unique_key.is_some() {
+            // The key's bookkeeping lives in insert_many; the answer is the job the key names.
+            let ids = self.insert_many(std::slice::from_ref(job), now).await?;
+            return self
+                .get(ids[0])
+                .await?
+                .ok_or_else(|| data(format!("job {} vanished right after its insert", ids[0])));
+        }
         let mut tx = self.write().await?;
         let seq = reserve_seqs(&mut tx, 1).await?;
         let sql = format!("{INSERT_SQL} RETURNING {JOB_COLUMNS}");
@@ -306,8 +314,47 @@ impl JobRepo for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.write().await?;
-        let first = reserve_seqs(&mut tx, jobs.len()).await?;
-        for (seq, job) in (first..).zip(jobs) {
+        // The keys first (a key already taken names its job); then the new submissions' rows.
+        let keys = crate::common::batch_keys(jobs)?;
+        let mut taken = Vec::new();
+        for &i in &keys.firsts {
+            let k = jobs[i].unique_key.as_ref().expect("keyed");
+            let row: Option<(Hyphenated, String)> =
+                sqlx::query_as("SELECT job_id, fingerprint FROM job_keys WHERE key = ?1")
+                    .bind(&k.key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            match row {
+                Some((id, print)) => taken.push((k.key.clone(), id.into_uuid(), print)),
+                None => {
+                    sqlx::query(
+                        "INSERT INTO job_keys (key, job_id, fingerprint, created_at) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .bind(&k.key)
+                    .bind(hy(jobs[i].id))
+                    .bind(&k.fingerprint)
+                    .bind(us(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+            }
+        }
+        let ids = keys.resolve(jobs, &taken)?;
+        let fresh: Vec<&NewJob> = jobs
+            .iter()
+            .zip(&ids)
+            .filter(|(j, id)| j.id == **id)
+            .map(|(j, _)| j)
+            .collect();
+        if fresh.is_empty() {
+            tx.commit().await.map_err(db)?;
+            return Ok(ids);
+        }
+        let first = reserve_seqs(&mut tx, fresh.len()).await?;
+        for (seq, job) in (first..).zip(fresh) {
             sqlx::query(INSERT_SQL)
                 .bind(hy(job.id))
                 .bind(&job.name)
@@ -325,7 +372,7 @@ impl JobRepo for SqliteStore {
                 .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(jobs.iter().map(|j| j.id).collect())
+        Ok(ids)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {

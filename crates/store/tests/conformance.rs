@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
 use jobsched_core::ports::{Claim, Finished, Outcome, Store, Token, Update};
 use jobsched_core::{
     Backlog, CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
-    PolicySettings, StartedJob,
+    PolicySettings, StartedJob, UniqueKey,
 };
 use jobsched_store::testing::TestDb;
 use serde_json::json;
@@ -73,6 +73,7 @@ conformance!(
     exchange_records_outcomes_and_claims_successors,
     concurrent_claims_take_each_job_once,
     delayed_jobs_wait_for_their_time,
+    unique_keys_return_the_first_job,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2170,4 +2171,92 @@ async fn delayed_jobs_wait_for_their_time(db: &TestDb) {
     let p = s.promote_due(t(500), 100).await.unwrap();
     assert_eq!((p.promoted, p.next_due), (0, None));
     assert_eq!(job(&s, late.id).await.status, JobStatus::Cancelled);
+}
+
+/// Idempotency keys: the same key with the same request names the first job (no second row),
+/// with a different request it is a conflict naming the key and that job; in a batch, per
+/// item, and a conflicting batch writes nothing.
+async fn unique_keys_return_the_first_job(db: &TestDb) {
+    let s = db.store().await;
+    let keyed = |name: &str, key: &str, print: &str| NewJob {
+        unique_key: Some(UniqueKey {
+            key: key.into(),
+            fingerprint: print.into(),
+        }),
+        ..new_job(name)
+    };
+    let first = s.insert(&keyed("a", "k1", "f1"), t(0)).await.unwrap();
+    let again = keyed("a", "k1", "f1");
+    let second = s.insert(&again, t(1)).await.unwrap();
+    assert_eq!(
+        second.id, first.id,
+        "the same request returns the first job"
+    );
+    assert_ne!(again.id, first.id);
+    assert_eq!(s.stats().await.unwrap().total_jobs, 1);
+    match s.insert(&keyed("b", "k1", "f2"), t(2)).await {
+        Err(Error::KeyConflict { key, job_id }) => {
+            assert_eq!((key.as_str(), job_id), ("k1", first.id))
+        }
+        other => panic!("expected a key conflict, got {other:?}"),
+    }
+    // A key names its job whatever became of it.
+    assert_eq!(
+        s.cancel(first.id, t(3)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        s.insert(&keyed("a", "k1", "f1"), t(4)).await.unwrap().id,
+        first.id
+    );
+
+    // Batches: per item; repeats inside the batch name the first; unkeyed items are new.
+    let batch = [
+        keyed("c", "k2", "f3"),
+        new_job("plain"),
+        keyed("a", "k1", "f1"),
+        keyed("c", "k2", "f3"),
+        keyed("d", "k0", "f4"),
+    ];
+    let ids = s.insert_many(&batch, t(5)).await.unwrap();
+    assert_eq!(ids[0], batch[0].id);
+    assert_eq!(ids[1], batch[1].id);
+    assert_eq!(ids[2], first.id);
+    assert_eq!(ids[3], batch[0].id);
+    assert_eq!(ids[4], batch[4].id);
+    assert_eq!(s.stats().await.unwrap().total_jobs, 4);
+    for id in &ids {
+        assert!(s.get(*id).await.unwrap().is_some());
+    }
+    // A conflict anywhere in a batch writes nothing of it, its new keys included.
+    let before = s.stats().await.unwrap().total_jobs;
+    let bad = [keyed("e", "k9", "f9"), keyed("c", "k2", "other")];
+    match s.insert_many(&bad, t(6)).await {
+        Err(Error::KeyConflict { key, job_id }) => {
+            assert_eq!((key.as_str(), job_id), ("k2", batch[0].id))
+        }
+        other => panic!("expected a key conflict, got {other:?}"),
+    }
+    let inner = [keyed("e", "k8", "f8"), keyed("e", "k8", "different")];
+    assert!(matches!(
+        s.insert_many(&inner, t(6)).await,
+        Err(Error::KeyConflict { .. })
+    ));
+    assert_eq!(s.stats().await.unwrap().total_jobs, before);
+    let fresh = keyed("e", "k9", "other-request");
+    let k9 = s.insert(&fresh, t(7)).await.unwrap();
+    assert_eq!(k9.id, fresh.id, "k9 was not kept by the failed batch");
+
+    // Concurrent submissions of one key make one job.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.insert(&keyed("r", "race", "fr"), t(8)).await.unwrap().id })
+        })
+        .collect();
+    let mut winners = HashSet::new();
+    for task in tasks {
+        winners.insert(task.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "one job for one key: {winners:?}");
 }

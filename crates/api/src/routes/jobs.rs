@@ -5,13 +5,15 @@ use crate::dto::{
     JobStatsResponse, ListParams, ValidationErrorBody,
 };
 use crate::error::{ApiError, FieldIssue};
-use crate::extract::{Fields, JsonBody, check_payload_size, parse_job_id, parse_submission};
+use crate::extract::{
+    Fields, JsonBody, check_payload_size, fingerprint, parse_job_id, parse_submission,
+};
 use crate::routes::{QueryPairs, publish_jobs_available};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use jobsched_core::{CancelOutcome, JobFilter, JobStatus};
+use axum::http::{HeaderMap, StatusCode};
+use jobsched_core::{CancelOutcome, JobFilter, JobStatus, UniqueKey};
 use std::sync::Arc;
 
 /// Most submissions in one batch.
@@ -27,10 +29,14 @@ pub const MAX_PAGE: u32 = 10_000_000;
 #[utoipa::path(
     post, path = "/jobs/", tag = "jobs",
     request_body = JobCreate,
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "Idempotency key, as the body's `unique_key` (1 to 255 characters)")),
     responses(
+        (status = 200, description = "The job an earlier submission with the same idempotency key and the same request created", body = JobResponse),
         (status = 201, description = "Created (PENDING)", body = JobResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "The idempotency key names a job submitted with a different request", body = ErrorBody),
         (status = 413, description = "Body or payload over its limit", body = ErrorBody),
         (status = 422, description = "Invalid field(s) or payload", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable, or the server at its limits (retry after `Retry-After`)", body = ErrorBody),
@@ -38,15 +44,28 @@ pub const MAX_PAGE: u32 = 10_000_000;
 )]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
     check_payload_size(&body, "", state.config.max_payload)?;
     let mut issues = Vec::new();
     let new = parse_submission(&body, "", &state, &mut issues);
-    let Some(new) = new.filter(|_| issues.is_empty()) else {
+    let header_key = idempotency_header(&headers, &body, &mut issues);
+    let Some(mut new) = new.filter(|_| issues.is_empty()) else {
         return Err(ApiError::Validation(issues));
     };
+    if let Some(key) = header_key {
+        new.unique_key = Some(UniqueKey {
+            key,
+            fingerprint: fingerprint(&body),
+        });
+    }
     let job = state.store.insert(&new, state.clock.now()).await?;
+    if job.id != new.id {
+        // The key's first submission: nothing new was stored or announced.
+        tracing::info!(job_id = %job.id, "idempotent repeat of a submission");
+        return Ok((StatusCode::OK, Json(job.into())));
+    }
     tracing::info!(job_id = %job.id, job_type = %job.job_type, "job submitted");
     jobsched_metrics::metrics()
         .jobs_submitted
@@ -56,12 +75,44 @@ pub async fn submit(
     Ok((StatusCode::CREATED, Json(job.into())))
 }
 
+/// The `Idempotency-Key` header, checked: 1 to 255 characters, and the same as the body's
+/// `unique_key` when both are given. Problems go to `issues`.
+fn idempotency_header(
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<String> {
+    let raw = headers.get(IDEMPOTENCY_KEY)?;
+    let problem = |message: String| FieldIssue::header("Idempotency-Key", message);
+    let Ok(key) = raw.to_str() else {
+        issues.push(problem("must be visible ASCII text".into()));
+        return None;
+    };
+    if let Err(message) = jobsched_core::check_unique_key(key) {
+        issues.push(problem(message));
+        return None;
+    }
+    match body.get("unique_key").and_then(|v| v.as_str()) {
+        Some(field) if field != key => {
+            issues.push(problem(format!(
+                "differs from the body's unique_key ({field:?}); give one key, or the same in both"
+            )));
+            None
+        }
+        _ => Some(key.to_string()),
+    }
+}
+
+/// The header that carries a submission's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// Submit up to 1000 jobs in one transaction (all or nothing).
 #[utoipa::path(
     post, path = "/jobs/batch", tag = "jobs",
     request_body = BatchCreate,
     responses(
-        (status = 201, description = "Created (all PENDING), ids in input order", body = BatchCreated),
+        (status = 201, description = "Created (all PENDING), ids in input order; an item whose `unique_key` names an existing job (same request) gets that job's id", body = BatchCreated),
+        (status = 409, description = "An item's `unique_key` names a job submitted with a different request; nothing of the batch is stored", body = ErrorBody),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body or a payload over its limit", body = ErrorBody),
