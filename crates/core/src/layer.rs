@@ -7,8 +7,8 @@
 
 use crate::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Event, Exchanged, Finished, JobRepo,
-    Outcome, Promotion, RescueReport, Store, Subscription, Token, Transport, Update, WorkerSlots,
-    WorkerStore,
+    Outcome, Promotion, PruneCursor, Pruned, RescueReport, Store, Subscription, Token, Transport,
+    Update, WorkerSlots, WorkerStore,
 };
 use crate::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
@@ -116,6 +116,13 @@ through!(DispatchStore for Layered {
     ) -> Vec<StartedJob>;
     fn rescue_expired(&self, now: DateTime<Utc>) -> RescueReport;
     fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Promotion;
+    fn prune(
+        &self,
+        completed_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        after: Option<PruneCursor>,
+        limit: u32
+    ) -> Pruned;
 });
 
 through!(WorkerStore for Layered {

@@ -109,6 +109,24 @@ pub struct Promotion {
     pub next_due: Option<DateTime<Utc>>,
 }
 
+/// Where a retention scan stopped: the last job it looked at, in submission order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneCursor {
+    /// That job's submission time.
+    pub created_at: DateTime<Utc>,
+    /// Its submission sequence number (ties on `created_at`).
+    pub seq: i64,
+}
+
+/// What one [`DispatchStore::prune`] statement did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pruned {
+    /// Jobs deleted.
+    pub deleted: u64,
+    /// Where to go on from; `None` when the scan reached the end (start over next time).
+    pub next: Option<PruneCursor>,
+}
+
 /// The engine leader's side.
 #[async_trait]
 pub trait DispatchStore: Send + Sync {
@@ -130,6 +148,18 @@ pub trait DispatchStore: Send + Sync {
     /// A delayed job (submitted with a future `run_at`) is PENDING but in no claim order until
     /// then, so claims never step over a backlog of future jobs.
     async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion>;
+    /// Retention: look at up to `limit` jobs submitted before `max(completed_before,
+    /// failed_before)`, oldest first after `after`, and delete those that are COMPLETED since
+    /// before `completed_before`, or FAILED / CANCELLED since before `failed_before` and not
+    /// in the dead-letter queue. Open jobs and dead letters are stepped over. The counts, the
+    /// listing keys and the job's idempotency key go with it.
+    async fn prune(
+        &self,
+        completed_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        after: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<Pruned>;
 }
 
 /// How a run ended, as recorded by the worker.

@@ -246,6 +246,17 @@ pub struct SlotArgs {
     /// On SIGTERM, seconds in-flight jobs get to finish before being handed back.
     #[arg(long, env = "JOBSCHED_SHUTDOWN_GRACE", default_value_t = 25.0)]
     pub shutdown_grace: f64,
+    /// Retention of COMPLETED jobs, seconds after completion (0 = keep forever).
+    #[arg(
+        long,
+        env = "JOBSCHED_RETENTION_COMPLETED",
+        default_value_t = 604_800.0
+    )]
+    pub retention_completed: f64,
+    /// Retention of FAILED and CANCELLED jobs (dead letters stay until purged or retried),
+    /// seconds after they ended (0 = keep forever).
+    #[arg(long, env = "JOBSCHED_RETENTION_FAILED", default_value_t = 2_592_000.0)]
+    pub retention_failed: f64,
     /// Bytes all image decodes of this process may hold at once (jobs wait for budget).
     #[arg(long, env = "JOBSCHED_DECODE_BUDGET", default_value_t = 192 * 1024 * 1024)]
     pub decode_budget: u64,

@@ -254,10 +254,26 @@ fn runtime_config(
             3_600.0,
         )?,
         run_engine,
+        retention_completed: retention("JOBSCHED_RETENTION_COMPLETED", slots.retention_completed)?,
+        retention_failed: retention("JOBSCHED_RETENTION_FAILED", slots.retention_failed)?,
         ..defaults
     };
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cfg)
+}
+
+/// A retention setting: 0 keeps forever, else 60 s to ten years.
+fn retention(name: &str, seconds: f64) -> Result<Option<Duration>> {
+    if seconds == 0.0 {
+        return Ok(None);
+    }
+    secs_in(
+        &format!("{name} (0 keeps forever)"),
+        seconds,
+        60.0,
+        315_360_000.0,
+    )
+    .map(Some)
 }
 
 fn default_worker_id() -> String {

@@ -51,6 +51,9 @@ fn out_of_range_duration_settings_are_one_line_errors() {
         ("worker", "JOBSCHED_BACKOFF_BASE", "1e300", "0.001 to 86400"),
         ("worker", "JOBSCHED_BACKOFF_CAP", "1e-300", "0.001 to 86400"),
         ("worker", "JOBSCHED_SHUTDOWN_GRACE", "1e300", "0 to 3600"),
+        ("worker", "JOBSCHED_RETENTION_COMPLETED", "5", "60 to 315360000"),
+        ("worker", "JOBSCHED_RETENTION_FAILED", "1e300", "60 to 315360000"),
+        ("dev", "JOBSCHED_RETENTION_FAILED", "-1", "0 keeps forever"),
         ("dev", "JOBSCHED_LEASE_TTL", "1e300", "0.1 to 86400"),
         ("api", "JOBSCHED_API_REQUEST_TIMEOUT", "1e300", "1 to 3600"),
         (

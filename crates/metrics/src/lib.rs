@@ -71,6 +71,8 @@ pub struct Metrics {
     pub claims_handed_back: IntCounter,
     /// Delayed jobs (submitted with a future `run_at`) moved into the queue when it came.
     pub jobs_promoted: IntCounter,
+    /// Finished jobs deleted by retention.
+    pub jobs_pruned: IntCounter,
     /// Busy execution slots in this worker.
     pub worker_slots_busy: IntGauge,
     /// Execution slots in this worker.
@@ -219,6 +221,10 @@ impl Metrics {
             jobs_promoted: counter(
                 "jobsched_jobs_promoted_total",
                 "Delayed jobs moved into the queue when their run_at came.",
+            ),
+            jobs_pruned: counter(
+                "jobsched_jobs_pruned_total",
+                "Finished jobs deleted by retention (JOBSCHED_RETENTION_COMPLETED / _FAILED).",
             ),
             worker_slots_busy: gauge(
                 "jobsched_worker_slots_busy",

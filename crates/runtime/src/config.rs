@@ -30,6 +30,12 @@ pub struct RuntimeConfig {
     pub run_engine: bool,
     /// Most outcomes written in one store call.
     pub batch_size: usize,
+    /// Retention (leader): COMPLETED jobs are deleted this long after they completed; `None`
+    /// keeps them.
+    pub retention_completed: Option<Duration>,
+    /// Retention (leader): FAILED and CANCELLED jobs, except dead letters, are deleted this
+    /// long after they ended; `None` keeps them.
+    pub retention_failed: Option<Duration>,
 }
 
 impl Default for RuntimeConfig {
@@ -46,6 +52,8 @@ impl Default for RuntimeConfig {
             shutdown_grace: Duration::from_secs(25),
             run_engine: true,
             batch_size: 1000,
+            retention_completed: Some(Duration::from_secs(7 * 86_400)),
+            retention_failed: Some(Duration::from_secs(30 * 86_400)),
         }
     }
 }

@@ -5,13 +5,13 @@
 //! backlog. What is left for the single leader: take back expired leases (the rescuer) and
 //! announce the jobs it sent back, reap workers that stopped heartbeating from the registry,
 //! keep the policy key in the transport (rebuilt from the durable copy after a flush), move
-//! delayed jobs into the queue when their `run_at` comes and wake the workers, and refresh the
-//! gauges that count rows.
+//! delayed jobs into the queue when their `run_at` comes and wake the workers, delete jobs past
+//! their retention, and refresh the gauges that count rows.
 
 use crate::Runtime;
 use jobsched_core::JobStatus;
 use jobsched_core::policy::{self, PolicySettings};
-use jobsched_core::ports::Event;
+use jobsched_core::ports::{Event, PruneCursor};
 use jobsched_metrics::metrics;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -122,6 +122,8 @@ async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
     // When the earliest delayed job comes due (known after each promotion pass); a job
     // submitted for an earlier time since is found by the next round.
     let mut next_due: Option<tokio::time::Instant> = None;
+    // Where the retention scan goes on from (it wraps around at the end).
+    let mut prune_from: Option<PruneCursor> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -134,10 +136,57 @@ async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
         }
         rescue(&rt).await;
         next_due = promote(&rt).await;
+        prune(&rt, &mut prune_from).await;
         if rounds % 5 == 0 {
             refresh_gauges(&rt).await;
         }
         rounds += 1;
+    }
+}
+
+/// Jobs a retention statement looks at, and statements per round: small deletes of rows no
+/// claim touches, so dispatch never waits on them.
+const PRUNE_BATCH: u32 = 500;
+const PRUNE_ROUNDS: usize = 10;
+
+/// Delete the jobs that outlived their retention (see [`crate::RuntimeConfig`]), a few small
+/// batches per round, going on from where the last round stopped.
+async fn prune(rt: &Runtime, from: &mut Option<PruneCursor>) {
+    let (done, failed) = (rt.config.retention_completed, rt.config.retention_failed);
+    if done.is_none() && failed.is_none() {
+        return;
+    }
+    let now = rt.clock.now();
+    // No setting (or one reaching before 1970) keeps everything of its kind.
+    let before = |keep: Option<Duration>| {
+        keep.and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH)
+    };
+    let (done_before, failed_before) = (before(done), before(failed));
+    let mut deleted = 0u64;
+    for _ in 0..PRUNE_ROUNDS {
+        match rt
+            .store
+            .prune(done_before, failed_before, *from, PRUNE_BATCH)
+            .await
+        {
+            Ok(p) => {
+                deleted = deleted.saturating_add(p.deleted);
+                *from = p.next;
+                if from.is_none() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention pass failed; trying again next round");
+                break;
+            }
+        }
+    }
+    if deleted > 0 {
+        metrics().jobs_pruned.inc_by(deleted);
+        tracing::info!(deleted, "deleted jobs past their retention");
     }
 }
 

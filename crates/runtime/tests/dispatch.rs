@@ -866,3 +866,57 @@ async fn scheduled_jobs_start_at_their_time_and_not_before() {
     assert_eq!(env.store.stats().await.unwrap().delayed, 0);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_deletes_finished_jobs_past_their_retention_and_keeps_dead_letters() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    for i in 0..5 {
+        env.submit(&format!("ok{i}"), 5, 1.0, json!({"duration": 0.001}))
+            .await;
+    }
+    let dead = env
+        .submit(
+            "dead",
+            5,
+            1.0,
+            json!({"duration": 0, "fail_probability": 1}),
+        )
+        .await;
+    let cancelled = env
+        .submit("cancelled", 5, 1.0, json!({"duration": 0}))
+        .await;
+    env.store.cancel(cancelled.id, Utc::now()).await.unwrap();
+    let mut rt = env.runtime("w1", 2);
+    rt.config.retention_completed = Some(Duration::from_millis(300));
+    rt.config.retention_failed = Some(Duration::from_millis(300));
+    let (stop, h) = start(rt);
+    // Everything but the dead letter goes once it is older than its retention.
+    let left = poll(Duration::from_secs(20), || async {
+        let jobs = env.all_jobs().await;
+        match jobs.as_slice() {
+            [only] if only.id == dead.id => Ok(jobs),
+            _ => Err(format!(
+                "jobs left: {:?}",
+                jobs.iter().map(|j| (&j.name, j.status)).collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
+    stop.cancel();
+    h.await.unwrap();
+    assert_eq!(left[0].status, JobStatus::Failed);
+    let stats = env.store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.total_jobs,
+            stats.failed,
+            stats.completed,
+            stats.cancelled
+        ),
+        (1, 1, 0, 0),
+        "the counts follow the deletes"
+    );
+    assert_eq!(env.store.dead_letter_count().await.unwrap(), 1);
+    env.cleanup().await;
+}

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
-    Promotion, RescueReport, Token, Update, WorkerStore,
+    Promotion, PruneCursor, Pruned, RescueReport, Token, Update, WorkerStore,
 };
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
@@ -1083,6 +1083,60 @@ impl DispatchStore for PgStore {
         .await
         .map_err(db)?;
         Ok(Promotion { promoted, next_due })
+    }
+
+    async fn prune(
+        &self,
+        completed_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        after: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<Pruned> {
+        // The catalog is written once per job and ordered by submission: the scan reads no
+        // index a claim or a completion writes, and deletes only finished rows, which no
+        // claim or worker locks.
+        let (from_at, from_seq) = (after.map(|c| c.created_at), after.map_or(0, |c| c.seq));
+        let row = sqlx::query(
+            "WITH scan AS ( \
+                 SELECT id, created_at, seq FROM job_catalog \
+                 WHERE created_at < GREATEST($1::timestamptz, $2::timestamptz) \
+                   AND ($3::timestamptz IS NULL \
+                        OR (created_at >= $3 AND (created_at, seq) > ($3, $4))) \
+                 ORDER BY created_at, seq LIMIT $5), \
+             gone AS ( \
+                 DELETE FROM jobs j USING scan s WHERE j.id = s.id AND NOT j.dead_letter \
+                   AND ((j.status = 'COMPLETED' AND coalesce(j.completed_at, j.created_at) < $1) \
+                     OR (j.status IN ('FAILED', 'CANCELLED') \
+                         AND coalesce(j.completed_at, j.failed_at, j.created_at) < $2)) \
+                 RETURNING 1) \
+             SELECT (SELECT count(*) FROM gone)::int8 AS deleted, \
+                    (SELECT count(*) FROM scan)::int8 AS scanned, last.created_at, last.seq \
+             FROM (SELECT 1) one \
+             LEFT JOIN (SELECT created_at, seq FROM scan \
+                        ORDER BY created_at DESC, seq DESC LIMIT 1) last ON true",
+        )
+        .bind(completed_before)
+        .bind(failed_before)
+        .bind(from_at)
+        .bind(from_seq)
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let deleted: i64 = row.try_get("deleted").map_err(db)?;
+        let scanned: i64 = row.try_get("scanned").map_err(db)?;
+        let next = if scanned < i64::from(limit) {
+            None
+        } else {
+            Some(PruneCursor {
+                created_at: row.try_get("created_at").map_err(db)?,
+                seq: row.try_get("seq").map_err(db)?,
+            })
+        };
+        Ok(Pruned {
+            deleted: deleted.max(0) as u64,
+            next,
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, Promotion,
-    RescueReport, Token, Update, WorkerStore,
+    PruneCursor, Pruned, RescueReport, Token, Update, WorkerStore,
 };
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
@@ -710,6 +710,56 @@ impl DispatchStore for SqliteStore {
             promoted: due.len() as u64,
             next_due: next.map(from_us).transpose()?,
         })
+    }
+
+    async fn prune(
+        &self,
+        completed_before: DateTime<Utc>,
+        failed_before: DateTime<Utc>,
+        after: Option<PruneCursor>,
+        limit: u32,
+    ) -> Result<Pruned> {
+        let (from_at, from_seq) = after.map_or((i64::MIN, i64::MIN), |c| (us(c.created_at), c.seq));
+        let (done_us, failed_us) = (us(completed_before), us(failed_before));
+        let mut tx = self.write().await?;
+        let scan: Vec<(Hyphenated, i64, i64)> = sqlx::query_as(
+            "SELECT id, created_at, seq FROM jobs \
+             WHERE created_at < MAX(?1, ?2) AND (created_at, seq) > (?3, ?4) \
+             ORDER BY created_at, seq LIMIT ?5",
+        )
+        .bind(done_us)
+        .bind(failed_us)
+        .bind(from_at)
+        .bind(from_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut deleted = 0u64;
+        for (id, _, _) in &scan {
+            deleted += sqlx::query(
+                "DELETE FROM jobs WHERE id = ?1 AND dead_letter = 0 \
+                   AND ((status = 'COMPLETED' AND coalesce(completed_at, created_at) < ?2) \
+                     OR (status IN ('FAILED', 'CANCELLED') \
+                         AND coalesce(completed_at, failed_at, created_at) < ?3))",
+            )
+            .bind(id)
+            .bind(done_us)
+            .bind(failed_us)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        let next = match scan.last() {
+            Some(&(_, at, seq)) if scan.len() >= limit as usize => Some(PruneCursor {
+                created_at: from_us(at)?,
+                seq,
+            }),
+            _ => None,
+        };
+        Ok(Pruned { deleted, next })
     }
 }
 

@@ -74,6 +74,7 @@ conformance!(
     concurrent_claims_take_each_job_once,
     delayed_jobs_wait_for_their_time,
     unique_keys_return_the_first_job,
+    retention_deletes_only_what_outlived_it,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2259,4 +2260,84 @@ async fn unique_keys_return_the_first_job(db: &TestDb) {
         winners.insert(task.await.unwrap());
     }
     assert_eq!(winners.len(), 1, "one job for one key: {winners:?}");
+}
+
+/// Retention: COMPLETED jobs older than their cutoff go, FAILED and CANCELLED ones older than
+/// theirs go unless they are dead letters; open jobs stay; the counts follow, and a deleted
+/// job's idempotency key is free again. The scan goes on from its cursor in small steps.
+async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
+    let s = db.store().await;
+    let complete = |name: &'static str, at: DateTime<Utc>, key: Option<&'static str>| {
+        let s = s.clone();
+        async move {
+            let mut new = new_job(name);
+            new.unique_key = key.map(|k| UniqueKey {
+                key: k.into(),
+                fingerprint: "f".into(),
+            });
+            let id = s.insert(&new, t(0)).await.unwrap().id;
+            let tok = run(&s, id, "w", at - Cd::seconds(1), at + Cd::seconds(30)).await;
+            let done = Outcome::Completed {
+                token: tok,
+                result: json!(1),
+            };
+            assert_eq!(finish(&s, "w", &[done], at).await.unwrap(), vec![tok]);
+            id
+        }
+    };
+    let old_done = complete("old", t(2), Some("key-1")).await;
+    let old_done2 = complete("old2", t(3), None).await;
+    let new_done = complete("new", t(50), None).await;
+    let purged = fail(&s, "purged", t(10)).await;
+    assert_eq!(s.purge_dead_letters().await.unwrap(), 1);
+    let dead = fail(&s, "dead", t(10)).await;
+    let late_fail = fail(&s, "late", t(30)).await;
+    let cancelled = insert(&s, "cancelled", t(0)).await;
+    assert_eq!(
+        s.cancel(cancelled, t(5)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let open = insert(&s, "open", t(0)).await;
+    let running = insert(&s, "running", t(0)).await;
+    run(&s, running, "w", t(1), t(500)).await;
+
+    let mut deleted = 0;
+    let mut cursor = None;
+    for round in 0.. {
+        assert!(round < 20, "the scan must end");
+        let p = s.prune(t(40), t(20), cursor, 2).await.unwrap();
+        deleted += p.deleted;
+        if let (Some(a), Some(b)) = (cursor, p.next) {
+            assert!(
+                (b.created_at, b.seq) > (a.created_at, a.seq),
+                "the cursor moves on"
+            );
+        }
+        cursor = p.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(deleted, 4);
+    let left: HashSet<JobId> = statuses(&s).await.into_keys().collect();
+    assert_eq!(
+        left,
+        HashSet::from([new_done, dead, late_fail, open, running]),
+        "kept: too young, a dead letter, open"
+    );
+    for gone in [old_done, old_done2, purged, cancelled] {
+        assert!(s.get(gone).await.unwrap().is_none());
+    }
+    assert_counts_match_rows(&s, "after pruning").await;
+    assert_eq!(s.dead_letter_count().await.unwrap(), 2, "dead and late");
+    // Nothing more to do at the same cutoffs; a key whose job is gone names a new job.
+    assert_eq!(s.prune(t(40), t(20), None, 100).await.unwrap().deleted, 0);
+    let again = NewJob {
+        unique_key: Some(UniqueKey {
+            key: "key-1".into(),
+            fingerprint: "f".into(),
+        }),
+        ..new_job("old")
+    };
+    assert_eq!(s.insert(&again, t(60)).await.unwrap().id, again.id);
 }
