@@ -82,6 +82,20 @@ pub struct JobCreate {
     /// instead of creating another; a different request with it answers 409. In a batch,
     /// per item.
     pub unique_key: Option<String>,
+    /// This job's retry backoff (default: the installation's `JOBSCHED_BACKOFF_BASE` / `_CAP`).
+    pub retry_backoff: Option<RetryBackoffSchema>,
+}
+
+/// A job's own retry backoff: the delay before retry n is min(cap, base · 2^(n-1)), jittered
+/// into its upper half.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetryBackoffSchema {
+    /// Delay before the first retry, seconds (0.001 to 86400).
+    #[schema(minimum = 0.001, maximum = 86400)]
+    pub base_seconds: f64,
+    /// Longest delay, seconds (`base_seconds` to 86400).
+    #[schema(minimum = 0.001, maximum = 86400)]
+    pub cap_seconds: f64,
 }
 
 /// Several submissions inserted in one transaction (all or nothing).
@@ -152,6 +166,8 @@ pub struct JobResponse {
     pub slices: i32,
     /// Per-run timeout asked for at submission, seconds (`null` = the job type's default).
     pub timeout_seconds: Option<f64>,
+    /// Retry backoff asked for at submission (`null` = the installation's).
+    pub retry_backoff: Option<RetryBackoffSchema>,
 }
 
 impl From<Job> for JobResponse {
@@ -179,6 +195,10 @@ impl From<Job> for JobResponse {
             checkpoint: j.checkpoint,
             slices: j.slices,
             timeout_seconds: j.timeout_seconds,
+            retry_backoff: j.retry_backoff.map(|b| RetryBackoffSchema {
+                base_seconds: b.base_seconds,
+                cap_seconds: b.cap_seconds,
+            }),
         }
     }
 }

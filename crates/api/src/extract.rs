@@ -342,7 +342,12 @@ pub(crate) fn parse_submission(
     let run_at = fields.opt_time("run_at");
     let delay = fields.opt_f64("delay_seconds");
     let unique_key = fields.opt_str("unique_key");
+    let backoff = fields.opt_object("retry_backoff");
     drop(fields);
+    let backoff = match backoff {
+        Ok(Some(b)) => retry_backoff(&b, &format!("{prefix}retry_backoff."), issues),
+        _ => None,
+    };
     if let Ok(Some(k)) = &unique_key
         && let Err(message) = jobsched_core::check_unique_key(k)
     {
@@ -375,6 +380,7 @@ pub(crate) fn parse_submission(
         run_at: None,
         delay_seconds: None,
         unique_key: None,
+        retry_backoff: None,
     };
     let built = NewJob::build(
         &create.name,
@@ -388,6 +394,7 @@ pub(crate) fn parse_submission(
         Ok(mut job) => {
             job.timeout_seconds = timeout.ok().flatten();
             job.run_at = run_at;
+            job.retry_backoff = backoff;
             job.unique_key = unique_key.ok().flatten().map(|key| UniqueKey {
                 key,
                 fingerprint: fingerprint(value),
@@ -474,6 +481,46 @@ pub(crate) fn fingerprint(submission: &Value) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A submission's `retry_backoff` object at dotted `prefix`: both numbers, in range.
+fn retry_backoff(
+    value: &Value,
+    prefix: &str,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<jobsched_core::RetryBackoff> {
+    let mut fields = Fields::of(value, prefix, issues)?;
+    let base = fields.opt_f64("base_seconds");
+    let cap = fields.opt_f64("cap_seconds");
+    drop(fields);
+    let mut required = |name: &str, v: Result<Option<f64>, ()>| match v {
+        Ok(Some(v)) => Some(v),
+        Ok(None) => {
+            issues.push(FieldIssue::body(
+                &format!("{prefix}{name}"),
+                "field required",
+                "missing",
+            ));
+            None
+        }
+        Err(()) => None,
+    };
+    let (base, cap) = (required("base_seconds", base), required("cap_seconds", cap));
+    let backoff = jobsched_core::RetryBackoff {
+        base_seconds: base?,
+        cap_seconds: cap?,
+    };
+    match backoff.check() {
+        Ok(()) => Some(backoff),
+        Err((field, message)) => {
+            issues.push(FieldIssue::body(
+                &format!("{prefix}{field}"),
+                message,
+                "value_error",
+            ));
+            None
+        }
+    }
 }
 
 /// The first-run time a submission asks for: `run_at`, or `now + delay_seconds`; not both.

@@ -37,6 +37,7 @@ suite!(
     backlog_gauge_is_estimated_seconds_per_live_slot,
     scheduled_jobs_are_validated_kept_and_counted,
     idempotency_keys_return_the_first_job,
+    retry_backoff_is_validated_and_kept,
 );
 
 fn sleep_job(name: &str) -> SubmitJob {
@@ -1732,5 +1733,100 @@ async fn idempotency_keys_return_the_first_job(backend: Backend) {
         .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT), "{err}");
     assert_eq!(h.client.stats().await.unwrap().total_jobs, total);
+    h.finish().await;
+}
+
+/// `retry_backoff` per job: both numbers required, each in range, the cap not below the base;
+/// 422s name the nested field; accepted values come back on the job.
+async fn retry_backoff_is_validated_and_kept(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    for (backoff, field) in [
+        (json!({"base_seconds": 0, "cap_seconds": 1}), "base_seconds"),
+        (
+            json!({"base_seconds": 1e300, "cap_seconds": 1}),
+            "base_seconds",
+        ),
+        (json!({"base_seconds": 2, "cap_seconds": 1}), "cap_seconds"),
+        (
+            json!({"base_seconds": 1, "cap_seconds": 86401}),
+            "cap_seconds",
+        ),
+        (json!({"base_seconds": 1}), "cap_seconds"),
+        (
+            json!({"base_seconds": "1", "cap_seconds": 2}),
+            "base_seconds",
+        ),
+    ] {
+        let body = json!({"name": "b", "job_type": "sleep", "payload": {"duration": 1}, "retry_backoff": backoff});
+        let (status, resp) = status_json(
+            h.http
+                .post(h.url("/jobs/"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 422, "{backoff}: {resp}");
+        assert_eq!(
+            locs(&resp),
+            vec![json!(["body", "retry_backoff", field])],
+            "{resp}"
+        );
+    }
+    let (status, resp) = status_json(
+        h.http
+            .post(h.url("/jobs/"))
+            .json(&json!({"name": "b", "job_type": "sleep", "payload": {"duration": 1}, "retry_backoff": 5}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, locs(&resp)),
+        (422, vec![json!(["body", "retry_backoff"])])
+    );
+    let job = h
+        .client
+        .submit(&sleep_job("own").retry_backoff(0.5, 30.0))
+        .await
+        .unwrap();
+    let want = Some(jobsched_core::RetryBackoff {
+        base_seconds: 0.5,
+        cap_seconds: 30.0,
+    });
+    assert_eq!(job.retry_backoff, want);
+    let raw: Value = h
+        .http
+        .get(h.url(&format!("/jobs/{}", job.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        raw["retry_backoff"],
+        json!({"base_seconds": 0.5, "cap_seconds": 30.0})
+    );
+    let plain = h.client.submit(&sleep_job("plain")).await.unwrap();
+    assert_eq!(plain.retry_backoff, None);
+    let ids = h
+        .client
+        .submit_batch(&[sleep_job("b").retry_backoff(1.0, 2.0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.client
+            .get(ids[0])
+            .await
+            .unwrap()
+            .retry_backoff
+            .map(|b| b.cap_seconds),
+        Some(2.0)
+    );
     h.finish().await;
 }

@@ -161,6 +161,9 @@ pub struct SubmitJob {
     /// Idempotency key: the same request with it again returns the first job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// This job's retry backoff (default: the installation's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<jobsched_core::RetryBackoff>,
 }
 
 impl SubmitJob {
@@ -177,6 +180,7 @@ impl SubmitJob {
             run_at: None,
             delay_seconds: None,
             unique_key: None,
+            retry_backoff: None,
         }
     }
     /// Set the priority.
@@ -207,6 +211,14 @@ impl SubmitJob {
     /// Do not start before `at`.
     pub fn run_at(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
         self.run_at = Some(at);
+        self
+    }
+    /// Set this job's retry backoff (seconds).
+    pub fn retry_backoff(mut self, base_seconds: f64, cap_seconds: f64) -> Self {
+        self.retry_backoff = Some(jobsched_core::RetryBackoff {
+            base_seconds,
+            cap_seconds,
+        });
         self
     }
     /// Set the idempotency key.

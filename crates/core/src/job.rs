@@ -76,6 +76,9 @@ pub struct Job {
     /// is stopped and fails with "timed out after N s" (retried by the job's retry budget).
     #[serde(default)]
     pub timeout_seconds: Option<f64>,
+    /// This job's retry backoff; `None` = the installation's (`JOBSCHED_BACKOFF_BASE` / `_CAP`).
+    #[serde(default)]
+    pub retry_backoff: Option<RetryBackoff>,
     /// Queue-entry sequence: set on submission and on every re-entry into PENDING. Policies
     /// break ties by it, so equal jobs run in the order they entered the queue.
     #[serde(skip)]
@@ -113,6 +116,67 @@ pub struct NewJob {
     /// [`Error::KeyConflict`].
     #[serde(default)]
     pub unique_key: Option<UniqueKey>,
+    /// Retry backoff of this job; `None` = the installation's. See [`RetryBackoff::check`].
+    #[serde(default)]
+    pub retry_backoff: Option<RetryBackoff>,
+}
+
+/// A job's own retry backoff: the delay before retry n is min(cap, base · 2^(n-1)), jittered
+/// into its upper half.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryBackoff {
+    /// Delay before the first retry, seconds (0.001 to 86400).
+    pub base_seconds: f64,
+    /// Longest delay, seconds (`base_seconds` to 86400).
+    pub cap_seconds: f64,
+}
+
+impl RetryBackoff {
+    /// Check the bounds (those of `JOBSCHED_BACKOFF_BASE` / `_CAP`); the error names the
+    /// field (`base_seconds` or `cap_seconds`) and the range.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        let ok = |v: f64| v.is_finite() && (0.001..=86_400.0).contains(&v);
+        if !ok(self.base_seconds) {
+            return Err((
+                "base_seconds",
+                format!(
+                    "must be a number of seconds from 0.001 to 86400, got {:?}",
+                    self.base_seconds
+                ),
+            ));
+        }
+        if !ok(self.cap_seconds) || self.cap_seconds < self.base_seconds {
+            return Err((
+                "cap_seconds",
+                format!(
+                    "must be a number of seconds from base_seconds ({}) to 86400, got {:?}",
+                    self.base_seconds, self.cap_seconds
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// As the runtime's [`crate::retry::Backoff`]; out-of-range values are clamped (stored
+    /// values were checked at submission).
+    pub fn backoff(&self) -> crate::retry::Backoff {
+        let secs = |v: f64| {
+            std::time::Duration::try_from_secs_f64(v.clamp(0.001, 86_400.0))
+                .unwrap_or(std::time::Duration::from_secs(1))
+        };
+        crate::retry::Backoff {
+            base: secs(self.base_seconds),
+            cap: secs(self.cap_seconds.max(self.base_seconds)),
+        }
+    }
+
+    /// From the two stored columns (both set, or none).
+    pub fn from_columns(base: Option<f64>, cap: Option<f64>) -> Option<RetryBackoff> {
+        Some(RetryBackoff {
+            base_seconds: base?,
+            cap_seconds: cap?,
+        })
+    }
 }
 
 /// An idempotency key and the fingerprint of the request that came with it.
@@ -196,6 +260,7 @@ impl NewJob {
             timeout_seconds: None,
             run_at: None,
             unique_key: None,
+            retry_backoff: None,
         })
     }
 
@@ -461,6 +526,9 @@ pub struct StartedJob {
     /// Per-run timeout, seconds; `None` = the job type's default.
     #[serde(default)]
     pub timeout_seconds: Option<f64>,
+    /// Retry backoff; `None` = the installation's.
+    #[serde(default)]
+    pub retry_backoff: Option<RetryBackoff>,
 }
 
 impl Job {

@@ -17,8 +17,8 @@ pub use error::{Error, Result};
 pub use job::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats,
     MAX_SCHEDULE_AHEAD_SECONDS, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_KEY_CHARS, MIN_TIMEOUT_SECONDS,
-    NewJob, PendingJob, StartedJob, UniqueKey, check_delay, check_run_at, check_timeout,
-    check_unique_key, name_prefix_end, nul_path,
+    NewJob, PendingJob, RetryBackoff, StartedJob, UniqueKey, check_delay, check_run_at,
+    check_timeout, check_unique_key, name_prefix_end, nul_path,
 };
 pub use policy::{Policy, PolicyKind, PolicySettings, QueuedJob};
 pub use state::JobStatus;

@@ -62,6 +62,12 @@ pub struct SubmitArgs {
     /// Do not start before this many seconds from now.
     #[arg(long)]
     pub delay: Option<f64>,
+    /// This job's retry backoff base, seconds (with --backoff-cap; default: the installation's).
+    #[arg(long, requires = "backoff_cap")]
+    pub backoff_base: Option<f64>,
+    /// This job's retry backoff cap, seconds.
+    #[arg(long, requires = "backoff_base")]
+    pub backoff_cap: Option<f64>,
     /// Idempotency key: the same submission with it again prints the first job.
     #[arg(long)]
     pub unique_key: Option<String>,
@@ -201,6 +207,9 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     job.run_at = args.run_at.map(|t| t.with_timezone(&chrono::Utc));
     job.delay_seconds = args.delay;
     job.unique_key = args.unique_key.clone();
+    if let (Some(base), Some(cap)) = (args.backoff_base, args.backoff_cap) {
+        job = job.retry_backoff(base, cap);
+    }
     let created = c.submit(&job).await?;
     if !args.wait {
         if conn.json {

@@ -650,6 +650,7 @@ struct Attempt {
     job_type: String,
     retry_count: i32,
     max_retries: i32,
+    backoff: Option<jobsched_core::RetryBackoff>,
 }
 
 impl Attempt {
@@ -659,6 +660,7 @@ impl Attempt {
             job_type: job.job_type.clone(),
             retry_count: job.retry_count,
             max_retries: job.max_retries,
+            backoff: job.retry_backoff,
         }
     }
 }
@@ -685,7 +687,8 @@ fn failure(rt: &Runtime, job: &Attempt, error: String, retryable: bool) -> Outco
     let token = job.token;
     if retryable && job.retry_count < job.max_retries {
         let retry = u32::try_from(job.retry_count.saturating_add(1)).unwrap_or(1);
-        let delay = rt.config.backoff.delay(retry, &mut rand::rng());
+        let backoff = job.backoff.map_or(rt.config.backoff, |b| b.backoff());
+        let delay = backoff.delay(retry, &mut rand::rng());
         tracing::info!(%error, retry, ?delay, "job failed; will retry");
         m.retries.with_label_values(&[job.job_type.as_str()]).inc();
         let now = rt.clock.now();

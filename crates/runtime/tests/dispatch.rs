@@ -920,3 +920,48 @@ async fn the_leader_deletes_finished_jobs_past_their_retention_and_keeps_dead_le
     assert_eq!(env.store.dead_letter_count().await.unwrap(), 1);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_retries_after_its_own_backoff() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    // The installation's backoff here is 20–50 ms; this job asks for 2 s (jittered to 1–2 s).
+    let new = NewJob {
+        retry_backoff: Some(jobsched_core::RetryBackoff {
+            base_seconds: 2.0,
+            cap_seconds: 2.0,
+        }),
+        ..NewJob::new(
+            "slow-retry",
+            "sleep",
+            Some(5),
+            Some(1.0),
+            Some(json!({"duration": 0, "fail_probability": 1})),
+            Some(1),
+        )
+        .unwrap()
+    };
+    let id = env.store.insert(&new, Utc::now()).await.unwrap().id;
+    let (stop, h) = run_backlog(&env, 1).await;
+    let retried = poll(Duration::from_secs(20), || async {
+        let j = env.store.get(id).await.unwrap().unwrap();
+        (j.retry_count == 1)
+            .then_some(j.clone())
+            .ok_or(format!("{:?}, retry_count {}", j.status, j.retry_count))
+    })
+    .await;
+    let seen = Utc::now();
+    assert_eq!(retried.retry_backoff, new.retry_backoff);
+    // Failed within the last moment; due at least 1 s after that.
+    assert!(
+        retried.run_at - seen > chrono::Duration::milliseconds(700),
+        "run_at {} is not the job's own backoff after {seen}",
+        retried.run_at
+    );
+    let done = env.wait_all_terminal(Duration::from_secs(20)).await;
+    stop.cancel();
+    h.await.unwrap();
+    assert_eq!(done[0].status, JobStatus::Failed);
+    assert!(done[0].started_at.unwrap() >= retried.run_at);
+    env.cleanup().await;
+}

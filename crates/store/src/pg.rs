@@ -24,7 +24,7 @@ use jobsched_core::ports::{
 };
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
-    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
+    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -46,7 +46,7 @@ fn job_columns(p: &str) -> String {
          {p}created_at, {p}scheduled_at, {p}started_at, {p}completed_at, {p}attempt, {p}run_at, \
          {p}lease_owner, CASE WHEN {p}status IN ('SCHEDULED', 'RUNNING') \
                              THEN {p}lease_expires_at END AS lease_expires_at, \
-         {p}checkpoint, {p}slices, {p}timeout_seconds, {p}seq"
+         {p}checkpoint, {p}slices, {p}timeout_seconds, {p}backoff_base, {p}backoff_cap, {p}seq"
     )
 }
 
@@ -250,12 +250,14 @@ macro_rules! claim_tail {
                  WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM pick)) AND j.status = 'PENDING' \
                  RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
                            j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
-                           j.timeout_seconds, j.priority, j.estimated_duration, j.seq), \
+                           j.timeout_seconds, j.backoff_base, j.backoff_cap, j.priority, \
+                           j.estimated_duration, j.seq), \
              done AS (", $done, ") \
              SELECT false AS claimed, id, attempt, NULL::text AS name, NULL::text AS job_type, \
                     NULL::jsonb AS payload, NULL::jsonb AS checkpoint, NULL::int4 AS retry_count, \
                     NULL::int4 AS max_retries, NULL::timestamptz AS created_at, \
                     NULL::int4 AS slices, NULL::float8 AS timeout_seconds, \
+                    NULL::float8 AS backoff_base, NULL::float8 AS backoff_cap, \
                     NULL::int2 AS priority, NULL::float8 AS estimated_duration, NULL::int8 AS seq \
                FROM done \
              UNION ALL SELECT true, c.* FROM claimed c"
@@ -314,6 +316,10 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         checkpoint: row.try_get("checkpoint").map_err(get)?,
         slices: row.try_get("slices").map_err(get)?,
         timeout_seconds: row.try_get("timeout_seconds").map_err(get)?,
+        retry_backoff: RetryBackoff::from_columns(
+            row.try_get("backoff_base").map_err(get)?,
+            row.try_get("backoff_cap").map_err(get)?,
+        ),
         seq: row.try_get("seq").map_err(get)?,
     })
 }
@@ -332,6 +338,10 @@ fn started_from_row(row: &PgRow) -> Result<StartedJob> {
         created_at: row.try_get("created_at").map_err(db)?,
         slices: row.try_get("slices").map_err(db)?,
         timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
+        retry_backoff: RetryBackoff::from_columns(
+            row.try_get("backoff_base").map_err(db)?,
+            row.try_get("backoff_cap").map_err(db)?,
+        ),
     })
 }
 
@@ -557,9 +567,10 @@ impl JobRepo for PgStore {
         }
         let sql = format!(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                               max_retries, created_at, run_at, timeout_seconds, delayed) \
+                               max_retries, created_at, run_at, timeout_seconds, delayed, \
+                               backoff_base, backoff_cap) \
              VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, GREATEST($8, $10), $9, \
-                     coalesce($10 > $8, false)) \
+                     coalesce($10 > $8, false), $11, $12) \
              RETURNING {}",
             job_columns("")
         );
@@ -574,6 +585,8 @@ impl JobRepo for PgStore {
             .bind(now)
             .bind(job.timeout_seconds)
             .bind(job.run_at)
+            .bind(job.retry_backoff.map(|b| b.base_seconds))
+            .bind(job.retry_backoff.map(|b| b.cap_seconds))
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
@@ -955,7 +968,8 @@ impl DispatchStore for PgStore {
                                lease_owner = NULL, lease_expires_at = $4 \
              FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE \
              RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
-                       j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds",
+                       j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds, \
+                       j.backoff_base, j.backoff_cap",
         )
         .bind(&ids)
         .bind(&attempts)
@@ -1158,18 +1172,28 @@ async fn insert_rows(
     let max_retries: Vec<i32> = jobs.iter().map(|j| j.max_retries).collect();
     let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_seconds).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let bases: Vec<Option<f64>> = jobs
+        .iter()
+        .map(|j| j.retry_backoff.map(|b| b.base_seconds))
+        .collect();
+    let caps: Vec<Option<f64>> = jobs
+        .iter()
+        .map(|j| j.retry_backoff.map(|b| b.cap_seconds))
+        .collect();
     // One statement is one transaction. nextval() runs after the ORDER BY, so seqs follow
     // the input order.
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                           max_retries, created_at, run_at, seq, timeout_seconds, delayed) \
+                           max_retries, created_at, run_at, seq, timeout_seconds, delayed, \
+                           backoff_base, backoff_cap) \
          SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
                 t.max_retries, $8, GREATEST($8, t.run_at), nextval('job_seq'), t.timeout, \
-                coalesce(t.run_at > $8, false) \
+                coalesce(t.run_at > $8, false), t.base, t.cap \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
-                     $6::jsonb[], $7::int4[], $9::float8[], $10::timestamptz[]) \
+                     $6::jsonb[], $7::int4[], $9::float8[], $10::timestamptz[], \
+                     $11::float8[], $12::float8[]) \
               WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
-                                   max_retries, timeout, run_at, ord) \
+                                   max_retries, timeout, run_at, base, cap, ord) \
          ORDER BY t.ord",
     )
     .bind(&ids)
@@ -1182,6 +1206,8 @@ async fn insert_rows(
     .bind(now)
     .bind(&timeouts)
     .bind(&run_ats)
+    .bind(&bases)
+    .bind(&caps)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -1256,7 +1282,8 @@ impl WorkerStore for PgStore {
         let (ids, attempts) = token_arrays(tokens);
         let rows = sqlx::query(
             "SELECT j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
-                    j.max_retries, j.created_at, j.slices, j.timeout_seconds \
+                    j.max_retries, j.created_at, j.slices, j.timeout_seconds, \
+                    j.backoff_base, j.backoff_cap \
              FROM jobs j JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
                ON j.id = t.id AND j.attempt = t.attempt \
              WHERE (j.status = 'SCHEDULED') IS TRUE",

@@ -24,7 +24,7 @@ use jobsched_core::ports::{
 };
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
-    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, StartedJob,
+    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
 };
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -41,7 +41,7 @@ use uuid::fmt::Hyphenated;
 const JOB_COLUMNS: &str = "id, name, job_type, status, priority, estimated_duration, \
      payload, result, error_message, retry_count, max_retries, created_at, scheduled_at, \
      started_at, completed_at, attempt, run_at, lease_owner, lease_expires_at, checkpoint, \
-     slices, timeout_seconds, seq";
+     slices, timeout_seconds, backoff_base, backoff_cap, seq";
 
 const BACKEND: &str = "sqlite";
 
@@ -148,6 +148,10 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         checkpoint: row.try_get("checkpoint").map_err(db)?,
         slices: row.try_get("slices").map_err(db)?,
         timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
+        retry_backoff: RetryBackoff::from_columns(
+            row.try_get("backoff_base").map_err(db)?,
+            row.try_get("backoff_cap").map_err(db)?,
+        ),
         seq: row.try_get("seq").map_err(db)?,
     })
 }
@@ -178,9 +182,9 @@ async fn reserve_seqs(tx: &mut Transaction<'static, Sqlite>, n: usize) -> Result
 
 const INSERT_SQL: &str = "INSERT INTO jobs (id, name, job_type, status, priority, \
      estimated_duration, payload, max_retries, created_at, run_at, seq, timeout_seconds, \
-     delayed) \
+     delayed, backoff_base, backoff_cap) \
      VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, ?6, ?7, ?8, MAX(?8, coalesce(?11, ?8)), ?9, ?10, \
-             coalesce(?11 > ?8, 0))";
+             coalesce(?11 > ?8, 0), ?12, ?13)";
 
 impl SqliteStore {
     /// A store on an existing pool (migrations are not run; see [`SqliteStore::migrate`]).
@@ -301,6 +305,8 @@ impl JobRepo for SqliteStore {
             .bind(seq)
             .bind(job.timeout_seconds)
             .bind(job.run_at.map(us))
+            .bind(job.retry_backoff.map(|b| b.base_seconds))
+            .bind(job.retry_backoff.map(|b| b.cap_seconds))
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
@@ -367,6 +373,8 @@ impl JobRepo for SqliteStore {
                 .bind(seq)
                 .bind(job.timeout_seconds)
                 .bind(job.run_at.map(us))
+                .bind(job.retry_backoff.map(|b| b.base_seconds))
+                .bind(job.retry_backoff.map(|b| b.cap_seconds))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -576,7 +584,8 @@ impl DispatchStore for SqliteStore {
                                  lease_owner = NULL, lease_expires_at = ?4 \
                  WHERE id = ?1 AND status = 'PENDING' AND attempt = ?2 \
                  RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
-                           max_retries, created_at, slices, timeout_seconds",
+                           max_retries, created_at, slices, timeout_seconds, backoff_base, \
+                           backoff_cap",
             )
             .bind(hy(token.id))
             .bind(token.attempt)
@@ -777,6 +786,10 @@ fn started_from_row(row: &SqliteRow, id: JobId, attempt: i32) -> Result<StartedJ
         created_at: from_us(row.try_get("created_at").map_err(db)?)?,
         slices: row.try_get("slices").map_err(db)?,
         timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
+        retry_backoff: RetryBackoff::from_columns(
+            row.try_get("backoff_base").map_err(db)?,
+            row.try_get("backoff_cap").map_err(db)?,
+        ),
     })
 }
 
@@ -788,7 +801,7 @@ impl WorkerStore for SqliteStore {
         for token in &tokens {
             let row = sqlx::query(
                 "SELECT name, job_type, payload, checkpoint, retry_count, max_retries, created_at, \
-                        slices, timeout_seconds \
+                        slices, timeout_seconds, backoff_base, backoff_cap \
                  FROM jobs WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2",
             )
             .bind(hy(token.id))
@@ -839,7 +852,8 @@ impl WorkerStore for SqliteStore {
                                  lease_owner = ?3, lease_expires_at = ?4, slices = slices + 1 \
                  WHERE id = ?1 AND status = 'PENDING' \
                  RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
-                           max_retries, created_at, slices - 1 AS slices, timeout_seconds",
+                           max_retries, created_at, slices - 1 AS slices, timeout_seconds, \
+                           backoff_base, backoff_cap",
             )
             .bind(id)
             .bind(now_us)

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
 use jobsched_core::ports::{Claim, Finished, Outcome, Store, Token, Update};
 use jobsched_core::{
     Backlog, CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
-    PolicySettings, StartedJob, UniqueKey,
+    PolicySettings, RetryBackoff, StartedJob, UniqueKey,
 };
 use jobsched_store::testing::TestDb;
 use serde_json::json;
@@ -75,6 +75,7 @@ conformance!(
     delayed_jobs_wait_for_their_time,
     unique_keys_return_the_first_job,
     retention_deletes_only_what_outlived_it,
+    retry_backoff_is_kept_and_claimed,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2340,4 +2341,45 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
         ..new_job("old")
     };
     assert_eq!(s.insert(&again, t(60)).await.unwrap().id, again.id);
+}
+
+/// A job's own retry backoff is stored with it, shown by `get` and handed to the worker that
+/// claims it; without one, both say `None` (the installation's).
+async fn retry_backoff_is_kept_and_claimed(db: &TestDb) {
+    let s = db.store().await;
+    let backoff = RetryBackoff {
+        base_seconds: 0.25,
+        cap_seconds: 4.0,
+    };
+    let own = NewJob {
+        retry_backoff: Some(backoff),
+        ..new_job("own")
+    };
+    let a = s.insert(&own, t(0)).await.unwrap();
+    assert_eq!(a.retry_backoff, Some(backoff));
+    let ids = s
+        .insert_many(
+            &[
+                NewJob {
+                    retry_backoff: Some(backoff),
+                    ..new_job("own2")
+                },
+                new_job("default"),
+            ],
+            t(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job(&s, ids[0]).await.retry_backoff, Some(backoff));
+    assert_eq!(job(&s, ids[1]).await.retry_backoff, None);
+    let got = s
+        .claim(&claim(10, PolicyKind::Fcfs, t(30)), "w", t(1))
+        .await
+        .unwrap();
+    let by_id: HashMap<JobId, Option<RetryBackoff>> =
+        got.iter().map(|j| (j.id, j.retry_backoff)).collect();
+    assert_eq!(by_id.len(), 3);
+    assert_eq!(by_id[&a.id], Some(backoff));
+    assert_eq!(by_id[&ids[0]], Some(backoff));
+    assert_eq!(by_id[&ids[1]], None);
 }
