@@ -638,7 +638,7 @@ async fn get_and_cancel(backend: Backend) {
         }
     }
 
-    // Cancel PENDING → 204, then 409 naming CANCELLED.
+    // Cancel PENDING → 204, then 204 again (idempotent).
     let pending = h.client.submit(&sleep_job("c1")).await.unwrap();
     let resp = h
         .http
@@ -660,11 +660,7 @@ async fn get_and_cancel(backend: Backend) {
             .unwrap(),
     )
     .await;
-    assert_eq!(status, 409);
-    assert!(
-        body["detail"].as_str().unwrap().contains("CANCELLED"),
-        "{body}"
-    );
+    assert_eq!(status, 204, "{body}");
 
     // Cancel SCHEDULED (trailing slash) → 204; the stale token can no longer start.
     let scheduled = h.insert("c2").await;
@@ -684,30 +680,47 @@ async fn get_and_cancel(backend: Backend) {
         .unwrap();
     assert!(started.is_empty(), "a cancelled job must not start");
 
-    // RUNNING and COMPLETED → 409 naming the state.
+    // RUNNING → 202: CANCELLED at once, and the workers are told to stop it; again → 204.
     let running = h.insert("c3").await;
     h.run(&running).await;
-    let err = h.client.cancel(running.id).await.unwrap_err();
+    let mut events = h.transport.subscribe().await.unwrap();
+    let url = h.url(&format!("/jobs/{}", running.id));
+    assert_eq!(h.http.delete(&url).send().await.unwrap().status(), 202);
+    assert_eq!(
+        h.client.get(running.id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+    let told = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Some(Event::Cancelled(id)) => return id,
+                Some(_) => continue,
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("the workers are told");
+    assert_eq!(told, running.id);
+    assert_eq!(h.http.delete(&url).send().await.unwrap().status(), 204);
+    // COMPLETED → 409 naming the state.
+    let done = h.insert("c4").await;
+    h.complete(&done).await;
+    let err = h.client.cancel(done.id).await.unwrap_err();
     match &err {
         ClientError::Api { status, detail, .. } => {
             assert_eq!(*status, StatusCode::CONFLICT);
-            assert!(detail.contains("RUNNING"), "{detail}");
+            assert!(detail.contains("COMPLETED"), "{detail}");
         }
         other => panic!("unexpected {other:?}"),
     }
-    let done = h.insert("c4").await;
-    h.complete(&done).await;
-    assert_eq!(
-        h.client.cancel(done.id).await.unwrap_err().status(),
-        Some(StatusCode::CONFLICT)
-    );
     // Unknown → 404.
     assert_eq!(
         h.client.cancel(unknown).await.unwrap_err().status(),
         Some(StatusCode::NOT_FOUND)
     );
     let stats = h.client.stats().await.unwrap();
-    assert_eq!((stats.cancelled, stats.running, stats.completed), (2, 1, 1));
+    assert_eq!((stats.cancelled, stats.running, stats.completed), (3, 0, 1));
     h.finish().await;
 }
 

@@ -513,7 +513,7 @@ impl Client {
         self.call(Method::GET, "/jobs/stats", |rb| rb).await
     }
 
-    /// `DELETE /jobs/{id}`: cancel a PENDING or SCHEDULED job.
+    /// `DELETE /jobs/{id}`: cancel a job that has not ended (a RUNNING one is stopped: 202).
     pub async fn cancel(&self, id: JobId) -> Result<(), ClientError> {
         self.send(Method::DELETE, &format!("/jobs/{id}"), |rb| rb, &[])
             .await

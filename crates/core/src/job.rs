@@ -483,8 +483,11 @@ pub struct JobStats {
 /// Result of a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// The job is now CANCELLED.
+    /// The job is now CANCELLED (it was PENDING or SCHEDULED).
     Cancelled,
+    /// The job was RUNNING and is now CANCELLED: its worker can no longer record an outcome
+    /// for it (the write is fenced by the RUNNING state), and is to stop the body.
+    Stopping,
     /// No such job.
     NotFound,
     /// The job is in a state that cannot be cancelled.

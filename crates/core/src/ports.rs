@@ -84,7 +84,7 @@ pub trait JobRepo: Send + Sync {
     /// The PENDING jobs and their summed estimated durations (reads every PENDING row's
     /// estimate: for a gauge sampled now and then, not for a request path).
     async fn backlog(&self) -> Result<Backlog>;
-    /// PENDING/SCHEDULED → CANCELLED.
+    /// PENDING/SCHEDULED/RUNNING → CANCELLED (see [`CancelOutcome`]).
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;
 }
 
@@ -400,6 +400,9 @@ pub enum Event {
     /// This PENDING job was just committed (one submission), with its queue data: idle
     /// workers should claim.
     Submitted(PendingJob),
+    /// This job was cancelled while RUNNING: the worker running it stops the body (without
+    /// the event, it finds out at its next lease renewal).
+    Cancelled(JobId),
 }
 
 /// A subscription to [`Event`]s.

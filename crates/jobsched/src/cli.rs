@@ -48,7 +48,7 @@ pub enum Command {
         /// Job id.
         id: uuid::Uuid,
     },
-    /// Cancel a pending or scheduled job.
+    /// Cancel a job that has not ended (a running one is stopped).
     Cancel {
         #[command(flatten)]
         conn: crate::client_cmd::Conn,

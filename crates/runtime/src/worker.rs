@@ -170,6 +170,11 @@ pub async fn run(
                     }
                     settings = s;
                 }
+                // A job of ours cancelled while running: stop its body. Its outcome write
+                // will miss (the row is CANCELLED), which frees the slot as usual.
+                if let Ok(Event::Cancelled(id)) = &e {
+                    stop_cancelled(&running, *id);
+                }
                 // News of work (or of an order that may pick other work): claim again.
                 want |= matches!(
                     e,
@@ -346,6 +351,16 @@ pub async fn run(
         .await;
     tracing::info!(worker = %me, "worker stopped");
     Ok(())
+}
+
+/// Ask the body of `id` to stop, if it runs here.
+fn stop_cancelled(running: &RunningSet, id: JobId) {
+    if let Ok(r) = running.lock() {
+        for (token, run) in r.iter().filter(|(t, _)| t.id == id) {
+            tracing::info!(job_id = %id, attempt = token.attempt, "job cancelled while running; stopping it");
+            run.stop.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Take in an exchange's answer: free the slots it did not fill, note whether the queue ran dry,

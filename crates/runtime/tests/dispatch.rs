@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use jobsched_core::layer::{Layer, Layered};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
-use jobsched_core::ports::{Store, SystemClock, Transport};
+use jobsched_core::ports::{Event, Store, SystemClock, Transport};
 use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
@@ -963,5 +963,57 @@ async fn a_job_retries_after_its_own_backoff() {
     h.await.unwrap();
     assert_eq!(done[0].status, JobStatus::Failed);
     assert!(done[0].started_at.unwrap() >= retried.run_at);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_cancelled_stops_and_never_completes() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let told = env.submit("told", 5, 1.0, json!({"duration": 60})).await;
+    let untold = env.submit("untold", 5, 1.0, json!({"duration": 60})).await;
+    let (stop, h) = run_backlog(&env, 2).await;
+    poll(Duration::from_secs(20), || async {
+        let s = env.store.stats().await.unwrap();
+        (s.running == 2)
+            .then_some(())
+            .ok_or(format!("{} running", s.running))
+    })
+    .await;
+    // One cancel comes with the API's message to the workers, the other without (the worker
+    // then finds out when its lease renewal fails, every third of the 5 s lease here).
+    for (job, tell) in [(&told, true), (&untold, false)] {
+        assert_eq!(
+            env.store.cancel(job.id, Utc::now()).await.unwrap(),
+            jobsched_core::CancelOutcome::Stopping
+        );
+        if tell {
+            env.redis.publish(Event::Cancelled(job.id)).await.unwrap();
+        }
+    }
+    // Both slots come free long before the 60 s bodies would end: two new jobs run at once.
+    let a = env.submit("a", 5, 1.0, json!({"duration": 2})).await;
+    let b = env.submit("b", 5, 1.0, json!({"duration": 2})).await;
+    poll(Duration::from_secs(20), || async {
+        let (a, b) = (
+            env.store.get(a.id).await.unwrap().unwrap(),
+            env.store.get(b.id).await.unwrap().unwrap(),
+        );
+        (a.status == JobStatus::Running && b.status == JobStatus::Running)
+            .then_some(())
+            .ok_or(format!("{:?} {:?}", a.status, b.status))
+    })
+    .await;
+    stop.cancel();
+    h.await.unwrap();
+    for id in [told.id, untold.id] {
+        let j = env.store.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            (j.status, j.result),
+            (JobStatus::Cancelled, None),
+            "{}",
+            j.name
+        );
+    }
     env.cleanup().await;
 }

@@ -882,22 +882,30 @@ impl JobRepo for PgStore {
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome> {
-        // PENDING|SCHEDULED -> CANCELLED. If the conditional update misses, read the status
-        // (a fresh snapshot); a job seen back in a cancellable state raced us, so try again.
+        // PENDING|SCHEDULED|RUNNING -> CANCELLED, on the row version the lock finds (a
+        // concurrent outcome either committed first, and the job is no longer cancellable, or
+        // waits and then misses: its write is fenced by the RUNNING state). If it misses, read
+        // the status (a fresh snapshot); a job seen back in a cancellable state raced us, so
+        // try again.
         let mut attempts = 0;
         loop {
-            let done = sqlx::query(
-                "UPDATE jobs SET status = 'CANCELLED', completed_at = $2, \
-                                 lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED')",
+            let was: Option<String> = sqlx::query_scalar(
+                "WITH old AS ( \
+                     SELECT id, status FROM jobs \
+                     WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED', 'RUNNING') FOR UPDATE) \
+                 UPDATE jobs j SET status = 'CANCELLED', completed_at = $2, \
+                                   lease_owner = NULL, lease_expires_at = NULL \
+                 FROM old WHERE j.id = old.id RETURNING old.status",
             )
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-            if done.rows_affected() == 1 {
-                return Ok(CancelOutcome::Cancelled);
+            match was.as_deref() {
+                Some("RUNNING") => return Ok(CancelOutcome::Stopping),
+                Some(_) => return Ok(CancelOutcome::Cancelled),
+                None => {}
             }
             let status: Option<String> =
                 sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
@@ -908,7 +916,11 @@ impl JobRepo for PgStore {
             attempts += 1;
             match status.as_deref().map(status_of).transpose()? {
                 None => return Ok(CancelOutcome::NotFound),
-                Some(JobStatus::Pending | JobStatus::Scheduled) if attempts < 5 => continue,
+                Some(JobStatus::Pending | JobStatus::Scheduled | JobStatus::Running)
+                    if attempts < 5 =>
+                {
+                    continue;
+                }
                 Some(other) => return Ok(CancelOutcome::NotCancellable(other)),
             }
         }

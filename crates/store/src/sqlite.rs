@@ -504,32 +504,34 @@ impl JobRepo for SqliteStore {
     }
 
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome> {
-        // PENDING|SCHEDULED -> CANCELLED; the read and the write share the write lock, so the
-        // status read after a miss is the one that made it miss.
+        // PENDING|SCHEDULED|RUNNING -> CANCELLED; the read and the write share the write
+        // lock, so the status read is the one the write changes.
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'CANCELLED', completed_at = ?2, \
-                             lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ?1 AND status IN ('PENDING', 'SCHEDULED')",
-        )
-        .bind(hy(id))
-        .bind(us(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let outcome = if done.rows_affected() == 1 {
-            CancelOutcome::Cancelled
-        } else {
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
-                    .bind(hy(id))
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            match status {
-                None => CancelOutcome::NotFound,
-                Some(s) => CancelOutcome::NotCancellable(status_of(&s)?),
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
+            .bind(hy(id))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let outcome = match status.as_deref().map(status_of).transpose()? {
+            None => CancelOutcome::NotFound,
+            Some(was @ (JobStatus::Pending | JobStatus::Scheduled | JobStatus::Running)) => {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'CANCELLED', completed_at = ?2, \
+                                     lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = ?1",
+                )
+                .bind(hy(id))
+                .bind(us(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                if was == JobStatus::Running {
+                    CancelOutcome::Stopping
+                } else {
+                    CancelOutcome::Cancelled
+                }
             }
+            Some(other) => CancelOutcome::NotCancellable(other),
         };
         tx.commit().await.map_err(db)?;
         Ok(outcome)

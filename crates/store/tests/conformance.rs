@@ -472,11 +472,30 @@ async fn cancel_rules(db: &TestDb) {
             .is_empty()
     );
 
+    // RUNNING: cancelled at once; its worker can no longer record an outcome or renew.
+    let run_tok = token(&s, running).await;
     assert_eq!(
         s.cancel(running, t(7)).await.unwrap(),
-        CancelOutcome::NotCancellable(JobStatus::Running)
+        CancelOutcome::Stopping
     );
-    assert_eq!(job(&s, running).await.status, JobStatus::Running);
+    let rj = job(&s, running).await;
+    assert_eq!(
+        (rj.status, rj.completed_at),
+        (JobStatus::Cancelled, Some(t(7)))
+    );
+    assert!(rj.lease_expires_at.is_none() && rj.lease_owner.is_none());
+    let late = Outcome::Completed {
+        token: run_tok,
+        result: json!("too late"),
+    };
+    assert!(finish(&s, "w", &[late], t(8)).await.unwrap().is_empty());
+    assert!(s.renew(&[run_tok], "w", t(40)).await.unwrap().is_empty());
+    let rj = job(&s, running).await;
+    assert_eq!((rj.status, rj.result), (JobStatus::Cancelled, None));
+    assert_eq!(
+        s.cancel(running, t(9)).await.unwrap(),
+        CancelOutcome::NotCancellable(JobStatus::Cancelled)
+    );
     assert_eq!(
         s.cancel(completed, t(7)).await.unwrap(),
         CancelOutcome::NotCancellable(JobStatus::Completed)

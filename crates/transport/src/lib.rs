@@ -30,6 +30,7 @@ pub(crate) fn event_name(event: Event) -> String {
             "Submitted:{}",
             serde_json::to_string(&job).unwrap_or_default()
         ),
+        Event::Cancelled(id) => format!("Cancelled:{id}"),
     }
 }
 
@@ -38,6 +39,9 @@ pub(crate) fn event_from_name(name: &str) -> Option<Event> {
     Some(match name {
         "JobsAvailable" => Event::JobsAvailable,
         "PolicyChanged" => Event::PolicyChanged,
+        _ if name.starts_with("Cancelled:") => {
+            Event::Cancelled(name.strip_prefix("Cancelled:")?.parse().ok()?)
+        }
         _ => Event::Submitted(serde_json::from_str(name.strip_prefix("Submitted:")?).ok()?),
     })
 }
@@ -51,6 +55,7 @@ mod tests {
         for e in [
             Event::JobsAvailable,
             Event::PolicyChanged,
+            Event::Cancelled(uuid::Uuid::now_v7()),
             Event::Submitted(jobsched_core::PendingJob {
                 queued: jobsched_core::QueuedJob {
                     id: uuid::Uuid::now_v7(),

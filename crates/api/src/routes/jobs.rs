@@ -13,6 +13,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use jobsched_core::ports::Event;
 use jobsched_core::{CancelOutcome, JobFilter, JobStatus, UniqueKey};
 use std::sync::Arc;
 
@@ -305,18 +306,23 @@ pub async fn get(
     }
 }
 
-/// Cancel a PENDING or SCHEDULED job.
+/// Cancel a job that has not ended.
 ///
-/// A SCHEDULED job whose worker has already begun the body (its start is recorded a moment
-/// later) is cancelled all the same: the worker asks the body to stop and discards its result.
+/// A PENDING or SCHEDULED job is CANCELLED at once (204). A RUNNING job is CANCELLED at once
+/// too, and its worker is told to stop the body (202): the outcome the worker then writes is
+/// refused (it is fenced by the RUNNING state), so a job cancelled here never ends COMPLETED.
+/// Built-in job types check their stop flag at least every 100 ms; a worker that misses the
+/// message stops the body at its next lease renewal. Cancelling a CANCELLED job again is a
+/// no-op (204).
 #[utoipa::path(
     delete, path = "/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
-        (status = 204, description = "Cancelled"),
+        (status = 202, description = "Was RUNNING: now CANCELLED, its worker stops the body"),
+        (status = 204, description = "Cancelled (or already CANCELLED)"),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "Not cancellable in its current state", body = ErrorBody),
+        (status = 409, description = "Already COMPLETED or FAILED", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
@@ -326,21 +332,31 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_job_id(&id)?;
-    match state.store.cancel(id, state.clock.now()).await? {
-        CancelOutcome::Cancelled => {
-            tracing::info!(job_id = %id, "job cancelled");
-            // Label by type: one extra read on a rare path.
-            if let Ok(Some(job)) = state.store.get(id).await {
-                jobsched_metrics::metrics()
-                    .jobs_finished
-                    .with_label_values(&[job.job_type.as_str(), "cancelled"])
-                    .inc();
+    let outcome = state.store.cancel(id, state.clock.now()).await?;
+    let code = match outcome {
+        CancelOutcome::Cancelled => StatusCode::NO_CONTENT,
+        CancelOutcome::Stopping => {
+            // Best effort: a worker that misses it finds out when its lease renewal fails.
+            if let Err(e) = state.transport.publish(Event::Cancelled(id)).await {
+                tracing::warn!(job_id = %id, error = %e, "cannot tell the workers to stop a cancelled job; its worker stops it at its next lease renewal");
             }
-            Ok(StatusCode::NO_CONTENT)
+            StatusCode::ACCEPTED
         }
-        CancelOutcome::NotFound => Err(ApiError::NotFound("Job not found".into())),
-        CancelOutcome::NotCancellable(status) => Err(ApiError::Conflict(format!(
-            "Job is {status}; only PENDING or SCHEDULED jobs can be cancelled"
-        ))),
+        CancelOutcome::NotFound => return Err(ApiError::NotFound("Job not found".into())),
+        CancelOutcome::NotCancellable(JobStatus::Cancelled) => return Ok(StatusCode::NO_CONTENT),
+        CancelOutcome::NotCancellable(status) => {
+            return Err(ApiError::Conflict(format!(
+                "Job is {status}; only PENDING, SCHEDULED or RUNNING jobs can be cancelled"
+            )));
+        }
+    };
+    tracing::info!(job_id = %id, running = code == StatusCode::ACCEPTED, "job cancelled");
+    // Label by type: one extra read on a rare path.
+    if let Ok(Some(job)) = state.store.get(id).await {
+        jobsched_metrics::metrics()
+            .jobs_finished
+            .with_label_values(&[job.job_type.as_str(), "cancelled"])
+            .inc();
     }
+    Ok(code)
 }
