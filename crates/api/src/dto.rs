@@ -471,3 +471,116 @@ pub struct ValidationErrorBody {
     /// The problems.
     pub detail: Vec<ValidationIssue>,
 }
+
+/// A periodic job as submitted (`POST /schedules`; `PUT /schedules/{name}` takes the name from
+/// the path).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "nightly-report", "cron": "0 2 * * *", "timezone": "Europe/Berlin",
+    "job": {"name": "Nightly report", "job_type": "sleep", "payload": {"duration": 1}}}))]
+pub struct ScheduleBody {
+    /// 1 to 128 of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Cron expression: 5 fields (`minute hour day-of-month month day-of-week`, e.g.
+    /// `*/15 * * * *`), or 6 to 7 with seconds first and an optional year.
+    pub cron: String,
+    /// IANA time zone the expression is read in (default `UTC`).
+    pub timezone: Option<String>,
+    /// The job each fire enqueues: a `POST /jobs/` body without `run_at`, `delay_seconds`
+    /// and `unique_key` (each fire sets those).
+    pub job: JobCreate,
+    /// While the previous fire's job has not ended: `skip` (default) enqueues nothing, `allow`
+    /// enqueues anyway.
+    #[schema(value_type = Option<String>, example = "skip")]
+    pub overlap: Option<String>,
+    /// No fires while paused (default false).
+    pub paused: Option<bool>,
+    /// A fire time that passed while no engine leader ran (more than 60 s late): enqueue one
+    /// job for it on recovery (default true), or skip it. Fire times missed together make one
+    /// job.
+    pub catch_up: Option<bool>,
+}
+
+/// The job template of a schedule, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleJob {
+    /// Job name.
+    pub name: String,
+    /// Job type.
+    pub job_type: String,
+    /// 1 (highest) to 10.
+    pub priority: i16,
+    /// Estimated run time, seconds.
+    pub estimated_duration: f64,
+    /// Type-specific input.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Retry budget.
+    pub max_retries: i32,
+    /// Per-run timeout, seconds (`null` = the job type's default).
+    pub timeout_seconds: Option<f64>,
+    /// Retry backoff (`null` = the installation's).
+    pub retry_backoff: Option<RetryBackoffSchema>,
+}
+
+/// A periodic job and its fire state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleResponse {
+    /// Name.
+    pub name: String,
+    /// Cron expression, as given.
+    pub cron: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// What each fire enqueues.
+    pub job: ScheduleJob,
+    /// `skip` or `allow`.
+    pub overlap: String,
+    /// No fires while paused.
+    pub paused: bool,
+    /// Whether a fire missed while no leader ran is enqueued on recovery.
+    pub catch_up: bool,
+    /// The next fire time (`null`: never again).
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The last fire time handled (enqueued or skipped).
+    pub last_fire_at: Option<DateTime<Utc>>,
+    /// The job the last enqueuing fire created.
+    pub last_job_id: Option<Uuid>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change by a user.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<jobsched_core::schedule::Schedule> for ScheduleResponse {
+    fn from(s: jobsched_core::schedule::Schedule) -> Self {
+        ScheduleResponse {
+            cron: s.when.expression().to_string(),
+            timezone: s.when.timezone().to_string(),
+            job: ScheduleJob {
+                name: s.job.name,
+                job_type: s.job.job_type,
+                priority: s.job.priority,
+                estimated_duration: s.job.estimated_duration,
+                payload: s.job.payload,
+                max_retries: s.job.max_retries,
+                timeout_seconds: s.job.timeout_seconds,
+                retry_backoff: s.job.retry_backoff.map(|b| RetryBackoffSchema {
+                    base_seconds: b.base_seconds,
+                    cap_seconds: b.cap_seconds,
+                }),
+            },
+            overlap: match s.overlap {
+                jobsched_core::schedule::Overlap::Skip => "skip".into(),
+                jobsched_core::schedule::Overlap::Allow => "allow".into(),
+            },
+            name: s.name,
+            paused: s.paused,
+            catch_up: s.catch_up,
+            next_fire_at: s.next_fire_at,
+            last_fire_at: s.last_fire_at,
+            last_job_id: s.last_job_id,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}

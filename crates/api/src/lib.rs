@@ -39,7 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use extract::{Caller, identify, unauthorized};
-use routes::{health, jobs, scheduler, ui};
+use routes::{health, jobs, scheduler, schedules, ui};
 use std::future::Future;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
@@ -243,6 +243,18 @@ fn router_with(state: AppState, activity: Arc<activity::Activity>) -> Router {
     api = both(api, "/jobs/batch", post(jobs::submit_batch));
     api = both(api, "/jobs/stats", get(jobs::stats));
     api = both(api, "/jobs/{id}", get(jobs::get).delete(jobs::cancel));
+    api = both(
+        api,
+        "/schedules",
+        get(schedules::list).post(schedules::create),
+    );
+    api = both(
+        api,
+        "/schedules/{name}",
+        get(schedules::get)
+            .put(schedules::put)
+            .delete(schedules::delete),
+    );
     api = both(api, "/scheduler/policy", put(scheduler::set_policy));
     api = both(
         api,

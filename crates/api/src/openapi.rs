@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::dto;
-use crate::routes::{health, jobs, scheduler, ui};
+use crate::routes::{health, jobs, scheduler, schedules, ui};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -24,6 +24,11 @@ use utoipa::{Modify, OpenApi};
         jobs::stats,
         jobs::get,
         jobs::cancel,
+        schedules::create,
+        schedules::list,
+        schedules::get,
+        schedules::put,
+        schedules::delete,
         scheduler::set_policy,
         scheduler::release_policy_owner,
         scheduler::status,
@@ -46,6 +51,10 @@ use utoipa::{Modify, OpenApi};
         dto::JobResponse,
         dto::JobListResponse,
         dto::JobStatsResponse,
+        dto::RetryBackoffSchema,
+        dto::ScheduleBody,
+        dto::ScheduleJob,
+        dto::ScheduleResponse,
         dto::PolicyUpdate,
         dto::SchedulerStatus,
         dto::DeadLetterResponse,
@@ -66,6 +75,7 @@ use utoipa::{Modify, OpenApi};
     security(("bearer" = []), ()),
     tags(
         (name = "jobs", description = "Submit, list, inspect and cancel jobs"),
+        (name = "schedules", description = "Periodic jobs: a cron expression, a time zone and the job each fire enqueues"),
         (name = "scheduler", description = "Scheduling policy, status and the dead-letter queue"),
         (name = "health", description = "Health and Kubernetes probes (no token needed)"),
         (name = "console", description = "What the web console at /ui reads"),

@@ -38,6 +38,7 @@ suite!(
     scheduled_jobs_are_validated_kept_and_counted,
     idempotency_keys_return_the_first_job,
     retry_backoff_is_validated_and_kept,
+    schedules_crud_and_validation,
 );
 
 fn sleep_job(name: &str) -> SubmitJob {
@@ -1840,6 +1841,162 @@ async fn retry_backoff_is_validated_and_kept(backend: Backend) {
             .retry_backoff
             .map(|b| b.cap_seconds),
         Some(2.0)
+    );
+    h.finish().await;
+}
+
+/// `/schedules`: create (201; 409 on a taken name), read one and all, replace with PUT (200;
+/// 201 when new), delete (204, then 404); bad cron, time zone, name, overlap or job fields are
+/// 422 naming the field.
+async fn schedules_crud_and_validation(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let body = json!({
+        "name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
+        "job": {"name": "report", "job_type": "sleep", "payload": {"duration": 1}, "priority": 2}
+    });
+    let post = |b: Value| h.http.post(h.url("/schedules")).json(&b).send();
+    let (status, created) = status_json(post(body.clone()).await.unwrap()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["cron"], "30 2 * * *");
+    assert_eq!(created["timezone"], "Europe/Berlin");
+    assert_eq!(created["overlap"], "skip");
+    assert_eq!(
+        (created["paused"].clone(), created["catch_up"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(created["job"]["priority"], 2);
+    // 02:30 in Berlin is 01:30 or 00:30 UTC.
+    let next =
+        chrono::DateTime::parse_from_rfc3339(created["next_fire_at"].as_str().unwrap()).unwrap();
+    assert!(
+        matches!(
+            chrono::Timelike::hour(&next.with_timezone(&chrono::Utc)),
+            0 | 1
+        ),
+        "{next}"
+    );
+    assert!(next.with_timezone(&chrono::Utc) > chrono::Utc::now());
+    let (status, _) = status_json(post(body.clone()).await.unwrap()).await;
+    assert_eq!(status, 409);
+
+    for (patch, loc) in [
+        (json!({"cron": "61 * * * *"}), json!(["body", "cron"])),
+        (json!({"cron": "* *"}), json!(["body", "cron"])),
+        (
+            json!({"timezone": "Mars/Base"}),
+            json!(["body", "timezone"]),
+        ),
+        (json!({"name": "bad name"}), json!(["body", "name"])),
+        (json!({"overlap": "sometimes"}), json!(["body", "overlap"])),
+        (
+            json!({"job": {"name": "x", "job_type": "sleep", "payload": {"duration": -1}}}),
+            json!(["body", "job", "payload", "duration"]),
+        ),
+        (
+            json!({"job": {"name": "x", "job_type": "sleep", "payload": {"duration": 1}, "delay_seconds": 5}}),
+            json!(["body", "job", "delay_seconds"]),
+        ),
+    ] {
+        let mut b = body.clone();
+        b["name"] = json!("other");
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (status, resp) = status_json(post(b).await.unwrap()).await;
+        assert_eq!(status, 422, "{patch}: {resp}");
+        assert_eq!(locs(&resp), vec![loc], "{patch}: {resp}");
+    }
+    let mut no_job = body.clone();
+    no_job["name"] = json!("other");
+    no_job.as_object_mut().unwrap().remove("job");
+    let (status, resp) = status_json(post(no_job).await.unwrap()).await;
+    assert_eq!((status, locs(&resp)), (422, vec![json!(["body", "job"])]));
+
+    // Read.
+    let got: Value = h
+        .http
+        .get(h.url("/schedules/nightly"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["next_fire_at"], created["next_fire_at"]);
+    let (status, _) =
+        status_json(h.http.get(h.url("/schedules/none/")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    // Replace: 200, the name from the path; a new name: 201.
+    let mut every_minute = body.clone();
+    every_minute.as_object_mut().unwrap().remove("name");
+    every_minute["cron"] = json!("* * * * *");
+    every_minute["paused"] = json!(true);
+    every_minute["overlap"] = json!("allow");
+    let put = |name: &str, b: Value| {
+        h.http
+            .put(h.url(&format!("/schedules/{name}")))
+            .json(&b)
+            .send()
+    };
+    let (status, replaced) = status_json(put("nightly", every_minute.clone()).await.unwrap()).await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(
+        (
+            replaced["cron"].clone(),
+            replaced["paused"].clone(),
+            replaced["overlap"].clone()
+        ),
+        (json!("* * * * *"), json!(true), json!("allow"))
+    );
+    assert_eq!(replaced["created_at"], created["created_at"]);
+    let (status, _) = status_json(put("second", every_minute.clone()).await.unwrap()).await;
+    assert_eq!(status, 201);
+    let mut mismatch = every_minute.clone();
+    mismatch["name"] = json!("third");
+    let (status, resp) = status_json(put("second", mismatch).await.unwrap()).await;
+    assert_eq!((status, locs(&resp)), (422, vec![json!(["body", "name"])]));
+    let (status, resp) = status_json(put("bad%20name", every_minute).await.unwrap()).await;
+    assert_eq!(
+        (status, locs(&resp)),
+        (422, vec![json!(["path", "name"])]),
+        "{resp}"
+    );
+    let all: Value = h
+        .http
+        .get(h.url("/schedules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nightly", "second"]);
+    // Delete.
+    assert_eq!(
+        h.http
+            .delete(h.url("/schedules/second"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        h.http
+            .delete(h.url("/schedules/second/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
     );
     h.finish().await;
 }

@@ -497,6 +497,33 @@ impl Client {
         Ok(ids.ids)
     }
 
+    /// `GET /schedules`: every periodic job (the API's JSON).
+    pub async fn schedules(&self) -> Result<Vec<Value>, ClientError> {
+        self.call(Method::GET, "/schedules", |rb| rb).await
+    }
+
+    /// `GET /schedules/{name}`.
+    pub async fn schedule(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, &format!("/schedules/{name}"), |rb| rb)
+            .await
+    }
+
+    /// `PUT /schedules/{name}`: create or replace (`body` as in the API: cron, timezone, job,
+    /// overlap, paused, catch_up).
+    pub async fn put_schedule(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(Method::PUT, &format!("/schedules/{name}"), |rb| {
+            rb.json(body)
+        })
+        .await
+    }
+
+    /// `DELETE /schedules/{name}`.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/schedules/{name}"), |rb| rb, &[])
+            .await
+            .map(|_| ())
+    }
+
     /// `GET /jobs/{id}`.
     pub async fn get(&self, id: JobId) -> Result<Job, ClientError> {
         self.call(Method::GET, &format!("/jobs/{id}"), |rb| rb)

@@ -7,9 +7,10 @@
 
 use crate::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Event, Exchanged, Finished, JobRepo,
-    Outcome, Promotion, PruneCursor, Pruned, RescueReport, Store, Subscription, Token, Transport,
-    Update, WorkerSlots, WorkerStore,
+    Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Store, Subscription,
+    Token, Transport, Update, WorkerSlots, WorkerStore,
 };
+use crate::schedule::Schedule;
 use crate::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
     PendingJob, PolicySettings, Result, StartedJob,
@@ -151,6 +152,23 @@ through!(DeadLetterStore for Layered {
     fn dead_letter_count(&self) -> i64;
     fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Update;
     fn purge_dead_letters(&self) -> u64;
+});
+
+through!(ScheduleStore for Layered {
+    fn create_schedule(&self, schedule: &Schedule) -> bool;
+    fn put_schedule(&self, schedule: &Schedule) -> bool;
+    fn get_schedule(&self, name: &str) -> Option<Schedule>;
+    fn list_schedules(&self) -> Vec<Schedule>;
+    fn delete_schedule(&self, name: &str) -> bool;
+    fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Vec<Schedule>;
+    fn advance_schedule(
+        &self,
+        name: &str,
+        expected: DateTime<Utc>,
+        fire: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        job: Option<JobId>
+    ) -> bool;
 });
 
 through!(ControlStore for Layered {

@@ -11,6 +11,7 @@ pub mod layer;
 pub mod policy;
 pub mod ports;
 pub mod retry;
+pub mod schedule;
 pub mod state;
 
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ use crate::job::{
     PendingJob, StartedJob,
 };
 use crate::policy::{PolicyKind, PolicySettings};
+use crate::schedule::Schedule;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -375,9 +376,44 @@ pub trait ControlStore: Send + Sync {
     }
 }
 
+/// Periodic jobs (see [`crate::schedule`]).
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Create; `false` (nothing written) when the name is taken.
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<bool>;
+    /// Create or replace what a user sets (the fire history and creation time stay); `true`
+    /// when it replaced one.
+    async fn put_schedule(&self, schedule: &Schedule) -> Result<bool>;
+    /// One schedule.
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>>;
+    /// All schedules, by name.
+    async fn list_schedules(&self) -> Result<Vec<Schedule>>;
+    /// Delete; `false` when there was none.
+    async fn delete_schedule(&self, name: &str) -> Result<bool>;
+    /// Schedules not paused whose `next_fire_at <= now`, earliest first, at most `limit`.
+    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>>;
+    /// Record a handled fire: if `next_fire_at` is still `expected` (else another leader or
+    /// a user change came first: `false`), set it to `next`, `last_fire_at` to `fire` and,
+    /// when a job was enqueued, `last_job_id`.
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        expected: DateTime<Utc>,
+        fire: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        job: Option<JobId>,
+    ) -> Result<bool>;
+}
+
 /// Everything a store provides.
-pub trait Store: JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore {}
-impl<T: JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore> Store for T {}
+pub trait Store:
+    JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore + ScheduleStore
+{
+}
+impl<T: JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore + ScheduleStore>
+    Store for T
+{
+}
 
 /// One live worker's slots as reported to the transport.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

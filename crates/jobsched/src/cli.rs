@@ -85,6 +85,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::client_cmd::DlqCommand,
     },
+    /// Periodic jobs: list, show, put (create or replace), delete.
+    Schedules {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        #[command(subcommand)]
+        cmd: crate::client_cmd::ScheduleCommand,
+    },
 }
 
 /// `jobsched controller`.

@@ -110,6 +110,48 @@ pub enum DlqCommand {
     Purge,
 }
 
+/// `jobsched schedules`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// List every schedule with its next fire time.
+    List,
+    /// Show one schedule.
+    Show {
+        /// Schedule name.
+        name: String,
+    },
+    /// Create or replace a schedule, e.g.
+    /// `jobsched schedules put nightly --cron "0 2 * * *" --timezone Europe/Berlin
+    ///  --job '{"name": "report", "job_type": "sleep", "payload": {"duration": 1}}'`.
+    Put {
+        /// Schedule name.
+        name: String,
+        /// Cron expression (5 fields, or 6 to 7 with seconds first).
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// The job each fire enqueues, as a `POST /jobs/` JSON body.
+        #[arg(long)]
+        job: String,
+        /// While the last fire's job runs: skip (default) or allow.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// Create or keep it paused.
+        #[arg(long)]
+        paused: bool,
+        /// Skip fire times missed while no leader ran (default: enqueue one on recovery).
+        #[arg(long)]
+        no_catch_up: bool,
+    },
+    /// Delete a schedule (the jobs it enqueued stay).
+    Delete {
+        /// Schedule name.
+        name: String,
+    },
+}
+
 /// A token: the file's first line when a file is named, else the first set variable.
 pub(crate) fn read_token(file: Option<&std::path::Path>, vars: &[&str]) -> Result<Option<String>> {
     if let Some(path) = file {
@@ -454,6 +496,72 @@ pub async fn dlq(conn: &Conn, cmd: DlqCommand) -> Result<()> {
                 return print_json(&serde_json::json!({ "purged": n }));
             }
             println!("purged {n} dead letter(s)");
+        }
+    }
+    Ok(())
+}
+
+/// `jobsched schedules …`.
+pub async fn schedules(conn: &Conn, cmd: ScheduleCommand) -> Result<()> {
+    let c = client(conn)?;
+    let row = |s: &Value| {
+        format!(
+            "{:<24} {:<16} {:<16} next {}{}",
+            truncate(s["name"].as_str().unwrap_or(""), 24),
+            s["cron"].as_str().unwrap_or(""),
+            s["timezone"].as_str().unwrap_or(""),
+            s["next_fire_at"].as_str().unwrap_or("-"),
+            if s["paused"] == Value::Bool(true) {
+                " (paused)"
+            } else {
+                ""
+            }
+        )
+    };
+    match cmd {
+        ScheduleCommand::List => {
+            let all = c.schedules().await?;
+            if conn.json {
+                return print_json(&all);
+            }
+            for s in &all {
+                println!("{}", row(s));
+            }
+            println!("{} schedule(s)", all.len());
+        }
+        ScheduleCommand::Show { name } => print_json(&c.schedule(&name).await?)?,
+        ScheduleCommand::Put {
+            name,
+            cron,
+            timezone,
+            job,
+            overlap,
+            paused,
+            no_catch_up,
+        } => {
+            let job: Value = serde_json::from_str(&job).context(
+                "--job is not valid JSON; give a POST /jobs/ body, e.g.                  '{\"name\": \"report\", \"job_type\": \"sleep\", \"payload\": {\"duration\": 1}}'",
+            )?;
+            let mut body = serde_json::json!({
+                "cron": cron, "job": job, "paused": paused, "catch_up": !no_catch_up,
+            });
+            if let Some(tz) = timezone {
+                body["timezone"] = Value::String(tz);
+            }
+            if let Some(o) = overlap {
+                body["overlap"] = Value::String(o);
+            }
+            let s = c.put_schedule(&name, &body).await?;
+            if conn.json {
+                return print_json(&s);
+            }
+            println!("{}", row(&s));
+        }
+        ScheduleCommand::Delete { name } => {
+            c.delete_schedule(&name).await?;
+            if !conn.json {
+                println!("deleted schedule {name}");
+            }
         }
     }
     Ok(())

@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 release_ownership,
             } => client_cmd::policy(&conn, name, quantum, paused, release_ownership).await,
             Command::Dlq { conn, cmd } => client_cmd::dlq(&conn, cmd).await,
+            Command::Schedules { conn, cmd } => client_cmd::schedules(&conn, cmd).await,
             Command::Bench(args) => jobsched_bench::run(args).await.map_err(Into::into),
         }
     })

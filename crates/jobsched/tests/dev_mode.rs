@@ -371,6 +371,37 @@ fn readme_quick_start_works_against_jobsched_dev() {
     let key_job = keyed();
     assert_eq!(keyed(), key_job);
     wait_status(&base, &key_job, "COMPLETED", Duration::from_secs(30));
+    // Periodic jobs through the CLI (paused: this test counts jobs).
+    let put = cli(&[
+        "schedules",
+        "put",
+        "nightly",
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--job",
+        r#"{"name": "report", "job_type": "sleep", "payload": {"duration": 1}}"#,
+        "--paused",
+        "--json",
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let shown = json(&String::from_utf8_lossy(&put.stdout));
+    assert_eq!(
+        (shown["cron"].as_str(), shown["paused"].as_bool()),
+        (Some("0 2 * * *"), Some(true))
+    );
+    let listed = cli(&["schedules", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("nightly"));
+    let bad_cron = cli(&["schedules", "put", "x", "--cron", "whenever", "--job", "{}"]);
+    assert!(!bad_cron.status.success());
+    assert!(String::from_utf8_lossy(&bad_cron.stderr).contains("cron"));
+    assert!(cli(&["schedules", "delete", "nightly"]).status.success());
+    assert!(!cli(&["schedules", "show", "nightly"]).status.success());
     let bad_time = cli(&["submit", "sleep", "duration=0", "--run-at", "tomorrow"]);
     assert!(!bad_time.status.success());
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("--run-at"));

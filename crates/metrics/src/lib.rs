@@ -73,6 +73,8 @@ pub struct Metrics {
     pub jobs_promoted: IntCounter,
     /// Finished jobs deleted by retention.
     pub jobs_pruned: IntCounter,
+    /// Schedule fire times handled, by result (enqueued, skipped).
+    pub schedule_fires: IntCounterVec,
     /// Busy execution slots in this worker.
     pub worker_slots_busy: IntGauge,
     /// Execution slots in this worker.
@@ -222,6 +224,11 @@ impl Metrics {
                 "jobsched_jobs_promoted_total",
                 "Delayed jobs moved into the queue when their run_at came.",
             ),
+            schedule_fires: counter_vec(
+                "jobsched_schedule_fires_total",
+                "Fire times of periodic schedules handled, by result (enqueued, skipped).",
+                &["result"],
+            ),
             jobs_pruned: counter(
                 "jobsched_jobs_pruned_total",
                 "Finished jobs deleted by retention (JOBSCHED_RETENTION_COMPLETED / _FAILED).",
@@ -276,6 +283,9 @@ pub fn init_job_types<'a>(job_types: impl IntoIterator<Item = &'a str>) {
     }
     for kind in ["running", "scheduled", "dead_lettered"] {
         m.lease_rescues.with_label_values(&[kind]);
+    }
+    for result in ["enqueued", "skipped"] {
+        m.schedule_fires.with_label_values(&[result]);
     }
 }
 

@@ -5,13 +5,15 @@
 //! backlog. What is left for the single leader: take back expired leases (the rescuer) and
 //! announce the jobs it sent back, reap workers that stopped heartbeating from the registry,
 //! keep the policy key in the transport (rebuilt from the durable copy after a flush), move
-//! delayed jobs into the queue when their `run_at` comes and wake the workers, delete jobs past
+//! delayed jobs into the queue when their `run_at` comes and wake the workers, fire periodic
+//! schedules, delete jobs past
 //! their retention, and refresh the gauges that count rows.
 
 use crate::Runtime;
 use jobsched_core::JobStatus;
 use jobsched_core::policy::{self, PolicySettings};
 use jobsched_core::ports::{Event, PruneCursor};
+use jobsched_core::schedule::{FireDecision, Schedule};
 use jobsched_metrics::metrics;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -136,12 +138,88 @@ async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
         }
         rescue(&rt).await;
         next_due = promote(&rt).await;
+        fire_schedules(&rt).await;
         prune(&rt, &mut prune_from).await;
         if rounds % 5 == 0 {
             refresh_gauges(&rt).await;
         }
         rounds += 1;
     }
+}
+
+/// Schedules handled per round (the rest are next round's, a second later).
+const FIRE_BATCH: u32 = 100;
+
+/// Fire the schedules that are due: enqueue each one's job (its idempotency key names the
+/// schedule and the fire time, so however often this runs, on however many leaders, one fire
+/// time makes at most one job), then move the schedule on with a conditional write.
+async fn fire_schedules(rt: &Runtime) {
+    let now = rt.clock.now();
+    let due = match rt.store.due_schedules(now, FIRE_BATCH).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read due schedules; trying again next round");
+            return;
+        }
+    };
+    let mut enqueued = 0u64;
+    for s in due {
+        if let Err(e) = fire(rt, &s, now, &mut enqueued).await {
+            tracing::warn!(schedule = %s.name, error = %e, "firing a schedule failed; trying again next round");
+        }
+    }
+    if enqueued > 0
+        && let Err(e) = rt.transport.publish(Event::JobsAvailable).await
+    {
+        tracing::warn!(error = %e, "cannot announce scheduled jobs; workers find them at their next poll");
+    }
+}
+
+async fn fire(
+    rt: &Runtime,
+    s: &Schedule,
+    now: chrono::DateTime<chrono::Utc>,
+    enqueued: &mut u64,
+) -> jobsched_core::Result<()> {
+    let (Some(expected), Some((fire, next))) = (s.next_fire_at, s.due(now)) else {
+        return Ok(());
+    };
+    let last_open = match s.last_job_id {
+        Some(id) => rt
+            .store
+            .get(id)
+            .await?
+            .is_some_and(|j| !j.status.is_terminal()),
+        None => false,
+    };
+    let job = match s.decide(fire, now, last_open) {
+        FireDecision::Enqueue => {
+            let job = rt.store.insert(&s.job_for(fire), now).await?;
+            *enqueued += 1;
+            metrics()
+                .schedule_fires
+                .with_label_values(&["enqueued"])
+                .inc();
+            tracing::info!(schedule = %s.name, %fire, job_id = %job.id, "schedule fired");
+            Some(job.id)
+        }
+        FireDecision::Skip => {
+            metrics()
+                .schedule_fires
+                .with_label_values(&["skipped"])
+                .inc();
+            tracing::info!(schedule = %s.name, %fire, last_open, "schedule fire skipped");
+            None
+        }
+    };
+    if !rt
+        .store
+        .advance_schedule(&s.name, expected, fire, next, job)
+        .await?
+    {
+        tracing::debug!(schedule = %s.name, "schedule changed meanwhile; its new state stands");
+    }
+    Ok(())
 }
 
 /// Jobs a retention statement looks at, and statements per round: small deletes of rows no

@@ -1017,3 +1017,126 @@ async fn a_running_job_cancelled_stops_and_never_completes() {
     }
     env.cleanup().await;
 }
+
+/// A schedule that fires every second, on two engines where the first leader stops midway:
+/// the new leader goes on, and no fire time makes two jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_time_across_a_leader_change() {
+    use jobsched_core::schedule::{Cron, Overlap, Schedule};
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let now = Utc::now();
+    let when = Cron::parse("* * * * * *", "UTC").unwrap();
+    let every_second = Schedule {
+        name: "tick".into(),
+        next_fire_at: when.next_after(now),
+        when,
+        job: NewJob::new(
+            "tick",
+            "sleep",
+            None,
+            None,
+            Some(json!({"duration": 0})),
+            None,
+        )
+        .unwrap(),
+        overlap: Overlap::Allow,
+        paused: false,
+        catch_up: true,
+        last_fire_at: None,
+        last_job_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(env.store.create_schedule(&every_second).await.unwrap());
+    let count = || async { env.store.stats().await.unwrap().total_jobs };
+    let (stop_a, a) = start(env.runtime("a", 1));
+    poll(Duration::from_secs(20), || async {
+        let n = count().await;
+        (n >= 3).then_some(()).ok_or(format!("{n} fires"))
+    })
+    .await;
+    let (stop_b, b) = start(env.runtime("b", 1));
+    stop_a.cancel();
+    a.await.unwrap();
+    let at_handover = count().await;
+    poll(Duration::from_secs(30), || async {
+        let n = count().await;
+        (n >= at_handover + 3).then_some(()).ok_or(format!(
+            "{n} fires, {at_handover} before the leader stopped"
+        ))
+    })
+    .await;
+    env.store.delete_schedule("tick").await.unwrap();
+    stop_b.cancel();
+    b.await.unwrap();
+    // One job per fire second: no two jobs were created in the same second's fire.
+    let mut created: Vec<_> = env.all_jobs().await.iter().map(|j| j.created_at).collect();
+    created.sort();
+    for pair in created.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= chrono::Duration::milliseconds(300),
+            "two jobs for one fire: {pair:?}"
+        );
+    }
+    env.cleanup().await;
+}
+
+/// `overlap: skip`: while the last fire's job runs, fires enqueue nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_skips_fires_while_its_last_job_runs() {
+    use jobsched_core::schedule::{Cron, Overlap, Schedule};
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let now = Utc::now();
+    let when = Cron::parse("* * * * * *", "UTC").unwrap();
+    let s = Schedule {
+        name: "slow".into(),
+        next_fire_at: when.next_after(now),
+        when,
+        job: NewJob::new(
+            "slow",
+            "sleep",
+            None,
+            None,
+            Some(json!({"duration": 2.5})),
+            None,
+        )
+        .unwrap(),
+        overlap: Overlap::Skip,
+        paused: false,
+        catch_up: true,
+        last_fire_at: None,
+        last_job_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(env.store.create_schedule(&s).await.unwrap());
+    let (stop, h) = start(env.runtime("w", 4));
+    poll(Duration::from_secs(30), || async {
+        let done = env.store.stats().await.unwrap().completed;
+        (done >= 2).then_some(()).ok_or(format!("{done} completed"))
+    })
+    .await;
+    env.store.delete_schedule("slow").await.unwrap();
+    stop.cancel();
+    h.await.unwrap();
+    // Never two of its jobs open at once, although slots were free and it fired every second.
+    let jobs = env.all_jobs().await;
+    for a in &jobs {
+        for b in &jobs {
+            if a.id < b.id {
+                let (Some(a_end), Some(b_start)) = (a.completed_at, b.started_at) else {
+                    continue;
+                };
+                assert!(
+                    b_start >= a_end,
+                    "{} started at {b_start}, before {} ended at {a_end}",
+                    b.name,
+                    a.name
+                );
+            }
+        }
+    }
+    env.cleanup().await;
+}

@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
-    Promotion, PruneCursor, Pruned, RescueReport, Token, Update, WorkerStore,
+    Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Token, Update, WorkerStore,
 };
+use jobsched_core::schedule::Schedule;
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
     NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
@@ -1744,6 +1745,134 @@ impl ControlStore for PgStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+}
+
+/// A [`Schedule`] from a `schedules` row: the user's settings from `spec`, the fire state
+/// from the columns.
+fn schedule_from_row(row: &PgRow) -> Result<Schedule> {
+    let spec: Value = row.try_get("spec").map_err(db)?;
+    let mut s: Schedule = serde_json::from_value(spec)
+        .map_err(|e| data(format!("unreadable schedule in schedules.spec: {e}")))?;
+    s.name = row.try_get("name").map_err(db)?;
+    s.paused = row.try_get("paused").map_err(db)?;
+    s.next_fire_at = row.try_get("next_fire_at").map_err(db)?;
+    s.last_fire_at = row.try_get("last_fire_at").map_err(db)?;
+    s.last_job_id = row.try_get("last_job_id").map_err(db)?;
+    s.created_at = row.try_get("created_at").map_err(db)?;
+    s.updated_at = row.try_get("updated_at").map_err(db)?;
+    Ok(s)
+}
+
+fn schedule_spec(s: &Schedule) -> Result<Value> {
+    serde_json::to_value(s).map_err(|e| data(format!("cannot encode schedule {}: {e}", s.name)))
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "name, spec, paused, next_fire_at, last_fire_at, last_job_id, created_at, updated_at";
+
+#[async_trait]
+impl ScheduleStore for PgStore {
+    async fn create_schedule(&self, s: &Schedule) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO schedules (name, spec, paused, next_fire_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&s.name)
+        .bind(schedule_spec(s)?)
+        .bind(s.paused)
+        .bind(s.next_fire_at)
+        .bind(s.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn put_schedule(&self, s: &Schedule) -> Result<bool> {
+        let existed: bool = sqlx::query_scalar(
+            "INSERT INTO schedules AS o (name, spec, paused, next_fire_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, paused = excluded.paused, \
+                 next_fire_at = excluded.next_fire_at, updated_at = excluded.updated_at \
+             RETURNING (xmax <> 0)",
+        )
+        .bind(&s.name)
+        .bind(schedule_spec(s)?)
+        .bind(s.paused)
+        .bind(s.next_fire_at)
+        .bind(s.updated_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(existed)
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM schedules WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules \
+             WHERE NOT paused AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        expected: DateTime<Utc>,
+        fire: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        job: Option<JobId>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET next_fire_at = $3, last_fire_at = $4, \
+                 last_job_id = coalesce($5, last_job_id) \
+             WHERE name = $1 AND next_fire_at = $2",
+        )
+        .bind(name)
+        .bind(expected)
+        .bind(next)
+        .bind(fire)
+        .bind(job)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

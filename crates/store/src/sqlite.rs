@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, Promotion,
-    PruneCursor, Pruned, RescueReport, Token, Update, WorkerStore,
+    PruneCursor, Pruned, RescueReport, ScheduleStore, Token, Update, WorkerStore,
 };
+use jobsched_core::schedule::Schedule;
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
     NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
@@ -1205,5 +1206,141 @@ impl ControlStore for SqliteStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+}
+
+/// A [`Schedule`] from a `schedules` row (see `pg::schedule_from_row`).
+fn schedule_from_row(row: &SqliteRow) -> Result<Schedule> {
+    let spec: String = row.try_get("spec").map_err(db)?;
+    let mut s: Schedule = serde_json::from_str(&spec)
+        .map_err(|e| data(format!("unreadable schedule in schedules.spec: {e}")))?;
+    s.name = row.try_get("name").map_err(db)?;
+    s.paused = row.try_get::<i64, _>("paused").map_err(db)? != 0;
+    s.next_fire_at = opt_from_us(row.try_get("next_fire_at").map_err(db)?)?;
+    s.last_fire_at = opt_from_us(row.try_get("last_fire_at").map_err(db)?)?;
+    s.last_job_id = row
+        .try_get::<Option<Hyphenated>, _>("last_job_id")
+        .map_err(db)?
+        .map(Hyphenated::into_uuid);
+    s.created_at = from_us(row.try_get("created_at").map_err(db)?)?;
+    s.updated_at = from_us(row.try_get("updated_at").map_err(db)?)?;
+    Ok(s)
+}
+
+fn schedule_spec(s: &Schedule) -> Result<String> {
+    serde_json::to_string(s).map_err(|e| data(format!("cannot encode schedule {}: {e}", s.name)))
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "name, spec, paused, next_fire_at, last_fire_at, last_job_id, created_at, updated_at";
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn create_schedule(&self, s: &Schedule) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO schedules (name, spec, paused, next_fire_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&s.name)
+        .bind(schedule_spec(s)?)
+        .bind(s.paused)
+        .bind(s.next_fire_at.map(us))
+        .bind(us(s.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn put_schedule(&self, s: &Schedule) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM schedules WHERE name = ?1")
+            .bind(&s.name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO schedules (name, spec, paused, next_fire_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, paused = excluded.paused, \
+                 next_fire_at = excluded.next_fire_at, updated_at = excluded.updated_at",
+        )
+        .bind(&s.name)
+        .bind(schedule_spec(s)?)
+        .bind(s.paused)
+        .bind(s.next_fire_at.map(us))
+        .bind(us(s.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(existed.is_some())
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM schedules WHERE name = ?1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules \
+             WHERE paused = 0 AND next_fire_at <= ?1 ORDER BY next_fire_at LIMIT ?2"
+        ))
+        .bind(us(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        expected: DateTime<Utc>,
+        fire: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        job: Option<JobId>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET next_fire_at = ?3, last_fire_at = ?4, \
+                 last_job_id = coalesce(?5, last_job_id) \
+             WHERE name = ?1 AND next_fire_at = ?2",
+        )
+        .bind(name)
+        .bind(us(expected))
+        .bind(next.map(us))
+        .bind(us(fire))
+        .bind(job.map(hy))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 }

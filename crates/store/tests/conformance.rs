@@ -76,6 +76,7 @@ conformance!(
     unique_keys_return_the_first_job,
     retention_deletes_only_what_outlived_it,
     retry_backoff_is_kept_and_claimed,
+    schedules_are_kept_and_fired_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2401,4 +2402,110 @@ async fn retry_backoff_is_kept_and_claimed(db: &TestDb) {
     assert_eq!(by_id[&a.id], Some(backoff));
     assert_eq!(by_id[&ids[0]], Some(backoff));
     assert_eq!(by_id[&ids[1]], None);
+}
+
+/// Schedules: create (once per name), replace (fire history kept), list, get, delete; due
+/// ones by time; a fire moves `next_fire_at` on only from the value it was read with, so a
+/// second leader holding the same read changes nothing.
+async fn schedules_are_kept_and_fired_once(db: &TestDb) {
+    use jobsched_core::schedule::{Cron, Overlap, Schedule};
+    let s = db.store().await;
+    let sched = |name: &str, next: DateTime<Utc>| Schedule {
+        name: name.into(),
+        when: Cron::parse("*/5 * * * *", "Europe/Berlin").unwrap(),
+        job: new_job("from-schedule"),
+        overlap: Overlap::Skip,
+        paused: false,
+        catch_up: true,
+        next_fire_at: Some(next),
+        last_fire_at: None,
+        last_job_id: None,
+        created_at: t(0),
+        updated_at: t(0),
+    };
+    let b = sched("b", t(300));
+    assert!(s.create_schedule(&b).await.unwrap());
+    assert!(
+        !s.create_schedule(&sched("b", t(999))).await.unwrap(),
+        "name taken"
+    );
+    assert!(s.create_schedule(&sched("a", t(60))).await.unwrap());
+    let got = s.get_schedule("b").await.unwrap().unwrap();
+    assert_eq!(got, b);
+    assert_eq!(got.when.timezone(), "Europe/Berlin");
+    assert_eq!(
+        s.list_schedules()
+            .await
+            .unwrap()
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // Due: by time, earliest first, not paused.
+    assert!(s.due_schedules(t(59), 10).await.unwrap().is_empty());
+    let due = s.due_schedules(t(400), 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // One fire of `a`: the conditional write applies once.
+    let job = s.insert(&new_job("fired"), t(60)).await.unwrap().id;
+    assert!(
+        s.advance_schedule("a", t(60), t(60), Some(t(360)), Some(job))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.advance_schedule("a", t(60), t(60), Some(t(360)), Some(job))
+            .await
+            .unwrap()
+    );
+    let a = s.get_schedule("a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.next_fire_at, a.last_fire_at, a.last_job_id),
+        (Some(t(360)), Some(t(60)), Some(job))
+    );
+    // A skipped fire keeps the last job.
+    assert!(
+        s.advance_schedule("a", t(360), t(360), Some(t(660)), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_schedule("a").await.unwrap().unwrap().last_job_id,
+        Some(job)
+    );
+    // Replace: the user's settings change, the fire history stays.
+    let mut changed = sched("a", t(1000));
+    changed.paused = true;
+    changed.overlap = Overlap::Allow;
+    changed.updated_at = t(700);
+    assert!(s.put_schedule(&changed).await.unwrap());
+    let a = s.get_schedule("a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.paused, a.overlap, a.next_fire_at),
+        (true, Overlap::Allow, Some(t(1000)))
+    );
+    assert_eq!(
+        (a.last_fire_at, a.last_job_id, a.created_at, a.updated_at),
+        (Some(t(360)), Some(job), t(0), t(700))
+    );
+    assert!(
+        s.due_schedules(t(5000), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.name != "a"),
+        "paused"
+    );
+    assert!(
+        !s.put_schedule(&sched("c", t(10))).await.unwrap(),
+        "created"
+    );
+    // Delete.
+    assert!(s.delete_schedule("b").await.unwrap());
+    assert!(!s.delete_schedule("b").await.unwrap());
+    assert!(s.get_schedule("b").await.unwrap().is_none());
+    assert_eq!(s.list_schedules().await.unwrap().len(), 2);
 }

@@ -3,6 +3,7 @@
 pub mod health;
 pub mod jobs;
 pub mod scheduler;
+pub mod schedules;
 pub mod ui;
 
 use crate::error::{ApiError, FieldIssue, LocPart};
