@@ -185,9 +185,6 @@ through!(Transport for LayeredTransport {
     fn reap_dead_workers(&self) -> Vec<String>;
     fn policy(&self) -> Option<PolicySettings>;
     fn set_policy(&self, settings: &PolicySettings) -> ();
-    fn set_dead_letters(&self, entries: &[DeadLetter]) -> ();
-    fn push_dead_letters(&self, entries: &[DeadLetter]) -> ();
-    fn remove_dead_letter(&self, id: JobId) -> ();
     fn publish(&self, event: Event) -> ();
     fn subscribe(&self) -> Box<dyn Subscription>;
     fn ping(&self) -> ();

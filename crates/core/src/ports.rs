@@ -340,7 +340,7 @@ pub trait WorkerStore: Send + Sync {
     ) -> Result<Vec<Token>>;
 }
 
-/// The dead-letter queue (FAILED jobs not purged), the truth behind the Redis mirror.
+/// The dead-letter queue (FAILED jobs not purged).
 #[async_trait]
 pub trait DeadLetterStore: Send + Sync {
     /// Entries, most recent failure first.
@@ -449,7 +449,7 @@ pub trait Subscription: Send {
 }
 
 /// The shared runtime keys and events: wake-ups between processes, the policy key, the worker
-/// registry and the dead-letter mirror. Nothing about a job lives only here.
+/// registry. Nothing about a job lives here.
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Record `worker`'s slots (absolute values) with a liveness deadline of `ttl`.
@@ -462,12 +462,6 @@ pub trait Transport: Send + Sync {
     async fn policy(&self) -> Result<Option<PolicySettings>>;
     /// Write the policy settings and publish [`Event::PolicyChanged`].
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()>;
-    /// Replace the dead-letter mirror with these entries (rebuild from the store).
-    async fn set_dead_letters(&self, entries: &[DeadLetter]) -> Result<()>;
-    /// Append entries to the dead-letter mirror.
-    async fn push_dead_letters(&self, entries: &[DeadLetter]) -> Result<()>;
-    /// Remove one job from the dead-letter mirror.
-    async fn remove_dead_letter(&self, id: JobId) -> Result<()>;
     /// Publish an event to every subscriber (all processes).
     async fn publish(&self, event: Event) -> Result<()>;
     /// Subscribe to events.

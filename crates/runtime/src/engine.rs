@@ -37,7 +37,6 @@ impl Engine {
         if let Err(e) = self.sync_settings().await {
             tracing::warn!(error = %e, "cannot read policy settings yet");
         }
-        self.rebuild_dead_letter_mirror().await;
         let every = Duration::from_secs(1).min(self.rt.config.dispatch_ttl / 2);
         // Rescue and gauges run beside the settings loop; they stop (after the round in
         // progress, which the store's row locks and status tests fence) when this engine
@@ -82,8 +81,6 @@ impl Engine {
                 let durable = self.rt.store.load_policy().await?.unwrap_or_default();
                 tracing::info!(policy = %durable.policy, "policy key missing in transport; restored from the store");
                 self.rt.transport.set_policy(&durable).await?;
-                // The same flush lost the dead-letter mirror.
-                self.rebuild_dead_letter_mirror().await;
                 durable
             }
         };
@@ -101,17 +98,6 @@ impl Engine {
         }
         self.settings = Some(settings);
         Ok(())
-    }
-
-    async fn rebuild_dead_letter_mirror(&self) {
-        match self.rt.store.dead_letters(10_000).await {
-            Ok(entries) => {
-                if let Err(e) = self.rt.transport.set_dead_letters(&entries).await {
-                    tracing::warn!(error = %e, "cannot rebuild the dead-letter mirror");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read dead letters"),
-        }
     }
 }
 
@@ -368,9 +354,6 @@ async fn rescue(rt: &Runtime) {
                     count = report.dead_lettered.len(),
                     "dead-lettered jobs whose last lease expired"
                 );
-                if let Err(e) = rt.transport.push_dead_letters(&report.dead_lettered).await {
-                    tracing::warn!(error = %e, "cannot update the dead-letter mirror");
-                }
             }
         }
         Err(e) => tracing::warn!(error = %e, "lease rescue failed"),

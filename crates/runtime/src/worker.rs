@@ -479,9 +479,8 @@ fn start_exchange(
     })
 }
 
-/// After outcomes were written: forget their runs (stop renewing), mirror dead letters, note
-/// retries this worker will claim when due, and tell other workers of requeued jobs this one
-/// has no slot for.
+/// After outcomes were written: forget their runs (stop renewing), note retries this worker
+/// will claim when due, and tell other workers of requeued jobs this one has no slot for.
 fn recorded(
     rt: &Runtime,
     sent: &[Outcome],
@@ -507,7 +506,6 @@ fn recorded(
     }
     let now = rt.clock.now();
     let mut requeued = false;
-    let mut failed = Vec::new();
     for o in sent {
         if !applied.contains(&o.token()) {
             continue;
@@ -518,8 +516,7 @@ fn recorded(
                 Ok(wait) if !wait.is_zero() => due.push(std::cmp::Reverse(Instant::now() + wait)),
                 _ => requeued = true,
             },
-            Outcome::Failed { token, .. } => failed.push(token.id),
-            Outcome::Completed { .. } => {}
+            Outcome::Failed { .. } | Outcome::Completed { .. } => {}
         }
     }
     if requeued {
@@ -530,10 +527,6 @@ fn recorded(
                 let _ = transport.publish(Event::JobsAvailable).await;
             });
         }
-    }
-    if !failed.is_empty() {
-        let rt = rt.clone();
-        tokio::spawn(async move { mirror_dead_letters(&rt, &failed).await });
     }
 }
 
@@ -849,25 +842,6 @@ fn conclude(
         ),
     };
     failure(rt, attempt, error, retryable)
-}
-
-async fn mirror_dead_letters(rt: &Runtime, ids: &[JobId]) {
-    let mut entries = Vec::new();
-    for id in ids {
-        if let Ok(Some(job)) = rt.store.get(*id).await {
-            entries.push(jobsched_core::DeadLetter {
-                job_id: job.id,
-                job_type: job.job_type,
-                name: job.name,
-                error: job.error_message,
-                retry_count: job.retry_count,
-                failed_at: job.completed_at,
-            });
-        }
-    }
-    if let Err(e) = rt.transport.push_dead_letters(&entries).await {
-        tracing::warn!(error = %e, "cannot update the dead-letter mirror; the leader rebuilds it");
-    }
 }
 
 /// Renew the leases of running jobs every third of the lease TTL.

@@ -1664,9 +1664,8 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
     for tok in [p0, sc1, co1, f1, ca0] {
         assert!(s.renew(&[tok], "w", t(60)).await.unwrap().is_empty());
     }
-    // cancel: only PENDING / SCHEDULED.
+    // cancel: only PENDING / SCHEDULED / RUNNING (see cancel_rules), never an ended job.
     for (id, status) in [
-        (r, JobStatus::Running),
         (co, JobStatus::Completed),
         (f, JobStatus::Failed),
         (ca, JobStatus::Cancelled),

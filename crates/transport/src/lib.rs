@@ -1,7 +1,7 @@
 //! jobsched-transport: adapters for the [`Transport`](jobsched_core::ports::Transport) port.
 //!
 //! The transport carries the small shared runtime state (worker slots and liveness, the policy
-//! settings, a dead-letter mirror) and the broadcast events that wake workers. Postgres stays
+//! settings) and the broadcast events that wake workers. Postgres stays
 //! the source of truth; everything here can be rebuilt.
 //!
 //! - [`RedisTransport`]: the multi-process transport on Redis. Every multi-key change (reaping

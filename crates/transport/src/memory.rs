@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
-use jobsched_core::{DeadLetter, JobId, PolicySettings, Result};
+use jobsched_core::{PolicySettings, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,7 +26,6 @@ struct State {
     /// Liveness deadline per worker.
     alive: HashMap<String, Instant>,
     policy: Option<PolicySettings>,
-    dead_letters: Vec<DeadLetter>,
 }
 
 impl Default for MemoryTransport {
@@ -43,11 +42,6 @@ impl MemoryTransport {
             state: Arc::new(Mutex::new(State::default())),
             events,
         }
-    }
-
-    /// The dead-letter mirror, in stored order.
-    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        Ok(self.lock().dead_letters.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -125,21 +119,6 @@ impl Transport for MemoryTransport {
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()> {
         self.lock().policy = Some(settings.clone());
         self.emit(Event::PolicyChanged);
-        Ok(())
-    }
-
-    async fn set_dead_letters(&self, entries: &[DeadLetter]) -> Result<()> {
-        self.lock().dead_letters = entries.to_vec();
-        Ok(())
-    }
-
-    async fn push_dead_letters(&self, entries: &[DeadLetter]) -> Result<()> {
-        self.lock().dead_letters.extend_from_slice(entries);
-        Ok(())
-    }
-
-    async fn remove_dead_letter(&self, id: JobId) -> Result<()> {
-        self.lock().dead_letters.retain(|d| d.job_id != id);
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use crate::{event_from_name, event_name};
 use async_trait::async_trait;
 use futures::StreamExt;
 use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
-use jobsched_core::{DeadLetter, JobId, PolicySettings, Result};
+use jobsched_core::{PolicySettings, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
 use redis::{AsyncCommands, Client, Script};
 use std::fmt;
@@ -80,22 +80,6 @@ return dead
     ))
 });
 
-/// KEYS: dead-letter list. ARGV: job id. Returns the number of entries removed.
-static REMOVE_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local removed = 0
-for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  local ok, entry = pcall(cjson.decode, raw)
-  if ok and type(entry) == 'table' and entry['job_id'] == ARGV[1] then
-    removed = removed + redis.call('LREM', KEYS[1], 0, raw)
-  end
-end
-return removed
-",
-    )
-});
-
 /// The Redis key names under one prefix.
 #[derive(Debug)]
 struct Keys {
@@ -105,7 +89,6 @@ struct Keys {
     total: String,
     alive: String,
     policy: String,
-    dead_letter: String,
     events: String,
 }
 
@@ -118,7 +101,6 @@ impl Keys {
             total: format!("{prefix}:total"),
             alive: format!("{prefix}:alive"),
             policy: format!("{prefix}:policy"),
-            dead_letter: format!("{prefix}:dead_letter"),
             events: format!("{prefix}:events"),
         }
     }
@@ -275,24 +257,6 @@ impl RedisTransport {
         redis::Commands::del(&mut conn, &keys).map_err(fail)
     }
 
-    /// The dead-letter mirror, in stored order.
-    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, TransportError> {
-        let key = &self.inner.keys.dead_letter;
-        let raw: Vec<String> = self
-            .conn()
-            .lrange(key, 0, -1)
-            .await
-            .map_err(|e| self.err("dead_letters", e))?;
-        raw.iter()
-            .map(|s| {
-                serde_json::from_str(s).map_err(|source| TransportError::Json {
-                    key: key.clone(),
-                    source,
-                })
-            })
-            .collect()
-    }
-
     fn conn(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
@@ -307,18 +271,6 @@ impl RedisTransport {
             op,
             source,
         }
-    }
-
-    fn encode_dead_letters(&self, entries: &[DeadLetter]) -> Result<Vec<String>, TransportError> {
-        entries
-            .iter()
-            .map(|e| {
-                serde_json::to_string(e).map_err(|source| TransportError::Json {
-                    key: self.keys().dead_letter.clone(),
-                    source,
-                })
-            })
-            .collect()
     }
 }
 
@@ -407,43 +359,6 @@ impl Transport for RedisTransport {
             .exec_async(&mut self.conn())
             .await
             .map_err(|e| self.err("set_policy", e))?;
-        Ok(())
-    }
-
-    async fn set_dead_letters(&self, entries: &[DeadLetter]) -> Result<()> {
-        let key = &self.keys().dead_letter;
-        let encoded = self.encode_dead_letters(entries)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(key).ignore();
-        if !encoded.is_empty() {
-            pipe.rpush(key, encoded).ignore();
-        }
-        pipe.exec_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("set_dead_letters", e))?;
-        Ok(())
-    }
-
-    async fn push_dead_letters(&self, entries: &[DeadLetter]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let encoded = self.encode_dead_letters(entries)?;
-        let _: i64 = self
-            .conn()
-            .rpush(&self.keys().dead_letter, encoded)
-            .await
-            .map_err(|e| self.err("push_dead_letters", e))?;
-        Ok(())
-    }
-
-    async fn remove_dead_letter(&self, id: JobId) -> Result<()> {
-        let _: i64 = REMOVE_DEAD_LETTER
-            .key(&self.keys().dead_letter)
-            .arg(id.to_string())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("remove_dead_letter", e))?;
         Ok(())
     }
 

@@ -5,9 +5,8 @@
 //! Redis is taken from `JOBSCHED_REDIS_URL` (default `redis://127.0.0.1:6379`). When it is
 //! unreachable the Redis tests are skipped with a message, or fail when `CI=true`.
 
-use chrono::Utc;
 use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
-use jobsched_core::{DeadLetter, PolicyKind, PolicySettings};
+use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_transport::{MemoryTransport, RedisTransport, TransportError};
 use std::future::Future;
 use std::sync::Arc;
@@ -64,7 +63,7 @@ impl Drop for KeyGuard {
 use redis::Commands as _;
 
 enum Kind {
-    Memory(MemoryTransport),
+    Memory,
     Redis(RedisTransport),
 }
 
@@ -80,7 +79,7 @@ impl Subject {
         let t = MemoryTransport::new();
         Subject {
             transport: Arc::new(t.clone()),
-            kind: Kind::Memory(t),
+            kind: Kind::Memory,
             _guard: None,
         }
     }
@@ -102,13 +101,6 @@ impl Subject {
     fn t(&self) -> &dyn Transport {
         self.transport.as_ref()
     }
-
-    async fn dead_letters(&self) -> Vec<DeadLetter> {
-        match &self.kind {
-            Kind::Memory(m) => m.dead_letters().await.unwrap(),
-            Kind::Redis(r) => r.dead_letters().await.unwrap(),
-        }
-    }
 }
 
 fn slots(worker: &str, idle: u32, total: u32) -> WorkerSlots {
@@ -116,17 +108,6 @@ fn slots(worker: &str, idle: u32, total: u32) -> WorkerSlots {
         worker: worker.to_string(),
         idle,
         total,
-    }
-}
-
-fn dead_letter(name: &str) -> DeadLetter {
-    DeadLetter {
-        job_id: Uuid::now_v7(),
-        job_type: "sleep".into(),
-        name: name.into(),
-        error: Some(format!("{name} failed")),
-        retry_count: 3,
-        failed_at: Some(Utc::now()),
     }
 }
 
@@ -229,24 +210,6 @@ async fn every_event_reaches_every_subscriber(s: &Subject) {
     }
 }
 
-async fn dead_letter_mirror(s: &Subject) {
-    let t = s.t();
-    let (a, b, c) = (dead_letter("a"), dead_letter("b"), dead_letter("c"));
-    assert!(s.dead_letters().await.is_empty());
-    t.set_dead_letters(&[a.clone(), b.clone()]).await.unwrap();
-    assert_eq!(s.dead_letters().await, [a.clone(), b.clone()]);
-    t.push_dead_letters(std::slice::from_ref(&c)).await.unwrap();
-    t.push_dead_letters(&[]).await.unwrap();
-    assert_eq!(s.dead_letters().await, [a.clone(), b.clone(), c.clone()]);
-    t.remove_dead_letter(b.job_id).await.unwrap();
-    t.remove_dead_letter(Uuid::now_v7()).await.unwrap();
-    assert_eq!(s.dead_letters().await, [a.clone(), c.clone()]);
-    t.set_dead_letters(std::slice::from_ref(&b)).await.unwrap();
-    assert_eq!(s.dead_letters().await, [b]);
-    t.set_dead_letters(&[]).await.unwrap();
-    assert!(s.dead_letters().await.is_empty());
-}
-
 async fn ping_succeeds(s: &Subject) {
     s.t().ping().await.unwrap();
 }
@@ -279,7 +242,6 @@ conformance!(
     reaping_removes_dead_workers,
     policy_round_trips_and_notifies,
     every_event_reaches_every_subscriber,
-    dead_letter_mirror,
     ping_succeeds,
 );
 
@@ -301,20 +263,18 @@ async fn redis_reads_empty_after_keys_deleted_and_keeps_working() {
     let t = s.t();
     t.report_slots("w", 2, 2, LONG_TTL).await.unwrap();
     t.set_policy(&PolicySettings::default()).await.unwrap();
-    t.set_dead_letters(&[dead_letter("x")]).await.unwrap();
     neighbour
         .t()
         .set_policy(&PolicySettings::default())
         .await
         .unwrap();
 
-    // idle, total, alive, policy, dead_letter
-    assert_eq!(r.delete_all_keys().await.unwrap(), 5);
+    // idle, total, alive, policy
+    assert_eq!(r.delete_all_keys().await.unwrap(), 4);
 
     assert!(t.workers().await.unwrap().is_empty());
     assert!(t.reap_dead_workers().await.unwrap().is_empty());
     assert_eq!(t.policy().await.unwrap(), None);
-    assert!(s.dead_letters().await.is_empty());
     // Another prefix is untouched.
     assert!(neighbour.t().policy().await.unwrap().is_some());
 

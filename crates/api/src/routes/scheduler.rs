@@ -265,9 +265,6 @@ pub async fn retry_dead_letter(
     let id = parse_job_id(&id)?;
     match state.store.retry_dead_letter(id, state.clock.now()).await? {
         Update::Applied => {
-            if let Err(e) = state.transport.remove_dead_letter(id).await {
-                tracing::warn!(job_id = %id, error = %e, "could not update the dead-letter mirror");
-            }
             publish_jobs_available(&state, None).await;
             tracing::info!(job_id = %id, "dead letter re-queued");
             let job = state
@@ -303,9 +300,6 @@ pub async fn purge_dead_letters(
     _admin: RequireAdmin,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     let purged = state.store.purge_dead_letters().await?;
-    if let Err(e) = state.transport.set_dead_letters(&[]).await {
-        tracing::warn!(error = %e, "could not clear the dead-letter mirror");
-    }
     tracing::info!(purged, "dead-letter queue purged");
     Ok(Json(PurgeResponse { purged }))
 }

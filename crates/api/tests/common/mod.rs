@@ -10,7 +10,7 @@ use jobsched_client::Client;
 use jobsched_core::ports::{
     Event, Outcome, Store, Subscription, SystemClock, Token, Transport, WorkerSlots,
 };
-use jobsched_core::{DeadLetter, Job, JobId, NewJob, PolicySettings};
+use jobsched_core::{Job, NewJob, PolicySettings};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_store::testing::TestDb;
 use jobsched_transport::{MemoryTransport, RedisTransport};
@@ -29,20 +29,11 @@ pub enum Backend {
     SqliteMemory,
 }
 
-/// The concrete transport, for checks the port does not expose (the dead-letter mirror).
+/// The concrete transport, for what the port does not expose (deleting its keys).
 #[derive(Clone)]
 pub enum ConcreteTransport {
     Redis(RedisTransport),
     Memory(MemoryTransport),
-}
-
-impl ConcreteTransport {
-    pub async fn mirror(&self) -> Vec<DeadLetter> {
-        match self {
-            ConcreteTransport::Redis(t) => t.dead_letters().await.unwrap(),
-            ConcreteTransport::Memory(t) => t.dead_letters().await.unwrap(),
-        }
-    }
 }
 
 fn in_ci() -> bool {
@@ -88,15 +79,6 @@ impl Transport for DownTransport {
         down()
     }
     async fn set_policy(&self, _: &PolicySettings) -> jobsched_core::Result<()> {
-        down()
-    }
-    async fn set_dead_letters(&self, _: &[DeadLetter]) -> jobsched_core::Result<()> {
-        down()
-    }
-    async fn push_dead_letters(&self, _: &[DeadLetter]) -> jobsched_core::Result<()> {
-        down()
-    }
-    async fn remove_dead_letter(&self, _: JobId) -> jobsched_core::Result<()> {
         down()
     }
     async fn publish(&self, _: Event) -> jobsched_core::Result<()> {
