@@ -1018,37 +1018,45 @@ async fn a_running_job_cancelled_stops_and_never_completes() {
     env.cleanup().await;
 }
 
-/// A schedule that fires every second, on two engines where the first leader stops midway:
-/// the new leader goes on, and no fire time makes two jobs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schedule_fires_once_per_time_across_a_leader_change() {
-    use jobsched_core::schedule::{Cron, Overlap, Schedule};
-    let Some(env) = Env::new().await else { return };
-    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+/// A schedule named `name` that fires every second, enqueuing a sleep of `duration` seconds.
+fn every_second(
+    name: &str,
+    duration: f64,
+    overlap: jobsched_core::schedule::Overlap,
+) -> jobsched_core::schedule::Schedule {
     let now = Utc::now();
-    let when = Cron::parse("* * * * * *", "UTC").unwrap();
-    let every_second = Schedule {
-        name: "tick".into(),
+    let when = jobsched_core::schedule::Cron::parse("* * * * * *", "UTC").unwrap();
+    jobsched_core::schedule::Schedule {
+        name: name.into(),
         next_fire_at: when.next_after(now),
         when,
         job: NewJob::new(
-            "tick",
+            name,
             "sleep",
             None,
             None,
-            Some(json!({"duration": 0})),
+            Some(json!({ "duration": duration })),
             None,
         )
         .unwrap(),
-        overlap: Overlap::Allow,
+        overlap,
         paused: false,
         catch_up: true,
         last_fire_at: None,
         last_job_id: None,
         created_at: now,
         updated_at: now,
-    };
-    assert!(env.store.create_schedule(&every_second).await.unwrap());
+    }
+}
+
+/// A schedule that fires every second, on two engines where the first leader stops midway:
+/// the new leader goes on, and no fire time makes two jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_time_across_a_leader_change() {
+    let Some(env) = Env::new().await else { return };
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let tick = every_second("tick", 0.0, jobsched_core::schedule::Overlap::Allow);
+    assert!(env.store.create_schedule(&tick).await.unwrap());
     let count = || async { env.store.stats().await.unwrap().total_jobs };
     let (stop_a, a) = start(env.runtime("a", 1));
     poll(Duration::from_secs(20), || async {
@@ -1085,32 +1093,9 @@ async fn a_schedule_fires_once_per_time_across_a_leader_change() {
 /// `overlap: skip`: while the last fire's job runs, fires enqueue nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_skips_fires_while_its_last_job_runs() {
-    use jobsched_core::schedule::{Cron, Overlap, Schedule};
     let Some(env) = Env::new().await else { return };
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let now = Utc::now();
-    let when = Cron::parse("* * * * * *", "UTC").unwrap();
-    let s = Schedule {
-        name: "slow".into(),
-        next_fire_at: when.next_after(now),
-        when,
-        job: NewJob::new(
-            "slow",
-            "sleep",
-            None,
-            None,
-            Some(json!({"duration": 2.5})),
-            None,
-        )
-        .unwrap(),
-        overlap: Overlap::Skip,
-        paused: false,
-        catch_up: true,
-        last_fire_at: None,
-        last_job_id: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let s = every_second("slow", 2.5, jobsched_core::schedule::Overlap::Skip);
     assert!(env.store.create_schedule(&s).await.unwrap());
     let (stop, h) = start(env.runtime("w", 4));
     poll(Duration::from_secs(30), || async {
