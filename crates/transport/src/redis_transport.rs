@@ -24,61 +24,24 @@ const RECONNECT_MAX_DELAY_MS: u64 = 1000;
 /// Longest liveness ttl stored (ten years); longer ones are clamped.
 const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
-/// Lua prologue: `now` is the server clock in milliseconds.
+/// A script from `lua/`, after the prologue that sets `now` (the server clock, in ms).
 macro_rules! lua {
-    ($body:expr) => {
-        concat!(
-            "local t = redis.call('TIME')\n",
-            "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n",
-            $body
-        )
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../lua/prologue.lua"),
+                include_str!(concat!("../lua/", $file))
+            ))
+        })
     };
 }
 
-/// KEYS: idle, total, alive. ARGV: worker, idle, total, ttl in ms.
-static REPORT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(lua!(
-        r"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
-return 1
-"
-    ))
-});
-
-/// KEYS: idle, total, alive. Returns `worker, idle, total` triples, flattened.
-static WORKERS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(lua!(
-        r"
-local live = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. string.format('%d', now), '+inf')
-local out = {}
-for _, w in ipairs(live) do
-  out[#out + 1] = w
-  out[#out + 1] = redis.call('HGET', KEYS[1], w) or '0'
-  out[#out + 1] = redis.call('HGET', KEYS[2], w) or '0'
-end
-return out
-"
-    ))
-});
-
-/// KEYS: idle, total, alive. ARGV: in-flight key prefix (lists an older version kept per
-/// worker; deleted with it). Returns the dead workers.
-static REAP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(lua!(
-        r"
-local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', string.format('%d', now))
-for _, w in ipairs(dead) do
-  redis.call('DEL', ARGV[1] .. w)
-  redis.call('HDEL', KEYS[1], w)
-  redis.call('HDEL', KEYS[2], w)
-  redis.call('ZREM', KEYS[3], w)
-end
-return dead
-"
-    ))
-});
+/// Record a worker's slots and liveness deadline (`lua/report.lua`).
+static REPORT: LazyLock<Script> = lua!("report.lua");
+/// The live workers and their slots (`lua/workers.lua`).
+static WORKERS: LazyLock<Script> = lua!("workers.lua");
+/// Forget the workers whose deadline passed (`lua/reap.lua`).
+static REAP: LazyLock<Script> = lua!("reap.lua");
 
 /// The Redis key names under one prefix.
 #[derive(Debug)]
