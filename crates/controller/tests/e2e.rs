@@ -14,6 +14,7 @@ use futures::channel::mpsc;
 use jobsched_controller::{ControllerConfig, run_with_client};
 use jobsched_core::ports::Transport;
 use jobsched_core::{PolicyKind, PolicySettings};
+use jobsched_testkit::in_ci;
 use jobsched_transport::RedisTransport;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -338,10 +339,6 @@ impl Drop for RedisKeys {
         })
         .join();
     }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// Poll `check` until it returns `Some` or `secs` pass.

@@ -16,6 +16,7 @@
 //!   stored whole or not at all); SIGTERM of every worker at once (work handed back, no retry
 //!   burned, nothing completed twice).
 
+use jobsched_testkit::free_port;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -200,14 +201,6 @@ fn report(fault: &str, recovery: Duration, lost: usize, twice: &str, api: &str, 
         "RELIABILITY | {fault} | {:.2} s | {lost} | {twice} | {api} | {leaks} |",
         recovery.as_secs_f64()
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Spawned processes, killed when dropped (also when a test panics).

@@ -7,6 +7,7 @@
 //! `UPDATE_SCREENSHOTS=1` writes the screenshots under `docs/ui/` (shown in the README).
 //! Without Chromium the test is skipped with a message, unless `CI=true`.
 
+use jobsched_testkit::free_port;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,14 +25,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn repo_root() -> PathBuf {

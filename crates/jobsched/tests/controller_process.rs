@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use jobsched_core::ports::{Event, Store, Transport};
 use jobsched_core::{Job, JobFilter, JobStatus, NewJob, PolicyKind, PolicySettings};
 use jobsched_store::testing::TestDb;
+use jobsched_testkit::free_port;
 use jobsched_transport::RedisTransport;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -638,13 +639,6 @@ async fn eventually<T>(
 }
 
 const POLL: Duration = Duration::from_millis(50);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 async fn all_jobs(store: &Arc<dyn Store>) -> Vec<Job> {
     store

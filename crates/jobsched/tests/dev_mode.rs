@@ -1,6 +1,7 @@
 //! `jobsched dev` end to end: the README's quick-start curl commands against the real binary,
 //! file jobs on the shipped `data/` folder, a clean Ctrl-C, and jobs kept across a restart.
 
+use jobsched_testkit::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,14 +10,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Dev {

@@ -7,6 +7,7 @@ use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Store, Transport};
 use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_store::testing::TestDb;
+use jobsched_testkit::free_port;
 use jobsched_transport::RedisTransport;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -559,14 +560,6 @@ async fn drop_db(name: &str) {
     if let Ok(o) = out {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Value of one sample line (`name{labels} value`) in a Prometheus text page.

@@ -10,6 +10,7 @@ use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
 use jobsched_store::testing::TestDb;
+use jobsched_testkit::poll;
 use jobsched_transport::RedisTransport;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -151,23 +152,6 @@ fn start_order(jobs: &[Job]) -> Vec<&Job> {
     let mut v: Vec<&Job> = jobs.iter().collect();
     v.sort_by_key(|j| j.started_at);
     v
-}
-
-/// Call `check` every 5 ms until it returns `Ok`; after `timeout`, fail with its last `Err`
-/// (what it still waits for).
-async fn poll<T, F, Fut>(timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(done) => return done,
-            Err(waiting) => assert!(Instant::now() < deadline, "after {timeout:?}: {waiting}"),
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Run a runtime until the returned token is cancelled.

@@ -13,6 +13,7 @@ use jobsched_core::ports::{
 use jobsched_core::{Job, NewJob, PolicySettings};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_store::testing::TestDb;
+use jobsched_testkit::in_ci;
 use jobsched_transport::{MemoryTransport, RedisTransport};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -34,10 +35,6 @@ pub enum Backend {
 pub enum ConcreteTransport {
     Redis(RedisTransport),
     Memory(MemoryTransport),
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn redis_url() -> String {
