@@ -147,6 +147,16 @@ impl Cron {
         &self.timezone
     }
 
+    /// The last fire time at or before `t`, if any.
+    pub fn last_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // The iterator's back end walks to times strictly before its start.
+        let just_after = t + chrono::Duration::nanoseconds(1);
+        self.schedule
+            .after(&just_after.with_timezone(&self.tz))
+            .next_back()
+            .map(|p| p.with_timezone(&Utc))
+    }
+
     /// The first fire time strictly after `t`, if any.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.schedule
@@ -187,28 +197,11 @@ impl Schedule {
     /// times missed together (a leader was down) are one fire: the latest of them.
     pub fn due(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
         let first = self.next_fire_at.filter(|at| *at <= now)?;
-        let mut fire = first;
-        // Coalesce: the latest fire time not after now (bounded walk; a fire every second
-        // missed for a day is 86,400 steps, so jump when far behind).
-        let mut steps = 0;
-        while let Some(n) = self.when.next_after(fire) {
-            if n > now || steps >= 10_000 {
-                break;
-            }
-            fire = n;
-            steps += 1;
-        }
-        if steps >= 10_000 {
-            // Far behind: the latest fire before now, found from a minute earlier.
-            let probe = now - chrono::Duration::seconds(61);
-            if let Some(n) = self.when.next_after(probe).filter(|n| *n <= now) {
-                let mut f = n;
-                while let Some(m) = self.when.next_after(f).filter(|m| *m <= now) {
-                    f = m;
-                }
-                fire = f;
-            }
-        }
+        let fire = self
+            .when
+            .last_at_or_before(now)
+            .filter(|latest| *latest >= first)
+            .unwrap_or(first);
         Some((fire, self.when.next_after(fire.max(now))))
     }
 
@@ -292,6 +285,8 @@ mod tests {
             updated_at: t0,
         };
         assert_eq!(s.due(t0 - chrono::Duration::seconds(1)), None);
+        let (fire, _) = s.due(t0).unwrap();
+        assert_eq!(fire, t0, "on time: the fire time itself");
         let now = t0 + chrono::Duration::seconds(150);
         let (fire, next) = s.due(now).unwrap();
         assert_eq!(fire, t0 + chrono::Duration::seconds(120));

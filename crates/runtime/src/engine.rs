@@ -180,13 +180,18 @@ async fn fire(
     };
     let job = match s.decide(fire, now, last_open) {
         FireDecision::Enqueue => {
-            let job = rt.store.insert(&s.job_for(fire), now).await?;
-            *enqueued += 1;
-            metrics()
-                .schedule_fires
-                .with_label_values(&["enqueued"])
-                .inc();
-            tracing::info!(schedule = %s.name, %fire, job_id = %job.id, "schedule fired");
+            let new = s.job_for(fire);
+            let job = rt.store.insert(&new, now).await?;
+            // Another id: an earlier pass (on this leader or another) enqueued this fire and
+            // stopped before moving the schedule on; this pass only moves it on.
+            if job.id == new.id {
+                *enqueued += 1;
+                metrics()
+                    .schedule_fires
+                    .with_label_values(&["enqueued"])
+                    .inc();
+                tracing::info!(schedule = %s.name, %fire, job_id = %job.id, "schedule fired");
+            }
             Some(job.id)
         }
         FireDecision::Skip => {

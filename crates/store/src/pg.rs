@@ -607,22 +607,13 @@ impl JobRepo for PgStore {
         // of the submissions that are new.
         let keys = crate::common::batch_keys(jobs)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let (names, owners, prints): (Vec<&str>, Vec<JobId>, Vec<&str>) = keys
-            .firsts
-            .iter()
-            .map(|&i| {
-                let k = jobs[i].unique_key.as_ref().expect("keyed");
-                (k.key.as_str(), jobs[i].id, k.fingerprint.as_str())
-            })
-            .fold(
-                (Vec::new(), Vec::new(), Vec::new()),
-                |(mut a, mut b, mut c), (x, y, z)| {
-                    a.push(x);
-                    b.push(y);
-                    c.push(z);
-                    (a, b, c)
-                },
-            );
+        let (mut names, mut owners, mut prints) = (Vec::new(), Vec::new(), Vec::new());
+        for &i in &keys.firsts {
+            let k = jobs[i].unique_key.as_ref().expect("keyed");
+            names.push(k.key.as_str());
+            owners.push(jobs[i].id);
+            prints.push(k.fingerprint.as_str());
+        }
         // Sorted by key (batch_keys), so two batches sharing keys lock them in one order.
         let taken: Vec<String> = sqlx::query_scalar(
             "INSERT INTO job_keys (key, job_id, fingerprint, created_at) \
