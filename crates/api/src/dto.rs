@@ -84,6 +84,15 @@ pub struct JobCreate {
     pub unique_key: Option<String>,
     /// This job's retry backoff (default: the installation's `JOBSCHED_BACKOFF_BASE` / `_CAP`).
     pub retry_backoff: Option<RetryBackoffSchema>,
+    /// The named queue (default `default`): 1 to 64 of `a-z 0-9 - _ .`, starting with a letter
+    /// or digit. A queue named for the first time is created with the default settings
+    /// (see `PUT /queues/{name}`).
+    #[schema(
+        max_length = 64,
+        pattern = "^[a-z0-9][a-z0-9._-]*$",
+        example = "default"
+    )]
+    pub queue: Option<String>,
 }
 
 /// A job's own retry backoff: the delay before retry n is min(cap, base · 2^(n-1)), jittered
@@ -168,6 +177,8 @@ pub struct JobResponse {
     pub timeout_seconds: Option<f64>,
     /// Retry backoff asked for at submission (`null` = the installation's).
     pub retry_backoff: Option<RetryBackoffSchema>,
+    /// The named queue the job waits in.
+    pub queue: String,
 }
 
 impl From<Job> for JobResponse {
@@ -199,6 +210,7 @@ impl From<Job> for JobResponse {
                 base_seconds: b.base_seconds,
                 cap_seconds: b.cap_seconds,
             }),
+            queue: j.queue,
         }
     }
 }
@@ -329,6 +341,56 @@ pub struct PolicyUpdate {
     pub quantum_seconds: Option<f64>,
     /// Pause dispatching (running jobs finish).
     pub paused: Option<bool>,
+}
+
+/// A change to a named queue (`PUT /queues/{name}`). Omitted fields keep their values (a new
+/// queue's are the defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"policy": "priority", "concurrency_limit": 10, "weight": 3}))]
+pub struct QueueUpdate {
+    /// `fcfs`, `sjf`, `priority` or `round_robin` (default `fcfs`).
+    #[schema(value_type = Option<PolicyNameSchema>)]
+    pub policy: Option<String>,
+    /// Round Robin time quantum in seconds (0.01 to 86400; default 5).
+    #[schema(minimum = 0.01, maximum = 86400)]
+    pub quantum_seconds: Option<f64>,
+    /// Stop starting this queue's jobs (running ones finish).
+    pub paused: Option<bool>,
+    /// Most of this queue's jobs running at once across the cluster (1 to 1000000); `null`
+    /// removes the limit (the default).
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub concurrency_limit: Option<u32>,
+    /// This queue's share of a worker's slots while other queues also have work, relative to
+    /// their weights (1 to 1000; default 1).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub weight: Option<u32>,
+}
+
+/// A named queue: its settings and its jobs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueResponse {
+    /// Name.
+    pub name: String,
+    /// Its policy.
+    #[schema(value_type = PolicyNameSchema)]
+    pub policy: PolicyKind,
+    /// Round Robin time quantum in seconds.
+    pub quantum_seconds: f64,
+    /// Whether starting its jobs is paused.
+    pub paused: bool,
+    /// Most of its jobs running at once across the cluster (`null`: no limit).
+    pub concurrency_limit: Option<u32>,
+    /// Its share of slots relative to other queues' weights.
+    pub weight: u32,
+    /// The Kubernetes `SchedulerConfig` (`namespace/name`) that owns these settings, if any;
+    /// the REST API cannot change them while one does.
+    pub managed_by: Option<String>,
+    /// PENDING jobs (the queue's depth), delayed ones included.
+    pub pending: i64,
+    /// PENDING jobs whose `run_at` has not come yet.
+    pub delayed: i64,
+    /// SCHEDULED and RUNNING jobs.
+    pub running: i64,
 }
 
 /// The scheduler's settings and load.

@@ -343,7 +343,17 @@ pub(crate) fn parse_submission(
     let delay = fields.opt_f64("delay_seconds");
     let unique_key = fields.opt_str("unique_key");
     let backoff = fields.opt_object("retry_backoff");
+    let queue = fields.opt_str("queue");
     drop(fields);
+    if let Ok(Some(q)) = &queue
+        && let Err(message) = jobsched_core::queue::check_queue_name(q)
+    {
+        issues.push(FieldIssue::body(
+            &format!("{prefix}queue"),
+            message,
+            "value_error",
+        ));
+    }
     let backoff = match backoff {
         Ok(Some(b)) => retry_backoff(&b, &format!("{prefix}retry_backoff."), issues),
         _ => None,
@@ -381,6 +391,7 @@ pub(crate) fn parse_submission(
         delay_seconds: None,
         unique_key: None,
         retry_backoff: None,
+        queue: None,
     };
     let built = NewJob::build(
         &create.name,
@@ -395,6 +406,9 @@ pub(crate) fn parse_submission(
             job.timeout_seconds = timeout.ok().flatten();
             job.run_at = run_at;
             job.retry_backoff = backoff;
+            if let Ok(Some(q)) = queue {
+                job.queue = q;
+            }
             job.unique_key = unique_key.ok().flatten().map(|key| UniqueKey {
                 key,
                 fingerprint: fingerprint(value),

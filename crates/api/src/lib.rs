@@ -39,7 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use extract::{Caller, identify, unauthorized};
-use routes::{health, jobs, scheduler, schedules, ui};
+use routes::{health, jobs, queues, scheduler, schedules, ui};
 use std::future::Future;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
@@ -255,6 +255,8 @@ fn router_with(state: AppState, activity: Arc<activity::Activity>) -> Router {
             .put(schedules::put)
             .delete(schedules::delete),
     );
+    api = both(api, "/queues", get(queues::list));
+    api = both(api, "/queues/{name}", get(queues::get).put(queues::put));
     api = both(api, "/scheduler/policy", put(scheduler::set_policy));
     api = both(
         api,

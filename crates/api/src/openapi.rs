@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::dto;
-use crate::routes::{health, jobs, scheduler, schedules, ui};
+use crate::routes::{health, jobs, queues, scheduler, schedules, ui};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -29,6 +29,9 @@ use utoipa::{Modify, OpenApi};
         schedules::get,
         schedules::put,
         schedules::delete,
+        queues::list,
+        queues::get,
+        queues::put,
         scheduler::set_policy,
         scheduler::release_policy_owner,
         scheduler::status,
@@ -55,6 +58,8 @@ use utoipa::{Modify, OpenApi};
         dto::ScheduleBody,
         dto::ScheduleJob,
         dto::ScheduleResponse,
+        dto::QueueUpdate,
+        dto::QueueResponse,
         dto::PolicyUpdate,
         dto::SchedulerStatus,
         dto::DeadLetterResponse,
@@ -76,6 +81,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "jobs", description = "Submit, list, inspect and cancel jobs"),
         (name = "schedules", description = "Periodic jobs: a cron expression, a time zone and the job each fire enqueues"),
+        (name = "queues", description = "Named queues, each with its own policy, pause, concurrency limit and weight"),
         (name = "scheduler", description = "Scheduling policy, status and the dead-letter queue"),
         (name = "health", description = "Health and Kubernetes probes (no token needed)"),
         (name = "console", description = "What the web console at /ui reads"),

@@ -788,7 +788,8 @@ async fn policy_switch_and_status(backend: Backend) {
             policy: PolicyKind::RoundRobin,
             quantum_seconds: 0.25,
             paused: true,
-            managed_by: None
+            managed_by: None,
+            ..Default::default()
         }
     );
 
@@ -877,6 +878,7 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
         quantum_seconds: 2.0,
         paused: false,
         managed_by: Some("prod/main".into()),
+        ..Default::default()
     };
     h.transport.set_policy(&owned).await.unwrap();
     let resp = h
@@ -987,6 +989,7 @@ async fn status_falls_back_to_durable_policy(backend: Backend) {
         quantum_seconds: 7.5,
         paused: true,
         managed_by: None,
+        ..Default::default()
     };
     h.store.save_policy(&durable).await.unwrap();
     assert_eq!(h.transport.policy().await.unwrap(), None);

@@ -119,6 +119,7 @@ impl SchedulerConfigSpec {
             quantum_seconds: self.quantum_seconds(),
             paused: self.paused,
             managed_by: Some(managed_by.to_string()),
+            ..PolicySettings::default()
         }
     }
 }

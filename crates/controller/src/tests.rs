@@ -148,6 +148,7 @@ fn settings(policy: PolicyKind, quantum: f64, owner: Option<&str>) -> PolicySett
         quantum_seconds: quantum,
         paused: false,
         managed_by: owner.map(str::to_string),
+        ..Default::default()
     }
 }
 

@@ -415,6 +415,7 @@ async fn two_replicas_follow_the_schedulerconfig() {
         quantum_seconds: quantum,
         paused: false,
         managed_by: managed_by.clone(),
+        ..Default::default()
     };
 
     let mut replicas = HashMap::new();

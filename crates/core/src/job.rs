@@ -79,6 +79,9 @@ pub struct Job {
     /// This job's retry backoff; `None` = the installation's (`JOBSCHED_BACKOFF_BASE` / `_CAP`).
     #[serde(default)]
     pub retry_backoff: Option<RetryBackoff>,
+    /// The named queue the job waits in (see [`crate::queue`]); never changes.
+    #[serde(default = "default_queue")]
+    pub queue: String,
     /// Queue-entry sequence: set on submission and on every re-entry into PENDING. Policies
     /// break ties by it, so equal jobs run in the order they entered the queue.
     #[serde(skip)]
@@ -119,6 +122,13 @@ pub struct NewJob {
     /// Retry backoff of this job; `None` = the installation's. See [`RetryBackoff::check`].
     #[serde(default)]
     pub retry_backoff: Option<RetryBackoff>,
+    /// The named queue (see [`crate::queue::check_queue_name`]); `default` unless set.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+}
+
+fn default_queue() -> String {
+    crate::queue::DEFAULT_QUEUE.to_owned()
 }
 
 /// A job's own retry backoff: the delay before retry n is min(cap, base · 2^(n-1)), jittered
@@ -261,6 +271,7 @@ impl NewJob {
             run_at: None,
             unique_key: None,
             retry_backoff: None,
+            queue: default_queue(),
         })
     }
 
@@ -532,6 +543,9 @@ pub struct StartedJob {
     /// Retry backoff; `None` = the installation's.
     #[serde(default)]
     pub retry_backoff: Option<RetryBackoff>,
+    /// The named queue, whose settings (Round Robin's quantum) apply to this run.
+    #[serde(default = "default_queue")]
+    pub queue: String,
 }
 
 impl Job {

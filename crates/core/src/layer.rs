@@ -103,6 +103,7 @@ through!(JobRepo for Layered {
     fn get(&self, id: JobId) -> Option<Job>;
     fn list(&self, filter: &JobFilter) -> JobPage;
     fn stats(&self) -> JobStats;
+    fn queue_counts(&self) -> Vec<(String, crate::queue::QueueCounts)>;
     fn backlog(&self) -> Backlog;
     fn cancel(&self, id: JobId, now: DateTime<Utc>) -> CancelOutcome;
 });
@@ -174,6 +175,9 @@ through!(ScheduleStore for Layered {
 through!(ControlStore for Layered {
     fn load_policy(&self) -> Option<PolicySettings>;
     fn save_policy(&self, settings: &PolicySettings) -> ();
+    fn load_queues(&self) -> Vec<(String, PolicySettings)>;
+    fn save_queue(&self, name: &str, settings: &PolicySettings) -> ();
+    fn create_queue(&self, name: &str, settings: &PolicySettings) -> bool;
     fn try_lead(&self, role: &str, holder: &str, now: DateTime<Utc>, ttl: Duration) -> bool;
     fn resign(&self, role: &str, holder: &str) -> ();
     fn ping(&self) -> ();
@@ -185,6 +189,8 @@ through!(Transport for LayeredTransport {
     fn reap_dead_workers(&self) -> Vec<String>;
     fn policy(&self) -> Option<PolicySettings>;
     fn set_policy(&self, settings: &PolicySettings) -> ();
+    fn queues(&self) -> Vec<(String, PolicySettings)>;
+    fn set_queue(&self, name: &str, settings: &PolicySettings) -> ();
     fn publish(&self, event: Event) -> ();
     fn subscribe(&self) -> Box<dyn Subscription>;
     fn ping(&self) -> ();

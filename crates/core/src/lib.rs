@@ -10,6 +10,7 @@ pub mod job;
 pub mod layer;
 pub mod policy;
 pub mod ports;
+pub mod queue;
 pub mod retry;
 pub mod schedule;
 pub mod state;

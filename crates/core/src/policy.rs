@@ -94,7 +94,27 @@ pub struct PolicySettings {
     /// API then refuses to change the policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_by: Option<String>,
+    /// Most jobs of this queue running at once across the cluster (`None` = no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u32>,
+    /// This queue's share of a worker's slots while other queues also have work, relative to
+    /// their weights ([`MIN_WEIGHT`] to [`MAX_WEIGHT`]).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
 }
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+/// A queue's weight when none is set.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Smallest queue weight.
+pub const MIN_WEIGHT: u32 = 1;
+/// Largest queue weight.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Largest cluster-wide concurrency limit of a queue.
+pub const MAX_CONCURRENCY_LIMIT: u32 = 1_000_000;
 
 /// Default Round Robin quantum (seconds), as in the original system.
 pub const DEFAULT_QUANTUM_SECONDS: f64 = 5.0;
@@ -111,6 +131,8 @@ impl Default for PolicySettings {
             quantum_seconds: DEFAULT_QUANTUM_SECONDS,
             paused: false,
             managed_by: None,
+            concurrency_limit: None,
+            weight: DEFAULT_WEIGHT,
         }
     }
 }
@@ -139,6 +161,26 @@ impl PolicySettings {
                     "must be a number of seconds from {MIN_QUANTUM_SECONDS} to \
                      {MAX_QUANTUM_SECONDS}, got {:?}",
                     self.quantum_seconds
+                ),
+            ));
+        }
+        if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&self.weight) {
+            return Err(Error::invalid(
+                "weight",
+                format!(
+                    "must be a whole number from {MIN_WEIGHT} to {MAX_WEIGHT}, got {}",
+                    self.weight
+                ),
+            ));
+        }
+        if let Some(limit) = self.concurrency_limit
+            && !(1..=MAX_CONCURRENCY_LIMIT).contains(&limit)
+        {
+            return Err(Error::invalid(
+                "concurrency_limit",
+                format!(
+                    "must be a whole number from 1 to {MAX_CONCURRENCY_LIMIT} (or null for no \
+                     limit; to stop a queue, set `paused`), got {limit}"
                 ),
             ));
         }

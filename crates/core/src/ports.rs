@@ -82,6 +82,9 @@ pub trait JobRepo: Send + Sync {
     async fn list(&self, filter: &JobFilter) -> Result<JobPage>;
     /// Counts per state and mean execution time, in one query.
     async fn stats(&self) -> Result<JobStats>;
+    /// Jobs waiting and running per named queue (queues that hold none are left out), from
+    /// kept counts where the store keeps them.
+    async fn queue_counts(&self) -> Result<Vec<(String, crate::queue::QueueCounts)>>;
     /// The PENDING jobs and their summed estimated durations (reads every PENDING row's
     /// estimate: for a gauge sampled now and then, not for a request path).
     async fn backlog(&self) -> Result<Backlog>;
@@ -237,15 +240,21 @@ impl From<Outcome> for Finished {
 /// What a worker asks for when it claims work: up to `limit` due PENDING jobs, taken in the
 /// order of `order` (FCFS and Round Robin by queue-entry sequence, SJF by estimated duration,
 /// Priority by priority; ties by sequence), each moved straight to RUNNING under the worker's
-/// lease.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// lease. Jobs are taken from one named queue.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     /// Most jobs to take (0 = none).
     pub limit: u32,
-    /// The active policy, whose order the jobs are taken in.
+    /// The queue's active policy, whose order the jobs are taken in.
     pub order: PolicyKind,
     /// Lease expiry of each claimed job.
     pub lease_until: DateTime<Utc>,
+    /// The queue the jobs are taken from.
+    pub queue: String,
+    /// The queue's cluster-wide limit on jobs SCHEDULED or RUNNING at once: the claim takes
+    /// at most what is left under it, counting every worker's jobs (claims of a limited queue
+    /// are serialized so that two workers never both take the last place).
+    pub concurrency_limit: Option<u32>,
 }
 
 impl Claim {
@@ -255,6 +264,8 @@ impl Claim {
             limit: 0,
             order: PolicyKind::Fcfs,
             lease_until: now,
+            queue: crate::queue::DEFAULT_QUEUE.to_owned(),
+            concurrency_limit: None,
         }
     }
 }
@@ -360,6 +371,13 @@ pub trait ControlStore: Send + Sync {
     async fn load_policy(&self) -> Result<Option<PolicySettings>>;
     /// Save the durable copy.
     async fn save_policy(&self, settings: &PolicySettings) -> Result<()>;
+    /// The durable settings of every named queue but `default` (whose settings are
+    /// [`ControlStore::load_policy`]'s), by name.
+    async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>>;
+    /// Save the durable settings of queue `name` (`default`: as [`ControlStore::save_policy`]).
+    async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()>;
+    /// Create queue `name` with `settings` unless it exists; `true` when it was created.
+    async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool>;
     /// Acquire or renew the lease on `role` for `holder` until `now + ttl`. True when held.
     async fn try_lead(
         &self,
@@ -462,6 +480,12 @@ pub trait Transport: Send + Sync {
     async fn policy(&self) -> Result<Option<PolicySettings>>;
     /// Write the policy settings and publish [`Event::PolicyChanged`].
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()>;
+    /// The cached settings of every named queue but `default` (whose are
+    /// [`Transport::policy`]'s).
+    async fn queues(&self) -> Result<Vec<(String, PolicySettings)>>;
+    /// Write the cached settings of queue `name` (`default`: as [`Transport::set_policy`])
+    /// and publish [`Event::PolicyChanged`].
+    async fn set_queue(&self, name: &str, settings: &PolicySettings) -> Result<()>;
     /// Publish an event to every subscriber (all processes).
     async fn publish(&self, event: Event) -> Result<()>;
     /// Subscribe to events.

@@ -642,6 +642,7 @@ async fn console_policy_page_names_the_managing_scheduler_config() {
             quantum_seconds: 5.0,
             paused: false,
             managed_by: Some("prod/jobsched".into()),
+            ..Default::default()
         })
         .await
         .unwrap();

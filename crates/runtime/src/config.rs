@@ -36,6 +36,8 @@ pub struct RuntimeConfig {
     /// Retention (leader): FAILED and CANCELLED jobs, except dead letters, are deleted this
     /// long after they ended; `None` keeps them.
     pub retention_failed: Option<Duration>,
+    /// The named queues this worker claims from; `None` = every queue.
+    pub queues: Option<Vec<String>>,
 }
 
 impl Default for RuntimeConfig {
@@ -54,6 +56,7 @@ impl Default for RuntimeConfig {
             batch_size: 1000,
             retention_completed: Some(Duration::from_secs(7 * 86_400)),
             retention_failed: Some(Duration::from_secs(30 * 86_400)),
+            queues: None,
         }
     }
 }
@@ -93,6 +96,12 @@ impl RuntimeConfig {
                 setting: "concurrency",
                 message: format!("must be at most 10000, got {}", self.concurrency),
             });
+        }
+        for name in self.queues.iter().flatten() {
+            jobsched_core::queue::check_queue_name(name).map_err(|e| RuntimeError::Config {
+                setting: "queues",
+                message: format!("queue name `{name}` {e}"),
+            })?;
         }
         Ok(())
     }

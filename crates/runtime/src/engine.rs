@@ -84,6 +84,22 @@ impl Engine {
                 durable
             }
         };
+        // The other queues' keys, rebuilt the same way (only the missing ones: a key that
+        // differs from the durable copy is a newer write on its way).
+        let cached: std::collections::HashSet<String> = self
+            .rt
+            .transport
+            .queues()
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        for (name, durable) in self.rt.store.load_queues().await? {
+            if !cached.contains(&name) {
+                tracing::info!(queue = %name, "queue settings missing in transport; restored from the store");
+                self.rt.transport.set_queue(&name, &durable).await?;
+            }
+        }
         if let Some(old) = &self.settings
             && (old.policy != settings.policy || old.quantum_seconds != settings.quantum_seconds)
         {
@@ -181,6 +197,7 @@ async fn fire(
     let job = match s.decide(fire, now, last_open) {
         FireDecision::Enqueue => {
             let new = s.job_for(fire);
+            jobsched_core::queue::ensure(&*rt.store, &*rt.transport, &new.queue).await?;
             let job = rt.store.insert(&new, now).await?;
             // Another id: an earlier pass (on this leader or another) enqueued this fire and
             // stopped before moving the schedule on; this pass only moves it on.

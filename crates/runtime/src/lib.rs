@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod leader;
+mod served;
 pub mod worker;
 
 pub use config::RuntimeConfig;

@@ -22,6 +22,7 @@
 
 use crate::Runtime;
 use crate::events::EventPump;
+use crate::served::{Plan, Served};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
@@ -56,9 +57,9 @@ fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now.checked_add_signed(chrono_dur(d)).unwrap_or(now)
 }
 
-/// What an exchange sent: its outcomes, the slots it claimed for and the lease expiry it gave
-/// the claimed jobs.
-type Sent = (Vec<Outcome>, u32, DateTime<Utc>);
+/// What an exchange sent: its outcomes, what it claimed for (the queue and the slots) and the
+/// lease expiry it gave the claimed jobs.
+type Sent = (Vec<Outcome>, Option<Plan>, DateTime<Utc>);
 
 /// An exchange on its way; it resolves to what it sent and the store's answer.
 type Pending = std::pin::Pin<
@@ -72,7 +73,7 @@ type Pending = std::pin::Pin<
 const TRANSPORT_WAIT: Duration = Duration::from_millis(250);
 
 /// `call`, given up after [`TRANSPORT_WAIT`].
-async fn within<T>(
+pub(crate) async fn within<T>(
     call: impl std::future::Future<Output = jobsched_core::Result<T>>,
 ) -> jobsched_core::Result<T> {
     tokio::time::timeout(TRANSPORT_WAIT, call)
@@ -99,11 +100,8 @@ pub async fn run(
     let renew_stop = CancellationToken::new();
     let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
     let mut ev = events.subscribe();
-    let mut settings = within(rt.transport.policy())
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let mut served = Served::new(rt.config.queues.as_deref());
+    served.refresh(&rt).await;
     let mut idle = total;
     let heartbeat_every = rt.config.worker_ttl / 3;
     let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -117,7 +115,8 @@ pub async fn run(
     let mut outcomes: Vec<Outcome> = Vec::new();
     // The exchange in flight (at most one).
     let mut exchange: Option<Pending> = None;
-    // Whether a claim may find work: false once a claim came back short, until there is news.
+    // News of work since the last claim: every served queue is claimed from again (a queue
+    // whose claim came back short is left alone until then).
     let mut want = true;
     // Retries this worker wrote, by when they are due (it claims them itself then).
     let mut due: BinaryHeap<std::cmp::Reverse<Instant>> = BinaryHeap::new();
@@ -130,18 +129,22 @@ pub async fn run(
     // ---- normal operation ----
     while !shutdown.is_cancelled() {
         metrics().worker_slots_busy.set(i64::from(total - idle));
-        if retry_at.is_none_or(|at| Instant::now() >= at) {
+        if want {
+            served.wake();
+            want = false;
+        }
+        if retry_at.is_none_or(|at| Instant::now() >= at) && exchange.is_none() {
             retry_at = None;
-            let claim = if want && !settings.paused { idle } else { 0 };
-            if exchange.is_none() && (claim > 0 || !outcomes.is_empty()) {
+            let plan = served.next(idle);
+            if plan.is_some() || !outcomes.is_empty() {
                 let now = rt.clock.now();
                 lost.retain(|lease| *lease > now);
                 let check =
                     (!lost.is_empty()).then(|| (known_runs(&running, &outcomes), lost.clone()));
                 let n = outcomes.len().min(rt.config.batch_size);
                 let batch: Vec<Outcome> = outcomes.drain(..n).collect();
-                idle -= claim;
-                exchange = Some(start_exchange(&rt, batch, claim, settings.policy, check));
+                idle -= plan.as_ref().map_or(0, |p| p.ask);
+                exchange = Some(start_exchange(&rt, batch, plan, check));
             }
         }
         let next_due = due.peek().map(|std::cmp::Reverse(at)| *at);
@@ -155,6 +158,7 @@ pub async fn run(
             Some(outcome) = done_rx.recv() => {
                 outcomes.push(outcome);
                 idle += 1;
+                served.slot_freed();
                 while let Ok(o) = done_rx.try_recv() {
                     outcomes.push(o);
                     idle += 1;
@@ -162,13 +166,8 @@ pub async fn run(
                 None
             }
             e = ev.recv() => {
-                if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_)))
-                    && let Ok(Some(s)) = within(rt.transport.policy()).await
-                {
-                    if s.policy != settings.policy {
-                        tracing::debug!(from = %settings.policy, to = %s.policy, "policy changed");
-                    }
-                    settings = s;
+                if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_))) {
+                    served.refresh(&rt).await;
                 }
                 // A job of ours cancelled while running: stop its body. Its outcome write
                 // will miss (the row is CANCELLED), which frees the slot as usual.
@@ -206,16 +205,15 @@ pub async fn run(
             }
             _ = poll.tick() => {
                 want = true;
-                // The policy key is re-read now and then: an event may have been lost.
-                if let Ok(Some(s)) = within(rt.transport.policy()).await {
-                    settings = s;
-                }
+                // The settings are re-read now and then: an event may have been lost.
+                served.refresh(&rt).await;
                 None
             }
         };
-        let Some(((sent, asked, lease), result)) = settled else {
+        let Some(((sent, plan, lease), result)) = settled else {
             continue;
         };
+        let asked = plan.as_ref().map_or(0, |p| p.ask);
         match settle(
             &rt,
             &running,
@@ -228,11 +226,15 @@ pub async fn run(
             &mut due,
         ) {
             Some(claimed) => {
+                if let Some(plan) = &plan {
+                    served.claimed(plan, claimed.len());
+                }
                 // This exchange began with the check for unknown claims (there is only one
                 // exchange in flight), so whatever an earlier failure left is handed back.
                 lost.clear();
                 backoff = Duration::from_millis(50);
                 for job in claimed {
+                    let settings = served.settings(&job.queue);
                     spawn_job(&rt, job, &settings, &running, &done_tx);
                 }
             }
@@ -254,7 +256,8 @@ pub async fn run(
         .await;
     // An exchange on its way may have claimed jobs: they run (or are handed back) like the rest.
     if let Some(pending) = exchange.take() {
-        let ((sent, asked, lease), result) = pending.await;
+        let ((sent, plan, lease), result) = pending.await;
+        let asked = plan.as_ref().map_or(0, |p| p.ask);
         if result.is_ok() {
             lost.clear();
         } else if asked > 0 {
@@ -272,6 +275,7 @@ pub async fn run(
             &mut due,
         );
         for job in claimed.unwrap_or_default() {
+            let settings = served.settings(&job.queue);
             spawn_job(&rt, job, &settings, &running, &done_tx);
         }
     }
@@ -383,10 +387,6 @@ fn settle(
         Ok(done) => {
             let claimed = done.claimed.len() as u32;
             *idle += asked.saturating_sub(claimed);
-            if asked > 0 {
-                // Short: the queue has nothing more due for now.
-                *want = claimed >= asked;
-            }
             recorded(rt, &sent, &done.applied, running, due, want, *idle);
             Some(done.claimed)
         }
@@ -440,15 +440,14 @@ fn unknown_claims(held: Vec<Token>, known: &HashSet<Token>) -> Vec<Outcome> {
     orphans
 }
 
-/// Start an exchange: write `outcomes` and claim `claim` jobs in `order`. With `check` (after
+/// Start an exchange: write `outcomes` and claim what `plan` asks for. With `check` (after
 /// a failed exchange: the runs this worker knows and the lease expiries of the failed claims),
 /// first hand back the jobs held under this worker's lease with those expiries that it does
 /// not know.
 fn start_exchange(
     rt: &Runtime,
     mut outcomes: Vec<Outcome>,
-    claim: u32,
-    order: PolicyKind,
+    plan: Option<Plan>,
     check: Option<(HashSet<Token>, Vec<DateTime<Utc>>)>,
 ) -> Pending {
     let rt = rt.clone();
@@ -458,13 +457,18 @@ fn start_exchange(
         if let Some((known, leases)) = check {
             match rt.store.held(&rt.config.worker_id, &leases).await {
                 Ok(held) => outcomes.extend(unknown_claims(held, &known)),
-                Err(e) => return ((outcomes, claim, lease_until), Err(e)),
+                Err(e) => return ((outcomes, plan, lease_until), Err(e)),
             }
         }
-        let claim_spec = Claim {
-            limit: claim,
-            order,
-            lease_until,
+        let claim_spec = match &plan {
+            Some(p) => Claim {
+                limit: p.ask,
+                order: p.settings.policy,
+                lease_until,
+                queue: p.queue.clone(),
+                concurrency_limit: p.settings.concurrency_limit,
+            },
+            None => Claim::none(now),
         };
         let result = rt
             .store
@@ -475,7 +479,7 @@ fn start_exchange(
         {
             metrics().dispatched.inc_by(done.claimed.len() as u64);
         }
-        ((outcomes, claim, lease_until), result)
+        ((outcomes, plan, lease_until), result)
     })
 }
 

@@ -60,8 +60,60 @@ pub(crate) fn add_ttl(
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
-/// The settings key of the durable policy copy.
+/// The settings key of the durable policy copy (the `default` queue's settings).
 pub(crate) const POLICY_KEY: &str = "policy";
+/// Prefix of the settings keys of the other named queues' settings.
+pub(crate) const QUEUE_KEY_PREFIX: &str = "queue:";
+
+/// The settings key of queue `name`'s settings.
+pub(crate) fn queue_key(name: &str) -> String {
+    if name == jobsched_core::queue::DEFAULT_QUEUE {
+        POLICY_KEY.to_owned()
+    } else {
+        format!("{QUEUE_KEY_PREFIX}{name}")
+    }
+}
+
+/// Settings from the JSON of settings row `key`.
+pub(crate) fn decode_settings(
+    key: &str,
+    value: serde_json::Value,
+) -> Result<jobsched_core::PolicySettings, String> {
+    serde_json::from_value(value)
+        .map_err(|e| format!("settings row `{key}` is not PolicySettings: {e}"))
+}
+
+/// The JSON a settings row holds.
+pub(crate) fn encode_settings(
+    settings: &jobsched_core::PolicySettings,
+) -> Result<serde_json::Value, String> {
+    serde_json::to_value(settings).map_err(|e| format!("cannot encode policy settings: {e}"))
+}
+
+/// Per-queue counts from `(queue, count key, n)` rows, where the count key is a status name
+/// or `DELAYED` (PENDING jobs not yet due, also counted as pending).
+pub(crate) fn queue_counts_of(
+    rows: impl IntoIterator<Item = (String, String, i64)>,
+) -> Vec<(String, jobsched_core::queue::QueueCounts)> {
+    let mut by_queue: std::collections::BTreeMap<String, jobsched_core::queue::QueueCounts> =
+        std::collections::BTreeMap::new();
+    for (queue, key, n) in rows {
+        let c = by_queue.entry(queue).or_default();
+        match key.as_str() {
+            "PENDING" => c.pending += n,
+            "DELAYED" => {
+                c.pending += n;
+                c.delayed += n;
+            }
+            "SCHEDULED" | "RUNNING" => c.running += n,
+            _ => {}
+        }
+    }
+    by_queue
+        .into_iter()
+        .filter(|(_, c)| c.pending != 0 || c.running != 0)
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {

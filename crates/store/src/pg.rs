@@ -13,7 +13,8 @@
 //! (45 ms per 256-job claim with 100k queued, against 9 ms by key).
 
 use crate::common::{
-    POLICY_KEY, add_ttl, dedupe, dedupe_by_token, dedupe_outcomes, in_request_order, paging,
+    POLICY_KEY, QUEUE_KEY_PREFIX, add_ttl, decode_settings, dedupe, dedupe_by_token,
+    dedupe_outcomes, encode_settings, in_request_order, paging, queue_counts_of, queue_key,
 };
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ use jobsched_core::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
     Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Token, Update, WorkerStore,
 };
+use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::Schedule;
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
@@ -47,13 +49,18 @@ fn job_columns(p: &str) -> String {
          {p}created_at, {p}scheduled_at, {p}started_at, {p}completed_at, {p}attempt, {p}run_at, \
          {p}lease_owner, CASE WHEN {p}status IN ('SCHEDULED', 'RUNNING') \
                              THEN {p}lease_expires_at END AS lease_expires_at, \
-         {p}checkpoint, {p}slices, {p}timeout_seconds, {p}backoff_base, {p}backoff_cap, {p}seq"
+         {p}checkpoint, {p}slices, {p}timeout_seconds, {p}backoff_base, {p}backoff_cap, {p}seq, \
+         {p}queue"
     )
 }
 
 /// The rescuer reads leases that ended up to this long before its last pass again, so a lease
 /// written by a worker whose clock runs a little behind the leader's is not passed over.
 const RESCUE_OVERLAP_MS: i64 = 1_000;
+
+/// First key of the advisory locks that serialize the claims of a queue with a concurrency
+/// limit (the second is the queue name's hash).
+const QUEUE_LOCK_SPACE: i32 = 0x6a_73_71_75; // "jsqu"
 
 /// `job_counts` is folded into one row per status when it holds more rows than this.
 const COUNT_ROWS_BEFORE_FOLD: i64 = 64;
@@ -241,7 +248,8 @@ macro_rules! claim_tail {
     ($order:literal, $done:expr) => {
         concat!(
             ", pick AS ( \
-                 SELECT ctid FROM jobs WHERE queued AND NOT delayed AND run_at <= $1 \
+                 SELECT ctid FROM jobs \
+                 WHERE queue = $23 AND queued AND NOT delayed AND run_at <= $1 \
                  ORDER BY ", $order, " LIMIT $21 FOR UPDATE SKIP LOCKED), \
              claimed AS ( \
                  UPDATE jobs j SET status = 'RUNNING', attempt = j.attempt + 1, \
@@ -251,15 +259,15 @@ macro_rules! claim_tail {
                  WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM pick)) AND j.status = 'PENDING' \
                  RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
                            j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
-                           j.timeout_seconds, j.backoff_base, j.backoff_cap, j.priority, \
-                           j.estimated_duration, j.seq), \
+                           j.timeout_seconds, j.backoff_base, j.backoff_cap, j.queue, \
+                           j.priority, j.estimated_duration, j.seq), \
              done AS (", $done, ") \
              SELECT false AS claimed, id, attempt, NULL::text AS name, NULL::text AS job_type, \
                     NULL::jsonb AS payload, NULL::jsonb AS checkpoint, NULL::int4 AS retry_count, \
                     NULL::int4 AS max_retries, NULL::timestamptz AS created_at, \
                     NULL::int4 AS slices, NULL::float8 AS timeout_seconds, \
                     NULL::float8 AS backoff_base, NULL::float8 AS backoff_cap, \
-                    NULL::int2 AS priority, NULL::float8 AS estimated_duration, NULL::int8 AS seq \
+                    NULL::text AS queue, NULL::int2 AS priority, NULL::float8 AS estimated_duration, NULL::int8 AS seq \
                FROM done \
              UNION ALL SELECT true, c.* FROM claimed c"
         )
@@ -322,6 +330,7 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
             row.try_get("backoff_cap").map_err(get)?,
         ),
         seq: row.try_get("seq").map_err(get)?,
+        queue: row.try_get("queue").map_err(get)?,
     })
 }
 
@@ -343,6 +352,7 @@ fn started_from_row(row: &PgRow) -> Result<StartedJob> {
             row.try_get("backoff_base").map_err(db)?,
             row.try_get("backoff_cap").map_err(db)?,
         ),
+        queue: row.try_get("queue").map_err(db)?,
     })
 }
 
@@ -530,9 +540,10 @@ impl PgStore {
     async fn fold_counts(&self) -> Result<()> {
         retry_conflicts(|| async {
             sqlx::query(
-                "WITH gone AS (DELETE FROM job_counts RETURNING status, n, run_ms) \
-                 INSERT INTO job_counts (status, n, run_ms) \
-                 SELECT status, sum(n), sum(run_ms) FROM gone GROUP BY status HAVING sum(n) <> 0",
+                "WITH gone AS (DELETE FROM job_counts RETURNING queue, status, n, run_ms) \
+                 INSERT INTO job_counts (queue, status, n, run_ms) \
+                 SELECT queue, status, sum(n), sum(run_ms) FROM gone GROUP BY queue, status \
+                 HAVING sum(n) <> 0",
             )
             .execute(&self.pool)
             .await
@@ -569,9 +580,9 @@ impl JobRepo for PgStore {
         let sql = format!(
             "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
                                max_retries, created_at, run_at, timeout_seconds, delayed, \
-                               backoff_base, backoff_cap) \
+                               backoff_base, backoff_cap, queue) \
              VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, GREATEST($8, $10), $9, \
-                     coalesce($10 > $8, false), $11, $12) \
+                     coalesce($10 > $8, false), $11, $12, $13) \
              RETURNING {}",
             job_columns("")
         );
@@ -588,6 +599,7 @@ impl JobRepo for PgStore {
             .bind(job.run_at)
             .bind(job.retry_backoff.map(|b| b.base_seconds))
             .bind(job.retry_backoff.map(|b| b.cap_seconds))
+            .bind(&job.queue)
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
@@ -830,6 +842,16 @@ impl JobRepo for PgStore {
         })
     }
 
+    async fn queue_counts(&self) -> Result<Vec<(String, QueueCounts)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT queue, status, sum(n)::int8 FROM job_counts GROUP BY queue, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(queue_counts_of(rows))
+    }
+
     async fn stats(&self) -> Result<JobStats> {
         // Sums of the deltas the triggers append (migration 0004); folded when they pile up.
         let rows = sqlx::query(
@@ -973,7 +995,7 @@ impl DispatchStore for PgStore {
              FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE \
              RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
                        j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds, \
-                       j.backoff_base, j.backoff_cap",
+                       j.backoff_base, j.backoff_cap, j.queue",
         )
         .bind(&ids)
         .bind(&attempts)
@@ -1176,6 +1198,7 @@ async fn insert_rows(
     let max_retries: Vec<i32> = jobs.iter().map(|j| j.max_retries).collect();
     let timeouts: Vec<Option<f64>> = jobs.iter().map(|j| j.timeout_seconds).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     let bases: Vec<Option<f64>> = jobs
         .iter()
         .map(|j| j.retry_backoff.map(|b| b.base_seconds))
@@ -1189,15 +1212,15 @@ async fn insert_rows(
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
                            max_retries, created_at, run_at, seq, timeout_seconds, delayed, \
-                           backoff_base, backoff_cap) \
+                           backoff_base, backoff_cap, queue) \
          SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
                 t.max_retries, $8, GREATEST($8, t.run_at), nextval('job_seq'), t.timeout, \
-                coalesce(t.run_at > $8, false), t.base, t.cap \
+                coalesce(t.run_at > $8, false), t.base, t.cap, t.queue \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
                      $6::jsonb[], $7::int4[], $9::float8[], $10::timestamptz[], \
-                     $11::float8[], $12::float8[]) \
+                     $11::float8[], $12::float8[], $13::text[]) \
               WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
-                                   max_retries, timeout, run_at, base, cap, ord) \
+                                   max_retries, timeout, run_at, base, cap, queue, ord) \
          ORDER BY t.ord",
     )
     .bind(&ids)
@@ -1212,6 +1235,7 @@ async fn insert_rows(
     .bind(&run_ats)
     .bind(&bases)
     .bind(&caps)
+    .bind(&queues)
     .execute(&mut *conn)
     .await
     .map_err(db)?;
@@ -1287,7 +1311,7 @@ impl WorkerStore for PgStore {
         let rows = sqlx::query(
             "SELECT j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
                     j.max_retries, j.created_at, j.slices, j.timeout_seconds, \
-                    j.backoff_base, j.backoff_cap \
+                    j.backoff_base, j.backoff_cap, j.queue \
              FROM jobs j JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
                ON j.id = t.id AND j.attempt = t.attempt \
              WHERE (j.status = 'SCHEDULED') IS TRUE",
@@ -1474,15 +1498,41 @@ impl WorkerStore for PgStore {
         } else {
             &self.exchanges
         };
-        let rows = retry_conflicts(|| async move {
+        let statement = |limit: i64| {
             arrays
                 .bind(sqlx::query(sql).bind(now).bind(owner))
                 .bind(limit)
                 .bind(claim.lease_until)
-                .fetch_all(pool)
+                .bind(&claim.queue)
+        };
+        let rows = match claim.concurrency_limit {
+            Some(most) if limit > 0 => {
+                // A limited queue: claims of it take turns (a transaction-scoped advisory
+                // lock), and each takes at most what is left under the limit, counted after
+                // the previous claim committed (a fresh snapshot for the second statement).
+                retry_conflicts(|| async move {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                        .bind(QUEUE_LOCK_SPACE)
+                        .bind(&claim.queue)
+                        .execute(&mut *tx)
+                        .await?;
+                    let busy: i64 = sqlx::query_scalar(
+                        "SELECT coalesce(sum(n), 0)::int8 FROM job_counts \
+                         WHERE queue = $1 AND status IN ('SCHEDULED', 'RUNNING')",
+                    )
+                    .bind(&claim.queue)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let room = (i64::from(most) - busy).clamp(0, limit);
+                    let rows = statement(room).fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(rows)
+                })
                 .await
-        })
-        .await
+            }
+            _ => retry_conflicts(|| async move { statement(limit).fetch_all(pool).await }).await,
+        }
         .map_err(db)?;
         let mut applied = Vec::new();
         let mut claimed = Vec::with_capacity(rows.len());
@@ -1670,29 +1720,61 @@ impl ControlStore for PgStore {
             .await
             .map_err(db)?;
         value
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| data(format!("settings row `policy` is not PolicySettings: {e}")))
-            })
+            .map(|v| decode_settings(POLICY_KEY, v).map_err(data))
             .transpose()
     }
 
     async fn save_policy(&self, settings: &PolicySettings) -> Result<()> {
-        let value = serde_json::to_value(settings)
-            .map_err(|e| data(format!("cannot encode policy settings: {e}")))?;
+        self.save_queue(DEFAULT_QUEUE, settings).await
+    }
+
+    async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>> {
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT key, value FROM settings WHERE starts_with(key, $1) ORDER BY key",
+        )
+        .bind(QUEUE_KEY_PREFIX)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(key, value)| {
+                let settings = decode_settings(&key, value).map_err(data)?;
+                let name = key.strip_prefix(QUEUE_KEY_PREFIX).unwrap_or(&key);
+                Ok((name.to_owned(), settings))
+            })
+            .collect()
+    }
+
+    async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
+        let value = encode_settings(settings).map_err(data)?;
         // updated_at is informational only, so the wall clock is fine here.
         sqlx::query(
             "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
                                              updated_at = EXCLUDED.updated_at",
         )
-        .bind(POLICY_KEY)
+        .bind(queue_key(name))
         .bind(value)
         .bind(Utc::now())
         .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
+        let value = encode_settings(settings).map_err(data)?;
+        let done = sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(queue_key(name))
+        .bind(value)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn try_lead(
@@ -1887,9 +1969,9 @@ mod tests {
         let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
         let types = "timestamptz, text, uuid[], int4[], timestamptz[], jsonb[], uuid[], int4[], \
                      timestamptz[], text[], timestamptz[], uuid[], int4[], timestamptz[], text[], \
-                     int4[], uuid[], int4[], timestamptz[], jsonb[], int8, timestamptz";
+                     int4[], uuid[], int4[], timestamptz[], jsonb[], int8, timestamptz, text";
         let args = "now(), 'w', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
-                    '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 4, now()";
+                    '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 4, now(), 'default'";
         let mut n = 0;
         for order in [PolicyKind::Fcfs, PolicyKind::Priority, PolicyKind::Sjf] {
             for only_completed in [true, false] {

@@ -14,7 +14,10 @@
 //! Batch methods run one small statement per item inside one transaction: SQLite is in-process,
 //! so statements cost microseconds rather than network round trips.
 
-use crate::common::{POLICY_KEY, add_ttl, dedupe, dedupe_outcomes, paging};
+use crate::common::{
+    POLICY_KEY, QUEUE_KEY_PREFIX, add_ttl, decode_settings, dedupe, dedupe_outcomes,
+    encode_settings, paging, queue_counts_of, queue_key,
+};
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,6 +25,7 @@ use jobsched_core::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, Promotion,
     PruneCursor, Pruned, RescueReport, ScheduleStore, Token, Update, WorkerStore,
 };
+use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::Schedule;
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
@@ -42,7 +46,7 @@ use uuid::fmt::Hyphenated;
 const JOB_COLUMNS: &str = "id, name, job_type, status, priority, estimated_duration, \
      payload, result, error_message, retry_count, max_retries, created_at, scheduled_at, \
      started_at, completed_at, attempt, run_at, lease_owner, lease_expires_at, checkpoint, \
-     slices, timeout_seconds, backoff_base, backoff_cap, seq";
+     slices, timeout_seconds, backoff_base, backoff_cap, seq, queue";
 
 const BACKEND: &str = "sqlite";
 
@@ -154,6 +158,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
             row.try_get("backoff_cap").map_err(db)?,
         ),
         seq: row.try_get("seq").map_err(db)?,
+        queue: row.try_get("queue").map_err(db)?,
     })
 }
 
@@ -183,9 +188,9 @@ async fn reserve_seqs(tx: &mut Transaction<'static, Sqlite>, n: usize) -> Result
 
 const INSERT_SQL: &str = "INSERT INTO jobs (id, name, job_type, status, priority, \
      estimated_duration, payload, max_retries, created_at, run_at, seq, timeout_seconds, \
-     delayed, backoff_base, backoff_cap) \
+     delayed, backoff_base, backoff_cap, queue) \
      VALUES (?1, ?2, ?3, 'PENDING', ?4, ?5, ?6, ?7, ?8, MAX(?8, coalesce(?11, ?8)), ?9, ?10, \
-             coalesce(?11 > ?8, 0), ?12, ?13)";
+             coalesce(?11 > ?8, 0), ?12, ?13, ?14)";
 
 impl SqliteStore {
     /// A store on an existing pool (migrations are not run; see [`SqliteStore::migrate`]).
@@ -308,6 +313,7 @@ impl JobRepo for SqliteStore {
             .bind(job.run_at.map(us))
             .bind(job.retry_backoff.map(|b| b.base_seconds))
             .bind(job.retry_backoff.map(|b| b.cap_seconds))
+            .bind(&job.queue)
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
@@ -376,6 +382,7 @@ impl JobRepo for SqliteStore {
                 .bind(job.run_at.map(us))
                 .bind(job.retry_backoff.map(|b| b.base_seconds))
                 .bind(job.retry_backoff.map(|b| b.cap_seconds))
+                .bind(&job.queue)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -469,6 +476,18 @@ impl JobRepo for SqliteStore {
             jobs: row.try_get("n").map_err(db)?,
             seconds: row.try_get("s").map_err(db)?,
         })
+    }
+
+    async fn queue_counts(&self) -> Result<Vec<(String, QueueCounts)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT queue, CASE WHEN status = 'PENDING' AND delayed = 1 THEN 'DELAYED' \
+                                ELSE status END, count(*) \
+             FROM jobs WHERE status IN ('PENDING', 'SCHEDULED', 'RUNNING') GROUP BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(queue_counts_of(rows))
     }
 
     async fn stats(&self) -> Result<JobStats> {
@@ -588,7 +607,7 @@ impl DispatchStore for SqliteStore {
                  WHERE id = ?1 AND status = 'PENDING' AND attempt = ?2 \
                  RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
                            max_retries, created_at, slices, timeout_seconds, backoff_base, \
-                           backoff_cap",
+                           backoff_cap, queue",
             )
             .bind(hy(token.id))
             .bind(token.attempt)
@@ -793,6 +812,7 @@ fn started_from_row(row: &SqliteRow, id: JobId, attempt: i32) -> Result<StartedJ
             row.try_get("backoff_base").map_err(db)?,
             row.try_get("backoff_cap").map_err(db)?,
         ),
+        queue: row.try_get("queue").map_err(db)?,
     })
 }
 
@@ -804,7 +824,7 @@ impl WorkerStore for SqliteStore {
         for token in &tokens {
             let row = sqlx::query(
                 "SELECT name, job_type, payload, checkpoint, retry_count, max_retries, created_at, \
-                        slices, timeout_seconds, backoff_base, backoff_cap \
+                        slices, timeout_seconds, backoff_base, backoff_cap, queue \
                  FROM jobs WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2",
             )
             .bind(hy(token.id))
@@ -837,12 +857,27 @@ impl WorkerStore for SqliteStore {
         // One writer at a time: picking and moving happen in one write transaction, so no
         // other claimer can take the same rows.
         let mut tx = self.write().await?;
+        let mut limit = i64::from(claim.limit);
+        if let Some(most) = claim.concurrency_limit {
+            // The write lock is held: no other claim counts or takes meanwhile.
+            let busy: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs \
+                 WHERE queue = ?1 AND status IN ('SCHEDULED', 'RUNNING')",
+            )
+            .bind(&claim.queue)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            limit = (i64::from(most) - busy).clamp(0, limit);
+        }
         let picked: Vec<(Hyphenated,)> = sqlx::query_as(&format!(
-            "SELECT id FROM jobs WHERE status = 'PENDING' AND delayed = 0 AND run_at <= ?1 \
+            "SELECT id FROM jobs \
+             WHERE queue = ?3 AND status = 'PENDING' AND delayed = 0 AND run_at <= ?1 \
              ORDER BY {order} LIMIT ?2"
         ))
         .bind(now_us)
-        .bind(i64::from(claim.limit))
+        .bind(limit)
+        .bind(&claim.queue)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
@@ -856,7 +891,7 @@ impl WorkerStore for SqliteStore {
                  WHERE id = ?1 AND status = 'PENDING' \
                  RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
                            max_retries, created_at, slices - 1 AS slices, timeout_seconds, \
-                           backoff_base, backoff_cap",
+                           backoff_base, backoff_cap, queue",
             )
             .bind(id)
             .bind(now_us)
@@ -1140,29 +1175,61 @@ impl ControlStore for SqliteStore {
             .await
             .map_err(db)?;
         value
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| data(format!("settings row `policy` is not PolicySettings: {e}")))
-            })
+            .map(|v| decode_settings(POLICY_KEY, v).map_err(data))
             .transpose()
     }
 
     async fn save_policy(&self, settings: &PolicySettings) -> Result<()> {
-        let value = serde_json::to_value(settings)
-            .map_err(|e| data(format!("cannot encode policy settings: {e}")))?;
+        self.save_queue(DEFAULT_QUEUE, settings).await
+    }
+
+    async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>> {
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT key, value FROM settings WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+        )
+        .bind(QUEUE_KEY_PREFIX)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(key, value)| {
+                let settings = decode_settings(&key, value).map_err(data)?;
+                let name = key.strip_prefix(QUEUE_KEY_PREFIX).unwrap_or(&key);
+                Ok((name.to_owned(), settings))
+            })
+            .collect()
+    }
+
+    async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
+        let value = encode_settings(settings).map_err(data)?;
         // updated_at is informational only, so the wall clock is fine here.
         sqlx::query(
             "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
                                              updated_at = excluded.updated_at",
         )
-        .bind(POLICY_KEY)
+        .bind(queue_key(name))
         .bind(value)
         .bind(us(Utc::now()))
         .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
+        let value = encode_settings(settings).map_err(data)?;
+        let done = sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(queue_key(name))
+        .bind(value)
+        .bind(us(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn try_lead(

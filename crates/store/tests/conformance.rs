@@ -77,6 +77,9 @@ conformance!(
     retention_deletes_only_what_outlived_it,
     retry_backoff_is_kept_and_claimed,
     schedules_are_kept_and_fired_once,
+    queues_keep_their_jobs_apart,
+    queue_settings_round_trip,
+    a_concurrency_limit_caps_the_claims_of_its_queue,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1496,6 +1499,7 @@ async fn policy_settings_round_trip(db: &TestDb) {
         quantum_seconds: 2.5,
         paused: true,
         managed_by: Some("default/scheduler".into()),
+        ..Default::default()
     };
     s.save_policy(&custom).await.unwrap();
     assert_eq!(s.load_policy().await.unwrap(), Some(custom.clone()));
@@ -1890,6 +1894,8 @@ fn claim(limit: u32, order: PolicyKind, lease_until: DateTime<Utc>) -> Claim {
         limit,
         order,
         lease_until,
+        queue: "default".into(),
+        concurrency_limit: None,
     }
 }
 
@@ -2506,4 +2512,205 @@ async fn schedules_are_kept_and_fired_once(db: &TestDb) {
     assert!(!s.delete_schedule("b").await.unwrap());
     assert!(s.get_schedule("b").await.unwrap().is_none());
     assert_eq!(s.list_schedules().await.unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Named queues
+
+fn queued_job(name: &str, queue: &str, priority: i64) -> NewJob {
+    let mut job = custom_job(name, "sleep", priority, 1.0, 3);
+    job.queue = queue.into();
+    job
+}
+
+fn queue_claim(limit: u32, order: PolicyKind, queue: &str, most: Option<u32>) -> Claim {
+    Claim {
+        queue: queue.into(),
+        concurrency_limit: most,
+        ..claim(limit, order, t(60))
+    }
+}
+
+async fn queues_keep_their_jobs_apart(db: &TestDb) {
+    let s = db.store().await;
+    let jobs = vec![
+        queued_job("d1", "default", 5),
+        queued_job("e1", "emails", 9),
+        queued_job("d2", "default", 1),
+        queued_job("e2", "emails", 1),
+        queued_job("e3", "emails", 5),
+    ];
+    let ids = s.insert_many(&jobs, t(0)).await.unwrap();
+    let mut later = queued_job("e4", "emails", 1);
+    later.run_at = Some(t(100));
+    s.insert(&later, t(0)).await.unwrap();
+    assert_eq!(job(&s, ids[1]).await.queue, "emails");
+    assert_eq!(job(&s, ids[0]).await.queue, "default");
+    // Each queue in its own order; a claim never takes another queue's job.
+    let emails = s
+        .claim(
+            &queue_claim(10, PolicyKind::Priority, "emails", None),
+            "w",
+            t(1),
+        )
+        .await
+        .unwrap();
+    let got: Vec<JobId> = emails.iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![ids[3], ids[4], ids[1]]);
+    assert!(emails.iter().all(|j| j.queue == "emails"));
+    let counts: HashMap<String, jobsched_core::queue::QueueCounts> =
+        s.queue_counts().await.unwrap().into_iter().collect();
+    assert_eq!(counts["emails"].running, 3);
+    assert_eq!(counts["emails"].pending, 1);
+    assert_eq!(counts["emails"].delayed, 1);
+    assert_eq!(counts["default"].pending, 2);
+    assert_eq!(counts["default"].running, 0);
+    let default = s
+        .claim(
+            &queue_claim(10, PolicyKind::Fcfs, "default", None),
+            "w",
+            t(1),
+        )
+        .await
+        .unwrap();
+    let got: Vec<JobId> = default.iter().map(|j| j.id).collect();
+    assert_eq!(got, vec![ids[0], ids[2]]);
+    assert!(
+        s.claim(
+            &queue_claim(10, PolicyKind::Fcfs, "nothing-here", None),
+            "w",
+            t(1)
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    // Finished jobs leave the counts; the totals still add up.
+    let done: Vec<Finished> = emails
+        .iter()
+        .map(|j| {
+            Finished::from(Outcome::Completed {
+                token: j.token(),
+                result: json!({}),
+            })
+        })
+        .collect();
+    s.finish(&done, "w", t(2)).await.unwrap();
+    let counts: HashMap<String, jobsched_core::queue::QueueCounts> =
+        s.queue_counts().await.unwrap().into_iter().collect();
+    assert_eq!(counts["emails"].running, 0);
+    assert_eq!(counts["emails"].pending, 1);
+    assert_eq!(s.stats().await.unwrap().completed, 3);
+}
+
+async fn queue_settings_round_trip(db: &TestDb) {
+    let s = db.store().await;
+    assert!(s.load_queues().await.unwrap().is_empty());
+    let defaults = PolicySettings::default();
+    assert!(s.create_queue("emails", &defaults).await.unwrap());
+    assert!(!s.create_queue("emails", &defaults).await.unwrap());
+    let custom = PolicySettings {
+        policy: PolicyKind::Sjf,
+        concurrency_limit: Some(3),
+        weight: 5,
+        paused: true,
+        ..Default::default()
+    };
+    s.save_queue("reports", &custom).await.unwrap();
+    assert_eq!(
+        s.load_queues().await.unwrap(),
+        vec![
+            ("emails".to_string(), defaults.clone()),
+            ("reports".to_string(), custom.clone())
+        ]
+    );
+    // `default` is the policy row, not one of the named queues.
+    s.save_queue("default", &custom).await.unwrap();
+    assert_eq!(s.load_policy().await.unwrap(), Some(custom.clone()));
+    assert_eq!(s.load_queues().await.unwrap().len(), 2);
+    assert!(!s.create_queue("default", &defaults).await.unwrap());
+    // Another process sees the durable copies.
+    assert_eq!(db.store().await.load_queues().await.unwrap().len(), 2);
+}
+
+async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
+    let s = db.store().await;
+    let jobs: Vec<NewJob> = (0..6)
+        .map(|i| queued_job(&format!("l{i}"), "limited", 5))
+        .collect();
+    s.insert_many(&jobs, t(0)).await.unwrap();
+    s.insert(&queued_job("free", "other", 5), t(0))
+        .await
+        .unwrap();
+    let first = s
+        .claim(
+            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
+            "w1",
+            t(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    // Another worker finds no room, whatever it asks for.
+    let none = s
+        .claim(
+            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
+            "w2",
+            t(1),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // Other queues are not held back.
+    let other = s
+        .claim(&queue_claim(5, PolicyKind::Fcfs, "other", None), "w2", t(1))
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 1);
+    // One ends in the same exchange that claims: its place is free for the next exchange.
+    let done = [Outcome::Completed {
+        token: first[0].token(),
+        result: json!({}),
+    }];
+    let ex = s
+        .exchange(
+            &done,
+            "w1",
+            t(2),
+            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ex.applied.len(), 1);
+    assert!(ex.claimed.len() <= 1, "{} claimed", ex.claimed.len());
+    let again = s
+        .claim(
+            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
+            "w2",
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ex.claimed.len() + again.len(), 1);
+    // Claims racing from several workers never take more than the limit together.
+    let racing: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.claim(
+                    &queue_claim(5, PolicyKind::Fcfs, "limited", Some(4)),
+                    &format!("r{i}"),
+                    t(4),
+                )
+                .await
+                .unwrap()
+                .len()
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    for r in racing {
+        taken += r.await.unwrap();
+    }
+    assert_eq!(taken, 2, "two more fit under a limit of 4");
 }

@@ -26,6 +26,8 @@ struct State {
     /// Liveness deadline per worker.
     alive: HashMap<String, Instant>,
     policy: Option<PolicySettings>,
+    /// Settings of the named queues but `default`, by name.
+    queues: std::collections::BTreeMap<String, PolicySettings>,
 }
 
 impl Default for MemoryTransport {
@@ -118,6 +120,24 @@ impl Transport for MemoryTransport {
 
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()> {
         self.lock().policy = Some(settings.clone());
+        self.emit(Event::PolicyChanged);
+        Ok(())
+    }
+
+    async fn queues(&self) -> Result<Vec<(String, PolicySettings)>> {
+        Ok(self
+            .lock()
+            .queues
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect())
+    }
+
+    async fn set_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
+        if name == jobsched_core::queue::DEFAULT_QUEUE {
+            return self.set_policy(settings).await;
+        }
+        self.lock().queues.insert(name.to_owned(), settings.clone());
         self.emit(Event::PolicyChanged);
         Ok(())
     }

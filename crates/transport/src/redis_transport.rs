@@ -52,6 +52,7 @@ struct Keys {
     total: String,
     alive: String,
     policy: String,
+    queues: String,
     events: String,
 }
 
@@ -64,6 +65,7 @@ impl Keys {
             total: format!("{prefix}:total"),
             alive: format!("{prefix}:alive"),
             policy: format!("{prefix}:policy"),
+            queues: format!("{prefix}:queues"),
             events: format!("{prefix}:events"),
         }
     }
@@ -322,6 +324,49 @@ impl Transport for RedisTransport {
             .exec_async(&mut self.conn())
             .await
             .map_err(|e| self.err("set_policy", e))?;
+        Ok(())
+    }
+
+    async fn queues(&self) -> Result<Vec<(String, PolicySettings)>> {
+        let key = &self.keys().queues;
+        let raw: Vec<(String, String)> = self
+            .conn()
+            .hgetall(key)
+            .await
+            .map_err(|e| self.err("queues", e))?;
+        let mut queues = raw
+            .into_iter()
+            .map(|(name, json)| {
+                serde_json::from_str(&json)
+                    .map(|s| (name, s))
+                    .map_err(|source| TransportError::Json {
+                        key: key.clone(),
+                        source,
+                    })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        queues.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(queues)
+    }
+
+    async fn set_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
+        if name == jobsched_core::queue::DEFAULT_QUEUE {
+            return self.set_policy(settings).await;
+        }
+        let keys = self.keys();
+        let json = serde_json::to_string(settings).map_err(|source| TransportError::Json {
+            key: keys.queues.clone(),
+            source,
+        })?;
+        redis::pipe()
+            .atomic()
+            .hset(&keys.queues, name, json)
+            .ignore()
+            .publish(&keys.events, event_name(Event::PolicyChanged))
+            .ignore()
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err("set_queue", e))?;
         Ok(())
     }
 

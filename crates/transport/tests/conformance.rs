@@ -183,6 +183,7 @@ async fn policy_round_trips_and_notifies(s: &Subject) {
         quantum_seconds: 2.5,
         paused: true,
         managed_by: Some("jobsched/scheduler".into()),
+        ..Default::default()
     };
     t.set_policy(&settings).await.unwrap();
     assert_eq!(t.policy().await.unwrap(), Some(settings.clone()));

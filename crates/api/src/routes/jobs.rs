@@ -61,6 +61,7 @@ pub async fn submit(
             fingerprint: fingerprint(&body),
         });
     }
+    ensure_queues(&state, [new.queue.as_str()]).await?;
     let job = state.store.insert(&new, state.clock.now()).await?;
     if job.id != new.id {
         // The key's first submission: nothing new was stored or announced.
@@ -102,6 +103,19 @@ fn idempotency_header(
         }
         _ => Some(key.to_string()),
     }
+}
+
+/// Create the named queues a submission puts jobs in that do not exist yet (with the default
+/// settings), so the workers that serve every queue learn of them.
+async fn ensure_queues<'a>(
+    state: &AppState,
+    queues: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let queues: std::collections::BTreeSet<&str> = queues.into_iter().collect();
+    for q in queues {
+        jobsched_core::queue::ensure(&*state.store, &*state.transport, q).await?;
+    }
+    Ok(())
 }
 
 /// The header that carries a submission's idempotency key.
@@ -152,6 +166,7 @@ pub async fn submit_batch(
     if !issues.is_empty() {
         return Err(ApiError::Validation(issues));
     }
+    ensure_queues(&state, jobs.iter().map(|j| j.queue.as_str())).await?;
     let ids = state.store.insert_many(&jobs, state.clock.now()).await?;
     tracing::info!(count = ids.len(), "job batch submitted");
     for job in &jobs {

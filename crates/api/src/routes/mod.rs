@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod jobs;
+pub mod queues;
 pub mod scheduler;
 pub mod schedules;
 pub mod ui;

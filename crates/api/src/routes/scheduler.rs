@@ -11,6 +11,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use jobsched_core::ports::Update;
+use jobsched_core::queue::DEFAULT_QUEUE;
 use jobsched_core::{PolicyKind, PolicySettings};
 use std::sync::Arc;
 
@@ -22,14 +23,11 @@ pub const MAX_DEAD_LETTER_LIMIT: u32 = 10_000;
 /// The live settings: the transport's copy, else (missing, or Redis not answering) the
 /// store's durable copy, else the default.
 pub(crate) async fn current_settings(state: &AppState) -> Result<PolicySettings, ApiError> {
-    match state.transport.policy().await {
-        Ok(Some(settings)) => return Ok(settings),
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "the policy cache is unreadable; answering from the durable copy");
-        }
-    }
-    Ok(state.store.load_policy().await?.unwrap_or_default())
+    Ok(
+        jobsched_core::queue::current(&*state.store, &*state.transport, DEFAULT_QUEUE)
+            .await?
+            .unwrap_or_default(),
+    )
 }
 
 async fn scheduler_status(state: &AppState) -> Result<SchedulerStatus, ApiError> {
@@ -71,13 +69,12 @@ pub(crate) fn status_of(
 /// Write new settings: the durable copy first, so a transport rebuild never resurrects the
 /// old ones.
 async fn save_settings(state: &AppState, settings: &PolicySettings) -> Result<(), ApiError> {
-    state.store.save_policy(settings).await?;
-    state.transport.set_policy(settings).await?;
+    jobsched_core::queue::apply(&*state.store, &*state.transport, DEFAULT_QUEUE, settings).await?;
     Ok(())
 }
 
 /// The 409 message when a Kubernetes `SchedulerConfig` owns the settings.
-fn managed_conflict(owner: &str) -> ApiError {
+pub(crate) fn managed_conflict(owner: &str) -> ApiError {
     let hint = match owner.split_once('/') {
         Some((ns, name)) => format!("kubectl edit schedulerconfig {name} -n {ns}"),
         None => format!("kubectl edit schedulerconfig {owner}"),
@@ -146,6 +143,7 @@ pub async fn set_policy(
         quantum_seconds: quantum.unwrap_or(current.quantum_seconds),
         paused: paused.unwrap_or(current.paused),
         managed_by: None,
+        ..current
     };
     settings.validate()?;
     save_settings(&state, &settings).await?;

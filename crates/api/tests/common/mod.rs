@@ -78,6 +78,12 @@ impl Transport for DownTransport {
     async fn set_policy(&self, _: &PolicySettings) -> jobsched_core::Result<()> {
         down()
     }
+    async fn queues(&self) -> jobsched_core::Result<Vec<(String, PolicySettings)>> {
+        down()
+    }
+    async fn set_queue(&self, _: &str, _: &PolicySettings) -> jobsched_core::Result<()> {
+        down()
+    }
     async fn publish(&self, _: Event) -> jobsched_core::Result<()> {
         down()
     }

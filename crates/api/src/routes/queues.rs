@@ -1,0 +1,212 @@
+//! `/queues`: named queues, each with its own policy, quantum, pause, concurrency limit and
+//! weight, and how many of its jobs wait and run.
+
+use crate::dto::{ErrorBody, QueueResponse, QueueUpdate, ValidationErrorBody};
+use crate::error::{ApiError, FieldIssue};
+use crate::extract::{Fields, JsonBody, RequireAdmin};
+use crate::routes::scheduler::managed_conflict;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use jobsched_core::PolicyKind;
+use jobsched_core::PolicySettings;
+use jobsched_core::queue::{self, QueueCounts, check_queue_name};
+use serde_json::Value;
+use std::sync::Arc;
+
+fn check_path_name(name: &str) -> Result<(), ApiError> {
+    check_queue_name(name).map_err(|m| ApiError::Validation(vec![FieldIssue::path("name", m)]))
+}
+
+/// `settings` changed by the fields of a `PUT /queues/{name}` body (unset fields keep their
+/// value; `concurrency_limit: null` removes the limit).
+fn updated(body: &Value, mut settings: PolicySettings) -> Result<PolicySettings, ApiError> {
+    let mut issues = Vec::new();
+    let Some(mut f) = Fields::of(body, "", &mut issues) else {
+        return Err(ApiError::Validation(issues));
+    };
+    let policy = f.opt_str("policy");
+    let quantum = f.opt_f64("quantum_seconds");
+    let paused = f.opt_bool("paused");
+    let limit = f.opt_int("concurrency_limit");
+    let weight = f.opt_int("weight");
+    drop(f);
+    if let Ok(Some(name)) = &policy {
+        match name.parse::<PolicyKind>() {
+            Ok(kind) => settings.policy = kind,
+            Err(_) => issues.push(FieldIssue::body(
+                "policy",
+                format!(
+                    "unknown policy `{name}`; valid policies are {}",
+                    PolicyKind::ALL.map(PolicyKind::as_str).join(", ")
+                ),
+                "value_error",
+            )),
+        }
+    }
+    if let Ok(Some(q)) = quantum {
+        settings.quantum_seconds = q;
+    }
+    if let Ok(Some(p)) = paused {
+        settings.paused = p;
+    }
+    // Out-of-range numbers are set as given (saturated) and refused by `validate` below,
+    // which names the field and the range.
+    match limit {
+        Ok(Some(n)) => {
+            settings.concurrency_limit = Some(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+        }
+        Ok(None) if body.get("concurrency_limit").is_some_and(Value::is_null) => {
+            settings.concurrency_limit = None;
+        }
+        _ => {}
+    }
+    if let Ok(Some(w)) = weight {
+        settings.weight = u32::try_from(w.max(0)).unwrap_or(u32::MAX);
+    }
+    if !issues.is_empty() {
+        return Err(ApiError::Validation(issues));
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn response(name: String, settings: PolicySettings, counts: QueueCounts) -> QueueResponse {
+    QueueResponse {
+        name,
+        policy: settings.policy,
+        quantum_seconds: settings.quantum_seconds,
+        paused: settings.paused,
+        concurrency_limit: settings.concurrency_limit,
+        weight: settings.weight,
+        managed_by: settings.managed_by,
+        pending: counts.pending,
+        delayed: counts.delayed,
+        running: counts.running,
+    }
+}
+
+/// Every queue with its settings and counts, `default` first, then by name.
+async fn all_queues(state: &AppState) -> Result<Vec<QueueResponse>, ApiError> {
+    let (settings, counts) = tokio::try_join!(
+        async {
+            queue::all(&*state.store, &*state.transport)
+                .await
+                .map_err(ApiError::from)
+        },
+        async { state.store.queue_counts().await.map_err(ApiError::from) },
+    )?;
+    let mut counts: std::collections::HashMap<String, QueueCounts> = counts.into_iter().collect();
+    let mut out: Vec<QueueResponse> = settings
+        .into_iter()
+        .map(|(name, s)| {
+            let c = counts.remove(&name).unwrap_or_default();
+            response(name, s, c)
+        })
+        .collect();
+    // Jobs in a queue without settings (from before queues had them) still show.
+    let mut rest: Vec<(String, QueueCounts)> = counts.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(
+        rest.into_iter()
+            .map(|(name, c)| response(name, PolicySettings::default(), c)),
+    );
+    Ok(out)
+}
+
+/// Every named queue: its settings, PENDING (and delayed) jobs and running jobs.
+#[utoipa::path(
+    get, path = "/queues", tag = "queues",
+    responses(
+        (status = 200, description = "The queues, `default` first, then by name", body = Vec<QueueResponse>),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<Vec<QueueResponse>>, ApiError> {
+    Ok(Json(all_queues(&state).await?))
+}
+
+/// One queue's settings and counts.
+#[utoipa::path(
+    get, path = "/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, description = "The queue", body = QueueResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 422, description = "Malformed queue name", body = ValidationErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueResponse>, ApiError> {
+    check_path_name(&name)?;
+    all_queues(&state)
+        .await?
+        .into_iter()
+        .find(|q| q.name == name)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "queue `{name}` does not exist; create it with `PUT /queues/{name}` or by \
+                 submitting a job with `\"queue\": \"{name}\"`"
+            ))
+        })
+}
+
+/// Create or change a queue. Unset fields keep their value (a new queue's are the defaults:
+/// `fcfs`, quantum 5 s, not paused, no concurrency limit, weight 1). `PUT /scheduler/policy`
+/// sets the `default` queue's policy the same way.
+#[utoipa::path(
+    put, path = "/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "Queue name: 1 to 64 of `a-z 0-9 - _ .`")),
+    request_body = QueueUpdate,
+    responses(
+        (status = 200, description = "Changed", body = QueueResponse),
+        (status = 201, description = "Created", body = QueueResponse),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Needs the admin token", body = ErrorBody),
+        (status = 409, description = "Owned by a Kubernetes SchedulerConfig", body = ErrorBody),
+        (status = 422, description = "Bad name, policy, quantum, limit or weight", body = ValidationErrorBody),
+        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+    )
+)]
+pub async fn put(
+    State(state): State<Arc<AppState>>,
+    _admin: RequireAdmin,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<QueueResponse>), ApiError> {
+    check_path_name(&name)?;
+    let current = queue::current(&*state.store, &*state.transport, &name).await?;
+    let created = current.is_none();
+    let current = current.unwrap_or_default();
+    if let Some(owner) = &current.managed_by {
+        return Err(managed_conflict(owner));
+    }
+    let settings = updated(&body, current)?;
+    queue::apply(&*state.store, &*state.transport, &name, &settings).await?;
+    tracing::info!(queue = %name, policy = %settings.policy, paused = settings.paused,
+        concurrency_limit = ?settings.concurrency_limit, weight = settings.weight,
+        "queue settings changed");
+    let counts = state
+        .store
+        .queue_counts()
+        .await?
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| c)
+        .unwrap_or_default();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response(name, settings, counts))))
+}

@@ -1,0 +1,264 @@
+//! Named queues: each job belongs to one; each queue has its own [`PolicySettings`] (order,
+//! quantum, paused, cluster-wide concurrency limit, weight).
+//!
+//! A queue exists once it has settings: the `default` queue always does, and any other is
+//! created by its first `PUT /queues/{name}` or its first job (with the default settings).
+//! A worker that serves several queues shares its free slots among those with work in
+//! proportion to their weights ([`SlotShare`]).
+
+use crate::Result;
+use crate::policy::PolicySettings;
+use crate::ports::{ControlStore, Transport};
+use serde::{Deserialize, Serialize};
+
+/// The queue of a job submitted without one, whose settings `PUT /scheduler/policy` sets.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Longest queue name, in characters.
+pub const MAX_QUEUE_NAME_CHARS: usize = 64;
+
+/// Check a queue name: 1 to [`MAX_QUEUE_NAME_CHARS`] characters of `a-z`, `0-9`, `-`, `_`
+/// and `.`, starting with a letter or digit (so it fits a URL path, a Redis key and a
+/// Kubernetes object's field unescaped). The error says what is wrong.
+pub fn check_queue_name(name: &str) -> std::result::Result<(), String> {
+    let len = name.chars().count();
+    if len == 0 || len > MAX_QUEUE_NAME_CHARS {
+        return Err(format!(
+            "must be 1 to {MAX_QUEUE_NAME_CHARS} characters, got {len}"
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
+    if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        return Err(format!(
+            "may only hold lowercase letters, digits, `-`, `_` and `.`; `{}` is not allowed",
+            bad.escape_default()
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("must start with a lowercase letter or a digit".into());
+    }
+    Ok(())
+}
+
+/// A queue's settings and how many of its jobs wait and run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Name.
+    pub name: String,
+    /// Settings.
+    pub settings: PolicySettings,
+    /// PENDING jobs (including delayed ones).
+    pub pending: i64,
+    /// PENDING jobs whose `run_at` has not come yet.
+    pub delayed: i64,
+    /// SCHEDULED and RUNNING jobs.
+    pub running: i64,
+}
+
+/// How many jobs of each queue wait and run (a store's kept counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// PENDING jobs (including delayed ones).
+    pub pending: i64,
+    /// PENDING jobs whose `run_at` has not come yet.
+    pub delayed: i64,
+    /// SCHEDULED and RUNNING jobs.
+    pub running: i64,
+}
+
+/// Shares a worker's free slots among the queues it serves, by weight (stride scheduling):
+/// each queue has a pass that grows by `claimed / weight` with every claim; the next claim goes
+/// to the queue with work whose pass is lowest. A queue that comes back to work starts at the
+/// lowest pass of the others, so an idle spell earns it no burst later.
+#[derive(Debug, Clone, Default)]
+pub struct SlotShare {
+    /// Pass per queue, by name.
+    passes: std::collections::HashMap<String, f64>,
+}
+
+impl SlotShare {
+    /// The queue to claim for next among `candidates` (name, weight) with work, and how many
+    /// of `free` slots to ask for: its weighted share of them (at least one). `None` when
+    /// there is no candidate or no free slot.
+    pub fn pick<'a>(&mut self, candidates: &[(&'a str, u32)], free: u32) -> Option<(&'a str, u32)> {
+        if free == 0 || candidates.is_empty() {
+            return None;
+        }
+        let floor = candidates
+            .iter()
+            .filter_map(|(name, _)| self.passes.get(*name).copied())
+            .fold(f64::INFINITY, f64::min);
+        let floor = if floor.is_finite() { floor } else { 0.0 };
+        let mut best: Option<(&'a str, u32, f64)> = None;
+        for &(name, weight) in candidates {
+            let pass = self.passes.entry(name.to_owned()).or_insert(floor);
+            if *pass < floor {
+                *pass = floor;
+            }
+            if best.is_none_or(|(_, _, p)| *pass < p) {
+                best = Some((name, weight, *pass));
+            }
+        }
+        let (name, weight, _) = best?;
+        let total: u64 = candidates.iter().map(|(_, w)| u64::from((*w).max(1))).sum();
+        let share = (u64::from(free) * u64::from(weight.max(1))).div_ceil(total.max(1));
+        let ask = u32::try_from(share).unwrap_or(free).clamp(1, free);
+        Some((name, ask))
+    }
+
+    /// Record that `claimed` jobs of `queue` (weight `weight`) were claimed.
+    pub fn claimed(&mut self, queue: &str, weight: u32, claimed: usize) {
+        let step = claimed as f64 / f64::from(weight.max(1));
+        *self.passes.entry(queue.to_owned()).or_insert(0.0) += step;
+    }
+
+    /// Forget the queues not in `keep` (deleted or no longer served).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.passes.retain(|name, _| keep(name));
+    }
+}
+
+/// The live settings of queue `name`: the transport's copy, else (missing, or the transport
+/// not answering) the store's durable copy, else `None` (no such queue; `default` always
+/// exists, with the default settings).
+pub async fn current(
+    store: &dyn ControlStore,
+    transport: &dyn Transport,
+    name: &str,
+) -> Result<Option<PolicySettings>> {
+    let default = name == DEFAULT_QUEUE;
+    let cached = if default {
+        transport.policy().await
+    } else {
+        transport
+            .queues()
+            .await
+            .map(|qs| qs.into_iter().find(|(n, _)| n == name).map(|(_, s)| s))
+    };
+    match cached {
+        Ok(Some(settings)) => return Ok(Some(settings)),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "the queue settings cache is unreadable; answering from the durable copy");
+        }
+    }
+    let durable = if default {
+        store.load_policy().await?
+    } else {
+        store
+            .load_queues()
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+    };
+    Ok(durable.or_else(|| default.then(PolicySettings::default)))
+}
+
+/// Every queue's live settings, `default` first and the rest by name (the transport's copy
+/// where it has one, else the durable copy).
+pub async fn all(
+    store: &dyn ControlStore,
+    transport: &dyn Transport,
+) -> Result<Vec<(String, PolicySettings)>> {
+    let default = current(store, transport, DEFAULT_QUEUE)
+        .await?
+        .unwrap_or_default();
+    let mut named: std::collections::BTreeMap<String, PolicySettings> =
+        store.load_queues().await?.into_iter().collect();
+    match transport.queues().await {
+        Ok(cached) => named.extend(cached),
+        Err(e) => {
+            tracing::warn!(error = %e, "the queue settings cache is unreadable; answering from the durable copy");
+        }
+    }
+    let mut out = vec![(DEFAULT_QUEUE.to_owned(), default)];
+    out.extend(named.into_iter().filter(|(n, _)| n != DEFAULT_QUEUE));
+    Ok(out)
+}
+
+/// Write queue `name`'s settings: the durable copy first, so a transport rebuild never
+/// resurrects the old ones, then the transport's (which tells every worker).
+pub async fn apply(
+    store: &dyn ControlStore,
+    transport: &dyn Transport,
+    name: &str,
+    settings: &PolicySettings,
+) -> Result<()> {
+    store.save_queue(name, settings).await?;
+    transport.set_queue(name, settings).await
+}
+
+/// Make sure queue `name` exists (a job is about to be put in it): created with the default
+/// settings, durable copy first, if it did not. `default` always exists.
+pub async fn ensure(store: &dyn ControlStore, transport: &dyn Transport, name: &str) -> Result<()> {
+    if name == DEFAULT_QUEUE {
+        return Ok(());
+    }
+    let settings = PolicySettings::default();
+    if store.create_queue(name, &settings).await? {
+        tracing::info!(queue = name, "queue created with the default settings");
+        transport.set_queue(name, &settings).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["default", "emails", "a", "q-1.high_prio", &"x".repeat(64)] {
+            assert!(check_queue_name(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("", "1 to 64"),
+            (&"x".repeat(65) as &str, "1 to 64"),
+            ("Emails", "`E`"),
+            ("a b", "` `"),
+            ("a/b", "`/`"),
+            ("-a", "start"),
+        ] {
+            let err = check_queue_name(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    /// Claims follow the weights while every queue has work.
+    #[test]
+    fn shares_follow_weights() {
+        let mut share = SlotShare::default();
+        let queues = [("a", 3), ("b", 1)];
+        let mut got = std::collections::HashMap::<&str, usize>::new();
+        for _ in 0..400 {
+            let (q, ask) = share.pick(&queues, 1).unwrap();
+            assert_eq!(ask, 1);
+            let w = queues.iter().find(|(n, _)| *n == q).unwrap().1;
+            share.claimed(q, w, 1);
+            *got.entry(q).or_default() += 1;
+        }
+        assert_eq!(got["a"], 300, "{got:?}");
+        assert_eq!(got["b"], 100, "{got:?}");
+        // A share of several free slots is the weighted part, rounded up.
+        assert_eq!(share.pick(&queues, 8), Some(("a", 6)));
+    }
+
+    /// A queue that had no work does not get a burst when it comes back.
+    #[test]
+    fn a_returning_queue_starts_level() {
+        let mut share = SlotShare::default();
+        for _ in 0..100 {
+            share.claimed("a", 1, 1);
+        }
+        let queues = [("a", 1), ("b", 1)];
+        let mut b_first = 0;
+        for _ in 0..10 {
+            let (q, _) = share.pick(&queues, 1).unwrap();
+            share.claimed(q, 1, 1);
+            b_first += usize::from(q == "b");
+        }
+        assert_eq!(b_first, 5);
+        assert_eq!(share.pick(&[], 4), None);
+        assert_eq!(share.pick(&queues, 0), None);
+    }
+}
