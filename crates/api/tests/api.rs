@@ -39,6 +39,7 @@ suite!(
     idempotency_keys_return_the_first_job,
     retry_backoff_is_validated_and_kept,
     schedules_crud_and_validation,
+    queues_are_created_listed_and_validated,
 );
 
 fn sleep_job(name: &str) -> SubmitJob {
@@ -2001,4 +2002,209 @@ async fn schedules_crud_and_validation(backend: Backend) {
         404
     );
     h.finish().await;
+}
+
+async fn queues_are_created_listed_and_validated(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    // Only `default` at first, with the installation's policy.
+    let queues = h.client.queues().await.unwrap();
+    assert_eq!(queues.len(), 1, "{queues:?}");
+    assert_eq!(queues[0]["name"], "default");
+    assert_eq!(queues[0]["policy"], "fcfs");
+    assert_eq!(queues[0]["weight"], 1);
+    assert_eq!(queues[0]["concurrency_limit"], Value::Null);
+
+    // A job names its queue; the queue comes into being with the default settings.
+    let job = h
+        .client
+        .submit(&sleep_job("mail").queue("emails"))
+        .await
+        .unwrap();
+    assert_eq!(job.queue, "emails");
+    assert_eq!(h.client.get(job.id).await.unwrap().queue, "emails");
+    let plain = h.client.submit(&sleep_job("plain")).await.unwrap();
+    assert_eq!(plain.queue, "default");
+    let emails = h.client.queue("emails").await.unwrap();
+    assert_eq!(emails["policy"], "fcfs");
+    assert_eq!(emails["pending"], 1);
+    assert_eq!(emails["running"], 0);
+    let batch = h
+        .client
+        .submit_batch(&[
+            sleep_job("b1").queue("bulk"),
+            sleep_job("b2").queue("emails"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 2);
+    let names: Vec<String> = h
+        .client
+        .queues()
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["default", "bulk", "emails"]);
+    assert_eq!(h.client.queue("emails").await.unwrap()["pending"], 2);
+
+    // PUT creates (201) or changes (200); unset fields keep their values; null clears the
+    // limit. Workers hear of it through the transport.
+    let (status, body) = status_json(
+        h.http
+            .put(h.url("/queues/reports/"))
+            .json(&json!({"policy": "priority", "concurrency_limit": 4, "weight": 3}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["policy"], "priority");
+    assert_eq!(body["concurrency_limit"], 4);
+    assert_eq!(body["weight"], 3);
+    assert_eq!(body["paused"], false);
+    let cached = h.transport.queues().await.unwrap();
+    let reports = &cached.iter().find(|(n, _)| n == "reports").unwrap().1;
+    assert_eq!(reports.concurrency_limit, Some(4));
+    let durable = h.store.load_queues().await.unwrap();
+    assert!(durable.iter().any(|(n, s)| n == "reports" && s.weight == 3));
+    let changed = h
+        .client
+        .put_queue(
+            "reports",
+            &json!({"paused": true, "concurrency_limit": null}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed["policy"], "priority");
+    assert_eq!(changed["weight"], 3);
+    assert_eq!(changed["paused"], true);
+    assert_eq!(changed["concurrency_limit"], Value::Null);
+
+    // `default` is the queue `PUT /scheduler/policy` sets, both ways.
+    h.client
+        .put_queue("default", &json!({"policy": "sjf", "weight": 2}))
+        .await
+        .unwrap();
+    let status = h.client.status().await.unwrap();
+    assert_eq!(status.current_policy, PolicyKind::Sjf);
+    h.client
+        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
+        .await
+        .unwrap();
+    let default = h.client.queue("default").await.unwrap();
+    assert_eq!(default["policy"], "priority");
+    assert_eq!(default["weight"], 2, "the policy switch keeps the weight");
+
+    // Bad input: 422 naming the field and the limit.
+    for (path, body, loc, says) in [
+        (
+            "/queues/Bad%20Name",
+            json!({}),
+            json!(["path", "name"]),
+            "lowercase",
+        ),
+        (
+            "/queues/q",
+            json!({"policy": "lifo"}),
+            json!(["body", "policy"]),
+            "fcfs",
+        ),
+        (
+            "/queues/q",
+            json!({"weight": 0}),
+            json!(["body", "weight"]),
+            "1 to 1000",
+        ),
+        (
+            "/queues/q",
+            json!({"weight": 5000}),
+            json!(["body", "weight"]),
+            "1 to 1000",
+        ),
+        (
+            "/queues/q",
+            json!({"concurrency_limit": 0}),
+            json!(["body", "concurrency_limit"]),
+            "paused",
+        ),
+        (
+            "/queues/q",
+            json!({"quantum_seconds": 0}),
+            json!(["body", "quantum_seconds"]),
+            "0.01",
+        ),
+        (
+            "/queues/q",
+            json!({"paused": "yes"}),
+            json!(["body", "paused"]),
+            "true or false",
+        ),
+    ] {
+        let (status, resp) =
+            status_json(h.http.put(h.url(path)).json(&body).send().await.unwrap()).await;
+        assert_eq!(status, 422, "{path} {body}: {resp}");
+        assert_eq!(locs(&resp), vec![loc.clone()], "{resp}");
+        assert!(resp.to_string().contains(says), "{says} missing: {resp}");
+    }
+    assert!(
+        !h.client
+            .queues()
+            .await
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == "q"),
+        "a refused PUT creates nothing"
+    );
+    for queue in [json!("UPPER"), json!(""), json!(7), json!("a/b")] {
+        let (status, resp) = status_json(
+            h.http
+                .post(h.url("/jobs/"))
+                .json(&json!({"name": "x", "job_type": "sleep", "payload": {"duration": 1}, "queue": queue}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 422, "{queue}: {resp}");
+        assert_eq!(locs(&resp), vec![json!(["body", "queue"])], "{resp}");
+    }
+    let (status, resp) = status_json(h.http.get(h.url("/queues/nope")).send().await.unwrap()).await;
+    assert_eq!(status, 404, "{resp}");
+    assert!(
+        resp["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PUT /queues/nope"),
+        "{resp}"
+    );
+
+    // A queue a SchedulerConfig owns refuses REST changes.
+    h.transport
+        .set_queue(
+            "owned",
+            &PolicySettings {
+                managed_by: Some("prod/main".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (status, resp) = status_json(
+        h.http
+            .put(h.url("/queues/owned"))
+            .json(&json!({"paused": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 409, "{resp}");
+    assert!(
+        resp["detail"].as_str().unwrap().contains("prod/main"),
+        "{resp}"
+    );
 }

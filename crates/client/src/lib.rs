@@ -164,6 +164,9 @@ pub struct SubmitJob {
     /// This job's retry backoff (default: the installation's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_backoff: Option<jobsched_core::RetryBackoff>,
+    /// The named queue (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 impl SubmitJob {
@@ -181,7 +184,13 @@ impl SubmitJob {
             delay_seconds: None,
             unique_key: None,
             retry_backoff: None,
+            queue: None,
         }
+    }
+    /// Put the job in named queue `queue`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
     }
     /// Set the priority.
     pub fn priority(mut self, priority: i64) -> Self {
@@ -349,7 +358,7 @@ pub struct Client {
 /// only those carry the admin token.
 fn is_admin_route(method: &Method, path: &str) -> bool {
     let path = path.trim_end_matches('/');
-    (*method == Method::PUT && path == "/scheduler/policy")
+    (*method == Method::PUT && (path == "/scheduler/policy" || path.starts_with("/queues/")))
         || (*method == Method::DELETE && path == "/scheduler/policy/owner")
         || (*method == Method::DELETE && path == "/scheduler/dead-letter")
         || (*method == Method::POST
@@ -495,6 +504,24 @@ impl Client {
             })
             .await?;
         Ok(ids.ids)
+    }
+
+    /// `GET /queues`: every named queue with its settings and counts (the API's JSON).
+    pub async fn queues(&self) -> Result<Vec<Value>, ClientError> {
+        self.call(Method::GET, "/queues", |rb| rb).await
+    }
+
+    /// `GET /queues/{name}`.
+    pub async fn queue(&self, name: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, &format!("/queues/{name}"), |rb| rb)
+            .await
+    }
+
+    /// `PUT /queues/{name}`: create or change (`body` as in the API: policy, quantum_seconds,
+    /// paused, concurrency_limit, weight; unset fields keep their value).
+    pub async fn put_queue(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(Method::PUT, &format!("/queues/{name}"), |rb| rb.json(body))
+            .await
     }
 
     /// `GET /schedules`: every periodic job (the API's JSON).

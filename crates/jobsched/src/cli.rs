@@ -85,6 +85,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::client_cmd::DlqCommand,
     },
+    /// Named queues: list, show, put (create or change policy, pause, limit, weight).
+    Queues {
+        #[command(flatten)]
+        conn: crate::client_cmd::Conn,
+        #[command(subcommand)]
+        cmd: crate::client_cmd::QueueCommand,
+    },
     /// Periodic jobs: list, show, put (create or replace), delete.
     Schedules {
         #[command(flatten)]
@@ -264,6 +271,9 @@ pub struct SlotArgs {
     /// seconds after they ended (0 = keep forever).
     #[arg(long, env = "JOBSCHED_RETENTION_FAILED", default_value_t = 2_592_000.0)]
     pub retention_failed: f64,
+    /// The named queues this process's slots serve, comma-separated (default: every queue).
+    #[arg(long, env = "JOBSCHED_QUEUES", value_delimiter = ',')]
+    pub queues: Vec<String>,
     /// Bytes all image decodes of this process may hold at once (jobs wait for budget).
     #[arg(long, env = "JOBSCHED_DECODE_BUDGET", default_value_t = 192 * 1024 * 1024)]
     pub decode_budget: u64,

@@ -71,6 +71,9 @@ pub struct SubmitArgs {
     /// Idempotency key: the same submission with it again prints the first job.
     #[arg(long)]
     pub unique_key: Option<String>,
+    /// The named queue (default `default`; a new name creates the queue).
+    #[arg(long)]
+    pub queue: Option<String>,
     /// Wait until the job ends, showing progress; exit non-zero if it failed.
     #[arg(long)]
     pub wait: bool,
@@ -150,6 +153,113 @@ pub enum ScheduleCommand {
         /// Schedule name.
         name: String,
     },
+}
+
+/// `jobsched queues …`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List every queue with its policy, limit, weight and jobs.
+    List,
+    /// Show one queue.
+    Show {
+        /// Queue name.
+        name: String,
+    },
+    /// Create or change a queue (unset options keep their value), e.g.
+    /// `jobsched queues put emails --policy priority --concurrency-limit 10 --weight 3`.
+    Put {
+        /// Queue name.
+        name: String,
+        /// fcfs, sjf, priority or round_robin.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Round Robin quantum, seconds.
+        #[arg(long)]
+        quantum: Option<f64>,
+        /// Pause (true) or resume (false) starting its jobs.
+        #[arg(long)]
+        paused: Option<bool>,
+        /// Most of its jobs running at once across the cluster.
+        #[arg(long, conflicts_with = "no_limit")]
+        concurrency_limit: Option<u32>,
+        /// Remove the concurrency limit.
+        #[arg(long)]
+        no_limit: bool,
+        /// Its share of slots against other queues' weights (1 to 1000).
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+}
+
+/// Run a `jobsched queues` command.
+pub async fn queues(conn: &Conn, cmd: QueueCommand) -> Result<()> {
+    let c = client(conn)?;
+    let row = |q: &Value| {
+        let limit = q["concurrency_limit"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
+        format!(
+            "{:<24} {:<12} limit {:<6} weight {:<4} pending {:<8} running {:<6}{}",
+            truncate(q["name"].as_str().unwrap_or(""), 24),
+            q["policy"].as_str().unwrap_or(""),
+            limit,
+            q["weight"],
+            q["pending"],
+            q["running"],
+            if q["paused"] == Value::Bool(true) {
+                " (paused)"
+            } else {
+                ""
+            }
+        )
+    };
+    match cmd {
+        QueueCommand::List => {
+            let all = c.queues().await?;
+            if conn.json {
+                return print_json(&all);
+            }
+            for q in &all {
+                println!("{}", row(q));
+            }
+        }
+        QueueCommand::Show { name } => print_json(&c.queue(&name).await?)?,
+        QueueCommand::Put {
+            name,
+            policy,
+            quantum,
+            paused,
+            concurrency_limit,
+            no_limit,
+            weight,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(p) = policy {
+                body.insert("policy".into(), Value::String(p));
+            }
+            if let Some(q) = quantum {
+                body.insert("quantum_seconds".into(), serde_json::json!(q));
+            }
+            if let Some(p) = paused {
+                body.insert("paused".into(), Value::Bool(p));
+            }
+            if let Some(l) = concurrency_limit {
+                body.insert("concurrency_limit".into(), Value::from(l));
+            }
+            if no_limit {
+                body.insert("concurrency_limit".into(), Value::Null);
+            }
+            if let Some(w) = weight {
+                body.insert("weight".into(), Value::from(w));
+            }
+            let q = c.put_queue(&name, &Value::Object(body)).await?;
+            if conn.json {
+                return print_json(&q);
+            }
+            println!("{}", row(&q));
+        }
+    }
+    Ok(())
 }
 
 /// A token: the file's first line when a file is named, else the first set variable.
@@ -249,6 +359,7 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     job.run_at = args.run_at.map(|t| t.with_timezone(&chrono::Utc));
     job.delay_seconds = args.delay;
     job.unique_key = args.unique_key.clone();
+    job.queue = args.queue.clone();
     if let (Some(base), Some(cap)) = (args.backoff_base, args.backoff_cap) {
         job = job.retry_backoff(base, cap);
     }

@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> Result<()> {
             } => client_cmd::policy(&conn, name, quantum, paused, release_ownership).await,
             Command::Dlq { conn, cmd } => client_cmd::dlq(&conn, cmd).await,
             Command::Schedules { conn, cmd } => client_cmd::schedules(&conn, cmd).await,
+            Command::Queues { conn, cmd } => client_cmd::queues(&conn, cmd).await,
             Command::Bench(args) => jobsched_bench::run(args).await.map_err(Into::into),
         }
     })
@@ -257,6 +258,14 @@ fn runtime_config(
         run_engine,
         retention_completed: retention("JOBSCHED_RETENTION_COMPLETED", slots.retention_completed)?,
         retention_failed: retention("JOBSCHED_RETENTION_FAILED", slots.retention_failed)?,
+        queues: (!slots.queues.is_empty()).then(|| {
+            slots
+                .queues
+                .iter()
+                .map(|q| q.trim().to_string())
+                .filter(|q| !q.is_empty())
+                .collect()
+        }),
         ..defaults
     };
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -398,6 +398,60 @@ fn readme_quick_start_works_against_jobsched_dev() {
     let bad_time = cli(&["submit", "sleep", "duration=0", "--run-at", "tomorrow"]);
     assert!(!bad_time.status.success());
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("--run-at"));
+    // Named queues through the CLI: a job in a new queue runs; the queue's settings change.
+    let queued = cli(&[
+        "submit",
+        "sleep",
+        "duration=0",
+        "--queue",
+        "emails",
+        "--wait",
+        "--json",
+    ]);
+    assert!(
+        queued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    let done = json(&String::from_utf8_lossy(&queued.stdout));
+    assert_eq!(
+        (done["status"].as_str(), done["queue"].as_str()),
+        (Some("COMPLETED"), Some("emails"))
+    );
+    let put = cli(&[
+        "queues",
+        "put",
+        "emails",
+        "--policy",
+        "sjf",
+        "--concurrency-limit",
+        "3",
+        "--weight",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let q = json(&String::from_utf8_lossy(&put.stdout));
+    assert_eq!(
+        (
+            q["policy"].as_str(),
+            q["concurrency_limit"].as_u64(),
+            q["weight"].as_u64()
+        ),
+        (Some("sjf"), Some(3), Some(2))
+    );
+    let listed = String::from_utf8_lossy(&cli(&["queues", "list"]).stdout).to_string();
+    assert!(
+        listed.contains("emails") && listed.contains("default"),
+        "{listed}"
+    );
+    let bad = cli(&["queues", "put", "emails", "--weight", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("weight"));
 
     // Ctrl-C stops cleanly; a restart keeps the jobs and the policy.
     let st = interrupt(&mut dev.child);
@@ -405,8 +459,8 @@ fn readme_quick_start_works_against_jobsched_dev() {
     let mut dev = start_dev(&db, port);
     let (body, _) = curl(&["-s", &format!("{}/jobs/stats", dev.base)]);
     let stats = json(&body);
-    assert_eq!(stats["total_jobs"], 7);
-    assert_eq!(stats["completed"], 6);
+    assert_eq!(stats["total_jobs"], 8);
+    assert_eq!(stats["completed"], 7);
     assert_eq!(stats["failed"], 1);
     assert_eq!(stats["delayed"], 0);
     let (body, _) = curl(&["-s", &format!("{}/scheduler/status", dev.base)]);

@@ -1109,3 +1109,173 @@ async fn a_schedule_skips_fires_while_its_last_job_runs() {
     }
     env.cleanup().await;
 }
+
+/// Set queue `name`'s settings as the API does (durable copy, then the transport's).
+async fn set_queue(env: &Env, name: &str, settings: PolicySettings) {
+    jobsched_core::queue::apply(&*env.store, &*env.redis, name, &settings)
+        .await
+        .unwrap();
+}
+
+/// Submit a sleep of `duration` seconds to `queue` (created as the API does on first use).
+async fn submit_to(env: &Env, queue: &str, name: &str, priority: i64, duration: f64) -> Job {
+    jobsched_core::queue::ensure(&*env.store, &*env.redis, queue)
+        .await
+        .unwrap();
+    let mut job = NewJob::new(
+        name,
+        "sleep",
+        Some(priority),
+        Some(1.0),
+        Some(json!({ "duration": duration })),
+        Some(0),
+    )
+    .unwrap();
+    job.queue = queue.into();
+    env.store.insert(&job, Utc::now()).await.unwrap()
+}
+
+/// Two queues with backlogs: each starts its jobs in its own policy's order, the slots are
+/// shared 3 : 1 by weight while both have work, and a paused queue starts nothing until it
+/// is resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_keep_their_own_order_and_share_slots_by_weight() {
+    let Some(env) = Env::new().await else { return };
+    set_queue(
+        &env,
+        "hi",
+        PolicySettings {
+            policy: PolicyKind::Priority,
+            weight: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    set_queue(
+        &env,
+        "held",
+        PolicySettings {
+            paused: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..40 {
+        submit_to(&env, "hi", &format!("hi{i:02}"), 10 - (i % 10), 0.01).await;
+        submit_to(&env, "default", &format!("lo{i:02}"), 5, 0.01).await;
+    }
+    for i in 0..3 {
+        submit_to(&env, "held", &format!("held{i}"), 5, 0.0).await;
+    }
+    let (stop, h) = start(env.runtime("w", 2));
+    env.wait_completed(80).await;
+    let jobs = env.all_jobs().await;
+    assert!(
+        jobs.iter()
+            .filter(|j| j.queue == "held")
+            .all(|j| j.status == JobStatus::Pending),
+        "a paused queue's job started"
+    );
+    let order = start_order(&jobs);
+    let hi: Vec<(i16, &str)> = order
+        .iter()
+        .filter(|j| j.queue == "hi")
+        .map(|j| (j.priority, j.name.as_str()))
+        .collect();
+    let mut sorted = hi.clone();
+    sorted.sort();
+    assert_eq!(hi, sorted, "queue `hi` runs in priority order");
+    let lo: Vec<&str> = order
+        .iter()
+        .filter(|j| j.queue == "default")
+        .map(|j| j.name.as_str())
+        .collect();
+    let mut sorted = lo.clone();
+    sorted.sort();
+    assert_eq!(lo, sorted, "queue `default` runs in submission order");
+    // While both had work (the first 40 starts), `hi` got about three of every four slots.
+    let hi_share = order.iter().take(40).filter(|j| j.queue == "hi").count();
+    assert!(
+        (25..=35).contains(&hi_share),
+        "{hi_share} of the first 40 starts were `hi` (weight 3 against 1)"
+    );
+    set_queue(&env, "held", PolicySettings::default()).await;
+    env.wait_all_terminal(Duration::from_secs(20)).await;
+    stop.cancel();
+    h.await.unwrap();
+    env.cleanup().await;
+}
+
+/// A worker started with `queues: [only]` takes jobs of that queue alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_only_its_queues() {
+    let Some(env) = Env::new().await else { return };
+    for i in 0..4 {
+        submit_to(&env, "mine", &format!("m{i}"), 5, 0.0).await;
+        submit_to(&env, "theirs", &format!("t{i}"), 5, 0.0).await;
+    }
+    let mut rt = env.runtime("picky", 2);
+    rt.config.queues = Some(vec!["mine".into()]);
+    let (stop, h) = start(rt);
+    env.wait_completed(4).await;
+    // One more job of its own, announced: the wake-up that has the worker claim it would
+    // have it claim the other queue's jobs too, were it serving that queue.
+    submit_to(&env, "mine", "m-last", 5, 0.0).await;
+    env.redis
+        .publish(jobsched_core::ports::Event::JobsAvailable)
+        .await
+        .unwrap();
+    env.wait_completed(5).await;
+    let jobs = env.all_jobs().await;
+    stop.cancel();
+    h.await.unwrap();
+    for j in &jobs {
+        let expected = if j.queue == "mine" {
+            JobStatus::Completed
+        } else {
+            JobStatus::Pending
+        };
+        assert_eq!(j.status, expected, "{} in queue {}", j.name, j.queue);
+    }
+    env.cleanup().await;
+}
+
+/// A queue limited to 2 running jobs, served by two workers with 4 slots each: never more
+/// than 2 of its jobs run at once, and all of them finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_never_runs_more_than_its_concurrency_limit() {
+    let Some(env) = Env::new().await else { return };
+    set_queue(
+        &env,
+        "lim",
+        PolicySettings {
+            concurrency_limit: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..8 {
+        submit_to(&env, "lim", &format!("l{i}"), 5, 0.2).await;
+    }
+    let (stop_a, a) = start(env.runtime("a", 4));
+    let (stop_b, b) = start(env.runtime("b", 4));
+    let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.unwrap();
+    b.await.unwrap();
+    assert!(jobs.iter().all(|j| j.status == JobStatus::Completed));
+    // The most runs overlapping at any start.
+    let most = jobs
+        .iter()
+        .map(|x| {
+            let at = x.started_at.unwrap();
+            jobs.iter()
+                .filter(|y| y.started_at.unwrap() <= at && y.completed_at.unwrap() > at)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(most, 2, "at most 2 at once, and the limit was used");
+    env.cleanup().await;
+}
