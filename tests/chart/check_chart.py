@@ -840,7 +840,7 @@ def assert_kind(docs: list[dict]) -> None:
 
 
 MIB = 1024 * 1024
-REST_PATHS = ["/jobs", "/scheduler", "/health", "/ui"]
+REST_PATHS = ["/jobs", "/schedules", "/queues", "/scheduler", "/health", "/ui"]
 DOC_PATHS = ["/docs", "/api-docs"]
 
 
@@ -2005,12 +2005,17 @@ def section_crd() -> CRD:
     rules = [r["rule"] for r in spec_node.get("x-kubernetes-validations", [])] + [
         r["rule"] for r in spec_node["properties"]["roundRobin"].get("x-kubernetes-validations", [])]
     R.check("CRD has CEL rules: roundRobin only with round_robin, quantum bounds", len(rules) == 2, str(rules))
+    queues_node = spec_node["properties"]["queues"]
+    R.check("spec.queues is a list map keyed by name, each entry with a CEL rule refusing `default`",
+            queues_node.get("x-kubernetes-list-type") == "map" and queues_node.get("x-kubernetes-list-map-keys") == ["name"]
+            and len(queues_node["items"].get("x-kubernetes-validations", [])) == 1, str(queues_node))
     for label, spec_value in {
         "round_robin with a quantum": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.5}},
         "round_robin with an integer quantum (a double to CEL, as the schema types it)": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 5}},
         "round_robin at the bounds": {"policy": "round_robin", "roundRobin": {"quantumSeconds": 86400}},
         "round_robin without roundRobin": {"policy": "round_robin"},
         "priority without roundRobin": {"policy": "priority", "paused": True},
+        "named queues": {"policy": "fcfs", "queues": [{"name": "emails", "policy": "sjf", "weight": 3, "concurrencyLimit": 5}]},
     }.items():
         errors = cel_errors({"spec": spec_value}, crd)
         R.check(f"CEL admits {label}", not errors, "; ".join(errors))
@@ -2019,6 +2024,7 @@ def section_crd() -> CRD:
         ("roundRobin with policy fcfs", {"policy": "fcfs", "roundRobin": {}}, "only applies to policy round_robin"),
         ("a quantum of 0.001 s", {"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.001}}, "from 0.01 to 86400"),
         ("a quantum of 86401 s", {"policy": "round_robin", "roundRobin": {"quantumSeconds": 86401}}, "from 0.01 to 86400"),
+        ("the default queue in spec.queues", {"policy": "fcfs", "queues": [{"name": "emails"}, {"name": "default"}]}, "cannot name the default queue"),
     ):
         errors = cel_errors({"spec": spec_value}, crd)
         R.check(f"CEL rejects {label}, naming the field and the rule", any(needle in e for e in errors), "; ".join(errors) or "admitted")

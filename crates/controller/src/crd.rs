@@ -1,6 +1,10 @@
 //! The `SchedulerConfig` custom resource (`jobsched.io/v1alpha1`), generated from these types.
 
-use jobsched_core::policy::{DEFAULT_QUANTUM_SECONDS, MAX_QUANTUM_SECONDS, MIN_QUANTUM_SECONDS};
+use jobsched_core::policy::{
+    DEFAULT_QUANTUM_SECONDS, DEFAULT_WEIGHT, MAX_CONCURRENCY_LIMIT, MAX_QUANTUM_SECONDS,
+    MAX_WEIGHT, MIN_QUANTUM_SECONDS, MIN_WEIGHT,
+};
+use jobsched_core::queue::MAX_QUEUE_NAME_CHARS;
 use jobsched_core::{PolicyKind, PolicySettings};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -39,6 +43,64 @@ pub struct SchedulerConfigSpec {
     /// When true the scheduler dispatches nothing; running jobs finish.
     #[serde(default)]
     pub paused: bool,
+    /// Named queues this object sets (the `default` queue is the settings above). While it
+    /// lists a queue, the REST API cannot change that queue's settings; a queue left out again
+    /// keeps its settings and is released to the REST API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueSpec>,
+}
+
+/// One named queue's settings (the fields of `PUT /queues/{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Queue name: 1 to 64 of a-z, 0-9, `-`, `_`, `.`, starting with a letter or digit; not
+    /// `default` (whose settings are spec.policy, spec.roundRobin and spec.paused).
+    #[schemars(schema_with = "queue_name_schema")]
+    pub name: String,
+    /// Scheduling policy of the queue: fcfs (default), sjf, priority or round_robin.
+    #[serde(default = "default_policy")]
+    #[schemars(schema_with = "policy_schema")]
+    pub policy: PolicyKind,
+    /// Round Robin time quantum in seconds (0.01 to 86400, default 5).
+    #[serde(default = "default_quantum")]
+    #[schemars(schema_with = "quantum_schema")]
+    pub quantum_seconds: f64,
+    /// When true, none of the queue's jobs start; running ones finish.
+    #[serde(default)]
+    pub paused: bool,
+    /// Most of the queue's jobs running at once across the cluster (1 to 1000000; unset: no
+    /// limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "limit_schema")]
+    pub concurrency_limit: Option<u32>,
+    /// The queue's share of a worker's slots while other queues also have work, relative to
+    /// their weights (1 to 1000, default 1).
+    #[serde(default = "default_weight")]
+    #[schemars(schema_with = "weight_schema")]
+    pub weight: u32,
+}
+
+fn default_policy() -> PolicyKind {
+    PolicyKind::Fcfs
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+impl QueueSpec {
+    /// The settings this entry asks for, owned by `managed_by` (`namespace/name`).
+    pub fn to_settings(&self, managed_by: &str) -> PolicySettings {
+        PolicySettings {
+            policy: self.policy,
+            quantum_seconds: self.quantum_seconds,
+            paused: self.paused,
+            managed_by: Some(managed_by.to_string()),
+            concurrency_limit: self.concurrency_limit,
+            weight: self.weight,
+        }
+    }
 }
 
 /// Round Robin settings.
@@ -168,6 +230,53 @@ fn quantum_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+fn integer_schema(min: f64, max: f64, default: Option<u32>, nullable: bool) -> Schema {
+    let mut schema = SchemaObject {
+        instance_type: Some(InstanceType::Integer.into()),
+        number: Some(Box::new(NumberValidation {
+            minimum: Some(min),
+            maximum: Some(max),
+            ..Default::default()
+        })),
+        metadata: Some(Box::new(Metadata {
+            default: default.map(serde_json::Value::from),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    if nullable {
+        schema
+            .extensions
+            .insert("nullable".into(), serde_json::Value::Bool(true));
+    }
+    Schema::Object(schema)
+}
+
+fn limit_schema(_: &mut SchemaGenerator) -> Schema {
+    integer_schema(1.0, f64::from(MAX_CONCURRENCY_LIMIT), None, true)
+}
+
+fn weight_schema(_: &mut SchemaGenerator) -> Schema {
+    integer_schema(
+        f64::from(MIN_WEIGHT),
+        f64::from(MAX_WEIGHT),
+        Some(DEFAULT_WEIGHT),
+        false,
+    )
+}
+
+fn queue_name_schema(_: &mut SchemaGenerator) -> Schema {
+    Schema::Object(SchemaObject {
+        instance_type: Some(InstanceType::String.into()),
+        string: Some(Box::new(schemars::schema::StringValidation {
+            min_length: Some(1),
+            max_length: Some(MAX_QUEUE_NAME_CHARS as u32),
+            pattern: Some("^[a-z0-9][a-z0-9._-]*$".into()),
+        })),
+        ..Default::default()
+    })
+}
+
 fn date_time_schema(_: &mut SchemaGenerator) -> Schema {
     Schema::Object(SchemaObject {
         instance_type: Some(InstanceType::String.into()),
@@ -182,6 +291,13 @@ pub const SPEC_RULES: [(&str, &str); 1] = [(
     "!has(self.roundRobin) || self.policy == 'round_robin'",
     "spec.roundRobin only applies to policy round_robin: remove it, or set policy: round_robin",
 )];
+
+/// The CEL rule on each `spec.queues[]` entry.
+pub const QUEUE_RULE: (&str, &str) = (
+    "self.name != 'default'",
+    "spec.queues[] cannot name the default queue: set its policy with spec.policy, \
+     spec.roundRobin and spec.paused",
+);
 
 /// The CEL rule on `spec.roundRobin`: the REST API's quantum bounds.
 pub const QUANTUM_RULE: (&str, &str) = (
@@ -215,6 +331,11 @@ pub fn crd_json() -> serde_json::Value {
             QUANTUM_RULE.1,
             Some(".quantumSeconds")
         )]);
+        let queues = &mut spec["properties"]["queues"];
+        queues["x-kubernetes-list-type"] = "map".into();
+        queues["x-kubernetes-list-map-keys"] = serde_json::json!(["name"]);
+        queues["items"]["x-kubernetes-validations"] =
+            serde_json::json!([rule(QUEUE_RULE.0, QUEUE_RULE.1, Some(".name"))]);
         let conditions = &mut root["status"]["properties"]["conditions"];
         conditions["x-kubernetes-list-type"] = "map".into();
         conditions["x-kubernetes-list-map-keys"] = serde_json::json!(["type"]);

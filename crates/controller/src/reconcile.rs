@@ -172,6 +172,67 @@ impl Context {
         Ok(())
     }
 
+    /// Apply `spec.queues[]`: each listed queue's settings (the durable copy first, then the
+    /// transport's, each only where it differs), and hand back to the REST API (clear
+    /// `managed_by`, keep the settings) every queue this object owned that it no longer lists.
+    /// Returns the queues written.
+    pub(crate) async fn apply_queues(
+        &self,
+        desired: &[(String, PolicySettings)],
+    ) -> Result<Vec<String>, ControllerError> {
+        let transport = self.redis.get().await?;
+        let redis_err = |source| ControllerError::Redis { source };
+        let store_err = |source| ControllerError::Store { source };
+        let store = match &self.store {
+            Some(s) => Some(s.get().await?),
+            None => None,
+        };
+        let cached: HashMap<String, PolicySettings> = transport
+            .queues()
+            .await
+            .map_err(redis_err)?
+            .into_iter()
+            .collect();
+        let durable: HashMap<String, PolicySettings> = match &store {
+            Some(s) => s
+                .load_queues()
+                .await
+                .map_err(store_err)?
+                .into_iter()
+                .collect(),
+            None => HashMap::new(),
+        };
+        let mut writes: Vec<(String, PolicySettings)> = desired.to_vec();
+        for (name, settings) in cached.iter().chain(durable.iter()) {
+            let owned = settings.managed_by.as_deref() == Some(self.managed_by.as_str());
+            if owned && !writes.iter().any(|(n, _)| n == name) {
+                let released = PolicySettings {
+                    managed_by: None,
+                    ..settings.clone()
+                };
+                writes.push((name.clone(), released));
+            }
+        }
+        let mut written = Vec::new();
+        for (name, want) in &writes {
+            let mut wrote = false;
+            if let Some(store) = &store
+                && durable.get(name) != Some(want)
+            {
+                store.save_queue(name, want).await.map_err(store_err)?;
+                wrote = true;
+            }
+            if cached.get(name) != Some(want) {
+                transport.set_queue(name, want).await.map_err(redis_err)?;
+                wrote = true;
+            }
+            if wrote {
+                written.push(name.clone());
+            }
+        }
+        Ok(written)
+    }
+
     async fn patch_status_if_changed(
         &self,
         obj: &SchedulerConfig,
@@ -217,6 +278,8 @@ impl Context {
                 released = true;
             }
         }
+        // The named queues it owned, too.
+        released |= !self.apply_queues(&[]).await?.is_empty();
         Ok(released)
     }
 }
@@ -259,6 +322,30 @@ fn describe(settings: &PolicySettings) -> String {
         text.push_str(", paused");
     }
     text
+}
+
+/// Check the settings a spec asks for; the message names the field.
+pub(crate) fn check_spec(
+    default: &PolicySettings,
+    queues: &[(String, PolicySettings)],
+) -> Result<(), String> {
+    default.validate().map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    for (i, (name, settings)) in queues.iter().enumerate() {
+        let at = format!("spec.queues[{i}]");
+        jobsched_core::queue::check_queue_name(name).map_err(|e| format!("{at}.name {e}"))?;
+        if name == jobsched_core::queue::DEFAULT_QUEUE {
+            return Err(format!(
+                "{at}.name: the default queue is set by spec.policy, spec.roundRobin and \
+                 spec.paused, not in spec.queues"
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(format!("{at}.name: queue `{name}` is listed twice"));
+        }
+        settings.validate().map_err(|e| format!("{at}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn same_policy(a: &PolicySettings, b: &PolicySettings) -> bool {
@@ -306,10 +393,16 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
     }
 
     let desired = obj.spec.to_settings(&ctx.managed_by);
-    if let Err(e) = desired.validate() {
+    let queues: Vec<(String, PolicySettings)> = obj
+        .spec
+        .queues
+        .iter()
+        .map(|q| (q.name.clone(), q.to_settings(&ctx.managed_by)))
+        .collect();
+    if let Err(message) = check_spec(&desired, &queues) {
         let err = ControllerError::InvalidSpec {
             object: ctx.managed_by.clone(),
-            message: e.to_string(),
+            message,
         };
         tracing::warn!(error = %err, "not applying SchedulerConfig");
         let status = with_ready(
@@ -374,13 +467,37 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
         return Err(err);
     }
 
-    let written = previous.is_some();
+    let written_queues = match ctx.apply_queues(&queues).await {
+        Ok(w) => w,
+        Err(err) => {
+            let reason = match err {
+                ControllerError::Redis { .. } => REASON_REDIS_UNAVAILABLE,
+                _ => REASON_STORE_UNAVAILABLE,
+            };
+            let status = with_ready(current, generation, false, reason, err.to_string(), &now);
+            if let Err(patch_err) = ctx.patch_status_if_changed(obj, status).await {
+                tracing::warn!(error = %patch_err, "could not record the queue write failure in the status");
+            }
+            return Err(err);
+        }
+    };
+    if !written_queues.is_empty() {
+        tracing::info!(object = %ctx.managed_by, queues = ?written_queues, "applied queue settings");
+    }
+    let written = previous.is_some() || !written_queues.is_empty();
     let mut status = current;
     status.active_policy = Some(desired.policy);
     if written || status.last_applied_time.is_none() {
         status.last_applied_time = Some(now.clone());
     }
-    let message = format!("scheduling policy {} is in effect", describe(&desired));
+    let mut message = format!("scheduling policy {} is in effect", describe(&desired));
+    if !queues.is_empty() {
+        let each: Vec<String> = queues
+            .iter()
+            .map(|(name, s)| format!("{name}: {}", describe(s)))
+            .collect();
+        message.push_str(&format!("; queues {}", each.join(", ")));
+    }
     let status = with_ready(status, generation, true, REASON_APPLIED, message, &now);
     ctx.patch_status_if_changed(obj, status).await?;
 

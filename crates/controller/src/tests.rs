@@ -130,6 +130,7 @@ fn spec(policy: PolicyKind) -> SchedulerConfigSpec {
         policy,
         round_robin: None,
         paused: false,
+        queues: Vec::new(),
     }
 }
 
@@ -356,6 +357,7 @@ async fn spec_change_switches_policy_and_keeps_transition_time() {
                 quantum_seconds: 2.0,
             }),
             paused: true,
+            queues: Vec::new(),
         },
         2,
     );
@@ -725,6 +727,175 @@ async fn durable_copy_is_saved_and_released() {
     db.cleanup().await;
 }
 
+/// `spec.queues[]`: each listed queue's settings land in the store and Redis, owned by the
+/// object; a queue dropped from the list keeps its settings and goes back to the REST API, as
+/// do all of them when the object is deleted.
+#[tokio::test]
+async fn spec_queues_are_applied_owned_and_released() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+        return;
+    };
+    let (client, handle) = mock_client();
+    let mut ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    // A queue set through the REST API beforehand, and one this object will take over.
+    let store = db.store().await;
+    let rest_owned = PolicySettings {
+        weight: 7,
+        ..Default::default()
+    };
+    jobsched_core::queue::apply(&*store, &transport, "rest", &rest_owned)
+        .await
+        .unwrap();
+    let mut with_queues = spec(PolicyKind::Fcfs);
+    with_queues.queues = vec![
+        crate::crd::QueueSpec {
+            name: "emails".into(),
+            policy: PolicyKind::Priority,
+            quantum_seconds: 5.0,
+            paused: false,
+            concurrency_limit: Some(10),
+            weight: 3,
+        },
+        crate::crd::QueueSpec {
+            name: "reports".into(),
+            policy: PolicyKind::Sjf,
+            quantum_seconds: 5.0,
+            paused: true,
+            concurrency_limit: None,
+            weight: 1,
+        },
+    ];
+    let obj = object(NAME, with_queues.clone(), 1);
+    let expected = ready_status(
+        PolicyKind::Fcfs,
+        1,
+        T0,
+        T0,
+        "scheduling policy fcfs is in effect; queues emails: priority, reports: sjf, paused",
+    );
+    with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            move |mut h| async move {
+                expect_status_patch(&mut h, &obj, &expected).await;
+                expect_event(&mut h, NAME, "scheduling policy set to fcfs (was unset)").await;
+                h
+            }
+        },
+        reconcile(Arc::new(obj), ctx.clone()),
+    )
+    .await
+    .unwrap();
+    let emails = PolicySettings {
+        policy: PolicyKind::Priority,
+        concurrency_limit: Some(10),
+        weight: 3,
+        managed_by: Some(OWNER.into()),
+        ..Default::default()
+    };
+    let find = |all: Vec<(String, PolicySettings)>, name: &str| {
+        all.into_iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    };
+    assert_eq!(
+        find(transport.queues().await.unwrap(), "emails"),
+        Some(emails.clone())
+    );
+    assert_eq!(
+        find(store.load_queues().await.unwrap(), "emails"),
+        Some(emails)
+    );
+    let reports = find(store.load_queues().await.unwrap(), "reports").unwrap();
+    assert!(reports.paused && reports.policy == PolicyKind::Sjf);
+    assert_eq!(
+        find(transport.queues().await.unwrap(), "rest"),
+        Some(rest_owned.clone()),
+        "a queue the object does not list is left alone"
+    );
+
+    // `reports` dropped from the spec: released, settings kept.
+    let mut fewer = with_queues;
+    fewer.queues.truncate(1);
+    let written = ctx
+        .apply_queues(&[("emails".into(), fewer.queues[0].to_settings(OWNER))])
+        .await
+        .unwrap();
+    assert_eq!(written, vec!["reports".to_string()]);
+    let reports = find(transport.queues().await.unwrap(), "reports").unwrap();
+    assert_eq!(reports.managed_by, None);
+    assert!(reports.paused, "released settings are kept");
+    assert_eq!(
+        find(store.load_queues().await.unwrap(), "reports")
+            .unwrap()
+            .managed_by,
+        None
+    );
+
+    // The object deleted: every queue it owned goes back to the REST API.
+    assert!(ctx.release_ownership().await.unwrap());
+    let emails = find(store.load_queues().await.unwrap(), "emails").unwrap();
+    assert_eq!(emails.managed_by, None);
+    assert_eq!(emails.concurrency_limit, Some(10));
+    assert_eq!(
+        find(transport.queues().await.unwrap(), "emails")
+            .unwrap()
+            .managed_by,
+        None
+    );
+    drop(ctx);
+    db.cleanup().await;
+}
+
+/// A spec that names the default queue in spec.queues[], lists one twice or sets a weight out
+/// of range is refused as a whole.
+#[test]
+fn bad_spec_queues_are_refused_with_the_field() {
+    let ok = SchedulerConfigSpec {
+        queues: vec![crate::crd::QueueSpec {
+            name: "a".into(),
+            policy: PolicyKind::Fcfs,
+            quantum_seconds: 5.0,
+            paused: false,
+            concurrency_limit: None,
+            weight: 1,
+        }],
+        ..spec(PolicyKind::Fcfs)
+    };
+    let check = |s: &SchedulerConfigSpec| {
+        let queues: Vec<(String, PolicySettings)> = s
+            .queues
+            .iter()
+            .map(|q| (q.name.clone(), q.to_settings(OWNER)))
+            .collect();
+        crate::reconcile::check_spec(&s.to_settings(OWNER), &queues)
+    };
+    assert_eq!(check(&ok), Ok(()));
+    let mut twice = ok.clone();
+    twice.queues.push(ok.queues[0].clone());
+    assert!(check(&twice).unwrap_err().contains("listed twice"));
+    let mut default = ok.clone();
+    default.queues[0].name = "default".into();
+    assert!(check(&default).unwrap_err().contains("spec.queues[0].name"));
+    let mut heavy = ok.clone();
+    heavy.queues[0].weight = 0;
+    assert!(check(&heavy).unwrap_err().contains("weight"));
+    let mut bad_name = ok;
+    bad_name.queues[0].name = "No".into();
+    assert!(
+        check(&bad_name)
+            .unwrap_err()
+            .contains("spec.queues[0].name")
+    );
+}
+
 // ---- leader election ----
 
 const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/testns/leases";
@@ -1066,6 +1237,7 @@ async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
                 quantum_seconds: 1e300,
             }),
             paused: false,
+            queues: Vec::new(),
         },
         1,
     );

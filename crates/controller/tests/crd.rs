@@ -209,6 +209,9 @@ fn examples_are_valid_resources() {
             serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let settings = parsed.spec.to_settings("ns/jobsched");
         settings.validate().unwrap();
+        for q in &parsed.spec.queues {
+            q.to_settings("ns/jobsched").validate().unwrap();
+        }
         if name.contains("round-robin") {
             assert_eq!(settings.policy, PolicyKind::RoundRobin);
             assert_eq!(settings.quantum_seconds, 2.5);
@@ -226,6 +229,9 @@ fn schema_rejects_bad_specs() {
         json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 0.01}}),
         json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 86400}}),
         json!({"policy": "round_robin", "roundRobin": {}}),
+        json!({"policy": "fcfs", "queues": [{"name": "emails"}]}),
+        json!({"policy": "fcfs", "queues": [{"name": "a.b-c_1", "policy": "sjf", "quantumSeconds": 2, "paused": true, "concurrencyLimit": 1000000, "weight": 1000}]}),
+        json!({"policy": "fcfs", "queues": [{"name": "x", "concurrencyLimit": null}]}),
     ];
     for spec in ok {
         assert_eq!(spec_errors(spec.clone()), Vec::<String>::new(), "{spec}");
@@ -261,6 +267,30 @@ fn schema_rejects_bad_specs() {
         (
             json!({"policy": "fcfs", "quantum": 3}),
             "unknown field quantum",
+        ),
+        (
+            json!({"policy": "fcfs", "queues": [{"policy": "sjf"}]}),
+            "missing required field name",
+        ),
+        (
+            json!({"policy": "fcfs", "queues": [{"name": "q", "weight": 0}]}),
+            "must be >= 1",
+        ),
+        (
+            json!({"policy": "fcfs", "queues": [{"name": "q", "weight": 1001}]}),
+            "must be <= 1000",
+        ),
+        (
+            json!({"policy": "fcfs", "queues": [{"name": "q", "concurrencyLimit": 0}]}),
+            "must be >= 1",
+        ),
+        (
+            json!({"policy": "fcfs", "queues": [{"name": "q", "policy": "lifo"}]}),
+            "is not one of",
+        ),
+        (
+            json!({"policy": "fcfs", "queues": [{"name": "q", "limit": 3}]}),
+            "unknown field limit",
         ),
     ];
     for (spec, expected) in bad {
