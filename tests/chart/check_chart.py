@@ -623,6 +623,10 @@ def assert_default(docs: list[dict]) -> None:
         and we.get("JOBSCHED_DATA_DIR") == "/data" and we.get("JOBSCHED_LOG_FORMAT") == "json",
         str(we),
     )
+    R.check(f"[{sc}] workers serve every queue unless worker.queues names some", "JOBSCHED_QUEUES" not in we, str(we))
+    picky = find(documents(render({"worker": {"queues": ["emails", "reports"]}})), "Deployment", "-worker")
+    R.check(f"[{sc}] worker.queues [emails, reports] renders JOBSCHED_QUEUES=emails,reports",
+            picky is not None and env_of(container(picky, "worker")).get("JOBSCHED_QUEUES") == "emails,reports")
     ae = env_of(container(api, "api"))
     R.check(f"[{sc}] api listens on 0.0.0.0:8000 and has no tokens by default", ae.get("JOBSCHED_LISTEN") == "0.0.0.0:8000" and "JOBSCHED_API_TOKEN" not in ae, str(ae))
     api_c = container(api, "api")
@@ -1492,10 +1496,10 @@ def day1_autoscaling() -> None:
             and so["spec"]["minReplicaCount"] == 0 and so["spec"]["maxReplicaCount"] == 10, str(so))
     trig = (so or {}).get("spec", {}).get("triggers", [{}])[0]
     meta = trig.get("metadata", {})
-    R.check("autoscaling: Prometheus trigger on max(jobsched_backlog_seconds) of this release's API, a Value target of "
+    R.check("autoscaling: Prometheus trigger on the sum over queues of max(jobsched_backlog_seconds) of this release's API, a Value target of "
             "targetBacklogSeconds, activation at activationBacklogSeconds",
             trig.get("type") == "prometheus" and trig.get("metricType") == "Value" and meta.get("serverAddress") == prom_addr
-            and "max(jobsched_backlog_seconds{" in meta.get("query", "") and f'namespace="{NAMESPACE}"' in meta.get("query", "")
+            and "sum(max by (queue) (jobsched_backlog_seconds{" in meta.get("query", "") and f'namespace="{NAMESPACE}"' in meta.get("query", "")
             and f'service="{dep["metadata"]["name"].removesuffix("-worker")}-api-metrics"' in meta.get("query", "")
             and float(meta.get("threshold", "nan")) == 30.0 and float(meta.get("activationThreshold", "nan")) == 0.0, str(trig))
     metrics_src = (ROOT / "crates/metrics/src/lib.rs").read_text()

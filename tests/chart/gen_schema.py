@@ -213,6 +213,10 @@ SCHEMA = {
             {
                 "replicas": NONNEG_INT,
                 "concurrency": POS_INT,
+                "queues": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+                },
                 "prefetch": NONNEG_INT,
                 "shutdownGrace": NONNEG_INT,
                 "leaseTtl": {"type": "number", "exclusiveMinimum": 0},

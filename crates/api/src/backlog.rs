@@ -14,24 +14,41 @@ use std::time::Duration;
 /// How often the backlog is read.
 pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The queue label of the gauges (one queue today).
-const QUEUE: &str = "default";
-
 /// Seconds of work per slot: the summed estimates over the live slots, or the whole sum when
 /// no slot is live (so a scaler woken from zero sees the full backlog).
 pub fn per_slot(backlog: Backlog, slots: u64) -> f64 {
     backlog.seconds / slots.max(1) as f64
 }
 
-/// Read the backlog and the live slots once and set the gauges; returns seconds per slot.
+/// Read the backlog of each queue and the live slots once and set the gauges (label
+/// `queue`; a queue whose backlog drained goes back to 0); returns the seconds per slot of
+/// all queues together. Workers do not report which queues their slots serve, so each
+/// queue's figure is per live slot of the whole installation.
 pub async fn refresh(state: &AppState) -> Result<f64, jobsched_core::Error> {
-    let (backlog, workers) = tokio::try_join!(state.store.backlog(), state.transport.workers())?;
+    let (backlog, workers, queues) = tokio::try_join!(
+        state.store.backlog(),
+        state.transport.workers(),
+        jobsched_core::queue::all(&*state.store, &*state.transport),
+    )?;
     let slots = workers.iter().map(|w| u64::from(w.total)).sum();
-    let seconds = per_slot(backlog, slots);
     let m = jobsched_metrics::metrics();
-    m.backlog_seconds.with_label_values(&[QUEUE]).set(seconds);
-    m.backlog_jobs.with_label_values(&[QUEUE]).set(backlog.jobs);
-    Ok(seconds)
+    for (name, _) in &queues {
+        if !backlog.iter().any(|(q, _)| q == name) {
+            m.backlog_seconds
+                .with_label_values(&[name.as_str()])
+                .set(0.0);
+            m.backlog_jobs.with_label_values(&[name.as_str()]).set(0);
+        }
+    }
+    for (name, b) in &backlog {
+        m.backlog_seconds
+            .with_label_values(&[name.as_str()])
+            .set(per_slot(*b, slots));
+        m.backlog_jobs
+            .with_label_values(&[name.as_str()])
+            .set(b.jobs);
+    }
+    Ok(per_slot(Backlog::total(&backlog), slots))
 }
 
 /// Refresh every [`BACKLOG_EVERY`] (or five times the last read's duration, if longer) until

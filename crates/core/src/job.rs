@@ -467,6 +467,18 @@ pub struct Backlog {
     pub seconds: f64,
 }
 
+impl Backlog {
+    /// The backlog of every queue together.
+    pub fn total<'a>(queues: impl IntoIterator<Item = &'a (String, Backlog)>) -> Backlog {
+        queues
+            .into_iter()
+            .fold(Backlog::default(), |sum, (_, b)| Backlog {
+                jobs: sum.jobs + b.jobs,
+                seconds: sum.seconds + b.seconds,
+            })
+    }
+}
+
 /// Counts per state and the mean execution time of completed jobs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobStats {

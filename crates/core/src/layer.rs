@@ -104,7 +104,7 @@ through!(JobRepo for Layered {
     fn list(&self, filter: &JobFilter) -> JobPage;
     fn stats(&self) -> JobStats;
     fn queue_counts(&self) -> Vec<(String, crate::queue::QueueCounts)>;
-    fn backlog(&self) -> Backlog;
+    fn backlog(&self) -> Vec<(String, Backlog)>;
     fn cancel(&self, id: JobId, now: DateTime<Utc>) -> CancelOutcome;
 });
 

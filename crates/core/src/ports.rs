@@ -85,9 +85,10 @@ pub trait JobRepo: Send + Sync {
     /// Jobs waiting and running per named queue (queues that hold none are left out), from
     /// kept counts where the store keeps them.
     async fn queue_counts(&self) -> Result<Vec<(String, crate::queue::QueueCounts)>>;
-    /// The PENDING jobs and their summed estimated durations (reads every PENDING row's
-    /// estimate: for a gauge sampled now and then, not for a request path).
-    async fn backlog(&self) -> Result<Backlog>;
+    /// The PENDING jobs that may run now and their summed estimated durations, per named
+    /// queue (queues with none are left out; reads every such row's estimate: for a gauge
+    /// sampled now and then, not for a request path).
+    async fn backlog(&self) -> Result<Vec<(String, Backlog)>>;
     /// PENDING/SCHEDULED/RUNNING → CANCELLED (see [`CancelOutcome`]).
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;
 }

@@ -222,25 +222,42 @@ async fn sjf_backlog_starts_in_estimated_duration_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_switch_mid_backlog_reorders_what_remains() {
     let Some(env) = Env::new().await else { return };
-    env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    // Submission order is the reverse of priority order.
+    switch_mid_backlog(&env, "default").await;
+    env.cleanup().await;
+}
+
+/// The same in a named queue: its policy switch applies to its jobs not yet started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_queue_switch_reorders_what_remains_in_it() {
+    let Some(env) = Env::new().await else { return };
+    switch_mid_backlog(&env, "reports").await;
+    env.cleanup().await;
+}
+
+/// Submit 16 jobs to `queue` in the reverse of priority order, run them on one slot under
+/// FCFS, switch the queue to Priority after three, and check both orders.
+async fn switch_mid_backlog(env: &Env, queue: &str) {
+    set_queue(env, queue, PolicySettings::default()).await;
     for i in 0..16 {
-        env.submit(
-            &format!("j{i:02}"),
-            10 - (i % 10),
-            1.0,
-            json!({"duration": 0.03}),
-        )
-        .await;
+        submit_to(env, queue, &format!("j{i:02}"), 10 - (i % 10), 0.03).await;
     }
-    let (stop, h) = run_backlog(&env, 1).await;
+    let (stop, h) = run_backlog(env, 1).await;
     // Wait until a few have completed under FCFS, then switch.
     env.wait_completed(3).await;
     let switched_at: DateTime<Utc> = Utc::now();
-    env.set_policy(PolicyKind::Priority, 5.0).await;
+    set_queue(
+        env,
+        queue,
+        PolicySettings {
+            policy: PolicyKind::Priority,
+            ..Default::default()
+        },
+    )
+    .await;
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
     stop.cancel();
     h.await.unwrap();
+    assert!(jobs.iter().all(|j| j.queue == queue));
     let order = start_order(&jobs);
     let before: Vec<&str> = order
         .iter()
@@ -273,7 +290,6 @@ async fn policy_switch_mid_backlog_reorders_what_remains() {
         keys, sorted,
         "after the switch jobs must start in priority order"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1177,19 +1193,25 @@ async fn queues_keep_their_own_order_and_share_slots_by_weight() {
         "a paused queue's job started"
     );
     let order = start_order(&jobs);
-    let hi: Vec<(i16, &str)> = order
+    // Jobs claimed by one exchange share a start time: within it they are in the policy's
+    // order, so ties are broken by each queue's policy key.
+    let mut hi: Vec<_> = order
         .iter()
         .filter(|j| j.queue == "hi")
-        .map(|j| (j.priority, j.name.as_str()))
+        .map(|j| (j.started_at, j.priority, j.name.as_str()))
         .collect();
+    hi.sort();
+    let hi: Vec<(i16, &str)> = hi.into_iter().map(|(_, p, n)| (p, n)).collect();
     let mut sorted = hi.clone();
     sorted.sort();
     assert_eq!(hi, sorted, "queue `hi` runs in priority order");
-    let lo: Vec<&str> = order
+    let mut lo: Vec<_> = order
         .iter()
         .filter(|j| j.queue == "default")
-        .map(|j| j.name.as_str())
+        .map(|j| (j.started_at, j.name.as_str()))
         .collect();
+    lo.sort();
+    let lo: Vec<&str> = lo.into_iter().map(|(_, n)| n).collect();
     let mut sorted = lo.clone();
     sorted.sort();
     assert_eq!(lo, sorted, "queue `default` runs in submission order");

@@ -825,21 +825,21 @@ impl JobRepo for PgStore {
         })
     }
 
-    async fn backlog(&self) -> Result<Backlog> {
-        // The partial index on (estimated_duration, seq) WHERE queued AND NOT delayed holds
-        // every claimable row's estimate: an index scan, no table rows read when the
-        // visibility map allows.
-        let row = sqlx::query(
-            "SELECT count(*)::int8 AS n, coalesce(sum(estimated_duration), 0)::float8 AS s \
-             FROM jobs WHERE queued AND NOT delayed",
+    async fn backlog(&self) -> Result<Vec<(String, Backlog)>> {
+        // The partial index on (queue, estimated_duration, seq) WHERE queued AND NOT delayed
+        // holds every claimable row's queue and estimate: an index scan in queue order, no
+        // table rows read when the visibility map allows.
+        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT queue, count(*)::int8, coalesce(sum(estimated_duration), 0)::float8 \
+             FROM jobs WHERE queued AND NOT delayed GROUP BY queue ORDER BY queue",
         )
-        .fetch_one(&self.relaxed)
+        .fetch_all(&self.relaxed)
         .await
         .map_err(db)?;
-        Ok(Backlog {
-            jobs: row.try_get("n").map_err(db)?,
-            seconds: row.try_get("s").map_err(db)?,
-        })
+        Ok(rows
+            .into_iter()
+            .map(|(queue, jobs, seconds)| (queue, Backlog { jobs, seconds }))
+            .collect())
     }
 
     async fn queue_counts(&self) -> Result<Vec<(String, QueueCounts)>> {

@@ -464,18 +464,18 @@ impl JobRepo for SqliteStore {
         })
     }
 
-    async fn backlog(&self) -> Result<Backlog> {
-        let row = sqlx::query(
-            "SELECT count(*) AS n, coalesce(sum(estimated_duration), 0.0) AS s \
-             FROM jobs WHERE status = 'PENDING' AND delayed = 0",
+    async fn backlog(&self) -> Result<Vec<(String, Backlog)>> {
+        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT queue, count(*), coalesce(sum(estimated_duration), 0.0) \
+             FROM jobs WHERE status = 'PENDING' AND delayed = 0 GROUP BY queue ORDER BY queue",
         )
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(Backlog {
-            jobs: row.try_get("n").map_err(db)?,
-            seconds: row.try_get("s").map_err(db)?,
-        })
+        Ok(rows
+            .into_iter()
+            .map(|(queue, jobs, seconds)| (queue, Backlog { jobs, seconds }))
+            .collect())
     }
 
     async fn queue_counts(&self) -> Result<Vec<(String, QueueCounts)>> {

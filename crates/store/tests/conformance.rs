@@ -949,9 +949,19 @@ async fn held_lists_the_running_jobs_under_a_lease(db: &TestDb) {
     assert_eq!(bj.retry_count, 0, "a hand-back burns no retry");
 }
 
+/// The id of the job named `name`.
+async fn per_queue_id(s: &Arc<dyn Store>, name: &str) -> JobId {
+    jobsched_store::testing::all_jobs(s.as_ref())
+        .await
+        .into_iter()
+        .find(|j| j.name == name)
+        .expect("job exists")
+        .id
+}
+
 async fn backlog_sums_the_pending_estimates(db: &TestDb) {
     let s = db.store().await;
-    assert_eq!(s.backlog().await.unwrap(), Backlog::default());
+    assert!(s.backlog().await.unwrap().is_empty());
     let mut ids = Vec::new();
     for (name, est) in [("a", 1.5), ("b", 2.25), ("c", 4.0)] {
         ids.push(
@@ -962,12 +972,36 @@ async fn backlog_sums_the_pending_estimates(db: &TestDb) {
         );
     }
     assert_eq!(
-        s.backlog().await.unwrap(),
+        Backlog::total(&s.backlog().await.unwrap()),
         Backlog {
             jobs: 3,
             seconds: 7.75
         }
     );
+    let mut other = custom_job("d", "sleep", 5, 10.0, 3);
+    other.queue = "other".into();
+    s.insert(&other, t(0)).await.unwrap();
+    let per_queue = s.backlog().await.unwrap();
+    assert_eq!(
+        per_queue,
+        vec![
+            (
+                "default".to_string(),
+                Backlog {
+                    jobs: 3,
+                    seconds: 7.75
+                }
+            ),
+            (
+                "other".to_string(),
+                Backlog {
+                    jobs: 1,
+                    seconds: 10.0
+                }
+            ),
+        ]
+    );
+    s.cancel(per_queue_id(&s, "d").await, t(0)).await.unwrap();
     // A running job and a cancelled one are not waiting any more.
     run(&s, ids[0], "w1", t(1), t(30)).await;
     assert_eq!(
@@ -975,7 +1009,7 @@ async fn backlog_sums_the_pending_estimates(db: &TestDb) {
         CancelOutcome::Cancelled
     );
     assert_eq!(
-        s.backlog().await.unwrap(),
+        Backlog::total(&s.backlog().await.unwrap()),
         Backlog {
             jobs: 1,
             seconds: 2.25
@@ -2130,7 +2164,7 @@ async fn delayed_jobs_wait_for_their_time(db: &TestDb) {
     let stats = s.stats().await.unwrap();
     assert_eq!((stats.pending, stats.delayed), (5, 3));
     assert_eq!(
-        s.backlog().await.unwrap().jobs,
+        Backlog::total(&s.backlog().await.unwrap()).jobs,
         2,
         "the backlog is what may run now"
     );
