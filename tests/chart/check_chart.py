@@ -653,6 +653,8 @@ def assert_default(docs: list[dict]) -> None:
     expected = {
         (("jobsched.io",), ("schedulerconfigs",), ()): ("get", "list", "watch"),
         (("jobsched.io",), ("schedulerconfigs/status",), ()): ("patch",),
+        (("jobsched.io",), ("jobschedules",), ()): ("get", "list", "watch"),
+        (("jobsched.io",), ("jobschedules/status",), ()): ("patch",),
         (("events.k8s.io",), ("events",), ()): ("create",),
     }
     R.check(f"[{sc}] controller Role is exactly the least-privilege rule set (no leases without leader election)", rules == expected, str(rules))
@@ -1127,7 +1129,7 @@ def hardening_controller_role() -> None:
                 } and set(env_lease) == {lease},
                 f"rules {leases}, JOBSCHED_LEASE_NAME {env_lease}")
         broad = [r for r in role["rules"] if not r.get("resourceNames") and set(r["verbs"]) & {"update", "patch", "delete", "deletecollection"}
-                 and r["resources"] != ["schedulerconfigs/status"]]
+                 and r["resources"] not in (["schedulerconfigs/status"], ["jobschedules/status"])]
         wild = [r for r in role["rules"] if "*" in r["verbs"] or "*" in r["resources"] or "*" in r["apiGroups"]]
         R.check(f"controller-role: [{label}] no wildcard rule and no write verb on a whole resource type (status patch aside)",
                 not broad and not wild, str(broad + wild))
@@ -1946,6 +1948,11 @@ def section_render(crd: CRD) -> dict[str, list[dict]]:
 
 def section_crd() -> CRD:
     R.section("SchedulerConfig CRD")
+    for name in ("jobschedules.yaml",):
+        chart_copy, source = CHART / "crds" / name, ROOT / "deploy/crds" / name
+        R.check(f"charts/jobsched/crds/{name} is byte-for-byte deploy/crds/{name}",
+                chart_copy.exists() and source.exists() and chart_copy.read_bytes() == source.read_bytes(),
+                f"generate deploy/crds/{name} with `jobsched crd jobschedules` and copy it into charts/jobsched/crds/")
     chart_crd_path = CHART / "crds/schedulerconfigs.yaml"
     deploy_crd_path = ROOT / "deploy/crds/schedulerconfigs.yaml"
     chart_bytes = chart_crd_path.read_bytes()

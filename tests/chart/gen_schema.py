@@ -254,6 +254,7 @@ SCHEMA = {
         "controller": obj(
             {
                 "enabled": BOOL,
+                "scheduleSelector": {"type": "string"},
                 "replicas": NONNEG_INT,
                 "leaderElection": {"enum": ["auto", True, False]},
                 "metricsPort": PORT,

@@ -87,11 +87,7 @@ pub struct JobCreate {
     /// The named queue (default `default`): 1 to 64 of `a-z 0-9 - _ .`, starting with a letter
     /// or digit. A queue named for the first time is created with the default settings
     /// (see `PUT /queues/{name}`).
-    #[schema(
-        max_length = 64,
-        pattern = "^[a-z0-9][a-z0-9._-]*$",
-        example = "default"
-    )]
+    #[schema(min_length = 1, max_length = 64)]
     pub queue: Option<String>,
 }
 
@@ -582,6 +578,8 @@ pub struct ScheduleJob {
     pub timeout_seconds: Option<f64>,
     /// Retry backoff (`null` = the installation's).
     pub retry_backoff: Option<RetryBackoffSchema>,
+    /// The named queue each fire's job goes to.
+    pub queue: String,
 }
 
 /// A periodic job and its fire state.
@@ -611,6 +609,9 @@ pub struct ScheduleResponse {
     pub created_at: DateTime<Utc>,
     /// Last change by a user.
     pub updated_at: DateTime<Utc>,
+    /// The Kubernetes `JobSchedule` (`namespace/name`) that owns this schedule, if any; the
+    /// REST API cannot change or delete it while one does.
+    pub managed_by: Option<String>,
 }
 
 impl From<jobsched_core::schedule::Schedule> for ScheduleResponse {
@@ -630,6 +631,7 @@ impl From<jobsched_core::schedule::Schedule> for ScheduleResponse {
                     base_seconds: b.base_seconds,
                     cap_seconds: b.cap_seconds,
                 }),
+                queue: s.job.queue,
             },
             overlap: match s.overlap {
                 jobsched_core::schedule::Overlap::Skip => "skip".into(),
@@ -643,6 +645,7 @@ impl From<jobsched_core::schedule::Schedule> for ScheduleResponse {
             last_job_id: s.last_job_id,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            managed_by: s.managed_by,
         }
     }
 }

@@ -40,6 +40,7 @@ suite!(
     retry_backoff_is_validated_and_kept,
     schedules_crud_and_validation,
     queues_are_created_listed_and_validated,
+    a_schedule_a_job_schedule_owns_refuses_rest_changes,
 );
 
 fn sleep_job(name: &str) -> SubmitJob {
@@ -2207,4 +2208,46 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
         resp["detail"].as_str().unwrap().contains("prod/main"),
         "{resp}"
     );
+}
+
+async fn a_schedule_a_job_schedule_owns_refuses_rest_changes(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let body = json!({
+        "cron": "0 * * * *",
+        "job": {"name": "hourly", "job_type": "sleep", "payload": {"duration": 1}, "queue": "reports"}
+    });
+    let (status, created) = status_json(
+        h.http
+            .put(h.url("/schedules/hourly"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["job"]["queue"], "reports");
+    assert_eq!(created["managed_by"], Value::Null);
+    // A JobSchedule takes it over (as the controller does, through the store).
+    let mut owned = h.store.get_schedule("hourly").await.unwrap().unwrap();
+    owned.managed_by = Some("prod/hourly".into());
+    h.store.put_schedule(&owned).await.unwrap();
+    let (_, shown) =
+        status_json(h.http.get(h.url("/schedules/hourly")).send().await.unwrap()).await;
+    assert_eq!(shown["managed_by"], "prod/hourly");
+    for req in [
+        h.http.put(h.url("/schedules/hourly")).json(&body),
+        h.http.delete(h.url("/schedules/hourly")),
+    ] {
+        let (status, resp) = status_json(req.send().await.unwrap()).await;
+        assert_eq!(status, 409, "{resp}");
+        let detail = resp["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("kubectl edit jobschedule hourly -n prod"),
+            "{detail}"
+        );
+    }
+    assert!(h.store.get_schedule("hourly").await.unwrap().is_some());
 }

@@ -336,24 +336,29 @@ pub fn crd_json() -> serde_json::Value {
         queues["x-kubernetes-list-map-keys"] = serde_json::json!(["name"]);
         queues["items"]["x-kubernetes-validations"] =
             serde_json::json!([rule(QUEUE_RULE.0, QUEUE_RULE.1, Some(".name"))]);
-        let conditions = &mut root["status"]["properties"]["conditions"];
-        conditions["x-kubernetes-list-type"] = "map".into();
-        conditions["x-kubernetes-list-map-keys"] = serde_json::json!(["type"]);
-        let item = &mut conditions["items"];
-        item["required"] =
-            serde_json::json!(["lastTransitionTime", "message", "reason", "status", "type"]);
-        let props = &mut item["properties"];
-        // The bounds of metav1.Condition.
-        props["type"]["maxLength"] = 316.into();
-        props["type"]["pattern"] = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$".into();
-        props["status"]["enum"] = serde_json::json!(["True", "False", "Unknown"]);
-        props["reason"]["minLength"] = 1.into();
-        props["reason"]["maxLength"] = 1024.into();
-        props["reason"]["pattern"] = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$".into();
-        props["message"]["maxLength"] = 32768.into();
-        props["observedGeneration"]["minimum"] = 0.into();
+        shape_conditions(&mut root["status"]["properties"]["conditions"]);
     }
     crd
+}
+
+/// `status.conditions` in the `metav1.Condition` shape: a list map keyed by `type`, the
+/// standard required fields and bounds.
+pub(crate) fn shape_conditions(conditions: &mut serde_json::Value) {
+    conditions["x-kubernetes-list-type"] = "map".into();
+    conditions["x-kubernetes-list-map-keys"] = serde_json::json!(["type"]);
+    let item = &mut conditions["items"];
+    item["required"] =
+        serde_json::json!(["lastTransitionTime", "message", "reason", "status", "type"]);
+    let props = &mut item["properties"];
+    // The bounds of metav1.Condition.
+    props["type"]["maxLength"] = 316.into();
+    props["type"]["pattern"] = "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$".into();
+    props["status"]["enum"] = serde_json::json!(["True", "False", "Unknown"]);
+    props["reason"]["minLength"] = 1.into();
+    props["reason"]["maxLength"] = 1024.into();
+    props["reason"]["pattern"] = "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$".into();
+    props["message"]["maxLength"] = 32768.into();
+    props["observedGeneration"]["minimum"] = 0.into();
 }
 
 /// The CustomResourceDefinition of [`SchedulerConfig`] as YAML (what `jobsched crd` prints and

@@ -58,6 +58,15 @@ pub enum ControllerError {
         /// What is wrong.
         message: String,
     },
+    /// A `JobSchedule`'s spec is invalid (a bad cron expression or time zone, a job template
+    /// field out of range).
+    #[error("JobSchedule {object} has an invalid spec: {message}; fix the object")]
+    InvalidSchedule {
+        /// `namespace/name`.
+        object: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
 }
 
 impl ControllerError {
@@ -70,7 +79,9 @@ impl ControllerError {
             }
             ControllerError::Redis { .. } => "RedisUnavailable",
             ControllerError::Store { .. } => "StoreUnavailable",
-            ControllerError::InvalidSpec { .. } => "InvalidSpec",
+            ControllerError::InvalidSpec { .. } | ControllerError::InvalidSchedule { .. } => {
+                "InvalidSpec"
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! jobsched-controller: the Kubernetes controller that lets a `SchedulerConfig` custom resource
-//! (`jobsched.io/v1alpha1`, short name `schedcfg`) choose jobsched's scheduling policy.
+//! (`jobsched.io/v1alpha1`, short name `schedcfg`) choose jobsched's scheduling policy and queue
+//! settings, and `JobSchedule` resources (short name `jobsch`) declare periodic jobs.
 //!
 //! # Reconcile flow
 //!
@@ -35,6 +36,19 @@
 //! created; should ownership ever be stranded, an admin clears it with
 //! `DELETE /scheduler/policy/owner`.
 //!
+//! # JobSchedules (periodic jobs as resources)
+//!
+//! With a database URL the leader also follows the `JobSchedule` objects of its namespace (or
+//! those matching `schedule_selector`): each becomes the scheduler's schedule of the same name
+//! with `managed_by = "<namespace>/<name>"`, written only when what it asks for changed (so its
+//! fire history and next fire time stay), and the REST API refuses to change or delete such a
+//! schedule. The status carries `nextFireTime`, `lastFireTime`, `lastJobId` and `Ready`; the
+//! object is reconciled again soon after each fire time so the status follows. A spec that
+//! does not parse (cron, time zone, a template field out of range) is `Ready=False/InvalidSpec`
+//! naming the field, with one Warning event per generation. Schedules owned by a JobSchedule
+//! that no longer exists (deleted, also while no controller ran) are deleted every few seconds
+//! once the watch cache is complete.
+//!
 //! # Leader election
 //!
 //! With `leader_election` (the default) replicas compete for the `coordination.k8s.io/v1` Lease
@@ -49,6 +63,8 @@
 //! | --- | --- | --- |
 //! | `jobsched.io` | `schedulerconfigs` | get, list, watch |
 //! | `jobsched.io` | `schedulerconfigs/status` | patch |
+//! | `jobsched.io` | `jobschedules` | get, list, watch |
+//! | `jobsched.io` | `jobschedules/status` | patch |
 //! | `events.k8s.io` | `events` | create |
 //! | `coordination.k8s.io` | `leases` | get, update (its own Lease only, by `resourceNames`); create |
 //!
@@ -62,6 +78,8 @@ mod error;
 mod leader;
 mod metrics;
 mod reconcile;
+mod schedule_crd;
+mod schedules;
 #[cfg(test)]
 mod tests;
 
@@ -73,6 +91,9 @@ pub use error::ControllerError;
 pub use reconcile::{
     EVENT_POLICY_CHANGED, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC,
     REASON_REDIS_UNAVAILABLE, REASON_STORE_UNAVAILABLE,
+};
+pub use schedule_crd::{
+    JobSchedule, JobScheduleSpec, JobScheduleStatus, JobTemplate, job_schedule_crd_yaml,
 };
 
 use futures::StreamExt;
@@ -114,6 +135,10 @@ pub struct ControllerConfig {
     pub identity: String,
     /// Lease duration; renewed every third of it. Default 15 s.
     pub lease_ttl: Duration,
+    /// Only the `JobSchedule`s with these labels (a Kubernetes label selector, e.g.
+    /// `app.kubernetes.io/instance=prod`); `None`: every one in the namespace. JobSchedules are
+    /// followed only with a `database_url` (the schedules live in the database).
+    pub schedule_selector: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -132,6 +157,7 @@ impl Default for ControllerConfig {
                 .filter(|h| !h.trim().is_empty())
                 .unwrap_or_else(|| format!("jobsched-controller-{}", std::process::id())),
             lease_ttl: Duration::from_secs(15),
+            schedule_selector: None,
         }
     }
 }
@@ -367,8 +393,47 @@ async fn lead(
                 ),
             }
         });
-    tokio::join!(controller, release_when_orphaned(ctx, reader, token));
+    let schedules = follow_job_schedules(&cfg, ctx.clone(), token.clone());
+    tokio::join!(
+        controller,
+        release_when_orphaned(ctx, reader, token),
+        schedules
+    );
     Ok(())
+}
+
+/// With a database: run the `JobSchedule` controller and the deletion of schedules whose
+/// object is gone until `token` is cancelled (see [`schedules`]).
+async fn follow_job_schedules(cfg: &ControllerConfig, ctx: Arc<Context>, token: CancellationToken) {
+    if ctx.store.is_none() {
+        return;
+    }
+    let api: Api<JobSchedule> = Api::namespaced(ctx.client.clone(), &cfg.namespace);
+    let mut watch = watcher::Config::default();
+    if let Some(selector) = &cfg.schedule_selector {
+        watch = watch.labels(selector);
+    }
+    let controller = Controller::new(api, watch);
+    let reader = controller.store();
+    let stop = token.clone();
+    let run = controller
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(
+            schedules::reconcile_schedule,
+            schedules::schedule_error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "JobSchedule watch failed; retrying (is the jobschedules CRD installed and RBAC applied?)"
+                ),
+            }
+        });
+    tokio::join!(run, schedules::delete_orphans(ctx, reader, token));
 }
 
 /// The watch of the one selected object (`fieldSelector=metadata.name=<name>`).

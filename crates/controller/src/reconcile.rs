@@ -6,7 +6,7 @@ use crate::error::ControllerError;
 use crate::metrics::metrics;
 use chrono::SecondsFormat;
 use jobsched_core::PolicySettings;
-use jobsched_core::ports::{Clock, ControlStore, Transport};
+use jobsched_core::ports::{Clock, Transport};
 use jobsched_transport::RedisTransport;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -74,7 +74,7 @@ impl RedisConn {
 /// The durable store, connected on first use.
 pub(crate) struct StoreConn {
     url: String,
-    cell: tokio::sync::Mutex<Option<Arc<dyn ControlStore>>>,
+    cell: tokio::sync::Mutex<Option<Arc<dyn jobsched_core::ports::Store>>>,
 }
 
 impl StoreConn {
@@ -85,7 +85,9 @@ impl StoreConn {
         }
     }
 
-    async fn get(&self) -> Result<Arc<dyn ControlStore>, ControllerError> {
+    pub(crate) async fn get(
+        &self,
+    ) -> Result<Arc<dyn jobsched_core::ports::Store>, ControllerError> {
         let mut cell = self.cell.lock().await;
         if let Some(s) = cell.as_ref() {
             return Ok(s.clone());
@@ -93,9 +95,8 @@ impl StoreConn {
         let store = jobsched_store::connect(&self.url, 2)
             .await
             .map_err(|e| ControllerError::Store { source: e.into() })?;
-        let s: Arc<dyn ControlStore> = store;
-        *cell = Some(s.clone());
-        Ok(s)
+        *cell = Some(store.clone());
+        Ok(store)
     }
 }
 
@@ -293,8 +294,30 @@ fn with_ready(
     message: String,
     now: &str,
 ) -> SchedulerConfigStatus {
+    set_ready(
+        &mut status.conditions,
+        generation,
+        ready,
+        reason,
+        message,
+        now,
+    );
+    status.observed_generation = generation;
+    status
+}
+
+/// Set the Ready condition in `conditions`; `lastTransitionTime` only moves when the status
+/// flips.
+pub(crate) fn set_ready(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    ready: bool,
+    reason: &str,
+    message: String,
+    now: &str,
+) {
     let value = if ready { "True" } else { "False" };
-    let previous = status.conditions.iter().find(|c| c.type_ == READY);
+    let previous = conditions.iter().find(|c| c.type_ == READY);
     let last_transition_time = match previous {
         Some(c) if c.status == value => c.last_transition_time.clone(),
         _ => now.to_string(),
@@ -307,10 +330,8 @@ fn with_ready(
         last_transition_time,
         observed_generation: generation,
     };
-    status.conditions.retain(|c| c.type_ != READY);
-    status.conditions.push(condition);
-    status.observed_generation = generation;
-    status
+    conditions.retain(|c| c.type_ != READY);
+    conditions.push(condition);
 }
 
 fn describe(settings: &PolicySettings) -> String {

@@ -896,6 +896,204 @@ fn bad_spec_queues_are_refused_with_the_field() {
     );
 }
 
+// ---- JobSchedules ----
+
+fn job_schedule(name: &str, spec: Value, generation: i64) -> crate::JobSchedule {
+    let mut obj = crate::JobSchedule::new(name, serde_json::from_value(spec).unwrap());
+    obj.metadata.namespace = Some(NS.into());
+    obj.metadata.generation = Some(generation);
+    obj.metadata.uid = Some(format!("uid-{name}"));
+    obj.metadata.resource_version = Some("100".into());
+    obj
+}
+
+fn job_schedule_status_path(name: &str) -> String {
+    format!("/apis/jobsched.io/v1alpha1/namespaces/{NS}/jobschedules/{name}/status")
+}
+
+/// A JobSchedule becomes the scheduler's schedule of its name, owned by it (the REST API then
+/// refuses to change it), with its next fire time in the status; an unchanged object writes
+/// nothing; a bad cron expression is reported in the status and a Warning event; the schedule
+/// of an object that is gone is deleted.
+#[tokio::test]
+async fn a_job_schedule_is_kept_as_an_owned_schedule() {
+    let Some((transport, _keys)) = redis().await else {
+        return;
+    };
+    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+        return;
+    };
+    let (client, handle) = mock_client();
+    let mut ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T0),
+    );
+    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    let spec = json!({
+        "cron": "0 2 * * *",
+        "job": {"jobType": "sleep", "payload": {"duration": 1}, "priority": 2, "queue": "reports"}
+    });
+    let obj = job_schedule("nightly", spec.clone(), 1);
+    with_api(
+        handle,
+        {
+            let obj = obj.clone();
+            move |mut h| async move {
+                let (method, path, _, body, send) = next_request(&mut h).await;
+                assert_eq!(method, Method::PATCH);
+                assert_eq!(path, job_schedule_status_path("nightly"));
+                let status = &body["status"];
+                assert_eq!(status["nextFireTime"], "2025-01-01T02:00:00Z", "{body}");
+                assert_eq!(status["observedGeneration"], 1);
+                assert_eq!(status["conditions"][0]["status"], "True", "{body}");
+                assert_eq!(status["conditions"][0]["reason"], REASON_APPLIED);
+                let mut patched = serde_json::to_value(&obj).unwrap();
+                patched["status"] = status.clone();
+                send.send_response(json_response(200, &patched));
+                h
+            }
+        },
+        crate::schedules::reconcile_schedule(Arc::new(obj.clone()), ctx.clone()),
+    )
+    .await
+    .unwrap();
+    let store = db.store().await;
+    let stored = store.get_schedule("nightly").await.unwrap().unwrap();
+    assert_eq!(stored.managed_by.as_deref(), Some("testns/nightly"));
+    assert_eq!(stored.job.queue, "reports");
+    assert_eq!(stored.job.priority, 2);
+    assert_eq!(
+        stored.job.name, "nightly",
+        "the job is named after the object"
+    );
+    assert_eq!(stored.when.expression(), "0 2 * * *");
+
+    // The same object again (its status now as patched): nothing written, no request.
+    let mut again = obj.clone();
+    again.status = Some(crate::JobScheduleStatus {
+        observed_generation: Some(1),
+        next_fire_time: Some("2025-01-01T02:00:00Z".into()),
+        last_fire_time: None,
+        last_job_id: None,
+        conditions: vec![Condition {
+            type_: READY.into(),
+            status: "True".into(),
+            reason: REASON_APPLIED.into(),
+            message: "schedule nightly is in effect; next fire at 2025-01-01T02:00:00Z".into(),
+            last_transition_time: T0.into(),
+            observed_generation: Some(1),
+        }],
+    });
+    let (client, handle) = mock_client();
+    let ctx2 = {
+        let mut c = context(
+            client,
+            RedisConn::ready(Arc::new(transport.clone())),
+            TestClock::at(T0),
+        );
+        Arc::get_mut(&mut c).unwrap().store = Some(StoreConn::lazy(db.url()));
+        c
+    };
+    with_api(
+        handle,
+        |h| async move { h },
+        crate::schedules::reconcile_schedule(Arc::new(again), ctx2.clone()),
+    )
+    .await
+    .unwrap();
+    let unchanged = store.get_schedule("nightly").await.unwrap().unwrap();
+    assert_eq!(
+        unchanged.updated_at, stored.updated_at,
+        "no write for an unchanged spec"
+    );
+
+    // A bad cron expression: Ready=False/InvalidSpec naming the field, a Warning event, and
+    // the schedule as it was.
+    let mut bad_spec = spec.clone();
+    bad_spec["cron"] = json!("every night");
+    let bad = job_schedule("nightly", bad_spec, 2);
+    let (client, handle) = mock_client();
+    let ctx3 = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T1),
+    );
+    let ctx3 = {
+        let mut c = ctx3;
+        Arc::get_mut(&mut c).unwrap().store = Some(StoreConn::lazy(db.url()));
+        c
+    };
+    with_api(
+        handle,
+        {
+            let bad = bad.clone();
+            move |mut h| async move {
+                let (method, path, _, body, send) = next_request(&mut h).await;
+                assert_eq!(
+                    (method, path),
+                    (Method::PATCH, job_schedule_status_path("nightly"))
+                );
+                let condition = &body["status"]["conditions"][0];
+                assert_eq!(condition["status"], "False", "{body}");
+                assert_eq!(condition["reason"], REASON_INVALID_SPEC);
+                assert!(
+                    condition["message"].as_str().unwrap().contains("spec.cron"),
+                    "{body}"
+                );
+                let mut patched = serde_json::to_value(&bad).unwrap();
+                patched["status"] = body["status"].clone();
+                send.send_response(json_response(200, &patched));
+                let (method, _, _, event, send) = next_request(&mut h).await;
+                assert_eq!(method, Method::POST);
+                assert_eq!(event["type"], "Warning");
+                assert_eq!(event["reason"], REASON_INVALID_SPEC);
+                send.send_response(json_response(201, &event));
+                h
+            }
+        },
+        crate::schedules::reconcile_schedule(Arc::new(bad), ctx3.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .get_schedule("nightly")
+            .await
+            .unwrap()
+            .unwrap()
+            .when
+            .expression(),
+        "0 2 * * *"
+    );
+
+    // The object gone from the watch cache: its schedule is deleted; a REST one stays.
+    let mut rest = stored.clone();
+    rest.name = "by-rest".into();
+    rest.managed_by = None;
+    store.put_schedule(&rest).await.unwrap();
+    let (reader, mut writer) = kube::runtime::reflector::store::<crate::JobSchedule>();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(obj.clone()));
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    let conn = ctx.store.as_ref().unwrap();
+    assert!(
+        crate::schedules::sweep(&ctx, conn, &reader)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Delete(obj));
+    assert_eq!(
+        crate::schedules::sweep(&ctx, conn, &reader).await.unwrap(),
+        vec!["nightly".to_string()]
+    );
+    assert!(store.get_schedule("nightly").await.unwrap().is_none());
+    assert!(store.get_schedule("by-rest").await.unwrap().is_some());
+    drop((ctx, ctx2, ctx3));
+    db.cleanup().await;
+}
+
 // ---- leader election ----
 
 const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/testns/leases";

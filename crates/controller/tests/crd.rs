@@ -129,6 +129,94 @@ fn committed_crd_matches_generated() {
 }
 
 #[test]
+fn committed_job_schedule_crd_matches_generated() {
+    let path = repo_file("deploy/crds/jobschedules.yaml");
+    let generated = jobsched_controller::job_schedule_crd_yaml();
+    if std::env::var("UPDATE_CRD").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &generated).expect("write the CRD file");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date with crates/controller/src/schedule_crd.rs; regenerate it with \
+         `UPDATE_CRD=1 cargo test -p jobsched-controller --test crd`",
+        path.display()
+    );
+    let crd = yaml_to_json(&generated);
+    assert_eq!(crd["metadata"]["name"], "jobschedules.jobsched.io");
+    let version = &crd["spec"]["versions"][0];
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(columns.contains(&"Next fire"), "{columns:?}");
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut errors = Vec::new();
+    check(
+        spec,
+        &json!({"cron": "0 2 * * *", "timezone": "Europe/Berlin", "job": {"jobType": "sleep", "payload": {"duration": 1}, "queue": "reports"}}),
+        "spec",
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    for (bad, says) in [
+        (
+            json!({"job": {"jobType": "sleep"}}),
+            "missing required field cron",
+        ),
+        (json!({"cron": "* * * * *"}), "missing required field job"),
+        (
+            json!({"cron": "* * * * *", "job": {"jobType": "sleep"}, "overlap": "never"}),
+            "is not one of",
+        ),
+    ] {
+        let mut errors = Vec::new();
+        check(spec, &bad, "spec", &mut errors);
+        assert!(errors.iter().any(|e| e.contains(says)), "{bad}: {errors:?}");
+    }
+}
+
+#[test]
+fn the_job_schedule_example_is_a_valid_schedule() {
+    let text =
+        std::fs::read_to_string(repo_file("deploy/examples/jobschedule-nightly.yaml")).unwrap();
+    let crd = yaml_to_json(&jobsched_controller::job_schedule_crd_yaml());
+    let spec_schema =
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let doc = yaml_to_json(&text);
+    let mut errors = Vec::new();
+    check(spec_schema, &doc["spec"], "spec", &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    let parsed: jobsched_controller::JobSchedule = serde_yaml::from_str(&text).unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339("2030-01-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let s = parsed
+        .spec
+        .to_schedule("nightly-report", "ns/nightly-report", now)
+        .unwrap();
+    assert_eq!(s.job.queue, "reports");
+    assert_eq!(s.job.name, "nightly-report");
+    // 02:00 in Berlin (UTC+1 in January) is 01:00 UTC.
+    assert_eq!(
+        s.next_fire_at.unwrap().to_rfc3339(),
+        "2030-01-02T01:00:00+00:00"
+    );
+    let bad = jobsched_controller::JobScheduleSpec {
+        timezone: "Mars/Olympus".into(),
+        ..parsed.spec.clone()
+    };
+    let err = bad.to_schedule("x", "ns/x", now).unwrap_err();
+    assert!(err.contains("spec.timezone"), "{err}");
+    let mut template = parsed.spec.clone();
+    template.job.priority = Some(11);
+    let err = template.to_schedule("x", "ns/x", now).unwrap_err();
+    assert!(err.contains("spec.job.priority"), "{err}");
+}
+
+#[test]
 fn crd_has_the_promised_shape() {
     let crd = crd();
     assert_eq!(crd["metadata"]["name"], "schedulerconfigs.jobsched.io");
@@ -372,6 +460,16 @@ fn rbac_grants_exactly_what_the_controller_uses() {
                 s(&["get", "update"])
             ),
             ("events.k8s.io".into(), "events".into(), s(&["create"])),
+            (
+                "jobsched.io".into(),
+                "jobschedules".into(),
+                s(&["get", "list", "watch"])
+            ),
+            (
+                "jobsched.io".into(),
+                "jobschedules/status".into(),
+                s(&["patch"])
+            ),
             (
                 "jobsched.io".into(),
                 "schedulerconfigs".into(),

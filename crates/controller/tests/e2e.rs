@@ -381,6 +381,7 @@ fn replica(prefix: &str, identity: &str) -> ControllerConfig {
         lease_name: "jobsched-controller".into(),
         identity: identity.into(),
         lease_ttl: Duration::from_secs(3),
+        schedule_selector: None,
     }
 }
 

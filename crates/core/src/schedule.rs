@@ -48,6 +48,10 @@ pub struct Schedule {
     pub created_at: DateTime<Utc>,
     /// Last change by a user.
     pub updated_at: DateTime<Utc>,
+    /// The Kubernetes `JobSchedule` (`namespace/name`) that owns this schedule, if any: the
+    /// REST API then refuses to change or delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 /// How late a fire may be handled and still count as on time when `catch_up` is false.
@@ -283,6 +287,7 @@ mod tests {
             last_job_id: None,
             created_at: t0,
             updated_at: t0,
+            managed_by: None,
         };
         assert_eq!(s.due(t0 - chrono::Duration::seconds(1)), None);
         let (fire, _) = s.due(t0).unwrap();

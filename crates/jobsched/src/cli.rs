@@ -25,8 +25,12 @@ pub enum Command {
     Dev(DevArgs),
     /// Run the Kubernetes controller for the SchedulerConfig resource.
     Controller(ControllerArgs),
-    /// Print the SchedulerConfig CustomResourceDefinition YAML.
-    Crd,
+    /// Print a CustomResourceDefinition's YAML: schedulerconfigs (default) or jobschedules.
+    Crd {
+        /// Which one.
+        #[arg(default_value = "schedulerconfigs", value_parser = ["schedulerconfigs", "jobschedules"])]
+        which: String,
+    },
     /// Submit a job (e.g. `jobsched submit sleep duration=3 --wait`).
     Submit {
         #[command(flatten)]
@@ -128,6 +132,11 @@ pub struct ControllerArgs {
     /// Seconds between re-asserting the desired state.
     #[arg(long, env = "JOBSCHED_REQUEUE_SECONDS", default_value_t = 60.0)]
     pub requeue_seconds: f64,
+    /// Follow only the JobSchedules with these labels (a label selector, e.g.
+    /// `app.kubernetes.io/instance=prod`); empty: every JobSchedule in the namespace.
+    /// JobSchedules are followed only with --database-url.
+    #[arg(long, env = "JOBSCHED_SCHEDULE_SELECTOR")]
+    pub schedule_selector: Option<String>,
     /// Address of the `/metrics`, `/livez` and `/readyz` server ("off" to disable). Unset:
     /// 0.0.0.0:9090, or a free port (logged) when another process on the host holds 9090.
     #[arg(long, env = "JOBSCHED_METRICS_LISTEN")]

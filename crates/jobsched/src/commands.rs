@@ -40,8 +40,12 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Worker(args) => worker(args).await,
             Command::Dev(args) => dev(args).await,
             Command::Controller(args) => controller(args).await,
-            Command::Crd => {
-                print!("{}", jobsched_controller::crd_yaml());
+            Command::Crd { which } => {
+                if which == "jobschedules" {
+                    print!("{}", jobsched_controller::job_schedule_crd_yaml());
+                } else {
+                    print!("{}", jobsched_controller::crd_yaml());
+                }
                 Ok(())
             }
             Command::Submit { conn, args } => client_cmd::submit(&conn, args).await,
@@ -526,6 +530,7 @@ async fn controller(args: ControllerArgs) -> Result<()> {
         requeue: secs("JOBSCHED_REQUEUE_SECONDS", args.requeue_seconds)?,
         leader_election: args.leader_election,
         lease_name: args.lease_name,
+        schedule_selector: args.schedule_selector.filter(|s| !s.trim().is_empty()),
         ..jobsched_controller::ControllerConfig::default()
     };
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

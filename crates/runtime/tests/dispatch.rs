@@ -1046,6 +1046,7 @@ fn every_second(
         last_job_id: None,
         created_at: now,
         updated_at: now,
+        managed_by: None,
     }
 }
 

@@ -2460,6 +2460,7 @@ async fn schedules_are_kept_and_fired_once(db: &TestDb) {
         last_job_id: None,
         created_at: t(0),
         updated_at: t(0),
+        managed_by: None,
     };
     let b = sched("b", t(300));
     assert!(s.create_schedule(&b).await.unwrap());

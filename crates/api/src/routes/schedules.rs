@@ -123,9 +123,32 @@ fn parse_schedule(
                 last_job_id: None,
                 created_at: now,
                 updated_at: now,
+                managed_by: None,
             })
         }
         _ => Err(ApiError::Validation(issues)),
+    }
+}
+
+/// A 409 when a Kubernetes `JobSchedule` owns schedule `name`: changes go through it.
+async fn refuse_if_managed(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let owner = state
+        .store
+        .get_schedule(name)
+        .await?
+        .and_then(|s| s.managed_by);
+    match owner {
+        None => Ok(()),
+        Some(owner) => {
+            let hint = match owner.split_once('/') {
+                Some((ns, obj)) => format!("kubectl edit jobschedule {obj} -n {ns}"),
+                None => format!("kubectl edit jobschedule {owner}"),
+            };
+            Err(ApiError::Conflict(format!(
+                "schedule {name:?} is managed by JobSchedule {owner}; change it with `{hint}`, \
+                 or delete that resource to delete the schedule"
+            )))
+        }
     }
 }
 
@@ -166,6 +189,7 @@ pub async fn create(
         (status = 200, description = "Replaced", body = ScheduleResponse),
         (status = 201, description = "Created", body = ScheduleResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 409, description = "Owned by a Kubernetes JobSchedule", body = ErrorBody),
         (status = 422, description = "Invalid field(s)", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
@@ -176,6 +200,7 @@ pub async fn put(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<ScheduleResponse>), ApiError> {
     let schedule = parse_schedule(&body, Some(&name), &state)?;
+    refuse_if_managed(&state, &name).await?;
     let replaced = state.store.put_schedule(&schedule).await?;
     let stored = state
         .store
@@ -235,6 +260,7 @@ pub async fn list(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 409, description = "Owned by a Kubernetes JobSchedule", body = ErrorBody),
         (status = 404, description = "No such schedule", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
@@ -243,6 +269,7 @@ pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    refuse_if_managed(&state, &name).await?;
     if state.store.delete_schedule(&name).await? {
         tracing::info!(schedule = %name, "schedule deleted");
         Ok(StatusCode::NO_CONTENT)

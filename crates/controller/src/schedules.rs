@@ -1,0 +1,259 @@
+//! The `JobSchedule` reconciler: from each object to the scheduler's schedule of the same name
+//! (owned by the object, so the REST API refuses to change it) and back to the object's status;
+//! a schedule whose object is gone is deleted.
+
+use crate::error::ControllerError;
+use crate::metrics::metrics;
+use crate::reconcile::{
+    Context, FIELD_MANAGER, REASON_APPLIED, REASON_INVALID_SPEC, REASON_STORE_UNAVAILABLE,
+    set_ready,
+};
+use crate::schedule_crd::{JobSchedule, JobScheduleStatus, same_schedule};
+use chrono::SecondsFormat;
+use jobsched_core::schedule::Schedule;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Reconcile one `JobSchedule` (the function handed to its kube `Controller`).
+pub(crate) async fn reconcile_schedule(
+    obj: Arc<JobSchedule>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    let m = metrics();
+    m.duration.observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => m.reconciles.with_label_values(&["ok"]).inc(),
+        Err(e) => {
+            m.reconciles.with_label_values(&["error"]).inc();
+            m.errors.with_label_values(&[e.reason()]).inc();
+        }
+    }
+    result
+}
+
+/// Requeue a failed `JobSchedule` with the per-object backoff.
+pub(crate) fn schedule_error_policy(
+    obj: Arc<JobSchedule>,
+    err: &ControllerError,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = format!(
+        "jobschedule/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    let delay = ctx.next_backoff(&key);
+    tracing::warn!(object = %key, error = %err, retry_in = ?delay, "JobSchedule reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn patch_status(
+    ctx: &Context,
+    obj: &JobSchedule,
+    status: JobScheduleStatus,
+) -> Result<(), ControllerError> {
+    if obj.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let ns = obj.namespace().unwrap_or_else(|| ctx.namespace.clone());
+    let api: Api<JobSchedule> = Api::namespaced(ctx.client.clone(), &ns);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+        .map_err(ControllerError::kube("patch JobSchedule status"))?;
+    Ok(())
+}
+
+/// Record a failure in the status (Ready=False) and hand the error back.
+async fn failed(
+    ctx: &Context,
+    obj: &JobSchedule,
+    reason: &str,
+    err: ControllerError,
+) -> ControllerError {
+    let mut status = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    set_ready(
+        &mut status.conditions,
+        generation,
+        false,
+        reason,
+        err.to_string(),
+        &rfc3339(ctx.clock.now()),
+    );
+    status.observed_generation = generation;
+    if let Err(e) = patch_status(ctx, obj, status).await {
+        tracing::warn!(error = %e, "could not record the failure in the JobSchedule status");
+    }
+    err
+}
+
+async fn reconcile_inner(obj: &JobSchedule, ctx: &Context) -> Result<Action, ControllerError> {
+    let name = obj.name_any();
+    let ns = obj.namespace().unwrap_or_else(|| ctx.namespace.clone());
+    let owner = format!("{ns}/{name}");
+    let now = ctx.clock.now();
+    let Some(conn) = &ctx.store else {
+        let err = ControllerError::Config {
+            field: "database_url",
+            message: "JobSchedules are kept in the scheduler's database: set \
+                      JOBSCHED_DATABASE_URL on the controller"
+                .into(),
+        };
+        return Err(failed(ctx, obj, REASON_STORE_UNAVAILABLE, err).await);
+    };
+    let desired = match obj.spec.to_schedule(&name, &owner, now) {
+        Ok(s) => s,
+        Err(message) => {
+            let err = ControllerError::InvalidSchedule {
+                object: owner.clone(),
+                message,
+            };
+            tracing::warn!(error = %err, "not applying JobSchedule");
+            let news = obj
+                .status
+                .as_ref()
+                .is_none_or(|s| s.observed_generation != obj.metadata.generation);
+            let err = failed(ctx, obj, REASON_INVALID_SPEC, err).await;
+            if news {
+                let event = KubeEvent {
+                    type_: EventType::Warning,
+                    reason: REASON_INVALID_SPEC.into(),
+                    note: Some(err.to_string()),
+                    action: "ValidateSpec".into(),
+                    secondary: None,
+                };
+                let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+                if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+                    tracing::warn!(error = %e, "could not publish the InvalidSpec warning event");
+                }
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let stored = match apply(conn, &desired).await {
+        Ok(s) => s,
+        Err(err) => return Err(failed(ctx, obj, REASON_STORE_UNAVAILABLE, err).await),
+    };
+    let mut status = obj.status.clone().unwrap_or_default();
+    status.observed_generation = obj.metadata.generation;
+    status.next_fire_time = stored.next_fire_at.map(rfc3339);
+    status.last_fire_time = stored.last_fire_at.map(rfc3339);
+    status.last_job_id = stored.last_job_id.map(|id| id.to_string());
+    let message = match (stored.paused, stored.next_fire_at) {
+        (true, _) => format!("schedule {name} is paused"),
+        (false, Some(next)) => format!(
+            "schedule {name} is in effect; next fire at {}",
+            rfc3339(next)
+        ),
+        (false, None) => format!("schedule {name} is in effect; its cron expression fires no more"),
+    };
+    set_ready(
+        &mut status.conditions,
+        obj.metadata.generation,
+        true,
+        REASON_APPLIED,
+        message,
+        &rfc3339(now),
+    );
+    patch_status(ctx, obj, status).await?;
+    // Come back soon after the next fire, so the status shows it.
+    let until_fire = stored
+        .next_fire_at
+        .filter(|_| !stored.paused)
+        .and_then(|next| (next - now).to_std().ok())
+        .map(|d| d + Duration::from_secs(2));
+    let after = until_fire.map_or(ctx.requeue, |d| d.min(ctx.requeue));
+    Ok(Action::requeue(after.max(Duration::from_secs(1))))
+}
+
+/// Write `desired` unless the stored schedule already asks for the same; returns the stored
+/// schedule (with its fire state).
+async fn apply(
+    conn: &crate::reconcile::StoreConn,
+    desired: &Schedule,
+) -> Result<Schedule, ControllerError> {
+    let store = conn.get().await?;
+    let store_err = |source| ControllerError::Store { source };
+    let existing = store.get_schedule(&desired.name).await.map_err(store_err)?;
+    if let Some(e) = existing
+        && same_schedule(&e, desired)
+    {
+        return Ok(e);
+    }
+    store.put_schedule(desired).await.map_err(store_err)?;
+    tracing::info!(schedule = %desired.name, owner = ?desired.managed_by, "schedule written from its JobSchedule");
+    Ok(store
+        .get_schedule(&desired.name)
+        .await
+        .map_err(store_err)?
+        .unwrap_or_else(|| desired.clone()))
+}
+
+/// How often the schedules are compared with the JobSchedules that own them.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// While leading: delete the schedules owned by a JobSchedule of this namespace that no longer
+/// exists (deleted, also while no controller ran). Runs once the watch cache has its first
+/// full list, then every [`SWEEP_EVERY`].
+pub(crate) async fn delete_orphans(
+    ctx: Arc<Context>,
+    reader: Store<JobSchedule>,
+    token: CancellationToken,
+) {
+    let Some(conn) = &ctx.store else { return };
+    tokio::select! {
+        () = token.cancelled() => return,
+        ready = reader.wait_until_ready() => if ready.is_err() { return },
+    }
+    loop {
+        if let Err(e) = sweep(&ctx, conn, &reader).await {
+            tracing::warn!(error = %e, "could not compare schedules with their JobSchedules; retrying");
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+    }
+}
+
+/// One pass of [`delete_orphans`]; returns the schedules deleted.
+pub(crate) async fn sweep(
+    ctx: &Context,
+    conn: &crate::reconcile::StoreConn,
+    reader: &Store<JobSchedule>,
+) -> Result<Vec<String>, ControllerError> {
+    let store = conn.get().await?;
+    let store_err = |source| ControllerError::Store { source };
+    let mut deleted = Vec::new();
+    for s in store.list_schedules().await.map_err(store_err)? {
+        let Some((ns, name)) = s.managed_by.as_deref().and_then(|o| o.split_once('/')) else {
+            continue;
+        };
+        if ns != ctx.namespace || name != s.name {
+            continue;
+        }
+        let key = ObjectRef::<JobSchedule>::new(name).within(ns);
+        if reader.get(&key).is_none() && store.delete_schedule(&s.name).await.map_err(store_err)? {
+            tracing::info!(schedule = %s.name, "its JobSchedule is gone: schedule deleted");
+            deleted.push(s.name.clone());
+        }
+    }
+    Ok(deleted)
+}
