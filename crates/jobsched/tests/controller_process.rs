@@ -33,7 +33,8 @@ const JOB_SECONDS: f64 = 0.05;
 //
 // A hand-written HTTP/1.1 server (keep-alive, chunked watch responses) that speaks just enough
 // of the Kubernetes API for the controller: list + watch (with resourceVersion), get and status
-// merge-patch of `jobsched.io/v1alpha1` SchedulerConfigs in one namespace, creation of
+// merge-patch of `jobsched.io/v1alpha1` SchedulerConfigs in one namespace, an empty JobSchedule
+// collection (list + a watch that stays open), creation of
 // `events.k8s.io/v1` Events, and get/create/replace of `coordination.k8s.io/v1` Leases with
 // resourceVersion conflicts. Any other request is answered 404 and recorded as unexpected.
 // ---------------------------------------------------------------------------------------------
@@ -57,6 +58,8 @@ struct KubeState {
     status_patches: Vec<Value>,
     events: Vec<Value>,
     leases: BTreeMap<String, Value>,
+    /// Open watches of the (always empty) JobSchedule collection, kept open.
+    schedule_watchers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
     unexpected: Vec<String>,
 }
 
@@ -221,6 +224,25 @@ impl KubeStandIn {
             }
             ("PATCH", "jobsched.io/v1alpha1", ["schedulerconfigs", name, "status"]) => {
                 self.patch_status(req, name)
+            }
+            // The controller also follows JobSchedules (with a database): none exist here.
+            ("GET", "jobsched.io/v1alpha1", ["jobschedules"]) => {
+                if req
+                    .query
+                    .get("watch")
+                    .is_some_and(|w| w == "true" || w == "1")
+                {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    self.lock().schedule_watchers.push(tx);
+                    Reply::Watch(rx)
+                } else {
+                    let rv = self.lock().rv.to_string();
+                    Reply::Json(
+                        200,
+                        json!({"apiVersion": "jobsched.io/v1alpha1", "kind": "JobScheduleList",
+                               "metadata": {"resourceVersion": rv}, "items": []}),
+                    )
+                }
             }
             ("POST", "events.k8s.io/v1", ["events"]) => {
                 match serde_json::from_slice::<Value>(&req.body) {
