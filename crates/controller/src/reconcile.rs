@@ -255,6 +255,26 @@ impl Context {
         Ok(())
     }
 
+    /// Publish a `Warning` event `InvalidSpec` about `object` with `err` as its note (failures
+    /// are logged: events are informational).
+    pub(crate) async fn warn_invalid_spec(
+        &self,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        err: &ControllerError,
+    ) {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: REASON_INVALID_SPEC.into(),
+            note: Some(err.to_string()),
+            action: "ValidateSpec".into(),
+            secondary: None,
+        };
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, object).await {
+            tracing::warn!(error = %e, "could not publish the InvalidSpec warning event");
+        }
+    }
+
     /// Clear `managed_by` (keeping the policy) where it still names the selected object, so the
     /// REST API may change the policy again. Returns whether anything was released.
     pub(crate) async fn release_ownership(&self) -> Result<bool, ControllerError> {
@@ -439,17 +459,7 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
         if news {
             // `kubectl describe` and `kubectl get events` show why nothing changed; once per
             // invalid generation, not at every resync.
-            let event = KubeEvent {
-                type_: EventType::Warning,
-                reason: REASON_INVALID_SPEC.into(),
-                note: Some(err.to_string()),
-                action: "ValidateSpec".into(),
-                secondary: None,
-            };
-            let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-            if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-                tracing::warn!(error = %e, "could not publish the InvalidSpec warning event");
-            }
+            ctx.warn_invalid_spec(&obj.object_ref(&()), &err).await;
         }
         return Ok(Action::await_change());
     }

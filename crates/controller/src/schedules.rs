@@ -13,7 +13,6 @@ use chrono::SecondsFormat;
 use jobsched_core::schedule::Schedule;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
@@ -132,17 +131,7 @@ async fn reconcile_inner(obj: &JobSchedule, ctx: &Context) -> Result<Action, Con
                 .is_none_or(|s| s.observed_generation != obj.metadata.generation);
             let err = failed(ctx, obj, REASON_INVALID_SPEC, err).await;
             if news {
-                let event = KubeEvent {
-                    type_: EventType::Warning,
-                    reason: REASON_INVALID_SPEC.into(),
-                    note: Some(err.to_string()),
-                    action: "ValidateSpec".into(),
-                    secondary: None,
-                };
-                let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-                if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-                    tracing::warn!(error = %e, "could not publish the InvalidSpec warning event");
-                }
+                ctx.warn_invalid_spec(&obj.object_ref(&()), &err).await;
             }
             return Ok(Action::await_change());
         }

@@ -125,6 +125,22 @@ fn context(client: Client, redis: RedisConn, clock: Arc<TestClock>) -> Arc<Conte
     })
 }
 
+/// A context on the mock API server with the durable store of `db`, its clock at `at`.
+fn context_with_store(
+    transport: &RedisTransport,
+    db: &jobsched_store::testing::TestDb,
+    at: &str,
+) -> (Arc<Context>, Handle) {
+    let (client, handle) = mock_client();
+    let mut ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(at),
+    );
+    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    (ctx, handle)
+}
+
 fn spec(policy: PolicyKind) -> SchedulerConfigSpec {
     SchedulerConfigSpec {
         policy,
@@ -684,13 +700,7 @@ async fn durable_copy_is_saved_and_released() {
     let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
         return;
     };
-    let (client, handle) = mock_client();
-    let mut ctx = context(
-        client,
-        RedisConn::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
-    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    let (ctx, handle) = context_with_store(&transport, &db, T0);
     let obj = object(NAME, spec(PolicyKind::Sjf), 1);
     let expected = ready_status(
         PolicyKind::Sjf,
@@ -738,13 +748,7 @@ async fn spec_queues_are_applied_owned_and_released() {
     let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
         return;
     };
-    let (client, handle) = mock_client();
-    let mut ctx = context(
-        client,
-        RedisConn::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
-    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    let (ctx, handle) = context_with_store(&transport, &db, T0);
     // A queue set through the REST API beforehand, and one this object will take over.
     let store = db.store().await;
     let rest_owned = PolicySettings {
@@ -923,13 +927,7 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
     let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
         return;
     };
-    let (client, handle) = mock_client();
-    let mut ctx = context(
-        client,
-        RedisConn::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
-    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    let (ctx, handle) = context_with_store(&transport, &db, T0);
     let spec = json!({
         "cron": "0 2 * * *",
         "job": {"jobType": "sleep", "payload": {"duration": 1}, "priority": 2, "queue": "reports"}
@@ -985,16 +983,7 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
             observed_generation: Some(1),
         }],
     });
-    let (client, handle) = mock_client();
-    let ctx2 = {
-        let mut c = context(
-            client,
-            RedisConn::ready(Arc::new(transport.clone())),
-            TestClock::at(T0),
-        );
-        Arc::get_mut(&mut c).unwrap().store = Some(StoreConn::lazy(db.url()));
-        c
-    };
+    let (ctx2, handle) = context_with_store(&transport, &db, T0);
     with_api(
         handle,
         |h| async move { h },
@@ -1013,17 +1002,7 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
     let mut bad_spec = spec.clone();
     bad_spec["cron"] = json!("every night");
     let bad = job_schedule("nightly", bad_spec, 2);
-    let (client, handle) = mock_client();
-    let ctx3 = context(
-        client,
-        RedisConn::ready(Arc::new(transport.clone())),
-        TestClock::at(T1),
-    );
-    let ctx3 = {
-        let mut c = ctx3;
-        Arc::get_mut(&mut c).unwrap().store = Some(StoreConn::lazy(db.url()));
-        c
-    };
+    let (ctx3, handle) = context_with_store(&transport, &db, T1);
     with_api(
         handle,
         {
