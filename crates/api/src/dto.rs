@@ -265,6 +265,8 @@ pub struct ListParams {
     pub status: Option<String>,
     /// Only jobs of this type.
     pub job_type: Option<String>,
+    /// Only jobs in this named queue.
+    pub queue: Option<String>,
     /// 1-based page number (default 1).
     #[param(minimum = 1)]
     pub page: Option<u32>,

@@ -2050,6 +2050,20 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
         .collect();
     assert_eq!(names, ["default", "bulk", "emails"]);
     assert_eq!(h.client.queue("emails").await.unwrap()["pending"], 2);
+    let page = h
+        .client
+        .list(&ListQuery {
+            queue: Some("emails".into()),
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2);
+    assert!(page.jobs.iter().all(|j| j.queue == "emails"));
+    let (status, resp) =
+        status_json(h.http.get(h.url("/jobs/?queue=Bad!")).send().await.unwrap()).await;
+    assert_eq!(status, 422, "{resp}");
+    assert_eq!(locs(&resp), vec![json!(["query", "queue"])], "{resp}");
 
     // PUT creates (201) or changes (200); unset fields keep their values; null clears the
     // limit. Workers hear of it through the transport.

@@ -251,6 +251,9 @@ pub struct ListQuery {
     /// Only this type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_type: Option<String>,
+    /// Only this named queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// 1-based page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,

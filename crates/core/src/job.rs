@@ -439,6 +439,9 @@ pub struct JobFilter {
     /// Only jobs whose name starts with this (case-sensitive).
     #[serde(default)]
     pub name_prefix: Option<String>,
+    /// Only jobs in this named queue.
+    #[serde(default)]
+    pub queue: Option<String>,
     /// 1-based page number.
     pub page: u32,
     /// Jobs per page (1–100).

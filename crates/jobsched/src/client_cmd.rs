@@ -91,6 +91,9 @@ pub struct JobsArgs {
     /// Only this job type.
     #[arg(long = "type")]
     pub job_type: Option<String>,
+    /// Only this named queue.
+    #[arg(long)]
+    pub queue: Option<String>,
     /// Page (1-based).
     #[arg(long, default_value_t = 1)]
     pub page: u32,
@@ -459,6 +462,7 @@ pub async fn jobs(conn: &Conn, args: JobsArgs) -> Result<()> {
         .list(&ListQuery {
             status,
             job_type: args.job_type,
+            queue: args.queue,
             page: Some(args.page),
             page_size: Some(args.page_size),
             include: None,

@@ -718,6 +718,10 @@ impl JobRepo for PgStore {
             n += 1;
             conditions.push(format!("j.job_type = ${n}"));
         }
+        if filter.queue.is_some() {
+            n += 1;
+            conditions.push(format!("j.queue = ${n}"));
+        }
         if filter.id.is_some() {
             n += 1;
             conditions.push(format!("{key}id = ${n}"));
@@ -738,7 +742,10 @@ impl JobRepo for PgStore {
         };
         // With conditions on the catalog alone, the page is cut from the catalog first and
         // only its rows are looked up (a deep page skips catalog entries, not jobs).
-        let catalog_only = !own_index && status_bound.is_none() && filter.job_type.is_none();
+        let catalog_only = !own_index
+            && status_bound.is_none()
+            && filter.job_type.is_none()
+            && filter.queue.is_none();
         let (count_sql, page_sql) = if catalog_only {
             (
                 format!("SELECT count(*) FROM job_catalog c {where_clause}"),
@@ -775,6 +782,10 @@ impl JobRepo for PgStore {
             count = count.bind(t);
             rows = rows.bind(t);
         }
+        if let Some(q) = &filter.queue {
+            count = count.bind(q);
+            rows = rows.bind(q);
+        }
         if let Some(id) = filter.id {
             count = count.bind(id);
             rows = rows.bind(id);
@@ -785,8 +796,10 @@ impl JobRepo for PgStore {
             rows = rows.bind(prefix.clone()).bind(end);
         }
         // With no filter but the status, the total is a kept count, not a scan.
-        let counted =
-            filter.job_type.is_none() && filter.id.is_none() && filter.name_prefix.is_none();
+        let counted = filter.job_type.is_none()
+            && filter.queue.is_none()
+            && filter.id.is_none()
+            && filter.name_prefix.is_none();
         let total = if counted {
             let stats = self.stats().await?;
             match filter.status {

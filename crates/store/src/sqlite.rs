@@ -410,6 +410,9 @@ impl JobRepo for SqliteStore {
         if filter.job_type.is_some() {
             conditions.push("job_type = ?");
         }
+        if filter.queue.is_some() {
+            conditions.push("queue = ?");
+        }
         if filter.id.is_some() {
             conditions.push("id = ?");
         }
@@ -436,6 +439,10 @@ impl JobRepo for SqliteStore {
         if let Some(t) = &filter.job_type {
             count = count.bind(t);
             rows = rows.bind(t);
+        }
+        if let Some(q) = &filter.queue {
+            count = count.bind(q);
+            rows = rows.bind(q);
         }
         if let Some(id) = filter.id {
             count = count.bind(hy(id));

@@ -2600,6 +2600,24 @@ async fn queues_keep_their_jobs_apart(db: &TestDb) {
     assert_eq!(counts["emails"].delayed, 1);
     assert_eq!(counts["default"].pending, 2);
     assert_eq!(counts["default"].running, 0);
+    // Listings by queue, alone and with a status.
+    let listed = |queue: &str, status: Option<JobStatus>| {
+        let s = s.clone();
+        let filter = JobFilter {
+            queue: Some(queue.into()),
+            status,
+            page: 1,
+            page_size: 100,
+            ..JobFilter::default()
+        };
+        async move { s.list(&filter).await.unwrap() }
+    };
+    let emails_page = listed("emails", None).await;
+    assert_eq!(emails_page.total, 4);
+    assert!(emails_page.jobs.iter().all(|j| j.queue == "emails"));
+    assert_eq!(listed("emails", Some(JobStatus::Running)).await.total, 3);
+    assert_eq!(listed("default", Some(JobStatus::Pending)).await.total, 2);
+    assert_eq!(listed("nothing-here", None).await.total, 0);
     let default = s
         .claim(
             &queue_claim(10, PolicyKind::Fcfs, "default", None),

@@ -212,6 +212,7 @@ fn parse_list_params(query: &QueryPairs) -> Result<JobFilter, ApiError> {
         job_type: None,
         id: None,
         name_prefix: None,
+        queue: None,
         page: 1,
         page_size: DEFAULT_PAGE_SIZE,
     };
@@ -246,6 +247,12 @@ fn parse_list_params(query: &QueryPairs) -> Result<JobFilter, ApiError> {
     }
     if let Some(raw) = query.get("job_type").filter(|s| !s.is_empty()) {
         filter.job_type = Some(raw.to_string());
+    }
+    if let Some(raw) = query.get("queue").filter(|s| !s.is_empty()) {
+        match jobsched_core::queue::check_queue_name(raw) {
+            Ok(()) => filter.queue = Some(raw.to_string()),
+            Err(m) => issues.push(FieldIssue::query("queue", m)),
+        }
     }
     match query.int("page", 1, MAX_PAGE) {
         Ok(Some(page)) => filter.page = page,
