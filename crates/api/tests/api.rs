@@ -2142,6 +2142,18 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
         ),
         (
             "/queues/q",
+            json!({"weight": -5}),
+            json!(["body", "weight"]),
+            "got -5",
+        ),
+        (
+            "/queues/q",
+            json!({"concurrency_limit": 5_000_000_000_i64}),
+            json!(["body", "concurrency_limit"]),
+            "got 5000000000",
+        ),
+        (
+            "/queues/q",
             json!({"concurrency_limit": 0}),
             json!(["body", "concurrency_limit"]),
             "paused",

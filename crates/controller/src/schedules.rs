@@ -33,7 +33,10 @@ pub(crate) async fn reconcile_schedule(
     let m = metrics();
     m.duration.observe(started.elapsed().as_secs_f64());
     match &result {
-        Ok(_) => m.reconciles.with_label_values(&["ok"]).inc(),
+        Ok(_) => {
+            m.reconciles.with_label_values(&["ok"]).inc();
+            ctx.reset_backoff(&backoff_key(&obj));
+        }
         Err(e) => {
             m.reconciles.with_label_values(&["error"]).inc();
             m.errors.with_label_values(&[e.reason()]).inc();
@@ -48,14 +51,19 @@ pub(crate) fn schedule_error_policy(
     err: &ControllerError,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = format!(
-        "jobschedule/{}/{}",
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    );
+    let key = backoff_key(&obj);
     let delay = ctx.next_backoff(&key);
     tracing::warn!(object = %key, error = %err, retry_in = ?delay, "JobSchedule reconcile failed");
     Action::requeue(delay)
+}
+
+/// The key of a JobSchedule's error backoff.
+fn backoff_key(obj: &JobSchedule) -> String {
+    format!(
+        "jobschedule/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
 }
 
 async fn patch_status(
@@ -138,6 +146,13 @@ async fn reconcile_inner(obj: &JobSchedule, ctx: &Context) -> Result<Action, Con
     };
     let stored = match apply(conn, &desired).await {
         Ok(s) => s,
+        Err(err @ ControllerError::InvalidSchedule { .. }) => {
+            // A name taken by a schedule this object does not own: reported, and looked at
+            // again at the next resync (the other schedule may be deleted by then).
+            tracing::warn!(error = %err, "not applying JobSchedule");
+            failed(ctx, obj, REASON_INVALID_SPEC, err).await;
+            return Ok(Action::requeue(ctx.requeue));
+        }
         Err(err) => return Err(failed(ctx, obj, REASON_STORE_UNAVAILABLE, err).await),
     };
     let mut status = obj.status.clone().unwrap_or_default();
@@ -181,10 +196,26 @@ async fn apply(
     let store = conn.get().await?;
     let store_err = |source| ControllerError::Store { source };
     let existing = store.get_schedule(&desired.name).await.map_err(store_err)?;
-    if let Some(e) = existing
-        && same_schedule(&e, desired)
-    {
-        return Ok(e);
+    if let Some(e) = existing {
+        if e.managed_by != desired.managed_by {
+            // Made through the REST API (or owned by another object): taking it over would
+            // delete it with this object later.
+            let owner = e.managed_by.map_or_else(
+                || "the REST API".to_string(),
+                |o| format!("JobSchedule {o}"),
+            );
+            return Err(ControllerError::InvalidSchedule {
+                object: desired.managed_by.clone().unwrap_or_default(),
+                message: format!(
+                    "metadata.name: a schedule named {:?} already exists, made by {owner}; \
+                     delete it (DELETE /schedules/{}) or give this JobSchedule another name",
+                    desired.name, desired.name
+                ),
+            });
+        }
+        if same_schedule(&e, desired) {
+            return Ok(e);
+        }
     }
     store.put_schedule(desired).await.map_err(store_err)?;
     tracing::info!(schedule = %desired.name, owner = ?desired.managed_by, "schedule written from its JobSchedule");
@@ -239,7 +270,18 @@ pub(crate) async fn sweep(
             continue;
         }
         let key = ObjectRef::<JobSchedule>::new(name).within(ns);
-        if reader.get(&key).is_none() && store.delete_schedule(&s.name).await.map_err(store_err)? {
+        if reader.get(&key).is_some() {
+            continue;
+        }
+        // Not in the cache: gone, or outside the label selector (which must not delete its
+        // schedule). Ask the API server before deleting.
+        let api: Api<JobSchedule> = Api::namespaced(ctx.client.clone(), ns);
+        let exists = api
+            .get_opt(name)
+            .await
+            .map_err(ControllerError::kube("get JobSchedule"))?
+            .is_some();
+        if !exists && store.delete_schedule(&s.name).await.map_err(store_err)? {
             tracing::info!(schedule = %s.name, "its JobSchedule is gone: schedule deleted");
             deleted.push(s.name.clone());
         }

@@ -1046,30 +1046,92 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
         "0 2 * * *"
     );
 
-    // The object gone from the watch cache: its schedule is deleted; a REST one stays.
+    // A JobSchedule named like a schedule made through the REST API does not take it over:
+    // Ready=False/InvalidSpec naming the clash; the REST schedule stays as it was.
     let mut rest = stored.clone();
     rest.name = "by-rest".into();
     rest.managed_by = None;
     store.put_schedule(&rest).await.unwrap();
+    let clash = job_schedule("by-rest", spec.clone(), 1);
+    let (ctx4, handle) = context_with_store(&transport, &db, T0);
+    with_api(
+        handle,
+        {
+            let clash = clash.clone();
+            move |mut h| async move {
+                let (method, path, _, body, send) = next_request(&mut h).await;
+                assert_eq!(
+                    (method, path),
+                    (Method::PATCH, job_schedule_status_path("by-rest"))
+                );
+                let condition = &body["status"]["conditions"][0];
+                assert_eq!(condition["reason"], REASON_INVALID_SPEC, "{body}");
+                assert!(
+                    condition["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("already exists"),
+                    "{body}"
+                );
+                let mut patched = serde_json::to_value(&clash).unwrap();
+                patched["status"] = body["status"].clone();
+                send.send_response(json_response(200, &patched));
+                h
+            }
+        },
+        crate::schedules::reconcile_schedule(Arc::new(clash), ctx4.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .get_schedule("by-rest")
+            .await
+            .unwrap()
+            .unwrap()
+            .managed_by,
+        None
+    );
+
+    // The object gone from the watch cache: the API server is asked, and on a 404 its
+    // schedule is deleted; a REST one stays. An object still in the cache costs no request.
     let (reader, mut writer) = kube::runtime::reflector::store::<crate::JobSchedule>();
     writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
     writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(obj.clone()));
     writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
-    let conn = ctx.store.as_ref().unwrap();
-    assert!(
-        crate::schedules::sweep(&ctx, conn, &reader)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let (ctx5, handle) = context_with_store(&transport, &db, T0);
+    let conn = ctx5.store.as_ref().unwrap();
+    let kept = with_api(
+        handle,
+        |h| async move { h },
+        crate::schedules::sweep(&ctx5, conn, &reader),
+    )
+    .await
+    .unwrap();
+    assert!(kept.is_empty());
     writer.apply_watcher_event(&kube::runtime::watcher::Event::Delete(obj));
-    assert_eq!(
-        crate::schedules::sweep(&ctx, conn, &reader).await.unwrap(),
-        vec!["nightly".to_string()]
-    );
+    let (ctx6, handle) = context_with_store(&transport, &db, T0);
+    let conn = ctx6.store.as_ref().unwrap();
+    let deleted = with_api(
+        handle,
+        |mut h| async move {
+            let (method, path, _, _, send) = next_request(&mut h).await;
+            assert_eq!(method, Method::GET);
+            assert_eq!(
+                path,
+                format!("/apis/jobsched.io/v1alpha1/namespaces/{NS}/jobschedules/nightly")
+            );
+            send.send_response(not_found());
+            h
+        },
+        crate::schedules::sweep(&ctx6, conn, &reader),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted, vec!["nightly".to_string()]);
     assert!(store.get_schedule("nightly").await.unwrap().is_none());
     assert!(store.get_schedule("by-rest").await.unwrap().is_some());
-    drop((ctx, ctx2, ctx3));
+    drop((ctx, ctx2, ctx3, ctx4, ctx5, ctx6));
     db.cleanup().await;
 }
 

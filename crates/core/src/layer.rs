@@ -191,6 +191,7 @@ through!(Transport for LayeredTransport {
     fn set_policy(&self, settings: &PolicySettings) -> ();
     fn queues(&self) -> Vec<(String, PolicySettings)>;
     fn set_queue(&self, name: &str, settings: &PolicySettings) -> ();
+    fn add_queue(&self, name: &str, settings: &PolicySettings) -> bool;
     fn publish(&self, event: Event) -> ();
     fn subscribe(&self) -> Box<dyn Subscription>;
     fn ping(&self) -> ();

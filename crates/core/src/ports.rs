@@ -487,6 +487,10 @@ pub trait Transport: Send + Sync {
     /// Write the cached settings of queue `name` (`default`: as [`Transport::set_policy`])
     /// and publish [`Event::PolicyChanged`].
     async fn set_queue(&self, name: &str, settings: &PolicySettings) -> Result<()>;
+    /// Write the cached settings of queue `name` only if it has none (a rebuild, or a queue
+    /// just created, never overwrites a newer write); publish [`Event::PolicyChanged`] when
+    /// written. Returns whether it wrote.
+    async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool>;
     /// Publish an event to every subscriber (all processes).
     async fn publish(&self, event: Event) -> Result<()>;
     /// Subscribe to events.

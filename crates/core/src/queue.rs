@@ -197,7 +197,8 @@ pub async fn ensure(store: &dyn ControlStore, transport: &dyn Transport, name: &
     let settings = PolicySettings::default();
     if store.create_queue(name, &settings).await? {
         tracing::info!(queue = name, "queue created with the default settings");
-        transport.set_queue(name, &settings).await?;
+        // Only if absent: a `PUT /queues/{name}` may have come in between.
+        transport.add_queue(name, &settings).await?;
     }
     Ok(())
 }

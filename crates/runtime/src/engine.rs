@@ -84,8 +84,9 @@ impl Engine {
                 durable
             }
         };
-        // The other queues' keys, rebuilt the same way (only the missing ones: a key that
-        // differs from the durable copy is a newer write on its way).
+        // The other queues' keys, rebuilt the same way: only the missing ones, and only if
+        // still missing when written (a key that differs from the durable copy, or one written
+        // meanwhile, is a newer write).
         let cached: std::collections::HashSet<String> = self
             .rt
             .transport
@@ -95,9 +96,8 @@ impl Engine {
             .map(|(name, _)| name)
             .collect();
         for (name, durable) in self.rt.store.load_queues().await? {
-            if !cached.contains(&name) {
+            if !cached.contains(&name) && self.rt.transport.add_queue(&name, &durable).await? {
                 tracing::info!(queue = %name, "queue settings missing in transport; restored from the store");
-                self.rt.transport.set_queue(&name, &durable).await?;
             }
         }
         if let Some(old) = &self.settings

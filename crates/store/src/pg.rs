@@ -62,7 +62,8 @@ const RESCUE_OVERLAP_MS: i64 = 1_000;
 /// limit (the second is the queue name's hash).
 const QUEUE_LOCK_SPACE: i32 = 0x6a_73_71_75; // "jsqu"
 
-/// `job_counts` is folded into one row per status when it holds more rows than this.
+/// `job_counts` is folded into one row per (queue, status) when it holds this many rows more
+/// than that.
 const COUNT_ROWS_BEFORE_FOLD: i64 = 64;
 
 /// The migrations for PostgreSQL, embedded at build time.
@@ -250,6 +251,8 @@ macro_rules! claim_tail {
             ", pick AS ( \
                  SELECT ctid FROM jobs \
                  WHERE queue = $23 AND queued AND NOT delayed AND run_at <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM settings s \
+                                   WHERE s.key = $24 AND s.value ? 'concurrency_limit') \
                  ORDER BY ", $order, " LIMIT $21 FOR UPDATE SKIP LOCKED), \
              claimed AS ( \
                  UPDATE jobs j SET status = 'RUNNING', attempt = j.attempt + 1, \
@@ -869,17 +872,19 @@ impl JobRepo for PgStore {
         // Sums of the deltas the triggers append (migration 0004); folded when they pile up.
         let rows = sqlx::query(
             "SELECT status, sum(n)::int8 AS n, sum(run_ms)::float8 AS run_ms, \
-                    sum(count(*)) OVER ()::int8 AS deltas \
+                    sum(count(*)) OVER ()::int8 AS deltas, \
+                    sum(count(DISTINCT queue)) OVER ()::int8 AS groups \
              FROM job_counts GROUP BY status",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         let mut stats = JobStats::default();
-        let mut deltas = 0;
+        let (mut deltas, mut groups) = (0, 0);
         for row in &rows {
             let n: i64 = row.try_get("n").map_err(db)?;
             deltas = row.try_get("deltas").map_err(db)?;
+            groups = row.try_get("groups").map_err(db)?;
             stats.total_jobs += n;
             let key: &str = row.try_get("status").map_err(db)?;
             // Delayed PENDING jobs are counted under their own key (migration 0007).
@@ -902,7 +907,9 @@ impl JobRepo for PgStore {
             }
         }
         stats.pending += stats.delayed;
-        if deltas > COUNT_ROWS_BEFORE_FOLD {
+        // Folded, the table keeps one row per (queue, status): fold when the deltas beyond
+        // those pile up.
+        if deltas > COUNT_ROWS_BEFORE_FOLD + groups {
             self.fold_counts().await?;
         }
         Ok(stats)
@@ -1511,15 +1518,19 @@ impl WorkerStore for PgStore {
         } else {
             &self.exchanges
         };
-        let statement = |limit: i64| {
+        // `guard`: the queue's settings key, so that a claim made without the limit (a worker
+        // whose copy of the settings is behind) takes nothing from a queue the durable
+        // settings limit; `None` on the limited path, which checks the limit itself.
+        let statement = |limit: i64, guard: Option<String>| {
             arrays
                 .bind(sqlx::query(sql).bind(now).bind(owner))
                 .bind(limit)
                 .bind(claim.lease_until)
                 .bind(&claim.queue)
+                .bind(guard)
         };
         let rows = match claim.concurrency_limit {
-            Some(most) if limit > 0 => {
+            Some(_) if limit > 0 => {
                 // A limited queue: claims of it take turns (a transaction-scoped advisory
                 // lock), and each takes at most what is left under the limit, counted after
                 // the previous claim committed (a fresh snapshot for the second statement).
@@ -1530,21 +1541,34 @@ impl WorkerStore for PgStore {
                         .bind(&claim.queue)
                         .execute(&mut *tx)
                         .await?;
-                    let busy: i64 = sqlx::query_scalar(
-                        "SELECT coalesce(sum(n), 0)::int8 FROM job_counts \
-                         WHERE queue = $1 AND status IN ('SCHEDULED', 'RUNNING')",
+                    // The limit as the durable settings have it now (the worker's copy may
+                    // be behind a change), and the jobs of the queue in flight.
+                    let (most, busy): (Option<i64>, i64) = sqlx::query_as(
+                        "SELECT (SELECT (value->>'concurrency_limit')::int8 FROM settings \
+                                 WHERE key = $2), \
+                                coalesce((SELECT sum(n) FROM job_counts \
+                                          WHERE queue = $1 \
+                                            AND status IN ('SCHEDULED', 'RUNNING')), 0)::int8",
                     )
                     .bind(&claim.queue)
+                    .bind(queue_key(&claim.queue))
                     .fetch_one(&mut *tx)
                     .await?;
-                    let room = (i64::from(most) - busy).clamp(0, limit);
-                    let rows = statement(room).fetch_all(&mut *tx).await?;
+                    let room = most.map_or(limit, |m| (m - busy).clamp(0, limit));
+                    let rows = statement(room, None).fetch_all(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(rows)
                 })
                 .await
             }
-            _ => retry_conflicts(|| async move { statement(limit).fetch_all(pool).await }).await,
+            _ => {
+                let guard = queue_key(&claim.queue);
+                retry_conflicts(|| {
+                    let guard = guard.clone();
+                    async move { statement(limit, Some(guard)).fetch_all(pool).await }
+                })
+                .await
+            }
         }
         .map_err(db)?;
         let mut applied = Vec::new();
@@ -1982,9 +2006,9 @@ mod tests {
         let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
         let types = "timestamptz, text, uuid[], int4[], timestamptz[], jsonb[], uuid[], int4[], \
                      timestamptz[], text[], timestamptz[], uuid[], int4[], timestamptz[], text[], \
-                     int4[], uuid[], int4[], timestamptz[], jsonb[], int8, timestamptz, text";
+                     int4[], uuid[], int4[], timestamptz[], jsonb[], int8, timestamptz, text, text";
         let args = "now(), 'w', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
-                    '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 4, now(), 'default'";
+                    '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 4, now(), 'default', 'policy'";
         let mut n = 0;
         for order in [PolicyKind::Fcfs, PolicyKind::Priority, PolicyKind::Sjf] {
             for only_completed in [true, false] {

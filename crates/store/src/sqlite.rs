@@ -865,7 +865,17 @@ impl WorkerStore for SqliteStore {
         // other claimer can take the same rows.
         let mut tx = self.write().await?;
         let mut limit = i64::from(claim.limit);
-        if let Some(most) = claim.concurrency_limit {
+        // The queue's limit as the durable settings have it now (whatever the worker's copy
+        // says: it may be behind a change).
+        let most: Option<i64> = sqlx::query_scalar(
+            "SELECT json_extract(value, '$.concurrency_limit') FROM settings WHERE key = ?1",
+        )
+        .bind(queue_key(&claim.queue))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .flatten();
+        if let Some(most) = most {
             // The write lock is held: no other claim counts or takes meanwhile.
             let busy: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM jobs \
@@ -875,7 +885,7 @@ impl WorkerStore for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
-            limit = (i64::from(most) - busy).clamp(0, limit);
+            limit = (most - busy).clamp(0, limit);
         }
         let picked: Vec<(Hyphenated,)> = sqlx::query_as(&format!(
             "SELECT id FROM jobs \

@@ -2688,6 +2688,11 @@ async fn queue_settings_round_trip(db: &TestDb) {
 
 async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
     let s = db.store().await;
+    let limited = |n: u32| PolicySettings {
+        concurrency_limit: Some(n),
+        ..Default::default()
+    };
+    s.save_queue("limited", &limited(2)).await.unwrap();
     let jobs: Vec<NewJob> = (0..6)
         .map(|i| queued_job(&format!("l{i}"), "limited", 5))
         .collect();
@@ -2745,7 +2750,28 @@ async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(ex.claimed.len() + again.len(), 1);
+    // A worker whose copy of the settings is behind (it claims without the limit, or with an
+    // older one) still cannot pass the limit the store holds.
+    let stale = s
+        .claim(
+            &queue_claim(5, PolicyKind::Fcfs, "limited", None),
+            "w3",
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert!(stale.is_empty(), "{} claimed past the limit", stale.len());
+    let stale = s
+        .claim(
+            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(9)),
+            "w3",
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert!(stale.is_empty(), "{} claimed past the limit", stale.len());
     // Claims racing from several workers never take more than the limit together.
+    s.save_queue("limited", &limited(4)).await.unwrap();
     let racing: Vec<_> = (0..4)
         .map(|i| {
             let s = s.clone();

@@ -142,6 +142,28 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
+        let added = {
+            let mut state = self.lock();
+            if name == jobsched_core::queue::DEFAULT_QUEUE {
+                let added = state.policy.is_none();
+                if added {
+                    state.policy = Some(settings.clone());
+                }
+                added
+            } else if state.queues.contains_key(name) {
+                false
+            } else {
+                state.queues.insert(name.to_owned(), settings.clone());
+                true
+            }
+        };
+        if added {
+            self.emit(Event::PolicyChanged);
+        }
+        Ok(added)
+    }
+
     async fn publish(&self, event: Event) -> Result<()> {
         self.emit(event);
         Ok(())

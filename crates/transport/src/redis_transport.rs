@@ -370,6 +370,35 @@ impl Transport for RedisTransport {
         Ok(())
     }
 
+    async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
+        let keys = self.keys();
+        let default = name == jobsched_core::queue::DEFAULT_QUEUE;
+        let key = if default { &keys.policy } else { &keys.queues };
+        let json = serde_json::to_string(settings).map_err(|source| TransportError::Json {
+            key: key.clone(),
+            source,
+        })?;
+        let mut conn = self.conn();
+        let added: bool = if default {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(json)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .map_err(|e| self.err("add_queue", e))?
+                .is_some()
+        } else {
+            conn.hset_nx(key, name, json)
+                .await
+                .map_err(|e| self.err("add_queue", e))?
+        };
+        if added {
+            self.publish(Event::PolicyChanged).await?;
+        }
+        Ok(added)
+    }
+
     async fn publish(&self, event: Event) -> Result<()> {
         let _: i64 = self
             .conn()

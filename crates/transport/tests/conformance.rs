@@ -195,6 +195,51 @@ async fn policy_round_trips_and_notifies(s: &Subject) {
     assert_eq!(next_event(&mut sub).await, Some(Event::PolicyChanged));
 }
 
+async fn queue_settings_round_trip_and_add_only_when_absent(s: &Subject) {
+    let t = s.t();
+    let mut sub = t.subscribe().await.unwrap();
+    assert!(t.queues().await.unwrap().is_empty());
+    let limited = PolicySettings {
+        concurrency_limit: Some(3),
+        weight: 2,
+        ..Default::default()
+    };
+    t.set_queue("emails", &limited).await.unwrap();
+    assert_eq!(next_event(&mut sub).await, Some(Event::PolicyChanged));
+    // A rebuild or a new queue's defaults never overwrite what is there.
+    assert!(
+        !t.add_queue("emails", &PolicySettings::default())
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.add_queue("bulk", &PolicySettings::default())
+            .await
+            .unwrap()
+    );
+    assert_eq!(next_event(&mut sub).await, Some(Event::PolicyChanged));
+    assert_eq!(
+        t.queues().await.unwrap(),
+        vec![
+            ("bulk".to_string(), PolicySettings::default()),
+            ("emails".to_string(), limited.clone())
+        ]
+    );
+    // `default` is the policy key.
+    assert!(t.add_queue("default", &limited).await.unwrap());
+    assert_eq!(t.policy().await.unwrap(), Some(limited.clone()));
+    assert!(
+        !t.add_queue("default", &PolicySettings::default())
+            .await
+            .unwrap()
+    );
+    t.set_queue("default", &PolicySettings::default())
+        .await
+        .unwrap();
+    assert_eq!(t.policy().await.unwrap(), Some(PolicySettings::default()));
+    assert_eq!(t.queues().await.unwrap().len(), 2);
+}
+
 async fn every_event_reaches_every_subscriber(s: &Subject) {
     let t = s.t();
     let mut subs = vec![t.subscribe().await.unwrap(), t.subscribe().await.unwrap()];
@@ -242,6 +287,7 @@ conformance!(
     report_slots_and_list_workers,
     reaping_removes_dead_workers,
     policy_round_trips_and_notifies,
+    queue_settings_round_trip_and_add_only_when_absent,
     every_event_reaches_every_subscriber,
     ping_succeeds,
 );

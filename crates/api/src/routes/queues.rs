@@ -4,13 +4,13 @@
 use crate::dto::{ErrorBody, QueueResponse, QueueUpdate, ValidationErrorBody};
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, RequireAdmin};
-use crate::routes::scheduler::managed_conflict;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use jobsched_core::PolicyKind;
 use jobsched_core::PolicySettings;
+use jobsched_core::policy::{MAX_CONCURRENCY_LIMIT, MAX_WEIGHT, MIN_WEIGHT};
 use jobsched_core::queue::{self, QueueCounts, check_queue_name};
 use serde_json::Value;
 use std::sync::Arc;
@@ -51,19 +51,34 @@ fn updated(body: &Value, mut settings: PolicySettings) -> Result<PolicySettings,
     if let Ok(Some(p)) = paused {
         settings.paused = p;
     }
-    // Out-of-range numbers are set as given (saturated) and refused by `validate` below,
-    // which names the field and the range.
     match limit {
-        Ok(Some(n)) => {
-            settings.concurrency_limit = Some(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
-        }
+        Ok(Some(n)) => match u32::try_from(n) {
+            Ok(n) if (1..=MAX_CONCURRENCY_LIMIT).contains(&n) => {
+                settings.concurrency_limit = Some(n);
+            }
+            _ => issues.push(FieldIssue::body(
+                "concurrency_limit",
+                format!(
+                    "must be a whole number from 1 to {MAX_CONCURRENCY_LIMIT} (or null for no \
+                     limit; to stop a queue, set `paused`), got {n}"
+                ),
+                "value_error",
+            )),
+        },
         Ok(None) if body.get("concurrency_limit").is_some_and(Value::is_null) => {
             settings.concurrency_limit = None;
         }
         _ => {}
     }
     if let Ok(Some(w)) = weight {
-        settings.weight = u32::try_from(w.max(0)).unwrap_or(u32::MAX);
+        match u32::try_from(w) {
+            Ok(w) if (MIN_WEIGHT..=MAX_WEIGHT).contains(&w) => settings.weight = w,
+            _ => issues.push(FieldIssue::body(
+                "weight",
+                format!("must be a whole number from {MIN_WEIGHT} to {MAX_WEIGHT}, got {w}"),
+                "value_error",
+            )),
+        }
     }
     if !issues.is_empty() {
         return Err(ApiError::Validation(issues));
@@ -188,7 +203,14 @@ pub async fn put(
     let created = current.is_none();
     let current = current.unwrap_or_default();
     if let Some(owner) = &current.managed_by {
-        return Err(managed_conflict(owner));
+        let hint = match owner.split_once('/') {
+            Some((ns, obj)) => format!("kubectl edit schedulerconfig {obj} -n {ns}"),
+            None => format!("kubectl edit schedulerconfig {owner}"),
+        };
+        return Err(ApiError::Conflict(format!(
+            "queue `{name}` is managed by SchedulerConfig {owner}; change it in that \
+             resource's spec.queues (`{hint}`), or remove it from that list to manage it here"
+        )));
     }
     let settings = updated(&body, current)?;
     queue::apply(&*state.store, &*state.transport, &name, &settings).await?;

@@ -74,7 +74,7 @@ async fn save_settings(state: &AppState, settings: &PolicySettings) -> Result<()
 }
 
 /// The 409 message when a Kubernetes `SchedulerConfig` owns the settings.
-pub(crate) fn managed_conflict(owner: &str) -> ApiError {
+fn managed_conflict(owner: &str) -> ApiError {
     let hint = match owner.split_once('/') {
         Some((ns, name)) => format!("kubectl edit schedulerconfig {name} -n {ns}"),
         None => format!("kubectl edit schedulerconfig {owner}"),

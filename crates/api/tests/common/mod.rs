@@ -84,6 +84,9 @@ impl Transport for DownTransport {
     async fn set_queue(&self, _: &str, _: &PolicySettings) -> jobsched_core::Result<()> {
         down()
     }
+    async fn add_queue(&self, _: &str, _: &PolicySettings) -> jobsched_core::Result<bool> {
+        down()
+    }
     async fn publish(&self, _: Event) -> jobsched_core::Result<()> {
         down()
     }
