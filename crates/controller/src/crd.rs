@@ -43,6 +43,16 @@ pub struct SchedulerConfigSpec {
     /// When true the scheduler dispatches nothing; running jobs finish.
     #[serde(default)]
     pub paused: bool,
+    /// Most jobs of the `default` queue running at once across the cluster (1 to 1000000;
+    /// unset: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "limit_schema")]
+    pub concurrency_limit: Option<u32>,
+    /// The `default` queue's share of a worker's slots while named queues also have work,
+    /// relative to their weights (1 to 1000, default 1).
+    #[serde(default = "default_weight")]
+    #[schemars(schema_with = "weight_schema")]
+    pub weight: u32,
     /// Named queues this object sets (the `default` queue is the settings above). While it
     /// lists a queue, the REST API cannot change that queue's settings; a queue left out again
     /// keeps its settings and is released to the REST API.
@@ -181,7 +191,8 @@ impl SchedulerConfigSpec {
             quantum_seconds: self.quantum_seconds(),
             paused: self.paused,
             managed_by: Some(managed_by.to_string()),
-            ..PolicySettings::default()
+            concurrency_limit: self.concurrency_limit,
+            weight: self.weight,
         }
     }
 }

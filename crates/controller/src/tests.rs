@@ -146,6 +146,8 @@ fn spec(policy: PolicyKind) -> SchedulerConfigSpec {
         policy,
         round_robin: None,
         paused: false,
+        concurrency_limit: None,
+        weight: 1,
         queues: Vec::new(),
     }
 }
@@ -373,6 +375,8 @@ async fn spec_change_switches_policy_and_keeps_transition_time() {
                 quantum_seconds: 2.0,
             }),
             paused: true,
+            concurrency_limit: None,
+            weight: 1,
             queues: Vec::new(),
         },
         2,
@@ -1476,6 +1480,8 @@ async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
                 quantum_seconds: 1e300,
             }),
             paused: false,
+            concurrency_limit: None,
+            weight: 1,
             queues: Vec::new(),
         },
         1,

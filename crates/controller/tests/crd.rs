@@ -403,6 +403,16 @@ fn defaults_match_the_core_defaults() {
     );
     assert!(!settings.paused);
     assert_eq!(settings.managed_by.as_deref(), Some("ns/x"));
+    assert_eq!((settings.concurrency_limit, settings.weight), (None, 1));
+    // The default queue's limit and weight come from the spec too.
+    let cfg: SchedulerConfig = serde_yaml::from_str(
+        "apiVersion: jobsched.io/v1alpha1\nkind: SchedulerConfig\nmetadata: {name: x}\nspec: {policy: fcfs, concurrencyLimit: 5, weight: 2}\n",
+    )
+    .unwrap();
+    let settings = cfg.spec.to_settings("ns/x");
+    assert_eq!((settings.concurrency_limit, settings.weight), (Some(5), 2));
+    assert!(spec_errors(json!({"policy": "fcfs", "concurrencyLimit": 5, "weight": 2})).is_empty());
+    assert!(!spec_errors(json!({"policy": "fcfs", "weight": 0})).is_empty());
 }
 
 #[test]
