@@ -404,19 +404,32 @@ pub(crate) async fn reconcile(
 ) -> Result<Action, ControllerError> {
     let started = Instant::now();
     let result = reconcile_inner(&obj, &ctx).await;
-    let m = metrics();
-    m.duration.observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => {
-            m.reconciles.with_label_values(&["ok"]).inc();
-            ctx.reset_backoff(&object_key(&obj));
-        }
-        Err(e) => {
-            m.reconciles.with_label_values(&["error"]).inc();
-            m.errors.with_label_values(&[e.reason()]).inc();
+    ctx.observed(&result, started, &object_key(&obj));
+    result
+}
+
+impl Context {
+    /// Record a reconcile's metrics (duration, result, error reason) and, on success, reset
+    /// the object's error backoff (`key`).
+    pub(crate) fn observed<T>(
+        &self,
+        result: &Result<T, ControllerError>,
+        started: Instant,
+        key: &str,
+    ) {
+        let m = metrics();
+        m.duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => {
+                m.reconciles.with_label_values(&["ok"]).inc();
+                self.reset_backoff(key);
+            }
+            Err(e) => {
+                m.reconciles.with_label_values(&["error"]).inc();
+                m.errors.with_label_values(&[e.reason()]).inc();
+            }
         }
     }
-    result
 }
 
 async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action, ControllerError> {

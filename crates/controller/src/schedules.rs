@@ -3,7 +3,6 @@
 //! a schedule whose object is gone is deleted.
 
 use crate::error::ControllerError;
-use crate::metrics::metrics;
 use crate::reconcile::{
     Context, FIELD_MANAGER, REASON_APPLIED, REASON_INVALID_SPEC, REASON_STORE_UNAVAILABLE,
     set_ready,
@@ -30,18 +29,7 @@ pub(crate) async fn reconcile_schedule(
 ) -> Result<Action, ControllerError> {
     let started = Instant::now();
     let result = reconcile_inner(&obj, &ctx).await;
-    let m = metrics();
-    m.duration.observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => {
-            m.reconciles.with_label_values(&["ok"]).inc();
-            ctx.reset_backoff(&backoff_key(&obj));
-        }
-        Err(e) => {
-            m.reconciles.with_label_values(&["error"]).inc();
-            m.errors.with_label_values(&[e.reason()]).inc();
-        }
-    }
+    ctx.observed(&result, started, &backoff_key(&obj));
     result
 }
 
