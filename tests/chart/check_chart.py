@@ -846,7 +846,7 @@ def assert_kind(docs: list[dict]) -> None:
 
 
 MIB = 1024 * 1024
-REST_PATHS = ["/jobs", "/schedules", "/queues", "/scheduler", "/health", "/ui"]
+REST_PATHS = ["/jobs", "/job-types", "/schedules", "/queues", "/scheduler", "/health", "/ui"]
 DOC_PATHS = ["/docs", "/api-docs"]
 
 

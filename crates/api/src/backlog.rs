@@ -25,10 +25,11 @@ pub fn per_slot(backlog: Backlog, slots: u64) -> f64 {
 /// all queues together. Workers do not report which queues their slots serve, so each
 /// queue's figure is per live slot of the whole installation.
 pub async fn refresh(state: &AppState) -> Result<f64, jobsched_core::Error> {
-    let (backlog, workers, queues) = tokio::try_join!(
+    let (backlog, workers, queues, pending) = tokio::try_join!(
         state.store.backlog(),
         state.transport.workers(),
         jobsched_core::queue::all(&*state.store, &*state.transport),
+        state.store.pending_by_type(),
     )?;
     let slots = workers.iter().map(|w| u64::from(w.total)).sum();
     let m = jobsched_metrics::metrics();
@@ -47,6 +48,20 @@ pub async fn refresh(state: &AppState) -> Result<f64, jobsched_core::Error> {
         m.backlog_jobs
             .with_label_values(&[name.as_str()])
             .set(b.jobs);
+    }
+    // Unserved jobs per type; a type served again (or drained) goes back to 0.
+    let unserved = crate::routes::scheduler::unserved(&pending, &workers);
+    for name in state.catalog.names(&state.registry) {
+        let n = unserved
+            .iter()
+            .find(|u| u.job_type == name)
+            .map_or(0, |u| u.pending);
+        m.unserved_jobs.with_label_values(&[name.as_str()]).set(n);
+    }
+    for u in &unserved {
+        m.unserved_jobs
+            .with_label_values(&[u.job_type.as_str()])
+            .set(u.pending);
     }
     Ok(per_slot(Backlog::total(&backlog), slots))
 }

@@ -175,6 +175,89 @@ pub struct JobResponse {
     pub retry_backoff: Option<RetryBackoffSchema>,
     /// The named queue the job waits in.
     pub queue: String,
+    /// The latest progress its runs reported (`GET /jobs/{id}` only; `null` when none did).
+    #[schema(required = false)]
+    pub progress: Option<ProgressResponse>,
+}
+
+/// A run's latest progress report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProgressResponse {
+    /// Fraction done, 0 to 1.
+    pub fraction: f64,
+    /// What the job said it is doing.
+    pub message: Option<String>,
+    /// The try that reported it (1 = first, one more per retry).
+    pub attempt: u32,
+    /// When it was reported.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<jobsched_core::notes::Progress> for ProgressResponse {
+    fn from(p: jobsched_core::notes::Progress) -> Self {
+        ProgressResponse {
+            fraction: p.fraction,
+            message: p.message,
+            attempt: p.attempt,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// One log line of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLineResponse {
+    /// When the job logged it.
+    pub at: DateTime<Utc>,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The text (a line longer than 8 KiB is cut and ends with `…`).
+    pub message: String,
+}
+
+/// One try's kept log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TryLogResponse {
+    /// The try (1 = first, one more per retry).
+    pub attempt: u32,
+    /// Its lines, oldest first (the newest 1,000 lines and 256 KiB are kept).
+    pub lines: Vec<LogLineResponse>,
+    /// Older lines of this try that are no longer kept.
+    pub dropped: u64,
+}
+
+/// `GET /jobs/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobLogsResponse {
+    /// The job.
+    pub job_id: Uuid,
+    /// One entry per try that reported progress or logged, oldest first.
+    pub attempts: Vec<TryLogResponse>,
+}
+
+impl From<jobsched_core::notes::TryLog> for TryLogResponse {
+    fn from(t: jobsched_core::notes::TryLog) -> Self {
+        TryLogResponse {
+            attempt: t.attempt,
+            dropped: t.dropped,
+            lines: t
+                .lines
+                .into_iter()
+                .map(|l| LogLineResponse {
+                    at: l.at,
+                    level: l.level,
+                    message: l.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Query parameters of `GET /jobs/{id}/logs`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// Only this try's log (1 = first).
+    pub attempt: Option<String>,
 }
 
 impl From<Job> for JobResponse {
@@ -207,6 +290,7 @@ impl From<Job> for JobResponse {
                 cap_seconds: b.cap_seconds,
             }),
             queue: j.queue,
+            progress: None,
         }
     }
 }
@@ -229,6 +313,9 @@ pub struct JobListResponse {
 /// The large fields of a job, which a list carries only when asked.
 pub const LARGE_FIELDS: [&str; 3] = ["payload", "result", "checkpoint"];
 
+/// Fields of a single job that a list never carries (`GET /jobs/{id}` has them).
+pub const SINGLE_ONLY_FIELDS: [&str; 1] = ["progress"];
+
 impl JobListResponse {
     /// A page whose jobs carry, of [`LARGE_FIELDS`], only those named in `include`.
     pub fn new(p: JobPage, include: &[&str]) -> Self {
@@ -242,6 +329,9 @@ impl JobListResponse {
                         if !include.contains(&field) {
                             obj.remove(field);
                         }
+                    }
+                    for field in SINGLE_ONLY_FIELDS {
+                        obj.remove(field);
                     }
                 }
                 v
@@ -414,6 +504,48 @@ pub struct SchedulerStatus {
     pub total_slots: u64,
     /// Idle slots of all live workers.
     pub free_slots: u64,
+    /// Job types with PENDING jobs that no live worker serves: they wait until one does.
+    #[serde(default)]
+    pub unserved: Vec<UnservedType>,
+}
+
+/// A job type with PENDING jobs and no live worker serving it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnservedType {
+    /// The job type.
+    pub job_type: String,
+    /// Its PENDING jobs (delayed ones included).
+    pub pending: i64,
+}
+
+/// A job type: built into the API, registered by the workers that serve it, or both.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobTypeResponse {
+    /// The `job_type` name.
+    pub name: String,
+    /// The payload's JSON Schema as the last worker to register the type gave it (`null` for a
+    /// type only built into the API, which checks its payloads itself).
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// Whether its runs can yield at a Round Robin slice's end and resume.
+    pub preemptible: Option<bool>,
+    /// Run time limit of a job that sets no `timeout_seconds`, seconds.
+    pub default_timeout_seconds: Option<f64>,
+    /// The worker that registered this version, and when.
+    pub registered_by: Option<String>,
+    /// When it was registered.
+    pub registered_at: Option<DateTime<Utc>>,
+    /// Live workers that serve it.
+    pub workers: Vec<String>,
+    /// Its PENDING jobs (delayed ones included).
+    pub pending: i64,
+}
+
+/// `GET /job-types`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobTypesResponse {
+    /// Every known type, by name.
+    pub job_types: Vec<JobTypeResponse>,
 }
 
 /// A live worker and its slots.
@@ -425,6 +557,9 @@ pub struct WorkerResponse {
     pub slots: u32,
     /// Slots running (or about to run) a job.
     pub busy: u32,
+    /// The job types it serves.
+    #[serde(default)]
+    pub job_types: Vec<String>,
 }
 
 impl From<jobsched_core::ports::WorkerSlots> for WorkerResponse {
@@ -433,6 +568,7 @@ impl From<jobsched_core::ports::WorkerSlots> for WorkerResponse {
             busy: w.total.saturating_sub(w.idle),
             slots: w.total,
             worker: w.worker,
+            job_types: w.job_types,
         }
     }
 }

@@ -432,7 +432,10 @@ pub(crate) fn parse_submission(
 
     if let (Some(job_type), Ok(payload)) = (&job_type, &payload) {
         let payload = payload.clone().unwrap_or_else(|| Value::Object(Map::new()));
-        for e in state.registry.validate(job_type, &payload, &state.data_dir) {
+        for e in state
+            .catalog
+            .validate(&state.registry, job_type, &payload, &state.data_dir)
+        {
             let field = if e.field == "job_type"
                 || e.field == "payload"
                 || e.field.starts_with("payload.")

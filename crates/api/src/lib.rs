@@ -12,6 +12,7 @@
 
 mod activity;
 pub mod backlog;
+pub mod catalog;
 pub mod deadline;
 pub mod dto;
 pub mod error;
@@ -39,7 +40,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use extract::{Caller, identify, unauthorized};
-use routes::{health, jobs, queues, scheduler, schedules, ui};
+use routes::{health, job_types, jobs, queues, scheduler, schedules, ui};
 use std::future::Future;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
@@ -243,6 +244,8 @@ fn router_with(state: AppState, activity: Arc<activity::Activity>) -> Router {
     api = both(api, "/jobs/batch", post(jobs::submit_batch));
     api = both(api, "/jobs/stats", get(jobs::stats));
     api = both(api, "/jobs/{id}", get(jobs::get).delete(jobs::cancel));
+    api = both(api, "/jobs/{id}/logs", get(jobs::logs));
+    api = both(api, "/job-types", get(job_types::list));
     api = both(
         api,
         "/schedules",

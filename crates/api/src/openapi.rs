@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::dto;
-use crate::routes::{health, jobs, queues, scheduler, schedules, ui};
+use crate::routes::{health, job_types, jobs, queues, scheduler, schedules, ui};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -23,6 +23,8 @@ use utoipa::{Modify, OpenApi};
         jobs::list,
         jobs::stats,
         jobs::get,
+        jobs::logs,
+        job_types::list,
         jobs::cancel,
         schedules::create,
         schedules::list,
@@ -52,6 +54,13 @@ use utoipa::{Modify, OpenApi};
         dto::BatchCreate,
         dto::BatchCreated,
         dto::JobResponse,
+        dto::ProgressResponse,
+        dto::LogLineResponse,
+        dto::TryLogResponse,
+        dto::JobLogsResponse,
+        dto::JobTypeResponse,
+        dto::JobTypesResponse,
+        dto::UnservedType,
         dto::JobListResponse,
         dto::JobStatsResponse,
         dto::RetryBackoffSchema,

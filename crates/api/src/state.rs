@@ -89,8 +89,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Transport (Redis or in-memory).
     pub transport: Arc<dyn Transport>,
-    /// Known job types and their payload validation.
+    /// The job types built into this API, with their own payload validation.
     pub registry: Registry,
+    /// The job types workers registered (checked against their payload schemas).
+    pub catalog: Arc<crate::catalog::Catalog>,
     /// Sandbox for file paths in payloads.
     pub data_dir: DataDir,
     /// Source of "now".

@@ -40,6 +40,8 @@ suite!(
     retry_backoff_is_validated_and_kept,
     schedules_crud_and_validation,
     queues_are_created_listed_and_validated,
+    registered_job_types_are_listed_checked_and_reported_unserved,
+    progress_and_logs_are_served_per_try,
     a_schedule_a_job_schedule_owns_refuses_rest_changes,
 );
 
@@ -1500,6 +1502,7 @@ async fn backlog_gauge_is_estimated_seconds_per_live_slot(backend: Backend) {
         store: h.store.clone(),
         transport: h.transport.clone(),
         registry: jobsched_jobs::Registry::builtin(),
+        catalog: Default::default(),
         data_dir: jobsched_jobs::DataDir::new(h.data_dir.path()).unwrap(),
         clock: std::sync::Arc::new(jobsched_core::ports::SystemClock),
         config: ApiConfig::default(),
@@ -2276,4 +2279,279 @@ async fn a_schedule_a_job_schedule_owns_refuses_rest_changes(backend: Backend) {
         );
     }
     assert!(h.store.get_schedule("hourly").await.unwrap().is_some());
+}
+
+/// Job types a worker registered: listed with their schema and live workers, submissions
+/// checked against the schema (422 naming the field), unknown types refused listing the known
+/// ones, and PENDING jobs of a type no live worker serves reported by the status.
+async fn registered_job_types_are_listed_checked_and_reported_unserved(backend: Backend) {
+    use jobsched_core::job_type::JobTypeInfo;
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let schema = json!({
+        "type": "object",
+        "required": ["url"],
+        "properties": {"url": {"type": "string", "minLength": 1},
+                       "tries": {"type": "integer", "minimum": 1, "maximum": 5}},
+        "additionalProperties": false
+    });
+    // Unknown before any worker registered it; the 422 lists the built-in types.
+    let (code, body) = status_json(
+        h.http
+            .post(h.url("/jobs/"))
+            .json(&json!({"name": "f", "job_type": "fetch", "payload": {"url": "x"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let entries = validation_entries(&body);
+    assert!(
+        entries[0].1.contains("unknown job type `fetch`") && entries[0].1.contains("sleep"),
+        "{entries:?}"
+    );
+    h.store
+        .register_types(&[JobTypeInfo {
+            name: "fetch".into(),
+            schema: schema.clone(),
+            preemptible: false,
+            default_timeout_seconds: 30.0,
+            registered_by: "w-fetch".into(),
+            updated_at: chrono::Utc::now(),
+        }])
+        .await
+        .unwrap();
+    // Accepted at once (the API reads the catalog for a type it does not know)...
+    let ok = h
+        .http
+        .post(h.url("/jobs/"))
+        .json(
+            &json!({"name": "f", "job_type": "fetch", "payload": {"url": "https://a", "tries": 2}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    // ...and checked against the schema: every bad field named.
+    let (code, body) = status_json(
+        h.http
+            .post(h.url("/jobs/batch"))
+            .json(&json!({"jobs": [
+                {"name": "a", "job_type": "fetch", "payload": {"url": "", "tries": 9}},
+                {"name": "b", "job_type": "fetch", "payload": {"extra": 1}}
+            ]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let fields: Vec<String> = validation_entries(&body)
+        .iter()
+        .map(|(loc, _, _)| {
+            loc.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.to_string().trim_matches('"').to_string())
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "body.jobs.0.payload.tries",
+            "body.jobs.0.payload.url",
+            "body.jobs.1.payload.url",
+            "body.jobs.1.payload.extra"
+        ],
+        "{body}"
+    );
+    // Listed: with its schema, no live worker, one PENDING job; built-in types too.
+    let list: Value = h
+        .http
+        .get(h.url("/job-types"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let types = list["job_types"].as_array().unwrap();
+    let fetch = types.iter().find(|t| t["name"] == "fetch").unwrap();
+    assert_eq!(fetch["schema"], schema);
+    assert_eq!(fetch["pending"], 1);
+    assert_eq!(fetch["workers"], json!([]));
+    assert_eq!(fetch["registered_by"], "w-fetch");
+    assert!(types.iter().any(|t| t["name"] == "sleep"), "{list}");
+    // No live worker serves it: the status says so.
+    let status: Value = h
+        .http
+        .get(h.url("/scheduler/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["unserved"],
+        json!([{"job_type": "fetch", "pending": 1}]),
+        "{status}"
+    );
+    // A live worker reports it serves the type: listed, and no longer unserved.
+    h.transport
+        .report_slots("w-fetch", 2, 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    h.transport
+        .report_types("w-fetch", &["fetch".to_string()])
+        .await
+        .unwrap();
+    let list: Value = h
+        .http
+        .get(h.url("/job-types/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fetch = list["job_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "fetch")
+        .unwrap()
+        .clone();
+    assert_eq!(fetch["workers"], json!(["w-fetch"]));
+    let status: Value = h
+        .http
+        .get(h.url("/scheduler/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["unserved"], json!([]), "{status}");
+    let workers: Value = h
+        .http
+        .get(h.url("/scheduler/workers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(workers[0]["job_types"], json!(["fetch"]), "{workers}");
+    h.finish().await;
+}
+
+/// A running job's progress on `GET /jobs/{id}` (not in lists), its log per try on
+/// `GET /jobs/{id}/logs` (404 for no job, 422 for a bad try number), and the client's reads.
+async fn progress_and_logs_are_served_per_try(backend: Backend) {
+    use jobsched_core::notes::{LogLine, Progress};
+    let Some(h) = Harness::start(backend).await else {
+        return;
+    };
+    let job = h.insert("noted").await;
+    let fresh: Value = h
+        .http
+        .get(h.url(&format!("/jobs/{}", job.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fresh["progress"], Value::Null);
+    // The harness runs the job under `test-worker`: claim-style RUNNING for notes.
+    let token = h.run(&job).await;
+    let at = chrono::Utc::now();
+    let progress = Progress {
+        fraction: 0.4,
+        message: Some("two of five".into()),
+        attempt: 1,
+        updated_at: at,
+    };
+    let lines = [
+        LogLine::new(at, "info", "starting".into()),
+        LogLine::new(at, "warn", "slow disk".into()),
+    ];
+    assert!(
+        h.store
+            .save_notes(token, 1, Some(&progress), &lines)
+            .await
+            .unwrap()
+    );
+    let got: Value = h
+        .http
+        .get(h.url(&format!("/jobs/{}", job.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["progress"]["fraction"], 0.4);
+    assert_eq!(got["progress"]["message"], "two of five");
+    assert_eq!(got["progress"]["attempt"], 1);
+    let page: Value = h
+        .http
+        .get(h.url("/jobs/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page["jobs"][0].get("progress").is_none(), "{page}");
+    let (job2, p) = h.client.get_with_progress(job.id).await.unwrap();
+    assert_eq!(job2.id, job.id);
+    assert_eq!(p.unwrap().message.as_deref(), Some("two of five"));
+    let logs: Value = h
+        .http
+        .get(h.url(&format!("/jobs/{}/logs", job.id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(logs["job_id"], job.id.to_string());
+    assert_eq!(logs["attempts"][0]["attempt"], 1);
+    assert_eq!(logs["attempts"][0]["dropped"], 0);
+    let messages: Vec<&str> = logs["attempts"][0]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["starting", "slow disk"]);
+    assert_eq!(logs["attempts"][0]["lines"][1]["level"], "warn");
+    let tries = h.client.logs(job.id, Some(1)).await.unwrap();
+    assert_eq!(tries.len(), 1);
+    assert!(h.client.logs(job.id, Some(2)).await.unwrap().is_empty());
+    // Errors: a bad try number names the parameter; no such job is 404.
+    let (code, body) = status_json(
+        h.http
+            .get(h.url(&format!("/jobs/{}/logs?attempt=0", job.id)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(locs(&body), [json!(["query", "attempt"])]);
+    let missing = h
+        .http
+        .get(h.url(&format!("/jobs/{}/logs", uuid::Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    h.finish().await;
 }

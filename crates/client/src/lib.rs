@@ -26,6 +26,7 @@ use std::fmt;
 use std::time::Duration;
 use tokio::time::Instant;
 
+pub use jobsched_core::notes::{LogLine, Progress, TryLog};
 pub use jobsched_core::{DeadLetter, Job, JobId, JobPage, JobStats, JobStatus, PolicyKind};
 
 /// Everything that can go wrong talking to the API.
@@ -558,6 +559,55 @@ impl Client {
     pub async fn get(&self, id: JobId) -> Result<Job, ClientError> {
         self.call(Method::GET, &format!("/jobs/{id}"), |rb| rb)
             .await
+    }
+
+    /// `GET /jobs/{id}`: the job and the latest progress its runs reported.
+    pub async fn get_with_progress(
+        &self,
+        id: JobId,
+    ) -> Result<(Job, Option<Progress>), ClientError> {
+        let path = format!("/jobs/{id}");
+        let mut v: Value = self.call(Method::GET, &path, |rb| rb).await?;
+        let progress = v
+            .as_object_mut()
+            .and_then(|o| o.remove("progress"))
+            .filter(|p| !p.is_null())
+            .map(serde_json::from_value::<Progress>)
+            .transpose()
+            .map_err(|e| ClientError::Decode {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let job = serde_json::from_value(v).map_err(|e| ClientError::Decode {
+            path,
+            reason: e.to_string(),
+        })?;
+        Ok((job, progress))
+    }
+
+    /// `GET /job-types`: every job type, its payload schema, live workers and PENDING jobs.
+    pub async fn job_types(&self) -> Result<Vec<Value>, ClientError> {
+        let v: Value = self.call(Method::GET, "/job-types", |rb| rb).await?;
+        Ok(v["job_types"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `GET /jobs/{id}/logs`: the log each try kept (only try `attempt`'s when given).
+    pub async fn logs(&self, id: JobId, attempt: Option<u32>) -> Result<Vec<TryLog>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Logs {
+            attempts: Vec<TryLog>,
+        }
+        let logs: Logs = self
+            .call(
+                Method::GET,
+                &format!("/jobs/{id}/logs"),
+                |rb| match attempt {
+                    Some(a) => rb.query(&[("attempt", a)]),
+                    None => rb,
+                },
+            )
+            .await?;
+        Ok(logs.attempts)
     }
 
     /// `GET /jobs/`: one page, newest first.

@@ -5,10 +5,12 @@
 //! [`Store`] and [`LayeredTransport`] a [`Transport`] that route every method of an inner one
 //! through a layer.
 
+use crate::job_type::JobTypeInfo;
+use crate::notes::{LogLine, Progress, TryLog};
 use crate::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Event, Exchanged, Finished, JobRepo,
-    Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Store, Subscription,
-    Token, Transport, Update, WorkerSlots, WorkerStore,
+    NotesStore, Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Store,
+    Subscription, Token, Transport, TypeStore, Update, WorkerSlots, WorkerStore,
 };
 use crate::schedule::Schedule;
 use crate::{
@@ -172,6 +174,24 @@ through!(ScheduleStore for Layered {
     ) -> bool;
 });
 
+through!(NotesStore for Layered {
+    fn save_notes(
+        &self,
+        token: Token,
+        attempt: u32,
+        progress: Option<&Progress>,
+        lines: &[LogLine]
+    ) -> bool;
+    fn progress(&self, id: JobId) -> Option<Progress>;
+    fn logs(&self, id: JobId, attempt: Option<u32>) -> Vec<TryLog>;
+});
+
+through!(TypeStore for Layered {
+    fn register_types(&self, types: &[JobTypeInfo]) -> ();
+    fn job_types(&self) -> Vec<JobTypeInfo>;
+    fn pending_by_type(&self) -> Vec<(String, i64)>;
+});
+
 through!(ControlStore for Layered {
     fn load_policy(&self) -> Option<PolicySettings>;
     fn save_policy(&self, settings: &PolicySettings) -> ();
@@ -186,6 +206,7 @@ through!(ControlStore for Layered {
 through!(Transport for LayeredTransport {
     fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> ();
     fn workers(&self) -> Vec<WorkerSlots>;
+    fn report_types(&self, worker: &str, job_types: &[String]) -> ();
     fn reap_dead_workers(&self) -> Vec<String>;
     fn policy(&self) -> Option<PolicySettings>;
     fn set_policy(&self, settings: &PolicySettings) -> ();

@@ -7,7 +7,9 @@
 
 pub mod error;
 pub mod job;
+pub mod job_type;
 pub mod layer;
+pub mod notes;
 pub mod policy;
 pub mod ports;
 pub mod queue;

@@ -9,6 +9,8 @@ use crate::job::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
     PendingJob, StartedJob,
 };
+use crate::job_type::JobTypeInfo;
+use crate::notes::{LogLine, Progress, TryLog};
 use crate::policy::{PolicyKind, PolicySettings};
 use crate::schedule::Schedule;
 use async_trait::async_trait;
@@ -256,6 +258,8 @@ pub struct Claim {
     /// at most what is left under it, counting every worker's jobs (claims of a limited queue
     /// are serialized so that two workers never both take the last place).
     pub concurrency_limit: Option<u32>,
+    /// Only jobs of these types (the ones the claiming worker serves); `None`: any type.
+    pub job_types: Option<Vec<String>>,
 }
 
 impl Claim {
@@ -267,6 +271,7 @@ impl Claim {
             lease_until: now,
             queue: crate::queue::DEFAULT_QUEUE.to_owned(),
             concurrency_limit: None,
+            job_types: None,
         }
     }
 }
@@ -424,13 +429,59 @@ pub trait ScheduleStore: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// What runs report while they work (see [`crate::notes`]).
+#[async_trait]
+pub trait NotesStore: Send + Sync {
+    /// Keep try `attempt`'s latest progress (when given) and append `lines` to its log,
+    /// dropping its oldest lines beyond the bounds, only while `token` still holds the job
+    /// (RUNNING with that attempt): `false`, and nothing written, once it moved on.
+    async fn save_notes(
+        &self,
+        token: Token,
+        attempt: u32,
+        progress: Option<&Progress>,
+        lines: &[LogLine],
+    ) -> Result<bool>;
+    /// The job's latest progress report (of its latest try that reported any).
+    async fn progress(&self, id: JobId) -> Result<Option<Progress>>;
+    /// The job's kept logs, one per try that logged, oldest try first; only try `attempt`'s
+    /// when given.
+    async fn logs(&self, id: JobId, attempt: Option<u32>) -> Result<Vec<TryLog>>;
+}
+
+/// The catalog of job types workers registered (see [`crate::job_type`]).
+#[async_trait]
+pub trait TypeStore: Send + Sync {
+    /// Create or replace these types' entries.
+    async fn register_types(&self, types: &[JobTypeInfo]) -> Result<()>;
+    /// Every registered type, by name.
+    async fn job_types(&self) -> Result<Vec<JobTypeInfo>>;
+    /// PENDING jobs (delayed ones included) per job type; types with none are left out.
+    async fn pending_by_type(&self) -> Result<Vec<(String, i64)>>;
+}
+
 /// Everything a store provides.
 pub trait Store:
-    JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore + ScheduleStore
+    JobRepo
+    + DispatchStore
+    + WorkerStore
+    + DeadLetterStore
+    + ControlStore
+    + ScheduleStore
+    + NotesStore
+    + TypeStore
 {
 }
-impl<T: JobRepo + DispatchStore + WorkerStore + DeadLetterStore + ControlStore + ScheduleStore>
-    Store for T
+impl<
+    T: JobRepo
+        + DispatchStore
+        + WorkerStore
+        + DeadLetterStore
+        + ControlStore
+        + ScheduleStore
+        + NotesStore
+        + TypeStore,
+> Store for T
 {
 }
 
@@ -443,6 +494,9 @@ pub struct WorkerSlots {
     pub idle: u32,
     /// All slots.
     pub total: u32,
+    /// The job types it serves (empty until it reported them).
+    #[serde(default)]
+    pub job_types: Vec<String>,
 }
 
 /// Events broadcast between processes.
@@ -475,6 +529,8 @@ pub trait Transport: Send + Sync {
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()>;
     /// Live workers (expired ones are omitted).
     async fn workers(&self) -> Result<Vec<WorkerSlots>>;
+    /// Record the job types `worker` serves (kept until the worker is reaped).
+    async fn report_types(&self, worker: &str, job_types: &[String]) -> Result<()>;
     /// Workers whose liveness deadline passed; their entries are removed. Returns their ids.
     async fn reap_dead_workers(&self) -> Result<Vec<String>>;
     /// Current policy settings, if the key exists.

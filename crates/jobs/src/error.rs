@@ -67,6 +67,10 @@ pub enum JobError {
          down)"
     )]
     Stopped,
+    /// The run ended its Round Robin slice and asks to resume later from this checkpoint (see
+    /// [`crate::sdk::Ctx::preempt`]). Not a failure: no retry is spent.
+    #[error("the run yielded at the end of its slice (checkpoint saved)")]
+    Preempted(serde_json::Value),
     /// An I/O error while running a job. Retryable unless its kind is clearly permanent
     /// (permission denied, invalid data, read-only file system, …).
     #[error("{context}: {source}")]
@@ -83,7 +87,7 @@ impl JobError {
     /// Whether another attempt of the job could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            JobError::Retryable(_) | JobError::Stopped => true,
+            JobError::Retryable(_) | JobError::Stopped | JobError::Preempted(_) => true,
             JobError::Io { source, .. } => !matches!(
                 source.kind(),
                 io::ErrorKind::NotFound

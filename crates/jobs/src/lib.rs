@@ -10,10 +10,13 @@
 
 mod decode_budget;
 pub mod error;
+pub mod http;
 mod payload;
 pub mod probe;
 pub mod registry;
 pub mod sandbox;
+pub mod schema;
+pub mod sdk;
 pub mod sleep;
 pub mod thumbnail;
 pub mod word_count;
@@ -22,6 +25,7 @@ pub use error::JobError;
 pub use probe::ProbeJob;
 pub use registry::Registry;
 pub use sandbox::{DataDir, FileId, InputFile, OutputFile};
+pub use sdk::{Ctx, Handler, Typed};
 pub use sleep::SleepJob;
 pub use thumbnail::ThumbnailJob;
 pub use word_count::WordCountJob;
@@ -30,15 +34,130 @@ use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Largest `timeout_seconds` a job may ask for (7 days).
 pub const MAX_TIMEOUT_SECONDS: u64 = 604_800;
 
+/// A run's stop request (cancel, timeout, worker shutdown): a flag blocking bodies check
+/// between steps (it dereferences to the [`AtomicBool`]) and a signal async bodies can await
+/// ([`Stop::wait`]). Cheap to clone; clones share the request.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<StopInner>);
+
+#[derive(Debug, Default)]
+struct StopInner {
+    flag: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// A stop that has not been requested.
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Request the stop and wake every [`Stop::wait`].
+    pub fn set(&self) {
+        self.0.flag.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether the stop was requested.
+    pub fn is_set(&self) -> bool {
+        self.0.flag.load(Ordering::SeqCst)
+    }
+
+    /// Wait until the stop is requested (at once if it already was). A request made by a plain
+    /// store to the flag rather than [`Stop::set`] is seen within 50 ms.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+}
+
+impl std::ops::Deref for Stop {
+    type Target = AtomicBool;
+    fn deref(&self) -> &AtomicBool {
+        &self.0.flag
+    }
+}
+
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Detail for debugging.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something unexpected the job got past.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// The level's name as stored and served (`debug`, `info`, `warn`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a run's progress and log lines go. The worker's keeps them (bounded, throttled) in
+/// the store; [`NoNotes`] only traces them.
+pub trait Notes: Send + Sync + fmt::Debug {
+    /// The run's progress: `fraction` from 0 to 1 (clamped), and what it is doing.
+    fn progress(&self, fraction: f64, message: Option<String>);
+    /// One log line of the run.
+    fn log(&self, level: LogLevel, message: String);
+}
+
+/// Notes that are only traced (tests, tools).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNotes;
+
+impl Notes for NoNotes {
+    fn progress(&self, fraction: f64, message: Option<String>) {
+        tracing::debug!(fraction, message, "job progress");
+    }
+    fn log(&self, level: LogLevel, message: String) {
+        tracing::debug!(level = level.as_str(), message, "job log");
+    }
+}
+
 /// What a run gets besides its payload.
 #[derive(Debug, Clone)]
 pub struct JobContext {
+    /// The job's id.
+    pub job_id: uuid::Uuid,
+    /// Which try this is: 1 for the first, 1 + the retries spent before it (Round Robin slices
+    /// of one try share its number).
+    pub attempt: u32,
     /// Sandbox root for every path the job reads or writes.
     pub data_dir: DataDir,
     /// Progress saved by an earlier Round Robin slice.
@@ -48,17 +167,23 @@ pub struct JobContext {
     /// Set by the worker on cancel, shutdown or timeout. Jobs check it while they work (between
     /// sleep steps, read chunks, decoder reads, budget waits): preemptible jobs then return
     /// [`RunOutput::Preempted`], others [`JobError::Stopped`].
-    pub stop: Arc<AtomicBool>,
+    pub stop: Stop,
+    /// Where progress and log lines go.
+    pub notes: Arc<dyn Notes>,
 }
 
 impl JobContext {
-    /// A context with no checkpoint, no deadline and a fresh (unset) stop flag.
+    /// A context with a nil job id, attempt 1, no checkpoint, no deadline, a fresh (unset)
+    /// stop and notes that are only traced.
     pub fn new(data_dir: DataDir) -> Self {
         JobContext {
+            job_id: uuid::Uuid::nil(),
+            attempt: 1,
             data_dir,
             checkpoint: None,
             deadline: None,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Stop::new(),
+            notes: Arc::new(NoNotes),
         }
     }
 }
@@ -131,6 +256,10 @@ pub trait JobHandler: Send + Sync + fmt::Debug {
     /// [`JobHandler::run`] where it is polled.
     fn run_async<'a>(&'a self, payload: &'a Value, ctx: &'a JobContext) -> BodyFuture<'a> {
         Box::pin(std::future::ready(self.run(payload, ctx)))
+    }
+    /// The payload's JSON Schema, where the type declares one (every [`Handler`] does).
+    fn schema(&self) -> Option<Value> {
+        None
     }
 }
 

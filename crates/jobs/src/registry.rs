@@ -17,12 +17,16 @@ impl Registry {
         Registry::default()
     }
 
-    /// The built-in job types: `sleep`, `word_count`, `thumbnail`.
+    /// The built-in job types: `sleep`, `word_count`, `thumbnail`, and `http` (configured by
+    /// `JOBSCHED_HTTP_ALLOW` and `JOBSCHED_SECRETS_DIR`; see [`crate::http`]).
     pub fn builtin() -> Registry {
         let mut r = Registry::new();
         r.register(Arc::new(SleepJob));
         r.register(Arc::new(WordCountJob));
         r.register(Arc::new(ThumbnailJob::default()));
+        r.register(Arc::new(
+            crate::Typed::new(crate::http::HttpJob::from_env()),
+        ));
         r
     }
 
@@ -81,7 +85,7 @@ mod tests {
     #[test]
     fn builtin_names_sorted() {
         let r = Registry::builtin();
-        assert_eq!(r.names(), ["sleep", "thumbnail", "word_count"]);
+        assert_eq!(r.names(), ["http", "sleep", "thumbnail", "word_count"]);
         assert!(r.get("sleep").unwrap().preemptible());
         assert!(!r.get("word_count").unwrap().preemptible());
         assert!(!r.get("thumbnail").unwrap().preemptible());
@@ -95,6 +99,38 @@ mod tests {
         }
         let cloned = r.clone();
         assert_eq!(cloned.names(), r.names());
+    }
+
+    #[test]
+    fn builtin_schemas_agree_with_their_checks() {
+        let (_t, d) = dd();
+        let r = Registry::builtin();
+        let samples = [
+            (
+                "sleep",
+                json!({"duration": 1.5, "fail_probability": 0.5}),
+                true,
+            ),
+            ("sleep", json!({"duration": -1}), false),
+            ("word_count", json!({"file_path": "a.txt"}), true),
+            ("word_count", json!({}), false),
+            (
+                "thumbnail",
+                json!({"input_path": "a.jpg", "width": 64, "height": 64}),
+                true,
+            ),
+            (
+                "thumbnail",
+                json!({"input_path": "a.jpg", "width": 0, "height": 64}),
+                false,
+            ),
+        ];
+        for (t, payload, ok) in samples {
+            let schema = r.get(t).unwrap().schema().unwrap();
+            let by_schema = crate::schema::check(&schema, &payload).is_empty();
+            let by_check = r.validate(t, &payload, &d).is_empty();
+            assert_eq!((by_schema, by_check), (ok, ok), "{t} {payload}");
+        }
     }
 
     #[test]
@@ -179,7 +215,10 @@ mod tests {
         }
         let mut r = Registry::builtin();
         r.register(Arc::new(Echo));
-        assert_eq!(r.names(), ["echo", "sleep", "thumbnail", "word_count"]);
+        assert_eq!(
+            r.names(),
+            ["echo", "http", "sleep", "thumbnail", "word_count"]
+        );
         let (_t, d) = dd();
         let out = r
             .get("echo")

@@ -123,6 +123,23 @@ impl JobHandler for SleepJob {
         true
     }
 
+    fn schema(&self) -> Option<Value> {
+        Some(json!({
+            "type": "object",
+            "required": ["duration"],
+            "properties": {
+                "duration": {
+                    "description": "Seconds to sleep.",
+                    "type": "number", "minimum": 0, "maximum": MAX_DURATION_SECONDS
+                },
+                "fail_probability": {
+                    "description": "Chance that the run fails (retryably) when it ends.",
+                    "type": "number", "minimum": 0, "maximum": 1
+                }
+            }
+        }))
+    }
+
     fn default_timeout(&self) -> Duration {
         Duration::from_secs(MAX_DURATION_SECONDS + 60)
     }
@@ -252,8 +269,6 @@ impl<'a> Plan<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     fn ctx() -> (tempfile::TempDir, JobContext) {
         let t = tempfile::tempdir().unwrap();
@@ -369,11 +384,11 @@ mod tests {
     #[test]
     fn stop_flag_preempts() {
         let (_t, mut c) = ctx();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = crate::Stop::new();
         c.stop = stop.clone();
         let setter = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
-            stop.store(true, Ordering::Relaxed);
+            stop.set();
         });
         let start = Instant::now();
         let out = SleepJob.run(&json!({"duration": 30}), &c).unwrap();

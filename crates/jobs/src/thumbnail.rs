@@ -659,6 +659,26 @@ impl JobHandler for ThumbnailJob {
         false
     }
 
+    fn schema(&self) -> Option<Value> {
+        Some(json!({
+            "type": "object",
+            "required": ["input_path", "width", "height"],
+            "properties": {
+                "input_path": {
+                    "description": "A JPEG or PNG image inside the data dir.",
+                    "type": "string", "minLength": 1
+                },
+                "width": {"type": "integer", "minimum": 1, "maximum": MAX_BOX},
+                "height": {"type": "integer", "minimum": 1, "maximum": MAX_BOX},
+                "output_path": {
+                    "description": "Where to write it (.jpg, .jpeg or .png), inside the data dir.",
+                    "type": "string", "minLength": 1
+                },
+                "overwrite": {"type": "boolean"}
+            }
+        }))
+    }
+
     fn default_timeout(&self) -> Duration {
         DEFAULT_TIMEOUT
     }

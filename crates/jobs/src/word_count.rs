@@ -17,7 +17,7 @@
 use crate::payload::{self, invalid};
 use crate::{DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -142,6 +142,19 @@ impl JobHandler for WordCountJob {
 
     fn preemptible(&self) -> bool {
         false
+    }
+
+    fn schema(&self) -> Option<Value> {
+        Some(json!({
+            "type": "object",
+            "required": ["file_path"],
+            "properties": {
+                "file_path": {
+                    "description": "A text file inside the data dir (JOBSCHED_DATA_DIR).",
+                    "type": "string", "minLength": 1
+                }
+            }
+        }))
     }
 
     fn default_timeout(&self) -> Duration {

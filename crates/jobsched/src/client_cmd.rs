@@ -377,7 +377,7 @@ pub async fn submit(conn: &Conn, args: SubmitArgs) -> Result<()> {
     let done = wait_with_progress(
         &c,
         &created,
-        crate::commands::secs_in("--timeout", args.timeout, 0.1, 31_536_000.0)?,
+        jobsched_worker::serve::secs_in("--timeout", args.timeout, 0.1, 31_536_000.0)?,
         !conn.json,
     )
     .await?;
@@ -405,25 +405,15 @@ async fn wait_with_progress(c: &Client, job: &Job, timeout: Duration, show: bool
     let mut delay = Duration::from_millis(20);
     let estimate = job.estimated_duration.max(0.001);
     loop {
-        let j = c.get(job.id).await?;
+        let (j, progress) = c.get_with_progress(job.id).await?;
         if show {
             let elapsed = j
                 .started_at
                 .map(|s| (chrono::Utc::now() - s).num_milliseconds() as f64 / 1000.0)
                 .unwrap_or(0.0);
-            let frac = if j.status.is_terminal() {
-                1.0
-            } else {
-                (elapsed / estimate).min(0.99)
-            };
-            let filled = (frac * 30.0) as usize;
             eprint!(
-                "\r[{}{}] {:<9} {:>6.1}s / ~{:.1}s  ",
-                "#".repeat(filled),
-                "-".repeat(30 - filled),
-                j.status.as_str(),
-                elapsed.max(0.0),
-                estimate
+                "{}",
+                progress_line(&j, progress.as_ref(), elapsed, estimate)
             );
             let _ = std::io::stderr().flush();
         }
@@ -448,6 +438,107 @@ async fn wait_with_progress(c: &Client, job: &Job, timeout: Duration, show: bool
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
     }
+}
+
+/// The `--wait` line: the progress the job reported when it reported any, else the time it
+/// has run against its estimate.
+fn progress_line(
+    j: &Job,
+    progress: Option<&jobsched_client::Progress>,
+    elapsed: f64,
+    estimate: f64,
+) -> String {
+    let (frac, detail) = match progress {
+        Some(p) => (
+            if j.status == JobStatus::Completed {
+                1.0
+            } else {
+                p.fraction.clamp(0.0, 1.0)
+            },
+            format!(
+                "{:>5.1}% {}",
+                p.fraction.clamp(0.0, 1.0) * 100.0,
+                p.message.as_deref().unwrap_or("")
+            ),
+        ),
+        None => (
+            if j.status.is_terminal() {
+                1.0
+            } else {
+                (elapsed / estimate).min(0.99)
+            },
+            format!("{:>6.1}s / ~{:.1}s", elapsed.max(0.0), estimate),
+        ),
+    };
+    let filled = ((frac * 30.0) as usize).min(30);
+    let mut detail = detail;
+    if detail.chars().count() > 60 {
+        detail = detail.chars().take(59).collect::<String>() + "…";
+    }
+    format!(
+        "\r[{}{}] {:<9} {:<60}",
+        "#".repeat(filled),
+        "-".repeat(30 - filled),
+        j.status.as_str(),
+        detail
+    )
+}
+
+/// `jobsched job-types`.
+pub async fn job_types(conn: &Conn) -> Result<()> {
+    let types = client(conn)?.job_types().await?;
+    if conn.json {
+        return print_json(&types);
+    }
+    println!("{:<24} {:>8}  workers", "job type", "pending");
+    for t in &types {
+        let workers: Vec<&str> = t["workers"]
+            .as_array()
+            .map(|w| w.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:>8}  {}",
+            t["name"].as_str().unwrap_or("?"),
+            t["pending"].as_i64().unwrap_or(0),
+            if workers.is_empty() {
+                "(none live: its jobs wait)".to_string()
+            } else {
+                workers.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `jobsched logs ID`.
+pub async fn logs(conn: &Conn, id: uuid::Uuid, attempt: Option<u32>) -> Result<()> {
+    let tries = client(conn)?.logs(id, attempt).await?;
+    if conn.json {
+        return print_json(&tries);
+    }
+    if tries.is_empty() {
+        println!("job {id} has no log lines (yet)");
+    }
+    for t in &tries {
+        println!(
+            "--- try {}{}",
+            t.attempt,
+            if t.dropped > 0 {
+                format!(" ({} older lines not kept)", t.dropped)
+            } else {
+                String::new()
+            }
+        );
+        for l in &t.lines {
+            println!(
+                "{} {:<5} {}",
+                l.at.format("%H:%M:%S%.3f"),
+                l.level,
+                l.message
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `jobsched jobs`.

@@ -1,19 +1,18 @@
 //! Wiring: each subcommand builds its adapters and runs.
 
-use crate::cli::{
-    ApiArgs, Cli, Command, ControllerArgs, DbArgs, DevArgs, HttpArgs, RedisArgs, SlotArgs,
-    WorkerArgs,
-};
+use crate::cli::{ApiArgs, Cli, Command, ControllerArgs, DbArgs, DevArgs, HttpArgs, WorkerArgs};
 use crate::client_cmd;
 use anyhow::{Context, Result, bail};
 use jobsched_core::ports::{Clock, Store, SystemClock, Transport};
-use jobsched_core::retry::Backoff;
-use jobsched_jobs::{DataDir, Registry};
-use jobsched_runtime::{Runtime, RuntimeConfig};
+use jobsched_jobs::Registry;
+use jobsched_runtime::Runtime;
 use jobsched_store::redact;
+use jobsched_worker::serve::{
+    DEFAULT_METRICS_LISTEN, backends_ready, connect_redis, connect_store, connect_store_with,
+    data_dir, runtime_config, secs, secs_in, shutdown_signal, spawn_metrics_server,
+};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -51,6 +50,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Submit { conn, args } => client_cmd::submit(&conn, args).await,
             Command::Jobs { conn, args } => client_cmd::jobs(&conn, args).await,
             Command::Job { conn, id } => client_cmd::job(&conn, id).await,
+            Command::JobTypes { conn } => client_cmd::job_types(&conn).await,
+            Command::Logs { conn, id, attempt } => client_cmd::logs(&conn, id, attempt).await,
             Command::Cancel { conn, id } => client_cmd::cancel(&conn, id).await,
             Command::Stats { conn } => client_cmd::stats(&conn).await,
             Command::Policy {
@@ -68,52 +69,8 @@ pub fn run(cli: Cli) -> Result<()> {
     })
 }
 
-/// A duration setting in seconds, refused (naming the variable and its range) outside
-/// `min..=max`, so no setting can overflow a `Duration` or an `Instant` later.
-pub(crate) fn secs_in(name: &str, v: f64, min: f64, max: f64) -> Result<Duration> {
-    if !(v.is_finite() && v >= min && v <= max) {
-        bail!("{name} must be a number of seconds from {min} to {max}, got {v:?}");
-    }
-    Duration::try_from_secs_f64(v)
-        .with_context(|| format!("{name} must be a number of seconds from {min} to {max}"))
-}
-
-/// A TTL or interval: 0.1 s to one day.
-fn secs(name: &str, v: f64) -> Result<Duration> {
-    secs_in(name, v, 0.1, 86_400.0)
-}
-
-/// Cancelled on SIGTERM or Ctrl-C.
-fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => tracing::info!("SIGTERM received"),
-                        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        t.cancel();
-    });
-    token
-}
-
 async fn migrate(args: DbArgs) -> Result<()> {
-    crate::logging::init("info");
+    jobsched_worker::logging::init("info");
     jobsched_store::migrate(&args.database_url)
         .await
         .context("migration failed")?;
@@ -121,41 +78,11 @@ async fn migrate(args: DbArgs) -> Result<()> {
     Ok(())
 }
 
-async fn connect_store(url: &str, max: u32) -> Result<Arc<dyn Store>> {
-    connect_store_with(url, max, jobsched_store::DEFAULT_ACQUIRE_TIMEOUT).await
-}
-
 /// How long an API request waits for a database connection before it is answered 503. While
 /// Postgres is down or unreachable the pool keeps trying to connect for this long; a client
 /// is better served by a quick 503 (and `Retry-After`) than by a request that hangs. The
 /// engine and workers keep the default: they retry on their own.
 const API_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-async fn connect_store_with(
-    url: &str,
-    max: u32,
-    acquire_timeout: std::time::Duration,
-) -> Result<Arc<dyn Store>> {
-    jobsched_store::connect_with(url, max, acquire_timeout)
-        .await
-        .with_context(|| format!("cannot connect to the database at {}", redact(url)))
-}
-
-async fn connect_redis(args: &RedisArgs) -> Result<Arc<dyn Transport>> {
-    let t = jobsched_transport::RedisTransport::connect(&args.redis_url, &args.redis_prefix)
-        .await
-        .with_context(|| format!("cannot connect to Redis at {}", redact(&args.redis_url)))?;
-    Ok(Arc::new(t))
-}
-
-fn data_dir(path: &std::path::Path) -> Result<DataDir> {
-    DataDir::new(path).with_context(|| {
-        format!(
-            "JOBSCHED_DATA_DIR {} is not usable; point it at a writable directory",
-            path.display()
-        )
-    })
-}
 
 fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
     if http.body_limit < 1024 {
@@ -215,91 +142,8 @@ fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
     })
 }
 
-fn runtime_config(
-    slots: &SlotArgs,
-    worker_id: Option<String>,
-    run_engine: bool,
-) -> Result<RuntimeConfig> {
-    let base = secs_in("JOBSCHED_BACKOFF_BASE", slots.backoff_base, 0.001, 86_400.0)?;
-    let cap = secs_in("JOBSCHED_BACKOFF_CAP", slots.backoff_cap, 0.001, 86_400.0)?;
-    if cap < base {
-        bail!(
-            "JOBSCHED_BACKOFF_CAP ({}) must not be below JOBSCHED_BACKOFF_BASE ({})",
-            slots.backoff_cap,
-            slots.backoff_base
-        );
-    }
-    // 16 MiB to 64 GiB: enough for a small image, never more than a machine has.
-    if !(16 << 20..=64 << 30).contains(&slots.decode_budget) {
-        bail!(
-            "JOBSCHED_DECODE_BUDGET must be from 16777216 (16 MiB) to 68719476736 (64 GiB) \
-             bytes, got {}",
-            slots.decode_budget
-        );
-    }
-    jobsched_jobs::thumbnail::set_decode_budget(slots.decode_budget);
-    if slots.prefetch > 0 {
-        tracing::warn!(
-            prefetch = slots.prefetch,
-            "JOBSCHED_WORKER_PREFETCH / --prefetch is ignored: workers claim their own jobs for free slots"
-        );
-    }
-    let defaults = RuntimeConfig::default();
-    let cfg = RuntimeConfig {
-        worker_id: worker_id.unwrap_or_else(default_worker_id),
-        concurrency: slots.concurrency,
-        lease_ttl: secs("JOBSCHED_LEASE_TTL", slots.lease_ttl)?,
-        dispatch_ttl: secs("JOBSCHED_DISPATCH_TTL", slots.dispatch_ttl)?,
-        leader_ttl: secs("JOBSCHED_LEADER_TTL", slots.leader_ttl)?,
-        worker_ttl: secs("JOBSCHED_WORKER_TTL", slots.worker_ttl)?,
-        backoff: Backoff { base, cap },
-        shutdown_grace: secs_in(
-            "JOBSCHED_SHUTDOWN_GRACE",
-            slots.shutdown_grace,
-            0.0,
-            3_600.0,
-        )?,
-        run_engine,
-        retention_completed: retention("JOBSCHED_RETENTION_COMPLETED", slots.retention_completed)?,
-        retention_failed: retention("JOBSCHED_RETENTION_FAILED", slots.retention_failed)?,
-        queues: (!slots.queues.is_empty()).then(|| {
-            slots
-                .queues
-                .iter()
-                .map(|q| q.trim().to_string())
-                .filter(|q| !q.is_empty())
-                .collect()
-        }),
-        ..defaults
-    };
-    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(cfg)
-}
-
-/// A retention setting: 0 keeps forever, else 60 s to ten years.
-fn retention(name: &str, seconds: f64) -> Result<Option<Duration>> {
-    if seconds == 0.0 {
-        return Ok(None);
-    }
-    secs_in(
-        &format!("{name} (0 keeps forever)"),
-        seconds,
-        60.0,
-        315_360_000.0,
-    )
-    .map(Some)
-}
-
-fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".to_string());
-    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-}
-
 async fn api(args: ApiArgs) -> Result<()> {
-    crate::logging::init("info");
+    jobsched_worker::logging::init("info");
     let config = api_config(&args.http)?;
     let data_dir = data_dir(&args.data.data_dir)?;
     let store = connect_store_with(&args.db.database_url, 16, API_ACQUIRE_TIMEOUT).await?;
@@ -323,6 +167,7 @@ async fn api(args: ApiArgs) -> Result<()> {
         store,
         transport,
         registry: Registry::builtin().with_probe_from_env(),
+        catalog: Default::default(),
         data_dir,
         clock: Arc::new(SystemClock) as Arc<dyn Clock>,
         config,
@@ -347,108 +192,12 @@ async fn api(args: ApiArgs) -> Result<()> {
 }
 
 async fn worker(args: WorkerArgs) -> Result<()> {
-    crate::logging::init("info");
-    let config = runtime_config(&args.slots, args.worker_id.clone(), !args.no_engine)?;
-    let data_dir = data_dir(&args.data.data_dir)?;
-    let store = connect_store(&args.db.database_url, 8).await?;
-    let transport = connect_redis(&args.redis).await?;
-    let rt = Runtime {
-        store,
-        transport,
-        registry: Registry::builtin().with_probe_from_env(),
-        data_dir,
-        clock: Arc::new(SystemClock),
-        config,
-    };
-    let shutdown = shutdown_signal();
-    let metrics = spawn_metrics_server(
-        args.metrics_listen.as_deref(),
-        DEFAULT_METRICS_LISTEN,
-        backends_ready(&rt.store, &rt.transport),
-        &shutdown,
-    )
-    .await?;
-    jobsched_runtime::run(rt, shutdown).await?;
-    if let Some(m) = metrics {
-        let _ = m.await;
-    }
+    jobsched_worker::Worker::builtin().run(args).await?;
     Ok(())
 }
 
-/// `/readyz`: ready while both the store and the transport answer a ping.
-fn backends_ready(
-    store: &Arc<dyn Store>,
-    transport: &Arc<dyn Transport>,
-) -> jobsched_metrics::ReadyCheck {
-    let (store, transport) = (store.clone(), transport.clone());
-    jobsched_metrics::ready_check(move || {
-        let (store, transport) = (store.clone(), transport.clone());
-        Box::pin(async move { store.ping().await.is_ok() && transport.ping().await.is_ok() })
-    })
-}
-
-/// Where the metrics server listens by default (a free port on the same host when taken).
-const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9090";
-
-/// Bind the metrics server: the configured address (an error if taken), or when none is
-/// configured `default`, falling back to a free port on the same host when another process
-/// (a second worker on one machine) holds it.
-async fn bind_metrics(
-    listen: Option<&str>,
-    default: &str,
-) -> Result<Option<tokio::net::TcpListener>> {
-    match listen {
-        Some(l) if l.eq_ignore_ascii_case("off") => Ok(None),
-        Some(l) => tokio::net::TcpListener::bind(l)
-            .await
-            .map(Some)
-            .with_context(|| format!("cannot listen on {l} (JOBSCHED_METRICS_LISTEN)")),
-        None => match tokio::net::TcpListener::bind(default).await {
-            Ok(l) => Ok(Some(l)),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                let host = default.rsplit_once(':').map_or(default, |(h, _)| h);
-                let l = tokio::net::TcpListener::bind((host, 0))
-                    .await
-                    .with_context(|| format!("cannot listen on a free port of {host}"))?;
-                tracing::warn!(
-                    taken = default,
-                    listen = %l.local_addr()?,
-                    "the default metrics address is taken (another jobsched on this host?); \
-                     serving metrics on a free port instead (set JOBSCHED_METRICS_LISTEN to choose)"
-                );
-                Ok(Some(l))
-            }
-            Err(e) => Err(e).with_context(|| {
-                format!("cannot listen on {default} (set JOBSCHED_METRICS_LISTEN)")
-            }),
-        },
-    }
-}
-
-/// Start the `/metrics` + probes server unless the address is "off".
-async fn spawn_metrics_server(
-    listen: Option<&str>,
-    default: &str,
-    ready: jobsched_metrics::ReadyCheck,
-    shutdown: &CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
-    let Some(listener) = bind_metrics(listen, default).await? else {
-        return Ok(None);
-    };
-    let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, "metrics and probes listening");
-    let stop = shutdown.clone();
-    Ok(Some(tokio::spawn(async move {
-        if let Err(e) =
-            jobsched_metrics::serve(listener, ready, async move { stop.cancelled().await }).await
-        {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    })))
-}
-
 async fn dev(args: DevArgs) -> Result<()> {
-    crate::logging::init("info");
+    jobsched_worker::logging::init("info");
     let url = if args.memory {
         "sqlite::memory:".to_string()
     } else {
@@ -475,6 +224,7 @@ async fn dev(args: DevArgs) -> Result<()> {
         store: store.clone(),
         transport: transport.clone(),
         registry: Registry::builtin().with_probe_from_env(),
+        catalog: Default::default(),
         data_dir: data_dir.clone(),
         clock: Arc::new(SystemClock),
         config: api_config(&args.http)?,
@@ -520,7 +270,7 @@ async fn dev(args: DevArgs) -> Result<()> {
 }
 
 async fn controller(args: ControllerArgs) -> Result<()> {
-    crate::logging::init("info");
+    jobsched_worker::logging::init("info");
     let cfg = jobsched_controller::ControllerConfig {
         namespace: args.namespace,
         config_name: args.config_name,

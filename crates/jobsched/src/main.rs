@@ -3,7 +3,6 @@
 mod cli;
 mod client_cmd;
 mod commands;
-mod logging;
 
 use std::process::ExitCode;
 

@@ -221,7 +221,7 @@ const CONNECTIONS_PER_PROCESS: usize = 16 + 3 * 4;
 
 /// The Redis keys an installation keeps, whatever its load: the policy cache and the slot
 /// registry (three keys).
-const FIXED_KEYS: [&str; 5] = ["policy", "queues", "idle", "total", "alive"];
+const FIXED_KEYS: [&str; 6] = ["policy", "queues", "idle", "total", "alive", "types"];
 
 /// Connections jobsched processes hold to the database at `db_url` (they name themselves
 /// `jobsched-<command>`; the test's own are left out).

@@ -453,6 +453,21 @@ fn readme_quick_start_works_against_jobsched_dev() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("weight"));
 
+    // The job types: the dev worker registered the built-in ones and serves them.
+    let types = String::from_utf8_lossy(&cli(&["job-types"]).stdout).to_string();
+    let sleep_row = types
+        .lines()
+        .find(|l| l.starts_with("sleep "))
+        .unwrap_or_else(|| panic!("no sleep row: {types}"));
+    assert!(sleep_row.contains("dev"), "{types}");
+    // A job's log, per try (the built-in types log nothing: an empty answer, not an error).
+    let logs = cli(&["logs", hello["id"].as_str().unwrap()]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
     // Ctrl-C stops cleanly; a restart keeps the jobs and the policy.
     let st = interrupt(&mut dev.child);
     assert!(st.success(), "exit status {st:?}");

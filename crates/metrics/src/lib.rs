@@ -66,6 +66,9 @@ pub struct Metrics {
     pub backlog_seconds: GaugeVec,
     /// PENDING jobs (label `queue`), sampled with [`Metrics::backlog_seconds`].
     pub backlog_jobs: IntGaugeVec,
+    /// PENDING jobs of a type no live worker serves (label `job_type`), sampled with
+    /// [`Metrics::backlog_seconds`]: they wait until a worker serving the type starts.
+    pub unserved_jobs: IntGaugeVec,
     /// Jobs a worker found claimed under its lease by an exchange whose reply was lost, and
     /// handed back without counting a retry.
     pub claims_handed_back: IntCounter,
@@ -216,6 +219,11 @@ impl Metrics {
                 &["queue"],
             ),
             backlog_jobs: gauge_vec("jobsched_backlog_jobs", "PENDING jobs.", &["queue"]),
+            unserved_jobs: gauge_vec(
+                "jobsched_unserved_jobs",
+                "PENDING jobs of a type no live worker serves.",
+                &["job_type"],
+            ),
             claims_handed_back: counter(
                 "jobsched_claims_handed_back_total",
                 "Jobs claimed by an exchange whose reply was lost, handed back without a retry.",

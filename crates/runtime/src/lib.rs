@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod leader;
+pub mod notes;
 mod served;
 pub mod worker;
 

@@ -22,13 +22,14 @@
 
 use crate::Runtime;
 use crate::events::EventPump;
+use crate::notes::{self, RunNotes};
 use crate::served::{Plan, Served};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Claim, Event, Exchanged, Outcome, Token};
 use jobsched_core::{JobId, StartedJob};
-use jobsched_jobs::{JobContext, JobHandler, RunOutput};
+use jobsched_jobs::{JobContext, JobHandler, RunOutput, Stop};
 use jobsched_metrics::metrics;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -40,9 +41,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// A job body this worker has begun and whose outcome is not recorded yet.
+#[derive(Clone)]
 struct Run {
     /// Set to ask the body to stop (shutdown, or the lease was lost).
-    stop: Arc<AtomicBool>,
+    stop: Stop,
+    /// Its progress and log lines not yet written.
+    notes: Arc<RunNotes>,
 }
 
 /// Jobs this worker is running, by token.
@@ -99,9 +103,14 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Outcome>();
     let renew_stop = CancellationToken::new();
     let renewer = tokio::spawn(renewer(rt.clone(), running.clone(), renew_stop.clone()));
+    let note_writer = tokio::spawn(note_writer(rt.clone(), running.clone(), renew_stop.clone()));
     let mut ev = events.subscribe();
     let mut served = Served::new(rt.config.queues.as_deref());
     served.refresh(&rt).await;
+    // The job types served here: in the catalog (durably, with their schemas: the API checks
+    // submissions against them) and reported with this worker's liveness.
+    let served_types: Vec<String> = rt.registry.names().iter().map(|n| n.to_string()).collect();
+    let mut registered = register_types(&rt).await;
     let mut idle = total;
     let heartbeat_every = rt.config.worker_ttl / 3;
     let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -200,6 +209,12 @@ pub async fn run(
             _ = heartbeat.tick() => {
                 if let Err(e) = within(rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl)).await {
                     tracing::warn!(error = %e, "heartbeat to transport failed");
+                }
+                if let Err(e) = within(rt.transport.report_types(&me, &served_types)).await {
+                    tracing::warn!(error = %e, "reporting the served job types failed");
+                }
+                if !registered {
+                    registered = register_types(&rt).await;
                 }
                 None
             }
@@ -313,7 +328,7 @@ pub async fn run(
             asked_to_stop = true;
             if let Ok(r) = running.lock() {
                 for run in r.values() {
-                    run.stop.store(true, Ordering::SeqCst);
+                    run.stop.set();
                 }
             }
         }
@@ -349,6 +364,7 @@ pub async fn run(
     }
     renew_stop.cancel();
     let _ = renewer.await;
+    let _ = note_writer.await;
     let _ = rt
         .transport
         .report_slots(&me, 0, 0, Duration::from_millis(1))
@@ -362,7 +378,7 @@ fn stop_cancelled(running: &RunningSet, id: JobId) {
     if let Ok(r) = running.lock() {
         for (token, run) in r.iter().filter(|(t, _)| t.id == id) {
             tracing::info!(job_id = %id, attempt = token.attempt, "job cancelled while running; stopping it");
-            run.stop.store(true, Ordering::SeqCst);
+            run.stop.set();
         }
     }
 }
@@ -467,6 +483,8 @@ fn start_exchange(
                 lease_until,
                 queue: p.queue.clone(),
                 concurrency_limit: p.settings.concurrency_limit,
+                // Only the types this worker runs: another type's jobs wait for their workers.
+                job_types: Some(rt.registry.names().iter().map(|n| n.to_string()).collect()),
             },
             None => Claim::none(now),
         };
@@ -564,9 +582,16 @@ fn spawn_job(
     done_tx: &mpsc::UnboundedSender<Outcome>,
 ) {
     let token = job.token();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop::new();
+    let notes = Arc::new(RunNotes::new(token, try_of(&job), rt.clock.clone()));
     if let Ok(mut r) = running.lock() {
-        r.insert(token, Run { stop: stop.clone() });
+        r.insert(
+            token,
+            Run {
+                stop: stop.clone(),
+                notes: notes.clone(),
+            },
+        );
     }
     let rt = rt.clone();
     let tx = done_tx.clone();
@@ -613,8 +638,12 @@ fn spawn_job(
             async move {
                 // A panic anywhere around the body (not only inside it) still frees the slot
                 // and records a failed attempt.
+                let signals = Run {
+                    stop,
+                    notes: notes.clone(),
+                };
                 let run = AssertUnwindSafe(execute_async(
-                    &rt, handler, job, &attempt, slice, stop, &timeout,
+                    &rt, handler, job, &attempt, slice, signals, &timeout,
                 ))
                 .catch_unwind()
                 .await;
@@ -622,6 +651,7 @@ fn spawn_job(
                     let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
                     failure(&rt, &attempt, message, true)
                 });
+                last_notes(&rt, &notes).await;
                 let _ = tx.send(outcome);
             }
             .instrument(span),
@@ -633,9 +663,10 @@ fn spawn_job(
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             timed_out.store(true, Ordering::SeqCst);
-            stop.store(true, Ordering::SeqCst);
+            stop.set();
         })
     });
+    let handle = tokio::runtime::Handle::current();
     // The whole run, outcome included, happens on one blocking thread: no async task per job,
     // so a job costs one thread hand-off each way.
     tokio::task::spawn_blocking(move || {
@@ -643,7 +674,11 @@ fn spawn_job(
         // A panic anywhere around the body (not only inside it) still frees the slot and
         // records a failed attempt.
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            execute(&rt, &*handler, job, &attempt, slice, stop, &timeout)
+            let signals = Run {
+                stop,
+                notes: notes.clone(),
+            };
+            execute(&rt, &*handler, job, &attempt, slice, signals, &timeout)
         }));
         let outcome = run.unwrap_or_else(|panic| {
             let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
@@ -651,6 +686,9 @@ fn spawn_job(
         });
         if let Some(w) = watchdog {
             w.abort();
+        }
+        if notes.dirty() {
+            handle.block_on(last_notes(&rt, &notes));
         }
         let _ = tx.send(outcome);
     });
@@ -731,9 +769,13 @@ fn context(
     handler: &dyn JobHandler,
     job: &StartedJob,
     slice: Option<Duration>,
-    stop: Arc<AtomicBool>,
+    run: Run,
 ) -> JobContext {
+    let stop = run.stop;
     JobContext {
+        job_id: job.id,
+        attempt: try_of(job),
+        notes: run.notes,
         data_dir: rt.data_dir.clone(),
         checkpoint: job.checkpoint.clone(),
         deadline: slice
@@ -750,10 +792,10 @@ fn execute(
     job: StartedJob,
     attempt: &Attempt,
     slice: Option<Duration>,
-    stop: Arc<AtomicBool>,
+    run: Run,
     timeout: &Timeout,
 ) -> Outcome {
-    let ctx = context(rt, handler, &job, slice, stop);
+    let ctx = context(rt, handler, &job, slice, run);
     let began = Instant::now();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(&job.payload, &ctx)));
     conclude(rt, &job.job_type, attempt, result, began, timeout)
@@ -767,10 +809,11 @@ async fn execute_async(
     job: StartedJob,
     attempt: &Attempt,
     slice: Option<Duration>,
-    stop: Arc<AtomicBool>,
+    run: Run,
     timeout: &Timeout,
 ) -> Outcome {
-    let ctx = context(rt, &*handler, &job, slice, stop.clone());
+    let stop = run.stop.clone();
+    let ctx = context(rt, &*handler, &job, slice, run);
     let began = Instant::now();
     let body = AssertUnwindSafe(handler.run_async(&job.payload, &ctx)).catch_unwind();
     tokio::pin!(body);
@@ -779,7 +822,7 @@ async fn execute_async(
             r = &mut body => r,
             () = tokio::time::sleep(limit) => {
                 timeout.fired.store(true, Ordering::SeqCst);
-                stop.store(true, Ordering::SeqCst);
+                stop.set();
                 body.await
             }
         },
@@ -848,6 +891,85 @@ fn conclude(
     failure(rt, attempt, error, retryable)
 }
 
+/// Register the job types served here in the store's catalog; `false` (try again at the next
+/// heartbeat) when the store did not take them.
+async fn register_types(rt: &Runtime) -> bool {
+    let now = rt.clock.now();
+    let infos: Vec<jobsched_core::job_type::JobTypeInfo> = rt
+        .registry
+        .names()
+        .into_iter()
+        .filter_map(|n| rt.registry.get(n))
+        .filter_map(|h| {
+            // A handler whose methods panic is left out of the catalog (its jobs still fail
+            // cleanly when a body runs), not allowed to take the worker down.
+            std::panic::catch_unwind(AssertUnwindSafe(|| jobsched_core::job_type::JobTypeInfo {
+                name: h.name().to_string(),
+                schema: h.schema().unwrap_or(serde_json::Value::Bool(true)),
+                preemptible: h.preemptible(),
+                default_timeout_seconds: h.default_timeout().as_secs_f64(),
+                registered_by: rt.config.worker_id.clone(),
+                updated_at: now,
+            }))
+            .map_err(|_| {
+                tracing::error!(
+                    job_type = h.name(),
+                    "the job type's handler panicked; not registered"
+                )
+            })
+            .ok()
+        })
+        .collect();
+    match within(rt.store.register_types(&infos)).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not register the job types served here; will retry");
+            false
+        }
+    }
+}
+
+/// The try a run of `job` is: 1, then one more per retry spent.
+fn try_of(job: &StartedJob) -> u32 {
+    u32::try_from(job.retry_count)
+        .unwrap_or(0)
+        .saturating_add(1)
+}
+
+/// Write a run's last progress and lines before its outcome (bounded: a store that does not
+/// answer costs the outcome at most [`notes::FINAL_FLUSH_TIMEOUT`]).
+async fn last_notes(rt: &Runtime, notes: &RunNotes) {
+    if notes.dirty()
+        && tokio::time::timeout(notes::FINAL_FLUSH_TIMEOUT, notes.flush(rt.store.as_ref()))
+            .await
+            .is_err()
+    {
+        tracing::warn!("the run's last progress and log lines were not written in time; dropped");
+    }
+}
+
+/// Write running jobs' new progress and log lines, every [`notes::FLUSH_EVERY`].
+async fn note_writer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(notes::FLUSH_EVERY) => {}
+        }
+        let dirty: Vec<Arc<RunNotes>> = running
+            .lock()
+            .map(|r| {
+                r.values()
+                    .filter(|run| run.notes.dirty())
+                    .map(|run| run.notes.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in dirty {
+            n.flush(rt.store.as_ref()).await;
+        }
+    }
+}
+
 /// Renew the leases of running jobs every third of the lease TTL.
 async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
     let me = rt.config.worker_id.clone();
@@ -876,7 +998,7 @@ async fn renewer(rt: Runtime, running: RunningSet, stop: CancellationToken) {
                         let mut lost = 0;
                         for t in tokens.iter().filter(|t| !held.contains(t)) {
                             if let Some(run) = r.get(t) {
-                                run.stop.store(true, Ordering::SeqCst);
+                                run.stop.set();
                                 lost += 1;
                             }
                         }

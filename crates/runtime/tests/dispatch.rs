@@ -1311,3 +1311,102 @@ async fn a_queue_never_runs_more_than_its_concurrency_limit() {
     assert_eq!(most, 2, "at most 2 at once, and the limit was used");
     env.cleanup().await;
 }
+
+/// A job type written on the SDK's `Handler`: its progress and log lines reach the store (the
+/// last ones before the outcome), and only a worker serving a type takes its jobs: a worker
+/// without it leaves them PENDING, one with it runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types() {
+    use jobsched_jobs::{Ctx, Handler, JobError, Typed};
+
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    struct Steps {
+        steps: u32,
+    }
+    struct Stepper;
+    impl Handler for Stepper {
+        type Payload = Steps;
+        fn name(&self) -> &'static str {
+            "stepper"
+        }
+        async fn run(&self, ctx: Ctx, p: Steps) -> Result<Value, JobError> {
+            for i in 1..=p.steps {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                ctx.info(format!("step {i} of try {}", ctx.attempt()));
+                ctx.progress(f64::from(i) / f64::from(p.steps), format!("step {i}"));
+            }
+            Ok(json!({"steps": p.steps, "job": ctx.job_id().to_string()}))
+        }
+    }
+
+    let Some(env) = Env::new().await else { return };
+    let job = NewJob::new(
+        "s",
+        "stepper",
+        None,
+        None,
+        Some(json!({"steps": 5})),
+        Some(0),
+    )
+    .unwrap();
+    let job = env.store.insert(&job, Utc::now()).await.unwrap();
+    // A stock worker does not serve `stepper`: it registers its own types and leaves the job.
+    let (stop_a, a) = start(env.runtime("stock", 2));
+    let stock_types = poll(Duration::from_secs(10), || async {
+        let types = env.store.job_types().await.unwrap();
+        if types.iter().any(|t| t.name == "sleep") {
+            Ok(types)
+        } else {
+            Err(format!("types registered so far: {types:?}"))
+        }
+    })
+    .await;
+    assert!(stock_types.iter().all(|t| t.name != "stepper"));
+    let sleeper = env
+        .submit("after", 5, 0.01, json!({"duration": 0.01}))
+        .await;
+    env.wait_completed(1).await;
+    let still = env.store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        still.status,
+        JobStatus::Pending,
+        "the stock worker took a job it cannot run"
+    );
+    assert_eq!(
+        env.store.get(sleeper.id).await.unwrap().unwrap().status,
+        JobStatus::Completed
+    );
+    // A worker serving it runs it; its notes are kept.
+    let mut rt = env.runtime("custom", 2);
+    let mut registry = Registry::new();
+    registry.register(Arc::new(Typed::new(Stepper)));
+    rt.registry = registry;
+    let (stop_b, b) = start(rt);
+    let done = env.wait_all_terminal(Duration::from_secs(30)).await;
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.unwrap();
+    b.await.unwrap();
+    let ran = done.iter().find(|j| j.id == job.id).unwrap();
+    assert_eq!(ran.status, JobStatus::Completed, "{:?}", ran.error_message);
+    assert_eq!(ran.result.as_ref().unwrap()["job"], job.id.to_string());
+    let p = env.store.progress(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.fraction, p.message.as_deref(), p.attempt),
+        (1.0, Some("step 5"), 1)
+    );
+    let logs = env.store.logs(job.id, None).await.unwrap();
+    assert_eq!(logs.len(), 1);
+    let lines: Vec<&str> = logs[0].lines.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        lines,
+        (1..=5)
+            .map(|i| format!("step {i} of try 1"))
+            .collect::<Vec<_>>()
+    );
+    let types = env.store.job_types().await.unwrap();
+    let stepper = types.iter().find(|t| t.name == "stepper").unwrap();
+    assert_eq!(stepper.registered_by, "custom");
+    assert_eq!(stepper.schema["required"], json!(["steps"]));
+    env.cleanup().await;
+}

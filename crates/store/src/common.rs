@@ -235,3 +235,31 @@ impl BatchKeys {
         Ok(ids)
     }
 }
+
+/// Rows of a logs read, in order (try, then line): `(try, dropped, line)`, `line` `None` for
+/// a try with no kept line; grouped into one [`TryLog`] per try.
+///
+/// [`TryLog`]: jobsched_core::notes::TryLog
+pub(crate) fn group_logs(
+    rows: Vec<(u32, u64, Option<jobsched_core::notes::LogLine>)>,
+) -> Vec<jobsched_core::notes::TryLog> {
+    let mut out: Vec<jobsched_core::notes::TryLog> = Vec::new();
+    for (attempt, dropped, line) in rows {
+        if out.last().is_none_or(|t| t.attempt != attempt) {
+            out.push(jobsched_core::notes::TryLog {
+                attempt,
+                lines: Vec::new(),
+                dropped,
+            });
+        }
+        if let (Some(t), Some(line)) = (out.last_mut(), line) {
+            t.lines.push(line);
+        }
+    }
+    out
+}
+
+/// A try number as stored (a column of SQL type integer).
+pub(crate) fn try_no(attempt: u32) -> i32 {
+    i32::try_from(attempt).unwrap_or(i32::MAX)
+}

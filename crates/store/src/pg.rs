@@ -14,14 +14,18 @@
 
 use crate::common::{
     POLICY_KEY, QUEUE_KEY_PREFIX, add_ttl, decode_settings, dedupe, dedupe_by_token,
-    dedupe_outcomes, encode_settings, in_request_order, paging, queue_counts_of, queue_key,
+    dedupe_outcomes, encode_settings, group_logs, in_request_order, paging, queue_counts_of,
+    queue_key, try_no,
 };
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use jobsched_core::job_type::JobTypeInfo;
+use jobsched_core::notes::{LogLine, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, TryLog};
 use jobsched_core::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Outcome,
-    Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Token, Update, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, NotesStore,
+    Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Token, TypeStore, Update,
+    WorkerStore,
 };
 use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::Schedule;
@@ -253,6 +257,7 @@ macro_rules! claim_tail {
                  WHERE queue = $23 AND queued AND NOT delayed AND run_at <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM settings s \
                                    WHERE s.key = $24 AND s.value ? 'concurrency_limit') \
+                   AND ($25::text[] IS NULL OR job_type = ANY($25::text[])) \
                  ORDER BY ", $order, " LIMIT $21 FOR UPDATE SKIP LOCKED), \
              claimed AS ( \
                  UPDATE jobs j SET status = 'RUNNING', attempt = j.attempt + 1, \
@@ -537,15 +542,18 @@ impl PgStore {
             .map_err(query)
     }
 
-    /// Replace the rows of `job_counts` by one row per status holding their sums. The rows
+    /// Replace the rows of `job_counts` by one row per (queue, job type, status) holding their
+    /// sums. The rows
     /// deleted are the ones summed (one statement), so deltas appended meanwhile, and a fold
     /// running at the same time elsewhere, are neither lost nor counted twice.
     async fn fold_counts(&self) -> Result<()> {
         retry_conflicts(|| async {
             sqlx::query(
-                "WITH gone AS (DELETE FROM job_counts RETURNING queue, status, n, run_ms) \
-                 INSERT INTO job_counts (queue, status, n, run_ms) \
-                 SELECT queue, status, sum(n), sum(run_ms) FROM gone GROUP BY queue, status \
+                "WITH gone AS (DELETE FROM job_counts \
+                                RETURNING queue, job_type, status, n, run_ms) \
+                 INSERT INTO job_counts (queue, job_type, status, n, run_ms) \
+                 SELECT queue, job_type, status, sum(n), sum(run_ms) FROM gone \
+                  GROUP BY queue, job_type, status \
                  HAVING sum(n) <> 0",
             )
             .execute(&self.pool)
@@ -873,7 +881,7 @@ impl JobRepo for PgStore {
         let rows = sqlx::query(
             "SELECT status, sum(n)::int8 AS n, sum(run_ms)::float8 AS run_ms, \
                     sum(count(*)) OVER ()::int8 AS deltas, \
-                    sum(count(DISTINCT queue)) OVER ()::int8 AS groups \
+                    sum(count(DISTINCT (queue, job_type))) OVER ()::int8 AS groups \
              FROM job_counts GROUP BY status",
         )
         .fetch_all(&self.pool)
@@ -907,7 +915,7 @@ impl JobRepo for PgStore {
             }
         }
         stats.pending += stats.delayed;
-        // Folded, the table keeps one row per (queue, status): fold when the deltas beyond
+        // Folded, the table keeps one row per (queue, job type, status): fold when the deltas beyond
         // those pile up.
         if deltas > COUNT_ROWS_BEFORE_FOLD + groups {
             self.fold_counts().await?;
@@ -1528,6 +1536,7 @@ impl WorkerStore for PgStore {
                 .bind(claim.lease_until)
                 .bind(&claim.queue)
                 .bind(guard)
+                .bind(claim.job_types.as_deref())
         };
         let rows = match claim.concurrency_limit {
             Some(_) if limit > 0 => {
@@ -1986,6 +1995,202 @@ impl ScheduleStore for PgStore {
     }
 }
 
+/// Keep a try's progress (when given), only while the token holds the job; returns whether it
+/// did. The try's row is made on its first report.
+const SAVE_TRY: &str = "\
+    INSERT INTO job_tries AS t (job_id, attempt, fraction, message, progress_at) \
+    SELECT id, $3, $4, $5, $6 FROM jobs WHERE id = $1 AND attempt = $2 AND status = 'RUNNING' \
+    ON CONFLICT (job_id, attempt) DO UPDATE \
+        SET fraction = coalesce(excluded.fraction, t.fraction), \
+            message = CASE WHEN excluded.progress_at IS NULL THEN t.message \
+                           ELSE excluded.message END, \
+            progress_at = coalesce(excluded.progress_at, t.progress_at) \
+    RETURNING 1";
+
+/// Append lines to a try's log (the try's row exists: [`SAVE_TRY`] ran first).
+const APPEND_LINES: &str = "\
+    INSERT INTO job_logs (job_id, attempt, at, level, message) \
+    SELECT $1, $2, l.at, l.level, l.message \
+      FROM unnest($3::timestamptz[], $4::text[], $5::text[]) WITH ORDINALITY AS l(at, level, message, n) \
+     ORDER BY l.n";
+
+/// Drop a try's oldest lines beyond the bounds ($3 lines, $4 bytes) and count them.
+const TRIM_LINES: &str = "\
+    WITH over AS ( \
+        SELECT seq FROM ( \
+            SELECT seq, row_number() OVER w AS n, sum(octet_length(message)) OVER w AS bytes \
+              FROM job_logs WHERE job_id = $1 AND attempt = $2 \
+            WINDOW w AS (ORDER BY seq DESC) \
+        ) newest_first WHERE n > $3 OR bytes > $4 \
+    ), gone AS ( \
+        DELETE FROM job_logs l USING over \
+         WHERE l.job_id = $1 AND l.attempt = $2 AND l.seq = over.seq RETURNING 1 \
+    ) \
+    UPDATE job_tries SET log_dropped = log_dropped + (SELECT count(*) FROM gone) \
+     WHERE job_id = $1 AND attempt = $2 AND EXISTS (SELECT 1 FROM gone)";
+
+#[async_trait]
+impl NotesStore for PgStore {
+    async fn save_notes(
+        &self,
+        token: Token,
+        attempt: u32,
+        progress: Option<&Progress>,
+        lines: &[LogLine],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let held = sqlx::query(SAVE_TRY)
+            .bind(token.id)
+            .bind(token.attempt)
+            .bind(try_no(attempt))
+            .bind(progress.map(|p| p.fraction))
+            .bind(progress.and_then(|p| p.message.as_deref()))
+            .bind(progress.map(|p| p.updated_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .is_some();
+        if held && !lines.is_empty() {
+            let at: Vec<DateTime<Utc>> = lines.iter().map(|l| l.at).collect();
+            let level: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
+            let message: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+            sqlx::query(APPEND_LINES)
+                .bind(token.id)
+                .bind(try_no(attempt))
+                .bind(&at)
+                .bind(&level)
+                .bind(&message)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            sqlx::query(TRIM_LINES)
+                .bind(token.id)
+                .bind(try_no(attempt))
+                .bind(MAX_LOG_LINES as i64)
+                .bind(MAX_LOG_BYTES as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(held)
+    }
+
+    async fn progress(&self, id: JobId) -> Result<Option<Progress>> {
+        let row = sqlx::query(
+            "SELECT attempt, fraction, message, progress_at FROM job_tries \
+              WHERE job_id = $1 AND progress_at IS NOT NULL ORDER BY attempt DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(Progress {
+                attempt: u32::try_from(r.try_get::<i32, _>("attempt").map_err(db)?).unwrap_or(0),
+                fraction: r
+                    .try_get::<Option<f64>, _>("fraction")
+                    .map_err(db)?
+                    .unwrap_or(0.0),
+                message: r.try_get("message").map_err(db)?,
+                updated_at: r.try_get("progress_at").map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn logs(&self, id: JobId, attempt: Option<u32>) -> Result<Vec<TryLog>> {
+        let rows = sqlx::query(
+            "SELECT t.attempt, t.log_dropped, l.at, l.level, l.message \
+               FROM job_tries t LEFT JOIN job_logs l USING (job_id, attempt) \
+              WHERE t.job_id = $1 AND ($2::integer IS NULL OR t.attempt = $2) \
+              ORDER BY t.attempt, l.seq",
+        )
+        .bind(id)
+        .bind(attempt.map(try_no))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let line = match r.try_get::<Option<DateTime<Utc>>, _>("at").map_err(db)? {
+                Some(at) => Some(LogLine {
+                    at,
+                    level: r.try_get("level").map_err(db)?,
+                    message: r.try_get("message").map_err(db)?,
+                }),
+                None => None,
+            };
+            out.push((
+                u32::try_from(r.try_get::<i32, _>("attempt").map_err(db)?).unwrap_or(0),
+                u64::try_from(r.try_get::<i64, _>("log_dropped").map_err(db)?).unwrap_or(0),
+                line,
+            ));
+        }
+        Ok(group_logs(out))
+    }
+}
+
+#[async_trait]
+impl TypeStore for PgStore {
+    async fn register_types(&self, types: &[JobTypeInfo]) -> Result<()> {
+        for t in types {
+            sqlx::query(
+                "INSERT INTO job_types (name, schema, preemptible, default_timeout_seconds, \
+                                        registered_by, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (name) DO UPDATE SET schema = excluded.schema, \
+                     preemptible = excluded.preemptible, \
+                     default_timeout_seconds = excluded.default_timeout_seconds, \
+                     registered_by = excluded.registered_by, updated_at = excluded.updated_at",
+            )
+            .bind(&t.name)
+            .bind(&t.schema)
+            .bind(t.preemptible)
+            .bind(t.default_timeout_seconds)
+            .bind(&t.registered_by)
+            .bind(t.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn job_types(&self) -> Result<Vec<JobTypeInfo>> {
+        let rows = sqlx::query(
+            "SELECT name, schema, preemptible, default_timeout_seconds, registered_by, \
+                    updated_at FROM job_types ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobTypeInfo {
+                    name: r.try_get("name").map_err(db)?,
+                    schema: r.try_get("schema").map_err(db)?,
+                    preemptible: r.try_get("preemptible").map_err(db)?,
+                    default_timeout_seconds: r.try_get("default_timeout_seconds").map_err(db)?,
+                    registered_by: r.try_get("registered_by").map_err(db)?,
+                    updated_at: r.try_get("updated_at").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn pending_by_type(&self) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT job_type, sum(n)::int8 FROM job_counts \
+              WHERE status IN ('PENDING', 'DELAYED') GROUP BY job_type \
+             HAVING sum(n) > 0 ORDER BY job_type",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2006,9 +2211,11 @@ mod tests {
         let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
         let types = "timestamptz, text, uuid[], int4[], timestamptz[], jsonb[], uuid[], int4[], \
                      timestamptz[], text[], timestamptz[], uuid[], int4[], timestamptz[], text[], \
-                     int4[], uuid[], int4[], timestamptz[], jsonb[], int8, timestamptz, text, text";
+                     int4[], uuid[], int4[], timestamptz[], jsonb[], int8, timestamptz, text, text, \
+                     text[]";
         let args = "now(), 'w', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
-                    '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 4, now(), 'default', 'policy'";
+                    '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', 4, now(), 'default', 'policy', \
+                    ARRAY['sleep']";
         let mut n = 0;
         for order in [PolicyKind::Fcfs, PolicyKind::Priority, PolicyKind::Sjf] {
             for only_completed in [true, false] {

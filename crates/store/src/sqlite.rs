@@ -16,14 +16,17 @@
 
 use crate::common::{
     POLICY_KEY, QUEUE_KEY_PREFIX, add_ttl, decode_settings, dedupe, dedupe_outcomes,
-    encode_settings, paging, queue_counts_of, queue_key,
+    encode_settings, group_logs, paging, queue_counts_of, queue_key, try_no,
 };
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use jobsched_core::job_type::JobTypeInfo;
+use jobsched_core::notes::{LogLine, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, TryLog};
 use jobsched_core::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Outcome, Promotion,
-    PruneCursor, Pruned, RescueReport, ScheduleStore, Token, Update, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, NotesStore, Outcome,
+    Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Token, TypeStore, Update,
+    WorkerStore,
 };
 use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::Schedule;
@@ -890,11 +893,18 @@ impl WorkerStore for SqliteStore {
         let picked: Vec<(Hyphenated,)> = sqlx::query_as(&format!(
             "SELECT id FROM jobs \
              WHERE queue = ?3 AND status = 'PENDING' AND delayed = 0 AND run_at <= ?1 \
+               AND (?4 IS NULL OR job_type IN (SELECT value FROM json_each(?4))) \
              ORDER BY {order} LIMIT ?2"
         ))
         .bind(now_us)
         .bind(limit)
         .bind(&claim.queue)
+        .bind(
+            claim
+                .job_types
+                .as_ref()
+                .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into())),
+        )
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
@@ -1426,5 +1436,212 @@ impl ScheduleStore for SqliteStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl NotesStore for SqliteStore {
+    async fn save_notes(
+        &self,
+        token: Token,
+        attempt: u32,
+        progress: Option<&Progress>,
+        lines: &[LogLine],
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
+        )
+        .bind(hy(token.id))
+        .bind(token.attempt)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if held.is_none() {
+            return Ok(false);
+        }
+        let attempt = try_no(attempt);
+        sqlx::query(
+            "INSERT INTO job_tries (job_id, attempt, fraction, message, progress_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (job_id, attempt) DO UPDATE \
+                 SET fraction = coalesce(excluded.fraction, fraction), \
+                     message = CASE WHEN excluded.progress_at IS NULL THEN message \
+                                    ELSE excluded.message END, \
+                     progress_at = coalesce(excluded.progress_at, progress_at)",
+        )
+        .bind(hy(token.id))
+        .bind(attempt)
+        .bind(progress.map(|p| p.fraction))
+        .bind(progress.and_then(|p| p.message.as_deref()))
+        .bind(progress.map(|p| us(p.updated_at)))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if !lines.is_empty() {
+            for l in lines {
+                sqlx::query(
+                    "INSERT INTO job_logs (job_id, attempt, at, level, message) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .bind(hy(token.id))
+                .bind(attempt)
+                .bind(us(l.at))
+                .bind(&l.level)
+                .bind(&l.message)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            let gone = sqlx::query(
+                "DELETE FROM job_logs WHERE seq IN ( \
+                     SELECT seq FROM ( \
+                         SELECT seq, row_number() OVER w AS n, \
+                                sum(length(CAST(message AS BLOB))) OVER w AS bytes \
+                           FROM job_logs WHERE job_id = ?1 AND attempt = ?2 \
+                         WINDOW w AS (ORDER BY seq DESC) \
+                     ) WHERE n > ?3 OR bytes > ?4)",
+            )
+            .bind(hy(token.id))
+            .bind(attempt)
+            .bind(MAX_LOG_LINES as i64)
+            .bind(MAX_LOG_BYTES as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if gone > 0 {
+                sqlx::query(
+                    "UPDATE job_tries SET log_dropped = log_dropped + ?3 \
+                     WHERE job_id = ?1 AND attempt = ?2",
+                )
+                .bind(hy(token.id))
+                .bind(attempt)
+                .bind(i64::try_from(gone).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn progress(&self, id: JobId) -> Result<Option<Progress>> {
+        let row = sqlx::query(
+            "SELECT attempt, fraction, message, progress_at FROM job_tries \
+              WHERE job_id = ?1 AND progress_at IS NOT NULL ORDER BY attempt DESC LIMIT 1",
+        )
+        .bind(hy(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(Progress {
+                attempt: u32::try_from(r.try_get::<i64, _>("attempt").map_err(db)?).unwrap_or(0),
+                fraction: r
+                    .try_get::<Option<f64>, _>("fraction")
+                    .map_err(db)?
+                    .unwrap_or(0.0),
+                message: r.try_get("message").map_err(db)?,
+                updated_at: from_us(r.try_get("progress_at").map_err(db)?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn logs(&self, id: JobId, attempt: Option<u32>) -> Result<Vec<TryLog>> {
+        let rows = sqlx::query(
+            "SELECT t.attempt, t.log_dropped, l.at, l.level, l.message \
+               FROM job_tries t LEFT JOIN job_logs l \
+                 ON l.job_id = t.job_id AND l.attempt = t.attempt \
+              WHERE t.job_id = ?1 AND (?2 IS NULL OR t.attempt = ?2) \
+              ORDER BY t.attempt, l.seq",
+        )
+        .bind(hy(id))
+        .bind(attempt.map(try_no))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let line = match r.try_get::<Option<i64>, _>("at").map_err(db)? {
+                Some(at) => Some(LogLine {
+                    at: from_us(at)?,
+                    level: r.try_get("level").map_err(db)?,
+                    message: r.try_get("message").map_err(db)?,
+                }),
+                None => None,
+            };
+            out.push((
+                u32::try_from(r.try_get::<i64, _>("attempt").map_err(db)?).unwrap_or(0),
+                u64::try_from(r.try_get::<i64, _>("log_dropped").map_err(db)?).unwrap_or(0),
+                line,
+            ));
+        }
+        Ok(group_logs(out))
+    }
+}
+
+#[async_trait]
+impl TypeStore for SqliteStore {
+    async fn register_types(&self, types: &[JobTypeInfo]) -> Result<()> {
+        let mut tx = self.write().await?;
+        for t in types {
+            sqlx::query(
+                "INSERT INTO job_types (name, schema, preemptible, default_timeout_seconds, \
+                                        registered_by, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (name) DO UPDATE SET schema = excluded.schema, \
+                     preemptible = excluded.preemptible, \
+                     default_timeout_seconds = excluded.default_timeout_seconds, \
+                     registered_by = excluded.registered_by, updated_at = excluded.updated_at",
+            )
+            .bind(&t.name)
+            .bind(t.schema.to_string())
+            .bind(t.preemptible)
+            .bind(t.default_timeout_seconds)
+            .bind(&t.registered_by)
+            .bind(us(t.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn job_types(&self) -> Result<Vec<JobTypeInfo>> {
+        let rows = sqlx::query(
+            "SELECT name, schema, preemptible, default_timeout_seconds, registered_by, \
+                    updated_at FROM job_types ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let schema: String = r.try_get("schema").map_err(db)?;
+                Ok(JobTypeInfo {
+                    name: r.try_get("name").map_err(db)?,
+                    schema: serde_json::from_str(&schema)
+                        .map_err(|e| data(format!("job_types.schema is not JSON: {e}")))?,
+                    preemptible: r.try_get("preemptible").map_err(db)?,
+                    default_timeout_seconds: r.try_get("default_timeout_seconds").map_err(db)?,
+                    registered_by: r.try_get("registered_by").map_err(db)?,
+                    updated_at: from_us(r.try_get("updated_at").map_err(db)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn pending_by_type(&self) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT job_type, count(*) FROM jobs WHERE status = 'PENDING' \
+              GROUP BY job_type ORDER BY job_type",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
     }
 }

@@ -80,6 +80,8 @@ conformance!(
     queues_keep_their_jobs_apart,
     queue_settings_round_trip,
     a_concurrency_limit_caps_the_claims_of_its_queue,
+    notes_are_kept_per_try_bounded_and_fenced,
+    job_types_are_registered_and_claims_filter_by_type,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1930,6 +1932,7 @@ fn claim(limit: u32, order: PolicyKind, lease_until: DateTime<Utc>) -> Claim {
         lease_until,
         queue: "default".into(),
         concurrency_limit: None,
+        job_types: None,
     }
 }
 
@@ -2792,4 +2795,170 @@ async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
         taken += r.await.unwrap();
     }
     assert_eq!(taken, 2, "two more fit under a limit of 4");
+}
+
+async fn notes_are_kept_per_try_bounded_and_fenced(db: &TestDb) {
+    use jobsched_core::notes::{LogLine, MAX_LOG_LINES, Progress};
+    let s = db.store().await;
+    let id = s.insert(&new_job("noted"), t(0)).await.unwrap().id;
+    assert_eq!(s.progress(id).await.unwrap(), None);
+    assert!(s.logs(id, None).await.unwrap().is_empty());
+    let run = s
+        .claim(&claim(1, PolicyKind::Fcfs, t(60)), "w1", t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let line = |i: usize| LogLine::new(t(2), "info", format!("line {i}"));
+    let progress = |f: f64, m: &str| Progress {
+        fraction: f,
+        message: Some(m.into()),
+        attempt: 1,
+        updated_at: t(2),
+    };
+    // Progress alone, then lines alone (the progress stays), then both.
+    assert!(
+        s.save_notes(run.token(), 1, Some(&progress(0.25, "a quarter")), &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.save_notes(run.token(), 1, None, &[line(0)])
+            .await
+            .unwrap()
+    );
+    let p = s.progress(id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.fraction, p.message.as_deref()),
+        (0.25, Some("a quarter"))
+    );
+    let many: Vec<LogLine> = (1..MAX_LOG_LINES + 5).map(line).collect();
+    assert!(
+        s.save_notes(run.token(), 1, Some(&progress(0.5, "half")), &many)
+            .await
+            .unwrap()
+    );
+    let logs = s.logs(id, None).await.unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].attempt, 1);
+    assert_eq!(logs[0].lines.len(), MAX_LOG_LINES);
+    assert_eq!(logs[0].dropped, 5);
+    assert_eq!(logs[0].lines[0].message, "line 5");
+    assert_eq!(
+        logs[0].lines.last().unwrap().message,
+        format!("line {}", MAX_LOG_LINES + 4)
+    );
+    assert_eq!(s.progress(id).await.unwrap().unwrap().fraction, 0.5);
+    // A stale token (another attempt) writes nothing.
+    let stale = Token {
+        id,
+        attempt: run.attempt + 1,
+    };
+    assert!(!s.save_notes(stale, 1, None, &[line(9_999)]).await.unwrap());
+    // The retry is try 2: its notes are its own; try 1's stay.
+    let retry = [Outcome::Retry {
+        token: run.token(),
+        error: "boom".into(),
+        run_at: t(3),
+    }];
+    s.finish(
+        &retry
+            .iter()
+            .cloned()
+            .map(Finished::from)
+            .collect::<Vec<_>>(),
+        "w1",
+        t(3),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !s.save_notes(run.token(), 1, None, &[line(1)])
+            .await
+            .unwrap()
+    );
+    let again = s
+        .claim(&claim(1, PolicyKind::Fcfs, t(60)), "w1", t(4))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut p2 = progress(0.9, "try two");
+    p2.attempt = 2;
+    assert!(
+        s.save_notes(again.token(), 2, Some(&p2), &[line(0)])
+            .await
+            .unwrap()
+    );
+    let logs = s.logs(id, None).await.unwrap();
+    assert_eq!(
+        logs.iter()
+            .map(|l| (l.attempt, l.lines.len()))
+            .collect::<Vec<_>>(),
+        [(1, MAX_LOG_LINES), (2, 1)]
+    );
+    assert_eq!(s.logs(id, Some(2)).await.unwrap().len(), 1);
+    assert!(s.logs(id, Some(3)).await.unwrap().is_empty());
+    let p = s.progress(id).await.unwrap().unwrap();
+    assert_eq!((p.attempt, p.fraction), (2, 0.9));
+    // Notes go with their job.
+    s.cancel(id, t(5)).await.unwrap();
+    s.prune(t(10_000_000), t(10_000_000), None, 100)
+        .await
+        .unwrap();
+    assert!(
+        s.get(id).await.unwrap().is_none(),
+        "the cancelled job was pruned"
+    );
+    assert!(s.logs(id, None).await.unwrap().is_empty());
+    assert_eq!(s.progress(id).await.unwrap(), None);
+}
+
+async fn job_types_are_registered_and_claims_filter_by_type(db: &TestDb) {
+    use jobsched_core::job_type::JobTypeInfo;
+    let s = db.store().await;
+    assert!(s.job_types().await.unwrap().is_empty());
+    let info = |name: &str, by: &str| JobTypeInfo {
+        name: name.into(),
+        schema: json!({"type": "object", "required": ["to"]}),
+        preemptible: name == "count",
+        default_timeout_seconds: 60.0,
+        registered_by: by.into(),
+        updated_at: t(0),
+    };
+    s.register_types(&[info("count", "w1"), info("mail", "w1")])
+        .await
+        .unwrap();
+    s.register_types(&[info("mail", "w2")]).await.unwrap();
+    let types = s.job_types().await.unwrap();
+    assert_eq!(types, [info("count", "w1"), info("mail", "w2")]);
+    let jobs = vec![
+        custom_job("c1", "count", 5, 1.0, 0),
+        custom_job("m1", "mail", 5, 1.0, 0),
+        custom_job("c2", "count", 5, 1.0, 0),
+    ];
+    s.insert_many(&jobs, t(0)).await.unwrap();
+    assert_eq!(
+        s.pending_by_type().await.unwrap(),
+        [("count".to_string(), 2), ("mail".to_string(), 1)]
+    );
+    // A worker serving only `mail` takes only the mail job, though the count jobs came first.
+    let only_mail = Claim {
+        job_types: Some(vec!["mail".into()]),
+        ..claim(5, PolicyKind::Fcfs, t(60))
+    };
+    let got = s.claim(&only_mail, "w2", t(1)).await.unwrap();
+    assert_eq!(
+        got.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        ["m1"]
+    );
+    assert!(s.claim(&only_mail, "w2", t(1)).await.unwrap().is_empty());
+    assert_eq!(
+        s.pending_by_type().await.unwrap(),
+        [("count".to_string(), 2)]
+    );
+    let any = s
+        .claim(&claim(5, PolicyKind::Fcfs, t(60)), "w1", t(1))
+        .await
+        .unwrap();
+    assert_eq!(any.len(), 2);
+    assert!(s.pending_by_type().await.unwrap().is_empty());
 }

@@ -217,6 +217,7 @@ async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change()
         lease_until: t0 + chrono::Duration::seconds(30),
         queue: "default".into(),
         concurrency_limit: None,
+        job_types: None,
     };
     // A checkpoint between the insert and the measurement (another test dropping its database
     // forces one) makes the first change to each page log the page whole and its rows in full,
@@ -398,6 +399,7 @@ async fn rebuilding_the_table_keeps_every_job_as_it_was() {
         lease_until: t0 + chrono::Duration::seconds(30),
         queue: "default".into(),
         concurrency_limit: None,
+        job_types: None,
     };
     let got = store
         .exchange(&[], "worker-new", t0 + chrono::Duration::seconds(1), &claim)

@@ -25,6 +25,8 @@ struct State {
     total: HashMap<String, u32>,
     /// Liveness deadline per worker.
     alive: HashMap<String, Instant>,
+    /// Job types per worker.
+    types: HashMap<String, Vec<String>>,
     policy: Option<PolicySettings>,
     /// Settings of the named queues but `default`, by name.
     queues: std::collections::BTreeMap<String, PolicySettings>,
@@ -86,11 +88,19 @@ impl Transport for MemoryTransport {
                     worker: w.clone(),
                     idle: state.idle.get(w).copied().unwrap_or(0),
                     total: state.total.get(w).copied().unwrap_or(0),
+                    job_types: state.types.get(w).cloned().unwrap_or_default(),
                 };
                 (w, slots)
             })
             .collect();
         Ok(live.into_values().collect())
+    }
+
+    async fn report_types(&self, worker: &str, job_types: &[String]) -> Result<()> {
+        self.lock()
+            .types
+            .insert(worker.to_string(), job_types.to_vec());
+        Ok(())
     }
 
     async fn reap_dead_workers(&self) -> Result<Vec<String>> {
@@ -109,6 +119,7 @@ impl Transport for MemoryTransport {
             state.alive.remove(&worker);
             state.idle.remove(&worker);
             state.total.remove(&worker);
+            state.types.remove(&worker);
             reaped.push(worker);
         }
         Ok(reaped)

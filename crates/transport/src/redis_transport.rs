@@ -51,6 +51,7 @@ struct Keys {
     idle: String,
     total: String,
     alive: String,
+    types: String,
     policy: String,
     queues: String,
     events: String,
@@ -64,6 +65,7 @@ impl Keys {
             idle: format!("{prefix}:idle"),
             total: format!("{prefix}:total"),
             alive: format!("{prefix}:alive"),
+            types: format!("{prefix}:types"),
             policy: format!("{prefix}:policy"),
             queues: format!("{prefix}:queues"),
             events: format!("{prefix}:events"),
@@ -266,19 +268,35 @@ impl Transport for RedisTransport {
             .key(&keys.idle)
             .key(&keys.total)
             .key(&keys.alive)
+            .key(&keys.types)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.err("workers", e))?;
         let mut workers: Vec<WorkerSlots> = flat
-            .chunks_exact(3)
+            .chunks_exact(4)
             .map(|c| WorkerSlots {
                 worker: c[0].clone(),
                 idle: c[1].parse().unwrap_or(0),
                 total: c[2].parse().unwrap_or(0),
+                job_types: serde_json::from_str(&c[3]).unwrap_or_default(),
             })
             .collect();
         workers.sort_by(|a, b| a.worker.cmp(&b.worker));
         Ok(workers)
+    }
+
+    async fn report_types(&self, worker: &str, job_types: &[String]) -> Result<()> {
+        let keys = self.keys();
+        let json = serde_json::to_string(job_types).map_err(|source| TransportError::Json {
+            key: keys.types.clone(),
+            source,
+        })?;
+        let _: i64 = self
+            .conn()
+            .hset(&keys.types, worker, json)
+            .await
+            .map_err(|e| self.err("report_types", e))?;
+        Ok(())
     }
 
     async fn reap_dead_workers(&self) -> Result<Vec<String>> {
@@ -287,6 +305,7 @@ impl Transport for RedisTransport {
             .key(&keys.idle)
             .key(&keys.total)
             .key(&keys.alive)
+            .key(&keys.types)
             .arg(&keys.in_flight_prefix)
             .invoke_async(&mut self.conn())
             .await

@@ -108,6 +108,7 @@ fn slots(worker: &str, idle: u32, total: u32) -> WorkerSlots {
         worker: worker.to_string(),
         idle,
         total,
+        job_types: Vec::new(),
     }
 }
 
@@ -158,10 +159,28 @@ async fn report_slots_and_list_workers(s: &Subject) {
     );
 }
 
+async fn workers_report_the_types_they_serve(s: &Subject) {
+    let t = s.t();
+    t.report_slots("w1", 1, 1, LONG_TTL).await.unwrap();
+    let types = vec!["csv".to_string(), "sleep".to_string()];
+    t.report_types("w1", &types).await.unwrap();
+    // Types of a worker not (or no longer) live are not listed.
+    t.report_types("ghost", &types).await.unwrap();
+    let mut w1 = slots("w1", 1, 1);
+    w1.job_types = types.clone();
+    assert_eq!(t.workers().await.unwrap(), [w1.clone()]);
+    t.report_types("w1", &types[..1]).await.unwrap();
+    w1.job_types = types[..1].to_vec();
+    assert_eq!(t.workers().await.unwrap(), [w1]);
+}
+
 async fn reaping_removes_dead_workers(s: &Subject) {
     let t = s.t();
     t.report_slots("alive", 1, 1, LONG_TTL).await.unwrap();
     t.report_slots("doomed", 3, 3, Duration::from_millis(50))
+        .await
+        .unwrap();
+    t.report_types("doomed", &["sleep".to_string()])
         .await
         .unwrap();
     let reaped = poll_until("the doomed worker to be reaped", || async {
@@ -172,6 +191,12 @@ async fn reaping_removes_dead_workers(s: &Subject) {
     assert_eq!(reaped, ["doomed".to_string()]);
     assert_eq!(t.workers().await.unwrap(), [slots("alive", 1, 1)]);
     assert!(t.reap_dead_workers().await.unwrap().is_empty());
+    // The reaped worker's types went with it: back under the same id, it has none.
+    t.report_slots("doomed", 3, 3, LONG_TTL).await.unwrap();
+    assert_eq!(
+        t.workers().await.unwrap(),
+        [slots("alive", 1, 1), slots("doomed", 3, 3)]
+    );
 }
 
 async fn policy_round_trips_and_notifies(s: &Subject) {
@@ -285,6 +310,7 @@ macro_rules! conformance {
 
 conformance!(
     report_slots_and_list_workers,
+    workers_report_the_types_they_serve,
     reaping_removes_dead_workers,
     policy_round_trips_and_notifies,
     queue_settings_round_trip_and_add_only_when_absent,

@@ -1,8 +1,8 @@
 //! `/jobs`: submit, batch-submit, list, stats, get and cancel.
 
 use crate::dto::{
-    BatchCreate, BatchCreated, ErrorBody, JobCreate, JobListResponse, JobResponse,
-    JobStatsResponse, ListParams, ValidationErrorBody,
+    BatchCreate, BatchCreated, ErrorBody, JobCreate, JobListResponse, JobLogsResponse, JobResponse,
+    JobStatsResponse, ListParams, LogsQuery, ValidationErrorBody,
 };
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{
@@ -49,6 +49,7 @@ pub async fn submit(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
     check_payload_size(&body, "", state.config.max_payload)?;
+    known_types(&state, &body).await?;
     let mut issues = Vec::new();
     let new = parse_submission(&body, "", &state, &mut issues);
     let header_key = idempotency_header(&headers, &body, &mut issues);
@@ -157,6 +158,7 @@ pub async fn submit_batch(
     for (i, item) in items.iter().enumerate() {
         check_payload_size(item, &format!("jobs[{i}]."), state.config.max_payload)?;
     }
+    known_types(&state, &body).await?;
     let mut jobs = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         if let Some(job) = parse_submission(item, &format!("jobs[{i}]."), &state, &mut issues) {
@@ -305,6 +307,23 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsRe
     Ok(Json(state.store.stats().await?.into()))
 }
 
+/// Make sure the registered job types a body names are known here (read from the store when
+/// not, or when the copy here is old).
+pub(crate) async fn known_types(
+    state: &AppState,
+    body: &serde_json::Value,
+) -> Result<(), ApiError> {
+    state
+        .catalog
+        .refresh_for(
+            state.store.as_ref(),
+            &state.registry,
+            &crate::catalog::named_types(body),
+        )
+        .await?;
+    Ok(())
+}
+
 /// One job.
 #[utoipa::path(
     get, path = "/jobs/{id}", tag = "jobs",
@@ -323,9 +342,65 @@ pub async fn get(
 ) -> Result<Json<JobResponse>, ApiError> {
     let id = parse_job_id(&id)?;
     match state.store.get(id).await? {
-        Some(job) => Ok(Json(job.into())),
+        Some(job) => {
+            let mut job = JobResponse::from(job);
+            job.progress = state.store.progress(id).await?.map(Into::into);
+            Ok(Json(job))
+        }
         None => Err(ApiError::NotFound("Job not found".into())),
     }
+}
+
+/// The log lines a job's runs wrote, per try.
+///
+/// Kept per try (1 = first, one more per retry; the Round Robin slices of a try share it):
+/// the newest 1,000 lines and 256 KiB of each, `dropped` counting the older ones. Lines are
+/// written by the worker about once a second while the job runs, and at its end.
+#[utoipa::path(
+    get, path = "/jobs/{id}/logs", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"), LogsQuery),
+    responses(
+        (status = 200, description = "The job's logs", body = JobLogsResponse),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "Malformed id or attempt", body = ValidationErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> Result<Json<JobLogsResponse>, ApiError> {
+    let id = parse_job_id(&id)?;
+    let attempt = match query.get("attempt") {
+        None => None,
+        Some(a) => match a.trim().parse::<u32>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::Validation(vec![FieldIssue::query(
+                    "attempt",
+                    format!(
+                        "must be a try number from 1 to 1000000 (1 = the first try), got {a:?}"
+                    ),
+                )]));
+            }
+        },
+    };
+    if state.store.get(id).await?.is_none() {
+        return Err(ApiError::NotFound("Job not found".into()));
+    }
+    let attempts = state
+        .store
+        .logs(id, attempt)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(JobLogsResponse {
+        job_id: id,
+        attempts,
+    }))
 }
 
 /// Cancel a job that has not ended.

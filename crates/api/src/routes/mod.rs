@@ -1,6 +1,7 @@
 //! Route handlers and the helpers they share.
 
 pub mod health;
+pub mod job_types;
 pub mod jobs;
 pub mod queues;
 pub mod scheduler;

@@ -31,7 +31,7 @@ pub(crate) async fn current_settings(state: &AppState) -> Result<PolicySettings,
 }
 
 async fn scheduler_status(state: &AppState) -> Result<SchedulerStatus, ApiError> {
-    let (settings, stats, dead_letters, workers) = tokio::try_join!(
+    let (settings, stats, dead_letters, workers, pending) = tokio::try_join!(
         current_settings(state),
         async { state.store.stats().await.map_err(ApiError::from) },
         async {
@@ -42,8 +42,26 @@ async fn scheduler_status(state: &AppState) -> Result<SchedulerStatus, ApiError>
                 .map_err(ApiError::from)
         },
         async { state.transport.workers().await.map_err(ApiError::from) },
+        async { state.store.pending_by_type().await.map_err(ApiError::from) },
     )?;
-    Ok(status_of(settings, &stats, dead_letters, &workers))
+    let mut status = status_of(settings, &stats, dead_letters, &workers);
+    status.unserved = unserved(&pending, &workers);
+    Ok(status)
+}
+
+/// The types among `pending` (PENDING jobs per type) that no live worker serves.
+pub(crate) fn unserved(
+    pending: &[(String, i64)],
+    workers: &[jobsched_core::ports::WorkerSlots],
+) -> Vec<crate::dto::UnservedType> {
+    pending
+        .iter()
+        .filter(|(t, n)| *n > 0 && !workers.iter().any(|w| w.job_types.contains(t)))
+        .map(|(t, n)| crate::dto::UnservedType {
+            job_type: t.clone(),
+            pending: *n,
+        })
+        .collect()
 }
 
 /// The status from its parts (live, or the console's samples).
@@ -63,6 +81,7 @@ pub(crate) fn status_of(
         workers: u32::try_from(workers.len()).unwrap_or(u32::MAX),
         total_slots: workers.iter().map(|w| u64::from(w.total)).sum(),
         free_slots: workers.iter().map(|w| u64::from(w.idle)).sum(),
+        unserved: Vec::new(),
     }
 }
 

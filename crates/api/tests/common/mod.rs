@@ -69,6 +69,9 @@ impl Transport for DownTransport {
     async fn workers(&self) -> jobsched_core::Result<Vec<WorkerSlots>> {
         down()
     }
+    async fn report_types(&self, _: &str, _: &[String]) -> jobsched_core::Result<()> {
+        down()
+    }
     async fn reap_dead_workers(&self) -> jobsched_core::Result<Vec<String>> {
         down()
     }
@@ -190,6 +193,7 @@ impl Harness {
             store: store.clone(),
             transport: served,
             registry: Registry::builtin(),
+            catalog: Default::default(),
             data_dir: DataDir::new(data_dir.path()).unwrap(),
             clock: Arc::new(SystemClock),
             config: options.config,
