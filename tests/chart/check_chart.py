@@ -627,6 +627,23 @@ def assert_default(docs: list[dict]) -> None:
     picky = find(documents(render({"worker": {"queues": ["emails", "reports"]}})), "Deployment", "-worker")
     R.check(f"[{sc}] worker.queues [emails, reports] renders JOBSCHED_QUEUES=emails,reports",
             picky is not None and env_of(container(picky, "worker")).get("JOBSCHED_QUEUES") == "emails,reports")
+    R.check(f"[{sc}] the http job type may call no host unless worker.http.allow names some",
+            "JOBSCHED_HTTP_ALLOW" not in we and "JOBSCHED_SECRETS_DIR" not in we, str(we))
+    caller = find(documents(render({"worker": {"http": {"allow": ["api.example.com", "*.corp"],
+                                                         "secretName": "http-tokens"}}})),
+                  "Deployment", "-worker")
+    caller_env = env_of(container(caller, "worker")) if caller else {}
+    mounts = {m["name"]: m for m in (container(caller, "worker") or {}).get("volumeMounts", [])} if caller else {}
+    vols = {v["name"]: v for v in pod_spec(caller).get("volumes", [])} if caller else {}
+    R.check(
+        f"[{sc}] worker.http renders JOBSCHED_HTTP_ALLOW and mounts the secret read-only at JOBSCHED_SECRETS_DIR",
+        caller_env.get("JOBSCHED_HTTP_ALLOW") == "api.example.com,*.corp"
+        and caller_env.get("JOBSCHED_SECRETS_DIR") == "/var/run/jobsched/secrets"
+        and mounts.get("http-secrets", {}).get("mountPath") == "/var/run/jobsched/secrets"
+        and mounts.get("http-secrets", {}).get("readOnly") is True
+        and vols.get("http-secrets", {}).get("secret", {}).get("secretName") == "http-tokens",
+        f"{caller_env} {mounts} {vols}",
+    )
     ae = env_of(container(api, "api"))
     R.check(f"[{sc}] api listens on 0.0.0.0:8000 and has no tokens by default", ae.get("JOBSCHED_LISTEN") == "0.0.0.0:8000" and "JOBSCHED_API_TOKEN" not in ae, str(ae))
     api_c = container(api, "api")

@@ -217,6 +217,15 @@ SCHEMA = {
                     "type": "array",
                     "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
                 },
+                "http": obj(
+                    {
+                        "allow": {
+                            "type": "array",
+                            "items": {"type": "string", "pattern": "^[A-Za-z0-9*.:\\[\\]_-]{1,260}$"},
+                        },
+                        "secretName": {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$"},
+                    }
+                ),
                 "prefetch": NONNEG_INT,
                 "shutdownGrace": NONNEG_INT,
                 "leaseTtl": {"type": "number", "exclusiveMinimum": 0},

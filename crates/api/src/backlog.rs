@@ -11,6 +11,11 @@ use crate::state::AppState;
 use jobsched_core::Backlog;
 use std::time::Duration;
 
+/// The `job_type` labels `jobsched_unserved_jobs` was set for in this process (set back to 0
+/// once served).
+static UNSERVED_LABELS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// How often the backlog is read.
 pub const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -51,18 +56,21 @@ pub async fn refresh(state: &AppState) -> Result<f64, jobsched_core::Error> {
     }
     // Unserved jobs per type; a type served again (or drained) goes back to 0.
     let unserved = crate::routes::scheduler::unserved(&pending, &workers);
-    for name in state.catalog.names(&state.registry) {
-        let n = unserved
-            .iter()
-            .find(|u| u.job_type == name)
-            .map_or(0, |u| u.pending);
-        m.unserved_jobs.with_label_values(&[name.as_str()]).set(n);
+    let mut labelled = UNSERVED_LABELS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for name in labelled.iter() {
+        if !unserved.iter().any(|u| &u.job_type == name) {
+            m.unserved_jobs.with_label_values(&[name.as_str()]).set(0);
+        }
     }
     for u in &unserved {
         m.unserved_jobs
             .with_label_values(&[u.job_type.as_str()])
             .set(u.pending);
+        labelled.insert(u.job_type.clone());
     }
+    drop(labelled);
     Ok(per_slot(Backlog::total(&backlog), slots))
 }
 

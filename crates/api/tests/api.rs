@@ -1535,6 +1535,24 @@ async fn backlog_gauge_is_estimated_seconds_per_live_slot(backend: Backend) {
     ] {
         assert!(page.contains(series), "{series} missing from /metrics");
     }
+    // Jobs of a type no live worker serves are counted as unserved until one does.
+    let lonely = format!("lonely-{backend:?}").to_lowercase();
+    let job = jobsched_core::NewJob::new("l", &lonely, None, None, None, None).unwrap();
+    h.store.insert(&job, chrono::Utc::now()).await.unwrap();
+    jobsched_api::backlog::refresh(&state).await.unwrap();
+    let series = format!("jobsched_unserved_jobs{{job_type=\"{lonely}\"}}");
+    let value = |page: &str| -> Option<String> {
+        page.lines()
+            .find(|l| l.starts_with(&series))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    assert_eq!(value(&jobsched_metrics::render()).as_deref(), Some("1"));
+    h.transport
+        .report_types("w1", std::slice::from_ref(&lonely))
+        .await
+        .unwrap();
+    jobsched_api::backlog::refresh(&state).await.unwrap();
+    assert_eq!(value(&jobsched_metrics::render()).as_deref(), Some("0"));
     h.finish().await;
 }
 

@@ -1,10 +1,12 @@
-//! jobsched-jobs: the job types a jobsched worker can run, and the sandbox they run in.
+//! jobsched-jobs: the job types a jobsched worker can run, the API they are written on, and
+//! the sandbox they run in.
 //!
-//! A job type is a [`JobHandler`]: it validates a payload at submit time and runs it on a
-//! worker. Job bodies are plain blocking code (the runtime calls them on blocking threads);
-//! nothing here depends on an async runtime, a database or Redis. The built-in types are
-//! [`sleep`], [`word_count`] and [`thumbnail`]; [`Registry::builtin`] registers them. Adding a
-//! type is one module implementing [`JobHandler`] plus one line in [`Registry::builtin`].
+//! A job type is a [`Handler`] (see [`sdk`]): a name, a payload type with a JSON Schema, and an
+//! async body given a [`Ctx`] (job id, try, cancellation, checkpoint, progress, log). [`Typed`]
+//! makes it the [`JobHandler`] a [`Registry`] holds, which checks payloads at submission and
+//! runs bodies on a worker. The built-in types [`sleep`], [`word_count`], [`thumbnail`] and
+//! [`http`] are written on the same API; [`Registry::builtin`] registers them. Nothing here
+//! depends on a database or Redis.
 //!
 //! Every user-supplied path goes through the [`DataDir`] sandbox (`JOBSCHED_DATA_DIR`).
 

@@ -1,6 +1,6 @@
 //! The job-type registry: job type name → handler.
 
-use crate::{DataDir, FieldError, JobHandler, SleepJob, ThumbnailJob, WordCountJob};
+use crate::{DataDir, FieldError, JobHandler, SleepJob, ThumbnailJob, Typed, WordCountJob};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,12 +21,10 @@ impl Registry {
     /// `JOBSCHED_HTTP_ALLOW` and `JOBSCHED_SECRETS_DIR`; see [`crate::http`]).
     pub fn builtin() -> Registry {
         let mut r = Registry::new();
-        r.register(Arc::new(SleepJob));
-        r.register(Arc::new(WordCountJob));
-        r.register(Arc::new(ThumbnailJob::default()));
-        r.register(Arc::new(
-            crate::Typed::new(crate::http::HttpJob::from_env()),
-        ));
+        r.register(Arc::new(Typed::new(SleepJob)));
+        r.register(Arc::new(Typed::new(WordCountJob)));
+        r.register(Arc::new(Typed::new(ThumbnailJob::default())));
+        r.register(Arc::new(Typed::new(crate::http::HttpJob::from_env())));
         r
     }
 

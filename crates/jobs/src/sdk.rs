@@ -73,6 +73,21 @@ pub trait Handler: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The payload's JSON Schema, as registered and shown by `GET /job-types`: by default the
+    /// one derived from [`Handler::Payload`]. A handler taking raw JSON (`Payload = Value`)
+    /// writes its own.
+    fn schema(&self) -> Value {
+        serde_json::to_value(schemars::schema_for!(Self::Payload)).unwrap_or(Value::Bool(true))
+    }
+
+    /// Every problem with the raw payload, for a handler that checks it all itself (then the
+    /// schema, deserialization and [`Handler::check`] steps are skipped); `None`, the default:
+    /// those steps run.
+    fn check_json(&self, payload: &Value, data_dir: &DataDir) -> Option<Vec<FieldError>> {
+        let _ = (payload, data_dir);
+        None
+    }
+
     /// Run the job. `Ok(value)`: the job completed with `value` as its result. `Err`: see
     /// [`JobError`] ([`JobError::Retryable`] retries with backoff, [`JobError::Fatal`] fails at
     /// once). The body must not block its thread; CPU-heavy work goes to
@@ -111,6 +126,11 @@ impl Ctx {
     /// The sandbox every path the job reads or writes goes through.
     pub fn data_dir(&self) -> &DataDir {
         &self.inner.data_dir
+    }
+
+    /// The whole run context, for code written against [`JobContext`] (blocking bodies).
+    pub fn context(&self) -> &JobContext {
+        &self.inner
     }
 
     /// Whether the run was asked to stop (cancelled, timed out, or the worker is shutting
@@ -220,24 +240,56 @@ pub struct Typed<H: Handler> {
 }
 
 impl<H: Handler> Typed<H> {
-    /// Wrap `handler`; its payload schema is derived once, here.
+    /// Wrap `handler`; its payload schema is taken once, here.
     pub fn new(handler: H) -> Typed<H> {
-        let schema =
-            serde_json::to_value(schemars::schema_for!(H::Payload)).unwrap_or(Value::Bool(true));
+        let schema = handler.schema();
         Typed {
             handler: Arc::new(handler),
             schema,
         }
     }
 
-    /// The payload as `H::Payload`, or every problem with it.
+    /// The wrapped handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The payload as `H::Payload` (checked against the schema first), or every problem.
     fn parse(&self, payload: &Value) -> Result<H::Payload, Vec<FieldError>> {
         let errors = crate::schema::check(&self.schema, payload);
         if !errors.is_empty() {
             return Err(errors);
         }
-        serde_json::from_value(payload.clone())
-            .map_err(|e| vec![FieldError::new("payload", e.to_string())])
+        deserialize::<H::Payload>(payload)
+    }
+
+    /// The payload as the body gets it: checked at submission, so only deserialized here.
+    fn payload_for_run(&self, payload: &Value) -> Result<H::Payload, Vec<FieldError>> {
+        deserialize::<H::Payload>(payload)
+    }
+}
+
+/// `payload` as `T`, without copying it; the error names the payload.
+fn deserialize<T: DeserializeOwned>(payload: &Value) -> Result<T, Vec<FieldError>> {
+    T::deserialize(payload).map_err(|e| vec![FieldError::new("payload", e.to_string())])
+}
+
+/// Run blocking work (CPU, file I/O) on a blocking thread and wait for it; a panic in it
+/// goes on in the caller, where the worker records it as the run's failure.
+pub async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => std::panic::panic_any(format!("the blocking task did not finish: {e}")),
+    }
+}
+
+/// A [`RunOutput`] as a [`Handler::run`] returns it: the result, or the checkpoint to resume
+/// from as [`JobError::Preempted`].
+pub fn into_result(out: RunOutput) -> Result<Value, JobError> {
+    match out {
+        RunOutput::Done(v) => Ok(v),
+        RunOutput::Preempted { checkpoint } => Err(JobError::Preempted(checkpoint)),
     }
 }
 
@@ -259,6 +311,9 @@ impl<H: Handler> JobHandler for Typed<H> {
     }
 
     fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError> {
+        if let Some(errors) = self.handler.check_json(payload, data_dir) {
+            return errors;
+        }
         match self.parse(payload) {
             Ok(p) => self.handler.check(&p, data_dir),
             Err(errors) => errors,
@@ -281,7 +336,7 @@ impl<H: Handler> JobHandler for Typed<H> {
     }
 
     fn run_async<'a>(&'a self, payload: &'a Value, ctx: &'a JobContext) -> BodyFuture<'a> {
-        let parsed = self.parse(payload);
+        let parsed = self.payload_for_run(payload);
         let preemptible = self.handler.preemptible();
         let ctx = Ctx::new(ctx.clone());
         Box::pin(async move {
@@ -444,10 +499,11 @@ mod tests {
         c.stop.set();
         let err = h.run_async(&json!({"to": 1000}), &c).await.unwrap_err();
         assert!(matches!(err, JobError::Stopped), "{err}");
-        // A payload the schema refuses never reaches the body.
+        // A payload that does not deserialize never reaches the body (submissions were
+        // checked against the schema; a run only deserializes).
         let err = h.run_async(&json!({"to": "x"}), &c).await.unwrap_err();
         assert!(
-            matches!(&err, JobError::InvalidPayload { field, .. } if field == "payload.to"),
+            matches!(&err, JobError::InvalidPayload { field, .. } if field == "payload"),
             "{err}"
         );
     }

@@ -5,7 +5,7 @@
 //! `{"slept": duration}`. Default timeout: the maximum duration plus a minute.
 //!
 //! The job sleeps in steps of at most [`STEP`], checking the stop flag between steps; the
-//! worker runs it as an async task (no thread of its own), [`JobHandler::run`] is the same
+//! worker runs it as an async task (no thread of its own), [`SleepJob::run`] is the same
 //! schedule on the calling thread. Under a
 //! Round Robin deadline it completes in the current slice if the remaining time ends no later
 //! than the deadline plus [`GRACE`] (which absorbs dispatch overhead, so a job of N quanta takes
@@ -15,7 +15,8 @@
 //! `fail_probability`.
 
 use crate::payload::{self, field, get, invalid, kind};
-use crate::{BodyFuture, DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
+use crate::sdk::{Ctx, Handler, into_result};
+use crate::{DataDir, FieldError, JobContext, JobError, RunOutput};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -114,17 +115,10 @@ fn elapsed_from(checkpoint: Option<&Value>) -> f64 {
     }
 }
 
-impl JobHandler for SleepJob {
-    fn name(&self) -> &'static str {
-        "sleep"
-    }
-
-    fn preemptible(&self) -> bool {
-        true
-    }
-
-    fn schema(&self) -> Option<Value> {
-        Some(json!({
+impl SleepJob {
+    /// The payload's JSON Schema (the checks below are the stricter word).
+    pub fn payload_schema() -> Value {
+        json!({
             "type": "object",
             "required": ["duration"],
             "properties": {
@@ -137,18 +131,16 @@ impl JobHandler for SleepJob {
                     "type": "number", "minimum": 0, "maximum": 1
                 }
             }
-        }))
+        })
     }
 
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(MAX_DURATION_SECONDS + 60)
-    }
-
-    fn validate(&self, payload: &Value, _data_dir: &DataDir) -> Vec<FieldError> {
+    /// Every problem with `payload`. Empty = valid.
+    pub fn validate(&self, payload: &Value, _data_dir: &DataDir) -> Vec<FieldError> {
         parse(payload).err().unwrap_or_default()
     }
 
-    fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
+    /// The run on the calling thread (tests and tools; the worker runs [`SleepJob::run_async`]).
+    pub fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
         let plan = Plan::new(payload, ctx)?;
         loop {
             match plan.step(ctx.stop.load(Ordering::Relaxed)) {
@@ -159,26 +151,55 @@ impl JobHandler for SleepJob {
         }
     }
 
-    fn blocking(&self) -> bool {
-        false
+    /// The run as a task: no thread of its own.
+    pub async fn run_async(
+        &self,
+        payload: &Value,
+        ctx: &JobContext,
+    ) -> Result<RunOutput, JobError> {
+        let plan = Plan::new(payload, ctx)?;
+        loop {
+            match plan.step(ctx.stop.load(Ordering::Relaxed)) {
+                // The runtime's timer fires up to a millisecond late: it covers all but
+                // the last PRECISE of a wait, a thread sleeps the rest to the microsecond.
+                Step::Wait(d) if d > PRECISE => tokio::time::sleep(d - PRECISE).await,
+                Step::Wait(d) => {
+                    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
+                }
+                Step::Preempt => return Ok(plan.preempted()),
+                Step::Finish => return plan.done(),
+            }
+        }
+    }
+}
+
+/// `sleep` on the job-type API every user type is written on: the payload is taken as JSON
+/// (checked by [`SleepJob::validate`]), a slice's end yields a checkpoint.
+impl Handler for SleepJob {
+    type Payload = Value;
+
+    fn name(&self) -> &'static str {
+        "sleep"
     }
 
-    fn run_async<'a>(&'a self, payload: &'a Value, ctx: &'a JobContext) -> BodyFuture<'a> {
-        Box::pin(async move {
-            let plan = Plan::new(payload, ctx)?;
-            loop {
-                match plan.step(ctx.stop.load(Ordering::Relaxed)) {
-                    // The runtime's timer fires up to a millisecond late: it covers all but
-                    // the last PRECISE of a wait, a thread sleeps the rest to the microsecond.
-                    Step::Wait(d) if d > PRECISE => tokio::time::sleep(d - PRECISE).await,
-                    Step::Wait(d) => {
-                        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
-                    }
-                    Step::Preempt => return Ok(plan.preempted()),
-                    Step::Finish => return plan.done(),
-                }
-            }
-        })
+    fn preemptible(&self) -> bool {
+        true
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(MAX_DURATION_SECONDS + 60)
+    }
+
+    fn schema(&self) -> Value {
+        SleepJob::payload_schema()
+    }
+
+    fn check_json(&self, payload: &Value, data_dir: &DataDir) -> Option<Vec<FieldError>> {
+        Some(self.validate(payload, data_dir))
+    }
+
+    async fn run(&self, ctx: Ctx, payload: Value) -> Result<Value, JobError> {
+        into_result(self.run_async(&payload, ctx.context()).await?)
     }
 }
 

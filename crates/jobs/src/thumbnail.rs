@@ -34,7 +34,8 @@ pub use crate::decode_budget::{DECODE_BUDGET_ENV, DEFAULT_DECODE_BUDGET};
 use crate::decode_budget::{DecodeBudget, GLOBAL, Refusal};
 use crate::payload::{self, field, get, invalid, kind};
 use crate::sandbox::FileId;
-use crate::{DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
+use crate::sdk::{Ctx, Handler, into_result, run_blocking};
+use crate::{DataDir, FieldError, JobContext, JobError, RunOutput};
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{
@@ -650,17 +651,21 @@ fn exists_error(user_out: &str) -> JobError {
     ))
 }
 
-impl JobHandler for ThumbnailJob {
+/// `thumbnail` on the job-type API every user type is written on: the payload is taken as
+/// JSON (checked by [`ThumbnailJob::validate`]); the image work runs on a blocking thread.
+impl Handler for ThumbnailJob {
+    type Payload = Value;
+
     fn name(&self) -> &'static str {
         "thumbnail"
     }
 
-    fn preemptible(&self) -> bool {
-        false
+    fn default_timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
     }
 
-    fn schema(&self) -> Option<Value> {
-        Some(json!({
+    fn schema(&self) -> Value {
+        json!({
             "type": "object",
             "required": ["input_path", "width", "height"],
             "properties": {
@@ -676,18 +681,28 @@ impl JobHandler for ThumbnailJob {
                 },
                 "overwrite": {"type": "boolean"}
             }
-        }))
+        })
     }
 
-    fn default_timeout(&self) -> Duration {
-        DEFAULT_TIMEOUT
+    fn check_json(&self, payload: &Value, data_dir: &DataDir) -> Option<Vec<FieldError>> {
+        Some(self.validate(payload, data_dir))
     }
 
-    fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError> {
+    async fn run(&self, ctx: Ctx, payload: Value) -> Result<Value, JobError> {
+        let job = *self;
+        into_result(run_blocking(move || job.run(&payload, ctx.context())).await?)
+    }
+}
+
+impl ThumbnailJob {
+    /// Every problem with `payload` (cheap: no file contents are read). Empty = valid.
+    pub fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError> {
         parse(payload, data_dir).err().unwrap_or_default()
     }
 
-    fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
+    /// The run, on the calling thread (CPU and file work: the worker calls it on a blocking
+    /// thread).
+    pub fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
         let p = parse(payload, &ctx.data_dir).map_err(invalid)?;
         let stop = &*ctx.stop;
         check_stop(stop)?;

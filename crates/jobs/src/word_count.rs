@@ -15,7 +15,8 @@
 //! fails with [`JobError::Stopped`]. Default timeout: [`DEFAULT_TIMEOUT`].
 
 use crate::payload::{self, invalid};
-use crate::{DataDir, FieldError, JobContext, JobError, JobHandler, RunOutput};
+use crate::sdk::{Ctx, Handler, into_result, run_blocking};
+use crate::{DataDir, FieldError, JobContext, JobError, RunOutput};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{self, Read};
@@ -135,17 +136,39 @@ fn parse(payload: &Value, data_dir: &DataDir) -> Result<String, Vec<FieldError>>
     }
 }
 
-impl JobHandler for WordCountJob {
+impl WordCountJob {
+    /// Every problem with `payload`. Empty = valid.
+    pub fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError> {
+        parse(payload, data_dir).err().unwrap_or_default()
+    }
+
+    /// The run, on the calling thread (it reads the file: the worker calls it on a blocking
+    /// thread).
+    pub fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
+        let user_path = parse(payload, &ctx.data_dir).map_err(invalid)?;
+        let input = ctx.data_dir.open_input(&user_path)?;
+        let counts = count_reader(input.file, &user_path, &ctx.stop)?;
+        let value = serde_json::to_value(counts)
+            .map_err(|e| JobError::Fatal(format!("serializing the result: {e}")))?;
+        Ok(RunOutput::Done(value))
+    }
+}
+
+/// `word_count` on the job-type API every user type is written on: the payload is taken as
+/// JSON (checked by [`WordCountJob::validate`]); the file is read on a blocking thread.
+impl Handler for WordCountJob {
+    type Payload = Value;
+
     fn name(&self) -> &'static str {
         "word_count"
     }
 
-    fn preemptible(&self) -> bool {
-        false
+    fn default_timeout(&self) -> Duration {
+        DEFAULT_TIMEOUT
     }
 
-    fn schema(&self) -> Option<Value> {
-        Some(json!({
+    fn schema(&self) -> Value {
+        json!({
             "type": "object",
             "required": ["file_path"],
             "properties": {
@@ -154,24 +177,16 @@ impl JobHandler for WordCountJob {
                     "type": "string", "minLength": 1
                 }
             }
-        }))
+        })
     }
 
-    fn default_timeout(&self) -> Duration {
-        DEFAULT_TIMEOUT
+    fn check_json(&self, payload: &Value, data_dir: &DataDir) -> Option<Vec<FieldError>> {
+        Some(self.validate(payload, data_dir))
     }
 
-    fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError> {
-        parse(payload, data_dir).err().unwrap_or_default()
-    }
-
-    fn run(&self, payload: &Value, ctx: &JobContext) -> Result<RunOutput, JobError> {
-        let user_path = parse(payload, &ctx.data_dir).map_err(invalid)?;
-        let input = ctx.data_dir.open_input(&user_path)?;
-        let counts = count_reader(input.file, &user_path, &ctx.stop)?;
-        let value = serde_json::to_value(counts)
-            .map_err(|e| JobError::Fatal(format!("serializing the result: {e}")))?;
-        Ok(RunOutput::Done(value))
+    async fn run(&self, ctx: Ctx, payload: Value) -> Result<Value, JobError> {
+        let job = *self;
+        into_result(run_blocking(move || job.run(&payload, ctx.context())).await?)
     }
 }
 

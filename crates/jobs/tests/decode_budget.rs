@@ -6,7 +6,7 @@ use jobsched_jobs::thumbnail::{
     DEFAULT_DECODE_BUDGET, decode_budget, decode_budget_in_use, decode_budget_peak,
     reset_decode_budget_peak, set_decode_budget,
 };
-use jobsched_jobs::{DataDir, JobContext, JobError, JobHandler, RunOutput, ThumbnailJob};
+use jobsched_jobs::{DataDir, JobContext, JobError, RunOutput, ThumbnailJob};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};

@@ -413,7 +413,7 @@ async fn wait_with_progress(c: &Client, job: &Job, timeout: Duration, show: bool
                 .unwrap_or(0.0);
             eprint!(
                 "{}",
-                progress_line(&j, progress.as_ref(), elapsed, estimate)
+                progress_line(j.status, progress.as_ref(), elapsed, estimate)
             );
             let _ = std::io::stderr().flush();
         }
@@ -443,14 +443,14 @@ async fn wait_with_progress(c: &Client, job: &Job, timeout: Duration, show: bool
 /// The `--wait` line: the progress the job reported when it reported any, else the time it
 /// has run against its estimate.
 fn progress_line(
-    j: &Job,
+    status: JobStatus,
     progress: Option<&jobsched_client::Progress>,
     elapsed: f64,
     estimate: f64,
 ) -> String {
     let (frac, detail) = match progress {
         Some(p) => (
-            if j.status == JobStatus::Completed {
+            if status == JobStatus::Completed {
                 1.0
             } else {
                 p.fraction.clamp(0.0, 1.0)
@@ -462,7 +462,7 @@ fn progress_line(
             ),
         ),
         None => (
-            if j.status.is_terminal() {
+            if status.is_terminal() {
                 1.0
             } else {
                 (elapsed / estimate).min(0.99)
@@ -479,7 +479,7 @@ fn progress_line(
         "\r[{}{}] {:<9} {:<60}",
         "#".repeat(filled),
         "-".repeat(30 - filled),
-        j.status.as_str(),
+        status.as_str(),
         detail
     )
 }
@@ -790,5 +790,29 @@ mod tests {
         );
         assert_eq!(parse_field("x=true").unwrap().1, serde_json::json!(true));
         assert!(parse_field("novalue").is_err());
+    }
+
+    #[test]
+    fn the_wait_line_draws_reported_progress_else_time_against_the_estimate() {
+        let p = jobsched_client::Progress {
+            fraction: 0.5,
+            message: Some("3 of 6 files".into()),
+            attempt: 1,
+            updated_at: chrono::Utc::now(),
+        };
+        let line = progress_line(JobStatus::Running, Some(&p), 1.0, 10.0);
+        assert!(
+            line.contains(&format!("[{}{}]", "#".repeat(15), "-".repeat(15))),
+            "{line}"
+        );
+        assert!(line.contains("50.0% 3 of 6 files"), "{line}");
+        let line = progress_line(JobStatus::Running, None, 2.5, 10.0);
+        assert!(
+            line.contains(&format!("[{}{}]", "#".repeat(7), "-".repeat(23))),
+            "{line}"
+        );
+        assert!(line.contains("2.5s / ~10.0s"), "{line}");
+        let line = progress_line(JobStatus::Completed, Some(&p), 1.0, 10.0);
+        assert!(line.contains(&"#".repeat(30)), "{line}");
     }
 }
