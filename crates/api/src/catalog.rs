@@ -107,6 +107,20 @@ impl Catalog {
     }
 }
 
+/// Make sure the registered job types a request body names are known to `state`'s catalog
+/// (read from the store when not, or when the copy is old); the submission routes call it
+/// before checking a body.
+pub(crate) async fn known_types(
+    state: &crate::AppState,
+    body: &Value,
+) -> Result<(), crate::ApiError> {
+    state
+        .catalog
+        .refresh_for(state.store.as_ref(), &state.registry, &named_types(body))
+        .await?;
+    Ok(())
+}
+
 /// The `job_type` values a request body names: a submission's, a batch's items', a schedule's
 /// template's.
 pub fn named_types(body: &Value) -> Vec<&str> {

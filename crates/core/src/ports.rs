@@ -258,8 +258,9 @@ pub struct Claim {
     /// at most what is left under it, counting every worker's jobs (claims of a limited queue
     /// are serialized so that two workers never both take the last place).
     pub concurrency_limit: Option<u32>,
-    /// Only jobs of these types (the ones the claiming worker serves); `None`: any type.
-    pub job_types: Option<Vec<String>>,
+    /// Only jobs of these types (the ones the claiming worker serves, shared by all its
+    /// claims); `None`: any type.
+    pub job_types: Option<std::sync::Arc<[String]>>,
 }
 
 impl Claim {

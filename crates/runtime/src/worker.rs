@@ -109,7 +109,8 @@ pub async fn run(
     served.refresh(&rt).await;
     // The job types served here: in the catalog (durably, with their schemas: the API checks
     // submissions against them) and reported with this worker's liveness.
-    let served_types: Vec<String> = rt.registry.names().iter().map(|n| n.to_string()).collect();
+    // Made once: every report and every claim shares it.
+    let served_types: Arc<[String]> = rt.registry.names().iter().map(|n| n.to_string()).collect();
     let mut registered = register_types(&rt).await;
     let mut idle = total;
     let heartbeat_every = rt.config.worker_ttl / 3;
@@ -153,7 +154,7 @@ pub async fn run(
                 let n = outcomes.len().min(rt.config.batch_size);
                 let batch: Vec<Outcome> = outcomes.drain(..n).collect();
                 idle -= plan.as_ref().map_or(0, |p| p.ask);
-                exchange = Some(start_exchange(&rt, batch, plan, check));
+                exchange = Some(start_exchange(&rt, batch, plan, check, &served_types));
             }
         }
         let next_due = due.peek().map(|std::cmp::Reverse(at)| *at);
@@ -465,8 +466,10 @@ fn start_exchange(
     mut outcomes: Vec<Outcome>,
     plan: Option<Plan>,
     check: Option<(HashSet<Token>, Vec<DateTime<Utc>>)>,
+    served_types: &Arc<[String]>,
 ) -> Pending {
     let rt = rt.clone();
+    let served_types = served_types.clone();
     Box::pin(async move {
         let now = rt.clock.now();
         let lease_until = after(now, rt.config.lease_ttl);
@@ -484,7 +487,8 @@ fn start_exchange(
                 queue: p.queue.clone(),
                 concurrency_limit: p.settings.concurrency_limit,
                 // Only the types this worker runs: another type's jobs wait for their workers.
-                job_types: Some(rt.registry.names().iter().map(|n| n.to_string()).collect()),
+                // Only the types this worker runs: another type's jobs wait for their workers.
+                job_types: Some(served_types),
             },
             None => Claim::none(now),
         };
@@ -687,6 +691,7 @@ fn spawn_job(
         if let Some(w) = watchdog {
             w.abort();
         }
+        // Most runs report nothing: no trip into the runtime for them.
         if notes.dirty() {
             handle.block_on(last_notes(&rt, &notes));
         }

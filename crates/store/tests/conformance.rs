@@ -2942,7 +2942,7 @@ async fn job_types_are_registered_and_claims_filter_by_type(db: &TestDb) {
     );
     // A worker serving only `mail` takes only the mail job, though the count jobs came first.
     let only_mail = Claim {
-        job_types: Some(vec!["mail".into()]),
+        job_types: Some(vec!["mail".to_string()].into()),
         ..claim(5, PolicyKind::Fcfs, t(60))
     };
     let got = s.claim(&only_mail, "w2", t(1)).await.unwrap();

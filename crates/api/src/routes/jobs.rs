@@ -49,7 +49,7 @@ pub async fn submit(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
     check_payload_size(&body, "", state.config.max_payload)?;
-    known_types(&state, &body).await?;
+    crate::catalog::known_types(&state, &body).await?;
     let mut issues = Vec::new();
     let new = parse_submission(&body, "", &state, &mut issues);
     let header_key = idempotency_header(&headers, &body, &mut issues);
@@ -158,7 +158,7 @@ pub async fn submit_batch(
     for (i, item) in items.iter().enumerate() {
         check_payload_size(item, &format!("jobs[{i}]."), state.config.max_payload)?;
     }
-    known_types(&state, &body).await?;
+    crate::catalog::known_types(&state, &body).await?;
     let mut jobs = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         if let Some(job) = parse_submission(item, &format!("jobs[{i}]."), &state, &mut issues) {
@@ -305,23 +305,6 @@ pub async fn list(
 )]
 pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsResponse>, ApiError> {
     Ok(Json(state.store.stats().await?.into()))
-}
-
-/// Make sure the registered job types a body names are known here (read from the store when
-/// not, or when the copy here is old).
-pub(crate) async fn known_types(
-    state: &AppState,
-    body: &serde_json::Value,
-) -> Result<(), ApiError> {
-    state
-        .catalog
-        .refresh_for(
-            state.store.as_ref(),
-            &state.registry,
-            &crate::catalog::named_types(body),
-        )
-        .await?;
-    Ok(())
 }
 
 /// One job.

@@ -168,7 +168,7 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<ScheduleResponse>), ApiError> {
-    crate::routes::jobs::known_types(&state, &body).await?;
+    crate::catalog::known_types(&state, &body).await?;
     let schedule = parse_schedule(&body, None, &state)?;
     if !state.store.create_schedule(&schedule).await? {
         return Err(ApiError::Conflict(format!(
@@ -200,7 +200,7 @@ pub async fn put(
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<ScheduleResponse>), ApiError> {
-    crate::routes::jobs::known_types(&state, &body).await?;
+    crate::catalog::known_types(&state, &body).await?;
     let schedule = parse_schedule(&body, Some(&name), &state)?;
     refuse_if_managed(&state, &name).await?;
     let replaced = state.store.put_schedule(&schedule).await?;
