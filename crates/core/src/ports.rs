@@ -550,7 +550,8 @@ pub trait Transport: Send + Sync {
     async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool>;
     /// Publish an event to every subscriber (all processes).
     async fn publish(&self, event: Event) -> Result<()>;
-    /// Subscribe to events.
+    /// Subscribe to events. Returns once the subscription is live: every event published
+    /// after it returns reaches the subscription (a test needs no retry loop).
     async fn subscribe(&self) -> Result<Box<dyn Subscription>>;
     /// Cheap connectivity check.
     async fn ping(&self) -> Result<()>;

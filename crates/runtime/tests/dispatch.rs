@@ -1,4 +1,5 @@
-//! Runtime integration tests against real Postgres and Redis: dispatch order per policy,
+//! Runtime integration tests, each run on Postgres + Redis and on SQLite + the in-memory
+//! transport (so `cargo test` without services still runs the engine and worker): dispatch order per policy,
 //! policy switches, Round Robin slicing, retries into the dead-letter queue, recovery after the
 //! transport's keys are wiped, and a claim whose reply was lost.
 
@@ -11,7 +12,7 @@ use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
 use jobsched_store::testing::TestDb;
 use jobsched_testkit::poll;
-use jobsched_transport::RedisTransport;
+use jobsched_transport::{MemoryTransport, RedisTransport};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,9 +21,18 @@ use tokio_util::sync::CancellationToken;
 struct Env {
     db: TestDb,
     store: Arc<dyn Store>,
-    redis: Arc<RedisTransport>,
+    transport: Arc<dyn Transport>,
+    backend: Backend,
     data: tempfile::TempDir,
-    _keys: KeyGuard,
+}
+
+/// The transport behind [`Env::transport`], for wiping it.
+enum Backend {
+    Redis {
+        redis: Arc<RedisTransport>,
+        _keys: KeyGuard,
+    },
+    Memory(MemoryTransport),
 }
 
 /// Deletes the test's Redis keys when dropped, so a test that fails before
@@ -40,31 +50,55 @@ impl Drop for KeyGuard {
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 impl Env {
-    async fn new() -> Option<Env> {
+    /// Postgres and Redis; `None` (after saying why) when either is down outside CI.
+    async fn postgres_redis() -> Option<Env> {
         let db = TestDb::postgres().await?;
-        let store = db.store().await;
         let prefix = format!("jobsched-rt-{}", uuid::Uuid::new_v4().simple());
         let redis = match RedisTransport::connect(REDIS_URL, &prefix).await {
             Ok(r) => Arc::new(r),
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            Err(e) if !jobsched_testkit::in_ci() => {
                 eprintln!("skipping: Redis unavailable: {e}");
                 return None;
             }
             Err(e) => panic!("Redis is required in CI: {e}"),
         };
-        Some(Env {
-            db,
-            store,
-            redis,
-            data: tempfile::tempdir().unwrap(),
+        let backend = Backend::Redis {
+            redis: redis.clone(),
             _keys: KeyGuard { prefix },
-        })
+        };
+        Some(Env::with(db, redis, backend).await)
+    }
+
+    /// SQLite and the in-memory transport: needs no service.
+    async fn sqlite_memory() -> Env {
+        let memory = MemoryTransport::new();
+        let backend = Backend::Memory(memory.clone());
+        Env::with(TestDb::sqlite().await, Arc::new(memory), backend).await
+    }
+
+    async fn with(db: TestDb, transport: Arc<dyn Transport>, backend: Backend) -> Env {
+        Env {
+            store: db.store().await,
+            db,
+            transport,
+            backend,
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Forget everything the transport holds (a Redis `FLUSHALL` of this test's keys);
+    /// returns how many entries were dropped.
+    async fn wipe_transport(&self) -> u64 {
+        match &self.backend {
+            Backend::Redis { redis, .. } => redis.delete_all_keys().await.unwrap(),
+            Backend::Memory(memory) => memory.clear() as u64,
+        }
     }
 
     fn runtime(&self, id: &str, concurrency: u32) -> Runtime {
         Runtime {
             store: self.store.clone(),
-            transport: self.redis.clone() as Arc<dyn Transport>,
+            transport: self.transport.clone(),
             registry: Registry::builtin(),
             data_dir: DataDir::new(self.data.path()).unwrap(),
             clock: Arc::new(SystemClock),
@@ -93,7 +127,7 @@ impl Env {
             ..PolicySettings::default()
         };
         self.store.save_policy(&s).await.unwrap();
-        self.redis.set_policy(&s).await.unwrap();
+        self.transport.set_policy(&s).await.unwrap();
     }
 
     async fn submit(&self, name: &str, priority: i64, est: f64, payload: Value) -> Job {
@@ -143,7 +177,9 @@ impl Env {
     }
 
     async fn cleanup(self) {
-        let _ = self.redis.delete_all_keys().await;
+        if let Backend::Redis { redis, .. } = &self.backend {
+            let _ = redis.delete_all_keys().await;
+        }
         self.db.cleanup().await;
     }
 }
@@ -169,9 +205,7 @@ async fn run_backlog(
     start(env.runtime("w1", concurrency))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn priority_backlog_starts_in_exact_priority_order() {
-    let Some(env) = Env::new().await else { return };
+async fn priority_backlog_starts_in_exact_priority_order(env: Env) {
     env.set_policy(PolicyKind::Priority, 5.0).await;
     let prios = [5, 3, 9, 1, 3, 7, 2, 10, 1, 6, 4, 8, 2, 5, 9, 3, 1, 7, 6, 4];
     for (i, p) in prios.iter().enumerate() {
@@ -196,9 +230,7 @@ async fn priority_backlog_starts_in_exact_priority_order() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sjf_backlog_starts_in_estimated_duration_order() {
-    let Some(env) = Env::new().await else { return };
+async fn sjf_backlog_starts_in_estimated_duration_order(env: Env) {
     env.set_policy(PolicyKind::Sjf, 5.0).await;
     let ests = [3.0, 0.5, 9.0, 0.1, 2.0, 0.5, 7.5, 1.0, 4.0, 0.2, 6.0, 0.1];
     for (i, e) in ests.iter().enumerate() {
@@ -219,17 +251,13 @@ async fn sjf_backlog_starts_in_estimated_duration_order() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_switch_mid_backlog_reorders_what_remains() {
-    let Some(env) = Env::new().await else { return };
+async fn policy_switch_mid_backlog_reorders_what_remains(env: Env) {
     switch_mid_backlog(&env, "default").await;
     env.cleanup().await;
 }
 
 /// The same in a named queue: its policy switch applies to its jobs not yet started.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_named_queue_switch_reorders_what_remains_in_it() {
-    let Some(env) = Env::new().await else { return };
+async fn a_named_queue_switch_reorders_what_remains_in_it(env: Env) {
     switch_mid_backlog(&env, "reports").await;
     env.cleanup().await;
 }
@@ -292,9 +320,7 @@ async fn switch_mid_backlog(env: &Env, queue: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_robin_slices_a_long_job_and_runs_short_ones_between() {
-    let Some(env) = Env::new().await else { return };
+async fn round_robin_slices_a_long_job_and_runs_short_ones_between(env: Env) {
     let quantum = 0.15;
     env.set_policy(PolicyKind::RoundRobin, quantum).await;
     let long = env
@@ -327,9 +353,7 @@ async fn round_robin_slices_a_long_job_and_runs_short_ones_between() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_retry_then_dead_letter_without_exceeding_max_retries() {
-    let Some(env) = Env::new().await else { return };
+async fn failures_retry_then_dead_letter_without_exceeding_max_retries(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let job = NewJob::new(
         "always-fails",
@@ -371,7 +395,7 @@ async fn failures_retry_then_dead_letter_without_exceeding_max_retries() {
             .unwrap(),
         jobsched_core::ports::Update::Applied
     );
-    env.redis
+    env.transport
         .publish(jobsched_core::ports::Event::JobsAvailable)
         .await
         .unwrap();
@@ -390,9 +414,7 @@ async fn failures_retry_then_dead_letter_without_exceeding_max_retries() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wiped_transport_mid_run_loses_no_job() {
-    let Some(env) = Env::new().await else { return };
+async fn wiped_transport_mid_run_loses_no_job(env: Env) {
     env.set_policy(PolicyKind::Priority, 5.0).await;
     for i in 0..60 {
         env.submit(
@@ -407,7 +429,7 @@ async fn wiped_transport_mid_run_loses_no_job() {
     env.wait_completed(10).await;
     // Equivalent of FLUSHALL for this installation (the Redis here is shared with other
     // tests, so only this test's prefix is wiped).
-    let deleted = env.redis.delete_all_keys().await.unwrap();
+    let deleted = env.wipe_transport().await;
     assert!(deleted > 0);
     let jobs = env.wait_all_terminal(Duration::from_secs(40)).await;
     assert!(
@@ -416,7 +438,7 @@ async fn wiped_transport_mid_run_loses_no_job() {
     );
     // The leader rebuilds the policy key from the durable copy.
     poll(Duration::from_secs(10), || async {
-        match env.redis.policy().await.unwrap() {
+        match env.transport.policy().await.unwrap() {
             Some(s) if s.policy == PolicyKind::Priority => Ok(()),
             other => Err(format!("policy key not rebuilt: {other:?}")),
         }
@@ -427,9 +449,7 @@ async fn wiped_transport_mid_run_loses_no_job() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_jobs_never_run() {
-    let Some(env) = Env::new().await else { return };
+async fn cancelled_jobs_never_run(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let mut ids = Vec::new();
     for i in 0..10 {
@@ -493,9 +513,7 @@ impl jobsched_jobs::JobHandler for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going() {
-    let Some(env) = Env::new().await else { return };
+async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let new = NewJob::new("panics", "flaky", None, None, Some(json!({})), Some(3)).unwrap();
     let job = env.store.insert(&new, Utc::now()).await.unwrap();
@@ -556,9 +574,7 @@ impl jobsched_jobs::JobHandler for PanicsAround {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt() {
-    let Some(env) = Env::new().await else { return };
+async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt(env: Env) {
     // Round Robin: the worker asks the type whether it is preemptible, outside the body.
     env.set_policy(PolicyKind::RoundRobin, 5.0).await;
     let mut ids = Vec::new();
@@ -595,9 +611,7 @@ async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_past_its_timeout_is_stopped_and_retried_by_its_budget() {
-    let Some(env) = Env::new().await else { return };
+async fn a_run_past_its_timeout_is_stopped_and_retried_by_its_budget(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let mut new = NewJob::new(
         "stuck",
@@ -639,9 +653,7 @@ async fn a_run_past_its_timeout_is_stopped_and_retried_by_its_budget() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_range_stored_quanta_neither_panic_nor_livelock() {
-    let Some(env) = Env::new().await else { return };
+async fn out_of_range_stored_quanta_neither_panic_nor_livelock(env: Env) {
     // Values stored before the bounds existed (or written around the API): clamped on use.
     for quantum in [1e300, 1e19, 1e-300] {
         env.set_policy(PolicyKind::RoundRobin, quantum).await;
@@ -667,9 +679,7 @@ async fn out_of_range_stored_quanta_neither_panic_nor_livelock() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry() {
-    let Some(env) = Env::new().await else { return };
+async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     // Zeros to read for far longer than the test runs (sparse: no disk used).
     let big = std::fs::File::create(env.data.path().join("big.txt")).unwrap();
@@ -711,9 +721,7 @@ async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry() {
 
 /// Three workers (one of them also the engine leader) claim from one backlog at once: every
 /// job runs exactly once (attempt 1, one slice, no retry).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_claiming_one_backlog_run_each_job_exactly_once() {
-    let Some(env) = Env::new().await else { return };
+async fn workers_claiming_one_backlog_run_each_job_exactly_once(env: Env) {
     let jobs: Vec<NewJob> = (0..300)
         .map(|i| {
             NewJob::new(
@@ -778,9 +786,7 @@ impl Layer for LoseFirstClaimReply {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry() {
-    let Some(env) = Env::new().await else { return };
+async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry(env: Env) {
     let jobs: Vec<NewJob> = (0..4)
         .map(|i| {
             NewJob::new(
@@ -824,9 +830,7 @@ async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduled_jobs_start_at_their_time_and_not_before() {
-    let Some(env) = Env::new().await else { return };
+async fn scheduled_jobs_start_at_their_time_and_not_before(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let now = Utc::now();
     let mut ids = Vec::new();
@@ -867,9 +871,7 @@ async fn scheduled_jobs_start_at_their_time_and_not_before() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_leader_deletes_finished_jobs_past_their_retention_and_keeps_dead_letters() {
-    let Some(env) = Env::new().await else { return };
+async fn the_leader_deletes_finished_jobs_past_their_retention_and_keeps_dead_letters(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     for i in 0..5 {
         env.submit(&format!("ok{i}"), 5, 1.0, json!({"duration": 0.001}))
@@ -921,9 +923,7 @@ async fn the_leader_deletes_finished_jobs_past_their_retention_and_keeps_dead_le
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_retries_after_its_own_backoff() {
-    let Some(env) = Env::new().await else { return };
+async fn a_job_retries_after_its_own_backoff(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     // The installation's backoff here is 20–50 ms; this job asks for 2 s (jittered to 1–2 s).
     let new = NewJob {
@@ -966,9 +966,7 @@ async fn a_job_retries_after_its_own_backoff() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_job_cancelled_stops_and_never_completes() {
-    let Some(env) = Env::new().await else { return };
+async fn a_running_job_cancelled_stops_and_never_completes(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let told = env.submit("told", 5, 1.0, json!({"duration": 60})).await;
     let untold = env.submit("untold", 5, 1.0, json!({"duration": 60})).await;
@@ -988,7 +986,10 @@ async fn a_running_job_cancelled_stops_and_never_completes() {
             jobsched_core::CancelOutcome::Stopping
         );
         if tell {
-            env.redis.publish(Event::Cancelled(job.id)).await.unwrap();
+            env.transport
+                .publish(Event::Cancelled(job.id))
+                .await
+                .unwrap();
         }
     }
     // Both slots come free long before the 60 s bodies would end: two new jobs run at once.
@@ -1052,9 +1053,7 @@ fn every_second(
 
 /// A schedule that fires every second, on two engines where the first leader stops midway:
 /// the new leader goes on, and no fire time makes two jobs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schedule_fires_once_per_time_across_a_leader_change() {
-    let Some(env) = Env::new().await else { return };
+async fn a_schedule_fires_once_per_time_across_a_leader_change(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let tick = every_second("tick", 0.0, jobsched_core::schedule::Overlap::Allow);
     assert!(env.store.create_schedule(&tick).await.unwrap());
@@ -1092,9 +1091,7 @@ async fn a_schedule_fires_once_per_time_across_a_leader_change() {
 }
 
 /// `overlap: skip`: while the last fire's job runs, fires enqueue nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schedule_skips_fires_while_its_last_job_runs() {
-    let Some(env) = Env::new().await else { return };
+async fn a_schedule_skips_fires_while_its_last_job_runs(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
     let s = every_second("slow", 2.5, jobsched_core::schedule::Overlap::Skip);
     assert!(env.store.create_schedule(&s).await.unwrap());
@@ -1129,14 +1126,14 @@ async fn a_schedule_skips_fires_while_its_last_job_runs() {
 
 /// Set queue `name`'s settings as the API does (durable copy, then the transport's).
 async fn set_queue(env: &Env, name: &str, settings: PolicySettings) {
-    jobsched_core::queue::apply(&*env.store, &*env.redis, name, &settings)
+    jobsched_core::queue::apply(&*env.store, &*env.transport, name, &settings)
         .await
         .unwrap();
 }
 
 /// Submit a sleep of `duration` seconds to `queue` (created as the API does on first use).
 async fn submit_to(env: &Env, queue: &str, name: &str, priority: i64, duration: f64) -> Job {
-    jobsched_core::queue::ensure(&*env.store, &*env.redis, queue)
+    jobsched_core::queue::ensure(&*env.store, &*env.transport, queue)
         .await
         .unwrap();
     let mut job = NewJob::new(
@@ -1155,9 +1152,7 @@ async fn submit_to(env: &Env, queue: &str, name: &str, priority: i64, duration: 
 /// Two queues with backlogs: each starts its jobs in its own policy's order, the slots are
 /// shared 3 : 1 by weight while both have work, and a paused queue starts nothing until it
 /// is resumed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queues_keep_their_own_order_and_share_slots_by_weight() {
-    let Some(env) = Env::new().await else { return };
+async fn queues_keep_their_own_order_and_share_slots_by_weight(env: Env) {
     set_queue(
         &env,
         "hi",
@@ -1230,9 +1225,7 @@ async fn queues_keep_their_own_order_and_share_slots_by_weight() {
 }
 
 /// A worker started with `queues: [only]` takes jobs of that queue alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_serves_only_its_queues() {
-    let Some(env) = Env::new().await else { return };
+async fn a_worker_serves_only_its_queues(env: Env) {
     for i in 0..4 {
         submit_to(&env, "mine", &format!("m{i}"), 5, 0.0).await;
         submit_to(&env, "theirs", &format!("t{i}"), 5, 0.0).await;
@@ -1244,7 +1237,7 @@ async fn a_worker_serves_only_its_queues() {
     // One more job of its own, announced: the wake-up that has the worker claim it would
     // have it claim the other queue's jobs too, were it serving that queue.
     submit_to(&env, "mine", "m-last", 5, 0.0).await;
-    env.redis
+    env.transport
         .publish(jobsched_core::ports::Event::JobsAvailable)
         .await
         .unwrap();
@@ -1265,9 +1258,7 @@ async fn a_worker_serves_only_its_queues() {
 
 /// A queue limited to 2 running jobs, served by two workers with 4 slots each: never more
 /// than 2 of its jobs run at once, and all of them finish.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_never_runs_more_than_its_concurrency_limit() {
-    let Some(env) = Env::new().await else { return };
+async fn a_queue_never_runs_more_than_its_concurrency_limit(env: Env) {
     set_queue(
         &env,
         "lim",
@@ -1315,8 +1306,7 @@ async fn a_queue_never_runs_more_than_its_concurrency_limit() {
 /// A job type written on the SDK's `Handler`: its progress and log lines reach the store (the
 /// last ones before the outcome), and only a worker serving a type takes its jobs: a worker
 /// without it leaves them PENDING, one with it runs them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types() {
+async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types(env: Env) {
     use jobsched_jobs::{Ctx, Handler, JobError, Typed};
 
     #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -1339,7 +1329,6 @@ async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types
         }
     }
 
-    let Some(env) = Env::new().await else { return };
     let job = NewJob::new(
         "s",
         "stepper",
@@ -1410,3 +1399,57 @@ async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types
     assert_eq!(stepper.schema["required"], json!(["steps"]));
     env.cleanup().await;
 }
+
+/// Every test above runs twice: on Postgres + Redis (skipped outside CI when either is down)
+/// and on SQLite + the in-memory transport (needs no service).
+macro_rules! dispatch_suite {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(env) = super::Env::postgres_redis().await else {
+                        return;
+                    };
+                    super::$name(env).await;
+                }
+            )*
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Env::sqlite_memory().await).await;
+                }
+            )*
+        }
+    };
+}
+
+dispatch_suite!(
+    priority_backlog_starts_in_exact_priority_order,
+    sjf_backlog_starts_in_estimated_duration_order,
+    policy_switch_mid_backlog_reorders_what_remains,
+    a_named_queue_switch_reorders_what_remains_in_it,
+    round_robin_slices_a_long_job_and_runs_short_ones_between,
+    failures_retry_then_dead_letter_without_exceeding_max_retries,
+    wiped_transport_mid_run_loses_no_job,
+    cancelled_jobs_never_run,
+    a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going,
+    a_panic_around_the_body_frees_the_slot_and_fails_the_attempt,
+    a_run_past_its_timeout_is_stopped_and_retried_by_its_budget,
+    out_of_range_stored_quanta_neither_panic_nor_livelock,
+    a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry,
+    workers_claiming_one_backlog_run_each_job_exactly_once,
+    a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry,
+    scheduled_jobs_start_at_their_time_and_not_before,
+    the_leader_deletes_finished_jobs_past_their_retention_and_keeps_dead_letters,
+    a_job_retries_after_its_own_backoff,
+    a_running_job_cancelled_stops_and_never_completes,
+    a_schedule_fires_once_per_time_across_a_leader_change,
+    a_schedule_skips_fires_while_its_last_job_runs,
+    queues_keep_their_own_order_and_share_slots_by_weight,
+    a_worker_serves_only_its_queues,
+    a_queue_never_runs_more_than_its_concurrency_limit,
+    sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types,
+);

@@ -48,6 +48,18 @@ impl MemoryTransport {
         }
     }
 
+    /// Forget every worker, policy and queue entry, as a Redis `FLUSHALL` does to the Redis
+    /// transport (subscribers stay subscribed); returns how many entries there were.
+    pub fn clear(&self) -> usize {
+        let mut state = self.lock();
+        let entries = state.alive.len()
+            + state.types.len()
+            + usize::from(state.policy.is_some())
+            + state.queues.len();
+        *state = State::default();
+        entries
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code path panics while holding the lock; recover the data if one ever does.
         self.state
