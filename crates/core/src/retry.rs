@@ -1,4 +1,5 @@
-//! Exponential retry backoff with jitter.
+//! What becomes of a failed run ([`AfterFailure::decide`], the one rule the worker and the
+//! lease rescuer both follow) and the exponential retry backoff with jitter.
 
 use rand::Rng;
 use std::time::Duration;
@@ -46,9 +47,78 @@ impl Backoff {
     }
 }
 
+/// What becomes of a job whose run failed: the one decision for a body's error (the worker)
+/// and for a lease that expired under a run (the leader's rescuer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Back to PENDING for its `retry`-th retry (1-based), counted against its budget.
+    Retry {
+        /// Which retry this is.
+        retry: u32,
+    },
+    /// FAILED in the dead-letter queue: the error was retryable but the budget is spent.
+    DeadLetter,
+    /// FAILED for good: the error says a retry cannot help.
+    Fail,
+}
+
+impl AfterFailure {
+    /// Decide for a job that has failed `retry_count` times before (of `max_retries`
+    /// allowed) and whose latest failure is `retryable` or not.
+    pub fn decide(retry_count: i32, max_retries: i32, retryable: bool) -> AfterFailure {
+        if !retryable {
+            AfterFailure::Fail
+        } else if retry_count < max_retries {
+            AfterFailure::Retry {
+                retry: u32::try_from(retry_count.saturating_add(1)).unwrap_or(1),
+            }
+        } else {
+            AfterFailure::DeadLetter
+        }
+    }
+
+    /// Whether the job stays in the queue.
+    pub fn retries(&self) -> bool {
+        matches!(self, AfterFailure::Retry { .. })
+    }
+}
+
+/// The error a run gets when its worker stopped renewing its lease (always retryable).
+pub fn lease_expired(owner: Option<&str>, attempt: i32) -> String {
+    format!(
+        "lease expired: worker {} stopped renewing (attempt {attempt})",
+        owner.unwrap_or("?")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_retries_while_the_budget_lasts_and_only_when_retryable() {
+        assert_eq!(
+            AfterFailure::decide(0, 3, true),
+            AfterFailure::Retry { retry: 1 }
+        );
+        assert_eq!(
+            AfterFailure::decide(2, 3, true),
+            AfterFailure::Retry { retry: 3 }
+        );
+        assert_eq!(AfterFailure::decide(3, 3, true), AfterFailure::DeadLetter);
+        assert_eq!(AfterFailure::decide(0, 0, true), AfterFailure::DeadLetter);
+        assert_eq!(AfterFailure::decide(0, 3, false), AfterFailure::Fail);
+        assert!(AfterFailure::decide(1, 3, true).retries());
+        assert!(!AfterFailure::decide(3, 3, true).retries());
+        assert_eq!(
+            lease_expired(Some("w1"), 2),
+            "lease expired: worker w1 stopped renewing (attempt 2)"
+        );
+        assert_eq!(
+            lease_expired(None, 1),
+            "lease expired: worker ? stopped renewing (attempt 1)"
+        );
+    }
 
     #[test]
     fn grows_exponentially_and_caps() {

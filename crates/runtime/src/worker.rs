@@ -28,6 +28,7 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Claim, Event, Exchanged, Outcome, Token};
+use jobsched_core::retry::AfterFailure;
 use jobsched_core::{JobId, StartedJob};
 use jobsched_jobs::{JobContext, JobHandler, RunOutput, Stop};
 use jobsched_metrics::metrics;
@@ -740,29 +741,34 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn failure(rt: &Runtime, job: &Attempt, error: String, retryable: bool) -> Outcome {
     let m = metrics();
     let token = job.token;
-    if retryable && job.retry_count < job.max_retries {
-        let retry = u32::try_from(job.retry_count.saturating_add(1)).unwrap_or(1);
-        let backoff = job.backoff.map_or(rt.config.backoff, |b| b.backoff());
-        let delay = backoff.delay(retry, &mut rand::rng());
-        tracing::info!(%error, retry, ?delay, "job failed; will retry");
-        m.retries.with_label_values(&[job.job_type.as_str()]).inc();
-        let now = rt.clock.now();
-        let run_at = after(now, delay);
-        Outcome::Retry {
-            token,
-            error,
-            run_at,
+    match AfterFailure::decide(job.retry_count, job.max_retries, retryable) {
+        AfterFailure::Retry { retry } => {
+            let backoff = job.backoff.map_or(rt.config.backoff, |b| b.backoff());
+            let delay = backoff.delay(retry, &mut rand::rng());
+            tracing::info!(%error, retry, ?delay, "job failed; will retry");
+            m.retries.with_label_values(&[job.job_type.as_str()]).inc();
+            let run_at = after(rt.clock.now(), delay);
+            Outcome::Retry {
+                token,
+                error,
+                run_at,
+            }
         }
-    } else {
-        tracing::warn!(%error, retryable, "job failed for good");
-        let outcome = if retryable { "dead_lettered" } else { "failed" };
-        m.jobs_finished
-            .with_label_values(&[job.job_type.as_str(), outcome])
-            .inc();
-        Outcome::Failed {
-            token,
-            error,
-            retry_count: job.retry_count,
+        verdict => {
+            tracing::warn!(%error, retryable, "job failed for good");
+            let outcome = if verdict == AfterFailure::DeadLetter {
+                "dead_lettered"
+            } else {
+                "failed"
+            };
+            m.jobs_finished
+                .with_label_values(&[job.job_type.as_str(), outcome])
+                .inc();
+            Outcome::Failed {
+                token,
+                error,
+                retry_count: job.retry_count,
+            }
         }
     }
 }

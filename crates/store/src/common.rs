@@ -3,6 +3,7 @@
 //! The transitions each method performs are documented in the crate docs (`lib.rs`).
 
 use jobsched_core::ports::{Finished, Token};
+use jobsched_core::retry::{AfterFailure, lease_expired};
 use jobsched_core::{Error, JobId, NewJob, Result};
 use std::collections::{HashMap, HashSet};
 
@@ -262,4 +263,39 @@ pub(crate) fn group_logs(
 /// A try number as stored (a column of SQL type integer).
 pub(crate) fn try_no(attempt: u32) -> i32 {
     i32::try_from(attempt).unwrap_or(i32::MAX)
+}
+
+/// A SCHEDULED or RUNNING job whose lease expired, as the rescuer reads it.
+pub(crate) struct Expired {
+    pub(crate) id: JobId,
+    pub(crate) running: bool,
+    pub(crate) retry_count: i32,
+    pub(crate) max_retries: i32,
+    pub(crate) owner: Option<String>,
+    pub(crate) attempt: i32,
+}
+
+/// What the rescuer does with an [`Expired`] job.
+pub(crate) enum Rescue {
+    /// RUNNING, budget spent: to the dead-letter queue with this error.
+    DeadLetter(String),
+    /// RUNNING: back to PENDING, one retry counted, with this error.
+    Retry(String),
+    /// SCHEDULED, never started: back to PENDING, nothing counted.
+    Undispatched,
+}
+
+impl Expired {
+    /// The rescue of this job: a run whose worker stopped renewing is a retryable failure,
+    /// decided by the same rule as a body's error ([`AfterFailure::decide`]).
+    pub(crate) fn rescue(&self) -> Rescue {
+        if !self.running {
+            return Rescue::Undispatched;
+        }
+        let error = lease_expired(self.owner.as_deref(), self.attempt);
+        match AfterFailure::decide(self.retry_count, self.max_retries, true) {
+            AfterFailure::Retry { .. } => Rescue::Retry(error),
+            AfterFailure::DeadLetter | AfterFailure::Fail => Rescue::DeadLetter(error),
+        }
+    }
 }

@@ -13,9 +13,9 @@
 //! (45 ms per 256-job claim with 100k queued, against 9 ms by key).
 
 use crate::common::{
-    POLICY_KEY, QUEUE_KEY_PREFIX, add_ttl, decode_settings, dedupe, dedupe_by_token,
-    dedupe_outcomes, encode_settings, group_logs, in_request_order, paging, queue_counts_of,
-    queue_key, try_no,
+    Expired, POLICY_KEY, QUEUE_KEY_PREFIX, Rescue, add_ttl, decode_settings, dedupe,
+    dedupe_by_token, dedupe_outcomes, encode_settings, group_logs, in_request_order, paging,
+    queue_counts_of, queue_key, try_no,
 };
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
@@ -1053,61 +1053,52 @@ impl DispatchStore for PgStore {
             // The first pass on this database reads every lease.
             None => DateTime::<Utc>::from_timestamp(-2_208_988_800, 0).unwrap_or_default(),
         };
-        // One statement: lock the expired leases in id order (waiting for a worker that is
-        // writing one right now, whose outcome then wins: the row no longer qualifies), then
-        // RUNNING -> FAILED (retries exhausted), RUNNING -> PENDING (retry counted),
-        // SCHEDULED -> PENDING (nothing counted), and move the mark to `now`. Rows are never
-        // skipped, so every lease that ended before the mark was examined. The SET
-        // expressions read the old row, so the message names the owner and attempt that
-        // expired.
+        // Lock the expired leases (rows never skipped, so every lease that ended before the
+        // mark was examined), decide each in Rust by the rule the worker follows, then apply
+        // the decisions and move the mark in one statement.
+        let pool = &self.pool;
         let rows = retry_conflicts(|| async move {
-            sqlx::query(
-                "WITH expired AS ( \
-                     SELECT id FROM jobs \
-                     WHERE lease_expires_at >= $2 AND lease_expires_at < $1 \
-                       AND status IN ('RUNNING', 'SCHEDULED') \
-                     ORDER BY id FOR UPDATE), \
-                 dead AS ( \
-                     UPDATE jobs j SET status = 'FAILED', dead_letter = true, failed_at = $1, \
-                         completed_at = $1, retry_count = j.max_retries, \
-                         error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
-                             || ' stopped renewing (attempt ' || j.attempt || ')', \
-                         lease_owner = NULL, lease_expires_at = NULL \
-                     FROM expired e \
-                     WHERE j.id = e.id AND j.status = 'RUNNING' \
-                       AND j.retry_count + 1 > j.max_retries \
-                     RETURNING j.id, j.job_type, j.name, j.error_message, j.retry_count, \
-                               j.failed_at), \
-                 retried AS ( \
-                     UPDATE jobs j SET status = 'PENDING', retry_count = j.retry_count + 1, \
-                         seq = nextval('job_seq'), run_at = $1, \
-                         error_message = 'lease expired: worker ' || COALESCE(j.lease_owner, '?') \
-                             || ' stopped renewing (attempt ' || j.attempt || ')', \
-                         lease_owner = NULL, lease_expires_at = NULL \
-                     FROM expired e \
-                     WHERE j.id = e.id AND j.status = 'RUNNING' \
-                       AND j.retry_count + 1 <= j.max_retries \
-                     RETURNING j.id), \
-                 undispatched AS ( \
-                     UPDATE jobs j SET status = 'PENDING', seq = nextval('job_seq'), \
-                         lease_owner = NULL, lease_expires_at = NULL \
-                     FROM expired e WHERE j.id = e.id AND j.status = 'SCHEDULED' \
-                     RETURNING j.id), \
-                 marked AS ( \
-                     INSERT INTO rescue_marks (name, scanned_to) VALUES ('leases', $1) \
-                     ON CONFLICT (name) DO UPDATE \
-                        SET scanned_to = GREATEST(rescue_marks.scanned_to, EXCLUDED.scanned_to)) \
-                 SELECT 'dead' AS kind, id, job_type, name, error_message, retry_count, \
-                        failed_at \
-                   FROM dead \
-                 UNION ALL SELECT 'retried', id, NULL, NULL, NULL, NULL, NULL FROM retried \
-                 UNION ALL SELECT 'undispatched', id, NULL, NULL, NULL, NULL, NULL \
-                   FROM undispatched",
-            )
-            .bind(now)
-            .bind(from)
-            .fetch_all(&self.pool)
-            .await
+            let mut tx = pool.begin().await?;
+            let locked = sqlx::query(include_str!("../sql/postgres/rescue_lock.sql"))
+                .bind(now)
+                .bind(from)
+                .fetch_all(&mut *tx)
+                .await?;
+            let (mut dead, mut dead_errors) = (Vec::new(), Vec::new());
+            let (mut retried, mut retried_errors) = (Vec::new(), Vec::new());
+            let mut undispatched: Vec<JobId> = Vec::new();
+            for row in &locked {
+                let expired = Expired {
+                    id: row.try_get("id")?,
+                    running: row.try_get::<&str, _>("status")? == "RUNNING",
+                    retry_count: row.try_get("retry_count")?,
+                    max_retries: row.try_get("max_retries")?,
+                    owner: row.try_get("lease_owner")?,
+                    attempt: row.try_get("attempt")?,
+                };
+                match expired.rescue() {
+                    Rescue::DeadLetter(error) => {
+                        dead.push(expired.id);
+                        dead_errors.push(error);
+                    }
+                    Rescue::Retry(error) => {
+                        retried.push(expired.id);
+                        retried_errors.push(error);
+                    }
+                    Rescue::Undispatched => undispatched.push(expired.id),
+                }
+            }
+            let rows = sqlx::query(include_str!("../sql/postgres/rescue_apply.sql"))
+                .bind(now)
+                .bind(&dead)
+                .bind(&dead_errors)
+                .bind(&retried)
+                .bind(&retried_errors)
+                .bind(&undispatched)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(rows)
         })
         .await
         .map_err(db)?;

@@ -15,8 +15,8 @@
 //! so statements cost microseconds rather than network round trips.
 
 use crate::common::{
-    POLICY_KEY, QUEUE_KEY_PREFIX, add_ttl, decode_settings, dedupe, dedupe_outcomes,
-    encode_settings, group_logs, paging, queue_counts_of, queue_key, try_no,
+    Expired, POLICY_KEY, QUEUE_KEY_PREFIX, Rescue, add_ttl, decode_settings, dedupe,
+    dedupe_outcomes, encode_settings, group_logs, paging, queue_counts_of, queue_key, try_no,
 };
 use crate::error::{StoreError, redact};
 use async_trait::async_trait;
@@ -638,73 +638,65 @@ impl DispatchStore for SqliteStore {
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
         let now_us = us(now);
         let mut tx = self.write().await?;
-        // RUNNING -> FAILED when the retry budget is spent. SET expressions read the old row,
-        // so the message names the owner and attempt that expired.
-        let dead_rows = sqlx::query(
-            "UPDATE jobs SET status = 'FAILED', dead_letter = 1, failed_at = ?1, \
-                 completed_at = ?1, retry_count = max_retries, \
-                 error_message = 'lease expired: worker ' || COALESCE(lease_owner, '?') \
-                     || ' stopped renewing (attempt ' || attempt || ')', \
-                 lease_owner = NULL, lease_expires_at = NULL \
-             WHERE status = 'RUNNING' AND lease_expires_at < ?1 \
-               AND retry_count + 1 > max_retries \
-             RETURNING id, job_type, name, error_message, retry_count, failed_at",
-        )
-        .bind(now_us)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        // The rest re-enter PENDING and need a seq each, in lease-expiry order.
-        let back: Vec<(Hyphenated, String)> = sqlx::query_as(
-            "SELECT id, status FROM jobs \
-             WHERE status IN ('RUNNING', 'SCHEDULED') AND lease_expires_at < ?1 \
-             ORDER BY lease_expires_at, seq",
-        )
-        .bind(now_us)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut report = RescueReport {
-            dead_lettered: dead_rows
-                .iter()
-                .map(dead_letter_from_row)
-                .collect::<Result<_>>()?,
-            ..RescueReport::default()
+        let locked = sqlx::query(include_str!("../sql/sqlite/rescue_lock.sql"))
+            .bind(now_us)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut expired = Vec::with_capacity(locked.len());
+        for row in &locked {
+            expired.push(Expired {
+                id: id_of(row)?,
+                running: row.try_get::<&str, _>("status").map_err(db)? == "RUNNING",
+                retry_count: row.try_get("retry_count").map_err(db)?,
+                max_retries: row.try_get("max_retries").map_err(db)?,
+                owner: row.try_get("lease_owner").map_err(db)?,
+                attempt: row.try_get("attempt").map_err(db)?,
+            });
+        }
+        let mut report = RescueReport::default();
+        let requeued = expired
+            .iter()
+            .filter(|e| !matches!(e.rescue(), Rescue::DeadLetter(_)))
+            .count();
+        let mut seqs = if requeued > 0 {
+            reserve_seqs(&mut tx, requeued).await?..
+        } else {
+            0..
         };
-        if !back.is_empty() {
-            let first = reserve_seqs(&mut tx, back.len()).await?;
-            for (seq, (id, status)) in (first..).zip(&back) {
-                if status == "RUNNING" {
-                    // RUNNING -> PENDING, one retry counted.
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'PENDING', retry_count = retry_count + 1, \
-                             seq = ?2, run_at = ?3, \
-                             error_message = 'lease expired: worker ' \
-                                 || COALESCE(lease_owner, '?') \
-                                 || ' stopped renewing (attempt ' || attempt || ')', \
-                             lease_owner = NULL, lease_expires_at = NULL \
-                         WHERE id = ?1 AND status = 'RUNNING'",
-                    )
-                    .bind(id)
-                    .bind(seq)
-                    .bind(now_us)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                    report.retried.push(id.into_uuid());
-                } else {
-                    // SCHEDULED -> PENDING, nothing counted.
-                    sqlx::query(
-                        "UPDATE jobs SET status = 'PENDING', seq = ?2, \
-                             lease_owner = NULL, lease_expires_at = NULL \
-                         WHERE id = ?1 AND status = 'SCHEDULED'",
-                    )
-                    .bind(id)
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                    report.undispatched.push(id.into_uuid());
+        for job in &expired {
+            match job.rescue() {
+                Rescue::DeadLetter(error) => {
+                    let row = sqlx::query(include_str!("../sql/sqlite/rescue_dead.sql"))
+                        .bind(hy(job.id))
+                        .bind(now_us)
+                        .bind(error)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if let Some(row) = row {
+                        report.dead_lettered.push(dead_letter_from_row(&row)?);
+                    }
+                }
+                Rescue::Retry(error) => {
+                    sqlx::query(include_str!("../sql/sqlite/rescue_retry.sql"))
+                        .bind(hy(job.id))
+                        .bind(seqs.next())
+                        .bind(now_us)
+                        .bind(error)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    report.retried.push(job.id);
+                }
+                Rescue::Undispatched => {
+                    sqlx::query(include_str!("../sql/sqlite/rescue_undispatched.sql"))
+                        .bind(hy(job.id))
+                        .bind(seqs.next())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    report.undispatched.push(job.id);
                 }
             }
         }

@@ -1,0 +1,32 @@
+-- The rescuer's decisions for the rows rescue_lock.sql locked (made by
+-- jobsched_core::retry::AfterFailure): $2/$3 the RUNNING jobs that go to the dead-letter queue
+-- and their errors, $4/$5 those that go back to PENDING for a retry, $6 the SCHEDULED jobs never
+-- started (back to PENDING, nothing counted). The pass's mark moves to $1.
+WITH dead AS (
+    UPDATE jobs j
+    SET status = 'FAILED', dead_letter = true, failed_at = $1, completed_at = $1,
+        retry_count = j.max_retries, error_message = d.error,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM unnest($2::uuid[], $3::text[]) AS d (id, error)
+    WHERE j.id = d.id AND j.status = 'RUNNING'
+    RETURNING j.id, j.job_type, j.name, j.error_message, j.retry_count, j.failed_at
+), retried AS (
+    UPDATE jobs j
+    SET status = 'PENDING', retry_count = j.retry_count + 1, seq = nextval('job_seq'),
+        run_at = $1, error_message = r.error, lease_owner = NULL, lease_expires_at = NULL
+    FROM unnest($4::uuid[], $5::text[]) AS r (id, error)
+    WHERE j.id = r.id AND j.status = 'RUNNING'
+    RETURNING j.id
+), undispatched AS (
+    UPDATE jobs j
+    SET status = 'PENDING', seq = nextval('job_seq'), lease_owner = NULL, lease_expires_at = NULL
+    WHERE j.id = ANY($6::uuid[]) AND j.status = 'SCHEDULED'
+    RETURNING j.id
+), marked AS (
+    INSERT INTO rescue_marks (name, scanned_to) VALUES ('leases', $1)
+    ON CONFLICT (name) DO UPDATE
+        SET scanned_to = GREATEST(rescue_marks.scanned_to, EXCLUDED.scanned_to)
+)
+SELECT 'dead' AS kind, id, job_type, name, error_message, retry_count, failed_at FROM dead
+UNION ALL SELECT 'retried', id, NULL, NULL, NULL, NULL, NULL FROM retried
+UNION ALL SELECT 'undispatched', id, NULL, NULL, NULL, NULL, NULL FROM undispatched
