@@ -6,7 +6,8 @@ use crate::error::ControllerError;
 use crate::metrics::metrics;
 use chrono::SecondsFormat;
 use jobsched_core::PolicySettings;
-use jobsched_core::ports::{Clock, Transport};
+use jobsched_core::ports::{Clock, ControlStore, Store, Transport};
+use jobsched_core::queue::{self, Side, SideError, Synced};
 use jobsched_transport::RedisTransport;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -143,91 +144,73 @@ impl Context {
             .remove(key);
     }
 
-    /// Write `desired` to Redis unless it is already there. Returns the previous value when a
-    /// write happened.
-    async fn apply_redis(
-        &self,
-        desired: &PolicySettings,
-    ) -> Result<Option<Option<PolicySettings>>, ControllerError> {
+    /// The durable store, when the controller has one.
+    async fn durable(&self) -> Result<Option<Arc<dyn Store>>, ControllerError> {
+        match &self.store {
+            Some(s) => Ok(Some(s.get().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Make queue `name`'s settings `desired` in both copies (durable first), each written
+    /// only where it differs.
+    async fn sync(&self, name: &str, desired: &PolicySettings) -> Result<Synced, ControllerError> {
         let transport = self.redis.get().await?;
-        let redis_err = |source| ControllerError::Redis { source };
-        let current = transport.policy().await.map_err(redis_err)?;
-        if current.as_ref() == Some(desired) {
-            return Ok(None);
-        }
-        transport.set_policy(desired).await.map_err(redis_err)?;
-        Ok(Some(current))
+        let store = self.durable().await?;
+        let durable = store.as_deref().map(|s| s as &dyn ControlStore);
+        queue::sync(durable, &*transport, name, desired)
+            .await
+            .map_err(side_error)
     }
 
-    /// Save the durable copy unless it already equals `desired`.
-    async fn apply_store(
-        &self,
-        store: &StoreConn,
-        desired: &PolicySettings,
-    ) -> Result<(), ControllerError> {
-        let store = store.get().await?;
-        let store_err = |source| ControllerError::Store { source };
-        if store.load_policy().await.map_err(store_err)?.as_ref() != Some(desired) {
-            store.save_policy(desired).await.map_err(store_err)?;
-        }
-        Ok(())
-    }
-
-    /// Apply `spec.queues[]`: each listed queue's settings (the durable copy first, then the
-    /// transport's, each only where it differs), and hand back to the REST API (clear
-    /// `managed_by`, keep the settings) every queue this object owned that it no longer lists.
-    /// Returns the queues written.
+    /// Apply `spec.queues[]`: each listed queue's settings ([`queue::sync`]), and hand back to
+    /// the REST API (clear `managed_by`, keep the settings) every queue this object owned that
+    /// it no longer lists. Returns the queues written.
     pub(crate) async fn apply_queues(
         &self,
         desired: &[(String, PolicySettings)],
     ) -> Result<Vec<String>, ControllerError> {
         let transport = self.redis.get().await?;
-        let redis_err = |source| ControllerError::Redis { source };
-        let store_err = |source| ControllerError::Store { source };
-        let store = match &self.store {
-            Some(s) => Some(s.get().await?),
-            None => None,
-        };
-        let cached: HashMap<String, PolicySettings> = transport
+        let store = self.durable().await?;
+        let durable = store.as_deref().map(|s| s as &dyn ControlStore);
+        let mut known: Vec<String> = transport
             .queues()
             .await
-            .map_err(redis_err)?
+            .map_err(|source| ControllerError::Redis { source })?
             .into_iter()
+            .map(|(name, _)| name)
             .collect();
-        let durable: HashMap<String, PolicySettings> = match &store {
-            Some(s) => s
-                .load_queues()
-                .await
-                .map_err(store_err)?
-                .into_iter()
-                .collect(),
-            None => HashMap::new(),
-        };
-        let mut writes: Vec<(String, PolicySettings)> = desired.to_vec();
-        for (name, settings) in cached.iter().chain(durable.iter()) {
-            let owned = settings.managed_by.as_deref() == Some(self.managed_by.as_str());
-            if owned && !writes.iter().any(|(n, _)| n == name) {
-                let released = PolicySettings {
-                    managed_by: None,
-                    ..settings.clone()
-                };
-                writes.push((name.clone(), released));
-            }
+        if let Some(store) = &store {
+            known.extend(
+                store
+                    .load_queues()
+                    .await
+                    .map_err(|source| ControllerError::Store { source })?
+                    .into_iter()
+                    .map(|(name, _)| name),
+            );
         }
         let mut written = Vec::new();
-        for (name, want) in &writes {
-            let mut wrote = false;
-            if let Some(store) = &store
-                && durable.get(name) != Some(want)
+        for (name, want) in desired {
+            if queue::sync(durable, &*transport, name, want)
+                .await
+                .map_err(side_error)?
+                .wrote
             {
-                store.save_queue(name, want).await.map_err(store_err)?;
-                wrote = true;
+                written.push(name.clone());
             }
-            if cached.get(name) != Some(want) {
-                transport.set_queue(name, want).await.map_err(redis_err)?;
-                wrote = true;
-            }
-            if wrote {
+        }
+        known.sort();
+        known.dedup();
+        for name in known
+            .iter()
+            .filter(|n| !desired.iter().any(|(d, _)| d == *n))
+        {
+            if name != queue::DEFAULT_QUEUE
+                && queue::release(durable, &*transport, name, Some(&self.managed_by))
+                    .await
+                    .map_err(side_error)?
+            {
                 written.push(name.clone());
             }
         }
@@ -278,30 +261,36 @@ impl Context {
     /// Clear `managed_by` (keeping the policy) where it still names the selected object, so the
     /// REST API may change the policy again. Returns whether anything was released.
     pub(crate) async fn release_ownership(&self) -> Result<bool, ControllerError> {
-        let mut released = false;
         let transport = self.redis.get().await?;
-        let redis_err = |source| ControllerError::Redis { source };
-        if let Some(mut settings) = transport.policy().await.map_err(redis_err)?
-            && settings.managed_by.as_deref() == Some(self.managed_by.as_str())
-        {
-            settings.managed_by = None;
-            transport.set_policy(&settings).await.map_err(redis_err)?;
-            released = true;
-        }
-        if let Some(store) = &self.store {
-            let store = store.get().await?;
-            let store_err = |source| ControllerError::Store { source };
-            if let Some(mut settings) = store.load_policy().await.map_err(store_err)?
-                && settings.managed_by.as_deref() == Some(self.managed_by.as_str())
-            {
-                settings.managed_by = None;
-                store.save_policy(&settings).await.map_err(store_err)?;
-                released = true;
-            }
-        }
+        let store = self.durable().await?;
+        let durable = store.as_deref().map(|s| s as &dyn ControlStore);
+        let mut released = queue::release(
+            durable,
+            &*transport,
+            queue::DEFAULT_QUEUE,
+            Some(&self.managed_by),
+        )
+        .await
+        .map_err(side_error)?;
         // The named queues it owned, too.
         released |= !self.apply_queues(&[]).await?.is_empty();
         Ok(released)
+    }
+}
+
+/// A settings write's error as the controller reports it (the copy it failed on).
+fn side_error(e: SideError) -> ControllerError {
+    match e.side {
+        Side::Durable => ControllerError::Store { source: e.error },
+        Side::Cache => ControllerError::Redis { source: e.error },
+    }
+}
+
+/// The Ready=False reason for a failed write.
+fn unavailable(err: &ControllerError) -> &'static str {
+    match err {
+        ControllerError::Redis { .. } => REASON_REDIS_UNAVAILABLE,
+        _ => REASON_STORE_UNAVAILABLE,
     }
 }
 
@@ -389,10 +378,6 @@ pub(crate) fn check_spec(
     Ok(())
 }
 
-fn same_policy(a: &PolicySettings, b: &PolicySettings) -> bool {
-    a.policy == b.policy && a.quantum_seconds == b.quantum_seconds && a.paused == b.paused
-}
-
 fn object_key(obj: &SchedulerConfig) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
@@ -477,58 +462,32 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     }
 
-    let previous = match ctx.apply_redis(&desired).await {
-        Ok(previous) => previous,
+    let applied = match ctx.sync(queue::DEFAULT_QUEUE, &desired).await {
+        Ok(synced) => ctx.apply_queues(&queues).await.map(|q| (synced, q)),
+        Err(err) => Err(err),
+    };
+    let (synced, written_queues) = match applied {
+        Ok(w) => w,
         Err(err) => {
             let status = with_ready(
                 current,
                 generation,
                 false,
-                REASON_REDIS_UNAVAILABLE,
+                unavailable(&err),
                 err.to_string(),
                 &now,
             );
             if let Err(patch_err) = ctx.patch_status_if_changed(obj, status).await {
-                tracing::warn!(error = %patch_err, "could not record RedisUnavailable in the status");
+                tracing::warn!(error = %patch_err, "could not record the write failure in the status");
             }
             return Err(err);
         }
     };
-    if let Some(store) = &ctx.store
-        && let Err(err) = ctx.apply_store(store, &desired).await
-    {
-        let status = with_ready(
-            current,
-            generation,
-            false,
-            REASON_STORE_UNAVAILABLE,
-            err.to_string(),
-            &now,
-        );
-        if let Err(patch_err) = ctx.patch_status_if_changed(obj, status).await {
-            tracing::warn!(error = %patch_err, "could not record StoreUnavailable in the status");
-        }
-        return Err(err);
-    }
-
-    let written_queues = match ctx.apply_queues(&queues).await {
-        Ok(w) => w,
-        Err(err) => {
-            let reason = match err {
-                ControllerError::Redis { .. } => REASON_REDIS_UNAVAILABLE,
-                _ => REASON_STORE_UNAVAILABLE,
-            };
-            let status = with_ready(current, generation, false, reason, err.to_string(), &now);
-            if let Err(patch_err) = ctx.patch_status_if_changed(obj, status).await {
-                tracing::warn!(error = %patch_err, "could not record the queue write failure in the status");
-            }
-            return Err(err);
-        }
-    };
+    let previous = synced.cache_was;
     if !written_queues.is_empty() {
         tracing::info!(object = %ctx.managed_by, queues = ?written_queues, "applied queue settings");
     }
-    let written = previous.is_some() || !written_queues.is_empty();
+    let written = synced.wrote || !written_queues.is_empty();
     let mut status = current;
     status.active_policy = Some(desired.policy);
     if written || status.last_applied_time.is_none() {
@@ -546,7 +505,7 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
     ctx.patch_status_if_changed(obj, status).await?;
 
     if let Some(previous) = previous {
-        let changed = previous.as_ref().is_none_or(|p| !same_policy(p, &desired));
+        let changed = previous.as_ref().is_none_or(|p| !p.same_effect(&desired));
         if changed {
             tracing::info!(object = %ctx.managed_by, policy = %describe(&desired), "applied scheduling policy");
             let was = previous.as_ref().map_or("unset".to_string(), describe);

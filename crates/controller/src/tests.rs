@@ -1591,3 +1591,53 @@ async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
         "the last policy is kept"
     );
 }
+
+/// The durable copy is written first: while the store cannot be reached, the transport keeps
+/// the settings it had (a Redis rebuild could never resurrect older ones), and Ready turns
+/// False with the store named.
+#[tokio::test]
+async fn a_store_down_leaves_the_transport_untouched() {
+    let transport = jobsched_transport::MemoryTransport::new();
+    let before = settings(PolicyKind::Fcfs, 5.0, None);
+    transport.set_policy(&before).await.unwrap();
+    let (client, handle) = mock_client();
+    let mut ctx = context(
+        client,
+        RedisConn::ready(Arc::new(transport.clone())),
+        TestClock::at(T1),
+    );
+    // A database in a directory that does not exist: opening it fails at once.
+    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(
+        "sqlite:///nonexistent-jobsched-dir/jobsched.db",
+    ));
+    let obj = object(NAME, spec(PolicyKind::Priority), 2);
+    let obj2 = obj.clone();
+    let result = with_api(
+        handle,
+        move |mut h| async move {
+            let (method, path, _, body, send) = next_request(&mut h).await;
+            assert_eq!((method, path), (Method::PATCH, status_path(NAME)));
+            let status: SchedulerConfigStatus =
+                serde_json::from_value(body["status"].clone()).unwrap();
+            let ready = &status.conditions[0];
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("False", "StoreUnavailable")
+            );
+            assert!(
+                ready.message.contains("JOBSCHED_DATABASE_URL"),
+                "{}",
+                ready.message
+            );
+            let mut patched = serde_json::to_value(&obj2).unwrap();
+            patched["status"] = body["status"].clone();
+            send.send_response(json_response(200, &patched));
+            h
+        },
+        reconcile(Arc::new(obj), ctx.clone()),
+    )
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, ControllerError::Store { .. }), "{err:?}");
+    assert_eq!(transport.policy().await.unwrap(), Some(before));
+}

@@ -150,6 +150,15 @@ impl PolicySettings {
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(5))
     }
 
+    /// Whether `other` orders and runs jobs as these settings do (policy, quantum, paused):
+    /// the one comparison behind "the policy changed" (a `PolicyChanged` event, the switch
+    /// metric). Ownership, weight and limit are left out.
+    pub fn same_effect(&self, other: &PolicySettings) -> bool {
+        self.policy == other.policy
+            && self.quantum_seconds == other.quantum_seconds
+            && self.paused == other.paused
+    }
+
     /// Check the values; the error names the bad field.
     pub fn validate(&self) -> Result<()> {
         if !(self.quantum_seconds.is_finite()

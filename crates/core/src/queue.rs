@@ -176,16 +176,193 @@ pub async fn all(
     Ok(out)
 }
 
-/// Write queue `name`'s settings: the durable copy first, so a transport rebuild never
-/// resurrects the old ones, then the transport's (which tells every worker).
+/// Which copy of a queue's settings an operation failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The store's (durable) copy.
+    Durable,
+    /// The transport's copy, which the workers read.
+    Cache,
+}
+
+/// A settings operation that failed, with the copy it failed on.
+#[derive(Debug)]
+pub struct SideError {
+    /// Where it failed.
+    pub side: Side,
+    /// Why.
+    pub error: crate::Error,
+}
+
+impl From<SideError> for crate::Error {
+    fn from(e: SideError) -> Self {
+        e.error
+    }
+}
+
+fn on(side: Side) -> impl FnOnce(crate::Error) -> SideError {
+    move |error| SideError { side, error }
+}
+
+/// What [`sync`] found and did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Synced {
+    /// The transport's settings before, when it wrote there (`Some(None)`: there were none).
+    pub cache_was: Option<Option<PolicySettings>>,
+    /// Whether either copy was written.
+    pub wrote: bool,
+}
+
+async fn durable_copy(store: &dyn ControlStore, name: &str) -> Result<Option<PolicySettings>> {
+    if name == DEFAULT_QUEUE {
+        return store.load_policy().await;
+    }
+    Ok(store
+        .load_queues()
+        .await?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| s))
+}
+
+async fn cached_copy(transport: &dyn Transport, name: &str) -> Result<Option<PolicySettings>> {
+    if name == DEFAULT_QUEUE {
+        return transport.policy().await;
+    }
+    Ok(transport
+        .queues()
+        .await?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| s))
+}
+
+/// Make queue `name`'s settings `desired` in both copies, each written only where it differs:
+/// the durable copy first (so a transport rebuild never resurrects the old settings), then
+/// the transport's (which tells every worker). `store` is `None` for a writer without a
+/// database (a controller configured without one). The one way the REST API and the
+/// Kubernetes controller change settings.
+pub async fn sync(
+    store: Option<&dyn ControlStore>,
+    transport: &dyn Transport,
+    name: &str,
+    desired: &PolicySettings,
+) -> std::result::Result<Synced, SideError> {
+    let mut synced = Synced::default();
+    if let Some(store) = store
+        && durable_copy(store, name)
+            .await
+            .map_err(on(Side::Durable))?
+            .as_ref()
+            != Some(desired)
+    {
+        store
+            .save_queue(name, desired)
+            .await
+            .map_err(on(Side::Durable))?;
+        synced.wrote = true;
+    }
+    let cached = cached_copy(transport, name)
+        .await
+        .map_err(on(Side::Cache))?;
+    if cached.as_ref() != Some(desired) {
+        transport
+            .set_queue(name, desired)
+            .await
+            .map_err(on(Side::Cache))?;
+        synced.cache_was = Some(cached);
+        synced.wrote = true;
+    }
+    Ok(synced)
+}
+
+/// Write queue `name`'s settings in both copies, durable first ([`sync`]).
 pub async fn apply(
     store: &dyn ControlStore,
     transport: &dyn Transport,
     name: &str,
     settings: &PolicySettings,
 ) -> Result<()> {
-    store.save_queue(name, settings).await?;
-    transport.set_queue(name, settings).await
+    sync(Some(store), transport, name, settings).await?;
+    Ok(())
+}
+
+/// Hand queue `name`'s settings back to the REST API: clear `managed_by` (keeping the
+/// settings) in each copy where it names `owner` (any owner when `None`), durable first.
+/// Returns whether anything was released.
+pub async fn release(
+    store: Option<&dyn ControlStore>,
+    transport: &dyn Transport,
+    name: &str,
+    owner: Option<&str>,
+) -> std::result::Result<bool, SideError> {
+    let owned = |s: &PolicySettings| {
+        s.managed_by
+            .as_deref()
+            .is_some_and(|m| owner.is_none_or(|o| o == m))
+    };
+    let mut released = None;
+    if let Some(store) = store
+        && let Some(mut settings) = durable_copy(store, name).await.map_err(on(Side::Durable))?
+        && owned(&settings)
+    {
+        settings.managed_by = None;
+        store
+            .save_queue(name, &settings)
+            .await
+            .map_err(on(Side::Durable))?;
+        released = Some(settings);
+    }
+    match cached_copy(transport, name)
+        .await
+        .map_err(on(Side::Cache))?
+    {
+        Some(mut settings) if owned(&settings) => {
+            settings.managed_by = None;
+            transport
+                .set_queue(name, &settings)
+                .await
+                .map_err(on(Side::Cache))?;
+            Ok(true)
+        }
+        // A missing key (a flushed Redis) gets the released durable copy now rather than at
+        // the leader's next rebuild.
+        None => match &released {
+            Some(settings) => {
+                transport
+                    .add_queue(name, settings)
+                    .await
+                    .map_err(on(Side::Cache))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        Some(_) => Ok(released.is_some()),
+    }
+}
+
+/// Rebuild the transport's copies that are missing (after a Redis flush) from the durable
+/// ones, never overwriting one that is there (a newer write). Returns the queues restored.
+pub async fn restore(store: &dyn ControlStore, transport: &dyn Transport) -> Result<Vec<String>> {
+    let mut restored = Vec::new();
+    if transport.policy().await?.is_none() {
+        let durable = store.load_policy().await?.unwrap_or_default();
+        if transport.add_queue(DEFAULT_QUEUE, &durable).await? {
+            restored.push(DEFAULT_QUEUE.to_owned());
+        }
+    }
+    let cached: std::collections::HashSet<String> = transport
+        .queues()
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for (name, durable) in store.load_queues().await? {
+        if !cached.contains(&name) && transport.add_queue(&name, &durable).await? {
+            restored.push(name);
+        }
+    }
+    Ok(restored)
 }
 
 /// Make sure queue `name` exists (a job is about to be put in it): created with the default

@@ -13,6 +13,7 @@ use crate::Runtime;
 use jobsched_core::JobStatus;
 use jobsched_core::policy::{self, PolicySettings};
 use jobsched_core::ports::{Event, PruneCursor};
+use jobsched_core::queue;
 use jobsched_core::schedule::{FireDecision, Schedule};
 use jobsched_metrics::metrics;
 use std::time::Duration;
@@ -73,35 +74,18 @@ impl Engine {
         }
     }
 
-    /// Read the policy from the transport; rebuild the key from the durable copy if missing.
+    /// Rebuild the transport's missing settings keys from the durable copies, then read the
+    /// `default` queue's settings (for the switch metric and the active-policy gauge).
     async fn sync_settings(&mut self) -> jobsched_core::Result<()> {
-        let settings = match self.rt.transport.policy().await? {
-            Some(s) => s,
-            None => {
-                let durable = self.rt.store.load_policy().await?.unwrap_or_default();
-                tracing::info!(policy = %durable.policy, "policy key missing in transport; restored from the store");
-                self.rt.transport.set_policy(&durable).await?;
-                durable
-            }
-        };
-        // The other queues' keys, rebuilt the same way: only the missing ones, and only if
-        // still missing when written (a key that differs from the durable copy, or one written
-        // meanwhile, is a newer write).
-        let cached: std::collections::HashSet<String> = self
-            .rt
-            .transport
-            .queues()
-            .await?
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
-        for (name, durable) in self.rt.store.load_queues().await? {
-            if !cached.contains(&name) && self.rt.transport.add_queue(&name, &durable).await? {
-                tracing::info!(queue = %name, "queue settings missing in transport; restored from the store");
-            }
+        let (store, transport) = (&*self.rt.store, &*self.rt.transport);
+        for name in queue::restore(store, transport).await? {
+            tracing::info!(queue = %name, "queue settings missing in transport; restored from the store");
         }
+        let settings = queue::current(store, transport, queue::DEFAULT_QUEUE)
+            .await?
+            .unwrap_or_default();
         if let Some(old) = &self.settings
-            && (old.policy != settings.policy || old.quantum_seconds != settings.quantum_seconds)
+            && !old.same_effect(&settings)
         {
             tracing::info!(from = %old.policy, to = %settings.policy, "policy switched");
             metrics().policy_switches.inc();

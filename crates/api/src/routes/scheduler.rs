@@ -187,15 +187,13 @@ pub async fn release_policy_owner(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
 ) -> Result<Json<SchedulerStatus>, ApiError> {
-    let current = current_settings(&state).await?;
-    if let Some(owner) = &current.managed_by {
-        let released = PolicySettings {
-            managed_by: None,
-            ..current.clone()
-        };
-        save_settings(&state, &released).await?;
+    let owner = current_settings(&state).await?.managed_by;
+    if jobsched_core::queue::release(Some(&*state.store), &*state.transport, DEFAULT_QUEUE, None)
+        .await
+        .map_err(jobsched_core::Error::from)?
+    {
         tracing::warn!(
-            owner = %owner,
+            owner = owner.as_deref().unwrap_or("?"),
             "policy ownership released by an admin override; the REST API may change the policy again"
         );
     }
