@@ -13,7 +13,8 @@ use crate::reconcile::{
 };
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
-use jobsched_core::ports::{Clock, Transport};
+use jobsched_core::ports::Clock;
+use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_transport::RedisTransport;
 use k8s_openapi::api::coordination::v1::Lease;

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use futures::channel::mpsc;
 use jobsched_controller::{ControllerConfig, run_with_client};
-use jobsched_core::ports::Transport;
+use jobsched_core::ports::SettingsCache as _;
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_testkit::in_ci;
 use jobsched_transport::RedisTransport;

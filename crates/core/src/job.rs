@@ -581,8 +581,8 @@ impl Job {
 
 impl StartedJob {
     /// The dispatch token of this run.
-    pub fn token(&self) -> crate::ports::Token {
-        crate::ports::Token {
+    pub fn token(&self) -> Token {
+        Token {
             id: self.id,
             attempt: self.attempt,
         }
@@ -606,9 +606,45 @@ pub struct DeadLetter {
     pub failed_at: Option<DateTime<Utc>>,
 }
 
+/// A run's fencing token: a job id plus the attempt it was claimed as. Every outcome and lease
+/// renewal is conditional on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Token {
+    /// Job id.
+    pub id: JobId,
+    /// Attempt number set by the dispatch.
+    pub attempt: i32,
+}
+
+impl Token {
+    /// `"<uuid>:<attempt>"`, the transport encoding.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.id, self.attempt)
+    }
+    /// Parse [`Token::encode`] output.
+    pub fn decode(s: &str) -> Option<Token> {
+        let (id, attempt) = s.rsplit_once(':')?;
+        Some(Token {
+            id: id.parse().ok()?,
+            attempt: attempt.parse().ok()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_round_trips() {
+        let t = Token {
+            id: uuid::Uuid::now_v7(),
+            attempt: 7,
+        };
+        assert_eq!(Token::decode(&t.encode()), Some(t));
+        assert_eq!(Token::decode("nope"), None);
+        assert_eq!(Token::decode("x:1"), None);
+    }
     use serde_json::json;
 
     #[test]

@@ -8,9 +8,10 @@
 use crate::job_type::JobTypeInfo;
 use crate::notes::{LogLine, Progress, TryLog};
 use crate::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Event, Exchanged, Finished, JobRepo,
-    NotesStore, Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Store,
-    Subscription, Token, Transport, TypeStore, Update, WorkerSlots, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Event, EventBus, Exchanged, Finished,
+    JobRepo, NotesStore, Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore,
+    SettingsCache, Store, Subscription, Token, Transport, TypeStore, Update, WorkerRegistry,
+    WorkerSlots, WorkerStore,
 };
 use crate::schedule::Schedule;
 use crate::{
@@ -203,17 +204,26 @@ through!(ControlStore for Layered {
     fn ping(&self) -> ();
 });
 
-through!(Transport for LayeredTransport {
+through!(WorkerRegistry for LayeredTransport {
     fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> ();
     fn workers(&self) -> Vec<WorkerSlots>;
     fn report_types(&self, worker: &str, job_types: &[String]) -> ();
     fn reap_dead_workers(&self) -> Vec<String>;
+});
+
+through!(SettingsCache for LayeredTransport {
     fn policy(&self) -> Option<PolicySettings>;
     fn set_policy(&self, settings: &PolicySettings) -> ();
     fn queues(&self) -> Vec<(String, PolicySettings)>;
     fn set_queue(&self, name: &str, settings: &PolicySettings) -> ();
     fn add_queue(&self, name: &str, settings: &PolicySettings) -> bool;
+});
+
+through!(EventBus for LayeredTransport {
     fn publish(&self, event: Event) -> ();
     fn subscribe(&self) -> Box<dyn Subscription>;
+});
+
+through!(Transport for LayeredTransport {
     fn ping(&self) -> ();
 });

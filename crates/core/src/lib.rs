@@ -5,7 +5,9 @@
 //! [`policy`] structures, retry backoff, and the [`ports`] (small traits) that the storage and
 //! transport adapters implement. It performs no I/O and depends on no runtime.
 
+pub mod dispatch;
 pub mod error;
+pub mod event;
 pub mod job;
 pub mod job_type;
 pub mod layer;

@@ -4,19 +4,22 @@
 //! callers whose view is stale simply do not appear in the returned "applied" set (or get
 //! [`Update::Stale`]), so a late or duplicate worker never overwrites a newer outcome.
 
+pub use crate::dispatch::{
+    Claim, Exchanged, Finished, Outcome, Promotion, PruneCursor, Pruned, RescueReport, Update,
+};
 use crate::error::Result;
+pub use crate::event::{Event, WorkerSlots};
+pub use crate::job::Token;
 use crate::job::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
     PendingJob, StartedJob,
 };
 use crate::job_type::JobTypeInfo;
 use crate::notes::{LogLine, Progress, TryLog};
-use crate::policy::{PolicyKind, PolicySettings};
+use crate::policy::PolicySettings;
 use crate::schedule::Schedule;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::fmt;
 use std::time::Duration;
 
@@ -33,41 +36,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
-    }
-}
-
-/// Result of a single conditional update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub enum Update {
-    /// The row was in the expected state and was changed.
-    Applied,
-    /// The row was not in the expected state/attempt (lost the race, or gone).
-    Stale,
-}
-
-/// A run's fencing token: a job id plus the attempt it was claimed as. Every outcome and lease
-/// renewal is conditional on both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Token {
-    /// Job id.
-    pub id: JobId,
-    /// Attempt number set by the dispatch.
-    pub attempt: i32,
-}
-
-impl Token {
-    /// `"<uuid>:<attempt>"`, the transport encoding.
-    pub fn encode(&self) -> String {
-        format!("{}:{}", self.id, self.attempt)
-    }
-    /// Parse [`Token::encode`] output.
-    pub fn decode(s: &str) -> Option<Token> {
-        let (id, attempt) = s.rsplit_once(':')?;
-        Some(Token {
-            id: id.parse().ok()?,
-            attempt: attempt.parse().ok()?,
-        })
     }
 }
 
@@ -93,45 +61,6 @@ pub trait JobRepo: Send + Sync {
     async fn backlog(&self) -> Result<Vec<(String, Backlog)>>;
     /// PENDING/SCHEDULED/RUNNING → CANCELLED (see [`CancelOutcome`]).
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;
-}
-
-/// What the rescuer did in one pass.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RescueReport {
-    /// RUNNING jobs whose lease expired, sent back to PENDING (retry counted).
-    pub retried: Vec<JobId>,
-    /// RUNNING jobs whose lease expired with retries exhausted → FAILED.
-    pub dead_lettered: Vec<DeadLetter>,
-    /// SCHEDULED jobs never started before their dispatch lease expired → PENDING (no retry
-    /// counted).
-    pub undispatched: Vec<JobId>,
-}
-
-/// What one pass of [`DispatchStore::promote_due`] did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Promotion {
-    /// Delayed jobs whose `run_at` came, now in the queue (each with a fresh queue-entry `seq`).
-    pub promoted: u64,
-    /// The earliest `run_at` among the delayed jobs still waiting, if any.
-    pub next_due: Option<DateTime<Utc>>,
-}
-
-/// Where a retention scan stopped: the last job it looked at, in submission order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PruneCursor {
-    /// That job's submission time.
-    pub created_at: DateTime<Utc>,
-    /// Its submission sequence number (ties on `created_at`).
-    pub seq: i64,
-}
-
-/// What one [`DispatchStore::prune`] statement did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Pruned {
-    /// Jobs deleted.
-    pub deleted: u64,
-    /// Where to go on from; `None` when the scan reached the end (start over next time).
-    pub next: Option<PruneCursor>,
 }
 
 /// The engine leader's side.
@@ -167,123 +96,6 @@ pub trait DispatchStore: Send + Sync {
         after: Option<PruneCursor>,
         limit: u32,
     ) -> Result<Pruned>;
-}
-
-/// How a run ended, as recorded by the worker.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// RUNNING → COMPLETED with a result.
-    Completed {
-        /// Token of the run.
-        token: Token,
-        /// Job output.
-        result: Value,
-    },
-    /// RUNNING → PENDING, `retry_count + 1`, not before `run_at`.
-    Retry {
-        /// Token of the run.
-        token: Token,
-        /// Error of this run.
-        error: String,
-        /// Backoff target.
-        run_at: DateTime<Utc>,
-    },
-    /// RUNNING → FAILED (dead letter). `retry_count` is set to `retry_count`.
-    Failed {
-        /// Token of the run.
-        token: Token,
-        /// Final error.
-        error: String,
-        /// Failed runs including this one, capped at max_retries.
-        retry_count: i32,
-    },
-    /// RUNNING → PENDING without counting a retry: a Round Robin slice ended (with its
-    /// checkpoint) or the worker is shutting down.
-    Requeue {
-        /// Token of the run.
-        token: Token,
-        /// Progress to resume from (None keeps the stored checkpoint).
-        checkpoint: Option<Value>,
-    },
-}
-
-impl Outcome {
-    /// The run's token.
-    pub fn token(&self) -> Token {
-        match self {
-            Outcome::Completed { token, .. }
-            | Outcome::Retry { token, .. }
-            | Outcome::Failed { token, .. }
-            | Outcome::Requeue { token, .. } => *token,
-        }
-    }
-}
-
-/// An outcome as a worker records it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finished {
-    /// How the run ended.
-    pub outcome: Outcome,
-    /// When the body began, if the worker has not recorded the run's SCHEDULED → RUNNING yet:
-    /// the outcome's write then records the start as well (both steps, one UPDATE), so a short
-    /// job costs one write fewer.
-    pub started_at: Option<DateTime<Utc>>,
-}
-
-impl From<Outcome> for Finished {
-    /// An outcome of a run whose start is already recorded.
-    fn from(outcome: Outcome) -> Self {
-        Finished {
-            outcome,
-            started_at: None,
-        }
-    }
-}
-
-/// What a worker asks for when it claims work: up to `limit` due PENDING jobs, taken in the
-/// order of `order` (FCFS and Round Robin by queue-entry sequence, SJF by estimated duration,
-/// Priority by priority; ties by sequence), each moved straight to RUNNING under the worker's
-/// lease. Jobs are taken from one named queue.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Claim {
-    /// Most jobs to take (0 = none).
-    pub limit: u32,
-    /// The queue's active policy, whose order the jobs are taken in.
-    pub order: PolicyKind,
-    /// Lease expiry of each claimed job.
-    pub lease_until: DateTime<Utc>,
-    /// The queue the jobs are taken from.
-    pub queue: String,
-    /// The queue's cluster-wide limit on jobs SCHEDULED or RUNNING at once: the claim takes
-    /// at most what is left under it, counting every worker's jobs (claims of a limited queue
-    /// are serialized so that two workers never both take the last place).
-    pub concurrency_limit: Option<u32>,
-    /// Only jobs of these types (the ones the claiming worker serves, shared by all its
-    /// claims); `None`: any type.
-    pub job_types: Option<std::sync::Arc<[String]>>,
-}
-
-impl Claim {
-    /// A claim of nothing (only outcomes are written).
-    pub fn none(now: DateTime<Utc>) -> Claim {
-        Claim {
-            limit: 0,
-            order: PolicyKind::Fcfs,
-            lease_until: now,
-            queue: crate::queue::DEFAULT_QUEUE.to_owned(),
-            concurrency_limit: None,
-            job_types: None,
-        }
-    }
-}
-
-/// What one [`WorkerStore::exchange`] did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Exchanged {
-    /// Outcomes applied (stale ones are left out).
-    pub applied: Vec<Token>,
-    /// Jobs claimed, now RUNNING under the worker's lease, in the policy's order.
-    pub claimed: Vec<StartedJob>,
 }
 
 /// The worker's side.
@@ -486,35 +298,6 @@ impl<
 {
 }
 
-/// One live worker's slots as reported to the transport.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerSlots {
-    /// Worker id.
-    pub worker: String,
-    /// Slots waiting for work.
-    pub idle: u32,
-    /// All slots.
-    pub total: u32,
-    /// The job types it serves (empty until it reported them).
-    #[serde(default)]
-    pub job_types: Vec<String>,
-}
-
-/// Events broadcast between processes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum Event {
-    /// New PENDING jobs exist (submission, retry, requeue): idle workers should claim.
-    JobsAvailable,
-    /// The policy settings changed.
-    PolicyChanged,
-    /// This PENDING job was just committed (one submission), with its queue data: idle
-    /// workers should claim.
-    Submitted(PendingJob),
-    /// This job was cancelled while RUNNING: the worker running it stops the body (without
-    /// the event, it finds out at its next lease renewal).
-    Cancelled(JobId),
-}
-
 /// A subscription to [`Event`]s.
 #[async_trait]
 pub trait Subscription: Send {
@@ -522,10 +305,10 @@ pub trait Subscription: Send {
     async fn recv(&mut self) -> Option<Event>;
 }
 
-/// The shared runtime keys and events: wake-ups between processes, the policy key, the worker
-/// registry. Nothing about a job lives here.
+/// Who is alive and what it can do: each worker's slots and job types, with a liveness
+/// deadline.
 #[async_trait]
-pub trait Transport: Send + Sync {
+pub trait WorkerRegistry: Send + Sync {
     /// Record `worker`'s slots (absolute values) with a liveness deadline of `ttl`.
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()>;
     /// Live workers (expired ones are omitted).
@@ -534,41 +317,42 @@ pub trait Transport: Send + Sync {
     async fn report_types(&self, worker: &str, job_types: &[String]) -> Result<()>;
     /// Workers whose liveness deadline passed; their entries are removed. Returns their ids.
     async fn reap_dead_workers(&self) -> Result<Vec<String>>;
-    /// Current policy settings, if the key exists.
+}
+
+/// The copy of every queue's settings that workers read (the durable copy is the store's;
+/// [`crate::queue`] keeps the two in step).
+#[async_trait]
+pub trait SettingsCache: Send + Sync {
+    /// Current policy settings (the `default` queue's), if the key exists.
     async fn policy(&self) -> Result<Option<PolicySettings>>;
     /// Write the policy settings and publish [`Event::PolicyChanged`].
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()>;
     /// The cached settings of every named queue but `default` (whose are
-    /// [`Transport::policy`]'s).
+    /// [`SettingsCache::policy`]'s).
     async fn queues(&self) -> Result<Vec<(String, PolicySettings)>>;
-    /// Write the cached settings of queue `name` (`default`: as [`Transport::set_policy`])
-    /// and publish [`Event::PolicyChanged`].
+    /// Write the cached settings of queue `name` (`default`: as
+    /// [`SettingsCache::set_policy`]) and publish [`Event::PolicyChanged`].
     async fn set_queue(&self, name: &str, settings: &PolicySettings) -> Result<()>;
     /// Write the cached settings of queue `name` only if it has none (a rebuild, or a queue
     /// just created, never overwrites a newer write); publish [`Event::PolicyChanged`] when
     /// written. Returns whether it wrote.
     async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool>;
+}
+
+/// Wake-ups between processes.
+#[async_trait]
+pub trait EventBus: Send + Sync {
     /// Publish an event to every subscriber (all processes).
     async fn publish(&self, event: Event) -> Result<()>;
     /// Subscribe to events. Returns once the subscription is live: every event published
     /// after it returns reaches the subscription (a test needs no retry loop).
     async fn subscribe(&self) -> Result<Box<dyn Subscription>>;
-    /// Cheap connectivity check.
-    async fn ping(&self) -> Result<()>;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_round_trips() {
-        let t = Token {
-            id: uuid::Uuid::now_v7(),
-            attempt: 7,
-        };
-        assert_eq!(Token::decode(&t.encode()), Some(t));
-        assert_eq!(Token::decode("nope"), None);
-        assert_eq!(Token::decode("x:1"), None);
-    }
+/// The shared runtime keys and events: the worker registry, the settings cache and the
+/// event bus. Nothing about a job lives here; everything here can be rebuilt from the store.
+#[async_trait]
+pub trait Transport: WorkerRegistry + SettingsCache + EventBus {
+    /// Cheap connectivity check.
+    async fn ping(&self) -> Result<()>;
 }

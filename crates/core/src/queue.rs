@@ -8,7 +8,7 @@
 
 use crate::Result;
 use crate::policy::PolicySettings;
-use crate::ports::{ControlStore, Transport};
+use crate::ports::{ControlStore, SettingsCache};
 use serde::{Deserialize, Serialize};
 
 /// The queue of a job submitted without one, whose settings `PUT /scheduler/policy` sets.
@@ -122,7 +122,7 @@ impl SlotShare {
 /// exists, with the default settings).
 pub async fn current(
     store: &dyn ControlStore,
-    transport: &dyn Transport,
+    transport: &dyn SettingsCache,
     name: &str,
 ) -> Result<Option<PolicySettings>> {
     let default = name == DEFAULT_QUEUE;
@@ -158,7 +158,7 @@ pub async fn current(
 /// where it has one, else the durable copy).
 pub async fn all(
     store: &dyn ControlStore,
-    transport: &dyn Transport,
+    transport: &dyn SettingsCache,
 ) -> Result<Vec<(String, PolicySettings)>> {
     let default = current(store, transport, DEFAULT_QUEUE)
         .await?
@@ -225,7 +225,7 @@ async fn durable_copy(store: &dyn ControlStore, name: &str) -> Result<Option<Pol
         .map(|(_, s)| s))
 }
 
-async fn cached_copy(transport: &dyn Transport, name: &str) -> Result<Option<PolicySettings>> {
+async fn cached_copy(transport: &dyn SettingsCache, name: &str) -> Result<Option<PolicySettings>> {
     if name == DEFAULT_QUEUE {
         return transport.policy().await;
     }
@@ -244,7 +244,7 @@ async fn cached_copy(transport: &dyn Transport, name: &str) -> Result<Option<Pol
 /// Kubernetes controller change settings.
 pub async fn sync(
     store: Option<&dyn ControlStore>,
-    transport: &dyn Transport,
+    transport: &dyn SettingsCache,
     name: &str,
     desired: &PolicySettings,
 ) -> std::result::Result<Synced, SideError> {
@@ -279,7 +279,7 @@ pub async fn sync(
 /// Write queue `name`'s settings in both copies, durable first ([`sync`]).
 pub async fn apply(
     store: &dyn ControlStore,
-    transport: &dyn Transport,
+    transport: &dyn SettingsCache,
     name: &str,
     settings: &PolicySettings,
 ) -> Result<()> {
@@ -292,7 +292,7 @@ pub async fn apply(
 /// Returns whether anything was released.
 pub async fn release(
     store: Option<&dyn ControlStore>,
-    transport: &dyn Transport,
+    transport: &dyn SettingsCache,
     name: &str,
     owner: Option<&str>,
 ) -> std::result::Result<bool, SideError> {
@@ -343,7 +343,10 @@ pub async fn release(
 
 /// Rebuild the transport's copies that are missing (after a Redis flush) from the durable
 /// ones, never overwriting one that is there (a newer write). Returns the queues restored.
-pub async fn restore(store: &dyn ControlStore, transport: &dyn Transport) -> Result<Vec<String>> {
+pub async fn restore(
+    store: &dyn ControlStore,
+    transport: &dyn SettingsCache,
+) -> Result<Vec<String>> {
     let mut restored = Vec::new();
     if transport.policy().await?.is_none() {
         let durable = store.load_policy().await?.unwrap_or_default();
@@ -367,7 +370,11 @@ pub async fn restore(store: &dyn ControlStore, transport: &dyn Transport) -> Res
 
 /// Make sure queue `name` exists (a job is about to be put in it): created with the default
 /// settings, durable copy first, if it did not. `default` always exists.
-pub async fn ensure(store: &dyn ControlStore, transport: &dyn Transport, name: &str) -> Result<()> {
+pub async fn ensure(
+    store: &dyn ControlStore,
+    transport: &dyn SettingsCache,
+    name: &str,
+) -> Result<()> {
     if name == DEFAULT_QUEUE {
         return Ok(());
     }

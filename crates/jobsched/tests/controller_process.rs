@@ -5,7 +5,8 @@
 //! policy changes while the object owns the policy.
 
 use chrono::{DateTime, Utc};
-use jobsched_core::ports::{Event, Store, Transport};
+use jobsched_core::ports::{Event, Store};
+use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{Job, JobFilter, JobStatus, NewJob, PolicyKind, PolicySettings};
 use jobsched_store::testing::TestDb;
 use jobsched_testkit::free_port;

@@ -3,7 +3,8 @@
 //! run with the default metrics address.
 
 use jobsched_core::NewJob;
-use jobsched_core::ports::{Store, Transport};
+use jobsched_core::ports::Store;
+use jobsched_core::ports::{EventBus as _, WorkerRegistry as _};
 use jobsched_store::testing::TestDb;
 use jobsched_transport::RedisTransport;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -4,7 +4,8 @@
 
 use chrono::Utc;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
-use jobsched_core::ports::{Event, Store, Transport};
+use jobsched_core::ports::{Event, Store};
+use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_store::testing::TestDb;
 use jobsched_testkit::free_port;

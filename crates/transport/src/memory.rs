@@ -1,7 +1,9 @@
 //! The in-process transport for the single-process dev mode.
 
 use async_trait::async_trait;
-use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
+use jobsched_core::ports::{
+    Event, EventBus, SettingsCache, Subscription, Transport, WorkerRegistry, WorkerSlots,
+};
 use jobsched_core::{PolicySettings, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,7 +76,7 @@ impl MemoryTransport {
 }
 
 #[async_trait]
-impl Transport for MemoryTransport {
+impl WorkerRegistry for MemoryTransport {
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()> {
         let now = Instant::now();
         // A ttl too large to represent means "practically forever".
@@ -136,7 +138,10 @@ impl Transport for MemoryTransport {
         }
         Ok(reaped)
     }
+}
 
+#[async_trait]
+impl SettingsCache for MemoryTransport {
     async fn policy(&self) -> Result<Option<PolicySettings>> {
         Ok(self.lock().policy.clone())
     }
@@ -186,7 +191,10 @@ impl Transport for MemoryTransport {
         }
         Ok(added)
     }
+}
 
+#[async_trait]
+impl EventBus for MemoryTransport {
     async fn publish(&self, event: Event) -> Result<()> {
         self.emit(event);
         Ok(())
@@ -197,7 +205,10 @@ impl Transport for MemoryTransport {
             rx: self.events.subscribe(),
         }))
     }
+}
 
+#[async_trait]
+impl Transport for MemoryTransport {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

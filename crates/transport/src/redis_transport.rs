@@ -4,7 +4,9 @@ use crate::error::{TransportError, redact_url};
 use crate::{event_from_name, event_name};
 use async_trait::async_trait;
 use futures::StreamExt;
-use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
+use jobsched_core::ports::{
+    Event, EventBus, SettingsCache, Subscription, Transport, WorkerRegistry, WorkerSlots,
+};
 use jobsched_core::{PolicySettings, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
 use redis::{AsyncCommands, Client, Script};
@@ -242,7 +244,7 @@ impl RedisTransport {
 }
 
 #[async_trait]
-impl Transport for RedisTransport {
+impl WorkerRegistry for RedisTransport {
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()> {
         let keys = self.keys();
         let ttl_ms = u64::try_from(ttl.as_millis())
@@ -312,7 +314,10 @@ impl Transport for RedisTransport {
             .map_err(|e| self.err("reap_dead_workers", e))?;
         Ok(dead)
     }
+}
 
+#[async_trait]
+impl SettingsCache for RedisTransport {
     async fn policy(&self) -> Result<Option<PolicySettings>> {
         let key = &self.keys().policy;
         let raw: Option<String> = self
@@ -417,7 +422,10 @@ impl Transport for RedisTransport {
         }
         Ok(added)
     }
+}
 
+#[async_trait]
+impl EventBus for RedisTransport {
     async fn publish(&self, event: Event) -> Result<()> {
         let _: i64 = self
             .conn()
@@ -447,7 +455,10 @@ impl Transport for RedisTransport {
             stream: pubsub.into_on_message(),
         }))
     }
+}
 
+#[async_trait]
+impl Transport for RedisTransport {
     async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")
             .query_async(&mut self.conn())

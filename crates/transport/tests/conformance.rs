@@ -6,6 +6,7 @@
 //! unreachable the Redis tests are skipped with a message, or fail when `CI=true`.
 
 use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
+use jobsched_core::ports::{EventBus as _, WorkerRegistry as _};
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_transport::{MemoryTransport, RedisTransport, TransportError};
 use std::future::Future;

@@ -8,7 +8,8 @@ use chrono::Utc;
 use jobsched_api::{ApiConfig, AppState};
 use jobsched_client::Client;
 use jobsched_core::ports::{
-    Event, Outcome, Store, Subscription, SystemClock, Token, Transport, WorkerSlots,
+    Event, EventBus, Outcome, SettingsCache, Store, Subscription, SystemClock, Token, Transport,
+    WorkerRegistry, WorkerSlots,
 };
 use jobsched_core::{Job, NewJob, PolicySettings};
 use jobsched_jobs::{DataDir, Registry};
@@ -56,7 +57,7 @@ fn down<T>() -> jobsched_core::Result<T> {
 }
 
 #[async_trait]
-impl Transport for DownTransport {
+impl WorkerRegistry for DownTransport {
     async fn report_slots(
         &self,
         _: &str,
@@ -66,36 +67,56 @@ impl Transport for DownTransport {
     ) -> jobsched_core::Result<()> {
         down()
     }
+
     async fn workers(&self) -> jobsched_core::Result<Vec<WorkerSlots>> {
         down()
     }
+
     async fn report_types(&self, _: &str, _: &[String]) -> jobsched_core::Result<()> {
         down()
     }
+
     async fn reap_dead_workers(&self) -> jobsched_core::Result<Vec<String>> {
         down()
     }
+}
+
+#[async_trait]
+impl SettingsCache for DownTransport {
     async fn policy(&self) -> jobsched_core::Result<Option<PolicySettings>> {
         down()
     }
+
     async fn set_policy(&self, _: &PolicySettings) -> jobsched_core::Result<()> {
         down()
     }
+
     async fn queues(&self) -> jobsched_core::Result<Vec<(String, PolicySettings)>> {
         down()
     }
+
     async fn set_queue(&self, _: &str, _: &PolicySettings) -> jobsched_core::Result<()> {
         down()
     }
+
     async fn add_queue(&self, _: &str, _: &PolicySettings) -> jobsched_core::Result<bool> {
         down()
     }
+}
+
+#[async_trait]
+impl EventBus for DownTransport {
     async fn publish(&self, _: Event) -> jobsched_core::Result<()> {
         down()
     }
+
     async fn subscribe(&self) -> jobsched_core::Result<Box<dyn Subscription>> {
         down()
     }
+}
+
+#[async_trait]
+impl Transport for DownTransport {
     async fn ping(&self) -> jobsched_core::Result<()> {
         down()
     }
