@@ -7,10 +7,11 @@
 //! Each installation follows exactly one object, `ControllerConfig::config_name` in
 //! `ControllerConfig::namespace`. When that object is reconciled, the controller builds
 //! [`PolicySettings`](jobsched_core::PolicySettings) from its spec with
-//! `managed_by = "<namespace>/<name>"`, reads `{prefix}:policy` from Redis and writes it (which
-//! also publishes `PolicyChanged`, so the engine switches within milliseconds) only when it
-//! differs; when a database URL is configured it then does the same for the durable copy in
-//! Postgres. It patches the status (`observedGeneration`, `activePolicy`, `lastAppliedTime`,
+//! `managed_by = "<namespace>/<name>"` and writes it through `jobsched_core::queue::sync`: the
+//! durable copy in Postgres first (when the binary handed it a store port), then `{prefix}:policy`
+//! in Redis (which also publishes `PolicyChanged`, so the engine switches within milliseconds),
+//! each only when it differs. The binary hands the controller its [`Ports`], each connected on
+//! first use; the controller never connects by URL itself. It patches the status (`observedGeneration`, `activePolicy`, `lastAppliedTime`,
 //! condition `Ready=True/Applied`) only when the status would change, and publishes a Kubernetes
 //! Event `PolicyChanged` only when the effective policy (policy, quantum, paused) changed. The
 //! object is re-reconciled every `requeue` (default 60 s), so a flushed Redis or a stray write
@@ -77,6 +78,7 @@ mod crd;
 mod error;
 mod leader;
 mod metrics;
+mod port;
 mod reconcile;
 mod schedule_crd;
 mod schedules;
@@ -88,6 +90,7 @@ pub use crd::{
     VERSION, crd_yaml,
 };
 pub use error::ControllerError;
+pub use port::{Ports, StorePort, TransportPort};
 pub use reconcile::{
     EVENT_POLICY_CHANGED, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC,
     REASON_REDIS_UNAVAILABLE, REASON_STORE_UNAVAILABLE,
@@ -98,14 +101,13 @@ pub use schedule_crd::{
 
 use futures::StreamExt;
 use jobsched_core::ports::SystemClock;
-use jobsched_transport::{RedisTransport, TransportError};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use leader::LeaseLock;
-use reconcile::{Context, RedisConn, StoreConn, error_policy, reconcile};
+use reconcile::{Context, error_policy, reconcile};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,12 +120,6 @@ pub struct ControllerConfig {
     pub namespace: String,
     /// The one `SchedulerConfig` this installation follows. Default `jobsched`.
     pub config_name: String,
-    /// Redis URL. Default `redis://127.0.0.1:6379`.
-    pub redis_url: String,
-    /// Redis key prefix. Default `jobsched`.
-    pub redis_prefix: String,
-    /// When set, the policy is also saved as the durable copy in this database.
-    pub database_url: Option<String>,
     /// Period of the level-triggered re-assert. Default 60 s.
     pub requeue: Duration,
     /// Compete for a Lease so only one replica writes. Default true.
@@ -137,7 +133,7 @@ pub struct ControllerConfig {
     pub lease_ttl: Duration,
     /// Only the `JobSchedule`s with these labels (a Kubernetes label selector, e.g.
     /// `app.kubernetes.io/instance=prod`); `None`: every one in the namespace. JobSchedules are
-    /// followed only with a `database_url` (the schedules live in the database).
+    /// followed only with a store port (the schedules live in the database).
     pub schedule_selector: Option<String>,
 }
 
@@ -146,9 +142,6 @@ impl Default for ControllerConfig {
         ControllerConfig {
             namespace: "default".into(),
             config_name: "jobsched".into(),
-            redis_url: "redis://127.0.0.1:6379".into(),
-            redis_prefix: jobsched_transport::DEFAULT_PREFIX.into(),
-            database_url: None,
             requeue: Duration::from_secs(60),
             leader_election: true,
             lease_name: "jobsched-controller".into(),
@@ -222,9 +215,10 @@ fn is_dns_name(s: &str) -> bool {
 /// account or `KUBECONFIG`) until `shutdown` is cancelled.
 pub async fn run(
     cfg: ControllerConfig,
+    ports: Ports,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
-    run_with_client(cfg, client().await?, shutdown).await
+    run_with_client(cfg, ports, client().await?, shutdown).await
 }
 
 /// A Kubernetes client from the environment (in-cluster service account or `KUBECONFIG`).
@@ -246,15 +240,15 @@ pub async fn api_server_answers(client: &Client, within: Duration) -> bool {
 /// [`run`] with a given client (tests, or a custom `kube::Config`).
 pub async fn run_with_client(
     cfg: ControllerConfig,
+    ports: Ports,
     client: Client,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
     cfg.validate()?;
-    check_redis(&cfg).await?;
     let leader = &metrics::metrics().leader;
     if !cfg.leader_election {
         leader.set(1);
-        let result = lead(cfg, client, shutdown).await;
+        let result = lead(cfg, ports, client, shutdown).await;
         leader.set(0);
         return result;
     }
@@ -278,7 +272,12 @@ pub async fn run_with_client(
         tracing::info!(identity = %cfg.identity, lease = %cfg.lease_name, "became the controller leader");
         leader.set(1);
         let leading = shutdown.child_token();
-        let mut task = tokio::spawn(lead(cfg.clone(), client.clone(), leading.clone()));
+        let mut task = tokio::spawn(lead(
+            cfg.clone(),
+            ports.clone(),
+            client.clone(),
+            leading.clone(),
+        ));
         let mut renewed = Instant::now();
         let outcome = loop {
             tokio::select! {
@@ -325,27 +324,10 @@ enum Outcome {
     Exited(Result<Result<(), ControllerError>, tokio::task::JoinError>),
 }
 
-/// Fail fast on a Redis URL or prefix that can never work; an unreachable Redis only warns
-/// (the controller reports it in the status and retries).
-async fn check_redis(cfg: &ControllerConfig) -> Result<(), ControllerError> {
-    match RedisTransport::connect(&cfg.redis_url, &cfg.redis_prefix).await {
-        Ok(_) => Ok(()),
-        Err(e @ (TransportError::InvalidUrl { .. } | TransportError::InvalidPrefix { .. })) => {
-            Err(ControllerError::Config {
-                field: "redis",
-                message: e.to_string(),
-            })
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Redis is not reachable yet; SchedulerConfig status will say RedisUnavailable until it is");
-            Ok(())
-        }
-    }
-}
-
 /// Run the kube `Controller` (and the ownership-release loop) until `token` is cancelled.
 async fn lead(
     cfg: ControllerConfig,
+    ports: Ports,
     client: Client,
     token: CancellationToken,
 ) -> Result<(), ControllerError> {
@@ -354,8 +336,8 @@ async fn lead(
         namespace: cfg.namespace.clone(),
         config_name: cfg.config_name.clone(),
         managed_by: cfg.managed_by(),
-        redis: RedisConn::lazy(&cfg.redis_url, &cfg.redis_prefix),
-        store: cfg.database_url.as_deref().map(StoreConn::lazy),
+        redis: ports.transport,
+        store: ports.store,
         reporter: Reporter {
             controller: FIELD_MANAGER.into(),
             instance: Some(cfg.identity.clone()),

@@ -4,11 +4,11 @@
 use crate::crd::{Condition, SchedulerConfig, SchedulerConfigStatus};
 use crate::error::ControllerError;
 use crate::metrics::metrics;
+use crate::port::{StorePort, TransportPort};
 use chrono::SecondsFormat;
 use jobsched_core::PolicySettings;
-use jobsched_core::ports::{Clock, ControlStore, Store, Transport};
+use jobsched_core::ports::{Clock, ControlStore, Store};
 use jobsched_core::queue::{self, Side, SideError, Synced};
-use jobsched_transport::RedisTransport;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -32,75 +32,6 @@ pub const EVENT_POLICY_CHANGED: &str = "PolicyChanged";
 /// Field manager and reporting controller name.
 pub const FIELD_MANAGER: &str = "jobsched-controller";
 
-/// A Redis transport connected on first use (so the controller starts while Redis is down).
-pub(crate) struct RedisConn {
-    url: String,
-    prefix: String,
-    cell: tokio::sync::Mutex<Option<Arc<dyn Transport>>>,
-}
-
-impl RedisConn {
-    pub(crate) fn lazy(url: &str, prefix: &str) -> RedisConn {
-        RedisConn {
-            url: url.to_string(),
-            prefix: prefix.to_string(),
-            cell: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn ready(transport: Arc<dyn Transport>) -> RedisConn {
-        RedisConn {
-            url: String::new(),
-            prefix: String::new(),
-            cell: tokio::sync::Mutex::new(Some(transport)),
-        }
-    }
-
-    pub(crate) async fn get(&self) -> Result<Arc<dyn Transport>, ControllerError> {
-        let mut cell = self.cell.lock().await;
-        if let Some(t) = cell.as_ref() {
-            return Ok(t.clone());
-        }
-        let t: Arc<dyn Transport> = Arc::new(
-            RedisTransport::connect(&self.url, &self.prefix)
-                .await
-                .map_err(|e| ControllerError::Redis { source: e.into() })?,
-        );
-        *cell = Some(t.clone());
-        Ok(t)
-    }
-}
-
-/// The durable store, connected on first use.
-pub(crate) struct StoreConn {
-    url: String,
-    cell: tokio::sync::Mutex<Option<Arc<dyn jobsched_core::ports::Store>>>,
-}
-
-impl StoreConn {
-    pub(crate) fn lazy(url: &str) -> StoreConn {
-        StoreConn {
-            url: url.to_string(),
-            cell: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    pub(crate) async fn get(
-        &self,
-    ) -> Result<Arc<dyn jobsched_core::ports::Store>, ControllerError> {
-        let mut cell = self.cell.lock().await;
-        if let Some(s) = cell.as_ref() {
-            return Ok(s.clone());
-        }
-        let store = jobsched_store::connect(&self.url, 2)
-            .await
-            .map_err(|e| ControllerError::Store { source: e.into() })?;
-        *cell = Some(store.clone());
-        Ok(store)
-    }
-}
-
 /// Everything a reconciliation needs.
 pub(crate) struct Context {
     pub client: Client,
@@ -108,8 +39,8 @@ pub(crate) struct Context {
     pub config_name: String,
     /// `namespace/name` of the selected object, written as `managed_by`.
     pub managed_by: String,
-    pub redis: RedisConn,
-    pub store: Option<StoreConn>,
+    pub redis: TransportPort,
+    pub store: Option<StorePort>,
     /// Who publishes the Events (a fresh [`Recorder`] is used per event; see `publish`).
     pub reporter: Reporter,
     pub requeue: Duration,

@@ -178,7 +178,7 @@ async fn reconcile_inner(obj: &JobSchedule, ctx: &Context) -> Result<Action, Con
 /// Write `desired` unless the stored schedule already asks for the same; returns the stored
 /// schedule (with its fire state).
 async fn apply(
-    conn: &crate::reconcile::StoreConn,
+    conn: &crate::port::StorePort,
     desired: &Schedule,
 ) -> Result<Schedule, ControllerError> {
     let store = conn.get().await?;
@@ -244,7 +244,7 @@ pub(crate) async fn delete_orphans(
 /// One pass of [`delete_orphans`]; returns the schedules deleted.
 pub(crate) async fn sweep(
     ctx: &Context,
-    conn: &crate::reconcile::StoreConn,
+    conn: &crate::port::StorePort,
     reader: &Store<JobSchedule>,
 ) -> Result<Vec<String>, ControllerError> {
     let store = conn.get().await?;

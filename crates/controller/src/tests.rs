@@ -1,5 +1,6 @@
 //! Reconciler and lease tests against a mock Kubernetes API (`tower_test`) that asserts the exact
-//! requests, with the Redis side on the real Redis under a unique key prefix.
+//! requests, with the transport in memory (the ports are what `main` hands the controller; the
+//! real Redis is exercised by `tests/e2e.rs` and the process tests).
 
 use crate::crd::{
     Condition, RoundRobinSpec, SchedulerConfig, SchedulerConfigSpec, SchedulerConfigStatus,
@@ -7,16 +8,17 @@ use crate::crd::{
 use crate::error::ControllerError;
 use crate::leader::LeaseLock;
 use crate::metrics::metrics;
+use crate::port::{StorePort, TransportPort};
 use crate::reconcile::{
     Context, FIELD_MANAGER, READY, REASON_APPLIED, REASON_INVALID_SPEC, REASON_REDIS_UNAVAILABLE,
-    RedisConn, StoreConn, error_policy, reconcile,
+    error_policy, reconcile,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
 use jobsched_core::ports::Clock;
 use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{PolicyKind, PolicySettings};
-use jobsched_transport::RedisTransport;
+use jobsched_transport::{MemoryTransport, RedisTransport};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -31,7 +33,6 @@ use std::time::Duration;
 const NS: &str = "testns";
 const NAME: &str = "jobsched";
 const OWNER: &str = "testns/jobsched";
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const T0: &str = "2025-01-01T00:00:00Z";
 const T1: &str = "2025-01-01T00:05:00Z";
 
@@ -58,55 +59,33 @@ impl Clock for TestClock {
     }
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
-/// Deletes the test's Redis keys when dropped (also when the test panics).
-struct RedisKeys {
-    prefix: String,
-}
-
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
-        let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(t) = RedisTransport::connect(REDIS_URL, &prefix).await {
-                    let _ = t.delete_all_keys().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// A transport on the real Redis under a fresh prefix, or `None` (skip) when Redis is down
-/// and `CI` is not `true`.
-async fn redis() -> Option<(RedisTransport, RedisKeys)> {
-    let prefix = format!("jobsched-ctl-test-{}", uuid::Uuid::new_v4().simple());
-    match RedisTransport::connect(REDIS_URL, &prefix).await {
-        Ok(t) => Some((t, RedisKeys { prefix })),
-        Err(e) if in_ci() => panic!("Redis is required when CI=true: {e}"),
-        Err(e) => {
-            eprintln!(
-                "skipping: Redis at {REDIS_URL} is unreachable ({e}); start Redis to run this test"
-            );
-            None
-        }
-    }
-}
-
 fn mock_client() -> (Client, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     (Client::new(service, NS), handle)
 }
 
-fn context(client: Client, redis: RedisConn, clock: Arc<TestClock>) -> Arc<Context> {
+/// A transport port on Redis at `url` under `prefix`, connected on first use (as `main` makes it).
+fn redis_port(url: &str, prefix: &str) -> TransportPort {
+    let (url, prefix) = (url.to_owned(), prefix.to_owned());
+    TransportPort::connect_with(move || {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        async move {
+            let t = RedisTransport::connect(&url, &prefix).await?;
+            Ok(Arc::new(t) as Arc<dyn jobsched_core::ports::Transport>)
+        }
+    })
+}
+
+/// A store port on the database at `url`, connected on first use (as `main` makes it).
+fn store_port(url: &str) -> StorePort {
+    let url = url.to_owned();
+    StorePort::connect_with(move || {
+        let url = url.clone();
+        async move { Ok(jobsched_store::connect(&url, 2).await?) }
+    })
+}
+
+fn context(client: Client, redis: TransportPort, clock: Arc<TestClock>) -> Arc<Context> {
     Arc::new(Context {
         client,
         namespace: NS.into(),
@@ -128,17 +107,17 @@ fn context(client: Client, redis: RedisConn, clock: Arc<TestClock>) -> Arc<Conte
 
 /// A context on the mock API server with the durable store of `db`, its clock at `at`.
 fn context_with_store(
-    transport: &RedisTransport,
+    transport: &MemoryTransport,
     db: &jobsched_store::testing::TestDb,
     at: &str,
 ) -> (Arc<Context>, Handle) {
     let (client, handle) = mock_client();
     let mut ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(at),
     );
-    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(db.url()));
+    Arc::get_mut(&mut ctx).unwrap().store = Some(store_port(db.url()));
     (ctx, handle)
 }
 
@@ -306,13 +285,11 @@ where
 
 #[tokio::test]
 async fn new_object_writes_redis_patches_status_and_publishes_event() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T0),
     );
     let obj = object(NAME, spec(PolicyKind::Priority), 1);
@@ -355,9 +332,7 @@ async fn new_object_writes_redis_patches_status_and_publishes_event() {
 
 #[tokio::test]
 async fn spec_change_switches_policy_and_keeps_transition_time() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     transport
         .set_policy(&settings(PolicyKind::Priority, 5.0, Some(OWNER)))
         .await
@@ -365,7 +340,7 @@ async fn spec_change_switches_policy_and_keeps_transition_time() {
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T1),
     );
     let mut obj = object(
@@ -426,16 +401,14 @@ async fn spec_change_switches_policy_and_keeps_transition_time() {
 
 #[tokio::test]
 async fn unchanged_object_makes_no_request_and_no_write() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let applied = settings(PolicyKind::Sjf, 5.0, Some(OWNER));
     transport.set_policy(&applied).await.unwrap();
     let mut events = transport.subscribe().await.unwrap();
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T1),
     );
     let mut obj = object(NAME, spec(PolicyKind::Sjf), 3);
@@ -466,9 +439,7 @@ async fn unchanged_object_makes_no_request_and_no_write() {
 
 #[tokio::test]
 async fn stray_write_is_corrected_on_requeue() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     // Someone wrote around the controller (and dropped managed_by).
     transport
         .set_policy(&settings(PolicyKind::Fcfs, 5.0, None))
@@ -477,7 +448,7 @@ async fn stray_write_is_corrected_on_requeue() {
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T1),
     );
     let mut obj = object(NAME, spec(PolicyKind::Priority), 1);
@@ -522,7 +493,7 @@ async fn redis_down_reports_unavailable_and_backs_off() {
     // Nothing listens on port 1: connecting is refused.
     let ctx = context(
         client,
-        RedisConn::lazy("redis://127.0.0.1:1", "jobsched-ctl-test-down"),
+        redis_port("redis://127.0.0.1:1", "jobsched-ctl-test-down"),
         TestClock::at(T1),
     );
     let mut obj = object(NAME, spec(PolicyKind::Priority), 4);
@@ -600,15 +571,13 @@ async fn redis_down_reports_unavailable_and_backs_off() {
 
 #[tokio::test]
 async fn backoff_resets_after_success() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let applied = settings(PolicyKind::Fcfs, 5.0, Some(OWNER));
     transport.set_policy(&applied).await.unwrap();
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T1),
     );
     let mut obj = object(NAME, spec(PolicyKind::Fcfs), 1);
@@ -641,15 +610,13 @@ async fn backoff_resets_after_success() {
 
 #[tokio::test]
 async fn other_object_is_ignored_and_nothing_is_written() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     // Another installation's object (the watch selects only ours; this covers a stray one):
     // no request to the API server at all, not even a status patch, and nothing in Redis.
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T0),
     );
     let obj = object("staging", spec(PolicyKind::Sjf), 1);
@@ -672,13 +639,11 @@ fn the_watch_selects_only_the_configured_object() {
 
 #[tokio::test]
 async fn release_ownership_keeps_policy_and_only_touches_own_settings() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let (client, _handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T0),
     );
 
@@ -699,9 +664,7 @@ async fn release_ownership_keeps_policy_and_only_touches_own_settings() {
 
 #[tokio::test]
 async fn durable_copy_is_saved_and_released() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
         return;
     };
@@ -747,9 +710,7 @@ async fn durable_copy_is_saved_and_released() {
 /// do all of them when the object is deleted.
 #[tokio::test]
 async fn spec_queues_are_applied_owned_and_released() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
         return;
     };
@@ -926,9 +887,7 @@ fn job_schedule_status_path(name: &str) -> String {
 /// of an object that is gone is deleted.
 #[tokio::test]
 async fn a_job_schedule_is_kept_as_an_owned_schedule() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
         return;
     };
@@ -1305,13 +1264,11 @@ fn time_format_is_rfc3339_seconds() {
 
 #[tokio::test]
 async fn every_policy_change_creates_its_own_event() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T0),
     );
     let first = object(NAME, spec(PolicyKind::Priority), 1);
@@ -1445,32 +1402,12 @@ fn config_defaults_and_validation() {
 }
 
 #[tokio::test]
-async fn invalid_redis_url_is_a_startup_error() {
-    let (client, _handle) = mock_client();
-    let cfg = crate::ControllerConfig {
-        redis_url: "http://127.0.0.1:6379".into(),
-        leader_election: false,
-        ..crate::ControllerConfig::default()
-    };
-    let err = crate::run_with_client(cfg, client, tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, ControllerError::Config { field: "redis", .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains("JOBSCHED_REDIS_URL"), "{err}");
-}
-
-#[tokio::test]
 async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T0),
     );
     let obj = object(
@@ -1534,9 +1471,7 @@ async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
 
 #[tokio::test]
 async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
-    let Some((transport, _keys)) = redis().await else {
-        return;
-    };
+    let transport = MemoryTransport::new();
     let owned = settings(PolicyKind::Priority, 5.0, Some(OWNER));
     let object_path = format!("/apis/jobsched.io/v1alpha1/namespaces/{NS}/schedulerconfigs/{NAME}");
 
@@ -1545,7 +1480,7 @@ async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T0),
     );
     let obj = object(NAME, spec(PolicyKind::Priority), 1);
@@ -1568,7 +1503,7 @@ async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
     let (client, handle) = mock_client();
     let ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T0),
     );
     let path = object_path.clone();
@@ -1604,13 +1539,12 @@ async fn a_store_down_leaves_the_transport_untouched() {
     let (client, handle) = mock_client();
     let mut ctx = context(
         client,
-        RedisConn::ready(Arc::new(transport.clone())),
+        TransportPort::ready(Arc::new(transport.clone())),
         TestClock::at(T1),
     );
     // A database in a directory that does not exist: opening it fails at once.
-    Arc::get_mut(&mut ctx).unwrap().store = Some(StoreConn::lazy(
-        "sqlite:///nonexistent-jobsched-dir/jobsched.db",
-    ));
+    Arc::get_mut(&mut ctx).unwrap().store =
+        Some(store_port("sqlite:///nonexistent-jobsched-dir/jobsched.db"));
     let obj = object(NAME, spec(PolicyKind::Priority), 2);
     let obj2 = obj.clone();
     let result = with_api(

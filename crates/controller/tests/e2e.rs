@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use futures::channel::mpsc;
-use jobsched_controller::{ControllerConfig, run_with_client};
+use jobsched_controller::{ControllerConfig, Ports, TransportPort, run_with_client};
 use jobsched_core::ports::SettingsCache as _;
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_testkit::in_ci;
@@ -369,13 +369,10 @@ fn ready(status: &Value) -> Option<(String, String)> {
         })
 }
 
-fn replica(prefix: &str, identity: &str) -> ControllerConfig {
+fn replica(identity: &str) -> ControllerConfig {
     ControllerConfig {
         namespace: NS.into(),
         config_name: "jobsched".into(),
-        redis_url: REDIS_URL.into(),
-        redis_prefix: prefix.into(),
-        database_url: None,
         requeue: Duration::from_secs(2),
         leader_election: true,
         lease_name: "jobsched-controller".into(),
@@ -422,8 +419,15 @@ async fn two_replicas_follow_the_schedulerconfig() {
     let mut replicas = HashMap::new();
     for id in ["replica-a", "replica-b"] {
         let token = CancellationToken::new();
+        // Each replica has its own Redis connection, as separate pods do.
+        let own = RedisTransport::connect(REDIS_URL, &prefix).await.unwrap();
+        let ports = Ports {
+            transport: TransportPort::ready(Arc::new(own)),
+            store: None,
+        };
         let task = tokio::spawn(run_with_client(
-            replica(&prefix, id),
+            replica(id),
+            ports,
             client(&url),
             token.clone(),
         ));

@@ -271,12 +271,15 @@ async fn dev(args: DevArgs) -> Result<()> {
 
 async fn controller(args: ControllerArgs) -> Result<()> {
     jobsched_worker::logging::init("info");
+    let ports = controller_ports(
+        &args.redis.redis_url,
+        &args.redis.redis_prefix,
+        args.database_url.as_deref().filter(|u| !u.is_empty()),
+    )
+    .await?;
     let cfg = jobsched_controller::ControllerConfig {
         namespace: args.namespace,
         config_name: args.config_name,
-        redis_url: args.redis.redis_url,
-        redis_prefix: args.redis.redis_prefix,
-        database_url: args.database_url.filter(|u| !u.is_empty()),
         requeue: secs("JOBSCHED_REQUEUE_SECONDS", args.requeue_seconds)?,
         leader_election: args.leader_election,
         lease_name: args.lease_name,
@@ -305,7 +308,7 @@ async fn controller(args: ControllerArgs) -> Result<()> {
         &shutdown,
     )
     .await?;
-    jobsched_controller::run_with_client(cfg, client, shutdown.clone())
+    jobsched_controller::run_with_client(cfg, ports, client, shutdown.clone())
         .await
         .context("controller failed")?;
     shutdown.cancel();
@@ -313,4 +316,56 @@ async fn controller(args: ControllerArgs) -> Result<()> {
         let _ = m.await;
     }
     Ok(())
+}
+
+/// The controller's ports: Redis and (with a URL) the database, each connected on first use so
+/// the controller starts, and says so in the SchedulerConfig status, while either is down. A
+/// Redis URL or prefix that can never work fails at once.
+async fn controller_ports(
+    redis_url: &str,
+    redis_prefix: &str,
+    database_url: Option<&str>,
+) -> Result<jobsched_controller::Ports> {
+    use jobsched_controller::{Ports, StorePort, TransportPort};
+    use jobsched_transport::{RedisTransport, TransportError};
+    match RedisTransport::connect(redis_url, redis_prefix).await {
+        Ok(_) => {}
+        Err(e @ (TransportError::InvalidUrl { .. } | TransportError::InvalidPrefix { .. })) => {
+            bail!("{e}")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is not reachable yet; SchedulerConfig status will say RedisUnavailable until it is");
+        }
+    }
+    let (url, prefix) = (redis_url.to_owned(), redis_prefix.to_owned());
+    let transport = TransportPort::connect_with(move || {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        async move {
+            let redis = RedisTransport::connect(&url, &prefix).await?;
+            Ok(Arc::new(redis) as Arc<dyn Transport>)
+        }
+    });
+    let store = database_url.map(|url| {
+        let url = url.to_owned();
+        StorePort::connect_with(move || {
+            let url = url.clone();
+            async move {
+                let store: Arc<dyn Store> = jobsched_store::connect(&url, 2).await?;
+                Ok(store)
+            }
+        })
+    });
+    Ok(Ports { transport, store })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A Redis URL that can never work stops the controller at start, naming the setting.
+    #[tokio::test]
+    async fn the_controller_refuses_an_invalid_redis_url() {
+        let err = super::controller_ports("http://127.0.0.1:6379", "jobsched", None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("JOBSCHED_REDIS_URL"), "{err}");
+    }
 }
