@@ -9,6 +9,7 @@ mod common;
 use common::{Backend, Harness, Options, locs, status_json, validation_entries};
 use jobsched_api::ApiConfig;
 use jobsched_client::{ClientError, ListQuery, PolicyUpdate, SubmitJob};
+use jobsched_core::JobSpec;
 use jobsched_core::ports::Event;
 use jobsched_core::{Job, JobStatus, PolicyKind, PolicySettings};
 use reqwest::StatusCode;
@@ -1498,14 +1499,14 @@ async fn backlog_gauge_is_estimated_seconds_per_live_slot(backend: Backend) {
     };
     assert_eq!(jobsched_api::backlog::refresh(&state).await.unwrap(), 0.0);
     for (name, est) in [("b1", 2.0), ("b2", 4.5), ("b3", 0.5)] {
-        let job = jobsched_core::NewJob::new(
-            name,
-            "sleep",
-            Some(5),
-            Some(est),
-            Some(json!({"duration": 0.01})),
-            Some(3),
-        )
+        let job = jobsched_core::NewJob::new(JobSpec {
+            name: name.into(),
+            job_type: "sleep".into(),
+            priority: Some(5),
+            estimated_duration: Some(est),
+            payload: Some(json!({"duration": 0.01})),
+            max_retries: Some(3),
+        })
         .unwrap();
         h.store.insert(&job, chrono::Utc::now()).await.unwrap();
     }
@@ -1526,7 +1527,12 @@ async fn backlog_gauge_is_estimated_seconds_per_live_slot(backend: Backend) {
     }
     // Jobs of a type no live worker serves are counted as unserved until one does.
     let lonely = format!("lonely-{backend:?}").to_lowercase();
-    let job = jobsched_core::NewJob::new("l", &lonely, None, None, None, None).unwrap();
+    let job = jobsched_core::NewJob::new(JobSpec {
+        name: "l".into(),
+        job_type: lonely.to_string(),
+        ..JobSpec::default()
+    })
+    .unwrap();
     h.store.insert(&job, chrono::Utc::now()).await.unwrap();
     jobsched_api::backlog::refresh(&state).await.unwrap();
     let series = format!("jobsched_unserved_jobs{{job_type=\"{lonely}\"}}");

@@ -2,6 +2,7 @@
 //! object, reconciled into the scheduler's schedules (what `POST /schedules` creates).
 
 use crate::crd::Condition;
+use jobsched_core::JobSpec;
 use jobsched_core::NewJob;
 use jobsched_core::schedule::{Cron, Overlap, Schedule, check_schedule_name};
 use kube::{CustomResource, CustomResourceExt};
@@ -168,14 +169,14 @@ impl JobScheduleSpec {
             other => return Err(format!("spec.overlap must be skip or allow, got {other:?}")),
         };
         let t = &self.job;
-        let mut job = NewJob::build(
-            t.name.as_deref().unwrap_or(name),
-            &t.job_type,
-            t.priority,
-            t.estimated_duration,
-            t.payload.clone(),
-            t.max_retries,
-        )
+        let mut job = NewJob::build(JobSpec {
+            name: t.name.as_deref().unwrap_or(name).into(),
+            job_type: t.job_type.clone(),
+            priority: t.priority,
+            estimated_duration: t.estimated_duration,
+            payload: t.payload.clone(),
+            max_retries: t.max_retries,
+        })
         .map_err(|errors| {
             errors
                 .into_iter()

@@ -215,25 +215,38 @@ pub fn check_unique_key(key: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// The generic fields of a submission, before checks: each `None` takes its default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSpec {
+    /// Display name (1 to [`MAX_NAME_CHARS`] characters).
+    pub name: String,
+    /// The job type (checked by the job registry, not here).
+    pub job_type: String,
+    /// 1 (highest) to 10; default [`DEFAULT_PRIORITY`].
+    pub priority: Option<i64>,
+    /// Seconds, greater than 0; default [`DEFAULT_ESTIMATED_DURATION`].
+    pub estimated_duration: Option<f64>,
+    /// A JSON object; default `{}`.
+    pub payload: Option<Value>,
+    /// 0 to 10; default [`DEFAULT_MAX_RETRIES`].
+    pub max_retries: Option<i64>,
+}
+
+impl JobSpec {
+    /// A job of `job_type` named `name`, every other field at its default.
+    pub fn new(name: impl Into<String>, job_type: impl Into<String>) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            job_type: job_type.into(),
+            ..JobSpec::default()
+        }
+    }
+}
+
 impl NewJob {
     /// Build and validate a submission; the error names the first bad field.
-    pub fn new(
-        name: &str,
-        job_type: &str,
-        priority: Option<i64>,
-        estimated_duration: Option<f64>,
-        payload: Option<Value>,
-        max_retries: Option<i64>,
-    ) -> Result<Self> {
-        Self::build(
-            name,
-            job_type,
-            priority,
-            estimated_duration,
-            payload,
-            max_retries,
-        )
-        .map_err(|mut errors| {
+    pub fn new(spec: JobSpec) -> Result<Self> {
+        Self::build(spec).map_err(|mut errors| {
             let (field, message) = errors.swap_remove(0);
             Error::Validation { field, message }
         })
@@ -241,32 +254,27 @@ impl NewJob {
 
     /// Validate every generic field at once; returns `(field, message)` for each problem, or
     /// the job. Job-type payload checks are the job registry's business.
-    pub fn build(
-        name: &str,
-        job_type: &str,
-        priority: Option<i64>,
-        estimated_duration: Option<f64>,
-        payload: Option<Value>,
-        max_retries: Option<i64>,
-    ) -> std::result::Result<Self, Vec<(String, String)>> {
+    pub fn build(spec: JobSpec) -> std::result::Result<Self, Vec<(String, String)>> {
         let errors = Self::field_errors(
-            name,
-            priority,
-            estimated_duration,
-            payload.as_ref(),
-            max_retries,
+            &spec.name,
+            spec.priority,
+            spec.estimated_duration,
+            spec.payload.as_ref(),
+            spec.max_retries,
         );
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(NewJob {
             id: Uuid::now_v7(),
-            name: name.to_string(),
-            job_type: job_type.to_string(),
-            priority: priority.unwrap_or(DEFAULT_PRIORITY as i64) as i16,
-            estimated_duration: estimated_duration.unwrap_or(DEFAULT_ESTIMATED_DURATION),
-            payload: payload.unwrap_or_else(|| Value::Object(Map::new())),
-            max_retries: max_retries.unwrap_or(DEFAULT_MAX_RETRIES as i64) as i32,
+            name: spec.name,
+            job_type: spec.job_type,
+            priority: spec.priority.unwrap_or(DEFAULT_PRIORITY as i64) as i16,
+            estimated_duration: spec
+                .estimated_duration
+                .unwrap_or(DEFAULT_ESTIMATED_DURATION),
+            payload: spec.payload.unwrap_or_else(|| Value::Object(Map::new())),
+            max_retries: spec.max_retries.unwrap_or(DEFAULT_MAX_RETRIES as i64) as i32,
             timeout_seconds: None,
             run_at: None,
             unique_key: None,
@@ -649,13 +657,30 @@ mod tests {
 
     #[test]
     fn nul_characters_are_refused_with_their_field() {
-        let err = NewJob::new("a\0b", "sleep", None, None, None, None).unwrap_err();
+        let err = NewJob::new(JobSpec {
+            name: "a\0b".into(),
+            job_type: "sleep".into(),
+            ..JobSpec::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("name"), "{err}");
         let payload = json!({"ok": "x", "deep": {"list": [1, "fine", "bad\u{0}"]}});
-        let errors = NewJob::build("n", "sleep", None, None, Some(payload), None).unwrap_err();
+        let errors = NewJob::build(JobSpec {
+            name: "n".into(),
+            job_type: "sleep".into(),
+            payload: Some(payload),
+            ..JobSpec::default()
+        })
+        .unwrap_err();
         assert_eq!(errors[0].0, "payload.deep.list[2]");
         let key = json!({"k\u{0}": 1});
-        let errors = NewJob::build("n", "sleep", None, None, Some(key), None).unwrap_err();
+        let errors = NewJob::build(JobSpec {
+            name: "n".into(),
+            job_type: "sleep".into(),
+            payload: Some(key),
+            ..JobSpec::default()
+        })
+        .unwrap_err();
         assert_eq!(errors[0].0, "payload");
         assert_eq!(nul_path(&json!({"a": ["b", {"c": "d"}]}), "payload"), None);
         // Deep nesting is walked without recursion.
@@ -678,7 +703,12 @@ mod tests {
 
     #[test]
     fn defaults_apply() {
-        let j = NewJob::build("a", "sleep", None, None, None, None).unwrap();
+        let j = NewJob::build(JobSpec {
+            name: "a".into(),
+            job_type: "sleep".into(),
+            ..JobSpec::default()
+        })
+        .unwrap();
         assert_eq!(j.priority, 5);
         assert_eq!(j.estimated_duration, 1.0);
         assert_eq!(j.max_retries, 3);
@@ -687,8 +717,15 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let errs = NewJob::build("", "sleep", Some(0), Some(-1.0), Some(json!([1])), Some(11))
-            .unwrap_err();
+        let errs = NewJob::build(JobSpec {
+            name: "".into(),
+            job_type: "sleep".into(),
+            priority: Some(0),
+            estimated_duration: Some(-1.0),
+            payload: Some(json!([1])),
+            max_retries: Some(11),
+        })
+        .unwrap_err();
         let fields: Vec<_> = errs.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
@@ -701,15 +738,46 @@ mod tests {
             ]
         );
         let long = "x".repeat(256);
-        assert!(NewJob::build(&long, "sleep", None, None, None, None).is_err());
+        assert!(
+            NewJob::build(JobSpec {
+                name: long.to_string(),
+                job_type: "sleep".into(),
+                ..JobSpec::default()
+            })
+            .is_err()
+        );
         let ok = "é".repeat(255);
-        assert!(NewJob::build(&ok, "sleep", Some(1), Some(0.001), None, Some(0)).is_ok());
-        assert!(NewJob::build("a", "sleep", None, Some(f64::NAN), None, None).is_err());
+        assert!(
+            NewJob::build(JobSpec {
+                name: ok.to_string(),
+                job_type: "sleep".into(),
+                priority: Some(1),
+                estimated_duration: Some(0.001),
+                max_retries: Some(0),
+                ..JobSpec::default()
+            })
+            .is_ok()
+        );
+        assert!(
+            NewJob::build(JobSpec {
+                name: "a".into(),
+                job_type: "sleep".into(),
+                estimated_duration: Some(f64::NAN),
+                ..JobSpec::default()
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn new_reports_first_error() {
-        let err = NewJob::new("ok", "sleep", Some(42), None, None, None).unwrap_err();
+        let err = NewJob::new(JobSpec {
+            name: "ok".into(),
+            job_type: "sleep".into(),
+            priority: Some(42),
+            ..JobSpec::default()
+        })
+        .unwrap_err();
         assert!(matches!(err, Error::Validation { ref field, .. } if field == "priority"));
     }
 }

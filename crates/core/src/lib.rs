@@ -21,7 +21,7 @@ pub mod state;
 
 pub use error::{Error, Result};
 pub use job::{
-    Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats,
+    Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobSpec, JobStats,
     MAX_SCHEDULE_AHEAD_SECONDS, MAX_TIMEOUT_SECONDS, MAX_UNIQUE_KEY_CHARS, MIN_TIMEOUT_SECONDS,
     NewJob, PendingJob, RetryBackoff, StartedJob, UniqueKey, check_delay, check_run_at,
     check_timeout, check_unique_key, name_prefix_end, nul_path,

@@ -237,6 +237,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::JobSpec;
     use chrono::TimeZone;
 
     #[test]
@@ -278,7 +279,12 @@ mod tests {
         let s = Schedule {
             name: "m".into(),
             when: Cron::parse("* * * * *", "UTC").unwrap(),
-            job: NewJob::new("j", "sleep", None, None, None, None).unwrap(),
+            job: NewJob::new(JobSpec {
+                name: "j".into(),
+                job_type: "sleep".into(),
+                ..JobSpec::default()
+            })
+            .unwrap(),
             overlap: Overlap::Allow,
             paused: false,
             catch_up: true,

@@ -5,6 +5,7 @@
 //! policy changes while the object owns the policy.
 
 use chrono::{DateTime, Utc};
+use jobsched_core::JobSpec;
 use jobsched_core::ports::{Event, Store};
 use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{Job, JobFilter, JobStatus, NewJob, PolicyKind, PolicySettings};
@@ -696,14 +697,14 @@ fn applied_patch(patches: &[Value], policy: &str, generation: i64) -> bool {
 /// Job `i` of the backlog: priorities fall from 10 to 3 in submission order (pairs share one,
 /// so ties are broken by submission order).
 fn backlog_job(i: usize) -> NewJob {
-    NewJob::new(
-        &format!("job-{i:02}"),
-        "sleep",
-        Some(10 - (i as i64 / 2)),
-        None,
-        Some(json!({ "duration": JOB_SECONDS })),
-        Some(3),
-    )
+    NewJob::new(JobSpec {
+        name: format!("job-{i:02}"),
+        job_type: "sleep".into(),
+        priority: Some(10 - (i as i64 / 2)),
+        payload: Some(json!({ "duration": JOB_SECONDS })),
+        max_retries: Some(3),
+        ..JobSpec::default()
+    })
     .expect("valid job")
 }
 

@@ -2,6 +2,7 @@
 //! panic), tokens are never taken from command-line values, and two workers on one host both
 //! run with the default metrics address.
 
+use jobsched_core::JobSpec;
 use jobsched_core::NewJob;
 use jobsched_core::ports::Store;
 use jobsched_core::ports::{EventBus as _, WorkerRegistry as _};
@@ -163,14 +164,12 @@ async fn two_workers_on_one_host_both_run_with_the_default_metrics_address() {
         logs.push(log);
     }
     let store: std::sync::Arc<dyn Store> = db.store().await;
-    let job = NewJob::new(
-        "hello",
-        "sleep",
-        None,
-        None,
-        Some(serde_json::json!({"duration": 0.01})),
-        None,
-    )
+    let job = NewJob::new(JobSpec {
+        name: "hello".into(),
+        job_type: "sleep".into(),
+        payload: Some(serde_json::json!({"duration": 0.01})),
+        ..JobSpec::default()
+    })
     .unwrap();
     let job = store.insert(&job, chrono::Utc::now()).await.unwrap();
     redis

@@ -3,6 +3,7 @@
 //! SIGTERM, and `jobsched migrate`.
 
 use chrono::Utc;
+use jobsched_core::JobSpec;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Store};
 use jobsched_core::ports::{EventBus as _, SettingsCache as _};
@@ -165,14 +166,13 @@ fn all_terminal(jobs: &[Job]) -> bool {
 }
 
 fn sleep_job(name: &str, duration: f64) -> NewJob {
-    NewJob::new(
-        name,
-        "sleep",
-        None,
-        None,
-        Some(json!({ "duration": duration })),
-        Some(3),
-    )
+    NewJob::new(JobSpec {
+        name: name.into(),
+        job_type: "sleep".into(),
+        payload: Some(json!({ "duration": duration })),
+        max_retries: Some(3),
+        ..JobSpec::default()
+    })
     .unwrap()
 }
 
@@ -229,27 +229,19 @@ async fn thousand_mixed_jobs_over_two_worker_processes() {
                 } else {
                     "unicode.txt"
                 };
-                NewJob::new(
-                    &format!("wc-{i}"),
-                    "word_count",
-                    None,
-                    None,
-                    Some(json!({"file_path": file})),
-                    Some(3),
-                )
+                NewJob::new(JobSpec {
+                    name: format!("wc-{i}"),
+                    job_type: "word_count".into(),
+                    payload: Some(json!({"file_path": file})),
+                    max_retries: Some(3),
+                    ..JobSpec::default()
+                })
                 .unwrap()
             }
             _ => {
                 let w = 32 + (i % 7) * 16;
                 let h = 32 + (i % 5) * 24;
-                NewJob::new(
-                    &format!("thumb-{i}"),
-                    "thumbnail",
-                    None,
-                    None,
-                    Some(json!({"input_path": "sample.jpg", "width": w, "height": h, "output_path": format!("out/t{i}.jpg")})),
-                    Some(3),
-                )
+                NewJob::new(JobSpec { name: format!("thumb-{i}"), job_type: "thumbnail".into(), payload: Some(json!({"input_path": "sample.jpg", "width": w, "height": h, "output_path": format!("out/t{i}.jpg")})), max_retries: Some(3), ..JobSpec::default() })
                 .unwrap()
             }
         };
@@ -584,14 +576,13 @@ async fn worker_metrics_count_the_jobs_it_ran() {
         .map(|i| sleep_job(&format!("ok{i}"), 0.001))
         .collect();
     jobs.push(
-        NewJob::new(
-            "fatal",
-            "word_count",
-            None,
-            None,
-            Some(json!({"file_path": "missing.txt"})),
-            Some(3),
-        )
+        NewJob::new(JobSpec {
+            name: "fatal".into(),
+            job_type: "word_count".into(),
+            payload: Some(json!({"file_path": "missing.txt"})),
+            max_retries: Some(3),
+            ..JobSpec::default()
+        })
         .unwrap(),
     );
     env.submit_many(&jobs).await;

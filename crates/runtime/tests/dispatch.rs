@@ -4,6 +4,7 @@
 //! transport's keys are wiped, and a claim whose reply was lost.
 
 use chrono::{DateTime, Utc};
+use jobsched_core::JobSpec;
 use jobsched_core::layer::{Layer, Layered};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Store, SystemClock, Transport};
@@ -131,14 +132,14 @@ impl Env {
     }
 
     async fn submit(&self, name: &str, priority: i64, est: f64, payload: Value) -> Job {
-        let job = NewJob::new(
-            name,
-            "sleep",
-            Some(priority),
-            Some(est),
-            Some(payload),
-            Some(0),
-        )
+        let job = NewJob::new(JobSpec {
+            name: name.into(),
+            job_type: "sleep".into(),
+            priority: Some(priority),
+            estimated_duration: Some(est),
+            payload: Some(payload),
+            max_retries: Some(0),
+        })
         .unwrap();
         self.store.insert(&job, Utc::now()).await.unwrap()
     }
@@ -355,24 +356,22 @@ async fn round_robin_slices_a_long_job_and_runs_short_ones_between(env: Env) {
 
 async fn failures_retry_then_dead_letter_without_exceeding_max_retries(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let job = NewJob::new(
-        "always-fails",
-        "sleep",
-        None,
-        None,
-        Some(json!({"duration": 0.0, "fail_probability": 1.0})),
-        Some(2),
-    )
+    let job = NewJob::new(JobSpec {
+        name: "always-fails".into(),
+        job_type: "sleep".into(),
+        payload: Some(json!({"duration": 0.0, "fail_probability": 1.0})),
+        max_retries: Some(2),
+        ..JobSpec::default()
+    })
     .unwrap();
     let job = env.store.insert(&job, Utc::now()).await.unwrap();
-    let bad = NewJob::new(
-        "missing-file",
-        "word_count",
-        None,
-        None,
-        Some(json!({"file_path": "nope.txt"})),
-        Some(3),
-    )
+    let bad = NewJob::new(JobSpec {
+        name: "missing-file".into(),
+        job_type: "word_count".into(),
+        payload: Some(json!({"file_path": "nope.txt"})),
+        max_retries: Some(3),
+        ..JobSpec::default()
+    })
     .unwrap();
     let bad = env.store.insert(&bad, Utc::now()).await.unwrap();
     let (stop, h) = run_backlog(&env, 2).await;
@@ -515,7 +514,14 @@ impl jobsched_jobs::JobHandler for Flaky {
 
 async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let new = NewJob::new("panics", "flaky", None, None, Some(json!({})), Some(3)).unwrap();
+    let new = NewJob::new(JobSpec {
+        name: "panics".into(),
+        job_type: "flaky".into(),
+        payload: Some(json!({})),
+        max_retries: Some(3),
+        ..JobSpec::default()
+    })
+    .unwrap();
     let job = env.store.insert(&new, Utc::now()).await.unwrap();
     let after = env
         .submit("after", 5, 1.0, json!({"duration": 0.001}))
@@ -579,8 +585,13 @@ async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt(env: Env) 
     env.set_policy(PolicyKind::RoundRobin, 5.0).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let new =
-            NewJob::new(&format!("p{i}"), "panics_around", None, None, None, Some(1)).unwrap();
+        let new = NewJob::new(JobSpec {
+            name: format!("p{i}"),
+            job_type: "panics_around".into(),
+            max_retries: Some(1),
+            ..JobSpec::default()
+        })
+        .unwrap();
         ids.push(env.store.insert(&new, Utc::now()).await.unwrap().id);
     }
     let after = env
@@ -613,14 +624,13 @@ async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt(env: Env) 
 
 async fn a_run_past_its_timeout_is_stopped_and_retried_by_its_budget(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let mut new = NewJob::new(
-        "stuck",
-        "sleep",
-        None,
-        None,
-        Some(json!({"duration": 3600})),
-        Some(1),
-    )
+    let mut new = NewJob::new(JobSpec {
+        name: "stuck".into(),
+        job_type: "sleep".into(),
+        payload: Some(json!({"duration": 3600})),
+        max_retries: Some(1),
+        ..JobSpec::default()
+    })
     .unwrap();
     new.timeout_seconds = Some(0.3);
     let stuck = env.store.insert(&new, Utc::now()).await.unwrap();
@@ -684,14 +694,13 @@ async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry(env: Env)
     // Zeros to read for far longer than the test runs (sparse: no disk used).
     let big = std::fs::File::create(env.data.path().join("big.txt")).unwrap();
     big.set_len(200 << 30).unwrap();
-    let new = NewJob::new(
-        "count",
-        "word_count",
-        None,
-        None,
-        Some(json!({"file_path": "big.txt"})),
-        Some(0),
-    )
+    let new = NewJob::new(JobSpec {
+        name: "count".into(),
+        job_type: "word_count".into(),
+        payload: Some(json!({"file_path": "big.txt"})),
+        max_retries: Some(0),
+        ..JobSpec::default()
+    })
     .unwrap();
     let job = env.store.insert(&new, Utc::now()).await.unwrap();
     let mut rt = env.runtime("w1", 1);
@@ -724,14 +733,14 @@ async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry(env: Env)
 async fn workers_claiming_one_backlog_run_each_job_exactly_once(env: Env) {
     let jobs: Vec<NewJob> = (0..300)
         .map(|i| {
-            NewJob::new(
-                &format!("c{i:03}"),
-                "sleep",
-                Some(5),
-                Some(1.0),
-                Some(json!({"duration": 0.005})),
-                Some(3),
-            )
+            NewJob::new(JobSpec {
+                name: format!("c{i:03}"),
+                job_type: "sleep".into(),
+                priority: Some(5),
+                estimated_duration: Some(1.0),
+                payload: Some(json!({"duration": 0.005})),
+                max_retries: Some(3),
+            })
             .unwrap()
         })
         .collect();
@@ -789,14 +798,14 @@ impl Layer for LoseFirstClaimReply {
 async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry(env: Env) {
     let jobs: Vec<NewJob> = (0..4)
         .map(|i| {
-            NewJob::new(
-                &format!("l{i}"),
-                "sleep",
-                Some(5),
-                Some(1.0),
-                Some(json!({"duration": 0.01})),
-                Some(3),
-            )
+            NewJob::new(JobSpec {
+                name: format!("l{i}"),
+                job_type: "sleep".into(),
+                priority: Some(5),
+                estimated_duration: Some(1.0),
+                payload: Some(json!({"duration": 0.01})),
+                max_retries: Some(3),
+            })
             .unwrap()
         })
         .collect();
@@ -838,14 +847,14 @@ async fn scheduled_jobs_start_at_their_time_and_not_before(env: Env) {
     for (name, delay_ms) in [("late", Some(1_500)), ("sooner", Some(700)), ("now", None)] {
         let job = NewJob {
             run_at: delay_ms.map(|ms| now + chrono::Duration::milliseconds(ms)),
-            ..NewJob::new(
-                name,
-                "sleep",
-                Some(5),
-                Some(1.0),
-                Some(json!({"duration": 0.01})),
-                Some(0),
-            )
+            ..NewJob::new(JobSpec {
+                name: name.into(),
+                job_type: "sleep".into(),
+                priority: Some(5),
+                estimated_duration: Some(1.0),
+                payload: Some(json!({"duration": 0.01})),
+                max_retries: Some(0),
+            })
             .unwrap()
         };
         ids.push(env.store.insert(&job, now).await.unwrap().id);
@@ -931,14 +940,14 @@ async fn a_job_retries_after_its_own_backoff(env: Env) {
             base_seconds: 2.0,
             cap_seconds: 2.0,
         }),
-        ..NewJob::new(
-            "slow-retry",
-            "sleep",
-            Some(5),
-            Some(1.0),
-            Some(json!({"duration": 0, "fail_probability": 1})),
-            Some(1),
-        )
+        ..NewJob::new(JobSpec {
+            name: "slow-retry".into(),
+            job_type: "sleep".into(),
+            priority: Some(5),
+            estimated_duration: Some(1.0),
+            payload: Some(json!({"duration": 0, "fail_probability": 1})),
+            max_retries: Some(1),
+        })
         .unwrap()
     };
     let id = env.store.insert(&new, Utc::now()).await.unwrap().id;
@@ -1031,14 +1040,12 @@ fn every_second(
         name: name.into(),
         next_fire_at: when.next_after(now),
         when,
-        job: NewJob::new(
-            name,
-            "sleep",
-            None,
-            None,
-            Some(json!({ "duration": duration })),
-            None,
-        )
+        job: NewJob::new(JobSpec {
+            name: name.into(),
+            job_type: "sleep".into(),
+            payload: Some(json!({ "duration": duration })),
+            ..JobSpec::default()
+        })
         .unwrap(),
         overlap,
         paused: false,
@@ -1136,14 +1143,14 @@ async fn submit_to(env: &Env, queue: &str, name: &str, priority: i64, duration: 
     jobsched_core::queue::ensure(&*env.store, &*env.transport, queue)
         .await
         .unwrap();
-    let mut job = NewJob::new(
-        name,
-        "sleep",
-        Some(priority),
-        Some(1.0),
-        Some(json!({ "duration": duration })),
-        Some(0),
-    )
+    let mut job = NewJob::new(JobSpec {
+        name: name.into(),
+        job_type: "sleep".into(),
+        priority: Some(priority),
+        estimated_duration: Some(1.0),
+        payload: Some(json!({ "duration": duration })),
+        max_retries: Some(0),
+    })
     .unwrap();
     job.queue = queue.into();
     env.store.insert(&job, Utc::now()).await.unwrap()
@@ -1329,14 +1336,13 @@ async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types
         }
     }
 
-    let job = NewJob::new(
-        "s",
-        "stepper",
-        None,
-        None,
-        Some(json!({"steps": 5})),
-        Some(0),
-    )
+    let job = NewJob::new(JobSpec {
+        name: "s".into(),
+        job_type: "stepper".into(),
+        payload: Some(json!({"steps": 5})),
+        max_retries: Some(0),
+        ..JobSpec::default()
+    })
     .unwrap();
     let job = env.store.insert(&job, Utc::now()).await.unwrap();
     // A stock worker does not serve `stepper`: it registers its own types and leaves the job.

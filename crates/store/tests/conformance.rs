@@ -6,6 +6,7 @@
 //! message) when no server is reachable, unless `CI=true`.
 
 use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
+use jobsched_core::JobSpec;
 use jobsched_core::ports::{Claim, Finished, Outcome, Store, Token, Update};
 use jobsched_core::{
     Backlog, CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
@@ -97,14 +98,14 @@ fn new_job(name: &str) -> NewJob {
 }
 
 fn custom_job(name: &str, job_type: &str, priority: i64, est: f64, max_retries: i64) -> NewJob {
-    NewJob::new(
-        name,
-        job_type,
-        Some(priority),
-        Some(est),
-        Some(json!({ "duration": 1, "name": name })),
-        Some(max_retries),
-    )
+    NewJob::new(JobSpec {
+        name: name.into(),
+        job_type: job_type.into(),
+        priority: Some(priority),
+        estimated_duration: Some(est),
+        payload: Some(json!({ "duration": 1, "name": name })),
+        max_retries: Some(max_retries),
+    })
     .unwrap()
 }
 

@@ -1,6 +1,7 @@
 //! The Postgres row layout (migrations 0004 and 0006): what the burn-down's cost rests on.
 
 use chrono::{TimeZone, Utc};
+use jobsched_core::JobSpec;
 use jobsched_core::NewJob;
 use jobsched_core::PolicyKind;
 use jobsched_core::ports::{Claim, DispatchStore, Finished, JobRepo, Outcome, Token, WorkerStore};
@@ -50,14 +51,14 @@ async fn roomy_table(db: &TestDb) -> (sqlx::PgPool, PgStore) {
 fn sleep_jobs(prefix: &str, n: u32) -> Vec<NewJob> {
     (0..n)
         .map(|i| {
-            NewJob::new(
-                &format!("{prefix}{i}"),
-                "sleep",
-                Some(5),
-                Some(1.0),
-                Some(json!({ "duration": 0 })),
-                Some(3),
-            )
+            NewJob::new(JobSpec {
+                name: format!("{prefix}{i}"),
+                job_type: "sleep".into(),
+                priority: Some(5),
+                estimated_duration: Some(1.0),
+                payload: Some(json!({ "duration": 0 })),
+                max_retries: Some(3),
+            })
             .unwrap()
         })
         .collect()
@@ -391,7 +392,15 @@ async fn rebuilding_the_table_keeps_every_job_as_it_was() {
     assert_eq!(fillfactor, vec!["fillfactor=40".to_string()]);
     // New jobs take the sequence where it was, after the old ones, and dispatch in order.
     let t0 = Utc::now();
-    let new = NewJob::new("new", "sleep", Some(5), Some(1.0), None, Some(0)).unwrap();
+    let new = NewJob::new(JobSpec {
+        name: "new".into(),
+        job_type: "sleep".into(),
+        priority: Some(5),
+        estimated_duration: Some(1.0),
+        max_retries: Some(0),
+        ..JobSpec::default()
+    })
+    .unwrap();
     store.insert_many(&[new], t0).await.unwrap();
     let claim = Claim {
         limit: 100,

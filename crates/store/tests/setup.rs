@@ -1,6 +1,7 @@
 //! `connect`, `migrate` and the `testing` helpers themselves.
 
 use chrono::{TimeZone, Utc};
+use jobsched_core::JobSpec;
 use jobsched_core::{JobStatus, NewJob};
 use jobsched_store::testing::{DEFAULT_TEST_DATABASE_URL, TestDb};
 use jobsched_store::{StoreError, connect, migrate};
@@ -31,7 +32,12 @@ fn db_name(url: &str) -> String {
 /// Insert and read back one job through a fresh connection.
 async fn round_trip(url: &str) {
     let store = connect(url, 2).await.unwrap();
-    let job = NewJob::new("probe", "sleep", None, None, None, None).unwrap();
+    let job = NewJob::new(JobSpec {
+        name: "probe".into(),
+        job_type: "sleep".into(),
+        ..JobSpec::default()
+    })
+    .unwrap();
     store.insert(&job, now()).await.unwrap();
     let got = store.get(job.id).await.unwrap().unwrap();
     assert_eq!(got.status, JobStatus::Pending);
@@ -100,7 +106,12 @@ async fn dropping_a_test_db_removes_it() {
 async fn in_memory_sqlite_is_shared_and_migrated() {
     for url in ["sqlite::memory:", "sqlite://:memory:"] {
         let store = connect(url, 8).await.unwrap();
-        let job = NewJob::new("m", "sleep", None, None, None, None).unwrap();
+        let job = NewJob::new(JobSpec {
+            name: "m".into(),
+            job_type: "sleep".into(),
+            ..JobSpec::default()
+        })
+        .unwrap();
         store.insert(&job, now()).await.unwrap();
         // Concurrent users share the one database.
         let handles: Vec<_> = (0..4)
@@ -231,14 +242,24 @@ async fn postgres_data_exceptions_are_validation_errors() {
         return;
     };
     let store = pg.store().await;
-    let mut job = NewJob::new("n", "sleep", None, None, None, None).unwrap();
+    let mut job = NewJob::new(JobSpec {
+        name: "n".into(),
+        job_type: "sleep".into(),
+        ..JobSpec::default()
+    })
+    .unwrap();
     job.name = "a\u{0}b".into(); // bypassing NewJob's own check
     let err = store.insert(&job, now()).await.unwrap_err();
     assert!(
         matches!(err, jobsched_core::Error::Validation { .. }),
         "{err:?}"
     );
-    let mut job = NewJob::new("n", "sleep", None, None, None, None).unwrap();
+    let mut job = NewJob::new(JobSpec {
+        name: "n".into(),
+        job_type: "sleep".into(),
+        ..JobSpec::default()
+    })
+    .unwrap();
     job.payload = serde_json::json!({"k": "x\u{0}"});
     let err = store.insert_many(&[job], now()).await.unwrap_err();
     assert!(
@@ -255,7 +276,12 @@ async fn extreme_numbers_in_payloads_round_trip() {
         return;
     };
     let store = pg.store().await;
-    let mut job = NewJob::new("n", "sleep", None, None, None, None).unwrap();
+    let mut job = NewJob::new(JobSpec {
+        name: "n".into(),
+        job_type: "sleep".into(),
+        ..JobSpec::default()
+    })
+    .unwrap();
     job.payload = serde_json::json!({
         "max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "small": -2.2250738585072014e-308,
         "big": u64::MAX, "neg": i64::MIN, "third": 1.0 / 3.0, "list": [1e300, -1e-300, 0.1],

@@ -17,7 +17,7 @@ use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
-use jobsched_core::{JobId, NewJob, UniqueKey};
+use jobsched_core::{JobId, JobSpec, NewJob, UniqueKey};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 

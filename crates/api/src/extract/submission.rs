@@ -75,14 +75,14 @@ pub(crate) fn parse_submission(
         retry_backoff: None,
         queue: None,
     };
-    let built = NewJob::build(
-        &create.name,
-        &create.job_type,
-        create.priority,
-        create.estimated_duration,
-        create.payload.clone(),
-        create.max_retries,
-    );
+    let built = NewJob::build(JobSpec {
+        name: create.name.clone(),
+        job_type: create.job_type.clone(),
+        priority: create.priority,
+        estimated_duration: create.estimated_duration,
+        payload: create.payload.clone(),
+        max_retries: create.max_retries,
+    });
     let built = match built {
         Ok(mut job) => {
             job.timeout_seconds = timeout.ok().flatten();

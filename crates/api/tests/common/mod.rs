@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use jobsched_api::{ApiConfig, AppState};
 use jobsched_client::Client;
+use jobsched_core::JobSpec;
 use jobsched_core::ports::{
     Event, EventBus, Outcome, SettingsCache, Store, Subscription, SystemClock, Token, Transport,
     WorkerRegistry, WorkerSlots,
@@ -271,14 +272,12 @@ impl Harness {
 
     /// Insert a PENDING sleep job directly through the store.
     pub async fn insert(&self, name: &str) -> Job {
-        let new = NewJob::new(
-            name,
-            "sleep",
-            None,
-            None,
-            Some(json!({"duration": 0.01})),
-            None,
-        )
+        let new = NewJob::new(JobSpec {
+            name: name.into(),
+            job_type: "sleep".into(),
+            payload: Some(json!({"duration": 0.01})),
+            ..JobSpec::default()
+        })
         .unwrap();
         self.store.insert(&new, Utc::now()).await.unwrap()
     }
