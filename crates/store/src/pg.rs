@@ -528,14 +528,15 @@ impl PgStore {
             backend: BACKEND,
             source,
         };
-        let table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(query)?;
+        let table: bool =
+            sqlx::query_scalar(include_str!("../sql/postgres/applied_migrations.sql"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(query)?;
         if !table {
             return Ok(None);
         }
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        sqlx::query_scalar(include_str!("../sql/postgres/applied_migrations_2.sql"))
             .fetch_all(&self.pool)
             .await
             .map(Some)
@@ -548,16 +549,9 @@ impl PgStore {
     /// running at the same time elsewhere, are neither lost nor counted twice.
     async fn fold_counts(&self) -> Result<()> {
         retry_conflicts(|| async {
-            sqlx::query(
-                "WITH gone AS (DELETE FROM job_counts \
-                                RETURNING queue, job_type, status, n, run_ms) \
-                 INSERT INTO job_counts (queue, job_type, status, n, run_ms) \
-                 SELECT queue, job_type, status, sum(n), sum(run_ms) FROM gone \
-                  GROUP BY queue, job_type, status \
-                 HAVING sum(n) <> 0",
-            )
-            .execute(&self.pool)
-            .await
+            sqlx::query(include_str!("../sql/postgres/fold_counts.sql"))
+                .execute(&self.pool)
+                .await
         })
         .await
         .map_err(db)?;
@@ -638,18 +632,15 @@ impl JobRepo for PgStore {
             prints.push(k.fingerprint.as_str());
         }
         // Sorted by key (batch_keys), so two batches sharing keys lock them in one order.
-        let taken: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO job_keys (key, job_id, fingerprint, created_at) \
-             SELECT k, j, f, $4 FROM UNNEST($1::text[], $2::uuid[], $3::text[]) AS t(k, j, f) \
-             ON CONFLICT (key) DO NOTHING RETURNING key",
-        )
-        .bind(&names)
-        .bind(&owners)
-        .bind(&prints)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
+        let taken: Vec<String> =
+            sqlx::query_scalar(include_str!("../sql/postgres/insert_many.sql"))
+                .bind(&names)
+                .bind(&owners)
+                .bind(&prints)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
         let taken: std::collections::HashSet<String> = taken.into_iter().collect();
         let held: Vec<&str> = names
             .iter()
@@ -659,7 +650,7 @@ impl JobRepo for PgStore {
         let existing: Vec<(String, JobId, String)> = if held.is_empty() {
             Vec::new()
         } else {
-            sqlx::query_as("SELECT key, job_id, fingerprint FROM job_keys WHERE key = ANY($1)")
+            sqlx::query_as(include_str!("../sql/postgres/insert_many_2.sql"))
                 .bind(&held)
                 .fetch_all(&mut *tx)
                 .await
@@ -853,13 +844,11 @@ impl JobRepo for PgStore {
         // The partial index on (queue, estimated_duration, seq) WHERE queued AND NOT delayed
         // holds every claimable row's queue and estimate: an index scan in queue order, no
         // table rows read when the visibility map allows.
-        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-            "SELECT queue, count(*)::int8, coalesce(sum(estimated_duration), 0)::float8 \
-             FROM jobs WHERE queued AND NOT delayed GROUP BY queue ORDER BY queue",
-        )
-        .fetch_all(&self.relaxed)
-        .await
-        .map_err(db)?;
+        let rows: Vec<(String, i64, f64)> =
+            sqlx::query_as(include_str!("../sql/postgres/backlog.sql"))
+                .fetch_all(&self.relaxed)
+                .await
+                .map_err(db)?;
         Ok(rows
             .into_iter()
             .map(|(queue, jobs, seconds)| (queue, Backlog { jobs, seconds }))
@@ -867,26 +856,20 @@ impl JobRepo for PgStore {
     }
 
     async fn queue_counts(&self) -> Result<Vec<(String, QueueCounts)>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT queue, status, sum(n)::int8 FROM job_counts GROUP BY queue, status",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as(include_str!("../sql/postgres/queue_counts.sql"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(queue_counts_of(rows))
     }
 
     async fn stats(&self) -> Result<JobStats> {
         // Sums of the deltas the triggers append (migration 0004); folded when they pile up.
-        let rows = sqlx::query(
-            "SELECT status, sum(n)::int8 AS n, sum(run_ms)::float8 AS run_ms, \
-                    sum(count(*)) OVER ()::int8 AS deltas, \
-                    sum(count(DISTINCT (queue, job_type))) OVER ()::int8 AS groups \
-             FROM job_counts GROUP BY status",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/stats.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let mut stats = JobStats::default();
         let (mut deltas, mut groups) = (0, 0);
         for row in &rows {
@@ -931,26 +914,20 @@ impl JobRepo for PgStore {
         // try again.
         let mut attempts = 0;
         loop {
-            let was: Option<String> = sqlx::query_scalar(
-                "WITH old AS ( \
-                     SELECT id, status FROM jobs \
-                     WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED', 'RUNNING') FOR UPDATE) \
-                 UPDATE jobs j SET status = 'CANCELLED', completed_at = $2, \
-                                   lease_owner = NULL, lease_expires_at = NULL \
-                 FROM old WHERE j.id = old.id RETURNING old.status",
-            )
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+            let was: Option<String> =
+                sqlx::query_scalar(include_str!("../sql/postgres/cancel.sql"))
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
             match was.as_deref() {
                 Some("RUNNING") => return Ok(CancelOutcome::Stopping),
                 Some(_) => return Ok(CancelOutcome::Cancelled),
                 None => {}
             }
             let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+                sqlx::query_scalar(include_str!("../sql/postgres/cancel_2.sql"))
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
@@ -972,15 +949,12 @@ impl JobRepo for PgStore {
 #[async_trait]
 impl DispatchStore for PgStore {
     async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>> {
-        let rows = sqlx::query(
-            "SELECT id, seq, priority, estimated_duration, attempt, run_at FROM jobs \
-             WHERE queued AND seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/pending_after.sql"))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|row| {
                 Ok(PendingJob {
@@ -1009,29 +983,14 @@ impl DispatchStore for PgStore {
         let (ids, attempts) = token_arrays(jobs);
         // PENDING -> SCHEDULED, fenced by the attempt; rows another claimer has locked are
         // skipped (that claimer gets them).
-        let rows = sqlx::query(
-            "WITH claim AS ( \
-                 SELECT j.id FROM jobs j \
-                 JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
-                   ON j.id = t.id AND j.attempt = t.attempt \
-                 WHERE (j.status = 'PENDING') IS TRUE \
-                 ORDER BY j.id \
-                 FOR UPDATE OF j SKIP LOCKED) \
-             UPDATE jobs j SET status = 'SCHEDULED', attempt = j.attempt + 1, \
-                               scheduled_at = GREATEST($3, j.created_at, j.run_at), \
-                               lease_owner = NULL, lease_expires_at = $4 \
-             FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE \
-             RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
-                       j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds, \
-                       j.backoff_base, j.backoff_cap, j.queue",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(now)
-        .bind(lease_until)
-        .fetch_all(&self.relaxed)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/mark_scheduled.sql"))
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(now)
+            .bind(lease_until)
+            .fetch_all(&self.relaxed)
+            .await
+            .map_err(db)?;
         let applied = rows
             .iter()
             .map(started_from_row)
@@ -1044,7 +1003,7 @@ impl DispatchStore for PgStore {
         // every job ever leased. A pass reads only the leases that ended since the previous
         // pass (`rescue_marks`, less RESCUE_OVERLAP_MS), which is each row about once.
         let mark: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT scanned_to FROM rescue_marks WHERE name = 'leases'")
+            sqlx::query_scalar(include_str!("../sql/postgres/rescue_expired.sql"))
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
@@ -1120,27 +1079,19 @@ impl DispatchStore for PgStore {
         // Earliest first, each with a fresh seq (in that order): the job enters the queue
         // when its time comes. Rows another promoter holds are skipped (it promotes them).
         let promoted = retry_conflicts(|| {
-            sqlx::query(
-                "WITH due AS ( \
-                     SELECT ctid FROM jobs WHERE queued AND delayed AND run_at <= $1 \
-                     ORDER BY run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 UPDATE jobs j SET delayed = false, seq = nextval('job_seq') \
-                 WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM due)) \
-                   AND j.delayed AND j.status = 'PENDING'",
-            )
-            .bind(now)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
+            sqlx::query(include_str!("../sql/postgres/promote_due.sql"))
+                .bind(now)
+                .bind(i64::from(limit))
+                .execute(&self.pool)
         })
         .await
         .map_err(db)?
         .rows_affected();
-        let next_due: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT run_at FROM jobs WHERE queued AND delayed ORDER BY run_at, seq LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let next_due: Option<DateTime<Utc>> =
+            sqlx::query_scalar(include_str!("../sql/postgres/promote_due_2.sql"))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(Promotion { promoted, next_due })
     }
 
@@ -1155,33 +1106,15 @@ impl DispatchStore for PgStore {
         // index a claim or a completion writes, and deletes only finished rows, which no
         // claim or worker locks.
         let (from_at, from_seq) = (after.map(|c| c.created_at), after.map_or(0, |c| c.seq));
-        let row = sqlx::query(
-            "WITH scan AS ( \
-                 SELECT id, created_at, seq FROM job_catalog \
-                 WHERE created_at < GREATEST($1::timestamptz, $2::timestamptz) \
-                   AND ($3::timestamptz IS NULL \
-                        OR (created_at >= $3 AND (created_at, seq) > ($3, $4))) \
-                 ORDER BY created_at, seq LIMIT $5), \
-             gone AS ( \
-                 DELETE FROM jobs j USING scan s WHERE j.id = s.id AND NOT j.dead_letter \
-                   AND ((j.status = 'COMPLETED' AND coalesce(j.completed_at, j.created_at) < $1) \
-                     OR (j.status IN ('FAILED', 'CANCELLED') \
-                         AND coalesce(j.completed_at, j.failed_at, j.created_at) < $2)) \
-                 RETURNING 1) \
-             SELECT (SELECT count(*) FROM gone)::int8 AS deleted, \
-                    (SELECT count(*) FROM scan)::int8 AS scanned, last.created_at, last.seq \
-             FROM (SELECT 1) one \
-             LEFT JOIN (SELECT created_at, seq FROM scan \
-                        ORDER BY created_at DESC, seq DESC LIMIT 1) last ON true",
-        )
-        .bind(completed_before)
-        .bind(failed_before)
-        .bind(from_at)
-        .bind(from_seq)
-        .bind(i64::from(limit))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(include_str!("../sql/postgres/prune.sql"))
+            .bind(completed_before)
+            .bind(failed_before)
+            .bind(from_at)
+            .bind(from_seq)
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
         let deleted: i64 = row.try_get("deleted").map_err(db)?;
         let scanned: i64 = row.try_get("scanned").map_err(db)?;
         let next = if scanned < i64::from(limit) {
@@ -1228,36 +1161,23 @@ async fn insert_rows(
         .collect();
     // One statement is one transaction. nextval() runs after the ORDER BY, so seqs follow
     // the input order.
-    let inserted = sqlx::query(
-        "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                           max_retries, created_at, run_at, seq, timeout_seconds, delayed, \
-                           backoff_base, backoff_cap, queue) \
-         SELECT t.id, t.name, t.job_type, 'PENDING', t.priority, t.duration, t.payload, \
-                t.max_retries, $8, GREATEST($8, t.run_at), nextval('job_seq'), t.timeout, \
-                coalesce(t.run_at > $8, false), t.base, t.cap, t.queue \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::float8[], \
-                     $6::jsonb[], $7::int4[], $9::float8[], $10::timestamptz[], \
-                     $11::float8[], $12::float8[], $13::text[]) \
-              WITH ORDINALITY AS t(id, name, job_type, priority, duration, payload, \
-                                   max_retries, timeout, run_at, base, cap, queue, ord) \
-         ORDER BY t.ord",
-    )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&types)
-    .bind(&priorities)
-    .bind(&durations)
-    .bind(&payloads)
-    .bind(&max_retries)
-    .bind(now)
-    .bind(&timeouts)
-    .bind(&run_ats)
-    .bind(&bases)
-    .bind(&caps)
-    .bind(&queues)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    let inserted = sqlx::query(include_str!("../sql/postgres/insert_rows.sql"))
+        .bind(&ids)
+        .bind(&names)
+        .bind(&types)
+        .bind(&priorities)
+        .bind(&durations)
+        .bind(&payloads)
+        .bind(&max_retries)
+        .bind(now)
+        .bind(&timeouts)
+        .bind(&run_ats)
+        .bind(&bases)
+        .bind(&caps)
+        .bind(&queues)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     if inserted.rows_affected() != ids.len() as u64 {
         return Err(data(format!(
             "inserted {} of {} jobs",
@@ -1327,19 +1247,12 @@ impl WorkerStore for PgStore {
             return Ok(Vec::new());
         }
         let (ids, attempts) = token_arrays(tokens);
-        let rows = sqlx::query(
-            "SELECT j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, j.retry_count, \
-                    j.max_retries, j.created_at, j.slices, j.timeout_seconds, \
-                    j.backoff_base, j.backoff_cap, j.queue \
-             FROM jobs j JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
-               ON j.id = t.id AND j.attempt = t.attempt \
-             WHERE (j.status = 'SCHEDULED') IS TRUE",
-        )
-        .bind(&ids)
-        .bind(&attempts)
-        .fetch_all(&self.relaxed)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/fetch.sql"))
+            .bind(&ids)
+            .bind(&attempts)
+            .fetch_all(&self.relaxed)
+            .await
+            .map_err(db)?;
         let jobs = rows
             .iter()
             .map(started_from_row)
@@ -1367,24 +1280,14 @@ impl WorkerStore for PgStore {
         // RUNNING under this owner counts as applied (a retry after a lost reply) and is left
         // as it is but for the lease.
         let rows = retry_conflicts(|| async move {
-            sqlx::query(
-                "UPDATE jobs j SET status = 'RUNNING', lease_owner = $4, lease_expires_at = $5, \
-                     started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started \
-                                       ELSE j.started_at END, \
-                     slices = j.slices + (j.status = 'SCHEDULED')::int \
-                 FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[]) AS t(id, attempt, started) \
-                 WHERE j.id = t.id AND j.attempt = t.attempt \
-                   AND (j.status = 'SCHEDULED' \
-                        OR (j.status = 'RUNNING' AND j.lease_owner = $4)) IS TRUE \
-                 RETURNING j.id, j.attempt",
-            )
-            .bind(ids)
-            .bind(attempts)
-            .bind(at)
-            .bind(owner)
-            .bind(lease_until)
-            .fetch_all(&self.relaxed)
-            .await
+            sqlx::query(include_str!("../sql/postgres/record_starts.sql"))
+                .bind(ids)
+                .bind(attempts)
+                .bind(at)
+                .bind(owner)
+                .bind(lease_until)
+                .fetch_all(&self.relaxed)
+                .await
         })
         .await
         .map_err(db)?;
@@ -1398,16 +1301,12 @@ impl WorkerStore for PgStore {
         }
         // Equality on the lease index (completed rows keep their expiry, so a range would read
         // every recent completion).
-        let rows = sqlx::query(
-            "SELECT id, attempt FROM jobs \
-             WHERE lease_expires_at = ANY($2) AND lease_owner = $1 \
-               AND (status = 'RUNNING') IS TRUE",
-        )
-        .bind(owner)
-        .bind(leases)
-        .fetch_all(&self.exchanges)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/held.sql"))
+            .bind(owner)
+            .bind(leases)
+            .fetch_all(&self.exchanges)
+            .await
+            .map_err(db)?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -1424,19 +1323,13 @@ impl WorkerStore for PgStore {
         let (ids, attempts) = (&ids, &attempts);
         // No status change; waits for row locks so a concurrent finish is never skipped.
         let rows = retry_conflicts(|| async move {
-            sqlx::query(
-                "UPDATE jobs j SET lease_expires_at = $4 \
-                 FROM UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt) \
-                 WHERE j.id = t.id AND j.attempt = t.attempt AND (j.status = 'RUNNING') IS TRUE \
-                   AND j.lease_owner = $3 \
-                 RETURNING j.id, j.attempt",
-            )
-            .bind(ids)
-            .bind(attempts)
-            .bind(owner)
-            .bind(lease_until)
-            .fetch_all(&self.relaxed)
-            .await
+            sqlx::query(include_str!("../sql/postgres/renew.sql"))
+                .bind(ids)
+                .bind(attempts)
+                .bind(owner)
+                .bind(lease_until)
+                .fetch_all(&self.relaxed)
+                .await
         })
         .await
         .map_err(db)?;
@@ -1536,24 +1429,19 @@ impl WorkerStore for PgStore {
                 // the previous claim committed (a fresh snapshot for the second statement).
                 retry_conflicts(|| async move {
                     let mut tx = pool.begin().await?;
-                    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                    sqlx::query(include_str!("../sql/postgres/exchange.sql"))
                         .bind(QUEUE_LOCK_SPACE)
                         .bind(&claim.queue)
                         .execute(&mut *tx)
                         .await?;
                     // The limit as the durable settings have it now (the worker's copy may
                     // be behind a change), and the jobs of the queue in flight.
-                    let (most, busy): (Option<i64>, i64) = sqlx::query_as(
-                        "SELECT (SELECT (value->>'concurrency_limit')::int8 FROM settings \
-                                 WHERE key = $2), \
-                                coalesce((SELECT sum(n) FROM job_counts \
-                                          WHERE queue = $1 \
-                                            AND status IN ('SCHEDULED', 'RUNNING')), 0)::int8",
-                    )
-                    .bind(&claim.queue)
-                    .bind(queue_key(&claim.queue))
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    let (most, busy): (Option<i64>, i64) =
+                        sqlx::query_as(include_str!("../sql/postgres/exchange_2.sql"))
+                            .bind(&claim.queue)
+                            .bind(queue_key(&claim.queue))
+                            .fetch_one(&mut *tx)
+                            .await?;
                     let room = most.map_or(limit, |m| (m - busy).clamp(0, limit));
                     let rows = statement(room, None).fetch_all(&mut *tx).await?;
                     tx.commit().await?;
@@ -1701,19 +1589,16 @@ impl<'a> OutcomeArrays<'a> {
 #[async_trait]
 impl DeadLetterStore for PgStore {
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(
-            "SELECT id, job_type, name, error_message, retry_count, failed_at FROM jobs \
-             WHERE dead_letter ORDER BY failed_at DESC, seq DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/dead_letters.sql"))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter().map(dead_letter_from_row).collect()
     }
 
     async fn dead_letter_count(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dead_letter")
+        sqlx::query_scalar(include_str!("../sql/postgres/dead_letter_count.sql"))
             .fetch_one(&self.pool)
             .await
             .map_err(db)
@@ -1721,17 +1606,12 @@ impl DeadLetterStore for PgStore {
 
     async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update> {
         // FAILED -> PENDING with a fresh retry budget; the last error is kept for reference.
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'PENDING', retry_count = 0, dead_letter = false, \
-                             completed_at = NULL, failed_at = NULL, run_at = $2, \
-                             seq = nextval('job_seq'), lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND status = 'FAILED' AND dead_letter",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/postgres/retry_dead_letter.sql"))
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(if done.rows_affected() == 1 {
             Update::Applied
         } else {
@@ -1740,7 +1620,7 @@ impl DeadLetterStore for PgStore {
     }
 
     async fn purge_dead_letters(&self) -> Result<u64> {
-        let done = sqlx::query("UPDATE jobs SET dead_letter = false WHERE dead_letter")
+        let done = sqlx::query(include_str!("../sql/postgres/purge_dead_letters.sql"))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -1751,11 +1631,12 @@ impl DeadLetterStore for PgStore {
 #[async_trait]
 impl ControlStore for PgStore {
     async fn load_policy(&self) -> Result<Option<PolicySettings>> {
-        let value: Option<Value> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-            .bind(POLICY_KEY)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+        let value: Option<Value> =
+            sqlx::query_scalar(include_str!("../sql/postgres/load_policy.sql"))
+                .bind(POLICY_KEY)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
         value
             .map(|v| decode_settings(POLICY_KEY, v).map_err(data))
             .transpose()
@@ -1766,13 +1647,12 @@ impl ControlStore for PgStore {
     }
 
     async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>> {
-        let rows: Vec<(String, Value)> = sqlx::query_as(
-            "SELECT key, value FROM settings WHERE starts_with(key, $1) ORDER BY key",
-        )
-        .bind(QUEUE_KEY_PREFIX)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows: Vec<(String, Value)> =
+            sqlx::query_as(include_str!("../sql/postgres/load_queues.sql"))
+                .bind(QUEUE_KEY_PREFIX)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         rows.into_iter()
             .map(|(key, value)| {
                 let settings = decode_settings(&key, value).map_err(data)?;
@@ -1785,32 +1665,25 @@ impl ControlStore for PgStore {
     async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
         let value = encode_settings(settings).map_err(data)?;
         // updated_at is informational only, so the wall clock is fine here.
-        sqlx::query(
-            "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
-                                             updated_at = EXCLUDED.updated_at",
-        )
-        .bind(queue_key(name))
-        .bind(value)
-        .bind(Utc::now())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        sqlx::query(include_str!("../sql/postgres/save_queue.sql"))
+            .bind(queue_key(name))
+            .bind(value)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
     async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
         let value = encode_settings(settings).map_err(data)?;
-        let done = sqlx::query(
-            "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(queue_key(name))
-        .bind(value)
-        .bind(Utc::now())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/postgres/create_queue.sql"))
+            .bind(queue_key(name))
+            .bind(value)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1822,25 +1695,19 @@ impl ControlStore for PgStore {
         ttl: Duration,
     ) -> Result<bool> {
         // Take the row when it is free or expired (expires_at <= now), renew it when ours.
-        let row = sqlx::query(
-            "INSERT INTO leaders (role, holder, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (role) DO UPDATE \
-                SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
-                WHERE leaders.expires_at <= $4 OR leaders.holder = EXCLUDED.holder \
-             RETURNING holder",
-        )
-        .bind(role)
-        .bind(holder)
-        .bind(add_ttl(now, ttl))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(include_str!("../sql/postgres/try_lead.sql"))
+            .bind(role)
+            .bind(holder)
+            .bind(add_ttl(now, ttl))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(row.is_some())
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
+        sqlx::query(include_str!("../sql/postgres/ping.sql"))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -1848,7 +1715,7 @@ impl ControlStore for PgStore {
     }
 
     async fn resign(&self, role: &str, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leaders WHERE role = $1 AND holder = $2")
+        sqlx::query(include_str!("../sql/postgres/resign.sql"))
             .bind(role)
             .bind(holder)
             .execute(&self.pool)
@@ -1884,37 +1751,28 @@ const SCHEDULE_COLUMNS: &str =
 #[async_trait]
 impl ScheduleStore for PgStore {
     async fn create_schedule(&self, s: &Schedule) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO schedules (name, spec, paused, next_fire_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&s.name)
-        .bind(schedule_spec(s)?)
-        .bind(s.paused)
-        .bind(s.next_fire_at)
-        .bind(s.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/postgres/create_schedule.sql"))
+            .bind(&s.name)
+            .bind(schedule_spec(s)?)
+            .bind(s.paused)
+            .bind(s.next_fire_at)
+            .bind(s.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn put_schedule(&self, s: &Schedule) -> Result<bool> {
-        let existed: bool = sqlx::query_scalar(
-            "INSERT INTO schedules AS o (name, spec, paused, next_fire_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) \
-             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, paused = excluded.paused, \
-                 next_fire_at = excluded.next_fire_at, updated_at = excluded.updated_at \
-             RETURNING (xmax <> 0)",
-        )
-        .bind(&s.name)
-        .bind(schedule_spec(s)?)
-        .bind(s.paused)
-        .bind(s.next_fire_at)
-        .bind(s.updated_at)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
+        let existed: bool = sqlx::query_scalar(include_str!("../sql/postgres/put_schedule.sql"))
+            .bind(&s.name)
+            .bind(schedule_spec(s)?)
+            .bind(s.paused)
+            .bind(s.next_fire_at)
+            .bind(s.updated_at)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(existed)
     }
 
@@ -1940,7 +1798,7 @@ impl ScheduleStore for PgStore {
     }
 
     async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM schedules WHERE name = $1")
+        let done = sqlx::query(include_str!("../sql/postgres/delete_schedule.sql"))
             .bind(name)
             .execute(&self.pool)
             .await
@@ -1969,19 +1827,15 @@ impl ScheduleStore for PgStore {
         next: Option<DateTime<Utc>>,
         job: Option<JobId>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE schedules SET next_fire_at = $3, last_fire_at = $4, \
-                 last_job_id = coalesce($5, last_job_id) \
-             WHERE name = $1 AND next_fire_at = $2",
-        )
-        .bind(name)
-        .bind(expected)
-        .bind(next)
-        .bind(fire)
-        .bind(job)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/postgres/advance_schedule.sql"))
+            .bind(name)
+            .bind(expected)
+            .bind(next)
+            .bind(fire)
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -2068,14 +1922,11 @@ impl NotesStore for PgStore {
     }
 
     async fn progress(&self, id: JobId) -> Result<Option<Progress>> {
-        let row = sqlx::query(
-            "SELECT attempt, fraction, message, progress_at FROM job_tries \
-              WHERE job_id = $1 AND progress_at IS NOT NULL ORDER BY attempt DESC LIMIT 1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(include_str!("../sql/postgres/progress.sql"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         row.map(|r| {
             Ok(Progress {
                 attempt: u32::try_from(r.try_get::<i32, _>("attempt").map_err(db)?).unwrap_or(0),
@@ -2091,17 +1942,12 @@ impl NotesStore for PgStore {
     }
 
     async fn logs(&self, id: JobId, attempt: Option<u32>) -> Result<Vec<TryLog>> {
-        let rows = sqlx::query(
-            "SELECT t.attempt, t.log_dropped, l.at, l.level, l.message \
-               FROM job_tries t LEFT JOIN job_logs l USING (job_id, attempt) \
-              WHERE t.job_id = $1 AND ($2::integer IS NULL OR t.attempt = $2) \
-              ORDER BY t.attempt, l.seq",
-        )
-        .bind(id)
-        .bind(attempt.map(try_no))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/logs.sql"))
+            .bind(id)
+            .bind(attempt.map(try_no))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let line = match r.try_get::<Option<DateTime<Utc>>, _>("at").map_err(db)? {
@@ -2126,36 +1972,25 @@ impl NotesStore for PgStore {
 impl TypeStore for PgStore {
     async fn register_types(&self, types: &[JobTypeInfo]) -> Result<()> {
         for t in types {
-            sqlx::query(
-                "INSERT INTO job_types (name, schema, preemptible, default_timeout_seconds, \
-                                        registered_by, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (name) DO UPDATE SET schema = excluded.schema, \
-                     preemptible = excluded.preemptible, \
-                     default_timeout_seconds = excluded.default_timeout_seconds, \
-                     registered_by = excluded.registered_by, updated_at = excluded.updated_at",
-            )
-            .bind(&t.name)
-            .bind(&t.schema)
-            .bind(t.preemptible)
-            .bind(t.default_timeout_seconds)
-            .bind(&t.registered_by)
-            .bind(t.updated_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+            sqlx::query(include_str!("../sql/postgres/register_types.sql"))
+                .bind(&t.name)
+                .bind(&t.schema)
+                .bind(t.preemptible)
+                .bind(t.default_timeout_seconds)
+                .bind(&t.registered_by)
+                .bind(t.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
         }
         Ok(())
     }
 
     async fn job_types(&self) -> Result<Vec<JobTypeInfo>> {
-        let rows = sqlx::query(
-            "SELECT name, schema, preemptible, default_timeout_seconds, registered_by, \
-                    updated_at FROM job_types ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/postgres/job_types.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| {
                 Ok(JobTypeInfo {
@@ -2171,14 +2006,10 @@ impl TypeStore for PgStore {
     }
 
     async fn pending_by_type(&self) -> Result<Vec<(String, i64)>> {
-        sqlx::query_as(
-            "SELECT job_type, sum(n)::int8 FROM job_counts \
-              WHERE status IN ('PENDING', 'DELAYED') GROUP BY job_type \
-             HAVING sum(n) > 0 ORDER BY job_type",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)
+        sqlx::query_as(include_str!("../sql/postgres/pending_by_type.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
     }
 }
 

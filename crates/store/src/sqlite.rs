@@ -180,12 +180,11 @@ fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter> {
 /// a `BEGIN IMMEDIATE` transaction (see the module docs).
 async fn reserve_seqs(tx: &mut Transaction<'static, Sqlite>, n: usize) -> Result<i64> {
     let n = n as i64;
-    let last: i64 =
-        sqlx::query_scalar("UPDATE job_seq SET value = value + ?1 WHERE id = 1 RETURNING value")
-            .bind(n)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db)?;
+    let last: i64 = sqlx::query_scalar(include_str!("../sql/sqlite/reserve_seqs.sql"))
+        .bind(n)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
     Ok(last - n + 1)
 }
 
@@ -249,16 +248,14 @@ impl SqliteStore {
             backend: BACKEND,
             source,
         };
-        let tables: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query)?;
+        let tables: i64 = sqlx::query_scalar(include_str!("../sql/sqlite/applied_migrations.sql"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query)?;
         if tables == 0 {
             return Ok(None);
         }
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        sqlx::query_scalar(include_str!("../sql/sqlite/applied_migrations_2.sql"))
             .fetch_all(&self.pool)
             .await
             .map(Some)
@@ -336,7 +333,7 @@ impl JobRepo for SqliteStore {
         for &i in &keys.firsts {
             let k = jobs[i].unique_key.as_ref().expect("keyed");
             let row: Option<(Hyphenated, String)> =
-                sqlx::query_as("SELECT job_id, fingerprint FROM job_keys WHERE key = ?1")
+                sqlx::query_as(include_str!("../sql/sqlite/insert_many.sql"))
                     .bind(&k.key)
                     .fetch_optional(&mut *tx)
                     .await
@@ -344,17 +341,14 @@ impl JobRepo for SqliteStore {
             match row {
                 Some((id, print)) => taken.push((k.key.clone(), id.into_uuid(), print)),
                 None => {
-                    sqlx::query(
-                        "INSERT INTO job_keys (key, job_id, fingerprint, created_at) \
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .bind(&k.key)
-                    .bind(hy(jobs[i].id))
-                    .bind(&k.fingerprint)
-                    .bind(us(now))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                    sqlx::query(include_str!("../sql/sqlite/insert_many_2.sql"))
+                        .bind(&k.key)
+                        .bind(hy(jobs[i].id))
+                        .bind(&k.fingerprint)
+                        .bind(us(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
                 }
             }
         }
@@ -475,13 +469,11 @@ impl JobRepo for SqliteStore {
     }
 
     async fn backlog(&self) -> Result<Vec<(String, Backlog)>> {
-        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-            "SELECT queue, count(*), coalesce(sum(estimated_duration), 0.0) \
-             FROM jobs WHERE status = 'PENDING' AND delayed = 0 GROUP BY queue ORDER BY queue",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows: Vec<(String, i64, f64)> =
+            sqlx::query_as(include_str!("../sql/sqlite/backlog.sql"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(rows
             .into_iter()
             .map(|(queue, jobs, seconds)| (queue, Backlog { jobs, seconds }))
@@ -489,28 +481,19 @@ impl JobRepo for SqliteStore {
     }
 
     async fn queue_counts(&self) -> Result<Vec<(String, QueueCounts)>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT queue, CASE WHEN status = 'PENDING' AND delayed = 1 THEN 'DELAYED' \
-                                ELSE status END, count(*) \
-             FROM jobs WHERE status IN ('PENDING', 'SCHEDULED', 'RUNNING') GROUP BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as(include_str!("../sql/sqlite/queue_counts.sql"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(queue_counts_of(rows))
     }
 
     async fn stats(&self) -> Result<JobStats> {
-        let rows = sqlx::query(
-            "SELECT status, count(*) AS n, \
-                    avg(CASE WHEN status = 'COMPLETED' \
-                             THEN (completed_at - started_at) / 1000.0 END) AS avg_ms, \
-                    sum(delayed) AS delayed \
-             FROM jobs GROUP BY status",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/sqlite/stats.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let mut stats = JobStats::default();
         for row in &rows {
             let n: i64 = row.try_get("n").map_err(db)?;
@@ -537,7 +520,7 @@ impl JobRepo for SqliteStore {
         // PENDING|SCHEDULED|RUNNING -> CANCELLED; the read and the write share the write
         // lock, so the status read is the one the write changes.
         let mut tx = self.write().await?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?1")
+        let status: Option<String> = sqlx::query_scalar(include_str!("../sql/sqlite/cancel.sql"))
             .bind(hy(id))
             .fetch_optional(&mut *tx)
             .await
@@ -545,16 +528,12 @@ impl JobRepo for SqliteStore {
         let outcome = match status.as_deref().map(status_of).transpose()? {
             None => CancelOutcome::NotFound,
             Some(was @ (JobStatus::Pending | JobStatus::Scheduled | JobStatus::Running)) => {
-                sqlx::query(
-                    "UPDATE jobs SET status = 'CANCELLED', completed_at = ?2, \
-                                     lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = ?1",
-                )
-                .bind(hy(id))
-                .bind(us(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                sqlx::query(include_str!("../sql/sqlite/cancel_2.sql"))
+                    .bind(hy(id))
+                    .bind(us(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
                 if was == JobStatus::Running {
                     CancelOutcome::Stopping
                 } else {
@@ -571,15 +550,12 @@ impl JobRepo for SqliteStore {
 #[async_trait]
 impl DispatchStore for SqliteStore {
     async fn pending_after(&self, after_seq: i64, limit: u32) -> Result<Vec<PendingJob>> {
-        let rows = sqlx::query(
-            "SELECT id, seq, priority, estimated_duration, attempt, run_at FROM jobs \
-             WHERE status = 'PENDING' AND seq > ?1 ORDER BY seq LIMIT ?2",
-        )
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/sqlite/pending_after.sql"))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|row| {
                 Ok(PendingJob {
@@ -610,22 +586,14 @@ impl DispatchStore for SqliteStore {
         let mut applied = Vec::with_capacity(tokens.len());
         for token in &tokens {
             // PENDING -> SCHEDULED, fenced by the attempt.
-            let row = sqlx::query(
-                "UPDATE jobs SET status = 'SCHEDULED', attempt = attempt + 1, \
-                                 scheduled_at = MAX(?3, created_at, run_at), \
-                                 lease_owner = NULL, lease_expires_at = ?4 \
-                 WHERE id = ?1 AND status = 'PENDING' AND attempt = ?2 \
-                 RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
-                           max_retries, created_at, slices, timeout_seconds, backoff_base, \
-                           backoff_cap, queue",
-            )
-            .bind(hy(token.id))
-            .bind(token.attempt)
-            .bind(us(now))
-            .bind(us(lease_until))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+            let row = sqlx::query(include_str!("../sql/sqlite/mark_scheduled.sql"))
+                .bind(hy(token.id))
+                .bind(token.attempt)
+                .bind(us(now))
+                .bind(us(lease_until))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
             if let Some(row) = row {
                 let attempt = row.try_get("attempt").map_err(db)?;
                 applied.push(started_from_row(&row, token.id, attempt)?);
@@ -710,20 +678,17 @@ impl DispatchStore for SqliteStore {
     async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion> {
         let now_us = us(now);
         let mut tx = self.write().await?;
-        let due: Vec<(Hyphenated,)> = sqlx::query_as(
-            "SELECT id FROM jobs WHERE status = 'PENDING' AND delayed = 1 AND run_at <= ?1 \
-             ORDER BY run_at, seq LIMIT ?2",
-        )
-        .bind(now_us)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
+        let due: Vec<(Hyphenated,)> = sqlx::query_as(include_str!("../sql/sqlite/promote_due.sql"))
+            .bind(now_us)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
         if !due.is_empty() {
             // Earliest first, each with a fresh seq: the job enters the queue now.
             let first = reserve_seqs(&mut tx, due.len()).await?;
             for (seq, (id,)) in (first..).zip(&due) {
-                sqlx::query("UPDATE jobs SET delayed = 0, seq = ?2 WHERE id = ?1")
+                sqlx::query(include_str!("../sql/sqlite/promote_due_2.sql"))
                     .bind(id)
                     .bind(seq)
                     .execute(&mut *tx)
@@ -731,13 +696,10 @@ impl DispatchStore for SqliteStore {
                     .map_err(db)?;
             }
         }
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT run_at FROM jobs WHERE status = 'PENDING' AND delayed = 1 \
-             ORDER BY run_at, seq LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        let next: Option<i64> = sqlx::query_scalar(include_str!("../sql/sqlite/promote_due_3.sql"))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(Promotion {
             promoted: due.len() as u64,
@@ -755,34 +717,26 @@ impl DispatchStore for SqliteStore {
         let (from_at, from_seq) = after.map_or((i64::MIN, i64::MIN), |c| (us(c.created_at), c.seq));
         let (done_us, failed_us) = (us(completed_before), us(failed_before));
         let mut tx = self.write().await?;
-        let scan: Vec<(Hyphenated, i64, i64)> = sqlx::query_as(
-            "SELECT id, created_at, seq FROM jobs \
-             WHERE created_at < MAX(?1, ?2) AND (created_at, seq) > (?3, ?4) \
-             ORDER BY created_at, seq LIMIT ?5",
-        )
-        .bind(done_us)
-        .bind(failed_us)
-        .bind(from_at)
-        .bind(from_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
+        let scan: Vec<(Hyphenated, i64, i64)> =
+            sqlx::query_as(include_str!("../sql/sqlite/prune.sql"))
+                .bind(done_us)
+                .bind(failed_us)
+                .bind(from_at)
+                .bind(from_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
         let mut deleted = 0u64;
         for (id, _, _) in &scan {
-            deleted += sqlx::query(
-                "DELETE FROM jobs WHERE id = ?1 AND dead_letter = 0 \
-                   AND ((status = 'COMPLETED' AND coalesce(completed_at, created_at) < ?2) \
-                     OR (status IN ('FAILED', 'CANCELLED') \
-                         AND coalesce(completed_at, failed_at, created_at) < ?3))",
-            )
-            .bind(id)
-            .bind(done_us)
-            .bind(failed_us)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
+            deleted += sqlx::query(include_str!("../sql/sqlite/prune_2.sql"))
+                .bind(id)
+                .bind(done_us)
+                .bind(failed_us)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
         }
         tx.commit().await.map_err(db)?;
         let next = match scan.last() {
@@ -824,16 +778,12 @@ impl WorkerStore for SqliteStore {
         let tokens = dedupe(tokens);
         let mut jobs = Vec::with_capacity(tokens.len());
         for token in &tokens {
-            let row = sqlx::query(
-                "SELECT name, job_type, payload, checkpoint, retry_count, max_retries, created_at, \
-                        slices, timeout_seconds, backoff_base, backoff_cap, queue \
-                 FROM jobs WHERE id = ?1 AND status = 'SCHEDULED' AND attempt = ?2",
-            )
-            .bind(hy(token.id))
-            .bind(token.attempt)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+            let row = sqlx::query(include_str!("../sql/sqlite/fetch.sql"))
+                .bind(hy(token.id))
+                .bind(token.attempt)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
             if let Some(row) = row {
                 jobs.push(started_from_row(&row, token.id, token.attempt)?);
             }
@@ -862,24 +812,19 @@ impl WorkerStore for SqliteStore {
         let mut limit = i64::from(claim.limit);
         // The queue's limit as the durable settings have it now (whatever the worker's copy
         // says: it may be behind a change).
-        let most: Option<i64> = sqlx::query_scalar(
-            "SELECT json_extract(value, '$.concurrency_limit') FROM settings WHERE key = ?1",
-        )
-        .bind(queue_key(&claim.queue))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        .flatten();
+        let most: Option<i64> = sqlx::query_scalar(include_str!("../sql/sqlite/claim.sql"))
+            .bind(queue_key(&claim.queue))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .flatten();
         if let Some(most) = most {
             // The write lock is held: no other claim counts or takes meanwhile.
-            let busy: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM jobs \
-                 WHERE queue = ?1 AND status IN ('SCHEDULED', 'RUNNING')",
-            )
-            .bind(&claim.queue)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
+            let busy: i64 = sqlx::query_scalar(include_str!("../sql/sqlite/claim_2.sql"))
+                .bind(&claim.queue)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
             limit = (most - busy).clamp(0, limit);
         }
         let picked: Vec<(Hyphenated,)> = sqlx::query_as(&format!(
@@ -902,23 +847,14 @@ impl WorkerStore for SqliteStore {
         .map_err(db)?;
         let mut claimed = Vec::with_capacity(picked.len());
         for (id,) in picked {
-            let row = sqlx::query(
-                "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, \
-                                 scheduled_at = MAX(?2, created_at, run_at), \
-                                 started_at = MAX(?2, created_at, run_at), \
-                                 lease_owner = ?3, lease_expires_at = ?4, slices = slices + 1 \
-                 WHERE id = ?1 AND status = 'PENDING' \
-                 RETURNING attempt, name, job_type, payload, checkpoint, retry_count, \
-                           max_retries, created_at, slices - 1 AS slices, timeout_seconds, \
-                           backoff_base, backoff_cap, queue",
-            )
-            .bind(id)
-            .bind(now_us)
-            .bind(owner)
-            .bind(us(claim.lease_until))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+            let row = sqlx::query(include_str!("../sql/sqlite/claim_3.sql"))
+                .bind(id)
+                .bind(now_us)
+                .bind(owner)
+                .bind(us(claim.lease_until))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
             if let Some(row) = row {
                 let attempt = row.try_get("attempt").map_err(db)?;
                 claimed.push(started_from_row(&row, id.into_uuid(), attempt)?);
@@ -945,21 +881,15 @@ impl WorkerStore for SqliteStore {
         for (token, at) in starts {
             // SCHEDULED -> RUNNING, fenced by the attempt (already RUNNING under this owner:
             // a retry, applied again for the lease only).
-            let done = sqlx::query(
-                "UPDATE jobs SET status = 'RUNNING', lease_owner = ?3, lease_expires_at = ?5, \
-                     started_at = CASE WHEN status = 'SCHEDULED' THEN ?4 ELSE started_at END, \
-                     slices = slices + (status = 'SCHEDULED') \
-                 WHERE id = ?1 AND attempt = ?2 \
-                   AND (status = 'SCHEDULED' OR (status = 'RUNNING' AND lease_owner = ?3))",
-            )
-            .bind(hy(token.id))
-            .bind(token.attempt)
-            .bind(owner)
-            .bind(us(*at))
-            .bind(us(lease_until))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            let done = sqlx::query(include_str!("../sql/sqlite/record_starts.sql"))
+                .bind(hy(token.id))
+                .bind(token.attempt)
+                .bind(owner)
+                .bind(us(*at))
+                .bind(us(lease_until))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             if done.rows_affected() == 1 {
                 applied.push(*token);
             }
@@ -974,15 +904,12 @@ impl WorkerStore for SqliteStore {
         leases.dedup();
         let mut held = Vec::new();
         for lease in leases {
-            let rows = sqlx::query(
-                "SELECT id, attempt FROM jobs \
-                 WHERE status = 'RUNNING' AND lease_owner = ?1 AND lease_expires_at = ?2",
-            )
-            .bind(owner)
-            .bind(us(lease))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+            let rows = sqlx::query(include_str!("../sql/sqlite/held.sql"))
+                .bind(owner)
+                .bind(us(lease))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
             for row in &rows {
                 held.push(Token {
                     id: id_of(row)?,
@@ -1006,17 +933,14 @@ impl WorkerStore for SqliteStore {
         let mut tx = self.write().await?;
         let mut held = Vec::with_capacity(tokens.len());
         for token in &tokens {
-            let done = sqlx::query(
-                "UPDATE jobs SET lease_expires_at = ?4 \
-                 WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING' AND lease_owner = ?3",
-            )
-            .bind(hy(token.id))
-            .bind(token.attempt)
-            .bind(owner)
-            .bind(us(lease_until))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            let done = sqlx::query(include_str!("../sql/sqlite/renew.sql"))
+                .bind(hy(token.id))
+                .bind(token.attempt)
+                .bind(owner)
+                .bind(us(lease_until))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             if done.rows_affected() == 1 {
                 held.push(*token);
             }
@@ -1134,19 +1058,16 @@ enum Bind {
 #[async_trait]
 impl DeadLetterStore for SqliteStore {
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(
-            "SELECT id, job_type, name, error_message, retry_count, failed_at FROM jobs \
-             WHERE dead_letter = 1 ORDER BY failed_at DESC, seq DESC LIMIT ?1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/sqlite/dead_letters.sql"))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter().map(dead_letter_from_row).collect()
     }
 
     async fn dead_letter_count(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dead_letter = 1")
+        sqlx::query_scalar(include_str!("../sql/sqlite/dead_letter_count.sql"))
             .fetch_one(&self.pool)
             .await
             .map_err(db)
@@ -1156,18 +1077,13 @@ impl DeadLetterStore for SqliteStore {
         let mut tx = self.write().await?;
         let seq = reserve_seqs(&mut tx, 1).await?;
         // FAILED -> PENDING with a fresh retry budget; the last error is kept for reference.
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'PENDING', retry_count = 0, dead_letter = 0, \
-                             completed_at = NULL, failed_at = NULL, run_at = ?2, seq = ?3, \
-                             lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ?1 AND status = 'FAILED' AND dead_letter = 1",
-        )
-        .bind(hy(id))
-        .bind(us(now))
-        .bind(seq)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/sqlite/retry_dead_letter.sql"))
+            .bind(hy(id))
+            .bind(us(now))
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(if done.rows_affected() == 1 {
             Update::Applied
@@ -1177,7 +1093,7 @@ impl DeadLetterStore for SqliteStore {
     }
 
     async fn purge_dead_letters(&self) -> Result<u64> {
-        let done = sqlx::query("UPDATE jobs SET dead_letter = 0 WHERE dead_letter = 1")
+        let done = sqlx::query(include_str!("../sql/sqlite/purge_dead_letters.sql"))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -1188,11 +1104,12 @@ impl DeadLetterStore for SqliteStore {
 #[async_trait]
 impl ControlStore for SqliteStore {
     async fn load_policy(&self) -> Result<Option<PolicySettings>> {
-        let value: Option<Value> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1")
-            .bind(POLICY_KEY)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+        let value: Option<Value> =
+            sqlx::query_scalar(include_str!("../sql/sqlite/load_policy.sql"))
+                .bind(POLICY_KEY)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
         value
             .map(|v| decode_settings(POLICY_KEY, v).map_err(data))
             .transpose()
@@ -1203,13 +1120,12 @@ impl ControlStore for SqliteStore {
     }
 
     async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>> {
-        let rows: Vec<(String, Value)> = sqlx::query_as(
-            "SELECT key, value FROM settings WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
-        )
-        .bind(QUEUE_KEY_PREFIX)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows: Vec<(String, Value)> =
+            sqlx::query_as(include_str!("../sql/sqlite/load_queues.sql"))
+                .bind(QUEUE_KEY_PREFIX)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         rows.into_iter()
             .map(|(key, value)| {
                 let settings = decode_settings(&key, value).map_err(data)?;
@@ -1222,32 +1138,25 @@ impl ControlStore for SqliteStore {
     async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
         let value = encode_settings(settings).map_err(data)?;
         // updated_at is informational only, so the wall clock is fine here.
-        sqlx::query(
-            "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                                             updated_at = excluded.updated_at",
-        )
-        .bind(queue_key(name))
-        .bind(value)
-        .bind(us(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        sqlx::query(include_str!("../sql/sqlite/save_queue.sql"))
+            .bind(queue_key(name))
+            .bind(value)
+            .bind(us(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
     async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
         let value = encode_settings(settings).map_err(data)?;
-        let done = sqlx::query(
-            "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(queue_key(name))
-        .bind(value)
-        .bind(us(Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/sqlite/create_queue.sql"))
+            .bind(queue_key(name))
+            .bind(value)
+            .bind(us(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1259,25 +1168,19 @@ impl ControlStore for SqliteStore {
         ttl: Duration,
     ) -> Result<bool> {
         // Take the row when it is free or expired (expires_at <= now), renew it when ours.
-        let row = sqlx::query(
-            "INSERT INTO leaders (role, holder, expires_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (role) DO UPDATE \
-                SET holder = excluded.holder, expires_at = excluded.expires_at \
-                WHERE leaders.expires_at <= ?4 OR leaders.holder = excluded.holder \
-             RETURNING holder",
-        )
-        .bind(role)
-        .bind(holder)
-        .bind(us(add_ttl(now, ttl)))
-        .bind(us(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(include_str!("../sql/sqlite/try_lead.sql"))
+            .bind(role)
+            .bind(holder)
+            .bind(us(add_ttl(now, ttl)))
+            .bind(us(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(row.is_some())
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
+        sqlx::query(include_str!("../sql/sqlite/ping.sql"))
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -1285,7 +1188,7 @@ impl ControlStore for SqliteStore {
     }
 
     async fn resign(&self, role: &str, holder: &str) -> Result<()> {
-        sqlx::query("DELETE FROM leaders WHERE role = ?1 AND holder = ?2")
+        sqlx::query(include_str!("../sql/sqlite/resign.sql"))
             .bind(role)
             .bind(holder)
             .execute(&self.pool)
@@ -1323,42 +1226,35 @@ const SCHEDULE_COLUMNS: &str =
 #[async_trait]
 impl ScheduleStore for SqliteStore {
     async fn create_schedule(&self, s: &Schedule) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO schedules (name, spec, paused, next_fire_at, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&s.name)
-        .bind(schedule_spec(s)?)
-        .bind(s.paused)
-        .bind(s.next_fire_at.map(us))
-        .bind(us(s.updated_at))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/sqlite/create_schedule.sql"))
+            .bind(&s.name)
+            .bind(schedule_spec(s)?)
+            .bind(s.paused)
+            .bind(s.next_fire_at.map(us))
+            .bind(us(s.updated_at))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn put_schedule(&self, s: &Schedule) -> Result<bool> {
         let mut tx = self.write().await?;
-        let existed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM schedules WHERE name = ?1")
+        let existed: Option<i64> =
+            sqlx::query_scalar(include_str!("../sql/sqlite/put_schedule.sql"))
+                .bind(&s.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        sqlx::query(include_str!("../sql/sqlite/put_schedule_2.sql"))
             .bind(&s.name)
-            .fetch_optional(&mut *tx)
+            .bind(schedule_spec(s)?)
+            .bind(s.paused)
+            .bind(s.next_fire_at.map(us))
+            .bind(us(s.updated_at))
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO schedules (name, spec, paused, next_fire_at, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
-             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, paused = excluded.paused, \
-                 next_fire_at = excluded.next_fire_at, updated_at = excluded.updated_at",
-        )
-        .bind(&s.name)
-        .bind(schedule_spec(s)?)
-        .bind(s.paused)
-        .bind(s.next_fire_at.map(us))
-        .bind(us(s.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(existed.is_some())
     }
@@ -1385,7 +1281,7 @@ impl ScheduleStore for SqliteStore {
     }
 
     async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM schedules WHERE name = ?1")
+        let done = sqlx::query(include_str!("../sql/sqlite/delete_schedule.sql"))
             .bind(name)
             .execute(&self.pool)
             .await
@@ -1414,19 +1310,15 @@ impl ScheduleStore for SqliteStore {
         next: Option<DateTime<Utc>>,
         job: Option<JobId>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE schedules SET next_fire_at = ?3, last_fire_at = ?4, \
-                 last_job_id = coalesce(?5, last_job_id) \
-             WHERE name = ?1 AND next_fire_at = ?2",
-        )
-        .bind(name)
-        .bind(us(expected))
-        .bind(next.map(us))
-        .bind(us(fire))
-        .bind(job.map(hy))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done = sqlx::query(include_str!("../sql/sqlite/advance_schedule.sql"))
+            .bind(name)
+            .bind(us(expected))
+            .bind(next.map(us))
+            .bind(us(fire))
+            .bind(job.map(hy))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -1441,78 +1333,54 @@ impl NotesStore for SqliteStore {
         lines: &[LogLine],
     ) -> Result<bool> {
         let mut tx = self.write().await?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM jobs WHERE id = ?1 AND attempt = ?2 AND status = 'RUNNING'",
-        )
-        .bind(hy(token.id))
-        .bind(token.attempt)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        let held: Option<i64> = sqlx::query_scalar(include_str!("../sql/sqlite/save_notes.sql"))
+            .bind(hy(token.id))
+            .bind(token.attempt)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
         if held.is_none() {
             return Ok(false);
         }
         let attempt = try_no(attempt);
-        sqlx::query(
-            "INSERT INTO job_tries (job_id, attempt, fraction, message, progress_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (job_id, attempt) DO UPDATE \
-                 SET fraction = coalesce(excluded.fraction, fraction), \
-                     message = CASE WHEN excluded.progress_at IS NULL THEN message \
-                                    ELSE excluded.message END, \
-                     progress_at = coalesce(excluded.progress_at, progress_at)",
-        )
-        .bind(hy(token.id))
-        .bind(attempt)
-        .bind(progress.map(|p| p.fraction))
-        .bind(progress.and_then(|p| p.message.as_deref()))
-        .bind(progress.map(|p| us(p.updated_at)))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        if !lines.is_empty() {
-            for l in lines {
-                sqlx::query(
-                    "INSERT INTO job_logs (job_id, attempt, at, level, message) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .bind(hy(token.id))
-                .bind(attempt)
-                .bind(us(l.at))
-                .bind(&l.level)
-                .bind(&l.message)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
-            let gone = sqlx::query(
-                "DELETE FROM job_logs WHERE seq IN ( \
-                     SELECT seq FROM ( \
-                         SELECT seq, row_number() OVER w AS n, \
-                                sum(length(CAST(message AS BLOB))) OVER w AS bytes \
-                           FROM job_logs WHERE job_id = ?1 AND attempt = ?2 \
-                         WINDOW w AS (ORDER BY seq DESC) \
-                     ) WHERE n > ?3 OR bytes > ?4)",
-            )
+        sqlx::query(include_str!("../sql/sqlite/save_notes_2.sql"))
             .bind(hy(token.id))
             .bind(attempt)
-            .bind(MAX_LOG_LINES as i64)
-            .bind(MAX_LOG_BYTES as i64)
+            .bind(progress.map(|p| p.fraction))
+            .bind(progress.and_then(|p| p.message.as_deref()))
+            .bind(progress.map(|p| us(p.updated_at)))
             .execute(&mut *tx)
             .await
-            .map_err(db)?
-            .rows_affected();
-            if gone > 0 {
-                sqlx::query(
-                    "UPDATE job_tries SET log_dropped = log_dropped + ?3 \
-                     WHERE job_id = ?1 AND attempt = ?2",
-                )
+            .map_err(db)?;
+        if !lines.is_empty() {
+            for l in lines {
+                sqlx::query(include_str!("../sql/sqlite/save_notes_3.sql"))
+                    .bind(hy(token.id))
+                    .bind(attempt)
+                    .bind(us(l.at))
+                    .bind(&l.level)
+                    .bind(&l.message)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            let gone = sqlx::query(include_str!("../sql/sqlite/save_notes_4.sql"))
                 .bind(hy(token.id))
                 .bind(attempt)
-                .bind(i64::try_from(gone).unwrap_or(i64::MAX))
+                .bind(MAX_LOG_LINES as i64)
+                .bind(MAX_LOG_BYTES as i64)
                 .execute(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(db)?
+                .rows_affected();
+            if gone > 0 {
+                sqlx::query(include_str!("../sql/sqlite/save_notes_5.sql"))
+                    .bind(hy(token.id))
+                    .bind(attempt)
+                    .bind(i64::try_from(gone).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
             }
         }
         tx.commit().await.map_err(db)?;
@@ -1520,14 +1388,11 @@ impl NotesStore for SqliteStore {
     }
 
     async fn progress(&self, id: JobId) -> Result<Option<Progress>> {
-        let row = sqlx::query(
-            "SELECT attempt, fraction, message, progress_at FROM job_tries \
-              WHERE job_id = ?1 AND progress_at IS NOT NULL ORDER BY attempt DESC LIMIT 1",
-        )
-        .bind(hy(id))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let row = sqlx::query(include_str!("../sql/sqlite/progress.sql"))
+            .bind(hy(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         row.map(|r| {
             Ok(Progress {
                 attempt: u32::try_from(r.try_get::<i64, _>("attempt").map_err(db)?).unwrap_or(0),
@@ -1543,18 +1408,12 @@ impl NotesStore for SqliteStore {
     }
 
     async fn logs(&self, id: JobId, attempt: Option<u32>) -> Result<Vec<TryLog>> {
-        let rows = sqlx::query(
-            "SELECT t.attempt, t.log_dropped, l.at, l.level, l.message \
-               FROM job_tries t LEFT JOIN job_logs l \
-                 ON l.job_id = t.job_id AND l.attempt = t.attempt \
-              WHERE t.job_id = ?1 AND (?2 IS NULL OR t.attempt = ?2) \
-              ORDER BY t.attempt, l.seq",
-        )
-        .bind(hy(id))
-        .bind(attempt.map(try_no))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/sqlite/logs.sql"))
+            .bind(hy(id))
+            .bind(attempt.map(try_no))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let line = match r.try_get::<Option<i64>, _>("at").map_err(db)? {
@@ -1580,37 +1439,26 @@ impl TypeStore for SqliteStore {
     async fn register_types(&self, types: &[JobTypeInfo]) -> Result<()> {
         let mut tx = self.write().await?;
         for t in types {
-            sqlx::query(
-                "INSERT INTO job_types (name, schema, preemptible, default_timeout_seconds, \
-                                        registered_by, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (name) DO UPDATE SET schema = excluded.schema, \
-                     preemptible = excluded.preemptible, \
-                     default_timeout_seconds = excluded.default_timeout_seconds, \
-                     registered_by = excluded.registered_by, updated_at = excluded.updated_at",
-            )
-            .bind(&t.name)
-            .bind(t.schema.to_string())
-            .bind(t.preemptible)
-            .bind(t.default_timeout_seconds)
-            .bind(&t.registered_by)
-            .bind(us(t.updated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            sqlx::query(include_str!("../sql/sqlite/register_types.sql"))
+                .bind(&t.name)
+                .bind(t.schema.to_string())
+                .bind(t.preemptible)
+                .bind(t.default_timeout_seconds)
+                .bind(&t.registered_by)
+                .bind(us(t.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(())
     }
 
     async fn job_types(&self) -> Result<Vec<JobTypeInfo>> {
-        let rows = sqlx::query(
-            "SELECT name, schema, preemptible, default_timeout_seconds, registered_by, \
-                    updated_at FROM job_types ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(include_str!("../sql/sqlite/job_types.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
             .map(|r| {
                 let schema: String = r.try_get("schema").map_err(db)?;
@@ -1628,12 +1476,9 @@ impl TypeStore for SqliteStore {
     }
 
     async fn pending_by_type(&self) -> Result<Vec<(String, i64)>> {
-        sqlx::query_as(
-            "SELECT job_type, count(*) FROM jobs WHERE status = 'PENDING' \
-              GROUP BY job_type ORDER BY job_type",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)
+        sqlx::query_as(include_str!("../sql/sqlite/pending_by_type.sql"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
     }
 }

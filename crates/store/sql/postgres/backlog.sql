@@ -1,0 +1,2 @@
+SELECT queue, count(*)::int8, coalesce(sum(estimated_duration), 0)::float8
+FROM jobs WHERE queued AND NOT delayed GROUP BY queue ORDER BY queue

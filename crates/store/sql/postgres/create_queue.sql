@@ -1,0 +1,2 @@
+INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+ON CONFLICT (key) DO NOTHING

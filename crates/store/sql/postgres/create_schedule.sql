@@ -1,0 +1,2 @@
+INSERT INTO schedules (name, spec, paused, next_fire_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (name) DO NOTHING

@@ -1,0 +1,1 @@
+UPDATE jobs SET dead_letter = false WHERE dead_letter

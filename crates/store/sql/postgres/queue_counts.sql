@@ -1,0 +1,1 @@
+SELECT queue, status, sum(n)::int8 FROM job_counts GROUP BY queue, status

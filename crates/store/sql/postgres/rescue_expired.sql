@@ -1,0 +1,1 @@
+SELECT scanned_to FROM rescue_marks WHERE name = 'leases'

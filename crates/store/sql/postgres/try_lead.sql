@@ -1,0 +1,5 @@
+INSERT INTO leaders (role, holder, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT (role) DO UPDATE
+SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE leaders.expires_at <= $4 OR leaders.holder = EXCLUDED.holder
+RETURNING holder

@@ -1,0 +1,2 @@
+SELECT count(*) FROM jobs
+WHERE queue = ?1 AND status IN ('SCHEDULED', 'RUNNING')

@@ -1,0 +1,1 @@
+SELECT count(*) FROM jobs WHERE dead_letter = 1

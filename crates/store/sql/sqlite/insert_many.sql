@@ -1,0 +1,1 @@
+SELECT job_id, fingerprint FROM job_keys WHERE key = ?1

@@ -1,0 +1,2 @@
+SELECT id, seq, priority, estimated_duration, attempt, run_at FROM jobs
+WHERE status = 'PENDING' AND seq > ?1 ORDER BY seq LIMIT ?2

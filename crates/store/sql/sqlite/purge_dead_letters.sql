@@ -1,0 +1,1 @@
+UPDATE jobs SET dead_letter = 0 WHERE dead_letter = 1

@@ -1,0 +1,1 @@
+SELECT 1 FROM schedules WHERE name = ?1
