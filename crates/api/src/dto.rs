@@ -11,97 +11,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-/// Lifecycle state of a job.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[schema(as = JobStatus)]
-pub enum JobStatusSchema {
-    /// Waiting to be dispatched.
-    Pending,
-    /// Handed to a worker, not started yet.
-    Scheduled,
-    /// Executing.
-    Running,
-    /// Finished successfully.
-    Completed,
-    /// Failed for good (in the dead-letter queue).
-    Failed,
-    /// Cancelled before it started.
-    Cancelled,
-}
-
-/// A scheduling policy name.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = PolicyName)]
-pub enum PolicyNameSchema {
-    /// First come, first served.
-    Fcfs,
-    /// Shortest (estimated) job first.
-    Sjf,
-    /// Lowest priority number first.
-    Priority,
-    /// Time-sliced rotation.
-    RoundRobin,
-}
-
-/// A job submission. Only `name` and `job_type` are required.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}))]
-pub struct JobCreate {
-    /// Human name, 1–255 characters.
-    pub name: String,
-    /// Registered job type: `sleep`, `word_count` or `thumbnail`.
-    pub job_type: String,
-    /// 1 (highest) to 10 (lowest); default 5.
-    #[schema(minimum = 1, maximum = 10)]
-    pub priority: Option<i64>,
-    /// Estimated run time in seconds (> 0; the SJF key); default 1.0.
-    pub estimated_duration: Option<f64>,
-    /// Type-specific input (a JSON object); default `{}`.
-    #[schema(value_type = Option<Object>)]
-    pub payload: Option<Value>,
-    /// Retry budget, 0–10; default 3.
-    #[schema(minimum = 0, maximum = 10)]
-    pub max_retries: Option<i64>,
-    /// Longest one run may take, seconds (0.1 to 604800); default: the job type's (sleep
-    /// 86460, word_count 600, thumbnail 300). A run past it is stopped and fails with
-    /// "timed out after N s", then retries by `max_retries`.
-    #[schema(minimum = 0.1, maximum = 604800)]
-    pub timeout_seconds: Option<f64>,
-    /// Not to be started before this time (RFC 3339, at most 365 days ahead; a time in the
-    /// past runs now). Until then the job is PENDING and counted as `delayed` in
-    /// `/jobs/stats`; when it comes, the job joins the queue behind the jobs already waiting.
-    /// Give either this or `delay_seconds`.
-    pub run_at: Option<DateTime<Utc>>,
-    /// Not to be started before this many seconds from now (0 to 31536000). Sets `run_at`.
-    #[schema(minimum = 0, maximum = 31536000)]
-    pub delay_seconds: Option<f64>,
-    /// Idempotency key (1 to 255 characters; or the `Idempotency-Key` header). While the job
-    /// it created exists, the same request with the same key answers 200 with that job
-    /// instead of creating another; a different request with it answers 409. In a batch,
-    /// per item.
-    pub unique_key: Option<String>,
-    /// This job's retry backoff (default: the installation's `JOBSCHED_BACKOFF_BASE` / `_CAP`).
-    pub retry_backoff: Option<RetryBackoffSchema>,
-    /// The named queue (default `default`): 1 to 64 of `a-z 0-9 - _ .`, starting with a letter
-    /// or digit. A queue named for the first time is created with the default settings
-    /// (see `PUT /queues/{name}`).
-    #[schema(min_length = 1, max_length = 64)]
-    pub queue: Option<String>,
-}
-
-/// A job's own retry backoff: the delay before retry n is min(cap, base · 2^(n-1)), jittered
-/// into its upper half.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct RetryBackoffSchema {
-    /// Delay before the first retry, seconds (0.001 to 86400).
-    #[schema(minimum = 0.001, maximum = 86400)]
-    pub base_seconds: f64,
-    /// Longest delay, seconds (`base_seconds` to 86400).
-    #[schema(minimum = 0.001, maximum = 86400)]
-    pub cap_seconds: f64,
-}
+pub use jobsched_wire::{
+    HealthResponse, JobCreate, JobStatusSchema, PolicyNameSchema, PolicyUpdate, RetryBackoffSchema,
+    SchedulerStatus, UnservedType,
+};
 
 /// Several submissions inserted in one transaction (all or nothing).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -418,19 +331,6 @@ impl From<JobStats> for JobStatsResponse {
     }
 }
 
-/// A policy change. Omitted optional fields keep their current values.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"policy": "priority"}))]
-pub struct PolicyUpdate {
-    /// `fcfs`, `sjf`, `priority` or `round_robin`.
-    #[schema(value_type = PolicyNameSchema)]
-    pub policy: String,
-    /// Round Robin time quantum in seconds (> 0).
-    pub quantum_seconds: Option<f64>,
-    /// Pause dispatching (running jobs finish).
-    pub paused: Option<bool>,
-}
-
 /// A change to a named queue (`PUT /queues/{name}`). Omitted fields keep their values (a new
 /// queue's are the defaults).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -479,43 +379,6 @@ pub struct QueueResponse {
     pub delayed: i64,
     /// SCHEDULED and RUNNING jobs.
     pub running: i64,
-}
-
-/// The scheduler's settings and load.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SchedulerStatus {
-    /// Active policy.
-    #[schema(value_type = PolicyNameSchema)]
-    pub current_policy: PolicyKind,
-    /// Round Robin time quantum in seconds.
-    pub quantum_seconds: f64,
-    /// Whether dispatching is paused.
-    pub paused: bool,
-    /// The Kubernetes `SchedulerConfig` (`namespace/name`) that owns the settings, if any; the
-    /// REST API cannot change the policy while one does.
-    pub managed_by: Option<String>,
-    /// Jobs waiting: PENDING + SCHEDULED.
-    pub queue_depth: i64,
-    /// Entries in the dead-letter queue.
-    pub dead_letter_count: i64,
-    /// Live workers.
-    pub workers: u32,
-    /// Slots of all live workers.
-    pub total_slots: u64,
-    /// Idle slots of all live workers.
-    pub free_slots: u64,
-    /// Job types with PENDING jobs that no live worker serves: they wait until one does.
-    #[serde(default)]
-    pub unserved: Vec<UnservedType>,
-}
-
-/// A job type with PENDING jobs and no live worker serving it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct UnservedType {
-    /// The job type.
-    pub job_type: String,
-    /// Its PENDING jobs (delayed ones included).
-    pub pending: i64,
 }
 
 /// A job type: built into the API, registered by the workers that serve it, or both.
@@ -608,18 +471,6 @@ impl From<DeadLetter> for DeadLetterResponse {
 pub struct PurgeResponse {
     /// Entries removed (the jobs stay FAILED).
     pub purged: u64,
-}
-
-/// Connectivity of the backends. Field names are the original service's (`postgres`, `redis`)
-/// even when the dev mode runs on SQLite and in-memory transport.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct HealthResponse {
-    /// `healthy` or `unhealthy`.
-    pub status: String,
-    /// `ok` or `error: <reason>` for the job store.
-    pub postgres: String,
-    /// `ok` or `error: <reason>` for the transport.
-    pub redis: String,
 }
 
 /// Result of a liveness/readiness probe.

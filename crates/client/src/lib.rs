@@ -28,6 +28,9 @@ use tokio::time::Instant;
 
 pub use jobsched_core::notes::{LogLine, Progress, TryLog};
 pub use jobsched_core::{DeadLetter, Job, JobId, JobPage, JobStats, JobStatus, PolicyKind};
+pub use jobsched_wire::{
+    HealthResponse as Health, JobCreate as SubmitJob, PolicyUpdate, SchedulerStatus, UnservedType,
+};
 
 /// Everything that can go wrong talking to the API.
 #[derive(Debug, thiserror::Error)]
@@ -131,118 +134,6 @@ impl fmt::Display for FieldProblem {
     }
 }
 
-/// A job submission. Build with [`SubmitJob::new`] and the setters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SubmitJob {
-    /// Human name.
-    pub name: String,
-    /// Job type (`sleep`, `word_count`, `thumbnail`).
-    pub job_type: String,
-    /// 1 (highest) – 10.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i64>,
-    /// Seconds (> 0).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub estimated_duration: Option<f64>,
-    /// Type-specific input.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
-    /// 0–10.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<i64>,
-    /// Per-run timeout, seconds (0.1 to 604800); default: the job type's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<f64>,
-    /// Not to be started before this time (at most 365 days ahead).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Not to be started before this many seconds from now (the server sets `run_at`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay_seconds: Option<f64>,
-    /// Idempotency key: the same request with it again returns the first job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unique_key: Option<String>,
-    /// This job's retry backoff (default: the installation's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_backoff: Option<jobsched_core::RetryBackoff>,
-    /// The named queue (default `default`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue: Option<String>,
-}
-
-impl SubmitJob {
-    /// A submission with defaults for everything but the name and type.
-    pub fn new(name: impl Into<String>, job_type: impl Into<String>) -> Self {
-        SubmitJob {
-            name: name.into(),
-            job_type: job_type.into(),
-            priority: None,
-            estimated_duration: None,
-            payload: None,
-            max_retries: None,
-            timeout_seconds: None,
-            run_at: None,
-            delay_seconds: None,
-            unique_key: None,
-            retry_backoff: None,
-            queue: None,
-        }
-    }
-    /// Put the job in named queue `queue`.
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = Some(queue.into());
-        self
-    }
-    /// Set the priority.
-    pub fn priority(mut self, priority: i64) -> Self {
-        self.priority = Some(priority);
-        self
-    }
-    /// Set the estimated duration (seconds).
-    pub fn estimated_duration(mut self, seconds: f64) -> Self {
-        self.estimated_duration = Some(seconds);
-        self
-    }
-    /// Set the payload.
-    pub fn payload(mut self, payload: Value) -> Self {
-        self.payload = Some(payload);
-        self
-    }
-    /// Set the retry budget.
-    pub fn max_retries(mut self, max_retries: i64) -> Self {
-        self.max_retries = Some(max_retries);
-        self
-    }
-    /// Set the per-run timeout (seconds).
-    pub fn timeout_seconds(mut self, seconds: f64) -> Self {
-        self.timeout_seconds = Some(seconds);
-        self
-    }
-    /// Do not start before `at`.
-    pub fn run_at(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
-        self.run_at = Some(at);
-        self
-    }
-    /// Set this job's retry backoff (seconds).
-    pub fn retry_backoff(mut self, base_seconds: f64, cap_seconds: f64) -> Self {
-        self.retry_backoff = Some(jobsched_core::RetryBackoff {
-            base_seconds,
-            cap_seconds,
-        });
-        self
-    }
-    /// Set the idempotency key.
-    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
-        self.unique_key = Some(key.into());
-        self
-    }
-    /// Do not start before `seconds` from now (as the server's clock reads at submission).
-    pub fn delay_seconds(mut self, seconds: f64) -> Self {
-        self.delay_seconds = Some(seconds);
-        self
-    }
-}
-
 /// Filter and page for [`Client::list`]. `Default` lists the first page of everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ListQuery {
@@ -264,71 +155,6 @@ pub struct ListQuery {
     /// Large fields to include (`payload,result,checkpoint`); lists leave them out otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub include: Option<String>,
-}
-
-/// A policy change; `None` fields keep their current values.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicyUpdate {
-    /// The policy.
-    pub policy: PolicyKind,
-    /// Round Robin quantum (seconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quantum_seconds: Option<f64>,
-    /// Pause or resume dispatching.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paused: Option<bool>,
-}
-
-impl PolicyUpdate {
-    /// Switch to `policy`, keeping quantum and pause state.
-    pub fn new(policy: PolicyKind) -> Self {
-        PolicyUpdate {
-            policy,
-            quantum_seconds: None,
-            paused: None,
-        }
-    }
-}
-
-/// `GET /scheduler/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SchedulerStatus {
-    /// Active policy.
-    pub current_policy: PolicyKind,
-    /// Round Robin quantum (seconds).
-    pub quantum_seconds: f64,
-    /// Dispatching paused.
-    pub paused: bool,
-    /// Owning Kubernetes `SchedulerConfig` (`namespace/name`), if any.
-    pub managed_by: Option<String>,
-    /// PENDING + SCHEDULED.
-    pub queue_depth: i64,
-    /// Dead letters.
-    pub dead_letter_count: i64,
-    /// Live workers.
-    pub workers: u32,
-    /// Slots of live workers.
-    pub total_slots: u64,
-    /// Idle slots of live workers.
-    pub free_slots: u64,
-}
-
-/// `GET /health` (returned for both 200 and 503).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// `healthy` or `unhealthy`.
-    pub status: String,
-    /// Store: `ok` or `error: …`.
-    pub postgres: String,
-    /// Transport: `ok` or `error: …`.
-    pub redis: String,
-}
-
-impl Health {
-    /// True when both backends answered.
-    pub fn is_healthy(&self) -> bool {
-        self.status == "healthy"
-    }
 }
 
 #[derive(Serialize)]
