@@ -47,6 +47,7 @@ mod common;
 mod error;
 mod pg;
 mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{StoreError, redact};

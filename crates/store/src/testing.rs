@@ -20,6 +20,7 @@
 
 use crate::{PgStore, SqliteStore, migrate};
 use jobsched_core::ports::Store;
+use jobsched_testkit::{in_ci, with_database};
 use sqlx::{Connection, Executor, PgConnection};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -52,33 +53,11 @@ pub struct TestDb {
     cleaned: bool,
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
-}
-
 fn admin_url() -> String {
     std::env::var("JOBSCHED_TEST_DATABASE_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_TEST_DATABASE_URL.to_string())
-}
-
-/// `url` with its database (path) replaced by `name`, query string kept.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut out = format!("{}/{name}", &base[..path]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 async fn admin_connection(admin_url: &str) -> Result<PgConnection, String> {

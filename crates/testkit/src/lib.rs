@@ -3,7 +3,8 @@
 //! - [`poll`]: wait for a condition with a deadline (never sleep-and-hope);
 //! - [`free_port`]: a TCP port nothing listens on right now;
 //! - [`in_ci`]: whether `CI=true`, where a missing Postgres or Redis fails a test instead of
-//!   skipping it.
+//!   skipping it;
+//! - [`with_database`]: a database URL pointed at another database (a test's own).
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,5 +37,41 @@ where
             Err(waiting) => assert!(Instant::now() < deadline, "after {timeout:?}: {waiting}"),
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `url` with its database (the path) replaced by `name`, the query string kept:
+/// `postgres://u@h:5432/postgres?sslmode=disable` → `postgres://u@h:5432/<name>?sslmode=disable`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{name}", &base[..path]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn with_database_replaces_only_the_path() {
+        use super::with_database as w;
+        assert_eq!(
+            w("postgres://u@h:5432/postgres", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+        assert_eq!(
+            w("postgres://u@h:5432/postgres?sslmode=disable", "t1"),
+            "postgres://u@h:5432/t1?sslmode=disable"
+        );
+        assert_eq!(w("postgres://u@h:5432", "t1"), "postgres://u@h:5432/t1");
     }
 }
