@@ -15,8 +15,7 @@ use crate::reconcile::{
 };
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
-use jobsched_core::ports::Clock;
-use jobsched_core::ports::{EventBus as _, SettingsCache as _};
+use jobsched_core::ports::{EventBus as _, ManualClock, SettingsCache as _};
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_transport::{MemoryTransport, RedisTransport};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -40,22 +39,15 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 type Responder = tower_test::mock::SendResponse<Response<Body>>;
 
 /// A clock the test sets.
-#[derive(Debug)]
-struct TestClock(Mutex<DateTime<Utc>>);
+struct TestClock;
 
 impl TestClock {
-    fn at(rfc3339: &str) -> Arc<TestClock> {
-        Arc::new(TestClock(Mutex::new(
+    fn at(rfc3339: &str) -> Arc<ManualClock> {
+        Arc::new(ManualClock::at(
             DateTime::parse_from_rfc3339(rfc3339)
                 .unwrap()
                 .with_timezone(&Utc),
-        )))
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
+        ))
     }
 }
 
@@ -85,7 +77,7 @@ fn store_port(url: &str) -> StorePort {
     })
 }
 
-fn context(client: Client, redis: TransportPort, clock: Arc<TestClock>) -> Arc<Context> {
+fn context(client: Client, redis: TransportPort, clock: Arc<ManualClock>) -> Arc<Context> {
     Arc::new(Context {
         client,
         namespace: NS.into(),

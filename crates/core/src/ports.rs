@@ -39,6 +39,31 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that stands still until it is moved (tests: leases, delays and schedules without
+/// waiting).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    /// A clock reading `at`.
+    pub fn at(at: DateTime<Utc>) -> ManualClock {
+        ManualClock(std::sync::Mutex::new(at))
+    }
+
+    /// Move the clock forward by `by` (saturating at the end of time).
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let step = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        *now = now.checked_add_signed(step).unwrap_or(*now);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Submitting, reading and cancelling jobs (the API's side).
 #[async_trait]
 pub trait JobRepo: Send + Sync {

@@ -113,17 +113,15 @@ impl Engine {
     }
 }
 
-/// The leader's maintenance loop: lease rescue and dead-worker reaping every `every`, the
-/// gauges that count every row every fifth round.
+/// The leader's maintenance: one [`Maintenance::step`] every `every`, and a promotion pass
+/// as soon as the earliest delayed job comes due.
 async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rounds: u64 = 0;
+    let mut state = Maintenance::default();
     // When the earliest delayed job comes due (known after each promotion pass); a job
     // submitted for an earlier time since is found by the next round.
     let mut next_due: Option<tokio::time::Instant> = None;
-    // Where the retention scan goes on from (it wraps around at the end).
-    let mut prune_from: Option<PruneCursor> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -134,13 +132,36 @@ async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
                 continue;
             }
         }
-        rescue(&rt).await;
-        next_due = promote(&rt).await;
-        fire_schedules(&rt).await;
-        prune(&rt, &mut prune_from).await;
-        if rounds % 5 == 0 {
-            refresh_gauges(&rt).await;
-        }
-        rounds += 1;
+        next_due = state.step(&rt).await;
     }
 }
+
+/// What the maintenance remembers between rounds.
+#[derive(Debug, Default)]
+pub(crate) struct Maintenance {
+    /// Rounds run so far.
+    rounds: u64,
+    /// Where the retention scan goes on from (it wraps around at the end).
+    prune_from: Option<PruneCursor>,
+}
+
+impl Maintenance {
+    /// One round at the runtime clock's `now`: take back expired leases and reap dead workers,
+    /// promote due delayed jobs, fire due schedules, delete a batch of jobs past retention,
+    /// and (every fifth round) refresh the row-counting gauges. Returns when the earliest
+    /// delayed job still waiting comes due.
+    pub(crate) async fn step(&mut self, rt: &Runtime) -> Option<tokio::time::Instant> {
+        rescue(rt).await;
+        let next_due = promote(rt).await;
+        fire_schedules(rt).await;
+        prune(rt, &mut self.prune_from).await;
+        if self.rounds % 5 == 0 {
+            refresh_gauges(rt).await;
+        }
+        self.rounds += 1;
+        next_due
+    }
+}
+
+#[cfg(test)]
+mod tests;
