@@ -299,3 +299,110 @@ impl Expired {
         }
     }
 }
+
+/// `impl ControlStore for $store`, the same code for both backends: the settings rows
+/// (`$dir`'s `load_policy`, `load_queues`, `save_queue`, `create_queue` statements) and the
+/// leader rows (`try_lead`, `resign`), and `ping`. `$at` turns a time into the backend's
+/// column value; `db`, `data` and `self.pool` are the invoking module's.
+macro_rules! control_store {
+    ($store:ty, $dir:literal, $at:path) => {
+        #[async_trait]
+        impl ControlStore for $store {
+            async fn load_policy(&self) -> Result<Option<PolicySettings>> {
+                let value: Option<Value> =
+                    sqlx::query_scalar(include_str!(concat!("../sql/", $dir, "/load_policy.sql")))
+                        .bind(POLICY_KEY)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db)?;
+                value
+                    .map(|v| decode_settings(POLICY_KEY, v).map_err(data))
+                    .transpose()
+            }
+
+            async fn save_policy(&self, settings: &PolicySettings) -> Result<()> {
+                self.save_queue(DEFAULT_QUEUE, settings).await
+            }
+
+            async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>> {
+                let rows: Vec<(String, Value)> =
+                    sqlx::query_as(include_str!(concat!("../sql/", $dir, "/load_queues.sql")))
+                        .bind(QUEUE_KEY_PREFIX)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db)?;
+                rows.into_iter()
+                    .map(|(key, value)| {
+                        let settings = decode_settings(&key, value).map_err(data)?;
+                        let name = key.strip_prefix(QUEUE_KEY_PREFIX).unwrap_or(&key);
+                        Ok((name.to_owned(), settings))
+                    })
+                    .collect()
+            }
+
+            async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
+                let value = encode_settings(settings).map_err(data)?;
+                // updated_at is informational only, so the wall clock is fine here.
+                sqlx::query(include_str!(concat!("../sql/", $dir, "/save_queue.sql")))
+                    .bind(queue_key(name))
+                    .bind(value)
+                    .bind($at(Utc::now()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(())
+            }
+
+            async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
+                let value = encode_settings(settings).map_err(data)?;
+                let done = sqlx::query(include_str!(concat!("../sql/", $dir, "/create_queue.sql")))
+                    .bind(queue_key(name))
+                    .bind(value)
+                    .bind($at(Utc::now()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn try_lead(
+                &self,
+                role: &str,
+                holder: &str,
+                now: DateTime<Utc>,
+                ttl: Duration,
+            ) -> Result<bool> {
+                // Take the row when it is free or expired (expires_at <= now), renew it when
+                // ours.
+                let row = sqlx::query(include_str!(concat!("../sql/", $dir, "/try_lead.sql")))
+                    .bind(role)
+                    .bind(holder)
+                    .bind($at(add_ttl(now, ttl)))
+                    .bind($at(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(row.is_some())
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query(include_str!(concat!("../sql/", $dir, "/ping.sql")))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(())
+            }
+
+            async fn resign(&self, role: &str, holder: &str) -> Result<()> {
+                sqlx::query(include_str!(concat!("../sql/", $dir, "/resign.sql")))
+                    .bind(role)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use control_store;
