@@ -970,29 +970,18 @@ impl WorkerStore for SqliteStore {
         } else {
             0
         };
-        // Each is RUNNING -> X fenced by the attempt and the lease owner (?1 id, ?2 attempt,
-        // ?3 owner); a run whose start is not recorded yet (?4 set) goes SCHEDULED -> RUNNING
-        // -> X in the same UPDATE. retry_count is capped at max_retries.
-        const RUN: &str = "lease_owner = NULL, lease_expires_at = NULL, \
-                           started_at = CASE WHEN status = 'SCHEDULED' THEN ?4 \
-                                             ELSE started_at END, \
-                           slices = slices + (status = 'SCHEDULED')";
-        const HELD: &str = "id = ?1 AND attempt = ?2 \
-                            AND ((status = 'RUNNING' AND lease_owner = ?3) \
-                                 OR (status = 'SCHEDULED' AND ?4 IS NOT NULL))";
         let mut applied = Vec::with_capacity(runs.len());
         for run in &runs {
             let token = run.outcome.token();
-            let (set, extra): (&str, Vec<Bind>) = match &run.outcome {
+            let (sql, extra): (&str, Vec<Bind>) = match &run.outcome {
                 Outcome::Completed { result, .. } => (
-                    "status = 'COMPLETED', result = ?5, completed_at = ?6",
+                    include_str!("../sql/sqlite/finish_completed.sql"),
                     vec![Bind::Json(result.clone()), Bind::Int(now_us)],
                 ),
                 Outcome::Retry { error, run_at, .. } => {
                     next_seq += 1;
                     (
-                        "status = 'PENDING', retry_count = MIN(retry_count + 1, max_retries), \
-                         error_message = ?5, run_at = ?6, seq = ?7",
+                        include_str!("../sql/sqlite/finish_retry.sql"),
                         vec![
                             Bind::Text(error.clone()),
                             Bind::Int(us(*run_at)),
@@ -1003,8 +992,7 @@ impl WorkerStore for SqliteStore {
                 Outcome::Failed {
                     error, retry_count, ..
                 } => (
-                    "status = 'FAILED', error_message = ?5, retry_count = MIN(?6, max_retries), \
-                     dead_letter = 1, failed_at = ?7, completed_at = ?7",
+                    include_str!("../sql/sqlite/finish_failed.sql"),
                     vec![
                         Bind::Text(error.clone()),
                         Bind::Int(i64::from(*retry_count)),
@@ -1014,8 +1002,7 @@ impl WorkerStore for SqliteStore {
                 Outcome::Requeue { checkpoint, .. } => {
                     next_seq += 1;
                     (
-                        "status = 'PENDING', seq = ?5, checkpoint = COALESCE(?6, checkpoint), \
-                         run_at = ?7",
+                        include_str!("../sql/sqlite/finish_requeue.sql"),
                         vec![
                             Bind::Int(next_seq - 1),
                             Bind::OptJson(checkpoint.clone()),
@@ -1024,8 +1011,7 @@ impl WorkerStore for SqliteStore {
                     )
                 }
             };
-            let sql = format!("UPDATE jobs SET {set}, {RUN} WHERE {HELD}");
-            let mut query = sqlx::query(&sql)
+            let mut query = sqlx::query(sql)
                 .bind(hy(token.id))
                 .bind(token.attempt)
                 .bind(owner)

@@ -1,0 +1,10 @@
+-- RUNNING -> COMPLETED fenced by the attempt and the lease owner (?1 id, ?2 attempt, ?3 owner); a run
+-- whose start is not recorded yet (?4 set) goes SCHEDULED -> RUNNING -> COMPLETED in the same UPDATE.
+-- ?5 result, ?6 now.
+UPDATE jobs
+SET status = 'COMPLETED', result = ?5, completed_at = ?6,
+    lease_owner = NULL, lease_expires_at = NULL,
+    started_at = CASE WHEN status = 'SCHEDULED' THEN ?4 ELSE started_at END,
+    slices = slices + (status = 'SCHEDULED')
+WHERE id = ?1 AND attempt = ?2
+  AND ((status = 'RUNNING' AND lease_owner = ?3) OR (status = 'SCHEDULED' AND ?4 IS NOT NULL))
