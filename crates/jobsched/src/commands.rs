@@ -271,12 +271,8 @@ async fn dev(args: DevArgs) -> Result<()> {
 
 async fn controller(args: ControllerArgs) -> Result<()> {
     jobsched_worker::logging::init("info");
-    let ports = controller_ports(
-        &args.redis.redis_url,
-        &args.redis.redis_prefix,
-        args.database_url.as_deref().filter(|u| !u.is_empty()),
-    )
-    .await?;
+    let (redis_url, redis_prefix) = (args.redis.redis_url, args.redis.redis_prefix);
+    let database_url = args.database_url.filter(|u| !u.is_empty());
     let cfg = jobsched_controller::ControllerConfig {
         namespace: args.namespace,
         config_name: args.config_name,
@@ -287,6 +283,8 @@ async fn controller(args: ControllerArgs) -> Result<()> {
         ..jobsched_controller::ControllerConfig::default()
     };
     cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Every setting is checked before anything is connected.
+    let ports = controller_ports(&redis_url, &redis_prefix, database_url.as_deref()).await?;
     let shutdown = shutdown_signal();
     let client = jobsched_controller::client()
         .await
