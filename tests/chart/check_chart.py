@@ -1538,7 +1538,7 @@ def day1_autoscaling() -> None:
     trig = (so or {}).get("spec", {}).get("triggers", [{}])[0]
     meta = trig.get("metadata", {})
     worker_env = env_of(container(find(docs, "Deployment", "-worker"), "worker") or {})
-    store_src = (ROOT / "crates/store/src/pg.rs").read_text()
+    store_src = " ".join((ROOT / "crates/store/sql/postgres/backlog.sql").read_text().split())
     R.check("autoscaling: Postgres trigger sums the PENDING estimates (the store's backlog query) over workers of "
             "targetBacklogSeconds × concurrency slots, connecting with the workers' JOBSCHED_DATABASE_URL",
             trig.get("type") == "postgresql" and trig.get("metricType") == "AverageValue"
