@@ -24,6 +24,7 @@ pub mod thumbnail;
 pub mod word_count;
 
 pub use error::JobError;
+pub use payload::kind as json_kind;
 pub use probe::ProbeJob;
 pub use registry::Registry;
 pub use sandbox::{DataDir, FileId, InputFile, OutputFile};

@@ -62,8 +62,9 @@ pub(crate) fn path(
     }
 }
 
-/// Short name of a JSON value's type for messages.
-pub(crate) fn kind(v: &Value) -> &'static str {
+/// Short name of a JSON value's type for messages ("a string", "an object", …): the one
+/// wording of every "got …" in validation errors (jobs and the REST API).
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -144,7 +144,10 @@ impl<'a, 'i> Fields<'a, 'i> {
             None => {
                 issues.push(FieldIssue::body(
                     prefix.trim_end_matches('.'),
-                    format!("must be a JSON object, got {}", kind_of(value)),
+                    format!(
+                        "must be a JSON object, got {}",
+                        jobsched_jobs::json_kind(value)
+                    ),
                     "type_error",
                 ));
                 None
@@ -164,7 +167,7 @@ impl<'a, 'i> Fields<'a, 'i> {
         let path = self.path(name);
         self.issues.push(FieldIssue::body(
             &path,
-            format!("must be {expected}, got {}", kind_of(got)),
+            format!("must be {expected}, got {}", jobsched_jobs::json_kind(got)),
             "type_error",
         ));
     }
@@ -296,18 +299,6 @@ impl<'a, 'i> Fields<'a, 'i> {
                 None
             }
         }
-    }
-}
-
-/// A short name of a JSON value's type, for messages.
-pub(crate) fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

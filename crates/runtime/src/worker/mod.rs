@@ -104,6 +104,172 @@ pub(crate) async fn within<T>(
         })
 }
 
+/// The control loop's state: the slots, the outcomes not yet written, the exchange in flight
+/// and what decides when the next one goes.
+struct Pool {
+    rt: Runtime,
+    me: String,
+    total: u32,
+    /// Slots with no job.
+    idle: u32,
+    running: RunningSet,
+    /// Where a slot sends its outcome when its body returns.
+    done_tx: mpsc::UnboundedSender<Outcome>,
+    served: Served,
+    /// The job types served here (made once: every report and every claim shares it).
+    served_types: Arc<[String]>,
+    /// Whether the store has taken this worker's job types into its catalog.
+    registered: bool,
+    /// Outcomes not written yet.
+    outcomes: Vec<Outcome>,
+    /// The exchange in flight (at most one).
+    exchange: Option<Pending>,
+    /// News of work since the last claim: every served queue is claimed from again (a queue
+    /// whose claim came back short is left alone until then).
+    want: bool,
+    /// Retries this worker wrote, by when they are due (it claims them itself then).
+    due: BinaryHeap<std::cmp::Reverse<Instant>>,
+    /// No exchange before this instant (set after the store failed one).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Lease expiries of failed exchanges that claimed: jobs with them may be held here
+    /// unknown.
+    lost: Vec<DateTime<Utc>>,
+}
+
+impl Pool {
+    /// Start an exchange if none is in flight, the store is not being backed off from, and
+    /// there is something to write or a slot to fill.
+    fn exchange_if_due(&mut self) {
+        if self.exchange.is_some() || self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        self.retry_at = None;
+        let plan = self.served.next(self.idle);
+        if plan.is_none() && self.outcomes.is_empty() {
+            return;
+        }
+        let now = self.rt.clock.now();
+        self.lost.retain(|lease| *lease > now);
+        let check = (!self.lost.is_empty())
+            .then(|| (known_runs(&self.running, &self.outcomes), self.lost.clone()));
+        let n = self.outcomes.len().min(self.rt.config.batch_size);
+        let batch: Vec<Outcome> = self.outcomes.drain(..n).collect();
+        self.idle -= plan.as_ref().map_or(0, |p| p.ask);
+        self.exchange = Some(start_exchange(
+            &self.rt,
+            batch,
+            plan,
+            check,
+            &self.served_types,
+        ));
+    }
+
+    /// A slot's body returned with `outcome`.
+    fn slot_done(&mut self, outcome: Outcome) {
+        self.outcomes.push(outcome);
+        self.idle += 1;
+        self.served.slot_freed();
+    }
+
+    /// Take in an exchange's answer and start the jobs it claimed; after a failure, note the
+    /// failed claim's lease (its jobs may be held here unknown) and back off from the store.
+    fn settled(&mut self, ((sent, plan, lease), result): (Sent, jobsched_core::Result<Exchanged>)) {
+        let asked = plan.as_ref().map_or(0, |p| p.ask);
+        let claimed = settle(
+            &self.rt,
+            &self.running,
+            sent,
+            asked,
+            result,
+            &mut self.idle,
+            &mut self.outcomes,
+            &mut self.want,
+            &mut self.due,
+        );
+        match claimed {
+            Some(claimed) => {
+                if let Some(plan) = &plan {
+                    self.served.claimed(plan, claimed.len());
+                }
+                // This exchange began with the check for unknown claims (there is only one
+                // exchange in flight), so whatever an earlier failure left is handed back.
+                self.lost.clear();
+                self.backoff = Duration::from_millis(50);
+                for job in claimed {
+                    let settings = self.served.settings(&job.queue);
+                    spawn_job(&self.rt, job, &settings, &self.running, &self.done_tx);
+                }
+            }
+            None => {
+                if asked > 0 {
+                    self.lost.push(lease);
+                }
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// An event from the transport.
+    async fn event(&mut self, e: Result<Event, broadcast::error::RecvError>) {
+        if matches!(
+            e,
+            Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_))
+        ) {
+            self.served.refresh(&self.rt).await;
+        }
+        // A job of ours cancelled while running: stop its body. Its outcome write will miss
+        // (the row is CANCELLED), which frees the slot as usual.
+        if let Ok(Event::Cancelled(id)) = &e {
+            stop_cancelled(&self.running, *id);
+        }
+        // News of work (or of an order that may pick other work): claim again.
+        self.want |= matches!(
+            e,
+            Ok(Event::Submitted(_) | Event::JobsAvailable | Event::PolicyChanged)
+                | Err(broadcast::error::RecvError::Lagged(_))
+        );
+    }
+
+    /// One of this worker's retries came due.
+    async fn retry_due(&mut self) {
+        let now = Instant::now();
+        while self
+            .due
+            .peek()
+            .is_some_and(|std::cmp::Reverse(at)| *at <= now)
+        {
+            self.due.pop();
+        }
+        self.want = true;
+        if self.idle == 0 {
+            // No slot here for the retry that came due: tell the others.
+            let _ = within(self.rt.transport.publish(Event::JobsAvailable)).await;
+        }
+    }
+
+    /// Report this worker's slots and types; register its types if the store has not yet.
+    async fn heartbeat(&mut self) {
+        let rt = &self.rt;
+        if let Err(e) =
+            within(
+                rt.transport
+                    .report_slots(&self.me, self.idle, self.total, rt.config.worker_ttl),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "heartbeat to transport failed");
+        }
+        if let Err(e) = within(rt.transport.report_types(&self.me, &self.served_types)).await {
+            tracing::warn!(error = %e, "reporting the served job types failed");
+        }
+        if !self.registered {
+            self.registered = register_types(rt).await;
+        }
+    }
+}
+
 /// Run the worker until `shutdown`, then drain gracefully.
 pub async fn run(
     rt: Runtime,
@@ -123,157 +289,69 @@ pub async fn run(
     served.refresh(&rt).await;
     // The job types served here: in the catalog (durably, with their schemas: the API checks
     // submissions against them) and reported with this worker's liveness.
-    // Made once: every report and every claim shares it.
     let served_types: Arc<[String]> = rt.registry.names().iter().map(|n| n.to_string()).collect();
-    let mut registered = register_types(&rt).await;
-    let mut idle = total;
-    let heartbeat_every = rt.config.worker_ttl / 3;
-    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    let registered = register_types(&rt).await;
+    let mut heartbeat = tokio::time::interval(rt.config.worker_ttl / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(rt.config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(worker = %me, slots = total, "worker started");
     metrics().worker_slots_total.set(i64::from(total));
     metrics().worker_slots_busy.set(0);
-
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    // The exchange in flight (at most one).
-    let mut exchange: Option<Pending> = None;
-    // News of work since the last claim: every served queue is claimed from again (a queue
-    // whose claim came back short is left alone until then).
-    let mut want = true;
-    // Retries this worker wrote, by when they are due (it claims them itself then).
-    let mut due: BinaryHeap<std::cmp::Reverse<Instant>> = BinaryHeap::new();
-    // No exchange before this instant (set after the store failed one).
-    let mut retry_at: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(50);
-    // Lease expiries of failed exchanges that claimed: jobs with them may be held here unknown.
-    let mut lost: Vec<DateTime<Utc>> = Vec::new();
+    let mut pool = Pool {
+        rt: rt.clone(),
+        me: me.clone(),
+        total,
+        idle: total,
+        running: running.clone(),
+        done_tx,
+        served,
+        served_types,
+        registered,
+        outcomes: Vec::new(),
+        exchange: None,
+        want: true,
+        due: BinaryHeap::new(),
+        retry_at: None,
+        backoff: Duration::from_millis(50),
+        lost: Vec::new(),
+    };
 
     // ---- normal operation ----
     while !shutdown.is_cancelled() {
-        metrics().worker_slots_busy.set(i64::from(total - idle));
-        if want {
-            served.wake();
-            want = false;
+        metrics()
+            .worker_slots_busy
+            .set(i64::from(pool.total - pool.idle));
+        if pool.want {
+            pool.served.wake();
+            pool.want = false;
         }
-        if retry_at.is_none_or(|at| Instant::now() >= at) && exchange.is_none() {
-            retry_at = None;
-            let plan = served.next(idle);
-            if plan.is_some() || !outcomes.is_empty() {
-                let now = rt.clock.now();
-                lost.retain(|lease| *lease > now);
-                let check =
-                    (!lost.is_empty()).then(|| (known_runs(&running, &outcomes), lost.clone()));
-                let n = outcomes.len().min(rt.config.batch_size);
-                let batch: Vec<Outcome> = outcomes.drain(..n).collect();
-                idle -= plan.as_ref().map_or(0, |p| p.ask);
-                exchange = Some(start_exchange(&rt, batch, plan, check, &served_types));
-            }
-        }
-        let next_due = due.peek().map(|std::cmp::Reverse(at)| *at);
-        let settled = tokio::select! {
+        pool.exchange_if_due();
+        let next_due = pool.due.peek().map(|std::cmp::Reverse(at)| *at);
+        let retry_at = pool.retry_at;
+        tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = async { exchange.as_mut().expect("branch enabled only with an exchange").await },
-                if exchange.is_some() => {
-                exchange = None;
-                Some(r)
+            r = async { pool.exchange.as_mut().expect("branch enabled only with an exchange").await },
+                if pool.exchange.is_some() => {
+                pool.exchange = None;
+                pool.settled(r);
             }
             Some(outcome) = done_rx.recv() => {
-                outcomes.push(outcome);
-                idle += 1;
-                served.slot_freed();
+                pool.slot_done(outcome);
                 while let Ok(o) = done_rx.try_recv() {
-                    outcomes.push(o);
-                    idle += 1;
+                    pool.slot_done(o);
                 }
-                None
             }
-            e = ev.recv() => {
-                if matches!(e, Ok(Event::PolicyChanged) | Err(broadcast::error::RecvError::Lagged(_))) {
-                    served.refresh(&rt).await;
-                }
-                // A job of ours cancelled while running: stop its body. Its outcome write
-                // will miss (the row is CANCELLED), which frees the slot as usual.
-                if let Ok(Event::Cancelled(id)) = &e {
-                    stop_cancelled(&running, *id);
-                }
-                // News of work (or of an order that may pick other work): claim again.
-                want |= matches!(
-                    e,
-                    Ok(Event::Submitted(_) | Event::JobsAvailable | Event::PolicyChanged)
-                        | Err(broadcast::error::RecvError::Lagged(_))
-                );
-                None
-            }
+            e = ev.recv() => pool.event(e).await,
             _ = async { tokio::time::sleep_until(next_due.expect("branch enabled only when due").into()).await },
-                if next_due.is_some() => {
-                let now = Instant::now();
-                while due.peek().is_some_and(|std::cmp::Reverse(at)| *at <= now) {
-                    due.pop();
-                }
-                want = true;
-                if idle == 0 {
-                    // No slot here for the retry that came due: tell the others.
-                    let _ = within(rt.transport.publish(Event::JobsAvailable)).await;
-                }
-                None
-            }
+                if next_due.is_some() => pool.retry_due().await,
             _ = async { tokio::time::sleep_until(retry_at.expect("branch enabled only when backing off").into()).await },
-                if retry_at.is_some() => None,
-            _ = heartbeat.tick() => {
-                if let Err(e) = within(rt.transport.report_slots(&me, idle, total, rt.config.worker_ttl)).await {
-                    tracing::warn!(error = %e, "heartbeat to transport failed");
-                }
-                if let Err(e) = within(rt.transport.report_types(&me, &served_types)).await {
-                    tracing::warn!(error = %e, "reporting the served job types failed");
-                }
-                if !registered {
-                    registered = register_types(&rt).await;
-                }
-                None
-            }
+                if retry_at.is_some() => {}
+            _ = heartbeat.tick() => pool.heartbeat().await,
             _ = poll.tick() => {
-                want = true;
+                pool.want = true;
                 // The settings are re-read now and then: an event may have been lost.
-                served.refresh(&rt).await;
-                None
-            }
-        };
-        let Some(((sent, plan, lease), result)) = settled else {
-            continue;
-        };
-        let asked = plan.as_ref().map_or(0, |p| p.ask);
-        match settle(
-            &rt,
-            &running,
-            sent,
-            asked,
-            result,
-            &mut idle,
-            &mut outcomes,
-            &mut want,
-            &mut due,
-        ) {
-            Some(claimed) => {
-                if let Some(plan) = &plan {
-                    served.claimed(plan, claimed.len());
-                }
-                // This exchange began with the check for unknown claims (there is only one
-                // exchange in flight), so whatever an earlier failure left is handed back.
-                lost.clear();
-                backoff = Duration::from_millis(50);
-                for job in claimed {
-                    let settings = served.settings(&job.queue);
-                    spawn_job(&rt, job, &settings, &running, &done_tx);
-                }
-            }
-            None => {
-                if asked > 0 {
-                    lost.push(lease);
-                }
-                retry_at = Some(Instant::now() + backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                pool.served.refresh(&rt).await;
             }
         }
     }
@@ -285,36 +363,34 @@ pub async fn run(
         .report_slots(&me, 0, total, rt.config.worker_ttl)
         .await;
     // An exchange on its way may have claimed jobs: they run (or are handed back) like the rest.
-    if let Some(pending) = exchange.take() {
-        let ((sent, plan, lease), result) = pending.await;
-        let asked = plan.as_ref().map_or(0, |p| p.ask);
-        if result.is_ok() {
-            lost.clear();
-        } else if asked > 0 {
-            lost.push(lease);
-        }
-        let claimed = settle(
-            &rt,
-            &running,
-            sent,
-            asked,
-            result,
-            &mut idle,
-            &mut outcomes,
-            &mut want,
-            &mut due,
-        );
-        for job in claimed.unwrap_or_default() {
-            let settings = served.settings(&job.queue);
-            spawn_job(&rt, job, &settings, &running, &done_tx);
-        }
+    if let Some(pending) = pool.exchange.take() {
+        pool.settled(pending.await);
     }
-    if !lost.is_empty() {
-        // Hand back what a failed claim may have left under this worker's lease; if the store
-        // is still out of reach, the rescuer takes those jobs when their leases expire.
-        let known = known_runs(&running, &outcomes);
-        match tokio::time::timeout(rt.config.shutdown_grace, rt.store.held(&me, &lost)).await {
-            Ok(Ok(held)) => outcomes.extend(unknown_claims(held, &known)),
+    drain(pool, done_rx).await;
+    renew_stop.cancel();
+    let _ = renewer.await;
+    let _ = note_writer.await;
+    let _ = rt
+        .transport
+        .report_slots(&me, 0, 0, Duration::from_millis(1))
+        .await;
+    tracing::info!(worker = %me, "worker stopped");
+    Ok(())
+}
+
+/// The shutdown's drain: hand back what a failed claim may have left under this worker's lease,
+/// write outcomes as bodies end, ask preemptible bodies to stop at the grace period's end and
+/// hand back (without a retry) whatever still runs a second later.
+async fn drain(mut pool: Pool, mut done_rx: mpsc::UnboundedReceiver<Outcome>) {
+    let rt = pool.rt.clone();
+    let me = pool.me.clone();
+    let running = pool.running.clone();
+    if !pool.lost.is_empty() {
+        // If the store is still out of reach, the rescuer takes those jobs when their leases
+        // expire.
+        let known = known_runs(&running, &pool.outcomes);
+        match tokio::time::timeout(rt.config.shutdown_grace, rt.store.held(&me, &pool.lost)).await {
+            Ok(Ok(held)) => pool.outcomes.extend(unknown_claims(held, &known)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not check for claims whose reply was lost")
             }
@@ -328,11 +404,19 @@ pub async fn run(
     let soft = |at: Instant| at + Duration::from_secs(1);
     loop {
         // Write what ended so far (no claims), then wait for the rest.
-        drain_done(&mut done_rx, &mut outcomes);
-        if !outcomes.is_empty() {
-            let batch = std::mem::take(&mut outcomes);
+        drain_done(&mut done_rx, &mut pool.outcomes);
+        if !pool.outcomes.is_empty() {
+            let batch = std::mem::take(&mut pool.outcomes);
             let applied = write_outcomes(&rt, &batch, &me).await;
-            recorded(&rt, &batch, &applied, &running, &mut due, &mut want, idle);
+            recorded(
+                &rt,
+                &batch,
+                &applied,
+                &running,
+                &mut pool.due,
+                &mut pool.want,
+                pool.idle,
+            );
         }
         if busy(&running) == 0 {
             break;
@@ -361,10 +445,11 @@ pub async fn run(
                 count = left.len(),
                 "handing back jobs that did not finish within the grace period"
             );
-            outcomes.extend(left.into_iter().map(|token| Outcome::Requeue {
-                token,
-                checkpoint: None,
-            }));
+            pool.outcomes
+                .extend(left.into_iter().map(|token| Outcome::Requeue {
+                    token,
+                    checkpoint: None,
+                }));
             continue;
         }
         let wake = if asked_to_stop {
@@ -373,19 +458,10 @@ pub async fn run(
             deadline
         };
         tokio::select! {
-            Some(o) = done_rx.recv() => outcomes.push(o),
+            Some(o) = done_rx.recv() => pool.outcomes.push(o),
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
-    renew_stop.cancel();
-    let _ = renewer.await;
-    let _ = note_writer.await;
-    let _ = rt
-        .transport
-        .report_slots(&me, 0, 0, Duration::from_millis(1))
-        .await;
-    tracing::info!(worker = %me, "worker stopped");
-    Ok(())
 }
 
 /// Ask the body of `id` to stop, if it runs here.
