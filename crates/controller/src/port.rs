@@ -61,25 +61,44 @@ impl<T: ?Sized> std::fmt::Debug for Lazy<T> {
     }
 }
 
-/// The transport port (Redis in a cluster).
-#[derive(Clone, Debug)]
-pub struct TransportPort(Arc<Lazy<dyn Transport>>);
+/// A port connected on first use, or [`ready`](Port::ready).
+pub struct Port<T: ?Sized>(Arc<Lazy<T>>);
 
-impl TransportPort {
+impl<T: ?Sized> Clone for Port<T> {
+    fn clone(&self) -> Self {
+        Port(self.0.clone())
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Port<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T: ?Sized> Port<T> {
     /// Connected by `connect` on first use (retried at each use until it succeeds).
-    pub fn connect_with<F, Fut>(connect: F) -> TransportPort
+    pub fn connect_with<F, Fut>(connect: F) -> Port<T>
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = jobsched_core::Result<Arc<dyn Transport>>> + Send + 'static,
+        Fut: Future<Output = jobsched_core::Result<Arc<T>>> + Send + 'static,
     {
-        TransportPort(Arc::new(Lazy::new(connect)))
+        Port(Arc::new(Lazy::new(connect)))
     }
 
     /// Already connected.
-    pub fn ready(transport: Arc<dyn Transport>) -> TransportPort {
-        TransportPort(Arc::new(Lazy::ready(transport)))
+    pub fn ready(port: Arc<T>) -> Port<T> {
+        Port(Arc::new(Lazy::ready(port)))
     }
+}
 
+/// The transport port (Redis in a cluster).
+pub type TransportPort = Port<dyn Transport>;
+
+/// The durable store port (Postgres in a cluster).
+pub type StorePort = Port<dyn Store>;
+
+impl Port<dyn Transport> {
     pub(crate) async fn get(&self) -> Result<Arc<dyn Transport>, ControllerError> {
         self.0
             .get()
@@ -88,25 +107,7 @@ impl TransportPort {
     }
 }
 
-/// The durable store port (Postgres in a cluster).
-#[derive(Clone, Debug)]
-pub struct StorePort(Arc<Lazy<dyn Store>>);
-
-impl StorePort {
-    /// Connected by `connect` on first use (retried at each use until it succeeds).
-    pub fn connect_with<F, Fut>(connect: F) -> StorePort
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = jobsched_core::Result<Arc<dyn Store>>> + Send + 'static,
-    {
-        StorePort(Arc::new(Lazy::new(connect)))
-    }
-
-    /// Already connected.
-    pub fn ready(store: Arc<dyn Store>) -> StorePort {
-        StorePort(Arc::new(Lazy::ready(store)))
-    }
-
+impl Port<dyn Store> {
     pub(crate) async fn get(&self) -> Result<Arc<dyn Store>, ControllerError> {
         self.0
             .get()

@@ -341,28 +341,13 @@ macro_rules! control_store {
             }
 
             async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
-                let value = encode_settings(settings).map_err(data)?;
-                // updated_at is informational only, so the wall clock is fine here.
-                sqlx::query(include_str!(concat!("../sql/", $dir, "/save_queue.sql")))
-                    .bind(queue_key(name))
-                    .bind(value)
-                    .bind($at(Utc::now()))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db)?;
-                Ok(())
+                let sql = include_str!(concat!("../sql/", $dir, "/save_queue.sql"));
+                self.write_settings(sql, name, settings).await.map(drop)
             }
 
             async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
-                let value = encode_settings(settings).map_err(data)?;
-                let done = sqlx::query(include_str!(concat!("../sql/", $dir, "/create_queue.sql")))
-                    .bind(queue_key(name))
-                    .bind(value)
-                    .bind($at(Utc::now()))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db)?;
-                Ok(done.rows_affected() == 1)
+                let sql = include_str!(concat!("../sql/", $dir, "/create_queue.sql"));
+                Ok(self.write_settings(sql, name, settings).await? == 1)
             }
 
             async fn try_lead(
@@ -401,6 +386,27 @@ macro_rules! control_store {
                     .await
                     .map_err(db)?;
                 Ok(())
+            }
+        }
+
+        impl $store {
+            /// Run `sql` (an upsert or an insert-if-absent of queue `name`'s settings row,
+            /// stamped with the wall clock, which is informational only); rows written.
+            async fn write_settings(
+                &self,
+                sql: &'static str,
+                name: &str,
+                settings: &PolicySettings,
+            ) -> Result<u64> {
+                let value = encode_settings(settings).map_err(data)?;
+                let done = sqlx::query(sql)
+                    .bind(queue_key(name))
+                    .bind(value)
+                    .bind($at(Utc::now()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(done.rows_affected())
             }
         }
     };
