@@ -239,46 +239,43 @@ fn router_with(state: AppState, activity: Arc<activity::Activity>) -> Router {
     let body_budget = Arc::new(tokio::sync::Semaphore::new(body_kib as usize));
     let state: SharedState = Arc::new(state);
 
-    let mut api = Router::new();
-    api = both(api, "/jobs", get(jobs::list).post(jobs::submit));
-    api = both(api, "/jobs/batch", post(jobs::submit_batch));
-    api = both(api, "/jobs/stats", get(jobs::stats));
-    api = both(api, "/jobs/{id}", get(jobs::get).delete(jobs::cancel));
-    api = both(api, "/jobs/{id}/logs", get(jobs::logs));
-    api = both(api, "/job-types", get(job_types::list));
-    api = both(
-        api,
-        "/schedules",
-        get(schedules::list).post(schedules::create),
-    );
-    api = both(
-        api,
-        "/schedules/{name}",
-        get(schedules::get)
-            .put(schedules::put)
-            .delete(schedules::delete),
-    );
-    api = both(api, "/queues", get(queues::list));
-    api = both(api, "/queues/{name}", get(queues::get).put(queues::put));
-    api = both(api, "/scheduler/policy", put(scheduler::set_policy));
-    api = both(
-        api,
-        "/scheduler/policy/owner",
-        axum::routing::delete(scheduler::release_policy_owner),
-    );
-    api = both(api, "/scheduler/status", get(scheduler::status));
-    api = both(api, "/scheduler/workers", get(scheduler::workers));
-    api = both(api, "/ui/api/overview", get(ui::overview));
-    api = both(
-        api,
-        "/scheduler/dead-letter",
-        get(scheduler::dead_letters).delete(scheduler::purge_dead_letters),
-    );
-    api = both(
-        api,
-        "/scheduler/dead-letter/{id}/retry",
-        post(scheduler::retry_dead_letter),
-    );
+    // Every REST path, each also with a trailing slash.
+    let routes: [(&str, MethodRouter<SharedState>); 17] = [
+        ("/jobs", get(jobs::list).post(jobs::submit)),
+        ("/jobs/batch", post(jobs::submit_batch)),
+        ("/jobs/stats", get(jobs::stats)),
+        ("/jobs/{id}", get(jobs::get).delete(jobs::cancel)),
+        ("/jobs/{id}/logs", get(jobs::logs)),
+        ("/job-types", get(job_types::list)),
+        ("/schedules", get(schedules::list).post(schedules::create)),
+        (
+            "/schedules/{name}",
+            get(schedules::get)
+                .put(schedules::put)
+                .delete(schedules::delete),
+        ),
+        ("/queues", get(queues::list)),
+        ("/queues/{name}", get(queues::get).put(queues::put)),
+        ("/scheduler/policy", put(scheduler::set_policy)),
+        (
+            "/scheduler/policy/owner",
+            axum::routing::delete(scheduler::release_policy_owner),
+        ),
+        ("/scheduler/status", get(scheduler::status)),
+        ("/scheduler/workers", get(scheduler::workers)),
+        ("/ui/api/overview", get(ui::overview)),
+        (
+            "/scheduler/dead-letter",
+            get(scheduler::dead_letters).delete(scheduler::purge_dead_letters),
+        ),
+        (
+            "/scheduler/dead-letter/{id}/retry",
+            post(scheduler::retry_dead_letter),
+        ),
+    ];
+    let api = routes
+        .into_iter()
+        .fold(Router::new(), |api, (path, route)| both(api, path, route));
     let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route_layer(middleware::from_fn_with_state(

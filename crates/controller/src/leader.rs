@@ -52,15 +52,19 @@ impl LeaseLock {
         i32::try_from(self.ttl.as_secs().max(1)).unwrap_or(i32::MAX)
     }
 
+    /// The Lease as the API server has it now, if it exists.
+    async fn current(&self) -> Result<Option<Lease>, ControllerError> {
+        self.api
+            .get_opt(&self.name)
+            .await
+            .map_err(ControllerError::kube("get Lease"))
+    }
+
     /// Acquire the lease if it is free or expired, or renew it if we hold it. `Ok(true)` while
     /// we are the holder.
     pub(crate) async fn try_acquire_or_renew(&mut self) -> Result<bool, ControllerError> {
         let now = MicroTime(Utc::now());
-        let existing = self
-            .api
-            .get_opt(&self.name)
-            .await
-            .map_err(ControllerError::kube("get Lease"))?;
+        let existing = self.current().await?;
         let Some(mut lease) = existing else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -132,11 +136,7 @@ impl LeaseLock {
 
     /// Give the lease up (if we hold it) so another replica takes over at once.
     pub(crate) async fn release(&mut self) -> Result<(), ControllerError> {
-        let existing = self
-            .api
-            .get_opt(&self.name)
-            .await
-            .map_err(ControllerError::kube("get Lease"))?;
+        let existing = self.current().await?;
         let Some(mut lease) = existing else {
             return Ok(());
         };
