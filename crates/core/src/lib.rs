@@ -2,7 +2,8 @@
 //!
 //! This crate holds everything that is true regardless of where jobs are stored or how they
 //! travel: the [`Job`] record and its [`JobStatus`] state machine, the four scheduling
-//! [`policy`] structures, retry backoff, and the [`ports`] (small traits) that the storage and
+//! [`policy`] names and settings, the one failure rule and retry backoff ([`retry`]), the
+//! settings service ([`queue`]), and the [`ports`] (small traits) that the storage and
 //! transport adapters implement. It performs no I/O and depends on no runtime.
 
 pub mod dispatch;
@@ -26,5 +27,5 @@ pub use job::{
     NewJob, PendingJob, RetryBackoff, StartedJob, UniqueKey, check_delay, check_run_at,
     check_timeout, check_unique_key, name_prefix_end, nul_path,
 };
-pub use policy::{Policy, PolicyKind, PolicySettings, QueuedJob};
+pub use policy::{PolicyKind, PolicySettings, QueuedJob};
 pub use state::JobStatus;
