@@ -12,49 +12,47 @@ use std::sync::Arc;
 /// How to connect a port: called again after each failure, until it succeeds once.
 type Connect<T> = Box<dyn Fn() -> BoxFuture<'static, jobsched_core::Result<Arc<T>>> + Send + Sync>;
 
-/// A port connected on first use.
+/// A port connected on first use (one connect at a time; a failed one is tried again at the
+/// next use).
 struct Lazy<T: ?Sized> {
-    connect: Option<Connect<T>>,
-    cell: tokio::sync::Mutex<Option<Arc<T>>>,
+    connect: Connect<T>,
+    cell: tokio::sync::OnceCell<Arc<T>>,
 }
 
-impl<T: ?Sized> Lazy<T> {
+impl<T: ?Sized + Send + Sync + 'static> Lazy<T> {
     fn new<F, Fut>(connect: F) -> Lazy<T>
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = jobsched_core::Result<Arc<T>>> + Send + 'static,
     {
         Lazy {
-            connect: Some(Box::new(move || Box::pin(connect()))),
-            cell: tokio::sync::Mutex::new(None),
+            connect: Box::new(move || Box::pin(connect())),
+            cell: tokio::sync::OnceCell::new(),
         }
     }
 
     fn ready(port: Arc<T>) -> Lazy<T> {
+        let again = port.clone();
         Lazy {
-            connect: None,
-            cell: tokio::sync::Mutex::new(Some(port)),
+            connect: Box::new(move || {
+                let port = again.clone();
+                Box::pin(async move { Ok(port) })
+            }),
+            cell: tokio::sync::OnceCell::new_with(Some(port)),
         }
     }
 
     async fn get(&self) -> jobsched_core::Result<Arc<T>> {
-        let mut cell = self.cell.lock().await;
-        if let Some(port) = cell.as_ref() {
-            return Ok(port.clone());
-        }
-        // A port made `ready` is never empty, so `connect` is there whenever it is needed.
-        let Some(connect) = self.connect.as_ref() else {
-            return Err(jobsched_core::Error::backend("port", "no way to connect"));
-        };
-        let port = connect().await?;
-        *cell = Some(port.clone());
-        Ok(port)
+        self.cell
+            .get_or_try_init(|| (self.connect)())
+            .await
+            .cloned()
     }
 }
 
 impl<T: ?Sized> std::fmt::Debug for Lazy<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let connected = self.cell.try_lock().map(|c| c.is_some()).ok();
+        let connected = self.cell.initialized();
         f.debug_struct("Lazy")
             .field("connected", &connected)
             .finish_non_exhaustive()
@@ -76,7 +74,7 @@ impl<T: ?Sized> std::fmt::Debug for Port<T> {
     }
 }
 
-impl<T: ?Sized> Port<T> {
+impl<T: ?Sized + Send + Sync + 'static> Port<T> {
     /// Connected by `connect` on first use (retried at each use until it succeeds).
     pub fn connect_with<F, Fut>(connect: F) -> Port<T>
     where

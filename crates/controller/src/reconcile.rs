@@ -86,8 +86,9 @@ impl Context {
     /// Make queue `name`'s settings `desired` in both copies (durable first), each written
     /// only where it differs.
     async fn sync(&self, name: &str, desired: &PolicySettings) -> Result<Synced, ControllerError> {
-        let transport = self.redis.get().await?;
+        // The store first: with Redis down the durable copy is still written.
         let store = self.durable().await?;
+        let transport = self.redis.get().await?;
         let durable = store.as_deref().map(|s| s as &dyn ControlStore);
         queue::sync(durable, &*transport, name, desired)
             .await
@@ -101,26 +102,29 @@ impl Context {
         &self,
         desired: &[(String, PolicySettings)],
     ) -> Result<Vec<String>, ControllerError> {
-        let transport = self.redis.get().await?;
         let store = self.durable().await?;
+        let transport = self.redis.get().await?;
         let durable = store.as_deref().map(|s| s as &dyn ControlStore);
-        let mut known: Vec<String> = transport
-            .queues()
-            .await
-            .map_err(|source| ControllerError::Redis { source })?
+        // The queues this object owns in either copy (read once): the ones it no longer lists
+        // are released below.
+        let mut owned: Vec<(String, PolicySettings)> = match &store {
+            Some(store) => store
+                .load_queues()
+                .await
+                .map_err(|source| ControllerError::Store { source })?,
+            None => Vec::new(),
+        };
+        owned.extend(
+            transport
+                .queues()
+                .await
+                .map_err(|source| ControllerError::Redis { source })?,
+        );
+        let mut known: Vec<String> = owned
             .into_iter()
+            .filter(|(_, s)| s.managed_by.as_deref() == Some(self.managed_by.as_str()))
             .map(|(name, _)| name)
             .collect();
-        if let Some(store) = &store {
-            known.extend(
-                store
-                    .load_queues()
-                    .await
-                    .map_err(|source| ControllerError::Store { source })?
-                    .into_iter()
-                    .map(|(name, _)| name),
-            );
-        }
         let mut written = Vec::new();
         for (name, want) in desired {
             if queue::sync(durable, &*transport, name, want)
@@ -141,6 +145,7 @@ impl Context {
                 && queue::release(durable, &*transport, name, Some(&self.managed_by))
                     .await
                     .map_err(side_error)?
+                    .is_some()
             {
                 written.push(name.clone());
             }
@@ -192,8 +197,9 @@ impl Context {
     /// Clear `managed_by` (keeping the policy) where it still names the selected object, so the
     /// REST API may change the policy again. Returns whether anything was released.
     pub(crate) async fn release_ownership(&self) -> Result<bool, ControllerError> {
-        let transport = self.redis.get().await?;
         let store = self.durable().await?;
+        let transport = self.redis.get().await?;
+
         let durable = store.as_deref().map(|s| s as &dyn ControlStore);
         let mut released = queue::release(
             durable,
@@ -202,7 +208,8 @@ impl Context {
             Some(&self.managed_by),
         )
         .await
-        .map_err(side_error)?;
+        .map_err(side_error)?
+        .is_some();
         // The named queues it owned, too.
         released |= !self.apply_queues(&[]).await?.is_empty();
         Ok(released)

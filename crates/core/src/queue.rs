@@ -125,33 +125,15 @@ pub async fn current(
     transport: &dyn SettingsCache,
     name: &str,
 ) -> Result<Option<PolicySettings>> {
-    let default = name == DEFAULT_QUEUE;
-    let cached = if default {
-        transport.policy().await
-    } else {
-        transport
-            .queues()
-            .await
-            .map(|qs| qs.into_iter().find(|(n, _)| n == name).map(|(_, s)| s))
-    };
-    match cached {
+    match cached_copy(transport, name).await {
         Ok(Some(settings)) => return Ok(Some(settings)),
         Ok(None) => {}
         Err(e) => {
             tracing::warn!(error = %e, "the queue settings cache is unreadable; answering from the durable copy");
         }
     }
-    let durable = if default {
-        store.load_policy().await?
-    } else {
-        store
-            .load_queues()
-            .await?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s)
-    };
-    Ok(durable.or_else(|| default.then(PolicySettings::default)))
+    let durable = durable_copy(store, name).await?;
+    Ok(durable.or_else(|| (name == DEFAULT_QUEUE).then(PolicySettings::default)))
 }
 
 /// Every queue's live settings, `default` first and the rest by name (the transport's copy
@@ -289,13 +271,13 @@ pub async fn apply(
 
 /// Hand queue `name`'s settings back to the REST API: clear `managed_by` (keeping the
 /// settings) in each copy where it names `owner` (any owner when `None`), durable first.
-/// Returns whether anything was released.
+/// Returns the owner released, if anything was.
 pub async fn release(
     store: Option<&dyn ControlStore>,
     transport: &dyn SettingsCache,
     name: &str,
     owner: Option<&str>,
-) -> std::result::Result<bool, SideError> {
+) -> std::result::Result<Option<String>, SideError> {
     let owned = |s: &PolicySettings| {
         s.managed_by
             .as_deref()
@@ -306,38 +288,38 @@ pub async fn release(
         && let Some(mut settings) = durable_copy(store, name).await.map_err(on(Side::Durable))?
         && owned(&settings)
     {
-        settings.managed_by = None;
+        let owner = settings.managed_by.take();
         store
             .save_queue(name, &settings)
             .await
             .map_err(on(Side::Durable))?;
-        released = Some(settings);
+        released = Some((owner, settings));
     }
     match cached_copy(transport, name)
         .await
         .map_err(on(Side::Cache))?
     {
         Some(mut settings) if owned(&settings) => {
-            settings.managed_by = None;
+            let owner = settings.managed_by.take();
             transport
                 .set_queue(name, &settings)
                 .await
                 .map_err(on(Side::Cache))?;
-            Ok(true)
+            Ok(owner)
         }
         // A missing key (a flushed Redis) gets the released durable copy now rather than at
         // the leader's next rebuild.
-        None => match &released {
-            Some(settings) => {
+        None => match released {
+            Some((owner, settings)) => {
                 transport
-                    .add_queue(name, settings)
+                    .add_queue(name, &settings)
                     .await
                     .map_err(on(Side::Cache))?;
-                Ok(true)
+                Ok(owner)
             }
-            None => Ok(false),
+            None => Ok(None),
         },
-        Some(_) => Ok(released.is_some()),
+        Some(_) => Ok(released.and_then(|(owner, _)| owner)),
     }
 }
 

@@ -76,11 +76,6 @@ impl AfterFailure {
             AfterFailure::DeadLetter
         }
     }
-
-    /// Whether the job stays in the queue.
-    pub fn retries(&self) -> bool {
-        matches!(self, AfterFailure::Retry { .. })
-    }
 }
 
 /// The error a run gets when its worker stopped renewing its lease (always retryable).
@@ -108,8 +103,6 @@ mod tests {
         assert_eq!(AfterFailure::decide(3, 3, true), AfterFailure::DeadLetter);
         assert_eq!(AfterFailure::decide(0, 0, true), AfterFailure::DeadLetter);
         assert_eq!(AfterFailure::decide(0, 3, false), AfterFailure::Fail);
-        assert!(AfterFailure::decide(1, 3, true).retries());
-        assert!(!AfterFailure::decide(3, 3, true).retries());
         assert_eq!(
             lease_expired(Some("w1"), 2),
             "lease expired: worker w1 stopped renewing (attempt 2)"

@@ -326,23 +326,25 @@ async fn controller_ports(
 ) -> Result<jobsched_controller::Ports> {
     use jobsched_controller::{Ports, StorePort, TransportPort};
     use jobsched_transport::{RedisTransport, TransportError};
-    match RedisTransport::connect(redis_url, redis_prefix).await {
-        Ok(_) => {}
-        Err(e @ (TransportError::InvalidUrl { .. } | TransportError::InvalidPrefix { .. })) => {
-            bail!("{e}")
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Redis is not reachable yet; SchedulerConfig status will say RedisUnavailable until it is");
-        }
-    }
     let (url, prefix) = (redis_url.to_owned(), redis_prefix.to_owned());
-    let transport = TransportPort::connect_with(move || {
+    let connect = move || {
         let (url, prefix) = (url.clone(), prefix.clone());
         async move {
             let redis = RedisTransport::connect(&url, &prefix).await?;
             Ok(Arc::new(redis) as Arc<dyn Transport>)
         }
-    });
+    };
+    let transport = match RedisTransport::connect(redis_url, redis_prefix).await {
+        // Connected at the first try: the controller keeps this connection.
+        Ok(redis) => TransportPort::ready(Arc::new(redis)),
+        Err(e @ (TransportError::InvalidUrl { .. } | TransportError::InvalidPrefix { .. })) => {
+            bail!("{e}")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is not reachable yet; SchedulerConfig status will say RedisUnavailable until it is");
+            TransportPort::connect_with(connect)
+        }
+    };
     let store = database_url.map(|url| {
         let url = url.to_owned();
         StorePort::connect_with(move || {

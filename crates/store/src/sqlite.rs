@@ -611,32 +611,38 @@ impl DispatchStore for SqliteStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-        let mut expired = Vec::with_capacity(locked.len());
+        // Each expired job with its rescue, decided once.
+        let mut rescues = Vec::with_capacity(locked.len());
         for row in &locked {
-            expired.push(Expired {
+            let job = Expired {
                 id: id_of(row)?,
                 running: row.try_get::<&str, _>("status").map_err(db)? == "RUNNING",
                 retry_count: row.try_get("retry_count").map_err(db)?,
                 max_retries: row.try_get("max_retries").map_err(db)?,
                 owner: row.try_get("lease_owner").map_err(db)?,
                 attempt: row.try_get("attempt").map_err(db)?,
-            });
+            };
+            let rescue = job.rescue();
+            rescues.push((job.id, rescue));
         }
         let mut report = RescueReport::default();
-        let requeued = expired
+        let requeued = rescues
             .iter()
-            .filter(|e| !matches!(e.rescue(), Rescue::DeadLetter(_)))
+            .filter(|(_, r)| !matches!(r, Rescue::DeadLetter(_)))
             .count();
-        let mut seqs = if requeued > 0 {
-            reserve_seqs(&mut tx, requeued).await?..
-        } else {
-            0..
+        // Queue positions for the jobs going back, in lease-expiry order.
+        let mut seqs = match requeued {
+            0 => 0..0,
+            n => {
+                let first = reserve_seqs(&mut tx, n).await?;
+                first..first.saturating_add(n as i64)
+            }
         };
-        for job in &expired {
-            match job.rescue() {
+        for (id, rescue) in rescues {
+            match rescue {
                 Rescue::DeadLetter(error) => {
                     let row = sqlx::query(include_str!("../sql/sqlite/rescue_dead.sql"))
-                        .bind(hy(job.id))
+                        .bind(hy(id))
                         .bind(now_us)
                         .bind(error)
                         .fetch_optional(&mut *tx)
@@ -648,23 +654,23 @@ impl DispatchStore for SqliteStore {
                 }
                 Rescue::Retry(error) => {
                     sqlx::query(include_str!("../sql/sqlite/rescue_retry.sql"))
-                        .bind(hy(job.id))
+                        .bind(hy(id))
                         .bind(seqs.next())
                         .bind(now_us)
                         .bind(error)
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
-                    report.retried.push(job.id);
+                    report.retried.push(id);
                 }
                 Rescue::Undispatched => {
                     sqlx::query(include_str!("../sql/sqlite/rescue_undispatched.sql"))
-                        .bind(hy(job.id))
+                        .bind(hy(id))
                         .bind(seqs.next())
                         .execute(&mut *tx)
                         .await
                         .map_err(db)?;
-                    report.undispatched.push(job.id);
+                    report.undispatched.push(id);
                 }
             }
         }

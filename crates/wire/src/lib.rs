@@ -24,7 +24,7 @@ pub enum JobStatusSchema {
     Completed,
     /// Failed for good (in the dead-letter queue).
     Failed,
-    /// Cancelled before it started.
+    /// Cancelled by a user (a running job's body is asked to stop).
     Cancelled,
 }
 

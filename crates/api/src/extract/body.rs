@@ -189,84 +189,68 @@ impl<'a, 'i> Fields<'a, 'i> {
         }
     }
 
-    /// An optional integer (`3` or `3.0`); `Err(())` when present but not an integer.
-    pub(crate) fn opt_int(&mut self, name: &str) -> Result<Option<i64>, ()> {
-        match self.present(name) {
-            None => Ok(None),
-            Some(v) => {
-                if let Some(i) = v.as_i64() {
-                    return Ok(Some(i));
-                }
-                if let Some(f) = v.as_f64()
-                    && f.fract() == 0.0
-                    && f.abs() < 9.0e15
-                {
-                    return Ok(Some(f as i64));
-                }
-                self.type_error(name, "an integer", v);
+    /// An optional field read by `read` (which says what it holds, or `None`); `Err(())`, with
+    /// an issue saying it must be `expected`, when present but not readable.
+    fn opt<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        read: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Result<Option<T>, ()> {
+        let Some(v) = self.present(name) else {
+            return Ok(None);
+        };
+        match read(v) {
+            Some(t) => Ok(Some(t)),
+            None => {
+                self.type_error(name, expected, v);
                 Err(())
             }
         }
+    }
+
+    /// An optional integer (`3` or `3.0`); `Err(())` when present but not an integer.
+    pub(crate) fn opt_int(&mut self, name: &str) -> Result<Option<i64>, ()> {
+        self.opt(name, "an integer", |v| {
+            v.as_i64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+        })
     }
 
     /// An optional number.
     pub(crate) fn opt_f64(&mut self, name: &str) -> Result<Option<f64>, ()> {
-        match self.present(name) {
-            None => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(f) => Ok(Some(f)),
-                None => {
-                    self.type_error(name, "a number", v);
-                    Err(())
-                }
-            },
-        }
+        self.opt(name, "a number", Value::as_f64)
     }
 
     /// An optional boolean.
     pub(crate) fn opt_bool(&mut self, name: &str) -> Result<Option<bool>, ()> {
-        match self.present(name) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => {
-                self.type_error(name, "true or false", v);
-                Err(())
-            }
-        }
+        self.opt(name, "true or false", Value::as_bool)
     }
 
     /// An optional string.
     pub(crate) fn opt_str(&mut self, name: &str) -> Result<Option<String>, ()> {
-        match self.present(name) {
-            None => Ok(None),
-            Some(Value::String(v)) => Ok(Some(v.clone())),
-            Some(v) => {
-                self.type_error(name, "a string", v);
-                Err(())
-            }
-        }
+        self.opt(name, "a string", |v| v.as_str().map(str::to_owned))
     }
 
     /// An optional RFC 3339 time (`2026-12-24T18:00:00Z`, any offset).
     pub(crate) fn opt_time(&mut self, name: &str) -> Result<Option<DateTime<Utc>>, ()> {
-        match self.present(name) {
-            None => Ok(None),
-            Some(Value::String(t)) => match DateTime::parse_from_rfc3339(t) {
-                Ok(t) => Ok(Some(t.with_timezone(&Utc))),
-                Err(e) => {
-                    let path = self.path(name);
-                    self.issues.push(FieldIssue::body(
-                        &path,
-                        format!(
-                            "must be an RFC 3339 time such as 2026-12-24T18:00:00Z ({e}), got {t:?}"
-                        ),
-                        "value_error",
-                    ));
-                    Err(())
-                }
-            },
-            Some(v) => {
-                self.type_error(name, "an RFC 3339 time string", v);
+        let Some(t) = self.opt(name, "an RFC 3339 time string", Value::as_str)? else {
+            return Ok(None);
+        };
+        match DateTime::parse_from_rfc3339(t) {
+            Ok(t) => Ok(Some(t.with_timezone(&Utc))),
+            Err(e) => {
+                let path = self.path(name);
+                self.issues.push(FieldIssue::body(
+                    &path,
+                    format!(
+                        "must be an RFC 3339 time such as 2026-12-24T18:00:00Z ({e}), got {t:?}"
+                    ),
+                    "value_error",
+                ));
                 Err(())
             }
         }
@@ -274,14 +258,7 @@ impl<'a, 'i> Fields<'a, 'i> {
 
     /// An optional JSON object.
     pub(crate) fn opt_object(&mut self, name: &str) -> Result<Option<Value>, ()> {
-        match self.present(name) {
-            None => Ok(None),
-            Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
-            Some(v) => {
-                self.type_error(name, "a JSON object", v);
-                Err(())
-            }
-        }
+        self.opt(name, "a JSON object", |v| v.is_object().then(|| v.clone()))
     }
 
     /// An optional array.

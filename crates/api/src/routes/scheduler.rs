@@ -187,13 +187,13 @@ pub async fn release_policy_owner(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
 ) -> Result<Json<SchedulerStatus>, ApiError> {
-    let owner = current_settings(&state).await?.managed_by;
-    if jobsched_core::queue::release(Some(&*state.store), &*state.transport, DEFAULT_QUEUE, None)
-        .await
-        .map_err(jobsched_core::Error::from)?
+    if let Some(owner) =
+        jobsched_core::queue::release(Some(&*state.store), &*state.transport, DEFAULT_QUEUE, None)
+            .await
+            .map_err(jobsched_core::Error::from)?
     {
         tracing::warn!(
-            owner = owner.as_deref().unwrap_or("?"),
+            owner = %owner,
             "policy ownership released by an admin override; the REST API may change the policy again"
         );
     }

@@ -165,10 +165,11 @@ impl Pool {
         ));
     }
 
-    /// A slot's body returned with `outcome`.
-    fn slot_done(&mut self, outcome: Outcome) {
-        self.outcomes.push(outcome);
-        self.idle += 1;
+    /// Slots' bodies returned with `outcomes` (one wake-up).
+    fn slots_done(&mut self, outcomes: impl IntoIterator<Item = Outcome>) {
+        let before = self.outcomes.len();
+        self.outcomes.extend(outcomes);
+        self.idle += (self.outcomes.len() - before) as u32;
         self.served.slot_freed();
     }
 
@@ -337,10 +338,8 @@ pub async fn run(
                 pool.settled(r);
             }
             Some(outcome) = done_rx.recv() => {
-                pool.slot_done(outcome);
-                while let Ok(o) = done_rx.try_recv() {
-                    pool.slot_done(o);
-                }
+                let more = std::iter::from_fn(|| done_rx.try_recv().ok());
+                pool.slots_done(std::iter::once(outcome).chain(more));
             }
             e = ev.recv() => pool.event(e).await,
             _ = async { tokio::time::sleep_until(next_due.expect("branch enabled only when due").into()).await },

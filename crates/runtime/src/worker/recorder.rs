@@ -106,7 +106,6 @@ pub(super) fn start_exchange(
                 queue: p.queue.clone(),
                 concurrency_limit: p.settings.concurrency_limit,
                 // Only the types this worker runs: another type's jobs wait for their workers.
-                // Only the types this worker runs: another type's jobs wait for their workers.
                 job_types: Some(served_types),
             },
             None => Claim::none(now),
