@@ -499,10 +499,10 @@ impl PgStore {
                 pool.clone()
             }
         };
-        let exchanges = match open(options.options(NO_WHOLE_TABLE_PLANS), 4).await {
+        let exchanges = match open(exchange_options(options), 4).await {
             Ok(exchanges) => exchanges,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open connections with hash joins, merge joins and sequential scans disabled; exchanges run on the main pool");
+                tracing::warn!(error = %e, "cannot open connections with hash joins, merge joins, sequential scans, sorts and bitmap scans disabled; exchanges run on the main pool");
                 pool.clone()
             }
         };
@@ -1199,15 +1199,22 @@ const NO_WHOLE_TABLE_PLANS: [(&str, &str); 3] = [
     ("enable_seqscan", "off"),
 ];
 
+/// The exchange connections' settings: no whole-table plan, and no sort or bitmap scan, so a
+/// claim's pick can only follow the policy's ordered index and stops after `limit` rows. A
+/// plan made from stale statistics (a table analyzed while nearly empty, then filled by a
+/// burst of submissions) otherwise estimates the queue at a handful of rows and reads all of
+/// them through a bitmap scan and sorts them, for every claim: measured at ~100 ms per claim
+/// with 100k jobs pending, against ~1 ms for the ordered scan.
+fn exchange_options(options: PgConnectOptions) -> PgConnectOptions {
+    options
+        .options(NO_WHOLE_TABLE_PLANS)
+        .options([("enable_bitmapscan", "off"), ("enable_sort", "off")])
+}
+
 /// The generic-plan connections' settings (see [`exchange_sql`]): those of the other exchange
-/// connections, and no sort or bitmap scan, so the claim's pick can only follow the policy's
-/// ordered index.
+/// connections, with plans made once per connection.
 fn generic_options(options: PgConnectOptions) -> PgConnectOptions {
-    options.options(NO_WHOLE_TABLE_PLANS).options([
-        ("plan_cache_mode", "force_generic_plan"),
-        ("enable_bitmapscan", "off"),
-        ("enable_sort", "off"),
-    ])
+    exchange_options(options).options([("plan_cache_mode", "force_generic_plan")])
 }
 
 /// An exchange's statement: the outcomes (completions only, or all four kinds), then a claim in
@@ -1747,10 +1754,12 @@ impl ScheduleStore for PgStore {
 }
 
 /// Keep a try's progress (when given), only while the token holds the job; returns whether it
-/// did. The try's row is made on its first report.
+/// did. The try's row is made on its first report. The job's row is held FOR KEY SHARE until
+/// the commit, so a delete of the job (whose trigger deletes its notes) waits for this write.
 const SAVE_TRY: &str = "\
     INSERT INTO job_tries AS t (job_id, attempt, fraction, message, progress_at) \
     SELECT id, $3, $4, $5, $6 FROM jobs WHERE id = $1 AND attempt = $2 AND status = 'RUNNING' \
+    FOR KEY SHARE \
     ON CONFLICT (job_id, attempt) DO UPDATE \
         SET fraction = coalesce(excluded.fraction, t.fraction), \
             message = CASE WHEN excluded.progress_at IS NULL THEN t.message \
