@@ -322,15 +322,20 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
+    /// The `detail` of an error that must answer 503.
+    async fn unavailable_detail(err: ApiError) -> String {
+        let (status, body) = body_of(err).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        body["detail"].as_str().unwrap().to_string()
+    }
+
     #[tokio::test]
     async fn backend_and_io_errors_do_not_leak() {
         let err = ApiError::Core(jobsched_core::Error::backend(
             "postgres",
             "password authentication failed for user secret",
         ));
-        let (status, body) = body_of(err).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        let detail = body["detail"].as_str().unwrap();
+        let detail = unavailable_detail(err).await;
         assert!(
             detail.contains("postgres") && !detail.contains("secret"),
             "{detail}"
@@ -340,9 +345,7 @@ mod tests {
             component: "postgres",
             source: "connection reset by 10.0.0.7:5432".into(),
         });
-        let (status, body) = body_of(err).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        let detail = body["detail"].as_str().unwrap();
+        let detail = unavailable_detail(err).await;
         assert!(
             detail.contains("may or may not have been applied") && !detail.contains("10.0.0.7"),
             "{detail}"

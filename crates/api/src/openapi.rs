@@ -121,3 +121,50 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc
 }
+
+/// The failure responses most routes share, declared once and named in each route's
+/// `responses(...)` beside its own (e.g. `responses((status = 200, ...), failures::Read)`).
+pub(crate) mod failures {
+    use std::collections::BTreeMap;
+    use utoipa::IntoResponses;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+
+    /// A response whose body is an `ErrorBody`.
+    fn error(description: &str) -> RefOr<Response> {
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build();
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", content)
+            .build()
+            .into()
+    }
+
+    /// A set of failure responses: `name: (status, description)...`.
+    macro_rules! failure_set {
+        ($($(#[$doc:meta])* $name:ident: $(($status:literal, $description:literal)),+;)+) => {$(
+            $(#[$doc])*
+            pub(crate) struct $name;
+
+            impl IntoResponses for $name {
+                fn responses() -> BTreeMap<String, RefOr<Response>> {
+                    BTreeMap::from([$(($status.to_string(), error($description))),+])
+                }
+            }
+        )+};
+    }
+
+    failure_set! {
+        /// A route that reads or writes the store: a wrong token, the store unavailable.
+        Store: ("401", "Missing or wrong API token"), ("503", "Store unavailable");
+        /// A route that needs the store and Redis.
+        Both: ("401", "Missing or wrong API token"), ("503", "Store or transport unavailable");
+        /// An admin route on the store.
+        AdminStore: ("401", "Missing or wrong token"), ("403", "Needs the admin token"),
+            ("503", "Store unavailable");
+        /// An admin route on the store and Redis.
+        AdminBoth: ("401", "Missing or wrong token"), ("403", "Needs the admin token"),
+            ("503", "Store or transport unavailable");
+    }
+}

@@ -904,14 +904,7 @@ async fn submissions_do_not_wait_for_an_unreachable_redis() {
         );
         return;
     };
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut redis = Kill(redis);
+    let mut redis = jobsched_testkit::Killed(redis);
     let url = format!("redis://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while jobsched_transport::RedisTransport::connect(&url, "probe")

@@ -14,7 +14,7 @@ use futures::channel::mpsc;
 use jobsched_controller::{ControllerConfig, Ports, TransportPort, run_with_client};
 use jobsched_core::ports::SettingsCache as _;
 use jobsched_core::{PolicyKind, PolicySettings};
-use jobsched_testkit::in_ci;
+use jobsched_testkit::required;
 use jobsched_transport::RedisTransport;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -391,15 +391,9 @@ fn client(url: &str) -> kube::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_follow_the_schedulerconfig() {
     let prefix = format!("jobsched-ctl-e2e-{}", uuid::Uuid::new_v4().simple());
-    let transport = match RedisTransport::connect(REDIS_URL, &prefix).await {
-        Ok(t) => t,
-        Err(e) if in_ci() => panic!("Redis is required when CI=true: {e}"),
-        Err(e) => {
-            eprintln!(
-                "skipping: Redis at {REDIS_URL} is unreachable ({e}); start Redis to run this test"
-            );
-            return;
-        }
+    let Some(transport) = required("Redis", RedisTransport::connect(REDIS_URL, &prefix).await)
+    else {
+        return;
     };
     let _keys = RedisKeys(prefix.clone());
     let fake = Arc::new(Fake::default());

@@ -195,28 +195,23 @@ pub struct Synced {
     pub wrote: bool,
 }
 
+/// Queue `name`'s settings among `queues` (one copy's list of the named queues).
+fn named(queues: Vec<(String, PolicySettings)>, name: &str) -> Option<PolicySettings> {
+    queues.into_iter().find(|(n, _)| n == name).map(|(_, s)| s)
+}
+
 async fn durable_copy(store: &dyn ControlStore, name: &str) -> Result<Option<PolicySettings>> {
     if name == DEFAULT_QUEUE {
         return store.load_policy().await;
     }
-    Ok(store
-        .load_queues()
-        .await?
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, s)| s))
+    Ok(named(store.load_queues().await?, name))
 }
 
 async fn cached_copy(transport: &dyn SettingsCache, name: &str) -> Result<Option<PolicySettings>> {
     if name == DEFAULT_QUEUE {
         return transport.policy().await;
     }
-    Ok(transport
-        .queues()
-        .await?
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, s)| s))
+    Ok(named(transport.queues().await?, name))
 }
 
 /// Make queue `name`'s settings `desired` in both copies, each written only where it differs:

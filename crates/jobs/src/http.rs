@@ -252,14 +252,8 @@ fn retryable_status(status: u16) -> bool {
 
 impl Handler for HttpJob {
     type Payload = HttpPayload;
-
-    fn name(&self) -> &'static str {
-        "http"
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(360)
-    }
+    const NAME: &'static str = "http";
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(360);
 
     fn check(&self, p: &HttpPayload, _data_dir: &crate::DataDir) -> Vec<FieldError> {
         let mut errors = Vec::new();

@@ -17,9 +17,7 @@
 //!
 //! impl Handler for GreetJob {
 //!     type Payload = Greet;
-//!     fn name(&self) -> &'static str {
-//!         "greet"
-//!     }
+//!     const NAME: &'static str = "greet";
 //!     async fn run(&self, ctx: Ctx, p: Greet) -> Result<Value, JobError> {
 //!         ctx.info(format!("greeting {}", p.name));
 //!         ctx.progress(1.0, "done");
@@ -52,19 +50,15 @@ pub trait Handler: Send + Sync + 'static {
     type Payload: DeserializeOwned + schemars::JsonSchema + Send + 'static;
 
     /// The `job_type` the handler serves.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
     /// Whether a run can stop at the end of a Round Robin slice and resume from a checkpoint
     /// (see [`Ctx::slice_over`] and [`Ctx::preempt`]).
-    fn preemptible(&self) -> bool {
-        false
-    }
+    const PREEMPTIBLE: bool = false;
 
     /// How long a run may take when the job sets no `timeout_seconds`; then
     /// [`Ctx::cancelled`] fires and the run fails as timed out.
-    fn default_timeout(&self) -> Duration {
-        DEFAULT_TIMEOUT
-    }
+    const DEFAULT_TIMEOUT: Duration = DEFAULT_TIMEOUT;
 
     /// Checks a schema cannot say (a path inside the data dir, two fields that go together).
     /// Runs at submission after the schema check and deserialization passed. Empty = valid.
@@ -296,18 +290,18 @@ pub fn into_result(out: RunOutput) -> Result<Value, JobError> {
 impl<H: Handler> std::fmt::Debug for Typed<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Typed")
-            .field("name", &self.handler.name())
+            .field("name", &H::NAME)
             .finish_non_exhaustive()
     }
 }
 
 impl<H: Handler> JobHandler for Typed<H> {
     fn name(&self) -> &'static str {
-        self.handler.name()
+        H::NAME
     }
 
     fn preemptible(&self) -> bool {
-        self.handler.preemptible()
+        H::PREEMPTIBLE
     }
 
     fn validate(&self, payload: &Value, data_dir: &DataDir) -> Vec<FieldError> {
@@ -321,13 +315,13 @@ impl<H: Handler> JobHandler for Typed<H> {
     }
 
     fn default_timeout(&self) -> Duration {
-        self.handler.default_timeout()
+        H::DEFAULT_TIMEOUT
     }
 
     fn run(&self, _payload: &Value, _ctx: &JobContext) -> Result<RunOutput, JobError> {
         Err(JobError::Fatal(format!(
             "job type `{}` runs only as a task on an async runtime (run_async)",
-            self.handler.name()
+            H::NAME
         )))
     }
 
@@ -337,7 +331,7 @@ impl<H: Handler> JobHandler for Typed<H> {
 
     fn run_async<'a>(&'a self, payload: &'a Value, ctx: &'a JobContext) -> BodyFuture<'a> {
         let parsed = self.payload_for_run(payload);
-        let preemptible = self.handler.preemptible();
+        let preemptible = H::PREEMPTIBLE;
         let ctx = Ctx::new(ctx.clone());
         Box::pin(async move {
             let payload = parsed.map_err(|errors| {
@@ -392,12 +386,8 @@ mod tests {
 
     impl Handler for Counter {
         type Payload = Count;
-        fn name(&self) -> &'static str {
-            "count"
-        }
-        fn preemptible(&self) -> bool {
-            true
-        }
+        const NAME: &'static str = "count";
+        const PREEMPTIBLE: bool = true;
         fn check(&self, p: &Count, _: &DataDir) -> Vec<FieldError> {
             if p.to == 13 {
                 vec![FieldError::new("payload.to", "must not be 13")]

@@ -177,18 +177,9 @@ impl SleepJob {
 /// (checked by [`SleepJob::validate`]), a slice's end yields a checkpoint.
 impl Handler for SleepJob {
     type Payload = Value;
-
-    fn name(&self) -> &'static str {
-        "sleep"
-    }
-
-    fn preemptible(&self) -> bool {
-        true
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(MAX_DURATION_SECONDS + 60)
-    }
+    const NAME: &'static str = "sleep";
+    const PREEMPTIBLE: bool = true;
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(MAX_DURATION_SECONDS + 60);
 
     fn schema(&self) -> Value {
         SleepJob::payload_schema()
@@ -484,7 +475,10 @@ mod tests {
             assert!(errs[0].message.contains("86400"), "{}", errs[0].message);
         }
         assert_eq!(
-            SleepJob.default_timeout(),
+            crate::Registry::builtin()
+                .get("sleep")
+                .unwrap()
+                .default_timeout(),
             Duration::from_secs(MAX_DURATION_SECONDS + 60)
         );
         const { assert!(MAX_DURATION_SECONDS + 60 <= crate::MAX_TIMEOUT_SECONDS) };

@@ -655,14 +655,8 @@ fn exists_error(user_out: &str) -> JobError {
 /// JSON (checked by [`ThumbnailJob::validate`]); the image work runs on a blocking thread.
 impl Handler for ThumbnailJob {
     type Payload = Value;
-
-    fn name(&self) -> &'static str {
-        "thumbnail"
-    }
-
-    fn default_timeout(&self) -> Duration {
-        DEFAULT_TIMEOUT
-    }
+    const NAME: &'static str = "thumbnail";
+    const DEFAULT_TIMEOUT: Duration = DEFAULT_TIMEOUT;
 
     fn schema(&self) -> Value {
         json!({

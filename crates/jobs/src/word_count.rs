@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const BUF_SIZE: usize = 8 * 1024;
 
 /// Run time limit when the job sets no `timeout_seconds`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_TIMEOUT: Duration = crate::sdk::DEFAULT_TIMEOUT;
 
 /// The `word_count` job type.
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,14 +158,7 @@ impl WordCountJob {
 /// JSON (checked by [`WordCountJob::validate`]); the file is read on a blocking thread.
 impl Handler for WordCountJob {
     type Payload = Value;
-
-    fn name(&self) -> &'static str {
-        "word_count"
-    }
-
-    fn default_timeout(&self) -> Duration {
-        DEFAULT_TIMEOUT
-    }
+    const NAME: &'static str = "word_count";
 
     fn schema(&self) -> Value {
         json!({

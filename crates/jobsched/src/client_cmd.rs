@@ -209,23 +209,11 @@ pub async fn queues(conn: &Conn, cmd: QueueCommand) -> Result<()> {
             q["weight"],
             q["pending"],
             q["running"],
-            if q["paused"] == Value::Bool(true) {
-                " (paused)"
-            } else {
-                ""
-            }
+            paused_mark(q)
         )
     };
     match cmd {
-        QueueCommand::List => {
-            let all = c.queues().await?;
-            if conn.json {
-                return print_json(&all);
-            }
-            for q in &all {
-                println!("{}", row(q));
-            }
-        }
+        QueueCommand::List => print_rows(conn, &c.queues().await?, row)?,
         QueueCommand::Show { name } => print_json(&c.queue(&name).await?)?,
         QueueCommand::Put {
             name,
@@ -295,6 +283,26 @@ fn client(conn: &Conn) -> Result<Client> {
         c = c.with_admin_token(t);
     }
     Ok(c)
+}
+
+/// A listing: as JSON with `--json`, else a line per item.
+fn print_rows(conn: &Conn, all: &[Value], row: impl Fn(&Value) -> String) -> Result<()> {
+    if conn.json {
+        return print_json(&all);
+    }
+    for item in all {
+        println!("{}", row(item));
+    }
+    Ok(())
+}
+
+/// ` (paused)` after a listed queue or schedule that is paused.
+fn paused_mark(item: &Value) -> &'static str {
+    if item["paused"] == Value::Bool(true) {
+        " (paused)"
+    } else {
+        ""
+    }
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -717,23 +725,16 @@ pub async fn schedules(conn: &Conn, cmd: ScheduleCommand) -> Result<()> {
             s["cron"].as_str().unwrap_or(""),
             s["timezone"].as_str().unwrap_or(""),
             s["next_fire_at"].as_str().unwrap_or("-"),
-            if s["paused"] == Value::Bool(true) {
-                " (paused)"
-            } else {
-                ""
-            }
+            paused_mark(s)
         )
     };
     match cmd {
         ScheduleCommand::List => {
             let all = c.schedules().await?;
-            if conn.json {
-                return print_json(&all);
+            print_rows(conn, &all, row)?;
+            if !conn.json {
+                println!("{} schedule(s)", all.len());
             }
-            for s in &all {
-                println!("{}", row(s));
-            }
-            println!("{} schedule(s)", all.len());
         }
         ScheduleCommand::Show { name } => print_json(&c.schedule(&name).await?)?,
         ScheduleCommand::Put {

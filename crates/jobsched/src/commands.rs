@@ -185,9 +185,7 @@ async fn api(args: ApiArgs) -> Result<()> {
         .await
         .context("API server failed")?;
     shutdown.cancel();
-    if let Some(m) = metrics {
-        let _ = m.await;
-    }
+    metrics.stopped().await;
     Ok(())
 }
 
@@ -263,9 +261,7 @@ async fn dev(args: DevArgs) -> Result<()> {
     api.await
         .context("API task failed")?
         .context("API server failed")?;
-    if let Some(m) = metrics {
-        let _ = m.await;
-    }
+    metrics.stopped().await;
     Ok(())
 }
 
@@ -310,9 +306,7 @@ async fn controller(args: ControllerArgs) -> Result<()> {
         .await
         .context("controller failed")?;
     shutdown.cancel();
-    if let Some(m) = metrics {
-        let _ = m.await;
-    }
+    metrics.stopped().await;
     Ok(())
 }
 

@@ -16,7 +16,7 @@
 //!   stored whole or not at all); SIGTERM of every worker at once (work handed back, no retry
 //!   burned, nothing completed twice).
 
-use jobsched_testkit::free_port;
+use jobsched_testkit::{Children, free_port, required};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -201,18 +201,6 @@ fn report(fault: &str, recovery: Duration, lost: usize, twice: &str, api: &str, 
         "RELIABILITY | {fault} | {:.2} s | {lost} | {twice} | {api} | {leaks} |",
         recovery.as_secs_f64()
     );
-}
-
-/// Spawned processes, killed when dropped (also when a test panics).
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Most Postgres connections one process may hold: its main pool (16 for the API, 8 for a
@@ -635,17 +623,11 @@ async fn postgres_down_for_3_s(mode: &'static str) {
 async fn redis_prefix() -> Option<(String, String)> {
     let url = "redis://127.0.0.1:6379".to_string();
     let prefix = format!("jobsched-chaos-{}", uuid::Uuid::new_v4().simple());
-    match jobsched_transport::RedisTransport::connect(&url, &prefix).await {
-        Ok(_) => Some((url, prefix)),
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "Redis is required in CI: {e}"
-            );
-            eprintln!("skipping: Redis unavailable: {e}");
-            None
-        }
-    }
+    required(
+        "Redis",
+        jobsched_transport::RedisTransport::connect(&url, &prefix).await,
+    )?;
+    Some((url, prefix))
 }
 
 /// The probe log's lines as `(event, tag, pid)`.

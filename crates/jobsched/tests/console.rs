@@ -7,25 +7,16 @@
 //! `UPDATE_SCREENSHOTS=1` writes the screenshots under `docs/ui/` (shown in the README).
 //! Without Chromium the test is skipped with a message, unless `CI=true`.
 
-use jobsched_testkit::free_port;
+use jobsched_testkit::{Killed, free_port};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const USER_TOKEN: &str = "console-user-token-4b1d";
 const ADMIN_TOKEN: &str = "console-admin-token-9f3e";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

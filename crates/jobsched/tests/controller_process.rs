@@ -10,7 +10,7 @@ use jobsched_core::ports::{Event, Store};
 use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{Job, JobFilter, JobStatus, NewJob, PolicyKind, PolicySettings};
 use jobsched_store::testing::TestDb;
-use jobsched_testkit::free_port;
+use jobsched_testkit::{free_port, required};
 use jobsched_transport::RedisTransport;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -722,18 +722,9 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
         return;
     };
     let prefix = format!("jobsched-ctlproc-{}", uuid::Uuid::new_v4().simple());
-    let redis = match RedisTransport::connect(REDIS_URL, &prefix).await {
-        Ok(r) => r,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) => {
-            panic!("Redis at {REDIS_URL} is required when CI=true: {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "skipping: Redis at {REDIS_URL} is unreachable ({e}); start Redis to run this test"
-            );
-            db.cleanup().await;
-            return;
-        }
+    let Some(redis) = required("Redis", RedisTransport::connect(REDIS_URL, &prefix).await) else {
+        db.cleanup().await;
+        return;
     };
     let redis_keys = RedisKeys(prefix.clone());
     let store = db.store().await;
@@ -1014,16 +1005,10 @@ async fn two_installations_in_one_namespace_never_touch_each_other() {
     ];
     let mut redis = Vec::new();
     for p in &prefixes {
-        match RedisTransport::connect(REDIS_URL, p).await {
-            Ok(r) => redis.push(r),
-            Err(e) if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) => {
-                panic!("Redis at {REDIS_URL} is required when CI=true: {e}")
-            }
-            Err(e) => {
-                eprintln!("skipping: Redis at {REDIS_URL} is unreachable ({e})");
-                return;
-            }
-        }
+        let Some(r) = required("Redis", RedisTransport::connect(REDIS_URL, p).await) else {
+            return;
+        };
+        redis.push(r);
     }
     let _keys: Vec<RedisKeys> = prefixes.iter().cloned().map(RedisKeys).collect();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1115,16 +1100,9 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
         return;
     };
     let prefix = format!("jobsched-ctlfault-{}", uuid::Uuid::new_v4().simple());
-    let redis = match RedisTransport::connect(REDIS_URL, &prefix).await {
-        Ok(r) => r,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) => {
-            panic!("Redis at {REDIS_URL} is required when CI=true: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping: Redis at {REDIS_URL} is unreachable ({e})");
-            db.cleanup().await;
-            return;
-        }
+    let Some(redis) = required("Redis", RedisTransport::connect(REDIS_URL, &prefix).await) else {
+        db.cleanup().await;
+        return;
     };
     let _redis_keys = RedisKeys(prefix.clone());
     let store = db.store().await;

@@ -7,21 +7,12 @@ use jobsched_core::NewJob;
 use jobsched_core::ports::Store;
 use jobsched_core::ports::{EventBus as _, WorkerRegistry as _};
 use jobsched_store::testing::TestDb;
+use jobsched_testkit::{Killed, required};
 use jobsched_transport::RedisTransport;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jobsched");
-
-/// Kills its process when dropped (also when the test panics).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Run `cmd` to its end (at most 20 s); returns its exit status and stderr.
 fn run(mut cmd: Command) -> (ExitStatus, String) {
@@ -133,13 +124,11 @@ async fn two_workers_on_one_host_both_run_with_the_default_metrics_address() {
         return;
     };
     let prefix = format!("jobsched-hard-{}", uuid::Uuid::new_v4().simple());
-    let redis = match RedisTransport::connect("redis://127.0.0.1:6379", &prefix).await {
-        Ok(r) => r,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: Redis unavailable: {e}");
-            return;
-        }
-        Err(e) => panic!("Redis is required in CI: {e}"),
+    let Some(redis) = required(
+        "Redis",
+        RedisTransport::connect("redis://127.0.0.1:6379", &prefix).await,
+    ) else {
+        return;
     };
     // Hold the default port (if nobody else does already), so both workers meet it taken.
     let _held = std::net::TcpListener::bind("0.0.0.0:9090");

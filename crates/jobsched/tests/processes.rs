@@ -9,7 +9,7 @@ use jobsched_core::ports::{Event, Store};
 use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_store::testing::TestDb;
-use jobsched_testkit::free_port;
+use jobsched_testkit::{Children, free_port, required};
 use jobsched_transport::RedisTransport;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -29,31 +29,6 @@ struct Env {
     children: Children,
 }
 
-/// Spawned processes, killed when dropped (also when a test panics).
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl std::ops::Index<usize> for Children {
-    type Output = Child;
-    fn index(&self, i: usize) -> &Child {
-        &self.0[i]
-    }
-}
-
-impl std::ops::IndexMut<usize> for Children {
-    fn index_mut(&mut self, i: usize) -> &mut Child {
-        &mut self.0[i]
-    }
-}
-
 impl Env {
     async fn new() -> Option<Env> {
         Env::with_redis("redis://127.0.0.1:6379").await
@@ -63,14 +38,7 @@ impl Env {
         let db = TestDb::postgres().await?;
         let store = db.store().await;
         let prefix = format!("jobsched-proc-{}", uuid::Uuid::new_v4().simple());
-        let redis = match RedisTransport::connect(redis_url, &prefix).await {
-            Ok(r) => r,
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("skipping: Redis unavailable: {e}");
-                return None;
-            }
-            Err(e) => panic!("Redis is required in CI: {e}"),
-        };
+        let redis = required("Redis", RedisTransport::connect(redis_url, &prefix).await)?;
         Some(Env {
             redis_url: redis_url.to_string(),
             db,

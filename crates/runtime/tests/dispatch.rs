@@ -55,14 +55,10 @@ impl Env {
     async fn postgres_redis() -> Option<Env> {
         let db = TestDb::postgres().await?;
         let prefix = format!("jobsched-rt-{}", uuid::Uuid::new_v4().simple());
-        let redis = match RedisTransport::connect(REDIS_URL, &prefix).await {
-            Ok(r) => Arc::new(r),
-            Err(e) if !jobsched_testkit::in_ci() => {
-                eprintln!("skipping: Redis unavailable: {e}");
-                return None;
-            }
-            Err(e) => panic!("Redis is required in CI: {e}"),
-        };
+        let redis = Arc::new(jobsched_testkit::required(
+            "Redis",
+            RedisTransport::connect(REDIS_URL, &prefix).await,
+        )?);
         let backend = Backend::Redis {
             redis: redis.clone(),
             _keys: KeyGuard { prefix },
@@ -1323,9 +1319,7 @@ async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types
     struct Stepper;
     impl Handler for Stepper {
         type Payload = Steps;
-        fn name(&self) -> &'static str {
-            "stepper"
-        }
+        const NAME: &'static str = "stepper";
         async fn run(&self, ctx: Ctx, p: Steps) -> Result<Value, JobError> {
             for i in 1..=p.steps {
                 tokio::time::sleep(Duration::from_millis(2)).await;

@@ -4,15 +4,70 @@
 //! - [`free_port`]: a TCP port nothing listens on right now;
 //! - [`in_ci`]: whether `CI=true`, where a missing Postgres or Redis fails a test instead of
 //!   skipping it;
-//! - [`with_database`]: a database URL pointed at another database (a test's own).
+//! - [`with_database`]: a database URL pointed at another database (a test's own);
+//! - [`required`]: a service a test needs, or a skip (a failure under CI);
+//! - [`Killed`], [`Children`]: spawned processes that never outlive their test.
 
+use std::fmt::Display;
 use std::future::Future;
+use std::process::Child;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Whether the tests run in CI (`CI=true`, any case).
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// What connecting to a service a test needs gave: `Some(service)`; or, when it is missing,
+/// `None` after saying that the test is skipped and how to run it. Under CI a missing service
+/// fails the test instead.
+pub fn required<T, E: Display>(what: &str, connected: Result<T, E>) -> Option<T> {
+    match connected {
+        Ok(service) => Some(service),
+        Err(e) if in_ci() => panic!("{what} is required when CI=true: {e}"),
+        Err(e) => {
+            eprintln!("skipping: {what} is unreachable ({e}); start it to run this test");
+            None
+        }
+    }
+}
+
+/// A spawned process, killed and reaped when dropped (also when a test panics).
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawned processes, each killed and reaped when dropped (also when a test panics).
+#[derive(Debug, Default)]
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Children {
+    type Output = Child;
+    fn index(&self, i: usize) -> &Child {
+        &self.0[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Children {
+    fn index_mut(&mut self, i: usize) -> &mut Child {
+        &mut self.0[i]
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -25,16 +25,7 @@ fn redis_url() -> String {
 /// `None` (skip) when Redis is unreachable outside CI; panics in CI.
 async fn connect_redis(url: &str) -> Option<RedisTransport> {
     let prefix = format!("jobsched-test-{}", Uuid::new_v4());
-    match RedisTransport::connect(url, &prefix).await {
-        Ok(t) => Some(t),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("Redis is required in CI: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping Redis test: {e}");
-            None
-        }
-    }
+    jobsched_testkit::required("Redis", RedisTransport::connect(url, &prefix).await)
 }
 
 /// Deletes a test prefix's keys when dropped (also when the test panics).

@@ -21,9 +21,7 @@
 //!
 //! impl Handler for GreetJob {
 //!     type Payload = Greet;
-//!     fn name(&self) -> &'static str {
-//!         "greet"
-//!     }
+//!     const NAME: &'static str = "greet";
 //!     async fn run(&self, ctx: Ctx, p: Greet) -> Result<Value, JobError> {
 //!         ctx.info(format!("greeting {}", p.name));
 //!         Ok(json!({"greeting": format!("hello, {}", p.name)}))
@@ -153,9 +151,7 @@ impl Worker {
         )
         .await?;
         jobsched_runtime::run(rt, shutdown).await?;
-        if let Some(m) = metrics {
-            let _ = m.await;
-        }
+        metrics.stopped().await;
         Ok(())
     }
 }

@@ -264,20 +264,33 @@ pub async fn spawn_metrics_server(
     default: &str,
     ready: jobsched_metrics::ReadyCheck,
     shutdown: &CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>> {
+) -> Result<MetricsServer> {
     let Some(listener) = bind_metrics(listen, default).await? else {
-        return Ok(None);
+        return Ok(MetricsServer(None));
     };
     let addr = listener
         .local_addr()
         .map_err(|e| WorkerError::setup("cannot read the metrics address", e))?;
     tracing::info!(listen = %addr, "metrics and probes listening");
     let stop = shutdown.clone();
-    Ok(Some(tokio::spawn(async move {
+    Ok(MetricsServer(Some(tokio::spawn(async move {
         if let Err(e) =
             jobsched_metrics::serve(listener, ready, async move { stop.cancelled().await }).await
         {
             tracing::error!(error = %e, "metrics server stopped");
         }
-    })))
+    }))))
+}
+
+/// The metrics and probe server [`spawn_metrics_server`] started (or none, when disabled).
+#[derive(Debug)]
+pub struct MetricsServer(Option<tokio::task::JoinHandle<()>>);
+
+impl MetricsServer {
+    /// Wait until it has stopped (after the shutdown token it was given was cancelled).
+    pub async fn stopped(self) {
+        if let Some(task) = self.0 {
+            let _ = task.await;
+        }
+    }
 }

@@ -37,14 +37,8 @@ const CHUNK: usize = 1 << 20;
 
 impl Handler for Checksum {
     type Payload = ChecksumPayload;
-
-    fn name(&self) -> &'static str {
-        "checksum"
-    }
-
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(3_600)
-    }
+    const NAME: &'static str = "checksum";
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3_600);
 
     /// The path must stay inside the data dir (checked again when the file is opened).
     fn check(&self, p: &ChecksumPayload, data_dir: &DataDir) -> Vec<FieldError> {
@@ -142,14 +136,8 @@ fn is_prime(n: u64) -> bool {
 
 impl Handler for Primes {
     type Payload = PrimesPayload;
-
-    fn name(&self) -> &'static str {
-        "primes"
-    }
-
-    fn preemptible(&self) -> bool {
-        true
-    }
+    const NAME: &'static str = "primes";
+    const PREEMPTIBLE: bool = true;
 
     async fn run(&self, ctx: Ctx, p: PrimesPayload) -> Result<Value, JobError> {
         let mut at = ctx

@@ -9,26 +9,16 @@ use jobsched_core::ports::{SystemClock, Transport};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
 use jobsched_store::testing::TestDb;
-use jobsched_testkit::{in_ci, poll};
+use jobsched_testkit::{Killed, poll, required};
 use jobsched_transport::RedisTransport;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-/// Kills the example process if the test ends early.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_serves_its_types_beside_a_stock_worker() {
@@ -36,14 +26,10 @@ async fn the_example_serves_its_types_beside_a_stock_worker() {
         return;
     };
     let prefix = format!("jobsched-example-{}", uuid::Uuid::new_v4().simple());
-    let redis = match RedisTransport::connect(REDIS_URL, &prefix).await {
-        Ok(r) => Arc::new(r),
-        Err(e) if !in_ci() => {
-            eprintln!("skipping: Redis unavailable: {e}");
-            return;
-        }
-        Err(e) => panic!("Redis is required in CI: {e}"),
+    let Some(redis) = required("Redis", RedisTransport::connect(REDIS_URL, &prefix).await) else {
+        return;
     };
+    let redis = Arc::new(redis);
     let store = db.store().await;
     let data = tempfile::tempdir().unwrap();
     let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -86,7 +72,7 @@ async fn the_example_serves_its_types_beside_a_stock_worker() {
     let stock = tokio::spawn(jobsched_runtime::run(stock, stop.clone()));
 
     // The example, as its own process, with the settings `jobsched worker` takes.
-    let mut example = Process(
+    let mut example = Killed(
         Command::new(env!("CARGO_BIN_EXE_custom-worker"))
             .args(["--concurrency", "2", "--no-engine"])
             .env("JOBSCHED_DATABASE_URL", db.url())

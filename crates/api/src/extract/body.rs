@@ -172,21 +172,30 @@ impl<'a, 'i> Fields<'a, 'i> {
         ));
     }
 
+    /// A required field read by `read`: `None` (and an issue) when it is missing or null, or
+    /// when `read` does not take it (not `expected`).
+    fn req<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        read: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Option<T> {
+        let Some(v) = self.present(name) else {
+            let path = self.path(name);
+            self.issues
+                .push(FieldIssue::body(&path, "field required", "missing"));
+            return None;
+        };
+        let value = read(v);
+        if value.is_none() {
+            self.type_error(name, expected, v);
+        }
+        value
+    }
+
     /// A required string.
     pub(crate) fn req_str(&mut self, name: &str) -> Option<String> {
-        match self.present(name) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                self.type_error(name, "a string", other);
-                None
-            }
-            None => {
-                let path = self.path(name);
-                self.issues
-                    .push(FieldIssue::body(&path, "field required", "missing"));
-                None
-            }
-        }
+        self.req(name, "a string", |v| v.as_str().map(str::to_owned))
     }
 
     /// An optional field read by `read` (which says what it holds, or `None`); `Err(())`, with
@@ -261,21 +270,9 @@ impl<'a, 'i> Fields<'a, 'i> {
         self.opt(name, "a JSON object", |v| v.is_object().then(|| v.clone()))
     }
 
-    /// An optional array.
+    /// A required array.
     pub(crate) fn req_array(&mut self, name: &str) -> Option<&'a Vec<Value>> {
-        match self.present(name) {
-            Some(Value::Array(a)) => Some(a),
-            Some(v) => {
-                self.type_error(name, "a JSON array", v);
-                None
-            }
-            None => {
-                let path = self.path(name);
-                self.issues
-                    .push(FieldIssue::body(&path, "field required", "missing"));
-                None
-            }
-        }
+        self.req(name, "a JSON array", Value::as_array)
     }
 }
 

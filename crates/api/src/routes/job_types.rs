@@ -1,8 +1,9 @@
 //! `/job-types`: the job types the API accepts, their payload schemas, and the live workers
 //! that serve each.
 
-use crate::dto::{ErrorBody, JobTypeResponse, JobTypesResponse};
+use crate::dto::{JobTypeResponse, JobTypesResponse};
 use crate::error::ApiError;
+use crate::openapi::failures;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -19,8 +20,7 @@ use std::sync::Arc;
     get, path = "/job-types", tag = "jobs",
     responses(
         (status = 200, description = "The job types", body = JobTypesResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+        failures::Both,
     )
 )]
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<JobTypesResponse>, ApiError> {

@@ -8,6 +8,7 @@ use crate::error::{ApiError, FieldIssue};
 use crate::extract::{
     Fields, JsonBody, check_payload_size, fingerprint, parse_job_id, parse_submission,
 };
+use crate::openapi::failures;
 use crate::routes::{QueryPairs, publish_jobs_available};
 use crate::state::AppState;
 use axum::Json;
@@ -129,11 +130,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     responses(
         (status = 201, description = "Created (all PENDING), ids in input order; an item whose `unique_key` names an existing job (same request) gets that job's id", body = BatchCreated),
         (status = 409, description = "An item's `unique_key` names a job submitted with a different request; nothing of the batch is stored", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body or a payload over its limit", body = ErrorBody),
         (status = 422, description = "Invalid job(s); `loc` names `jobs[i].field`", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn submit_batch(
@@ -279,9 +279,8 @@ fn parse_list_params(query: &QueryPairs) -> Result<JobFilter, ApiError> {
     params(ListParams),
     responses(
         (status = 200, description = "One page", body = JobListResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 422, description = "Bad query parameter", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn list(
@@ -299,8 +298,7 @@ pub async fn list(
     get, path = "/jobs/stats", tag = "jobs",
     responses(
         (status = 200, description = "Statistics", body = JobStatsResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsResponse>, ApiError> {
@@ -313,10 +311,9 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsRe
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = JobResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn get(
@@ -344,10 +341,9 @@ pub async fn get(
     params(("id" = Uuid, Path, description = "Job id"), LogsQuery),
     responses(
         (status = 200, description = "The job's logs", body = JobLogsResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 422, description = "Malformed id or attempt", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn logs(
@@ -400,11 +396,10 @@ pub async fn logs(
     responses(
         (status = 202, description = "Was RUNNING: now CANCELLED, its worker stops the body"),
         (status = 204, description = "Cancelled (or already CANCELLED)"),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "Already COMPLETED or FAILED", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn cancel(

@@ -4,6 +4,7 @@
 use crate::dto::{ErrorBody, QueueResponse, QueueUpdate, ValidationErrorBody};
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, RequireAdmin};
+use crate::openapi::failures;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -135,8 +136,7 @@ async fn all_queues(state: &AppState) -> Result<Vec<QueueResponse>, ApiError> {
     get, path = "/queues", tag = "queues",
     responses(
         (status = 200, description = "The queues, `default` first, then by name", body = Vec<QueueResponse>),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn list(
@@ -151,10 +151,9 @@ pub async fn list(
     params(("name" = String, Path, description = "Queue name")),
     responses(
         (status = 200, description = "The queue", body = QueueResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
         (status = 422, description = "Malformed queue name", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn get(
@@ -185,11 +184,9 @@ pub async fn get(
     responses(
         (status = 200, description = "Changed", body = QueueResponse),
         (status = 201, description = "Created", body = QueueResponse),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "Needs the admin token", body = ErrorBody),
         (status = 409, description = "Owned by a Kubernetes SchedulerConfig", body = ErrorBody),
         (status = 422, description = "Bad name, policy, quantum, limit or weight", body = ValidationErrorBody),
-        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+        failures::AdminBoth,
     )
 )]
 pub async fn put(

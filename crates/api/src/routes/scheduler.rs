@@ -6,6 +6,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, RequireAdmin, parse_job_id};
+use crate::openapi::failures;
 use crate::routes::{QueryPairs, publish_jobs_available};
 use crate::state::AppState;
 use axum::Json;
@@ -111,11 +112,9 @@ fn managed_conflict(owner: &str) -> ApiError {
     request_body = PolicyUpdate,
     responses(
         (status = 200, description = "The scheduler status after the change", body = SchedulerStatus),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "Needs the admin token", body = ErrorBody),
         (status = 409, description = "Owned by a Kubernetes SchedulerConfig", body = ErrorBody),
         (status = 422, description = "Unknown policy or bad quantum", body = ValidationErrorBody),
-        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+        failures::AdminBoth,
     )
 )]
 pub async fn set_policy(
@@ -178,9 +177,7 @@ pub async fn set_policy(
     delete, path = "/scheduler/policy/owner", tag = "scheduler",
     responses(
         (status = 200, description = "The status, with no owner", body = SchedulerStatus),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "Needs the admin token", body = ErrorBody),
-        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+        failures::AdminBoth,
     )
 )]
 pub async fn release_policy_owner(
@@ -205,8 +202,7 @@ pub async fn release_policy_owner(
     get, path = "/scheduler/status", tag = "scheduler",
     responses(
         (status = 200, description = "Status", body = SchedulerStatus),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+        failures::Both,
     )
 )]
 pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<SchedulerStatus>, ApiError> {
@@ -242,9 +238,8 @@ pub async fn workers(
     params(DeadLetterParams),
     responses(
         (status = 200, description = "Dead letters", body = Vec<DeadLetterResponse>),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 422, description = "Bad `limit`", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn dead_letters(
@@ -265,11 +260,9 @@ pub async fn dead_letters(
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job, now PENDING", body = JobResponse),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "Needs the admin token", body = ErrorBody),
         (status = 404, description = "Not in the dead-letter queue", body = ErrorBody),
         (status = 422, description = "Malformed id", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::AdminStore,
     )
 )]
 pub async fn retry_dead_letter(
@@ -305,9 +298,7 @@ pub async fn retry_dead_letter(
     delete, path = "/scheduler/dead-letter", tag = "scheduler",
     responses(
         (status = 200, description = "Entries removed", body = PurgeResponse),
-        (status = 401, description = "Missing or wrong token", body = ErrorBody),
-        (status = 403, description = "Needs the admin token", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::AdminStore,
     )
 )]
 pub async fn purge_dead_letters(

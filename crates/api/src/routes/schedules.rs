@@ -3,6 +3,7 @@
 use crate::dto::{ErrorBody, ScheduleBody, ScheduleResponse, ValidationErrorBody};
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, check_payload_size, parse_submission};
+use crate::openapi::failures;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -158,10 +159,9 @@ async fn refuse_if_managed(state: &AppState, name: &str) -> Result<(), ApiError>
     request_body = ScheduleBody,
     responses(
         (status = 201, description = "Created", body = ScheduleResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 409, description = "A schedule with this name exists (PUT replaces it)", body = ErrorBody),
         (status = 422, description = "Invalid field(s): name, cron, timezone, overlap, job.…", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn create(
@@ -189,10 +189,9 @@ pub async fn create(
     responses(
         (status = 200, description = "Replaced", body = ScheduleResponse),
         (status = 201, description = "Created", body = ScheduleResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 409, description = "Owned by a Kubernetes JobSchedule", body = ErrorBody),
         (status = 422, description = "Invalid field(s)", body = ValidationErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn put(
@@ -224,9 +223,8 @@ pub async fn put(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 200, description = "The schedule", body = ScheduleResponse),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 404, description = "No such schedule", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn get(
@@ -244,8 +242,7 @@ pub async fn get(
     get, path = "/schedules", tag = "schedules",
     responses(
         (status = 200, description = "All schedules", body = Vec<ScheduleResponse>),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn list(
@@ -261,10 +258,9 @@ pub async fn list(
     params(("name" = String, Path, description = "Schedule name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         (status = 409, description = "Owned by a Kubernetes JobSchedule", body = ErrorBody),
         (status = 404, description = "No such schedule", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        failures::Store,
     )
 )]
 pub async fn delete(

@@ -8,6 +8,7 @@ use crate::activity::{Activity, Sample};
 use crate::dto::{ErrorBody, JobStatsResponse, SchedulerStatus, WorkerResponse};
 use crate::error::ApiError;
 use crate::extract::{Caller, identify, unauthorized};
+use crate::openapi::failures;
 use crate::routes::scheduler::{current_settings, status_of};
 use crate::state::AppState;
 use axum::Json;
@@ -123,8 +124,7 @@ pub struct Overview {
     get, path = "/ui/api/overview", tag = "console",
     responses(
         (status = 200, description = "The overview", body = Overview),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 503, description = "Store or transport unavailable", body = ErrorBody),
+        failures::Both,
     )
 )]
 pub async fn overview(

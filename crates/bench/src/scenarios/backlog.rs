@@ -8,6 +8,7 @@
 //! while it dispatches (the engine leader lives in a worker). The queue is paused again at the
 //! end; the benchmark database is dropped with the rest. Spawn mode only.
 
+use super::Ran;
 use super::{own_database, pg_checkpoints, set_policy};
 use crate::cluster::{Cluster, Rss};
 use crate::report::{Goal, Report};
@@ -33,11 +34,7 @@ fn largest(rss: &[Rss]) -> Option<f64> {
 }
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let pool = own_database(cluster, S)?;
     cluster
         .ensure_workers(args.burn_workers, args.burn_slots)

@@ -11,6 +11,7 @@
 //!    the database afterwards, with WAL bytes and write transactions per job (server-wide) and
 //!    Redis commands per job (server-wide).
 
+use super::Ran;
 use super::{ms, pg_checkpoints, redis_commands, secs, set_policy, sleep_payload, wait_finished};
 use crate::cluster::{Cluster, Rss};
 use crate::report::{Goal, Report};
@@ -69,11 +70,7 @@ fn max_peak(rss: &[Rss]) -> Option<f64> {
 }
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let n = args.burn_jobs;
 
     // ---- 1. the Postgres limit ----

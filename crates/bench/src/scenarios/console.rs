@@ -6,6 +6,7 @@
 //! (sequentially, as the page does): Overview, Jobs (unfiltered, by status, by name prefix, by
 //! id, a deep page), Job, Dead letters and Policy. Spawn mode only (it writes the rows itself).
 
+use super::Ran;
 use super::{own_database, set_policy};
 use crate::cluster::Cluster;
 use crate::report::{Goal, Report};
@@ -21,11 +22,7 @@ const S: &str = "console";
 const VIEWS: usize = 20;
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let pool = own_database(cluster, S)?;
     let base = cluster
         .url()

@@ -9,6 +9,7 @@
 //!   submitted at once; per-job progress is sampled halfway through the ideal makespan and
 //!   Jain's index computed; slices per job are read at the end.
 
+use super::Ran;
 use super::{
     commit_floor, ensure_completed, fetch_jobs, ms, secs, set_policy, sleep_payload, times,
     wait_finished,
@@ -112,11 +113,7 @@ async fn run_trace(
 }
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let layout = cluster.ensure_workers(1, args.fidelity_slots).await?;
     let slots = layout.slots as usize;
     let mut rng = StdRng::seed_from_u64(args.rng_seed.wrapping_add(1));

@@ -5,6 +5,7 @@
 //! client-side, each job's submitter polls `GET /jobs/{id}` (every 0.5 ms for 10 ms, then every
 //! 5 ms) until it is terminal.
 
+use super::Ran;
 use super::{ensure_completed, fetch_jobs, ms, pg_checkpoints, set_policy, sleep_payload, times};
 use crate::cluster::Cluster;
 use crate::report::{Goal, Report};
@@ -18,11 +19,7 @@ use tokio::time::Instant;
 const S: &str = "latency";
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let layout = cluster.ensure_workers(1, args.seed_slots).await?;
     set_policy(cluster, PolicyKind::Fcfs, false, None).await?;
     let client = cluster.client().clone();

@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// What a scenario's `run` returns: its figures go to the report as it measures them.
+pub type Ran = Result<(), BenchError>;
+
 /// Concurrent requests used to read jobs back after a measurement.
 const FETCH_CONCURRENCY: usize = 16;
 

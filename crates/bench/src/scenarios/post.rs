@@ -4,6 +4,7 @@
 //! submit no-op jobs one at a time for `--post-seconds`. Then dispatching resumes and the
 //! backlog drains (its rate is reported too).
 
+use super::Ran;
 use super::{set_policy, sleep_payload, wait_finished};
 use crate::cluster::Cluster;
 use crate::report::Report;
@@ -17,11 +18,7 @@ use tokio::time::Instant;
 const S: &str = "post";
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let layout = cluster.ensure_any_workers().await?;
     set_policy(cluster, PolicyKind::Fcfs, true, None).await?;
     let client = cluster.client().clone();

@@ -7,6 +7,7 @@
 //! submit (client clock) to the last `completed_at` (server clock; same machine); completion is
 //! detected by polling `GET /jobs/stats` only, and the jobs are read back afterwards.
 
+use super::Ran;
 use super::{
     commit_floor, ensure_completed, fetch_jobs, ms, secs, set_policy, sleep_payload, times,
     wait_finished,
@@ -15,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::plot::PolicyBar;
 use crate::report::{Goal, Report};
 use crate::stats::summarize;
-use crate::{BenchArgs, BenchError, cpu, progress};
+use crate::{BenchArgs, cpu, progress};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use jobsched_client::{PolicyKind, SubmitJob};
@@ -32,11 +33,7 @@ const S: &str = "seed";
 pub const SUBMITTERS: usize = 8;
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let layout = cluster.ensure_workers(1, args.seed_slots).await?;
     let duration = args.seed_duration_ms / 1000.0;
     let bound = layout.slots as f64 / duration;

@@ -6,6 +6,7 @@
 //! switched to `priority`; the figure is `started_at` of the first job that was the priority
 //! minimum of the jobs waiting when it started, minus the client's time just before the PUT.
 
+use super::Ran;
 use super::{
     ensure_completed, fetch_jobs, ms, secs, set_policy, sleep_payload, times, wait_finished,
 };
@@ -23,11 +24,7 @@ const S: &str = "switch";
 const JOB_SECONDS: f64 = 0.010;
 
 /// Run the scenario.
-pub async fn run(
-    args: &BenchArgs,
-    cluster: &mut Cluster,
-    report: &mut Report,
-) -> Result<(), BenchError> {
+pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -> Ran {
     let layout = cluster.ensure_workers(1, 1).await?;
     let n = args.switch_jobs;
     let mut delays = Vec::new();
