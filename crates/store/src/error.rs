@@ -78,6 +78,20 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// The database was migrated by a jobsched older than the squashed Postgres migrations
+    /// (see `migrations/postgres/0013_baseline.sql`) and stops part-way through them.
+    #[error(
+        "postgres database {target} was migrated by an older jobsched, through migration \
+         {through} of the 13 the baseline replaced; run `jobsched migrate` of a jobsched from \
+         before the baseline (git history before migrations/postgres/0013_baseline.sql) first, \
+         then this one"
+    )]
+    Outdated {
+        /// Database name.
+        target: String,
+        /// The last old migration it has.
+        through: i64,
+    },
     /// A query failed.
     #[error("{backend} query failed: {source}")]
     Query {
@@ -102,6 +116,7 @@ impl StoreError {
     pub fn component(&self) -> &'static str {
         match self {
             StoreError::UnsupportedUrl { .. } => "store",
+            StoreError::Outdated { .. } => "postgres",
             StoreError::MalformedUrl { backend, .. }
             | StoreError::Connect { backend, .. }
             | StoreError::CreateDatabase { backend, .. }

@@ -43,6 +43,7 @@
 //! [`ControlStore`]: jobsched_core::ports::ControlStore
 //! [`Store`]: jobsched_core::ports::Store
 
+mod baseline;
 mod common;
 mod error;
 mod pg;
@@ -209,6 +210,12 @@ async fn migrate_postgres(url: &str) -> Result<(), StoreError> {
             target: target.clone(),
             source,
         })?;
+    if let Some(checksum) = baseline::checksum(&pg::MIGRATOR)
+        && let Err(e) = baseline::adopt(&mut conn, checksum, &target).await
+    {
+        let _ = conn.close().await;
+        return Err(e);
+    }
     let result = pg::MIGRATOR.run(&mut conn).await;
     let _ = conn.close().await;
     result.map_err(|source| StoreError::Migrate {

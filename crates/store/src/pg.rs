@@ -44,7 +44,7 @@ const BACKEND: &str = "postgres";
 
 /// The columns of a [`Job`] in table `jobs` as `{p}` (`""` or an alias with its dot). A row
 /// keeps its last lease after it completes (clearing it would change an indexed column and cost
-/// the completion its HOT update; see migration 0004), so the lease is shown only while the job
+/// the completion its HOT update; see `migrations/postgres/0013_baseline.sql`), so the lease is shown only while the job
 /// is in flight.
 fn job_columns(p: &str) -> String {
     format!(
@@ -682,9 +682,9 @@ impl JobRepo for PgStore {
         let (page, page_size, offset) = paging(filter.page, filter.page_size);
         // Only the filters in use appear in the SQL, so each variant gets its own plan.
         // Only the filters in use appear in the SQL, so each variant gets its own plan. PENDING
-        // rows are `queued`, FAILED and CANCELLED have a `rare_end` (migration 0004): those
+        // rows are `queued`, FAILED and CANCELLED have a `rare_end` (the baseline schema): those
         // listings read their own partial index of `jobs`. The others read `job_catalog`
-        // newest first (migration 0005) and look each job up by key.
+        // newest first (`job_catalog`) and look each job up by key.
         let mut conditions = Vec::new();
         let mut status_bound = None;
         let own_index = match filter.status {
@@ -865,7 +865,7 @@ impl JobRepo for PgStore {
     }
 
     async fn stats(&self) -> Result<JobStats> {
-        // Sums of the deltas the triggers append (migration 0004); folded when they pile up.
+        // Sums of the deltas the triggers append (`job_counts`); folded when they pile up.
         let rows = sqlx::query(include_str!("../sql/postgres/stats.sql"))
             .fetch_all(&self.pool)
             .await
@@ -999,7 +999,7 @@ impl DispatchStore for PgStore {
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
-        // Completed rows keep their last lease (migration 0004), so the lease index holds
+        // Completed rows keep their last lease (see the baseline schema), so the lease index holds
         // every job ever leased. A pass reads only the leases that ended since the previous
         // pass (`rescue_marks`, less RESCUE_OVERLAP_MS), which is each row about once.
         let mark: Option<DateTime<Utc>> =

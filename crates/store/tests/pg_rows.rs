@@ -1,14 +1,13 @@
-//! The Postgres row layout (migrations 0004 and 0006): what the burn-down's cost rests on.
+//! The Postgres row layout (`migrations/postgres/0013_baseline.sql`): what the burn-down's cost
+//! rests on.
 
 use chrono::{TimeZone, Utc};
-use jobsched_core::JobSpec;
 use jobsched_core::NewJob;
 use jobsched_core::PolicyKind;
 use jobsched_core::ports::{Claim, DispatchStore, Finished, JobRepo, Outcome, Token, WorkerStore};
 use jobsched_store::PgStore;
-use jobsched_store::testing::TestDb;
+use jobsched_store::testing::{TestDb, sleep_job};
 use serde_json::json;
-use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::PgPoolOptions;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,9 @@ async fn updates(pool: &sqlx::PgPool) -> (i64, i64) {
 /// HOT update depends on what changed and on the version fitting on the old one's page. At
 /// fillfactor 10 every claim and completion fits without pruning, which other sessions'
 /// snapshots can hold back, so these tests see the layout alone.
-async fn roomy_table(db: &TestDb) -> (sqlx::PgPool, PgStore) {
+/// `None` (a skip) without Postgres.
+async fn roomy_table() -> Option<(TestDb, sqlx::PgPool, PgStore)> {
+    let db = TestDb::postgres().await?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(db.url())
@@ -44,33 +45,22 @@ async fn roomy_table(db: &TestDb) -> (sqlx::PgPool, PgStore) {
         .await
         .unwrap();
     let store = PgStore::new(pool.clone());
-    (pool, store)
+    Some((db, pool, store))
 }
 
 /// `n` no-op sleep jobs named `{prefix}{i}`.
 fn sleep_jobs(prefix: &str, n: u32) -> Vec<NewJob> {
     (0..n)
-        .map(|i| {
-            NewJob::new(JobSpec {
-                name: format!("{prefix}{i}"),
-                job_type: "sleep".into(),
-                priority: Some(5),
-                estimated_duration: Some(1.0),
-                payload: Some(json!({ "duration": 0 })),
-                max_retries: Some(3),
-            })
-            .unwrap()
-        })
+        .map(|i| sleep_job(&format!("{prefix}{i}"), json!({ "duration": 0 }), 3))
         .collect()
 }
 
 #[tokio::test]
 async fn a_dispatched_job_completes_with_a_hot_update() {
-    let Some(db) = TestDb::postgres().await else {
+    // HOT needs no indexed column to change (this test) and room on the page (given).
+    let Some((db, pool, store)) = roomy_table().await else {
         return;
     };
-    // HOT needs no indexed column to change (this test) and room on the page (given).
-    let (pool, store) = roomy_table(&db).await;
     let t0 = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
     let jobs = sleep_jobs("h", 500);
     let ids = store.insert_many(&jobs, t0).await.unwrap();
@@ -193,18 +183,18 @@ async fn wal_position(pool: &sqlx::PgPool) -> String {
         .unwrap()
 }
 
-/// Migration 0006: a claim and a completion log the columns they change, not the whole row
+/// The column order: a claim and a completion log the columns they change, not the whole row
 /// (the columns they write sit together at the end of the row, so where the new version stays
 /// on its page Postgres logs only what differs): 504 bytes per job here. The same test on the
-/// 0005 layout logged 681; the peer's whole trip takes about 500 under load.
+/// layout before the columns were reordered logged 681; the peer's whole trip takes about 500
+/// under load.
 #[tokio::test]
 async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change() {
-    let Some(db) = TestDb::postgres().await else {
-        return;
-    };
     // The page's room is given (see `roomy_table`; the bench measures it under load): this
     // test is about what the layout makes Postgres log.
-    let (pool, store) = roomy_table(&db).await;
+    let Some((db, pool, store)) = roomy_table().await else {
+        return;
+    };
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         .execute(&pool)
         .await
@@ -263,160 +253,6 @@ async fn a_claim_and_a_completion_log_little_more_than_the_columns_they_change()
         per_job < 600,
         "a claim and a completion logged {per_job} B per job (goal: under 600); rounds {rounds:?}"
     );
-    pool.close().await;
-    db.cleanup().await;
-}
-
-/// Migration 0006 rebuilds `jobs`: an installation with jobs in every state keeps each row as
-/// it was, its counts and listings, and goes on dispatching from where it was.
-#[tokio::test]
-async fn rebuilding_the_table_keeps_every_job_as_it_was() {
-    let Some(db) = TestDb::postgres_unmigrated().await else {
-        return;
-    };
-    sqlx::Postgres::create_database(db.url()).await.unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(db.url())
-        .await
-        .unwrap();
-    // The schema as it was before 0006.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
-    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
-    let kept: Vec<_> = before
-        .migrations
-        .iter()
-        .filter(|m| m.version < 6)
-        .cloned()
-        .collect();
-    assert!(kept.len() < before.migrations.len(), "0006 exists");
-    before.migrations = kept.into();
-    before.run(&pool).await.unwrap();
-    // Jobs in every state, written as the earlier layout's store wrote them.
-    sqlx::query(
-        "INSERT INTO jobs (id, name, job_type, status, priority, estimated_duration, payload, \
-                           result, error_message, retry_count, max_retries, created_at, \
-                           started_at, completed_at, attempt, run_at, lease_owner, \
-                           lease_expires_at, checkpoint, slices, dead_letter, failed_at, \
-                           timeout_seconds) \
-         SELECT gen_random_uuid(), 'old-' || g, 'sleep', \
-                (ARRAY['PENDING','RUNNING','COMPLETED','FAILED','CANCELLED'])[1 + g % 5], \
-                1 + g % 10, g, jsonb_build_object('duration', g), \
-                CASE WHEN g % 5 = 2 THEN '{\"slept\": 1}'::jsonb END, \
-                CASE WHEN g % 5 = 3 THEN 'boom' END, g % 3, 3, \
-                now() - make_interval(secs => 100 - g), \
-                CASE WHEN g % 5 IN (1, 2, 3) THEN now() END, \
-                CASE WHEN g % 5 IN (2, 3, 4) THEN now() END, g % 5, now(), \
-                CASE WHEN g % 5 = 1 THEN 'worker-old' END, \
-                CASE WHEN g % 5 = 1 THEN now() + interval '1 hour' END, \
-                CASE WHEN g % 7 = 0 THEN '{\"elapsed\": 0.5}'::jsonb END, g % 4, \
-                g % 5 = 3, CASE WHEN g % 5 = 3 THEN now() END, \
-                CASE WHEN g % 2 = 0 THEN 30.0 END \
-         FROM generate_series(1, 50) g",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let snapshot = |pool: sqlx::PgPool| async move {
-        sqlx::query_scalar::<_, String>(
-            "SELECT string_agg(row_to_json(r)::text, E'\\n' ORDER BY r.id) FROM ( \
-                 SELECT id, name, job_type, status, priority, estimated_duration, payload, \
-                        result, error_message, retry_count, max_retries, created_at, \
-                        scheduled_at, started_at, completed_at, attempt, run_at, lease_owner, \
-                        lease_expires_at, checkpoint, slices, seq, dead_letter, failed_at, \
-                        timeout_seconds, queued, rare_end FROM jobs) r",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
-    let rows_before = snapshot(pool.clone()).await;
-    let store = PgStore::new(pool.clone());
-    // The counts the old rows make, read from the rows (the store's own stats read the kept
-    // counts of the schema it was built for).
-    let count = |status: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM jobs WHERE status = $1 OR $1 = 'ALL'",
-            )
-            .bind(status)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    let stats_before = jobsched_core::JobStats {
-        total_jobs: count("ALL").await,
-        pending: count("PENDING").await,
-        running: count("RUNNING").await,
-        completed: count("COMPLETED").await,
-        failed: count("FAILED").await,
-        cancelled: count("CANCELLED").await,
-        ..Default::default()
-    };
-
-    jobsched_store::migrate(db.url()).await.unwrap();
-
-    assert_eq!(snapshot(pool.clone()).await, rows_before, "rows changed");
-    let stats_after = store.stats().await.unwrap();
-    assert_eq!(
-        (
-            stats_after.total_jobs,
-            stats_after.pending,
-            stats_after.running
-        ),
-        (
-            stats_before.total_jobs,
-            stats_before.pending,
-            stats_before.running
-        )
-    );
-    assert_eq!(
-        (
-            stats_after.completed,
-            stats_after.failed,
-            stats_after.cancelled
-        ),
-        (
-            stats_before.completed,
-            stats_before.failed,
-            stats_before.cancelled
-        )
-    );
-    let fillfactor: Vec<String> =
-        sqlx::query_scalar("SELECT unnest(reloptions) FROM pg_class WHERE relname = 'jobs'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(fillfactor, vec!["fillfactor=40".to_string()]);
-    // New jobs take the sequence where it was, after the old ones, and dispatch in order.
-    let t0 = Utc::now();
-    let new = NewJob::new(JobSpec {
-        name: "new".into(),
-        job_type: "sleep".into(),
-        priority: Some(5),
-        estimated_duration: Some(1.0),
-        max_retries: Some(0),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    store.insert_many(&[new], t0).await.unwrap();
-    let claim = Claim {
-        limit: 100,
-        order: PolicyKind::Fcfs,
-        lease_until: t0 + chrono::Duration::seconds(30),
-        queue: "default".into(),
-        concurrency_limit: None,
-        job_types: None,
-    };
-    let got = store
-        .exchange(&[], "worker-new", t0 + chrono::Duration::seconds(1), &claim)
-        .await
-        .unwrap();
-    let names: Vec<&str> = got.claimed.iter().map(|j| j.name.as_str()).collect();
-    assert_eq!(names.len() as i64, stats_before.pending + 1, "{names:?}");
-    assert_eq!(names.last(), Some(&"new"), "{names:?}");
     pool.close().await;
     db.cleanup().await;
 }
