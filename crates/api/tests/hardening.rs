@@ -46,6 +46,15 @@ fn detail(body: &Value) -> String {
     body["detail"].to_string()
 }
 
+/// The response is a 422 naming exactly the body field `field`; its body (`what` says which
+/// request it was when it is not).
+async fn refused_field(resp: reqwest::Response, field: &str, what: &str) -> Value {
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 422, "{what}: {body}");
+    assert_eq!(locs(&body), vec![json!(["body", field])], "{what}: {body}");
+    body
+}
+
 /// Row 1 and 2: the quantum is bounded (no Duration overflow, no livelock of 1e-300 s slices).
 async fn quantum_outside_its_range_is_422(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {
@@ -67,13 +76,7 @@ async fn quantum_outside_its_range_is_422(backend: Backend) {
                 .send()
                 .await
                 .unwrap();
-            let (status, body) = status_json(resp).await;
-            assert_eq!(status, 422, "{policy} {q}: {body}");
-            assert_eq!(
-                locs(&body),
-                vec![json!(["body", "quantum_seconds"])],
-                "{body}"
-            );
+            let body = refused_field(resp, "quantum_seconds", &format!("{policy} {q}")).await;
             let d = detail(&body);
             assert!(d.contains("0.01") && d.contains("86400"), "{d}");
         }
@@ -201,13 +204,7 @@ async fn timeout_seconds_is_validated_and_kept(backend: Backend) {
             .send()
             .await
             .unwrap();
-        let (status, body) = status_json(resp).await;
-        assert_eq!(status, 422, "{bad}: {body}");
-        assert_eq!(
-            locs(&body),
-            vec![json!(["body", "timeout_seconds"])],
-            "{body}"
-        );
+        refused_field(resp, "timeout_seconds", &bad.to_string()).await;
     }
     // A sleep longer than the type's maximum is refused with the limit named.
     let resp = h
@@ -492,19 +489,11 @@ async fn connection_limit_answers_503(backend: Backend) {
     }
     drop((_a, _b));
     // Once those close, the server serves again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while h
-        .http
-        .get(h.url("/livez"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(Instant::now() < deadline, "the server did not recover");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let live = async || {
+        let r = h.http.get(h.url("/livez")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    };
+    jobsched_testkit::eventually("the server to recover", Duration::from_secs(10), live).await;
     h.finish().await;
 }
 
@@ -879,32 +868,9 @@ async fn body_budget_answers_503_at_once(backend: Backend) {
 /// soon as it is committed, not after Redis timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_do_not_wait_for_an_unreachable_redis() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let Ok(redis) = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-    else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is required in CI"
-        );
+    let Some((mut redis, port)) = jobsched_testkit::private_redis() else {
         return;
     };
-    let mut redis = jobsched_testkit::Killed(redis);
     let url = format!("redis://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while jobsched_transport::RedisTransport::connect(&url, "probe")

@@ -124,26 +124,23 @@ pub fn report_machine(
         return;
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    report.add(
+    report.figure(
         scenario,
         format!("{phase}: CPU busy, whole machine (of {cores} cores)"),
         Some(busy),
         "cores",
-        None,
     );
-    report.add(
+    report.figure(
         scenario,
         format!("{phase}: CPU in I/O wait, whole machine"),
         Some(iowait),
         "cores",
-        None,
     );
-    report.add(
+    report.figure(
         scenario,
         format!("{phase}: CPU stolen by the hypervisor"),
         Some(steal),
         "cores",
-        None,
     );
 }
 

@@ -225,6 +225,17 @@ impl Report {
         }
     }
 
+    /// A figure without a goal: [`Report::add`] with `goal` `None`.
+    pub fn figure(
+        &mut self,
+        scenario: &str,
+        name: impl Into<String>,
+        value: Option<f64>,
+        unit: &str,
+    ) {
+        self.add(scenario, name, value, unit, None);
+    }
+
     /// Record p50/p90/p99 of a distribution in milliseconds.
     pub fn add_latency(
         &mut self,
@@ -236,7 +247,7 @@ impl Report {
         match summary {
             Some(s) => {
                 self.add(scenario, format!("{what} p50"), Some(s.p50), "ms", goals.0);
-                self.add(scenario, format!("{what} p90"), Some(s.p90), "ms", None);
+                self.figure(scenario, format!("{what} p90"), Some(s.p90), "ms");
                 self.add(scenario, format!("{what} p99"), Some(s.p99), "ms", goals.1);
             }
             None => {

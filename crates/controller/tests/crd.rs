@@ -114,15 +114,20 @@ fn spec_errors(spec: Value) -> Vec<String> {
 
 #[test]
 fn committed_crd_matches_generated() {
-    let path = repo_file("deploy/crds/schedulerconfigs.yaml");
-    let generated = crd_yaml();
+    committed_matches("deploy/crds/schedulerconfigs.yaml", &crd_yaml(), "crd.rs");
+}
+
+/// The committed CRD file `file` is `generated` (from `crates/controller/src/<source>`); with
+/// `UPDATE_CRD=1` it is written first.
+fn committed_matches(file: &str, generated: &str, source: &str) {
+    let path = repo_file(file);
     if std::env::var("UPDATE_CRD").is_ok_and(|v| v == "1") {
-        std::fs::write(&path, &generated).expect("write the CRD file");
+        std::fs::write(&path, generated).expect("write the CRD file");
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "{} is out of date with crates/controller/src/crd.rs; regenerate it with \
+        "{} is out of date with crates/controller/src/{source}; regenerate it with \
          `UPDATE_CRD=1 cargo test -p jobsched-controller --test crd`",
         path.display()
     );
@@ -130,17 +135,11 @@ fn committed_crd_matches_generated() {
 
 #[test]
 fn committed_job_schedule_crd_matches_generated() {
-    let path = repo_file("deploy/crds/jobschedules.yaml");
     let generated = jobsched_controller::job_schedule_crd_yaml();
-    if std::env::var("UPDATE_CRD").is_ok_and(|v| v == "1") {
-        std::fs::write(&path, &generated).expect("write the CRD file");
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{} is out of date with crates/controller/src/schedule_crd.rs; regenerate it with \
-         `UPDATE_CRD=1 cargo test -p jobsched-controller --test crd`",
-        path.display()
+    committed_matches(
+        "deploy/crds/jobschedules.yaml",
+        &generated,
+        "schedule_crd.rs",
     );
     let crd = yaml_to_json(&generated);
     assert_eq!(crd["metadata"]["name"], "jobschedules.jobsched.io");

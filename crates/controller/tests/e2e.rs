@@ -342,18 +342,8 @@ impl Drop for RedisKeys {
 }
 
 /// Poll `check` until it returns `Some` or `secs` pass.
-async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs}s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn eventually<T>(what: &str, secs: u64, check: impl AsyncFnMut() -> Option<T>) -> T {
+    jobsched_testkit::eventually(what, Duration::from_secs(secs), check).await
 }
 
 fn ready(status: &Value) -> Option<(String, String)> {

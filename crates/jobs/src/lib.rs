@@ -23,6 +23,14 @@ pub mod sleep;
 pub mod thumbnail;
 pub mod word_count;
 
+/// A data directory in a fresh temporary directory (unit tests), with the guard that removes it.
+#[cfg(test)]
+pub(crate) fn temp_data_dir() -> (tempfile::TempDir, DataDir) {
+    let t = tempfile::tempdir().unwrap();
+    let d = DataDir::new(t.path()).unwrap();
+    (t, d)
+}
+
 pub use error::JobError;
 pub use payload::kind as json_kind;
 pub use probe::ProbeJob;

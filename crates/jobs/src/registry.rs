@@ -74,11 +74,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn dd() -> (tempfile::TempDir, DataDir) {
-        let t = tempfile::tempdir().unwrap();
-        let d = DataDir::new(t.path()).unwrap();
-        (t, d)
-    }
+    use crate::temp_data_dir as dd;
 
     #[test]
     fn builtin_names_sorted() {

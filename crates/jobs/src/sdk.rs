@@ -431,11 +431,7 @@ mod tests {
         }
     }
 
-    fn dd() -> (tempfile::TempDir, DataDir) {
-        let t = tempfile::tempdir().unwrap();
-        let d = DataDir::new(t.path()).unwrap();
-        (t, d)
-    }
+    use crate::temp_data_dir as dd;
 
     #[test]
     fn submissions_are_checked_by_schema_then_by_the_handler() {

@@ -55,43 +55,19 @@ fn parse(payload: &Value) -> Result<Params, Vec<FieldError>> {
             ));
             0.0
         }
-        Some(v) => match v.as_f64() {
-            Some(d) if (0.0..=MAX_DURATION_SECONDS as f64).contains(&d) => d,
-            Some(d) => {
-                errors.push(FieldError::new(
-                    field("duration"),
-                    format!("must be {accepted}, got {d}"),
-                ));
+        Some(v) => number_in(v, 0.0..=MAX_DURATION_SECONDS as f64, "duration", &accepted)
+            .unwrap_or_else(|e| {
+                errors.push(e);
                 0.0
-            }
-            None => {
-                errors.push(FieldError::new(
-                    field("duration"),
-                    format!("must be {accepted}, got {}", kind(v)),
-                ));
-                0.0
-            }
-        },
+            }),
     };
     let fail_probability = match get(obj, "fail_probability") {
         None => 0.0,
-        Some(v) => match v.as_f64() {
-            Some(p) if (0.0..=1.0).contains(&p) => p,
-            Some(p) => {
-                errors.push(FieldError::new(
-                    field("fail_probability"),
-                    format!("must be a number from 0 to 1, got {p}"),
-                ));
+        Some(v) => number_in(v, 0.0..=1.0, "fail_probability", "a number from 0 to 1")
+            .unwrap_or_else(|e| {
+                errors.push(e);
                 0.0
-            }
-            None => {
-                errors.push(FieldError::new(
-                    field("fail_probability"),
-                    format!("must be a number from 0 to 1, got {}", kind(v)),
-                ));
-                0.0
-            }
-        },
+            }),
     };
     if errors.is_empty() {
         Ok(Params {
@@ -100,6 +76,27 @@ fn parse(payload: &Value) -> Result<Params, Vec<FieldError>> {
         })
     } else {
         Err(errors)
+    }
+}
+
+/// `v` as a number within `range`, or the error naming payload field `name` and what it
+/// accepts.
+fn number_in(
+    v: &Value,
+    range: std::ops::RangeInclusive<f64>,
+    name: &str,
+    accepted: &str,
+) -> Result<f64, FieldError> {
+    match v.as_f64() {
+        Some(n) if range.contains(&n) => Ok(n),
+        Some(n) => Err(FieldError::new(
+            field(name),
+            format!("must be {accepted}, got {n}"),
+        )),
+        None => Err(FieldError::new(
+            field(name),
+            format!("must be {accepted}, got {}", kind(v)),
+        )),
     }
 }
 

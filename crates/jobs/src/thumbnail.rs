@@ -961,34 +961,24 @@ mod tests {
             );
         }
         // Small limits reject the 800×600 sample (JPEG path).
-        let strict = ThumbnailJob::with_limits(ImageLimits {
-            max_dimension: 500,
-            max_alloc: 1 << 30,
-        });
-        let err = strict
-            .run(
-                &json!({"input_path": "sample.jpg", "width": 10, "height": 10}),
-                &c,
-            )
-            .unwrap_err();
-        assert!(
-            !err.is_retryable() && err.to_string().contains("800×600"),
-            "{err}"
-        );
-        let strict = ThumbnailJob::with_limits(ImageLimits {
-            max_dimension: 16_384,
-            max_alloc: 1_000_000,
-        });
-        let err = strict
-            .run(
-                &json!({"input_path": "sample.jpg", "width": 10, "height": 10}),
-                &c,
-            )
-            .unwrap_err();
-        assert!(
-            !err.is_retryable() && err.to_string().contains("too large"),
-            "{err}"
-        );
+        for (max_dimension, max_alloc, says) in
+            [(500, 1 << 30, "800×600"), (16_384, 1_000_000, "too large")]
+        {
+            let strict = ThumbnailJob::with_limits(ImageLimits {
+                max_dimension,
+                max_alloc,
+            });
+            let err = strict
+                .run(
+                    &json!({"input_path": "sample.jpg", "width": 10, "height": 10}),
+                    &c,
+                )
+                .unwrap_err();
+            assert!(
+                !err.is_retryable() && err.to_string().contains(says),
+                "{err}"
+            );
+        }
         assert!(!root.join("thumbnails").exists());
     }
 

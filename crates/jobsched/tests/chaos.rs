@@ -16,7 +16,7 @@
 //!   stored whole or not at all); SIGTERM of every worker at once (work handed back, no retry
 //!   burned, nothing completed twice).
 
-use jobsched_testkit::{Children, free_port, required};
+use jobsched_testkit::{Children, free_port, required, signal};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -660,16 +660,6 @@ async fn wait_probe<F: Fn(&[(String, String, u32)]) -> bool>(log: &Path, what: &
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {}", child.id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -648,18 +648,15 @@ async fn eventually<T>(
     every: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
+    let checked = async || {
+        let found = check().await;
+        if found.is_none() {
+            children.assert_running();
+            tokio::time::sleep(every).await;
         }
-        children.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(every).await;
-    }
+        found
+    };
+    jobsched_testkit::eventually(what, timeout, checked).await
 }
 
 const POLL: Duration = Duration::from_millis(50);

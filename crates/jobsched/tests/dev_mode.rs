@@ -92,24 +92,8 @@ fn wait_status(base: &str, id: &str, want: &str, timeout: Duration) -> serde_jso
 }
 
 fn interrupt(child: &mut Child) -> std::process::ExitStatus {
-    let ok = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobsched dev did not stop on Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    jobsched_testkit::signal(child, "INT");
+    jobsched_testkit::wait_exit(child, Duration::from_secs(30), "jobsched dev after Ctrl-C")
 }
 
 #[test]

@@ -7,7 +7,7 @@ use jobsched_core::NewJob;
 use jobsched_core::ports::Store;
 use jobsched_core::ports::{EventBus as _, WorkerRegistry as _};
 use jobsched_store::testing::TestDb;
-use jobsched_testkit::{Killed, required};
+use jobsched_testkit::{Killed, required, wait_exit};
 use jobsched_transport::RedisTransport;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -21,50 +21,30 @@ fn run(mut cmd: Command) -> (ExitStatus, String) {
         .stderr(err.reopen().unwrap())
         .env("RUST_LOG", "warn");
     let mut child = Killed(cmd.spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "{cmd:?} did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child.0, Duration::from_secs(20), &format!("{cmd:?}"));
     (status, std::fs::read_to_string(err.path()).unwrap())
 }
 
 #[test]
 fn out_of_range_duration_settings_are_one_line_errors() {
     let data = tempfile::tempdir().unwrap();
+    const TTL: &str = "0.1 to 86400";
+    const RETENTION: &str = "60 to 315360000";
     let cases = [
-        ("worker", "JOBSCHED_LEASE_TTL", "1e300", "0.1 to 86400"),
-        ("worker", "JOBSCHED_LEASE_TTL", "NaN", "0.1 to 86400"),
-        ("worker", "JOBSCHED_DISPATCH_TTL", "-1", "0.1 to 86400"),
-        ("worker", "JOBSCHED_LEADER_TTL", "inf", "0.1 to 86400"),
-        ("worker", "JOBSCHED_WORKER_TTL", "1e19", "0.1 to 86400"),
+        ("worker", "JOBSCHED_LEASE_TTL", "1e300", TTL),
+        ("worker", "JOBSCHED_LEASE_TTL", "NaN", TTL),
+        ("worker", "JOBSCHED_DISPATCH_TTL", "-1", TTL),
+        ("worker", "JOBSCHED_LEADER_TTL", "inf", TTL),
+        ("worker", "JOBSCHED_WORKER_TTL", "1e19", TTL),
         ("worker", "JOBSCHED_BACKOFF_BASE", "1e300", "0.001 to 86400"),
         ("worker", "JOBSCHED_BACKOFF_CAP", "1e-300", "0.001 to 86400"),
         ("worker", "JOBSCHED_SHUTDOWN_GRACE", "1e300", "0 to 3600"),
-        (
-            "worker",
-            "JOBSCHED_RETENTION_COMPLETED",
-            "5",
-            "60 to 315360000",
-        ),
-        (
-            "worker",
-            "JOBSCHED_RETENTION_FAILED",
-            "1e300",
-            "60 to 315360000",
-        ),
+        ("worker", "JOBSCHED_RETENTION_COMPLETED", "5", RETENTION),
+        ("worker", "JOBSCHED_RETENTION_FAILED", "1e300", RETENTION),
         ("dev", "JOBSCHED_RETENTION_FAILED", "-1", "0 keeps forever"),
-        ("dev", "JOBSCHED_LEASE_TTL", "1e300", "0.1 to 86400"),
+        ("dev", "JOBSCHED_LEASE_TTL", "1e300", TTL),
         ("api", "JOBSCHED_API_REQUEST_TIMEOUT", "1e300", "1 to 3600"),
-        (
-            "controller",
-            "JOBSCHED_REQUEUE_SECONDS",
-            "1e300",
-            "0.1 to 86400",
-        ),
+        ("controller", "JOBSCHED_REQUEUE_SECONDS", "1e300", TTL),
     ];
     for (command, var, value, range) in cases {
         let mut cmd = Command::new(BIN);
@@ -227,18 +207,15 @@ async fn api_exits_soon_after_sigterm_whatever_its_clients_do() {
             .unwrap(),
     );
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("http://127.0.0.1:{port}/livez"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(Instant::now() < deadline, "the API did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let live = async || {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/livez"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    };
+    jobsched_testkit::eventually("the API to come up", Duration::from_secs(30), live).await;
     // Hostile clients: a body that never arrives, headers that never end, a silent socket.
     let mut held = Vec::new();
     for head in [
@@ -252,15 +229,8 @@ async fn api_exits_soon_after_sigterm_whatever_its_clients_do() {
         s.write_all(head.as_bytes()).await.unwrap();
         held.push(s);
     }
-    let pid = api.0.id().to_string();
     let sent = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    jobsched_testkit::signal(&api.0, "TERM");
     let status = loop {
         if let Some(s) = api.0.try_wait().unwrap() {
             break s;

@@ -387,27 +387,11 @@ async fn kill_9_of_the_engine_leader_hands_over() {
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM failed");
+    jobsched_testkit::signal(child, "TERM");
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    jobsched_testkit::wait_exit(child, timeout, "the process")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,35 +616,18 @@ async fn worker_metrics_count_the_jobs_it_ran() {
 
 /// A private `redis-server` on a free port, so a real FLUSHALL touches nobody else's keys.
 struct PrivateRedis {
-    child: Child,
+    /// Killed when the test ends.
+    _child: jobsched_testkit::Killed,
     port: u16,
 }
 
 impl PrivateRedis {
     fn start() -> Option<PrivateRedis> {
-        let port = free_port();
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("skipping: cannot start redis-server: {e}");
-                return None;
-            }
-            Err(e) => panic!("redis-server is required in CI: {e}"),
+        let (child, port) = jobsched_testkit::private_redis()?;
+        let r = PrivateRedis {
+            _child: child,
+            port,
         };
-        let r = PrivateRedis { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !r.cli(&["ping"]).contains("PONG") {
             assert!(
@@ -679,13 +646,6 @@ impl PrivateRedis {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

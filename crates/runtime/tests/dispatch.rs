@@ -11,7 +11,7 @@ use jobsched_core::ports::{Event, Store, SystemClock, Transport};
 use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_runtime::{Runtime, RuntimeConfig};
-use jobsched_store::testing::TestDb;
+use jobsched_store::testing::{TestDb, sleep_job};
 use jobsched_testkit::poll;
 use jobsched_transport::{MemoryTransport, RedisTransport};
 use serde_json::{Value, json};
@@ -728,17 +728,7 @@ async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry(env: Env)
 /// job runs exactly once (attempt 1, one slice, no retry).
 async fn workers_claiming_one_backlog_run_each_job_exactly_once(env: Env) {
     let jobs: Vec<NewJob> = (0..300)
-        .map(|i| {
-            NewJob::new(JobSpec {
-                name: format!("c{i:03}"),
-                job_type: "sleep".into(),
-                priority: Some(5),
-                estimated_duration: Some(1.0),
-                payload: Some(json!({"duration": 0.005})),
-                max_retries: Some(3),
-            })
-            .unwrap()
-        })
+        .map(|i| sleep_job(&format!("c{i:03}"), json!({"duration": 0.005}), 3))
         .collect();
     env.store.insert_many(&jobs, Utc::now()).await.unwrap();
     let mut runs = Vec::new();
@@ -793,17 +783,7 @@ impl Layer for LoseFirstClaimReply {
 
 async fn a_claim_whose_reply_was_lost_is_handed_back_at_once_without_a_retry(env: Env) {
     let jobs: Vec<NewJob> = (0..4)
-        .map(|i| {
-            NewJob::new(JobSpec {
-                name: format!("l{i}"),
-                job_type: "sleep".into(),
-                priority: Some(5),
-                estimated_duration: Some(1.0),
-                payload: Some(json!({"duration": 0.01})),
-                max_retries: Some(3),
-            })
-            .unwrap()
-        })
+        .map(|i| sleep_job(&format!("l{i}"), json!({"duration": 0.01}), 3))
         .collect();
     env.store.insert_many(&jobs, Utc::now()).await.unwrap();
     let mut rt = env.runtime("w1", 4);
@@ -843,15 +823,7 @@ async fn scheduled_jobs_start_at_their_time_and_not_before(env: Env) {
     for (name, delay_ms) in [("late", Some(1_500)), ("sooner", Some(700)), ("now", None)] {
         let job = NewJob {
             run_at: delay_ms.map(|ms| now + chrono::Duration::milliseconds(ms)),
-            ..NewJob::new(JobSpec {
-                name: name.into(),
-                job_type: "sleep".into(),
-                priority: Some(5),
-                estimated_duration: Some(1.0),
-                payload: Some(json!({"duration": 0.01})),
-                max_retries: Some(0),
-            })
-            .unwrap()
+            ..sleep_job(name, json!({"duration": 0.01}), 0)
         };
         ids.push(env.store.insert(&job, now).await.unwrap().id);
     }
@@ -936,15 +908,11 @@ async fn a_job_retries_after_its_own_backoff(env: Env) {
             base_seconds: 2.0,
             cap_seconds: 2.0,
         }),
-        ..NewJob::new(JobSpec {
-            name: "slow-retry".into(),
-            job_type: "sleep".into(),
-            priority: Some(5),
-            estimated_duration: Some(1.0),
-            payload: Some(json!({"duration": 0, "fail_probability": 1})),
-            max_retries: Some(1),
-        })
-        .unwrap()
+        ..sleep_job(
+            "slow-retry",
+            json!({"duration": 0, "fail_probability": 1}),
+            1,
+        )
     };
     let id = env.store.insert(&new, Utc::now()).await.unwrap().id;
     let (stop, h) = run_backlog(&env, 1).await;

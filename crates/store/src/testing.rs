@@ -245,6 +245,23 @@ impl Drop for TestDb {
     }
 }
 
+/// A `sleep` job named `name` with `payload`, priority 5, estimate 1 s and `max_retries`.
+pub fn sleep_job(
+    name: &str,
+    payload: serde_json::Value,
+    max_retries: i64,
+) -> jobsched_core::NewJob {
+    jobsched_core::NewJob::new(jobsched_core::JobSpec {
+        name: name.into(),
+        job_type: "sleep".into(),
+        priority: Some(5),
+        estimated_duration: Some(1.0),
+        payload: Some(payload),
+        max_retries: Some(max_retries),
+    })
+    .expect("a valid sleep job")
+}
+
 /// Every job in `store`, newest first, read page by page (test support: the state a test
 /// asserts on after a run).
 pub async fn all_jobs(store: &dyn Store) -> Vec<jobsched_core::Job> {

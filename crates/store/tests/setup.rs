@@ -3,7 +3,7 @@
 use chrono::{TimeZone, Utc};
 use jobsched_core::JobSpec;
 use jobsched_core::{JobStatus, NewJob};
-use jobsched_store::testing::{DEFAULT_TEST_DATABASE_URL, TestDb};
+use jobsched_store::testing::{DEFAULT_TEST_DATABASE_URL, TestDb, sleep_job};
 use jobsched_store::{StoreError, connect, migrate};
 use sqlx::{Connection, PgConnection};
 
@@ -242,30 +242,21 @@ async fn postgres_data_exceptions_are_validation_errors() {
         return;
     };
     let store = pg.store().await;
-    let mut job = NewJob::new(JobSpec {
-        name: "n".into(),
-        job_type: "sleep".into(),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    job.name = "a\u{0}b".into(); // bypassing NewJob's own check
-    let err = store.insert(&job, now()).await.unwrap_err();
-    assert!(
-        matches!(err, jobsched_core::Error::Validation { .. }),
-        "{err:?}"
-    );
-    let mut job = NewJob::new(JobSpec {
-        name: "n".into(),
-        job_type: "sleep".into(),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    job.payload = serde_json::json!({"k": "x\u{0}"});
-    let err = store.insert_many(&[job], now()).await.unwrap_err();
-    assert!(
-        matches!(err, jobsched_core::Error::Validation { .. }),
-        "{err:?}"
-    );
+    // A NUL in a text column (bypassing NewJob's own check), then in the payload's JSON.
+    let mut named = sleep_job("n", serde_json::json!({"duration": 1}), 3);
+    named.name = "a\u{0}b".into();
+    let mut with_payload = sleep_job("n", serde_json::json!({"duration": 1}), 3);
+    with_payload.payload = serde_json::json!({"k": "x\u{0}"});
+    let errors = [
+        store.insert(&named, now()).await.unwrap_err(),
+        store.insert_many(&[with_payload], now()).await.unwrap_err(),
+    ];
+    for err in errors {
+        assert!(
+            matches!(err, jobsched_core::Error::Validation { .. }),
+            "{err:?}"
+        );
+    }
     drop(store);
     pg.cleanup().await;
 }
@@ -276,12 +267,7 @@ async fn extreme_numbers_in_payloads_round_trip() {
         return;
     };
     let store = pg.store().await;
-    let mut job = NewJob::new(JobSpec {
-        name: "n".into(),
-        job_type: "sleep".into(),
-        ..JobSpec::default()
-    })
-    .unwrap();
+    let mut job = sleep_job("n", serde_json::json!({"duration": 1}), 3);
     job.payload = serde_json::json!({
         "max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "small": -2.2250738585072014e-308,
         "big": u64::MAX, "neg": i64::MIN, "third": 1.0 / 3.0, "list": [1e300, -1e-300, 0.1],

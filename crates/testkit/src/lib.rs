@@ -70,6 +70,19 @@ impl std::ops::IndexMut<usize> for Children {
     }
 }
 
+/// A `redis-server` of the test's own on a free port, without persistence (for tests that kill
+/// or cut Redis): `Some((process, port))`, or `None` (a skip; a failure under CI) when
+/// `redis-server` cannot be started. It may not answer yet when this returns.
+pub fn private_redis() -> Option<(Killed, u16)> {
+    let port = free_port();
+    let started = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    required("redis-server", started).map(|child| (Killed(child), port))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -92,6 +105,51 @@ where
             Err(waiting) => assert!(Instant::now() < deadline, "after {timeout:?}: {waiting}"),
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Send `child` the signal `name` (`TERM`, `INT`, `KILL`, …) with kill(1).
+pub fn signal(child: &Child, name: &str) {
+    let sent = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{name} {} failed", child.id());
+}
+
+/// Wait (blocking) until `child` exits, and return how; panic naming `what` after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child's status") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still running after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Call `check` every 10 ms until it returns `Some`, and return that; panic naming `what` once
+/// `timeout` has passed.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(done) = check().await {
+            return done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

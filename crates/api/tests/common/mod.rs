@@ -320,38 +320,29 @@ impl Harness {
 
     /// PENDING → … → FAILED (a dead letter).
     pub async fn fail(&self, job: &Job, error: &str) {
-        let token = self.run(job).await;
-        let applied = self
-            .store
-            .finish(
-                &[Outcome::Failed {
-                    token,
-                    error: error.to_string(),
-                    retry_count: job.max_retries,
-                }
-                .into()],
-                "test-worker",
-                Utc::now(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(applied, vec![token]);
+        self.end(job, |token| Outcome::Failed {
+            token,
+            error: error.to_string(),
+            retry_count: job.max_retries,
+        })
+        .await;
     }
 
     /// PENDING → … → COMPLETED.
     pub async fn complete(&self, job: &Job) {
+        self.end(job, |token| Outcome::Completed {
+            token,
+            result: json!({"slept": 0.01}),
+        })
+        .await;
+    }
+
+    /// PENDING → … → the outcome `end` makes of the run's token.
+    async fn end(&self, job: &Job, end: impl FnOnce(Token) -> Outcome) {
         let token = self.run(job).await;
         let applied = self
             .store
-            .finish(
-                &[Outcome::Completed {
-                    token,
-                    result: json!({"slept": 0.01}),
-                }
-                .into()],
-                "test-worker",
-                Utc::now(),
-            )
+            .finish(&[end(token).into()], "test-worker", Utc::now())
             .await
             .unwrap();
         assert_eq!(applied, vec![token]);

@@ -79,13 +79,12 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         .execute(&pool)
         .await
         .map_err(|e| BenchError::Check(format!("cannot analyze: {e}")))?;
-    report.add(S, "pending jobs", Some(f64::from(n)), "jobs", None);
-    report.add(
+    report.figure(S, "pending jobs", Some(f64::from(n)), "jobs");
+    report.figure(
         S,
         "rows written (SQL, 1M per statement)",
         Some(f64::from(n) / write_s),
         "j/s",
-        None,
     );
 
     // Status reads with the whole backlog queued.
@@ -159,38 +158,34 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         // Server-wide, like the burn's figures. Full-page images are what a dispatch through
         // pages last written before a checkpoint pays on top of the claim and the outcome.
         let jobs = (after - before).max(1) as f64;
-        report.add(
+        report.figure(
             S,
             "Postgres WAL per dispatched job (server-wide)",
             Some((a.bytes - b.bytes) / jobs),
             "B/job",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             "of which full-page images, per dispatched job",
             Some((a.fpi - b.fpi) as f64 / jobs),
             "pages/job",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             "Postgres checkpoints during the window (server-wide)",
             Some((a.checkpoints - b.checkpoints) as f64),
             "",
-            None,
         );
     }
     let busy = largest(&cluster.worker_rss());
     set_policy(cluster, PolicyKind::Fcfs, true, None).await?;
-    report.add(
+    report.figure(
         S,
         "dispatch rate with the backlog (completions per second)",
         Some((after - before) as f64 / window_s),
         "j/s",
-        None,
     );
-    report.add(S, "largest worker RSS, paused", idle, "MiB", None);
+    report.figure(S, "largest worker RSS, paused", idle, "MiB");
     report.add(
         S,
         "largest worker RSS, dispatching (incl. the engine leader)",

@@ -143,13 +143,12 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         .await?;
     let insert_secs = i0.elapsed().as_secs_f64();
     let ids: Vec<JobId> = batches.into_iter().flatten().collect();
-    report.add(S, "jobs", Some(f64::from(n)), "jobs", None);
-    report.add(
+    report.figure(S, "jobs", Some(f64::from(n)), "jobs");
+    report.figure(
         S,
         "bulk insert via POST /jobs/batch",
         Some(f64::from(n) / insert_secs),
         "j/s",
-        None,
     );
 
     // ---- 4. burn ----
@@ -259,59 +258,52 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
                 "j/s",
                 Some(Goal::at_least(50_000.0).milestone(20_000.0)),
             );
-            report.add(
+            report.figure(
                 S,
                 "steady rate (10 %→90 % of completions)",
                 Some(steady),
                 "j/s",
-                None,
             );
             // Does the rate hold up as the table fills with processed rows?
             let quarter = end / 4.0;
             let first_q = done_at.partition_point(|&t| t <= quarter) as f64 / quarter;
             let last_q =
                 (done_at.len() - done_at.partition_point(|&t| t <= end - quarter)) as f64 / quarter;
-            report.add(
+            report.figure(
                 S,
                 "completion rate, first quarter of the burn",
                 Some(first_q),
                 "j/s",
-                None,
             );
-            report.add(
+            report.figure(
                 S,
                 "completion rate, last quarter of the burn",
                 Some(last_q),
                 "j/s",
-                None,
             );
-            report.add(
+            report.figure(
                 S,
                 "unpause → first dispatch",
                 Some(first_dispatch * 1000.0),
                 "ms",
-                None,
             );
-            report.add(
+            report.figure(
                 S,
                 "claim rate (all claims)",
                 Some(f64::from(n) / last_dispatch),
                 "j/s",
-                None,
             );
-            report.add(
+            report.figure(
                 S,
                 "phase: claimed→started p50 (0: a claim starts the job)",
                 sch.map(|s| s.p50),
                 "ms",
-                None,
             );
-            report.add(
+            report.figure(
                 S,
                 "phase: started→completed recorded p50",
                 run.map(|s| s.p50),
                 "ms",
-                None,
             );
             phases = json!({
                 "end_s": end,
@@ -349,7 +341,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     let limit = limit.map(|(_, l)| l);
     match limit {
         Some(l) => {
-            report.add(S, "Postgres limit (best)", Some(l), "j/s", None);
+            report.figure(S, "Postgres limit (best)", Some(l), "j/s");
             report.add(
                 S,
                 "burn-down ÷ Postgres limit",
@@ -373,28 +365,25 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     if let (Some(p), Some(b), Some(a)) = (&server, &pg_before, &pg_after) {
         let wal = wal_bytes(p, &b.wal_lsn, &a.wal_lsn).await;
         let xacts = (a.next_xid - b.next_xid) as f64;
-        report.add(
+        report.figure(
             S,
             "Postgres WAL per job (server-wide)",
             wal.map(per_job),
             "B/job",
-            None,
         );
         if let (Some(cb), Some(ca)) = (b.checkpoints, a.checkpoints) {
-            report.add(
+            report.figure(
                 S,
                 "Postgres checkpoints during the burn (server-wide)",
                 Some((ca - cb) as f64),
                 "",
-                None,
             );
         }
-        report.add(
+        report.figure(
             S,
             "Postgres write transactions per 1000 jobs (server-wide)",
             Some(per_job(xacts) * 1000.0),
             "",
-            None,
         );
         counters = json!({
             "wal_bytes": wal,
@@ -405,12 +394,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     }
     if let (Some(b), Some(a)) = (redis_before, redis_after) {
         let cmds = a.saturating_sub(b) as f64;
-        report.add(
+        report.figure(
             S,
             "Redis commands per 1000 jobs (server-wide)",
             Some(per_job(cmds) * 1000.0),
             "",
-            None,
         );
         counters["redis_commands"] = json!(cmds);
     }
@@ -419,82 +407,73 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         && let Some((busy, iowait, steal)) = cpu::machine_cores(b, a)
     {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        report.add(
+        report.figure(
             S,
             format!("burn: CPU busy, whole machine (of {cores} cores)"),
             Some(busy),
             "cores",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             "burn: CPU in I/O wait, whole machine",
             Some(iowait),
             "cores",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             "burn: CPU stolen by the hypervisor",
             Some(steal),
             "cores",
-            None,
         );
     }
     for (group, seconds) in &cpu_used {
-        report.add(
+        report.figure(
             S,
             format!("CPU during burn: {group}"),
             Some(seconds / observed),
             "cores",
-            None,
         );
         if group == "postgres" {
             // What each job cost the database, comparable with a peer's figure.
-            report.add(
+            report.figure(
                 S,
                 "Postgres CPU per job",
                 Some(seconds / f64::from(n) * 1e6),
                 "µs",
-                None,
             );
         }
     }
     if let Some(p) = &profile {
         for share in p.statements.iter().take(6) {
-            report.add(
+            report.figure(
                 S,
                 format!("Postgres active backends (sampled): {}", share.what),
                 Some(share.backends),
                 "backends",
-                None,
             );
         }
         for share in p.waits.iter().take(4) {
-            report.add(
+            report.figure(
                 S,
                 format!("Postgres active backends by wait (sampled): {}", share.what),
                 Some(share.backends),
                 "backends",
-                None,
             );
         }
     }
     match (max_peak(&rss_idle), max_peak(&rss_burn)) {
         (Some(idle), Some(burn)) => {
-            report.add(
+            report.figure(
                 S,
                 "worker peak RSS, idle (largest process)",
                 Some(idle),
                 "MiB",
-                None,
             );
-            report.add(
+            report.figure(
                 S,
                 "worker peak RSS, during burn (largest process)",
                 Some(burn),
                 "MiB",
-                None,
             );
         }
         _ => {
@@ -575,12 +554,11 @@ async fn measure_limit(
     match baseline::measure(url, n, connections).await {
         Ok(rates) => {
             for (c, rate) in &rates {
-                report.add(
+                report.figure(
                     S,
                     format!("Postgres limit, {c} connection(s){suffix}"),
                     Some(*rate),
                     "j/s",
-                    None,
                 );
             }
             rates

@@ -66,12 +66,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         .execute(&pool)
         .await
         .map_err(|e| BenchError::Check(format!("cannot analyze: {e}")))?;
-    report.add(
+    report.figure(
         S,
         format!("rows written ({n} jobs, one statement)"),
         Some(started.elapsed().as_secs_f64()),
         "s",
-        None,
     );
     let (some_id, failed_id): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
         "SELECT (SELECT id FROM jobs WHERE name = 'bench-12345'), \
@@ -167,7 +166,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
             "ms",
             Some(Goal::at_most(100.0)),
         );
-        report.add(S, format!("{page} p99"), s.map(|s| s.p99), "ms", None);
+        report.figure(S, format!("{page} p99"), s.map(|s| s.p99), "ms");
         details.insert(page.to_string(), json!({"paths": paths, "ms": s}));
     }
     report.detail(S, "pages", details);

@@ -147,12 +147,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     let inv = priority_inversions(&records);
     let waits: Vec<f64> = jobs.iter().map(|j| ms(j.created_at, times(j).1)).collect();
     let max_backlog = max_backlog(&records);
-    report.add(
+    report.figure(
         S,
         "priority: inversions (all started pairs)",
         Some(inv.total as f64),
         "",
-        None,
     );
     report.add(
         S,
@@ -167,12 +166,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
             inv.max_lead * 1000.0
         ));
     }
-    report.add(
+    report.figure(
         S,
         "priority: peak backlog (jobs waiting)",
         Some(max_backlog as f64),
         "",
-        None,
     );
     report.detail(
         S,
@@ -223,13 +221,12 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let (actual_mean, offline_mean) = (mean(&actual), mean(&offline));
     let excess = (actual_mean - offline_mean) / offline_mean * 100.0;
-    report.add(S, "sjf: mean wait", Some(actual_mean * 1000.0), "ms", None);
-    report.add(
+    report.figure(S, "sjf: mean wait", Some(actual_mean * 1000.0), "ms");
+    report.figure(
         S,
         "sjf: offline SJF mean wait (same trace)",
         Some(offline_mean * 1000.0),
         "ms",
-        None,
     );
     report.add(
         S,
@@ -263,21 +260,19 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         })
         .collect();
     let stretched_mean = mean(&offline_sjf_waits(&stretched, slots));
-    report.add(
+    report.figure(
         S,
         "sjf: per-job dispatch overhead (slot time outside bodies)",
         Some(overhead * 1000.0),
         "ms",
-        None,
     );
-    report.add(
+    report.figure(
         S,
         "sjf: mean wait above offline SJF with that overhead added",
         stretched_mean
             .is_normal()
             .then_some((actual_mean - stretched_mean) / stretched_mean * 100.0),
         "%",
-        None,
     );
     // The least overhead the machine allows: one durable commit per start (see
     // [`commit_floor`]), after idle gaps like the trace's (a mean run ÷ slots).
@@ -301,19 +296,17 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
             .is_normal()
             .then_some((floored_mean - offline_mean) / offline_mean * 100.0)
     });
-    report.add(
+    report.figure(
         S,
         "sjf: durable commit round trip p50 (1-row UPDATE after idle gaps of a mean run ÷ slots)",
         floor.map(|f| f.p50),
         "ms",
-        None,
     );
-    report.add(
+    report.figure(
         S,
         "sjf: least mean wait above offline SJF with one durable commit per start",
         floored_excess,
         "%",
-        None,
     );
     report.detail(
         S,
@@ -384,12 +377,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         "",
         Some(Goal::at_least(0.95)),
     );
-    report.add(
+    report.figure(
         S,
         "round robin: slices per job (mean)",
         slice_s.map(|s| s.mean),
         "",
-        None,
     );
     report.note(format!(
         "expected {expected:.0} (= ⌈{d} s ÷ {q} s⌉); range {:.0}–{:.0}",

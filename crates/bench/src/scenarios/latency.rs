@@ -141,7 +141,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         ("phase: started→completed (body + outcome) p50", body_s),
         ("POST /jobs/ round trip p50", post_s),
     ] {
-        report.add(S, name, s.map(|s| s.p50), "ms", None);
+        report.figure(S, name, s.map(|s| s.p50), "ms");
     }
     // Interference from outside the system under test (a shared machine and Postgres).
     let others = cpu_used
@@ -149,12 +149,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         .find(|(g, _)| g == "other processes")
         .map_or(0.0, |(_, s)| *s);
     cpu::report_machine(report, S, "during the run", machine_before, machine_after);
-    report.add(
+    report.figure(
         S,
         "CPU used by other processes during the run",
         Some(others / elapsed),
         "cores",
-        None,
     );
     match checkpoints {
         Some(c) => report.add(

@@ -74,16 +74,15 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     progress(&format!(
         "post: {rate:.0} req/s, {errors} errors; draining {ok} jobs"
     ));
-    report.add(
+    report.figure(
         S,
         format!("POST /jobs/ throughput ({} clients)", args.post_clients),
         Some(rate),
         "req/s",
-        None,
     );
-    report.add(S, "POST /jobs/ latency p50", lat.map(|s| s.p50), "ms", None);
-    report.add(S, "POST /jobs/ latency p99", lat.map(|s| s.p99), "ms", None);
-    report.add(S, "POST /jobs/ errors", Some(errors as f64), "", None);
+    report.figure(S, "POST /jobs/ latency p50", lat.map(|s| s.p50), "ms");
+    report.figure(S, "POST /jobs/ latency p99", lat.map(|s| s.p99), "ms");
+    report.figure(S, "POST /jobs/ errors", Some(errors as f64), "");
     if let Some(e) = &last_error {
         report.note(format!("last error: {e}"));
     }
@@ -98,12 +97,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     )
     .await?;
     let drain = drain_start.elapsed().as_secs_f64();
-    report.add(
+    report.figure(
         S,
         format!("backlog drain ({} slots)", layout.slots),
         Some(ok as f64 / drain),
         "j/s",
-        None,
     );
     report.detail(
         S,

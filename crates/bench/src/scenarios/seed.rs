@@ -38,30 +38,22 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     let duration = args.seed_duration_ms / 1000.0;
     let bound = layout.slots as f64 / duration;
     let n = args.seed_jobs as usize;
-    report.add(
-        S,
-        "sleep bound (slots ÷ duration)",
-        Some(bound),
-        "j/s",
-        None,
-    );
+    report.figure(S, "sleep bound (slots ÷ duration)", Some(bound), "j/s");
     // What the machine allows: each start waits for its claim's commit (no job is claimed
     // ahead of a free slot), so a slot spends at least one durable commit per job.
     let gap = Duration::from_secs_f64(duration / layout.slots.max(1) as f64);
     if let Some(floor) = commit_floor(cluster, gap, 400).await {
-        report.add(
+        report.figure(
             S,
             "durable commit round trip p50 (1-row UPDATE after idle gaps of duration ÷ slots)",
             Some(floor.p50),
             "ms",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             "efficiency ceiling: one durable commit per start, nothing else",
             Some(duration * 1000.0 / (duration * 1000.0 + floor.p50) * 100.0),
             "%",
-            None,
         );
     }
     let mut rng = StdRng::seed_from_u64(args.rng_seed);
@@ -116,13 +108,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
             "seed/{policy}: {throughput:.0} j/s ({efficiency:.1} % of {bound:.0}); submit {:.0} req/s",
             n as f64 / submit_secs
         ));
-        report.add(
-            S,
-            format!("{policy} throughput"),
-            Some(throughput),
-            "j/s",
-            None,
-        );
+        report.figure(S, format!("{policy} throughput"), Some(throughput), "j/s");
         report.add(
             S,
             format!("{policy} efficiency vs sleep bound"),
@@ -147,12 +133,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         let to_start: Vec<f64> = done.iter().map(|j| ms(times(j).0, times(j).1)).collect();
         let react_s = summarize(&react);
         let to_start_s = summarize(&to_start);
-        report.add(
+        report.figure(
             S,
             format!("{policy} slot time per job beyond the nominal body"),
             Some(idle_gap_ms),
             "ms",
-            None,
         );
         let others = cpu_used
             .iter()
@@ -161,40 +146,35 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         let machine = machine_before
             .zip(machine_after)
             .and_then(|(b, a)| cpu::machine_cores(b, a));
-        report.add(
+        report.figure(
             S,
             format!("{policy} phase: completion recorded → next claim p50"),
             react_s.map(|s| s.p50),
             "ms",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             format!("{policy} phase: dispatch → start p50"),
             to_start_s.map(|s| s.p50),
             "ms",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             format!("{policy} phase: start → completion recorded p50"),
             run.map(|s| s.p50),
             "ms",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             format!("{policy} submit→complete p50"),
             e2e.map(|s| s.p50),
             "ms",
-            None,
         );
-        report.add(
+        report.figure(
             S,
             format!("{policy} submit→complete p99"),
             e2e.map(|s| s.p99),
             "ms",
-            None,
         );
         report.plot.seed.push(PolicyBar {
             policy: policy.to_string(),

@@ -94,12 +94,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         trials.push(json!({"delay_ms": delay, "starts_before": before}));
     }
     let d = summarize(&delays);
-    report.add(
+    report.figure(
         S,
         "switch → first compliant start, median",
         d.map(|s| s.p50),
         "ms",
-        None,
     );
     report.add(
         S,
@@ -108,20 +107,18 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         "ms",
         Some(Goal::at_most(50.0)),
     );
-    report.add(
+    report.figure(
         S,
         "starts after the PUT that still followed FCFS (max)",
         summarize(&skipped).map(|s| s.max),
         "",
-        None,
     );
     report.note("such starts were claimed before the worker saw the switch");
-    report.add(
+    report.figure(
         S,
         "PUT /scheduler/policy round trip, median",
         summarize(&put_ms).map(|s| s.p50),
         "ms",
-        None,
     );
     report.detail(
         S,
