@@ -1078,18 +1078,22 @@ impl DispatchStore for PgStore {
     async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion> {
         // Earliest first, each with a fresh seq (in that order): the job enters the queue
         // when its time comes. Rows another promoter holds are skipped (it promotes them).
+        // Both statements run where no sort and no whole-table scan can be planned, so they
+        // follow `jobs_delayed` whatever the statistics say (planned from statistics taken
+        // before a burst of submissions, the next-due read scanned all of `jobs` each round:
+        // 57 ms with 100k jobs pending).
         let promoted = retry_conflicts(|| {
             sqlx::query(include_str!("../sql/postgres/promote_due.sql"))
                 .bind(now)
                 .bind(i64::from(limit))
-                .execute(&self.pool)
+                .execute(&self.exchanges)
         })
         .await
         .map_err(db)?
         .rows_affected();
         let next_due: Option<DateTime<Utc>> =
             sqlx::query_scalar(include_str!("../sql/postgres/promote_due_2.sql"))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.exchanges)
                 .await
                 .map_err(db)?;
         Ok(Promotion { promoted, next_due })
