@@ -123,7 +123,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The failure responses most routes share, declared once and named in each route's
-/// `responses(...)` beside its own (e.g. `responses((status = 200, ...), failures::Read)`).
+/// `responses(...)` beside its own (e.g. `responses((status = 200, ...), failures::Store)`).
 pub(crate) mod failures {
     use std::collections::BTreeMap;
     use utoipa::IntoResponses;

@@ -106,9 +106,8 @@ pub(crate) async fn adopt(
     checksum: &[u8],
     target: &str,
 ) -> Result<(), StoreError> {
-    let db = |source| StoreError::Connect {
+    let db = |source| StoreError::Query {
         backend: "postgres",
-        target: target.to_string(),
         source,
     };
     let mut tx = conn.begin().await.map_err(db)?;

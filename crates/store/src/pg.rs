@@ -44,8 +44,8 @@ const BACKEND: &str = "postgres";
 
 /// The columns of a [`Job`] in table `jobs` as `{p}` (`""` or an alias with its dot). A row
 /// keeps its last lease after it completes (clearing it would change an indexed column and cost
-/// the completion its HOT update; see `migrations/postgres/0013_baseline.sql`), so the lease is shown only while the job
-/// is in flight.
+/// the completion its HOT update; see `migrations/postgres/0013_baseline.sql`), so the lease is
+/// shown only while the job is in flight.
 fn job_columns(p: &str) -> String {
     format!(
         "{p}id, {p}name, {p}job_type, {p}status, {p}priority, {p}estimated_duration, \
@@ -999,9 +999,9 @@ impl DispatchStore for PgStore {
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
-        // Completed rows keep their last lease (see the baseline schema), so the lease index holds
-        // every job ever leased. A pass reads only the leases that ended since the previous
-        // pass (`rescue_marks`, less RESCUE_OVERLAP_MS), which is each row about once.
+        // Completed rows keep their last lease (see the baseline schema), so the lease index
+        // holds every job ever leased. A pass reads only the leases that ended since the
+        // previous pass (`rescue_marks`, less RESCUE_OVERLAP_MS), which is each row about once.
         let mark: Option<DateTime<Utc>> =
             sqlx::query_scalar(include_str!("../sql/postgres/rescue_expired.sql"))
                 .fetch_optional(&self.pool)

@@ -9,7 +9,6 @@
 //! - [`Killed`], [`Children`]: spawned processes that never outlive their test.
 
 use std::fmt::Display;
-use std::future::Future;
 use std::process::Child;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -93,11 +92,7 @@ pub fn free_port() -> u16 {
 
 /// Call `check` every 5 ms until it returns `Ok`, and return that; panic with the last `Err`
 /// (what was still awaited) once `timeout` has passed.
-pub async fn poll<T, F, Fut>(timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
+pub async fn poll<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match check().await {
@@ -133,24 +128,16 @@ pub fn wait_exit(child: &mut Child, timeout: Duration, what: &str) -> std::proce
     }
 }
 
-/// Call `check` every 10 ms until it returns `Some`, and return that; panic naming `what` once
-/// `timeout` has passed.
+/// [`poll`] for a check that answers `Option`: the panic names `what` was awaited.
 pub async fn eventually<T>(
     what: &str,
     timeout: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(done) = check().await {
-            return done;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll(timeout, async || {
+        check().await.ok_or_else(|| format!("waiting for: {what}"))
+    })
+    .await
 }
 
 /// `url` with its database (the path) replaced by `name`, the query string kept:
