@@ -81,6 +81,17 @@ class Report:
     def section(self, title: str) -> None:
         print(f"\n== {title}")
 
+    def sections(self, group: str, parts) -> None:
+        """Run each (title, fn) of `parts` as its own section; a crash in one is its failure, not a traceback that stops the rest."""
+        for title, fn in parts:
+            self.section(f"{group}: {title}")
+            try:
+                fn()
+            except Exception as e:
+                import traceback
+                traceback.print_exc()
+                self.check(f"{group}: {title}: assertions ran", False, f"{type(e).__name__}: {e}")
+
 
 R = Report()
 
@@ -595,14 +606,18 @@ def secret_value(docs: list[dict], name: str, key: str) -> str | None:
 # ------------------------------------------------------------------------------ scenario assertions
 
 
+def three_deployments(docs: list[dict], sc: str, prefix: str, what: str):
+    """The api, worker and controller Deployments named `prefix-…`, checked present (`what`); None when one is missing."""
+    found = tuple(find(docs, "Deployment", f"{prefix}-{part}") for part in ("api", "worker", "controller"))
+    R.check(f"[{sc}] {what}", all(found))
+    return found if all(found) else None
+
+
 def assert_default(docs: list[dict]) -> None:
     sc = "default"
-    api = find(docs, "Deployment", "-api")
-    worker = find(docs, "Deployment", "-worker")
-    ctrl = find(docs, "Deployment", "-controller")
-    R.check(f"[{sc}] api, worker and controller Deployments rendered", bool(api and worker and ctrl))
-    if not (api and worker and ctrl):
+    if not (found := three_deployments(docs, sc, "", "api, worker and controller Deployments rendered")):
         return
+    api, worker, ctrl = found
     R.check(f"[{sc}] no migration hook Job with the in-chart Postgres", find(docs, "Job", "-migrate") is None)
     for d in (api, worker):
         inits = [c["name"] for c in pod_spec(d).get("initContainers", [])]
@@ -733,12 +748,9 @@ def assert_default(docs: list[dict]) -> None:
 
 def assert_all_on(docs: list[dict]) -> None:
     sc = "all-on"
-    worker = find(docs, "Deployment", "js-worker")
-    api = find(docs, "Deployment", "js-api")
-    ctrl = find(docs, "Deployment", "js-controller")
-    R.check(f"[{sc}] fullnameOverride names resources", bool(worker and api and ctrl))
-    if not (worker and api and ctrl):
+    if not (found := three_deployments(docs, sc, "js", "fullnameOverride names resources")):
         return
+    api, worker, ctrl = found
     R.check(f"[{sc}] worker terminationGracePeriodSeconds = shutdownGrace 50 + 10", pod_spec(worker)["terminationGracePeriodSeconds"] == 60)
     R.check(f"[{sc}] worker Deployment leaves replicas to the HPA", "replicas" not in worker["spec"])
     hpa = find(docs, "HorizontalPodAutoscaler", "js-worker")
@@ -1212,19 +1224,14 @@ def section_hardening(rendered: dict[str, list[dict]]) -> None:
                 R.check(f"schema accepts {label}", True)
             except helm.HelmError as e:
                 R.check(f"schema accepts {label}", False, str(e))
-    for title, fn in (
+    R.sections("hardening", (
         ("1. no Ingress without auth", hardening_ingress_auth),
         ("2. admin token required", hardening_admin_token),
         ("3. API metrics on their own port, Ingress routes REST paths only", lambda: hardening_api_metrics(rendered)),
         ("4. Redis password off the command line", lambda: hardening_redis_password(rendered)),
         ("5. controller Role limited to its own Lease", hardening_controller_role),
         ("6. worker memory vs image decode budget", lambda: hardening_decode_budget(rendered)),
-    ):
-        R.section(f"hardening: {title}")
-        try:
-            fn()
-        except Exception as e:  # a crash in an assertion is a failure, not a traceback
-            R.check(f"hardening: {title}: assertions ran", False, f"{type(e).__name__}: {e}")
+    ))
 
 
 # ------------------------------------------------------------------------------ day one to day thirty (issue 19)
@@ -1823,7 +1830,7 @@ def day1_hygiene(rendered: dict[str, list[dict]]) -> None:
 
 
 def section_day_one(crd: CRD, rendered: dict[str, list[dict]]) -> None:
-    for title, fn in (
+    R.sections("day one", (
         ("1. image: a tag per build set by make helm-install, image.digest", day1_image),
         ("2. SchedulerConfig: created at install, then owned by kubectl", lambda: day1_scheduler_config(crd)),
         ("3. storage: ReadWriteOnce by default", day1_storage),
@@ -1832,14 +1839,7 @@ def section_day_one(crd: CRD, rendered: dict[str, list[dict]]) -> None:
         ("5. GitOps: pinned passwords and tokens", day1_gitops),
         ("6. CRD upgrades", day1_crd_docs),
         ("7. hygiene: helm test, pinned images, CI", lambda: day1_hygiene(rendered)),
-    ):
-        R.section(f"day one: {title}")
-        try:
-            fn()
-        except Exception as e:  # a crash in an assertion is a failure, not a traceback
-            import traceback
-            traceback.print_exc()
-            R.check(f"day one: {title}: assertions ran", False, f"{type(e).__name__}: {e}")
+    ))
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, Any]:

@@ -5,16 +5,14 @@
 //! into the core types.
 
 use chrono::{DateTime, Utc};
-use jobsched_core::{DeadLetter, Job, JobPage, JobStats, JobStatus, PolicyKind};
+use jobsched_core::{DeadLetter, Job, JobPage, JobStats};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-pub use jobsched_wire::{
-    HealthResponse, JobCreate, JobStatusSchema, PolicyNameSchema, PolicyUpdate, RetryBackoffSchema,
-    SchedulerStatus, UnservedType,
-};
+pub use jobsched_core::{JobStatus, PolicyKind, RetryBackoff};
+pub use jobsched_wire::{HealthResponse, JobCreate, PolicyUpdate, SchedulerStatus, UnservedType};
 
 /// Several submissions inserted in one transaction (all or nothing).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -40,7 +38,6 @@ pub struct JobResponse {
     /// Job type.
     pub job_type: String,
     /// Lifecycle state.
-    #[schema(value_type = JobStatusSchema)]
     pub status: JobStatus,
     /// 1 (highest) to 10 (lowest).
     pub priority: i16,
@@ -85,7 +82,7 @@ pub struct JobResponse {
     /// Per-run timeout asked for at submission, seconds (`null` = the job type's default).
     pub timeout_seconds: Option<f64>,
     /// Retry backoff asked for at submission (`null` = the installation's).
-    pub retry_backoff: Option<RetryBackoffSchema>,
+    pub retry_backoff: Option<RetryBackoff>,
     /// The named queue the job waits in.
     pub queue: String,
     /// The latest progress its runs reported (`GET /jobs/{id}` only; `null` when none did).
@@ -198,10 +195,7 @@ impl From<Job> for JobResponse {
             checkpoint: j.checkpoint,
             slices: j.slices,
             timeout_seconds: j.timeout_seconds,
-            retry_backoff: j.retry_backoff.map(|b| RetryBackoffSchema {
-                base_seconds: b.base_seconds,
-                cap_seconds: b.cap_seconds,
-            }),
+            retry_backoff: j.retry_backoff,
             queue: j.queue,
             progress: None,
         }
@@ -264,7 +258,7 @@ impl JobListResponse {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only jobs in this state (case-insensitive).
-    #[param(value_type = Option<JobStatusSchema>)]
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// Only jobs of this type.
     pub job_type: Option<String>,
@@ -337,7 +331,7 @@ impl From<JobStats> for JobStatsResponse {
 #[schema(example = json!({"policy": "priority", "concurrency_limit": 10, "weight": 3}))]
 pub struct QueueUpdate {
     /// `fcfs`, `sjf`, `priority` or `round_robin` (default `fcfs`).
-    #[schema(value_type = Option<PolicyNameSchema>)]
+    #[schema(value_type = Option<PolicyKind>)]
     pub policy: Option<String>,
     /// Round Robin time quantum in seconds (0.01 to 86400; default 5).
     #[schema(minimum = 0.01, maximum = 86400)]
@@ -360,7 +354,6 @@ pub struct QueueResponse {
     /// Name.
     pub name: String,
     /// Its policy.
-    #[schema(value_type = PolicyNameSchema)]
     pub policy: PolicyKind,
     /// Round Robin time quantum in seconds.
     pub quantum_seconds: f64,
@@ -566,7 +559,7 @@ pub struct ScheduleJob {
     /// Per-run timeout, seconds (`null` = the job type's default).
     pub timeout_seconds: Option<f64>,
     /// Retry backoff (`null` = the installation's).
-    pub retry_backoff: Option<RetryBackoffSchema>,
+    pub retry_backoff: Option<RetryBackoff>,
     /// The named queue each fire's job goes to.
     pub queue: String,
 }
@@ -616,10 +609,7 @@ impl From<jobsched_core::schedule::Schedule> for ScheduleResponse {
                 payload: s.job.payload,
                 max_retries: s.job.max_retries,
                 timeout_seconds: s.job.timeout_seconds,
-                retry_backoff: s.job.retry_backoff.map(|b| RetryBackoffSchema {
-                    base_seconds: b.base_seconds,
-                    cap_seconds: b.cap_seconds,
-                }),
+                retry_backoff: s.job.retry_backoff,
                 queue: s.job.queue,
             },
             overlap: match s.overlap {

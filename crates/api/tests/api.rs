@@ -6,7 +6,7 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Harness, Options, locs, status_json, validation_entries};
+use common::{Backend, Harness, Options, config, locs, status_json, tokens, validation_entries};
 use jobsched_api::ApiConfig;
 use jobsched_client::{ClientError, ListQuery, PolicyUpdate, SubmitJob};
 use jobsched_core::JobSpec;
@@ -56,14 +56,12 @@ async fn submit_get_list_stats(backend: Backend) {
     };
     // Raw POST to both /jobs/ and /jobs: 201 and the full job record.
     for path in ["/jobs/", "/jobs"] {
-        let resp = h
-            .http
-            .post(h.url(path))
-            .json(&json!({"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h
+            .post(
+                path,
+                &json!({"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}),
+            )
+            .await;
         assert_eq!(status, 201, "{path}: {body}");
         assert_eq!(body["status"], "PENDING");
         assert_eq!(body["priority"], 5);
@@ -109,14 +107,7 @@ async fn submit_get_list_stats(backend: Backend) {
     // GET with and without trailing slash.
     let got = h.client.get(submitted.id).await.unwrap();
     assert_eq!(got, submitted);
-    let (status, body) = status_json(
-        h.http
-            .get(h.url(&format!("/jobs/{}/", submitted.id)))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h.get(&format!("/jobs/{}/", submitted.id)).await;
     assert_eq!(status, 200);
     assert_eq!(body["id"], submitted.id.to_string());
 
@@ -125,7 +116,7 @@ async fn submit_get_list_stats(backend: Backend) {
     assert_eq!(page.total, 3);
     assert_eq!((page.page, page.page_size), (1, 20));
     assert_eq!(page.jobs[0].id, submitted.id);
-    let (status, body) = status_json(h.http.get(h.url("/jobs")).send().await.unwrap()).await;
+    let (status, body) = h.get("/jobs").await;
     assert_eq!(status, 200);
     assert_eq!(body["total"], 3);
 
@@ -146,7 +137,7 @@ async fn submit_get_list_stats(backend: Backend) {
         (0, 0, 0, 0)
     );
     assert!(stats.avg_execution_time_ms.is_some());
-    let (status, body) = status_json(h.http.get(h.url("/jobs/stats/")).send().await.unwrap()).await;
+    let (status, body) = h.get("/jobs/stats/").await;
     assert_eq!(status, 200);
     for field in [
         "total_jobs",
@@ -320,30 +311,23 @@ async fn malformed_bodies_are_422(backend: Backend) {
             reqwest::Method::POST
         };
         // Malformed JSON.
-        let resp = h
-            .http
-            .request(method.clone(), h.url(path))
-            .header("content-type", "application/json")
-            .body("{\"name\": ")
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h
+            .send_raw(
+                method.clone(),
+                path,
+                Some("application/json"),
+                "{\"name\": ",
+            )
+            .await;
         assert_eq!(status, 422, "{path}: {body}");
         let entries = validation_entries(&body);
         assert_eq!(entries[0].0, json!(["body"]));
         assert_eq!(entries[0].2, "json_invalid");
 
         // Wrong content type.
-        let resp = h
-            .http
-            .request(method.clone(), h.url(path))
-            .header("content-type", "text/plain")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h
+            .send_raw(method.clone(), path, Some("text/plain"), "{}")
+            .await;
         assert_eq!(status, 422, "{path}: {body}");
         let entries = validation_entries(&body);
         assert!(
@@ -352,24 +336,11 @@ async fn malformed_bodies_are_422(backend: Backend) {
         );
 
         // No content type at all.
-        let resp = h
-            .http
-            .request(method.clone(), h.url(path))
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 422);
+        let (status, body) = h.send_raw(method.clone(), path, None, "{}").await;
+        assert_eq!(status, 422, "{path}: {body}");
 
         // JSON that is not an object.
-        let resp = h
-            .http
-            .request(method, h.url(path))
-            .json(&json!([1, 2]))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h.send(method, path, Some(&json!([1, 2]))).await;
         assert_eq!(status, 422, "{path}: {body}");
         assert_eq!(validation_entries(&body)[0].2, "type_error");
     }
@@ -391,14 +362,12 @@ async fn batch_submission(backend: Backend) {
     }
 
     // Trailing slash, raw 201.
-    let resp = h
-        .http
-        .post(h.url("/jobs/batch/"))
-        .json(&json!({"jobs": [{"name": "s", "job_type": "sleep", "payload": {"duration": 1}}]}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(resp).await;
+    let (status, body) = h
+        .post(
+            "/jobs/batch/",
+            &json!({"jobs": [{"name": "s", "job_type": "sleep", "payload": {"duration": 1}}]}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["ids"].as_array().unwrap().len(), 1);
     assert_eq!(h.client.stats().await.unwrap().total_jobs, 6);
@@ -443,14 +412,7 @@ async fn batch_submission(backend: Backend) {
         }
         other => panic!("unexpected {other:?}"),
     }
-    let resp = h
-        .http
-        .post(h.url("/jobs/batch"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(resp).await;
+    let (status, body) = h.post("/jobs/batch", &json!({})).await;
     assert_eq!(status, 422);
     assert_eq!(
         validation_entries(&body)[0],
@@ -538,14 +500,7 @@ async fn list_pagination_and_filters(backend: Backend) {
         .unwrap();
     assert_eq!(failed.total, 1);
     assert_eq!(failed.jobs[0].id, ids[0]);
-    let (status, body) = status_json(
-        h.http
-            .get(h.url("/jobs/?status=pending&job_type=sleep"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h.get("/jobs/?status=pending&job_type=sleep").await;
     assert_eq!(status, 200);
     assert_eq!(body["total"], 24);
     let words = h
@@ -569,26 +524,12 @@ async fn list_pagination_and_filters(backend: Backend) {
         ("status=DONE", "status"),
     ] {
         for path in ["/jobs/", "/jobs"] {
-            let (status, body) = status_json(
-                h.http
-                    .get(h.url(&format!("{path}?{query}")))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (status, body) = h.get(&format!("{path}?{query}")).await;
             assert_eq!(status, 422, "{query}: {body}");
             assert_eq!(locs(&body), vec![json!(["query", param])], "{query}");
         }
     }
-    let (status, body) = status_json(
-        h.http
-            .get(h.url("/jobs/?page=0&page_size=500"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h.get("/jobs/?page=0&page_size=500").await;
     assert_eq!(status, 422);
     assert_eq!(locs(&body).len(), 2, "both bad parameters reported: {body}");
     let err = h
@@ -609,14 +550,7 @@ async fn get_and_cancel(backend: Backend) {
     };
     let unknown = uuid::Uuid::now_v7();
     // GET unknown / malformed.
-    let (status, body) = status_json(
-        h.http
-            .get(h.url(&format!("/jobs/{unknown}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h.get(&format!("/jobs/{unknown}")).await;
     assert_eq!((status, body), (404, json!({"detail": "Job not found"})));
     for path in ["/jobs/not-a-uuid", "/jobs/not-a-uuid/", "/jobs/123"] {
         for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
@@ -647,14 +581,9 @@ async fn get_and_cancel(backend: Backend) {
         h.client.get(pending.id).await.unwrap().status,
         JobStatus::Cancelled
     );
-    let (status, body) = status_json(
-        h.http
-            .delete(h.url(&format!("/jobs/{}/", pending.id)))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h
+        .call(reqwest::Method::DELETE, &format!("/jobs/{}/", pending.id))
+        .await;
     assert_eq!(status, 204, "{body}");
 
     // Cancel SCHEDULED (trailing slash) → 204; the stale token can no longer start.
@@ -753,25 +682,18 @@ async fn policy_switch_and_status(backend: Backend) {
         ("/scheduler/policy", "round_robin"),
         ("/scheduler/policy/", "SJF"),
     ] {
-        let resp = h
-            .http
-            .put(h.url(path))
-            .json(&json!({"policy": policy, "paused": true}))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h
+            .put(path, &json!({"policy": policy, "paused": true}))
+            .await;
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(body["paused"], true);
     }
-    let resp = h
-        .http
-        .put(h.url("/scheduler/policy"))
-        .json(&json!({"policy": "round_robin", "quantum_seconds": 0.25}))
-        .send()
-        .await
-        .unwrap();
-    let (_, body) = status_json(resp).await;
+    let (_, body) = h
+        .put(
+            "/scheduler/policy",
+            &json!({"policy": "round_robin", "quantum_seconds": 0.25}),
+        )
+        .await;
     assert_eq!(body["current_policy"], "round_robin");
     assert_eq!(body["quantum_seconds"], 0.25);
     assert_eq!(body["paused"], true, "paused kept when omitted");
@@ -782,20 +704,12 @@ async fn policy_switch_and_status(backend: Backend) {
             policy: PolicyKind::RoundRobin,
             quantum_seconds: 0.25,
             paused: true,
-            managed_by: None,
             ..Default::default()
         }
     );
 
     // Unknown policy → 422 listing the valid ones; bad quantum → 422 on quantum_seconds.
-    let resp = h
-        .http
-        .put(h.url("/scheduler/policy"))
-        .json(&json!({"policy": "lifo"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(resp).await;
+    let (status, body) = h.put("/scheduler/policy", &json!({"policy": "lifo"})).await;
     assert_eq!(status, 422);
     let entries = validation_entries(&body);
     assert_eq!(entries[0].0, json!(["body", "policy"]));
@@ -808,25 +722,11 @@ async fn policy_switch_and_status(backend: Backend) {
         json!({"policy": "fcfs", "quantum_seconds": 0}),
         json!({"policy": "fcfs", "quantum_seconds": "x"}),
     ] {
-        let resp = h
-            .http
-            .put(h.url("/scheduler/policy"))
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h.put("/scheduler/policy", &bad).await;
         assert_eq!(status, 422, "{bad}: {body}");
         assert_eq!(locs(&body), vec![json!(["body", "quantum_seconds"])]);
     }
-    let resp = h
-        .http
-        .put(h.url("/scheduler/policy"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(resp).await;
+    let (status, body) = h.put("/scheduler/policy", &json!({})).await;
     assert_eq!(status, 422);
     assert_eq!(validation_entries(&body)[0].2, "missing");
     // Nothing changed by the rejected requests.
@@ -850,7 +750,7 @@ async fn policy_switch_and_status(backend: Backend) {
         .await
         .unwrap();
     for path in ["/scheduler/status", "/scheduler/status/"] {
-        let (code, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        let (code, body) = h.get(path).await;
         assert_eq!(code, 200);
         assert_eq!(body["queue_depth"], 2, "pending + scheduled: {body}");
         assert_eq!(body["dead_letter_count"], 1);
@@ -870,19 +770,13 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
     let owned = PolicySettings {
         policy: PolicyKind::Sjf,
         quantum_seconds: 2.0,
-        paused: false,
         managed_by: Some("prod/main".into()),
         ..Default::default()
     };
     h.transport.set_policy(&owned).await.unwrap();
-    let resp = h
-        .http
-        .put(h.url("/scheduler/policy/"))
-        .json(&json!({"policy": "fcfs"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(resp).await;
+    let (status, body) = h
+        .put("/scheduler/policy/", &json!({"policy": "fcfs"}))
+        .await;
     assert_eq!(status, 409);
     let detail = body["detail"].as_str().unwrap();
     assert!(
@@ -1021,14 +915,7 @@ async fn dead_letter_list_retry_purge(backend: Backend) {
     assert_eq!(entry.job_type, "sleep");
     assert_eq!(entry.retry_count, 3);
     assert!(entry.failed_at.is_some());
-    let (status, body) = status_json(
-        h.http
-            .get(h.url("/scheduler/dead-letter/?limit=2"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h.get("/scheduler/dead-letter/?limit=2").await;
     assert_eq!(status, 200);
     assert_eq!(body.as_array().unwrap().len(), 2);
     for field in [
@@ -1041,14 +928,7 @@ async fn dead_letter_list_retry_purge(backend: Backend) {
     ] {
         assert!(body[0].get(field).is_some(), "missing {field}: {body}");
     }
-    let (status, body) = status_json(
-        h.http
-            .get(h.url("/scheduler/dead-letter?limit=0"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h.get("/scheduler/dead-letter?limit=0").await;
     assert_eq!(status, 422);
     assert_eq!(locs(&body), vec![json!(["query", "limit"])]);
 
@@ -1060,14 +940,12 @@ async fn dead_letter_list_retry_purge(backend: Backend) {
     assert!(queued.iter().all(|d| d.job_id != j1.id));
     assert_eq!(queued.len(), 2);
     // Again → 404 naming the state; unknown → 404; malformed → 422. Trailing slash works.
-    let (status, body) = status_json(
-        h.http
-            .post(h.url(&format!("/scheduler/dead-letter/{}/retry/", j1.id)))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h
+        .call(
+            reqwest::Method::POST,
+            &format!("/scheduler/dead-letter/{}/retry/", j1.id),
+        )
+        .await;
     assert_eq!(status, 404);
     assert!(
         body["detail"].as_str().unwrap().contains("PENDING"),
@@ -1079,36 +957,24 @@ async fn dead_letter_list_retry_purge(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
-    let (status, body) = status_json(
-        h.http
-            .post(h.url("/scheduler/dead-letter/xyz/retry"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h
+        .call(reqwest::Method::POST, "/scheduler/dead-letter/xyz/retry")
+        .await;
     assert_eq!(status, 422);
     assert_eq!(locs(&body), vec![json!(["path", "id"])]);
-    let (status, _) = status_json(
-        h.http
-            .post(h.url(&format!("/scheduler/dead-letter/{}/retry/", j2.id)))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = h
+        .call(
+            reqwest::Method::POST,
+            &format!("/scheduler/dead-letter/{}/retry/", j2.id),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(h.client.status().await.unwrap().dead_letter_count, 1);
 
     // Purge: 200 {purged: n}, jobs stay FAILED.
-    let (status, body) = status_json(
-        h.http
-            .delete(h.url("/scheduler/dead-letter/"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h
+        .call(reqwest::Method::DELETE, "/scheduler/dead-letter/")
+        .await;
     assert_eq!((status, body), (200, json!({"purged": 1})));
     assert!(h.client.dead_letters().await.unwrap().is_empty());
     assert_eq!(h.client.get(j3.id).await.unwrap().status, JobStatus::Failed);
@@ -1130,7 +996,7 @@ async fn health_and_probes(backend: Backend) {
         return;
     };
     for path in ["/health", "/health/"] {
-        let (status, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        let (status, body) = h.get(path).await;
         assert_eq!(status, 200);
         assert_eq!(
             body,
@@ -1139,7 +1005,7 @@ async fn health_and_probes(backend: Backend) {
     }
     assert!(h.client.health().await.unwrap().is_healthy());
     for path in ["/livez", "/livez/", "/readyz", "/readyz/"] {
-        let (status, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        let (status, body) = h.get(path).await;
         assert_eq!((status, body), (200, json!({"status": "ok"})), "{path}");
     }
     h.finish().await;
@@ -1157,7 +1023,7 @@ async fn transport_down(backend: Backend) {
     else {
         return;
     };
-    let (status, body) = status_json(h.http.get(h.url("/health")).send().await.unwrap()).await;
+    let (status, body) = h.get("/health").await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["postgres"], "ok");
@@ -1168,10 +1034,7 @@ async fn transport_down(backend: Backend) {
     let health = h.client.health().await.unwrap();
     assert!(!health.is_healthy());
     // Readiness needs only the store.
-    assert_eq!(
-        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(h.get("/readyz").await.0, 200);
     // Submissions still succeed: the job is durable and the engine polls.
     let job = h.client.submit(&sleep_job("no-redis")).await.unwrap();
     assert_eq!(
@@ -1187,8 +1050,7 @@ async fn transport_down(backend: Backend) {
         1
     );
     // Reads that need the transport → 503 without internals.
-    let (status, body) =
-        status_json(h.http.get(h.url("/scheduler/status")).send().await.unwrap()).await;
+    let (status, body) = h.get("/scheduler/status").await;
     assert_eq!(status, 503);
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("redis"), "{detail}");
@@ -1212,7 +1074,7 @@ async fn store_down(backend: Backend) {
         jobsched_store::testing::TestDb::sqlite_unmigrated(),
     );
     db.cleanup().await;
-    let (status, body) = status_json(h.http.get(h.url("/health/")).send().await.unwrap()).await;
+    let (status, body) = h.get("/health/").await;
     assert_eq!(status, 503);
     assert_eq!(body["status"], "unhealthy");
     assert!(
@@ -1220,15 +1082,12 @@ async fn store_down(backend: Backend) {
         "{body}"
     );
     assert_eq!(body["redis"], "ok");
-    let (status, body) = status_json(h.http.get(h.url("/readyz")).send().await.unwrap()).await;
+    let (status, body) = h.get("/readyz").await;
     assert_eq!(status, 503);
     assert!(body["status"].as_str().unwrap().starts_with("error: "));
-    assert_eq!(
-        h.http.get(h.url("/livez")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(h.get("/livez").await.0, 200);
     for path in ["/jobs/stats", "/jobs/"] {
-        let (status, body) = status_json(h.http.get(h.url(path)).send().await.unwrap()).await;
+        let (status, body) = h.get(path).await;
         assert_eq!(status, 503, "{path}: {body}");
         let detail = body["detail"].as_str().unwrap();
         assert!(detail.contains("retry later"), "{detail}");
@@ -1243,19 +1102,7 @@ async fn store_down(backend: Backend) {
 }
 
 async fn auth_tokens(backend: Backend) {
-    let Some(h) = Harness::start_with(
-        backend,
-        Options {
-            config: ApiConfig {
-                api_token: Some("user-token".into()),
-                admin_token: Some("admin-token".into()),
-                ..ApiConfig::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    else {
+    let Some(h) = Harness::start_with(backend, tokens("user-token", "admin-token")).await else {
         return;
     };
     let get = |path: &str, token: Option<&str>| {
@@ -1364,17 +1211,7 @@ async fn auth_tokens(backend: Backend) {
     h.finish().await;
 
     // Only an API token: admin operations are refused, naming the missing setting.
-    let Some(h) = Harness::start_with(
-        backend,
-        Options {
-            config: ApiConfig {
-                api_token: Some("only".into()),
-                ..ApiConfig::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
+    let Some(h) = Harness::start_with(backend, config(|c| c.api_token = Some("only".into()))).await
     else {
         return;
     };
@@ -1394,30 +1231,12 @@ async fn auth_tokens(backend: Backend) {
 }
 
 async fn body_limit_is_413(backend: Backend) {
-    let Some(h) = Harness::start_with(
-        backend,
-        Options {
-            config: ApiConfig {
-                body_limit: 4096,
-                ..ApiConfig::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    else {
+    let Some(h) = Harness::start_with(backend, config(|c| c.body_limit = 4096)).await else {
         return;
     };
     let big = "x".repeat(8192);
     for path in ["/jobs/", "/jobs/batch"] {
-        let resp = h
-            .http
-            .post(h.url(path))
-            .json(&json!({"name": "big", "job_type": "sleep", "payload": {"duration": 1, "pad": big}}))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h.post(path, &json!({"name": "big", "job_type": "sleep", "payload": {"duration": 1, "pad": big}})).await;
         assert_eq!(status, 413, "{path}: {body}");
         let detail = body["detail"].as_str().unwrap();
         assert!(detail.contains("4096-byte limit"), "{detail}");
@@ -1443,14 +1262,7 @@ async fn docs_and_spec_are_served(backend: Backend) {
             "Swagger UI must be vendored"
         );
     }
-    let (status, spec) = status_json(
-        h.http
-            .get(h.url("/api-docs/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, spec) = h.get("/api-docs/openapi.json").await;
     assert_eq!(status, 200);
     assert_eq!(spec, serde_json::to_value(jobsched_api::openapi()).unwrap());
     assert!(spec["paths"]["/jobs/"]["post"].is_object());
@@ -1471,15 +1283,14 @@ async fn unknown_routes_and_methods(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {
         return;
     };
-    let (status, body) = status_json(h.http.get(h.url("/nope")).send().await.unwrap()).await;
+    let (status, body) = h.get("/nope").await;
     assert_eq!((status, body), (404, json!({"detail": "Not Found"})));
-    let (status, body) = status_json(h.http.patch(h.url("/jobs/")).send().await.unwrap()).await;
+    let (status, body) = h.call(reqwest::Method::PATCH, "/jobs/").await;
     assert_eq!(
         (status, body),
         (405, json!({"detail": "Method Not Allowed"}))
     );
-    let (status, _) =
-        status_json(h.http.get(h.url("/scheduler/policy")).send().await.unwrap()).await;
+    let (status, _) = h.get("/scheduler/policy").await;
     assert_eq!(status, 405);
     h.finish().await;
 }
@@ -1583,27 +1394,18 @@ async fn scheduled_jobs_are_validated_kept_and_counted(backend: Backend) {
             "not both",
         ),
     ] {
-        let resp = h
-            .http
-            .post(h.url("/jobs/"))
-            .json(&body(extra.clone()))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h.post("/jobs/", &body(extra.clone())).await;
         assert_eq!(status, 422, "{extra}: {body}");
         assert_eq!(locs(&body), vec![json!(["body", field])], "{extra}: {body}");
         assert!(body.to_string().contains(says), "{extra}: {body}");
     }
     // In a batch, per item, and nothing of the batch is stored.
-    let resp = h
-        .http
-        .post(h.url("/jobs/batch"))
-        .json(&json!({"jobs": [body(json!({})), body(json!({"delay_seconds": -2}))]}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body422) = status_json(resp).await;
+    let (status, body422) = h
+        .post(
+            "/jobs/batch",
+            &json!({"jobs": [body(json!({})), body(json!({"delay_seconds": -2}))]}),
+        )
+        .await;
     assert_eq!(status, 422, "{body422}");
     assert_eq!(
         locs(&body422),
@@ -1651,15 +1453,7 @@ async fn scheduled_jobs_are_validated_kept_and_counted(backend: Backend) {
     assert!(h.client.get(ids[0]).await.unwrap().run_at > before + chrono::Duration::seconds(59));
     let stats = h.client.stats().await.unwrap();
     assert_eq!((stats.pending, stats.delayed), (5, 3));
-    let raw: Value = h
-        .http
-        .get(h.url("/jobs/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raw: Value = h.get_ok("/jobs/stats").await;
     assert_eq!(raw["delayed"], 3, "{raw}");
     // Listed as PENDING with their run_at.
     let listed = h
@@ -1794,15 +1588,7 @@ async fn retry_backoff_is_validated_and_kept(backend: Backend) {
         ),
     ] {
         let body = json!({"name": "b", "job_type": "sleep", "payload": {"duration": 1}, "retry_backoff": backoff});
-        let (status, resp) = status_json(
-            h.http
-                .post(h.url("/jobs/"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, resp) = h.post("/jobs/", &body).await;
         assert_eq!(status, 422, "{backoff}: {resp}");
         assert_eq!(
             locs(&resp),
@@ -1810,15 +1596,7 @@ async fn retry_backoff_is_validated_and_kept(backend: Backend) {
             "{resp}"
         );
     }
-    let (status, resp) = status_json(
-        h.http
-            .post(h.url("/jobs/"))
-            .json(&json!({"name": "b", "job_type": "sleep", "payload": {"duration": 1}, "retry_backoff": 5}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, resp) = h.post("/jobs/", &json!({"name": "b", "job_type": "sleep", "payload": {"duration": 1}, "retry_backoff": 5})).await;
     assert_eq!(
         (status, locs(&resp)),
         (422, vec![json!(["body", "retry_backoff"])])
@@ -1833,15 +1611,7 @@ async fn retry_backoff_is_validated_and_kept(backend: Backend) {
         cap_seconds: 30.0,
     });
     assert_eq!(job.retry_backoff, want);
-    let raw: Value = h
-        .http
-        .get(h.url(&format!("/jobs/{}", job.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let raw: Value = h.get_ok(&format!("/jobs/{}", job.id)).await;
     assert_eq!(
         raw["retry_backoff"],
         json!({"base_seconds": 0.5, "cap_seconds": 30.0})
@@ -1935,18 +1705,9 @@ async fn schedules_crud_and_validation(backend: Backend) {
     assert_eq!((status, locs(&resp)), (422, vec![json!(["body", "job"])]));
 
     // Read.
-    let got: Value = h
-        .http
-        .get(h.url("/schedules/nightly"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = h.get_ok("/schedules/nightly").await;
     assert_eq!(got["next_fire_at"], created["next_fire_at"]);
-    let (status, _) =
-        status_json(h.http.get(h.url("/schedules/none/")).send().await.unwrap()).await;
+    let (status, _) = h.get("/schedules/none/").await;
     assert_eq!(status, 404);
     // Replace: 200, the name from the path; a new name: 201.
     let mut every_minute = body.clone();
@@ -1983,15 +1744,7 @@ async fn schedules_crud_and_validation(backend: Backend) {
         (422, vec![json!(["path", "name"])]),
         "{resp}"
     );
-    let all: Value = h
-        .http
-        .get(h.url("/schedules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = h.get_ok("/schedules").await;
     let names: Vec<&str> = all
         .as_array()
         .unwrap()
@@ -2001,21 +1754,13 @@ async fn schedules_crud_and_validation(backend: Backend) {
     assert_eq!(names, ["nightly", "second"]);
     // Delete.
     assert_eq!(
-        h.http
-            .delete(h.url("/schedules/second"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        h.call(reqwest::Method::DELETE, "/schedules/second").await.0,
         204
     );
     assert_eq!(
-        h.http
-            .delete(h.url("/schedules/second/"))
-            .send()
+        h.call(reqwest::Method::DELETE, "/schedules/second/")
             .await
-            .unwrap()
-            .status(),
+            .0,
         404
     );
     h.finish().await;
@@ -2076,22 +1821,18 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
         .unwrap();
     assert_eq!(page.total, 2);
     assert!(page.jobs.iter().all(|j| j.queue == "emails"));
-    let (status, resp) =
-        status_json(h.http.get(h.url("/jobs/?queue=Bad!")).send().await.unwrap()).await;
+    let (status, resp) = h.get("/jobs/?queue=Bad!").await;
     assert_eq!(status, 422, "{resp}");
     assert_eq!(locs(&resp), vec![json!(["query", "queue"])], "{resp}");
 
     // PUT creates (201) or changes (200); unset fields keep their values; null clears the
     // limit. Workers hear of it through the transport.
-    let (status, body) = status_json(
-        h.http
-            .put(h.url("/queues/reports/"))
-            .json(&json!({"policy": "priority", "concurrency_limit": 4, "weight": 3}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = h
+        .put(
+            "/queues/reports/",
+            &json!({"policy": "priority", "concurrency_limit": 4, "weight": 3}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["policy"], "priority");
     assert_eq!(body["concurrency_limit"], 4);
@@ -2130,67 +1871,33 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
     assert_eq!(default["policy"], "priority");
     assert_eq!(default["weight"], 2, "the policy switch keeps the weight");
 
-    // Bad input: 422 naming the field and the limit.
-    for (path, body, loc, says) in [
+    // Bad input: a malformed name, then each field out of its range: 422 naming it and the
+    // limit.
+    let (status, resp) = h.put("/queues/Bad%20Name", &json!({})).await;
+    assert_eq!(status, 422, "{resp}");
+    assert_eq!(locs(&resp), vec![json!(["path", "name"])], "{resp}");
+    assert!(resp.to_string().contains("lowercase"), "{resp}");
+    for (body, field, says) in [
+        (json!({"policy": "lifo"}), "policy", "fcfs"),
+        (json!({"weight": 0}), "weight", "1 to 1000"),
+        (json!({"weight": 5000}), "weight", "1 to 1000"),
+        (json!({"weight": -5}), "weight", "got -5"),
         (
-            "/queues/Bad%20Name",
-            json!({}),
-            json!(["path", "name"]),
-            "lowercase",
-        ),
-        (
-            "/queues/q",
-            json!({"policy": "lifo"}),
-            json!(["body", "policy"]),
-            "fcfs",
-        ),
-        (
-            "/queues/q",
-            json!({"weight": 0}),
-            json!(["body", "weight"]),
-            "1 to 1000",
-        ),
-        (
-            "/queues/q",
-            json!({"weight": 5000}),
-            json!(["body", "weight"]),
-            "1 to 1000",
-        ),
-        (
-            "/queues/q",
-            json!({"weight": -5}),
-            json!(["body", "weight"]),
-            "got -5",
-        ),
-        (
-            "/queues/q",
             json!({"concurrency_limit": 5_000_000_000_i64}),
-            json!(["body", "concurrency_limit"]),
+            "concurrency_limit",
             "got 5000000000",
         ),
         (
-            "/queues/q",
             json!({"concurrency_limit": 0}),
-            json!(["body", "concurrency_limit"]),
+            "concurrency_limit",
             "paused",
         ),
-        (
-            "/queues/q",
-            json!({"quantum_seconds": 0}),
-            json!(["body", "quantum_seconds"]),
-            "0.01",
-        ),
-        (
-            "/queues/q",
-            json!({"paused": "yes"}),
-            json!(["body", "paused"]),
-            "true or false",
-        ),
+        (json!({"quantum_seconds": 0}), "quantum_seconds", "0.01"),
+        (json!({"paused": "yes"}), "paused", "true or false"),
     ] {
-        let (status, resp) =
-            status_json(h.http.put(h.url(path)).json(&body).send().await.unwrap()).await;
-        assert_eq!(status, 422, "{path} {body}: {resp}");
-        assert_eq!(locs(&resp), vec![loc.clone()], "{resp}");
+        let (status, resp) = h.put("/queues/q", &body).await;
+        assert_eq!(status, 422, "{body}: {resp}");
+        assert_eq!(locs(&resp), vec![json!(["body", field])], "{resp}");
         assert!(resp.to_string().contains(says), "{says} missing: {resp}");
     }
     assert!(
@@ -2203,19 +1910,11 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
         "a refused PUT creates nothing"
     );
     for queue in [json!("UPPER"), json!(""), json!(7), json!("a/b")] {
-        let (status, resp) = status_json(
-            h.http
-                .post(h.url("/jobs/"))
-                .json(&json!({"name": "x", "job_type": "sleep", "payload": {"duration": 1}, "queue": queue}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, resp) = h.post("/jobs/", &json!({"name": "x", "job_type": "sleep", "payload": {"duration": 1}, "queue": queue})).await;
         assert_eq!(status, 422, "{queue}: {resp}");
         assert_eq!(locs(&resp), vec![json!(["body", "queue"])], "{resp}");
     }
-    let (status, resp) = status_json(h.http.get(h.url("/queues/nope")).send().await.unwrap()).await;
+    let (status, resp) = h.get("/queues/nope").await;
     assert_eq!(status, 404, "{resp}");
     assert!(
         resp["detail"]
@@ -2236,15 +1935,7 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
         )
         .await
         .unwrap();
-    let (status, resp) = status_json(
-        h.http
-            .put(h.url("/queues/owned"))
-            .json(&json!({"paused": true}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, resp) = h.put("/queues/owned", &json!({"paused": true})).await;
     assert_eq!(status, 409, "{resp}");
     assert!(
         resp["detail"].as_str().unwrap().contains("prod/main"),
@@ -2260,15 +1951,7 @@ async fn a_schedule_a_job_schedule_owns_refuses_rest_changes(backend: Backend) {
         "cron": "0 * * * *",
         "job": {"name": "hourly", "job_type": "sleep", "payload": {"duration": 1}, "queue": "reports"}
     });
-    let (status, created) = status_json(
-        h.http
-            .put(h.url("/schedules/hourly"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, created) = h.put("/schedules/hourly", &body).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["job"]["queue"], "reports");
     assert_eq!(created["managed_by"], Value::Null);
@@ -2276,8 +1959,7 @@ async fn a_schedule_a_job_schedule_owns_refuses_rest_changes(backend: Backend) {
     let mut owned = h.store.get_schedule("hourly").await.unwrap().unwrap();
     owned.managed_by = Some("prod/hourly".into());
     h.store.put_schedule(&owned).await.unwrap();
-    let (_, shown) =
-        status_json(h.http.get(h.url("/schedules/hourly")).send().await.unwrap()).await;
+    let (_, shown) = h.get("/schedules/hourly").await;
     assert_eq!(shown["managed_by"], "prod/hourly");
     for req in [
         h.http.put(h.url("/schedules/hourly")).json(&body),
@@ -2310,15 +1992,12 @@ async fn registered_job_types_are_listed_checked_and_reported_unserved(backend: 
         "additionalProperties": false
     });
     // Unknown before any worker registered it; the 422 lists the built-in types.
-    let (code, body) = status_json(
-        h.http
-            .post(h.url("/jobs/"))
-            .json(&json!({"name": "f", "job_type": "fetch", "payload": {"url": "x"}}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, body) = h
+        .post(
+            "/jobs/",
+            &json!({"name": "f", "job_type": "fetch", "payload": {"url": "x"}}),
+        )
+        .await;
     assert_eq!(code, 422, "{body}");
     let entries = validation_entries(&body);
     assert!(
@@ -2383,15 +2062,7 @@ async fn registered_job_types_are_listed_checked_and_reported_unserved(backend: 
         "{body}"
     );
     // Listed: with its schema, no live worker, one PENDING job; built-in types too.
-    let list: Value = h
-        .http
-        .get(h.url("/job-types"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = h.get_ok("/job-types").await;
     let types = list["job_types"].as_array().unwrap();
     let fetch = types.iter().find(|t| t["name"] == "fetch").unwrap();
     assert_eq!(fetch["schema"], schema);
@@ -2400,15 +2071,7 @@ async fn registered_job_types_are_listed_checked_and_reported_unserved(backend: 
     assert_eq!(fetch["registered_by"], "w-fetch");
     assert!(types.iter().any(|t| t["name"] == "sleep"), "{list}");
     // No live worker serves it: the status says so.
-    let status: Value = h
-        .http
-        .get(h.url("/scheduler/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = h.get_ok("/scheduler/status").await;
     assert_eq!(
         status["unserved"],
         json!([{"job_type": "fetch", "pending": 1}]),
@@ -2423,15 +2086,7 @@ async fn registered_job_types_are_listed_checked_and_reported_unserved(backend: 
         .report_types("w-fetch", &["fetch".to_string()])
         .await
         .unwrap();
-    let list: Value = h
-        .http
-        .get(h.url("/job-types/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = h.get_ok("/job-types/").await;
     let fetch = list["job_types"]
         .as_array()
         .unwrap()
@@ -2440,25 +2095,9 @@ async fn registered_job_types_are_listed_checked_and_reported_unserved(backend: 
         .unwrap()
         .clone();
     assert_eq!(fetch["workers"], json!(["w-fetch"]));
-    let status: Value = h
-        .http
-        .get(h.url("/scheduler/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = h.get_ok("/scheduler/status").await;
     assert_eq!(status["unserved"], json!([]), "{status}");
-    let workers: Value = h
-        .http
-        .get(h.url("/scheduler/workers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let workers: Value = h.get_ok("/scheduler/workers").await;
     assert_eq!(workers[0]["job_types"], json!(["fetch"]), "{workers}");
     h.finish().await;
 }
@@ -2471,15 +2110,7 @@ async fn progress_and_logs_are_served_per_try(backend: Backend) {
         return;
     };
     let job = h.insert("noted").await;
-    let fresh: Value = h
-        .http
-        .get(h.url(&format!("/jobs/{}", job.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fresh: Value = h.get_ok(&format!("/jobs/{}", job.id)).await;
     assert_eq!(fresh["progress"], Value::Null);
     // The harness runs the job under `test-worker`: claim-style RUNNING for notes.
     let token = h.run(&job).await;
@@ -2500,40 +2131,16 @@ async fn progress_and_logs_are_served_per_try(backend: Backend) {
             .await
             .unwrap()
     );
-    let got: Value = h
-        .http
-        .get(h.url(&format!("/jobs/{}", job.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = h.get_ok(&format!("/jobs/{}", job.id)).await;
     assert_eq!(got["progress"]["fraction"], 0.4);
     assert_eq!(got["progress"]["message"], "two of five");
     assert_eq!(got["progress"]["attempt"], 1);
-    let page: Value = h
-        .http
-        .get(h.url("/jobs/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = h.get_ok("/jobs/").await;
     assert!(page["jobs"][0].get("progress").is_none(), "{page}");
     let (job2, p) = h.client.get_with_progress(job.id).await.unwrap();
     assert_eq!(job2.id, job.id);
     assert_eq!(p.unwrap().message.as_deref(), Some("two of five"));
-    let logs: Value = h
-        .http
-        .get(h.url(&format!("/jobs/{}/logs", job.id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let logs: Value = h.get_ok(&format!("/jobs/{}/logs", job.id)).await;
     assert_eq!(logs["job_id"], job.id.to_string());
     assert_eq!(logs["attempts"][0]["attempt"], 1);
     assert_eq!(logs["attempts"][0]["dropped"], 0);
@@ -2549,14 +2156,7 @@ async fn progress_and_logs_are_served_per_try(backend: Backend) {
     assert_eq!(tries.len(), 1);
     assert!(h.client.logs(job.id, Some(2)).await.unwrap().is_empty());
     // Errors: a bad try number names the parameter; no such job is 404.
-    let (code, body) = status_json(
-        h.http
-            .get(h.url(&format!("/jobs/{}/logs?attempt=0", job.id)))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, body) = h.get(&format!("/jobs/{}/logs?attempt=0", job.id)).await;
     assert_eq!(code, 422, "{body}");
     assert_eq!(locs(&body), [json!(["query", "attempt"])]);
     let missing = h

@@ -5,8 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Harness, Options, status_json};
-use jobsched_api::ApiConfig;
+use common::{Backend, Harness, status_json, tokens};
 use jobsched_client::SubmitJob;
 use serde_json::json;
 
@@ -64,27 +63,14 @@ async fn whoami_names_the_role_of_each_token(backend: Backend) {
     let Some(h) = Harness::start(backend).await else {
         return;
     };
-    let (status, body) =
-        status_json(h.http.get(h.url("/ui/api/whoami")).send().await.unwrap()).await;
+    let (status, body) = h.get("/ui/api/whoami").await;
     assert_eq!(
         (status, body),
         (200, json!({"auth_required": false, "role": "admin"}))
     );
     h.finish().await;
 
-    let Some(h) = Harness::start_with(
-        backend,
-        Options {
-            config: ApiConfig {
-                api_token: Some("u".into()),
-                admin_token: Some("a".into()),
-                ..ApiConfig::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    else {
+    let Some(h) = Harness::start_with(backend, tokens("u", "a")).await else {
         return;
     };
     let who = |token: Option<&'static str>| {
@@ -108,8 +94,7 @@ async fn whoami_names_the_role_of_each_token(backend: Backend) {
     );
     assert_eq!(who(Some("nope")).await.0, 401);
     // The console's data needs the token like every API route.
-    let (status, _) =
-        status_json(h.http.get(h.url("/ui/api/overview")).send().await.unwrap()).await;
+    let (status, _) = h.get("/ui/api/overview").await;
     assert_eq!(status, 401);
     h.finish().await;
 }
@@ -123,8 +108,7 @@ async fn overview_comes_from_samples_and_search_finds_jobs(backend: Backend) {
         .map(|n| SubmitJob::new(*n, "sleep").payload(json!({"duration": 0.01})))
         .collect();
     let ids = h.client.submit_batch(&jobs).await.unwrap();
-    let (status, o) =
-        status_json(h.http.get(h.url("/ui/api/overview")).send().await.unwrap()).await;
+    let (status, o) = h.get("/ui/api/overview").await;
     assert_eq!(status, 200, "{o}");
     assert_eq!(o["stats"]["total_jobs"], 3);
     assert_eq!(o["stats"]["pending"], 3);
@@ -135,14 +119,7 @@ async fn overview_comes_from_samples_and_search_finds_jobs(backend: Backend) {
         "{o}"
     );
     assert!(o["samples"][0]["oldest_pending_seconds"].as_f64().unwrap() >= 0.0);
-    let (status, workers) = status_json(
-        h.http
-            .get(h.url("/scheduler/workers"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, workers) = h.get("/scheduler/workers").await;
     assert_eq!(
         (status, workers),
         (200, json!([])),

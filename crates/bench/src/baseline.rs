@@ -21,11 +21,8 @@ use uuid::Uuid;
 const CHUNK: usize = 1000;
 const TABLE: &str = "bench_scratch";
 
-fn db(context: &str) -> impl FnOnce(sqlx::Error) -> BenchError + '_ {
-    move |source| BenchError::Database {
-        context: format!("Postgres baseline: {context}"),
-        source,
-    }
+fn db(context: &str) -> impl FnOnce(sqlx::Error) -> BenchError {
+    crate::cluster::db_err(format!("Postgres baseline: {context}"))
 }
 
 /// Measure jobs/s at each connection count; returns `(connections, jobs/s)`.

@@ -104,7 +104,7 @@ pub fn with_database(url: &str, database: &str) -> Result<String, BenchError> {
     })
 }
 
-fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> BenchError {
+pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> BenchError {
     let context = context.into();
     move |source| BenchError::Database { context, source }
 }

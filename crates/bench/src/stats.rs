@@ -316,85 +316,22 @@ mod tests {
 
     #[test]
     fn offline_sjf_one_and_two_slots() {
+        let job = |arrival, run, key| SimJob { arrival, run, key };
         // A arrives 0 (run 3), B at 1 (run 2), C at 1 (run 1); keys = run times.
-        let jobs = [
-            SimJob {
-                arrival: 0.0,
-                run: 3.0,
-                key: 3.0,
-            },
-            SimJob {
-                arrival: 1.0,
-                run: 2.0,
-                key: 2.0,
-            },
-            SimJob {
-                arrival: 1.0,
-                run: 1.0,
-                key: 1.0,
-            },
-        ];
+        let jobs = [job(0.0, 3.0, 3.0), job(1.0, 2.0, 2.0), job(1.0, 1.0, 1.0)];
         // One slot: A 0–3, then C (shorter) 3–4, then B 4–6. Waits 0, 3, 2.
         assert_eq!(offline_sjf_waits(&jobs, 1), vec![0.0, 3.0, 2.0]);
         // Two slots: A on slot 1 at 0; slot 2 idles until 1, takes C (1–2), then B at 2.
         assert_eq!(offline_sjf_waits(&jobs, 2), vec![0.0, 1.0, 0.0]);
         // Keys, not run times, order the queue: a wrong estimate makes the long job go first.
-        let misestimated = [
-            SimJob {
-                arrival: 0.0,
-                run: 1.0,
-                key: 1.0,
-            },
-            SimJob {
-                arrival: 0.5,
-                run: 5.0,
-                key: 0.1,
-            },
-            SimJob {
-                arrival: 0.5,
-                run: 1.0,
-                key: 2.0,
-            },
-        ];
+        let misestimated = [job(0.0, 1.0, 1.0), job(0.5, 5.0, 0.1), job(0.5, 1.0, 2.0)];
         assert_eq!(offline_sjf_waits(&misestimated, 1), vec![0.0, 0.5, 5.5]);
         // Equal keys: earlier arrival first.
-        let ties = [
-            SimJob {
-                arrival: 0.0,
-                run: 2.0,
-                key: 1.0,
-            },
-            SimJob {
-                arrival: 0.2,
-                run: 1.0,
-                key: 1.0,
-            },
-            SimJob {
-                arrival: 0.1,
-                run: 1.0,
-                key: 1.0,
-            },
-        ];
+        let ties = [job(0.0, 2.0, 1.0), job(0.2, 1.0, 1.0), job(0.1, 1.0, 1.0)];
         assert_eq!(offline_sjf_waits(&ties, 1), vec![0.0, 2.8, 1.9]);
         // A slot idle since the start must not let a later, shorter job jump ahead of one that
         // arrived while that slot was free: X (arrives 3) runs at once on slot 2.
-        let idle_slot = [
-            SimJob {
-                arrival: 0.0,
-                run: 10.0,
-                key: 10.0,
-            },
-            SimJob {
-                arrival: 3.0,
-                run: 1.0,
-                key: 9.0,
-            },
-            SimJob {
-                arrival: 5.0,
-                run: 1.0,
-                key: 1.0,
-            },
-        ];
+        let idle_slot = [job(0.0, 10.0, 10.0), job(3.0, 1.0, 9.0), job(5.0, 1.0, 1.0)];
         assert_eq!(offline_sjf_waits(&idle_slot, 2), vec![0.0, 0.0, 0.0]);
         assert!(offline_sjf_waits(&[], 2).is_empty());
     }

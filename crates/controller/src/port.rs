@@ -96,21 +96,28 @@ pub type TransportPort = Port<dyn Transport>;
 /// The durable store port (Postgres in a cluster).
 pub type StorePort = Port<dyn Store>;
 
-impl Port<dyn Transport> {
-    pub(crate) async fn get(&self) -> Result<Arc<dyn Transport>, ControllerError> {
-        self.0
-            .get()
-            .await
-            .map_err(|source| ControllerError::Redis { source })
+/// What a port's failure to connect is, as the controller reports it.
+pub trait Backend {
+    /// The controller error for `source`.
+    fn unreachable(source: jobsched_core::Error) -> ControllerError;
+}
+
+impl Backend for dyn Transport {
+    fn unreachable(source: jobsched_core::Error) -> ControllerError {
+        ControllerError::Redis { source }
     }
 }
 
-impl Port<dyn Store> {
-    pub(crate) async fn get(&self) -> Result<Arc<dyn Store>, ControllerError> {
-        self.0
-            .get()
-            .await
-            .map_err(|source| ControllerError::Store { source })
+impl Backend for dyn Store {
+    fn unreachable(source: jobsched_core::Error) -> ControllerError {
+        ControllerError::Store { source }
+    }
+}
+
+impl<T: ?Sized + Backend + Send + Sync + 'static> Port<T> {
+    /// The connected port, connecting it first if it is not yet.
+    pub(crate) async fn get(&self) -> Result<Arc<T>, ControllerError> {
+        self.0.get().await.map_err(T::unreachable)
     }
 }
 

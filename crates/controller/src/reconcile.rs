@@ -9,7 +9,9 @@ use chrono::SecondsFormat;
 use jobsched_core::PolicySettings;
 use jobsched_core::ports::{Clock, ControlStore, Store};
 use jobsched_core::queue::{self, Side, SideError, Synced};
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
+use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -153,16 +155,24 @@ impl Context {
         Ok(written)
     }
 
-    async fn patch_status_if_changed(
+    /// Merge-patch `status` into `obj`'s status subresource (as `op`), unless `obj` already
+    /// shows it.
+    pub(crate) async fn patch_status<K>(
         &self,
-        obj: &SchedulerConfig,
-        status: SchedulerConfigStatus,
-    ) -> Result<(), ControllerError> {
-        if obj.status.as_ref() == Some(&status) {
+        obj: &K,
+        status: K::Status,
+        op: &'static str,
+    ) -> Result<(), ControllerError>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + HasStatus,
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K::Status: PartialEq + serde::Serialize,
+    {
+        if obj.status() == Some(&status) {
             return Ok(());
         }
         let ns = obj.namespace().unwrap_or_else(|| self.namespace.clone());
-        let api: Api<SchedulerConfig> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
         let patch = serde_json::json!({ "status": status });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -170,7 +180,7 @@ impl Context {
         };
         api.patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
             .await
-            .map_err(ControllerError::kube("patch SchedulerConfig status"))?;
+            .map_err(ControllerError::kube(op))?;
         Ok(())
     }
 
@@ -391,7 +401,8 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
             &now,
         );
         let news = obj.status.as_ref() != Some(&status);
-        ctx.patch_status_if_changed(obj, status).await?;
+        ctx.patch_status(obj, status, "patch SchedulerConfig status")
+            .await?;
         if news {
             // `kubectl describe` and `kubectl get events` show why nothing changed; once per
             // invalid generation, not at every resync.
@@ -415,7 +426,10 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
                 err.to_string(),
                 &now,
             );
-            if let Err(patch_err) = ctx.patch_status_if_changed(obj, status).await {
+            if let Err(patch_err) = ctx
+                .patch_status(obj, status, "patch SchedulerConfig status")
+                .await
+            {
                 tracing::warn!(error = %patch_err, "could not record the write failure in the status");
             }
             return Err(err);
@@ -440,7 +454,8 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
         message.push_str(&format!("; queues {}", each.join(", ")));
     }
     let status = with_ready(status, generation, true, REASON_APPLIED, message, &now);
-    ctx.patch_status_if_changed(obj, status).await?;
+    ctx.patch_status(obj, status, "patch SchedulerConfig status")
+        .await?;
 
     if let Some(previous) = previous {
         let changed = previous.as_ref().is_none_or(|p| !p.same_effect(&desired));

@@ -4,13 +4,11 @@
 
 use crate::error::ControllerError;
 use crate::reconcile::{
-    Context, FIELD_MANAGER, REASON_APPLIED, REASON_INVALID_SPEC, REASON_STORE_UNAVAILABLE,
-    set_ready,
+    Context, REASON_APPLIED, REASON_INVALID_SPEC, REASON_STORE_UNAVAILABLE, set_ready,
 };
-use crate::schedule_crd::{JobSchedule, JobScheduleStatus, same_schedule};
+use crate::schedule_crd::{JobSchedule, same_schedule};
 use chrono::SecondsFormat;
 use jobsched_core::schedule::Schedule;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
@@ -54,27 +52,6 @@ fn backoff_key(obj: &JobSchedule) -> String {
     )
 }
 
-async fn patch_status(
-    ctx: &Context,
-    obj: &JobSchedule,
-    status: JobScheduleStatus,
-) -> Result<(), ControllerError> {
-    if obj.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let ns = obj.namespace().unwrap_or_else(|| ctx.namespace.clone());
-    let api: Api<JobSchedule> = Api::namespaced(ctx.client.clone(), &ns);
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
-        .await
-        .map_err(ControllerError::kube("patch JobSchedule status"))?;
-    Ok(())
-}
-
 /// Record a failure in the status (Ready=False) and hand the error back.
 async fn failed(
     ctx: &Context,
@@ -93,7 +70,10 @@ async fn failed(
         &rfc3339(ctx.clock.now()),
     );
     status.observed_generation = generation;
-    if let Err(e) = patch_status(ctx, obj, status).await {
+    if let Err(e) = ctx
+        .patch_status(obj, status, "patch JobSchedule status")
+        .await
+    {
         tracing::warn!(error = %e, "could not record the failure in the JobSchedule status");
     }
     err
@@ -164,7 +144,8 @@ async fn reconcile_inner(obj: &JobSchedule, ctx: &Context) -> Result<Action, Con
         message,
         &rfc3339(now),
     );
-    patch_status(ctx, obj, status).await?;
+    ctx.patch_status(obj, status, "patch JobSchedule status")
+        .await?;
     // Come back soon after the next fire, so the status shows it.
     let until_fire = stored
         .next_fire_at

@@ -77,6 +77,13 @@ fn store_port(url: &str) -> StorePort {
     })
 }
 
+/// A context on `transport` and a mocked API server (its handle), the clock at `at`.
+fn on_memory(transport: &MemoryTransport, at: &str) -> (Arc<Context>, Handle) {
+    let (client, handle) = mock_client();
+    let redis = TransportPort::ready(Arc::new(transport.clone()));
+    (context(client, redis, TestClock::at(at)), handle)
+}
+
 fn context(client: Client, redis: TransportPort, clock: Arc<ManualClock>) -> Arc<Context> {
     Arc::new(Context {
         client,
@@ -103,14 +110,25 @@ fn context_with_store(
     db: &jobsched_store::testing::TestDb,
     at: &str,
 ) -> (Arc<Context>, Handle) {
-    let (client, handle) = mock_client();
-    let mut ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(at),
-    );
+    let (mut ctx, handle) = on_memory(transport, at);
     Arc::get_mut(&mut ctx).unwrap().store = Some(store_port(db.url()));
     (ctx, handle)
+}
+
+/// A fresh Postgres test database (none: skipped) and a context on it and a new memory
+/// transport, its clock at `at`.
+async fn on_store(
+    at: &str,
+) -> Option<(
+    MemoryTransport,
+    jobsched_store::testing::TestDb,
+    Arc<Context>,
+    Handle,
+)> {
+    let transport = MemoryTransport::new();
+    let db = jobsched_store::testing::TestDb::postgres().await?;
+    let (ctx, handle) = context_with_store(&transport, &db, at);
+    Some((transport, db, ctx, handle))
 }
 
 fn spec(policy: PolicyKind) -> SchedulerConfigSpec {
@@ -141,6 +159,17 @@ fn settings(policy: PolicyKind, quantum: f64, owner: Option<&str>) -> PolicySett
         managed_by: owner.map(str::to_string),
         ..Default::default()
     }
+}
+
+/// [`ready_status`] with the message of a plain policy (no quantum, pause or queues).
+fn in_effect(
+    policy: PolicyKind,
+    generation: i64,
+    applied: &str,
+    transition: &str,
+) -> SchedulerConfigStatus {
+    let message = format!("scheduling policy {policy} is in effect");
+    ready_status(policy, generation, applied, transition, &message)
 }
 
 fn ready_status(
@@ -251,6 +280,27 @@ async fn expect_event(handle: &mut Handle, name: &str, note: &str) {
     send.send_response(json_response(201, &body));
 }
 
+/// Reconcile `obj` against the mocked API server: a status patch to `expected`, then an event
+/// that says `note`; the object is looked at again after the regular requeue interval.
+async fn applies(
+    ctx: &Arc<Context>,
+    handle: Handle,
+    obj: SchedulerConfig,
+    expected: SchedulerConfigStatus,
+    note: &'static str,
+) {
+    let patched = obj.clone();
+    let verify = move |mut h| async move {
+        expect_status_patch(&mut h, &patched, &expected).await;
+        expect_event(&mut h, NAME, note).await;
+        h
+    };
+    let action = with_api(handle, verify, reconcile(Arc::new(obj), ctx.clone()))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+}
+
 /// Run `fut` (the reconcile) next to `verify` (the mock API server). The reconcile must finish:
 /// an unexpected request would stay unanswered and time it out.
 async fn with_api<T, V>(
@@ -278,43 +328,19 @@ where
 #[tokio::test]
 async fn new_object_writes_redis_patches_status_and_publishes_event() {
     let transport = MemoryTransport::new();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
+    let (ctx, handle) = on_memory(&transport, T0);
     let obj = object(NAME, spec(PolicyKind::Priority), 1);
-    let expected = ready_status(
-        PolicyKind::Priority,
-        1,
-        T0,
-        T0,
-        "scheduling policy priority is in effect",
-    );
+    let expected = in_effect(PolicyKind::Priority, 1, T0, T0);
     let ok_before = metrics().reconciles.with_label_values(&["ok"]).get();
 
-    let action = with_api(
+    applies(
+        &ctx,
         handle,
-        {
-            let obj = obj.clone();
-            move |mut h| async move {
-                expect_status_patch(&mut h, &obj, &expected).await;
-                expect_event(
-                    &mut h,
-                    NAME,
-                    "scheduling policy set to priority (was unset)",
-                )
-                .await;
-                h
-            }
-        },
-        reconcile(Arc::new(obj), ctx),
+        obj,
+        expected,
+        "scheduling policy set to priority (was unset)",
     )
-    .await
-    .unwrap();
-
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    .await;
     assert_eq!(
         transport.policy().await.unwrap(),
         Some(settings(PolicyKind::Priority, 5.0, Some(OWNER)))
@@ -329,12 +355,7 @@ async fn spec_change_switches_policy_and_keeps_transition_time() {
         .set_policy(&settings(PolicyKind::Priority, 5.0, Some(OWNER)))
         .await
         .unwrap();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T1),
-    );
+    let (ctx, handle) = on_memory(&transport, T1);
     let mut obj = object(
         NAME,
         SchedulerConfigSpec {
@@ -349,13 +370,7 @@ async fn spec_change_switches_policy_and_keeps_transition_time() {
         },
         2,
     );
-    obj.status = Some(ready_status(
-        PolicyKind::Priority,
-        1,
-        T0,
-        T0,
-        "scheduling policy priority is in effect",
-    ));
+    obj.status = Some(in_effect(PolicyKind::Priority, 1, T0, T0));
     // Still Ready=True, so lastTransitionTime stays T0; the rest follows the new generation.
     let expected = ready_status(
         PolicyKind::RoundRobin,
@@ -365,27 +380,14 @@ async fn spec_change_switches_policy_and_keeps_transition_time() {
         "scheduling policy round_robin (quantum 2s), paused is in effect",
     );
 
-    let action = with_api(
+    applies(
+        &ctx,
         handle,
-        {
-            let obj = obj.clone();
-            move |mut h| async move {
-                expect_status_patch(&mut h, &obj, &expected).await;
-                expect_event(
-                    &mut h,
-                    NAME,
-                    "scheduling policy set to round_robin (quantum 2s), paused (was priority)",
-                )
-                .await;
-                h
-            }
-        },
-        reconcile(Arc::new(obj), ctx),
+        obj,
+        expected,
+        "scheduling policy set to round_robin (quantum 2s), paused (was priority)",
     )
-    .await
-    .unwrap();
-
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    .await;
     let mut want = settings(PolicyKind::RoundRobin, 2.0, Some(OWNER));
     want.paused = true;
     assert_eq!(transport.policy().await.unwrap(), Some(want));
@@ -397,20 +399,9 @@ async fn unchanged_object_makes_no_request_and_no_write() {
     let applied = settings(PolicyKind::Sjf, 5.0, Some(OWNER));
     transport.set_policy(&applied).await.unwrap();
     let mut events = transport.subscribe().await.unwrap();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T1),
-    );
+    let (ctx, handle) = on_memory(&transport, T1);
     let mut obj = object(NAME, spec(PolicyKind::Sjf), 3);
-    obj.status = Some(ready_status(
-        PolicyKind::Sjf,
-        3,
-        T0,
-        T0,
-        "scheduling policy sjf is in effect",
-    ));
+    obj.status = Some(in_effect(PolicyKind::Sjf, 3, T0, T0));
 
     let action = with_api(handle, |h| async move { h }, reconcile(Arc::new(obj), ctx))
         .await
@@ -437,42 +428,19 @@ async fn stray_write_is_corrected_on_requeue() {
         .set_policy(&settings(PolicyKind::Fcfs, 5.0, None))
         .await
         .unwrap();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T1),
-    );
+    let (ctx, handle) = on_memory(&transport, T1);
     let mut obj = object(NAME, spec(PolicyKind::Priority), 1);
-    obj.status = Some(ready_status(
-        PolicyKind::Priority,
-        1,
-        T0,
-        T0,
-        "scheduling policy priority is in effect",
-    ));
-    let expected = ready_status(
-        PolicyKind::Priority,
-        1,
-        T1,
-        T0,
-        "scheduling policy priority is in effect",
-    );
+    obj.status = Some(in_effect(PolicyKind::Priority, 1, T0, T0));
+    let expected = in_effect(PolicyKind::Priority, 1, T1, T0);
 
-    with_api(
+    applies(
+        &ctx,
         handle,
-        {
-            let obj = obj.clone();
-            move |mut h| async move {
-                expect_status_patch(&mut h, &obj, &expected).await;
-                expect_event(&mut h, NAME, "scheduling policy set to priority (was fcfs)").await;
-                h
-            }
-        },
-        reconcile(Arc::new(obj), ctx),
+        obj,
+        expected,
+        "scheduling policy set to priority (was fcfs)",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         transport.policy().await.unwrap(),
         Some(settings(PolicyKind::Priority, 5.0, Some(OWNER)))
@@ -489,13 +457,7 @@ async fn redis_down_reports_unavailable_and_backs_off() {
         TestClock::at(T1),
     );
     let mut obj = object(NAME, spec(PolicyKind::Priority), 4);
-    obj.status = Some(ready_status(
-        PolicyKind::Priority,
-        4,
-        T0,
-        T0,
-        "scheduling policy priority is in effect",
-    ));
+    obj.status = Some(in_effect(PolicyKind::Priority, 4, T0, T0));
     let errors_before = metrics()
         .errors
         .with_label_values(&["RedisUnavailable"])
@@ -566,20 +528,9 @@ async fn backoff_resets_after_success() {
     let transport = MemoryTransport::new();
     let applied = settings(PolicyKind::Fcfs, 5.0, Some(OWNER));
     transport.set_policy(&applied).await.unwrap();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T1),
-    );
+    let (ctx, handle) = on_memory(&transport, T1);
     let mut obj = object(NAME, spec(PolicyKind::Fcfs), 1);
-    obj.status = Some(ready_status(
-        PolicyKind::Fcfs,
-        1,
-        T0,
-        T0,
-        "scheduling policy fcfs is in effect",
-    ));
+    obj.status = Some(in_effect(PolicyKind::Fcfs, 1, T0, T0));
     let obj = Arc::new(obj);
     let err = ControllerError::InvalidSpec {
         object: OWNER.into(),
@@ -605,12 +556,7 @@ async fn other_object_is_ignored_and_nothing_is_written() {
     let transport = MemoryTransport::new();
     // Another installation's object (the watch selects only ours; this covers a stray one):
     // no request to the API server at all, not even a status patch, and nothing in Redis.
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
+    let (ctx, handle) = on_memory(&transport, T0);
     let obj = object("staging", spec(PolicyKind::Sjf), 1);
     let action = with_api(handle, |h| async move { h }, reconcile(Arc::new(obj), ctx))
         .await
@@ -656,33 +602,19 @@ async fn release_ownership_keeps_policy_and_only_touches_own_settings() {
 
 #[tokio::test]
 async fn durable_copy_is_saved_and_released() {
-    let transport = MemoryTransport::new();
-    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+    let Some((transport, db, ctx, handle)) = on_store(T0).await else {
         return;
     };
-    let (ctx, handle) = context_with_store(&transport, &db, T0);
     let obj = object(NAME, spec(PolicyKind::Sjf), 1);
-    let expected = ready_status(
-        PolicyKind::Sjf,
-        1,
-        T0,
-        T0,
-        "scheduling policy sjf is in effect",
-    );
-    with_api(
+    let expected = in_effect(PolicyKind::Sjf, 1, T0, T0);
+    applies(
+        &ctx,
         handle,
-        {
-            let obj = obj.clone();
-            move |mut h| async move {
-                expect_status_patch(&mut h, &obj, &expected).await;
-                expect_event(&mut h, NAME, "scheduling policy set to sjf (was unset)").await;
-                h
-            }
-        },
-        reconcile(Arc::new(obj), ctx.clone()),
+        obj,
+        expected,
+        "scheduling policy set to sjf (was unset)",
     )
-    .await
-    .unwrap();
+    .await;
     let store = db.store().await;
     let want = settings(PolicyKind::Sjf, 5.0, Some(OWNER));
     assert_eq!(store.load_policy().await.unwrap(), Some(want.clone()));
@@ -702,11 +634,9 @@ async fn durable_copy_is_saved_and_released() {
 /// do all of them when the object is deleted.
 #[tokio::test]
 async fn spec_queues_are_applied_owned_and_released() {
-    let transport = MemoryTransport::new();
-    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+    let Some((transport, db, ctx, handle)) = on_store(T0).await else {
         return;
     };
-    let (ctx, handle) = context_with_store(&transport, &db, T0);
     // A queue set through the REST API beforehand, and one this object will take over.
     let store = db.store().await;
     let rest_owned = PolicySettings {
@@ -743,20 +673,14 @@ async fn spec_queues_are_applied_owned_and_released() {
         T0,
         "scheduling policy fcfs is in effect; queues emails: priority, reports: sjf, paused",
     );
-    with_api(
+    applies(
+        &ctx,
         handle,
-        {
-            let obj = obj.clone();
-            move |mut h| async move {
-                expect_status_patch(&mut h, &obj, &expected).await;
-                expect_event(&mut h, NAME, "scheduling policy set to fcfs (was unset)").await;
-                h
-            }
-        },
-        reconcile(Arc::new(obj), ctx.clone()),
+        obj,
+        expected,
+        "scheduling policy set to fcfs (was unset)",
     )
-    .await
-    .unwrap();
+    .await;
     let emails = PolicySettings {
         policy: PolicyKind::Priority,
         concurrency_limit: Some(10),
@@ -873,17 +797,53 @@ fn job_schedule_status_path(name: &str) -> String {
     format!("/apis/jobsched.io/v1alpha1/namespaces/{NS}/jobschedules/{name}/status")
 }
 
+/// Reconcile JobSchedule `obj`, expecting it refused: a status patch to Ready=False
+/// InvalidSpec whose message contains `needle`, then (`warns`) a Warning event.
+async fn schedule_refused(
+    ctx: &Arc<Context>,
+    handle: Handle,
+    obj: crate::JobSchedule,
+    needle: &'static str,
+    warns: bool,
+) {
+    let name = kube::ResourceExt::name_any(&obj);
+    let patched = serde_json::to_value(&obj).unwrap();
+    let verify = move |mut h| async move {
+        let (method, path, _, body, send) = next_request(&mut h).await;
+        assert_eq!(
+            (method, path),
+            (Method::PATCH, job_schedule_status_path(&name))
+        );
+        let condition = &body["status"]["conditions"][0];
+        assert_eq!(condition["status"], "False", "{body}");
+        assert_eq!(condition["reason"], REASON_INVALID_SPEC, "{body}");
+        let message = condition["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{body}");
+        let mut patched = patched;
+        patched["status"] = body["status"].clone();
+        send.send_response(json_response(200, &patched));
+        if warns {
+            let (method, _, _, event, send) = next_request(&mut h).await;
+            assert_eq!(method, Method::POST);
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["reason"], REASON_INVALID_SPEC);
+            send.send_response(json_response(201, &event));
+        }
+        h
+    };
+    let reconciled = crate::schedules::reconcile_schedule(Arc::new(obj), ctx.clone());
+    with_api(handle, verify, reconciled).await.unwrap();
+}
+
 /// A JobSchedule becomes the scheduler's schedule of its name, owned by it (the REST API then
 /// refuses to change it), with its next fire time in the status; an unchanged object writes
 /// nothing; a bad cron expression is reported in the status and a Warning event; the schedule
 /// of an object that is gone is deleted.
 #[tokio::test]
 async fn a_job_schedule_is_kept_as_an_owned_schedule() {
-    let transport = MemoryTransport::new();
-    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
+    let Some((transport, db, ctx, handle)) = on_store(T0).await else {
         return;
     };
-    let (ctx, handle) = context_with_store(&transport, &db, T0);
     let spec = json!({
         "cron": "0 2 * * *",
         "job": {"jobType": "sleep", "payload": {"duration": 1}, "priority": 2, "queue": "reports"}
@@ -959,38 +919,7 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
     bad_spec["cron"] = json!("every night");
     let bad = job_schedule("nightly", bad_spec, 2);
     let (ctx3, handle) = context_with_store(&transport, &db, T1);
-    with_api(
-        handle,
-        {
-            let bad = bad.clone();
-            move |mut h| async move {
-                let (method, path, _, body, send) = next_request(&mut h).await;
-                assert_eq!(
-                    (method, path),
-                    (Method::PATCH, job_schedule_status_path("nightly"))
-                );
-                let condition = &body["status"]["conditions"][0];
-                assert_eq!(condition["status"], "False", "{body}");
-                assert_eq!(condition["reason"], REASON_INVALID_SPEC);
-                assert!(
-                    condition["message"].as_str().unwrap().contains("spec.cron"),
-                    "{body}"
-                );
-                let mut patched = serde_json::to_value(&bad).unwrap();
-                patched["status"] = body["status"].clone();
-                send.send_response(json_response(200, &patched));
-                let (method, _, _, event, send) = next_request(&mut h).await;
-                assert_eq!(method, Method::POST);
-                assert_eq!(event["type"], "Warning");
-                assert_eq!(event["reason"], REASON_INVALID_SPEC);
-                send.send_response(json_response(201, &event));
-                h
-            }
-        },
-        crate::schedules::reconcile_schedule(Arc::new(bad), ctx3.clone()),
-    )
-    .await
-    .unwrap();
+    schedule_refused(&ctx3, handle, bad, "spec.cron", true).await;
     assert_eq!(
         store
             .get_schedule("nightly")
@@ -1010,35 +939,7 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
     store.put_schedule(&rest).await.unwrap();
     let clash = job_schedule("by-rest", spec.clone(), 1);
     let (ctx4, handle) = context_with_store(&transport, &db, T0);
-    with_api(
-        handle,
-        {
-            let clash = clash.clone();
-            move |mut h| async move {
-                let (method, path, _, body, send) = next_request(&mut h).await;
-                assert_eq!(
-                    (method, path),
-                    (Method::PATCH, job_schedule_status_path("by-rest"))
-                );
-                let condition = &body["status"]["conditions"][0];
-                assert_eq!(condition["reason"], REASON_INVALID_SPEC, "{body}");
-                assert!(
-                    condition["message"]
-                        .as_str()
-                        .unwrap()
-                        .contains("already exists"),
-                    "{body}"
-                );
-                let mut patched = serde_json::to_value(&clash).unwrap();
-                patched["status"] = body["status"].clone();
-                send.send_response(json_response(200, &patched));
-                h
-            }
-        },
-        crate::schedules::reconcile_schedule(Arc::new(clash), ctx4.clone()),
-    )
-    .await
-    .unwrap();
+    schedule_refused(&ctx4, handle, clash, "already exists", false).await;
     assert_eq!(
         store
             .get_schedule("by-rest")
@@ -1119,61 +1020,56 @@ fn lock(client: Client) -> LeaseLock {
     )
 }
 
-#[tokio::test]
-async fn lease_is_created_when_missing() {
+/// Whether a fresh lock takes the lease against the mocked API server `api`.
+async fn try_acquire<V>(api: impl FnOnce(Handle) -> V) -> bool
+where
+    V: Future<Output = Handle> + Send + 'static,
+{
     let (client, handle) = mock_client();
     let mut lock = lock(client);
-    let held = with_api(
-        handle,
-        |mut h| async move {
-            let (method, path, _, _, send) = next_request(&mut h).await;
-            assert_eq!(
-                (method, path.as_str()),
-                (
-                    Method::GET,
-                    "/apis/coordination.k8s.io/v1/namespaces/testns/leases/ctl"
-                )
-            );
-            send.send_response(not_found());
-            let (method, path, _, body, send) = next_request(&mut h).await;
-            assert_eq!((method, path.as_str()), (Method::POST, LEASE_PATH));
-            assert_eq!(body["metadata"]["name"], "ctl");
-            assert_eq!(body["spec"]["holderIdentity"], "me");
-            assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
-            assert_eq!(body["spec"]["leaseTransitions"], 0);
-            send.send_response(json_response(201, &body));
-            h
-        },
-        lock.try_acquire_or_renew(),
-    )
-    .await
-    .unwrap();
+    with_api(handle, api, lock.try_acquire_or_renew())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lease_is_created_when_missing() {
+    let held = try_acquire(|mut h| async move {
+        let (method, path, _, _, send) = next_request(&mut h).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (
+                Method::GET,
+                "/apis/coordination.k8s.io/v1/namespaces/testns/leases/ctl"
+            )
+        );
+        send.send_response(not_found());
+        let (method, path, _, body, send) = next_request(&mut h).await;
+        assert_eq!((method, path.as_str()), (Method::POST, LEASE_PATH));
+        assert_eq!(body["metadata"]["name"], "ctl");
+        assert_eq!(body["spec"]["holderIdentity"], "me");
+        assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+        assert_eq!(body["spec"]["leaseTransitions"], 0);
+        send.send_response(json_response(201, &body));
+        h
+    })
+    .await;
     assert!(held);
 }
 
 #[tokio::test]
 async fn lease_held_by_another_is_not_taken_and_conflicts_lose() {
-    let (client, handle) = mock_client();
-    let mut lock = lock(client);
-    let held = with_api(
-        handle,
-        |mut h| async move {
-            let (method, _, _, _, send) = next_request(&mut h).await;
-            assert_eq!(method, Method::GET);
-            send.send_response(json_response(200, &lease_json(Some("other"), 15, 3, "7")));
-            h
-        },
-        lock.try_acquire_or_renew(),
-    )
-    .await
-    .unwrap();
+    let held = try_acquire(|mut h| async move {
+        let (method, _, _, _, send) = next_request(&mut h).await;
+        assert_eq!(method, Method::GET);
+        send.send_response(json_response(200, &lease_json(Some("other"), 15, 3, "7")));
+        h
+    })
+    .await;
     assert!(!held, "a fresh lease of another holder must not be taken");
 
     // Racing creation: the API server answers 409 Conflict → not the leader.
-    let (client, handle) = mock_client();
-    let mut lock2 = self::lock(client);
-    let held = with_api(
-        handle,
+    let held = try_acquire(
         |mut h| async move {
             let (_, _, _, _, send) = next_request(&mut h).await;
             send.send_response(not_found());
@@ -1185,10 +1081,8 @@ async fn lease_held_by_another_is_not_taken_and_conflicts_lose() {
             ));
             h
         },
-        lock2.try_acquire_or_renew(),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(!held);
 }
 
@@ -1257,35 +1151,12 @@ fn time_format_is_rfc3339_seconds() {
 #[tokio::test]
 async fn every_policy_change_creates_its_own_event() {
     let transport = MemoryTransport::new();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
+    let (ctx, handle) = on_memory(&transport, T0);
     let first = object(NAME, spec(PolicyKind::Priority), 1);
     let mut second = object(NAME, spec(PolicyKind::Sjf), 2);
-    second.status = Some(ready_status(
-        PolicyKind::Priority,
-        1,
-        T0,
-        T0,
-        "scheduling policy priority is in effect",
-    ));
-    let expected_first = ready_status(
-        PolicyKind::Priority,
-        1,
-        T0,
-        T0,
-        "scheduling policy priority is in effect",
-    );
-    let expected_second = ready_status(
-        PolicyKind::Sjf,
-        2,
-        T0,
-        T0,
-        "scheduling policy sjf is in effect",
-    );
+    second.status = Some(in_effect(PolicyKind::Priority, 1, T0, T0));
+    let expected_first = in_effect(PolicyKind::Priority, 1, T0, T0);
+    let expected_second = in_effect(PolicyKind::Sjf, 2, T0, T0);
     let (a, b) = (first.clone(), second.clone());
     with_api(
         handle,
@@ -1396,12 +1267,7 @@ fn config_defaults_and_validation() {
 #[tokio::test]
 async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
     let transport = MemoryTransport::new();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
+    let (ctx, handle) = on_memory(&transport, T0);
     let obj = object(
         NAME,
         SchedulerConfigSpec {
@@ -1469,12 +1335,7 @@ async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
 
     // The object still exists: ownership is kept.
     transport.set_policy(&owned).await.unwrap();
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
+    let (ctx, handle) = on_memory(&transport, T0);
     let obj = object(NAME, spec(PolicyKind::Priority), 1);
     let path = object_path.clone();
     let released = with_api(
@@ -1492,12 +1353,7 @@ async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
     assert_eq!(transport.policy().await.unwrap(), Some(owned.clone()));
 
     // Gone (an uninstall removed it while this controller was stopping): released, policy kept.
-    let (client, handle) = mock_client();
-    let ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T0),
-    );
+    let (ctx, handle) = on_memory(&transport, T0);
     let path = object_path.clone();
     let released = with_api(
         handle,
@@ -1528,12 +1384,7 @@ async fn a_store_down_leaves_the_transport_untouched() {
     let transport = jobsched_transport::MemoryTransport::new();
     let before = settings(PolicyKind::Fcfs, 5.0, None);
     transport.set_policy(&before).await.unwrap();
-    let (client, handle) = mock_client();
-    let mut ctx = context(
-        client,
-        TransportPort::ready(Arc::new(transport.clone())),
-        TestClock::at(T1),
-    );
+    let (mut ctx, handle) = on_memory(&transport, T1);
     // A database in a directory that does not exist: opening it fails at once.
     Arc::get_mut(&mut ctx).unwrap().store =
         Some(store_port("sqlite:///nonexistent-jobsched-dir/jobsched.db"));

@@ -15,7 +15,7 @@ use jobsched_controller::{ControllerConfig, Ports, TransportPort, run_with_clien
 use jobsched_core::ports::SettingsCache as _;
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_testkit::required;
-use jobsched_transport::RedisTransport;
+use jobsched_transport::{DropKeys, RedisTransport};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -78,26 +78,6 @@ fn status_error(code: u16, reason: &str) -> Response {
         .into_response()
 }
 
-/// RFC 7386 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    match patch.as_object() {
-        Some(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let object = target.as_object_mut().unwrap();
-            for (key, value) in fields {
-                if value.is_null() {
-                    object.remove(key);
-                } else {
-                    merge(object.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        None => *target = patch.clone(),
-    }
-}
-
 impl Fake {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap()
@@ -107,31 +87,9 @@ impl Fake {
     fn apply(&self, name: &str, spec: Value) {
         let mut inner = self.lock();
         let rv = inner.next_rv().to_string();
-        let (kind, object) = match inner.objects.get(name).cloned() {
-            Some(mut obj) => {
-                obj["spec"] = spec;
-                let generation = obj["metadata"]["generation"].as_i64().unwrap() + 1;
-                obj["metadata"]["generation"] = json!(generation);
-                obj["metadata"]["resourceVersion"] = json!(rv);
-                ("MODIFIED", obj)
-            }
-            None => (
-                "ADDED",
-                json!({
-                    "apiVersion": "jobsched.io/v1alpha1",
-                    "kind": "SchedulerConfig",
-                    "metadata": {
-                        "name": name,
-                        "namespace": NS,
-                        "uid": format!("uid-{name}"),
-                        "generation": 1,
-                        "resourceVersion": rv,
-                        "creationTimestamp": "2025-01-01T00:00:00Z",
-                    },
-                    "spec": spec,
-                }),
-            ),
-        };
+        let existing = inner.objects.get(name).cloned();
+        let id = ("SchedulerConfig", NS, name);
+        let (kind, object) = jobsched_testkit::kubectl_apply(existing, id, spec, json!(rv));
         inner.objects.insert(name.into(), object.clone());
         inner.broadcast(kind, object);
     }
@@ -217,7 +175,7 @@ async fn patch_status(
         return status_error(404, "NotFound");
     };
     // The status subresource ignores everything but the status.
-    merge(&mut object["status"], &patch["status"]);
+    jobsched_testkit::merge_patch(&mut object["status"], &patch["status"]);
     let rv = inner.next_rv().to_string();
     object["metadata"]["resourceVersion"] = json!(rv);
     inner.objects.insert(name.clone(), object.clone());
@@ -232,24 +190,23 @@ async fn create_event(State(fake): State<Arc<Fake>>, body: Bytes) -> Response {
     (StatusCode::CREATED, axum::Json(event)).into_response()
 }
 
-async fn get_config(
-    State(fake): State<Arc<Fake>>,
-    Path((_ns, name)): Path<(String, String)>,
-) -> Response {
-    match fake.lock().objects.get(&name) {
+/// A stored object as its GET answers: 200 with it, or 404.
+fn found(object: Option<&Value>) -> Response {
+    match object {
         Some(object) => axum::Json(object.clone()).into_response(),
         None => status_error(404, "NotFound"),
     }
 }
 
-async fn get_lease(
-    State(fake): State<Arc<Fake>>,
-    Path((_ns, name)): Path<(String, String)>,
-) -> Response {
-    match fake.lock().leases.get(&name) {
-        Some(lease) => axum::Json(lease.clone()).into_response(),
-        None => status_error(404, "NotFound"),
-    }
+/// The `{ns}` and `{name}` of a named object's path.
+type Named = Path<(String, String)>;
+
+async fn get_config(State(fake): State<Arc<Fake>>, Path((_, name)): Named) -> Response {
+    found(fake.lock().objects.get(&name))
+}
+
+async fn get_lease(State(fake): State<Arc<Fake>>, Path((_, name)): Named) -> Response {
+    found(fake.lock().leases.get(&name))
 }
 
 async fn create_lease(State(fake): State<Arc<Fake>>, body: Bytes) -> Response {
@@ -320,25 +277,32 @@ async fn serve(fake: Arc<Fake>) -> (String, tokio::task::JoinHandle<()>) {
     (url, task)
 }
 
-/// Deletes the test's Redis keys when dropped (also when the test panics).
-struct RedisKeys(String);
+/// The running replicas: their stop tokens and tasks, by identity.
+type Replicas = HashMap<
+    &'static str,
+    (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), jobsched_controller::ControllerError>>,
+    ),
+>;
 
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
-        let prefix = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(t) = RedisTransport::connect(REDIS_URL, &prefix).await {
-                    let _ = t.delete_all_keys().await;
-                }
-            });
-        })
-        .join();
-    }
+/// Stop replica `id` (graceful shutdown) and wait up to 20 s for it to end without an error.
+async fn stop(replicas: &mut Replicas, id: &str) {
+    let (token, task) = replicas.remove(id).expect("a running replica");
+    token.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(20), task).await;
+    ended
+        .expect("the replica stopped in time")
+        .unwrap()
+        .unwrap();
+}
+
+/// Wait until Redis holds `expected` as the policy settings.
+async fn cached(transport: &RedisTransport, what: &str, expected: &PolicySettings) {
+    eventually(what, 20, async || {
+        (transport.policy().await.ok()?? == *expected).then_some(())
+    })
+    .await;
 }
 
 /// Poll `check` until it returns `Some` or `secs` pass.
@@ -385,7 +349,7 @@ async fn two_replicas_follow_the_schedulerconfig() {
     else {
         return;
     };
-    let _keys = RedisKeys(prefix.clone());
+    let _keys = DropKeys::new(REDIS_URL, &prefix);
     let fake = Arc::new(Fake::default());
     fake.apply("jobsched", json!({"policy": "priority"}));
     fake.apply("staging", json!({"policy": "sjf"}));
@@ -400,7 +364,7 @@ async fn two_replicas_follow_the_schedulerconfig() {
         ..Default::default()
     };
 
-    let mut replicas = HashMap::new();
+    let mut replicas = Replicas::new();
     for id in ["replica-a", "replica-b"] {
         let token = CancellationToken::new();
         // Each replica has its own Redis connection, as separate pods do.
@@ -421,10 +385,7 @@ async fn two_replicas_follow_the_schedulerconfig() {
     // One replica leads and applies the selected object.
     let leader = eventually("a lease holder", 20, async || fake.lease_holder()).await;
     let expected = want(PolicyKind::Priority, 5.0, &owner);
-    eventually("Redis policy = priority", 20, async || {
-        (transport.policy().await.ok()?? == expected).then_some(())
-    })
-    .await;
+    cached(&transport, "Redis policy = priority", &expected).await;
     eventually("jobsched Ready=True Applied", 20, async || {
         let status = fake.status("jobsched");
         (ready(&status)? == ("True".into(), "Applied".into())
@@ -458,10 +419,7 @@ async fn two_replicas_follow_the_schedulerconfig() {
         json!({"policy": "round_robin", "roundRobin": {"quantumSeconds": 2.5}}),
     );
     let expected = want(PolicyKind::RoundRobin, 2.5, &owner);
-    eventually("Redis policy = round_robin", 20, async || {
-        (transport.policy().await.ok()?? == expected).then_some(())
-    })
-    .await;
+    cached(&transport, "Redis policy = round_robin", &expected).await;
     eventually("status follows generation 2", 20, async || {
         let status = fake.status("jobsched");
         (status["activePolicy"] == "round_robin" && status["observedGeneration"] == 2).then_some(())
@@ -470,19 +428,10 @@ async fn two_replicas_follow_the_schedulerconfig() {
 
     // Level-triggered: a flushed Redis is re-asserted on the next requeue.
     transport.delete_all_keys().await.unwrap();
-    eventually("Redis policy restored after flush", 20, async || {
-        (transport.policy().await.ok()?? == expected).then_some(())
-    })
-    .await;
+    cached(&transport, "Redis policy restored after flush", &expected).await;
 
     // The leader stops (graceful shutdown, lease released); the other replica takes over.
-    let (token, task) = replicas.remove(leader.as_str()).unwrap();
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("the leader stopped in time")
-        .unwrap()
-        .unwrap();
+    stop(&mut replicas, leader.as_str()).await;
     let follower = if leader == "replica-a" {
         "replica-b"
     } else {
@@ -495,10 +444,10 @@ async fn two_replicas_follow_the_schedulerconfig() {
     fake.apply("jobsched", json!({"policy": "sjf", "paused": true}));
     let mut expected = want(PolicyKind::Sjf, 5.0, &owner);
     expected.paused = true;
-    eventually(
+    cached(
+        &transport,
         "Redis policy = sjf (paused) from the new leader",
-        20,
-        async || (transport.policy().await.ok()?? == expected).then_some(()),
+        &expected,
     )
     .await;
     eventually("an event from the new leader", 20, async || {
@@ -513,18 +462,9 @@ async fn two_replicas_follow_the_schedulerconfig() {
     // Deleting the object keeps the policy and releases ownership to the REST API.
     fake.delete("jobsched");
     expected.managed_by = None;
-    eventually("managed_by cleared, policy kept", 20, async || {
-        (transport.policy().await.ok()?? == expected).then_some(())
-    })
-    .await;
+    cached(&transport, "managed_by cleared, policy kept", &expected).await;
 
-    let (token, task) = replicas.remove(follower).unwrap();
-    token.cancel();
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("the follower stopped in time")
-        .unwrap()
-        .unwrap();
+    stop(&mut replicas, follower).await;
     assert_eq!(fake.lease_holder(), None, "lease released on shutdown");
     {
         let inner = fake.lock();

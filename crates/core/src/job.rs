@@ -134,10 +134,18 @@ fn default_queue() -> String {
 /// A job's own retry backoff: the delay before retry n is min(cap, base · 2^(n-1)), jittered
 /// into its upper half.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+// Its OpenAPI schema keeps the name it was first published under.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = RetryBackoffSchema)
+)]
 pub struct RetryBackoff {
     /// Delay before the first retry, seconds (0.001 to 86400).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.001, maximum = 86400))]
     pub base_seconds: f64,
     /// Longest delay, seconds (`base_seconds` to 86400).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.001, maximum = 86400))]
     pub cap_seconds: f64,
 }
 

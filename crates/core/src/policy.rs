@@ -30,6 +30,11 @@ pub struct QueuedJob {
 /// The policy names accepted everywhere (REST, CRD, Redis key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = PolicyName, description = "A scheduling policy name.")
+)]
 pub enum PolicyKind {
     /// First come, first served.
     Fcfs,

@@ -7,6 +7,11 @@ use std::str::FromStr;
 /// The lifecycle state of a job. Each variant documents who moves a job *out* of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(description = "Lifecycle state of a job.")
+)]
 pub enum JobStatus {
     /// Waiting to be claimed (new, retrying after backoff, or between Round Robin slices).
     /// Moved out by a worker's claim (to RUNNING, in the active policy's order), by a user

@@ -877,32 +877,24 @@ mod tests {
         );
         let out = dd.open_output("new/dir/o.txt").unwrap();
         assert_eq!(out.existing(), None);
-        out.write_atomically(false, |w| {
-            w.write_all(b"one").map_err(|e| JobError::io("w", e))
-        })
-        .unwrap();
-        assert_eq!(
-            fs::read_to_string(dd.root().join("new/dir/o.txt")).unwrap(),
-            "one"
-        );
-        // No replace: refused now that it exists, content kept, no temporary file left.
-        let err = out
-            .write_atomically(false, |w| {
-                w.write_all(b"two").map_err(|e| JobError::io("w", e))
+        let write = |replace: bool, text: &'static str| {
+            out.write_atomically(replace, |w| {
+                w.write_all(text.as_bytes())
+                    .map_err(|e| JobError::io("w", e))
             })
-            .unwrap_err();
+        };
+        let content = || fs::read_to_string(dd.root().join("new/dir/o.txt")).unwrap();
+        write(false, "one").unwrap();
+        assert_eq!(content(), "one");
+        // No replace: refused now that it exists, content kept, no temporary file left.
+        let err = write(false, "two").unwrap_err();
         assert!(
             matches!(&err, JobError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
             "{err:?}"
         );
-        out.write_atomically(true, |w| {
-            w.write_all(b"three").map_err(|e| JobError::io("w", e))
-        })
-        .unwrap();
-        assert_eq!(
-            fs::read_to_string(dd.root().join("new/dir/o.txt")).unwrap(),
-            "three"
-        );
+        assert_eq!(content(), "one");
+        write(true, "three").unwrap();
+        assert_eq!(content(), "three");
         let names: Vec<_> = fs::read_dir(dd.root().join("new/dir"))
             .unwrap()
             .map(|e| e.unwrap().file_name())

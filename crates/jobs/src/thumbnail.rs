@@ -775,6 +775,19 @@ mod tests {
         }
     }
 
+    /// Run a thumbnail job with `payload` in `c` and return its result.
+    fn thumb(c: &JobContext, payload: Value) -> Value {
+        done(ThumbnailJob::default().run(&payload, c))
+    }
+
+    /// Thumbnail `input` into a `side` × `side` box at the default output path.
+    fn boxed(c: &JobContext, input: &str, side: u32) -> Value {
+        thumb(
+            c,
+            json!({"input_path": input, "width": side, "height": side}),
+        )
+    }
+
     #[test]
     fn fit_keeps_aspect_and_never_upscales() {
         assert_eq!(fit(800, 600, 128, 128), (128, 96));
@@ -789,12 +802,8 @@ mod tests {
     #[test]
     fn sample_jpeg_to_default_output() {
         let (_t, c) = setup();
-        let v = done(ThumbnailJob::default().run(
-            &json!({"input_path": "sample.jpg", "width": 128, "height": 128}),
-            &c,
-        ));
         assert_eq!(
-            v,
+            boxed(&c, "sample.jpg", 128),
             json!({"output_path": "thumbnails/sample_128x128.jpg", "width": 128, "height": 96,
                    "original_width": 800, "original_height": 600})
         );
@@ -822,11 +831,11 @@ mod tests {
             ImageBuffer::from_fn(300, 100, |x, _| Rgba([(x % 256) as u8, 0, 0, 128]));
         img.save(c.data_dir.root().join("wide.png")).unwrap();
         let abs_in = c.data_dir.root().join("wide.png");
-        let v = done(ThumbnailJob::default().run(
-            &json!({"input_path": abs_in.to_str().unwrap(), "width": 50, "height": 50,
-                    "output_path": "out/small.png"}),
+        let v = thumb(
             &c,
-        ));
+            json!({"input_path": abs_in.to_str().unwrap(), "width": 50, "height": 50,
+                    "output_path": "out/small.png"}),
+        );
         assert_eq!(v["output_path"], "out/small.png");
         assert_eq!(
             (v["width"].as_u64(), v["height"].as_u64()),
@@ -836,11 +845,11 @@ mod tests {
         assert_eq!(decoded.dimensions(), (50, 17));
         assert!(decoded.color().has_alpha());
         // Convert PNG with alpha to JPEG through the output extension.
-        let v = done(ThumbnailJob::default().run(
-            &json!({"input_path": "wide.png", "width": 30, "height": 30,
-                    "output_path": "out/small.JPEG"}),
+        let v = thumb(
             &c,
-        ));
+            json!({"input_path": "wide.png", "width": 30, "height": 30,
+                    "output_path": "out/small.JPEG"}),
+        );
         assert_eq!(
             (v["width"].as_u64(), v["height"].as_u64()),
             (Some(30), Some(10))
@@ -854,12 +863,8 @@ mod tests {
         let (_t, c) = setup();
         let img: ImageBuffer<Rgba<u8>, _> = ImageBuffer::from_pixel(10, 8, Rgba([1, 2, 3, 255]));
         img.save(c.data_dir.root().join("tiny.png")).unwrap();
-        let v = done(ThumbnailJob::default().run(
-            &json!({"input_path": "tiny.png", "width": 100, "height": 100}),
-            &c,
-        ));
         assert_eq!(
-            v,
+            boxed(&c, "tiny.png", 100),
             json!({"output_path": "thumbnails/tiny_100x100.png", "width": 10, "height": 8,
                    "original_width": 10, "original_height": 8})
         );

@@ -89,6 +89,12 @@ impl Fixture {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
+
+    /// A GET of `path` on the fixture's server, loopback allowed.
+    async fn get(&self, path: &str) -> Result<RunOutput, JobError> {
+        self.run("127.0.0.1", json!({"url": self.url(path), "method": "GET"}))
+            .await
+    }
 }
 
 fn done(out: Result<RunOutput, JobError>) -> Value {
@@ -108,10 +114,7 @@ fn failed(out: Result<RunOutput, JobError>) -> JobError {
 #[tokio::test]
 async fn success_returns_the_response() {
     let f = Fixture::new().await;
-    let v = done(
-        f.run("127.0.0.1", json!({"url": f.url("/ok"), "method": "GET"}))
-            .await,
-    );
+    let v = done(f.get("/ok").await);
     assert_eq!(v["status"], 200);
     assert_eq!(v["body"], json!({"hello": "world"}));
     assert!(
@@ -120,10 +123,7 @@ async fn success_returns_the_response() {
             .unwrap()
             .contains("json")
     );
-    let v = done(
-        f.run("127.0.0.1", json!({"url": f.url("/text"), "method": "GET"}))
-            .await,
-    );
+    let v = done(f.get("/text").await);
     assert_eq!(v["body"], "plain words");
     // POST (the default) with a JSON body and a header from a secret.
     let v = done(
@@ -138,10 +138,7 @@ async fn success_returns_the_response() {
     assert_eq!(v["body"]["content_type"], "application/json");
     assert_eq!(v["body"]["body"], "{\"n\":1}");
     // A same-host redirect is followed.
-    let v = done(
-        f.run("127.0.0.1", json!({"url": f.url("/hop"), "method": "GET"}))
-            .await,
-    );
+    let v = done(f.get("/hop").await);
     assert_eq!(v["body"], json!({"hello": "world"}));
 }
 
@@ -243,10 +240,7 @@ async fn hosts_off_the_list_are_refused() {
 #[tokio::test]
 async fn oversized_responses_fail() {
     let f = Fixture::new().await;
-    let e = failed(
-        f.run("127.0.0.1", json!({"url": f.url("/big"), "method": "GET"}))
-            .await,
-    );
+    let e = failed(f.get("/big").await);
     assert!(!e.is_retryable());
     assert!(e.to_string().contains("over 1048576 bytes"), "{e}");
 }

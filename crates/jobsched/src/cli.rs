@@ -1,7 +1,7 @@
 //! Command-line interface: flags with environment fallbacks.
 
 use clap::{Args, Parser, Subcommand};
-pub use jobsched_worker::args::{DataArgs, DbArgs, RedisArgs, SlotArgs, WorkerArgs};
+pub use jobsched_worker::args::{Backends, DataArgs, DbArgs, RedisArgs, SlotArgs, WorkerArgs};
 use std::path::PathBuf;
 
 /// jobsched — a Kubernetes-native distributed job scheduler.
@@ -201,11 +201,7 @@ pub struct HttpArgs {
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
-    pub redis: RedisArgs,
-    #[command(flatten)]
-    pub data: DataArgs,
+    pub backends: Backends,
     #[command(flatten)]
     pub http: HttpArgs,
     /// Listen address.

@@ -145,8 +145,8 @@ fn api_config(http: &HttpArgs) -> Result<jobsched_api::ApiConfig> {
 async fn api(args: ApiArgs) -> Result<()> {
     jobsched_worker::logging::init("info");
     let config = api_config(&args.http)?;
-    let data_dir = data_dir(&args.data.data_dir)?;
-    let store = connect_store_with(&args.db.database_url, 16, API_ACQUIRE_TIMEOUT).await?;
+    let data_dir = data_dir(&args.backends.data.data_dir)?;
+    let store = connect_store_with(&args.backends.db.database_url, 16, API_ACQUIRE_TIMEOUT).await?;
     // Each store call of a request gets a deadline: a database that stops answering (a network
     // cut) costs a client a bounded wait and a 503, not a request held until TCP gives up.
     let store: Arc<dyn Store> = Arc::new(jobsched_api::with_deadline(
@@ -156,7 +156,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     // Redis calls get a short deadline too: it only holds what can be rebuilt, and a request
     // answers from Postgres (or 503) rather than wait on it.
     let transport: Arc<dyn Transport> = Arc::new(jobsched_api::transport_with_deadline(
-        connect_redis(&args.redis).await?,
+        connect_redis(&args.backends.redis).await?,
         jobsched_api::TRANSPORT_DEADLINE,
     ));
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -94,9 +94,9 @@ impl PrivatePg {
     }
 
     /// Run one of the server tools, as the postgres user when this process is root.
-    fn run(&self, tool: &str, args: &[&str]) {
+    fn tool(&self, tool: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
         let exe = self.bin.join(tool);
-        let out = if self.as_postgres {
+        if self.as_postgres {
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(&exe)
@@ -105,7 +105,13 @@ impl PrivatePg {
         } else {
             Command::new(&exe).args(args).output()
         }
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    }
+
+    /// [`PrivatePg::tool`], which must succeed.
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self
+            .tool(tool, args)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.join(tool).display()));
         assert!(
             out.status.success(),
             "{tool} {args:?} failed: {}{}",
@@ -156,17 +162,8 @@ impl PrivatePg {
 impl Drop for PrivatePg {
     fn drop(&mut self) {
         let data = self.data();
-        let exe = self.bin.join("pg_ctl");
         let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
-        let _ = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        };
+        let _ = self.tool("pg_ctl", &args);
     }
 }
 
@@ -376,6 +373,76 @@ struct Answer {
     body: Value,
 }
 
+/// Start an API on `port` and a worker of 4 slots (retry backoff 0.05 to 0.2 s, plus the
+/// `worker` settings), both with the `common` environment.
+fn api_and_worker(
+    common: &[(&'static str, String)],
+    port: u16,
+    worker: &[(&'static str, &str)],
+    data: &Path,
+) -> Children {
+    let mut api_env = common.to_vec();
+    api_env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
+    let mut worker_env = common.to_vec();
+    let defaults = [
+        ("JOBSCHED_WORKER_CONCURRENCY", "4"),
+        ("JOBSCHED_BACKOFF_BASE", "0.05"),
+        ("JOBSCHED_BACKOFF_CAP", "0.2"),
+    ];
+    let settings = defaults.iter().chain(worker);
+    worker_env.extend(settings.map(|(k, v)| (*k, v.to_string())));
+    Children(vec![
+        spawn("api", &api_env, data),
+        spawn("worker", &worker_env, data),
+    ])
+}
+
+/// An HTTP client whose requests give up after `secs`.
+fn http_client(secs: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(secs))
+        .build()
+        .unwrap()
+}
+
+/// How many `answers` were 503s that say the submission may or may not have been stored.
+fn in_doubt(answers: &[Answer]) -> usize {
+    let says = |a: &&Answer| {
+        let detail = a.body["detail"].as_str().unwrap_or_default();
+        detail.contains("may or may not have been applied")
+    };
+    answers
+        .iter()
+        .filter(|a| a.status == 503)
+        .filter(says)
+        .count()
+}
+
+/// `GET /jobs/stats`.
+async fn stats(http: &reqwest::Client, base: &str) -> Value {
+    let response = http.get(format!("{base}/jobs/stats")).send().await;
+    response.unwrap().json().await.unwrap()
+}
+
+/// Wait up to 30 s for the API at `base` to answer.
+async fn api_up(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let up = async || {
+        let response = http.get(format!("{base}/jobs/stats")).send().await;
+        response.is_ok_and(|r| r.status().is_success())
+    };
+    while !up().await {
+        assert!(Instant::now() < deadline, "the API never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The id of the job a submission's answer created.
+async fn created_id<T: std::str::FromStr<Err: std::fmt::Debug>>(response: reqwest::Response) -> T {
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().parse().unwrap()
+}
+
 async fn submit(http: &reqwest::Client, base: &str, i: usize) -> Answer {
     let t = Instant::now();
     let r = http
@@ -430,38 +497,17 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         ("JOBSCHED_REDIS_URL", redis_url.clone()),
         ("JOBSCHED_REDIS_PREFIX", prefix.clone()),
     ];
-    let mut api_env = common.clone();
-    api_env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
-    let mut worker_env = common.clone();
-    worker_env.extend([
-        ("JOBSCHED_WORKER_CONCURRENCY", "4".to_string()),
-        // Longer than the outage: a run that ends while Postgres is down records its outcome
-        // after the restart, under the lease it still holds.
-        ("JOBSCHED_LEASE_TTL", "20".to_string()),
-        ("JOBSCHED_LEADER_TTL", "2".to_string()),
-        ("JOBSCHED_WORKER_TTL", "2".to_string()),
-        ("JOBSCHED_BACKOFF_BASE", "0.05".to_string()),
-        ("JOBSCHED_BACKOFF_CAP", "0.2".to_string()),
-    ]);
-    let mut children = Children(vec![
-        spawn("api", &api_env, data.path()),
-        spawn("worker", &worker_env, data.path()),
-    ]);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
+    // Leases longer than the outage: a run that ends while Postgres is down records its
+    // outcome after the restart, under the lease it still holds.
+    let worker = [
+        ("JOBSCHED_LEASE_TTL", "20"),
+        ("JOBSCHED_LEADER_TTL", "2"),
+        ("JOBSCHED_WORKER_TTL", "2"),
+    ];
+    let mut children = api_and_worker(&common, port, &worker, data.path());
+    let http = http_client(20);
     // Up: the API answers.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/jobs/stats"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the API never came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api_up(&http, &base).await;
 
     let mut answers = Vec::new();
     let mut i = 0;
@@ -544,14 +590,7 @@ async fn postgres_down_for_3_s(mode: &'static str) {
     // claim back as soon as it reaches the database again).
     let deadline = Instant::now() + Duration::from_secs(15);
     let stats = loop {
-        let stats: Value = http
-            .get(format!("{base}/jobs/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = stats(&http, &base).await;
         let completed = stats["completed"].as_u64().unwrap_or(0);
         let total = stats["total_jobs"].as_u64().unwrap_or(0);
         if completed >= accepted.len() as u64 && completed == total {
@@ -567,15 +606,7 @@ async fn postgres_down_for_3_s(mode: &'static str) {
     // The accepted submissions are stored, and besides them at most the ones whose 503 said
     // the connection broke mid-request (their commit may have gone through); a 503 that said
     // the database was unavailable left nothing behind.
-    let in_doubt = answers
-        .iter()
-        .filter(|a| a.status == 503)
-        .filter(|a| {
-            a.body["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("may or may not have been applied"))
-        })
-        .count() as u64;
+    let in_doubt = in_doubt(&answers) as u64;
     let stored = stats["total_jobs"].as_u64().unwrap_or(0);
     let accepted_n = accepted.len() as u64;
     assert!(
@@ -850,10 +881,7 @@ impl Cluster {
             data,
             log,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
+            http: http_client(20),
             children,
             db,
         };
@@ -1395,13 +1423,7 @@ async fn redis_fault(fault: RedisFault) {
         n += 1;
         let r = req.await.unwrap();
         assert_eq!(r.status().as_u16(), 201);
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
+        ids.push(created_id(r).await);
         tags.push(tag);
     }
     match fault {
@@ -1423,13 +1445,7 @@ async fn redis_fault(fault: RedisFault) {
         let r = req.await.unwrap();
         slowest_while_down = slowest_while_down.max(t.elapsed());
         assert_eq!(r.status().as_u16(), 201, "a submission while Redis is down");
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
+        ids.push(created_id(r).await);
         tags.push(tag);
         // About as fast as six slots run 50 ms jobs: a backlog that neither runs dry nor grows.
         tokio::time::sleep(Duration::from_millis(8)).await;
@@ -1446,13 +1462,7 @@ async fn redis_fault(fault: RedisFault) {
         n += 1;
         let r = req.await.unwrap();
         assert_eq!(r.status().as_u16(), 201);
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
+        ids.push(created_id(r).await);
         tags.push(tag);
     }
     let jobs = c.all_completed(&ids).await;
@@ -1584,24 +1594,10 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
         ("JOBSCHED_REDIS_PREFIX", prefix.clone()),
         ("JOBSCHED_PROBE_LOG", log.display().to_string()),
     ];
-    let mut api_env = common.clone();
-    api_env.push(("JOBSCHED_LISTEN", format!("127.0.0.1:{port}")));
-    let mut worker_env = common.clone();
-    worker_env.extend([
-        ("JOBSCHED_WORKER_CONCURRENCY", "4".to_string()),
-        // Longer than the cut: runs in progress keep their leases across it.
-        ("JOBSCHED_LEASE_TTL", "30".to_string()),
-        ("JOBSCHED_BACKOFF_BASE", "0.05".to_string()),
-        ("JOBSCHED_BACKOFF_CAP", "0.2".to_string()),
-    ]);
-    let mut children = Children(vec![
-        spawn("api", &api_env, data.path()),
-        spawn("worker", &worker_env, data.path()),
-    ]);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    // Leases longer than the cut: runs in progress keep them across it.
+    let worker = [("JOBSCHED_LEASE_TTL", "30")];
+    let mut children = api_and_worker(&common, port, &worker, data.path());
+    let http = http_client(30);
     let post = |i: usize| {
         let tag = format!("cut-{i}");
         let http = http.clone();
@@ -1623,16 +1619,7 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
             }
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/jobs/stats"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the API never came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api_up(&http, &base).await;
     let mut answers = Vec::new();
     let mut i = 0;
     for _ in 0..30 {
@@ -1706,26 +1693,11 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
         .filter(|a| a.status == 201)
         .map(|a| a.body["payload"]["tag"].as_str().unwrap().to_string())
         .collect();
-    let in_doubt = answers
-        .iter()
-        .filter(|a| a.status == 503)
-        .filter(|a| {
-            a.body["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("may or may not have been applied"))
-        })
-        .count();
+    let in_doubt = in_doubt(&answers);
     // Every stored job completes, each body once.
     let deadline = Instant::now() + Duration::from_secs(60);
     let stats = loop {
-        let stats: Value = http
-            .get(format!("{base}/jobs/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: Value = stats(&http, &base).await;
         let total = stats["total_jobs"].as_u64().unwrap_or(0);
         if stats["completed"].as_u64() == Some(total) && total >= accepted.len() as u64 {
             break stats;
@@ -1953,13 +1925,7 @@ async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
             .unwrap();
         slowest_post = slowest_post.max(t.elapsed());
         assert_eq!(r.status().as_u16(), 201, "a submission needs only Postgres");
-        ids.push(
-            r.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
+        ids.push(created_id(r).await);
         tags.push(tag);
         let t = Instant::now();
         let r = c

@@ -11,7 +11,7 @@ use jobsched_core::ports::{EventBus as _, SettingsCache as _};
 use jobsched_core::{Job, JobFilter, JobStatus, NewJob, PolicyKind, PolicySettings};
 use jobsched_store::testing::TestDb;
 use jobsched_testkit::{free_port, required};
-use jobsched_transport::RedisTransport;
+use jobsched_transport::{DropKeys, RedisTransport};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -115,26 +115,6 @@ fn status_error(code: u16, reason: &str, message: &str) -> Reply {
     )
 }
 
-/// RFC 7386 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    match patch.as_object() {
-        Some(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let object = target.as_object_mut().expect("object");
-            for (key, value) in fields {
-                if value.is_null() {
-                    object.remove(key);
-                } else {
-                    merge(object.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        None => *target = patch.clone(),
-    }
-}
-
 impl KubeStandIn {
     fn lock(&self) -> std::sync::MutexGuard<'_, KubeState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -145,31 +125,9 @@ impl KubeStandIn {
     fn apply(&self, name: &str, spec: Value) -> i64 {
         let mut state = self.lock();
         let rv = state.next_rv();
-        let (kind, object) = match state.objects.get(name).cloned() {
-            Some(mut object) => {
-                object["spec"] = spec;
-                let generation = object["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-                object["metadata"]["generation"] = json!(generation);
-                object["metadata"]["resourceVersion"] = json!(rv);
-                ("MODIFIED", object)
-            }
-            None => (
-                "ADDED",
-                json!({
-                    "apiVersion": "jobsched.io/v1alpha1",
-                    "kind": "SchedulerConfig",
-                    "metadata": {
-                        "name": name,
-                        "namespace": NS,
-                        "uid": format!("uid-{name}"),
-                        "generation": 1,
-                        "resourceVersion": rv,
-                        "creationTimestamp": "2025-01-01T00:00:00Z",
-                    },
-                    "spec": spec,
-                }),
-            ),
-        };
+        let existing = state.objects.get(name).cloned();
+        let id = ("SchedulerConfig", NS, name);
+        let (kind, object) = jobsched_testkit::kubectl_apply(existing, id, spec, json!(rv));
         let generation = object["metadata"]["generation"].as_i64().unwrap_or(0);
         state.objects.insert(name.to_string(), object.clone());
         state.broadcast(kind, object);
@@ -337,7 +295,7 @@ impl KubeStandIn {
             return status_error(404, "NotFound", "schedulerconfig not found");
         };
         // The status subresource ignores everything but the status.
-        merge(&mut object["status"], &patch["status"]);
+        jobsched_testkit::merge_patch(&mut object["status"], &patch["status"]);
         let rv = state.next_rv();
         object["metadata"]["resourceVersion"] = json!(rv);
         state.objects.insert(name.to_string(), object.clone());
@@ -630,15 +588,6 @@ impl Drop for Children {
     }
 }
 
-/// Deletes the test's Redis keys when dropped (also when the test panics).
-struct RedisKeys(String);
-
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
-        let _ = RedisTransport::delete_all_keys_blocking(REDIS_URL, &self.0);
-    }
-}
-
 /// Poll `check` every `every` until it returns `Some`, failing after `timeout` or as soon as a
 /// child process died.
 async fn eventually<T>(
@@ -660,6 +609,16 @@ async fn eventually<T>(
 }
 
 const POLL: Duration = Duration::from_millis(50);
+
+/// [`eventually`], polling every [`POLL`] for up to `secs`.
+async fn until<T>(
+    children: &Children,
+    what: &str,
+    secs: u64,
+    check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    eventually(children, what, Duration::from_secs(secs), POLL, check).await
+}
 
 async fn all_jobs(store: &Arc<dyn Store>) -> Vec<Job> {
     store
@@ -723,7 +682,7 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
         db.cleanup().await;
         return;
     };
-    let redis_keys = RedisKeys(prefix.clone());
+    let redis_keys = DropKeys::new(REDIS_URL, &prefix);
     let store = db.store().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
@@ -771,19 +730,17 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
         ..PolicySettings::default()
     };
     let fcfs = owned(PolicyKind::Fcfs);
-    eventually(
+    until(
         &children,
         "Redis policy = fcfs managed by the SchedulerConfig",
-        Duration::from_secs(30),
-        POLL,
+        30,
         async || (redis.policy().await.ok()?? == fcfs).then_some(()),
     )
     .await;
-    eventually(
+    until(
         &children,
         "status patch: activePolicy fcfs, observedGeneration 1, Ready=True",
-        Duration::from_secs(30),
-        POLL,
+        30,
         async || applied_patch(&kube.status_patches(), "fcfs", 1).then_some(()),
     )
     .await;
@@ -801,20 +758,14 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client");
-    eventually(
-        &children,
-        "the API answers /health",
-        Duration::from_secs(30),
-        POLL,
-        async || {
-            let resp = http
-                .get(format!("http://{api_listen}/health"))
-                .send()
-                .await
-                .ok()?;
-            resp.status().is_success().then_some(())
-        },
-    )
+    until(&children, "the API answers /health", 30, async || {
+        let resp = http
+            .get(format!("http://{api_listen}/health"))
+            .send()
+            .await
+            .ok()?;
+        resp.status().is_success().then_some(())
+    })
     .await;
     let resp = http
         .put(format!("http://{api_listen}/scheduler/policy"))
@@ -880,24 +831,17 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     )
     .await;
     let latency = sent_at.elapsed();
-    eventually(
+    until(
         &children,
         "(b) status patch: activePolicy priority, observedGeneration 2, Ready=True",
-        Duration::from_secs(30),
-        POLL,
+        30,
         async || applied_patch(&kube.status_patches(), "priority", generation).then_some(()),
     )
     .await;
-    let jobs = eventually(
-        &children,
-        "(d) every job completed",
-        Duration::from_secs(60),
-        POLL,
-        async || {
-            let jobs = all_jobs(&store).await;
-            (jobs.len() == JOBS && jobs.iter().all(|j| j.status.is_terminal())).then_some(jobs)
-        },
-    )
+    let jobs = until(&children, "(d) every job completed", 60, async || {
+        let jobs = all_jobs(&store).await;
+        (jobs.len() == JOBS && jobs.iter().all(|j| j.status.is_terminal())).then_some(jobs)
+    })
     .await;
     for job in &jobs {
         assert_eq!(
@@ -956,19 +900,17 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     );
 
     // The durable copy follows the object too, and the change was announced as an Event.
-    eventually(
+    until(
         &children,
         "durable policy copy = priority managed by the SchedulerConfig",
-        Duration::from_secs(30),
-        POLL,
+        30,
         async || (store.load_policy().await.ok()?? == priority).then_some(()),
     )
     .await;
-    eventually(
+    until(
         &children,
         "a PolicyChanged Event for the switch",
-        Duration::from_secs(30),
-        POLL,
+        30,
         async || (kube.policy_changed_events() > events_before).then_some(()),
     )
     .await;
@@ -1007,7 +949,10 @@ async fn two_installations_in_one_namespace_never_touch_each_other() {
         };
         redis.push(r);
     }
-    let _keys: Vec<RedisKeys> = prefixes.iter().cloned().map(RedisKeys).collect();
+    let _keys: Vec<DropKeys> = prefixes
+        .iter()
+        .map(|p| DropKeys::new(REDIS_URL, p))
+        .collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let kube = Arc::new(KubeStandIn::default());
     kube.apply("main", json!({"policy": "fcfs"}));
@@ -1048,11 +993,10 @@ async fn two_installations_in_one_namespace_never_touch_each_other() {
             managed_by: Some(format!("{NS}/{name}")),
             ..PolicySettings::default()
         };
-        eventually(
+        until(
             &children,
             &format!("{name}'s policy in its own Redis, and its status Ready"),
-            Duration::from_secs(30),
-            POLL,
+            30,
             async || {
                 let status = kube.lock().objects.get(name)?["status"].clone();
                 (r.policy().await.ok()?? == want
@@ -1101,7 +1045,7 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
         db.cleanup().await;
         return;
     };
-    let _redis_keys = RedisKeys(prefix.clone());
+    let _redis_keys = DropKeys::new(REDIS_URL, &prefix);
     let store = db.store().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let kube = Arc::new(KubeStandIn::default());
@@ -1153,7 +1097,7 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
     let applied = async |policy: PolicyKind, what: &str| {
         let want = owned(policy);
         let start = Instant::now();
-        eventually(&children, what, Duration::from_secs(60), POLL, async || {
+        until(&children, what, 60, async || {
             (redis.policy().await.ok()?? == want && store.load_policy().await.ok()?? == want)
                 .then_some(())
         })
@@ -1168,21 +1112,19 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
 
     // 2. The API server gone for 3 s; the object changes meanwhile, then once more after.
     // The controller is not ready while it cannot reach the API server.
-    eventually(
+    until(
         &children,
         "/readyz 200 while the API server answers",
-        Duration::from_secs(30),
-        POLL,
+        30,
         async || (readyz().await == Some(200)).then_some(()),
     )
     .await;
     drop(server);
     let outage = Instant::now();
-    eventually(
+    until(
         &children,
         "/readyz 503 while the API server is gone",
-        Duration::from_secs(3),
-        POLL,
+        3,
         async || (readyz().await == Some(503)).then_some(()),
     )
     .await;
@@ -1191,11 +1133,10 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
     tokio::time::sleep(remaining).await;
     let (_, server) = serve_on(kube.clone(), kube_port).await;
     let back = Instant::now();
-    eventually(
+    until(
         &children,
         "/readyz 200 again once the API server is back",
-        Duration::from_secs(30),
-        POLL,
+        30,
         async || (readyz().await == Some(200)).then_some(()),
     )
     .await;
@@ -1216,11 +1157,10 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
         ..owned(PolicyKind::RoundRobin)
     };
     let killed = Instant::now();
-    eventually(
+    until(
         &children,
         "the new controller applies round_robin",
-        Duration::from_secs(60),
-        POLL,
+        60,
         async || (redis.policy().await.ok()?? == want).then_some(()),
     )
     .await;

@@ -74,6 +74,20 @@ fn curl(args: &[&str]) -> (String, bool) {
     )
 }
 
+/// `curl` sending `body` as JSON with `method` to `url`, as the README does.
+fn curl_send(method: &str, url: &str, body: &str) -> (String, bool) {
+    curl(&[
+        "-s",
+        "-X",
+        method,
+        url,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        body,
+    ])
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -105,32 +119,22 @@ fn readme_quick_start_works_against_jobsched_dev() {
     let base = dev.base.clone();
 
     // The README's commands, verbatim but for the port.
-    let (body, ok) = curl(&[
-        "-s",
-        "-X",
+    let (body, ok) = curl_send(
         "POST",
         &format!("{base}/jobs/"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
         r#"{"name": "Hello world", "job_type": "sleep", "payload": {"duration": 3}}"#,
-    ]);
+    );
     assert!(ok);
     let hello = json(&body);
     assert_eq!(hello["status"], "PENDING");
     assert_eq!(hello["name"], "Hello world");
     let (body, _) = curl(&["-s", &format!("{base}/jobs/stats")]);
     assert_eq!(json(&body)["total_jobs"], 1);
-    let (body, _) = curl(&[
-        "-s",
-        "-X",
+    let (body, _) = curl_send(
         "PUT",
         &format!("{base}/scheduler/policy"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
         r#"{"policy": "priority"}"#,
-    ]);
+    );
     assert_eq!(json(&body)["current_policy"], "priority");
     let (code, _) = curl(&[
         "-s",
@@ -144,27 +148,17 @@ fn readme_quick_start_works_against_jobsched_dev() {
     assert_eq!(code, "200");
 
     // File jobs on the shipped data folder.
-    let (body, _) = curl(&[
-        "-s",
-        "-X",
+    let (body, _) = curl_send(
         "POST",
         &format!("{base}/jobs/"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
         r#"{"name": "Count", "job_type": "word_count", "payload": {"file_path": "sample.txt"}}"#,
-    ]);
+    );
     let count_id = json(&body)["id"].as_str().unwrap().to_string();
-    let (body, _) = curl(&[
-        "-s",
-        "-X",
+    let (body, _) = curl_send(
         "POST",
         &format!("{base}/jobs/"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
         r#"{"name": "Resize", "job_type": "thumbnail", "payload": {"input_path": "sample.png", "width": 128, "height": 128, "output_path": "out/readme-test.png"}}"#,
-    ]);
+    );
     let thumb_id = json(&body)["id"].as_str().unwrap().to_string();
     // Paths outside the data dir are refused at submission.
     let (code, _) = curl(&[
@@ -244,7 +238,14 @@ fn readme_quick_start_works_against_jobsched_dev() {
             .output()
             .expect("run jobsched cli")
     };
-    let ok = cli(&[
+    // A client command that succeeds and prints JSON: that JSON.
+    let cli_json = |args: &[&str]| {
+        let out = cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let done = cli_json(&[
         "submit",
         "sleep",
         "duration=0.05",
@@ -255,12 +256,6 @@ fn readme_quick_start_works_against_jobsched_dev() {
         "--wait",
         "--json",
     ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let done = json(&String::from_utf8_lossy(&ok.stdout));
     assert_eq!(done["status"], "COMPLETED");
     assert_eq!(done["priority"], 2);
     let bad = cli(&[
@@ -314,7 +309,7 @@ fn readme_quick_start_works_against_jobsched_dev() {
     cli(&["policy", "priority"]);
 
     // A scheduled job: not started before its time, then run like any other.
-    let scheduled = cli(&[
+    let done = cli_json(&[
         "submit",
         "sleep",
         "duration=0",
@@ -323,12 +318,6 @@ fn readme_quick_start_works_against_jobsched_dev() {
         "--wait",
         "--json",
     ]);
-    assert!(
-        scheduled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scheduled.stderr)
-    );
-    let done = json(&String::from_utf8_lossy(&scheduled.stdout));
     assert_eq!(done["status"], "COMPLETED");
     let time = |field: &str| {
         chrono::DateTime::parse_from_rfc3339(done[field].as_str().expect(field)).expect(field)
@@ -349,7 +338,7 @@ fn readme_quick_start_works_against_jobsched_dev() {
     assert_eq!(keyed(), key_job);
     wait_status(&base, &key_job, "COMPLETED", Duration::from_secs(30));
     // Periodic jobs through the CLI (paused: this test counts jobs).
-    let put = cli(&[
+    let shown = cli_json(&[
         "schedules",
         "put",
         "nightly",
@@ -362,12 +351,6 @@ fn readme_quick_start_works_against_jobsched_dev() {
         "--paused",
         "--json",
     ]);
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
-    let shown = json(&String::from_utf8_lossy(&put.stdout));
     assert_eq!(
         (shown["cron"].as_str(), shown["paused"].as_bool()),
         (Some("0 2 * * *"), Some(true))
@@ -383,7 +366,7 @@ fn readme_quick_start_works_against_jobsched_dev() {
     assert!(!bad_time.status.success());
     assert!(String::from_utf8_lossy(&bad_time.stderr).contains("--run-at"));
     // Named queues through the CLI: a job in a new queue runs; the queue's settings change.
-    let queued = cli(&[
+    let done = cli_json(&[
         "submit",
         "sleep",
         "duration=0",
@@ -392,17 +375,11 @@ fn readme_quick_start_works_against_jobsched_dev() {
         "--wait",
         "--json",
     ]);
-    assert!(
-        queued.status.success(),
-        "{}",
-        String::from_utf8_lossy(&queued.stderr)
-    );
-    let done = json(&String::from_utf8_lossy(&queued.stdout));
     assert_eq!(
         (done["status"].as_str(), done["queue"].as_str()),
         (Some("COMPLETED"), Some("emails"))
     );
-    let put = cli(&[
+    let q = cli_json(&[
         "queues",
         "put",
         "emails",
@@ -414,12 +391,6 @@ fn readme_quick_start_works_against_jobsched_dev() {
         "2",
         "--json",
     ]);
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
-    let q = json(&String::from_utf8_lossy(&put.stdout));
     assert_eq!(
         (
             q["policy"].as_str(),

@@ -449,40 +449,28 @@ async fn migrate_twice_on_postgres_and_sqlite() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    // A database that does not exist yet: migrate creates it.
-    let fresh = format!("{}_m", db.url());
-    for _ in 0..2 {
-        let out = Command::new(BIN)
+    let migrate = |url: &str| {
+        Command::new(BIN)
             .arg("migrate")
-            .env("JOBSCHED_DATABASE_URL", &fresh)
+            .env("JOBSCHED_DATABASE_URL", url)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+            .unwrap()
+    };
+    // A database that does not exist yet (Postgres) or a new file (SQLite): migrate creates
+    // it, and a second run is a no-op.
+    let fresh = format!("{}_m", db.url());
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("new.db").display());
-    for _ in 0..2 {
-        let out = Command::new(BIN)
-            .arg("migrate")
-            .env("JOBSCHED_DATABASE_URL", &url)
-            .output()
-            .unwrap();
+    for target in [&fresh, &url, &fresh, &url] {
+        let out = migrate(target);
         assert!(
             out.status.success(),
-            "{}",
+            "{target}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     assert!(dir.path().join("new.db").exists());
-    let bad = Command::new(BIN)
-        .arg("migrate")
-        .env("JOBSCHED_DATABASE_URL", "mysql://x")
-        .output()
-        .unwrap();
+    let bad = migrate("mysql://x");
     assert!(!bad.status.success());
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(

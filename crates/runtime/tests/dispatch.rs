@@ -9,11 +9,11 @@ use jobsched_core::layer::{Layer, Layered};
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Store, SystemClock, Transport};
 use jobsched_core::{Job, JobStatus, NewJob};
-use jobsched_jobs::{DataDir, Registry};
+use jobsched_jobs::{DataDir, JobContext, JobError, Registry, RunOutput};
 use jobsched_runtime::{Runtime, RuntimeConfig};
 use jobsched_store::testing::{TestDb, sleep_job};
 use jobsched_testkit::poll;
-use jobsched_transport::{MemoryTransport, RedisTransport};
+use jobsched_transport::{DropKeys, MemoryTransport, RedisTransport};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,21 +31,9 @@ struct Env {
 enum Backend {
     Redis {
         redis: Arc<RedisTransport>,
-        _keys: KeyGuard,
+        _keys: DropKeys,
     },
     Memory(MemoryTransport),
-}
-
-/// Deletes the test's Redis keys when dropped, so a test that fails before
-/// [`Env::cleanup`] leaves none behind.
-struct KeyGuard {
-    prefix: String,
-}
-
-impl Drop for KeyGuard {
-    fn drop(&mut self) {
-        let _ = RedisTransport::delete_all_keys_blocking(REDIS_URL, &self.prefix);
-    }
 }
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -61,7 +49,7 @@ impl Env {
         )?);
         let backend = Backend::Redis {
             redis: redis.clone(),
-            _keys: KeyGuard { prefix },
+            _keys: DropKeys::new(REDIS_URL, &prefix),
         };
         Some(Env::with(db, redis, backend).await)
     }
@@ -140,6 +128,10 @@ impl Env {
         self.store.insert(&job, Utc::now()).await.unwrap()
     }
 
+    async fn insert(&self, job: &NewJob) -> Job {
+        self.store.insert(job, Utc::now()).await.unwrap()
+    }
+
     async fn all_jobs(&self) -> Vec<Job> {
         jobsched_store::testing::all_jobs(self.store.as_ref()).await
     }
@@ -181,6 +173,17 @@ impl Env {
     }
 }
 
+/// Assert that `jobs` (in start order) started by priority, then by name (submission order).
+fn in_priority_order<'a>(jobs: impl IntoIterator<Item = &'a Job>, what: &str) {
+    let keys: Vec<(i16, &str)> = jobs
+        .into_iter()
+        .map(|j| (j.priority, j.name.as_str()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "{what}");
+}
+
 fn start_order(jobs: &[Job]) -> Vec<&Job> {
     let mut v: Vec<&Job> = jobs.iter().collect();
     v.sort_by_key(|j| j.started_at);
@@ -214,15 +217,9 @@ async fn priority_backlog_starts_in_exact_priority_order(env: Env) {
     stop.cancel();
     h.await.unwrap();
     assert!(jobs.iter().all(|j| j.status == JobStatus::Completed));
-    let started: Vec<(i16, String)> = start_order(&jobs)
-        .iter()
-        .map(|j| (j.priority, j.name.clone()))
-        .collect();
-    let mut expected = started.clone();
-    expected.sort();
-    assert_eq!(
-        started, expected,
-        "start order must be priority, then submission"
+    in_priority_order(
+        start_order(&jobs),
+        "start order must be priority, then submission",
     );
     env.cleanup().await;
 }
@@ -305,15 +302,9 @@ async fn switch_mid_backlog(env: &Env, queue: &str) {
         "switch came too late to observe: {}",
         after.len()
     );
-    let keys: Vec<(i16, &str)> = after
-        .iter()
-        .map(|j| (j.priority, j.name.as_str()))
-        .collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    assert_eq!(
-        keys, sorted,
-        "after the switch jobs must start in priority order"
+    in_priority_order(
+        after.iter().map(|j| **j),
+        "after the switch jobs must start in priority order",
     );
 }
 
@@ -352,24 +343,20 @@ async fn round_robin_slices_a_long_job_and_runs_short_ones_between(env: Env) {
 
 async fn failures_retry_then_dead_letter_without_exceeding_max_retries(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let job = NewJob::new(JobSpec {
-        name: "always-fails".into(),
-        job_type: "sleep".into(),
-        payload: Some(json!({"duration": 0.0, "fail_probability": 1.0})),
-        max_retries: Some(2),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    let job = env.store.insert(&job, Utc::now()).await.unwrap();
-    let bad = NewJob::new(JobSpec {
-        name: "missing-file".into(),
-        job_type: "word_count".into(),
-        payload: Some(json!({"file_path": "nope.txt"})),
-        max_retries: Some(3),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    let bad = env.store.insert(&bad, Utc::now()).await.unwrap();
+    let job = typed(
+        "always-fails",
+        "sleep",
+        json!({"duration": 0.0, "fail_probability": 1.0}),
+        2,
+    );
+    let job = env.insert(&job).await;
+    let bad = typed(
+        "missing-file",
+        "word_count",
+        json!({"file_path": "nope.txt"}),
+        3,
+    );
+    let bad = env.insert(&bad).await;
     let (stop, h) = run_backlog(&env, 2).await;
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
     let failed = jobs.iter().find(|j| j.id == job.id).unwrap();
@@ -475,115 +462,140 @@ async fn cancelled_jobs_never_run(env: Env) {
     env.cleanup().await;
 }
 
-/// A job type that counts its runs and panics on the first `panics` of them.
-#[derive(Debug, Default)]
-struct Flaky {
-    runs: Arc<std::sync::atomic::AtomicU32>,
-    panics: u32,
+/// A job of `job_type` with `payload` and a retry budget of `max_retries`.
+fn typed(name: &str, job_type: &str, payload: Value, max_retries: i64) -> NewJob {
+    NewJob::new(JobSpec {
+        name: name.into(),
+        job_type: job_type.into(),
+        payload: Some(payload),
+        max_retries: Some(max_retries),
+        ..JobSpec::default()
+    })
+    .unwrap()
 }
 
-impl jobsched_jobs::JobHandler for Flaky {
+/// A job type built from two functions, for tests: whether it is preemptible (asked by the
+/// worker around the body) and its body.
+struct TestType {
+    name: &'static str,
+    /// Run on a blocking thread (`true`) or as a task.
+    blocking: bool,
+    preemptible: fn() -> bool,
+    body: Box<dyn Fn() -> Result<RunOutput, JobError> + Send + Sync>,
+}
+
+impl std::fmt::Debug for TestType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl jobsched_jobs::JobHandler for TestType {
     fn name(&self) -> &'static str {
-        "flaky"
+        self.name
     }
     fn preemptible(&self) -> bool {
-        false
+        (self.preemptible)()
+    }
+    fn blocking(&self) -> bool {
+        self.blocking
     }
     fn default_timeout(&self) -> Duration {
         Duration::from_secs(60)
     }
-    fn validate(&self, _: &Value, _: &jobsched_jobs::DataDir) -> Vec<jobsched_jobs::FieldError> {
+    fn validate(&self, _: &Value, _: &DataDir) -> Vec<jobsched_jobs::FieldError> {
         Vec::new()
     }
-    fn run(
-        &self,
-        _: &Value,
-        _: &jobsched_jobs::JobContext,
-    ) -> Result<jobsched_jobs::RunOutput, jobsched_jobs::JobError> {
-        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if run < self.panics {
-            panic!("boom {run}");
-        }
-        Ok(jobsched_jobs::RunOutput::Done(json!({"runs": run + 1})))
+    fn run(&self, _: &Value, _: &JobContext) -> Result<RunOutput, JobError> {
+        (self.body)()
     }
 }
 
-async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going(env: Env) {
-    env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let new = NewJob::new(JobSpec {
-        name: "panics".into(),
-        job_type: "flaky".into(),
-        payload: Some(json!({})),
-        max_retries: Some(3),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    let job = env.store.insert(&new, Utc::now()).await.unwrap();
-    let after = env
-        .submit("after", 5, 1.0, json!({"duration": 0.001}))
-        .await;
+/// Assert that `job` ended `status` after `retries` retries, its last error containing `needle`.
+fn ended_with(job: &Job, status: JobStatus, retries: i32, needle: &str) {
+    assert_eq!((job.status, job.retry_count), (status, retries), "{job:?}");
+    let error = job.error_message.as_deref().unwrap_or_default();
+    assert!(error.contains(needle), "`{needle}` not in {job:?}");
+}
+
+/// The job `id` among `jobs`.
+fn by_id(jobs: &[Job], id: jobsched_core::JobId) -> &Job {
+    jobs.iter()
+        .find(|j| j.id == id)
+        .unwrap_or_else(|| panic!("job {id} not found"))
+}
+
+/// Run every job to its end on one worker of one slot that also serves the `extra` types.
+async fn one_slot_with(env: &Env, extra: impl IntoIterator<Item = TestType>) -> Vec<Job> {
     let mut rt = env.runtime("w1", 1);
     let mut registry = Registry::builtin();
-    registry.register(Arc::new(Flaky {
-        panics: 2,
-        ..Flaky::default()
-    }));
+    for t in extra {
+        registry.register(Arc::new(t));
+    }
     rt.registry = registry;
     let (stop, h) = start(rt);
     let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
     stop.cancel();
     h.await.unwrap();
-    let panicked = jobs.iter().find(|j| j.id == job.id).unwrap();
-    assert_eq!(panicked.status, JobStatus::Completed, "{panicked:?}");
-    assert_eq!(panicked.retry_count, 2);
-    assert_eq!(panicked.result, Some(json!({"runs": 3})));
-    assert!(
-        panicked
-            .error_message
-            .as_deref()
-            .is_some_and(|e| e.contains("job body panicked: boom 1")),
-        "{panicked:?}"
-    );
-    let after = jobs.iter().find(|j| j.id == after.id).unwrap();
-    assert_eq!(after.status, JobStatus::Completed);
-    env.cleanup().await;
+    jobs
 }
 
-/// A job type whose `preemptible()` panics: the worker calls it around the body, outside the
-/// body's own `catch_unwind`.
-#[derive(Debug)]
-struct PanicsAround;
+/// A job type that counts its runs and panics on the first `panics` of them.
+fn flaky(panics: u32) -> TestType {
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    TestType {
+        name: "flaky",
+        blocking: true,
+        preemptible: || false,
+        body: Box::new(move || {
+            let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if run < panics {
+                panic!("boom {run}");
+            }
+            Ok(RunOutput::Done(json!({"runs": run + 1})))
+        }),
+    }
+}
 
-impl jobsched_jobs::JobHandler for PanicsAround {
-    fn name(&self) -> &'static str {
-        "panics_around"
-    }
-    fn preemptible(&self) -> bool {
-        panic!("broken handler")
-    }
-    fn default_timeout(&self) -> Duration {
-        Duration::from_secs(60)
-    }
-    fn validate(&self, _: &Value, _: &jobsched_jobs::DataDir) -> Vec<jobsched_jobs::FieldError> {
-        Vec::new()
-    }
-    fn run(
-        &self,
-        _: &Value,
-        _: &jobsched_jobs::JobContext,
-    ) -> Result<jobsched_jobs::RunOutput, jobsched_jobs::JobError> {
-        Ok(jobsched_jobs::RunOutput::Done(json!({})))
-    }
+async fn a_panicking_body_is_a_retryable_failure_and_the_worker_keeps_going(env: Env) {
+    env.set_policy(PolicyKind::Fcfs, 5.0).await;
+    let job = env.insert(&typed("panics", "flaky", json!({}), 3)).await;
+    let after = env
+        .submit("after", 5, 1.0, json!({"duration": 0.001}))
+        .await;
+    let jobs = one_slot_with(&env, [flaky(2)]).await;
+    let panicked = by_id(&jobs, job.id);
+    ended_with(
+        panicked,
+        JobStatus::Completed,
+        2,
+        "job body panicked: boom 1",
+    );
+    assert_eq!(panicked.result, Some(json!({"runs": 3})));
+    assert_eq!(by_id(&jobs, after.id).status, JobStatus::Completed);
+    env.cleanup().await;
 }
 
 async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt(env: Env) {
     // Round Robin: the worker asks the type whether it is preemptible, outside the body.
     env.set_policy(PolicyKind::RoundRobin, 5.0).await;
+    // Its `preemptible()` panics: the worker calls it around the body, outside the body's own
+    // `catch_unwind`; once as a blocking type, once as one run as a task.
+    let panics_around = |name, blocking| TestType {
+        name,
+        blocking,
+        preemptible: || panic!("broken handler"),
+        body: Box::new(|| Ok(RunOutput::Done(json!({})))),
+    };
     let mut ids = Vec::new();
-    for i in 0..3 {
+    for (i, job_type) in ["panics_around", "panics_around_async"]
+        .repeat(2)
+        .iter()
+        .enumerate()
+    {
         let new = NewJob::new(JobSpec {
             name: format!("p{i}"),
-            job_type: "panics_around".into(),
+            job_type: job_type.to_string(),
             max_retries: Some(1),
             ..JobSpec::default()
         })
@@ -594,42 +606,29 @@ async fn a_panic_around_the_body_frees_the_slot_and_fails_the_attempt(env: Env) 
         .submit("after", 5, 1.0, json!({"duration": 0.001}))
         .await;
     // One slot: had any panic jammed it, `after` would never run.
-    let mut rt = env.runtime("w1", 1);
-    let mut registry = Registry::builtin();
-    registry.register(Arc::new(PanicsAround));
-    rt.registry = registry;
-    let (stop, h) = start(rt);
-    let jobs = env.wait_all_terminal(Duration::from_secs(30)).await;
-    stop.cancel();
-    h.await.unwrap();
+    let types = [
+        panics_around("panics_around", true),
+        panics_around("panics_around_async", false),
+    ];
+    let jobs = one_slot_with(&env, types).await;
     for id in ids {
-        let j = jobs.iter().find(|j| j.id == id).unwrap();
-        assert_eq!(j.status, JobStatus::Failed, "{j:?}");
-        assert_eq!(j.retry_count, 1, "one retry, then dead-lettered: {j:?}");
-        assert!(
-            j.error_message
-                .as_deref()
-                .is_some_and(|e| e.contains("job run panicked: broken handler")),
-            "{j:?}"
+        // One retry, then dead-lettered.
+        ended_with(
+            by_id(&jobs, id),
+            JobStatus::Failed,
+            1,
+            "job run panicked: broken handler",
         );
     }
-    let after = jobs.iter().find(|j| j.id == after.id).unwrap();
-    assert_eq!(after.status, JobStatus::Completed);
+    assert_eq!(by_id(&jobs, after.id).status, JobStatus::Completed);
     env.cleanup().await;
 }
 
 async fn a_run_past_its_timeout_is_stopped_and_retried_by_its_budget(env: Env) {
     env.set_policy(PolicyKind::Fcfs, 5.0).await;
-    let mut new = NewJob::new(JobSpec {
-        name: "stuck".into(),
-        job_type: "sleep".into(),
-        payload: Some(json!({"duration": 3600})),
-        max_retries: Some(1),
-        ..JobSpec::default()
-    })
-    .unwrap();
+    let mut new = typed("stuck", "sleep", json!({"duration": 3600}), 1);
     new.timeout_seconds = Some(0.3);
-    let stuck = env.store.insert(&new, Utc::now()).await.unwrap();
+    let stuck = env.insert(&new).await;
     let after = env
         .submit("after", 5, 1.0, json!({"duration": 0.001}))
         .await;
@@ -643,19 +642,13 @@ async fn a_run_past_its_timeout_is_stopped_and_retried_by_its_budget(env: Env) {
         "{:?}",
         began.elapsed()
     );
-    let j = jobs.iter().find(|j| j.id == stuck.id).unwrap();
-    assert_eq!(j.status, JobStatus::Failed, "{j:?}");
-    assert_eq!(j.retry_count, 1, "{j:?}");
-    assert!(
-        j.error_message
-            .as_deref()
-            .is_some_and(|e| e.contains("timed out after 0.3 s")),
-        "{j:?}"
+    ended_with(
+        by_id(&jobs, stuck.id),
+        JobStatus::Failed,
+        1,
+        "timed out after 0.3 s",
     );
-    assert_eq!(
-        jobs.iter().find(|j| j.id == after.id).unwrap().status,
-        JobStatus::Completed
-    );
+    assert_eq!(by_id(&jobs, after.id).status, JobStatus::Completed);
     env.cleanup().await;
 }
 
@@ -690,15 +683,8 @@ async fn a_file_job_stopped_by_shutdown_is_handed_back_without_a_retry(env: Env)
     // Zeros to read for far longer than the test runs (sparse: no disk used).
     let big = std::fs::File::create(env.data.path().join("big.txt")).unwrap();
     big.set_len(200 << 30).unwrap();
-    let new = NewJob::new(JobSpec {
-        name: "count".into(),
-        job_type: "word_count".into(),
-        payload: Some(json!({"file_path": "big.txt"})),
-        max_retries: Some(0),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    let job = env.store.insert(&new, Utc::now()).await.unwrap();
+    let job = typed("count", "word_count", json!({"file_path": "big.txt"}), 0);
+    let job = env.insert(&job).await;
     let mut rt = env.runtime("w1", 1);
     rt.config.shutdown_grace = Duration::from_millis(200);
     let (stop, h) = start(rt);
@@ -1278,7 +1264,7 @@ async fn a_queue_never_runs_more_than_its_concurrency_limit(env: Env) {
 /// last ones before the outcome), and only a worker serving a type takes its jobs: a worker
 /// without it leaves them PENDING, one with it runs them.
 async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types(env: Env) {
-    use jobsched_jobs::{Ctx, Handler, JobError, Typed};
+    use jobsched_jobs::{Ctx, Handler, Typed};
 
     #[derive(serde::Deserialize, schemars::JsonSchema)]
     struct Steps {
@@ -1298,15 +1284,9 @@ async fn sdk_handlers_report_progress_and_logs_and_workers_take_only_their_types
         }
     }
 
-    let job = NewJob::new(JobSpec {
-        name: "s".into(),
-        job_type: "stepper".into(),
-        payload: Some(json!({"steps": 5})),
-        max_retries: Some(0),
-        ..JobSpec::default()
-    })
-    .unwrap();
-    let job = env.store.insert(&job, Utc::now()).await.unwrap();
+    let job = env
+        .insert(&typed("s", "stepper", json!({"steps": 5}), 0))
+        .await;
     // A stock worker does not serve `stepper`: it registers its own types and leaves the job.
     let (stop_a, a) = start(env.runtime("stock", 2));
     let stock_types = poll(Duration::from_secs(10), || async {

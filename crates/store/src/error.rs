@@ -111,7 +111,32 @@ pub enum StoreError {
     },
 }
 
+/// Constructors of the variants that name a backend, a target and a driver error:
+/// `name => Variant(SourceType);` becomes `fn name(backend, target) -> impl FnOnce(SourceType)`.
+macro_rules! at_target {
+    ($($(#[$doc:meta])* $name:ident => $variant:ident($source:ty);)*) => {$(
+        $(#[$doc])*
+        pub(crate) fn $name(backend: &'static str, target: &str) -> impl FnOnce($source) -> Self {
+            let target = target.to_string();
+            move |source| StoreError::$variant {
+                backend,
+                target,
+                source,
+            }
+        }
+    )*};
+}
+
 impl StoreError {
+    at_target! {
+        /// [`StoreError::Connect`] for `backend` at `target`, as a `map_err` argument.
+        connect => Connect(sqlx::Error);
+        /// [`StoreError::CreateDatabase`] for `backend` at `target`, as a `map_err` argument.
+        create_database => CreateDatabase(sqlx::Error);
+        /// [`StoreError::Migrate`] for `backend` at `target`, as a `map_err` argument.
+        migrate => Migrate(sqlx::migrate::MigrateError);
+    }
+
     /// The backend the error is about (`postgres`, `sqlite`, or `store` when unknown).
     pub fn component(&self) -> &'static str {
         match self {

@@ -185,31 +185,19 @@ async fn migrate_postgres(url: &str) -> Result<(), StoreError> {
     let target = pg::describe(&options);
     let exists = sqlx::Postgres::database_exists(url)
         .await
-        .map_err(|source| StoreError::Connect {
-            backend: "postgres",
-            target: target.clone(),
-            source,
-        })?;
+        .map_err(StoreError::connect("postgres", &target))?;
     if !exists && let Err(source) = sqlx::Postgres::create_database(url).await {
         // Someone else may have created it in between (42P04: duplicate_database).
         let duplicate = matches!(&source, sqlx::Error::Database(e)
             if e.code().as_deref() == Some("42P04"));
         if !duplicate {
-            return Err(StoreError::CreateDatabase {
-                backend: "postgres",
-                target,
-                source,
-            });
+            return Err(StoreError::create_database("postgres", &target)(source));
         }
     }
     let mut conn = options
         .connect()
         .await
-        .map_err(|source| StoreError::Connect {
-            backend: "postgres",
-            target: target.clone(),
-            source,
-        })?;
+        .map_err(StoreError::connect("postgres", &target))?;
     if let Some(checksum) = baseline::checksum(&pg::MIGRATOR)
         && let Err(e) = baseline::adopt(&mut conn, checksum, &target).await
     {
@@ -218,11 +206,7 @@ async fn migrate_postgres(url: &str) -> Result<(), StoreError> {
     }
     let result = pg::MIGRATOR.run(&mut conn).await;
     let _ = conn.close().await;
-    result.map_err(|source| StoreError::Migrate {
-        backend: "postgres",
-        target,
-        source,
-    })
+    result.map_err(StoreError::migrate("postgres", &target))
 }
 
 async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {
@@ -231,18 +215,10 @@ async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {
     let mut conn = options
         .connect()
         .await
-        .map_err(|source| StoreError::CreateDatabase {
-            backend: "sqlite",
-            target: target.clone(),
-            source,
-        })?;
+        .map_err(StoreError::create_database("sqlite", &target))?;
     let result = sqlite::MIGRATOR.run(&mut conn).await;
     let _ = conn.close().await;
-    result.map_err(|source| StoreError::Migrate {
-        backend: "sqlite",
-        target,
-        source,
-    })
+    result.map_err(StoreError::migrate("sqlite", &target))
 }
 
 #[cfg(test)]

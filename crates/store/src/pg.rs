@@ -469,11 +469,7 @@ impl PgStore {
                 pool_options(max, acquire_timeout)
                     .connect_with(options)
                     .await
-                    .map_err(|source| StoreError::Connect {
-                        backend: BACKEND,
-                        target,
-                        source,
-                    })
+                    .map_err(StoreError::connect(BACKEND, &target))
             }
         };
         let pool = open(options.clone(), max_connections.max(1)).await?;
@@ -560,14 +556,10 @@ impl PgStore {
 
     /// Apply the embedded migrations to this store's database (idempotent).
     pub async fn migrate(&self) -> std::result::Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                backend: BACKEND,
-                target: describe(&self.pool.connect_options()),
-                source,
-            })
+        MIGRATOR.run(&self.pool).await.map_err(StoreError::migrate(
+            BACKEND,
+            &describe(&self.pool.connect_options()),
+        ))
     }
 }
 

@@ -222,11 +222,7 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect {
-                backend: BACKEND,
-                target,
-                source,
-            })?;
+            .map_err(StoreError::connect(BACKEND, &target))?;
         let store = SqliteStore { pool };
         if memory {
             store.migrate().await?;
@@ -264,19 +260,15 @@ impl SqliteStore {
 
     /// Apply the embedded migrations to this store's database (idempotent).
     pub async fn migrate(&self) -> std::result::Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                backend: BACKEND,
-                target: self
-                    .pool
-                    .connect_options()
-                    .get_filename()
-                    .display()
-                    .to_string(),
-                source,
-            })
+        MIGRATOR.run(&self.pool).await.map_err(StoreError::migrate(
+            BACKEND,
+            &self
+                .pool
+                .connect_options()
+                .get_filename()
+                .display()
+                .to_string(),
+        ))
     }
 
     /// A write transaction holding SQLite's write lock from its first statement.
@@ -288,38 +280,12 @@ impl SqliteStore {
 #[async_trait]
 impl JobRepo for SqliteStore {
     async fn insert(&self, job: &NewJob, now: DateTime<Utc>) -> Result<Job> {
-        if job.unique_key.is_some() {
-            // The key's bookkeeping lives in insert_many; the answer is the job the key names.
-            let ids = self.insert_many(std::slice::from_ref(job), now).await?;
-            return self
-                .get(ids[0])
-                .await?
-                .ok_or_else(|| data(format!("job {} vanished right after its insert", ids[0])));
-        }
-        let mut tx = self.write().await?;
-        let seq = reserve_seqs(&mut tx, 1).await?;
-        let sql = format!("{INSERT_SQL} RETURNING {JOB_COLUMNS}");
-        let row = sqlx::query(&sql)
-            .bind(hy(job.id))
-            .bind(&job.name)
-            .bind(&job.job_type)
-            .bind(job.priority)
-            .bind(job.estimated_duration)
-            .bind(&job.payload)
-            .bind(job.max_retries)
-            .bind(us(now))
-            .bind(seq)
-            .bind(job.timeout_seconds)
-            .bind(job.run_at.map(us))
-            .bind(job.retry_backoff.map(|b| b.base_seconds))
-            .bind(job.retry_backoff.map(|b| b.cap_seconds))
-            .bind(&job.queue)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-        let inserted = job_from_row(&row)?;
-        tx.commit().await.map_err(db)?;
-        Ok(inserted)
+        // One write path for both (insert_many keeps a key's bookkeeping); the answer is the
+        // job stored, or the one the key names.
+        let ids = self.insert_many(std::slice::from_ref(job), now).await?;
+        self.get(ids[0])
+            .await?
+            .ok_or_else(|| data(format!("job {} vanished right after its insert", ids[0])))
     }
 
     async fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Result<Vec<JobId>> {

@@ -18,7 +18,7 @@
 //! # }
 //! ```
 
-use crate::{PgStore, SqliteStore, migrate};
+use crate::{PgStore, SqliteStore, StoreError, migrate};
 use jobsched_core::ports::Store;
 use jobsched_testkit::{in_ci, with_database};
 use sqlx::{Connection, Executor, PgConnection};
@@ -170,20 +170,24 @@ impl TestDb {
     /// # Panics
     /// When connecting fails.
     pub async fn store(&self) -> Arc<dyn Store> {
-        let (store, pool): (Arc<dyn Store>, OpenPool) = match &self.kind {
+        fn opened<S: Store + 'static, P>(
+            s: Result<S, StoreError>,
+            pool: impl FnOnce(&S) -> P,
+        ) -> (Arc<dyn Store>, P) {
+            let s = s.unwrap_or_else(|e| panic!("{e}"));
+            let p = pool(&s);
+            (Arc::new(s), p)
+        }
+        let (store, pool) = match &self.kind {
             Kind::Postgres { .. } => {
-                let s = PgStore::connect(&self.url, TEST_POOL_SIZE)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let pool = OpenPool::Postgres(s.pool().clone());
-                (Arc::new(s), pool)
+                opened(PgStore::connect(&self.url, TEST_POOL_SIZE).await, |s| {
+                    OpenPool::Postgres(s.pool().clone())
+                })
             }
             Kind::Sqlite { .. } => {
-                let s = SqliteStore::connect(&self.url, TEST_POOL_SIZE)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let pool = OpenPool::Sqlite(s.pool().clone());
-                (Arc::new(s), pool)
+                opened(SqliteStore::connect(&self.url, TEST_POOL_SIZE).await, |s| {
+                    OpenPool::Sqlite(s.pool().clone())
+                })
             }
         };
         self.pools

@@ -16,7 +16,7 @@ mod redis_transport;
 
 pub use error::TransportError;
 pub use memory::MemoryTransport;
-pub use redis_transport::{DEFAULT_PREFIX, RedisTransport};
+pub use redis_transport::{DEFAULT_PREFIX, DropKeys, RedisTransport};
 
 use jobsched_core::ports::Event;
 

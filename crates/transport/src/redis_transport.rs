@@ -234,6 +234,26 @@ impl RedisTransport {
         &self.inner.keys
     }
 
+    /// Run `script` (as `op`) with the worker registry's keys as its KEYS (idle, total, alive,
+    /// types) and `args` as its ARGV.
+    async fn registry<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        args: impl redis::ToRedisArgs,
+    ) -> std::result::Result<T, TransportError> {
+        let keys = self.keys();
+        script
+            .key(&keys.idle)
+            .key(&keys.total)
+            .key(&keys.alive)
+            .key(&keys.types)
+            .arg(args)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.err(op, e))
+    }
+
     fn err(&self, op: &'static str, source: redis::RedisError) -> TransportError {
         TransportError::Redis {
             url: self.inner.url.clone(),
@@ -243,37 +263,41 @@ impl RedisTransport {
     }
 }
 
+/// `value` as the JSON stored under `key`.
+fn to_json<T: serde::Serialize + ?Sized>(
+    key: &str,
+    value: &T,
+) -> std::result::Result<String, TransportError> {
+    serde_json::to_string(value).map_err(|source| TransportError::Json {
+        key: key.to_string(),
+        source,
+    })
+}
+
+/// The JSON `raw` read from `key`.
+fn from_json<T: serde::de::DeserializeOwned>(
+    key: &str,
+    raw: &str,
+) -> std::result::Result<T, TransportError> {
+    serde_json::from_str(raw).map_err(|source| TransportError::Json {
+        key: key.to_string(),
+        source,
+    })
+}
+
 #[async_trait]
 impl WorkerRegistry for RedisTransport {
     async fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> Result<()> {
-        let keys = self.keys();
         let ttl_ms = u64::try_from(ttl.as_millis())
             .unwrap_or(u64::MAX)
             .min(MAX_TTL_MS);
-        let _: i64 = REPORT
-            .key(&keys.idle)
-            .key(&keys.total)
-            .key(&keys.alive)
-            .arg(worker)
-            .arg(idle)
-            .arg(total)
-            .arg(ttl_ms)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("report_slots", e))?;
+        let args = (worker, idle, total, ttl_ms);
+        let _: i64 = self.registry("report_slots", &REPORT, args).await?;
         Ok(())
     }
 
     async fn workers(&self) -> Result<Vec<WorkerSlots>> {
-        let keys = self.keys();
-        let flat: Vec<String> = WORKERS
-            .key(&keys.idle)
-            .key(&keys.total)
-            .key(&keys.alive)
-            .key(&keys.types)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("workers", e))?;
+        let flat: Vec<String> = self.registry("workers", &WORKERS, None::<&str>).await?;
         let mut workers: Vec<WorkerSlots> = flat
             .chunks_exact(4)
             .map(|c| WorkerSlots {
@@ -289,10 +313,7 @@ impl WorkerRegistry for RedisTransport {
 
     async fn report_types(&self, worker: &str, job_types: &[String]) -> Result<()> {
         let keys = self.keys();
-        let json = serde_json::to_string(job_types).map_err(|source| TransportError::Json {
-            key: keys.types.clone(),
-            source,
-        })?;
+        let json = to_json(&keys.types, job_types)?;
         let _: i64 = self
             .conn()
             .hset(&keys.types, worker, json)
@@ -302,17 +323,8 @@ impl WorkerRegistry for RedisTransport {
     }
 
     async fn reap_dead_workers(&self) -> Result<Vec<String>> {
-        let keys = self.keys();
-        let dead: Vec<String> = REAP
-            .key(&keys.idle)
-            .key(&keys.total)
-            .key(&keys.alive)
-            .key(&keys.types)
-            .arg(&keys.in_flight_prefix)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("reap_dead_workers", e))?;
-        Ok(dead)
+        let prefix = &self.keys().in_flight_prefix;
+        Ok(self.registry("reap_dead_workers", &REAP, prefix).await?)
     }
 }
 
@@ -326,19 +338,13 @@ impl SettingsCache for RedisTransport {
             .await
             .map_err(|e| self.err("policy", e))?;
         let Some(raw) = raw else { return Ok(None) };
-        let settings = serde_json::from_str(&raw).map_err(|source| TransportError::Json {
-            key: key.clone(),
-            source,
-        })?;
+        let settings = from_json(key, &raw)?;
         Ok(Some(settings))
     }
 
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()> {
         let keys = self.keys();
-        let json = serde_json::to_string(settings).map_err(|source| TransportError::Json {
-            key: keys.policy.clone(),
-            source,
-        })?;
+        let json = to_json(&keys.policy, settings)?;
         redis::pipe()
             .atomic()
             .set(&keys.policy, json)
@@ -360,14 +366,7 @@ impl SettingsCache for RedisTransport {
             .map_err(|e| self.err("queues", e))?;
         let mut queues = raw
             .into_iter()
-            .map(|(name, json)| {
-                serde_json::from_str(&json)
-                    .map(|s| (name, s))
-                    .map_err(|source| TransportError::Json {
-                        key: key.clone(),
-                        source,
-                    })
-            })
+            .map(|(name, json)| from_json(key, &json).map(|s| (name, s)))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         queues.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(queues)
@@ -378,10 +377,7 @@ impl SettingsCache for RedisTransport {
             return self.set_policy(settings).await;
         }
         let keys = self.keys();
-        let json = serde_json::to_string(settings).map_err(|source| TransportError::Json {
-            key: keys.queues.clone(),
-            source,
-        })?;
+        let json = to_json(&keys.queues, settings)?;
         redis::pipe()
             .atomic()
             .hset(&keys.queues, name, json)
@@ -398,10 +394,7 @@ impl SettingsCache for RedisTransport {
         let keys = self.keys();
         let default = name == jobsched_core::queue::DEFAULT_QUEUE;
         let key = if default { &keys.policy } else { &keys.queues };
-        let json = serde_json::to_string(settings).map_err(|source| TransportError::Json {
-            key: key.clone(),
-            source,
-        })?;
+        let json = to_json(key, settings)?;
         let mut conn = self.conn();
         let added: bool = if default {
             redis::cmd("SET")
@@ -486,6 +479,33 @@ impl Subscription for RedisSubscription {
                 Err(e) => tracing::warn!(error = %e, "ignoring an undecodable event message"),
             }
         }
+    }
+}
+
+/// Deletes every key under a prefix when dropped, with
+/// [`RedisTransport::delete_all_keys_blocking`]: a test's cleanup that also runs while the
+/// test panics.
+#[derive(Debug)]
+pub struct DropKeys {
+    /// Redis URL.
+    pub url: String,
+    /// The key prefix whose keys go.
+    pub prefix: String,
+}
+
+impl DropKeys {
+    /// A guard for `prefix` on `url`.
+    pub fn new(url: &str, prefix: &str) -> DropKeys {
+        DropKeys {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+}
+
+impl Drop for DropKeys {
+    fn drop(&mut self) {
+        let _ = RedisTransport::delete_all_keys_blocking(&self.url, &self.prefix);
     }
 }
 

@@ -8,7 +8,7 @@
 use jobsched_core::ports::{Event, Subscription, Transport, WorkerSlots};
 use jobsched_core::ports::{EventBus as _, WorkerRegistry as _};
 use jobsched_core::{PolicyKind, PolicySettings};
-use jobsched_transport::{MemoryTransport, RedisTransport, TransportError};
+use jobsched_transport::{DropKeys, MemoryTransport, RedisTransport, TransportError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,32 +28,6 @@ async fn connect_redis(url: &str) -> Option<RedisTransport> {
     jobsched_testkit::required("Redis", RedisTransport::connect(url, &prefix).await)
 }
 
-/// Deletes a test prefix's keys when dropped (also when the test panics).
-struct KeyGuard {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for KeyGuard {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = match conn.scan_match::<_, String>(format!("{}:*", self.prefix)) {
-            Ok(iter) => iter.collect(),
-            Err(_) => return,
-        };
-        if !keys.is_empty() {
-            let _: redis::RedisResult<u64> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
-    }
-}
-
-use redis::Commands as _;
-
 enum Kind {
     Memory,
     Redis(RedisTransport),
@@ -63,7 +37,7 @@ enum Kind {
 struct Subject {
     transport: Arc<dyn Transport>,
     kind: Kind,
-    _guard: Option<KeyGuard>,
+    _guard: Option<DropKeys>,
 }
 
 impl Subject {
@@ -79,10 +53,7 @@ impl Subject {
     async fn redis() -> Option<Subject> {
         let url = redis_url();
         let t = connect_redis(&url).await?;
-        let guard = KeyGuard {
-            url,
-            prefix: t.prefix().to_string(),
-        };
+        let guard = DropKeys::new(&url, t.prefix());
         Some(Subject {
             transport: Arc::new(t.clone()),
             kind: Kind::Redis(t),
@@ -185,12 +156,14 @@ async fn policy_round_trips_and_notifies(s: &Subject) {
     let t = s.t();
     let mut sub = t.subscribe().await.unwrap();
     assert_eq!(t.policy().await.unwrap(), None);
+    // Every field away from its default.
     let settings = PolicySettings {
         policy: PolicyKind::RoundRobin,
         quantum_seconds: 2.5,
         paused: true,
         managed_by: Some("jobsched/scheduler".into()),
-        ..Default::default()
+        concurrency_limit: Some(7),
+        weight: 3,
     };
     t.set_policy(&settings).await.unwrap();
     assert_eq!(t.policy().await.unwrap(), Some(settings.clone()));
@@ -443,10 +416,7 @@ async fn redis_survives_a_lost_connection() {
     let proxy = proxy::Proxy::start(upstream).await;
     let url = format!("redis://{userinfo}{}{tail}", proxy.addr);
     let t = connect_redis(&url).await.expect("proxy reaches Redis");
-    let _guard = KeyGuard {
-        url: direct,
-        prefix: t.prefix().to_string(),
-    };
+    let _guard = DropKeys::new(&direct, t.prefix());
 
     let mut sub = t.subscribe().await.unwrap();
     t.publish(Event::JobsAvailable).await.unwrap();

@@ -7,58 +7,6 @@ use jobsched_core::{PolicyKind, RetryBackoff};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-// The OpenAPI schema of `jobsched_core::JobStatus`.
-/// Lifecycle state of a job.
-#[cfg(feature = "openapi")]
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[schema(as = JobStatus)]
-pub enum JobStatusSchema {
-    /// Waiting to be dispatched.
-    Pending,
-    /// Handed to a worker, not started yet.
-    Scheduled,
-    /// Executing.
-    Running,
-    /// Finished successfully.
-    Completed,
-    /// Failed for good (in the dead-letter queue).
-    Failed,
-    /// Cancelled by a user (a running job's body is asked to stop).
-    Cancelled,
-}
-
-// The OpenAPI schema of `PolicyKind`.
-/// A scheduling policy name.
-#[cfg(feature = "openapi")]
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = PolicyName)]
-pub enum PolicyNameSchema {
-    /// First come, first served.
-    Fcfs,
-    /// Shortest (estimated) job first.
-    Sjf,
-    /// Lowest priority number first.
-    Priority,
-    /// Time-sliced rotation.
-    RoundRobin,
-}
-
-// The OpenAPI schema of `RetryBackoff`.
-/// A job's own retry backoff: the delay before retry n is min(cap, base · 2^(n-1)), jittered
-/// into its upper half.
-#[cfg(feature = "openapi")]
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RetryBackoffSchema {
-    /// Delay before the first retry, seconds (0.001 to 86400).
-    #[schema(minimum = 0.001, maximum = 86400)]
-    pub base_seconds: f64,
-    /// Longest delay, seconds (`base_seconds` to 86400).
-    #[schema(minimum = 0.001, maximum = 86400)]
-    pub cap_seconds: f64,
-}
-
 /// A job submission. Only `name` and `job_type` are required.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -110,7 +58,6 @@ pub struct JobCreate {
     pub unique_key: Option<String>,
     /// This job's retry backoff (default: the installation's `JOBSCHED_BACKOFF_BASE` / `_CAP`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<RetryBackoffSchema>))]
     pub retry_backoff: Option<RetryBackoff>,
     /// The named queue (default `default`): 1 to 64 of `a-z 0-9 - _ .`, starting with a letter
     /// or digit. A queue named for the first time is created with the default settings
@@ -118,6 +65,18 @@ pub struct JobCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub queue: Option<String>,
+}
+
+/// Builder methods that set an optional field: `name: Type;` becomes
+/// `pub fn name(self, value: Type) -> Self` storing `Some(value.into())`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, value: $ty) -> Self {
+            self.$field = Some(value.into());
+            self
+        }
+    )*};
 }
 
 impl JobCreate {
@@ -129,40 +88,26 @@ impl JobCreate {
             ..JobCreate::default()
         }
     }
-    /// Put the job in named queue `queue`.
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = Some(queue.into());
-        self
-    }
-    /// Set the priority.
-    pub fn priority(mut self, priority: i64) -> Self {
-        self.priority = Some(priority);
-        self
-    }
-    /// Set the estimated duration (seconds).
-    pub fn estimated_duration(mut self, seconds: f64) -> Self {
-        self.estimated_duration = Some(seconds);
-        self
-    }
-    /// Set the payload.
-    pub fn payload(mut self, payload: Value) -> Self {
-        self.payload = Some(payload);
-        self
-    }
-    /// Set the retry budget.
-    pub fn max_retries(mut self, max_retries: i64) -> Self {
-        self.max_retries = Some(max_retries);
-        self
-    }
-    /// Set the per-run timeout (seconds).
-    pub fn timeout_seconds(mut self, seconds: f64) -> Self {
-        self.timeout_seconds = Some(seconds);
-        self
-    }
-    /// Do not start before `at`.
-    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
-        self.run_at = Some(at);
-        self
+    setters! {
+        /// Put the job in named queue `queue`.
+        queue: impl Into<String>;
+        /// Set the priority.
+        priority: i64;
+        /// Set the estimated duration (seconds).
+        estimated_duration: f64;
+        /// Set the payload.
+        payload: Value;
+        /// Set the retry budget.
+        max_retries: i64;
+        /// Set the per-run timeout (seconds).
+        timeout_seconds: f64;
+        /// Do not start before this time.
+        run_at: DateTime<Utc>;
+        /// Set the idempotency key.
+        unique_key: impl Into<String>;
+        /// Do not start before this many seconds from now (as the server's clock reads at
+        /// submission).
+        delay_seconds: f64;
     }
     /// Set this job's retry backoff (seconds).
     pub fn retry_backoff(mut self, base_seconds: f64, cap_seconds: f64) -> Self {
@@ -170,16 +115,6 @@ impl JobCreate {
             base_seconds,
             cap_seconds,
         });
-        self
-    }
-    /// Set the idempotency key.
-    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
-        self.unique_key = Some(key.into());
-        self
-    }
-    /// Do not start before `seconds` from now (as the server's clock reads at submission).
-    pub fn delay_seconds(mut self, seconds: f64) -> Self {
-        self.delay_seconds = Some(seconds);
         self
     }
 }
@@ -190,7 +125,6 @@ impl JobCreate {
 #[cfg_attr(feature = "openapi", schema(example = json!({"policy": "priority"})))]
 pub struct PolicyUpdate {
     /// `fcfs`, `sjf`, `priority` or `round_robin`.
-    #[cfg_attr(feature = "openapi", schema(value_type = PolicyNameSchema))]
     pub policy: PolicyKind,
     /// Round Robin time quantum in seconds (> 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,7 +150,6 @@ impl PolicyUpdate {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SchedulerStatus {
     /// Active policy.
-    #[cfg_attr(feature = "openapi", schema(value_type = PolicyNameSchema))]
     pub current_policy: PolicyKind,
     /// Round Robin time quantum in seconds.
     pub quantum_seconds: f64,

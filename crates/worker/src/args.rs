@@ -60,15 +60,22 @@ pub struct SlotArgs {
     pub decode_budget: u64,
 }
 
-/// `jobsched worker`.
-#[derive(Debug, Args)]
-pub struct WorkerArgs {
+/// Where a cluster process keeps its state: the database, Redis and the data directory.
+#[derive(Debug, Args, Clone)]
+pub struct Backends {
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// `jobsched worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub backends: Backends,
     #[command(flatten)]
     pub slots: SlotArgs,
     /// This process's id (default: hostname-based, unique).

@@ -131,9 +131,9 @@ impl Worker {
             }
         }
         let config = serve::runtime_config(&args.slots, args.worker_id.clone(), !args.no_engine)?;
-        let data_dir = serve::data_dir(&args.data.data_dir)?;
-        let store = serve::connect_store(&args.db.database_url, 8).await?;
-        let transport = serve::connect_redis(&args.redis).await?;
+        let data_dir = serve::data_dir(&args.backends.data.data_dir)?;
+        let store = serve::connect_store(&args.backends.db.database_url, 8).await?;
+        let transport = serve::connect_redis(&args.backends.redis).await?;
         let rt = Runtime {
             store,
             transport,

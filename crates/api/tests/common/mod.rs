@@ -133,6 +133,24 @@ pub struct Options {
     pub redis_url: Option<String>,
 }
 
+/// Options with the default [`ApiConfig`] changed by `f`.
+pub fn config(f: impl FnOnce(&mut ApiConfig)) -> Options {
+    let mut config = ApiConfig::default();
+    f(&mut config);
+    Options {
+        config,
+        ..Default::default()
+    }
+}
+
+/// Options requiring `user` as the API token and `admin` as the admin token.
+pub fn tokens(user: &str, admin: &str) -> Options {
+    config(|c| {
+        c.api_token = Some(user.into());
+        c.admin_token = Some(admin.into());
+    })
+}
+
 /// A running API server plus direct access to its store and transport.
 pub struct Harness {
     pub backend: Backend,
@@ -244,6 +262,63 @@ impl Harness {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `method` `path` with `body` as JSON (none: no body): the status and the JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        status_json(request.send().await.unwrap()).await
+    }
+
+    /// `method` `path` with `body` as is, under `content_type` (none: no header): the status
+    /// and the JSON body.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &'static str,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        status_json(request.send().await.unwrap()).await
+    }
+
+    /// `method` `path` without a body: the status and the JSON body.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        self.send(method, path, None).await
+    }
+
+    /// `GET path`: the status and the JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path).await
+    }
+
+    /// `POST path` with `body` as JSON: the status and the JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `PUT path` with `body` as JSON: the status and the JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// `GET path`, answered 200: the JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
     }
 
     /// Stop the server (gracefully) and remove the database and Redis keys.

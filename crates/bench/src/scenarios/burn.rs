@@ -224,10 +224,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         .bind(&ids)
         .fetch_all(pool)
         .await
-        .map_err(|source| BenchError::Database {
-            context: "reading burn job timestamps".into(),
-            source,
-        })?;
+        .map_err(crate::cluster::db_err("reading burn job timestamps"))?;
         let mut sched = Vec::with_capacity(rows.len());
         let mut to_start = Vec::with_capacity(rows.len());
         let mut to_done = Vec::with_capacity(rows.len());
@@ -258,53 +255,31 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
                 "j/s",
                 Some(Goal::at_least(50_000.0).milestone(20_000.0)),
             );
-            report.figure(
-                S,
-                "steady rate (10 %→90 % of completions)",
-                Some(steady),
-                "j/s",
-            );
             // Does the rate hold up as the table fills with processed rows?
             let quarter = end / 4.0;
             let first_q = done_at.partition_point(|&t| t <= quarter) as f64 / quarter;
             let last_q =
                 (done_at.len() - done_at.partition_point(|&t| t <= end - quarter)) as f64 / quarter;
-            report.figure(
-                S,
-                "completion rate, first quarter of the burn",
-                Some(first_q),
-                "j/s",
-            );
-            report.figure(
-                S,
-                "completion rate, last quarter of the burn",
-                Some(last_q),
-                "j/s",
-            );
-            report.figure(
-                S,
-                "unpause → first dispatch",
-                Some(first_dispatch * 1000.0),
-                "ms",
-            );
-            report.figure(
-                S,
-                "claim rate (all claims)",
-                Some(f64::from(n) / last_dispatch),
-                "j/s",
-            );
-            report.figure(
-                S,
-                "phase: claimed→started p50 (0: a claim starts the job)",
-                sch.map(|s| s.p50),
-                "ms",
-            );
-            report.figure(
-                S,
-                "phase: started→completed recorded p50",
-                run.map(|s| s.p50),
-                "ms",
-            );
+            let rates = [
+                ("steady rate (10 %→90 % of completions)", steady),
+                ("completion rate, first quarter of the burn", first_q),
+                ("completion rate, last quarter of the burn", last_q),
+                ("claim rate (all claims)", f64::from(n) / last_dispatch),
+            ];
+            for (name, value) in rates {
+                report.figure(S, name, Some(value), "j/s");
+            }
+            let durations = [
+                ("unpause → first dispatch", Some(first_dispatch * 1000.0)),
+                (
+                    "phase: claimed→started p50 (0: a claim starts the job)",
+                    sch.map(|s| s.p50),
+                ),
+                ("phase: started→completed recorded p50", run.map(|s| s.p50)),
+            ];
+            for (name, value) in durations {
+                report.figure(S, name, value, "ms");
+            }
             phases = json!({
                 "end_s": end,
                 "first_dispatch_s": first_dispatch,
@@ -525,10 +500,9 @@ async fn wait_drained(pool: &PgPool, timeout: Duration) -> Result<(), BenchError
         )
         .fetch_one(pool)
         .await
-        .map_err(|source| BenchError::Database {
-            context: "checking whether the burn-down finished".into(),
-            source,
-        })?;
+        .map_err(crate::cluster::db_err(
+            "checking whether the burn-down finished",
+        ))?;
         if !busy {
             return Ok(());
         }

@@ -88,12 +88,20 @@ async fn submit_trace(
     Ok((ids, acked))
 }
 
-/// Run a trace under `policy`; returns the finished jobs and when each POST was answered.
+/// Run a fresh random trace of `args.fidelity_jobs` arrivals under `policy`; returns the
+/// finished jobs and when each POST was answered.
 async fn run_trace(
     cluster: &Cluster,
     policy: PolicyKind,
-    trace: &[Arrival],
+    rng: &mut StdRng,
+    args: &BenchArgs,
+    slots: usize,
 ) -> Result<(Vec<Job>, Vec<DateTime<Utc>>), BenchError> {
+    progress(&format!(
+        "fidelity/{policy}: {} arrivals on {slots} slots",
+        args.fidelity_jobs
+    ));
+    let trace = &trace(rng, args.fidelity_jobs);
     set_policy(cluster, policy, false, Some(DEFAULT_QUANTUM_SECONDS)).await?;
     settle().await;
     let client = cluster.client();
@@ -119,16 +127,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     let mut rng = StdRng::seed_from_u64(args.rng_seed.wrapping_add(1));
 
     // ---- Priority ----
-    progress(&format!(
-        "fidelity/priority: {} arrivals on {slots} slots",
-        args.fidelity_jobs
-    ));
-    let (jobs, acked) = run_trace(
-        cluster,
-        PolicyKind::Priority,
-        &trace(&mut rng, args.fidelity_jobs),
-    )
-    .await?;
+    let (jobs, acked) = run_trace(cluster, PolicyKind::Priority, &mut rng, args, slots).await?;
     let origin = first_created(&jobs);
     let records: Vec<StartRecord> = jobs
         .iter()
@@ -185,16 +184,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     );
 
     // ---- SJF ----
-    progress(&format!(
-        "fidelity/sjf: {} arrivals on {slots} slots",
-        args.fidelity_jobs
-    ));
-    let (jobs, _) = run_trace(
-        cluster,
-        PolicyKind::Sjf,
-        &trace(&mut rng, args.fidelity_jobs),
-    )
-    .await?;
+    let (jobs, _) = run_trace(cluster, PolicyKind::Sjf, &mut rng, args, slots).await?;
     let origin = first_created(&jobs);
     let sim: Vec<SimJob> = jobs
         .iter()

@@ -146,36 +146,18 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         let machine = machine_before
             .zip(machine_after)
             .and_then(|(b, a)| cpu::machine_cores(b, a));
-        report.figure(
-            S,
-            format!("{policy} phase: completion recorded → next claim p50"),
-            react_s.map(|s| s.p50),
-            "ms",
-        );
-        report.figure(
-            S,
-            format!("{policy} phase: dispatch → start p50"),
-            to_start_s.map(|s| s.p50),
-            "ms",
-        );
-        report.figure(
-            S,
-            format!("{policy} phase: start → completion recorded p50"),
-            run.map(|s| s.p50),
-            "ms",
-        );
-        report.figure(
-            S,
-            format!("{policy} submit→complete p50"),
-            e2e.map(|s| s.p50),
-            "ms",
-        );
-        report.figure(
-            S,
-            format!("{policy} submit→complete p99"),
-            e2e.map(|s| s.p99),
-            "ms",
-        );
+        for (name, value) in [
+            (
+                "phase: completion recorded → next claim p50",
+                react_s.map(|s| s.p50),
+            ),
+            ("phase: dispatch → start p50", to_start_s.map(|s| s.p50)),
+            ("phase: start → completion recorded p50", run.map(|s| s.p50)),
+            ("submit→complete p50", e2e.map(|s| s.p50)),
+            ("submit→complete p99", e2e.map(|s| s.p99)),
+        ] {
+            report.figure(S, format!("{policy} {name}"), value, "ms");
+        }
         report.plot.seed.push(PolicyBar {
             policy: policy.to_string(),
             throughput,

@@ -71,9 +71,12 @@ pub(super) fn spawn_job(
                     stop,
                     notes: notes.clone(),
                 };
-                let run = AssertUnwindSafe(execute_async(
-                    &rt, handler, job, &attempt, slice, signals, &timeout,
-                ))
+                let run = AssertUnwindSafe(async {
+                    // Inside the guard: building the context asks the type whether it is
+                    // preemptible, which may panic too.
+                    let ctx = context(&rt, &*handler, &job, slice, signals);
+                    execute_async(&rt, handler, job, ctx, &attempt, &timeout).await
+                })
                 .catch_unwind()
                 .await;
                 let outcome = run.unwrap_or_else(|panic| {
@@ -107,7 +110,8 @@ pub(super) fn spawn_job(
                 stop,
                 notes: notes.clone(),
             };
-            execute(&rt, &*handler, job, &attempt, slice, signals, &timeout)
+            let ctx = context(&rt, &*handler, &job, slice, signals);
+            execute(&rt, &*handler, job, &ctx, &attempt, &timeout)
         }));
         let outcome = run.unwrap_or_else(|panic| {
             let message = format!("job run panicked: {}", panic_message(panic.as_ref()));
@@ -225,14 +229,12 @@ pub(super) fn execute(
     rt: &Runtime,
     handler: &dyn JobHandler,
     job: StartedJob,
+    ctx: &JobContext,
     attempt: &Attempt,
-    slice: Option<Duration>,
-    run: Run,
     timeout: &Timeout,
 ) -> Outcome {
-    let ctx = context(rt, handler, &job, slice, run);
     let began = Instant::now();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(&job.payload, &ctx)));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| handler.run(&job.payload, ctx)));
     conclude(rt, &job.job_type, attempt, result, began, timeout)
 }
 
@@ -242,13 +244,11 @@ pub(super) async fn execute_async(
     rt: &Runtime,
     handler: Arc<dyn JobHandler>,
     job: StartedJob,
+    ctx: JobContext,
     attempt: &Attempt,
-    slice: Option<Duration>,
-    run: Run,
     timeout: &Timeout,
 ) -> Outcome {
-    let stop = run.stop.clone();
-    let ctx = context(rt, &*handler, &job, slice, run);
+    let stop = ctx.stop.clone();
     let began = Instant::now();
     let body = AssertUnwindSafe(handler.run_async(&job.payload, &ctx)).catch_unwind();
     tokio::pin!(body);
