@@ -13,7 +13,7 @@ use crate::ports::{
     SettingsCache, Store, Subscription, Token, Transport, TypeStore, Update, WorkerRegistry,
     WorkerSlots, WorkerStore,
 };
-use crate::schedule::Schedule;
+use crate::schedule::{Fired, Schedule};
 use crate::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, NewJob,
     PendingJob, PolicySettings, Result, StartedJob,
@@ -165,14 +165,7 @@ through!(ScheduleStore for Layered {
     fn list_schedules(&self) -> Vec<Schedule>;
     fn delete_schedule(&self, name: &str) -> bool;
     fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Vec<Schedule>;
-    fn advance_schedule(
-        &self,
-        name: &str,
-        expected: DateTime<Utc>,
-        fire: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-        job: Option<JobId>
-    ) -> bool;
+    fn advance_schedule(&self, name: &str, fired: &Fired) -> bool;
 });
 
 through!(NotesStore for Layered {

@@ -17,7 +17,7 @@ use crate::job::{
 use crate::job_type::JobTypeInfo;
 use crate::notes::{LogLine, Progress, TryLog};
 use crate::policy::PolicySettings;
-use crate::schedule::Schedule;
+use crate::schedule::{Fired, Schedule};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::fmt;
@@ -254,17 +254,11 @@ pub trait ScheduleStore: Send + Sync {
     async fn delete_schedule(&self, name: &str) -> Result<bool>;
     /// Schedules not paused whose `next_fire_at <= now`, earliest first, at most `limit`.
     async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>>;
-    /// Record a handled fire: if `next_fire_at` is still `expected` (else another leader or
-    /// a user change came first: `false`), set it to `next`, `last_fire_at` to `fire` and,
-    /// when a job was enqueued, `last_job_id`.
-    async fn advance_schedule(
-        &self,
-        name: &str,
-        expected: DateTime<Utc>,
-        fire: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-        job: Option<JobId>,
-    ) -> Result<bool>;
+    /// Record a handled fire of schedule `name`: if its `next_fire_at` is still
+    /// `fired.expected` (else another leader or a user change came first: `false`), set it to
+    /// `fired.next`, `last_fire_at` to `fired.fire` and, when a job was enqueued,
+    /// `last_job_id`.
+    async fn advance_schedule(&self, name: &str, fired: &Fired) -> Result<bool>;
 }
 
 /// What runs report while they work (see [`crate::notes`]).

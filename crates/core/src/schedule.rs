@@ -187,6 +187,20 @@ pub fn check_schedule_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A handled fire of a schedule, as the leader records it
+/// ([`crate::ports::ScheduleStore::advance_schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fired {
+    /// The `next_fire_at` the leader read; the write applies only while it still is.
+    pub expected: DateTime<Utc>,
+    /// The fire time handled (the new `last_fire_at`).
+    pub fire: DateTime<Utc>,
+    /// The next fire time (`None`: never again).
+    pub next: Option<DateTime<Utc>>,
+    /// The job the fire enqueued (`None`: skipped; `last_job_id` is kept).
+    pub job: Option<crate::JobId>,
+}
+
 /// What to do at a due fire time, given the schedule and the state of its last job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FireDecision {

@@ -412,3 +412,101 @@ macro_rules! control_store {
     };
 }
 pub(crate) use control_store;
+
+/// `impl ScheduleStore for $store`: the same code for both backends but `put_schedule`, given
+/// as `$put` (Postgres answers whether the row existed in one statement, SQLite in a
+/// transaction of two). `$at` turns a time into the backend's column value, `$id` a job id;
+/// `db`, `schedule_spec`, `schedule_from_row` and `self.pool` are the invoking module's.
+macro_rules! schedule_store {
+    ($store:ty, $dir:literal, $at:path, $id:path, $($put:tt)*) => {
+        #[async_trait]
+        impl ScheduleStore for $store {
+            async fn create_schedule(&self, s: &Schedule) -> Result<bool> {
+                let sql = include_str!(concat!("../sql/", $dir, "/create_schedule.sql"));
+                let done = sqlx::query(sql)
+                    .bind(&s.name)
+                    .bind(schedule_spec(s)?)
+                    .bind(s.paused)
+                    .bind(s.next_fire_at.map($at))
+                    .bind($at(s.updated_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            $($put)*
+
+            async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
+                let sql = include_str!(concat!("../sql/", $dir, "/get_schedule.sql"));
+                let row = sqlx::query(sql).bind(name).fetch_optional(&self.pool).await;
+                row.map_err(db)?.as_ref().map(schedule_from_row).transpose()
+            }
+
+            async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+                let sql = include_str!(concat!("../sql/", $dir, "/list_schedules.sql"));
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await.map_err(db)?;
+                rows.iter().map(schedule_from_row).collect()
+            }
+
+            async fn delete_schedule(&self, name: &str) -> Result<bool> {
+                let sql = include_str!(concat!("../sql/", $dir, "/delete_schedule.sql"));
+                let done = sqlx::query(sql).bind(name).execute(&self.pool).await;
+                Ok(done.map_err(db)?.rows_affected() == 1)
+            }
+
+            async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>> {
+                let sql = include_str!(concat!("../sql/", $dir, "/due_schedules.sql"));
+                let query = sqlx::query(sql).bind($at(now)).bind(i64::from(limit));
+                let rows = query.fetch_all(&self.pool).await.map_err(db)?;
+                rows.iter().map(schedule_from_row).collect()
+            }
+
+            async fn advance_schedule(&self, name: &str, fired: &Fired) -> Result<bool> {
+                let sql = include_str!(concat!("../sql/", $dir, "/advance_schedule.sql"));
+                let done = sqlx::query(sql)
+                    .bind(name)
+                    .bind($at(fired.expected))
+                    .bind(fired.next.map($at))
+                    .bind($at(fired.fire))
+                    .bind(fired.job.map($id))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use schedule_store;
+
+/// `impl DeadLetterStore for $store`: the listing, count and purge are the same code for both
+/// backends; `retry_dead_letter` is given as `$retry` (SQLite reserves the queue sequence in
+/// its transaction). `db`, `dead_letter_from_row` and `self.pool` are the invoking module's.
+macro_rules! dead_letter_store {
+    ($store:ty, $dir:literal, $($retry:tt)*) => {
+        #[async_trait]
+        impl DeadLetterStore for $store {
+            async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+                let sql = include_str!(concat!("../sql/", $dir, "/dead_letters.sql"));
+                let query = sqlx::query(sql).bind(i64::from(limit));
+                let rows = query.fetch_all(&self.pool).await.map_err(db)?;
+                rows.iter().map(dead_letter_from_row).collect()
+            }
+
+            async fn dead_letter_count(&self) -> Result<i64> {
+                let sql = include_str!(concat!("../sql/", $dir, "/dead_letter_count.sql"));
+                sqlx::query_scalar(sql).fetch_one(&self.pool).await.map_err(db)
+            }
+
+            $($retry)*
+
+            async fn purge_dead_letters(&self) -> Result<u64> {
+                let sql = include_str!(concat!("../sql/", $dir, "/purge_dead_letters.sql"));
+                let done = sqlx::query(sql).execute(&self.pool).await.map_err(db)?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use dead_letter_store;

@@ -28,7 +28,7 @@ use jobsched_core::ports::{
     WorkerStore,
 };
 use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
-use jobsched_core::schedule::Schedule;
+use jobsched_core::schedule::{Fired, Schedule};
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
     NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
@@ -1589,24 +1589,9 @@ impl<'a> OutcomeArrays<'a> {
     }
 }
 
-#[async_trait]
-impl DeadLetterStore for PgStore {
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(include_str!("../sql/postgres/dead_letters.sql"))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter().map(dead_letter_from_row).collect()
-    }
-
-    async fn dead_letter_count(&self) -> Result<i64> {
-        sqlx::query_scalar(include_str!("../sql/postgres/dead_letter_count.sql"))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)
-    }
-
+crate::common::dead_letter_store!(
+    PgStore,
+    "postgres",
     async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update> {
         // FAILED -> PENDING with a fresh retry budget; the last error is kept for reference.
         let done = sqlx::query(include_str!("../sql/postgres/retry_dead_letter.sql"))
@@ -1621,15 +1606,7 @@ impl DeadLetterStore for PgStore {
             Update::Stale
         })
     }
-
-    async fn purge_dead_letters(&self) -> Result<u64> {
-        let done = sqlx::query(include_str!("../sql/postgres/purge_dead_letters.sql"))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
-    }
-}
+);
 
 // The settings and leader methods are the same statements on both backends.
 crate::common::control_store!(PgStore, "postgres", std::convert::identity);
@@ -1654,24 +1631,11 @@ fn schedule_spec(s: &Schedule) -> Result<Value> {
     serde_json::to_value(s).map_err(|e| data(format!("cannot encode schedule {}: {e}", s.name)))
 }
 
-const SCHEDULE_COLUMNS: &str =
-    "name, spec, paused, next_fire_at, last_fire_at, last_job_id, created_at, updated_at";
-
-#[async_trait]
-impl ScheduleStore for PgStore {
-    async fn create_schedule(&self, s: &Schedule) -> Result<bool> {
-        let done = sqlx::query(include_str!("../sql/postgres/create_schedule.sql"))
-            .bind(&s.name)
-            .bind(schedule_spec(s)?)
-            .bind(s.paused)
-            .bind(s.next_fire_at)
-            .bind(s.updated_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() == 1)
-    }
-
+crate::common::schedule_store!(
+    PgStore,
+    "postgres",
+    std::convert::identity,
+    std::convert::identity,
     async fn put_schedule(&self, s: &Schedule) -> Result<bool> {
         let existed: bool = sqlx::query_scalar(include_str!("../sql/postgres/put_schedule.sql"))
             .bind(&s.name)
@@ -1684,70 +1648,7 @@ impl ScheduleStore for PgStore {
             .map_err(db)?;
         Ok(existed)
     }
-
-    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.as_ref().map(schedule_from_row).transpose()
-    }
-
-    async fn list_schedules(&self) -> Result<Vec<Schedule>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(schedule_from_row).collect()
-    }
-
-    async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query(include_str!("../sql/postgres/delete_schedule.sql"))
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules \
-             WHERE NOT paused AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(schedule_from_row).collect()
-    }
-
-    async fn advance_schedule(
-        &self,
-        name: &str,
-        expected: DateTime<Utc>,
-        fire: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-        job: Option<JobId>,
-    ) -> Result<bool> {
-        let done = sqlx::query(include_str!("../sql/postgres/advance_schedule.sql"))
-            .bind(name)
-            .bind(expected)
-            .bind(next)
-            .bind(fire)
-            .bind(job)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() == 1)
-    }
-}
+);
 
 /// Keep a try's progress (when given), only while the token holds the job; returns whether it
 /// did. The try's row is made on its first report. The job's row is held FOR KEY SHARE until

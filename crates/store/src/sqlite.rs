@@ -29,7 +29,7 @@ use jobsched_core::ports::{
     WorkerStore,
 };
 use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
-use jobsched_core::schedule::Schedule;
+use jobsched_core::schedule::{Fired, Schedule};
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
     NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
@@ -1013,24 +1013,9 @@ enum Bind {
     Int(i64),
 }
 
-#[async_trait]
-impl DeadLetterStore for SqliteStore {
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(include_str!("../sql/sqlite/dead_letters.sql"))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter().map(dead_letter_from_row).collect()
-    }
-
-    async fn dead_letter_count(&self) -> Result<i64> {
-        sqlx::query_scalar(include_str!("../sql/sqlite/dead_letter_count.sql"))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)
-    }
-
+crate::common::dead_letter_store!(
+    SqliteStore,
+    "sqlite",
     async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update> {
         let mut tx = self.write().await?;
         let seq = reserve_seqs(&mut tx, 1).await?;
@@ -1049,15 +1034,7 @@ impl DeadLetterStore for SqliteStore {
             Update::Stale
         })
     }
-
-    async fn purge_dead_letters(&self) -> Result<u64> {
-        let done = sqlx::query(include_str!("../sql/sqlite/purge_dead_letters.sql"))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected())
-    }
-}
+);
 
 // The settings and leader methods are the same statements on both backends.
 crate::common::control_store!(SqliteStore, "sqlite", us);
@@ -1084,24 +1061,11 @@ fn schedule_spec(s: &Schedule) -> Result<String> {
     serde_json::to_string(s).map_err(|e| data(format!("cannot encode schedule {}: {e}", s.name)))
 }
 
-const SCHEDULE_COLUMNS: &str =
-    "name, spec, paused, next_fire_at, last_fire_at, last_job_id, created_at, updated_at";
-
-#[async_trait]
-impl ScheduleStore for SqliteStore {
-    async fn create_schedule(&self, s: &Schedule) -> Result<bool> {
-        let done = sqlx::query(include_str!("../sql/sqlite/create_schedule.sql"))
-            .bind(&s.name)
-            .bind(schedule_spec(s)?)
-            .bind(s.paused)
-            .bind(s.next_fire_at.map(us))
-            .bind(us(s.updated_at))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() == 1)
-    }
-
+crate::common::schedule_store!(
+    SqliteStore,
+    "sqlite",
+    us,
+    hy,
     async fn put_schedule(&self, s: &Schedule) -> Result<bool> {
         let mut tx = self.write().await?;
         let existed: Option<i64> =
@@ -1122,70 +1086,7 @@ impl ScheduleStore for SqliteStore {
         tx.commit().await.map_err(db)?;
         Ok(existed.is_some())
     }
-
-    async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.as_ref().map(schedule_from_row).transpose()
-    }
-
-    async fn list_schedules(&self) -> Result<Vec<Schedule>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(schedule_from_row).collect()
-    }
-
-    async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query(include_str!("../sql/sqlite/delete_schedule.sql"))
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SCHEDULE_COLUMNS} FROM schedules \
-             WHERE paused = 0 AND next_fire_at <= ?1 ORDER BY next_fire_at LIMIT ?2"
-        ))
-        .bind(us(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter().map(schedule_from_row).collect()
-    }
-
-    async fn advance_schedule(
-        &self,
-        name: &str,
-        expected: DateTime<Utc>,
-        fire: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-        job: Option<JobId>,
-    ) -> Result<bool> {
-        let done = sqlx::query(include_str!("../sql/sqlite/advance_schedule.sql"))
-            .bind(name)
-            .bind(us(expected))
-            .bind(next.map(us))
-            .bind(us(fire))
-            .bind(job.map(hy))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() == 1)
-    }
-}
+);
 
 #[async_trait]
 impl NotesStore for SqliteStore {

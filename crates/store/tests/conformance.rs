@@ -93,6 +93,21 @@ fn t(secs: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap() + Cd::seconds(secs)
 }
 
+/// A handled fire: `next_fire_at` read as `expected`, fire time `fire`.
+fn fired(
+    expected: DateTime<Utc>,
+    fire: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    job: Option<jobsched_core::JobId>,
+) -> jobsched_core::schedule::Fired {
+    jobsched_core::schedule::Fired {
+        expected,
+        fire,
+        next,
+        job,
+    }
+}
+
 fn new_job(name: &str) -> NewJob {
     custom_job(name, "sleep", 5, 1.0, 3)
 }
@@ -2495,12 +2510,12 @@ async fn schedules_are_kept_and_fired_once(db: &TestDb) {
     // One fire of `a`: the conditional write applies once.
     let job = s.insert(&new_job("fired"), t(60)).await.unwrap().id;
     assert!(
-        s.advance_schedule("a", t(60), t(60), Some(t(360)), Some(job))
+        s.advance_schedule("a", &fired(t(60), t(60), Some(t(360)), Some(job)))
             .await
             .unwrap()
     );
     assert!(
-        !s.advance_schedule("a", t(60), t(60), Some(t(360)), Some(job))
+        !s.advance_schedule("a", &fired(t(60), t(60), Some(t(360)), Some(job)))
             .await
             .unwrap()
     );
@@ -2511,7 +2526,7 @@ async fn schedules_are_kept_and_fired_once(db: &TestDb) {
     );
     // A skipped fire keeps the last job.
     assert!(
-        s.advance_schedule("a", t(360), t(360), Some(t(660)), None)
+        s.advance_schedule("a", &fired(t(360), t(360), Some(t(660)), None))
             .await
             .unwrap()
     );

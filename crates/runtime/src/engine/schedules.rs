@@ -2,6 +2,7 @@
 //! of its next fire time), across leader changes.
 
 use super::*;
+use jobsched_core::schedule::Fired;
 
 /// Schedules handled per round (the rest are next round's, a second later).
 pub(super) const FIRE_BATCH: u32 = 100;
@@ -76,7 +77,15 @@ pub(super) async fn fire(
     };
     if !rt
         .store
-        .advance_schedule(&s.name, expected, fire, next, job)
+        .advance_schedule(
+            &s.name,
+            &Fired {
+                expected,
+                fire,
+                next,
+                job,
+            },
+        )
         .await?
     {
         tracing::debug!(schedule = %s.name, "schedule changed meanwhile; its new state stands");
