@@ -1147,14 +1147,9 @@ async fn auth_tokens(backend: Backend) {
         assert_eq!(get(path, Some("user-token")).await.status(), 200, "{path}");
         assert_eq!(get(path, Some("admin-token")).await.status(), 200, "{path}");
     }
-    let resp = h
-        .http
-        .post(h.url("/jobs/"))
-        .json(&json!({"name": "x", "job_type": "sleep", "payload": {"duration": 1}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    let job = json!({"name": "x", "job_type": "sleep", "payload": {"duration": 1}});
+    let (status, body) = h.post("/jobs/", &job).await;
+    assert_eq!(status, 401, "{body}");
     let resp = h
         .http
         .post(h.url("/jobs/"))

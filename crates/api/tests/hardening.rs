@@ -795,20 +795,14 @@ async fn body_budget_answers_503_at_once(backend: Backend) {
     // Released when the slow request ends: small requests go through again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = h
-            .http
-            .post(h.url("/jobs/"))
-            .json(&json!({"name": "small", "job_type": "sleep", "payload": {"duration": 0.01}}))
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == 201 {
+        let small = json!({"name": "small", "job_type": "sleep", "payload": {"duration": 0.01}});
+        let (status, body) = h.post("/jobs/", &small).await;
+        if status == 201 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "budget not released: {}",
-            resp.status()
+            "budget not released: {status} {body}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -263,15 +263,18 @@ impl RedisTransport {
     }
 }
 
+/// What a JSON error on `key` is, as a `map_err` argument.
+fn json_at(key: &str) -> impl FnOnce(serde_json::Error) -> TransportError {
+    let key = key.to_string();
+    move |source| TransportError::Json { key, source }
+}
+
 /// `value` as the JSON stored under `key`.
 fn to_json<T: serde::Serialize + ?Sized>(
     key: &str,
     value: &T,
 ) -> std::result::Result<String, TransportError> {
-    serde_json::to_string(value).map_err(|source| TransportError::Json {
-        key: key.to_string(),
-        source,
-    })
+    serde_json::to_string(value).map_err(json_at(key))
 }
 
 /// The JSON `raw` read from `key`.
@@ -279,10 +282,7 @@ fn from_json<T: serde::de::DeserializeOwned>(
     key: &str,
     raw: &str,
 ) -> std::result::Result<T, TransportError> {
-    serde_json::from_str(raw).map_err(|source| TransportError::Json {
-        key: key.to_string(),
-        source,
-    })
+    serde_json::from_str(raw).map_err(json_at(key))
 }
 
 #[async_trait]
