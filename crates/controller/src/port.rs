@@ -96,23 +96,29 @@ pub type TransportPort = Port<dyn Transport>;
 /// The durable store port (Postgres in a cluster).
 pub type StorePort = Port<dyn Store>;
 
-/// What a port's failure to connect is, as the controller reports it.
-pub trait Backend {
-    /// The controller error for `source`.
-    fn unreachable(source: jobsched_core::Error) -> ControllerError;
-}
+/// What a port's failure to connect is, as the controller reports it. In a private module:
+/// nameable only here, so it adds nothing to the crate's API.
+mod backend {
+    use super::{ControllerError, Store, Transport};
 
-impl Backend for dyn Transport {
-    fn unreachable(source: jobsched_core::Error) -> ControllerError {
-        ControllerError::Redis { source }
+    pub trait Backend {
+        /// The controller error for `source`.
+        fn unreachable(source: jobsched_core::Error) -> ControllerError;
+    }
+
+    impl Backend for dyn Transport {
+        fn unreachable(source: jobsched_core::Error) -> ControllerError {
+            ControllerError::Redis { source }
+        }
+    }
+
+    impl Backend for dyn Store {
+        fn unreachable(source: jobsched_core::Error) -> ControllerError {
+            ControllerError::Store { source }
+        }
     }
 }
-
-impl Backend for dyn Store {
-    fn unreachable(source: jobsched_core::Error) -> ControllerError {
-        ControllerError::Store { source }
-    }
-}
+use backend::Backend;
 
 impl<T: ?Sized + Backend + Send + Sync + 'static> Port<T> {
     /// The connected port, connecting it first if it is not yet.

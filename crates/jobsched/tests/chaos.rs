@@ -41,7 +41,7 @@ impl PrivatePg {
     fn start() -> Option<PrivatePg> {
         let Some(bin) = pg_bin_dir() else {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
+                !jobsched_testkit::in_ci(),
                 "CI needs the Postgres server tools (initdb, pg_ctl)"
             );
             eprintln!("skipping: no initdb/pg_ctl found");
@@ -438,7 +438,7 @@ async fn api_up(http: &reqwest::Client, base: &str) {
 }
 
 /// The id of the job a submission's answer created.
-async fn created_id<T: std::str::FromStr<Err: std::fmt::Debug>>(response: reqwest::Response) -> T {
+async fn created_id(response: reqwest::Response) -> jobsched_core::JobId {
     let body: Value = response.json().await.unwrap();
     body["id"].as_str().unwrap().parse().unwrap()
 }
@@ -1313,10 +1313,7 @@ impl PrivateRedis {
             persistent,
         };
         if !r.up() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI needs redis-server"
-            );
+            assert!(!jobsched_testkit::in_ci(), "CI needs redis-server");
             eprintln!("skipping: cannot start redis-server");
             return None;
         }

@@ -91,21 +91,25 @@ fn judge(applied: &[(i64, String, bool)]) -> Found {
     if old.is_empty() || !old.iter().zip(SQUASHED.iter()).all(matches) {
         return Found::Other;
     }
-    match i64::try_from(old.len()) {
-        Ok(n) if n == BASELINE => Found::All,
-        Ok(n) => Found::Prefix(n),
-        Err(_) => Found::Other,
+    match old.len() {
+        n if n == SQUASHED.len() => Found::All,
+        n if n < SQUASHED.len() => Found::Prefix(n as i64),
+        _ => Found::Other,
     }
 }
 
 /// Adopt the database `conn` is connected to when sqlx's table lists the squashed
-/// migrations (see the module docs); `checksum` is the baseline's. Safe to run concurrently
-/// and again: the check and the rewrite are one transaction under a lock on sqlx's table.
+/// migrations (see the module docs), with the checksum of `migrator`'s baseline. Safe to run
+/// concurrently and again: the check and the rewrite are one transaction under a lock on
+/// sqlx's table.
 pub(crate) async fn adopt(
     conn: &mut PgConnection,
-    checksum: &[u8],
+    migrator: &sqlx::migrate::Migrator,
     target: &str,
 ) -> Result<(), StoreError> {
+    let Some(checksum) = checksum(migrator) else {
+        return Ok(());
+    };
     let db = |source| StoreError::Query {
         backend: "postgres",
         source,
@@ -157,7 +161,7 @@ pub(crate) async fn adopt(
 }
 
 /// The baseline's checksum in `migrator`.
-pub(crate) fn checksum(migrator: &sqlx::migrate::Migrator) -> Option<&[u8]> {
+fn checksum(migrator: &sqlx::migrate::Migrator) -> Option<&[u8]> {
     migrator
         .iter()
         .find(|m| m.version == BASELINE)

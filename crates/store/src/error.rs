@@ -82,9 +82,8 @@ pub enum StoreError {
     /// (see `migrations/postgres/0013_baseline.sql`) and stops part-way through them.
     #[error(
         "postgres database {target} was migrated by an older jobsched, through migration \
-         {through} of the 13 the baseline replaced; run `jobsched migrate` of a jobsched from \
-         before the baseline (git history before migrations/postgres/0013_baseline.sql) first, \
-         then this one"
+         {through} of the 13 the baseline replaced; first run `jobsched migrate` of a jobsched \
+         built before the baseline (commit 70d4b44 or older) against it, then this one"
     )]
     Outdated {
         /// Database name.

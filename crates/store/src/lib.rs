@@ -198,15 +198,14 @@ async fn migrate_postgres(url: &str) -> Result<(), StoreError> {
         .connect()
         .await
         .map_err(StoreError::connect("postgres", &target))?;
-    if let Some(checksum) = baseline::checksum(&pg::MIGRATOR)
-        && let Err(e) = baseline::adopt(&mut conn, checksum, &target).await
-    {
-        let _ = conn.close().await;
-        return Err(e);
-    }
-    let result = pg::MIGRATOR.run(&mut conn).await;
+    let result = match baseline::adopt(&mut conn, &pg::MIGRATOR, &target).await {
+        Ok(()) => {
+            (pg::MIGRATOR.run(&mut conn).await).map_err(StoreError::migrate("postgres", &target))
+        }
+        Err(e) => Err(e),
+    };
     let _ = conn.close().await;
-    result.map_err(StoreError::migrate("postgres", &target))
+    result
 }
 
 async fn migrate_sqlite(url: &str) -> Result<(), StoreError> {

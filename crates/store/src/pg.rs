@@ -80,10 +80,11 @@ pub struct PgStore {
     /// Connections with `synchronous_commit = off`, for the transitions whose loss in a crash
     /// is harmless (see [`PgStore::connect`]).
     relaxed: PgPool,
-    /// Synchronous commits with hash joins, merge joins and sequential scans disabled: the
-    /// workers' exchanges (outcomes and claims). Their plans are made per execution (custom
-    /// plans): a generic plan cached while the table was empty or unanalysed scanned whole
-    /// indexes once the table filled up.
+    /// Synchronous commits on connections that can only plan index-ordered reads (hash joins,
+    /// merge joins, sequential scans, sorts and bitmap scans disabled): the workers' exchanges
+    /// (outcomes and claims) and the promoter's statements, whose plans from stale statistics
+    /// read whole tables. Plans are made per execution (custom plans): a generic plan cached
+    /// while the table was empty or unanalysed scanned whole indexes once the table filled up.
     exchanges: PgPool,
     /// Like `exchanges`, with `plan_cache_mode = force_generic_plan` and sorts and bitmap scans
     /// disabled too: small exchanges, on statements whose plan cannot turn bad (see
@@ -443,9 +444,9 @@ impl PgStore {
     /// job or record an outcome twice: every outcome is conditional on the attempt plus RUNNING
     /// under the writer's lease, so of two runs holding the same attempt only the first
     /// outcome is recorded (at-least-once execution). The other carries the workers' exchanges
-    /// (outcomes and claims, committed synchronously) with hash joins, merge joins and
-    /// sequential scans disabled, so that a plan made for a large batch never reads the whole
-    /// table. The third carries small exchanges on plans made once per connection
+    /// (outcomes and claims, committed synchronously) and the promoter with hash joins, merge
+    /// joins, sequential scans, sorts and bitmap scans disabled, so that a plan made for a
+    /// large batch or from stale statistics never reads the whole table. The third carries small exchanges on plans made once per connection
     /// (`plan_cache_mode = force_generic_plan`). If the server refuses these settings at
     /// connect time (e.g. a pooler that rejects startup parameters), the main pool is used
     /// instead.
@@ -498,7 +499,7 @@ impl PgStore {
         let exchanges = match open(exchange_options(options), 4).await {
             Ok(exchanges) => exchanges,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot open connections with hash joins, merge joins, sequential scans, sorts and bitmap scans disabled; exchanges run on the main pool");
+                tracing::warn!(error = %e, "cannot open connections with hash joins, merge joins, sequential scans, sorts and bitmap scans disabled; exchanges and the promoter run on the main pool");
                 pool.clone()
             }
         };
@@ -672,11 +673,10 @@ impl JobRepo for PgStore {
 
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         let (page, page_size, offset) = paging(filter.page, filter.page_size);
-        // Only the filters in use appear in the SQL, so each variant gets its own plan.
         // Only the filters in use appear in the SQL, so each variant gets its own plan. PENDING
         // rows are `queued`, FAILED and CANCELLED have a `rare_end` (the baseline schema): those
         // listings read their own partial index of `jobs`. The others read `job_catalog`
-        // newest first (`job_catalog`) and look each job up by key.
+        // newest first and look each job up by key.
         let mut conditions = Vec::new();
         let mut status_bound = None;
         let own_index = match filter.status {

@@ -1,12 +1,15 @@
 //! jobsched-testkit: what every test suite of the workspace needs, in one place.
 //!
-//! - [`poll`]: wait for a condition with a deadline (never sleep-and-hope);
+//! - [`poll`], [`eventually`]: wait for a condition with a deadline (never sleep-and-hope);
 //! - [`free_port`]: a TCP port nothing listens on right now;
 //! - [`in_ci`]: whether `CI=true`, where a missing Postgres or Redis fails a test instead of
 //!   skipping it;
 //! - [`with_database`]: a database URL pointed at another database (a test's own);
 //! - [`required`]: a service a test needs, or a skip (a failure under CI);
-//! - [`Killed`], [`Children`]: spawned processes that never outlive their test.
+//! - [`Killed`], [`Children`]: spawned processes that never outlive their test;
+//!   [`private_redis`], [`signal`], [`wait_exit`] for tests that stop or kill them;
+//! - [`merge_patch`], [`kubectl_apply`]: what a Kubernetes API server does with a merge patch
+//!   and an apply, for the stand-ins the controller suites run against.
 
 use std::fmt::Display;
 use std::process::Child;
@@ -70,8 +73,11 @@ impl std::ops::IndexMut<usize> for Children {
 }
 
 /// A `redis-server` of the test's own on a free port, without persistence (for tests that kill
-/// or cut Redis): `Some((process, port))`, or `None` (a skip; a failure under CI) when
-/// `redis-server` cannot be started. It may not answer yet when this returns.
+/// or cut Redis), answering `PING`: `Some((process, port))`, or `None` (a skip; a failure under
+/// CI) when `redis-server` cannot be started.
+///
+/// # Panics
+/// When the server does not answer within 10 s.
 pub fn private_redis() -> Option<(Killed, u16)> {
     let port = free_port();
     let started = std::process::Command::new("redis-server")
@@ -79,7 +85,25 @@ pub fn private_redis() -> Option<(Killed, u16)> {
         .args(["--save", "", "--appendonly", "no"])
         .stdout(std::process::Stdio::null())
         .spawn();
-    required("redis-server", started).map(|child| (Killed(child), port))
+    let child = Killed(required("redis-server", started)?);
+    let pong = || -> std::io::Result<bool> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply)?;
+        Ok(&reply == b"+PONG\r\n")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pong().unwrap_or(false) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "private redis-server on port {port} did not answer PING within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((child, port))
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -124,12 +124,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
     } else {
         sqlx::query("CHECKPOINT").execute(&pool).await
     } {
-        Ok(_) => report.add(
+        Ok(_) => report.figure(
             S,
             "CHECKPOINT after the write",
             Some(t.elapsed().as_secs_f64()),
             "s",
-            None,
         ),
         Err(e) => progress(&format!(
             "backlog: CHECKPOINT refused ({e}); the window shares the machine with the write's flush"

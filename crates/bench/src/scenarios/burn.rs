@@ -378,29 +378,7 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         counters["redis_commands"] = json!(cmds);
     }
     // Who kept the CPU busy: cores in use on average while the burn ran.
-    if let (Some(b), Some(a)) = (machine_before, machine_after)
-        && let Some((busy, iowait, steal)) = cpu::machine_cores(b, a)
-    {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        report.figure(
-            S,
-            format!("burn: CPU busy, whole machine (of {cores} cores)"),
-            Some(busy),
-            "cores",
-        );
-        report.figure(
-            S,
-            "burn: CPU in I/O wait, whole machine",
-            Some(iowait),
-            "cores",
-        );
-        report.figure(
-            S,
-            "burn: CPU stolen by the hypervisor",
-            Some(steal),
-            "cores",
-        );
-    }
+    cpu::report_machine(report, S, "burn", machine_before, machine_after);
     for (group, seconds) in &cpu_used {
         report.figure(
             S,

@@ -156,12 +156,11 @@ pub async fn run(args: &BenchArgs, cluster: &mut Cluster, report: &mut Report) -
         "cores",
     );
     match checkpoints {
-        Some(c) => report.add(
+        Some(c) => report.figure(
             S,
             "Postgres checkpoints during the run (server-wide)",
             Some(c as f64),
             "",
-            None,
         ),
         None => report.missing(
             S,
