@@ -316,6 +316,15 @@ def pod_spec(doc: dict) -> dict | None:
     return None
 
 
+def containers(docs: list[dict]):
+    """(workload, container) for every container and init container of every workload."""
+    for w in docs:
+        if w["kind"] in WORKLOAD_KINDS:
+            spec = pod_spec(w)
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                yield w, c
+
+
 def pod_template_labels(doc: dict) -> dict:
     if doc.get("kind") == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {})
@@ -912,18 +921,14 @@ def ingress_paths(ing: dict) -> list[tuple[str, str, str, str]]:
 def command_lines(docs: list[dict]) -> list[tuple[str, str]]:
     """(where, text) for every command, args and exec-probe command of every container."""
     out = []
-    for w in docs:
-        if w["kind"] not in WORKLOAD_KINDS:
-            continue
-        spec = pod_spec(w)
-        for c in spec.get("containers", []) + spec.get("initContainers", []):
-            where = f"{kn(w)}/{c['name']}"
-            for field in ("command", "args"):
-                for item in c.get(field) or []:
-                    out.append((f"{where} {field}", str(item)))
-            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-                for item in ((c.get(probe) or {}).get("exec") or {}).get("command") or []:
-                    out.append((f"{where} {probe}", str(item)))
+    for w, c in containers(docs):
+        where = f"{kn(w)}/{c['name']}"
+        for field in ("command", "args"):
+            for item in c.get(field) or []:
+                out.append((f"{where} {field}", str(item)))
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            for item in ((c.get(probe) or {}).get("exec") or {}).get("command") or []:
+                out.append((f"{where} {probe}", str(item)))
     return out
 
 
@@ -1094,14 +1099,10 @@ def hardening_redis_password(rendered: dict[str, list[dict]]) -> None:
         # The kubelet substitutes $(VAR) in command and args before exec: a Secret-backed
         # variable referenced that way ends up on the command line too.
         expanded = []
-        for w in docs:
-            if w["kind"] not in WORKLOAD_KINDS:
-                continue
-            spec = pod_spec(w)
-            for c in spec.get("containers", []) + spec.get("initContainers", []):
-                secret_env = {e["name"] for e in c.get("env", []) if (e.get("valueFrom") or {}).get("secretKeyRef")}
-                for item in (c.get("command") or []) + (c.get("args") or []):
-                    expanded += [f"{kn(w)}/{c['name']}: $({v})" for v in secret_env if f"$({v})" in str(item)]
+        for w, c in containers(docs):
+            secret_env = {e["name"] for e in c.get("env", []) if (e.get("valueFrom") or {}).get("secretKeyRef")}
+            for item in (c.get("command") or []) + (c.get("args") or []):
+                expanded += [f"{kn(w)}/{c['name']}: $({v})" for v in secret_env if f"$({v})" in str(item)]
         R.check(f"redis-password: [{name}] no Secret-backed env var expanded by the kubelet ($(VAR)) into a command line",
                 not expanded, "; ".join(expanded))
     for name in ("default", "redis-no-persistence"):
@@ -2159,27 +2160,23 @@ def section_env_contract(rendered: dict[str, list[dict]]) -> None:
     read_directly = {"JOBSCHED_LOG_FORMAT", "JOBSCHED_API_TOKEN", "JOBSCHED_ADMIN_TOKEN"}
     known: dict[str, set[str]] = {}
     for name, docs in rendered.items():
-        for w in docs:
-            if w["kind"] not in WORKLOAD_KINDS:
+        for w, c in containers(docs):
+            args = c.get("args") or []
+            jobsched_image = merged_values(SCENARIOS[name])["image"]["repository"]
+            if not args or c.get("command") or not c["image"].startswith(jobsched_image + ":"):
                 continue
-            spec = pod_spec(w)
-            for c in spec.get("containers", []) + spec.get("initContainers", []):
-                args = c.get("args") or []
-                jobsched_image = merged_values(SCENARIOS[name])["image"]["repository"]
-                if not args or c.get("command") or not c["image"].startswith(jobsched_image + ":"):
+            role = args[0]
+            if role not in known:
+                try:
+                    out = subprocess.run([binary, role, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
+                except (OSError, subprocess.SubprocessError) as e:
+                    R.check(f"`jobsched {role} --help` runs", False, str(e))
+                    known[role] = set()
                     continue
-                role = args[0]
-                if role not in known:
-                    try:
-                        out = subprocess.run([binary, role, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
-                    except (OSError, subprocess.SubprocessError) as e:
-                        R.check(f"`jobsched {role} --help` runs", False, str(e))
-                        known[role] = set()
-                        continue
-                    known[role] = set(re.findall(r"env: (JOBSCHED_[A-Z_]+)", out)) | read_directly
-                unknown = sorted(e["name"] for e in c.get("env", [])
-                                 if e["name"].startswith("JOBSCHED_") and e["name"] not in known[role])
-                R.check(f"[{name}] {kn(w)}/{c['name']}: `jobsched {role}` reads every JOBSCHED_* variable set", not unknown, f"not read: {unknown}")
+                known[role] = set(re.findall(r"env: (JOBSCHED_[A-Z_]+)", out)) | read_directly
+            unknown = sorted(e["name"] for e in c.get("env", [])
+                             if e["name"].startswith("JOBSCHED_") and e["name"] not in known[role])
+            R.check(f"[{name}] {kn(w)}/{c['name']}: `jobsched {role}` reads every JOBSCHED_* variable set", not unknown, f"not read: {unknown}")
 
 
 ORDER = ["CustomResourceDefinition", "ServiceAccount", "Secret", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding",

@@ -6,13 +6,16 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Harness, Options, config, locs, status_json, tokens, validation_entries};
+use common::{
+    Backend, Harness, Options, assert_first_issue, config, locs, status_json, switch, tokens,
+    validation_entries,
+};
 use jobsched_api::ApiConfig;
-use jobsched_client::{ClientError, ListQuery, PolicyUpdate, SubmitJob};
+use jobsched_client::{ClientError, ListQuery, SubmitJob};
 use jobsched_core::JobSpec;
 use jobsched_core::ports::Event;
 use jobsched_core::{Job, JobStatus, PolicyKind, PolicySettings};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -46,14 +49,20 @@ suite!(
     a_schedule_a_job_schedule_owns_refuses_rest_changes,
 );
 
+/// The string `key` of each object in the array `list`.
+fn strings<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = list.as_array().expect("an array");
+    items
+        .iter()
+        .map(|item| item[key].as_str().unwrap())
+        .collect()
+}
+
 fn sleep_job(name: &str) -> SubmitJob {
     SubmitJob::new(name, "sleep").payload(json!({"duration": 0.01}))
 }
 
-async fn submit_get_list_stats(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn submit_get_list_stats(h: Harness) {
     // Raw POST to both /jobs/ and /jobs: 201 and the full job record.
     for path in ["/jobs/", "/jobs"] {
         let (status, body) = h
@@ -154,10 +163,7 @@ async fn submit_get_list_stats(backend: Backend) {
     h.finish().await;
 }
 
-async fn submit_announces_the_committed_job(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn submit_announces_the_committed_job(h: Harness) {
     let mut events = h.transport.subscribe().await.unwrap();
     // `subscribe` returns once the subscription is live: one submission is heard.
     h.client.submit(&sleep_job("e0")).await.unwrap();
@@ -195,10 +201,7 @@ async fn submit_announces_the_committed_job(backend: Backend) {
     h.finish().await;
 }
 
-async fn submission_errors_are_fastapi_422(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn submission_errors_are_fastapi_422(h: Harness) {
     let post = |body: Value| {
         let req = h.http.post(h.url("/jobs/")).json(&body);
         async move { status_json(req.send().await.unwrap()).await }
@@ -248,12 +251,10 @@ async fn submission_errors_are_fastapi_422(backend: Backend) {
     // Unknown job type lists the valid ones.
     let (status, body) = post(json!({"name": "x", "job_type": "email"})).await;
     assert_eq!(status, 422);
-    let entries = validation_entries(&body);
-    assert_eq!(entries[0].0, json!(["body", "job_type"]));
-    assert!(
-        entries[0].1.contains("sleep, thumbnail, word_count"),
-        "{}",
-        entries[0].1
+    assert_first_issue(
+        &body,
+        json!(["body", "job_type"]),
+        "sleep, thumbnail, word_count",
     );
 
     // Missing and wrongly typed fields.
@@ -300,15 +301,12 @@ async fn submission_errors_are_fastapi_422(backend: Backend) {
     h.finish().await;
 }
 
-async fn malformed_bodies_are_422(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn malformed_bodies_are_422(h: Harness) {
     for path in ["/jobs/", "/jobs/batch", "/scheduler/policy"] {
         let method = if path == "/scheduler/policy" {
-            reqwest::Method::PUT
+            Method::PUT
         } else {
-            reqwest::Method::POST
+            Method::POST
         };
         // Malformed JSON.
         let (status, body) = h
@@ -348,10 +346,7 @@ async fn malformed_bodies_are_422(backend: Backend) {
     h.finish().await;
 }
 
-async fn batch_submission(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn batch_submission(h: Harness) {
     let jobs: Vec<SubmitJob> = (0..5).map(|i| sleep_job(&format!("b{i}"))).collect();
     let ids = h.client.submit_batch(&jobs).await.unwrap();
     assert_eq!(ids.len(), 5);
@@ -430,10 +425,7 @@ async fn batch_submission(backend: Backend) {
     h.finish().await;
 }
 
-async fn list_pagination_and_filters(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn list_pagination_and_filters(h: Harness) {
     let jobs: Vec<SubmitJob> = (0..25).map(|i| sleep_job(&format!("p{i:02}"))).collect();
     let ids = h.client.submit_batch(&jobs).await.unwrap();
     let word = h
@@ -479,23 +471,12 @@ async fn list_pagination_and_filters(backend: Backend) {
     assert!(p9.jobs.is_empty());
     assert_eq!((p9.total, p9.page), (26, 9));
     // Max page size.
-    let big = h
-        .client
-        .list(&ListQuery {
-            page_size: Some(100),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let big = h.list_where(|q| q.page_size = Some(100)).await.unwrap();
     assert_eq!(big.jobs.len(), 26);
 
     // Filters.
     let failed = h
-        .client
-        .list(&ListQuery {
-            status: Some(JobStatus::Failed),
-            ..Default::default()
-        })
+        .list_where(|q| q.status = Some(JobStatus::Failed))
         .await
         .unwrap();
     assert_eq!(failed.total, 1);
@@ -504,11 +485,7 @@ async fn list_pagination_and_filters(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(body["total"], 24);
     let words = h
-        .client
-        .list(&ListQuery {
-            job_type: Some("word_count".into()),
-            ..Default::default()
-        })
+        .list_where(|q| q.job_type = Some("word_count".into()))
         .await
         .unwrap();
     assert_eq!(words.total, 1);
@@ -532,28 +509,18 @@ async fn list_pagination_and_filters(backend: Backend) {
     let (status, body) = h.get("/jobs/?page=0&page_size=500").await;
     assert_eq!(status, 422);
     assert_eq!(locs(&body).len(), 2, "both bad parameters reported: {body}");
-    let err = h
-        .client
-        .list(&ListQuery {
-            page_size: Some(0),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = h.list_where(|q| q.page_size = Some(0)).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::UNPROCESSABLE_ENTITY));
     h.finish().await;
 }
 
-async fn get_and_cancel(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn get_and_cancel(h: Harness) {
     let unknown = uuid::Uuid::now_v7();
     // GET unknown / malformed.
     let (status, body) = h.get(&format!("/jobs/{unknown}")).await;
     assert_eq!((status, body), (404, json!({"detail": "Job not found"})));
     for path in ["/jobs/not-a-uuid", "/jobs/not-a-uuid/", "/jobs/123"] {
-        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        for method in [Method::GET, Method::DELETE] {
             let (status, body) = status_json(
                 h.http
                     .request(method.clone(), h.url(path))
@@ -569,33 +536,26 @@ async fn get_and_cancel(backend: Backend) {
 
     // Cancel PENDING → 204, then 204 again (idempotent).
     let pending = h.client.submit(&sleep_job("c1")).await.unwrap();
-    let resp = h
-        .http
-        .delete(h.url(&format!("/jobs/{}", pending.id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
-    assert!(resp.bytes().await.unwrap().is_empty());
+    let cancelled = h
+        .call(Method::DELETE, &format!("/jobs/{}", pending.id))
+        .await;
+    assert_eq!(cancelled, (204, Value::Null), "no body");
     assert_eq!(
         h.client.get(pending.id).await.unwrap().status,
         JobStatus::Cancelled
     );
     let (status, body) = h
-        .call(reqwest::Method::DELETE, &format!("/jobs/{}/", pending.id))
+        .call(Method::DELETE, &format!("/jobs/{}/", pending.id))
         .await;
     assert_eq!(status, 204, "{body}");
 
     // Cancel SCHEDULED (trailing slash) → 204; the stale token can no longer start.
     let scheduled = h.insert("c2").await;
     let token = h.schedule(&scheduled).await;
-    let resp = h
-        .http
-        .delete(h.url(&format!("/jobs/{}/", scheduled.id)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let (status, _) = h
+        .call(Method::DELETE, &format!("/jobs/{}/", scheduled.id))
+        .await;
+    assert_eq!(status, 204);
     let now = chrono::Utc::now();
     let started = h
         .store
@@ -648,10 +608,7 @@ async fn get_and_cancel(backend: Backend) {
     h.finish().await;
 }
 
-async fn policy_switch_and_status(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn policy_switch_and_status(h: Harness) {
     // Defaults when nothing is stored anywhere.
     let status = h.client.status().await.unwrap();
     assert_eq!(status.current_policy, PolicyKind::Fcfs);
@@ -665,11 +622,7 @@ async fn policy_switch_and_status(backend: Backend) {
     );
 
     // Switch; the response is the new status; both copies are written.
-    let after = h
-        .client
-        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
-        .await
-        .unwrap();
+    let after = h.switch(PolicyKind::Priority).await.unwrap();
     assert_eq!(after.current_policy, PolicyKind::Priority);
     assert_eq!(after.quantum_seconds, 5.0);
     let durable = h.store.load_policy().await.unwrap().unwrap();
@@ -711,12 +664,10 @@ async fn policy_switch_and_status(backend: Backend) {
     // Unknown policy → 422 listing the valid ones; bad quantum → 422 on quantum_seconds.
     let (status, body) = h.put("/scheduler/policy", &json!({"policy": "lifo"})).await;
     assert_eq!(status, 422);
-    let entries = validation_entries(&body);
-    assert_eq!(entries[0].0, json!(["body", "policy"]));
-    assert!(
-        entries[0].1.contains("fcfs, sjf, priority, round_robin"),
-        "{}",
-        entries[0].1
+    assert_first_issue(
+        &body,
+        json!(["body", "policy"]),
+        "fcfs, sjf, priority, round_robin",
     );
     for bad in [
         json!({"policy": "fcfs", "quantum_seconds": 0}),
@@ -810,11 +761,7 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
         return;
     };
     h2.store.save_policy(&durable).await.unwrap();
-    let err = h2
-        .client
-        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
-        .await
-        .unwrap_err();
+    let err = h2.switch(PolicyKind::Priority).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
     assert!(
         err.to_string().contains("SchedulerConfig ops/sched"),
@@ -829,11 +776,7 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
         })
         .await
         .unwrap();
-    let after = h
-        .client
-        .set_policy(&PolicyUpdate::new(PolicyKind::Fcfs))
-        .await
-        .unwrap();
+    let after = h.switch(PolicyKind::Fcfs).await.unwrap();
     assert_eq!(after.current_policy, PolicyKind::Fcfs);
     assert_eq!(after.quantum_seconds, 2.0);
 
@@ -858,20 +801,13 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
         h2.transport.policy().await.unwrap().unwrap().managed_by,
         None
     );
-    let after = h2
-        .client
-        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
-        .await
-        .unwrap();
+    let after = h2.switch(PolicyKind::Priority).await.unwrap();
     assert_eq!(after.current_policy, PolicyKind::Priority);
     h2.finish().await;
     h.finish().await;
 }
 
-async fn status_falls_back_to_durable_policy(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn status_falls_back_to_durable_policy(h: Harness) {
     let durable = PolicySettings {
         policy: PolicyKind::Sjf,
         quantum_seconds: 7.5,
@@ -886,19 +822,12 @@ async fn status_falls_back_to_durable_policy(backend: Backend) {
     assert_eq!(status.quantum_seconds, 7.5);
     assert!(status.paused);
     // A change starts from the durable copy (quantum and pause kept).
-    let after = h
-        .client
-        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
-        .await
-        .unwrap();
+    let after = h.switch(PolicyKind::Priority).await.unwrap();
     assert_eq!((after.quantum_seconds, after.paused), (7.5, true));
     h.finish().await;
 }
 
-async fn dead_letter_list_retry_purge(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn dead_letter_list_retry_purge(h: Harness) {
     assert!(h.client.dead_letters().await.unwrap().is_empty());
     let j1 = h.insert("dl1").await;
     let j2 = h.insert("dl2").await;
@@ -940,12 +869,8 @@ async fn dead_letter_list_retry_purge(backend: Backend) {
     assert!(queued.iter().all(|d| d.job_id != j1.id));
     assert_eq!(queued.len(), 2);
     // Again → 404 naming the state; unknown → 404; malformed → 422. Trailing slash works.
-    let (status, body) = h
-        .call(
-            reqwest::Method::POST,
-            &format!("/scheduler/dead-letter/{}/retry/", j1.id),
-        )
-        .await;
+    let retry = |id| format!("/scheduler/dead-letter/{id}/retry/");
+    let (status, body) = h.call(Method::POST, &retry(j1.id)).await;
     assert_eq!(status, 404);
     assert!(
         body["detail"].as_str().unwrap().contains("PENDING"),
@@ -958,23 +883,16 @@ async fn dead_letter_list_retry_purge(backend: Backend) {
         .unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::NOT_FOUND));
     let (status, body) = h
-        .call(reqwest::Method::POST, "/scheduler/dead-letter/xyz/retry")
+        .call(Method::POST, "/scheduler/dead-letter/xyz/retry")
         .await;
     assert_eq!(status, 422);
     assert_eq!(locs(&body), vec![json!(["path", "id"])]);
-    let (status, _) = h
-        .call(
-            reqwest::Method::POST,
-            &format!("/scheduler/dead-letter/{}/retry/", j2.id),
-        )
-        .await;
+    let (status, _) = h.call(Method::POST, &retry(j2.id)).await;
     assert_eq!(status, 200);
     assert_eq!(h.client.status().await.unwrap().dead_letter_count, 1);
 
     // Purge: 200 {purged: n}, jobs stay FAILED.
-    let (status, body) = h
-        .call(reqwest::Method::DELETE, "/scheduler/dead-letter/")
-        .await;
+    let (status, body) = h.call(Method::DELETE, "/scheduler/dead-letter/").await;
     assert_eq!((status, body), (200, json!({"purged": 1})));
     assert!(h.client.dead_letters().await.unwrap().is_empty());
     assert_eq!(h.client.get(j3.id).await.unwrap().status, JobStatus::Failed);
@@ -991,10 +909,7 @@ async fn dead_letter_list_retry_purge(backend: Backend) {
     h.finish().await;
 }
 
-async fn health_and_probes(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn health_and_probes(h: Harness) {
     for path in ["/health", "/health/"] {
         let (status, body) = h.get(path).await;
         assert_eq!(status, 200);
@@ -1055,19 +970,12 @@ async fn transport_down(backend: Backend) {
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("redis"), "{detail}");
     assert!(!detail.contains("6390"), "internal detail leaked: {detail}");
-    let err = h
-        .client
-        .set_policy(&PolicyUpdate::new(PolicyKind::Sjf))
-        .await
-        .unwrap_err();
+    let err = h.switch(PolicyKind::Sjf).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
     h.finish().await;
 }
 
-async fn store_down(backend: Backend) {
-    let Some(mut h) = Harness::start(backend).await else {
-        return;
-    };
+async fn store_down(mut h: Harness) {
     // Close the store's pools and drop the database under the running server.
     let db = std::mem::replace(
         &mut h.db,
@@ -1164,10 +1072,7 @@ async fn auth_tokens(backend: Backend) {
     let user = h.client.clone().with_token("user-token");
     let job = user.submit(&sleep_job("authed")).await.unwrap();
     assert_eq!(user.get(job.id).await.unwrap().id, job.id);
-    let err = user
-        .set_policy(&PolicyUpdate::new(PolicyKind::Sjf))
-        .await
-        .unwrap_err();
+    let err = switch(&user, PolicyKind::Sjf).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
     assert!(err.to_string().contains("admin token"), "{err}");
     assert_eq!(
@@ -1191,8 +1096,7 @@ async fn auth_tokens(backend: Backend) {
     // The admin token can do everything.
     let admin = h.client.clone().with_token("admin-token");
     assert_eq!(
-        admin
-            .set_policy(&PolicyUpdate::new(PolicyKind::Sjf))
+        switch(&admin, PolicyKind::Sjf)
             .await
             .unwrap()
             .current_policy,
@@ -1211,10 +1115,7 @@ async fn auth_tokens(backend: Backend) {
         return;
     };
     let user = h.client.clone().with_token("only");
-    let err = user
-        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
-        .await
-        .unwrap_err();
+    let err = switch(&user, PolicyKind::Priority).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
     assert!(err.to_string().contains("JOBSCHED_ADMIN_TOKEN"), "{err}");
     assert!(user.status().await.is_ok());
@@ -1241,10 +1142,7 @@ async fn body_limit_is_413(backend: Backend) {
     h.finish().await;
 }
 
-async fn docs_and_spec_are_served(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn docs_and_spec_are_served(h: Harness) {
     for path in ["/docs", "/docs/"] {
         let resp = h.http.get(h.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
@@ -1274,13 +1172,10 @@ async fn docs_and_spec_are_served(backend: Backend) {
     h.finish().await;
 }
 
-async fn unknown_routes_and_methods(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn unknown_routes_and_methods(h: Harness) {
     let (status, body) = h.get("/nope").await;
     assert_eq!((status, body), (404, json!({"detail": "Not Found"})));
-    let (status, body) = h.call(reqwest::Method::PATCH, "/jobs/").await;
+    let (status, body) = h.call(Method::PATCH, "/jobs/").await;
     assert_eq!(
         (status, body),
         (405, json!({"detail": "Method Not Allowed"}))
@@ -1360,10 +1255,7 @@ async fn backlog_gauge_is_estimated_seconds_per_live_slot(backend: Backend) {
 /// `run_at` / `delay_seconds` on `POST /jobs/` and in batches: bad values are 422 naming the
 /// field and the limit; accepted ones are stored as the job's `run_at` and counted as
 /// `delayed` until their time; a time in the past runs now.
-async fn scheduled_jobs_are_validated_kept_and_counted(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn scheduled_jobs_are_validated_kept_and_counted(h: Harness) {
     let body = |extra: Value| {
         let mut b = json!({"name": "s", "job_type": "sleep", "payload": {"duration": 1}});
         b.as_object_mut()
@@ -1452,11 +1344,7 @@ async fn scheduled_jobs_are_validated_kept_and_counted(backend: Backend) {
     assert_eq!(raw["delayed"], 3, "{raw}");
     // Listed as PENDING with their run_at.
     let listed = h
-        .client
-        .list(&ListQuery {
-            status: Some(JobStatus::Pending),
-            ..ListQuery::default()
-        })
+        .list_where(|q| q.status = Some(JobStatus::Pending))
         .await
         .unwrap();
     assert_eq!(listed.total, 5);
@@ -1468,10 +1356,7 @@ async fn scheduled_jobs_are_validated_kept_and_counted(backend: Backend) {
 /// `Idempotency-Key` / `unique_key`: the first submission is 201, the same request again is 200
 /// with the same job (nothing new stored), a different request with the key is 409 naming it;
 /// in batches, per item; a bad key is 422 naming the header or the field.
-async fn idempotency_keys_return_the_first_job(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn idempotency_keys_return_the_first_job(h: Harness) {
     let post = |key: Option<&str>, body: Value| {
         let mut rb = h.http.post(h.url("/jobs/")).json(&body);
         if let Some(k) = key {
@@ -1561,10 +1446,7 @@ async fn idempotency_keys_return_the_first_job(backend: Backend) {
 
 /// `retry_backoff` per job: both numbers required, each in range, the cap not below the base;
 /// 422s name the nested field; accepted values come back on the job.
-async fn retry_backoff_is_validated_and_kept(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn retry_backoff_is_validated_and_kept(h: Harness) {
     for (backoff, field) in [
         (json!({"base_seconds": 0, "cap_seconds": 1}), "base_seconds"),
         (
@@ -1633,10 +1515,7 @@ async fn retry_backoff_is_validated_and_kept(backend: Backend) {
 /// `/schedules`: create (201; 409 on a taken name), read one and all, replace with PUT (200;
 /// 201 when new), delete (204, then 404); bad cron, time zone, name, overlap or job fields are
 /// 422 naming the field.
-async fn schedules_crud_and_validation(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn schedules_crud_and_validation(h: Harness) {
     let body = json!({
         "name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
         "job": {"name": "report", "job_type": "sleep", "payload": {"duration": 1}, "priority": 2}
@@ -1740,31 +1619,14 @@ async fn schedules_crud_and_validation(backend: Backend) {
         "{resp}"
     );
     let all: Value = h.get_ok("/schedules").await;
-    let names: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["nightly", "second"]);
+    assert_eq!(strings(&all, "name"), ["nightly", "second"]);
     // Delete.
-    assert_eq!(
-        h.call(reqwest::Method::DELETE, "/schedules/second").await.0,
-        204
-    );
-    assert_eq!(
-        h.call(reqwest::Method::DELETE, "/schedules/second/")
-            .await
-            .0,
-        404
-    );
+    assert_eq!(h.call(Method::DELETE, "/schedules/second").await.0, 204);
+    assert_eq!(h.call(Method::DELETE, "/schedules/second/").await.0, 404);
     h.finish().await;
 }
 
-async fn queues_are_created_listed_and_validated(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn queues_are_created_listed_and_validated(h: Harness) {
     // Only `default` at first, with the installation's policy.
     let queues = h.client.queues().await.unwrap();
     assert_eq!(queues.len(), 1, "{queues:?}");
@@ -1787,15 +1649,8 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
     assert_eq!(emails["policy"], "fcfs");
     assert_eq!(emails["pending"], 1);
     assert_eq!(emails["running"], 0);
-    let batch = h
-        .client
-        .submit_batch(&[
-            sleep_job("b1").queue("bulk"),
-            sleep_job("b2").queue("emails"),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(batch.len(), 2);
+    let jobs = [("b1", "bulk"), ("b2", "emails")].map(|(name, q)| sleep_job(name).queue(q));
+    assert_eq!(h.client.submit_batch(&jobs).await.unwrap().len(), 2);
     let names: Vec<String> = h
         .client
         .queues()
@@ -1807,11 +1662,7 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
     assert_eq!(names, ["default", "bulk", "emails"]);
     assert_eq!(h.client.queue("emails").await.unwrap()["pending"], 2);
     let page = h
-        .client
-        .list(&ListQuery {
-            queue: Some("emails".into()),
-            ..ListQuery::default()
-        })
+        .list_where(|q| q.queue = Some("emails".into()))
         .await
         .unwrap();
     assert_eq!(page.total, 2);
@@ -1858,10 +1709,7 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
         .unwrap();
     let status = h.client.status().await.unwrap();
     assert_eq!(status.current_policy, PolicyKind::Sjf);
-    h.client
-        .set_policy(&PolicyUpdate::new(PolicyKind::Priority))
-        .await
-        .unwrap();
+    h.switch(PolicyKind::Priority).await.unwrap();
     let default = h.client.queue("default").await.unwrap();
     assert_eq!(default["policy"], "priority");
     assert_eq!(default["weight"], 2, "the policy switch keeps the weight");
@@ -1938,10 +1786,7 @@ async fn queues_are_created_listed_and_validated(backend: Backend) {
     );
 }
 
-async fn a_schedule_a_job_schedule_owns_refuses_rest_changes(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn a_schedule_a_job_schedule_owns_refuses_rest_changes(h: Harness) {
     let body = json!({
         "cron": "0 * * * *",
         "job": {"name": "hourly", "job_type": "sleep", "payload": {"duration": 1}, "queue": "reports"}
@@ -2139,12 +1984,7 @@ async fn progress_and_logs_are_served_per_try(backend: Backend) {
     assert_eq!(logs["job_id"], job.id.to_string());
     assert_eq!(logs["attempts"][0]["attempt"], 1);
     assert_eq!(logs["attempts"][0]["dropped"], 0);
-    let messages: Vec<&str> = logs["attempts"][0]["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["message"].as_str().unwrap())
-        .collect();
+    let messages = strings(&logs["attempts"][0]["lines"], "message");
     assert_eq!(messages, ["starting", "slow disk"]);
     assert_eq!(logs["attempts"][0]["lines"][1]["level"], "warn");
     let tries = h.client.logs(job.id, Some(1)).await.unwrap();

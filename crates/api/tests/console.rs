@@ -15,10 +15,7 @@ suite!(
     overview_comes_from_samples_and_search_finds_jobs,
 );
 
-async fn assets_are_embedded_with_a_strict_csp(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn assets_are_embedded_with_a_strict_csp(h: Harness) {
     for (path, ct) in [
         ("/ui", "text/html"),
         ("/ui/", "text/html"),
@@ -99,10 +96,7 @@ async fn whoami_names_the_role_of_each_token(backend: Backend) {
     h.finish().await;
 }
 
-async fn overview_comes_from_samples_and_search_finds_jobs(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn overview_comes_from_samples_and_search_finds_jobs(h: Harness) {
     let jobs: Vec<SubmitJob> = ["report-a", "report-b", "other"]
         .iter()
         .map(|n| SubmitJob::new(*n, "sleep").payload(json!({"duration": 0.01})))

@@ -9,6 +9,7 @@ mod common;
 use common::{Backend, Harness, Options, config, locs, status_json};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,10 +55,7 @@ async fn answered(slow: &mut TcpStream) -> Option<String> {
 }
 
 /// Row 1 and 2: the quantum is bounded (no Duration overflow, no livelock of 1e-300 s slices).
-async fn quantum_outside_its_range_is_422(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn quantum_outside_its_range_is_422(h: Harness) {
     let too_big = [json!(1e300), json!(1e19), json!(86400.5)];
     let too_small = [json!(1e-300), json!(0), json!(-5)];
     for q in too_big.into_iter().chain(too_small) {
@@ -164,10 +162,7 @@ async fn oversized_payload_is_413_and_lists_are_lean(backend: Backend) {
 }
 
 /// Row 6: a per-job timeout is validated at submission and kept with the job.
-async fn timeout_seconds_is_validated_and_kept(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn timeout_seconds_is_validated_and_kept(h: Harness) {
     let out_of_range = [json!(0), json!(1e300), json!(-1), json!(604801)];
     for bad in out_of_range.into_iter().chain([json!("10")]) {
         let answer = h.post("/jobs/", &json!({"name": "t", "job_type": "sleep", "payload": {"duration": 1}, "timeout_seconds": bad})).await;
@@ -213,10 +208,7 @@ async fn timeout_seconds_is_validated_and_kept(backend: Backend) {
 }
 
 /// Row 8: NUL characters are refused up front, the same on both stores, never a 503.
-async fn nul_characters_are_422_naming_the_field(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn nul_characters_are_422_naming_the_field(h: Harness) {
     let cases = [
         (
             "/jobs/",
@@ -277,20 +269,14 @@ async fn api_token_alone_cannot_do_admin_operations(backend: Backend) {
 }
 
 /// Row 15: the API's metrics are on their own port (`JOBSCHED_METRICS_LISTEN`), not the REST one.
-async fn metrics_are_not_served_on_the_api_port(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn metrics_are_not_served_on_the_api_port(h: Harness) {
     let (status, body) = h.get("/metrics").await;
     assert_eq!(status, 404, "{body}");
     h.finish().await;
 }
 
 /// Row 16: a rejection produced before any handler (a path that is not UTF-8) is JSON too.
-async fn undecodable_paths_get_json_errors(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn undecodable_paths_get_json_errors(h: Harness) {
     for path in [
         "/jobs/%FF",
         "/jobs/%FF/",
@@ -310,7 +296,7 @@ async fn undecodable_paths_get_json_errors(backend: Backend) {
         );
     }
     let (status, body) = h
-        .call(reqwest::Method::POST, "/scheduler/dead-letter/%FF/retry")
+        .call(Method::POST, "/scheduler/dead-letter/%FF/retry")
         .await;
     assert!((400..500).contains(&status), "{status} {body}");
     h.finish().await;
@@ -502,15 +488,7 @@ async fn oversized_body_sent_at_once_reads_413(backend: Backend) {
         "x".repeat(5 * 1024 * 1024)
     );
     for _ in 0..3 {
-        let resp = h
-            .http
-            .post(h.url("/jobs/"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("the client must read the answer, not a reset");
-        let (status, body) = status_json(resp).await;
+        let (status, body) = h.post_raw("/jobs/", body.clone()).await;
         assert_eq!(status, 413, "{body}");
         assert!(detail(&body).contains("65536"), "{body}");
     }
@@ -645,25 +623,18 @@ fn raw_bodies() -> Vec<String> {
 
 /// Property test: generated JSON to the three write endpoints never gets a 5xx and the server
 /// stays alive.
-async fn generated_json_never_gets_a_5xx(backend: Backend) {
-    let Some(h) = Harness::start(backend).await else {
-        return;
-    };
+async fn generated_json_never_gets_a_5xx(h: Harness) {
     let seed: u64 = std::env::var("JOBSCHED_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut bodies: Vec<(&str, reqwest::Method, String)> = Vec::new();
+    let mut bodies: Vec<(&str, Method, String)> = Vec::new();
     for _ in 0..150 {
-        bodies.push((
-            "/jobs/",
-            reqwest::Method::POST,
-            submission(&mut rng).to_string(),
-        ));
+        bodies.push(("/jobs/", Method::POST, submission(&mut rng).to_string()));
         let n = rng.random_range(0..4);
         let batch = json!({"jobs": (0..n).map(|_| submission(&mut rng)).collect::<Vec<_>>()});
-        bodies.push(("/jobs/batch", reqwest::Method::POST, batch.to_string()));
+        bodies.push(("/jobs/batch", Method::POST, batch.to_string()));
         let name = ["fcfs", "sjf", "priority", "round_robin", "lifo"][rng.random_range(0..5)];
         let mut policy = json!({ "policy": name });
         for field in ["quantum_seconds", "paused", "policy"] {
@@ -671,18 +642,14 @@ async fn generated_json_never_gets_a_5xx(backend: Backend) {
                 policy[field] = nasty(&mut rng, 0);
             }
         }
-        bodies.push((
-            "/scheduler/policy",
-            reqwest::Method::PUT,
-            policy.to_string(),
-        ));
+        bodies.push(("/scheduler/policy", Method::PUT, policy.to_string()));
         // Keep the policy valid for the next rounds' submissions.
     }
     for raw in raw_bodies() {
         for (path, m) in [
-            ("/jobs/", reqwest::Method::POST),
-            ("/jobs/batch", reqwest::Method::POST),
-            ("/scheduler/policy", reqwest::Method::PUT),
+            ("/jobs/", Method::POST),
+            ("/jobs/batch", Method::POST),
+            ("/scheduler/policy", Method::PUT),
         ] {
             bodies.push((path, m, raw.clone()));
         }
@@ -765,15 +732,7 @@ async fn body_budget_answers_503_at_once(backend: Backend) {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = h
-            .http
-            .post(h.url("/jobs/"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        let (status, got) = status_json(resp).await;
+        let (status, got) = h.post_raw("/jobs/", body.clone()).await;
         if status == 503 {
             assert!(detail(&got).contains("JOBSCHED_API_BODY_BUDGET"), "{got}");
             break;

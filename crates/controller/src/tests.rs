@@ -256,9 +256,41 @@ async fn expect_status_patch(
         "query {query}"
     );
     assert_eq!(body, json!({ "status": expected }));
+    answer_patch(send, obj, &body);
+}
+
+/// Answer a status patch (its request `body`) with `obj` as it stands after it.
+fn answer_patch(send: Responder, obj: impl serde::Serialize, body: &Value) {
     let mut patched = serde_json::to_value(obj).unwrap();
     patched["status"] = body["status"].clone();
     send.send_response(json_response(200, &patched));
+}
+
+/// Expect a status patch of `name` that turns Ready False for `reason` with a message that
+/// names each of `names`; answer it with `obj` patched. The patch's status.
+async fn expect_not_ready(
+    handle: &mut Handle,
+    (name, obj): (&str, &SchedulerConfig),
+    reason: &str,
+    names: &[&str],
+) -> SchedulerConfigStatus {
+    let (method, path, _, body, send) = next_request(handle).await;
+    assert_eq!((method, path), (Method::PATCH, status_path(name)));
+    let status: SchedulerConfigStatus = serde_json::from_value(body["status"].clone()).unwrap();
+    let ready = &status.conditions[0];
+    assert_eq!(
+        (
+            ready.type_.as_str(),
+            ready.status.as_str(),
+            ready.reason.as_str()
+        ),
+        (READY, "False", reason)
+    );
+    for name in names {
+        assert!(ready.message.contains(name), "{}", ready.message);
+    }
+    answer_patch(send, obj, &body);
+    status
 }
 
 /// Expect the creation of a `PolicyChanged` event about `name` with `note`.
@@ -333,18 +365,10 @@ async fn new_object_writes_redis_patches_status_and_publishes_event() {
     let expected = in_effect(PolicyKind::Priority, 1, T0, T0);
     let ok_before = metrics().reconciles.with_label_values(&["ok"]).get();
 
-    applies(
-        &ctx,
-        handle,
-        obj,
-        expected,
-        "scheduling policy set to priority (was unset)",
-    )
-    .await;
-    assert_eq!(
-        transport.policy().await.unwrap(),
-        Some(settings(PolicyKind::Priority, 5.0, Some(OWNER)))
-    );
+    let note = "scheduling policy set to priority (was unset)";
+    applies(&ctx, handle, obj, expected, note).await;
+    let owned = settings(PolicyKind::Priority, 5.0, Some(OWNER));
+    assert_eq!(transport.policy().await.unwrap(), Some(owned));
     assert!(metrics().reconciles.with_label_values(&["ok"]).get() > ok_before);
 }
 
@@ -433,18 +457,10 @@ async fn stray_write_is_corrected_on_requeue() {
     obj.status = Some(in_effect(PolicyKind::Priority, 1, T0, T0));
     let expected = in_effect(PolicyKind::Priority, 1, T1, T0);
 
-    applies(
-        &ctx,
-        handle,
-        obj,
-        expected,
-        "scheduling policy set to priority (was fcfs)",
-    )
-    .await;
-    assert_eq!(
-        transport.policy().await.unwrap(),
-        Some(settings(PolicyKind::Priority, 5.0, Some(OWNER)))
-    );
+    let note = "scheduling policy set to priority (was fcfs)";
+    applies(&ctx, handle, obj, expected, note).await;
+    let owned = settings(PolicyKind::Priority, 5.0, Some(OWNER));
+    assert_eq!(transport.policy().await.unwrap(), Some(owned));
 }
 
 #[tokio::test]
@@ -467,36 +483,15 @@ async fn redis_down_reports_unavailable_and_backs_off() {
     let result = with_api(
         handle,
         move |mut h| async move {
-            let (method, path, _, body, send) = next_request(&mut h).await;
-            assert_eq!(method, Method::PATCH);
-            assert_eq!(path, status_path(NAME));
-            let status: SchedulerConfigStatus =
-                serde_json::from_value(body["status"].clone()).unwrap();
+            let names = ["redis://127.0.0.1:1", "JOBSCHED_REDIS_URL"];
+            let reason = REASON_REDIS_UNAVAILABLE;
+            let status = expect_not_ready(&mut h, (NAME, &obj2), reason, &names).await;
             // The last applied policy stays recorded; Ready flips to False now.
             assert_eq!(status.active_policy, Some(PolicyKind::Priority));
             assert_eq!(status.last_applied_time.as_deref(), Some(T0));
             assert_eq!(status.observed_generation, Some(4));
             assert_eq!(status.conditions.len(), 1);
-            let ready = &status.conditions[0];
-            assert_eq!(
-                (ready.type_.as_str(), ready.status.as_str()),
-                (READY, "False")
-            );
-            assert_eq!(ready.reason, REASON_REDIS_UNAVAILABLE);
-            assert_eq!(ready.last_transition_time, T1);
-            assert!(
-                ready.message.contains("redis://127.0.0.1:1"),
-                "{}",
-                ready.message
-            );
-            assert!(
-                ready.message.contains("JOBSCHED_REDIS_URL"),
-                "{}",
-                ready.message
-            );
-            let mut patched = serde_json::to_value(&obj2).unwrap();
-            patched["status"] = body["status"].clone();
-            send.send_response(json_response(200, &patched));
+            assert_eq!(status.conditions[0].last_transition_time, T1);
             h
         },
         reconcile(Arc::new(obj.clone()), ctx.clone()),
@@ -819,9 +814,7 @@ async fn schedule_refused(
         assert_eq!(condition["reason"], REASON_INVALID_SPEC, "{body}");
         let message = condition["message"].as_str().unwrap_or_default();
         assert!(message.contains(needle), "{body}");
-        let mut patched = patched;
-        patched["status"] = body["status"].clone();
-        send.send_response(json_response(200, &patched));
+        answer_patch(send, patched, &body);
         if warns {
             let (method, _, _, event, send) = next_request(&mut h).await;
             assert_eq!(method, Method::POST);
@@ -920,16 +913,8 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
     let bad = job_schedule("nightly", bad_spec, 2);
     let (ctx3, handle) = context_with_store(&transport, &db, T1);
     schedule_refused(&ctx3, handle, bad, "spec.cron", true).await;
-    assert_eq!(
-        store
-            .get_schedule("nightly")
-            .await
-            .unwrap()
-            .unwrap()
-            .when
-            .expression(),
-        "0 2 * * *"
-    );
+    let kept = store.get_schedule("nightly").await.unwrap().unwrap();
+    assert_eq!(kept.when.expression(), "0 2 * * *");
 
     // A JobSchedule named like a schedule made through the REST API does not take it over:
     // Ready=False/InvalidSpec naming the clash; the REST schedule stays as it was.
@@ -940,15 +925,8 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
     let clash = job_schedule("by-rest", spec.clone(), 1);
     let (ctx4, handle) = context_with_store(&transport, &db, T0);
     schedule_refused(&ctx4, handle, clash, "already exists", false).await;
-    assert_eq!(
-        store
-            .get_schedule("by-rest")
-            .await
-            .unwrap()
-            .unwrap()
-            .managed_by,
-        None
-    );
+    let kept = store.get_schedule("by-rest").await.unwrap().unwrap();
+    assert_eq!(kept.managed_by, None);
 
     // The object gone from the watch cache: the API server is asked, and on a 404 its
     // schedule is deleted; a REST one stays. An object still in the cache costs no request.
@@ -1298,9 +1276,7 @@ async fn quantum_out_of_range_is_invalid_spec_and_writes_nothing() {
                     message.contains("quantum_seconds") && message.contains("86400"),
                     "{message}"
                 );
-                let mut patched = serde_json::to_value(&obj).unwrap();
-                patched["status"] = body["status"].clone();
-                send.send_response(json_response(200, &patched));
+                answer_patch(send, &obj, &body);
                 // A Warning event says why nothing was applied.
                 let (method, path, _, body, send) = next_request(&mut h).await;
                 assert_eq!(method, Method::POST);
@@ -1332,41 +1308,28 @@ async fn on_shutdown_ownership_is_released_only_if_the_object_is_gone() {
     let transport = MemoryTransport::new();
     let owned = settings(PolicyKind::Priority, 5.0, Some(OWNER));
     let object_path = format!("/apis/jobsched.io/v1alpha1/namespaces/{NS}/schedulerconfigs/{NAME}");
+    // Whether `release_if_gone` released, the API server answering its GET with `answer`.
+    let released_if = async |answer| {
+        let (ctx, handle) = on_memory(&transport, T0);
+        let path = object_path.clone();
+        let verify = move |mut h| async move {
+            let (method, got, _, _, send) = next_request(&mut h).await;
+            assert_eq!((method, got), (Method::GET, path));
+            send.send_response(answer);
+            h
+        };
+        with_api(handle, verify, crate::release_if_gone(&ctx)).await
+    };
 
     // The object still exists: ownership is kept.
     transport.set_policy(&owned).await.unwrap();
-    let (ctx, handle) = on_memory(&transport, T0);
     let obj = object(NAME, spec(PolicyKind::Priority), 1);
-    let path = object_path.clone();
-    let released = with_api(
-        handle,
-        move |mut h| async move {
-            let (method, got, _, _, send) = next_request(&mut h).await;
-            assert_eq!((method, got), (Method::GET, path));
-            send.send_response(json_response(200, &serde_json::to_value(&obj).unwrap()));
-            h
-        },
-        crate::release_if_gone(&ctx),
-    )
-    .await;
-    assert!(!released);
+    let found = json_response(200, &serde_json::to_value(&obj).unwrap());
+    assert!(!released_if(found).await);
     assert_eq!(transport.policy().await.unwrap(), Some(owned.clone()));
 
     // Gone (an uninstall removed it while this controller was stopping): released, policy kept.
-    let (ctx, handle) = on_memory(&transport, T0);
-    let path = object_path.clone();
-    let released = with_api(
-        handle,
-        move |mut h| async move {
-            let (method, got, _, _, send) = next_request(&mut h).await;
-            assert_eq!((method, got), (Method::GET, path));
-            send.send_response(not_found());
-            h
-        },
-        crate::release_if_gone(&ctx),
-    )
-    .await;
-    assert!(released);
+    assert!(released_if(not_found()).await);
     let after = transport.policy().await.unwrap().unwrap();
     assert_eq!(after.managed_by, None);
     assert_eq!(
@@ -1393,23 +1356,8 @@ async fn a_store_down_leaves_the_transport_untouched() {
     let result = with_api(
         handle,
         move |mut h| async move {
-            let (method, path, _, body, send) = next_request(&mut h).await;
-            assert_eq!((method, path), (Method::PATCH, status_path(NAME)));
-            let status: SchedulerConfigStatus =
-                serde_json::from_value(body["status"].clone()).unwrap();
-            let ready = &status.conditions[0];
-            assert_eq!(
-                (ready.status.as_str(), ready.reason.as_str()),
-                ("False", "StoreUnavailable")
-            );
-            assert!(
-                ready.message.contains("JOBSCHED_DATABASE_URL"),
-                "{}",
-                ready.message
-            );
-            let mut patched = serde_json::to_value(&obj2).unwrap();
-            patched["status"] = body["status"].clone();
-            send.send_response(json_response(200, &patched));
+            let names = ["JOBSCHED_DATABASE_URL"];
+            expect_not_ready(&mut h, (NAME, &obj2), "StoreUnavailable", &names).await;
             h
         },
         reconcile(Arc::new(obj), ctx.clone()),

@@ -418,10 +418,15 @@ fn in_doubt(answers: &[Answer]) -> usize {
         .count()
 }
 
+/// `GET {base}{path}`'s JSON body.
+async fn get_json(http: &reqwest::Client, base: &str, path: &str) -> Value {
+    let response = http.get(format!("{base}{path}")).send().await;
+    response.unwrap().json().await.unwrap()
+}
+
 /// `GET /jobs/stats`.
 async fn stats(http: &reqwest::Client, base: &str) -> Value {
-    let response = http.get(format!("{base}/jobs/stats")).send().await;
-    response.unwrap().json().await.unwrap()
+    get_json(http, base, "/jobs/stats").await
 }
 
 /// Wait up to 30 s for the API at `base` to answer.
@@ -443,19 +448,11 @@ async fn created_id(response: reqwest::Response) -> jobsched_core::JobId {
     body["id"].as_str().unwrap().parse().unwrap()
 }
 
-async fn submit(http: &reqwest::Client, base: &str, i: usize) -> Answer {
+/// `POST /jobs/` of `job`, timed; a 503 must carry Retry-After.
+async fn submit(http: &reqwest::Client, base: &str, job: Value) -> Answer {
     let t = Instant::now();
-    let r = http
-        .post(format!("{base}/jobs/"))
-        .json(&json!({
-            "name": format!("chaos-{i}"),
-            "job_type": "sleep",
-            "payload": {"duration": 0.02},
-            "max_retries": 3
-        }))
-        .send()
-        .await
-        .expect("the API answers every request");
+    let r = http.post(format!("{base}/jobs/")).json(&job).send().await;
+    let r = r.expect("the API answers every request");
     let status = r.status().as_u16();
     let retry_after = r.headers().contains_key("retry-after");
     let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -466,6 +463,105 @@ async fn submit(http: &reqwest::Client, base: &str, i: usize) -> Answer {
         status,
         took: t.elapsed(),
         body,
+    }
+}
+
+/// `prefix-0` to `prefix-{n - 1}`.
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Every answer during a fault is a 201, or a 503 that names the problem, in less than `limit`
+/// (`why` says where the limit comes from), and some are 503s: how many, and the slowest.
+fn fault_answers(during: &[Answer], limit: Duration, why: &str) -> (usize, Duration) {
+    for a in during {
+        assert!(
+            a.status == 201 || a.status == 503,
+            "during the fault every answer is 201 or 503, got {} {}",
+            a.status,
+            a.body
+        );
+        assert!(
+            a.took < limit,
+            "a request took {:?} during the fault ({why})",
+            a.took
+        );
+        if a.status == 503 {
+            let detail = a.body["detail"].as_str().unwrap_or_default();
+            assert!(!detail.is_empty(), "a 503 names the problem: {}", a.body);
+        }
+    }
+    let unavailable = during.iter().filter(|a| a.status == 503).count();
+    assert!(unavailable > 0, "no request saw the fault");
+    let slowest = during.iter().map(|a| a.took).max().unwrap_or_default();
+    (unavailable, slowest)
+}
+
+/// Numbered submissions, each made by `post(i)`, and the answers kept.
+struct Load<F> {
+    post: F,
+    next: usize,
+    answers: Vec<Answer>,
+}
+
+impl<F: Fn(usize) -> Fut, Fut: Future<Output = Answer>> Load<F> {
+    fn new(post: F) -> Self {
+        Load {
+            post,
+            next: 0,
+            answers: Vec::new(),
+        }
+    }
+
+    async fn one(&mut self) -> Answer {
+        let answer = (self.post)(self.next).await;
+        self.next += 1;
+        answer
+    }
+
+    /// `n` submissions one after another, their answers kept.
+    async fn some(&mut self, n: usize) {
+        for _ in 0..n {
+            let answer = self.one().await;
+            self.answers.push(answer);
+        }
+    }
+
+    /// Submissions one after another for `span`: their answers, for the caller to look at
+    /// (and keep).
+    async fn during(&mut self, span: Duration) -> Vec<Answer> {
+        let start = Instant::now();
+        let mut answers = Vec::new();
+        while start.elapsed() < span {
+            answers.push(self.one().await);
+        }
+        answers
+    }
+
+    /// After a fault: keep the answers `during` it, then submit 100 ms apart until one is
+    /// accepted (the test fails, saying `what`, when none is within 30 s), then `after` more.
+    /// How long recovery took, and every answer.
+    async fn recover(
+        mut self,
+        during: Vec<Answer>,
+        what: &str,
+        after: usize,
+    ) -> (Duration, Vec<Answer>) {
+        self.answers.extend(during);
+        let start = Instant::now();
+        loop {
+            let answer = self.one().await;
+            let ok = answer.status == 201;
+            self.answers.push(answer);
+            if ok {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = start.elapsed();
+        self.some(after).await;
+        (took, self.answers)
     }
 }
 
@@ -509,71 +605,26 @@ async fn postgres_down_for_3_s(mode: &'static str) {
     // Up: the API answers.
     api_up(&http, &base).await;
 
-    let mut answers = Vec::new();
-    let mut i = 0;
+    let job = |i: usize| {
+        json!({"name": format!("chaos-{i}"), "job_type": "sleep",
+               "payload": {"duration": 0.02}, "max_retries": 3})
+    };
+    let mut load = Load::new(|i| submit(&http, &base, job(i)));
     // Load before the fault.
-    for _ in 0..40 {
-        answers.push(submit(&http, &base, i).await);
-        i += 1;
-    }
+    load.some(40).await;
     // The crash, with submissions going on throughout.
     let crash = tokio::task::spawn_blocking(move || {
         pg.down(mode);
         pg
     });
-    let outage_started = Instant::now();
-    let mut during = Vec::new();
-    while outage_started.elapsed() < Duration::from_secs(3) {
-        during.push(submit(&http, &base, i).await);
-        i += 1;
-    }
+    let during = load.during(Duration::from_secs(3)).await;
     let pg = crash.await.unwrap();
-    let unavailable = during.iter().filter(|a| a.status == 503).count();
-    let slowest = during.iter().map(|a| a.took).max().unwrap_or_default();
-    assert!(unavailable > 0, "no request saw the database down");
-    for a in &during {
-        assert!(
-            a.status == 201 || a.status == 503,
-            "during the outage every answer is 201 or 503, got {} {}",
-            a.status,
-            a.body
-        );
-        assert!(
-            a.took < Duration::from_millis(2500),
-            "a request took {:?} while Postgres was down (the API waits at most 1 s for a \
-             connection)",
-            a.took
-        );
-        if a.status == 503 {
-            let detail = a.body.get("detail").and_then(Value::as_str).unwrap_or("");
-            assert!(!detail.is_empty(), "a 503 names the problem: {}", a.body);
-        }
-    }
-    answers.extend(during);
-
+    let why = "the API waits at most 1 s for a connection";
+    let (unavailable, slowest) = fault_answers(&during, Duration::from_millis(2500), why);
     // Back: no process is restarted.
     pg.up();
-    let restarted = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let a = submit(&http, &base, i).await;
-        i += 1;
-        let ok = a.status == 201;
-        answers.push(a);
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the API did not reconnect by itself"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let reconnected = restarted.elapsed();
-    for _ in 0..40 {
-        answers.push(submit(&http, &base, i).await);
-        i += 1;
-    }
+    let what = "the API did not reconnect by itself";
+    let (reconnected, answers) = load.recover(during, what, 40).await;
     let accepted: Vec<String> = answers
         .iter()
         .filter(|a| a.status == 201)
@@ -616,14 +667,7 @@ async fn postgres_down_for_3_s(mode: &'static str) {
     );
     let mut rerun = 0;
     for id in &accepted {
-        let job: Value = http
-            .get(format!("{base}/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = get_json(&http, &base, &format!("/jobs/{id}")).await;
         assert_eq!(job["status"], "COMPLETED", "{job}");
         // A claim whose reply the crash cut off is committed but unknown to the worker; it
         // hands the job back without a retry (the body never ran), so it is claimed again.
@@ -648,6 +692,13 @@ async fn postgres_down_for_3_s(mode: &'static str) {
         ),
         &leaks,
     );
+}
+
+/// A fresh database and a Redis prefix of its own; `None` (outside CI) when a backend is down.
+async fn database_and_redis_prefix() -> Option<(jobsched_store::testing::TestDb, String, String)> {
+    let db = jobsched_store::testing::TestDb::postgres().await?;
+    let (redis_url, prefix) = redis_prefix().await?;
+    Some((db, redis_url, prefix))
 }
 
 /// A Redis prefix of its own on the shared Redis; `None` (outside CI) when Redis is down.
@@ -695,10 +746,7 @@ async fn wait_probe<F: Fn(&[(String, String, u32)]) -> bool>(log: &Path, what: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
-    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
-        return;
-    };
-    let Some((redis_url, prefix)) = redis_prefix().await else {
+    let Some((db, redis_url, prefix)) = database_and_redis_prefix().await else {
         return;
     };
     let store = db.store().await;
@@ -758,10 +806,7 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
     assert_eq!(ids.len(), 2, "{submitted}");
     let frozen_pid = children.0[1].id();
     wait_probe(&log, "both bodies started on the first worker", |l| {
-        l.iter()
-            .filter(|(e, _, pid)| e == "start" && *pid == frozen_pid)
-            .count()
-            == 2
+        events(l, "start", None, Some(frozen_pid)) == 2
     })
     .await;
     signal(&children.0[1], "STOP");
@@ -774,10 +819,7 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
         .push(spawn("worker", &worker_env("healthy"), data.path()));
     let healthy_pid = children.0[2].id();
     wait_probe(&log, "both bodies restarted on the second worker", |l| {
-        l.iter()
-            .filter(|(e, _, pid)| e == "start" && *pid == healthy_pid)
-            .count()
-            == 2
+        events(l, "start", None, Some(healthy_pid)) == 2
     })
     .await;
     let rerun_after = frozen_at.elapsed();
@@ -785,10 +827,8 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
     // end at once and their outcomes race the reruns.
     signal(&children.0[1], "CONT");
     wait_probe(&log, "the thawed worker's bodies to end", |l| {
-        l.iter()
-            .filter(|(e, _, pid)| (e == "end" || e == "stopped") && *pid == frozen_pid)
-            .count()
-            == 2
+        let ended = |event| events(l, event, None, Some(frozen_pid));
+        ended("end") + ended("stopped") == 2
     })
     .await;
 
@@ -818,12 +858,7 @@ async fn a_worker_frozen_past_its_lease_cannot_record_its_late_outcomes() {
             Some(u64::from(healthy_pid)),
             "the rerun's outcome stands, not the thawed worker's: {job:?}"
         );
-        let count = |event: &str, pid: u32| {
-            lines
-                .iter()
-                .filter(|(e, t, p)| e == event && t == tag && *p == pid)
-                .count()
-        };
+        let count = |event, pid| events(&lines, event, Some(tag), Some(pid));
         assert_eq!(count("start", frozen_pid), 1, "{lines:?}");
         assert_eq!(count("start", healthy_pid), 1, "{lines:?}");
         assert_eq!(count("end", healthy_pid), 1, "{lines:?}");
@@ -920,17 +955,32 @@ impl Cluster {
         base
     }
 
-    /// After a cut from `cut.0` to `cut.1`: wait until every job in `ids` completed, check that
-    /// some completed during the cut, that no gap between completions reached `max_gap`, that
-    /// each probe in `tags` ended once, and that nothing leaked. Returns (completions during the
-    /// cut, the longest gap, the leak summary).
-    async fn drained_through_cut(
+    /// A worker of `slots` that reaches the backend of `self.env[backend]` (0 Postgres, 1
+    /// Redis) through a proxy that can cut it off: its index, and the proxy.
+    async fn worker_behind_proxy(
         &mut self,
-        ids: &[jobsched_core::JobId],
-        tags: &[String],
+        id: &str,
+        slots: u32,
+        backend: usize,
+    ) -> (usize, Proxy) {
+        let (var, url) = self.env[backend].clone();
+        let proxy = Proxy::start(authority(&url)).await;
+        let worker = self.worker(id, slots, &[(var, &through(&url, proxy.port))]);
+        (worker, proxy)
+    }
+
+    /// After a cut from `cut.0` to `cut.1`: wait until every job of `ids` completed, assert
+    /// that some completed during the cut, that none waited `max_gap` for the next, and that
+    /// each probe of `tags` ended once; then report `fault` with `api` (given how many
+    /// completed during the cut) and the leak check.
+    async fn report_drained_through_cut(
+        &mut self,
+        (ids, tags): (&[jobsched_core::JobId], &[String]),
         cut: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
         max_gap: Duration,
-    ) -> (usize, Duration, String) {
+        fault: &str,
+        api: impl FnOnce(usize) -> String,
+    ) {
         let jobs = self.all_completed(ids).await;
         let during = jobs
             .iter()
@@ -941,7 +991,8 @@ impl Cluster {
         assert!(during > 0, "no job completed during the cut");
         assert!(stall < max_gap, "no job completed for {stall:?} in a row");
         each_probe_ended_once(&self.log, tags);
-        (during, stall, self.no_leaks().await)
+        let leaks = self.no_leaks().await;
+        report(fault, stall, 0, "0", &api(during), &leaks);
     }
 
     /// [`no_leaks`] for this cluster with no dead letters (its processes stop).
@@ -987,20 +1038,25 @@ impl Cluster {
             .iter()
             .map(|t| json!({"name": t, "job_type": "probe", "payload": {"tag": t, "duration": duration}}))
             .collect();
-        let r = self
-            .http
-            .post(format!("{}/jobs/batch", self.base))
-            .json(&json!({ "jobs": jobs }))
-            .send()
-            .await
-            .unwrap();
+        self.submit_batch_to(&self.base, &jobs).await
+    }
+
+    /// `POST {base}/jobs/` of `job`, answered 201; the new job's id.
+    async fn submit_to(&self, base: &str, job: &Value) -> jobsched_core::JobId {
+        let r = self.http.post(format!("{base}/jobs/")).json(job).send();
+        let r = r.await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        created_id(r).await
+    }
+
+    /// `POST {base}/jobs/batch` of `jobs`, answered 201; their ids in order.
+    async fn submit_batch_to(&self, base: &str, jobs: &[Value]) -> Vec<jobsched_core::JobId> {
+        let r = self.http.post(format!("{base}/jobs/batch"));
+        let r = r.json(&json!({ "jobs": jobs })).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 201);
         let body: Value = r.json().await.unwrap();
-        body["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|id| id.as_str().unwrap().parse().unwrap())
+        let ids = body["ids"].as_array().unwrap().iter();
+        ids.map(|id| id.as_str().unwrap().parse().unwrap())
             .collect()
     }
 
@@ -1035,9 +1091,10 @@ impl Cluster {
 }
 
 /// Every probe in `tags` ended exactly once, and each of its extra starts was stopped (handed
-/// back), as the probe log at `log` shows.
-fn each_probe_ended_once(log: &Path, tags: &[String]) {
+/// back), as the probe log at `log` shows; how many runs were stopped.
+fn each_probe_ended_once(log: &Path, tags: &[String]) -> usize {
     let lines = probe_lines(log);
+    let mut stopped = 0;
     for t in tags {
         let (starts, ends, stops, _) = runs_of(&lines, t, 0);
         assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
@@ -1046,7 +1103,9 @@ fn each_probe_ended_once(log: &Path, tags: &[String]) {
             1 + stops,
             "{t}: every extra start was handed back: {lines:?}"
         );
+        stopped += stops;
     }
+    stopped
 }
 
 /// The longest gap between two completions of `jobs`.
@@ -1061,20 +1120,23 @@ fn longest_gap(jobs: &[jobsched_core::Job]) -> Duration {
 
 /// Per tag, from the probe log: (starts, ends, stops, starts by `pid` with no end or stop by it).
 fn runs_of(lines: &[(String, String, u32)], tag: &str, pid: u32) -> (usize, usize, usize, usize) {
-    let n = |event: &str| {
-        lines
-            .iter()
-            .filter(|(e, t, _)| e == event && t == tag)
-            .count()
-    };
-    let by = |event: &str| {
-        lines
-            .iter()
-            .filter(|(e, t, p)| e == event && t == tag && *p == pid)
-            .count()
-    };
+    let n = |event: &str| events(lines, event, Some(tag), None);
+    let by = |event: &str| events(lines, event, Some(tag), Some(pid));
     let cut = by("start").saturating_sub(by("end") + by("stopped"));
     (n("start"), n("end"), n("stopped"), cut)
+}
+
+/// How many probe-log lines record `event` of `tag` by `pid` (`None`: any tag, any pid).
+fn events(
+    lines: &[(String, String, u32)],
+    event: &str,
+    tag: Option<&str>,
+    pid: Option<u32>,
+) -> usize {
+    let wanted = |(e, t, p): &&(String, String, u32)| {
+        e == event && tag.is_none_or(|tag| tag == t) && pid.is_none_or(|pid| pid == *p)
+    };
+    lines.iter().filter(wanted).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1086,11 +1148,11 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
     let first: Vec<usize> = (0..3)
         .map(|i| c.worker(&format!("old-{i}"), 2, &grace))
         .collect();
-    let tags: Vec<String> = (0..30).map(|i| format!("term-{i}")).collect();
+    let tags = numbered("term", 30);
     let ids = c.probes(&tags, 0.6).await;
     // A rolling update in one go: every worker told to stop while each runs jobs.
     wait_probe(&c.log, "six bodies running", |l| {
-        l.iter().filter(|(e, _, _)| e == "start").count() >= 6
+        events(l, "start", None, None) >= 6
     })
     .await;
     let termed = Instant::now();
@@ -1109,20 +1171,7 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
         c.worker(&format!("new-{i}"), 2, &grace);
     }
     let jobs = c.all_completed(&ids).await;
-    let lines = probe_lines(&c.log);
-    let stopped: usize = tags
-        .iter()
-        .map(|t| {
-            let (starts, ends, stops, _) = runs_of(&lines, t, 0);
-            assert_eq!(ends, 1, "{t} completed exactly once: {lines:?}");
-            assert_eq!(
-                starts,
-                1 + stops,
-                "{t}: every extra start follows a hand-back"
-            );
-            stops
-        })
-        .sum();
+    let stopped = each_probe_ended_once(&c.log, &tags);
     assert!(
         stopped > 0,
         "the grace period was meant to cut some runs short"
@@ -1154,14 +1203,11 @@ async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() 
     })
     .await;
     c.worker("survivor", 3, &[]);
-    let tags: Vec<String> = (0..30).map(|i| format!("kill-{i}")).collect();
+    let tags = numbered("kill", 30);
     let ids = c.probes(&tags, 0.3).await;
     let victim_pid = c.children.0[victim].id();
     wait_probe(&c.log, "the victim running jobs", |l| {
-        l.iter()
-            .filter(|(e, _, p)| e == "start" && *p == victim_pid)
-            .count()
-            >= 4
+        events(l, "start", None, Some(victim_pid)) >= 4
     })
     .await;
     let killed = Instant::now();
@@ -1175,16 +1221,10 @@ async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() 
     let jobs = c.all_completed(&ids).await;
     let recovered = killed.elapsed();
     let lines = probe_lines(&c.log);
-    let by_victim = |event: &str, tag: &str| {
-        lines
-            .iter()
-            .filter(|(e, t, p)| e == event && t == tag && *p == victim_pid)
-            .count()
-    };
     let (mut cut_short, mut finished_unrecorded) = (0, 0);
     for t in &tags {
         let (starts, ends, stops, cut) = runs_of(&lines, t, victim_pid);
-        let victim_ends = by_victim("end", t);
+        let victim_ends = events(&lines, "end", Some(t), Some(victim_pid));
         // At most one body finished on the survivor's side, and one on the victim's.
         assert!(
             victim_ends <= 1 && ends - victim_ends <= 1 && ends >= 1,
@@ -1402,26 +1442,18 @@ async fn redis_fault(fault: RedisFault) {
     };
     c.worker("w1", 3, &[]);
     c.worker("w2", 3, &[]);
-    let mut ids = Vec::new();
-    let mut tags = Vec::new();
-    let mut slowest_while_down = Duration::ZERO;
-    let mut n = 0;
-    let post = |n: usize| {
+    // One probe submission: its tag, its id and how long the API took to answer.
+    let submit = async |n: usize| {
         let tag = format!("redis-{n}");
-        let req = c
-            .http
-            .post(format!("{}/jobs/", c.base))
-            .json(&json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": 0.05}}))
-            .send();
-        (tag, req)
+        let job =
+            json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": 0.05}});
+        let t = Instant::now();
+        let id = c.submit_to(&c.base, &job).await;
+        (tag, id, t.elapsed())
     };
-    for _ in 0..20 {
-        let (tag, req) = post(n);
-        n += 1;
-        let r = req.await.unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        ids.push(created_id(r).await);
-        tags.push(tag);
+    let mut submitted = Vec::new();
+    for n in 0..20 {
+        submitted.push(submit(n).await);
     }
     match fault {
         RedisFault::Kill { .. } => redis.kill(),
@@ -1435,15 +1467,11 @@ async fn redis_fault(fault: RedisFault) {
     }
     let down = Instant::now();
     // Postgres is the truth: a submission does not wait on Redis.
+    let mut slowest_while_down = Duration::ZERO;
     while down.elapsed() < Duration::from_secs(3) {
-        let (tag, req) = post(n);
-        n += 1;
-        let t = Instant::now();
-        let r = req.await.unwrap();
-        slowest_while_down = slowest_while_down.max(t.elapsed());
-        assert_eq!(r.status().as_u16(), 201, "a submission while Redis is down");
-        ids.push(created_id(r).await);
-        tags.push(tag);
+        let answered = submit(submitted.len()).await;
+        slowest_while_down = slowest_while_down.max(answered.2);
+        submitted.push(answered);
         // About as fast as six slots run 50 ms jobs: a backlog that neither runs dry nor grows.
         tokio::time::sleep(Duration::from_millis(8)).await;
     }
@@ -1455,13 +1483,10 @@ async fn redis_fault(fault: RedisFault) {
         assert!(redis.up(), "redis-server restarts");
     }
     for _ in 0..20 {
-        let (tag, req) = post(n);
-        n += 1;
-        let r = req.await.unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        ids.push(created_id(r).await);
-        tags.push(tag);
+        submitted.push(submit(submitted.len()).await);
     }
+    let (tags, ids): (Vec<String>, Vec<_>) =
+        submitted.into_iter().map(|(t, id, _)| (t, id)).unzip();
     let jobs = c.all_completed(&ids).await;
     // The backlog never ran dry, so the workers never stopped: Redis down stalled nothing.
     let stall = longest_gap(&jobs);
@@ -1562,10 +1587,7 @@ async fn pipe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_resumes() {
-    let Some(db) = jobsched_store::testing::TestDb::postgres().await else {
-        return;
-    };
-    let Some((redis_url, prefix)) = redis_prefix().await else {
+    let Some((db, redis_url, prefix)) = database_and_redis_prefix().await else {
         return;
     };
     // Every process reaches Postgres through the proxy.
@@ -1597,62 +1619,18 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
     let http = http_client(30);
     let post = |i: usize| {
         let tag = format!("cut-{i}");
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let t = Instant::now();
-            let r = http
-                .post(format!("{base}/jobs/"))
-                .json(&json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": 0.02}}))
-                .send()
-                .await
-                .expect("the API answers every request");
-            let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or(Value::Null);
-            Answer {
-                status,
-                took: t.elapsed(),
-                body,
-            }
-        }
+        let job =
+            json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": 0.02}});
+        submit(&http, &base, job)
     };
     api_up(&http, &base).await;
-    let mut answers = Vec::new();
-    let mut i = 0;
-    for _ in 0..30 {
-        answers.push(post(i).await);
-        i += 1;
-    }
+    let mut load = Load::new(post);
+    load.some(30).await;
     proxy.set_cut(true);
-    let cut_at = Instant::now();
-    let mut during = Vec::new();
-    while cut_at.elapsed() < Duration::from_secs(10) {
-        during.push(post(i).await);
-        i += 1;
-    }
+    let during = load.during(Duration::from_secs(10)).await;
     proxy.set_cut(false);
-    let slowest = during.iter().map(|a| a.took).max().unwrap_or_default();
-    for a in &during {
-        assert!(
-            a.status == 201 || a.status == 503,
-            "during the cut every answer is 201 or 503, got {} {}",
-            a.status,
-            a.body
-        );
-        if a.status == 503 {
-            assert!(
-                a.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-                "a 503 names the problem: {}",
-                a.body
-            );
-        }
-    }
-    assert!(
-        slowest < Duration::from_millis(6500),
-        "a request took {slowest:?} while Postgres was unreachable (store calls get 5 s)"
-    );
-    let unavailable = during.iter().filter(|a| a.status == 503).count();
-    assert!(unavailable > 0, "no request saw the cut");
+    let limit = Duration::from_millis(6500);
+    let (unavailable, slowest) = fault_answers(&during, limit, "store calls get 5 s");
     // Once a call ran out of time the API presumes the database unreachable for a moment and
     // answers at once, without sending anything.
     let at_once = during
@@ -1664,27 +1642,8 @@ async fn postgres_unreachable_for_10_s_gets_503s_in_bounded_time_and_everything_
         "every 503 waited: {:?}",
         during.iter().map(|a| a.took).collect::<Vec<_>>()
     );
-    answers.extend(during);
-    let resumed = Instant::now();
-    loop {
-        let a = post(i).await;
-        i += 1;
-        let ok = a.status == 201;
-        answers.push(a);
-        if ok {
-            break;
-        }
-        assert!(
-            resumed.elapsed() < Duration::from_secs(30),
-            "the API did not recover by itself"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let recovered = resumed.elapsed();
-    for _ in 0..30 {
-        answers.push(post(i).await);
-        i += 1;
-    }
+    let what = "the API did not recover by itself";
+    let (recovered, answers) = load.recover(during, what, 30).await;
     let accepted: Vec<String> = answers
         .iter()
         .filter(|a| a.status == 201)
@@ -1772,25 +1731,14 @@ async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_l
     let Some(mut c) = Cluster::start(None).await else {
         return;
     };
-    let db_url = c.env[0].1.clone();
-    let proxy = Proxy::start(authority(&db_url)).await;
-    let cut_off = c.worker(
-        "cut-off",
-        2,
-        &[("JOBSCHED_DATABASE_URL", &through(&db_url, proxy.port))],
-    );
+    let (cut_off, proxy) = c.worker_behind_proxy("cut-off", 2, 0).await;
     let tags = vec!["pcut-0".to_string(), "pcut-1".to_string()];
     let ids = c.probes(&tags, 4.0).await;
     let cut_pid = c.children.0[cut_off].id();
     wait_probe(
         &c.log,
         "both bodies started on the worker to cut off",
-        |l| {
-            l.iter()
-                .filter(|(e, _, p)| e == "start" && *p == cut_pid)
-                .count()
-                == 2
-        },
+        |l| events(l, "start", None, Some(cut_pid)) == 2,
     )
     .await;
     proxy.set_cut(true);
@@ -1798,20 +1746,15 @@ async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_l
     let other = c.worker("other", 2, &[]);
     let other_pid = c.children.0[other].id();
     wait_probe(&c.log, "both bodies rerun on the other worker", |l| {
-        l.iter()
-            .filter(|(e, _, p)| e == "start" && *p == other_pid)
-            .count()
-            == 2
+        events(l, "start", None, Some(other_pid)) == 2
     })
     .await;
     let rerun_after = cut_at.elapsed();
     // The cut-off worker's bodies end meanwhile; their outcomes wait in the cut and reach
     // Postgres when it ends, while the reruns hold the jobs.
     wait_probe(&c.log, "the cut-off worker's bodies to end", |l| {
-        l.iter()
-            .filter(|(e, _, p)| (e == "end" || e == "stopped") && *p == cut_pid)
-            .count()
-            == 2
+        let ended = |event| events(l, event, None, Some(cut_pid));
+        ended("end") + ended("stopped") == 2
     })
     .await;
     proxy.set_cut(false);
@@ -1826,14 +1769,9 @@ async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_l
             "the rerun's outcome stands, not the cut-off worker's: {job:?}"
         );
         let (_, ends, _, _) = runs_of(&lines, tag, cut_pid);
-        let by = |event: &str, pid: u32| {
-            lines
-                .iter()
-                .filter(|(e, t, p)| e == event && t == tag && *p == pid)
-                .count()
-        };
-        assert_eq!(by("start", other_pid), 1, "{lines:?}");
-        assert_eq!(by("end", other_pid), 1, "{lines:?}");
+        let by = |event| events(&lines, event, Some(tag), Some(other_pid));
+        assert_eq!(by("start"), 1, "{lines:?}");
+        assert_eq!(by("end"), 1, "{lines:?}");
         assert!(ends <= 2, "{lines:?}");
     }
     let leaks = c.no_leaks().await;
@@ -1852,18 +1790,12 @@ async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres() {
     let Some(mut c) = Cluster::start(None).await else {
         return;
     };
-    let redis_url = c.env[1].1.clone();
-    let proxy = Proxy::start(authority(&redis_url)).await;
-    let w = c.worker(
-        "redis-cut",
-        3,
-        &[("JOBSCHED_REDIS_URL", &through(&redis_url, proxy.port))],
-    );
-    let tags: Vec<String> = (0..90).map(|i| format!("rcut-{i}")).collect();
+    let (w, proxy) = c.worker_behind_proxy("redis-cut", 3, 1).await;
+    let tags = numbered("rcut", 90);
     let ids = c.probes(&tags, 0.1).await;
     let pid = c.children.0[w].id();
     wait_probe(&c.log, "the worker running jobs", |l| {
-        l.iter().filter(|(e, _, p)| e == "end" && *p == pid).count() >= 6
+        events(l, "end", None, Some(pid)) >= 6
     })
     .await;
     // Redis stops answering this worker (its connections hang, nothing is refused).
@@ -1872,17 +1804,14 @@ async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.set_cut(false);
     let cut_end = chrono::Utc::now();
-    let (during, stall, leaks) = c
-        .drained_through_cut(&ids, &tags, (cut_at, cut_end), Duration::from_millis(1500))
-        .await;
-    report(
+    c.report_drained_through_cut(
+        (&ids, &tags),
+        (cut_at, cut_end),
+        Duration::from_millis(1500),
         "one worker cut from Redis (not from Postgres) for 3 s while draining 90 jobs of 0.1 s",
-        stall,
-        0,
-        "0",
-        &format!("none; {during} jobs completed during the cut"),
-        &leaks,
-    );
+        |during| format!("none; {during} jobs completed during the cut"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1897,10 +1826,10 @@ async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
     };
     c.worker("w1", 3, &[]);
     c.worker("w2", 3, &[]);
-    let mut tags: Vec<String> = (0..30).map(|i| format!("rdown-{i}")).collect();
+    let mut tags = numbered("rdown", 30);
     let mut ids = c.probes(&tags, 0.05).await;
     wait_probe(&c.log, "jobs running", |l| {
-        l.iter().filter(|(e, _, _)| e == "end").count() >= 6
+        events(l, "end", None, None) >= 6
     })
     .await;
     proxy.set_cut(true);
@@ -1953,22 +1882,21 @@ async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
     );
     // Without Redis the workers hear of no submission; they claim from Postgres at their poll
     // interval and as slots free up.
-    let (during, stall, leaks) = c
-        .drained_through_cut(&ids, &tags, (cut_at, cut_end), Duration::from_millis(2500))
-        .await;
-    report(
+    c.report_drained_through_cut(
+        (&ids, &tags),
+        (cut_at, cut_end),
+        Duration::from_millis(2500),
         "Redis unreachable (every connection blackholed) for 10 s under submissions, status reads and runs",
-        stall,
-        0,
-        "0",
-        &format!(
-            "{n} submissions, all 201, slowest {:.3} s; GET /scheduler/status {statuses:?}, slowest \
-             {:.2} s; {during} jobs completed during the cut",
-            slowest_post.as_secs_f64(),
-            slowest_status.as_secs_f64()
-        ),
-        &leaks,
-    );
+        |during| {
+            format!(
+                "{n} submissions, all 201, slowest {:.3} s; GET /scheduler/status {statuses:?}, \
+                 slowest {:.2} s; {during} jobs completed during the cut",
+                slowest_post.as_secs_f64(),
+                slowest_status.as_secs_f64()
+            )
+        },
+    )
+    .await;
 }
 
 /// Resident memory of process `pid`, bytes (0 once it is gone).
@@ -2065,7 +1993,6 @@ async fn soak_mixed_load_keeps_memory_connections_and_keys_flat() {
     let started = Instant::now();
     let (mut probes, mut failing, mut sliced) = (Vec::new(), Vec::new(), Vec::new());
     let mut tick = 0usize;
-    let id_of = |v: &Value| -> jobsched_core::JobId { v.as_str().unwrap().parse().unwrap() };
     while started.elapsed() < Duration::from_secs(seconds) {
         let base = &apis[tick % 2];
         let probe = |n: usize| {
@@ -2076,30 +2003,12 @@ async fn soak_mixed_load_keeps_memory_connections_and_keys_flat() {
                 json!({"name": tag, "job_type": "probe", "payload": {"tag": tag, "duration": duration}}),
             )
         };
-        let batch: Vec<(String, Value)> = (0..20).map(|k| probe(tick * 32 + k)).collect();
-        let r = c
-            .http
-            .post(format!("{base}/jobs/batch"))
-            .json(&json!({"jobs": batch.iter().map(|(_, j)| j).collect::<Vec<_>>()}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        let ids: Value = r.json().await.unwrap();
-        for ((tag, _), id) in batch.into_iter().zip(ids["ids"].as_array().unwrap()) {
-            probes.push((tag, id_of(id)));
-        }
+        let (tags, jobs): (Vec<String>, Vec<Value>) = (0..20).map(|k| probe(tick * 32 + k)).unzip();
+        let ids = c.submit_batch_to(base, &jobs).await;
+        probes.extend(tags.into_iter().zip(ids));
         for k in 20..22 {
             let (tag, job) = probe(tick * 32 + k);
-            let r = c
-                .http
-                .post(format!("{base}/jobs/"))
-                .json(&job)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 201);
-            probes.push((tag, id_of(&r.json::<Value>().await.unwrap()["id"])));
+            probes.push((tag, c.submit_to(base, &job).await));
         }
         if tick % 10 == 0 {
             let fail = json!({"name": format!("soak-fail-{tick}"), "job_type": "sleep",
@@ -2107,15 +2016,7 @@ async fn soak_mixed_load_keeps_memory_connections_and_keys_flat() {
             let slice = json!({"name": format!("soak-slice-{tick}"), "job_type": "sleep",
                 "payload": {"duration": 0.25}});
             for (job, into) in [(fail, &mut failing), (slice, &mut sliced)] {
-                let r = c
-                    .http
-                    .post(format!("{base}/jobs/"))
-                    .json(&job)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status().as_u16(), 201);
-                into.push(id_of(&r.json::<Value>().await.unwrap()["id"]));
+                into.push(c.submit_to(base, &job).await);
             }
         }
         tick += 1;

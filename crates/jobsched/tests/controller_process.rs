@@ -120,6 +120,15 @@ impl KubeStandIn {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The controllers made no API call the stand-in does not serve.
+    fn assert_served_all(&self) {
+        let unexpected = &self.lock().unexpected;
+        assert!(
+            unexpected.is_empty(),
+            "the controller made API calls the stand-in does not serve: {unexpected:?}"
+        );
+    }
+
     /// Create the object, or replace its spec (bumping `generation`), as `kubectl apply` would;
     /// returns the object's generation.
     fn apply(&self, name: &str, spec: Value) -> i64 {
@@ -668,48 +677,115 @@ fn index(job: &Job) -> usize {
     job.name["job-".len()..].parse().expect("backlog job name")
 }
 
+/// What a test of one installation starts from: a fresh database, a Redis prefix of its own
+/// (its keys deleted at the end), and the stand-in API server holding the `SchedulerConfig`
+/// `NAME` with policy fcfs, with a kubeconfig for it.
+struct Setup {
+    db: TestDb,
+    prefix: String,
+    redis: RedisTransport,
+    _keys: DropKeys,
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+    kube: Arc<KubeStandIn>,
+    kube_port: u16,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Setup {
+    /// Drop the database.
+    async fn finish(self) {
+        self.db.cleanup().await;
+    }
+
+    /// The setup and the stand-in's server (it stops when dropped); `None` (outside CI) when
+    /// Postgres or Redis is unreachable.
+    async fn start(tag: &str) -> Option<(Setup, AbortOnDrop)> {
+        let db = TestDb::postgres().await?;
+        let prefix = format!("jobsched-{tag}-{}", uuid::Uuid::new_v4().simple());
+        let Some(redis) = required("Redis", RedisTransport::connect(REDIS_URL, &prefix).await)
+        else {
+            db.cleanup().await;
+            return None;
+        };
+        let keys = DropKeys::new(REDIS_URL, &prefix);
+        let store = db.store().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kube = Arc::new(KubeStandIn::default());
+        kube.apply(NAME, json!({"policy": "fcfs"}));
+        let (kube_port, server) = serve(kube.clone()).await;
+        let kubeconfig = write_kubeconfig(dir.path(), kube_port);
+        let setup = Setup {
+            db,
+            prefix,
+            redis,
+            _keys: keys,
+            store,
+            dir,
+            kube,
+            kube_port,
+            kubeconfig,
+        };
+        Some((setup, server))
+    }
+
+    /// `jobsched <role>` on this installation's database and Redis prefix, logging at `log`.
+    fn command(&self, role: &str, log: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(role)
+            .env("JOBSCHED_DATABASE_URL", self.db.url())
+            .env("JOBSCHED_REDIS_URL", REDIS_URL)
+            .env("JOBSCHED_REDIS_PREFIX", &self.prefix)
+            .env("JOBSCHED_METRICS_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", log);
+        cmd
+    }
+
+    /// `jobsched controller` following `NAME` on the stand-in, requeueing every second.
+    fn controller(&self, log: &str) -> Command {
+        let mut cmd = self.command("controller", log);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("JOBSCHED_NAMESPACE", NS)
+            .env("JOBSCHED_CONFIG_NAME", NAME)
+            .env("JOBSCHED_REQUEUE_SECONDS", "1");
+        cmd
+    }
+}
+
+/// An HTTP client for local servers (no proxy; 10 s per request).
+fn http_client() -> reqwest::Client {
+    let client = reqwest::Client::builder().no_proxy();
+    client
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// `policy`'s settings as the `SchedulerConfig` `NAME` owns them.
+fn owned(policy: PolicyKind) -> PolicySettings {
+    PolicySettings {
+        policy,
+        managed_by: Some(format!("{NS}/{NAME}")),
+        ..PolicySettings::default()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The test.
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some((setup, server)) = Setup::start("ctlproc").await else {
         return;
     };
-    let prefix = format!("jobsched-ctlproc-{}", uuid::Uuid::new_v4().simple());
-    let Some(redis) = required("Redis", RedisTransport::connect(REDIS_URL, &prefix).await) else {
-        db.cleanup().await;
-        return;
-    };
-    let redis_keys = DropKeys::new(REDIS_URL, &prefix);
-    let store = db.store().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data_dir = dir.path().join("data");
+    let Setup {
+        redis, store, kube, ..
+    } = &setup;
+    let data_dir = setup.dir.path().join("data");
     std::fs::create_dir_all(&data_dir).expect("data dir");
-
-    let kube = Arc::new(KubeStandIn::default());
-    kube.apply(NAME, json!({"policy": "fcfs"}));
-    let (kube_port, server) = serve(kube.clone()).await;
-    let kubeconfig = write_kubeconfig(dir.path(), kube_port);
-
     let children = Children::default();
-    let common = |cmd: &mut Command| {
-        cmd.env("JOBSCHED_DATABASE_URL", db.url())
-            .env("JOBSCHED_REDIS_URL", REDIS_URL)
-            .env("JOBSCHED_REDIS_PREFIX", &prefix)
-            .env("JOBSCHED_METRICS_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "warn");
-    };
-    let mut controller = Command::new(BIN);
-    controller
-        .arg("controller")
-        .env("KUBECONFIG", &kubeconfig)
-        .env("JOBSCHED_NAMESPACE", NS)
-        .env("JOBSCHED_CONFIG_NAME", NAME)
-        .env("JOBSCHED_REQUEUE_SECONDS", "1");
-    common(&mut controller);
-    children.spawn("controller", &mut controller);
+    children.spawn("controller", &mut setup.controller("warn"));
 
     // The backlog: submission order is the reverse of priority order.
     let backlog: Vec<NewJob> = (0..JOBS).map(backlog_job).collect();
@@ -723,41 +799,22 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
         .expect("publish JobsAvailable");
 
     // The controller applies the object's fcfs, owned by the object, and reports it.
-    let owner = format!("{NS}/{NAME}");
-    let owned = |policy| PolicySettings {
-        policy,
-        managed_by: Some(owner.clone()),
-        ..PolicySettings::default()
-    };
     let fcfs = owned(PolicyKind::Fcfs);
-    until(
-        &children,
-        "Redis policy = fcfs managed by the SchedulerConfig",
-        30,
-        async || (redis.policy().await.ok()?? == fcfs).then_some(()),
-    )
-    .await;
-    until(
-        &children,
-        "status patch: activePolicy fcfs, observedGeneration 1, Ready=True",
-        30,
-        async || applied_patch(&kube.status_patches(), "fcfs", 1).then_some(()),
-    )
+    let what = "Redis policy = fcfs managed by the SchedulerConfig, and a status patch: \
+                activePolicy fcfs, observedGeneration 1, Ready=True";
+    until(&children, what, 30, async || {
+        let in_redis = redis.policy().await.ok()?? == fcfs;
+        (in_redis && applied_patch(&kube.status_patches(), "fcfs", 1)).then_some(())
+    })
     .await;
 
     // The REST API refuses to change a policy the SchedulerConfig owns.
     let api_listen = format!("127.0.0.1:{}", free_port());
-    let mut api = Command::new(BIN);
-    api.arg("api")
-        .env("JOBSCHED_LISTEN", &api_listen)
+    let mut api = setup.command("api", "warn");
+    api.env("JOBSCHED_LISTEN", &api_listen)
         .env("JOBSCHED_DATA_DIR", &data_dir);
-    common(&mut api);
     children.spawn("api", &mut api);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client");
+    let http = http_client();
     until(&children, "the API answers /health", 30, async || {
         let resp = http
             .get(format!("http://{api_listen}/health"))
@@ -777,7 +834,7 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     let body: Value = resp.json().await.expect("JSON error body");
     let detail = body["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains(&format!("SchedulerConfig {owner}")),
+        detail.contains(&format!("SchedulerConfig {NS}/{NAME}")),
         "the 409 names the owning SchedulerConfig: {body}"
     );
     assert_eq!(
@@ -787,15 +844,13 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     );
 
     // One worker with one slot runs the backlog; a few jobs complete under fcfs.
-    let mut worker = Command::new(BIN);
+    let mut worker = setup.command("worker", "warn");
     worker
-        .arg("worker")
         .env("JOBSCHED_DATA_DIR", &data_dir)
         .env("JOBSCHED_WORKER_ID", "only")
         .env("JOBSCHED_WORKER_CONCURRENCY", "1")
         .env("JOBSCHED_LEADER_TTL", "2")
         .env("JOBSCHED_WORKER_TTL", "2");
-    common(&mut worker);
     children.spawn("worker", &mut worker);
     eventually(
         &children,
@@ -803,7 +858,7 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
         Duration::from_secs(30),
         Duration::from_millis(5),
         async || {
-            let done = all_jobs(&store)
+            let done = all_jobs(store)
                 .await
                 .iter()
                 .filter(|j| j.status == JobStatus::Completed)
@@ -839,7 +894,7 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     )
     .await;
     let jobs = until(&children, "(d) every job completed", 60, async || {
-        let jobs = all_jobs(&store).await;
+        let jobs = all_jobs(store).await;
         (jobs.len() == JOBS && jobs.iter().all(|j| j.status.is_terminal())).then_some(jobs)
     })
     .await;
@@ -900,37 +955,22 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     );
 
     // The durable copy follows the object too, and the change was announced as an Event.
-    until(
-        &children,
-        "durable policy copy = priority managed by the SchedulerConfig",
-        30,
-        async || (store.load_policy().await.ok()?? == priority).then_some(()),
-    )
+    let what = "durable policy copy = priority managed by the SchedulerConfig, and a \
+                PolicyChanged Event for the switch";
+    until(&children, what, 30, async || {
+        let durable = store.load_policy().await.ok()?? == priority;
+        (durable && kube.policy_changed_events() > events_before).then_some(())
+    })
     .await;
-    until(
-        &children,
-        "a PolicyChanged Event for the switch",
-        30,
-        async || (kube.policy_changed_events() > events_before).then_some(()),
-    )
-    .await;
-    {
-        let state = kube.lock();
-        assert!(
-            state.unexpected.is_empty(),
-            "the controller made API calls the stand-in does not serve: {:?}",
-            state.unexpected
-        );
-        assert!(
-            !state.leases.is_empty(),
-            "the controller took the leader Lease"
-        );
-    }
+    kube.assert_served_all();
+    assert!(
+        !kube.lock().leases.is_empty(),
+        "the controller took the leader Lease"
+    );
 
     drop(children);
     drop(server);
-    drop(redis_keys);
-    db.cleanup().await;
+    setup.finish().await;
 }
 
 /// Two installations in one namespace (two releases): each controller process watches only its
@@ -1025,11 +1065,7 @@ async fn two_installations_in_one_namespace_never_touch_each_other() {
     );
     assert!(selectors.contains(&"metadata.name=main".to_string()));
     assert!(selectors.contains(&"metadata.name=other".to_string()));
-    assert!(
-        kube.lock().unexpected.is_empty(),
-        "{:?}",
-        kube.lock().unexpected
-    );
+    kube.assert_served_all();
 }
 
 /// The controller under faults: Redis wiped, the API server gone for 3 s (a change made meanwhile
@@ -1037,36 +1073,21 @@ async fn two_installations_in_one_namespace_never_touch_each_other() {
 /// and the durable copy again, with no restart other than the killed replica's replacement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9() {
-    let Some(db) = TestDb::postgres().await else {
+    let Some((setup, server)) = Setup::start("ctlfault").await else {
         return;
     };
-    let prefix = format!("jobsched-ctlfault-{}", uuid::Uuid::new_v4().simple());
-    let Some(redis) = required("Redis", RedisTransport::connect(REDIS_URL, &prefix).await) else {
-        db.cleanup().await;
-        return;
-    };
-    let _redis_keys = DropKeys::new(REDIS_URL, &prefix);
-    let store = db.store().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kube = Arc::new(KubeStandIn::default());
-    kube.apply(NAME, json!({"policy": "fcfs"}));
-    let (kube_port, server) = serve(kube.clone()).await;
-    let kubeconfig = write_kubeconfig(dir.path(), kube_port);
+    let Setup {
+        redis,
+        store,
+        kube,
+        kube_port,
+        ..
+    } = &setup;
     let children = Children::default();
     let metrics_port = free_port();
     let controller = |identity: &str| {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("controller")
-            .env("KUBECONFIG", &kubeconfig)
-            .env("HOSTNAME", identity)
-            .env("JOBSCHED_NAMESPACE", NS)
-            .env("JOBSCHED_CONFIG_NAME", NAME)
-            .env("JOBSCHED_REQUEUE_SECONDS", "1")
-            .env("JOBSCHED_DATABASE_URL", db.url())
-            .env("JOBSCHED_REDIS_URL", REDIS_URL)
-            .env("JOBSCHED_REDIS_PREFIX", &prefix)
-            .env("JOBSCHED_METRICS_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "error");
+        let mut cmd = setup.controller("error");
+        cmd.env("HOSTNAME", identity);
         cmd
     };
     let mut first = controller("ctl-a");
@@ -1075,23 +1096,13 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
         format!("127.0.0.1:{metrics_port}"),
     );
     children.spawn("controller-a", &mut first);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("HTTP client");
+    let http = http_client();
     let readyz = async || {
         http.get(format!("http://127.0.0.1:{metrics_port}/readyz"))
             .send()
             .await
             .ok()
             .map(|r| r.status().as_u16())
-    };
-    let owner = format!("{NS}/{NAME}");
-    let owned = |policy| PolicySettings {
-        policy,
-        managed_by: Some(owner.clone()),
-        ..PolicySettings::default()
     };
     // The object's policy, in Redis and in the durable copy.
     let applied = async |policy: PolicyKind, what: &str| {
@@ -1112,34 +1123,22 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
 
     // 2. The API server gone for 3 s; the object changes meanwhile, then once more after.
     // The controller is not ready while it cannot reach the API server.
-    until(
-        &children,
-        "/readyz 200 while the API server answers",
-        30,
-        async || (readyz().await == Some(200)).then_some(()),
-    )
-    .await;
+    let ready_is = async |code, what, secs| {
+        until(&children, what, secs, async || {
+            (readyz().await == Some(code)).then_some(())
+        })
+        .await
+    };
+    ready_is(200, "/readyz 200 while the API server answers", 30).await;
     drop(server);
     let outage = Instant::now();
-    until(
-        &children,
-        "/readyz 503 while the API server is gone",
-        3,
-        async || (readyz().await == Some(503)).then_some(()),
-    )
-    .await;
+    ready_is(503, "/readyz 503 while the API server is gone", 3).await;
     kube.apply(NAME, json!({"policy": "sjf"}));
     let remaining = Duration::from_secs(3).saturating_sub(outage.elapsed());
     tokio::time::sleep(remaining).await;
-    let (_, server) = serve_on(kube.clone(), kube_port).await;
+    let (_, server) = serve_on(kube.clone(), *kube_port).await;
     let back = Instant::now();
-    until(
-        &children,
-        "/readyz 200 again once the API server is back",
-        30,
-        async || (readyz().await == Some(200)).then_some(()),
-    )
-    .await;
+    ready_is(200, "/readyz 200 again once the API server is back", 30).await;
     let missed = applied(PolicyKind::Sjf, "the change made during the outage applied").await;
     eprintln!("outage lasted {:?}", back - outage);
     kube.apply(NAME, json!({"policy": "priority"}));
@@ -1165,14 +1164,7 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
     )
     .await;
     let failover = killed.elapsed();
-    {
-        let state = kube.lock();
-        assert!(
-            state.unexpected.is_empty(),
-            "the controller made API calls the stand-in does not serve: {:?}",
-            state.unexpected
-        );
-    }
+    kube.assert_served_all();
     eprintln!(
         "RELIABILITY | controller: Redis keys wiped; API server down 3 s (a spec change made \
          meanwhile); kill -9 of the leading replica (15 s Lease) | {:.2} s, {:.2} s after the API \
@@ -1184,5 +1176,5 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
     );
     drop(children);
     drop(server);
-    db.cleanup().await;
+    setup.finish().await;
 }

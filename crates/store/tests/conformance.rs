@@ -165,10 +165,7 @@ async fn run(
     lease_until: DateTime<Utc>,
 ) -> Token {
     let tok = schedule(s, id, now, lease_until).await;
-    let started = s
-        .record_starts(&[(tok, now)], owner, lease_until)
-        .await
-        .unwrap();
+    let started = recorded(s, &[(tok, now)], owner, lease_until).await;
     assert_eq!(started, vec![tok], "start {id}");
     tok
 }
@@ -184,20 +181,97 @@ async fn finish(
     s.finish(&runs, owner, now).await
 }
 
+/// The four outcomes, by position.
+mod out {
+    use super::*;
+
+    pub fn completed(token: Token, result: serde_json::Value) -> Outcome {
+        Outcome::Completed { token, result }
+    }
+
+    pub fn retried(token: Token, error: String, run_at: DateTime<Utc>) -> Outcome {
+        Outcome::Retry {
+            token,
+            error,
+            run_at,
+        }
+    }
+
+    pub fn failed(token: Token, error: String, retry_count: i32) -> Outcome {
+        Outcome::Failed {
+            token,
+            error,
+            retry_count,
+        }
+    }
+
+    pub fn requeued(token: Token, checkpoint: Option<serde_json::Value>) -> Outcome {
+        Outcome::Requeue { token, checkpoint }
+    }
+}
+
+/// The jobs `claim` took for `owner` at `now`.
+async fn claimed(
+    s: &Arc<dyn Store>,
+    claim: &Claim,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Vec<StartedJob> {
+    s.claim(claim, owner, now).await.unwrap()
+}
+
+/// The page `filter` lists.
+async fn listed(s: &Arc<dyn Store>, filter: &JobFilter) -> jobsched_core::JobPage {
+    s.list(filter).await.unwrap()
+}
+
+/// Page `page` of `page_size` jobs, newest first.
+fn page(page: u32, page_size: u32) -> JobFilter {
+    JobFilter {
+        page,
+        page_size,
+        ..JobFilter::default()
+    }
+}
+
+/// Page `n` of `size` jobs, narrowed by `narrow`.
+fn page_where(n: u32, size: u32, narrow: impl FnOnce(&mut JobFilter)) -> JobFilter {
+    let mut filter = page(n, size);
+    narrow(&mut filter);
+    filter
+}
+
+/// The starts `record_starts` recorded for `owner`, leased until `lease_until`.
+async fn recorded(
+    s: &Arc<dyn Store>,
+    starts: &[(Token, DateTime<Utc>)],
+    owner: &str,
+    lease_until: DateTime<Utc>,
+) -> Vec<Token> {
+    s.record_starts(starts, owner, lease_until).await.unwrap()
+}
+
+/// `job`, submitted at `now`.
+async fn inserted(s: &Arc<dyn Store>, job: &NewJob, now: DateTime<Utc>) -> Job {
+    s.insert(job, now).await.unwrap()
+}
+
+/// Jobs named `names`, submitted at 0 in this order: their ids.
+async fn inserts<const N: usize>(s: &Arc<dyn Store>, names: [&str; N]) -> [JobId; N] {
+    let mut ids = [JobId::nil(); N];
+    for (id, name) in ids.iter_mut().zip(names) {
+        *id = insert(s, name, t(0)).await;
+    }
+    ids
+}
+
 async fn insert(s: &Arc<dyn Store>, name: &str, now: DateTime<Utc>) -> JobId {
-    s.insert(&new_job(name), now).await.unwrap().id
+    inserted(s, &new_job(name), now).await.id
 }
 
 /// Every job's status.
 async fn statuses(s: &Arc<dyn Store>) -> HashMap<JobId, JobStatus> {
-    let page = s
-        .list(&JobFilter {
-            page: 1,
-            page_size: 10_000,
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+    let page = listed(s, &page(1, 10_000)).await;
     page.jobs.into_iter().map(|j| (j.id, j.status)).collect()
 }
 
@@ -224,7 +298,7 @@ fn assert_close(a: f64, b: f64) {
 async fn insert_and_get(db: &TestDb) {
     let s = db.store().await;
     let nj = custom_job("first", "word_count", 2, 7.5, 4);
-    let j = s.insert(&nj, t(0)).await.unwrap();
+    let j = inserted(&s, &nj, t(0)).await;
     assert_eq!(j.id, nj.id);
     assert_eq!(j.name, "first");
     assert_eq!(j.job_type, "word_count");
@@ -242,7 +316,7 @@ async fn insert_and_get(db: &TestDb) {
 
     // Sub-second times survive at microsecond precision.
     let precise = t(1) + Cd::microseconds(123_456);
-    let second = s.insert(&new_job("second"), precise).await.unwrap();
+    let second = inserted(&s, &new_job("second"), precise).await;
     assert_eq!(second.created_at, precise);
     assert!(second.seq > j.seq);
 
@@ -299,35 +373,28 @@ async fn list_filters_sorts_and_pages(db: &TestDb) {
         .collect();
     let wc_ids = s.insert_many(&wc, t(10)).await.unwrap();
 
-    let page = |page, page_size| JobFilter {
-        page,
-        page_size,
-        ..JobFilter::default()
-    };
     let ids = |p: &jobsched_core::JobPage| p.jobs.iter().map(|j| j.id).collect::<Vec<_>>();
 
-    let p1 = s.list(&page(1, 3)).await.unwrap();
+    let p1 = listed(&s, &page(1, 3)).await;
     assert_eq!((p1.total, p1.page, p1.page_size), (7, 1, 3));
     assert_eq!(ids(&p1), vec![wc_ids[2], wc_ids[1], wc_ids[0]]);
-    let p2 = s.list(&page(2, 3)).await.unwrap();
+    let p2 = listed(&s, &page(2, 3)).await;
     assert_eq!(ids(&p2), vec![sleeps[3], sleeps[2], sleeps[1]]);
-    let p3 = s.list(&page(3, 3)).await.unwrap();
+    let p3 = listed(&s, &page(3, 3)).await;
     assert_eq!(ids(&p3), vec![sleeps[0]]);
-    let past = s.list(&page(4, 3)).await.unwrap();
+    let past = listed(&s, &page(4, 3)).await;
     assert!(past.jobs.is_empty());
     assert_eq!((past.total, past.page), (7, 4));
-    let far = s.list(&page(1000, 100)).await.unwrap();
+    let far = listed(&s, &page(1000, 100)).await;
     assert!(far.jobs.is_empty() && far.total == 7);
     // Page 0 is read as page 1.
     assert_eq!(ids(&s.list(&page(0, 3)).await.unwrap()), ids(&p1));
 
-    let by_type = s
-        .list(&JobFilter {
-            job_type: Some("word_count".into()),
-            ..page(1, 2)
-        })
-        .await
-        .unwrap();
+    let by_type = listed(
+        &s,
+        &page_where(1, 2, |f| f.job_type = Some("word_count".into())),
+    )
+    .await;
     assert_eq!(by_type.total, 3);
     assert_eq!(ids(&by_type), vec![wc_ids[2], wc_ids[1]]);
 
@@ -335,68 +402,50 @@ async fn list_filters_sorts_and_pages(db: &TestDb) {
         s.cancel(sleeps[1], t(20)).await.unwrap(),
         CancelOutcome::Cancelled
     );
-    let cancelled = s
-        .list(&JobFilter {
-            status: Some(JobStatus::Cancelled),
-            ..page(1, 10)
-        })
-        .await
-        .unwrap();
+    let cancelled = listed(
+        &s,
+        &page_where(1, 10, |f| f.status = Some(JobStatus::Cancelled)),
+    )
+    .await;
     assert_eq!((cancelled.total, ids(&cancelled)), (1, vec![sleeps[1]]));
-    let pending_sleeps = s
-        .list(&JobFilter {
-            status: Some(JobStatus::Pending),
-            job_type: Some("sleep".into()),
-            ..page(1, 10)
-        })
-        .await
-        .unwrap();
+    let pending_sleeps = listed(
+        &s,
+        &page_where(1, 10, |f| {
+            f.status = Some(JobStatus::Pending);
+            f.job_type = Some("sleep".into());
+        }),
+    )
+    .await;
     assert_eq!(pending_sleeps.total, 3);
     assert_eq!(ids(&pending_sleeps), vec![sleeps[3], sleeps[2], sleeps[0]]);
-    let none = s
-        .list(&JobFilter {
-            job_type: Some("nope".into()),
-            ..page(1, 10)
-        })
-        .await
-        .unwrap();
+    let none = listed(&s, &page_where(1, 10, |f| f.job_type = Some("nope".into()))).await;
     assert_eq!((none.total, none.jobs.len()), (0, 0));
 
     // Search: one id, or a name prefix (byte order, case-sensitive), with the other filters.
-    let by_id = s
-        .list(&JobFilter {
-            id: Some(wc_ids[1]),
-            ..page(1, 10)
-        })
-        .await
-        .unwrap();
+    let by_id = listed(&s, &page_where(1, 10, |f| f.id = Some(wc_ids[1]))).await;
     assert_eq!((by_id.total, ids(&by_id)), (1, vec![wc_ids[1]]));
-    let sl = s
-        .list(&JobFilter {
-            name_prefix: Some("sl".into()),
-            ..page(1, 10)
-        })
-        .await
-        .unwrap();
+    let sl = listed(
+        &s,
+        &page_where(1, 10, |f| f.name_prefix = Some("sl".into())),
+    )
+    .await;
     assert_eq!(sl.total, 4);
     assert_eq!(ids(&sl), vec![sleeps[3], sleeps[2], sleeps[1], sleeps[0]]);
-    let wc1 = s
-        .list(&JobFilter {
-            name_prefix: Some("wc1".into()),
-            job_type: Some("word_count".into()),
-            ..page(1, 10)
-        })
-        .await
-        .unwrap();
+    let wc1 = listed(
+        &s,
+        &page_where(1, 10, |f| {
+            f.name_prefix = Some("wc1".into());
+            f.job_type = Some("word_count".into());
+        }),
+    )
+    .await;
     assert_eq!((wc1.total, ids(&wc1)), (1, vec![wc_ids[1]]));
     for prefix in ["SL", "sleep0x", "%", "_"] {
-        let none = s
-            .list(&JobFilter {
-                name_prefix: Some(prefix.into()),
-                ..page(1, 10)
-            })
-            .await
-            .unwrap();
+        let none = listed(
+            &s,
+            &page_where(1, 10, |f| f.name_prefix = Some(prefix.into())),
+        )
+        .await;
         assert_eq!(none.total, 0, "{prefix}");
     }
 }
@@ -418,10 +467,7 @@ async fn stats_counts_and_average(db: &TestDb) {
         let done = finish(
             &s,
             "w",
-            &[Outcome::Completed {
-                token: tok,
-                result: json!({ "ok": true }),
-            }],
+            &[out::completed(tok, json!({ "ok": true }))],
             t(10) + Cd::milliseconds(ms),
         )
         .await
@@ -430,11 +476,7 @@ async fn stats_counts_and_average(db: &TestDb) {
     }
     // A failed run (its duration must not count) and one of each other state.
     let tok = run(&s, ids[2], "w", t(10), t(100)).await;
-    let failed = Outcome::Failed {
-        token: tok,
-        error: "boom".into(),
-        retry_count: 3,
-    };
+    let failed = out::failed(tok, "boom".into(), 3);
     assert_eq!(finish(&s, "w", &[failed], t(50)).await.unwrap().len(), 1);
     assert_eq!(
         s.cancel(ids[3], t(10)).await.unwrap(),
@@ -450,66 +492,42 @@ async fn stats_counts_and_average(db: &TestDb) {
 
 async fn cancel_rules(db: &TestDb) {
     let s = db.store().await;
-    let pending = insert(&s, "p", t(0)).await;
-    let scheduled = insert(&s, "s", t(0)).await;
-    let running = insert(&s, "r", t(0)).await;
-    let completed = insert(&s, "c", t(0)).await;
+    let [pending, scheduled, running, completed] = inserts(&s, ["p", "s", "r", "c"]).await;
     let sched_tok = schedule(&s, scheduled, t(1), t(30)).await;
     run(&s, running, "w", t(1), t(30)).await;
     let ctok = run(&s, completed, "w", t(1), t(30)).await;
-    finish(
-        &s,
-        "w",
-        &[Outcome::Completed {
-            token: ctok,
-            result: json!(1),
-        }],
-        t(2),
-    )
-    .await
-    .unwrap();
+    finish(&s, "w", &[out::completed(ctok, json!(1))], t(2))
+        .await
+        .unwrap();
+
+    // A cancel ends the job at once, at the cancel's time (a RUNNING one's run must stop).
+    let cancelled_at = async |id, at| {
+        let answer = s.cancel(id, at).await.unwrap();
+        let j = job(&s, id).await;
+        assert_eq!((j.status, j.completed_at), (JobStatus::Cancelled, Some(at)));
+        answer
+    };
+    assert_eq!(cancelled_at(pending, t(5)).await, CancelOutcome::Cancelled);
 
     assert_eq!(
-        s.cancel(pending, t(5)).await.unwrap(),
-        CancelOutcome::Cancelled
-    );
-    let p = job(&s, pending).await;
-    assert_eq!(
-        (p.status, p.completed_at),
-        (JobStatus::Cancelled, Some(t(5)))
-    );
-
-    assert_eq!(
-        s.cancel(scheduled, t(6)).await.unwrap(),
+        cancelled_at(scheduled, t(6)).await,
         CancelOutcome::Cancelled
     );
     let sj = job(&s, scheduled).await;
-    assert_eq!(sj.status, JobStatus::Cancelled);
     assert!(sj.lease_expires_at.is_none() && sj.lease_owner.is_none());
     // The dispatched token of a cancelled job no longer starts.
     assert!(
-        s.record_starts(&[(sched_tok, t(7))], "w", t(30))
+        recorded(&s, &[(sched_tok, t(7))], "w", t(30))
             .await
-            .unwrap()
             .is_empty()
     );
 
     // RUNNING: cancelled at once; its worker can no longer record an outcome or renew.
     let run_tok = token(&s, running).await;
-    assert_eq!(
-        s.cancel(running, t(7)).await.unwrap(),
-        CancelOutcome::Stopping
-    );
+    assert_eq!(cancelled_at(running, t(7)).await, CancelOutcome::Stopping);
     let rj = job(&s, running).await;
-    assert_eq!(
-        (rj.status, rj.completed_at),
-        (JobStatus::Cancelled, Some(t(7)))
-    );
     assert!(rj.lease_expires_at.is_none() && rj.lease_owner.is_none());
-    let late = Outcome::Completed {
-        token: run_tok,
-        result: json!("too late"),
-    };
+    let late = out::completed(run_tok, json!("too late"));
     assert!(finish(&s, "w", &[late], t(8)).await.unwrap().is_empty());
     assert!(s.renew(&[run_tok], "w", t(40)).await.unwrap().is_empty());
     let rj = job(&s, running).await;
@@ -574,18 +592,9 @@ async fn pending_after_is_a_cursor(db: &TestDb) {
         all.iter().map(|p| p.queued.id).collect::<Vec<_>>(),
         vec![ids[1], ids[3], ids[4]]
     );
-    finish(
-        &s,
-        "w",
-        &[Outcome::Retry {
-            token: tok,
-            error: "e".into(),
-            run_at: t(500),
-        }],
-        t(2),
-    )
-    .await
-    .unwrap();
+    finish(&s, "w", &[out::retried(tok, "e".into(), t(500))], t(2))
+        .await
+        .unwrap();
     let after = s.pending_after(last_seq, 10).await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(
@@ -596,9 +605,7 @@ async fn pending_after_is_a_cursor(db: &TestDb) {
 
 async fn mark_scheduled_is_fenced_by_attempt(db: &TestDb) {
     let s = db.store().await;
-    let a = insert(&s, "a", t(0)).await;
-    let b = insert(&s, "b", t(0)).await;
-    let c = insert(&s, "c", t(0)).await;
+    let [a, b, c] = inserts(&s, ["a", "b", "c"]).await;
     assert!(s.mark_scheduled(&[], t(1), t(31)).await.unwrap().is_empty());
 
     let a0 = Token { id: a, attempt: 0 };
@@ -657,17 +664,9 @@ async fn mark_scheduled_is_fenced_by_attempt(db: &TestDb) {
 
 async fn rescue_expired_both_branches(db: &TestDb) {
     let s = db.store().await;
-    let a = s
-        .insert(&custom_job("a", "sleep", 5, 1.0, 3), t(0))
-        .await
-        .unwrap();
-    let b = s
-        .insert(&custom_job("b", "sleep", 5, 1.0, 0), t(0))
-        .await
-        .unwrap();
-    let c = insert(&s, "c", t(0)).await;
-    let d = insert(&s, "d", t(0)).await;
-    let e = insert(&s, "e", t(0)).await;
+    let a = inserted(&s, &custom_job("a", "sleep", 5, 1.0, 3), t(0)).await;
+    let b = inserted(&s, &custom_job("b", "sleep", 5, 1.0, 0), t(0)).await;
+    let [c, d, e] = inserts(&s, ["c", "d", "e"]).await;
     let a_tok = run(&s, a.id, "w1", t(1), t(30)).await;
     let b_tok = run(&s, b.id, "w2", t(1), t(30)).await;
     let c_tok = schedule(&s, c, t(1), t(30)).await;
@@ -725,16 +724,9 @@ async fn rescue_expired_both_branches(db: &TestDb) {
     assert_eq!(job(&s, e).await.status, JobStatus::Scheduled);
 
     // The late worker's outcome and the late start are not applied.
-    let late = Outcome::Completed {
-        token: a_tok,
-        result: json!("late"),
-    };
+    let late = out::completed(a_tok, json!("late"));
     assert!(finish(&s, "w1", &[late], t(32)).await.unwrap().is_empty());
-    let late_fail = Outcome::Failed {
-        token: b_tok,
-        error: "late".into(),
-        retry_count: 0,
-    };
+    let late_fail = out::failed(b_tok, "late".into(), 0);
     assert!(
         finish(&s, "w2", &[late_fail], t(32))
             .await
@@ -742,9 +734,8 @@ async fn rescue_expired_both_branches(db: &TestDb) {
             .is_empty()
     );
     assert!(
-        s.record_starts(&[(c_tok, t(32))], "w9", t(60))
+        recorded(&s, &[(c_tok, t(32))], "w9", t(60))
             .await
-            .unwrap()
             .is_empty()
     );
     assert!(s.renew(&[a_tok], "w1", t(90)).await.unwrap().is_empty());
@@ -752,9 +743,8 @@ async fn rescue_expired_both_branches(db: &TestDb) {
     let a2 = schedule(&s, a.id, t(33), t(60)).await;
     assert_eq!(a2.attempt, 2);
     assert!(
-        s.record_starts(&[(a_tok, t(33))], "w1", t(60))
+        recorded(&s, &[(a_tok, t(33))], "w1", t(60))
             .await
-            .unwrap()
             .is_empty()
     );
     let bj2 = job(&s, b.id).await;
@@ -765,10 +755,8 @@ async fn rescue_expired_both_branches(db: &TestDb) {
 
 async fn rescue_never_exceeds_max_retries(db: &TestDb) {
     let s = db.store().await;
-    let id = s
-        .insert(&custom_job("flaky", "sleep", 5, 1.0, 2), t(0))
+    let id = inserted(&s, &custom_job("flaky", "sleep", 5, 1.0, 2), t(0))
         .await
-        .unwrap()
         .id;
     let mut now = 0;
     for expected_retry in 1..=2 {
@@ -798,17 +786,11 @@ async fn rescue_never_exceeds_max_retries(db: &TestDb) {
     );
 
     // A worker-reported retry also never pushes retry_count past the budget.
-    let other = s
-        .insert(&custom_job("o", "sleep", 5, 1.0, 0), t(0))
+    let other = inserted(&s, &custom_job("o", "sleep", 5, 1.0, 0), t(0))
         .await
-        .unwrap()
         .id;
     let tok = run(&s, other, "w", t(1), t(10)).await;
-    let retry = Outcome::Retry {
-        token: tok,
-        error: "x".into(),
-        run_at: t(2),
-    };
+    let retry = out::retried(tok, "x".into(), t(2));
     assert_eq!(finish(&s, "w", &[retry], t(2)).await.unwrap(), vec![tok]);
     assert_eq!(job(&s, other).await.retry_count, 0);
 }
@@ -818,31 +800,20 @@ async fn rescue_never_exceeds_max_retries(db: &TestDb) {
 
 async fn start_rules(db: &TestDb) {
     let s = db.store().await;
-    let a = s
-        .insert(&custom_job("a", "thumbnail", 3, 2.0, 4), t(0))
-        .await
-        .unwrap();
-    assert!(s.record_starts(&[], "w1", t(30)).await.unwrap().is_empty());
+    let a = inserted(&s, &custom_job("a", "thumbnail", 3, 2.0, 4), t(0)).await;
+    assert!(recorded(&s, &[], "w1", t(30)).await.is_empty());
     // Not scheduled yet: nothing to read, nothing starts.
     let a0 = Token {
         id: a.id,
         attempt: 0,
     };
     assert!(s.fetch(&[a0]).await.unwrap().is_empty());
-    assert!(
-        s.record_starts(&[(a0, t(1))], "w1", t(30))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(recorded(&s, &[(a0, t(1))], "w1", t(30)).await.is_empty());
     assert_eq!(job(&s, a.id).await.status, JobStatus::Pending);
 
     let a1 = schedule(&s, a.id, t(1), t(30)).await;
     assert!(
-        s.record_starts(&[(a0, t(2))], "w1", t(32))
-            .await
-            .unwrap()
-            .is_empty(),
+        recorded(&s, &[(a0, t(2))], "w1", t(32)).await.is_empty(),
         "stale attempt"
     );
     let read = s.fetch(&[a1]).await.unwrap();
@@ -854,10 +825,7 @@ async fn start_rules(db: &TestDb) {
     assert_eq!(sj.checkpoint, None);
     assert_eq!((sj.retry_count, sj.max_retries, sj.slices), (0, 4, 0));
     assert_eq!(sj.created_at, t(0));
-    assert_eq!(
-        s.record_starts(&[(a1, t(2))], "w1", t(32)).await.unwrap(),
-        vec![a1]
-    );
+    assert_eq!(recorded(&s, &[(a1, t(2))], "w1", t(32)).await, vec![a1]);
     let j = job(&s, a.id).await;
     assert_eq!(j.status, JobStatus::Running);
     assert_eq!(j.lease_owner.as_deref(), Some("w1"));
@@ -867,19 +835,11 @@ async fn start_rules(db: &TestDb) {
     );
     assert_eq!(j.slices, 1);
     // Already running: another worker's start does nothing.
-    assert!(
-        s.record_starts(&[(a1, t(3))], "w2", t(33))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(recorded(&s, &[(a1, t(3))], "w2", t(33)).await.is_empty());
     assert_eq!(job(&s, a.id).await.lease_owner.as_deref(), Some("w1"));
 
     // Second slice: the checkpoint and the slice count come back.
-    let requeue = Outcome::Requeue {
-        token: a1,
-        checkpoint: Some(json!({ "done": 3 })),
-    };
+    let requeue = out::requeued(a1, Some(json!({ "done": 3 })));
     assert_eq!(finish(&s, "w1", &[requeue], t(4)).await.unwrap(), vec![a1]);
     let a2 = schedule(&s, a.id, t(5), t(35)).await;
     let b = insert(&s, "b", t(0)).await;
@@ -891,9 +851,7 @@ async fn start_rules(db: &TestDb) {
     assert_eq!(read[1].attempt, 2);
     assert_eq!(read[1].checkpoint, Some(json!({ "done": 3 })));
     assert_eq!(
-        s.record_starts(&[(b1, t(6)), (a2, t(6))], "w2", t(36))
-            .await
-            .unwrap(),
+        recorded(&s, &[(b1, t(6)), (a2, t(6))], "w2", t(36)).await,
         vec![b1, a2]
     );
     let aj = job(&s, a.id).await;
@@ -902,11 +860,7 @@ async fn start_rules(db: &TestDb) {
 
 async fn held_lists_the_running_jobs_under_a_lease(db: &TestDb) {
     let s = db.store().await;
-    let a = insert(&s, "a", t(0)).await;
-    let b = insert(&s, "b", t(0)).await;
-    let c = insert(&s, "c", t(0)).await;
-    let d = insert(&s, "d", t(0)).await;
-    let e = insert(&s, "e", t(0)).await;
+    let [a, b, c, d, e] = inserts(&s, ["a", "b", "c", "d", "e"]).await;
     assert!(
         s.held("w1", &[t(30)]).await.unwrap().is_empty(),
         "nothing claimed yet"
@@ -938,26 +892,12 @@ async fn held_lists_the_running_jobs_under_a_lease(db: &TestDb) {
 
     // A recorded outcome ends the hold; a handed-back job is held by no one.
     let done = s
-        .finish(
-            &[Finished::from(Outcome::Completed {
-                token: a1,
-                result: json!(1),
-            })],
-            "w1",
-            t(2),
-        )
+        .finish(&[Finished::from(out::completed(a1, json!(1)))], "w1", t(2))
         .await
         .unwrap();
     assert_eq!(done, vec![a1]);
     let back = s
-        .finish(
-            &[Finished::from(Outcome::Requeue {
-                token: b1,
-                checkpoint: None,
-            })],
-            "w1",
-            t(2),
-        )
+        .finish(&[Finished::from(out::requeued(b1, None))], "w1", t(2))
         .await
         .unwrap();
     assert_eq!(back, vec![b1]);
@@ -983,9 +923,8 @@ async fn backlog_sums_the_pending_estimates(db: &TestDb) {
     let mut ids = Vec::new();
     for (name, est) in [("a", 1.5), ("b", 2.25), ("c", 4.0)] {
         ids.push(
-            s.insert(&custom_job(name, "sleep", 5, est, 3), t(0))
+            inserted(&s, &custom_job(name, "sleep", 5, est, 3), t(0))
                 .await
-                .unwrap()
                 .id,
         );
     }
@@ -998,7 +937,7 @@ async fn backlog_sums_the_pending_estimates(db: &TestDb) {
     );
     let mut other = custom_job("d", "sleep", 5, 10.0, 3);
     other.queue = "other".into();
-    s.insert(&other, t(0)).await.unwrap();
+    inserted(&s, &other, t(0)).await;
     let per_queue = s.backlog().await.unwrap();
     assert_eq!(
         per_queue,
@@ -1068,29 +1007,20 @@ async fn renew_rules(db: &TestDb) {
     assert!(report.retried.is_empty() && report.dead_lettered.is_empty());
     assert_eq!(report.undispatched, vec![b]);
 
-    let done = Outcome::Completed {
-        token: a1,
-        result: json!(null),
-    };
+    let done = out::completed(a1, json!(null));
     assert_eq!(finish(&s, "w1", &[done], t(40)).await.unwrap(), vec![a1]);
     assert!(s.renew(&[a1], "w1", t(90)).await.unwrap().is_empty());
 }
 
 async fn finish_completed_applies_once(db: &TestDb) {
     let s = db.store().await;
-    let a = insert(&s, "a", t(0)).await;
-    let b = insert(&s, "b", t(0)).await;
-    let c = insert(&s, "c", t(0)).await;
-    let d = insert(&s, "d", t(0)).await;
+    let [a, b, c, d] = inserts(&s, ["a", "b", "c", "d"]).await;
     let a1 = run(&s, a, "w", t(1), t(30)).await;
     let b1 = run(&s, b, "w", t(1), t(30)).await;
     let d1 = schedule(&s, d, t(1), t(30)).await;
     assert!(finish(&s, "w", &[], t(2)).await.unwrap().is_empty());
 
-    let done = Outcome::Completed {
-        token: a1,
-        result: json!({ "words": 189 }),
-    };
+    let done = out::completed(a1, json!({ "words": 189 }));
     assert_eq!(
         finish(&s, "w", std::slice::from_ref(&done), t(5))
             .await
@@ -1105,24 +1035,14 @@ async fn finish_completed_applies_once(db: &TestDb) {
 
     // Duplicate delivery and a conflicting late outcome are both ignored.
     assert!(finish(&s, "w", &[done], t(6)).await.unwrap().is_empty());
-    let fail = Outcome::Failed {
-        token: a1,
-        error: "x".into(),
-        retry_count: 1,
-    };
+    let fail = out::failed(a1, "x".into(), 1);
     assert!(finish(&s, "w", &[fail], t(6)).await.unwrap().is_empty());
     let aj2 = job(&s, a).await;
     assert_eq!(aj2, aj);
 
     // The same token twice in one call: the first outcome wins, once.
-    let first = Outcome::Completed {
-        token: b1,
-        result: json!(1),
-    };
-    let second = Outcome::Completed {
-        token: b1,
-        result: json!(2),
-    };
+    let first = out::completed(b1, json!(1));
+    let second = out::completed(b1, json!(2));
     assert_eq!(
         finish(&s, "w", &[first, second], t(7)).await.unwrap(),
         vec![b1]
@@ -1131,16 +1051,7 @@ async fn finish_completed_applies_once(db: &TestDb) {
 
     // Not running: PENDING and SCHEDULED jobs take no outcome.
     let c0 = Token { id: c, attempt: 0 };
-    let outcomes = [
-        Outcome::Completed {
-            token: c0,
-            result: json!(0),
-        },
-        Outcome::Completed {
-            token: d1,
-            result: json!(0),
-        },
-    ];
+    let outcomes = [out::completed(c0, json!(0)), out::completed(d1, json!(0))];
     assert!(finish(&s, "w", &outcomes, t(8)).await.unwrap().is_empty());
     assert_eq!(job(&s, c).await.status, JobStatus::Pending);
     assert_eq!(job(&s, d).await.status, JobStatus::Scheduled);
@@ -1148,16 +1059,10 @@ async fn finish_completed_applies_once(db: &TestDb) {
 
 async fn finish_retry_failed_requeue(db: &TestDb) {
     let s = db.store().await;
-    let r = insert(&s, "r", t(0)).await;
-    let f = insert(&s, "f", t(0)).await;
-    let q = insert(&s, "q", t(0)).await;
-    let q2 = insert(&s, "q2", t(0)).await;
+    let [r, f, q, q2] = inserts(&s, ["r", "f", "q", "q2"]).await;
     // q2 saves a checkpoint in a first slice.
     let q2_1 = run(&s, q2, "w", t(1), t(30)).await;
-    let save = Outcome::Requeue {
-        token: q2_1,
-        checkpoint: Some(json!({ "offset": 10 })),
-    };
+    let save = out::requeued(q2_1, Some(json!({ "offset": 10 })));
     assert_eq!(finish(&s, "w", &[save], t(2)).await.unwrap(), vec![q2_1]);
 
     let r1 = run(&s, r, "w", t(3), t(30)).await;
@@ -1173,24 +1078,10 @@ async fn finish_retry_failed_requeue(db: &TestDb) {
     };
 
     let batch = [
-        Outcome::Retry {
-            token: r1,
-            error: "flaky".into(),
-            run_at: t(100),
-        },
-        Outcome::Failed {
-            token: f1,
-            error: "boom".into(),
-            retry_count: 99,
-        },
-        Outcome::Requeue {
-            token: q1,
-            checkpoint: Some(json!({ "offset": 5 })),
-        },
-        Outcome::Requeue {
-            token: q2_2,
-            checkpoint: None,
-        },
+        out::retried(r1, "flaky".into(), t(100)),
+        out::failed(f1, "boom".into(), 99),
+        out::requeued(q1, Some(json!({ "offset": 5 }))),
+        out::requeued(q2_2, None),
     ];
     assert_eq!(
         finish(&s, "w", &batch, t(10)).await.unwrap(),
@@ -1238,10 +1129,7 @@ async fn finish_retry_failed_requeue(db: &TestDb) {
     assert!(q2j.seq > seqs[&q2]);
 
     // Stale tokens after the fact.
-    let again = Outcome::Completed {
-        token: r1,
-        result: json!(0),
-    };
+    let again = out::completed(r1, json!(0));
     assert!(finish(&s, "w", &[again], t(11)).await.unwrap().is_empty());
     let pending: HashSet<JobId> = s
         .pending_after(0, 100)
@@ -1257,13 +1145,8 @@ async fn finish_retry_failed_requeue(db: &TestDb) {
 /// writes the start, or `finish` with `started_at` writes start and outcome in one update.
 async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
     let s = db.store().await;
-    let a = s
-        .insert(&custom_job("a", "sleep", 2, 1.5, 3), t(0))
-        .await
-        .unwrap();
-    let b = insert(&s, "b", t(0)).await;
-    let c = insert(&s, "c", t(0)).await;
-    let p = insert(&s, "p", t(0)).await;
+    let a = inserted(&s, &custom_job("a", "sleep", 2, 1.5, 3), t(0)).await;
+    let [b, c, p] = inserts(&s, ["b", "c", "p"]).await;
     let a1 = schedule(&s, a.id, t(1), t(30)).await;
     let b1 = schedule(&s, b, t(1), t(30)).await;
     let c1 = schedule(&s, c, t(1), t(30)).await;
@@ -1297,11 +1180,8 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
     assert_eq!(job(&s, a.id).await, before, "fetch changes nothing");
 
     // record_starts: SCHEDULED -> RUNNING at the given start, fenced by the attempt.
-    assert!(s.record_starts(&[], "w", t(30)).await.unwrap().is_empty());
-    let applied = s
-        .record_starts(&[(a1, t(2)), (stale, t(2)), (p0, t(2))], "w", t(40))
-        .await
-        .unwrap();
+    assert!(recorded(&s, &[], "w", t(30)).await.is_empty());
+    let applied = recorded(&s, &[(a1, t(2)), (stale, t(2)), (p0, t(2))], "w", t(40)).await;
     assert_eq!(applied, vec![a1]);
     let aj = job(&s, a.id).await;
     assert_eq!(
@@ -1317,17 +1197,11 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
         "no longer SCHEDULED"
     );
     assert!(
-        s.record_starts(&[(a1, t(3))], "w2", t(40))
-            .await
-            .unwrap()
-            .is_empty(),
+        recorded(&s, &[(a1, t(3))], "w2", t(40)).await.is_empty(),
         "another worker cannot record the start"
     );
     // The same owner again (a retry after a lost reply): applied, nothing counted twice.
-    assert_eq!(
-        s.record_starts(&[(a1, t(3))], "w", t(50)).await.unwrap(),
-        vec![a1]
-    );
+    assert_eq!(recorded(&s, &[(a1, t(3))], "w", t(50)).await, vec![a1]);
     let aj = job(&s, a.id).await;
     assert_eq!(
         (aj.status, aj.started_at, aj.slices, aj.lease_expires_at),
@@ -1335,10 +1209,7 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
     );
     // Another worker cannot record an outcome under w's lease, even with a start time.
     let other = Finished {
-        outcome: Outcome::Completed {
-            token: a1,
-            result: json!("other"),
-        },
+        outcome: out::completed(a1, json!("other")),
         started_at: Some(t(3)),
     };
     assert!(s.finish(&[other], "w2", t(4)).await.unwrap().is_empty());
@@ -1346,17 +1217,11 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
 
     // finish with started_at: SCHEDULED -> RUNNING -> COMPLETED in one update.
     let merged = Finished {
-        outcome: Outcome::Completed {
-            token: b1,
-            result: json!({ "ok": 1 }),
-        },
+        outcome: out::completed(b1, json!({ "ok": 1 })),
         started_at: Some(t(5)),
     };
     let stale_merged = Finished {
-        outcome: Outcome::Completed {
-            token: stale,
-            result: json!(0),
-        },
+        outcome: out::completed(stale, json!(0)),
         started_at: Some(t(5)),
     };
     assert!(
@@ -1384,10 +1249,7 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
 
     // A merged requeue counts the slice and keeps the checkpoint; the start is recorded.
     let requeue = Finished {
-        outcome: Outcome::Requeue {
-            token: c1,
-            checkpoint: Some(json!({ "offset": 3 })),
-        },
+        outcome: out::requeued(c1, Some(json!({ "offset": 3 }))),
         started_at: Some(t(8)),
     };
     assert_eq!(s.finish(&[requeue], "w", t(9)).await.unwrap(), vec![c1]);
@@ -1405,10 +1267,7 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
     // The recorded run of `a` finishes under its owner; a start time sent along (the worker
     // did not learn that its start was written) changes neither the start nor the slices.
     let done = Finished {
-        outcome: Outcome::Completed {
-            token: a1,
-            result: json!(1),
-        },
+        outcome: out::completed(a1, json!(1)),
         started_at: Some(t(9)),
     };
     assert_eq!(s.finish(&[done], "w", t(10)).await.unwrap(), vec![a1]);
@@ -1425,11 +1284,7 @@ async fn fetch_then_record_start_or_finish_in_one(db: &TestDb) {
 async fn fail(s: &Arc<dyn Store>, name: &str, at: DateTime<Utc>) -> JobId {
     let id = insert(s, name, t(0)).await;
     let tok = run(s, id, "w", at - Cd::seconds(1), at + Cd::seconds(30)).await;
-    let outcome = Outcome::Failed {
-        token: tok,
-        error: format!("{name} broke"),
-        retry_count: 3,
-    };
+    let outcome = out::failed(tok, format!("{name} broke"), 3);
     assert_eq!(finish(s, "w", &[outcome], at).await.unwrap(), vec![tok]);
     id
 }
@@ -1443,17 +1298,9 @@ async fn dead_letters_retry_and_purge(db: &TestDb) {
     let f3 = fail(&s, "f3", t(30)).await;
     let done = insert(&s, "done", t(0)).await;
     let tok = run(&s, done, "w", t(1), t(30)).await;
-    finish(
-        &s,
-        "w",
-        &[Outcome::Completed {
-            token: tok,
-            result: json!(1),
-        }],
-        t(2),
-    )
-    .await
-    .unwrap();
+    finish(&s, "w", &[out::completed(tok, json!(1))], t(2))
+        .await
+        .unwrap();
 
     let ids =
         |v: Vec<jobsched_core::DeadLetter>| v.into_iter().map(|d| d.job_id).collect::<Vec<_>>();
@@ -1629,12 +1476,7 @@ async fn concurrent_start_claims_each_job_once(db: &TestDb) {
 
 async fn illegal_transitions_change_nothing(db: &TestDb) {
     let s = db.store().await;
-    let p = insert(&s, "pending", t(0)).await;
-    let sc = insert(&s, "scheduled", t(0)).await;
-    let r = insert(&s, "running", t(0)).await;
-    let co = insert(&s, "completed", t(0)).await;
-    let f = insert(&s, "failed", t(0)).await;
-    let ca = insert(&s, "cancelled", t(0)).await;
+    let [p, sc, r, co, f, ca] = inserts(&s, ["p", "sc", "r", "co", "f", "ca"]).await;
     let sc1 = schedule(&s, sc, t(1), t(1000)).await;
     let r1 = run(&s, r, "w", t(1), t(1000)).await;
     let co1 = run(&s, co, "w", t(1), t(1000)).await;
@@ -1645,15 +1487,8 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
         &s,
         "w",
         &[
-            Outcome::Completed {
-                token: co1,
-                result: json!(1),
-            },
-            Outcome::Failed {
-                token: f1,
-                error: "x".into(),
-                retry_count: 0,
-            },
+            out::completed(co1, json!(1)),
+            out::failed(f1, "x".into(), 0),
         ],
         t(2),
     )
@@ -1671,34 +1506,15 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
 
     // start: only SCHEDULED may start.
     for tok in [p0, r1, co1, f1, ca0] {
-        assert!(
-            s.record_starts(&[(tok, t(3))], "w2", t(60))
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(recorded(&s, &[(tok, t(3))], "w2", t(60)).await.is_empty());
     }
     // finish: only RUNNING takes an outcome, whatever the kind.
     for tok in [p0, sc1, co1, f1, ca0] {
         let outcomes = [
-            Outcome::Completed {
-                token: tok,
-                result: json!(0),
-            },
-            Outcome::Retry {
-                token: tok,
-                error: "e".into(),
-                run_at: t(3),
-            },
-            Outcome::Failed {
-                token: tok,
-                error: "e".into(),
-                retry_count: 1,
-            },
-            Outcome::Requeue {
-                token: tok,
-                checkpoint: None,
-            },
+            out::completed(tok, json!(0)),
+            out::retried(tok, "e".into(), t(3)),
+            out::failed(tok, "e".into(), 1),
+            out::requeued(tok, None),
         ];
         for o in outcomes {
             assert!(
@@ -1768,30 +1584,16 @@ async fn illegal_transitions_change_nothing(db: &TestDb) {
     assert_transitions_allowed(&prev, &now);
     prev = now;
     let starts: Vec<(Token, DateTime<Utc>)> = scheduled.iter().map(|tok| (*tok, t(2003))).collect();
-    let started = s.record_starts(&starts, "w", t(3000)).await.unwrap();
+    let started = recorded(&s, &starts, "w", t(3000)).await;
     assert_eq!(started.len(), 4);
     let now = statuses(&s).await;
     assert_transitions_allowed(&prev, &now);
     prev = now;
     let outcomes = [
-        Outcome::Completed {
-            token: scheduled[0],
-            result: json!(1),
-        },
-        Outcome::Retry {
-            token: scheduled[1],
-            error: "e".into(),
-            run_at: t(2005),
-        },
-        Outcome::Failed {
-            token: scheduled[2],
-            error: "e".into(),
-            retry_count: 3,
-        },
-        Outcome::Requeue {
-            token: scheduled[3],
-            checkpoint: None,
-        },
+        out::completed(scheduled[0], json!(1)),
+        out::retried(scheduled[1], "e".into(), t(2005)),
+        out::failed(scheduled[2], "e".into(), 3),
+        out::requeued(scheduled[3], None),
     ];
     assert_eq!(finish(&s, "w", &outcomes, t(2004)).await.unwrap().len(), 4);
     let now = statuses(&s).await;
@@ -1837,15 +1639,16 @@ async fn assert_counts_match_rows(s: &Arc<dyn Store>, when: &str) {
         "stats {when}"
     );
     for st in JobStatus::ALL {
-        let page = s
-            .list(&JobFilter {
+        let page = listed(
+            s,
+            &JobFilter {
                 status: Some(st),
                 page: 1,
                 page_size: 10_000,
                 ..JobFilter::default()
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await;
         assert_eq!(page.total, count(st), "{st:?} total {when}");
         assert_eq!(page.jobs.len() as i64, count(st), "{st:?} rows {when}");
         assert!(
@@ -1878,42 +1681,22 @@ async fn counts_follow_every_transition(db: &TestDb) {
     let scheduled = scheduled_tokens(s.mark_scheduled(&current, t(1), t(20)).await.unwrap());
     assert_eq!(scheduled.len(), 40);
     let starts: Vec<(Token, DateTime<Utc>)> = scheduled[..30].iter().map(|&k| (k, t(2))).collect();
-    assert_eq!(
-        s.record_starts(&starts, "w", t(20)).await.unwrap().len(),
-        30
-    );
+    assert_eq!(recorded(&s, &starts, "w", t(20)).await.len(), 30);
     assert_counts_match_rows(&s, "after dispatch").await;
 
     // Outcomes of every kind in one call, one recorded together with its start.
     let mut runs: Vec<Finished> = Vec::new();
     for (i, &tok) in scheduled[..30].iter().enumerate() {
         let outcome = match i % 5 {
-            0 | 1 => Outcome::Completed {
-                token: tok,
-                result: json!({ "i": i }),
-            },
-            2 => Outcome::Retry {
-                token: tok,
-                error: "again".into(),
-                run_at: t(5),
-            },
-            3 => Outcome::Failed {
-                token: tok,
-                error: "no".into(),
-                retry_count: 3,
-            },
-            _ => Outcome::Requeue {
-                token: tok,
-                checkpoint: None,
-            },
+            0 | 1 => out::completed(tok, json!({ "i": i })),
+            2 => out::retried(tok, "again".into(), t(5)),
+            3 => out::failed(tok, "no".into(), 3),
+            _ => out::requeued(tok, None),
         };
         runs.push(outcome.into());
     }
     runs.push(Finished {
-        outcome: Outcome::Completed {
-            token: scheduled[30],
-            result: json!(null),
-        },
+        outcome: out::completed(scheduled[30], json!(null)),
         started_at: Some(t(3)),
     });
     assert_eq!(s.finish(&runs, "w", t(4)).await.unwrap().len(), 31);
@@ -1965,42 +1748,29 @@ async fn claim_takes_due_jobs_in_the_policy_order(db: &TestDb) {
     ];
     let mut ids = HashMap::new();
     for (name, priority, est) in specs {
-        let id = s
-            .insert(&custom_job(name, "sleep", priority, est, 3), t(0))
+        let id = inserted(&s, &custom_job(name, "sleep", priority, est, 3), t(0))
             .await
-            .unwrap()
             .id;
         ids.insert(id, name);
     }
     let names = |jobs: &[StartedJob]| jobs.iter().map(|j| ids[&j.id]).collect::<Vec<_>>();
     assert!(
-        s.claim(&claim(0, PolicyKind::Fcfs, t(30)), "w", t(1))
+        claimed(&s, &claim(0, PolicyKind::Fcfs, t(30)), "w", t(1))
             .await
-            .unwrap()
             .is_empty()
     );
     // Priority: 1 first, ties by queue entry.
-    let got = s
-        .claim(&claim(2, PolicyKind::Priority, t(31)), "w1", t(1))
-        .await
-        .unwrap();
+    let got = claimed(&s, &claim(2, PolicyKind::Priority, t(31)), "w1", t(1)).await;
     assert_eq!(names(&got), ["b", "d"]);
     // SJF over what is left: shortest estimate first.
-    let got = s
-        .claim(&claim(2, PolicyKind::Sjf, t(32)), "w2", t(2))
-        .await
-        .unwrap();
+    let got = claimed(&s, &claim(2, PolicyKind::Sjf, t(32)), "w2", t(2)).await;
     assert_eq!(names(&got), ["e", "c"]);
     // FCFS: by queue entry; asking for more than is left takes what is left.
-    let got = s
-        .claim(&claim(5, PolicyKind::Fcfs, t(33)), "w3", t(3))
-        .await
-        .unwrap();
+    let got = claimed(&s, &claim(5, PolicyKind::Fcfs, t(33)), "w3", t(3)).await;
     assert_eq!(names(&got), ["a", "f"]);
     assert!(
-        s.claim(&claim(5, PolicyKind::RoundRobin, t(33)), "w3", t(3))
+        claimed(&s, &claim(5, PolicyKind::RoundRobin, t(33)), "w3", t(3))
             .await
-            .unwrap()
             .is_empty()
     );
     // Each is RUNNING under its claimer's lease, attempt 1, started at the claim; `slices`
@@ -2038,19 +1808,9 @@ async fn exchange_records_outcomes_and_claims_successors(db: &TestDb) {
     // refused. The retried job is not claimed by the same exchange (it was RUNNING when the
     // statement began) but by the next one, after the jobs queued before its re-entry.
     let outcomes = [
-        Outcome::Completed {
-            token: a,
-            result: json!({"ok": true}),
-        },
-        Outcome::Retry {
-            token: b,
-            error: "flaky".into(),
-            run_at: t(2),
-        },
-        Outcome::Completed {
-            token: stale,
-            result: json!(null),
-        },
+        out::completed(a, json!({"ok": true})),
+        out::retried(b, "flaky".into(), t(2)),
+        out::completed(stale, json!(null)),
     ];
     let second = s
         .exchange(&outcomes, "w", t(2), &claim(2, PolicyKind::Fcfs, t(32)))
@@ -2074,10 +1834,7 @@ async fn exchange_records_outcomes_and_claims_successors(db: &TestDb) {
     let theirs = second.claimed[0].token();
     let third = s
         .exchange(
-            &[Outcome::Completed {
-                token: theirs,
-                result: json!(1),
-            }],
+            &[out::completed(theirs, json!(1))],
             "intruder",
             t(3),
             &claim(3, PolicyKind::Fcfs, t(33)),
@@ -2092,11 +1849,7 @@ async fn exchange_records_outcomes_and_claims_successors(db: &TestDb) {
     let late = third.claimed[1].token();
     let fourth = s
         .exchange(
-            &[Outcome::Retry {
-                token: late,
-                error: "again".into(),
-                run_at: t(60),
-            }],
+            &[out::retried(late, "again".into(), t(60))],
             "intruder",
             t(4),
             &claim(3, PolicyKind::Fcfs, t(34)),
@@ -2106,15 +1859,11 @@ async fn exchange_records_outcomes_and_claims_successors(db: &TestDb) {
     assert_eq!(fourth.applied, [late]);
     assert!(fourth.claimed.is_empty());
     assert!(
-        s.claim(&claim(3, PolicyKind::Priority, t(50)), "w", t(59))
+        claimed(&s, &claim(3, PolicyKind::Priority, t(50)), "w", t(59))
             .await
-            .unwrap()
             .is_empty()
     );
-    let due = s
-        .claim(&claim(3, PolicyKind::Sjf, t(90)), "w", t(60))
-        .await
-        .unwrap();
+    let due = claimed(&s, &claim(3, PolicyKind::Sjf, t(90)), "w", t(60)).await;
     assert_eq!(due.len(), 1);
     assert_eq!((due[0].id, due[0].attempt), (b.id, 3));
     let stats = s.stats().await.unwrap();
@@ -2128,10 +1877,7 @@ async fn concurrent_claims_take_each_job_once(db: &TestDb) {
     let drain = |s: Arc<dyn Store>, owner: &'static str| async move {
         let mut got = Vec::new();
         loop {
-            let batch = s
-                .claim(&claim(7, PolicyKind::Fcfs, t(30)), owner, t(1))
-                .await
-                .unwrap();
+            let batch = claimed(&s, &claim(7, PolicyKind::Fcfs, t(30)), owner, t(1)).await;
             if batch.is_empty() {
                 return got;
             }
@@ -2160,9 +1906,9 @@ async fn delayed_jobs_wait_for_their_time(db: &TestDb) {
         run_at: when,
         ..new_job(name)
     };
-    let late = s.insert(&at("late", Some(t(120))), t(0)).await.unwrap();
+    let late = inserted(&s, &at("late", Some(t(120))), t(0)).await;
     assert_eq!((late.status, late.run_at), (JobStatus::Pending, t(120)));
-    let past = s.insert(&at("past", Some(t(-30))), t(0)).await.unwrap();
+    let past = inserted(&s, &at("past", Some(t(-30))), t(0)).await;
     assert_eq!(
         past.run_at,
         t(0),
@@ -2187,31 +1933,28 @@ async fn delayed_jobs_wait_for_their_time(db: &TestDb) {
         2,
         "the backlog is what may run now"
     );
-    let listed = s
-        .list(&JobFilter {
+    let listed = listed(
+        &s,
+        &JobFilter {
             status: Some(JobStatus::Pending),
             page: 1,
             page_size: 20,
             ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert_eq!(listed.total, 5, "delayed jobs are listed as PENDING");
 
     // Claims see only what may run, in every order, even long after run_at has passed:
     // until promoted, a delayed job is in no order.
     for order in PolicyKind::ALL {
         assert!(
-            s.claim(&claim(0, order, t(400)), "w", t(300))
+            claimed(&s, &claim(0, order, t(400)), "w", t(300))
                 .await
-                .unwrap()
                 .is_empty()
         );
     }
-    let got = s
-        .claim(&claim(10, PolicyKind::Fcfs, t(400)), "w", t(300))
-        .await
-        .unwrap();
+    let got = claimed(&s, &claim(10, PolicyKind::Fcfs, t(400)), "w", t(300)).await;
     let mut got: Vec<JobId> = got.iter().map(|j| j.id).collect();
     got.sort();
     let mut want = vec![past.id, now];
@@ -2234,10 +1977,7 @@ async fn delayed_jobs_wait_for_their_time(db: &TestDb) {
         promoted[0].seq < promoted[1].seq,
         "promoted in submission order"
     );
-    let got = s
-        .claim(&claim(10, PolicyKind::Fcfs, t(400)), "w", t(61))
-        .await
-        .unwrap();
+    let got = claimed(&s, &claim(10, PolicyKind::Fcfs, t(400)), "w", t(61)).await;
     assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), [soon, sooner]);
     assert!(got.iter().all(|j| j.attempt == 1));
 
@@ -2265,9 +2005,9 @@ async fn unique_keys_return_the_first_job(db: &TestDb) {
         }),
         ..new_job(name)
     };
-    let first = s.insert(&keyed("a", "k1", "f1"), t(0)).await.unwrap();
+    let first = inserted(&s, &keyed("a", "k1", "f1"), t(0)).await;
     let again = keyed("a", "k1", "f1");
-    let second = s.insert(&again, t(1)).await.unwrap();
+    let second = inserted(&s, &again, t(1)).await;
     assert_eq!(
         second.id, first.id,
         "the same request returns the first job"
@@ -2285,7 +2025,7 @@ async fn unique_keys_return_the_first_job(db: &TestDb) {
         CancelOutcome::Cancelled
     );
     assert_eq!(
-        s.insert(&keyed("a", "k1", "f1"), t(4)).await.unwrap().id,
+        inserted(&s, &keyed("a", "k1", "f1"), t(4)).await.id,
         first.id
     );
 
@@ -2323,14 +2063,14 @@ async fn unique_keys_return_the_first_job(db: &TestDb) {
     ));
     assert_eq!(s.stats().await.unwrap().total_jobs, before);
     let fresh = keyed("e", "k9", "other-request");
-    let k9 = s.insert(&fresh, t(7)).await.unwrap();
+    let k9 = inserted(&s, &fresh, t(7)).await;
     assert_eq!(k9.id, fresh.id, "k9 was not kept by the failed batch");
 
     // Concurrent submissions of one key make one job.
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let s = s.clone();
-            tokio::spawn(async move { s.insert(&keyed("r", "race", "fr"), t(8)).await.unwrap().id })
+            tokio::spawn(async move { inserted(&s, &keyed("r", "race", "fr"), t(8)).await.id })
         })
         .collect();
     let mut winners = HashSet::new();
@@ -2353,12 +2093,9 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
                 key: k.into(),
                 fingerprint: "f".into(),
             });
-            let id = s.insert(&new, t(0)).await.unwrap().id;
+            let id = inserted(&s, &new, t(0)).await.id;
             let tok = run(&s, id, "w", at - Cd::seconds(1), at + Cd::seconds(30)).await;
-            let done = Outcome::Completed {
-                token: tok,
-                result: json!(1),
-            };
+            let done = out::completed(tok, json!(1));
             assert_eq!(finish(&s, "w", &[done], at).await.unwrap(), vec![tok]);
             id
         }
@@ -2417,7 +2154,7 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
         }),
         ..new_job("old")
     };
-    assert_eq!(s.insert(&again, t(60)).await.unwrap().id, again.id);
+    assert_eq!(inserted(&s, &again, t(60)).await.id, again.id);
 }
 
 /// A job's own retry backoff is stored with it, shown by `get` and handed to the worker that
@@ -2432,7 +2169,7 @@ async fn retry_backoff_is_kept_and_claimed(db: &TestDb) {
         retry_backoff: Some(backoff),
         ..new_job("own")
     };
-    let a = s.insert(&own, t(0)).await.unwrap();
+    let a = inserted(&s, &own, t(0)).await;
     assert_eq!(a.retry_backoff, Some(backoff));
     let ids = s
         .insert_many(
@@ -2449,10 +2186,7 @@ async fn retry_backoff_is_kept_and_claimed(db: &TestDb) {
         .unwrap();
     assert_eq!(job(&s, ids[0]).await.retry_backoff, Some(backoff));
     assert_eq!(job(&s, ids[1]).await.retry_backoff, None);
-    let got = s
-        .claim(&claim(10, PolicyKind::Fcfs, t(30)), "w", t(1))
-        .await
-        .unwrap();
+    let got = claimed(&s, &claim(10, PolicyKind::Fcfs, t(30)), "w", t(1)).await;
     let by_id: HashMap<JobId, Option<RetryBackoff>> =
         got.iter().map(|j| (j.id, j.retry_backoff)).collect();
     assert_eq!(by_id.len(), 3);
@@ -2508,7 +2242,7 @@ async fn schedules_are_kept_and_fired_once(db: &TestDb) {
         ["a", "b"]
     );
     // One fire of `a`: the conditional write applies once.
-    let job = s.insert(&new_job("fired"), t(60)).await.unwrap().id;
+    let job = inserted(&s, &new_job("fired"), t(60)).await.id;
     assert!(
         s.advance_schedule("a", &fired(t(60), t(60), Some(t(360)), Some(job)))
             .await
@@ -2595,20 +2329,14 @@ async fn queues_keep_their_jobs_apart(db: &TestDb) {
         queued_job("e3", "emails", 5),
     ];
     let ids = s.insert_many(&jobs, t(0)).await.unwrap();
+    let from = |queue, order| queue_claim(10, order, queue, None);
     let mut later = queued_job("e4", "emails", 1);
     later.run_at = Some(t(100));
-    s.insert(&later, t(0)).await.unwrap();
+    inserted(&s, &later, t(0)).await;
     assert_eq!(job(&s, ids[1]).await.queue, "emails");
     assert_eq!(job(&s, ids[0]).await.queue, "default");
     // Each queue in its own order; a claim never takes another queue's job.
-    let emails = s
-        .claim(
-            &queue_claim(10, PolicyKind::Priority, "emails", None),
-            "w",
-            t(1),
-        )
-        .await
-        .unwrap();
+    let emails = claimed(&s, &from("emails", PolicyKind::Priority), "w", t(1)).await;
     let got: Vec<JobId> = emails.iter().map(|j| j.id).collect();
     assert_eq!(got, vec![ids[3], ids[4], ids[1]]);
     assert!(emails.iter().all(|j| j.queue == "emails"));
@@ -2629,7 +2357,7 @@ async fn queues_keep_their_jobs_apart(db: &TestDb) {
             page_size: 100,
             ..JobFilter::default()
         };
-        async move { s.list(&filter).await.unwrap() }
+        async move { listed(&s, &filter).await }
     };
     let emails_page = listed("emails", None).await;
     assert_eq!(emails_page.total, 4);
@@ -2637,35 +2365,18 @@ async fn queues_keep_their_jobs_apart(db: &TestDb) {
     assert_eq!(listed("emails", Some(JobStatus::Running)).await.total, 3);
     assert_eq!(listed("default", Some(JobStatus::Pending)).await.total, 2);
     assert_eq!(listed("nothing-here", None).await.total, 0);
-    let default = s
-        .claim(
-            &queue_claim(10, PolicyKind::Fcfs, "default", None),
-            "w",
-            t(1),
-        )
-        .await
-        .unwrap();
+    let default = claimed(&s, &from("default", PolicyKind::Fcfs), "w", t(1)).await;
     let got: Vec<JobId> = default.iter().map(|j| j.id).collect();
     assert_eq!(got, vec![ids[0], ids[2]]);
     assert!(
-        s.claim(
-            &queue_claim(10, PolicyKind::Fcfs, "nothing-here", None),
-            "w",
-            t(1)
-        )
-        .await
-        .unwrap()
-        .is_empty()
+        claimed(&s, &from("nothing-here", PolicyKind::Fcfs), "w", t(1))
+            .await
+            .is_empty()
     );
     // Finished jobs leave the counts; the totals still add up.
     let done: Vec<Finished> = emails
         .iter()
-        .map(|j| {
-            Finished::from(Outcome::Completed {
-                token: j.token(),
-                result: json!({}),
-            })
-        })
+        .map(|j| Finished::from(out::completed(j.token(), json!({}))))
         .collect();
     s.finish(&done, "w", t(2)).await.unwrap();
     let counts: HashMap<String, jobsched_core::queue::QueueCounts> =
@@ -2712,82 +2423,42 @@ async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
         ..Default::default()
     };
     s.save_queue("limited", &limited(2)).await.unwrap();
+    // A claim of up to 5 from `limited`, as a worker that read the limit `cap` makes it.
+    let from_limited = |cap| queue_claim(5, PolicyKind::Fcfs, "limited", cap);
     let jobs: Vec<NewJob> = (0..6)
         .map(|i| queued_job(&format!("l{i}"), "limited", 5))
         .collect();
     s.insert_many(&jobs, t(0)).await.unwrap();
-    s.insert(&queued_job("free", "other", 5), t(0))
-        .await
-        .unwrap();
-    let first = s
-        .claim(
-            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
-            "w1",
-            t(1),
-        )
-        .await
-        .unwrap();
+    inserted(&s, &queued_job("free", "other", 5), t(0)).await;
+    let first = claimed(&s, &from_limited(Some(2)), "w1", t(1)).await;
     assert_eq!(first.len(), 2);
     // Another worker finds no room, whatever it asks for.
-    let none = s
-        .claim(
-            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
-            "w2",
-            t(1),
-        )
-        .await
-        .unwrap();
+    let none = claimed(&s, &from_limited(Some(2)), "w2", t(1)).await;
     assert!(none.is_empty());
     // Other queues are not held back.
-    let other = s
-        .claim(&queue_claim(5, PolicyKind::Fcfs, "other", None), "w2", t(1))
-        .await
-        .unwrap();
+    let other = claimed(
+        &s,
+        &queue_claim(5, PolicyKind::Fcfs, "other", None),
+        "w2",
+        t(1),
+    )
+    .await;
     assert_eq!(other.len(), 1);
     // One ends in the same exchange that claims: its place is free for the next exchange.
-    let done = [Outcome::Completed {
-        token: first[0].token(),
-        result: json!({}),
-    }];
+    let done = [out::completed(first[0].token(), json!({}))];
     let ex = s
-        .exchange(
-            &done,
-            "w1",
-            t(2),
-            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
-        )
+        .exchange(&done, "w1", t(2), &from_limited(Some(2)))
         .await
         .unwrap();
     assert_eq!(ex.applied.len(), 1);
     assert!(ex.claimed.len() <= 1, "{} claimed", ex.claimed.len());
-    let again = s
-        .claim(
-            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(2)),
-            "w2",
-            t(3),
-        )
-        .await
-        .unwrap();
+    let again = claimed(&s, &from_limited(Some(2)), "w2", t(3)).await;
     assert_eq!(ex.claimed.len() + again.len(), 1);
     // A worker whose copy of the settings is behind (it claims without the limit, or with an
     // older one) still cannot pass the limit the store holds.
-    let stale = s
-        .claim(
-            &queue_claim(5, PolicyKind::Fcfs, "limited", None),
-            "w3",
-            t(3),
-        )
-        .await
-        .unwrap();
+    let stale = claimed(&s, &from_limited(None), "w3", t(3)).await;
     assert!(stale.is_empty(), "{} claimed past the limit", stale.len());
-    let stale = s
-        .claim(
-            &queue_claim(5, PolicyKind::Fcfs, "limited", Some(9)),
-            "w3",
-            t(3),
-        )
-        .await
-        .unwrap();
+    let stale = claimed(&s, &from_limited(Some(9)), "w3", t(3)).await;
     assert!(stale.is_empty(), "{} claimed past the limit", stale.len());
     // Claims racing from several workers never take more than the limit together.
     s.save_queue("limited", &limited(4)).await.unwrap();
@@ -2795,14 +2466,9 @@ async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
         .map(|i| {
             let s = s.clone();
             tokio::spawn(async move {
-                s.claim(
-                    &queue_claim(5, PolicyKind::Fcfs, "limited", Some(4)),
-                    &format!("r{i}"),
-                    t(4),
-                )
-                .await
-                .unwrap()
-                .len()
+                claimed(&s, &from_limited(Some(4)), &format!("r{i}"), t(4))
+                    .await
+                    .len()
             })
         })
         .collect();
@@ -2816,13 +2482,11 @@ async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
 async fn notes_are_kept_per_try_bounded_and_fenced(db: &TestDb) {
     use jobsched_core::notes::{LogLine, MAX_LOG_LINES, Progress};
     let s = db.store().await;
-    let id = s.insert(&new_job("noted"), t(0)).await.unwrap().id;
+    let id = inserted(&s, &new_job("noted"), t(0)).await.id;
     assert_eq!(s.progress(id).await.unwrap(), None);
     assert!(s.logs(id, None).await.unwrap().is_empty());
-    let run = s
-        .claim(&claim(1, PolicyKind::Fcfs, t(60)), "w1", t(1))
+    let run = claimed(&s, &claim(1, PolicyKind::Fcfs, t(60)), "w1", t(1))
         .await
-        .unwrap()
         .remove(0);
     let line = |i: usize| LogLine::new(t(2), "info", format!("line {i}"));
     let progress = |f: f64, m: &str| Progress {
@@ -2871,11 +2535,7 @@ async fn notes_are_kept_per_try_bounded_and_fenced(db: &TestDb) {
     };
     assert!(!s.save_notes(stale, 1, None, &[line(9_999)]).await.unwrap());
     // The retry is try 2: its notes are its own; try 1's stay.
-    let retry = [Outcome::Retry {
-        token: run.token(),
-        error: "boom".into(),
-        run_at: t(3),
-    }];
+    let retry = [out::retried(run.token(), "boom".into(), t(3))];
     s.finish(
         &retry
             .iter()
@@ -2892,10 +2552,8 @@ async fn notes_are_kept_per_try_bounded_and_fenced(db: &TestDb) {
             .await
             .unwrap()
     );
-    let again = s
-        .claim(&claim(1, PolicyKind::Fcfs, t(60)), "w1", t(4))
+    let again = claimed(&s, &claim(1, PolicyKind::Fcfs, t(60)), "w1", t(4))
         .await
-        .unwrap()
         .remove(0);
     let mut p2 = progress(0.9, "try two");
     p2.attempt = 2;
@@ -2961,20 +2619,17 @@ async fn job_types_are_registered_and_claims_filter_by_type(db: &TestDb) {
         job_types: Some(vec!["mail".to_string()].into()),
         ..claim(5, PolicyKind::Fcfs, t(60))
     };
-    let got = s.claim(&only_mail, "w2", t(1)).await.unwrap();
+    let got = claimed(&s, &only_mail, "w2", t(1)).await;
     assert_eq!(
         got.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
         ["m1"]
     );
-    assert!(s.claim(&only_mail, "w2", t(1)).await.unwrap().is_empty());
+    assert!(claimed(&s, &only_mail, "w2", t(1)).await.is_empty());
     assert_eq!(
         s.pending_by_type().await.unwrap(),
         [("count".to_string(), 2)]
     );
-    let any = s
-        .claim(&claim(5, PolicyKind::Fcfs, t(60)), "w1", t(1))
-        .await
-        .unwrap();
+    let any = claimed(&s, &claim(5, PolicyKind::Fcfs, t(60)), "w1", t(1)).await;
     assert_eq!(any.len(), 2);
     assert!(s.pending_by_type().await.unwrap().is_empty());
 }

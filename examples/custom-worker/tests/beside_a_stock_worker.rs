@@ -152,26 +152,17 @@ async fn the_example_serves_its_types_beside_a_stock_worker() {
     assert_eq!(last.message, format!("sha256 {expected}"));
 
     // Who serves what.
-    let types: Value = http
-        .get(format!("{base}/job-types"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let types = client.job_types().await.unwrap();
     let served_by = |name: &str| -> Value {
-        types["job_types"]
-            .as_array()
-            .unwrap()
+        types
             .iter()
             .find(|t| t["name"] == name)
             .map(|t| t["workers"].clone())
             .unwrap_or(Value::Null)
     };
-    assert_eq!(served_by("checksum"), json!(["custom-1"]), "{types}");
-    assert_eq!(served_by("primes"), json!(["custom-1"]), "{types}");
-    assert_eq!(served_by("sleep"), json!(["stock-1"]), "{types}");
+    assert_eq!(served_by("checksum"), json!(["custom-1"]), "{types:?}");
+    assert_eq!(served_by("primes"), json!(["custom-1"]), "{types:?}");
+    assert_eq!(served_by("sleep"), json!(["stock-1"]), "{types:?}");
 
     // SIGTERM: the example stops cleanly.
     let pid = example.0.id().to_string();

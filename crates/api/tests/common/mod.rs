@@ -6,13 +6,13 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use jobsched_api::{ApiConfig, AppState};
-use jobsched_client::Client;
+use jobsched_client::{Client, ClientError, JobPage, ListQuery, PolicyUpdate, SchedulerStatus};
 use jobsched_core::JobSpec;
 use jobsched_core::ports::{
     Event, EventBus, Outcome, SettingsCache, Store, Subscription, SystemClock, Token, Transport,
     WorkerRegistry, WorkerSlots,
 };
-use jobsched_core::{Job, NewJob, PolicySettings};
+use jobsched_core::{Job, NewJob, PolicyKind, PolicySettings};
 use jobsched_jobs::{DataDir, Registry};
 use jobsched_store::testing::TestDb;
 use jobsched_testkit::in_ci;
@@ -285,13 +285,35 @@ impl Harness {
         method: reqwest::Method,
         path: &str,
         content_type: Option<&str>,
-        body: &'static str,
+        body: impl Into<reqwest::Body>,
     ) -> (u16, Value) {
         let mut request = self.http.request(method, self.url(path)).body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
-        status_json(request.send().await.unwrap()).await
+        let response = request.send().await;
+        status_json(response.expect("the client must read the answer, not a reset")).await
+    }
+
+    /// `PUT /scheduler/policy` of `policy` (other settings unchanged) through the client.
+    pub async fn switch(&self, policy: PolicyKind) -> Result<SchedulerStatus, ClientError> {
+        switch(&self.client, policy).await
+    }
+
+    /// `GET /jobs` through the client, with the query `narrow` sets.
+    pub async fn list_where(
+        &self,
+        narrow: impl FnOnce(&mut ListQuery),
+    ) -> Result<JobPage, ClientError> {
+        let mut query = ListQuery::default();
+        narrow(&mut query);
+        self.client.list(&query).await
+    }
+
+    /// `POST` `path` with `body` as is, as JSON: the status and the JSON body.
+    pub async fn post_raw(&self, path: &str, body: String) -> (u16, Value) {
+        self.send_raw(reqwest::Method::POST, path, Some("application/json"), body)
+            .await
     }
 
     /// `method` `path` without a body: the status and the JSON body.
@@ -459,6 +481,18 @@ pub fn validation_entries(body: &Value) -> Vec<(Value, String, String)> {
         .collect()
 }
 
+/// `PUT /scheduler/policy` of `policy` (other settings unchanged) through `client`.
+pub async fn switch(client: &Client, policy: PolicyKind) -> Result<SchedulerStatus, ClientError> {
+    client.set_policy(&PolicyUpdate::new(policy)).await
+}
+
+/// The first issue of a 422 `body` is at `loc` and its message says `says`.
+pub fn assert_first_issue(body: &Value, loc: Value, says: &str) {
+    let entries = validation_entries(body);
+    assert_eq!(entries[0].0, loc, "{body}");
+    assert!(entries[0].1.contains(says), "{}", entries[0].1);
+}
+
 /// The `loc`s of a 422 body.
 pub fn locs(body: &Value) -> Vec<Value> {
     validation_entries(body)
@@ -467,15 +501,40 @@ pub fn locs(body: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Declare each listed `async fn name(backend: Backend)` as two tests: `postgres_redis::name`
-/// and `sqlite_memory::name`.
+/// What a suite's test takes: the backend, to start its own harness, or a harness already
+/// started on it with the default config (the test is skipped when that is `None`).
+pub trait Arg: Sized {
+    fn on(backend: Backend) -> impl Future<Output = Option<Self>>;
+}
+
+impl Arg for Backend {
+    async fn on(backend: Backend) -> Option<Self> {
+        Some(backend)
+    }
+}
+
+impl Arg for Harness {
+    async fn on(backend: Backend) -> Option<Self> {
+        Harness::start(backend).await
+    }
+}
+
+/// Run `test` on `backend` (skipped when its [`Arg`] is `None`).
+pub async fn run<A: Arg, F: Future<Output = ()>>(backend: Backend, test: impl FnOnce(A) -> F) {
+    if let Some(arg) = A::on(backend).await {
+        test(arg).await;
+    }
+}
+
+/// Declare each listed `async fn name(arg)` as two tests, `postgres_redis::name` and
+/// `sqlite_memory::name`; `arg` is a [`Backend`] or a started [`Harness`] (see [`Arg`]).
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod postgres_redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::Backend::PostgresRedis).await;
+                    crate::common::run(super::Backend::PostgresRedis, super::$name).await;
                 }
             )*
         }
@@ -483,7 +542,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::Backend::SqliteMemory).await;
+                    crate::common::run(super::Backend::SqliteMemory, super::$name).await;
                 }
             )*
         }
