@@ -416,7 +416,7 @@ pub(crate) use control_store;
 /// `impl ScheduleStore for $store`: the same code for both backends but `put_schedule`, given
 /// as `$put` (Postgres answers whether the row existed in one statement, SQLite in a
 /// transaction of two). `$at` turns a time into the backend's column value, `$id` a job id;
-/// `db`, `schedule_spec`, `schedule_from_row` and `self.pool` are the invoking module's.
+/// `db`, `schedule_spec` and `self.pool` are the invoking module's.
 macro_rules! schedule_store {
     ($store:ty, $dir:literal, $at:path, $id:path, $($put:tt)*) => {
         #[async_trait]
@@ -440,13 +440,13 @@ macro_rules! schedule_store {
             async fn get_schedule(&self, name: &str) -> Result<Option<Schedule>> {
                 let sql = include_str!(concat!("../sql/", $dir, "/get_schedule.sql"));
                 let row = sqlx::query(sql).bind(name).fetch_optional(&self.pool).await;
-                row.map_err(db)?.as_ref().map(schedule_from_row).transpose()
+                row.map_err(db)?.as_ref().map(crate::rows::schedule).transpose()
             }
 
             async fn list_schedules(&self) -> Result<Vec<Schedule>> {
                 let sql = include_str!(concat!("../sql/", $dir, "/list_schedules.sql"));
                 let rows = sqlx::query(sql).fetch_all(&self.pool).await.map_err(db)?;
-                rows.iter().map(schedule_from_row).collect()
+                rows.iter().map(crate::rows::schedule).collect()
             }
 
             async fn delete_schedule(&self, name: &str) -> Result<bool> {
@@ -459,7 +459,7 @@ macro_rules! schedule_store {
                 let sql = include_str!(concat!("../sql/", $dir, "/due_schedules.sql"));
                 let query = sqlx::query(sql).bind($at(now)).bind(i64::from(limit));
                 let rows = query.fetch_all(&self.pool).await.map_err(db)?;
-                rows.iter().map(schedule_from_row).collect()
+                rows.iter().map(crate::rows::schedule).collect()
             }
 
             async fn advance_schedule(&self, name: &str, fired: &Fired) -> Result<bool> {
@@ -482,7 +482,7 @@ pub(crate) use schedule_store;
 
 /// `impl DeadLetterStore for $store`: the listing, count and purge are the same code for both
 /// backends; `retry_dead_letter` is given as `$retry` (SQLite reserves the queue sequence in
-/// its transaction). `db`, `dead_letter_from_row` and `self.pool` are the invoking module's.
+/// its transaction). `db` and `self.pool` are the invoking module's.
 macro_rules! dead_letter_store {
     ($store:ty, $dir:literal, $($retry:tt)*) => {
         #[async_trait]
@@ -491,7 +491,7 @@ macro_rules! dead_letter_store {
                 let sql = include_str!(concat!("../sql/", $dir, "/dead_letters.sql"));
                 let query = sqlx::query(sql).bind(i64::from(limit));
                 let rows = query.fetch_all(&self.pool).await.map_err(db)?;
-                rows.iter().map(dead_letter_from_row).collect()
+                rows.iter().map(crate::rows::dead_letter).collect()
             }
 
             async fn dead_letter_count(&self) -> Result<i64> {

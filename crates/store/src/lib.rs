@@ -47,6 +47,7 @@ mod baseline;
 mod common;
 mod error;
 mod pg;
+mod rows;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;

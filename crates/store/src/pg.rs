@@ -18,6 +18,7 @@ use crate::common::{
     queue_counts_of, queue_key, try_no,
 };
 use crate::error::{StoreError, redact};
+use crate::rows::{self, Columns};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::job_type::JobTypeInfo;
@@ -31,7 +32,7 @@ use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::{Fired, Schedule};
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
-    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
+    NewJob, PendingJob, PolicyKind, PolicySettings, Result, StartedJob,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -106,6 +107,40 @@ fn data(message: String) -> jobsched_core::Error {
         message,
     }
     .into()
+}
+
+fn status_of(s: &str) -> Result<JobStatus> {
+    s.parse()
+        .map_err(|_| data(format!("unknown job status `{s}` in jobs.status")))
+}
+
+impl Columns for PgRow {
+    crate::rows::plain_columns!(db);
+
+    fn time(&self, column: &str) -> Result<DateTime<Utc>> {
+        self.try_get(column).map_err(db)
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>> {
+        self.try_get(column).map_err(db)
+    }
+
+    fn id(&self, column: &str) -> Result<JobId> {
+        self.try_get(column).map_err(db)
+    }
+
+    fn opt_id(&self, column: &str) -> Result<Option<JobId>> {
+        self.try_get(column).map_err(db)
+    }
+
+    fn invalid(&self, message: String) -> jobsched_core::Error {
+        data(message)
+    }
+}
+
+/// A claimed job's row (it holds its id and attempt).
+fn started_from_row(row: &PgRow) -> Result<StartedJob> {
+    rows::started(row, rows::token(row)?)
 }
 
 /// `host:port/database` for messages.
@@ -304,92 +339,10 @@ where
     }
 }
 
-fn status_of(s: &str) -> Result<JobStatus> {
-    s.parse()
-        .map_err(|_| data(format!("unknown job status `{s}` in jobs.status")))
-}
-
-fn job_from_row(row: &PgRow) -> Result<Job> {
-    let get = |e: sqlx::Error| db(e);
-    Ok(Job {
-        id: row.try_get("id").map_err(get)?,
-        name: row.try_get("name").map_err(get)?,
-        job_type: row.try_get("job_type").map_err(get)?,
-        status: status_of(row.try_get::<&str, _>("status").map_err(get)?)?,
-        priority: row.try_get("priority").map_err(get)?,
-        estimated_duration: row.try_get("estimated_duration").map_err(get)?,
-        payload: row.try_get("payload").map_err(get)?,
-        result: row.try_get("result").map_err(get)?,
-        error_message: row.try_get("error_message").map_err(get)?,
-        retry_count: row.try_get("retry_count").map_err(get)?,
-        max_retries: row.try_get("max_retries").map_err(get)?,
-        created_at: row.try_get("created_at").map_err(get)?,
-        scheduled_at: row.try_get("scheduled_at").map_err(get)?,
-        started_at: row.try_get("started_at").map_err(get)?,
-        completed_at: row.try_get("completed_at").map_err(get)?,
-        attempt: row.try_get("attempt").map_err(get)?,
-        run_at: row.try_get("run_at").map_err(get)?,
-        lease_owner: row.try_get("lease_owner").map_err(get)?,
-        lease_expires_at: row.try_get("lease_expires_at").map_err(get)?,
-        checkpoint: row.try_get("checkpoint").map_err(get)?,
-        slices: row.try_get("slices").map_err(get)?,
-        timeout_seconds: row.try_get("timeout_seconds").map_err(get)?,
-        retry_backoff: RetryBackoff::from_columns(
-            row.try_get("backoff_base").map_err(get)?,
-            row.try_get("backoff_cap").map_err(get)?,
-        ),
-        seq: row.try_get("seq").map_err(get)?,
-        queue: row.try_get("queue").map_err(get)?,
-    })
-}
-
-/// A [`StartedJob`] from a row.
-fn started_from_row(row: &PgRow) -> Result<StartedJob> {
-    Ok(StartedJob {
-        id: row.try_get("id").map_err(db)?,
-        attempt: row.try_get("attempt").map_err(db)?,
-        name: row.try_get("name").map_err(db)?,
-        job_type: row.try_get("job_type").map_err(db)?,
-        payload: row.try_get("payload").map_err(db)?,
-        checkpoint: row.try_get("checkpoint").map_err(db)?,
-        retry_count: row.try_get("retry_count").map_err(db)?,
-        max_retries: row.try_get("max_retries").map_err(db)?,
-        created_at: row.try_get("created_at").map_err(db)?,
-        slices: row.try_get("slices").map_err(db)?,
-        timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
-        retry_backoff: RetryBackoff::from_columns(
-            row.try_get("backoff_base").map_err(db)?,
-            row.try_get("backoff_cap").map_err(db)?,
-        ),
-        queue: row.try_get("queue").map_err(db)?,
-    })
-}
-
 /// The tokens a `RETURNING j.id, j.attempt` statement applied, in the caller's order.
 fn applied_tokens(requested: &[Token], rows: &[PgRow]) -> Result<Vec<Token>> {
-    let applied = rows
-        .iter()
-        .map(token_from_row)
-        .collect::<Result<Vec<_>>>()?;
+    let applied = rows.iter().map(rows::token).collect::<Result<Vec<_>>>()?;
     Ok(in_request_order(requested, applied, |t| t.id))
-}
-
-fn token_from_row(row: &PgRow) -> Result<Token> {
-    Ok(Token {
-        id: row.try_get("id").map_err(db)?,
-        attempt: row.try_get("attempt").map_err(db)?,
-    })
-}
-
-fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter> {
-    Ok(DeadLetter {
-        job_id: row.try_get("id").map_err(db)?,
-        job_type: row.try_get("job_type").map_err(db)?,
-        name: row.try_get("name").map_err(db)?,
-        error: row.try_get("error_message").map_err(db)?,
-        retry_count: row.try_get("retry_count").map_err(db)?,
-        failed_at: row.try_get("failed_at").map_err(db)?,
-    })
 }
 
 /// Ids and attempts as two arrays, sorted by id so concurrent batches lock rows in one order.
@@ -601,7 +554,7 @@ impl JobRepo for PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
-        job_from_row(&row)
+        rows::job(&row)
     }
 
     async fn insert_many(&self, jobs: &[NewJob], now: DateTime<Utc>) -> Result<Vec<JobId>> {
@@ -668,7 +621,7 @@ impl JobRepo for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(job_from_row).transpose()
+        row.as_ref().map(rows::job).transpose()
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
@@ -825,7 +778,7 @@ impl JobRepo for PgStore {
             .await
             .map_err(db)?;
         Ok(JobPage {
-            jobs: rows.iter().map(job_from_row).collect::<Result<_>>()?,
+            jobs: rows.iter().map(rows::job).collect::<Result<_>>()?,
             total,
             page,
             page_size,
@@ -947,20 +900,7 @@ impl DispatchStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingJob {
-                    queued: QueuedJob {
-                        id: row.try_get("id").map_err(db)?,
-                        seq: row.try_get("seq").map_err(db)?,
-                        priority: row.try_get("priority").map_err(db)?,
-                        estimated_duration: row.try_get("estimated_duration").map_err(db)?,
-                        attempt: row.try_get("attempt").map_err(db)?,
-                    },
-                    run_at: row.try_get("run_at").map_err(db)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::pending).collect()
     }
 
     async fn mark_scheduled(
@@ -1056,7 +996,7 @@ impl DispatchStore for PgStore {
         let mut report = RescueReport::default();
         for row in &rows {
             match row.try_get::<&str, _>("kind").map_err(db)? {
-                "dead" => report.dead_lettered.push(dead_letter_from_row(row)?),
+                "dead" => report.dead_lettered.push(rows::dead_letter(row)?),
                 "retried" => report.retried.push(row.try_get("id").map_err(db)?),
                 _ => report.undispatched.push(row.try_get("id").map_err(db)?),
             }
@@ -1310,7 +1250,7 @@ impl WorkerStore for PgStore {
             .fetch_all(&self.exchanges)
             .await
             .map_err(db)?;
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(rows::token).collect()
     }
 
     async fn renew(
@@ -1466,7 +1406,7 @@ impl WorkerStore for PgStore {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             if !row.try_get::<bool, _>("claimed").map_err(db)? {
-                applied.push(token_from_row(row)?);
+                applied.push(rows::token(row)?);
                 continue;
             }
             let key = (
@@ -1613,20 +1553,6 @@ crate::common::control_store!(PgStore, "postgres", std::convert::identity);
 
 /// A [`Schedule`] from a `schedules` row: the user's settings from `spec`, the fire state
 /// from the columns.
-fn schedule_from_row(row: &PgRow) -> Result<Schedule> {
-    let spec: Value = row.try_get("spec").map_err(db)?;
-    let mut s: Schedule = serde_json::from_value(spec)
-        .map_err(|e| data(format!("unreadable schedule in schedules.spec: {e}")))?;
-    s.name = row.try_get("name").map_err(db)?;
-    s.paused = row.try_get("paused").map_err(db)?;
-    s.next_fire_at = row.try_get("next_fire_at").map_err(db)?;
-    s.last_fire_at = row.try_get("last_fire_at").map_err(db)?;
-    s.last_job_id = row.try_get("last_job_id").map_err(db)?;
-    s.created_at = row.try_get("created_at").map_err(db)?;
-    s.updated_at = row.try_get("updated_at").map_err(db)?;
-    Ok(s)
-}
-
 fn schedule_spec(s: &Schedule) -> Result<Value> {
     serde_json::to_value(s).map_err(|e| data(format!("cannot encode schedule {}: {e}", s.name)))
 }
@@ -1760,22 +1686,7 @@ impl NotesStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let line = match r.try_get::<Option<DateTime<Utc>>, _>("at").map_err(db)? {
-                Some(at) => Some(LogLine {
-                    at,
-                    level: r.try_get("level").map_err(db)?,
-                    message: r.try_get("message").map_err(db)?,
-                }),
-                None => None,
-            };
-            out.push((
-                u32::try_from(r.try_get::<i32, _>("attempt").map_err(db)?).unwrap_or(0),
-                u64::try_from(r.try_get::<i64, _>("log_dropped").map_err(db)?).unwrap_or(0),
-                line,
-            ));
-        }
+        let out = rows.iter().map(rows::log_row).collect::<Result<_>>()?;
         Ok(group_logs(out))
     }
 }
@@ -1803,18 +1714,7 @@ impl TypeStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Ok(JobTypeInfo {
-                    name: r.try_get("name").map_err(db)?,
-                    schema: r.try_get("schema").map_err(db)?,
-                    preemptible: r.try_get("preemptible").map_err(db)?,
-                    default_timeout_seconds: r.try_get("default_timeout_seconds").map_err(db)?,
-                    registered_by: r.try_get("registered_by").map_err(db)?,
-                    updated_at: r.try_get("updated_at").map_err(db)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::job_type).collect()
     }
 
     async fn pending_by_type(&self) -> Result<Vec<(String, i64)>> {

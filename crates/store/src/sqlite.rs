@@ -19,6 +19,7 @@ use crate::common::{
     dedupe_outcomes, encode_settings, group_logs, paging, queue_counts_of, queue_key, try_no,
 };
 use crate::error::{StoreError, redact};
+use crate::rows::{self, Columns};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsched_core::job_type::JobTypeInfo;
@@ -32,7 +33,7 @@ use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::{Fired, Schedule};
 use jobsched_core::{
     Backlog, CancelOutcome, DeadLetter, Job, JobFilter, JobId, JobPage, JobStats, JobStatus,
-    NewJob, PendingJob, PolicyKind, PolicySettings, QueuedJob, Result, RetryBackoff, StartedJob,
+    NewJob, PendingJob, PolicyKind, PolicySettings, Result, StartedJob,
 };
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -98,13 +99,37 @@ fn hy(id: JobId) -> Hyphenated {
     id.hyphenated()
 }
 
-fn id_of(row: &SqliteRow) -> Result<JobId> {
-    Ok(row.try_get::<Hyphenated, _>("id").map_err(db)?.into_uuid())
-}
-
 fn status_of(s: &str) -> Result<JobStatus> {
     s.parse()
         .map_err(|_| data(format!("unknown job status `{s}` in jobs.status")))
+}
+
+impl Columns for SqliteRow {
+    crate::rows::plain_columns!(db);
+
+    fn time(&self, column: &str) -> Result<DateTime<Utc>> {
+        from_us(self.try_get(column).map_err(db)?)
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>> {
+        opt_from_us(self.try_get(column).map_err(db)?)
+    }
+
+    fn id(&self, column: &str) -> Result<JobId> {
+        Ok(self
+            .try_get::<Hyphenated, _>(column)
+            .map_err(db)?
+            .into_uuid())
+    }
+
+    fn opt_id(&self, column: &str) -> Result<Option<JobId>> {
+        let id: Option<Hyphenated> = self.try_get(column).map_err(db)?;
+        Ok(id.map(Hyphenated::into_uuid))
+    }
+
+    fn invalid(&self, message: String) -> jobsched_core::Error {
+        data(message)
+    }
 }
 
 /// True when the URL names an in-memory database.
@@ -129,50 +154,6 @@ pub(crate) fn options(url: &str) -> std::result::Result<SqliteConnectOptions, St
         options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-    })
-}
-
-fn job_from_row(row: &SqliteRow) -> Result<Job> {
-    Ok(Job {
-        id: id_of(row)?,
-        name: row.try_get("name").map_err(db)?,
-        job_type: row.try_get("job_type").map_err(db)?,
-        status: status_of(row.try_get::<&str, _>("status").map_err(db)?)?,
-        priority: row.try_get("priority").map_err(db)?,
-        estimated_duration: row.try_get("estimated_duration").map_err(db)?,
-        payload: row.try_get("payload").map_err(db)?,
-        result: row.try_get("result").map_err(db)?,
-        error_message: row.try_get("error_message").map_err(db)?,
-        retry_count: row.try_get("retry_count").map_err(db)?,
-        max_retries: row.try_get("max_retries").map_err(db)?,
-        created_at: from_us(row.try_get("created_at").map_err(db)?)?,
-        scheduled_at: opt_from_us(row.try_get("scheduled_at").map_err(db)?)?,
-        started_at: opt_from_us(row.try_get("started_at").map_err(db)?)?,
-        completed_at: opt_from_us(row.try_get("completed_at").map_err(db)?)?,
-        attempt: row.try_get("attempt").map_err(db)?,
-        run_at: from_us(row.try_get("run_at").map_err(db)?)?,
-        lease_owner: row.try_get("lease_owner").map_err(db)?,
-        lease_expires_at: opt_from_us(row.try_get("lease_expires_at").map_err(db)?)?,
-        checkpoint: row.try_get("checkpoint").map_err(db)?,
-        slices: row.try_get("slices").map_err(db)?,
-        timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
-        retry_backoff: RetryBackoff::from_columns(
-            row.try_get("backoff_base").map_err(db)?,
-            row.try_get("backoff_cap").map_err(db)?,
-        ),
-        seq: row.try_get("seq").map_err(db)?,
-        queue: row.try_get("queue").map_err(db)?,
-    })
-}
-
-fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter> {
-    Ok(DeadLetter {
-        job_id: id_of(row)?,
-        job_type: row.try_get("job_type").map_err(db)?,
-        name: row.try_get("name").map_err(db)?,
-        error: row.try_get("error_message").map_err(db)?,
-        retry_count: row.try_get("retry_count").map_err(db)?,
-        failed_at: opt_from_us(row.try_get("failed_at").map_err(db)?)?,
     })
 }
 
@@ -361,7 +342,7 @@ impl JobRepo for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        row.as_ref().map(job_from_row).transpose()
+        row.as_ref().map(rows::job).transpose()
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
@@ -427,7 +408,7 @@ impl JobRepo for SqliteStore {
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(JobPage {
-            jobs: rows.iter().map(job_from_row).collect::<Result<_>>()?,
+            jobs: rows.iter().map(rows::job).collect::<Result<_>>()?,
             total,
             page,
             page_size,
@@ -522,20 +503,7 @@ impl DispatchStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingJob {
-                    queued: QueuedJob {
-                        id: id_of(row)?,
-                        seq: row.try_get("seq").map_err(db)?,
-                        priority: row.try_get("priority").map_err(db)?,
-                        estimated_duration: row.try_get("estimated_duration").map_err(db)?,
-                        attempt: row.try_get("attempt").map_err(db)?,
-                    },
-                    run_at: from_us(row.try_get("run_at").map_err(db)?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::pending).collect()
     }
 
     async fn mark_scheduled(
@@ -562,7 +530,13 @@ impl DispatchStore for SqliteStore {
                 .map_err(db)?;
             if let Some(row) = row {
                 let attempt = row.try_get("attempt").map_err(db)?;
-                applied.push(started_from_row(&row, token.id, attempt)?);
+                applied.push(rows::started(
+                    &row,
+                    Token {
+                        id: token.id,
+                        attempt: attempt,
+                    },
+                )?);
             }
         }
         tx.commit().await.map_err(db)?;
@@ -581,7 +555,7 @@ impl DispatchStore for SqliteStore {
         let mut rescues = Vec::with_capacity(locked.len());
         for row in &locked {
             let job = Expired {
-                id: id_of(row)?,
+                id: row.id("id")?,
                 running: row.try_get::<&str, _>("status").map_err(db)? == "RUNNING",
                 retry_count: row.try_get("retry_count").map_err(db)?,
                 max_retries: row.try_get("max_retries").map_err(db)?,
@@ -615,7 +589,7 @@ impl DispatchStore for SqliteStore {
                         .await
                         .map_err(db)?;
                     if let Some(row) = row {
-                        report.dead_lettered.push(dead_letter_from_row(&row)?);
+                        report.dead_lettered.push(rows::dead_letter(&row)?);
                     }
                 }
                 Rescue::Retry(error) => {
@@ -722,28 +696,6 @@ impl DispatchStore for SqliteStore {
     }
 }
 
-/// A row holding the columns a worker needs (see [`StartedJob`]).
-fn started_from_row(row: &SqliteRow, id: JobId, attempt: i32) -> Result<StartedJob> {
-    Ok(StartedJob {
-        id,
-        attempt,
-        name: row.try_get("name").map_err(db)?,
-        job_type: row.try_get("job_type").map_err(db)?,
-        payload: row.try_get("payload").map_err(db)?,
-        checkpoint: row.try_get("checkpoint").map_err(db)?,
-        retry_count: row.try_get("retry_count").map_err(db)?,
-        max_retries: row.try_get("max_retries").map_err(db)?,
-        created_at: from_us(row.try_get("created_at").map_err(db)?)?,
-        slices: row.try_get("slices").map_err(db)?,
-        timeout_seconds: row.try_get("timeout_seconds").map_err(db)?,
-        retry_backoff: RetryBackoff::from_columns(
-            row.try_get("backoff_base").map_err(db)?,
-            row.try_get("backoff_cap").map_err(db)?,
-        ),
-        queue: row.try_get("queue").map_err(db)?,
-    })
-}
-
 #[async_trait]
 impl WorkerStore for SqliteStore {
     async fn fetch(&self, tokens: &[Token]) -> Result<Vec<StartedJob>> {
@@ -757,7 +709,13 @@ impl WorkerStore for SqliteStore {
                 .await
                 .map_err(db)?;
             if let Some(row) = row {
-                jobs.push(started_from_row(&row, token.id, token.attempt)?);
+                jobs.push(rows::started(
+                    &row,
+                    Token {
+                        id: token.id,
+                        attempt: token.attempt,
+                    },
+                )?);
             }
         }
         Ok(jobs)
@@ -829,7 +787,13 @@ impl WorkerStore for SqliteStore {
                 .map_err(db)?;
             if let Some(row) = row {
                 let attempt = row.try_get("attempt").map_err(db)?;
-                claimed.push(started_from_row(&row, id.into_uuid(), attempt)?);
+                claimed.push(rows::started(
+                    &row,
+                    Token {
+                        id: id.into_uuid(),
+                        attempt: attempt,
+                    },
+                )?);
             }
         }
         tx.commit().await.map_err(db)?;
@@ -883,10 +847,7 @@ impl WorkerStore for SqliteStore {
                 .await
                 .map_err(db)?;
             for row in &rows {
-                held.push(Token {
-                    id: id_of(row)?,
-                    attempt: row.try_get("attempt").map_err(db)?,
-                });
+                held.push(rows::token(row)?);
             }
         }
         Ok(held)
@@ -1039,24 +1000,6 @@ crate::common::dead_letter_store!(
 // The settings and leader methods are the same statements on both backends.
 crate::common::control_store!(SqliteStore, "sqlite", us);
 
-/// A [`Schedule`] from a `schedules` row (see `pg::schedule_from_row`).
-fn schedule_from_row(row: &SqliteRow) -> Result<Schedule> {
-    let spec: String = row.try_get("spec").map_err(db)?;
-    let mut s: Schedule = serde_json::from_str(&spec)
-        .map_err(|e| data(format!("unreadable schedule in schedules.spec: {e}")))?;
-    s.name = row.try_get("name").map_err(db)?;
-    s.paused = row.try_get::<i64, _>("paused").map_err(db)? != 0;
-    s.next_fire_at = opt_from_us(row.try_get("next_fire_at").map_err(db)?)?;
-    s.last_fire_at = opt_from_us(row.try_get("last_fire_at").map_err(db)?)?;
-    s.last_job_id = row
-        .try_get::<Option<Hyphenated>, _>("last_job_id")
-        .map_err(db)?
-        .map(Hyphenated::into_uuid);
-    s.created_at = from_us(row.try_get("created_at").map_err(db)?)?;
-    s.updated_at = from_us(row.try_get("updated_at").map_err(db)?)?;
-    Ok(s)
-}
-
 fn schedule_spec(s: &Schedule) -> Result<String> {
     serde_json::to_string(s).map_err(|e| data(format!("cannot encode schedule {}: {e}", s.name)))
 }
@@ -1179,22 +1122,7 @@ impl NotesStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let line = match r.try_get::<Option<i64>, _>("at").map_err(db)? {
-                Some(at) => Some(LogLine {
-                    at: from_us(at)?,
-                    level: r.try_get("level").map_err(db)?,
-                    message: r.try_get("message").map_err(db)?,
-                }),
-                None => None,
-            };
-            out.push((
-                u32::try_from(r.try_get::<i64, _>("attempt").map_err(db)?).unwrap_or(0),
-                u64::try_from(r.try_get::<i64, _>("log_dropped").map_err(db)?).unwrap_or(0),
-                line,
-            ));
-        }
+        let out = rows.iter().map(rows::log_row).collect::<Result<_>>()?;
         Ok(group_logs(out))
     }
 }
@@ -1224,20 +1152,7 @@ impl TypeStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let schema: String = r.try_get("schema").map_err(db)?;
-                Ok(JobTypeInfo {
-                    name: r.try_get("name").map_err(db)?,
-                    schema: serde_json::from_str(&schema)
-                        .map_err(|e| data(format!("job_types.schema is not JSON: {e}")))?,
-                    preemptible: r.try_get("preemptible").map_err(db)?,
-                    default_timeout_seconds: r.try_get("default_timeout_seconds").map_err(db)?,
-                    registered_by: r.try_get("registered_by").map_err(db)?,
-                    updated_at: from_us(r.try_get("updated_at").map_err(db)?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::job_type).collect()
     }
 
     async fn pending_by_type(&self) -> Result<Vec<(String, i64)>> {
