@@ -5,6 +5,7 @@
 //! into the core types.
 
 use chrono::{DateTime, Utc};
+use jobsched_core::notes::{Progress, TryLog};
 use jobsched_core::{DeadLetter, Job, JobPage, JobStats};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -87,53 +88,7 @@ pub struct JobResponse {
     pub queue: String,
     /// The latest progress its runs reported (`GET /jobs/{id}` only; `null` when none did).
     #[schema(required = false)]
-    pub progress: Option<ProgressResponse>,
-}
-
-/// A run's latest progress report.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ProgressResponse {
-    /// Fraction done, 0 to 1.
-    pub fraction: f64,
-    /// What the job said it is doing.
-    pub message: Option<String>,
-    /// The try that reported it (1 = first, one more per retry).
-    pub attempt: u32,
-    /// When it was reported.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<jobsched_core::notes::Progress> for ProgressResponse {
-    fn from(p: jobsched_core::notes::Progress) -> Self {
-        ProgressResponse {
-            fraction: p.fraction,
-            message: p.message,
-            attempt: p.attempt,
-            updated_at: p.updated_at,
-        }
-    }
-}
-
-/// One log line of a run.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LogLineResponse {
-    /// When the job logged it.
-    pub at: DateTime<Utc>,
-    /// `debug`, `info`, `warn` or `error`.
-    pub level: String,
-    /// The text (a line longer than 8 KiB is cut and ends with `…`).
-    pub message: String,
-}
-
-/// One try's kept log.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct TryLogResponse {
-    /// The try (1 = first, one more per retry).
-    pub attempt: u32,
-    /// Its lines, oldest first (the newest 1,000 lines and 256 KiB are kept).
-    pub lines: Vec<LogLineResponse>,
-    /// Older lines of this try that are no longer kept.
-    pub dropped: u64,
+    pub progress: Option<Progress>,
 }
 
 /// `GET /jobs/{id}/logs`.
@@ -142,25 +97,7 @@ pub struct JobLogsResponse {
     /// The job.
     pub job_id: Uuid,
     /// One entry per try that reported progress or logged, oldest first.
-    pub attempts: Vec<TryLogResponse>,
-}
-
-impl From<jobsched_core::notes::TryLog> for TryLogResponse {
-    fn from(t: jobsched_core::notes::TryLog) -> Self {
-        TryLogResponse {
-            attempt: t.attempt,
-            dropped: t.dropped,
-            lines: t
-                .lines
-                .into_iter()
-                .map(|l| LogLineResponse {
-                    at: l.at,
-                    level: l.level,
-                    message: l.message,
-                })
-                .collect(),
-        }
-    }
+    pub attempts: Vec<TryLog>,
 }
 
 /// Query parameters of `GET /jobs/{id}/logs`.

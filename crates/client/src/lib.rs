@@ -341,17 +341,30 @@ impl Client {
         self.call(Method::GET, "/queues", |rb| rb).await
     }
 
+    /// `method` on `/{collection}/{name}` (with `body` as JSON): the API's JSON.
+    async fn named(
+        &self,
+        method: Method,
+        (collection, name): (&str, &str),
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/{collection}/{name}");
+        self.call(method, &path, |rb| match body {
+            Some(body) => rb.json(body),
+            None => rb,
+        })
+        .await
+    }
+
     /// `GET /queues/{name}`.
     pub async fn queue(&self, name: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &format!("/queues/{name}"), |rb| rb)
-            .await
+        self.named(Method::GET, ("queues", name), None).await
     }
 
     /// `PUT /queues/{name}`: create or change (`body` as in the API: policy, quantum_seconds,
     /// paused, concurrency_limit, weight; unset fields keep their value).
     pub async fn put_queue(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
-        self.call(Method::PUT, &format!("/queues/{name}"), |rb| rb.json(body))
-            .await
+        self.named(Method::PUT, ("queues", name), Some(body)).await
     }
 
     /// `GET /schedules`: every periodic job (the API's JSON).
@@ -361,17 +374,14 @@ impl Client {
 
     /// `GET /schedules/{name}`.
     pub async fn schedule(&self, name: &str) -> Result<Value, ClientError> {
-        self.call(Method::GET, &format!("/schedules/{name}"), |rb| rb)
-            .await
+        self.named(Method::GET, ("schedules", name), None).await
     }
 
     /// `PUT /schedules/{name}`: create or replace (`body` as in the API: cron, timezone, job,
     /// overlap, paused, catch_up).
     pub async fn put_schedule(&self, name: &str, body: &Value) -> Result<Value, ClientError> {
-        self.call(Method::PUT, &format!("/schedules/{name}"), |rb| {
-            rb.json(body)
-        })
-        .await
+        self.named(Method::PUT, ("schedules", name), Some(body))
+            .await
     }
 
     /// `DELETE /schedules/{name}`.

@@ -18,12 +18,18 @@ pub const MAX_PROGRESS_MESSAGE: usize = 1024;
 
 /// A run's latest progress report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// The OpenAPI schemas of this module keep the names they were first published under.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = ProgressResponse)
+)]
 pub struct Progress {
     /// Fraction done, 0 to 1.
     pub fraction: f64,
     /// What the job said it is doing.
     pub message: Option<String>,
-    /// The try that reported it.
+    /// The try that reported it (1 = first, one more per retry).
     pub attempt: u32,
     /// When it was reported.
     pub updated_at: DateTime<Utc>,
@@ -31,12 +37,17 @@ pub struct Progress {
 
 /// One log line of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = LogLineResponse)
+)]
 pub struct LogLine {
     /// When the job logged it.
     pub at: DateTime<Utc>,
     /// `debug`, `info`, `warn` or `error`.
     pub level: String,
-    /// The text.
+    /// The text (a line longer than 8 KiB is cut and ends with `…`).
     pub message: String,
 }
 
@@ -51,14 +62,19 @@ impl LogLine {
     }
 }
 
-/// One try's log as kept.
+/// One try's kept log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(as = TryLogResponse)
+)]
 pub struct TryLog {
-    /// The try (1 = first).
+    /// The try (1 = first, one more per retry).
     pub attempt: u32,
-    /// Its lines, oldest first.
+    /// Its lines, oldest first (the newest 1,000 lines and 256 KiB are kept).
     pub lines: Vec<LogLine>,
-    /// Lines of this try no longer kept (over [`MAX_LOG_LINES`] or [`MAX_LOG_BYTES`]).
+    /// Older lines of this try that are no longer kept.
     pub dropped: u64,
 }
 

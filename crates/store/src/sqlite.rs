@@ -529,14 +529,9 @@ impl DispatchStore for SqliteStore {
                 .await
                 .map_err(db)?;
             if let Some(row) = row {
-                let attempt = row.try_get("attempt").map_err(db)?;
-                applied.push(rows::started(
-                    &row,
-                    Token {
-                        id: token.id,
-                        attempt: attempt,
-                    },
-                )?);
+                let attempt = row.int("attempt")?;
+                let run = Token { attempt, ..*token };
+                applied.push(rows::started(&row, run)?);
             }
         }
         tx.commit().await.map_err(db)?;
@@ -709,13 +704,7 @@ impl WorkerStore for SqliteStore {
                 .await
                 .map_err(db)?;
             if let Some(row) = row {
-                jobs.push(rows::started(
-                    &row,
-                    Token {
-                        id: token.id,
-                        attempt: token.attempt,
-                    },
-                )?);
+                jobs.push(rows::started(&row, *token)?);
             }
         }
         Ok(jobs)
@@ -786,14 +775,11 @@ impl WorkerStore for SqliteStore {
                 .await
                 .map_err(db)?;
             if let Some(row) = row {
-                let attempt = row.try_get("attempt").map_err(db)?;
-                claimed.push(rows::started(
-                    &row,
-                    Token {
-                        id: id.into_uuid(),
-                        attempt: attempt,
-                    },
-                )?);
+                let run = Token {
+                    id: id.into_uuid(),
+                    attempt: row.int("attempt")?,
+                };
+                claimed.push(rows::started(&row, run)?);
             }
         }
         tx.commit().await.map_err(db)?;

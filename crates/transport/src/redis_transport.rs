@@ -230,6 +230,23 @@ impl RedisTransport {
         self.inner.conn.clone()
     }
 
+    /// `write` (one command) and a [`Event::PolicyChanged`] announcement, in one MULTI;
+    /// `what` names the operation in errors.
+    async fn write_and_announce(
+        &self,
+        what: &'static str,
+        write: impl for<'p> FnOnce(&'p mut redis::Pipeline, &Keys) -> &'p mut redis::Pipeline,
+    ) -> Result<()> {
+        let keys = self.keys();
+        let mut pipe = redis::pipe();
+        write(pipe.atomic(), keys)
+            .ignore()
+            .publish(&keys.events, event_name(Event::PolicyChanged))
+            .ignore();
+        let written: redis::RedisResult<()> = pipe.exec_async(&mut self.conn()).await;
+        Ok(written.map_err(|e| self.err(what, e))?)
+    }
+
     fn keys(&self) -> &Keys {
         &self.inner.keys
     }
@@ -343,18 +360,9 @@ impl SettingsCache for RedisTransport {
     }
 
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()> {
-        let keys = self.keys();
-        let json = to_json(&keys.policy, settings)?;
-        redis::pipe()
-            .atomic()
-            .set(&keys.policy, json)
-            .ignore()
-            .publish(&keys.events, event_name(Event::PolicyChanged))
-            .ignore()
-            .exec_async(&mut self.conn())
+        let json = to_json(&self.keys().policy, settings)?;
+        self.write_and_announce("set_policy", |pipe, keys| pipe.set(&keys.policy, json))
             .await
-            .map_err(|e| self.err("set_policy", e))?;
-        Ok(())
     }
 
     async fn queues(&self) -> Result<Vec<(String, PolicySettings)>> {
@@ -376,18 +384,11 @@ impl SettingsCache for RedisTransport {
         if name == jobsched_core::queue::DEFAULT_QUEUE {
             return self.set_policy(settings).await;
         }
-        let keys = self.keys();
-        let json = to_json(&keys.queues, settings)?;
-        redis::pipe()
-            .atomic()
-            .hset(&keys.queues, name, json)
-            .ignore()
-            .publish(&keys.events, event_name(Event::PolicyChanged))
-            .ignore()
-            .exec_async(&mut self.conn())
-            .await
-            .map_err(|e| self.err("set_queue", e))?;
-        Ok(())
+        let json = to_json(&self.keys().queues, settings)?;
+        self.write_and_announce("set_queue", |pipe, keys| {
+            pipe.hset(&keys.queues, name, json)
+        })
+        .await
     }
 
     async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {

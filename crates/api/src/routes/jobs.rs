@@ -324,7 +324,7 @@ pub async fn get(
     match state.store.get(id).await? {
         Some(job) => {
             let mut job = JobResponse::from(job);
-            job.progress = state.store.progress(id).await?.map(Into::into);
+            job.progress = state.store.progress(id).await?;
             Ok(Json(job))
         }
         None => Err(ApiError::NotFound("Job not found".into())),
@@ -369,13 +369,7 @@ pub async fn logs(
     if state.store.get(id).await?.is_none() {
         return Err(ApiError::NotFound("Job not found".into()));
     }
-    let attempts = state
-        .store
-        .logs(id, attempt)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let attempts = state.store.logs(id, attempt).await?;
     Ok(Json(JobLogsResponse {
         job_id: id,
         attempts,
