@@ -625,7 +625,7 @@ async fn policy_switch_and_status(h: Harness) {
     let after = h.switch(PolicyKind::Priority).await.unwrap();
     assert_eq!(after.current_policy, PolicyKind::Priority);
     assert_eq!(after.quantum_seconds, 5.0);
-    let durable = h.store.load_policy().await.unwrap().unwrap();
+    let durable = h.store.policy().await.unwrap().unwrap();
     assert_eq!(durable.policy, PolicyKind::Priority);
     assert_eq!(h.transport.policy().await.unwrap().unwrap(), durable);
 
@@ -744,7 +744,7 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
         "unchanged"
     );
     assert_eq!(
-        h.store.load_policy().await.unwrap(),
+        h.store.policy().await.unwrap(),
         None,
         "durable copy untouched"
     );
@@ -760,7 +760,7 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
     let Some(h2) = Harness::start(backend).await else {
         return;
     };
-    h2.store.save_policy(&durable).await.unwrap();
+    h2.store.set_policy(&durable).await.unwrap();
     let err = h2.switch(PolicyKind::Priority).await.unwrap_err();
     assert_eq!(err.status(), Some(StatusCode::CONFLICT));
     assert!(
@@ -793,7 +793,7 @@ async fn policy_owned_by_scheduler_config_is_409(backend: Backend) {
         assert!(body["managed_by"].is_null(), "{body}");
     }
     assert_eq!(
-        h2.store.load_policy().await.unwrap().unwrap().managed_by,
+        h2.store.policy().await.unwrap().unwrap().managed_by,
         None,
         "durable too"
     );
@@ -815,7 +815,7 @@ async fn status_falls_back_to_durable_policy(h: Harness) {
         managed_by: None,
         ..Default::default()
     };
-    h.store.save_policy(&durable).await.unwrap();
+    h.store.set_policy(&durable).await.unwrap();
     assert_eq!(h.transport.policy().await.unwrap(), None);
     let status = h.client.status().await.unwrap();
     assert_eq!(status.current_policy, PolicyKind::Sjf);
@@ -1687,7 +1687,7 @@ async fn queues_are_created_listed_and_validated(h: Harness) {
     let cached = h.transport.queues().await.unwrap();
     let reports = &cached.iter().find(|(n, _)| n == "reports").unwrap().1;
     assert_eq!(reports.concurrency_limit, Some(4));
-    let durable = h.store.load_queues().await.unwrap();
+    let durable = h.store.queues().await.unwrap();
     assert!(durable.iter().any(|(n, s)| n == "reports" && s.weight == 3));
     let changed = h
         .client

@@ -111,7 +111,7 @@ impl Context {
         // are released below.
         let mut owned: Vec<(String, PolicySettings)> = match &store {
             Some(store) => store
-                .load_queues()
+                .queues()
                 .await
                 .map_err(|source| ControllerError::Store { source })?,
             None => Vec::new(),

@@ -15,7 +15,7 @@ use crate::reconcile::{
 };
 use chrono::{DateTime, TimeZone, Utc};
 use http::{Method, Request, Response};
-use jobsched_core::ports::{EventBus as _, ManualClock, SettingsCache as _};
+use jobsched_core::ports::{EventBus as _, ManualClock, Settings as _};
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_transport::{MemoryTransport, RedisTransport};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -612,12 +612,12 @@ async fn durable_copy_is_saved_and_released() {
     .await;
     let store = db.store().await;
     let want = settings(PolicyKind::Sjf, 5.0, Some(OWNER));
-    assert_eq!(store.load_policy().await.unwrap(), Some(want.clone()));
+    assert_eq!(store.policy().await.unwrap(), Some(want.clone()));
     assert_eq!(transport.policy().await.unwrap(), Some(want));
 
     assert!(ctx.release_ownership().await.unwrap());
     assert_eq!(
-        store.load_policy().await.unwrap(),
+        store.policy().await.unwrap(),
         Some(settings(PolicyKind::Sjf, 5.0, None))
     );
     drop(ctx);
@@ -690,11 +690,8 @@ async fn spec_queues_are_applied_owned_and_released() {
         find(transport.queues().await.unwrap(), "emails"),
         Some(emails.clone())
     );
-    assert_eq!(
-        find(store.load_queues().await.unwrap(), "emails"),
-        Some(emails)
-    );
-    let reports = find(store.load_queues().await.unwrap(), "reports").unwrap();
+    assert_eq!(find(store.queues().await.unwrap(), "emails"), Some(emails));
+    let reports = find(store.queues().await.unwrap(), "reports").unwrap();
     assert!(reports.paused && reports.policy == PolicyKind::Sjf);
     assert_eq!(
         find(transport.queues().await.unwrap(), "rest"),
@@ -714,7 +711,7 @@ async fn spec_queues_are_applied_owned_and_released() {
     assert_eq!(reports.managed_by, None);
     assert!(reports.paused, "released settings are kept");
     assert_eq!(
-        find(store.load_queues().await.unwrap(), "reports")
+        find(store.queues().await.unwrap(), "reports")
             .unwrap()
             .managed_by,
         None
@@ -722,7 +719,7 @@ async fn spec_queues_are_applied_owned_and_released() {
 
     // The object deleted: every queue it owned goes back to the REST API.
     assert!(ctx.release_ownership().await.unwrap());
-    let emails = find(store.load_queues().await.unwrap(), "emails").unwrap();
+    let emails = find(store.queues().await.unwrap(), "emails").unwrap();
     assert_eq!(emails.managed_by, None);
     assert_eq!(emails.concurrency_limit, Some(10));
     assert_eq!(

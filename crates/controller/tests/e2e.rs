@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use futures::channel::mpsc;
 use jobsched_controller::{ControllerConfig, Ports, TransportPort, run_with_client};
-use jobsched_core::ports::SettingsCache as _;
+use jobsched_core::ports::Settings as _;
 use jobsched_core::{PolicyKind, PolicySettings};
 use jobsched_testkit::required;
 use jobsched_transport::{DropKeys, RedisTransport};

@@ -135,11 +135,8 @@ fn default_queue() -> String {
 /// into its upper half.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 // Its OpenAPI schema keeps the name it was first published under.
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::ToSchema),
-    schema(as = RetryBackoffSchema)
-)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = RetryBackoffSchema))]
 pub struct RetryBackoff {
     /// Delay before the first retry, seconds (0.001 to 86400).
     #[cfg_attr(feature = "openapi", schema(minimum = 0.001, maximum = 86400))]

@@ -10,7 +10,7 @@ use crate::notes::{LogLine, Progress, TryLog};
 use crate::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Event, EventBus, Exchanged, Finished,
     JobRepo, NotesStore, Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore,
-    SettingsCache, Store, Subscription, Token, Transport, TypeStore, Update, WorkerRegistry,
+    Settings, Store, Subscription, Token, Transport, TypeStore, Update, WorkerRegistry,
     WorkerSlots, WorkerStore,
 };
 use crate::schedule::{Fired, Schedule};
@@ -83,9 +83,12 @@ impl<L: std::fmt::Debug> std::fmt::Debug for LayeredTransport<L> {
     }
 }
 
-/// The impl of one port for a layered type: each `fn name(args) -> T;` becomes
-/// `layer.around("name", inner.name(args))`.
+/// The impl of one port for a layered type (or for each of `[A, B]`): each
+/// `fn name(args) -> T;` becomes `layer.around("name", inner.name(args))`.
 macro_rules! through {
+    ($port:ident for [$($layered:ident),+] $methods:tt) => {
+        $( through!($port for $layered $methods); )+
+    };
     ($port:ident for $layered:ident { $( fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )* }) => {
         #[async_trait]
         impl<L: Layer> $port for $layered<L> {
@@ -180,6 +183,8 @@ through!(NotesStore for Layered {
     fn logs(&self, id: JobId, attempt: Option<u32>) -> Vec<TryLog>;
 });
 
+impl<L: Layer> Store for Layered<L> {}
+
 through!(TypeStore for Layered {
     fn register_types(&self, types: &[JobTypeInfo]) -> ();
     fn job_types(&self) -> Vec<JobTypeInfo>;
@@ -187,11 +192,6 @@ through!(TypeStore for Layered {
 });
 
 through!(ControlStore for Layered {
-    fn load_policy(&self) -> Option<PolicySettings>;
-    fn save_policy(&self, settings: &PolicySettings) -> ();
-    fn load_queues(&self) -> Vec<(String, PolicySettings)>;
-    fn save_queue(&self, name: &str, settings: &PolicySettings) -> ();
-    fn create_queue(&self, name: &str, settings: &PolicySettings) -> bool;
     fn try_lead(&self, role: &str, holder: &str, now: DateTime<Utc>, ttl: Duration) -> bool;
     fn resign(&self, role: &str, holder: &str) -> ();
     fn ping(&self) -> ();
@@ -204,7 +204,7 @@ through!(WorkerRegistry for LayeredTransport {
     fn reap_dead_workers(&self) -> Vec<String>;
 });
 
-through!(SettingsCache for LayeredTransport {
+through!(Settings for [Layered, LayeredTransport] {
     fn policy(&self) -> Option<PolicySettings>;
     fn set_policy(&self, settings: &PolicySettings) -> ();
     fn queues(&self) -> Vec<(String, PolicySettings)>;

@@ -19,11 +19,8 @@ pub const MAX_PROGRESS_MESSAGE: usize = 1024;
 /// A run's latest progress report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 // The OpenAPI schemas of this module keep the names they were first published under.
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::ToSchema),
-    schema(as = ProgressResponse)
-)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = ProgressResponse))]
 pub struct Progress {
     /// Fraction done, 0 to 1.
     pub fraction: f64,
@@ -37,11 +34,8 @@ pub struct Progress {
 
 /// One log line of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::ToSchema),
-    schema(as = LogLineResponse)
-)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = LogLineResponse))]
 pub struct LogLine {
     /// When the job logged it.
     pub at: DateTime<Utc>,
@@ -64,11 +58,8 @@ impl LogLine {
 
 /// One try's kept log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "openapi",
-    derive(utoipa::ToSchema),
-    schema(as = TryLogResponse)
-)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = TryLogResponse))]
 pub struct TryLog {
     /// The try (1 = first, one more per retry).
     pub attempt: u32,

@@ -208,20 +208,9 @@ pub trait DeadLetterStore: Send + Sync {
     async fn purge_dead_letters(&self) -> Result<u64>;
 }
 
-/// Durable settings and leader election.
+/// The durable copy of the settings (its [`Settings`]) and leader election.
 #[async_trait]
-pub trait ControlStore: Send + Sync {
-    /// The durable copy of the policy settings.
-    async fn load_policy(&self) -> Result<Option<PolicySettings>>;
-    /// Save the durable copy.
-    async fn save_policy(&self, settings: &PolicySettings) -> Result<()>;
-    /// The durable settings of every named queue but `default` (whose settings are
-    /// [`ControlStore::load_policy`]'s), by name.
-    async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>>;
-    /// Save the durable settings of queue `name` (`default`: as [`ControlStore::save_policy`]).
-    async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()>;
-    /// Create queue `name` with `settings` unless it exists; `true` when it was created.
-    async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool>;
+pub trait ControlStore: Settings {
     /// Acquire or renew the lease on `role` for `holder` until `now + ttl`. True when held.
     async fn try_lead(
         &self,
@@ -234,7 +223,7 @@ pub trait ControlStore: Send + Sync {
     async fn resign(&self, role: &str, holder: &str) -> Result<()>;
     /// Cheap connectivity check (one round trip).
     async fn ping(&self) -> Result<()> {
-        self.load_policy().await.map(|_| ())
+        self.policy().await.map(|_| ())
     }
 }
 
@@ -292,7 +281,7 @@ pub trait TypeStore: Send + Sync {
     async fn pending_by_type(&self) -> Result<Vec<(String, i64)>>;
 }
 
-/// Everything a store provides.
+/// Everything a store provides (each store says so with an empty `impl Store`).
 pub trait Store:
     JobRepo
     + DispatchStore
@@ -302,18 +291,6 @@ pub trait Store:
     + ScheduleStore
     + NotesStore
     + TypeStore
-{
-}
-impl<
-    T: JobRepo
-        + DispatchStore
-        + WorkerStore
-        + DeadLetterStore
-        + ControlStore
-        + ScheduleStore
-        + NotesStore
-        + TypeStore,
-> Store for T
 {
 }
 
@@ -338,23 +315,23 @@ pub trait WorkerRegistry: Send + Sync {
     async fn reap_dead_workers(&self) -> Result<Vec<String>>;
 }
 
-/// The copy of every queue's settings that workers read (the durable copy is the store's;
-/// [`crate::queue`] keeps the two in step).
+/// One copy of every queue's policy settings: the store holds the durable one, the transport
+/// the one workers read, which also announces each write ([`Event::PolicyChanged`]).
+/// [`crate::queue`] keeps the two in step, the durable copy written first.
 #[async_trait]
-pub trait SettingsCache: Send + Sync {
-    /// Current policy settings (the `default` queue's), if the key exists.
+pub trait Settings: Send + Sync {
+    /// The `default` queue's settings, if this copy has them.
     async fn policy(&self) -> Result<Option<PolicySettings>>;
-    /// Write the policy settings and publish [`Event::PolicyChanged`].
+    /// Write the `default` queue's settings.
     async fn set_policy(&self, settings: &PolicySettings) -> Result<()>;
-    /// The cached settings of every named queue but `default` (whose are
-    /// [`SettingsCache::policy`]'s).
+    /// The settings of every named queue but `default` (whose are [`Settings::policy`]'s),
+    /// by name.
     async fn queues(&self) -> Result<Vec<(String, PolicySettings)>>;
-    /// Write the cached settings of queue `name` (`default`: as
-    /// [`SettingsCache::set_policy`]) and publish [`Event::PolicyChanged`].
+    /// Write the settings of queue `name` (`default`: as [`Settings::set_policy`]).
     async fn set_queue(&self, name: &str, settings: &PolicySettings) -> Result<()>;
-    /// Write the cached settings of queue `name` only if it has none (a rebuild, or a queue
-    /// just created, never overwrites a newer write); publish [`Event::PolicyChanged`] when
-    /// written. Returns whether it wrote.
+    /// Write the settings of queue `name` only if this copy has none (a queue just created,
+    /// or a rebuild of the transport's copy, never overwrites a newer write); whether it
+    /// wrote (the transport announces only a write).
     async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool>;
 }
 
@@ -371,7 +348,7 @@ pub trait EventBus: Send + Sync {
 /// The shared runtime keys and events: the worker registry, the settings cache and the
 /// event bus. Nothing about a job lives here; everything here can be rebuilt from the store.
 #[async_trait]
-pub trait Transport: WorkerRegistry + SettingsCache + EventBus {
+pub trait Transport: WorkerRegistry + Settings + EventBus {
     /// Cheap connectivity check.
     async fn ping(&self) -> Result<()>;
 }

@@ -8,7 +8,7 @@
 
 use crate::Result;
 use crate::policy::PolicySettings;
-use crate::ports::{ControlStore, SettingsCache};
+use crate::ports::{ControlStore, Settings};
 use serde::{Deserialize, Serialize};
 
 /// The queue of a job submitted without one, whose settings `PUT /scheduler/policy` sets.
@@ -122,7 +122,7 @@ impl SlotShare {
 /// exists, with the default settings).
 pub async fn current(
     store: &dyn ControlStore,
-    transport: &dyn SettingsCache,
+    transport: &dyn Settings,
     name: &str,
 ) -> Result<Option<PolicySettings>> {
     match cached_copy(transport, name).await {
@@ -140,13 +140,13 @@ pub async fn current(
 /// where it has one, else the durable copy).
 pub async fn all(
     store: &dyn ControlStore,
-    transport: &dyn SettingsCache,
+    transport: &dyn Settings,
 ) -> Result<Vec<(String, PolicySettings)>> {
     let default = current(store, transport, DEFAULT_QUEUE)
         .await?
         .unwrap_or_default();
     let mut named: std::collections::BTreeMap<String, PolicySettings> =
-        store.load_queues().await?.into_iter().collect();
+        store.queues().await?.into_iter().collect();
     match transport.queues().await {
         Ok(cached) => named.extend(cached),
         Err(e) => {
@@ -202,12 +202,12 @@ fn named(queues: Vec<(String, PolicySettings)>, name: &str) -> Option<PolicySett
 
 async fn durable_copy(store: &dyn ControlStore, name: &str) -> Result<Option<PolicySettings>> {
     if name == DEFAULT_QUEUE {
-        return store.load_policy().await;
+        return store.policy().await;
     }
-    Ok(named(store.load_queues().await?, name))
+    Ok(named(store.queues().await?, name))
 }
 
-async fn cached_copy(transport: &dyn SettingsCache, name: &str) -> Result<Option<PolicySettings>> {
+async fn cached_copy(transport: &dyn Settings, name: &str) -> Result<Option<PolicySettings>> {
     if name == DEFAULT_QUEUE {
         return transport.policy().await;
     }
@@ -221,7 +221,7 @@ async fn cached_copy(transport: &dyn SettingsCache, name: &str) -> Result<Option
 /// Kubernetes controller change settings.
 pub async fn sync(
     store: Option<&dyn ControlStore>,
-    transport: &dyn SettingsCache,
+    transport: &dyn Settings,
     name: &str,
     desired: &PolicySettings,
 ) -> std::result::Result<Synced, SideError> {
@@ -234,7 +234,7 @@ pub async fn sync(
             != Some(desired)
     {
         store
-            .save_queue(name, desired)
+            .set_queue(name, desired)
             .await
             .map_err(on(Side::Durable))?;
         synced.wrote = true;
@@ -256,7 +256,7 @@ pub async fn sync(
 /// Write queue `name`'s settings in both copies, durable first ([`sync`]).
 pub async fn apply(
     store: &dyn ControlStore,
-    transport: &dyn SettingsCache,
+    transport: &dyn Settings,
     name: &str,
     settings: &PolicySettings,
 ) -> Result<()> {
@@ -269,7 +269,7 @@ pub async fn apply(
 /// Returns the owner released, if anything was.
 pub async fn release(
     store: Option<&dyn ControlStore>,
-    transport: &dyn SettingsCache,
+    transport: &dyn Settings,
     name: &str,
     owner: Option<&str>,
 ) -> std::result::Result<Option<String>, SideError> {
@@ -285,7 +285,7 @@ pub async fn release(
     {
         let owner = settings.managed_by.take();
         store
-            .save_queue(name, &settings)
+            .set_queue(name, &settings)
             .await
             .map_err(on(Side::Durable))?;
         released = Some((owner, settings));
@@ -320,13 +320,10 @@ pub async fn release(
 
 /// Rebuild the transport's copies that are missing (after a Redis flush) from the durable
 /// ones, never overwriting one that is there (a newer write). Returns the queues restored.
-pub async fn restore(
-    store: &dyn ControlStore,
-    transport: &dyn SettingsCache,
-) -> Result<Vec<String>> {
+pub async fn restore(store: &dyn ControlStore, transport: &dyn Settings) -> Result<Vec<String>> {
     let mut restored = Vec::new();
     if transport.policy().await?.is_none() {
-        let durable = store.load_policy().await?.unwrap_or_default();
+        let durable = store.policy().await?.unwrap_or_default();
         if transport.add_queue(DEFAULT_QUEUE, &durable).await? {
             restored.push(DEFAULT_QUEUE.to_owned());
         }
@@ -337,7 +334,7 @@ pub async fn restore(
         .into_iter()
         .map(|(name, _)| name)
         .collect();
-    for (name, durable) in store.load_queues().await? {
+    for (name, durable) in store.queues().await? {
         if !cached.contains(&name) && transport.add_queue(&name, &durable).await? {
             restored.push(name);
         }
@@ -347,16 +344,12 @@ pub async fn restore(
 
 /// Make sure queue `name` exists (a job is about to be put in it): created with the default
 /// settings, durable copy first, if it did not. `default` always exists.
-pub async fn ensure(
-    store: &dyn ControlStore,
-    transport: &dyn SettingsCache,
-    name: &str,
-) -> Result<()> {
+pub async fn ensure(store: &dyn ControlStore, transport: &dyn Settings, name: &str) -> Result<()> {
     if name == DEFAULT_QUEUE {
         return Ok(());
     }
     let settings = PolicySettings::default();
-    if store.create_queue(name, &settings).await? {
+    if store.add_queue(name, &settings).await? {
         tracing::info!(queue = name, "queue created with the default settings");
         // Only if absent: a `PUT /queues/{name}` may have come in between.
         transport.add_queue(name, &settings).await?;

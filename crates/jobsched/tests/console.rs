@@ -628,7 +628,7 @@ async fn console_policy_page_names_the_managing_scheduler_config() {
     jobsched_store::migrate(&url).await.unwrap();
     let store = jobsched_store::connect(&url, 1).await.unwrap();
     store
-        .save_policy(&jobsched_core::PolicySettings {
+        .set_policy(&jobsched_core::PolicySettings {
             policy: jobsched_core::PolicyKind::Priority,
             quantum_seconds: 5.0,
             paused: false,

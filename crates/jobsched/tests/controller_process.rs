@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use jobsched_core::JobSpec;
 use jobsched_core::ports::{Event, Store};
-use jobsched_core::ports::{EventBus as _, SettingsCache as _};
+use jobsched_core::ports::{EventBus as _, Settings as _};
 use jobsched_core::{Job, JobFilter, JobStatus, NewJob, PolicyKind, PolicySettings};
 use jobsched_store::testing::TestDb;
 use jobsched_testkit::{free_port, required};
@@ -958,7 +958,7 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     let what = "durable policy copy = priority managed by the SchedulerConfig, and a \
                 PolicyChanged Event for the switch";
     until(&children, what, 30, async || {
-        let durable = store.load_policy().await.ok()?? == priority;
+        let durable = store.policy().await.ok()?? == priority;
         (durable && kube.policy_changed_events() > events_before).then_some(())
     })
     .await;
@@ -1109,7 +1109,7 @@ async fn controller_recovers_from_a_redis_wipe_an_api_server_outage_and_a_kill_9
         let want = owned(policy);
         let start = Instant::now();
         until(&children, what, 60, async || {
-            (redis.policy().await.ok()?? == want && store.load_policy().await.ok()?? == want)
+            (redis.policy().await.ok()?? == want && store.policy().await.ok()?? == want)
                 .then_some(())
         })
         .await;

@@ -6,7 +6,7 @@ use chrono::Utc;
 use jobsched_core::JobSpec;
 use jobsched_core::policy::{PolicyKind, PolicySettings};
 use jobsched_core::ports::{Event, Store};
-use jobsched_core::ports::{EventBus as _, SettingsCache as _};
+use jobsched_core::ports::{EventBus as _, Settings as _};
 use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_store::testing::TestDb;
 use jobsched_testkit::{Children, free_port, required};
@@ -84,7 +84,7 @@ impl Env {
             policy,
             ..PolicySettings::default()
         };
-        self.store.save_policy(&s).await.unwrap();
+        self.store.set_policy(&s).await.unwrap();
         self.redis.set_policy(&s).await.unwrap();
     }
 

@@ -111,7 +111,7 @@ impl Env {
             quantum_seconds,
             ..PolicySettings::default()
         };
-        self.store.save_policy(&s).await.unwrap();
+        self.store.set_policy(&s).await.unwrap();
         self.transport.set_policy(&s).await.unwrap();
     }
 

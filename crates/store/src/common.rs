@@ -300,15 +300,15 @@ impl Expired {
     }
 }
 
-/// `impl ControlStore for $store`, the same code for both backends: the settings rows
-/// (`$dir`'s `load_policy`, `load_queues`, `save_queue`, `create_queue` statements) and the
-/// leader rows (`try_lead`, `resign`), and `ping`. `$at` turns a time into the backend's
+/// `impl Settings` and `impl ControlStore for $store`, the same code for both backends: the
+/// settings rows (`$dir`'s `load_policy`, `load_queues`, `save_queue`, `create_queue`
+/// statements) and the leader rows (`try_lead`, `resign`), and `ping`. `$at` turns a time into the backend's
 /// column value; `db`, `data` and `self.pool` are the invoking module's.
 macro_rules! control_store {
     ($store:ty, $dir:literal, $at:path) => {
         #[async_trait]
-        impl ControlStore for $store {
-            async fn load_policy(&self) -> Result<Option<PolicySettings>> {
+        impl jobsched_core::ports::Settings for $store {
+            async fn policy(&self) -> Result<Option<PolicySettings>> {
                 let value: Option<Value> =
                     sqlx::query_scalar(include_str!(concat!("../sql/", $dir, "/load_policy.sql")))
                         .bind(POLICY_KEY)
@@ -320,11 +320,11 @@ macro_rules! control_store {
                     .transpose()
             }
 
-            async fn save_policy(&self, settings: &PolicySettings) -> Result<()> {
-                self.save_queue(DEFAULT_QUEUE, settings).await
+            async fn set_policy(&self, settings: &PolicySettings) -> Result<()> {
+                self.set_queue(DEFAULT_QUEUE, settings).await
             }
 
-            async fn load_queues(&self) -> Result<Vec<(String, PolicySettings)>> {
+            async fn queues(&self) -> Result<Vec<(String, PolicySettings)>> {
                 let rows: Vec<(String, Value)> =
                     sqlx::query_as(include_str!(concat!("../sql/", $dir, "/load_queues.sql")))
                         .bind(QUEUE_KEY_PREFIX)
@@ -340,16 +340,19 @@ macro_rules! control_store {
                     .collect()
             }
 
-            async fn save_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
+            async fn set_queue(&self, name: &str, settings: &PolicySettings) -> Result<()> {
                 let sql = include_str!(concat!("../sql/", $dir, "/save_queue.sql"));
                 self.write_settings(sql, name, settings).await.map(drop)
             }
 
-            async fn create_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
+            async fn add_queue(&self, name: &str, settings: &PolicySettings) -> Result<bool> {
                 let sql = include_str!(concat!("../sql/", $dir, "/create_queue.sql"));
                 Ok(self.write_settings(sql, name, settings).await? == 1)
             }
+        }
 
+        #[async_trait]
+        impl ControlStore for $store {
             async fn try_lead(
                 &self,
                 role: &str,

@@ -1549,6 +1549,8 @@ crate::common::dead_letter_store!(
 );
 
 // The settings and leader methods are the same statements on both backends.
+impl jobsched_core::ports::Store for PgStore {}
+
 crate::common::control_store!(PgStore, "postgres", std::convert::identity);
 
 /// A [`Schedule`] from a `schedules` row: the user's settings from `spec`, the fire state

@@ -984,6 +984,8 @@ crate::common::dead_letter_store!(
 );
 
 // The settings and leader methods are the same statements on both backends.
+impl jobsched_core::ports::Store for SqliteStore {}
+
 crate::common::control_store!(SqliteStore, "sqlite", us);
 
 fn schedule_spec(s: &Schedule) -> Result<String> {

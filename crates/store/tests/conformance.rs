@@ -1389,10 +1389,10 @@ async fn leader_election(db: &TestDb) {
 async fn policy_settings_round_trip(db: &TestDb) {
     let s = db.store().await;
     s.ping().await.unwrap();
-    assert_eq!(s.load_policy().await.unwrap(), None);
+    assert_eq!(s.policy().await.unwrap(), None);
     let default = PolicySettings::default();
-    s.save_policy(&default).await.unwrap();
-    assert_eq!(s.load_policy().await.unwrap(), Some(default));
+    s.set_policy(&default).await.unwrap();
+    assert_eq!(s.policy().await.unwrap(), Some(default));
     let custom = PolicySettings {
         policy: PolicyKind::RoundRobin,
         quantum_seconds: 2.5,
@@ -1400,10 +1400,10 @@ async fn policy_settings_round_trip(db: &TestDb) {
         managed_by: Some("default/scheduler".into()),
         ..Default::default()
     };
-    s.save_policy(&custom).await.unwrap();
-    assert_eq!(s.load_policy().await.unwrap(), Some(custom.clone()));
+    s.set_policy(&custom).await.unwrap();
+    assert_eq!(s.policy().await.unwrap(), Some(custom.clone()));
     // A second store (another process) sees the durable copy.
-    assert_eq!(db.store().await.load_policy().await.unwrap(), Some(custom));
+    assert_eq!(db.store().await.policy().await.unwrap(), Some(custom));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2388,10 +2388,10 @@ async fn queues_keep_their_jobs_apart(db: &TestDb) {
 
 async fn queue_settings_round_trip(db: &TestDb) {
     let s = db.store().await;
-    assert!(s.load_queues().await.unwrap().is_empty());
+    assert!(s.queues().await.unwrap().is_empty());
     let defaults = PolicySettings::default();
-    assert!(s.create_queue("emails", &defaults).await.unwrap());
-    assert!(!s.create_queue("emails", &defaults).await.unwrap());
+    assert!(s.add_queue("emails", &defaults).await.unwrap());
+    assert!(!s.add_queue("emails", &defaults).await.unwrap());
     let custom = PolicySettings {
         policy: PolicyKind::Sjf,
         concurrency_limit: Some(3),
@@ -2399,21 +2399,21 @@ async fn queue_settings_round_trip(db: &TestDb) {
         paused: true,
         ..Default::default()
     };
-    s.save_queue("reports", &custom).await.unwrap();
+    s.set_queue("reports", &custom).await.unwrap();
     assert_eq!(
-        s.load_queues().await.unwrap(),
+        s.queues().await.unwrap(),
         vec![
             ("emails".to_string(), defaults.clone()),
             ("reports".to_string(), custom.clone())
         ]
     );
     // `default` is the policy row, not one of the named queues.
-    s.save_queue("default", &custom).await.unwrap();
-    assert_eq!(s.load_policy().await.unwrap(), Some(custom.clone()));
-    assert_eq!(s.load_queues().await.unwrap().len(), 2);
-    assert!(!s.create_queue("default", &defaults).await.unwrap());
+    s.set_queue("default", &custom).await.unwrap();
+    assert_eq!(s.policy().await.unwrap(), Some(custom.clone()));
+    assert_eq!(s.queues().await.unwrap().len(), 2);
+    assert!(!s.add_queue("default", &defaults).await.unwrap());
     // Another process sees the durable copies.
-    assert_eq!(db.store().await.load_queues().await.unwrap().len(), 2);
+    assert_eq!(db.store().await.queues().await.unwrap().len(), 2);
 }
 
 async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
@@ -2422,7 +2422,7 @@ async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
         concurrency_limit: Some(n),
         ..Default::default()
     };
-    s.save_queue("limited", &limited(2)).await.unwrap();
+    s.set_queue("limited", &limited(2)).await.unwrap();
     // A claim of up to 5 from `limited`, as a worker that read the limit `cap` makes it.
     let from_limited = |cap| queue_claim(5, PolicyKind::Fcfs, "limited", cap);
     let jobs: Vec<NewJob> = (0..6)
@@ -2461,7 +2461,7 @@ async fn a_concurrency_limit_caps_the_claims_of_its_queue(db: &TestDb) {
     let stale = claimed(&s, &from_limited(Some(9)), "w3", t(3)).await;
     assert!(stale.is_empty(), "{} claimed past the limit", stale.len());
     // Claims racing from several workers never take more than the limit together.
-    s.save_queue("limited", &limited(4)).await.unwrap();
+    s.set_queue("limited", &limited(4)).await.unwrap();
     let racing: Vec<_> = (0..4)
         .map(|i| {
             let s = s.clone();

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use jobsched_core::ports::{
-    Event, EventBus, SettingsCache, Subscription, Transport, WorkerRegistry, WorkerSlots,
+    Event, EventBus, Settings, Subscription, Transport, WorkerRegistry, WorkerSlots,
 };
 use jobsched_core::{PolicySettings, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -141,7 +141,7 @@ impl WorkerRegistry for MemoryTransport {
 }
 
 #[async_trait]
-impl SettingsCache for MemoryTransport {
+impl Settings for MemoryTransport {
     async fn policy(&self) -> Result<Option<PolicySettings>> {
         Ok(self.lock().policy.clone())
     }

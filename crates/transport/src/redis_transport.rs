@@ -5,7 +5,7 @@ use crate::{event_from_name, event_name};
 use async_trait::async_trait;
 use futures::StreamExt;
 use jobsched_core::ports::{
-    Event, EventBus, SettingsCache, Subscription, Transport, WorkerRegistry, WorkerSlots,
+    Event, EventBus, Settings, Subscription, Transport, WorkerRegistry, WorkerSlots,
 };
 use jobsched_core::{PolicySettings, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
@@ -346,7 +346,7 @@ impl WorkerRegistry for RedisTransport {
 }
 
 #[async_trait]
-impl SettingsCache for RedisTransport {
+impl Settings for RedisTransport {
     async fn policy(&self) -> Result<Option<PolicySettings>> {
         let key = &self.keys().policy;
         let raw: Option<String> = self

@@ -9,7 +9,7 @@ use jobsched_api::{ApiConfig, AppState};
 use jobsched_client::{Client, ClientError, JobPage, ListQuery, PolicyUpdate, SchedulerStatus};
 use jobsched_core::JobSpec;
 use jobsched_core::ports::{
-    Event, EventBus, Outcome, SettingsCache, Store, Subscription, SystemClock, Token, Transport,
+    Event, EventBus, Outcome, Settings, Store, Subscription, SystemClock, Token, Transport,
     WorkerRegistry, WorkerSlots,
 };
 use jobsched_core::{Job, NewJob, PolicyKind, PolicySettings};
@@ -83,7 +83,7 @@ impl WorkerRegistry for DownTransport {
 }
 
 #[async_trait]
-impl SettingsCache for DownTransport {
+impl Settings for DownTransport {
     async fn policy(&self) -> jobsched_core::Result<Option<PolicySettings>> {
         down()
     }
