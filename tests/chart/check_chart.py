@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import helm_python as helm
@@ -316,7 +317,7 @@ def pod_spec(doc: dict) -> dict | None:
     return None
 
 
-def containers(docs: list[dict]):
+def containers(docs: list[dict]) -> Iterator[tuple[dict, dict]]:
     """(workload, container) for every container and init container of every workload."""
     for w in docs:
         if w["kind"] in WORKLOAD_KINDS:

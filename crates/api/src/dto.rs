@@ -1,8 +1,9 @@
 //! Request and response bodies of the REST API, with their OpenAPI schemas.
 //!
-//! Response types mirror the core types field for field (core stays free of `utoipa`); the
-//! `From` conversions keep them in step and the integration tests decode every response back
-//! into the core types.
+//! Where a body is a core type as it is (a status, a policy name, a backoff, a run's progress
+//! and logs), core carries its schema behind its `openapi` feature; the other response types
+//! are views of core types, kept in step by their `From` conversions, and the integration tests
+//! decode every response back into the core types.
 
 use chrono::{DateTime, Utc};
 use jobsched_core::notes::{Progress, TryLog};

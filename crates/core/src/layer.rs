@@ -183,8 +183,6 @@ through!(NotesStore for Layered {
     fn logs(&self, id: JobId, attempt: Option<u32>) -> Vec<TryLog>;
 });
 
-impl<L: Layer> Store for Layered<L> {}
-
 through!(TypeStore for Layered {
     fn register_types(&self, types: &[JobTypeInfo]) -> ();
     fn job_types(&self) -> Vec<JobTypeInfo>;
@@ -196,6 +194,8 @@ through!(ControlStore for Layered {
     fn resign(&self, role: &str, holder: &str) -> ();
     fn ping(&self) -> ();
 });
+
+impl<L: Layer> Store for Layered<L> {}
 
 through!(WorkerRegistry for LayeredTransport {
     fn report_slots(&self, worker: &str, idle: u32, total: u32, ttl: Duration) -> ();

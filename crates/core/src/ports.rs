@@ -345,8 +345,8 @@ pub trait EventBus: Send + Sync {
     async fn subscribe(&self) -> Result<Box<dyn Subscription>>;
 }
 
-/// The shared runtime keys and events: the worker registry, the settings cache and the
-/// event bus. Nothing about a job lives here; everything here can be rebuilt from the store.
+/// The shared runtime keys and events: the worker registry, the copy of the settings workers
+/// read (its [`Settings`]) and the event bus. Nothing about a job lives here; everything here can be rebuilt from the store.
 #[async_trait]
 pub trait Transport: WorkerRegistry + Settings + EventBus {
     /// Cheap connectivity check.

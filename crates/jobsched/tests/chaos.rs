@@ -1045,7 +1045,7 @@ impl Cluster {
     async fn submit_to(&self, base: &str, job: &Value) -> jobsched_core::JobId {
         let r = self.http.post(format!("{base}/jobs/")).json(job).send();
         let r = r.await.unwrap();
-        assert_eq!(r.status().as_u16(), 201);
+        assert_eq!(r.status().as_u16(), 201, "POST {base}/jobs/ of {job}");
         created_id(r).await
     }
 

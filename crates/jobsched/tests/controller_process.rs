@@ -802,7 +802,7 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     let fcfs = owned(PolicyKind::Fcfs);
     let what = "Redis policy = fcfs managed by the SchedulerConfig, and a status patch: \
                 activePolicy fcfs, observedGeneration 1, Ready=True";
-    until(&children, what, 30, async || {
+    until(&children, what, 60, async || {
         let in_redis = redis.policy().await.ok()?? == fcfs;
         (in_redis && applied_patch(&kube.status_patches(), "fcfs", 1)).then_some(())
     })
@@ -957,7 +957,7 @@ async fn controller_process_drives_the_dispatch_order_and_owns_the_policy() {
     // The durable copy follows the object too, and the change was announced as an Event.
     let what = "durable policy copy = priority managed by the SchedulerConfig, and a \
                 PolicyChanged Event for the switch";
-    until(&children, what, 30, async || {
+    until(&children, what, 60, async || {
         let durable = store.policy().await.ok()?? == priority;
         (durable && kube.policy_changed_events() > events_before).then_some(())
     })

@@ -302,8 +302,8 @@ impl Expired {
 
 /// `impl Settings` and `impl ControlStore for $store`, the same code for both backends: the
 /// settings rows (`$dir`'s `load_policy`, `load_queues`, `save_queue`, `create_queue`
-/// statements) and the leader rows (`try_lead`, `resign`), and `ping`. `$at` turns a time into the backend's
-/// column value; `db`, `data` and `self.pool` are the invoking module's.
+/// statements) and the leader rows (`try_lead`, `resign`), and `ping`. `$at` turns a time
+/// into the backend's column value; `db`, `data` and `self.pool` are the invoking module's.
 macro_rules! control_store {
     ($store:ty, $dir:literal, $at:path) => {
         #[async_trait]

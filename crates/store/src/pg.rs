@@ -110,12 +110,12 @@ fn data(message: String) -> jobsched_core::Error {
 }
 
 fn status_of(s: &str) -> Result<JobStatus> {
-    s.parse()
-        .map_err(|_| data(format!("unknown job status `{s}` in jobs.status")))
+    rows::status_of(s).map_err(data)
 }
 
 impl Columns for PgRow {
     crate::rows::plain_columns!(db);
+    crate::rows::plain_columns!(@ db; json: Value, opt_json: Option<Value>);
 
     fn time(&self, column: &str) -> Result<DateTime<Utc>> {
         self.try_get(column).map_err(db)
@@ -1548,13 +1548,12 @@ crate::common::dead_letter_store!(
     }
 );
 
-// The settings and leader methods are the same statements on both backends.
 impl jobsched_core::ports::Store for PgStore {}
 
+// The settings and leader methods are the same statements on both backends.
 crate::common::control_store!(PgStore, "postgres", std::convert::identity);
 
-/// A [`Schedule`] from a `schedules` row: the user's settings from `spec`, the fire state
-/// from the columns.
+/// The `spec` column of `s` (the user's settings; the fire state has columns of its own).
 fn schedule_spec(s: &Schedule) -> Result<Value> {
     serde_json::to_value(s).map_err(|e| data(format!("cannot encode schedule {}: {e}", s.name)))
 }

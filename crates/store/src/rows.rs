@@ -13,8 +13,8 @@ use jobsched_core::{
 use serde_json::Value;
 
 /// A result row read column by column (by name), each column decoded as its backend stores
-/// that kind of value; a column that is missing or of another kind is the backend's query
-/// error, a value out of range its data error.
+/// that kind of value; a column that is missing, of another kind or out of the type's range is
+/// the backend's query error, a stored time or JSON text it cannot read its data error.
 pub(crate) trait Columns {
     fn text(&self, column: &str) -> Result<String>;
     fn opt_text(&self, column: &str) -> Result<Option<String>>;
@@ -34,13 +34,13 @@ pub(crate) trait Columns {
     fn invalid(&self, message: String) -> jobsched_core::Error;
 }
 
-/// The [`Columns`] methods whose values both backends decode alike (text, numbers, flags and
-/// JSON), for a row type with `try_get`; `$db` maps a `sqlx::Error`.
+/// The [`Columns`] methods whose values both backends decode alike (text, numbers and flags),
+/// for a row type with `try_get`; `$db` maps a `sqlx::Error`. `@ $db; name: Type, …` adds
+/// more of the same kind (Postgres's JSON).
 macro_rules! plain_columns {
     ($db:path) => {
         $crate::rows::plain_columns!(@ $db; text: String, opt_text: Option<String>, small: i16,
-            int: i32, big: i64, float: f64, opt_float: Option<f64>, boolean: bool, json: Value,
-            opt_json: Option<Value>);
+            int: i32, big: i64, float: f64, opt_float: Option<f64>, boolean: bool);
     };
     (@ $db:path; $($method:ident: $ty:ty),*) => {
         $(
@@ -52,11 +52,14 @@ macro_rules! plain_columns {
 }
 pub(crate) use plain_columns;
 
-/// A job status as stored.
-fn status(row: &impl Columns) -> Result<JobStatus> {
-    let s = row.text("status")?;
+/// A job status as stored; `Err` says what is wrong with it.
+pub(crate) fn status_of(s: &str) -> std::result::Result<JobStatus, String> {
     s.parse()
-        .map_err(|_| row.invalid(format!("unknown job status `{s}` in jobs.status")))
+        .map_err(|_| format!("unknown job status `{s}` in jobs.status"))
+}
+
+fn status(row: &impl Columns) -> Result<JobStatus> {
+    status_of(&row.text("status")?).map_err(|message| row.invalid(message))
 }
 
 /// A whole `jobs` row.

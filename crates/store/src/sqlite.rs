@@ -100,12 +100,25 @@ fn hy(id: JobId) -> Hyphenated {
 }
 
 fn status_of(s: &str) -> Result<JobStatus> {
-    s.parse()
-        .map_err(|_| data(format!("unknown job status `{s}` in jobs.status")))
+    rows::status_of(s).map_err(data)
+}
+
+/// JSON as stored (text); a value that is not JSON is a data error naming `column`.
+fn json_text(column: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| data(format!("{column} is not JSON: {e}")))
 }
 
 impl Columns for SqliteRow {
     crate::rows::plain_columns!(db);
+
+    fn json(&self, column: &str) -> Result<Value> {
+        json_text(column, &self.try_get::<String, _>(column).map_err(db)?)
+    }
+
+    fn opt_json(&self, column: &str) -> Result<Option<Value>> {
+        let text: Option<String> = self.try_get(column).map_err(db)?;
+        text.map(|text| json_text(column, &text)).transpose()
+    }
 
     fn time(&self, column: &str) -> Result<DateTime<Utc>> {
         from_us(self.try_get(column).map_err(db)?)
@@ -983,9 +996,9 @@ crate::common::dead_letter_store!(
     }
 );
 
-// The settings and leader methods are the same statements on both backends.
 impl jobsched_core::ports::Store for SqliteStore {}
 
+// The settings and leader methods are the same statements on both backends.
 crate::common::control_store!(SqliteStore, "sqlite", us);
 
 fn schedule_spec(s: &Schedule) -> Result<String> {

@@ -287,12 +287,14 @@ impl Harness {
         content_type: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, self.url(path)).body(body);
+        let mut request = self.http.request(method.clone(), self.url(path)).body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
+        // An answer must arrive (a reset or a hang-up is a failure of the test).
         let response = request.send().await;
-        status_json(response.expect("the client must read the answer, not a reset")).await
+        let response = response.unwrap_or_else(|e| panic!("no answer to {method} {path}: {e}"));
+        status_json(response).await
     }
 
     /// `PUT /scheduler/policy` of `policy` (other settings unchanged) through the client.
