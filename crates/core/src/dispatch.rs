@@ -47,6 +47,32 @@ pub struct PruneCursor {
     pub seq: i64,
 }
 
+/// One step of a retention scan: up to `limit` jobs submitted before `max(completed_before,
+/// failed_before)`, oldest first after `after` (see [`DispatchStore::prune`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneScan {
+    /// COMPLETED jobs that ended before this go.
+    pub completed_before: DateTime<Utc>,
+    /// FAILED and CANCELLED jobs (not dead letters) that ended before this go.
+    pub failed_before: DateTime<Utc>,
+    /// Where the previous step stopped (`None`: from the oldest job).
+    pub after: Option<PruneCursor>,
+    /// Most jobs to look at.
+    pub limit: u32,
+}
+
+/// A leader lease: `holder` leads `role` for `ttl` after each renewal (see
+/// [`ControlStore::try_lead`](crate::ports::ControlStore::try_lead)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease<'a> {
+    /// What is led (the engine's maintenance, `engine`).
+    pub role: &'a str,
+    /// Who leads (a worker id).
+    pub holder: &'a str,
+    /// How long a renewal holds.
+    pub ttl: std::time::Duration,
+}
+
 /// What one [`DispatchStore::prune`] statement did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pruned {

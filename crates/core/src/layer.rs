@@ -9,7 +9,7 @@ use crate::job_type::JobTypeInfo;
 use crate::notes::{LogLine, Progress, TryLog};
 use crate::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Event, EventBus, Exchanged, Finished,
-    JobRepo, NotesStore, Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore,
+    JobRepo, Lease, NotesStore, Outcome, Promotion, PruneScan, Pruned, RescueReport, ScheduleStore,
     Settings, Store, Subscription, Token, Transport, TypeStore, Update, WorkerRegistry,
     WorkerSlots, WorkerStore,
 };
@@ -124,13 +124,7 @@ through!(DispatchStore for Layered {
     ) -> Vec<StartedJob>;
     fn rescue_expired(&self, now: DateTime<Utc>) -> RescueReport;
     fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Promotion;
-    fn prune(
-        &self,
-        completed_before: DateTime<Utc>,
-        failed_before: DateTime<Utc>,
-        after: Option<PruneCursor>,
-        limit: u32
-    ) -> Pruned;
+    fn prune(&self, scan: &PruneScan) -> Pruned;
 });
 
 through!(WorkerStore for Layered {
@@ -190,8 +184,8 @@ through!(TypeStore for Layered {
 });
 
 through!(ControlStore for Layered {
-    fn try_lead(&self, role: &str, holder: &str, now: DateTime<Utc>, ttl: Duration) -> bool;
-    fn resign(&self, role: &str, holder: &str) -> ();
+    fn try_lead(&self, lease: &Lease<'_>, now: DateTime<Utc>) -> bool;
+    fn resign(&self, lease: &Lease<'_>) -> ();
     fn ping(&self) -> ();
 });
 

@@ -5,7 +5,8 @@
 //! [`Update::Stale`]), so a late or duplicate worker never overwrites a newer outcome.
 
 pub use crate::dispatch::{
-    Claim, Exchanged, Finished, Outcome, Promotion, PruneCursor, Pruned, RescueReport, Update,
+    Claim, Exchanged, Finished, Lease, Outcome, Promotion, PruneCursor, PruneScan, Pruned,
+    RescueReport, Update,
 };
 use crate::error::Result;
 pub use crate::event::{Event, WorkerSlots};
@@ -109,18 +110,11 @@ pub trait DispatchStore: Send + Sync {
     /// A delayed job (submitted with a future `run_at`) is PENDING but in no claim order until
     /// then, so claims never step over a backlog of future jobs.
     async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion>;
-    /// Retention: look at up to `limit` jobs submitted before `max(completed_before,
-    /// failed_before)`, oldest first after `after`, and delete those that are COMPLETED since
-    /// before `completed_before`, or FAILED / CANCELLED since before `failed_before` and not
+    /// Retention: look at the jobs of `scan` and delete those that are COMPLETED since before
+    /// `scan.completed_before`, or FAILED / CANCELLED since before `scan.failed_before` and not
     /// in the dead-letter queue. Open jobs and dead letters are stepped over. The counts, the
     /// listing keys and the job's idempotency key go with it.
-    async fn prune(
-        &self,
-        completed_before: DateTime<Utc>,
-        failed_before: DateTime<Utc>,
-        after: Option<PruneCursor>,
-        limit: u32,
-    ) -> Result<Pruned>;
+    async fn prune(&self, scan: &PruneScan) -> Result<Pruned>;
 }
 
 /// The worker's side.
@@ -211,16 +205,11 @@ pub trait DeadLetterStore: Send + Sync {
 /// The durable copy of the settings (its [`Settings`]) and leader election.
 #[async_trait]
 pub trait ControlStore: Settings {
-    /// Acquire or renew the lease on `role` for `holder` until `now + ttl`. True when held.
-    async fn try_lead(
-        &self,
-        role: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<bool>;
-    /// Give up `role` if `holder` holds it.
-    async fn resign(&self, role: &str, holder: &str) -> Result<()>;
+    /// Acquire or renew `lease` (its role for its holder) until `now + lease.ttl`. True when
+    /// held.
+    async fn try_lead(&self, lease: &Lease<'_>, now: DateTime<Utc>) -> Result<bool>;
+    /// Give up `lease`'s role if its holder holds it.
+    async fn resign(&self, lease: &Lease<'_>) -> Result<()>;
     /// Cheap connectivity check (one round trip).
     async fn ping(&self) -> Result<()> {
         self.policy().await.map(|_| ())

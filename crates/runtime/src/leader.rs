@@ -9,6 +9,7 @@
 use crate::Runtime;
 use crate::engine::Engine;
 use crate::events::EventPump;
+use jobsched_core::ports::Lease;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -20,11 +21,16 @@ pub async fn run(rt: Runtime, events: EventPump, shutdown: CancellationToken) {
     let me = rt.config.worker_id.clone();
     let ttl = rt.config.leader_ttl;
     let renew_every = ttl / 3;
+    let lease = Lease {
+        role: ENGINE_ROLE,
+        holder: &me,
+        ttl,
+    };
     let mut engine: Option<(tokio::task::JoinHandle<()>, CancellationToken)> = None;
     let mut last_renewed: Option<Instant> = None;
     loop {
         let now = rt.clock.now();
-        match rt.store.try_lead(ENGINE_ROLE, &me, now, ttl).await {
+        match rt.store.try_lead(&lease, now).await {
             Ok(true) => last_renewed = Some(Instant::now()),
             Ok(false) => last_renewed = None,
             Err(e) => tracing::warn!(error = %e, "leader lease renewal failed"),
@@ -72,7 +78,7 @@ pub async fn run(rt: Runtime, events: EventPump, shutdown: CancellationToken) {
         .leader
         .with_label_values(&[ENGINE_ROLE])
         .set(0);
-    if let Err(e) = rt.store.resign(ENGINE_ROLE, &me).await {
+    if let Err(e) = rt.store.resign(&lease).await {
         tracing::warn!(error = %e, "could not resign leadership; it expires by itself");
     }
 }

@@ -353,19 +353,13 @@ macro_rules! control_store {
 
         #[async_trait]
         impl ControlStore for $store {
-            async fn try_lead(
-                &self,
-                role: &str,
-                holder: &str,
-                now: DateTime<Utc>,
-                ttl: Duration,
-            ) -> Result<bool> {
+            async fn try_lead(&self, lease: &Lease<'_>, now: DateTime<Utc>) -> Result<bool> {
                 // Take the row when it is free or expired (expires_at <= now), renew it when
                 // ours.
                 let row = sqlx::query(include_str!(concat!("../sql/", $dir, "/try_lead.sql")))
-                    .bind(role)
-                    .bind(holder)
-                    .bind($at(add_ttl(now, ttl)))
+                    .bind(lease.role)
+                    .bind(lease.holder)
+                    .bind($at(add_ttl(now, lease.ttl)))
                     .bind($at(now))
                     .fetch_optional(&self.pool)
                     .await
@@ -381,10 +375,10 @@ macro_rules! control_store {
                 Ok(())
             }
 
-            async fn resign(&self, role: &str, holder: &str) -> Result<()> {
+            async fn resign(&self, lease: &Lease<'_>) -> Result<()> {
                 sqlx::query(include_str!(concat!("../sql/", $dir, "/resign.sql")))
-                    .bind(role)
-                    .bind(holder)
+                    .bind(lease.role)
+                    .bind(lease.holder)
                     .execute(&self.pool)
                     .await
                     .map_err(db)?;

@@ -24,9 +24,9 @@ use chrono::{DateTime, Utc};
 use jobsched_core::job_type::JobTypeInfo;
 use jobsched_core::notes::{LogLine, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, TryLog};
 use jobsched_core::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, NotesStore,
-    Outcome, Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Token, TypeStore, Update,
-    WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Lease,
+    NotesStore, Outcome, Promotion, PruneCursor, PruneScan, Pruned, RescueReport, ScheduleStore,
+    Token, TypeStore, Update, WorkerStore,
 };
 use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::{Fired, Schedule};
@@ -1031,29 +1031,24 @@ impl DispatchStore for PgStore {
         Ok(Promotion { promoted, next_due })
     }
 
-    async fn prune(
-        &self,
-        completed_before: DateTime<Utc>,
-        failed_before: DateTime<Utc>,
-        after: Option<PruneCursor>,
-        limit: u32,
-    ) -> Result<Pruned> {
+    async fn prune(&self, scan: &PruneScan) -> Result<Pruned> {
         // The catalog is written once per job and ordered by submission: the scan reads no
         // index a claim or a completion writes, and deletes only finished rows, which no
         // claim or worker locks.
+        let after = scan.after;
         let (from_at, from_seq) = (after.map(|c| c.created_at), after.map_or(0, |c| c.seq));
         let row = sqlx::query(include_str!("../sql/postgres/prune.sql"))
-            .bind(completed_before)
-            .bind(failed_before)
+            .bind(scan.completed_before)
+            .bind(scan.failed_before)
             .bind(from_at)
             .bind(from_seq)
-            .bind(i64::from(limit))
+            .bind(i64::from(scan.limit))
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
         let deleted: i64 = row.try_get("deleted").map_err(db)?;
         let scanned: i64 = row.try_get("scanned").map_err(db)?;
-        let next = if scanned < i64::from(limit) {
+        let next = if scanned < i64::from(scan.limit) {
             None
         } else {
             Some(PruneCursor {

@@ -62,37 +62,6 @@ fn status(row: &impl Columns) -> Result<JobStatus> {
     status_of(&row.text("status")?).map_err(|message| row.invalid(message))
 }
 
-/// A whole `jobs` row.
-pub(crate) fn job(row: &impl Columns) -> Result<Job> {
-    Ok(Job {
-        id: row.id("id")?,
-        name: row.text("name")?,
-        job_type: row.text("job_type")?,
-        status: status(row)?,
-        priority: row.small("priority")?,
-        estimated_duration: row.float("estimated_duration")?,
-        payload: row.json("payload")?,
-        result: row.opt_json("result")?,
-        error_message: row.opt_text("error_message")?,
-        retry_count: row.int("retry_count")?,
-        max_retries: row.int("max_retries")?,
-        created_at: row.time("created_at")?,
-        scheduled_at: row.opt_time("scheduled_at")?,
-        started_at: row.opt_time("started_at")?,
-        completed_at: row.opt_time("completed_at")?,
-        attempt: row.int("attempt")?,
-        run_at: row.time("run_at")?,
-        lease_owner: row.opt_text("lease_owner")?,
-        lease_expires_at: row.opt_time("lease_expires_at")?,
-        checkpoint: row.opt_json("checkpoint")?,
-        slices: row.int("slices")?,
-        timeout_seconds: row.opt_float("timeout_seconds")?,
-        retry_backoff: backoff(row)?,
-        seq: row.big("seq")?,
-        queue: row.text("queue")?,
-    })
-}
-
 fn backoff(row: &impl Columns) -> Result<Option<RetryBackoff>> {
     let (base, cap) = (
         row.opt_float("backoff_base")?,
@@ -101,57 +70,72 @@ fn backoff(row: &impl Columns) -> Result<Option<RetryBackoff>> {
     Ok(RetryBackoff::from_columns(base, cap))
 }
 
+/// `Type { field: kind, field = "column": kind, …; field: value, … }` from `row`: each field
+/// before the `;` read by the [`Columns`] method `kind` from the column of its name (or the one
+/// given), the ones after it set to their values.
+macro_rules! read {
+    ($row:ident => $ty:ident {
+        $($field:ident $(= $column:literal)?: $kind:ident),* ;
+        $($other:ident: $value:expr),* $(,)?
+    }) => {
+        $ty {
+            $($field: $row.$kind(read!(@column $field $($column)?))?,)*
+            $($other: $value,)*
+        }
+    };
+    (@column $field:ident) => {
+        stringify!($field)
+    };
+    (@column $field:ident $column:literal) => {
+        $column
+    };
+}
+
+/// A whole `jobs` row.
+pub(crate) fn job(row: &impl Columns) -> Result<Job> {
+    Ok(read!(row => Job {
+        id: id, name: text, job_type: text, priority: small, estimated_duration: float,
+        payload: json, result: opt_json, error_message: opt_text, retry_count: int,
+        max_retries: int, created_at: time, scheduled_at: opt_time, started_at: opt_time,
+        completed_at: opt_time, attempt: int, run_at: time, lease_owner: opt_text,
+        lease_expires_at: opt_time, checkpoint: opt_json, slices: int,
+        timeout_seconds: opt_float, seq: big, queue: text;
+        status: status(row)?, retry_backoff: backoff(row)?,
+    }))
+}
+
 /// The columns a worker needs of the run `token` (see [`StartedJob`]).
 pub(crate) fn started(row: &impl Columns, token: Token) -> Result<StartedJob> {
-    Ok(StartedJob {
-        id: token.id,
-        attempt: token.attempt,
-        name: row.text("name")?,
-        job_type: row.text("job_type")?,
-        payload: row.json("payload")?,
-        checkpoint: row.opt_json("checkpoint")?,
-        retry_count: row.int("retry_count")?,
-        max_retries: row.int("max_retries")?,
-        created_at: row.time("created_at")?,
-        slices: row.int("slices")?,
-        timeout_seconds: row.opt_float("timeout_seconds")?,
-        retry_backoff: backoff(row)?,
-        queue: row.text("queue")?,
-    })
+    Ok(read!(row => StartedJob {
+        name: text, job_type: text, payload: json, checkpoint: opt_json, retry_count: int,
+        max_retries: int, created_at: time, slices: int, timeout_seconds: opt_float,
+        queue: text;
+        id: token.id, attempt: token.attempt, retry_backoff: backoff(row)?,
+    }))
 }
 
 /// A PENDING job's queue entry.
 pub(crate) fn pending(row: &impl Columns) -> Result<PendingJob> {
+    let queued = read!(row => QueuedJob {
+        id: id, seq: big, priority: small, estimated_duration: float, attempt: int;
+    });
     Ok(PendingJob {
-        queued: QueuedJob {
-            id: row.id("id")?,
-            seq: row.big("seq")?,
-            priority: row.small("priority")?,
-            estimated_duration: row.float("estimated_duration")?,
-            attempt: row.int("attempt")?,
-        },
+        queued,
         run_at: row.time("run_at")?,
     })
 }
 
 /// The run's token, from `id` and `attempt`.
 pub(crate) fn token(row: &impl Columns) -> Result<Token> {
-    Ok(Token {
-        id: row.id("id")?,
-        attempt: row.int("attempt")?,
-    })
+    Ok(read!(row => Token { id: id, attempt: int; }))
 }
 
 /// A dead-lettered job.
 pub(crate) fn dead_letter(row: &impl Columns) -> Result<DeadLetter> {
-    Ok(DeadLetter {
-        job_id: row.id("id")?,
-        job_type: row.text("job_type")?,
-        name: row.text("name")?,
-        error: row.opt_text("error_message")?,
-        retry_count: row.int("retry_count")?,
-        failed_at: row.opt_time("failed_at")?,
-    })
+    Ok(read!(row => DeadLetter {
+        job_id = "id": id, job_type: text, name: text, error = "error_message": opt_text,
+        retry_count: int, failed_at: opt_time;
+    }))
 }
 
 /// A `schedules` row: the schedule as written (`spec`), with its name, pause and fire history
@@ -171,14 +155,10 @@ pub(crate) fn schedule(row: &impl Columns) -> Result<Schedule> {
 
 /// A `job_types` row.
 pub(crate) fn job_type(row: &impl Columns) -> Result<JobTypeInfo> {
-    Ok(JobTypeInfo {
-        name: row.text("name")?,
-        schema: row.json("schema")?,
-        preemptible: row.boolean("preemptible")?,
-        default_timeout_seconds: row.float("default_timeout_seconds")?,
-        registered_by: row.text("registered_by")?,
-        updated_at: row.time("updated_at")?,
-    })
+    Ok(read!(row => JobTypeInfo {
+        name: text, schema: json, preemptible: boolean, default_timeout_seconds: float,
+        registered_by: text, updated_at: time;
+    }))
 }
 
 /// A row of the logs query: (try, lines dropped, the line if the try has one).

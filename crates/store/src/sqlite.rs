@@ -25,9 +25,9 @@ use chrono::{DateTime, Utc};
 use jobsched_core::job_type::JobTypeInfo;
 use jobsched_core::notes::{LogLine, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, TryLog};
 use jobsched_core::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, NotesStore, Outcome,
-    Promotion, PruneCursor, Pruned, RescueReport, ScheduleStore, Token, TypeStore, Update,
-    WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Finished, JobRepo, Lease, NotesStore,
+    Outcome, Promotion, PruneCursor, PruneScan, Pruned, RescueReport, ScheduleStore, Token,
+    TypeStore, Update, WorkerStore,
 };
 use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::{Fired, Schedule};
@@ -661,17 +661,13 @@ impl DispatchStore for SqliteStore {
         })
     }
 
-    async fn prune(
-        &self,
-        completed_before: DateTime<Utc>,
-        failed_before: DateTime<Utc>,
-        after: Option<PruneCursor>,
-        limit: u32,
-    ) -> Result<Pruned> {
+    async fn prune(&self, scan: &PruneScan) -> Result<Pruned> {
+        let after = scan.after;
         let (from_at, from_seq) = after.map_or((i64::MIN, i64::MIN), |c| (us(c.created_at), c.seq));
-        let (done_us, failed_us) = (us(completed_before), us(failed_before));
+        let (done_us, failed_us) = (us(scan.completed_before), us(scan.failed_before));
+        let limit = scan.limit;
         let mut tx = self.write().await?;
-        let scan: Vec<(Hyphenated, i64, i64)> =
+        let looked: Vec<(Hyphenated, i64, i64)> =
             sqlx::query_as(include_str!("../sql/sqlite/prune.sql"))
                 .bind(done_us)
                 .bind(failed_us)
@@ -682,7 +678,7 @@ impl DispatchStore for SqliteStore {
                 .await
                 .map_err(db)?;
         let mut deleted = 0u64;
-        for (id, _, _) in &scan {
+        for (id, _, _) in &looked {
             deleted += sqlx::query(include_str!("../sql/sqlite/prune_2.sql"))
                 .bind(id)
                 .bind(done_us)
@@ -693,8 +689,8 @@ impl DispatchStore for SqliteStore {
                 .rows_affected();
         }
         tx.commit().await.map_err(db)?;
-        let next = match scan.last() {
-            Some(&(_, at, seq)) if scan.len() >= limit as usize => Some(PruneCursor {
+        let next = match looked.last() {
+            Some(&(_, at, seq)) if looked.len() >= limit as usize => Some(PruneCursor {
                 created_at: from_us(at)?,
                 seq,
             }),

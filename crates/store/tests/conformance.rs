@@ -7,7 +7,9 @@
 
 use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
 use jobsched_core::JobSpec;
-use jobsched_core::ports::{Claim, Finished, Outcome, Store, Token, Update};
+use jobsched_core::ports::{
+    Claim, Finished, Lease, Outcome, PruneCursor, PruneScan, Store, Token, Update,
+};
 use jobsched_core::{
     Backlog, CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
     PolicySettings, RetryBackoff, StartedJob, UniqueKey,
@@ -207,6 +209,26 @@ mod out {
 
     pub fn requeued(token: Token, checkpoint: Option<serde_json::Value>) -> Outcome {
         Outcome::Requeue { token, checkpoint }
+    }
+}
+
+/// `holder`'s lease on `role`.
+fn lease<'a>(role: &'a str, holder: &'a str, ttl: Duration) -> Lease<'a> {
+    Lease { role, holder, ttl }
+}
+
+/// One retention step.
+fn prune_scan(
+    completed_before: DateTime<Utc>,
+    failed_before: DateTime<Utc>,
+    after: Option<PruneCursor>,
+    limit: u32,
+) -> PruneScan {
+    PruneScan {
+        completed_before,
+        failed_before,
+        after,
+        limit,
     }
 }
 
@@ -1364,26 +1386,51 @@ async fn leader_election(db: &TestDb) {
     let s = db.store().await;
     let other = db.store().await;
     let ttl = Duration::from_secs(10);
-    assert!(s.try_lead("engine", "a", t(0), ttl).await.unwrap());
-    assert!(!other.try_lead("engine", "b", t(5), ttl).await.unwrap());
-    assert!(s.try_lead("engine", "a", t(5), ttl).await.unwrap(), "renew");
-    assert!(!other.try_lead("engine", "b", t(14), ttl).await.unwrap());
-    // a's renewed lease ran until t(15): b takes over once it has expired.
-    assert!(other.try_lead("engine", "b", t(15), ttl).await.unwrap());
-    assert!(!s.try_lead("engine", "a", t(16), ttl).await.unwrap());
+    assert!(s.try_lead(&lease("engine", "a", ttl), t(0)).await.unwrap());
     assert!(
-        s.try_lead("controller", "a", t(16), ttl).await.unwrap(),
+        !other
+            .try_lead(&lease("engine", "b", ttl), t(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.try_lead(&lease("engine", "a", ttl), t(5)).await.unwrap(),
+        "renew"
+    );
+    assert!(
+        !other
+            .try_lead(&lease("engine", "b", ttl), t(14))
+            .await
+            .unwrap()
+    );
+    // a's renewed lease ran until t(15): b takes over once it has expired.
+    assert!(
+        other
+            .try_lead(&lease("engine", "b", ttl), t(15))
+            .await
+            .unwrap()
+    );
+    assert!(!s.try_lead(&lease("engine", "a", ttl), t(16)).await.unwrap());
+    assert!(
+        s.try_lead(&lease("controller", "a", ttl), t(16))
+            .await
+            .unwrap(),
         "roles are independent"
     );
 
-    s.resign("engine", "a").await.unwrap();
+    s.resign(&lease("engine", "a", ttl)).await.unwrap();
     assert!(
-        !s.try_lead("engine", "c", t(17), ttl).await.unwrap(),
+        !s.try_lead(&lease("engine", "c", ttl), t(17)).await.unwrap(),
         "a non-holder's resign changes nothing"
     );
-    other.resign("engine", "b").await.unwrap();
-    assert!(s.try_lead("engine", "c", t(17), ttl).await.unwrap());
-    assert!(!other.try_lead("engine", "b", t(18), ttl).await.unwrap());
+    other.resign(&lease("engine", "b", ttl)).await.unwrap();
+    assert!(s.try_lead(&lease("engine", "c", ttl), t(17)).await.unwrap());
+    assert!(
+        !other
+            .try_lead(&lease("engine", "b", ttl), t(18))
+            .await
+            .unwrap()
+    );
 }
 
 async fn policy_settings_round_trip(db: &TestDb) {
@@ -2120,7 +2167,7 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
     let mut cursor = None;
     for round in 0.. {
         assert!(round < 20, "the scan must end");
-        let p = s.prune(t(40), t(20), cursor, 2).await.unwrap();
+        let p = s.prune(&prune_scan(t(40), t(20), cursor, 2)).await.unwrap();
         deleted += p.deleted;
         if let (Some(a), Some(b)) = (cursor, p.next) {
             assert!(
@@ -2146,7 +2193,13 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
     assert_counts_match_rows(&s, "after pruning").await;
     assert_eq!(s.dead_letter_count().await.unwrap(), 2, "dead and late");
     // Nothing more to do at the same cutoffs; a key whose job is gone names a new job.
-    assert_eq!(s.prune(t(40), t(20), None, 100).await.unwrap().deleted, 0);
+    assert_eq!(
+        s.prune(&prune_scan(t(40), t(20), None, 100))
+            .await
+            .unwrap()
+            .deleted,
+        0
+    );
     let again = NewJob {
         unique_key: Some(UniqueKey {
             key: "key-1".into(),
@@ -2575,7 +2628,7 @@ async fn notes_are_kept_per_try_bounded_and_fenced(db: &TestDb) {
     assert_eq!((p.attempt, p.fraction), (2, 0.9));
     // Notes go with their job.
     s.cancel(id, t(5)).await.unwrap();
-    s.prune(t(10_000_000), t(10_000_000), None, 100)
+    s.prune(&prune_scan(t(10_000_000), t(10_000_000), None, 100))
         .await
         .unwrap();
     assert!(

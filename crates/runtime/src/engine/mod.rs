@@ -24,7 +24,7 @@ use schedules::*;
 use crate::Runtime;
 use jobsched_core::JobStatus;
 use jobsched_core::policy::{self, PolicySettings};
-use jobsched_core::ports::{Event, PruneCursor};
+use jobsched_core::ports::{Event, PruneCursor, PruneScan};
 use jobsched_core::queue;
 use jobsched_core::schedule::{FireDecision, Schedule};
 use jobsched_metrics::metrics;

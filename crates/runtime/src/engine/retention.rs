@@ -25,11 +25,13 @@ pub(super) async fn prune(rt: &Runtime, from: &mut Option<PruneCursor>) {
     let (done_before, failed_before) = (before(done), before(failed));
     let mut deleted = 0u64;
     for _ in 0..PRUNE_ROUNDS {
-        match rt
-            .store
-            .prune(done_before, failed_before, *from, PRUNE_BATCH)
-            .await
-        {
+        let scan = PruneScan {
+            completed_before: done_before,
+            failed_before,
+            after: *from,
+            limit: PRUNE_BATCH,
+        };
+        match rt.store.prune(&scan).await {
             Ok(p) => {
                 deleted = deleted.saturating_add(p.deleted);
                 *from = p.next;
