@@ -1386,51 +1386,31 @@ async fn leader_election(db: &TestDb) {
     let s = db.store().await;
     let other = db.store().await;
     let ttl = Duration::from_secs(10);
-    assert!(s.try_lead(&lease("engine", "a", ttl), t(0)).await.unwrap());
-    assert!(
-        !other
-            .try_lead(&lease("engine", "b", ttl), t(5))
-            .await
-            .unwrap()
-    );
-    assert!(
-        s.try_lead(&lease("engine", "a", ttl), t(5)).await.unwrap(),
-        "renew"
-    );
-    assert!(
-        !other
-            .try_lead(&lease("engine", "b", ttl), t(14))
-            .await
-            .unwrap()
-    );
+    // Whether `holder` holds `role` after trying to take or renew it at `at`, through `store`.
+    let leads = async |store: &Arc<dyn Store>, role, holder, at| {
+        let held = store.try_lead(&lease(role, holder, ttl), at).await;
+        held.unwrap()
+    };
+    assert!(leads(&s, "engine", "a", t(0)).await);
+    assert!(!leads(&other, "engine", "b", t(5)).await);
+    assert!(leads(&s, "engine", "a", t(5)).await, "renew");
+    assert!(!leads(&other, "engine", "b", t(14)).await);
     // a's renewed lease ran until t(15): b takes over once it has expired.
+    assert!(leads(&other, "engine", "b", t(15)).await);
+    assert!(!leads(&s, "engine", "a", t(16)).await);
     assert!(
-        other
-            .try_lead(&lease("engine", "b", ttl), t(15))
-            .await
-            .unwrap()
-    );
-    assert!(!s.try_lead(&lease("engine", "a", ttl), t(16)).await.unwrap());
-    assert!(
-        s.try_lead(&lease("controller", "a", ttl), t(16))
-            .await
-            .unwrap(),
+        leads(&s, "controller", "a", t(16)).await,
         "roles are independent"
     );
 
     s.resign(&lease("engine", "a", ttl)).await.unwrap();
     assert!(
-        !s.try_lead(&lease("engine", "c", ttl), t(17)).await.unwrap(),
+        !leads(&s, "engine", "c", t(17)).await,
         "a non-holder's resign changes nothing"
     );
     other.resign(&lease("engine", "b", ttl)).await.unwrap();
-    assert!(s.try_lead(&lease("engine", "c", ttl), t(17)).await.unwrap());
-    assert!(
-        !other
-            .try_lead(&lease("engine", "b", ttl), t(18))
-            .await
-            .unwrap()
-    );
+    assert!(leads(&s, "engine", "c", t(17)).await);
+    assert!(!leads(&other, "engine", "b", t(18)).await);
 }
 
 async fn policy_settings_round_trip(db: &TestDb) {
