@@ -6,7 +6,7 @@
 //! decode every response back into the core types.
 
 use chrono::{DateTime, Utc};
-use jobsched_core::notes::{Progress, TryLog};
+pub use jobsched_core::notes::{LogLine, Progress, TryLog};
 use jobsched_core::{DeadLetter, Job, JobPage, JobStats};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

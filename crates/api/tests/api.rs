@@ -51,10 +51,15 @@ suite!(
 
 /// The string `key` of each object in the array `list`.
 fn strings<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
-    let items = list.as_array().expect("an array");
+    let items = list.as_array();
+    let items = items.unwrap_or_else(|| panic!("not an array: {list}"));
     items
         .iter()
-        .map(|item| item[key].as_str().unwrap())
+        .map(|item| {
+            item[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {key} in {item}"))
+        })
         .collect()
 }
 

@@ -96,8 +96,9 @@ pub type TransportPort = Port<dyn Transport>;
 /// The durable store port (Postgres in a cluster).
 pub type StorePort = Port<dyn Store>;
 
-/// What a port's failure to connect is, as the controller reports it. In a private module:
-/// nameable only here, so it adds nothing to the crate's API.
+/// What a port's failure to connect is, as the controller reports it. A public trait in a
+/// private module: it can bound the impl on the public `Port` (a crate-private trait there
+/// trips the `private_bounds` lint), yet nothing outside this file can name it.
 mod backend {
     use super::{ControllerError, Store, Transport};
 

@@ -1045,16 +1045,24 @@ impl Cluster {
     async fn submit_to(&self, base: &str, job: &Value) -> jobsched_core::JobId {
         let r = self.http.post(format!("{base}/jobs/")).json(job).send();
         let r = r.await.unwrap();
-        assert_eq!(r.status().as_u16(), 201, "POST {base}/jobs/ of {job}");
-        created_id(r).await
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 201, "POST {base}/jobs/ of {job}: {body}");
+        body["id"].as_str().unwrap().parse().unwrap()
     }
 
     /// `POST {base}/jobs/batch` of `jobs`, answered 201; their ids in order.
     async fn submit_batch_to(&self, base: &str, jobs: &[Value]) -> Vec<jobsched_core::JobId> {
         let r = self.http.post(format!("{base}/jobs/batch"));
         let r = r.json(&json!({ "jobs": jobs })).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        let body: Value = r.json().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            status,
+            201,
+            "POST {base}/jobs/batch of {} jobs: {body}",
+            jobs.len()
+        );
         let ids = body["ids"].as_array().unwrap().iter();
         ids.map(|id| id.as_str().unwrap().parse().unwrap())
             .collect()

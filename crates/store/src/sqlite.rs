@@ -112,12 +112,12 @@ impl Columns for SqliteRow {
     crate::rows::plain_columns!(db);
 
     fn json(&self, column: &str) -> Result<Value> {
-        json_text(column, &self.try_get::<String, _>(column).map_err(db)?)
+        json_text(column, self.try_get::<&str, _>(column).map_err(db)?)
     }
 
     fn opt_json(&self, column: &str) -> Result<Option<Value>> {
-        let text: Option<String> = self.try_get(column).map_err(db)?;
-        text.map(|text| json_text(column, &text)).transpose()
+        let text: Option<&str> = self.try_get(column).map_err(db)?;
+        text.map(|text| json_text(column, text)).transpose()
     }
 
     fn time(&self, column: &str) -> Result<DateTime<Utc>> {

@@ -7,9 +7,7 @@
 
 use chrono::{DateTime, Duration as Cd, TimeZone, Utc};
 use jobsched_core::JobSpec;
-use jobsched_core::ports::{
-    Claim, Finished, Lease, Outcome, PruneCursor, PruneScan, Store, Token, Update,
-};
+use jobsched_core::ports::{Claim, Finished, Lease, Outcome, PruneScan, Store, Token, Update};
 use jobsched_core::{
     Backlog, CancelOutcome, Error, Job, JobFilter, JobId, JobStats, JobStatus, NewJob, PolicyKind,
     PolicySettings, RetryBackoff, StartedJob, UniqueKey,
@@ -215,21 +213,6 @@ mod out {
 /// `holder`'s lease on `role`.
 fn lease<'a>(role: &'a str, holder: &'a str, ttl: Duration) -> Lease<'a> {
     Lease { role, holder, ttl }
-}
-
-/// One retention step.
-fn prune_scan(
-    completed_before: DateTime<Utc>,
-    failed_before: DateTime<Utc>,
-    after: Option<PruneCursor>,
-    limit: u32,
-) -> PruneScan {
-    PruneScan {
-        completed_before,
-        failed_before,
-        after,
-        limit,
-    }
 }
 
 /// The jobs `claim` took for `owner` at `now`.
@@ -2147,7 +2130,15 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
     let mut cursor = None;
     for round in 0.. {
         assert!(round < 20, "the scan must end");
-        let p = s.prune(&prune_scan(t(40), t(20), cursor, 2)).await.unwrap();
+        let p = s
+            .prune(&PruneScan {
+                completed_before: t(40),
+                failed_before: t(20),
+                after: cursor,
+                limit: 2,
+            })
+            .await
+            .unwrap();
         deleted += p.deleted;
         if let (Some(a), Some(b)) = (cursor, p.next) {
             assert!(
@@ -2174,10 +2165,15 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
     assert_eq!(s.dead_letter_count().await.unwrap(), 2, "dead and late");
     // Nothing more to do at the same cutoffs; a key whose job is gone names a new job.
     assert_eq!(
-        s.prune(&prune_scan(t(40), t(20), None, 100))
-            .await
-            .unwrap()
-            .deleted,
+        s.prune(&PruneScan {
+            completed_before: t(40),
+            failed_before: t(20),
+            after: None,
+            limit: 100
+        })
+        .await
+        .unwrap()
+        .deleted,
         0
     );
     let again = NewJob {
@@ -2608,9 +2604,14 @@ async fn notes_are_kept_per_try_bounded_and_fenced(db: &TestDb) {
     assert_eq!((p.attempt, p.fraction), (2, 0.9));
     // Notes go with their job.
     s.cancel(id, t(5)).await.unwrap();
-    s.prune(&prune_scan(t(10_000_000), t(10_000_000), None, 100))
-        .await
-        .unwrap();
+    s.prune(&PruneScan {
+        completed_before: t(10_000_000),
+        failed_before: t(10_000_000),
+        after: None,
+        limit: 100,
+    })
+    .await
+    .unwrap();
     assert!(
         s.get(id).await.unwrap().is_none(),
         "the cancelled job was pruned"

@@ -281,9 +281,11 @@ impl RedisTransport {
 }
 
 /// What a JSON error on `key` is, as a `map_err` argument.
-fn json_at(key: &str) -> impl FnOnce(serde_json::Error) -> TransportError {
-    let key = key.to_string();
-    move |source| TransportError::Json { key, source }
+fn json_at(key: &str) -> impl FnOnce(serde_json::Error) -> TransportError + '_ {
+    move |source| TransportError::Json {
+        key: key.to_owned(),
+        source,
+    }
 }
 
 /// `value` as the JSON stored under `key`.

@@ -491,8 +491,13 @@ pub async fn switch(client: &Client, policy: PolicyKind) -> Result<SchedulerStat
 /// The first issue of a 422 `body` is at `loc` and its message says `says`.
 pub fn assert_first_issue(body: &Value, loc: Value, says: &str) {
     let entries = validation_entries(body);
+    assert!(!entries.is_empty(), "no validation issue in {body}");
     assert_eq!(entries[0].0, loc, "{body}");
-    assert!(entries[0].1.contains(says), "{}", entries[0].1);
+    let message = &entries[0].1;
+    assert!(
+        message.contains(says),
+        "{loc}: {message:?} does not say {says:?}"
+    );
 }
 
 /// The `loc`s of a 422 body.
