@@ -101,8 +101,35 @@ pub struct JobLogsResponse {
     pub attempts: Vec<TryLog>,
 }
 
+/// The path parameter of the routes on one job (`/jobs/{id}`); the handler parses the id, so
+/// that a malformed one gets the API's own 422.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct JobId {
+    /// Job id
+    #[param(value_type = Uuid)]
+    pub id: String,
+}
+
+/// The path parameter of the routes on one queue (`/queues/{name}`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct QueueName {
+    /// Queue name: 1 to 64 of `a-z 0-9 - _ .`
+    pub name: String,
+}
+
+/// The path parameter of the routes on one schedule (`/schedules/{name}`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ScheduleName {
+    /// Schedule name
+    pub name: String,
+}
+
 /// Query parameters of `GET /jobs/{id}/logs`.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only this try's log (1 = first).
     pub attempt: Option<String>,

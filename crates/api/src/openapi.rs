@@ -129,10 +129,10 @@ pub(crate) mod failures {
     use utoipa::IntoResponses;
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
-    /// A response whose body is an `ErrorBody`.
-    fn error(description: &str) -> RefOr<Response> {
+    /// A response whose body is the named schema.
+    fn error(schema: &str, description: &str) -> RefOr<Response> {
         let content = ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .schema(Some(Ref::from_schema_name(schema)))
             .build();
         ResponseBuilder::new()
             .description(description)
@@ -141,15 +141,20 @@ pub(crate) mod failures {
             .into()
     }
 
-    /// A set of failure responses: `name: (status, description)...`.
+    /// A set of failure responses: `name: (status, description[, body schema])...`; the body is
+    /// an `ErrorBody` unless the entry names another schema.
     macro_rules! failure_set {
-        ($($(#[$doc:meta])* $name:ident: $(($status:literal, $description:literal)),+;)+) => {$(
+        ($($(#[$doc:meta])* $name:ident:
+            $(($status:literal, $description:literal $(, $schema:ident)?)),+;)+) => {$(
             $(#[$doc])*
             pub(crate) struct $name;
 
             impl IntoResponses for $name {
                 fn responses() -> BTreeMap<String, RefOr<Response>> {
-                    BTreeMap::from([$(($status.to_string(), error($description))),+])
+                    BTreeMap::from([$((
+                        $status.to_string(),
+                        error([$(stringify!($schema),)? "ErrorBody"][0], $description),
+                    )),+])
                 }
             }
         )+};
@@ -166,5 +171,21 @@ pub(crate) mod failures {
         /// An admin route on the store and Redis.
         AdminBoth: ("401", "Missing or wrong token"), ("403", "Needs the admin token"),
             ("503", "Store or transport unavailable");
+        /// A route on one job (`/jobs/{id}`): [`Store`], an unknown or malformed id.
+        Job: ("401", "Missing or wrong API token"), ("404", "No such job"),
+            ("422", "Malformed id", ValidationErrorBody), ("503", "Store unavailable");
+        /// A route on one queue (`/queues/{name}`): [`Store`], an unknown or malformed name.
+        Queue: ("401", "Missing or wrong API token"), ("404", "No such queue"),
+            ("422", "Malformed queue name", ValidationErrorBody), ("503", "Store unavailable");
+        /// A route on one schedule (`/schedules/{name}`): [`Store`], an unknown name.
+        Schedule: ("401", "Missing or wrong API token"), ("404", "No such schedule"),
+            ("503", "Store unavailable");
+        /// A route that reads a JSON body: it came too slowly or too large.
+        Body: ("408", "The body did not arrive in time"),
+            ("413", "Body or a payload over its limit");
+        /// A route that changes settings a Kubernetes SchedulerConfig may own.
+        ConfigOwned: ("409", "Owned by a Kubernetes SchedulerConfig");
+        /// A route that changes a schedule a Kubernetes JobSchedule may own.
+        ScheduleOwned: ("409", "Owned by a Kubernetes JobSchedule");
     }
 }

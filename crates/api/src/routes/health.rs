@@ -40,13 +40,9 @@ fn label(r: &Result<(), String>) -> String {
 }
 
 /// Store and transport connectivity (`postgres` / `redis`, the original's field names).
-#[utoipa::path(
-    get, path = "/health", tag = "health", security(()),
-    responses(
-        (status = 200, description = "Both backends answer", body = HealthResponse),
-        (status = 503, description = "A backend is failing; the field names which", body = HealthResponse),
-    )
-)]
+#[utoipa::path(get, path = "/health", tag = "health", security(()), responses(
+    (status = 200, description = "Both backends answer", body = HealthResponse),
+    (status = 503, description = "A backend is failing; the field names which", body = HealthResponse)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<HealthResponse>) {
     let (store, transport) = tokio::join!(
         check("store", state.store.ping()),
@@ -67,10 +63,8 @@ pub async fn health(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Hea
 }
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(
-    get, path = "/livez", tag = "health", security(()),
-    responses((status = 200, description = "Alive", body = ProbeResponse))
-)]
+#[utoipa::path(get, path = "/livez", tag = "health", security(()),
+    responses((status = 200, description = "Alive", body = ProbeResponse)))]
 pub async fn livez() -> Json<ProbeResponse> {
     Json(ProbeResponse {
         status: "ok".into(),
@@ -78,13 +72,9 @@ pub async fn livez() -> Json<ProbeResponse> {
 }
 
 /// Readiness: the store answers (the transport is optional for serving requests).
-#[utoipa::path(
-    get, path = "/readyz", tag = "health", security(()),
-    responses(
-        (status = 200, description = "Ready", body = ProbeResponse),
-        (status = 503, description = "The store is failing", body = ProbeResponse),
-    )
-)]
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
+    (status = 200, description = "Ready", body = ProbeResponse),
+    (status = 503, description = "The store is failing", body = ProbeResponse)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<ProbeResponse>) {
     match check("store", state.store.ping()).await {
         Ok(()) => (

@@ -16,13 +16,8 @@ use std::sync::Arc;
 /// A worker registers the types it serves when it starts. A type whose workers are all gone
 /// stays listed (with no workers): its jobs wait PENDING until a worker serves it again
 /// (`GET /scheduler/status` lists such types under `unserved`).
-#[utoipa::path(
-    get, path = "/job-types", tag = "jobs",
-    responses(
-        (status = 200, description = "The job types", body = JobTypesResponse),
-        failures::Both,
-    )
-)]
+#[utoipa::path(get, path = "/job-types", tag = "jobs",
+    responses((status = 200, description = "The job types", body = JobTypesResponse), failures::Both))]
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<JobTypesResponse>, ApiError> {
     let (registered, workers, pending) = tokio::try_join!(
         async {

@@ -1,8 +1,8 @@
 //! `/jobs`: submit, batch-submit, list, stats, get and cancel.
 
 use crate::dto::{
-    BatchCreate, BatchCreated, ErrorBody, JobCreate, JobListResponse, JobLogsResponse, JobResponse,
-    JobStatsResponse, ListParams, LogsQuery, ValidationErrorBody,
+    BatchCreate, BatchCreated, ErrorBody, JobCreate, JobId, JobListResponse, JobLogsResponse,
+    JobResponse, JobStatsResponse, ListParams, LogsQuery, ValidationErrorBody,
 };
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{
@@ -28,22 +28,17 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE: u32 = 10_000_000;
 
 /// Submit a job.
-#[utoipa::path(
-    post, path = "/jobs/", tag = "jobs",
-    request_body = JobCreate,
+#[utoipa::path(post, path = "/jobs/", tag = "jobs", request_body = JobCreate,
     params(("Idempotency-Key" = Option<String>, Header,
             description = "Idempotency key, as the body's `unique_key` (1 to 255 characters)")),
     responses(
         (status = 200, description = "The job an earlier submission with the same idempotency key and the same request created", body = JobResponse),
         (status = 201, description = "Created (PENDING)", body = JobResponse),
         (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The idempotency key names a job submitted with a different request", body = ErrorBody),
-        (status = 413, description = "Body or payload over its limit", body = ErrorBody),
         (status = 422, description = "Invalid field(s) or payload", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable, or the server at its limits (retry after `Retry-After`)", body = ErrorBody),
-    )
-)]
+        failures::Body))]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -124,18 +119,11 @@ async fn ensure_queues<'a>(
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Submit up to 1000 jobs in one transaction (all or nothing).
-#[utoipa::path(
-    post, path = "/jobs/batch", tag = "jobs",
-    request_body = BatchCreate,
-    responses(
-        (status = 201, description = "Created (all PENDING), ids in input order; an item whose `unique_key` names an existing job (same request) gets that job's id", body = BatchCreated),
-        (status = 409, description = "An item's `unique_key` names a job submitted with a different request; nothing of the batch is stored", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body or a payload over its limit", body = ErrorBody),
-        (status = 422, description = "Invalid job(s); `loc` names `jobs[i].field`", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(post, path = "/jobs/batch", tag = "jobs", request_body = BatchCreate, responses(
+    (status = 201, description = "Created (all PENDING), ids in input order; an item whose `unique_key` names an existing job (same request) gets that job's id", body = BatchCreated),
+    (status = 409, description = "An item's `unique_key` names a job submitted with a different request; nothing of the batch is stored", body = ErrorBody),
+    (status = 422, description = "Invalid job(s); `loc` names `jobs[i].field`", body = ValidationErrorBody),
+    failures::Body, failures::Store))]
 pub async fn submit_batch(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody,
@@ -274,15 +262,9 @@ fn parse_list_params(query: &QueryPairs) -> Result<JobFilter, ApiError> {
 }
 
 /// List jobs, newest first, filtered by state and type.
-#[utoipa::path(
-    get, path = "/jobs/", tag = "jobs",
-    params(ListParams),
-    responses(
-        (status = 200, description = "One page", body = JobListResponse),
-        (status = 422, description = "Bad query parameter", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/jobs/", tag = "jobs", params(ListParams), responses(
+    (status = 200, description = "One page", body = JobListResponse),
+    (status = 422, description = "Bad query parameter", body = ValidationErrorBody), failures::Store))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     query: QueryPairs,
@@ -294,31 +276,18 @@ pub async fn list(
 }
 
 /// Counts per state and the mean execution time.
-#[utoipa::path(
-    get, path = "/jobs/stats", tag = "jobs",
-    responses(
-        (status = 200, description = "Statistics", body = JobStatsResponse),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/jobs/stats", tag = "jobs",
+    responses((status = 200, description = "Statistics", body = JobStatsResponse), failures::Store))]
 pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsResponse>, ApiError> {
     Ok(Json(state.store.stats().await?.into()))
 }
 
 /// One job.
-#[utoipa::path(
-    get, path = "/jobs/{id}", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
-    responses(
-        (status = 200, description = "The job", body = JobResponse),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 422, description = "Malformed id", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(JobId),
+    responses((status = 200, description = "The job", body = JobResponse), failures::Job))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Path(JobId { id }): Path<JobId>,
 ) -> Result<Json<JobResponse>, ApiError> {
     let id = parse_job_id(&id)?;
     match state.store.get(id).await? {
@@ -336,19 +305,13 @@ pub async fn get(
 /// Kept per try (1 = first, one more per retry; the Round Robin slices of a try share it):
 /// the newest 1,000 lines and 256 KiB of each, `dropped` counting the older ones. Lines are
 /// written by the worker about once a second while the job runs, and at its end.
-#[utoipa::path(
-    get, path = "/jobs/{id}/logs", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id"), LogsQuery),
-    responses(
-        (status = 200, description = "The job's logs", body = JobLogsResponse),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 422, description = "Malformed id or attempt", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/jobs/{id}/logs", tag = "jobs", params(JobId, LogsQuery), responses(
+    (status = 200, description = "The job's logs", body = JobLogsResponse),
+    (status = 404, description = "No such job", body = ErrorBody),
+    (status = 422, description = "Malformed id or attempt", body = ValidationErrorBody), failures::Store))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Path(JobId { id }): Path<JobId>,
     query: QueryPairs,
 ) -> Result<Json<JobLogsResponse>, ApiError> {
     let id = parse_job_id(&id)?;
@@ -384,21 +347,13 @@ pub async fn logs(
 /// Built-in job types check their stop flag at least every 100 ms; a worker that misses the
 /// message stops the body at its next lease renewal. Cancelling a CANCELLED job again is a
 /// no-op (204).
-#[utoipa::path(
-    delete, path = "/jobs/{id}", tag = "jobs",
-    params(("id" = Uuid, Path, description = "Job id")),
-    responses(
-        (status = 202, description = "Was RUNNING: now CANCELLED, its worker stops the body"),
-        (status = 204, description = "Cancelled (or already CANCELLED)"),
-        (status = 404, description = "No such job", body = ErrorBody),
-        (status = 409, description = "Already COMPLETED or FAILED", body = ErrorBody),
-        (status = 422, description = "Malformed id", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", params(JobId), responses(
+    (status = 202, description = "Was RUNNING: now CANCELLED, its worker stops the body"),
+    (status = 204, description = "Cancelled (or already CANCELLED)"),
+    (status = 409, description = "Already COMPLETED or FAILED", body = ErrorBody), failures::Job))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    Path(JobId { id }): Path<JobId>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_job_id(&id)?;
     let outcome = state.store.cancel(id, state.clock.now()).await?;

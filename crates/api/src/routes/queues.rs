@@ -1,7 +1,7 @@
 //! `/queues`: named queues, each with its own policy, quantum, pause, concurrency limit and
 //! weight, and how many of its jobs wait and run.
 
-use crate::dto::{ErrorBody, QueueResponse, QueueUpdate, ValidationErrorBody};
+use crate::dto::{QueueName, QueueResponse, QueueUpdate, ValidationErrorBody};
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, RequireAdmin};
 use crate::openapi::failures;
@@ -132,13 +132,9 @@ async fn all_queues(state: &AppState) -> Result<Vec<QueueResponse>, ApiError> {
 }
 
 /// Every named queue: its settings, PENDING (and delayed) jobs and running jobs.
-#[utoipa::path(
-    get, path = "/queues", tag = "queues",
-    responses(
-        (status = 200, description = "The queues, `default` first, then by name", body = Vec<QueueResponse>),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/queues", tag = "queues", responses(
+    (status = 200, description = "The queues, `default` first, then by name", body = Vec<QueueResponse>),
+    failures::Store))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Vec<QueueResponse>>, ApiError> {
@@ -146,19 +142,11 @@ pub async fn list(
 }
 
 /// One queue's settings and counts.
-#[utoipa::path(
-    get, path = "/queues/{name}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name")),
-    responses(
-        (status = 200, description = "The queue", body = QueueResponse),
-        (status = 404, description = "No such queue", body = ErrorBody),
-        (status = 422, description = "Malformed queue name", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/queues/{name}", tag = "queues", params(QueueName),
+    responses((status = 200, description = "The queue", body = QueueResponse), failures::Queue))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Path(QueueName { name }): Path<QueueName>,
 ) -> Result<Json<QueueResponse>, ApiError> {
     check_path_name(&name)?;
     all_queues(&state)
@@ -177,22 +165,16 @@ pub async fn get(
 /// Create or change a queue. Unset fields keep their value (a new queue's are the defaults:
 /// `fcfs`, quantum 5 s, not paused, no concurrency limit, weight 1). `PUT /scheduler/policy`
 /// sets the `default` queue's policy the same way.
-#[utoipa::path(
-    put, path = "/queues/{name}", tag = "queues",
-    params(("name" = String, Path, description = "Queue name: 1 to 64 of `a-z 0-9 - _ .`")),
-    request_body = QueueUpdate,
-    responses(
+#[utoipa::path(put, path = "/queues/{name}", tag = "queues", params(QueueName),
+    request_body = QueueUpdate, responses(
         (status = 200, description = "Changed", body = QueueResponse),
         (status = 201, description = "Created", body = QueueResponse),
-        (status = 409, description = "Owned by a Kubernetes SchedulerConfig", body = ErrorBody),
         (status = 422, description = "Bad name, policy, quantum, limit or weight", body = ValidationErrorBody),
-        failures::AdminBoth,
-    )
-)]
+        failures::ConfigOwned, failures::Body, failures::AdminBoth))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
-    Path(name): Path<String>,
+    Path(QueueName { name }): Path<QueueName>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<QueueResponse>), ApiError> {
     check_path_name(&name)?;

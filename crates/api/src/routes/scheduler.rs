@@ -1,8 +1,8 @@
 //! `/scheduler`: policy switching, status and the dead-letter queue.
 
 use crate::dto::{
-    DeadLetterParams, DeadLetterResponse, ErrorBody, JobResponse, PolicyUpdate, PurgeResponse,
-    SchedulerStatus, ValidationErrorBody, WorkerResponse,
+    DeadLetterParams, DeadLetterResponse, ErrorBody, JobId, JobResponse, PolicyUpdate,
+    PurgeResponse, SchedulerStatus, ValidationErrorBody, WorkerResponse,
 };
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, RequireAdmin, parse_job_id};
@@ -107,16 +107,11 @@ fn managed_conflict(owner: &str) -> ApiError {
 }
 
 /// Switch the scheduling policy at runtime (no restart).
-#[utoipa::path(
-    put, path = "/scheduler/policy", tag = "scheduler",
-    request_body = PolicyUpdate,
+#[utoipa::path(put, path = "/scheduler/policy", tag = "scheduler", request_body = PolicyUpdate,
     responses(
         (status = 200, description = "The scheduler status after the change", body = SchedulerStatus),
-        (status = 409, description = "Owned by a Kubernetes SchedulerConfig", body = ErrorBody),
         (status = 422, description = "Unknown policy or bad quantum", body = ValidationErrorBody),
-        failures::AdminBoth,
-    )
-)]
+        failures::ConfigOwned, failures::Body, failures::AdminBoth))]
 pub async fn set_policy(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
@@ -173,13 +168,8 @@ pub async fn set_policy(
 /// no longer release it (uninstalled, or stopped before it saw its object deleted). The policy
 /// itself stays as it is; only `managed_by` is cleared, durable copy first. A running
 /// controller whose object still exists takes ownership back at its next reconcile.
-#[utoipa::path(
-    delete, path = "/scheduler/policy/owner", tag = "scheduler",
-    responses(
-        (status = 200, description = "The status, with no owner", body = SchedulerStatus),
-        failures::AdminBoth,
-    )
-)]
+#[utoipa::path(delete, path = "/scheduler/policy/owner", tag = "scheduler", responses(
+    (status = 200, description = "The status, with no owner", body = SchedulerStatus), failures::AdminBoth))]
 pub async fn release_policy_owner(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
@@ -198,26 +188,17 @@ pub async fn release_policy_owner(
 }
 
 /// Current policy, queue depth, dead letters and worker slots.
-#[utoipa::path(
-    get, path = "/scheduler/status", tag = "scheduler",
-    responses(
-        (status = 200, description = "Status", body = SchedulerStatus),
-        failures::Both,
-    )
-)]
+#[utoipa::path(get, path = "/scheduler/status", tag = "scheduler",
+    responses((status = 200, description = "Status", body = SchedulerStatus), failures::Both))]
 pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<SchedulerStatus>, ApiError> {
     Ok(Json(scheduler_status(&state).await?))
 }
 
 /// Live workers and their slots, by worker id.
-#[utoipa::path(
-    get, path = "/scheduler/workers", tag = "scheduler",
-    responses(
-        (status = 200, description = "Live workers", body = Vec<WorkerResponse>),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 503, description = "Transport unavailable", body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/scheduler/workers", tag = "scheduler", responses(
+    (status = 200, description = "Live workers", body = Vec<WorkerResponse>),
+    (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+    (status = 503, description = "Transport unavailable", body = ErrorBody)))]
 pub async fn workers(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Vec<WorkerResponse>>, ApiError> {
@@ -233,15 +214,10 @@ pub async fn workers(
 }
 
 /// Permanently failed jobs, most recent failure first.
-#[utoipa::path(
-    get, path = "/scheduler/dead-letter", tag = "scheduler",
-    params(DeadLetterParams),
+#[utoipa::path(get, path = "/scheduler/dead-letter", tag = "scheduler", params(DeadLetterParams),
     responses(
         (status = 200, description = "Dead letters", body = Vec<DeadLetterResponse>),
-        (status = 422, description = "Bad `limit`", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+        (status = 422, description = "Bad `limit`", body = ValidationErrorBody), failures::Store))]
 pub async fn dead_letters(
     State(state): State<Arc<AppState>>,
     query: QueryPairs,
@@ -255,20 +231,15 @@ pub async fn dead_letters(
 }
 
 /// Re-run a dead-lettered job: back to PENDING with fresh retries.
-#[utoipa::path(
-    post, path = "/scheduler/dead-letter/{id}/retry", tag = "scheduler",
-    params(("id" = Uuid, Path, description = "Job id")),
+#[utoipa::path(post, path = "/scheduler/dead-letter/{id}/retry", tag = "scheduler", params(JobId),
     responses(
         (status = 200, description = "The job, now PENDING", body = JobResponse),
         (status = 404, description = "Not in the dead-letter queue", body = ErrorBody),
-        (status = 422, description = "Malformed id", body = ValidationErrorBody),
-        failures::AdminStore,
-    )
-)]
+        (status = 422, description = "Malformed id", body = ValidationErrorBody), failures::AdminStore))]
 pub async fn retry_dead_letter(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
-    Path(id): Path<String>,
+    Path(JobId { id }): Path<JobId>,
 ) -> Result<Json<JobResponse>, ApiError> {
     let id = parse_job_id(&id)?;
     match state.store.retry_dead_letter(id, state.clock.now()).await? {
@@ -294,13 +265,8 @@ pub async fn retry_dead_letter(
 }
 
 /// Empty the dead-letter queue (the jobs stay FAILED).
-#[utoipa::path(
-    delete, path = "/scheduler/dead-letter", tag = "scheduler",
-    responses(
-        (status = 200, description = "Entries removed", body = PurgeResponse),
-        failures::AdminStore,
-    )
-)]
+#[utoipa::path(delete, path = "/scheduler/dead-letter", tag = "scheduler",
+    responses((status = 200, description = "Entries removed", body = PurgeResponse), failures::AdminStore))]
 pub async fn purge_dead_letters(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,

@@ -1,6 +1,6 @@
 //! `/schedules`: periodic jobs (cron expression, time zone, job template).
 
-use crate::dto::{ErrorBody, ScheduleBody, ScheduleResponse, ValidationErrorBody};
+use crate::dto::{ErrorBody, ScheduleBody, ScheduleName, ScheduleResponse, ValidationErrorBody};
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, check_payload_size, parse_submission};
 use crate::openapi::failures;
@@ -154,16 +154,11 @@ async fn refuse_if_managed(state: &AppState, name: &str) -> Result<(), ApiError>
 }
 
 /// Create a periodic job.
-#[utoipa::path(
-    post, path = "/schedules", tag = "schedules",
-    request_body = ScheduleBody,
-    responses(
-        (status = 201, description = "Created", body = ScheduleResponse),
-        (status = 409, description = "A schedule with this name exists (PUT replaces it)", body = ErrorBody),
-        (status = 422, description = "Invalid field(s): name, cron, timezone, overlap, job.…", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(post, path = "/schedules", tag = "schedules", request_body = ScheduleBody, responses(
+    (status = 201, description = "Created", body = ScheduleResponse),
+    (status = 409, description = "A schedule with this name exists (PUT replaces it)", body = ErrorBody),
+    (status = 422, description = "Invalid field(s): name, cron, timezone, overlap, job.…", body = ValidationErrorBody),
+    failures::Body, failures::Store))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody,
@@ -182,21 +177,15 @@ pub async fn create(
 
 /// Create or replace a periodic job (its fire history stays; the next fire time is
 /// recomputed from now).
-#[utoipa::path(
-    put, path = "/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name")),
-    request_body = ScheduleBody,
-    responses(
+#[utoipa::path(put, path = "/schedules/{name}", tag = "schedules", params(ScheduleName),
+    request_body = ScheduleBody, responses(
         (status = 200, description = "Replaced", body = ScheduleResponse),
         (status = 201, description = "Created", body = ScheduleResponse),
-        (status = 409, description = "Owned by a Kubernetes JobSchedule", body = ErrorBody),
         (status = 422, description = "Invalid field(s)", body = ValidationErrorBody),
-        failures::Store,
-    )
-)]
+        failures::ScheduleOwned, failures::Body, failures::Store))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Path(ScheduleName { name }): Path<ScheduleName>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<ScheduleResponse>), ApiError> {
     crate::catalog::known_types(&state, &body).await?;
@@ -218,18 +207,11 @@ pub async fn put(
 }
 
 /// One periodic job, with its next and last fire times.
-#[utoipa::path(
-    get, path = "/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name")),
-    responses(
-        (status = 200, description = "The schedule", body = ScheduleResponse),
-        (status = 404, description = "No such schedule", body = ErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/schedules/{name}", tag = "schedules", params(ScheduleName),
+    responses((status = 200, description = "The schedule", body = ScheduleResponse), failures::Schedule))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Path(ScheduleName { name }): Path<ScheduleName>,
 ) -> Result<Json<ScheduleResponse>, ApiError> {
     match state.store.get_schedule(&name).await? {
         Some(s) => Ok(Json(s.into())),
@@ -238,13 +220,8 @@ pub async fn get(
 }
 
 /// Every periodic job, by name.
-#[utoipa::path(
-    get, path = "/schedules", tag = "schedules",
-    responses(
-        (status = 200, description = "All schedules", body = Vec<ScheduleResponse>),
-        failures::Store,
-    )
-)]
+#[utoipa::path(get, path = "/schedules", tag = "schedules",
+    responses((status = 200, description = "All schedules", body = Vec<ScheduleResponse>), failures::Store))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Vec<ScheduleResponse>>, ApiError> {
@@ -253,19 +230,11 @@ pub async fn list(
 }
 
 /// Delete a periodic job (the jobs it enqueued stay).
-#[utoipa::path(
-    delete, path = "/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "Schedule name")),
-    responses(
-        (status = 204, description = "Deleted"),
-        (status = 409, description = "Owned by a Kubernetes JobSchedule", body = ErrorBody),
-        (status = 404, description = "No such schedule", body = ErrorBody),
-        failures::Store,
-    )
-)]
+#[utoipa::path(delete, path = "/schedules/{name}", tag = "schedules", params(ScheduleName), responses(
+    (status = 204, description = "Deleted"), failures::ScheduleOwned, failures::Schedule))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    Path(ScheduleName { name }): Path<ScheduleName>,
 ) -> Result<StatusCode, ApiError> {
     refuse_if_managed(&state, &name).await?;
     if state.store.delete_schedule(&name).await? {

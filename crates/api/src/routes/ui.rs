@@ -75,13 +75,9 @@ pub struct WhoAmI {
 
 /// Which role the presented token has: the console shows admin controls only to admins (the
 /// API refuses them to others all the same).
-#[utoipa::path(
-    get, path = "/ui/api/whoami", tag = "console",
-    responses(
-        (status = 200, description = "The caller's role", body = WhoAmI),
-        (status = 401, description = "A token was sent and is wrong", body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/ui/api/whoami", tag = "console", responses(
+    (status = 200, description = "The caller's role", body = WhoAmI),
+    (status = 401, description = "A token was sent and is wrong", body = ErrorBody)))]
 pub async fn whoami(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -120,13 +116,8 @@ pub struct Overview {
 }
 
 /// The overview: counts, policy, workers and the last minutes' activity.
-#[utoipa::path(
-    get, path = "/ui/api/overview", tag = "console",
-    responses(
-        (status = 200, description = "The overview", body = Overview),
-        failures::Both,
-    )
-)]
+#[utoipa::path(get, path = "/ui/api/overview", tag = "console",
+    responses((status = 200, description = "The overview", body = Overview), failures::Both))]
 pub async fn overview(
     State(state): State<Arc<AppState>>,
     Extension(activity): Extension<Arc<Activity>>,
