@@ -7,13 +7,15 @@
 
 use chrono::{DateTime, Utc};
 pub use jobsched_core::notes::{LogLine, Progress, TryLog};
-use jobsched_core::{DeadLetter, Job, JobPage, JobStats};
+use jobsched_core::{DeadLetter, JobPage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-pub use jobsched_core::{JobStatus, PolicyKind, RetryBackoff};
+/// `GET /jobs/stats` (published under this name).
+pub use jobsched_core::JobStats as JobStatsResponse;
+pub use jobsched_core::{Job, JobStatus, PolicyKind, RetryBackoff};
 pub use jobsched_wire::{HealthResponse, JobCreate, PolicyUpdate, SchedulerStatus, UnservedType};
 
 /// Several submissions inserted in one transaction (all or nothing).
@@ -30,63 +32,12 @@ pub struct BatchCreated {
     pub ids: Vec<Uuid>,
 }
 
-/// A job as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A job as stored, with its latest progress on `GET /jobs/{id}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobResponse {
-    /// Unique id.
-    pub id: Uuid,
-    /// Human name.
-    pub name: String,
-    /// Job type.
-    pub job_type: String,
-    /// Lifecycle state.
-    pub status: JobStatus,
-    /// 1 (highest) to 10 (lowest).
-    pub priority: i16,
-    /// Estimated run time in seconds.
-    pub estimated_duration: f64,
-    /// Type-specific input. Always present on a single job; in lists only with
-    /// `include=payload`.
-    #[schema(value_type = Object, required = false)]
-    pub payload: Value,
-    /// Output of a completed job (in lists only with `include=result`).
-    #[schema(value_type = Option<Object>, required = false)]
-    pub result: Option<Value>,
-    /// Last error, if any.
-    pub error_message: Option<String>,
-    /// Failed runs so far.
-    pub retry_count: i32,
-    /// Retry budget.
-    pub max_retries: i32,
-    /// Submission time.
-    pub created_at: DateTime<Utc>,
-    /// Last dispatch time.
-    pub scheduled_at: Option<DateTime<Utc>>,
-    /// Start of the current or last run.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Time the job reached COMPLETED or FAILED.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Dispatch counter (fencing token).
-    pub attempt: i32,
-    /// Not to be dispatched before this time: the submission's `run_at` or `delay_seconds`, or a
-    /// retry's backoff.
-    pub run_at: DateTime<Utc>,
-    /// Worker holding the lease while SCHEDULED/RUNNING.
-    pub lease_owner: Option<String>,
-    /// Lease expiry.
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    /// Saved progress of a preemptible job between Round Robin slices (in lists only with
-    /// `include=checkpoint`).
-    #[schema(value_type = Option<Object>, required = false)]
-    pub checkpoint: Option<Value>,
-    /// Number of slices (runs) the job has taken.
-    pub slices: i32,
-    /// Per-run timeout asked for at submission, seconds (`null` = the job type's default).
-    pub timeout_seconds: Option<f64>,
-    /// Retry backoff asked for at submission (`null` = the installation's).
-    pub retry_backoff: Option<RetryBackoff>,
-    /// The named queue the job waits in.
-    pub queue: String,
+    /// The job record.
+    #[serde(flatten)]
+    pub job: Job,
     /// The latest progress its runs reported (`GET /jobs/{id}` only; `null` when none did).
     #[schema(required = false)]
     pub progress: Option<Progress>,
@@ -136,32 +87,9 @@ pub struct LogsQuery {
 }
 
 impl From<Job> for JobResponse {
-    fn from(j: Job) -> Self {
+    fn from(job: Job) -> Self {
         JobResponse {
-            id: j.id,
-            name: j.name,
-            job_type: j.job_type,
-            status: j.status,
-            priority: j.priority,
-            estimated_duration: j.estimated_duration,
-            payload: j.payload,
-            result: j.result,
-            error_message: j.error_message,
-            retry_count: j.retry_count,
-            max_retries: j.max_retries,
-            created_at: j.created_at,
-            scheduled_at: j.scheduled_at,
-            started_at: j.started_at,
-            completed_at: j.completed_at,
-            attempt: j.attempt,
-            run_at: j.run_at,
-            lease_owner: j.lease_owner,
-            lease_expires_at: j.lease_expires_at,
-            checkpoint: j.checkpoint,
-            slices: j.slices,
-            timeout_seconds: j.timeout_seconds,
-            retry_backoff: j.retry_backoff,
-            queue: j.queue,
+            job,
             progress: None,
         }
     }
@@ -249,45 +177,6 @@ pub struct DeadLetterParams {
     /// Most entries to return, 1–10000 (default 1000), most recent failure first.
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,
-}
-
-/// Counts per state and the mean execution time of completed jobs.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct JobStatsResponse {
-    /// All jobs.
-    pub total_jobs: i64,
-    /// PENDING (including `delayed`).
-    pub pending: i64,
-    /// Of the PENDING jobs, those whose `run_at` has not come yet.
-    pub delayed: i64,
-    /// SCHEDULED.
-    pub scheduled: i64,
-    /// RUNNING.
-    pub running: i64,
-    /// COMPLETED.
-    pub completed: i64,
-    /// FAILED.
-    pub failed: i64,
-    /// CANCELLED.
-    pub cancelled: i64,
-    /// Mean run time of COMPLETED jobs in milliseconds (null when none).
-    pub avg_execution_time_ms: Option<f64>,
-}
-
-impl From<JobStats> for JobStatsResponse {
-    fn from(s: JobStats) -> Self {
-        JobStatsResponse {
-            total_jobs: s.total_jobs,
-            pending: s.pending,
-            delayed: s.delayed,
-            scheduled: s.scheduled,
-            running: s.running,
-            completed: s.completed,
-            failed: s.failed,
-            cancelled: s.cancelled,
-            avg_execution_time_ms: s.avg_execution_time_ms,
-        }
-    }
 }
 
 /// A change to a named queue (`PUT /queues/{name}`). Omitted fields keep their values (a new

@@ -53,6 +53,7 @@ use utoipa::{Modify, OpenApi};
         dto::JobCreate,
         dto::BatchCreate,
         dto::BatchCreated,
+        dto::Job,
         dto::JobResponse,
         dto::Progress,
         dto::LogLine,

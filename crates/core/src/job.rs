@@ -27,8 +27,10 @@ pub const MAX_SCHEDULE_AHEAD_SECONDS: f64 = 31_536_000.0;
 
 /// A job as stored. Field names are the REST contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     /// Unique id.
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub id: JobId,
     /// Human name, 1–255 characters.
     pub name: String,
@@ -40,10 +42,13 @@ pub struct Job {
     pub priority: i16,
     /// Estimated run time in seconds (> 0); the SJF key.
     pub estimated_duration: f64,
-    /// Type-specific input (a JSON object); `null` when a list left it out.
+    /// Type-specific input (a JSON object). Always present on a single job; in lists only
+    /// with `include=payload`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object, required = false))]
     pub payload: Value,
-    /// Output of a completed job.
+    /// Output of a completed job (in lists only with `include=result`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, required = false))]
     pub result: Option<Value>,
     /// Last error, if any.
     pub error_message: Option<String>,
@@ -68,19 +73,22 @@ pub struct Job {
     pub lease_owner: Option<String>,
     /// Lease expiry; past it the rescuer takes the job back.
     pub lease_expires_at: Option<DateTime<Utc>>,
-    /// Saved progress of a preemptible job between Round Robin slices.
+    /// Saved progress of a preemptible job between Round Robin slices (in lists only with
+    /// `include=checkpoint`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, required = false))]
     pub checkpoint: Option<Value>,
     /// Number of slices (runs) the job has taken.
     pub slices: i32,
-    /// Longest a single run may take, seconds; `None` = the job type's default. A run past it
+    /// Longest a single run may take, seconds; `null` = the job type's default. A run past it
     /// is stopped and fails with "timed out after N s" (retried by the job's retry budget).
     #[serde(default)]
     pub timeout_seconds: Option<f64>,
-    /// This job's retry backoff; `None` = the installation's (`JOBSCHED_BACKOFF_BASE` / `_CAP`).
+    /// This job's retry backoff; `null` = the installation's (`JOBSCHED_BACKOFF_BASE` / `_CAP`).
     #[serde(default)]
     pub retry_backoff: Option<RetryBackoff>,
-    /// The named queue the job waits in (see [`crate::queue`]); never changes.
+    /// The named queue the job waits in; never changes.
     #[serde(default = "default_queue")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub queue: String,
     /// Queue-entry sequence: set on submission and on every re-entry into PENDING. Policies
     /// break ties by it, so equal jobs run in the order they entered the queue.
@@ -497,6 +505,8 @@ impl Backlog {
 
 /// Counts per state and the mean execution time of completed jobs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = JobStatsResponse))]
 pub struct JobStats {
     /// All jobs.
     pub total_jobs: i64,

@@ -16,7 +16,7 @@
 //!   stored whole or not at all); SIGTERM of every worker at once (work handed back, no retry
 //!   burned, nothing completed twice).
 
-use jobsched_testkit::{Children, free_port, required, signal};
+use jobsched_testkit::{Children, free_port, poll, required, signal};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -190,6 +190,31 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// Each named `async fn(&mut Cluster)` as a `#[tokio::test]` on a fresh [`Cluster`] (skipped
+/// where Postgres or Redis is missing).
+macro_rules! on_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod on_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(mut c) = super::Cluster::start(None).await {
+                        super::$name(&mut c).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_cluster!(
+    sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_second_completion,
+    kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running,
+    kill_9_of_the_api_mid_batch_stores_each_batch_whole_or_not_at_all,
+    a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_late,
+    a_worker_cut_from_redis_only_keeps_claiming_from_postgres,
+);
+
 /// One line of the reliability table (RELIABILITY.md), printed for `make chaos` to collect:
 /// the fault, the time to full recovery, jobs lost, bodies that ran twice, what clients saw,
 /// and the leak check ([`no_leaks`]).
@@ -329,18 +354,15 @@ async fn no_leaks(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = pg_connections(db_url);
-        if left == 0 {
-            break;
+    poll(Duration::from_secs(15), async || {
+        match pg_connections(db_url) {
+            0 => Ok(()),
+            left => Err(format!(
+                "{left} connections left after every process stopped"
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{left} connections left 15 s after every process stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     format!(
         "{connections} connections for {alive} processes, 0 after they stopped; {} Redis keys; \
          {dead} dead letters",
@@ -1147,11 +1169,9 @@ fn events(
     lines.iter().filter(wanted).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_second_completion() {
-    let Some(mut c) = Cluster::start(None).await else {
-        return;
-    };
+async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_second_completion(
+    c: &mut Cluster,
+) {
     let grace = [("JOBSCHED_SHUTDOWN_GRACE", "0.3")];
     let first: Vec<usize> = (0..3)
         .map(|i| c.worker(&format!("old-{i}"), 2, &grace))
@@ -1198,11 +1218,7 @@ async fn sigterm_of_every_worker_mid_load_hands_work_back_without_a_retry_or_a_s
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() {
-    let Some(mut c) = Cluster::start(None).await else {
-        return;
-    };
+async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running(c: &mut Cluster) {
     // The victim leads the engine (the rescuer runs there): its death must move that too.
     let victim = c.worker("victim", 3, &[]);
     let db_url = c.env[0].1.clone();
@@ -1276,11 +1292,7 @@ async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_api_mid_batch_stores_each_batch_whole_or_not_at_all() {
-    let Some(mut c) = Cluster::start(None).await else {
-        return;
-    };
+async fn kill_9_of_the_api_mid_batch_stores_each_batch_whole_or_not_at_all(c: &mut Cluster) {
     let api = c.children.0.remove(0);
     let pid = api.id();
     c.children.0.push(api);
@@ -1734,11 +1746,9 @@ fn authority(url: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_late() {
-    let Some(mut c) = Cluster::start(None).await else {
-        return;
-    };
+async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_late(
+    c: &mut Cluster,
+) {
     let (cut_off, proxy) = c.worker_behind_proxy("cut-off", 2, 0).await;
     let tags = vec!["pcut-0".to_string(), "pcut-1".to_string()];
     let ids = c.probes(&tags, 4.0).await;
@@ -1793,11 +1803,7 @@ async fn a_worker_cut_from_postgres_only_loses_its_jobs_and_cannot_record_them_l
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres() {
-    let Some(mut c) = Cluster::start(None).await else {
-        return;
-    };
+async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres(c: &mut Cluster) {
     let (w, proxy) = c.worker_behind_proxy("redis-cut", 3, 1).await;
     let tags = numbered("rcut", 90);
     let ids = c.probes(&tags, 0.1).await;

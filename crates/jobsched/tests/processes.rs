@@ -129,6 +129,33 @@ impl Env {
     }
 }
 
+/// Each named `async fn(&mut Env)` as a `#[tokio::test]` on a fresh [`Env`] (skipped where
+/// Postgres or Redis is missing), cleaned up after it passes.
+macro_rules! on_env {
+    ($($name:ident),* $(,)?) => {
+        mod on_env {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(mut env) = super::Env::new().await {
+                        super::$name(&mut env).await;
+                        env.cleanup().await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_env!(
+    thousand_mixed_jobs_over_two_worker_processes,
+    kill_9_of_a_worker_mid_run_loses_no_job,
+    kill_9_of_the_engine_leader_hands_over,
+    sigterm_lets_in_flight_jobs_finish_and_exits_zero,
+    sigterm_hands_back_jobs_that_outlive_the_grace_period,
+    worker_metrics_count_the_jobs_it_ran,
+);
+
 fn all_terminal(jobs: &[Job]) -> bool {
     !jobs.is_empty() && jobs.iter().all(|j| j.status.is_terminal())
 }
@@ -173,11 +200,7 @@ fn wc(path: &Path) -> (u64, u64, u64) {
     (n[1], n[0], n[2])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_mixed_jobs_over_two_worker_processes() {
-    let Some(mut env) = Env::new().await else {
-        return;
-    };
+async fn thousand_mixed_jobs_over_two_worker_processes(env: &mut Env) {
     env.set_policy(PolicyKind::Fcfs).await;
     let data = env.data.path().to_path_buf();
     std::fs::copy(sample("sample.txt"), data.join("sample.txt")).unwrap();
@@ -284,7 +307,6 @@ async fn thousand_mixed_jobs_over_two_worker_processes() {
             );
         }
     }
-    env.cleanup().await;
 }
 
 fn image_dims(path: &Path) -> (u32, u32) {
@@ -308,11 +330,7 @@ fn image_dims(path: &Path) -> (u32, u32) {
     panic!("no SOF marker in {}", path.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_a_worker_mid_run_loses_no_job() {
-    let Some(mut env) = Env::new().await else {
-        return;
-    };
+async fn kill_9_of_a_worker_mid_run_loses_no_job(env: &mut Env) {
     env.set_policy(PolicyKind::Fcfs).await;
     let jobs: Vec<NewJob> = (0..24)
         .map(|i| sleep_job(&format!("s{i:02}"), 0.4))
@@ -351,14 +369,9 @@ async fn kill_9_of_a_worker_mid_run_loses_no_job() {
             j.error_message
         );
     }
-    env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_the_engine_leader_hands_over() {
-    let Some(mut env) = Env::new().await else {
-        return;
-    };
+async fn kill_9_of_the_engine_leader_hands_over(env: &mut Env) {
     env.set_policy(PolicyKind::Fcfs).await;
     let leader = env.spawn_worker("first", 2, &[]);
     env.submit_many(&[sleep_job("warmup", 0.0)]).await;
@@ -383,7 +396,6 @@ async fn kill_9_of_the_engine_leader_hands_over() {
         )
         .await;
     assert!(done.iter().all(|j| j.status == JobStatus::Completed));
-    env.cleanup().await;
 }
 
 fn sigterm(child: &Child) {
@@ -394,11 +406,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     jobsched_testkit::wait_exit(child, timeout, "the process")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
-    let Some(mut env) = Env::new().await else {
-        return;
-    };
+async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero(env: &mut Env) {
     env.set_policy(PolicyKind::Fcfs).await;
     env.submit_many(&[sleep_job("a", 0.8), sleep_job("b", 0.8)])
         .await;
@@ -415,14 +423,9 @@ async fn sigterm_lets_in_flight_jobs_finish_and_exits_zero() {
         jobs.iter().all(|j| j.status == JobStatus::Completed),
         "{jobs:?}"
     );
-    env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_hands_back_jobs_that_outlive_the_grace_period() {
-    let Some(mut env) = Env::new().await else {
-        return;
-    };
+async fn sigterm_hands_back_jobs_that_outlive_the_grace_period(env: &mut Env) {
     env.set_policy(PolicyKind::Fcfs).await;
     env.submit_many(&[sleep_job("long", 30.0)]).await;
     let w = env.spawn_worker("term2", 1, &[("JOBSCHED_SHUTDOWN_GRACE", "0.3")]);
@@ -441,7 +444,6 @@ async fn sigterm_hands_back_jobs_that_outlive_the_grace_period() {
     );
     assert_eq!(j.retry_count, 0, "a hand-back does not burn a retry");
     assert!(j.checkpoint.is_some(), "the sleep job saved its progress");
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -503,11 +505,7 @@ fn sample_value(page: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_metrics_count_the_jobs_it_ran() {
-    let Some(mut env) = Env::new().await else {
-        return;
-    };
+async fn worker_metrics_count_the_jobs_it_ran(env: &mut Env) {
     env.set_policy(PolicyKind::Fcfs).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -599,7 +597,6 @@ async fn worker_metrics_count_the_jobs_it_ran() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    env.cleanup().await;
 }
 
 /// A private `redis-server` on a free port, so a real FLUSHALL touches nobody else's keys.

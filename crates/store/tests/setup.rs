@@ -7,6 +7,18 @@ use jobsched_store::testing::{DEFAULT_TEST_DATABASE_URL, TestDb, sleep_job};
 use jobsched_store::{StoreError, connect, migrate};
 use sqlx::{Connection, PgConnection};
 
+/// Run `test` on the store of a fresh migrated Postgres database (skipped without Postgres),
+/// then drop the database.
+async fn on_postgres(test: impl AsyncFnOnce(&dyn jobsched_core::ports::Store)) {
+    let Some(pg) = TestDb::postgres().await else {
+        return;
+    };
+    let store = pg.store().await;
+    test(store.as_ref()).await;
+    drop(store);
+    pg.cleanup().await;
+}
+
 fn now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
 }
@@ -238,45 +250,39 @@ async fn connect_names_a_missing_migrate() {
 /// before they reach the store; this is the net behind it.
 #[tokio::test]
 async fn postgres_data_exceptions_are_validation_errors() {
-    let Some(pg) = TestDb::postgres().await else {
-        return;
-    };
-    let store = pg.store().await;
-    // A NUL in a text column (bypassing NewJob's own check), then in the payload's JSON.
-    let mut named = sleep_job("n", serde_json::json!({"duration": 1}), 3);
-    named.name = "a\u{0}b".into();
-    let mut with_payload = sleep_job("n", serde_json::json!({"duration": 1}), 3);
-    with_payload.payload = serde_json::json!({"k": "x\u{0}"});
-    let errors = [
-        store.insert(&named, now()).await.unwrap_err(),
-        store.insert_many(&[with_payload], now()).await.unwrap_err(),
-    ];
-    for err in errors {
-        assert!(
-            matches!(err, jobsched_core::Error::Validation { .. }),
-            "{err:?}"
-        );
-    }
-    drop(store);
-    pg.cleanup().await;
+    on_postgres(async |store| {
+        // A NUL in a text column (bypassing NewJob's own check), then in the payload's JSON.
+        let mut named = sleep_job("n", serde_json::json!({"duration": 1}), 3);
+        named.name = "a\u{0}b".into();
+        let mut with_payload = sleep_job("n", serde_json::json!({"duration": 1}), 3);
+        with_payload.payload = serde_json::json!({"k": "x\u{0}"});
+        let errors = [
+            store.insert(&named, now()).await.unwrap_err(),
+            store.insert_many(&[with_payload], now()).await.unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(err, jobsched_core::Error::Validation { .. }),
+                "{err:?}"
+            );
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn extreme_numbers_in_payloads_round_trip() {
-    let Some(pg) = TestDb::postgres().await else {
-        return;
-    };
-    let store = pg.store().await;
-    let mut job = sleep_job("n", serde_json::json!({"duration": 1}), 3);
-    job.payload = serde_json::json!({
-        "max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "small": -2.2250738585072014e-308,
-        "big": u64::MAX, "neg": i64::MIN, "third": 1.0 / 3.0, "list": [1e300, -1e-300, 0.1],
-    });
-    let inserted = store.insert(&job, now()).await;
-    let inserted = inserted.unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(inserted.payload, job.payload);
-    let read = store.get(job.id).await.unwrap().unwrap();
-    assert_eq!(read.payload, job.payload);
-    drop(store);
-    pg.cleanup().await;
+    on_postgres(async |store| {
+        let mut job = sleep_job("n", serde_json::json!({"duration": 1}), 3);
+        job.payload = serde_json::json!({
+            "max": f64::MAX, "min": f64::MIN, "tiny": 5e-324, "small": -2.2250738585072014e-308,
+            "big": u64::MAX, "neg": i64::MIN, "third": 1.0 / 3.0, "list": [1e300, -1e-300, 0.1],
+        });
+        let inserted = store.insert(&job, now()).await;
+        let inserted = inserted.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(inserted.payload, job.payload);
+        let read = store.get(job.id).await.unwrap().unwrap();
+        assert_eq!(read.payload, job.payload);
+    })
+    .await;
 }
