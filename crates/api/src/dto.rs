@@ -6,13 +6,16 @@
 //! decode every response back into the core types.
 
 use chrono::{DateTime, Utc};
+use jobsched_core::JobPage;
 pub use jobsched_core::notes::{LogLine, Progress, TryLog};
-use jobsched_core::{DeadLetter, JobPage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+/// A permanently failed job, as `GET /scheduler/dead-letter` lists it (published under this
+/// name).
+pub use jobsched_core::DeadLetter as DeadLetterResponse;
 /// `GET /jobs/stats` (published under this name).
 pub use jobsched_core::JobStats as JobStatsResponse;
 pub use jobsched_core::{Job, JobStatus, PolicyKind, RetryBackoff};
@@ -279,36 +282,6 @@ impl From<jobsched_core::ports::WorkerSlots> for WorkerResponse {
             slots: w.total,
             worker: w.worker,
             job_types: w.job_types,
-        }
-    }
-}
-
-/// A permanently failed job.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct DeadLetterResponse {
-    /// Job id.
-    pub job_id: Uuid,
-    /// Job type.
-    pub job_type: String,
-    /// Job name.
-    pub name: String,
-    /// Final error.
-    pub error: Option<String>,
-    /// Failed runs.
-    pub retry_count: i32,
-    /// When it failed for good.
-    pub failed_at: Option<DateTime<Utc>>,
-}
-
-impl From<DeadLetter> for DeadLetterResponse {
-    fn from(d: DeadLetter) -> Self {
-        DeadLetterResponse {
-            job_id: d.job_id,
-            job_type: d.job_type,
-            name: d.name,
-            error: d.error,
-            retry_count: d.retry_count,
-            failed_at: d.failed_at,
         }
     }
 }

@@ -144,47 +144,47 @@ pub struct BenchArgs {
     pub rng_seed: u64,
 
     /// seed: jobs per policy.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = at_least(1))]
     pub seed_jobs: u32,
     /// seed: worker slots.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least(1))]
     pub seed_slots: u32,
     /// seed: sleep per job, milliseconds.
     #[arg(long, default_value_t = 10.0)]
     pub seed_duration_ms: f64,
 
     /// burn: no-op jobs to burn down.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = at_least(1))]
     pub burn_jobs: u32,
     /// burn: worker processes.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least(1))]
     pub burn_workers: u32,
     /// burn: slots per worker process. 512 matches what the graphile-worker peer holds per
     /// process (a local queue of 500 plus 24 running), so both claim in batches of similar size.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = at_least(1))]
     pub burn_slots: u32,
-    /// burn: jobs per `POST /jobs/batch` (at most 1000).
-    #[arg(long, default_value_t = 1000)]
+    /// burn: jobs per `POST /jobs/batch` (1 to 1000, the API's batch limit).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub burn_chunk: u32,
     /// burn: Postgres-limit baseline connection counts to try (the best is the limit).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pub baseline_connections: Vec<u32>,
 
     /// latency: jobs, one submitted every --latency-interval-ms.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = at_least(1))]
     pub latency_jobs: u32,
     /// latency: milliseconds between submissions.
     #[arg(long, default_value_t = 20)]
     pub latency_interval_ms: u64,
 
     /// fidelity: jobs in each priority / SJF arrival trace.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least(1))]
     pub fidelity_jobs: u32,
     /// fidelity: worker slots.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = at_least(1))]
     pub fidelity_slots: u32,
     /// fidelity: Round Robin jobs.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least(1))]
     pub rr_jobs: u32,
     /// fidelity: Round Robin job length, seconds (many quanta, so progress at an instant is
     /// not dominated by the ±1 quantum of a round in progress).
@@ -195,14 +195,14 @@ pub struct BenchArgs {
     pub rr_quantum: f64,
 
     /// switch: trials.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least(1))]
     pub switch_trials: u32,
-    /// switch: backlog per trial.
-    #[arg(long, default_value_t = 40)]
+    /// switch: backlog per trial (at least 10, so that it spans every priority).
+    #[arg(long, default_value_t = 40, value_parser = at_least(10))]
     pub switch_jobs: u32,
 
     /// post: concurrent clients.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least(1))]
     pub post_clients: u32,
     /// post: seconds to run.
     #[arg(long, default_value_t = 3.0)]
@@ -211,7 +211,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub console_jobs: u32,
     /// backlog: pending jobs written before the queue is measured.
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = at_least(1))]
     pub backlog_jobs: u32,
 }
 
@@ -321,39 +321,8 @@ impl BenchArgs {
         chosen
     }
 
+    /// Check what clap's parsers do not (counts are range-checked as they are parsed).
     fn validate(&self) -> Result<(), BenchError> {
-        let positive = [
-            ("--seed-jobs", self.seed_jobs),
-            ("--seed-slots", self.seed_slots),
-            ("--burn-jobs", self.burn_jobs),
-            ("--burn-workers", self.burn_workers),
-            ("--burn-slots", self.burn_slots),
-            ("--burn-chunk", self.burn_chunk),
-            ("--backlog-jobs", self.backlog_jobs),
-            ("--latency-jobs", self.latency_jobs),
-            ("--fidelity-jobs", self.fidelity_jobs),
-            ("--fidelity-slots", self.fidelity_slots),
-            ("--rr-jobs", self.rr_jobs),
-            ("--switch-trials", self.switch_trials),
-            ("--post-clients", self.post_clients),
-        ];
-        for (name, v) in positive {
-            if v == 0 {
-                return Err(BenchError::Options(format!("{name} must be at least 1")));
-            }
-        }
-        if self.burn_chunk > 1000 {
-            return Err(BenchError::Options(format!(
-                "--burn-chunk must be at most 1000 (the API's batch limit), got {}",
-                self.burn_chunk
-            )));
-        }
-        if self.switch_jobs < 10 {
-            return Err(BenchError::Options(format!(
-                "--switch-jobs must be at least 10 so the backlog spans every priority, got {}",
-                self.switch_jobs
-            )));
-        }
         for (name, v) in [
             ("--seed-duration-ms", self.seed_duration_ms),
             ("--rr-duration", self.rr_duration),
@@ -380,6 +349,11 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// A clap parser for a count of at least `min`; the error names the flag and the range.
+fn at_least(min: u32) -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(i64::from(min)..)
 }
 
 /// Run the selected scenarios, print the table (or JSON with `--json`) on stdout, write the

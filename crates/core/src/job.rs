@@ -614,14 +614,17 @@ impl StartedJob {
 
 /// A dead-lettered (FAILED) job as listed in the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = DeadLetterResponse))]
 pub struct DeadLetter {
     /// Job id.
+    #[cfg_attr(feature = "openapi", schema(value_type = uuid::Uuid))]
     pub job_id: JobId,
-    /// Type.
+    /// Job type.
     pub job_type: String,
-    /// Name.
+    /// Job name.
     pub name: String,
-    /// Last error.
+    /// Final error.
     pub error: Option<String>,
     /// Failed runs.
     pub retry_count: i32,

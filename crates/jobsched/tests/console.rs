@@ -94,6 +94,12 @@ impl Browser {
             .await
     }
 
+    /// Run `script` and assert what it returns; `why` names the expectation.
+    async fn expect_js(&self, script: &str, expected: Value, why: &str) {
+        let got = self.js(script).await;
+        assert_eq!(got, expected, "{why} (script: {script})");
+    }
+
     async fn find_now(&self, css: &str) -> Option<String> {
         let v = self
             .post("/element", json!({"using": "css selector", "value": css}))
@@ -439,20 +445,15 @@ async fn console_drives_every_page_in_headless_chromium() {
     // control, and Enter on a focused nav link navigates.
     b.goto(&format!("{base}/ui#/")).await;
     b.find("#count-total").await;
-    let first = b
-        .js("return document.querySelector('a[href], button, input, select, textarea, [tabindex]:not([tabindex=\"-1\"])').id;")
-        .await;
-    assert_eq!(first, json!("skip-link"));
+    b.expect_js("return document.querySelector('a[href], button, input, select, textarea, [tabindex]:not([tabindex=\"-1\"])').id;", json!("skip-link"), "the skip link comes first in tab order").await;
     b.js("document.querySelector('#skip-link').focus();").await;
     b.press("\u{E004}").await;
-    let next = b
-        .js("return document.activeElement.textContent.trim();")
-        .await;
-    assert_eq!(
-        next,
+    b.expect_js(
+        "return document.activeElement.textContent.trim();",
         json!("jobsched"),
-        "Tab moves from the skip link to the brand link"
-    );
+        "Tab moves from the skip link to the brand link",
+    )
+    .await;
     b.js("document.querySelector(\"a[href='#/dead-letters']\").focus();")
         .await;
     b.press("\u{E007}").await;
@@ -589,14 +590,12 @@ async fn console_drives_every_page_in_headless_chromium() {
     b.type_into("#signin-token", USER_TOKEN).await;
     b.click("#signin-submit").await;
     b.find("#count-total").await;
-    let shown = b
-        .js("const f = document.querySelector('#overview-switch'); return !!f && !f.hidden;")
-        .await;
-    assert_eq!(
-        shown,
+    b.expect_js(
+        "const f = document.querySelector('#overview-switch'); return !!f && !f.hidden;",
         json!(false),
-        "no policy switch on the overview for a user"
-    );
+        "no policy switch on the overview for a user",
+    )
+    .await;
     b.goto(&format!("{base}/ui#/policy")).await;
     b.find("#policy-readonly").await;
     assert_eq!(
@@ -658,10 +657,7 @@ async fn console_policy_page_names_the_managing_scheduler_config() {
         note.contains("kubectl edit schedulerconfig jobsched -n prod"),
         "{note}"
     );
-    let disabled = b
-        .js("return [...document.querySelectorAll('#policy-form select, #policy-form input, #policy-form button')].every(e => e.disabled);")
-        .await;
-    assert_eq!(disabled, json!(true), "controls must be disabled");
+    b.expect_js("return [...document.querySelectorAll('#policy-form select, #policy-form input, #policy-form button')].every(e => e.disabled);", json!(true), "controls must be disabled").await;
     b.screenshot("policy-managed").await;
     b.quit().await;
 }

@@ -9,7 +9,7 @@ use jobsched_core::ports::{Event, Store};
 use jobsched_core::ports::{EventBus as _, Settings as _};
 use jobsched_core::{Job, JobStatus, NewJob};
 use jobsched_store::testing::TestDb;
-use jobsched_testkit::{Children, free_port, required};
+use jobsched_testkit::{Children, free_port, poll, required};
 use jobsched_transport::RedisTransport;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -120,6 +120,14 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Wait until every job has ended, and assert that each one COMPLETED.
+    async fn all_completed(&self, timeout: Duration, what: &str) -> Vec<Job> {
+        let done = self.wait_until(timeout, what, all_terminal).await;
+        let not = done.iter().find(|j| j.status != JobStatus::Completed);
+        assert!(not.is_none(), "{what}: a job did not complete: {not:?}");
+        done
     }
 
     async fn cleanup(self) {
@@ -346,16 +354,8 @@ async fn kill_9_of_a_worker_mid_run_loses_no_job(env: &mut Env) {
     env.children[victim].kill().unwrap();
     env.children[victim].wait().unwrap();
     let done = env
-        .wait_until(
-            Duration::from_secs(60),
-            "all terminal after kill -9",
-            all_terminal,
-        )
+        .all_completed(Duration::from_secs(60), "all terminal after kill -9")
         .await;
-    assert!(
-        done.iter().all(|j| j.status == JobStatus::Completed),
-        "every job completes"
-    );
     let rescued: Vec<&Job> = done.iter().filter(|j| j.retry_count == 1).collect();
     assert!(
         !rescued.is_empty(),
@@ -388,14 +388,8 @@ async fn kill_9_of_the_engine_leader_hands_over(env: &mut Env) {
         .map(|i| sleep_job(&format!("after-{i}"), 0.01))
         .collect();
     env.submit_many(&after).await;
-    let done = env
-        .wait_until(
-            Duration::from_secs(30),
-            "jobs after the leader died",
-            all_terminal,
-        )
+    env.all_completed(Duration::from_secs(30), "jobs after the leader died")
         .await;
-    assert!(done.iter().all(|j| j.status == JobStatus::Completed));
 }
 
 fn sigterm(child: &Child) {
@@ -648,26 +642,17 @@ async fn flushall_mid_run_loses_no_job() {
     })
     .await;
     assert!(redis.cli(&["FLUSHALL"]).contains("OK"));
-    let done = env
-        .wait_until(
-            Duration::from_secs(90),
-            "all terminal after FLUSHALL",
-            all_terminal,
-        )
+    env.all_completed(Duration::from_secs(90), "all terminal after FLUSHALL")
         .await;
-    assert!(
-        done.iter().all(|j| j.status == JobStatus::Completed),
-        "every job completes"
-    );
     // Rebuilt from the durable copy in Postgres, not reset to the default.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(s) = env.redis.policy().await.unwrap() {
-            assert_eq!(s.policy, PolicyKind::Priority);
-            break;
-        }
-        assert!(Instant::now() < deadline, "policy key was not rebuilt");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rebuilt = poll(Duration::from_secs(10), async || {
+        env.redis
+            .policy()
+            .await
+            .unwrap()
+            .ok_or_else(|| "policy key was not rebuilt".to_string())
+    })
+    .await;
+    assert_eq!(rebuilt.policy, PolicyKind::Priority);
     env.cleanup().await;
 }

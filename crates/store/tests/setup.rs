@@ -1,8 +1,7 @@
 //! `connect`, `migrate` and the `testing` helpers themselves.
 
 use chrono::{TimeZone, Utc};
-use jobsched_core::JobSpec;
-use jobsched_core::{JobStatus, NewJob};
+use jobsched_core::JobStatus;
 use jobsched_store::testing::{DEFAULT_TEST_DATABASE_URL, TestDb, sleep_job};
 use jobsched_store::{StoreError, connect, migrate};
 use sqlx::{Connection, PgConnection};
@@ -44,12 +43,7 @@ fn db_name(url: &str) -> String {
 /// Insert and read back one job through a fresh connection.
 async fn round_trip(url: &str) {
     let store = connect(url, 2).await.unwrap();
-    let job = NewJob::new(JobSpec {
-        name: "probe".into(),
-        job_type: "sleep".into(),
-        ..JobSpec::default()
-    })
-    .unwrap();
+    let job = sleep_job("probe", serde_json::json!({}), 3);
     store.insert(&job, now()).await.unwrap();
     let got = store.get(job.id).await.unwrap().unwrap();
     assert_eq!(got.status, JobStatus::Pending);
@@ -118,12 +112,7 @@ async fn dropping_a_test_db_removes_it() {
 async fn in_memory_sqlite_is_shared_and_migrated() {
     for url in ["sqlite::memory:", "sqlite://:memory:"] {
         let store = connect(url, 8).await.unwrap();
-        let job = NewJob::new(JobSpec {
-            name: "m".into(),
-            job_type: "sleep".into(),
-            ..JobSpec::default()
-        })
-        .unwrap();
+        let job = sleep_job("m", serde_json::json!({}), 3);
         store.insert(&job, now()).await.unwrap();
         // Concurrent users share the one database.
         let handles: Vec<_> = (0..4)
