@@ -279,7 +279,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/jobs/stats", tag = "jobs",
     responses((status = 200, description = "Statistics", body = JobStatsResponse), failures::Store))]
 pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsResponse>, ApiError> {
-    Ok(Json(state.store.stats().await?.into()))
+    Ok(Json(state.store.stats().await?))
 }
 
 /// One job.

@@ -226,8 +226,7 @@ pub async fn dead_letters(
         .int("limit", 1, MAX_DEAD_LETTER_LIMIT)
         .map_err(|issue| ApiError::Validation(vec![issue]))?
         .unwrap_or(DEFAULT_DEAD_LETTER_LIMIT);
-    let entries = state.store.dead_letters(limit).await?;
-    Ok(Json(entries.into_iter().map(Into::into).collect()))
+    Ok(Json(state.store.dead_letters(limit).await?))
 }
 
 /// Re-run a dead-lettered job: back to PENDING with fresh retries.

@@ -136,7 +136,7 @@ pub async fn overview(
     })?;
     let status = status_of(settings, &latest.stats, latest.dead_letters, &workers);
     Ok(Json(Overview {
-        stats: latest.stats.into(),
+        stats: latest.stats,
         status,
         workers: workers.into_iter().map(Into::into).collect(),
         interval_seconds: crate::activity::SAMPLE_EVERY.as_secs_f64(),
