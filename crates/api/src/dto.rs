@@ -1,9 +1,10 @@
 //! Request and response bodies of the REST API, with their OpenAPI schemas.
 //!
-//! Where a body is a core type as it is (a status, a policy name, a backoff, a run's progress
-//! and logs), core carries its schema behind its `openapi` feature; the other response types
-//! are views of core types, kept in step by their `From` conversions, and the integration tests
-//! decode every response back into the core types.
+//! Where a body is a core type as it is (a job record, a status, a policy name, a backoff, a
+//! run's progress and logs, the stats, a dead letter), core carries its schema behind its
+//! `openapi` feature; the other response types are views of core types, kept in step by their
+//! `From` conversions, and the integration tests decode every response back into the core
+//! types.
 
 use chrono::{DateTime, Utc};
 use jobsched_core::JobPage;
@@ -59,7 +60,7 @@ pub struct JobLogsResponse {
 /// that a malformed one gets the API's own 422.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-pub struct JobId {
+pub struct JobPath {
     /// Job id
     #[param(value_type = Uuid)]
     pub id: String,
@@ -68,7 +69,7 @@ pub struct JobId {
 /// The path parameter of the routes on one queue (`/queues/{name}`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-pub struct QueueName {
+pub struct QueuePath {
     /// Queue name: 1 to 64 of `a-z 0-9 - _ .`
     pub name: String,
 }
@@ -76,7 +77,7 @@ pub struct QueueName {
 /// The path parameter of the routes on one schedule (`/schedules/{name}`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-pub struct ScheduleName {
+pub struct SchedulePath {
     /// Schedule name
     pub name: String,
 }

@@ -182,7 +182,9 @@ pub(crate) mod failures {
         Schedule: ("401", "Missing or wrong API token"), ("404", "No such schedule"),
             ("503", "Store unavailable");
         /// A route that reads a JSON body: it came too slowly or too large.
-        Body: ("408", "The body did not arrive in time"),
+        Body: ("408", "The body did not arrive in time"), ("413", "Body over its limit");
+        /// A route that reads a JSON body with job payloads: [`Body`], or a payload too large.
+        Payload: ("408", "The body did not arrive in time"),
             ("413", "Body or a payload over its limit");
         /// A route that changes settings a Kubernetes SchedulerConfig may own.
         ConfigOwned: ("409", "Owned by a Kubernetes SchedulerConfig");

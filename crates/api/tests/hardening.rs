@@ -753,7 +753,8 @@ async fn body_budget_answers_503_at_once(backend: Backend) {
     drop(slow);
     // Released when the slow request ends: small requests go through again.
     let small = json!({"name": "small", "job_type": "sleep", "payload": {"duration": 0.01}});
-    jobsched_testkit::poll(Duration::from_secs(10), async || {
+    let every = Duration::from_millis(50);
+    jobsched_testkit::poll_every(every, Duration::from_secs(10), async || {
         match h.post("/jobs/", &small).await {
             (201, _) => Ok(()),
             (status, body) => Err(format!("budget not released: {status} {body}")),

@@ -335,24 +335,30 @@ pub(crate) async fn reconcile(
     obj: Arc<SchedulerConfig>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
-    let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
-    ctx.observed(&result, started, &object_key(&obj));
-    result
+    ctx.observe(&object_key(&obj), reconcile_inner(&obj, &ctx))
+        .await
 }
 
 impl Context {
-    /// Record a reconcile's metrics (duration, result, error reason) and, on success, reset
-    /// the object's error backoff (`key`).
-    pub(crate) fn observed<T>(
+    /// Requeue the failed object `key` (a `kind`) after its next per-object backoff.
+    pub(crate) fn requeue_failed(&self, kind: &str, key: &str, err: &ControllerError) -> Action {
+        let delay = self.next_backoff(key);
+        tracing::warn!(kind, object = %key, error = %err, retry_in = ?delay, "reconcile failed");
+        Action::requeue(delay)
+    }
+
+    /// Run one reconcile of the object `key` and record its metrics (duration, result, error
+    /// reason); on success, reset the object's error backoff.
+    pub(crate) async fn observe<T>(
         &self,
-        result: &Result<T, ControllerError>,
-        started: Instant,
         key: &str,
-    ) {
+        reconcile: impl Future<Output = Result<T, ControllerError>>,
+    ) -> Result<T, ControllerError> {
+        let started = Instant::now();
+        let result = reconcile.await;
         let m = metrics();
         m.duration.observe(started.elapsed().as_secs_f64());
-        match result {
+        match &result {
             Ok(_) => {
                 m.reconciles.with_label_values(&["ok"]).inc();
                 self.reset_backoff(key);
@@ -362,6 +368,7 @@ impl Context {
                 m.errors.with_label_values(&[e.reason()]).inc();
             }
         }
+        result
     }
 }
 
@@ -491,8 +498,5 @@ pub(crate) fn error_policy(
     err: &ControllerError,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = object_key(&obj);
-    let delay = ctx.next_backoff(&key);
-    tracing::warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.requeue_failed("SchedulerConfig", &object_key(&obj), err)
 }

@@ -13,7 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -25,10 +25,8 @@ pub(crate) async fn reconcile_schedule(
     obj: Arc<JobSchedule>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
-    let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
-    ctx.observed(&result, started, &backoff_key(&obj));
-    result
+    ctx.observe(&backoff_key(&obj), reconcile_inner(&obj, &ctx))
+        .await
 }
 
 /// Requeue a failed `JobSchedule` with the per-object backoff.
@@ -37,10 +35,7 @@ pub(crate) fn schedule_error_policy(
     err: &ControllerError,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = backoff_key(&obj);
-    let delay = ctx.next_backoff(&key);
-    tracing::warn!(object = %key, error = %err, retry_in = ?delay, "JobSchedule reconcile failed");
-    Action::requeue(delay)
+    ctx.requeue_failed("JobSchedule", &backoff_key(&obj), err)
 }
 
 /// The key of a JobSchedule's error backoff.

@@ -26,6 +26,8 @@ pub const MAX_TIMEOUT_SECONDS: f64 = 604_800.0;
 pub const MAX_SCHEDULE_AHEAD_SECONDS: f64 = 31_536_000.0;
 
 /// A job as stored. Field names are the REST contract.
+// The field docs are also the REST API's descriptions (its OpenAPI schema): they speak of JSON
+// (`null`) and link no Rust items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
@@ -514,6 +516,7 @@ pub struct JobStats {
     pub pending: i64,
     /// Of the PENDING jobs, those submitted with a `run_at` that has not come yet.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub delayed: i64,
     /// SCHEDULED.
     pub scheduled: i64,
@@ -525,7 +528,8 @@ pub struct JobStats {
     pub failed: i64,
     /// CANCELLED.
     pub cancelled: i64,
-    /// Mean of `completed_at - started_at` over COMPLETED jobs, in milliseconds.
+    /// Mean of `completed_at - started_at` over COMPLETED jobs, in milliseconds (null when
+    /// none).
     pub avg_execution_time_ms: Option<f64>,
 }
 

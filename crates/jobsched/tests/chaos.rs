@@ -16,7 +16,7 @@
 //!   stored whole or not at all); SIGTERM of every worker at once (work handed back, no retry
 //!   burned, nothing completed twice).
 
-use jobsched_testkit::{Children, free_port, poll, required, signal};
+use jobsched_testkit::{Children, free_port, poll_every, required, signal};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -354,14 +354,17 @@ async fn no_leaks(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    poll(Duration::from_secs(15), async || {
-        match pg_connections(db_url) {
+    let every = Duration::from_millis(100);
+    poll_every(
+        every,
+        Duration::from_secs(15),
+        async || match pg_connections(db_url) {
             0 => Ok(()),
             left => Err(format!(
                 "{left} connections left after every process stopped"
             )),
-        }
-    })
+        },
+    )
     .await;
     format!(
         "{connections} connections for {alive} processes, 0 after they stopped; {} Redis keys; \
@@ -1054,6 +1057,11 @@ impl Cluster {
         self.children.0.len() - 1
     }
 
+    /// Wait until the probe log holds at least `n` `event` lines from process `pid`.
+    async fn wait_events(&self, what: &str, event: &str, pid: u32, n: usize) {
+        wait_probe(&self.log, what, |l| events(l, event, None, Some(pid)) >= n).await;
+    }
+
     /// Submit probe jobs `tags` (each `duration` s) in one batch; their ids.
     async fn probes(&self, tags: &[String], duration: f64) -> Vec<jobsched_core::JobId> {
         let jobs: Vec<Value> = tags
@@ -1230,10 +1238,8 @@ async fn kill_9_of_the_engine_leader_mid_load_reruns_only_what_it_was_running(c:
     let tags = numbered("kill", 30);
     let ids = c.probes(&tags, 0.3).await;
     let victim_pid = c.children.0[victim].id();
-    wait_probe(&c.log, "the victim running jobs", |l| {
-        events(l, "start", None, Some(victim_pid)) >= 4
-    })
-    .await;
+    c.wait_events("the victim running jobs", "start", victim_pid, 4)
+        .await;
     let killed = Instant::now();
     c.children.0[victim].kill().unwrap();
     c.children.0[victim].wait().unwrap();
@@ -1808,10 +1814,8 @@ async fn a_worker_cut_from_redis_only_keeps_claiming_from_postgres(c: &mut Clust
     let tags = numbered("rcut", 90);
     let ids = c.probes(&tags, 0.1).await;
     let pid = c.children.0[w].id();
-    wait_probe(&c.log, "the worker running jobs", |l| {
-        events(l, "end", None, Some(pid)) >= 6
-    })
-    .await;
+    c.wait_events("the worker running jobs", "end", pid, 6)
+        .await;
     // Redis stops answering this worker (its connections hang, nothing is refused).
     proxy.set_cut(true);
     let cut_at = chrono::Utc::now();

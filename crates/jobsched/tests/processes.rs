@@ -579,18 +579,11 @@ async fn worker_metrics_count_the_jobs_it_ran(env: &mut Env) {
         sample_value(&page, r#"jobsched_active_policy{policy="sjf"}"#),
         Some(0.0)
     );
-    let live = http
-        .get(format!("http://{listen}/livez"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(live.status(), 200);
-    let ready = http
-        .get(format!("http://{listen}/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    for probe in ["livez", "readyz"] {
+        let url = format!("http://{listen}/{probe}");
+        let answer = http.get(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{url}");
+    }
 }
 
 /// A private `redis-server` on a free port, so a real FLUSHALL touches nobody else's keys.

@@ -116,14 +116,24 @@ pub fn free_port() -> u16 {
 
 /// Call `check` every 5 ms until it returns `Ok`, and return that; panic with the last `Err`
 /// (what was still awaited) once `timeout` has passed.
-pub async fn poll<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+pub async fn poll<T>(timeout: Duration, check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    poll_every(Duration::from_millis(5), timeout, check).await
+}
+
+/// [`poll`] with a pause of `every` between calls, for a check that costs something (a
+/// request to send, a process to start).
+pub async fn poll_every<T>(
+    every: Duration,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match check().await {
             Ok(done) => return done,
             Err(waiting) => assert!(Instant::now() < deadline, "after {timeout:?}: {waiting}"),
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! `/jobs`: submit, batch-submit, list, stats, get and cancel.
 
 use crate::dto::{
-    BatchCreate, BatchCreated, ErrorBody, JobCreate, JobId, JobListResponse, JobLogsResponse,
+    BatchCreate, BatchCreated, ErrorBody, JobCreate, JobListResponse, JobLogsResponse, JobPath,
     JobResponse, JobStatsResponse, ListParams, LogsQuery, ValidationErrorBody,
 };
 use crate::error::{ApiError, FieldIssue};
@@ -38,7 +38,7 @@ pub const MAX_PAGE: u32 = 10_000_000;
         (status = 409, description = "The idempotency key names a job submitted with a different request", body = ErrorBody),
         (status = 422, description = "Invalid field(s) or payload", body = ValidationErrorBody),
         (status = 503, description = "Store unavailable, or the server at its limits (retry after `Retry-After`)", body = ErrorBody),
-        failures::Body))]
+        failures::Payload))]
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -123,7 +123,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     (status = 201, description = "Created (all PENDING), ids in input order; an item whose `unique_key` names an existing job (same request) gets that job's id", body = BatchCreated),
     (status = 409, description = "An item's `unique_key` names a job submitted with a different request; nothing of the batch is stored", body = ErrorBody),
     (status = 422, description = "Invalid job(s); `loc` names `jobs[i].field`", body = ValidationErrorBody),
-    failures::Body, failures::Store))]
+    failures::Payload, failures::Store))]
 pub async fn submit_batch(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody,
@@ -283,11 +283,11 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsRe
 }
 
 /// One job.
-#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(JobId),
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(JobPath),
     responses((status = 200, description = "The job", body = JobResponse), failures::Job))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(JobId { id }): Path<JobId>,
+    Path(JobPath { id }): Path<JobPath>,
 ) -> Result<Json<JobResponse>, ApiError> {
     let id = parse_job_id(&id)?;
     match state.store.get(id).await? {
@@ -305,13 +305,13 @@ pub async fn get(
 /// Kept per try (1 = first, one more per retry; the Round Robin slices of a try share it):
 /// the newest 1,000 lines and 256 KiB of each, `dropped` counting the older ones. Lines are
 /// written by the worker about once a second while the job runs, and at its end.
-#[utoipa::path(get, path = "/jobs/{id}/logs", tag = "jobs", params(JobId, LogsQuery), responses(
+#[utoipa::path(get, path = "/jobs/{id}/logs", tag = "jobs", params(JobPath, LogsQuery), responses(
     (status = 200, description = "The job's logs", body = JobLogsResponse),
     (status = 404, description = "No such job", body = ErrorBody),
     (status = 422, description = "Malformed id or attempt", body = ValidationErrorBody), failures::Store))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
-    Path(JobId { id }): Path<JobId>,
+    Path(JobPath { id }): Path<JobPath>,
     query: QueryPairs,
 ) -> Result<Json<JobLogsResponse>, ApiError> {
     let id = parse_job_id(&id)?;
@@ -347,13 +347,13 @@ pub async fn logs(
 /// Built-in job types check their stop flag at least every 100 ms; a worker that misses the
 /// message stops the body at its next lease renewal. Cancelling a CANCELLED job again is a
 /// no-op (204).
-#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", params(JobId), responses(
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", params(JobPath), responses(
     (status = 202, description = "Was RUNNING: now CANCELLED, its worker stops the body"),
     (status = 204, description = "Cancelled (or already CANCELLED)"),
     (status = 409, description = "Already COMPLETED or FAILED", body = ErrorBody), failures::Job))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
-    Path(JobId { id }): Path<JobId>,
+    Path(JobPath { id }): Path<JobPath>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_job_id(&id)?;
     let outcome = state.store.cancel(id, state.clock.now()).await?;

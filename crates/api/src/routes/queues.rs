@@ -1,7 +1,7 @@
 //! `/queues`: named queues, each with its own policy, quantum, pause, concurrency limit and
 //! weight, and how many of its jobs wait and run.
 
-use crate::dto::{QueueName, QueueResponse, QueueUpdate, ValidationErrorBody};
+use crate::dto::{QueuePath, QueueResponse, QueueUpdate, ValidationErrorBody};
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, RequireAdmin};
 use crate::openapi::failures;
@@ -142,11 +142,11 @@ pub async fn list(
 }
 
 /// One queue's settings and counts.
-#[utoipa::path(get, path = "/queues/{name}", tag = "queues", params(QueueName),
+#[utoipa::path(get, path = "/queues/{name}", tag = "queues", params(QueuePath),
     responses((status = 200, description = "The queue", body = QueueResponse), failures::Queue))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(QueueName { name }): Path<QueueName>,
+    Path(QueuePath { name }): Path<QueuePath>,
 ) -> Result<Json<QueueResponse>, ApiError> {
     check_path_name(&name)?;
     all_queues(&state)
@@ -165,7 +165,7 @@ pub async fn get(
 /// Create or change a queue. Unset fields keep their value (a new queue's are the defaults:
 /// `fcfs`, quantum 5 s, not paused, no concurrency limit, weight 1). `PUT /scheduler/policy`
 /// sets the `default` queue's policy the same way.
-#[utoipa::path(put, path = "/queues/{name}", tag = "queues", params(QueueName),
+#[utoipa::path(put, path = "/queues/{name}", tag = "queues", params(QueuePath),
     request_body = QueueUpdate, responses(
         (status = 200, description = "Changed", body = QueueResponse),
         (status = 201, description = "Created", body = QueueResponse),
@@ -174,7 +174,7 @@ pub async fn get(
 pub async fn put(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
-    Path(QueueName { name }): Path<QueueName>,
+    Path(QueuePath { name }): Path<QueuePath>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<QueueResponse>), ApiError> {
     check_path_name(&name)?;

@@ -1,7 +1,7 @@
 //! `/scheduler`: policy switching, status and the dead-letter queue.
 
 use crate::dto::{
-    DeadLetterParams, DeadLetterResponse, ErrorBody, JobId, JobResponse, PolicyUpdate,
+    DeadLetterParams, DeadLetterResponse, ErrorBody, JobPath, JobResponse, PolicyUpdate,
     PurgeResponse, SchedulerStatus, ValidationErrorBody, WorkerResponse,
 };
 use crate::error::{ApiError, FieldIssue};
@@ -230,7 +230,7 @@ pub async fn dead_letters(
 }
 
 /// Re-run a dead-lettered job: back to PENDING with fresh retries.
-#[utoipa::path(post, path = "/scheduler/dead-letter/{id}/retry", tag = "scheduler", params(JobId),
+#[utoipa::path(post, path = "/scheduler/dead-letter/{id}/retry", tag = "scheduler", params(JobPath),
     responses(
         (status = 200, description = "The job, now PENDING", body = JobResponse),
         (status = 404, description = "Not in the dead-letter queue", body = ErrorBody),
@@ -238,7 +238,7 @@ pub async fn dead_letters(
 pub async fn retry_dead_letter(
     State(state): State<Arc<AppState>>,
     _admin: RequireAdmin,
-    Path(JobId { id }): Path<JobId>,
+    Path(JobPath { id }): Path<JobPath>,
 ) -> Result<Json<JobResponse>, ApiError> {
     let id = parse_job_id(&id)?;
     match state.store.retry_dead_letter(id, state.clock.now()).await? {

@@ -1,6 +1,6 @@
 //! `/schedules`: periodic jobs (cron expression, time zone, job template).
 
-use crate::dto::{ErrorBody, ScheduleBody, ScheduleName, ScheduleResponse, ValidationErrorBody};
+use crate::dto::{ErrorBody, ScheduleBody, SchedulePath, ScheduleResponse, ValidationErrorBody};
 use crate::error::{ApiError, FieldIssue};
 use crate::extract::{Fields, JsonBody, check_payload_size, parse_submission};
 use crate::openapi::failures;
@@ -158,7 +158,7 @@ async fn refuse_if_managed(state: &AppState, name: &str) -> Result<(), ApiError>
     (status = 201, description = "Created", body = ScheduleResponse),
     (status = 409, description = "A schedule with this name exists (PUT replaces it)", body = ErrorBody),
     (status = 422, description = "Invalid field(s): name, cron, timezone, overlap, job.…", body = ValidationErrorBody),
-    failures::Body, failures::Store))]
+    failures::Payload, failures::Store))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody,
@@ -177,15 +177,15 @@ pub async fn create(
 
 /// Create or replace a periodic job (its fire history stays; the next fire time is
 /// recomputed from now).
-#[utoipa::path(put, path = "/schedules/{name}", tag = "schedules", params(ScheduleName),
+#[utoipa::path(put, path = "/schedules/{name}", tag = "schedules", params(SchedulePath),
     request_body = ScheduleBody, responses(
         (status = 200, description = "Replaced", body = ScheduleResponse),
         (status = 201, description = "Created", body = ScheduleResponse),
         (status = 422, description = "Invalid field(s)", body = ValidationErrorBody),
-        failures::ScheduleOwned, failures::Body, failures::Store))]
+        failures::ScheduleOwned, failures::Payload, failures::Store))]
 pub async fn put(
     State(state): State<Arc<AppState>>,
-    Path(ScheduleName { name }): Path<ScheduleName>,
+    Path(SchedulePath { name }): Path<SchedulePath>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<ScheduleResponse>), ApiError> {
     crate::catalog::known_types(&state, &body).await?;
@@ -207,11 +207,11 @@ pub async fn put(
 }
 
 /// One periodic job, with its next and last fire times.
-#[utoipa::path(get, path = "/schedules/{name}", tag = "schedules", params(ScheduleName),
+#[utoipa::path(get, path = "/schedules/{name}", tag = "schedules", params(SchedulePath),
     responses((status = 200, description = "The schedule", body = ScheduleResponse), failures::Schedule))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(ScheduleName { name }): Path<ScheduleName>,
+    Path(SchedulePath { name }): Path<SchedulePath>,
 ) -> Result<Json<ScheduleResponse>, ApiError> {
     match state.store.get_schedule(&name).await? {
         Some(s) => Ok(Json(s.into())),
@@ -230,11 +230,11 @@ pub async fn list(
 }
 
 /// Delete a periodic job (the jobs it enqueued stay).
-#[utoipa::path(delete, path = "/schedules/{name}", tag = "schedules", params(ScheduleName), responses(
+#[utoipa::path(delete, path = "/schedules/{name}", tag = "schedules", params(SchedulePath), responses(
     (status = 204, description = "Deleted"), failures::ScheduleOwned, failures::Schedule))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Path(ScheduleName { name }): Path<ScheduleName>,
+    Path(SchedulePath { name }): Path<SchedulePath>,
 ) -> Result<StatusCode, ApiError> {
     refuse_if_managed(&state, &name).await?;
     if state.store.delete_schedule(&name).await? {
