@@ -87,6 +87,7 @@ pub struct SchedulePath {
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only this try's log (1 = first).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000000)]
     pub attempt: Option<String>,
 }
 
