@@ -172,15 +172,13 @@ pub(crate) mod failures {
         /// An admin route on the store and Redis.
         AdminBoth: ("401", "Missing or wrong token"), ("403", "Needs the admin token"),
             ("503", "Store or transport unavailable");
-        /// A route on one job (`/jobs/{id}`): [`Store`], an unknown or malformed id.
-        Job: ("401", "Missing or wrong API token"), ("404", "No such job"),
-            ("422", "Malformed id", ValidationErrorBody), ("503", "Store unavailable");
-        /// A route on one queue (`/queues/{name}`): [`Store`], an unknown or malformed name.
-        Queue: ("401", "Missing or wrong API token"), ("404", "No such queue"),
-            ("422", "Malformed queue name", ValidationErrorBody), ("503", "Store unavailable");
-        /// A route on one schedule (`/schedules/{name}`): [`Store`], an unknown name.
-        Schedule: ("401", "Missing or wrong API token"), ("404", "No such schedule"),
-            ("503", "Store unavailable");
+        /// A route on one job (`/jobs/{id}`), beside [`Store`]: an unknown or malformed id.
+        Job: ("404", "No such job"), ("422", "Malformed id", ValidationErrorBody);
+        /// A route on one queue (`/queues/{name}`), beside [`Store`]: an unknown or malformed
+        /// name.
+        Queue: ("404", "No such queue"), ("422", "Malformed queue name", ValidationErrorBody);
+        /// A route on one schedule (`/schedules/{name}`), beside [`Store`]: an unknown name.
+        Schedule: ("404", "No such schedule");
         /// A route that reads a JSON body: it came too slowly or too large.
         Body: ("408", "The body did not arrive in time"), ("413", "Body over its limit");
         /// A route that reads a JSON body with job payloads: [`Body`], or a payload too large.

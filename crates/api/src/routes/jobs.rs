@@ -284,7 +284,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<JobStatsRe
 
 /// One job.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(JobPath),
-    responses((status = 200, description = "The job", body = JobResponse), failures::Job))]
+    responses((status = 200, description = "The job", body = JobResponse), failures::Job, failures::Store))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(JobPath { id }): Path<JobPath>,
@@ -350,7 +350,7 @@ pub async fn logs(
 #[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", params(JobPath), responses(
     (status = 202, description = "Was RUNNING: now CANCELLED, its worker stops the body"),
     (status = 204, description = "Cancelled (or already CANCELLED)"),
-    (status = 409, description = "Already COMPLETED or FAILED", body = ErrorBody), failures::Job))]
+    (status = 409, description = "Already COMPLETED or FAILED", body = ErrorBody), failures::Job, failures::Store))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Path(JobPath { id }): Path<JobPath>,

@@ -143,7 +143,7 @@ pub async fn list(
 
 /// One queue's settings and counts.
 #[utoipa::path(get, path = "/queues/{name}", tag = "queues", params(QueuePath),
-    responses((status = 200, description = "The queue", body = QueueResponse), failures::Queue))]
+    responses((status = 200, description = "The queue", body = QueueResponse), failures::Queue, failures::Store))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(QueuePath { name }): Path<QueuePath>,

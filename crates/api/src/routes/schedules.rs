@@ -208,7 +208,7 @@ pub async fn put(
 
 /// One periodic job, with its next and last fire times.
 #[utoipa::path(get, path = "/schedules/{name}", tag = "schedules", params(SchedulePath),
-    responses((status = 200, description = "The schedule", body = ScheduleResponse), failures::Schedule))]
+    responses((status = 200, description = "The schedule", body = ScheduleResponse), failures::Schedule, failures::Store))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Path(SchedulePath { name }): Path<SchedulePath>,
@@ -231,7 +231,7 @@ pub async fn list(
 
 /// Delete a periodic job (the jobs it enqueued stay).
 #[utoipa::path(delete, path = "/schedules/{name}", tag = "schedules", params(SchedulePath), responses(
-    (status = 204, description = "Deleted"), failures::ScheduleOwned, failures::Schedule))]
+    (status = 204, description = "Deleted"), failures::ScheduleOwned, failures::Schedule, failures::Store))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(SchedulePath { name }): Path<SchedulePath>,
