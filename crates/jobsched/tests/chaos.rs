@@ -467,9 +467,12 @@ async fn api_up(http: &reqwest::Client, base: &str) {
     }
 }
 
-/// The id of the job a submission's answer created.
-async fn created_id(response: reqwest::Response) -> jobsched_core::JobId {
-    let body: Value = response.json().await.unwrap();
+/// The id of the job a submission's answer created; the answer must be a 201 (`what` names the
+/// request and why it must succeed, printed with the body otherwise).
+async fn created_id(response: reqwest::Response, what: &str) -> jobsched_core::JobId {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 201, "{what}: {body}");
     body["id"].as_str().unwrap().parse().unwrap()
 }
 
@@ -1074,11 +1077,7 @@ impl Cluster {
     /// `POST {base}/jobs/` of `job`, answered 201; the new job's id.
     async fn submit_to(&self, base: &str, job: &Value) -> jobsched_core::JobId {
         let r = self.http.post(format!("{base}/jobs/")).json(job).send();
-        let r = r.await.unwrap();
-        let status = r.status().as_u16();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 201, "POST {base}/jobs/ of {job}: {body}");
-        body["id"].as_str().unwrap().parse().unwrap()
+        created_id(r.await.unwrap(), &format!("POST {base}/jobs/ of {job}")).await
     }
 
     /// `POST {base}/jobs/batch` of `jobs`, answered 201; their ids in order.
@@ -1868,8 +1867,7 @@ async fn redis_unreachable_for_10_s_slows_no_request_and_loses_no_job() {
             .await
             .unwrap();
         slowest_post = slowest_post.max(t.elapsed());
-        assert_eq!(r.status().as_u16(), 201, "a submission needs only Postgres");
-        ids.push(created_id(r).await);
+        ids.push(created_id(r, "a submission needs only Postgres").await);
         tags.push(tag);
         let t = Instant::now();
         let r = c
