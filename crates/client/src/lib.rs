@@ -134,26 +134,21 @@ impl fmt::Display for FieldProblem {
     }
 }
 
-/// Filter and page for [`Client::list`]. `Default` lists the first page of everything.
+/// Filter and page for [`Client::list`]. `Default` lists the first page of everything; unset
+/// fields are left out of the query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ListQuery {
     /// Only this state.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<JobStatus>,
     /// Only this type.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub job_type: Option<String>,
     /// Only this named queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// 1-based page.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
     /// Page size (1–100).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
     /// Large fields to include (`payload,result,checkpoint`); lists leave them out otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub include: Option<String>,
 }
 
@@ -663,11 +658,14 @@ mod tests {
         );
         let q = ListQuery {
             status: Some(JobStatus::Failed),
+            page_size: Some(5),
             ..Default::default()
         };
-        assert_eq!(
-            serde_json::to_value(q).unwrap(),
-            serde_json::json!({"status": "FAILED"})
-        );
+        // The query string leaves unset fields out.
+        let request = reqwest::Client::new()
+            .get("http://127.0.0.1:1/jobs/")
+            .query(&q);
+        let url = request.build().unwrap().url().clone();
+        assert_eq!(url.query(), Some("status=FAILED&page_size=5"));
     }
 }

@@ -18,6 +18,7 @@ pub const GROUP: &str = "jobsched.io";
 pub const VERSION: &str = "v1alpha1";
 
 /// The desired scheduling settings of a jobsched installation.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "jobsched.io",
@@ -38,14 +39,13 @@ pub struct SchedulerConfigSpec {
     #[schemars(schema_with = "policy_schema")]
     pub policy: PolicyKind,
     /// Round Robin settings (used when policy is round_robin).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_robin: Option<RoundRobinSpec>,
     /// When true the scheduler dispatches nothing; running jobs finish.
     #[serde(default)]
     pub paused: bool,
     /// Most jobs of the `default` queue running at once across the cluster (1 to 1000000;
     /// unset: no limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "limit_schema")]
     pub concurrency_limit: Option<u32>,
     /// The `default` queue's share of a worker's slots while named queues also have work,
@@ -61,6 +61,7 @@ pub struct SchedulerConfigSpec {
 }
 
 /// One named queue's settings (the fields of `PUT /queues/{name}`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
@@ -81,7 +82,7 @@ pub struct QueueSpec {
     pub paused: bool,
     /// Most of the queue's jobs running at once across the cluster (1 to 1000000; unset: no
     /// limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "limit_schema")]
     pub concurrency_limit: Option<u32>,
     /// The queue's share of a worker's slots while other queues also have work, relative to
@@ -136,18 +137,18 @@ fn default_quantum() -> f64 {
 }
 
 /// Observed state, written by the controller.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerConfigStatus {
     /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The policy the controller last applied from this object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "optional_policy_schema")]
     pub active_policy: Option<PolicyKind>,
     /// When the controller last changed the scheduler's settings from this object (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "date_time_schema")]
     pub last_applied_time: Option<String>,
     /// Standard conditions; `Ready` tells whether the spec is in effect.
@@ -156,6 +157,7 @@ pub struct SchedulerConfigStatus {
 }
 
 /// A status condition in the standard Kubernetes shape.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
@@ -172,7 +174,6 @@ pub struct Condition {
     #[schemars(schema_with = "date_time_schema")]
     pub last_transition_time: String,
     /// The `metadata.generation` the condition was set for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
 

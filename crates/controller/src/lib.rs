@@ -400,11 +400,7 @@ async fn follow_job_schedules(cfg: &ControllerConfig, ctx: Arc<Context>, token: 
     let stop = token.clone();
     let run = controller
         .graceful_shutdown_on(async move { stop.cancelled().await })
-        .run(
-            schedules::reconcile_schedule,
-            schedules::schedule_error_policy,
-            ctx.clone(),
-        )
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),

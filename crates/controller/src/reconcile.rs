@@ -326,17 +326,52 @@ pub(crate) fn check_spec(
     Ok(())
 }
 
-fn object_key(obj: &SchedulerConfig) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+/// A custom resource the controller reconciles (`SchedulerConfig`, `JobSchedule`).
+pub(crate) trait Reconciled: Resource + Send + Sync {
+    /// The kind, for logs.
+    const KIND: &'static str;
+    /// The key of the object's error backoff.
+    fn backoff_key(&self) -> String;
+    /// Bring the scheduler and the object's status in line with the object, once.
+    fn reconcile_once(
+        &self,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Action, ControllerError>> + Send;
 }
 
-/// Reconcile one object (the function handed to the kube `Controller`).
-pub(crate) async fn reconcile(
-    obj: Arc<SchedulerConfig>,
+impl Reconciled for SchedulerConfig {
+    const KIND: &'static str = "SchedulerConfig";
+    fn backoff_key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.namespace().unwrap_or_default(),
+            self.name_any()
+        )
+    }
+    fn reconcile_once(
+        &self,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Action, ControllerError>> + Send {
+        reconcile_inner(self, ctx)
+    }
+}
+
+/// Reconcile one object and record the metrics (the function handed to a kube `Controller`).
+pub(crate) async fn reconcile<K: Reconciled>(
+    obj: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Action, ControllerError> {
-    ctx.observe(&object_key(&obj), reconcile_inner(&obj, &ctx))
+    ctx.observe(&obj.backoff_key(), obj.reconcile_once(&ctx))
         .await
+}
+
+/// Requeue a failed object after its next per-object backoff (exponential).
+pub(crate) fn error_policy<K: Reconciled>(
+    obj: Arc<K>,
+    err: &ControllerError,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.requeue_failed(K::KIND, &obj.backoff_key(), err)
 }
 
 impl Context {
@@ -490,13 +525,4 @@ async fn reconcile_inner(obj: &SchedulerConfig, ctx: &Context) -> Result<Action,
         }
     }
     Ok(Action::requeue(ctx.requeue))
-}
-
-/// Requeue a failed object with exponential backoff (per object).
-pub(crate) fn error_policy(
-    obj: Arc<SchedulerConfig>,
-    err: &ControllerError,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.requeue_failed("SchedulerConfig", &object_key(&obj), err)
 }

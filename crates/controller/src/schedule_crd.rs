@@ -53,50 +53,42 @@ pub struct JobScheduleSpec {
 }
 
 /// A job template: the fields of `POST /jobs/` that a fire does not set itself.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobTemplate {
     /// Job name (default: the JobSchedule's name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Job type (`sleep`, `word_count`, `thumbnail`, ...).
     pub job_type: String,
     /// 1 (highest) to 10 (default 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     /// Estimated run time in seconds (the SJF key; default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_duration: Option<f64>,
     /// The job type's input (an object; checked by the job type when the job runs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "payload_schema")]
     pub payload: Option<serde_json::Value>,
     /// Retry budget, 0 to 10 (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<i64>,
     /// Per-run timeout in seconds (default: the job type's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<f64>,
     /// The named queue (default `default`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
 }
 
 /// Observed state, written by the controller.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobScheduleStatus {
     /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The next fire time (RFC 3339; unset: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_fire_time: Option<String>,
     /// The last fire time handled, enqueued or skipped (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fire_time: Option<String>,
     /// The job the last enqueuing fire created.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job_id: Option<String>,
     /// Standard conditions; `Ready` tells whether the schedule is in effect.
     #[serde(default)]

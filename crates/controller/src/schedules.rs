@@ -4,7 +4,7 @@
 
 use crate::error::ControllerError;
 use crate::reconcile::{
-    Context, REASON_APPLIED, REASON_INVALID_SPEC, REASON_STORE_UNAVAILABLE, set_ready,
+    Context, REASON_APPLIED, REASON_INVALID_SPEC, REASON_STORE_UNAVAILABLE, Reconciled, set_ready,
 };
 use crate::schedule_crd::{JobSchedule, same_schedule};
 use chrono::SecondsFormat;
@@ -20,31 +20,18 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Reconcile one `JobSchedule` (the function handed to its kube `Controller`).
-pub(crate) async fn reconcile_schedule(
-    obj: Arc<JobSchedule>,
-    ctx: Arc<Context>,
-) -> Result<Action, ControllerError> {
-    ctx.observe(&backoff_key(&obj), reconcile_inner(&obj, &ctx))
-        .await
-}
-
-/// Requeue a failed `JobSchedule` with the per-object backoff.
-pub(crate) fn schedule_error_policy(
-    obj: Arc<JobSchedule>,
-    err: &ControllerError,
-    ctx: Arc<Context>,
-) -> Action {
-    ctx.requeue_failed("JobSchedule", &backoff_key(&obj), err)
-}
-
-/// The key of a JobSchedule's error backoff.
-fn backoff_key(obj: &JobSchedule) -> String {
-    format!(
-        "jobschedule/{}/{}",
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
+impl Reconciled for JobSchedule {
+    const KIND: &'static str = "JobSchedule";
+    fn backoff_key(&self) -> String {
+        let ns = self.namespace().unwrap_or_default();
+        format!("jobschedule/{ns}/{}", self.name_any())
+    }
+    fn reconcile_once(
+        &self,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Action, ControllerError>> + Send {
+        reconcile_inner(self, ctx)
+    }
 }
 
 /// Record a failure in the status (Ready=False) and hand the error back.

@@ -821,7 +821,7 @@ async fn schedule_refused(
         }
         h
     };
-    let reconciled = crate::schedules::reconcile_schedule(Arc::new(obj), ctx.clone());
+    let reconciled = reconcile(Arc::new(obj), ctx.clone());
     with_api(handle, verify, reconciled).await.unwrap();
 }
 
@@ -858,7 +858,7 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
                 h
             }
         },
-        crate::schedules::reconcile_schedule(Arc::new(obj.clone()), ctx.clone()),
+        reconcile(Arc::new(obj.clone()), ctx.clone()),
     )
     .await
     .unwrap();
@@ -893,7 +893,7 @@ async fn a_job_schedule_is_kept_as_an_owned_schedule() {
     with_api(
         handle,
         |h| async move { h },
-        crate::schedules::reconcile_schedule(Arc::new(again), ctx2.clone()),
+        reconcile(Arc::new(again), ctx2.clone()),
     )
     .await
     .unwrap();

@@ -142,6 +142,14 @@ impl Browser {
         self.post(&format!("/element/{id}/click"), json!({})).await;
     }
 
+    /// Click `button`, then answer the confirmation dialog it opens: yes or no.
+    async fn click_confirmed(&self, button: &str, yes: bool) {
+        self.click(button).await;
+        self.find("#confirm-dialog").await;
+        self.click(if yes { "#confirm-yes" } else { "#confirm-no" })
+            .await;
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
         self.post(&format!("/element/{id}/clear"), json!({})).await;
@@ -484,16 +492,13 @@ async fn console_drives_every_page_in_headless_chromium() {
     b.find("#job-timeline").await;
     b.find("#job-payload").await;
     b.screenshot("job").await;
-    b.click("#job-cancel").await;
-    b.find("#confirm-dialog").await;
-    b.click("#confirm-no").await;
+    b.click_confirmed("#job-cancel", false).await;
     assert_eq!(
         api.job(&ids[1]).await["status"],
         "PENDING",
         "'no' cancels nothing"
     );
-    b.click("#job-cancel").await;
-    b.click("#confirm-yes").await;
+    b.click_confirmed("#job-cancel", true).await;
     b.wait_text("#job-status", "CANCELLED", |t| t.contains("CANCELLED"))
         .await;
     assert_eq!(api.job(&ids[1]).await["status"], "CANCELLED");
@@ -502,8 +507,7 @@ async fn console_drives_every_page_in_headless_chromium() {
     b.click("a[href='#/dead-letters']").await;
     b.find("#dlq-table").await;
     b.screenshot("dead-letters").await;
-    b.click(".dlq-retry").await;
-    b.click("#confirm-yes").await;
+    b.click_confirmed(".dlq-retry", true).await;
     b.find("#dlq-empty").await;
     let retried = api.job(&doomed).await;
     assert_eq!(retried["status"], "PENDING", "{retried}");

@@ -8,8 +8,10 @@
 //! - [`required`]: a service a test needs, or a skip (a failure under CI);
 //! - [`Killed`], [`Children`]: spawned processes that never outlive their test;
 //!   [`private_redis`], [`signal`], [`wait_exit`] for tests that stop or kill them;
-//! - [`merge_patch`], [`kubectl_apply`]: what a Kubernetes API server does with a merge patch
-//!   and an apply, for the stand-ins the controller suites run against.
+//! - [`kube::KubeStandIn`]: a stand-in for the Kubernetes API server, which the controller
+//!   suites run against (no API server exists here).
+
+pub mod kube;
 
 use std::fmt::Display;
 use std::process::Child;
@@ -193,66 +195,6 @@ pub fn with_database(url: &str, name: &str) -> String {
     out
 }
 
-/// Apply a JSON merge patch (RFC 7386) to `target`: objects merge key by key, `null` removes
-/// a key, anything else replaces. What a Kubernetes API server does with a merge patch, for
-/// the stand-ins the controller tests run against.
-pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    let Some(fields) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = serde_json::Value::Object(serde_json::Map::new());
-    }
-    if let Some(object) = target.as_object_mut() {
-        for (key, value) in fields {
-            if value.is_null() {
-                object.remove(key);
-            } else {
-                let slot = object.entry(key.clone()).or_insert(serde_json::Value::Null);
-                merge_patch(slot, value);
-            }
-        }
-    }
-}
-
-/// What `kubectl apply` of `spec` makes of the stored `jobsched.io/v1alpha1` object of `kind`
-/// named `name` (`existing`; `None`: not there yet), at resource version `rv`: the watch event
-/// (`ADDED` or `MODIFIED`, the generation bumped) and the new object. For the Kubernetes API
-/// stand-ins the controller tests run against.
-pub fn kubectl_apply(
-    existing: Option<serde_json::Value>,
-    (kind, namespace, name): (&str, &str, &str),
-    spec: serde_json::Value,
-    rv: serde_json::Value,
-) -> (&'static str, serde_json::Value) {
-    match existing {
-        Some(mut object) => {
-            object["spec"] = spec;
-            let generation = object["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-            object["metadata"]["generation"] = generation.into();
-            object["metadata"]["resourceVersion"] = rv;
-            ("MODIFIED", object)
-        }
-        None => (
-            "ADDED",
-            serde_json::json!({
-                "apiVersion": "jobsched.io/v1alpha1",
-                "kind": kind,
-                "metadata": {
-                    "name": name,
-                    "namespace": namespace,
-                    "uid": format!("uid-{name}"),
-                    "generation": 1,
-                    "resourceVersion": rv,
-                    "creationTimestamp": "2025-01-01T00:00:00Z",
-                },
-                "spec": spec,
-            }),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -267,16 +209,5 @@ mod tests {
             "postgres://u@h:5432/t1?sslmode=disable"
         );
         assert_eq!(w("postgres://u@h:5432", "t1"), "postgres://u@h:5432/t1");
-    }
-
-    #[test]
-    fn merge_patch_merges_removes_and_replaces() {
-        let mut doc = serde_json::json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
-        let patch = serde_json::json!({"a": null, "b": {"c": 4}, "e": {"f": 5}, "g": "h"});
-        super::merge_patch(&mut doc, &patch);
-        let want = serde_json::json!({"b": {"c": 4, "d": 3}, "e": {"f": 5}, "g": "h"});
-        assert_eq!(doc, want);
-        super::merge_patch(&mut doc, &serde_json::json!(7));
-        assert_eq!(doc, serde_json::json!(7));
     }
 }

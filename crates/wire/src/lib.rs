@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A job submission. Only `name` and `job_type` are required.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(
@@ -20,49 +21,39 @@ pub struct JobCreate {
     /// Registered job type: `sleep`, `word_count` or `thumbnail`.
     pub job_type: String,
     /// 1 (highest) to 10 (lowest); default 5.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
     pub priority: Option<i64>,
     /// Estimated run time in seconds (> 0; the SJF key); default 1.0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_duration: Option<f64>,
     /// Type-specific input (a JSON object); default `{}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub payload: Option<Value>,
     /// Retry budget, 0–10; default 3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 10))]
     pub max_retries: Option<i64>,
     /// Longest one run may take, seconds (0.1 to 604800); default: the job type's (sleep
     /// 86460, word_count 600, thumbnail 300). A run past it is stopped and fails with
     /// "timed out after N s", then retries by `max_retries`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0.1, maximum = 604800))]
     pub timeout_seconds: Option<f64>,
     /// Not to be started before this time (RFC 3339, at most 365 days ahead; a time in the
     /// past runs now). Until then the job is PENDING and counted as `delayed` in
     /// `/jobs/stats`; when it comes, the job joins the queue behind the jobs already waiting.
     /// Give either this or `delay_seconds`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
     /// Not to be started before this many seconds from now (0 to 31536000). Sets `run_at`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31536000))]
     pub delay_seconds: Option<f64>,
     /// Idempotency key (1 to 255 characters; or the `Idempotency-Key` header). While the job
     /// it created exists, the same request with the same key answers 200 with that job
     /// instead of creating another; a different request with it answers 409. In a batch,
     /// per item.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
     /// This job's retry backoff (default: the installation's `JOBSCHED_BACKOFF_BASE` / `_CAP`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_backoff: Option<RetryBackoff>,
     /// The named queue (default `default`): 1 to 64 of `a-z 0-9 - _ .`, starting with a letter
     /// or digit. A queue named for the first time is created with the default settings
     /// (see `PUT /queues/{name}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub queue: Option<String>,
 }
@@ -120,6 +111,7 @@ impl JobCreate {
 }
 
 /// A policy change. Omitted optional fields keep their current values.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(example = json!({"policy": "priority"})))]
@@ -127,10 +119,8 @@ pub struct PolicyUpdate {
     /// `fcfs`, `sjf`, `priority` or `round_robin`.
     pub policy: PolicyKind,
     /// Round Robin time quantum in seconds (> 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantum_seconds: Option<f64>,
     /// Pause dispatching (running jobs finish).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
 }
 
