@@ -38,7 +38,11 @@ pub struct Profile {
 /// Name the store method a statement comes from.
 pub fn label(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let rules: [(&[&str], &str); 12] = [
+    let rules: [(&[&str], &str); 13] = [
+        (
+            &["WITH old AS", "completed AS"],
+            "finish (worker: outcomes of dispatched runs)",
+        ),
         (
             &["WITH completed AS"],
             "exchange (worker: outcomes RUNNING→…, claims PENDING→RUNNING)",

@@ -176,13 +176,13 @@ pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, Stor
     })
 }
 
-/// The four outcome kinds as data-modifying CTEs (`completed`, `retried`, `failed`,
-/// `requeued`), $1 now, $2 owner, $3..$20 the arrays of [`OutcomeArrays`]. Each is RUNNING -> X
-/// fenced by the attempt and the lease owner: COMPLETED, PENDING (retry / requeue), FAILED. A
-/// run whose start is not recorded yet (t.started set) goes SCHEDULED -> RUNNING -> X in the
-/// same UPDATE, its started_at and slices written too. retry_count is capped at max_retries so
-/// it never exceeds the budget. COMPLETED keeps the row's lease expiry (an indexed column), so
-/// a completion is a HOT update.
+/// The four outcome kinds of an exchange as data-modifying CTEs (`completed`, `retried`,
+/// `failed`, `requeued`), $1 now, $2 owner, $3..$20 the arrays of [`OutcomeArrays`] (their
+/// `started` columns are unset: an exchange's runs were claimed RUNNING). Each is RUNNING -> X
+/// fenced by the attempt and the lease owner: COMPLETED, PENDING (retry / requeue), FAILED.
+/// retry_count is capped at max_retries so it never exceeds the budget. COMPLETED keeps the
+/// row's lease expiry (an indexed column), so a completion is a HOT update. Each returns its
+/// rows' queue, job type, count key and run time for [`counted_cte`].
 ///
 /// `completed_cte!(generic)` (and the same for the other outcome macros) adds `j.id = ANY(ids)`,
 /// so that a plan made without knowing the arrays (a generic plan) reaches the rows through the
@@ -197,15 +197,21 @@ macro_rules! completed_cte {
     (@ $key:literal) => {
         concat!("WITH completed AS ( \
              UPDATE jobs j SET status = 'COMPLETED', result = t.result, completed_at = $1, \
-                 lease_owner = NULL, \
-                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
-                 slices = j.slices + (j.status = 'SCHEDULED')::int \
+                 lease_owner = NULL \
              FROM UNNEST($3::uuid[], $4::int4[], $5::timestamptz[], $6::jsonb[]) \
                   AS t(id, attempt, started, result) \
              WHERE j.id = t.id", $key, " AND j.attempt = t.attempt \
-               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
-                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
-             RETURNING j.id, j.attempt)")
+               AND (j.status = 'RUNNING' AND j.lease_owner = $2) IS TRUE \
+             RETURNING ", returned!(), ")")
+    };
+}
+
+/// What an outcome CTE returns: the token, and the queue, job type, count key (the status,
+/// or DELAYED) and run time (COMPLETED) its row is counted under now.
+macro_rules! returned {
+    () => {
+        "j.id, j.attempt, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k, \
+         job_run_ms(j.status, j.started_at, j.completed_at) AS run_ms"
     };
 }
 
@@ -221,41 +227,32 @@ macro_rules! other_outcome_ctes {
     (@ $r:literal, $f:literal, $q:literal) => {
         concat!(", retried AS ( \
              UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, \
-                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
-                 slices = j.slices + (j.status = 'SCHEDULED')::int, \
                  lease_expires_at = NULL, retry_count = LEAST(j.retry_count + 1, j.max_retries), \
                  error_message = t.error, run_at = t.run_at, seq = nextval('job_seq') \
              FROM UNNEST($7::uuid[], $8::int4[], $9::timestamptz[], $10::text[], \
                          $11::timestamptz[]) AS t(id, attempt, started, error, run_at) \
              WHERE j.id = t.id", $r, " AND j.attempt = t.attempt \
-               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
-                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
-             RETURNING j.id, j.attempt), \
+               AND (j.status = 'RUNNING' AND j.lease_owner = $2) IS TRUE \
+             RETURNING ", returned!(), "), \
          failed AS ( \
              UPDATE jobs j SET status = 'FAILED', lease_owner = NULL, \
-                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
-                 slices = j.slices + (j.status = 'SCHEDULED')::int, \
                  lease_expires_at = NULL, error_message = t.error, \
                  retry_count = LEAST(t.retry_count, j.max_retries), \
                  dead_letter = true, failed_at = $1, completed_at = $1 \
              FROM UNNEST($12::uuid[], $13::int4[], $14::timestamptz[], $15::text[], \
                          $16::int4[]) AS t(id, attempt, started, error, retry_count) \
              WHERE j.id = t.id", $f, " AND j.attempt = t.attempt \
-               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
-                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
-             RETURNING j.id, j.attempt), \
+               AND (j.status = 'RUNNING' AND j.lease_owner = $2) IS TRUE \
+             RETURNING ", returned!(), "), \
          requeued AS ( \
              UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, \
-                 started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END, \
-                 slices = j.slices + (j.status = 'SCHEDULED')::int, \
                  seq = nextval('job_seq'), lease_expires_at = NULL, \
                  checkpoint = COALESCE(t.checkpoint, j.checkpoint), run_at = $1 \
              FROM UNNEST($17::uuid[], $18::int4[], $19::timestamptz[], $20::jsonb[]) \
                   AS t(id, attempt, started, checkpoint) \
              WHERE j.id = t.id", $q, " AND j.attempt = t.attempt \
-               AND ((j.status = 'RUNNING' AND j.lease_owner = $2) \
-                    OR (j.status = 'SCHEDULED' AND t.started IS NOT NULL)) IS TRUE \
-             RETURNING j.id, j.attempt)")
+               AND (j.status = 'RUNNING' AND j.lease_owner = $2) IS TRUE \
+             RETURNING ", returned!(), ")")
     };
 }
 
@@ -269,8 +266,24 @@ macro_rules! outcome_ctes {
 /// The applied outcomes of [`outcome_ctes`].
 macro_rules! all_done {
     () => {
-        "SELECT id, attempt FROM completed UNION ALL SELECT id, attempt FROM retried \
-         UNION ALL SELECT id, attempt FROM failed UNION ALL SELECT id, attempt FROM requeued"
+        "SELECT * FROM completed UNION ALL SELECT * FROM retried \
+         UNION ALL SELECT * FROM failed UNION ALL SELECT * FROM requeued"
+    };
+}
+
+/// The exchange's count deltas (`job_counts`, in place of a trigger): each applied outcome
+/// leaves RUNNING for its new key, each claimed job leaves PENDING for RUNNING. Keys that net
+/// to nothing (a completion and a claim of the same queue and type) write no row.
+macro_rules! counted_cte {
+    () => {
+        ", counted AS ( \
+             INSERT INTO job_counts (queue, job_type, status, n, run_ms) \
+             SELECT queue, job_type, k, sum(n), sum(ms) FROM ( \
+                 SELECT queue, job_type, 'RUNNING' AS k, -1 AS n, 0::float8 AS ms FROM done \
+                 UNION ALL SELECT queue, job_type, k, 1, run_ms FROM done \
+                 UNION ALL SELECT queue, job_type, 'PENDING', -1, 0 FROM claimed \
+                 UNION ALL SELECT queue, job_type, 'RUNNING', 1, 0 FROM claimed) d \
+             GROUP BY queue, job_type, k HAVING sum(n) <> 0 OR sum(ms) <> 0)"
     };
 }
 
@@ -305,7 +318,7 @@ macro_rules! claim_tail {
                            j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
                            j.timeout_seconds, j.backoff_base, j.backoff_cap, j.queue, \
                            j.priority, j.estimated_duration, j.seq), \
-             done AS (", $done, ") \
+             done AS (", $done, ")", counted_cte!(), " \
              SELECT false AS claimed, id, attempt, NULL::text AS name, NULL::text AS job_type, \
                     NULL::jsonb AS payload, NULL::jsonb AS checkpoint, NULL::int4 AS retry_count, \
                     NULL::int4 AS max_retries, NULL::timestamptz AS created_at, \
@@ -362,11 +375,27 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// doubles the round trips of every statement; here only a connection that sat idle for
 /// [`PING_IF_IDLE_FOR`] is checked (a dead one is replaced). One that broke more recently fails
 /// its statement and is dropped: the engine and workers retry, an API request answers 503.
+/// Sets how long the server waits for a client that went quiet inside a transaction.
+const IDLE_IN_TRANSACTION: &str = include_str!("../sql/postgres/idle_in_transaction.sql");
+
 fn pool_options(max: u32, acquire_timeout: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(acquire_timeout)
         .test_before_acquire(false)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // A process cut off from Postgres in the middle of a transaction (the rescuer's,
+                // a limited queue's claim) leaves the server waiting for it with the rows and
+                // marks it locked, which blocks whoever takes over until TCP gives up (hours).
+                // The server ends such a transaction after this long instead. A server or
+                // pooler that refuses the setting keeps its own.
+                if let Err(e) = sqlx::query(IDLE_IN_TRANSACTION).execute(&mut *conn).await {
+                    tracing::debug!(error = %e, "idle_in_transaction_session_timeout not set");
+                }
+                Ok(())
+            })
+        })
         .before_acquire(|conn, meta| {
             Box::pin(async move {
                 if meta.idle_for >= PING_IF_IDLE_FOR {
@@ -810,7 +839,7 @@ impl JobRepo for PgStore {
     }
 
     async fn stats(&self) -> Result<JobStats> {
-        // Sums of the deltas the triggers append (`job_counts`); folded when they pile up.
+        // Sums of the deltas that status changes append (`job_counts`); folded when they pile up.
         let rows = sqlx::query(include_str!("../sql/postgres/stats.sql"))
             .fetch_all(&self.pool)
             .await
@@ -1014,15 +1043,15 @@ impl DispatchStore for PgStore {
         // follow `jobs_delayed` whatever the statistics say (planned from statistics taken
         // before a burst of submissions, the next-due read scanned all of `jobs` each round:
         // 57 ms with 100k jobs pending).
-        let promoted = retry_conflicts(|| {
-            sqlx::query(include_str!("../sql/postgres/promote_due.sql"))
+        let promoted: i64 = retry_conflicts(|| {
+            sqlx::query_scalar(include_str!("../sql/postgres/promote_due.sql"))
                 .bind(now)
                 .bind(i64::from(limit))
-                .execute(&self.exchanges)
+                .fetch_one(&self.exchanges)
         })
         .await
-        .map_err(db)?
-        .rows_affected();
+        .map_err(db)?;
+        let promoted = u64::try_from(promoted).unwrap_or_default();
         let next_due: Option<DateTime<Utc>> =
             sqlx::query_scalar(include_str!("../sql/postgres/promote_due_2.sql"))
                 .fetch_optional(&self.exchanges)
@@ -1171,8 +1200,8 @@ fn exchange_sql(order: PolicyKind, only_completed: bool, generic: bool) -> &'sta
         };
     }
     match (only_completed, generic) {
-        (true, false) => by_order!(completed_cte!(), "SELECT id, attempt FROM completed"),
-        (true, true) => by_order!(completed_cte!(generic), "SELECT id, attempt FROM completed"),
+        (true, false) => by_order!(completed_cte!(), "SELECT * FROM completed"),
+        (true, true) => by_order!(completed_cte!(generic), "SELECT * FROM completed"),
         (false, false) => by_order!(outcome_ctes!(), all_done!()),
         (false, true) => by_order!(outcome_ctes!(generic), all_done!()),
     }
@@ -1286,13 +1315,7 @@ impl WorkerStore for PgStore {
         }
         let arrays = OutcomeArrays::of(runs.iter().map(|f| (&f.outcome, f.started_at)));
         let arrays = &arrays;
-        let sql = concat!(
-            outcome_ctes!(),
-            " SELECT id, attempt FROM completed \
-              UNION ALL SELECT id, attempt FROM retried \
-              UNION ALL SELECT id, attempt FROM failed \
-              UNION ALL SELECT id, attempt FROM requeued"
-        );
+        let sql = include_str!("../sql/postgres/finish.sql");
         let rows = retry_conflicts(|| async move {
             arrays
                 .bind(sqlx::query(sql).bind(now).bind(owner))
@@ -1529,13 +1552,14 @@ crate::common::dead_letter_store!(
     "postgres",
     async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update> {
         // FAILED -> PENDING with a fresh retry budget; the last error is kept for reference.
-        let done = sqlx::query(include_str!("../sql/postgres/retry_dead_letter.sql"))
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(if done.rows_affected() == 1 {
+        let retried: i64 =
+            sqlx::query_scalar(include_str!("../sql/postgres/retry_dead_letter.sql"))
+                .bind(id)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(if retried == 1 {
             Update::Applied
         } else {
             Update::Stale
@@ -1727,6 +1751,30 @@ mod tests {
     use crate::testing::TestDb;
     use sqlx::Connection;
 
+    /// Every pool's connections end a transaction whose client went quiet (a process cut off
+    /// mid-transaction), so its locks cannot block whoever takes over.
+    #[tokio::test]
+    async fn connections_end_abandoned_transactions() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let store = PgStore::connect(db.url(), 2).await.unwrap();
+        for pool in [
+            &store.pool,
+            &store.relaxed,
+            &store.exchanges,
+            &store.generic,
+        ] {
+            let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(timeout, "10s");
+        }
+        store.pool.close().await;
+        db.cleanup().await;
+    }
+
     /// The generic plans of the small exchanges, made as a worker's first exchange makes them:
     /// on an empty table. Each table access must be one that stays cheap when the table holds
     /// millions of rows: the primary key with a key condition, the policy's ordered index, a
@@ -1766,7 +1814,8 @@ mod tests {
                     "Seq Scan",
                     "Sort",
                     "Bitmap",
-                    "Hash",
+                    // (A HashAggregate is allowed: it groups the statement's own count deltas.)
+                    "Hash Join",
                     "Merge",
                     "jobs_queued_created",
                     "jobs_rare_end_created",

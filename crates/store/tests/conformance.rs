@@ -1648,6 +1648,31 @@ async fn assert_counts_match_rows(s: &Arc<dyn Store>, when: &str) {
         ),
         "stats {when}"
     );
+    let completed = listed(
+        s,
+        &JobFilter {
+            status: Some(JobStatus::Completed),
+            page: 1,
+            page_size: 10_000,
+            ..JobFilter::default()
+        },
+    )
+    .await;
+    let run_ms: Vec<f64> = completed
+        .jobs
+        .iter()
+        .filter_map(|j| Some((j.completed_at? - j.started_at?).num_microseconds()? as f64 / 1e3))
+        .collect();
+    match s.stats().await.unwrap().avg_execution_time_ms {
+        Some(mean) => {
+            let want = run_ms.iter().sum::<f64>() / run_ms.len() as f64;
+            assert!(
+                (mean - want).abs() < 1e-3,
+                "mean run time {mean} != {want} {when}"
+            );
+        }
+        None => assert!(run_ms.is_empty(), "no mean run time {when}"),
+    }
     for st in JobStatus::ALL {
         let page = listed(
             s,
@@ -1729,6 +1754,50 @@ async fn counts_follow_every_transition(db: &TestDb) {
     assert_counts_match_rows(&s, "after cancels and rescue").await;
     // A second read (after the Postgres store folded its deltas) says the same.
     assert_counts_match_rows(&s, "read again").await;
+
+    // A worker's exchanges: claims, then one outcome of each kind with successors claimed.
+    let got = s
+        .exchange(&[], "x", t(7), &claim(4, PolicyKind::Fcfs, t(40)))
+        .await
+        .unwrap()
+        .claimed;
+    let tokens = scheduled_tokens(got);
+    assert_eq!(tokens.len(), 4);
+    assert_counts_match_rows(&s, "after a claim").await;
+    let outcomes = [
+        out::completed(tokens[0], json!(0)),
+        out::retried(tokens[1], "again".into(), t(8)),
+        out::failed(tokens[2], "no".into(), 3),
+        out::requeued(tokens[3], None),
+    ];
+    let exchanged = s
+        .exchange(&outcomes, "x", t(9), &claim(3, PolicyKind::Priority, t(41)))
+        .await
+        .unwrap();
+    assert_eq!((exchanged.applied.len(), exchanged.claimed.len()), (4, 3));
+    assert_counts_match_rows(&s, "after an exchange").await;
+
+    // A RUNNING job cancelled (its worker is told to stop); a start recorded twice (the reply
+    // to the first was lost); a delayed job promoted; the dead letters purged.
+    let running = exchanged.claimed[0].id;
+    assert_eq!(
+        s.cancel(running, t(10)).await.unwrap(),
+        CancelOutcome::Stopping
+    );
+    let next = ids[60];
+    let started = [(schedule(&s, next, t(10), t(30)).await, t(11))];
+    assert_eq!(recorded(&s, &started, "w", t(40)).await.len(), 1);
+    assert_eq!(recorded(&s, &started, "w", t(41)).await.len(), 1);
+    let later = NewJob {
+        run_at: Some(t(100)),
+        ..new_job("later")
+    };
+    inserted(&s, &later, t(10)).await;
+    assert_eq!(s.stats().await.unwrap().delayed, 1);
+    assert_eq!(s.promote_due(t(100), 10).await.unwrap().promoted, 1);
+    assert_eq!(s.stats().await.unwrap().delayed, 0);
+    assert!(s.purge_dead_letters().await.unwrap() > 0);
+    assert_counts_match_rows(&s, "after a cancel, starts, a promotion and a purge").await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,13 @@
+-- An open job -> CANCELLED; `old` locks it and reads the status (and count key) it leaves.
 WITH old AS (
-SELECT id, status FROM jobs
-WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED', 'RUNNING') FOR UPDATE)
+SELECT id, status, job_count_key(status, delayed) AS k, queue, job_type FROM jobs
+WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED', 'RUNNING') FOR UPDATE),
+cancelled AS (
 UPDATE jobs j SET status = 'CANCELLED', completed_at = $2,
 lease_owner = NULL, lease_expires_at = NULL
-FROM old WHERE j.id = old.id RETURNING old.status
+FROM old WHERE j.id = old.id RETURNING old.status, old.k, old.queue, old.job_type),
+counted AS (
+INSERT INTO job_counts (queue, job_type, status, n, run_ms)
+SELECT queue, job_type, k, -1, 0 FROM cancelled
+UNION ALL SELECT queue, job_type, 'CANCELLED', 1, 0 FROM cancelled)
+SELECT status FROM cancelled

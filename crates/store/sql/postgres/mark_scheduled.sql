@@ -1,14 +1,25 @@
+-- PENDING -> SCHEDULED for the engine's picks, fenced by the attempt; rows locked in id order
+-- (another dispatcher's are skipped). `counted` writes the count deltas.
 WITH claim AS (
 SELECT j.id FROM jobs j
 JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt)
 ON j.id = t.id AND j.attempt = t.attempt
 WHERE (j.status = 'PENDING') IS TRUE
 ORDER BY j.id
-FOR UPDATE OF j SKIP LOCKED)
+FOR UPDATE OF j SKIP LOCKED),
+scheduled AS (
 UPDATE jobs j SET status = 'SCHEDULED', attempt = j.attempt + 1,
 scheduled_at = GREATEST($3, j.created_at, j.run_at),
 lease_owner = NULL, lease_expires_at = $4
 FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE
 RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint,
 j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds,
-j.backoff_base, j.backoff_cap, j.queue
+j.backoff_base, j.backoff_cap, j.queue, j.delayed),
+counted AS (
+INSERT INTO job_counts (queue, job_type, status, n, run_ms)
+SELECT queue, job_type, job_count_key('PENDING', delayed), -count(*), 0
+FROM scheduled GROUP BY 1, 2, 3
+UNION ALL
+SELECT queue, job_type, 'SCHEDULED', count(*), 0 FROM scheduled GROUP BY 1, 2)
+SELECT id, attempt, name, job_type, payload, checkpoint, retry_count, max_retries, created_at,
+slices, timeout_seconds, backoff_base, backoff_cap, queue FROM scheduled

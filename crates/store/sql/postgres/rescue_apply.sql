@@ -1,7 +1,8 @@
 -- The rescuer's decisions for the rows rescue_lock.sql locked (made by
 -- jobsched_core::retry::AfterFailure): $2/$3 the RUNNING jobs that go to the dead-letter queue
 -- and their errors, $4/$5 those that go back to PENDING for a retry, $6 the SCHEDULED jobs never
--- started (back to PENDING, nothing counted). The pass's mark moves to $1.
+-- started (back to PENDING, nothing counted as a try). The pass's mark moves to $1, and the
+-- count deltas are written (`counted`).
 WITH dead AS (
     UPDATE jobs j
     SET status = 'FAILED', dead_letter = true, failed_at = $1, completed_at = $1,
@@ -9,19 +10,31 @@ WITH dead AS (
         lease_owner = NULL, lease_expires_at = NULL
     FROM unnest($2::uuid[], $3::text[]) AS d (id, error)
     WHERE j.id = d.id AND j.status = 'RUNNING'
-    RETURNING j.id, j.job_type, j.name, j.error_message, j.retry_count, j.failed_at
+    RETURNING j.id, j.job_type, j.name, j.error_message, j.retry_count, j.failed_at, j.queue
 ), retried AS (
     UPDATE jobs j
     SET status = 'PENDING', retry_count = j.retry_count + 1, seq = nextval('job_seq'),
         run_at = $1, error_message = r.error, lease_owner = NULL, lease_expires_at = NULL
     FROM unnest($4::uuid[], $5::text[]) AS r (id, error)
     WHERE j.id = r.id AND j.status = 'RUNNING'
-    RETURNING j.id
+    RETURNING j.id, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k
 ), undispatched AS (
     UPDATE jobs j
     SET status = 'PENDING', seq = nextval('job_seq'), lease_owner = NULL, lease_expires_at = NULL
     WHERE j.id = ANY($6::uuid[]) AND j.status = 'SCHEDULED'
-    RETURNING j.id
+    RETURNING j.id, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k
+), counted AS (
+    INSERT INTO job_counts (queue, job_type, status, n, run_ms)
+    SELECT queue, job_type, k, sum(n), 0 FROM (
+        SELECT queue, job_type, 'RUNNING' AS k, -1 AS n FROM dead
+        UNION ALL SELECT queue, job_type, 'FAILED', 1 FROM dead
+        UNION ALL SELECT queue, job_type, 'RUNNING', -1 FROM retried
+        UNION ALL SELECT queue, job_type, k, 1 FROM retried
+        UNION ALL SELECT queue, job_type, 'SCHEDULED', -1 FROM undispatched
+        UNION ALL SELECT queue, job_type, k, 1 FROM undispatched
+    ) d
+    GROUP BY queue, job_type, k
+    HAVING sum(n) <> 0
 ), marked AS (
     INSERT INTO rescue_marks (name, scanned_to) VALUES ('leases', $1)
     ON CONFLICT (name) DO UPDATE

@@ -1,4 +1,12 @@
+-- A dead letter (FAILED) -> PENDING with fresh retries; counted from FAILED to PENDING.
+WITH retried AS (
 UPDATE jobs SET status = 'PENDING', retry_count = 0, dead_letter = false,
 completed_at = NULL, failed_at = NULL, run_at = $2,
 seq = nextval('job_seq'), lease_owner = NULL, lease_expires_at = NULL
 WHERE id = $1 AND status = 'FAILED' AND dead_letter
+RETURNING queue, job_type, job_count_key(status, delayed) AS k),
+counted AS (
+INSERT INTO job_counts (queue, job_type, status, n, run_ms)
+SELECT queue, job_type, 'FAILED', -1, 0 FROM retried
+UNION ALL SELECT queue, job_type, k, 1, 0 FROM retried)
+SELECT count(*) FROM retried
