@@ -8,7 +8,8 @@
 -- included) and grouped them, about 15 % of Postgres's CPU per burned job. Inserts, deletes and
 -- truncation keep their triggers.
 --
--- A process of an earlier version that still changes statuses after this migration does so
--- uncounted: the release that brings this migration replaces every jobsched process with it.
+-- A process of an earlier version that still changes statuses after this migration (during a
+-- rolling upgrade) does so uncounted. The engine leader checks the counts against the rows
+-- when it takes over and every hour after, and corrects them (DispatchStore::recount).
 DROP TRIGGER IF EXISTS jobs_counted_update ON jobs;
 DROP FUNCTION IF EXISTS job_counts_updated();

@@ -40,7 +40,7 @@ pub fn label(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
     let rules: [(&[&str], &str); 13] = [
         (
-            &["WITH old AS", "completed AS"],
+            &["WITH runs AS"],
             "finish (worker: outcomes of dispatched runs)",
         ),
         (

@@ -24,16 +24,17 @@ pub enum JobStatus {
     /// rescuer when its dispatch lease expires (back to PENDING, no attempt burned).
     Scheduled,
     /// Executing on a worker under a lease. Moved out by that worker (to COMPLETED, FAILED, or
-    /// PENDING for a retry, a slice end or a shutdown hand-back) or by the rescuer when the
-    /// lease expires (to PENDING or FAILED).
+    /// PENDING for a retry, a slice end or a shutdown hand-back), by the rescuer when the
+    /// lease expires (to PENDING or FAILED), or by a user cancel (to CANCELLED; the worker is
+    /// told to stop the body).
     Running,
     /// Finished successfully. Terminal.
     Completed,
     /// Failed for good and recorded in the dead-letter queue. An operator may re-run it
     /// (to PENDING with fresh retries).
     Failed,
-    /// Cancelled by a user before its start was recorded. Terminal. (A worker that had
-    /// already begun the body is asked to stop it; its outcome is not recorded.)
+    /// Cancelled by a user. Terminal. (A worker that had already begun the body is asked to
+    /// stop it; its outcome is not recorded.)
     Cancelled,
 }
 
@@ -83,6 +84,7 @@ impl JobStatus {
                 | (Running, Completed)
                 | (Running, Failed)
                 | (Running, Pending)
+                | (Running, Cancelled)
                 | (Failed, Pending)
         )
     }
@@ -139,6 +141,7 @@ mod tests {
             (Running, Completed),
             (Running, Failed),
             (Running, Pending),
+            (Running, Cancelled),
             (Failed, Pending),
         ];
         let mut checked = 0;

@@ -126,6 +126,7 @@ mod tests {
     const TRANSITIONS: &[(JobStatus, JobStatus)] = &[
         (JobStatus::Pending, JobStatus::Cancelled),
         (JobStatus::Scheduled, JobStatus::Cancelled),
+        (JobStatus::Running, JobStatus::Cancelled),
         (JobStatus::Pending, JobStatus::Scheduled),
         (JobStatus::Pending, JobStatus::Running),
         (JobStatus::Running, JobStatus::Pending),

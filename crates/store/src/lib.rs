@@ -14,13 +14,16 @@
 //!
 //! # Transitions
 //!
-//! Every write in this crate is a conditional UPDATE whose WHERE clause pins the current status
-//! (and, for dispatch tokens, the attempt). The pairs below are the only ones used; each is
-//! allowed by [`jobsched_core::JobStatus::can_transition_to`] (checked by a unit test):
+//! Every write in this crate is conditional on the current status (and, for dispatch tokens,
+//! the attempt): pinned in the UPDATE's WHERE clause, or read under a row lock taken first in the
+//! same statement (`cancel`, `record_starts`, `finish`, which need the status a row leaves for
+//! its counts). On Postgres each status change also writes its `job_counts` deltas in the same
+//! statement. The pairs below are the only ones used; each is allowed by
+//! [`jobsched_core::JobStatus::can_transition_to`] (checked by a unit test):
 //!
 //! | method | from | to |
 //! | --- | --- | --- |
-//! | `cancel` | PENDING, SCHEDULED | CANCELLED |
+//! | `cancel` | PENDING, SCHEDULED, RUNNING | CANCELLED |
 //! | `claim`, `exchange` | PENDING | RUNNING (in the policy's order, `FOR UPDATE SKIP LOCKED`) |
 //! | `exchange` | RUNNING | as `finish`, in the same statement as the claim |
 //! | `mark_scheduled` | PENDING | SCHEDULED |
@@ -28,7 +31,7 @@
 //! | `rescue_expired` | SCHEDULED | PENDING |
 //! | `record_starts` | SCHEDULED | RUNNING |
 //! | `finish` | RUNNING | COMPLETED, PENDING (retry, requeue), FAILED |
-//! | `finish` with `started_at` | SCHEDULED | RUNNING, then as above, in one UPDATE |
+//! | `finish` with `started_at` | SCHEDULED | RUNNING, then as above, in one statement |
 //! | `retry_dead_letter` | FAILED | PENDING |
 //!
 //! `insert` creates PENDING rows; `fetch` only reads; `renew` and `purge_dead_letters` change no

@@ -1779,8 +1779,19 @@ async fn counts_follow_every_transition(db: &TestDb) {
         run_at: Some(t(100)),
         ..new_job("later")
     };
-    inserted(&s, &later, t(10)).await;
+    let later = inserted(&s, &later, t(10)).await.id;
     assert_eq!(s.stats().await.unwrap().delayed, 1);
+    // A dispatcher may hand on a delayed job before it is promoted; sent back for a retry,
+    // it is delayed again.
+    let handed = schedule(&s, later, t(10), t(30)).await;
+    assert_eq!(s.stats().await.unwrap().delayed, 0);
+    let retry = Finished {
+        outcome: out::retried(handed, "again".into(), t(100)),
+        started_at: Some(t(11)),
+    };
+    assert_eq!(s.finish(&[retry], "w", t(12)).await.unwrap().len(), 1);
+    assert_eq!(s.stats().await.unwrap().delayed, 1);
+    assert_counts_match_rows(&s, "after a delayed job's retry").await;
     assert_eq!(s.promote_due(t(100), 10).await.unwrap().promoted, 1);
     assert_eq!(s.stats().await.unwrap().delayed, 0);
     assert!(s.purge_dead_letters().await.unwrap() > 0);

@@ -1,4 +1,5 @@
-//! The gauges that count rows (queue depth per status, dead letters), refreshed by the leader.
+//! The gauges that count rows (queue depth per status, dead letters), refreshed by the leader,
+//! and the correction of the kept counts they are read from.
 
 use super::*;
 
@@ -25,5 +26,22 @@ pub(super) async fn refresh_gauges(rt: &Runtime) {
     }
     if let Ok(w) = rt.transport.workers().await {
         m.workers_live.set(w.len() as i64);
+    }
+}
+
+/// How often the leader checks the kept counts against the rows (and once when it takes over).
+pub(super) const RECOUNT_EVERY: Duration = Duration::from_secs(3600);
+
+/// Bring the kept counts back in line with the rows (leader only; see
+/// [`jobsched_core::ports::DispatchStore::recount`]).
+pub(super) async fn recount(rt: &Runtime) {
+    match rt.store.recount().await {
+        Ok(0) => {}
+        Ok(drift) => tracing::warn!(
+            drift,
+            "the kept job counts differed from the rows by {drift} jobs and were corrected \
+             (were processes of an earlier version running?)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "recount failed; trying again next round"),
     }
 }

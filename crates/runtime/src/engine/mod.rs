@@ -143,18 +143,28 @@ pub(crate) struct Maintenance {
     rounds: u64,
     /// Where the retention scan goes on from (it wraps around at the end).
     prune_from: Option<PruneCursor>,
+    /// When the kept counts were last checked against the rows.
+    recounted: Option<tokio::time::Instant>,
 }
 
 impl Maintenance {
     /// One round at the runtime clock's `now`: take back expired leases and reap dead workers,
     /// promote due delayed jobs, fire due schedules, delete a batch of jobs past retention,
-    /// and (every fifth round) refresh the row-counting gauges. Returns when the earliest
+    /// and (every fifth round) refresh the row-counting gauges; in the first round and every
+    /// [`RECOUNT_EVERY`], check the kept counts against the rows. Returns when the earliest
     /// delayed job still waiting comes due.
     pub(crate) async fn step(&mut self, rt: &Runtime) -> Option<tokio::time::Instant> {
         rescue(rt).await;
         let next_due = promote(rt).await;
         fire_schedules(rt).await;
         prune(rt, &mut self.prune_from).await;
+        if self
+            .recounted
+            .is_none_or(|at| at.elapsed() >= RECOUNT_EVERY)
+        {
+            recount(rt).await;
+            self.recounted = Some(tokio::time::Instant::now());
+        }
         if self.rounds % 5 == 0 {
             refresh_gauges(rt).await;
         }

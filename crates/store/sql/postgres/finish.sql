@@ -26,7 +26,7 @@ WITH runs AS (
     FROM UNNEST($3::uuid[], $4::int4[], $6::jsonb[]) AS t (id, attempt, result)
          JOIN old o ON (o.id, o.attempt) = (t.id, t.attempt)
     WHERE j.id = t.id
-    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status AS was, 'COMPLETED' AS k,
+    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status AS was, 'COMPLETED'::text AS k,
         job_run_ms(j.status, j.started_at, j.completed_at) AS run_ms
 ), retried AS (
     UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, lease_expires_at = NULL,
@@ -37,7 +37,8 @@ WITH runs AS (
              AS t (id, attempt, error, run_at)
          JOIN old o ON (o.id, o.attempt) = (t.id, t.attempt)
     WHERE j.id = t.id
-    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, 'PENDING', 0::float8
+    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, job_count_key(j.status, j.delayed),
+        0::float8
 ), failed AS (
     UPDATE jobs j SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL,
         started_at = o.started_at, slices = o.slices, error_message = t.error,
@@ -55,7 +56,8 @@ WITH runs AS (
     FROM UNNEST($17::uuid[], $18::int4[], $20::jsonb[]) AS t (id, attempt, checkpoint)
          JOIN old o ON (o.id, o.attempt) = (t.id, t.attempt)
     WHERE j.id = t.id
-    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, 'PENDING', 0::float8
+    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, job_count_key(j.status, j.delayed),
+        0::float8
 ), done AS (
     SELECT * FROM completed UNION ALL SELECT * FROM retried
     UNION ALL SELECT * FROM failed UNION ALL SELECT * FROM requeued
