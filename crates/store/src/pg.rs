@@ -1093,13 +1093,18 @@ impl DispatchStore for PgStore {
 
     async fn recount(&self) -> Result<u64> {
         // Both reads on one snapshot (REPEATABLE READ); the correction is only inserted, so
-        // deltas written meanwhile, and a concurrent fold, neither conflict nor go astray.
+        // deltas written meanwhile, and a concurrent fold, neither conflict nor go astray. Two
+        // recounts (an old leader's still running) take turns on a row lock; the later one
+        // fails to lock on its stale snapshot and is run again (see recount_2.sql).
         let drift: i64 = retry_conflicts(|| async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query(include_str!("../sql/postgres/recount.sql"))
-                .execute(&mut *tx)
-                .await?;
-            let drift = sqlx::query_scalar(include_str!("../sql/postgres/recount_2.sql"))
+            for sql in [
+                include_str!("../sql/postgres/recount.sql"),
+                include_str!("../sql/postgres/recount_2.sql"),
+            ] {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            let drift = sqlx::query_scalar(include_str!("../sql/postgres/recount_3.sql"))
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -1829,6 +1834,18 @@ mod tests {
         assert_eq!((stats.pending, stats.running, stats.cancelled), (2, 0, 1));
         assert_eq!(stats.total_jobs, 3);
         assert_eq!(store.recount().await.unwrap(), 0, "corrected once");
+        // Two recounts at once (an old leader's and a new one's) correct a difference once.
+        sqlx::query("UPDATE jobs SET status = 'CANCELLED' WHERE id = $1")
+            .bind(ids[1])
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let other = PgStore::connect(db.url(), 2).await.unwrap();
+        let (a, b) = tokio::join!(store.recount(), other.recount());
+        assert_eq!(a.unwrap() + b.unwrap(), 2, "one of them corrected it");
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.cancelled), (1, 2));
+        other.pool.close().await;
         store.pool.close().await;
         db.cleanup().await;
     }

@@ -32,9 +32,20 @@ pub(super) async fn refresh_gauges(rt: &Runtime) {
 /// How often the leader checks the kept counts against the rows (and once when it takes over).
 pub(super) const RECOUNT_EVERY: Duration = Duration::from_secs(3600);
 
-/// Bring the kept counts back in line with the rows (leader only; see
+/// Recount now, then every `every`, until `stop` (leader only).
+pub(super) async fn recount_every(rt: Runtime, every: Duration, stop: CancellationToken) {
+    loop {
+        recount(&rt).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Bring the kept counts back in line with the rows (see
 /// [`jobsched_core::ports::DispatchStore::recount`]).
-pub(super) async fn recount(rt: &Runtime) {
+async fn recount(rt: &Runtime) {
     match rt.store.recount().await {
         Ok(0) => {}
         Ok(drift) => tracing::warn!(

@@ -114,8 +114,10 @@ impl Engine {
 }
 
 /// The leader's maintenance: one [`Maintenance::step`] every `every`, and a promotion pass
-/// as soon as the earliest delayed job comes due.
+/// as soon as the earliest delayed job comes due; beside them, a recount of the kept counts
+/// now and every [`RECOUNT_EVERY`] (it reads every row, so it never holds the rounds up).
 async fn maintenance(rt: Runtime, every: Duration, stop: CancellationToken) {
+    tokio::spawn(recount_every(rt.clone(), RECOUNT_EVERY, stop.clone()));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = Maintenance::default();
@@ -143,28 +145,18 @@ pub(crate) struct Maintenance {
     rounds: u64,
     /// Where the retention scan goes on from (it wraps around at the end).
     prune_from: Option<PruneCursor>,
-    /// When the kept counts were last checked against the rows.
-    recounted: Option<tokio::time::Instant>,
 }
 
 impl Maintenance {
     /// One round at the runtime clock's `now`: take back expired leases and reap dead workers,
     /// promote due delayed jobs, fire due schedules, delete a batch of jobs past retention,
-    /// and (every fifth round) refresh the row-counting gauges; in the first round and every
-    /// [`RECOUNT_EVERY`], check the kept counts against the rows. Returns when the earliest
+    /// and (every fifth round) refresh the row-counting gauges. Returns when the earliest
     /// delayed job still waiting comes due.
     pub(crate) async fn step(&mut self, rt: &Runtime) -> Option<tokio::time::Instant> {
         rescue(rt).await;
         let next_due = promote(rt).await;
         fire_schedules(rt).await;
         prune(rt, &mut self.prune_from).await;
-        if self
-            .recounted
-            .is_none_or(|at| at.elapsed() >= RECOUNT_EVERY)
-        {
-            recount(rt).await;
-            self.recounted = Some(tokio::time::Instant::now());
-        }
         if self.rounds % 5 == 0 {
             refresh_gauges(rt).await;
         }

@@ -100,3 +100,49 @@ async fn a_step_rescues_only_expired_leases_and_promotes_only_due_jobs() {
     );
     db.cleanup().await;
 }
+
+/// A leader that takes over corrects counts that drifted from the rows (statuses changed
+/// uncounted by a process of an earlier version during an upgrade), without waiting an hour.
+#[tokio::test]
+async fn a_new_leader_corrects_counts_that_drifted() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let rt = Runtime {
+        store: db.store().await,
+        transport: Arc::new(MemoryTransport::new()),
+        registry: Registry::builtin(),
+        data_dir: DataDir::new(data.path()).unwrap(),
+        clock: Arc::new(jobsched_core::ports::SystemClock),
+        config: RuntimeConfig::default(),
+    };
+    let job = NewJob::new(JobSpec::new("drifted", "sleep")).unwrap();
+    let job = rt.store.insert(&job, Utc::now()).await.unwrap();
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    sqlx::query("UPDATE jobs SET status = 'CANCELLED' WHERE id = $1")
+        .bind(job.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let stats = rt.store.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.cancelled), (1, 0), "drifted");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let maintenance = tokio::spawn(super::maintenance(
+        rt.clone(),
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
+    jobsched_testkit::poll(Duration::from_secs(20), async || {
+        let stats = rt.store.stats().await.map_err(|e| e.to_string())?;
+        match (stats.pending, stats.cancelled) {
+            (0, 1) => Ok(()),
+            other => Err(format!("counts still {other:?}")),
+        }
+    })
+    .await;
+    stop.cancel();
+    maintenance.await.unwrap();
+    db.cleanup().await;
+}

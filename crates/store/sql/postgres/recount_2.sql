@@ -1,24 +1,6 @@
--- The counts per (queue, job type, key) as the rows have them, minus what the kept deltas sum
--- to, both on this transaction's snapshot, added to job_counts as corrections. A delta written
--- by a statement that commits after the snapshot is in neither side, so it stays right. The
--- summed run times are corrected with the counts they go with. Returns the jobs' worth of
--- difference found.
-WITH truth AS (
-    SELECT queue, job_type, job_count_key(status, delayed) AS status, count(*) AS n,
-           sum(job_run_ms(status, started_at, completed_at)) AS run_ms
-    FROM jobs
-    GROUP BY 1, 2, 3
-), kept AS (
-    SELECT queue, job_type, status, sum(n) AS n, sum(run_ms) AS run_ms
-    FROM job_counts
-    GROUP BY 1, 2, 3
-), drift AS (
-    SELECT queue, job_type, status, coalesce(t.n, 0) - coalesce(k.n, 0) AS n,
-           coalesce(t.run_ms, 0) - coalesce(k.run_ms, 0) AS run_ms
-    FROM truth t FULL JOIN kept k USING (queue, job_type, status)
-), corrected AS (
-    INSERT INTO job_counts (queue, job_type, status, n, run_ms)
-    SELECT queue, job_type, status, n, run_ms FROM drift WHERE n <> 0
-    RETURNING n
-)
-SELECT coalesce(sum(abs(n)), 0)::int8 FROM corrected
+-- One recount at a time: this row is locked first (the transaction's first statement, so the
+-- lock is taken on its snapshot). A recount that committed after that snapshot makes this
+-- statement fail with a serialization error, and the recount is run again on a snapshot that
+-- holds its corrections, so no difference is corrected twice.
+INSERT INTO rescue_marks (name, scanned_to) VALUES ('recount', 'epoch')
+ON CONFLICT (name) DO UPDATE SET scanned_to = rescue_marks.scanned_to
