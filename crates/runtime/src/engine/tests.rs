@@ -12,6 +12,22 @@ use jobsched_transport::MemoryTransport;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A runtime on `db`'s store and the in-memory transport, reading `clock`, with data in `data`.
+async fn runtime(
+    db: &TestDb,
+    clock: Arc<dyn jobsched_core::ports::Clock>,
+    data: &tempfile::TempDir,
+) -> Runtime {
+    Runtime {
+        store: db.store().await,
+        transport: Arc::new(MemoryTransport::new()),
+        registry: Registry::builtin(),
+        data_dir: DataDir::new(data.path()).unwrap(),
+        clock,
+        config: RuntimeConfig::default(),
+    }
+}
+
 #[tokio::test]
 async fn a_step_rescues_only_expired_leases_and_promotes_only_due_jobs() {
     let db = TestDb::sqlite().await;
@@ -19,14 +35,7 @@ async fn a_step_rescues_only_expired_leases_and_promotes_only_due_jobs() {
         Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap(),
     ));
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime {
-        store: db.store().await,
-        transport: Arc::new(MemoryTransport::new()),
-        registry: Registry::builtin(),
-        data_dir: DataDir::new(data.path()).unwrap(),
-        clock: clock.clone(),
-        config: RuntimeConfig::default(),
-    };
+    let rt = runtime(&db, clock.clone(), &data).await;
     let now = || jobsched_core::ports::Clock::now(&*clock);
 
     // One job running under a 30 s lease, one delayed by 60 s.
@@ -109,14 +118,7 @@ async fn a_new_leader_corrects_counts_that_drifted() {
         return;
     };
     let data = tempfile::tempdir().unwrap();
-    let rt = Runtime {
-        store: db.store().await,
-        transport: Arc::new(MemoryTransport::new()),
-        registry: Registry::builtin(),
-        data_dir: DataDir::new(data.path()).unwrap(),
-        clock: Arc::new(jobsched_core::ports::SystemClock),
-        config: RuntimeConfig::default(),
-    };
+    let rt = runtime(&db, Arc::new(jobsched_core::ports::SystemClock), &data).await;
     let job = NewJob::new(JobSpec::new("drifted", "sleep")).unwrap();
     let job = rt.store.insert(&job, Utc::now()).await.unwrap();
     let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
