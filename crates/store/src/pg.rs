@@ -1112,7 +1112,7 @@ impl DispatchStore for PgStore {
         })
         .await
         .map_err(db)?;
-        Ok(drift.max(0) as u64)
+        Ok(u64::try_from(drift).unwrap_or_default())
     }
 }
 
@@ -1783,18 +1783,19 @@ mod tests {
             return;
         };
         let store = PgStore::connect(db.url(), 2).await.unwrap();
-        for pool in [
+        let pools = [
             &store.pool,
             &store.relaxed,
             &store.exchanges,
             &store.generic,
-        ] {
-            let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-            assert_eq!(timeout, "10s");
+        ];
+        let show = "SHOW idle_in_transaction_session_timeout";
+        let mut timeouts = Vec::new();
+        for pool in pools {
+            timeouts.push(sqlx::query_scalar::<_, String>(show).fetch_one(pool).await);
         }
+        let timeouts: Vec<String> = timeouts.into_iter().map(Result::unwrap).collect();
+        assert_eq!(timeouts, ["10s"; 4]);
         store.pool.close().await;
         db.cleanup().await;
     }

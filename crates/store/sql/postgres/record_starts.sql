@@ -1,24 +1,22 @@
 -- SCHEDULED -> RUNNING, fenced by the attempt, for runs that began at t.started. A row already
 -- RUNNING under this owner counts as applied (a retry after a lost reply) and is left as it is
--- but for the lease. `old` locks the rows in id order and reads the status each leaves, so only
--- the ones that were SCHEDULED are counted again (`counted`).
+-- but for the lease. `old` decides which rows apply and locks them in id order (the lock holds
+-- what it read until the UPDATE), with the status each leaves: only the ones that were
+-- SCHEDULED are counted again (`counted`).
 WITH old AS (
-SELECT j.id, j.status FROM jobs j
-JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt)
+SELECT j.id, j.status,
+CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END AS started_at,
+j.slices + (j.status = 'SCHEDULED')::int AS slices
+FROM jobs j
+JOIN UNNEST($1::uuid[], $2::int4[], $3::timestamptz[]) AS t(id, attempt, started)
 ON j.id = t.id AND j.attempt = t.attempt
 WHERE (j.status = 'SCHEDULED' OR (j.status = 'RUNNING' AND j.lease_owner = $4)) IS TRUE
 ORDER BY j.id
 FOR UPDATE OF j),
 started AS (
 UPDATE jobs j SET status = 'RUNNING', lease_owner = $4, lease_expires_at = $5,
-started_at = CASE WHEN j.status = 'SCHEDULED' THEN t.started
-ELSE j.started_at END,
-slices = j.slices + (j.status = 'SCHEDULED')::int
-FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[]) AS t(id, attempt, started)
-JOIN old o ON o.id = t.id
-WHERE j.id = t.id AND j.attempt = t.attempt
-AND (j.status = 'SCHEDULED'
-OR (j.status = 'RUNNING' AND j.lease_owner = $4)) IS TRUE
+started_at = o.started_at, slices = o.slices
+FROM old o WHERE j.id = o.id
 RETURNING j.id, j.attempt, j.queue, j.job_type, o.status AS was),
 counted AS (
 INSERT INTO job_counts (queue, job_type, status, n, run_ms)
