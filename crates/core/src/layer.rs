@@ -125,7 +125,7 @@ through!(DispatchStore for Layered {
     fn rescue_expired(&self, now: DateTime<Utc>) -> RescueReport;
     fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Promotion;
     fn prune(&self, scan: &PruneScan) -> Pruned;
-    fn recount(&self) -> u64;
+    fn recount(&self, now: DateTime<Utc>) -> u64;
 });
 
 through!(WorkerStore for Layered {

@@ -118,8 +118,10 @@ pub trait DispatchStore: Send + Sync {
     /// Bring the kept counts per status back in line with the rows, without locking them: the
     /// difference as of one snapshot is added to the counts (a process of an earlier version
     /// that changed statuses uncounted during an upgrade, say). Returns how many jobs' worth
-    /// of difference there was. A store that counts the rows on every read has none.
-    async fn recount(&self) -> Result<u64> {
+    /// of difference there was. A store that counts the rows on every read has none. A store
+    /// that lists leases apart from the rows also lists every job in flight again, as of `now`,
+    /// so that leases such a process handed out are rescued too.
+    async fn recount(&self, _now: DateTime<Utc>) -> Result<u64> {
         Ok(0)
     }
 }

@@ -288,8 +288,8 @@ macro_rules! counted_cte {
 }
 
 /// The rest of an exchange after [`outcome_ctes`]: claim up to $21 due PENDING jobs in the
-/// given order under lease $22; answer one row per applied outcome (`claimed` false: id and
-/// attempt) and one per claimed job.
+/// given order under lease $22 (listed in `job_leases`); answer one row per applied outcome
+/// (`claimed` false: id and attempt) and one per claimed job.
 ///
 /// `pick` locks the rows and hands over their physical addresses (`ctid`), so `claimed` reads
 /// them with a TID scan instead of one primary-key lookup per job. The row lock keeps each
@@ -318,6 +318,9 @@ macro_rules! claim_tail {
                            j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
                            j.timeout_seconds, j.backoff_base, j.backoff_cap, j.queue, \
                            j.priority, j.estimated_duration, j.seq), \
+             leased AS ( \
+                 INSERT INTO job_leases (expires_at, owner, ids) \
+                 SELECT $22, $2, array_agg(id) FROM claimed HAVING count(*) > 0), \
              done AS (", $done, ")", counted_cte!(), " \
              SELECT false AS claimed, id, attempt, NULL::text AS name, NULL::text AS job_type, \
                     NULL::jsonb AS payload, NULL::jsonb AS checkpoint, NULL::int4 AS retry_count, \
@@ -960,9 +963,9 @@ impl DispatchStore for PgStore {
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
-        // Completed rows keep their last lease (see the baseline schema), so the lease index
-        // holds every job ever leased. A pass reads only the leases that ended since the
-        // previous pass (`rescue_marks`, less RESCUE_OVERLAP_MS), which is each row about once.
+        // Every lease handed out is listed in `job_leases` (migration 0016). A pass reads only
+        // the leases that ended since the previous pass (`rescue_marks`, less
+        // RESCUE_OVERLAP_MS), which is each lease about once, and forgets those before that.
         let mark: Option<DateTime<Utc>> =
             sqlx::query_scalar(include_str!("../sql/postgres/rescue_expired.sql"))
                 .fetch_optional(&self.pool)
@@ -1015,6 +1018,7 @@ impl DispatchStore for PgStore {
                 .bind(&retried)
                 .bind(&retried_errors)
                 .bind(&undispatched)
+                .bind(from)
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -1091,7 +1095,7 @@ impl DispatchStore for PgStore {
         })
     }
 
-    async fn recount(&self) -> Result<u64> {
+    async fn recount(&self, now: DateTime<Utc>) -> Result<u64> {
         // Both reads on one snapshot (REPEATABLE READ); the correction is only inserted, so
         // deltas written meanwhile, and a concurrent fold, neither conflict nor go astray. Two
         // recounts (an old leader's still running) take turns on a row lock; the later one
@@ -1112,6 +1116,13 @@ impl DispatchStore for PgStore {
         })
         .await
         .map_err(db)?;
+        // Leases handed out by processes of an earlier version are not listed where the rescuer
+        // looks (migration 0016); list every job in flight again.
+        sqlx::query(include_str!("../sql/postgres/lease_sweep.sql"))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(u64::try_from(drift).unwrap_or_default())
     }
 }
@@ -1290,8 +1301,8 @@ impl WorkerStore for PgStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        // Equality on the lease index (completed rows keep their expiry, so a range would read
-        // every recent completion).
+        // The leases with exactly these expiries (`job_leases`), not a range: a range would
+        // read every recent claim.
         let rows = sqlx::query(include_str!("../sql/postgres/held.sql"))
             .bind(owner)
             .bind(leases)
@@ -1800,6 +1811,44 @@ mod tests {
         db.cleanup().await;
     }
 
+    /// A lease handed out without a `job_leases` row (by a process of an earlier version) is
+    /// rescued once the leader's recount has listed it again, and the rescuer forgets the rows
+    /// it is done with.
+    #[tokio::test]
+    async fn unlisted_leases_are_rescued_after_a_recount() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let store = PgStore::connect(db.url(), 2).await.unwrap();
+        let now = Utc::now();
+        let secs = chrono::Duration::seconds;
+        let job = crate::testing::sleep_job("a", serde_json::json!({}), 3);
+        let id = store.insert_many(&[job], now).await.unwrap()[0];
+        sqlx::query(
+            "UPDATE jobs SET status = 'RUNNING', attempt = 1, lease_owner = 'old', \
+             lease_expires_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now + secs(1))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let later = now + secs(5);
+        let report = store.rescue_expired(later).await.unwrap();
+        assert!(report.retried.is_empty(), "not listed, not found");
+        store.recount(later).await.unwrap();
+        let report = store.rescue_expired(later + secs(1)).await.unwrap();
+        assert_eq!(report.retried, vec![id]);
+        for pass in [10, 20] {
+            store.rescue_expired(later + secs(pass)).await.unwrap();
+        }
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_leases")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "every lease that ended was forgotten");
+    }
+
     /// A status changed without its count (a process of an earlier version after migration
     /// 0015), and a stray delta: the recount finds both and corrects them, once.
     #[tokio::test]
@@ -1814,7 +1863,11 @@ mod tests {
             .insert_many(&[job("a"), job("b"), job("c")], now)
             .await
             .unwrap();
-        assert_eq!(store.recount().await.unwrap(), 0, "nothing drifted yet");
+        assert_eq!(
+            store.recount(Utc::now()).await.unwrap(),
+            0,
+            "nothing drifted yet"
+        );
         sqlx::query("UPDATE jobs SET status = 'CANCELLED' WHERE id = $1")
             .bind(ids[0])
             .execute(&store.pool)
@@ -1830,11 +1883,15 @@ mod tests {
         let stats = store.stats().await.unwrap();
         assert_eq!((stats.pending, stats.running, stats.cancelled), (3, 2, 0));
         // PENDING 1 too many, CANCELLED 1 too few, RUNNING 2 too many.
-        assert_eq!(store.recount().await.unwrap(), 4);
+        assert_eq!(store.recount(Utc::now()).await.unwrap(), 4);
         let stats = store.stats().await.unwrap();
         assert_eq!((stats.pending, stats.running, stats.cancelled), (2, 0, 1));
         assert_eq!(stats.total_jobs, 3);
-        assert_eq!(store.recount().await.unwrap(), 0, "corrected once");
+        assert_eq!(
+            store.recount(Utc::now()).await.unwrap(),
+            0,
+            "corrected once"
+        );
         // Two recounts at once (an old leader's and a new one's) correct a difference once.
         sqlx::query("UPDATE jobs SET status = 'CANCELLED' WHERE id = $1")
             .bind(ids[1])
@@ -1842,7 +1899,7 @@ mod tests {
             .await
             .unwrap();
         let other = PgStore::connect(db.url(), 2).await.unwrap();
-        let (a, b) = tokio::join!(store.recount(), other.recount());
+        let (a, b) = tokio::join!(store.recount(Utc::now()), other.recount(Utc::now()));
         assert_eq!(a.unwrap() + b.unwrap(), 2, "one of them corrected it");
         let stats = store.stats().await.unwrap();
         assert_eq!((stats.pending, stats.cancelled), (1, 2));
@@ -1896,7 +1953,6 @@ mod tests {
                     "Merge",
                     "jobs_queued_created",
                     "jobs_rare_end_created",
-                    "jobs_lease",
                     "jobs_dead_letters",
                 ] {
                     assert!(!text.contains(bad), "{bad} in the generic plan of {what}");

@@ -57,6 +57,7 @@ conformance!(
     mark_scheduled_is_fenced_by_attempt,
     start_rules,
     renew_rules,
+    every_lease_is_rescued_when_it_ends,
     held_lists_the_running_jobs_under_a_lease,
     finish_completed_applies_once,
     finish_retry_failed_requeue,
@@ -1015,6 +1016,50 @@ async fn renew_rules(db: &TestDb) {
     let done = out::completed(a1, json!(null));
     assert_eq!(finish(&s, "w1", &[done], t(40)).await.unwrap(), vec![a1]);
     assert!(s.renew(&[a1], "w1", t(90)).await.unwrap().is_empty());
+}
+
+/// Every lease a store hands out is found by the rescuer when it ends, and not before: an
+/// exchange's claim, a renewal of it, and the engine's dispatch and start.
+async fn every_lease_is_rescued_when_it_ends(db: &TestDb) {
+    let s = db.store().await;
+    let [a, b, c] = inserts(&s, ["a", "b", "c"]).await;
+    // a: claimed by an exchange (lease t(30)), then renewed to t(60).
+    let claimed = s
+        .exchange(&[], "w1", t(1), &claim(1, PolicyKind::Fcfs, t(30)))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a]);
+    let a1 = Token {
+        id: a,
+        attempt: claimed[0].attempt,
+    };
+    assert_eq!(s.renew(&[a1], "w1", t(60)).await.unwrap(), vec![a1]);
+    // b: claimed by an exchange (lease t(40)), never renewed.
+    let claimed = s
+        .exchange(&[], "w2", t(2), &claim(1, PolicyKind::Fcfs, t(40)))
+        .await
+        .unwrap()
+        .claimed;
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b]);
+    // c: dispatched by the engine (lease t(20)), then started (lease t(50)).
+    run(&s, c, "w3", t(3), t(50)).await;
+
+    let nothing = Default::default();
+    assert_eq!(
+        s.rescue_expired(t(35)).await.unwrap(),
+        nothing,
+        "a renewed, c started"
+    );
+    assert_eq!(s.rescue_expired(t(41)).await.unwrap().retried, vec![b]);
+    assert_eq!(s.rescue_expired(t(51)).await.unwrap().retried, vec![c]);
+    assert_eq!(s.rescue_expired(t(55)).await.unwrap(), nothing);
+    assert_eq!(s.rescue_expired(t(61)).await.unwrap().retried, vec![a]);
+    assert_eq!(
+        s.rescue_expired(t(200)).await.unwrap(),
+        nothing,
+        "each once"
+    );
 }
 
 async fn finish_completed_applies_once(db: &TestDb) {

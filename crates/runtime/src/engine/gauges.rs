@@ -46,7 +46,7 @@ pub(super) async fn recount_every(rt: Runtime, every: Duration, stop: Cancellati
 /// Bring the kept counts back in line with the rows (see
 /// [`jobsched_core::ports::DispatchStore::recount`]).
 async fn recount(rt: &Runtime) {
-    match rt.store.recount().await {
+    match rt.store.recount(rt.clock.now()).await {
         Ok(0) => {}
         Ok(drift) => tracing::warn!(
             drift,

@@ -150,6 +150,9 @@ pub(super) fn recorded(
     }
     let now = rt.clock.now();
     let mut requeued = false;
+    // A set: an exchange carries hundreds of outcomes, and a scan of `applied` for each was
+    // quadratic.
+    let applied: HashSet<Token> = applied.iter().copied().collect();
     for o in sent {
         if !applied.contains(&o.token()) {
             continue;

@@ -2,7 +2,7 @@
 -- RUNNING under this owner counts as applied (a retry after a lost reply) and is left as it is
 -- but for the lease. `old` decides which rows apply and locks them in id order (the lock holds
 -- what it read until the UPDATE), with the status each leaves: only the ones that were
--- SCHEDULED are counted again (`counted`).
+-- SCHEDULED are counted again (`counted`). `leased` lists the lease.
 WITH old AS (
 SELECT j.id, j.status,
 CASE WHEN j.status = 'SCHEDULED' THEN t.started ELSE j.started_at END AS started_at,
@@ -18,6 +18,9 @@ UPDATE jobs j SET status = 'RUNNING', lease_owner = $4, lease_expires_at = $5,
 started_at = o.started_at, slices = o.slices
 FROM old o WHERE j.id = o.id
 RETURNING j.id, j.attempt, j.queue, j.job_type, o.status AS was),
+leased AS (
+INSERT INTO job_leases (expires_at, owner, ids)
+SELECT $5, $4, array_agg(id) FROM started HAVING count(*) > 0),
 counted AS (
 INSERT INTO job_counts (queue, job_type, status, n, run_ms)
 SELECT queue, job_type, 'SCHEDULED', -count(*), 0 FROM started WHERE was = 'SCHEDULED'

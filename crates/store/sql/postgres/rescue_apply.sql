@@ -1,8 +1,9 @@
 -- The rescuer's decisions for the rows rescue_lock.sql locked (made by
 -- jobsched_core::retry::AfterFailure): $2/$3 the RUNNING jobs that go to the dead-letter queue
 -- and their errors, $4/$5 those that go back to PENDING for a retry, $6 the SCHEDULED jobs never
--- started (back to PENDING, nothing counted as a try). The pass's mark moves to $1, and the
--- count deltas are written (`counted`).
+-- started (back to PENDING, nothing counted as a try). The pass's mark moves to $1, the count
+-- deltas are written (`counted`) and the leases that ended before $7 (the window's start) are
+-- forgotten (`pruned`).
 WITH dead AS (
     UPDATE jobs j
     SET status = 'FAILED', dead_letter = true, failed_at = $1, completed_at = $1,
@@ -35,6 +36,9 @@ WITH dead AS (
     ) d
     GROUP BY queue, job_type, k
     HAVING sum(n) <> 0
+), pruned AS (
+    -- The leases that ended before this pass's window: an earlier pass examined their jobs.
+    DELETE FROM job_leases WHERE expires_at < $7
 ), marked AS (
     INSERT INTO rescue_marks (name, scanned_to) VALUES ('leases', $1)
     ON CONFLICT (name) DO UPDATE
