@@ -38,7 +38,7 @@ pub struct Profile {
 /// Name the store method a statement comes from.
 pub fn label(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    let rules: [(&[&str], &str); 13] = [
+    let rules: [(&[&str], &str); 15] = [
         (
             &["WITH runs AS"],
             "finish (worker: outcomes of dispatched runs)",
@@ -66,8 +66,16 @@ pub fn label(query: &str) -> String {
             &["GROUP BY status"],
             "stats (GET /jobs/stats, engine gauges)",
         ),
-        (&["queued AND seq >"], "pending_after (engine load)"),
-        (&["running AS"], "rescue_expired (engine)"),
+        (&["WHERE q.seq > $1"], "pending_after (API activity)"),
+        (
+            &["FROM job_leases WHERE expires_at >="],
+            "rescue_expired (engine leader: lock the ended leases)",
+        ),
+        (&["pruned AS"], "rescue_expired (engine leader: apply)"),
+        (
+            &["UPDATE job_queue q SET delayed = false"],
+            "promote_due (engine leader)",
+        ),
         (&["SET lease_expires_at"], "renew (worker leases)"),
         (&["INSERT INTO leaders"], "try_lead (leader lease)"),
         (&["dead_letter"], "dead letters"),

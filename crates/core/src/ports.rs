@@ -178,7 +178,7 @@ pub trait WorkerStore: Send + Sync {
     /// The RUNNING jobs `owner` holds whose lease expires at one of `leases`, as tokens. A worker
     /// asks after an exchange failed: a claim can commit although its reply was lost, and such
     /// a job is held under the worker's lease, unknown to it and so never renewed, with the
-    /// expiry that claim set. (An equality lookup on the lease index, not a scan.)
+    /// expiry that claim set. (A lookup of the leases with these expiries, not a scan.)
     async fn held(&self, owner: &str, leases: &[DateTime<Utc>]) -> Result<Vec<Token>>;
     /// Extend the leases of RUNNING jobs this owner holds; returns the tokens still held.
     async fn renew(

@@ -12,6 +12,12 @@
 //!   allowed by [`jobsched_core::JobStatus::can_transition_to`];
 //! - `seq`, the queue-entry sequence, grows on every (re-)entry into PENDING.
 //!
+//! On Postgres a PENDING job also has an entry in `job_queue`, which the claim orders index and
+//! a claim deletes (migration 0017), and every lease handed out is listed in `job_leases`, where
+//! the rescuer looks (0016): no index of `jobs` names a column a claim or a completion changes,
+//! so both are HOT updates. Each statement that moves a job into or out of PENDING, or hands out
+//! a lease, writes these rows itself.
+//!
 //! # Transitions
 //!
 //! Every write in this crate is conditional on the current status (and, for dispatch tokens,

@@ -44,9 +44,8 @@ use std::time::Duration;
 const BACKEND: &str = "postgres";
 
 /// The columns of a [`Job`] in table `jobs` as `{p}` (`""` or an alias with its dot). A row
-/// keeps its last lease after it completes (clearing it would change an indexed column and cost
-/// the completion its HOT update; see `migrations/postgres/0013_baseline.sql`), so the lease is
-/// shown only while the job is in flight.
+/// keeps its last lease after it completes (a completion writes as few bytes as it can), so the
+/// lease is shown only while the job is in flight.
 fn job_columns(p: &str) -> String {
     format!(
         "{p}id, {p}name, {p}job_type, {p}status, {p}priority, {p}estimated_duration, \
@@ -180,9 +179,10 @@ pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, Stor
 /// `failed`, `requeued`), $1 now, $2 owner, $3..$20 the arrays of [`OutcomeArrays`] (their
 /// `started` columns are unset: an exchange's runs were claimed RUNNING). Each is RUNNING -> X
 /// fenced by the attempt and the lease owner: COMPLETED, PENDING (retry / requeue), FAILED.
-/// retry_count is capped at max_retries so it never exceeds the budget. COMPLETED keeps the
-/// row's lease expiry (an indexed column), so a completion is a HOT update. Each returns its
-/// rows' queue, job type, count key and run time for [`counted_cte`].
+/// retry_count is capped at max_retries so it never exceeds the budget. None changes a column
+/// an index of `jobs` names, so a completion is a HOT update. Each returns its rows' queue,
+/// job type, count key and run time for [`counted_cte`] (and, for retries and hand-backs,
+/// what [`entered_cte`] needs).
 ///
 /// `completed_cte!(generic)` (and the same for the other outcome macros) adds `j.id = ANY(ids)`,
 /// so that a plan made without knowing the arrays (a generic plan) reaches the rows through the
@@ -207,11 +207,44 @@ macro_rules! completed_cte {
 }
 
 /// What an outcome CTE returns: the token, and the queue, job type, count key (the status,
-/// or DELAYED) and run time (COMPLETED) its row is counted under now.
+/// or DELAYED) and run time (COMPLETED) its row is counted under now; then, for the kinds that
+/// put the job back in the queue (`returned!(entering)`), its `job_queue` entry's columns
+/// (NULL for the others: see [`entered_cte`]).
 macro_rules! returned {
     () => {
+        concat!(
+            returned!(@),
+            ", NULL::int8 AS seq, NULL::int2 AS priority, NULL::float8 AS est, \
+             NULL::timestamptz AS run_at, NULL::bool AS delayed, NULL::timestamptz AS created_at"
+        )
+    };
+    (entering) => {
+        concat!(
+            returned!(@),
+            ", j.seq, j.priority, j.estimated_duration AS est, j.run_at, j.delayed, j.created_at"
+        )
+    };
+    (@) => {
         "j.id, j.attempt, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k, \
          job_run_ms(j.status, j.started_at, j.completed_at) AS run_ms"
+    };
+}
+
+/// The queue entries (`job_queue`, migration 0017) of the outcomes in `done` that put their job
+/// back in the queue (retried, requeued). An entry left over for the same job (written by a
+/// process of an earlier version) is replaced.
+macro_rules! entered_cte {
+    () => {
+        ", entered AS ( \
+             INSERT INTO job_queue (id, queue, seq, priority, estimated_duration, run_at, \
+                                    delayed, created_at, job_type) \
+             SELECT id, queue, seq, priority, est, run_at, delayed, created_at, job_type \
+             FROM done WHERE seq IS NOT NULL \
+             ON CONFLICT (id) DO UPDATE SET queue = EXCLUDED.queue, seq = EXCLUDED.seq, \
+                 priority = EXCLUDED.priority, \
+                 estimated_duration = EXCLUDED.estimated_duration, run_at = EXCLUDED.run_at, \
+                 delayed = EXCLUDED.delayed, created_at = EXCLUDED.created_at, \
+                 job_type = EXCLUDED.job_type)"
     };
 }
 
@@ -233,7 +266,7 @@ macro_rules! other_outcome_ctes {
                          $11::timestamptz[]) AS t(id, attempt, started, error, run_at) \
              WHERE j.id = t.id", $r, " AND j.attempt = t.attempt \
                AND (j.status = 'RUNNING' AND j.lease_owner = $2) IS TRUE \
-             RETURNING ", returned!(), "), \
+             RETURNING ", returned!(entering), "), \
          failed AS ( \
              UPDATE jobs j SET status = 'FAILED', lease_owner = NULL, \
                  lease_expires_at = NULL, error_message = t.error, \
@@ -252,7 +285,7 @@ macro_rules! other_outcome_ctes {
                   AS t(id, attempt, started, checkpoint) \
              WHERE j.id = t.id", $q, " AND j.attempt = t.attempt \
                AND (j.status = 'RUNNING' AND j.lease_owner = $2) IS TRUE \
-             RETURNING ", returned!(), ")")
+             RETURNING ", returned!(entering), ")")
     };
 }
 
@@ -291,29 +324,30 @@ macro_rules! counted_cte {
 /// given order under lease $22 (listed in `job_leases`); answer one row per applied outcome
 /// (`claimed` false: id and attempt) and one per claimed job.
 ///
-/// `pick` locks the rows and hands over their physical addresses (`ctid`), so `claimed` reads
-/// them with a TID scan instead of one primary-key lookup per job. The row lock keeps each
-/// address valid until the update; an address that went stale anyway (the row changed between
-/// the snapshot and the lock) fails the re-check of the qualification, so that row is simply
-/// not claimed. The re-check names `status`, not `queued`: the queue's partial indexes
-/// (`WHERE queued`) then cannot serve this scan, and no plan, however uninformed, reads one of
-/// them whole instead of the TID scan.
+/// `pick` locks the queue's first entries (`job_queue`, migration 0017) and `taken` deletes
+/// them by their physical addresses (a TID scan; the lock keeps each address valid). `claimed`
+/// then updates their jobs through the primary key; a job no longer PENDING (an entry a
+/// process of an earlier version left behind) is not claimed, and its entry is gone with the
+/// others. The claim changes no column an index of `jobs` names, so it is a HOT update.
 macro_rules! claim_tail {
-    ($order:literal, $done:expr) => {
+    ($order:literal, $done:expr, $entered:expr) => {
         concat!(
             ", pick AS ( \
-                 SELECT ctid FROM jobs \
-                 WHERE queue = $23 AND queued AND NOT delayed AND run_at <= $1 \
+                 SELECT ctid FROM job_queue \
+                 WHERE queue = $23 AND NOT delayed AND run_at <= $1 \
                    AND NOT EXISTS (SELECT 1 FROM settings s \
                                    WHERE s.key = $24 AND s.value ? 'concurrency_limit') \
                    AND ($25::text[] IS NULL OR job_type = ANY($25::text[])) \
                  ORDER BY ", $order, " LIMIT $21 FOR UPDATE SKIP LOCKED), \
+             taken AS ( \
+                 DELETE FROM job_queue q WHERE q.ctid = ANY (ARRAY(SELECT ctid FROM pick)) \
+                 RETURNING q.id), \
              claimed AS ( \
                  UPDATE jobs j SET status = 'RUNNING', attempt = j.attempt + 1, \
                      scheduled_at = GREATEST($1, j.created_at, j.run_at), \
                      started_at = GREATEST($1, j.created_at, j.run_at), \
                      lease_owner = $2, lease_expires_at = $22, slices = j.slices + 1 \
-                 WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM pick)) AND j.status = 'PENDING' \
+                 WHERE j.id = ANY (ARRAY(SELECT id FROM taken)) AND j.status = 'PENDING' \
                  RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint, \
                            j.retry_count, j.max_retries, j.created_at, j.slices - 1 AS slices, \
                            j.timeout_seconds, j.backoff_base, j.backoff_cap, j.queue, \
@@ -321,7 +355,7 @@ macro_rules! claim_tail {
              leased AS ( \
                  INSERT INTO job_leases (expires_at, owner, ids) \
                  SELECT $22, $2, array_agg(id) FROM claimed HAVING count(*) > 0), \
-             done AS (", $done, ")", counted_cte!(), " \
+             done AS (", $done, ")", $entered, counted_cte!(), " \
              SELECT false AS claimed, id, attempt, NULL::text AS name, NULL::text AS job_type, \
                     NULL::jsonb AS payload, NULL::jsonb AS checkpoint, NULL::int4 AS retry_count, \
                     NULL::int4 AS max_retries, NULL::timestamptz AS created_at, \
@@ -659,15 +693,16 @@ impl JobRepo for PgStore {
     async fn list(&self, filter: &JobFilter) -> Result<JobPage> {
         let (page, page_size, offset) = paging(filter.page, filter.page_size);
         // Only the filters in use appear in the SQL, so each variant gets its own plan. PENDING
-        // rows are `queued`, FAILED and CANCELLED have a `rare_end` (the baseline schema): those
-        // listings read their own partial index of `jobs`. The others read `job_catalog`
-        // newest first and look each job up by key.
+        // jobs have a `job_queue` entry (migration 0017), FAILED and CANCELLED a `rare_end`
+        // (the baseline schema): those listings read their own index. The others read
+        // `job_catalog` newest first and look each job up by key.
         let mut conditions = Vec::new();
         let mut status_bound = None;
         let own_index = match filter.status {
             None => false,
             Some(JobStatus::Pending) => {
-                conditions.push("queued".to_string());
+                // An entry a process of an earlier version left behind is not listed.
+                conditions.push("j.status = 'PENDING'".to_string());
                 true
             }
             Some(JobStatus::Failed) => {
@@ -684,13 +719,16 @@ impl JobRepo for PgStore {
                 false
             }
         };
+        let pending = filter.status == Some(JobStatus::Pending) && filter.id.is_none();
         // One job by id: its primary key, whatever else is asked.
         let own_index = own_index || filter.id.is_some();
         // Where the listing keys (id, name, created_at, seq) come from.
-        let (from, key) = if own_index {
-            ("jobs j", "j.")
+        let (from, key, name_key) = if pending {
+            ("job_queue q JOIN jobs j ON j.id = q.id", "q.", "j.")
+        } else if own_index {
+            ("jobs j", "j.", "j.")
         } else {
-            ("job_catalog c JOIN jobs j ON j.id = c.id", "c.")
+            ("job_catalog c JOIN jobs j ON j.id = c.id", "c.", "c.")
         };
         let mut n = usize::from(status_bound.is_some());
         if filter.job_type.is_some() {
@@ -708,7 +746,7 @@ impl JobRepo for PgStore {
         if filter.name_prefix.is_some() {
             // A range on the "C"-collated name index: byte order, like SQLite's.
             conditions.push(format!(
-                "{key}name COLLATE \"C\" >= ${} AND {key}name COLLATE \"C\" < ${}",
+                "{name_key}name COLLATE \"C\" >= ${} AND {name_key}name COLLATE \"C\" < ${}",
                 n + 1,
                 n + 2
             ));
@@ -818,9 +856,8 @@ impl JobRepo for PgStore {
     }
 
     async fn backlog(&self) -> Result<Vec<(String, Backlog)>> {
-        // The partial index on (queue, estimated_duration, seq) WHERE queued AND NOT delayed
-        // holds every claimable row's queue and estimate: an index scan in queue order, no
-        // table rows read when the visibility map allows.
+        // The queue entries (`job_queue`) hold every claimable job's queue and estimate: the
+        // narrow table is read, not `jobs`.
         let rows: Vec<(String, i64, f64)> =
             sqlx::query_as(include_str!("../sql/postgres/backlog.sql"))
                 .fetch_all(&self.relaxed)
@@ -1042,22 +1079,38 @@ impl DispatchStore for PgStore {
 
     async fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Promotion> {
         // Earliest first, each with a fresh seq (in that order): the job enters the queue
-        // when its time comes. Rows another promoter holds are skipped (it promotes them).
-        // Both statements run where no sort and no whole-table scan can be planned, so they
-        // follow `jobs_delayed` whatever the statistics say (planned from statistics taken
-        // before a burst of submissions, the next-due read scanned all of `jobs` each round:
-        // 57 ms with 100k jobs pending).
-        let promoted: i64 = retry_conflicts(|| {
-            sqlx::query_scalar(include_str!("../sql/postgres/promote_due.sql"))
-                .bind(now)
-                .bind(i64::from(limit))
-                .fetch_one(&self.exchanges)
+        // when its time comes. Entries another promoter holds are skipped (it promotes them).
+        // The statements run where no sort and no whole-table scan can be planned, so they
+        // follow `job_queue_delayed` whatever the statistics say (planned from statistics
+        // taken before a burst of submissions, the next-due read once scanned all of `jobs`
+        // each round: 57 ms with 100k jobs pending). The jobs are moved by a second statement
+        // given the entries' ids and numbers as arrays, so its plan knows how many.
+        let exchanges = &self.exchanges;
+        let promoted: i64 = retry_conflicts(|| async move {
+            let mut tx = exchanges.begin().await?;
+            let moved: Vec<(JobId, i64)> =
+                sqlx::query_as(include_str!("../sql/postgres/promote_due.sql"))
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if moved.is_empty() {
+                return Ok(0);
+            }
+            let (ids, seqs): (Vec<JobId>, Vec<i64>) = moved.into_iter().unzip();
+            let promoted = sqlx::query_scalar(include_str!("../sql/postgres/promote_due_2.sql"))
+                .bind(&ids)
+                .bind(&seqs)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(promoted)
         })
         .await
         .map_err(db)?;
         let promoted = u64::try_from(promoted).unwrap_or_default();
         let next_due: Option<DateTime<Utc>> =
-            sqlx::query_scalar(include_str!("../sql/postgres/promote_due_2.sql"))
+            sqlx::query_scalar(include_str!("../sql/postgres/promote_due_3.sql"))
                 .fetch_optional(&self.exchanges)
                 .await
                 .map_err(db)?;
@@ -1116,13 +1169,26 @@ impl DispatchStore for PgStore {
         })
         .await
         .map_err(db)?;
-        // Leases handed out by processes of an earlier version are not listed where the rescuer
-        // looks (migration 0016); list every job in flight again.
+        // Processes of an earlier version list no leases (migration 0016) and write no queue
+        // entries (0017): list every job in flight again, and enter every PENDING job that
+        // has no entry.
         sqlx::query(include_str!("../sql/postgres/lease_sweep.sql"))
             .bind(now)
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        let entered = sqlx::query(include_str!("../sql/postgres/queue_sweep.sql"))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if entered > 0 {
+            tracing::warn!(
+                entered,
+                "{entered} PENDING jobs had no queue entry and were given one (were processes \
+                 of an earlier version running?)"
+            );
+        }
         Ok(u64::try_from(drift).unwrap_or_default())
     }
 }
@@ -1222,23 +1288,26 @@ fn generic_options(options: PgConnectOptions) -> PgConnectOptions {
 /// claimed rows by TID.
 fn exchange_sql(order: PolicyKind, only_completed: bool, generic: bool) -> &'static str {
     macro_rules! by_order {
-        ($outcomes:expr, $done:expr) => {
+        ($outcomes:expr, $done:expr, $entered:expr) => {
             match order {
                 PolicyKind::Fcfs | PolicyKind::RoundRobin => {
-                    concat!($outcomes, claim_tail!("seq", $done))
+                    concat!($outcomes, claim_tail!("seq", $done, $entered))
                 }
-                PolicyKind::Priority => concat!($outcomes, claim_tail!("priority, seq", $done)),
-                PolicyKind::Sjf => {
-                    concat!($outcomes, claim_tail!("estimated_duration, seq", $done))
+                PolicyKind::Priority => {
+                    concat!($outcomes, claim_tail!("priority, seq", $done, $entered))
                 }
+                PolicyKind::Sjf => concat!(
+                    $outcomes,
+                    claim_tail!("estimated_duration, seq", $done, $entered)
+                ),
             }
         };
     }
     match (only_completed, generic) {
-        (true, false) => by_order!(completed_cte!(), "SELECT * FROM completed"),
-        (true, true) => by_order!(completed_cte!(generic), "SELECT * FROM completed"),
-        (false, false) => by_order!(outcome_ctes!(), all_done!()),
-        (false, true) => by_order!(outcome_ctes!(generic), all_done!()),
+        (true, false) => by_order!(completed_cte!(), "SELECT * FROM completed", ""),
+        (true, true) => by_order!(completed_cte!(generic), "SELECT * FROM completed", ""),
+        (false, false) => by_order!(outcome_ctes!(), all_done!(), entered_cte!()),
+        (false, true) => by_order!(outcome_ctes!(generic), all_done!(), entered_cte!()),
     }
 }
 
@@ -1811,6 +1880,64 @@ mod tests {
         db.cleanup().await;
     }
 
+    /// What processes of an earlier version do to the queue (migration 0017) is mended: a job
+    /// they put back in PENDING without an entry is claimable once the leader's recount has
+    /// entered it, and an entry they left for a job no longer PENDING is dropped by the claim
+    /// that meets it, without claiming the job.
+    #[tokio::test]
+    async fn queue_entries_an_earlier_version_missed_are_mended() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let store = PgStore::connect(db.url(), 2).await.unwrap();
+        let now = Utc::now();
+        let job = |name: &str| crate::testing::sleep_job(name, serde_json::json!({}), 3);
+        let ids = store.insert_many(&[job("a"), job("b")], now).await.unwrap();
+        let (a, b) = (ids[0], ids[1]);
+        let claim = Claim {
+            limit: 10,
+            order: PolicyKind::Fcfs,
+            lease_until: now + chrono::Duration::seconds(30),
+            queue: "default".into(),
+            concurrency_limit: None,
+            job_types: None,
+        };
+        let claimed = store.exchange(&[], "w", now, &claim).await.unwrap().claimed;
+        assert_eq!(claimed.len(), 2);
+        // An earlier version hands `a` back (no entry) and leaves an entry for `b`, which it
+        // cancels.
+        sqlx::query("UPDATE jobs SET status = 'PENDING', lease_owner = NULL WHERE id = $1")
+            .bind(a)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE jobs SET status = 'CANCELLED' WHERE id = $1")
+            .bind(b)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO job_queue (id, queue, seq, priority, estimated_duration, run_at, \
+                                    delayed, created_at, job_type) \
+             SELECT id, queue, seq, priority, estimated_duration, run_at, false, created_at, \
+                    job_type FROM jobs WHERE id = $1",
+        )
+        .bind(b)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let claimed = store.exchange(&[], "w", now, &claim).await.unwrap().claimed;
+        assert!(claimed.is_empty(), "no entry for a; b is not PENDING");
+        let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM job_queue")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(entries, 0, "b's entry was dropped");
+        store.recount(now).await.unwrap();
+        let claimed = store.exchange(&[], "w", now, &claim).await.unwrap().claimed;
+        assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a]);
+    }
+
     /// A lease handed out without a `job_leases` row (by a process of an earlier version) is
     /// rescued once the leader's recount has listed it again, and the rescuer forgets the rows
     /// it is done with.
@@ -1912,7 +2039,7 @@ mod tests {
     /// on an empty table. Each table access must be one that stays cheap when the table holds
     /// millions of rows: the primary key with a key condition, the policy's ordered index, a
     /// TID scan. A plan made this way once joined the outcomes by reading all of `jobs_pkey`
-    /// and found the claimed rows by reading all of `jobs_queued_created`.
+    /// and found the claimed rows by reading all of a listing index.
     #[tokio::test]
     async fn generic_exchange_plans_made_on_an_empty_table_only_use_keys() {
         let Some(db) = TestDb::postgres().await else {
@@ -1951,7 +2078,9 @@ mod tests {
                     // deltas, is allowed).
                     "Hash Cond",
                     "Merge",
-                    "jobs_queued_created",
+                    "job_queue_created",
+                    "job_queue_seq",
+                    "job_queue_delayed",
                     "jobs_rare_end_created",
                     "jobs_dead_letters",
                 ] {
@@ -1959,7 +2088,16 @@ mod tests {
                 }
                 assert!(
                     text.contains("Tid Scan"),
-                    "claimed rows not read by TID: {what}"
+                    "queue entries not taken by TID: {what}"
+                );
+                let order_index = match order {
+                    PolicyKind::Priority => "job_queue_priority",
+                    PolicyKind::Sjf => "job_queue_sjf",
+                    _ => "job_queue_fcfs",
+                };
+                assert!(
+                    text.contains(order_index),
+                    "the pick does not follow {order_index}: {what}"
                 );
                 // Every scan of the primary key has a key condition (no full index scan).
                 let pkey_scans = text.matches("using jobs_pkey").count();

@@ -102,6 +102,70 @@ async fn a_dispatched_job_completes_with_a_hot_update() {
     db.cleanup().await;
 }
 
+/// Updates of `jobs` counted after `before` once `n` more have arrived (statistics arrive
+/// asynchronously), with how many of them were HOT.
+async fn updates_after(pool: &sqlx::PgPool, before: (i64, i64), n: i64) -> (i64, i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (all, hot) = updates(pool).await;
+        if all >= before.0 + n || Instant::now() > deadline {
+            return (all - before.0, hot - before.1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_claim_and_its_completion_are_hot_updates() {
+    // The claim takes the job's queue entry (`job_queue`) and changes no column an index of
+    // `jobs` names; so does the completion.
+    let Some((db, pool, store)) = roomy_table().await else {
+        return;
+    };
+    let t0 = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    store.insert_many(&sleep_jobs("c", 300), t0).await.unwrap();
+    let claim = Claim {
+        limit: 300,
+        order: PolicyKind::Fcfs,
+        lease_until: t0 + chrono::Duration::seconds(30),
+        queue: "default".into(),
+        concurrency_limit: None,
+        job_types: None,
+    };
+    let before = updates(&pool).await;
+    let claimed = store.exchange(&[], "w", t0, &claim).await.unwrap().claimed;
+    assert_eq!(claimed.len(), 300);
+    assert_eq!(
+        updates_after(&pool, before, 300).await,
+        (300, 300),
+        "claims, HOT claims"
+    );
+
+    let done: Vec<Outcome> = claimed
+        .iter()
+        .map(|j| Outcome::Completed {
+            token: j.token(),
+            result: json!(null),
+        })
+        .collect();
+    let before = updates(&pool).await;
+    let none = Claim { limit: 0, ..claim };
+    let applied = store.exchange(&done, "w", t0, &none).await.unwrap().applied;
+    assert_eq!(applied.len(), 300);
+    assert_eq!(
+        updates_after(&pool, before, 300).await,
+        (300, 300),
+        "completions, HOT completions"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_queue")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "every claimed job left the queue");
+    pool.close().await;
+    db.cleanup().await;
+}
+
 /// Rows written straight into `jobs` (a migration, an operator's SQL) are listed and counted:
 /// the insert trigger keeps `job_catalog` and `job_counts` whole.
 #[tokio::test]

@@ -1,2 +1,2 @@
 SELECT queue, count(*)::int8, coalesce(sum(estimated_duration), 0)::float8
-FROM jobs WHERE queued AND NOT delayed GROUP BY queue ORDER BY queue
+FROM job_queue WHERE NOT delayed GROUP BY queue ORDER BY queue

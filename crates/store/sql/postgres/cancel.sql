@@ -1,4 +1,7 @@
 -- An open job -> CANCELLED; `old` locks it and reads the status (and count key) it leaves.
+-- `gone` deletes its queue entry unless a claim holds it (that claim then finds the job
+-- CANCELLED, does not claim it and deletes the entry itself): it never waits, so it cannot
+-- deadlock with a claim, which locks the entry before the job.
 WITH old AS (
 SELECT id, status, job_count_key(status, delayed) AS k, queue, job_type FROM jobs
 WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED', 'RUNNING') FOR UPDATE),
@@ -6,6 +9,10 @@ cancelled AS (
 UPDATE jobs j SET status = 'CANCELLED', completed_at = $2,
 lease_owner = NULL, lease_expires_at = NULL
 FROM old WHERE j.id = old.id RETURNING old.status, old.k, old.queue, old.job_type),
+gone AS (
+DELETE FROM job_queue WHERE id IN (
+SELECT id FROM job_queue WHERE id = $1 AND EXISTS (SELECT 1 FROM cancelled)
+FOR UPDATE SKIP LOCKED)),
 counted AS (
 INSERT INTO job_counts (queue, job_type, status, n, run_ms)
 SELECT queue, job_type, k, -1, 0 FROM cancelled

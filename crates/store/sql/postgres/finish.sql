@@ -4,8 +4,8 @@
 -- recorded yet (t.started set), still SCHEDULED: it then goes SCHEDULED -> RUNNING -> X in this
 -- statement, its started_at and slices written too. `old` locks the applicable rows first, in
 -- id order, and reads the status each leaves, so the count deltas (`counted`) follow from it.
--- retry_count is capped at max_retries. COMPLETED keeps the row's lease expiry (an indexed
--- column), so a completion is a HOT update.
+-- Retried and requeued jobs enter their queue again (`entered`).
+-- retry_count is capped at max_retries.
 WITH runs AS (
     SELECT * FROM UNNEST($3::uuid[], $4::int4[], $5::timestamptz[])
     UNION ALL SELECT * FROM UNNEST($7::uuid[], $8::int4[], $9::timestamptz[])
@@ -27,7 +27,9 @@ WITH runs AS (
          JOIN old o ON (o.id, o.attempt) = (t.id, t.attempt)
     WHERE j.id = t.id
     RETURNING j.id, j.attempt, j.queue, j.job_type, o.status AS was, 'COMPLETED'::text AS k,
-        job_run_ms(j.status, j.started_at, j.completed_at) AS run_ms
+        job_run_ms(j.status, j.started_at, j.completed_at) AS run_ms, NULL::int8 AS seq,
+        NULL::int2 AS priority, NULL::float8 AS est, NULL::timestamptz AS run_at,
+        NULL::bool AS delayed, NULL::timestamptz AS created_at
 ), retried AS (
     UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, lease_expires_at = NULL,
         started_at = o.started_at, slices = o.slices, error_message = t.error,
@@ -38,7 +40,7 @@ WITH runs AS (
          JOIN old o ON (o.id, o.attempt) = (t.id, t.attempt)
     WHERE j.id = t.id
     RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, job_count_key(j.status, j.delayed),
-        0::float8
+        0::float8, j.seq, j.priority, j.estimated_duration, j.run_at, j.delayed, j.created_at
 ), failed AS (
     UPDATE jobs j SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL,
         started_at = o.started_at, slices = o.slices, error_message = t.error,
@@ -48,7 +50,8 @@ WITH runs AS (
              AS t (id, attempt, error, retry_count)
          JOIN old o ON (o.id, o.attempt) = (t.id, t.attempt)
     WHERE j.id = t.id
-    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, 'FAILED', 0::float8
+    RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, 'FAILED', 0::float8, NULL::int8,
+        NULL::int2, NULL::float8, NULL::timestamptz, NULL::bool, NULL::timestamptz
 ), requeued AS (
     UPDATE jobs j SET status = 'PENDING', lease_owner = NULL, lease_expires_at = NULL,
         started_at = o.started_at, slices = o.slices, run_at = $1, seq = nextval('job_seq'),
@@ -57,10 +60,19 @@ WITH runs AS (
          JOIN old o ON (o.id, o.attempt) = (t.id, t.attempt)
     WHERE j.id = t.id
     RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, job_count_key(j.status, j.delayed),
-        0::float8
+        0::float8, j.seq, j.priority, j.estimated_duration, j.run_at, j.delayed, j.created_at
 ), done AS (
     SELECT * FROM completed UNION ALL SELECT * FROM retried
     UNION ALL SELECT * FROM failed UNION ALL SELECT * FROM requeued
+), entered AS (
+    INSERT INTO job_queue (id, queue, seq, priority, estimated_duration, run_at, delayed,
+                           created_at, job_type)
+    SELECT id, queue, seq, priority, est, run_at, delayed, created_at, job_type
+    FROM done WHERE seq IS NOT NULL
+    ON CONFLICT (id) DO UPDATE SET queue = EXCLUDED.queue, seq = EXCLUDED.seq,
+        priority = EXCLUDED.priority, estimated_duration = EXCLUDED.estimated_duration,
+        run_at = EXCLUDED.run_at, delayed = EXCLUDED.delayed, created_at = EXCLUDED.created_at,
+        job_type = EXCLUDED.job_type
 ), counted AS (
     INSERT INTO job_counts (queue, job_type, status, n, run_ms)
     SELECT queue, job_type, k, sum(n), sum(ms) FROM (

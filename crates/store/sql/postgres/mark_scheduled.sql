@@ -1,6 +1,7 @@
 -- PENDING -> SCHEDULED for the engine's picks, fenced by the attempt; rows locked in id order
--- (another dispatcher's are skipped). `leased` lists their lease, `counted` writes the count
--- deltas.
+-- (another dispatcher's are skipped). `gone` deletes their queue entries (skipping any a claim
+-- holds: that claim then finds the job SCHEDULED and deletes the entry itself), `leased` lists
+-- their lease, `counted` writes the count deltas.
 WITH claim AS (
 SELECT j.id FROM jobs j
 JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt)
@@ -16,6 +17,9 @@ FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE
 RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint,
 j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds,
 j.backoff_base, j.backoff_cap, j.queue, j.delayed),
+gone AS (
+DELETE FROM job_queue WHERE id IN (
+SELECT id FROM job_queue WHERE id = ANY (ARRAY(SELECT id FROM scheduled)) FOR UPDATE SKIP LOCKED)),
 leased AS (
 INSERT INTO job_leases (expires_at, owner, ids)
 SELECT $4, NULL, array_agg(id) FROM scheduled HAVING count(*) > 0),

@@ -1,2 +1,3 @@
-SELECT id, seq, priority, estimated_duration, attempt, run_at FROM jobs
-WHERE queued AND seq > $1 ORDER BY seq LIMIT $2
+SELECT j.id, j.seq, j.priority, j.estimated_duration, j.attempt, j.run_at
+FROM job_queue q JOIN jobs j ON j.id = q.id
+WHERE q.seq > $1 AND j.status = 'PENDING' ORDER BY q.seq LIMIT $2

@@ -1,9 +1,9 @@
 -- The rescuer's decisions for the rows rescue_lock.sql locked (made by
 -- jobsched_core::retry::AfterFailure): $2/$3 the RUNNING jobs that go to the dead-letter queue
 -- and their errors, $4/$5 those that go back to PENDING for a retry, $6 the SCHEDULED jobs never
--- started (back to PENDING, nothing counted as a try). The pass's mark moves to $1, the count
--- deltas are written (`counted`) and the leases that ended before $7 (the window's start) are
--- forgotten (`pruned`).
+-- started (back to PENDING, nothing counted as a try). The jobs back in PENDING enter their
+-- queue (`entered`), the count deltas are written (`counted`), the pass's mark moves to $1 and
+-- the leases that ended before $7 (the window's start) are forgotten (`pruned`).
 WITH dead AS (
     UPDATE jobs j
     SET status = 'FAILED', dead_letter = true, failed_at = $1, completed_at = $1,
@@ -18,12 +18,23 @@ WITH dead AS (
         run_at = $1, error_message = r.error, lease_owner = NULL, lease_expires_at = NULL
     FROM unnest($4::uuid[], $5::text[]) AS r (id, error)
     WHERE j.id = r.id AND j.status = 'RUNNING'
-    RETURNING j.id, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k
+    RETURNING j.id, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k, j.seq,
+        j.priority, j.estimated_duration, j.run_at, j.delayed, j.created_at
 ), undispatched AS (
     UPDATE jobs j
     SET status = 'PENDING', seq = nextval('job_seq'), lease_owner = NULL, lease_expires_at = NULL
     WHERE j.id = ANY($6::uuid[]) AND j.status = 'SCHEDULED'
-    RETURNING j.id, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k
+    RETURNING j.id, j.queue, j.job_type, job_count_key(j.status, j.delayed) AS k, j.seq,
+        j.priority, j.estimated_duration, j.run_at, j.delayed, j.created_at
+), entered AS (
+    INSERT INTO job_queue (id, queue, seq, priority, estimated_duration, run_at, delayed,
+                           created_at, job_type)
+    SELECT id, queue, seq, priority, estimated_duration, run_at, delayed, created_at, job_type
+    FROM (SELECT * FROM retried UNION ALL SELECT * FROM undispatched) back
+    ON CONFLICT (id) DO UPDATE SET queue = EXCLUDED.queue, seq = EXCLUDED.seq,
+        priority = EXCLUDED.priority, estimated_duration = EXCLUDED.estimated_duration,
+        run_at = EXCLUDED.run_at, delayed = EXCLUDED.delayed, created_at = EXCLUDED.created_at,
+        job_type = EXCLUDED.job_type
 ), counted AS (
     INSERT INTO job_counts (queue, job_type, status, n, run_ms)
     SELECT queue, job_type, k, sum(n), 0 FROM (
