@@ -15,7 +15,9 @@
 -- a delete). A process of an earlier version that still moves jobs after this migration
 -- (during a rolling upgrade) does not: the engine leader adds the missing entries when it
 -- takes over and every hour after (with the recount, DispatchStore::recount), and a claim that
--- meets an entry whose job is no longer PENDING just drops it.
+-- meets an entry whose job is no longer PENDING just drops it. So a job such a process hands
+-- back waits up to an hour, and its claims, which read the indexes dropped here, scan `jobs`:
+-- finish an upgrade past this migration promptly (or stop the old workers first).
 CREATE TABLE job_queue (
     id                 uuid             NOT NULL,
     queue              text             NOT NULL,
@@ -52,6 +54,8 @@ DROP INDEX IF EXISTS jobs_queued_priority;
 DROP INDEX IF EXISTS jobs_queued_sjf;
 DROP INDEX IF EXISTS jobs_delayed;
 DROP INDEX IF EXISTS jobs_queued_created;
+-- `queued` is no longer read by this version; it stays while processes of an earlier version,
+-- whose statements name it, may still run.
 
 -- New jobs enter the queue with their counts and listing keys (the insert trigger); deleted
 -- ones leave it.
@@ -79,7 +83,7 @@ BEGIN
       FROM old_rows GROUP BY 1, 2, 3;
     DELETE FROM job_catalog c USING old_rows o WHERE c.id = o.id;
     DELETE FROM job_keys k USING old_rows o WHERE k.job_id = o.id;
-    DELETE FROM job_queue q USING old_rows o WHERE q.id = o.id AND o.status = 'PENDING';
+    DELETE FROM job_queue q USING old_rows o WHERE q.id = o.id;
     RETURN NULL;
 END
 $$;

@@ -1,10 +1,10 @@
 //! The PostgreSQL store.
 //!
 //! Batch methods bind arrays and join them with `UNNEST`, so each call is one statement and one
-//! round trip whatever the batch size. Claims (`mark_scheduled`, `rescue_expired`) lock their
-//! rows with `FOR UPDATE SKIP LOCKED`: a row another claimer holds is that claimer's. Writes that
-//! must not skip (`record_starts`, `finish`, `renew`) wait for row locks and are retried on a
-//! deadlock. See [`crate::common`] for the transitions each method performs.
+//! round trip whatever the batch size. Claims (`exchange`, `mark_scheduled`) lock their queue
+//! entries or rows with `FOR UPDATE SKIP LOCKED`: one another claimer holds is that claimer's.
+//! Writes that must not skip (`record_starts`, `finish`, `renew`, `rescue_expired`) wait for row
+//! locks and are retried on a deadlock. See [`crate::common`] for the transitions each method performs.
 //!
 //! The batch transitions write the status test as `(j.status = 'X') IS TRUE`. That is the same
 //! test, but the planner cannot answer it from an index on `status`, so these statements look
@@ -57,10 +57,6 @@ fn job_columns(p: &str) -> String {
          {p}queue"
     )
 }
-
-/// The rescuer reads leases that ended up to this long before its last pass again, so a lease
-/// written by a worker whose clock runs a little behind the leader's is not passed over.
-const RESCUE_OVERLAP_MS: i64 = 1_000;
 
 /// First key of the advisory locks that serialize the claims of a queue with a concurrency
 /// limit (the second is the queue name's hash).
@@ -179,8 +175,8 @@ pub(crate) fn parse_url(url: &str) -> std::result::Result<PgConnectOptions, Stor
 /// `failed`, `requeued`), $1 now, $2 owner, $3..$20 the arrays of [`OutcomeArrays`] (their
 /// `started` columns are unset: an exchange's runs were claimed RUNNING). Each is RUNNING -> X
 /// fenced by the attempt and the lease owner: COMPLETED, PENDING (retry / requeue), FAILED.
-/// retry_count is capped at max_retries so it never exceeds the budget. None changes a column
-/// an index of `jobs` names, so a completion is a HOT update. Each returns its rows' queue,
+/// retry_count is capped at max_retries so it never exceeds the budget. A completion changes no
+/// column an index of `jobs` names, so it is a HOT update. Each returns its rows' queue,
 /// job type, count key and run time for [`counted_cte`] (and, for retries and hand-backs,
 /// what [`entered_cte`] needs).
 ///
@@ -1000,28 +996,17 @@ impl DispatchStore for PgStore {
     }
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<RescueReport> {
-        // Every lease handed out is listed in `job_leases` (migration 0016). A pass reads only
-        // the leases that ended since the previous pass (`rescue_marks`, less
-        // RESCUE_OVERLAP_MS), which is each lease about once, and forgets those before that.
-        let mark: Option<DateTime<Utc>> =
-            sqlx::query_scalar(include_str!("../sql/postgres/rescue_expired.sql"))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        let from = match mark {
-            Some(mark) => mark.min(now) - chrono::Duration::milliseconds(RESCUE_OVERLAP_MS),
-            // The first pass on this database reads every lease.
-            None => DateTime::<Utc>::from_timestamp(-2_208_988_800, 0).unwrap_or_default(),
-        };
-        // Lock the expired leases (rows never skipped, so every lease that ended before the
-        // mark was examined), decide each in Rust by the rule the worker follows, then apply
-        // the decisions and move the mark in one statement.
+        // Every lease handed out is listed in `job_leases` (migration 0016). A pass takes out
+        // every listed lease that has ended, so each is read once, and a lease listed late (a
+        // worker whose clock runs behind, the leader's recount) by the next pass. It locks
+        // their jobs (rows never skipped), decides each in Rust by the rule the worker follows,
+        // then applies the decisions in one statement; a pass that fails leaves the leases
+        // listed.
         let pool = &self.pool;
         let rows = retry_conflicts(|| async move {
             let mut tx = pool.begin().await?;
             let locked = sqlx::query(include_str!("../sql/postgres/rescue_lock.sql"))
                 .bind(now)
-                .bind(from)
                 .fetch_all(&mut *tx)
                 .await?;
             let (mut dead, mut dead_errors) = (Vec::new(), Vec::new());
@@ -1055,7 +1040,6 @@ impl DispatchStore for PgStore {
                 .bind(&retried)
                 .bind(&retried_errors)
                 .bind(&undispatched)
-                .bind(from)
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -1083,24 +1067,22 @@ impl DispatchStore for PgStore {
         // The statements run where no sort and no whole-table scan can be planned, so they
         // follow `job_queue_delayed` whatever the statistics say (planned from statistics
         // taken before a burst of submissions, the next-due read once scanned all of `jobs`
-        // each round: 57 ms with 100k jobs pending). The jobs are moved by a second statement
-        // given the entries' ids and numbers as arrays, so its plan knows how many.
+        // each round: 57 ms with 100k jobs pending). The second statement is given the locked
+        // entries' ids as an array, so its plan knows how many, and numbers them in due order.
         let exchanges = &self.exchanges;
         let promoted: i64 = retry_conflicts(|| async move {
             let mut tx = exchanges.begin().await?;
-            let moved: Vec<(JobId, i64)> =
-                sqlx::query_as(include_str!("../sql/postgres/promote_due.sql"))
+            let due: Vec<JobId> =
+                sqlx::query_scalar(include_str!("../sql/postgres/promote_due.sql"))
                     .bind(now)
                     .bind(i64::from(limit))
                     .fetch_all(&mut *tx)
                     .await?;
-            if moved.is_empty() {
+            if due.is_empty() {
                 return Ok(0);
             }
-            let (ids, seqs): (Vec<JobId>, Vec<i64>) = moved.into_iter().unzip();
             let promoted = sqlx::query_scalar(include_str!("../sql/postgres/promote_due_2.sql"))
-                .bind(&ids)
-                .bind(&seqs)
+                .bind(&due)
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -1456,9 +1438,10 @@ impl WorkerStore for PgStore {
         let arrays = OutcomeArrays::of(runs.iter().map(|o| (*o, None)));
         let arrays = &arrays;
         // The outcomes, then up to `limit` due PENDING rows in the policy's order, each
-        // PENDING -> RUNNING under this owner's lease: one statement, one commit. Rows another
-        // claimer has locked are skipped; the outcome rows were RUNNING in this statement's
-        // snapshot, so a job sent back to PENDING here is claimed by a later exchange.
+        // PENDING -> RUNNING under this owner's lease: one statement, one commit. Queue entries
+        // another claimer has locked are skipped; the outcome rows were RUNNING in this
+        // statement's snapshot, so a job sent back to PENDING here is claimed by a later
+        // exchange.
         // Most batches hold only completions (or nothing, a claim alone): a statement with one
         // outcome CTE instead of four is planned in about two thirds of the time.
         let only_completed = runs.iter().all(|o| matches!(o, Outcome::Completed { .. }));
@@ -1656,13 +1639,16 @@ crate::common::dead_letter_store!(
     "postgres",
     async fn retry_dead_letter(&self, id: JobId, now: DateTime<Utc>) -> Result<Update> {
         // FAILED -> PENDING with a fresh retry budget; the last error is kept for reference.
-        let retried: i64 =
+        // Retried on a deadlock: it locks the job, then its queue entry, where a claim that met
+        // a stale entry for it locks them the other way round.
+        let retried: i64 = retry_conflicts(|| {
             sqlx::query_scalar(include_str!("../sql/postgres/retry_dead_letter.sql"))
                 .bind(id)
                 .bind(now)
                 .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
+        })
+        .await
+        .map_err(db)?;
         Ok(if retried == 1 {
             Update::Applied
         } else {

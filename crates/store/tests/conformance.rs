@@ -2113,6 +2113,18 @@ async fn delayed_jobs_wait_for_their_time(db: &TestDb) {
     let p = s.promote_due(t(500), 100).await.unwrap();
     assert_eq!((p.promoted, p.next_due), (0, None));
     assert_eq!(job(&s, late.id).await.status, JobStatus::Cancelled);
+
+    // Promoted in the order they fell due, not the order their rows were written in.
+    let jobs = [
+        at("third", Some(t(603))),
+        at("second", Some(t(602))),
+        at("first", Some(t(601))),
+    ];
+    let ids = s.insert_many(&jobs, t(600)).await.unwrap();
+    assert_eq!(s.promote_due(t(700), 100).await.unwrap().promoted, 3);
+    let got = claimed(&s, &claim(10, PolicyKind::Fcfs, t(800)), "w", t(700)).await;
+    let got: Vec<JobId> = got.iter().map(|j| j.id).collect();
+    assert_eq!(got, [ids[2], ids[1], ids[0]], "due order");
 }
 
 /// Idempotency keys: the same key with the same request names the first job (no second row),

@@ -1,7 +1,8 @@
 -- An open job -> CANCELLED; `old` locks it and reads the status (and count key) it leaves.
--- `gone` deletes its queue entry unless a claim holds it (that claim then finds the job
--- CANCELLED, does not claim it and deletes the entry itself): it never waits, so it cannot
--- deadlock with a claim, which locks the entry before the job.
+-- `gone` deletes its queue entry unless another statement holds it: it never waits, so it
+-- cannot deadlock with a claim, which locks the entry before the job. An entry left so (a
+-- claim holds it: that claim finds the job CANCELLED and deletes it; the promoter holds it: a
+-- later claim does) is never claimed.
 WITH old AS (
 SELECT id, status, job_count_key(status, delayed) AS k, queue, job_type FROM jobs
 WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED', 'RUNNING') FOR UPDATE),

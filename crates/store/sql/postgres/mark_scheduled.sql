@@ -1,7 +1,7 @@
 -- PENDING -> SCHEDULED for the engine's picks, fenced by the attempt; rows locked in id order
--- (another dispatcher's are skipped). `gone` deletes their queue entries (skipping any a claim
--- holds: that claim then finds the job SCHEDULED and deletes the entry itself), `leased` lists
--- their lease, `counted` writes the count deltas.
+-- (another dispatcher's are skipped). `gone` deletes their queue entries (skipping any another
+-- statement holds: the claim that later meets such an entry finds the job SCHEDULED and drops
+-- it), `leased` lists their lease, `counted` writes the count deltas.
 WITH claim AS (
 SELECT j.id FROM jobs j
 JOIN UNNEST($1::uuid[], $2::int4[]) AS t(id, attempt)

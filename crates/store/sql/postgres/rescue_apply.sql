@@ -2,8 +2,7 @@
 -- jobsched_core::retry::AfterFailure): $2/$3 the RUNNING jobs that go to the dead-letter queue
 -- and their errors, $4/$5 those that go back to PENDING for a retry, $6 the SCHEDULED jobs never
 -- started (back to PENDING, nothing counted as a try). The jobs back in PENDING enter their
--- queue (`entered`), the count deltas are written (`counted`), the pass's mark moves to $1 and
--- the leases that ended before $7 (the window's start) are forgotten (`pruned`).
+-- queue (`entered`) and the count deltas are written (`counted`).
 WITH dead AS (
     UPDATE jobs j
     SET status = 'FAILED', dead_letter = true, failed_at = $1, completed_at = $1,
@@ -47,13 +46,6 @@ WITH dead AS (
     ) d
     GROUP BY queue, job_type, k
     HAVING sum(n) <> 0
-), pruned AS (
-    -- The leases that ended before this pass's window: an earlier pass examined their jobs.
-    DELETE FROM job_leases WHERE expires_at < $7
-), marked AS (
-    INSERT INTO rescue_marks (name, scanned_to) VALUES ('leases', $1)
-    ON CONFLICT (name) DO UPDATE
-        SET scanned_to = GREATEST(rescue_marks.scanned_to, EXCLUDED.scanned_to)
 )
 SELECT 'dead' AS kind, id, job_type, name, error_message, retry_count, failed_at FROM dead
 UNION ALL SELECT 'retried', id, NULL, NULL, NULL, NULL, NULL FROM retried

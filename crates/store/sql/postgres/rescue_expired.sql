@@ -1,1 +1,0 @@
-SELECT scanned_to FROM rescue_marks WHERE name = 'leases'
