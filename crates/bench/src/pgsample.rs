@@ -68,10 +68,13 @@ pub fn label(query: &str) -> String {
         ),
         (&["WHERE q.seq > $1"], "pending_after (API activity)"),
         (
-            &["FROM job_leases WHERE expires_at >="],
+            &["DELETE FROM job_leases"],
             "rescue_expired (engine leader: lock the ended leases)",
         ),
-        (&["pruned AS"], "rescue_expired (engine leader: apply)"),
+        (
+            &["undispatched AS"],
+            "rescue_expired (engine leader: apply)",
+        ),
         (
             &["UPDATE job_queue q SET delayed = false"],
             "promote_due (engine leader)",
@@ -175,5 +178,34 @@ mod tests {
             "exchange (worker: outcomes RUNNING→…, claims PENDING→RUNNING)"
         );
         assert!(label("VACUUM jobs").starts_with("other: VACUUM"));
+    }
+
+    /// The store's own statements, as the sampler sees them, get their method's name.
+    #[test]
+    fn the_store_statements_are_named() {
+        for (sql, name) in [
+            (
+                include_str!("../../store/sql/postgres/rescue_lock.sql"),
+                "rescue_expired (engine leader: lock the ended leases)",
+            ),
+            (
+                include_str!("../../store/sql/postgres/rescue_apply.sql"),
+                "rescue_expired (engine leader: apply)",
+            ),
+            (
+                include_str!("../../store/sql/postgres/promote_due_2.sql"),
+                "promote_due (engine leader)",
+            ),
+            (
+                include_str!("../../store/sql/postgres/pending_after.sql"),
+                "pending_after (API activity)",
+            ),
+            (
+                include_str!("../../store/sql/postgres/finish.sql"),
+                "finish (worker: outcomes of dispatched runs)",
+            ),
+        ] {
+            assert_eq!(label(sql), name, "{sql}");
+        }
     }
 }

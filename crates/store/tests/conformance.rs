@@ -1024,24 +1024,12 @@ async fn every_lease_is_rescued_when_it_ends(db: &TestDb) {
     let s = db.store().await;
     let [a, b, c] = inserts(&s, ["a", "b", "c"]).await;
     // a: claimed by an exchange (lease t(30)), then renewed to t(60).
-    let claimed = s
-        .exchange(&[], "w1", t(1), &claim(1, PolicyKind::Fcfs, t(30)))
-        .await
-        .unwrap()
-        .claimed;
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a]);
-    let a1 = Token {
-        id: a,
-        attempt: claimed[0].attempt,
-    };
-    assert_eq!(s.renew(&[a1], "w1", t(60)).await.unwrap(), vec![a1]);
+    let a1 = scheduled_tokens(claimed(&s, &claim(1, PolicyKind::Fcfs, t(30)), "w1", t(1)).await);
+    assert_eq!(a1.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a]);
+    assert_eq!(s.renew(&a1, "w1", t(60)).await.unwrap(), a1);
     // b: claimed by an exchange (lease t(40)), never renewed.
-    let claimed = s
-        .exchange(&[], "w2", t(2), &claim(1, PolicyKind::Fcfs, t(40)))
-        .await
-        .unwrap()
-        .claimed;
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b]);
+    let b1 = scheduled_tokens(claimed(&s, &claim(1, PolicyKind::Fcfs, t(40)), "w2", t(2)).await);
+    assert_eq!(b1.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b]);
     // c: dispatched by the engine (lease t(20)), then started (lease t(50)).
     run(&s, c, "w3", t(3), t(50)).await;
 
