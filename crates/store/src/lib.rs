@@ -16,7 +16,9 @@
 //! a claim deletes (migration 0017), and every lease handed out is listed in `job_leases`, where
 //! the rescuer looks (0016): no index of `jobs` names a column a claim or a completion changes,
 //! so both are HOT updates. Each statement that moves a job into or out of PENDING, or hands out
-//! a lease, writes these rows itself.
+//! a lease, writes these rows itself. `jobs` has no generated column (0018), which Postgres
+//! would compute again on every update: the statements that fail or cancel a job set the
+//! FAILED / CANCELLED listing key, `rare_end`, themselves.
 //!
 //! # Transitions
 //!

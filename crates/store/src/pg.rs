@@ -265,7 +265,7 @@ macro_rules! other_outcome_ctes {
                AND (j.status = 'RUNNING' AND j.lease_owner = $2) IS TRUE \
              RETURNING ", returned!(entering), "), \
          failed AS ( \
-             UPDATE jobs j SET status = 'FAILED', lease_owner = NULL, \
+             UPDATE jobs j SET status = 'FAILED', rare_end = 1, lease_owner = NULL, \
                  lease_expires_at = NULL, error_message = t.error, \
                  retry_count = LEAST(t.retry_count, j.max_retries), \
                  dead_letter = true, failed_at = $1, completed_at = $1 \
@@ -691,7 +691,8 @@ impl JobRepo for PgStore {
         let (page, page_size, offset) = paging(filter.page, filter.page_size);
         // Only the filters in use appear in the SQL, so each variant gets its own plan. PENDING
         // jobs have a `job_queue` entry (migration 0017), FAILED and CANCELLED a `rare_end`
-        // (the baseline schema): those listings read their own index. The others read
+        // (migration 0018): those listings read their own index, and check the status (a
+        // process of an earlier version leaves `rare_end` as it was). The others read
         // `job_catalog` newest first and look each job up by key.
         let mut conditions = Vec::new();
         let mut status_bound = None;
@@ -703,11 +704,11 @@ impl JobRepo for PgStore {
                 true
             }
             Some(JobStatus::Failed) => {
-                conditions.push("rare_end = 1".to_string());
+                conditions.push("rare_end = 1 AND j.status = 'FAILED'".to_string());
                 true
             }
             Some(JobStatus::Cancelled) => {
-                conditions.push("rare_end = 2".to_string());
+                conditions.push("rare_end = 2 AND j.status = 'CANCELLED'".to_string());
                 true
             }
             Some(other) => {
@@ -1170,6 +1171,19 @@ impl DispatchStore for PgStore {
                 entered,
                 "{entered} PENDING jobs had no queue entry and were given one (were processes \
                  of an earlier version running?)"
+            );
+        }
+        // Processes of an earlier version do not set `rare_end` (migration 0018).
+        let mended = sqlx::query(include_str!("../sql/postgres/rare_end_sweep.sql"))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if mended > 0 {
+            tracing::warn!(
+                mended,
+                "{mended} FAILED or CANCELLED jobs were missing from their listing and were \
+                 added (were processes of an earlier version running?)"
             );
         }
         Ok(u64::try_from(drift).unwrap_or_default())
@@ -1870,7 +1884,8 @@ mod tests {
     /// What processes of an earlier version do to the queue (migration 0017) is mended: a job
     /// they put back in PENDING without an entry is claimable once the leader's recount has
     /// entered it, and an entry they left for a job no longer PENDING is dropped by the claim
-    /// that meets it, without claiming the job.
+    /// that meets it, without claiming the job. A job they cancel (migration 0018: without its
+    /// listing key) is listed under CANCELLED once the recount has set the key.
     #[tokio::test]
     async fn queue_entries_an_earlier_version_missed_are_mended() {
         let Some(db) = TestDb::postgres().await else {
@@ -1920,9 +1935,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(entries, 0, "b's entry was dropped");
+        let cancelled = || async {
+            let filter = jobsched_core::JobFilter {
+                status: Some(jobsched_core::JobStatus::Cancelled),
+                page: 1,
+                page_size: 10,
+                ..Default::default()
+            };
+            let page = store.list(&filter).await.unwrap();
+            page.jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        };
+        assert!(cancelled().await.is_empty(), "b lacks its listing key");
         store.recount(now).await.unwrap();
         let claimed = store.exchange(&[], "w", now, &claim).await.unwrap().claimed;
         assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(
+            cancelled().await,
+            vec![b],
+            "the recount listed b under CANCELLED"
+        );
     }
 
     /// A lease handed out without a `job_leases` row (by a process of an earlier version) is

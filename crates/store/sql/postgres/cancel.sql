@@ -7,7 +7,7 @@ WITH old AS (
 SELECT id, status, job_count_key(status, delayed) AS k, queue, job_type FROM jobs
 WHERE id = $1 AND status IN ('PENDING', 'SCHEDULED', 'RUNNING') FOR UPDATE),
 cancelled AS (
-UPDATE jobs j SET status = 'CANCELLED', completed_at = $2,
+UPDATE jobs j SET status = 'CANCELLED', rare_end = 2, completed_at = $2,
 lease_owner = NULL, lease_expires_at = NULL
 FROM old WHERE j.id = old.id RETURNING old.status, old.k, old.queue, old.job_type),
 gone AS (

@@ -42,7 +42,7 @@ WITH runs AS (
     RETURNING j.id, j.attempt, j.queue, j.job_type, o.status, job_count_key(j.status, j.delayed),
         0::float8, j.seq, j.priority, j.estimated_duration, j.run_at, j.delayed, j.created_at
 ), failed AS (
-    UPDATE jobs j SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL,
+    UPDATE jobs j SET status = 'FAILED', rare_end = 1, lease_owner = NULL, lease_expires_at = NULL,
         started_at = o.started_at, slices = o.slices, error_message = t.error,
         retry_count = LEAST(t.retry_count, j.max_retries), dead_letter = true,
         failed_at = $1, completed_at = $1

@@ -5,7 +5,7 @@
 -- queue (`entered`) and the count deltas are written (`counted`).
 WITH dead AS (
     UPDATE jobs j
-    SET status = 'FAILED', dead_letter = true, failed_at = $1, completed_at = $1,
+    SET status = 'FAILED', rare_end = 1, dead_letter = true, failed_at = $1, completed_at = $1,
         retry_count = j.max_retries, error_message = d.error,
         lease_owner = NULL, lease_expires_at = NULL
     FROM unnest($2::uuid[], $3::text[]) AS d (id, error)

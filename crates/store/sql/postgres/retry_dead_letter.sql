@@ -1,7 +1,7 @@
 -- A dead letter (FAILED) -> PENDING with fresh retries, back in its queue (`entered`);
 -- counted from FAILED to PENDING.
 WITH retried AS (
-UPDATE jobs SET status = 'PENDING', retry_count = 0, dead_letter = false,
+UPDATE jobs SET status = 'PENDING', rare_end = NULL, retry_count = 0, dead_letter = false,
 completed_at = NULL, failed_at = NULL, run_at = $2,
 seq = nextval('job_seq'), lease_owner = NULL, lease_expires_at = NULL
 WHERE id = $1 AND status = 'FAILED' AND dead_letter
