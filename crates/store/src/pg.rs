@@ -1182,8 +1182,8 @@ impl DispatchStore for PgStore {
         if mended > 0 {
             tracing::warn!(
                 mended,
-                "{mended} FAILED or CANCELLED jobs were missing from their listing and were \
-                 added (were processes of an earlier version running?)"
+                "the FAILED / CANCELLED listing key of {mended} jobs disagreed with their status \
+                 and was mended (were processes of an earlier version running?)"
             );
         }
         Ok(u64::try_from(drift).unwrap_or_default())
@@ -1884,8 +1884,8 @@ mod tests {
     /// What processes of an earlier version do to the queue (migration 0017) is mended: a job
     /// they put back in PENDING without an entry is claimable once the leader's recount has
     /// entered it, and an entry they left for a job no longer PENDING is dropped by the claim
-    /// that meets it, without claiming the job. A job they cancel (migration 0018: without its
-    /// listing key) is listed under CANCELLED once the recount has set the key.
+    /// that meets it, without claiming the job. The FAILED / CANCELLED listing key (migration
+    /// 0018) they leave as it was: the listing checks the status, and the recount mends the key.
     #[tokio::test]
     async fn queue_entries_an_earlier_version_missed_are_mended() {
         let Some(db) = TestDb::postgres().await else {
@@ -1894,8 +1894,11 @@ mod tests {
         let store = PgStore::connect(db.url(), 2).await.unwrap();
         let now = Utc::now();
         let job = |name: &str| crate::testing::sleep_job(name, serde_json::json!({}), 3);
-        let ids = store.insert_many(&[job("a"), job("b")], now).await.unwrap();
-        let (a, b) = (ids[0], ids[1]);
+        let ids = store
+            .insert_many(&[job("a"), job("b"), job("c")], now)
+            .await
+            .unwrap();
+        let (a, b, c) = (ids[0], ids[1], ids[2]);
         let claim = Claim {
             limit: 10,
             order: PolicyKind::Fcfs,
@@ -1905,9 +1908,10 @@ mod tests {
             job_types: None,
         };
         let claimed = store.exchange(&[], "w", now, &claim).await.unwrap().claimed;
-        assert_eq!(claimed.len(), 2);
-        // An earlier version hands `a` back (no entry) and leaves an entry for `b`, which it
-        // cancels.
+        assert_eq!(claimed.len(), 3);
+        // This version cancels `c`; an earlier version hands `a` back (no entry) and leaves an
+        // entry for `b`, which it cancels.
+        store.cancel(c, now).await.unwrap();
         sqlx::query("UPDATE jobs SET status = 'PENDING', lease_owner = NULL WHERE id = $1")
             .bind(a)
             .execute(&store.pool)
@@ -1935,6 +1939,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(entries, 0, "b's entry was dropped");
+        // Migration 0018: `b` lacks its listing key, and `a` carries a stale one (as a dead
+        // letter an earlier version retried would).
+        sqlx::query("UPDATE jobs SET rare_end = 2 WHERE id = $1")
+            .bind(a)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let keys = || async {
+            let key = |id| {
+                sqlx::query_scalar::<_, Option<i16>>("SELECT rare_end FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&store.pool)
+            };
+            (key(a).await.unwrap(), key(b).await.unwrap())
+        };
+        assert_eq!(keys().await, (Some(2), None));
         let cancelled = || async {
             let filter = jobsched_core::JobFilter {
                 status: Some(jobsched_core::JobStatus::Cancelled),
@@ -1945,15 +1965,16 @@ mod tests {
             let page = store.list(&filter).await.unwrap();
             page.jobs.iter().map(|j| j.id).collect::<Vec<_>>()
         };
-        assert!(cancelled().await.is_empty(), "b lacks its listing key");
+        assert_eq!(cancelled().await, vec![c], "a is PENDING; b has no key yet");
         store.recount(now).await.unwrap();
+        assert_eq!(
+            keys().await,
+            (None, Some(2)),
+            "the recount mended both keys"
+        );
         let claimed = store.exchange(&[], "w", now, &claim).await.unwrap().claimed;
         assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a]);
-        assert_eq!(
-            cancelled().await,
-            vec![b],
-            "the recount listed b under CANCELLED"
-        );
+        assert_eq!(cancelled().await, vec![c, b], "newest first");
     }
 
     /// A lease handed out without a `job_leases` row (by a process of an earlier version) is
