@@ -44,7 +44,12 @@ pub enum ClientError {
         reason: String,
     },
     /// The request could not be sent or the response not read (server down, timeout, …).
-    #[error("{method} {url} failed: {source}; is the jobsched API running at that address?")]
+    /// The message names every cause in the chain (reqwest's own says only "error sending
+    /// request", whether the connection was refused or the server did not answer in time).
+    #[error(
+        "{method} {url} failed: {}; is the jobsched API running at that address?",
+        causes(.source)
+    )]
     Request {
         /// HTTP method.
         method: Method,
@@ -181,6 +186,21 @@ pub struct Client {
 
 /// Whether `method path` is an admin operation (policy switch, dead-letter retry or purge):
 /// only those carry the admin token.
+/// `e` and each error beneath it, joined by ": ".
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 fn is_admin_route(method: &Method, path: &str) -> bool {
     let path = path.trim_end_matches('/');
     (*method == Method::PUT && (path == "/scheduler/policy" || path.starts_with("/queues/")))
@@ -579,6 +599,21 @@ fn parse_detail(text: &str, status: StatusCode) -> (String, Vec<FieldProblem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_request_names_its_cause() {
+        // A port nothing listens on: the message says the connection was refused, not only
+        // that the request could not be sent.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let e = c.stats().await.unwrap_err().to_string();
+        assert!(e.contains("GET"), "{e}");
+        assert!(e.to_lowercase().contains("refused"), "{e}");
+    }
 
     #[test]
     fn admin_token_goes_only_to_admin_routes() {

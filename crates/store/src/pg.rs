@@ -1161,30 +1161,29 @@ impl DispatchStore for PgStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
-        let entered = sqlx::query(include_str!("../sql/postgres/queue_sweep.sql"))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        if entered > 0 {
-            tracing::warn!(
-                entered,
-                "{entered} PENDING jobs had no queue entry and were given one (were processes \
-                 of an earlier version running?)"
-            );
-        }
-        // Processes of an earlier version do not set `rare_end` (migration 0018).
-        let mended = sqlx::query(include_str!("../sql/postgres/rare_end_sweep.sql"))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        if mended > 0 {
-            tracing::warn!(
-                mended,
-                "the FAILED / CANCELLED listing key of {mended} jobs disagreed with their status \
-                 and was mended (were processes of an earlier version running?)"
-            );
+        // Processes of an earlier version also do not set `rare_end` (migration 0018).
+        for (sql, what) in [
+            (
+                include_str!("../sql/postgres/queue_sweep.sql"),
+                "PENDING jobs had no queue entry and were given one",
+            ),
+            (
+                include_str!("../sql/postgres/rare_end_sweep.sql"),
+                "jobs had a FAILED / CANCELLED listing key that disagreed with their status, \
+                 and it was mended",
+            ),
+        ] {
+            let mended = sqlx::query(sql)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            if mended > 0 {
+                tracing::warn!(
+                    mended,
+                    "{mended} {what} (were processes of an earlier version running?)"
+                );
+            }
         }
         Ok(u64::try_from(drift).unwrap_or_default())
     }
