@@ -19,8 +19,13 @@ ALTER TABLE jobs DROP COLUMN queued;
 -- Drops `jobs_rare_end_created` with it.
 ALTER TABLE jobs DROP COLUMN rare_end;
 ALTER TABLE jobs ADD COLUMN rare_end smallint;
-UPDATE jobs SET rare_end = CASE status WHEN 'FAILED' THEN 1 ELSE 2 END
- WHERE status IN ('FAILED', 'CANCELLED');
+-- The key a status is listed under (what the generated column computed). The store's statements
+-- write the literal for the status they set; the backfill, the insert trigger and the recount's
+-- sweep (crates/store/sql/postgres/rare_end_sweep.sql) derive it here.
+CREATE FUNCTION job_rare_end(status text) RETURNS smallint LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE status WHEN 'FAILED' THEN 1 WHEN 'CANCELLED' THEN 2 END::smallint
+$$;
+UPDATE jobs SET rare_end = job_rare_end(status) WHERE status IN ('FAILED', 'CANCELLED');
 CREATE INDEX jobs_rare_end_created ON jobs (rare_end, created_at DESC, seq DESC)
     WHERE rare_end IS NOT NULL;
 
@@ -39,10 +44,10 @@ BEGIN
                            created_at, job_type)
     SELECT id, queue, seq, priority, estimated_duration, run_at, delayed, created_at, job_type
       FROM new_rows WHERE status = 'PENDING';
-    IF EXISTS (SELECT 1 FROM new_rows WHERE status IN ('FAILED', 'CANCELLED')) THEN
-        UPDATE jobs j SET rare_end = CASE n.status WHEN 'FAILED' THEN 1 ELSE 2 END
+    IF EXISTS (SELECT 1 FROM new_rows WHERE job_rare_end(status) IS NOT NULL) THEN
+        UPDATE jobs j SET rare_end = job_rare_end(n.status)
           FROM new_rows n
-         WHERE j.id = n.id AND n.status IN ('FAILED', 'CANCELLED');
+         WHERE j.id = n.id AND job_rare_end(n.status) IS NOT NULL;
     END IF;
     RETURN NULL;
 END
