@@ -38,6 +38,18 @@ pub struct Promotion {
     pub next_due: Option<DateTime<Utc>>,
 }
 
+/// A point in the store's history from which the queues' floors can be raised (see
+/// [`crate::ports::DispatchStore::raise_floors`]): the highest queue position (`seq`) handed
+/// out so far, and the transactions open at that moment, one of which may still write a queue
+/// entry at or below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloorMark {
+    /// The highest queue position handed out when the mark was taken.
+    pub seq: i64,
+    /// The store's names of the transactions open then.
+    pub open: Vec<String>,
+}
+
 /// Where a retention scan stopped: the last job it looked at, in submission order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PruneCursor {

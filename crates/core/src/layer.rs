@@ -9,9 +9,9 @@ use crate::job_type::JobTypeInfo;
 use crate::notes::{LogLine, Progress, TryLog};
 use crate::ports::{
     Claim, ControlStore, DeadLetterStore, DispatchStore, Event, EventBus, Exchanged, Finished,
-    JobRepo, Lease, NotesStore, Outcome, Promotion, PruneScan, Pruned, RescueReport, ScheduleStore,
-    Settings, Store, Subscription, Token, Transport, TypeStore, Update, WorkerRegistry,
-    WorkerSlots, WorkerStore,
+    FloorMark, JobRepo, Lease, NotesStore, Outcome, Promotion, PruneScan, Pruned, RescueReport,
+    ScheduleStore, Settings, Store, Subscription, Token, Transport, TypeStore, Update,
+    WorkerRegistry, WorkerSlots, WorkerStore,
 };
 use crate::schedule::{Fired, Schedule};
 use crate::{
@@ -126,6 +126,8 @@ through!(DispatchStore for Layered {
     fn promote_due(&self, now: DateTime<Utc>, limit: u32) -> Promotion;
     fn prune(&self, scan: &PruneScan) -> Pruned;
     fn recount(&self, now: DateTime<Utc>) -> u64;
+    fn floor_mark(&self) -> Option<FloorMark>;
+    fn raise_floors(&self, mark: &FloorMark, full: bool) -> bool;
 });
 
 through!(WorkerStore for Layered {

@@ -5,8 +5,8 @@
 //! [`Update::Stale`]), so a late or duplicate worker never overwrites a newer outcome.
 
 pub use crate::dispatch::{
-    Claim, Exchanged, Finished, Lease, Outcome, Promotion, PruneCursor, PruneScan, Pruned,
-    RescueReport, Update,
+    Claim, Exchanged, Finished, FloorMark, Lease, Outcome, Promotion, PruneCursor, PruneScan,
+    Pruned, RescueReport, Update,
 };
 use crate::error::Result;
 pub use crate::event::{Event, WorkerSlots};
@@ -123,6 +123,21 @@ pub trait DispatchStore: Send + Sync {
     /// so that leases such a process handed out are rescued too.
     async fn recount(&self, _now: DateTime<Utc>) -> Result<u64> {
         Ok(0)
+    }
+    /// Take a [`FloorMark`] now, for a later [`DispatchStore::raise_floors`]. `None`: this store
+    /// keeps no floors.
+    async fn floor_mark(&self) -> Result<Option<FloorMark>> {
+        Ok(None)
+    }
+    /// If every transaction open at `mark` has ended, raise each queue's floor: the queue
+    /// position below which no claimable entry of the queue exists or can appear, so that
+    /// claims in sequence order (FCFS, Round Robin) start there instead of walking the entries
+    /// claimed since the table was last vacuumed. Only positions at or above the current
+    /// floor are looked at, unless `full` (which also finds entries written below it by
+    /// hand). Returns whether the floors were written (false: a transaction of the mark is
+    /// still open; raise again with the same mark later).
+    async fn raise_floors(&self, _mark: &FloorMark, _full: bool) -> Result<bool> {
+        Ok(false)
     }
 }
 

@@ -18,7 +18,8 @@
 //! so both are HOT updates. Each statement that moves a job into or out of PENDING, or hands out
 //! a lease, writes these rows itself. `jobs` has no generated column (0018), which Postgres
 //! would compute again on every update: the statements that fail or cancel a job set the
-//! FAILED / CANCELLED listing key, `rare_end`, themselves.
+//! FAILED / CANCELLED listing key, `rare_end`, themselves. A claim in sequence order starts at
+//! its queue's floor (`queue_floors`, 0019), past the dead index entries of earlier claims.
 //!
 //! # Transitions
 //!

@@ -25,9 +25,9 @@ use chrono::{DateTime, Utc};
 use jobsched_core::job_type::JobTypeInfo;
 use jobsched_core::notes::{LogLine, MAX_LOG_BYTES, MAX_LOG_LINES, Progress, TryLog};
 use jobsched_core::ports::{
-    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, JobRepo, Lease,
-    NotesStore, Outcome, Promotion, PruneCursor, PruneScan, Pruned, RescueReport, ScheduleStore,
-    Token, TypeStore, Update, WorkerStore,
+    Claim, ControlStore, DeadLetterStore, DispatchStore, Exchanged, Finished, FloorMark, JobRepo,
+    Lease, NotesStore, Outcome, Promotion, PruneCursor, PruneScan, Pruned, RescueReport,
+    ScheduleStore, Token, TypeStore, Update, WorkerStore,
 };
 use jobsched_core::queue::{DEFAULT_QUEUE, QueueCounts};
 use jobsched_core::schedule::{Fired, Schedule};
@@ -317,21 +317,31 @@ macro_rules! counted_cte {
     };
 }
 
+/// The condition that starts a claim in sequence order at its queue's floor (`queue_floors`,
+/// migration 0019), past the entries claimed since `job_queue` was last vacuumed, which are
+/// dead but still in its indexes. A queue without a floor starts at the front.
+macro_rules! floor {
+    () => {
+        " AND seq >= COALESCE((SELECT f.seq FROM queue_floors f WHERE f.queue = $23), 0)"
+    };
+}
+
 /// The rest of an exchange after [`outcome_ctes`]: claim up to $21 due PENDING jobs in the
 /// given order under lease $22 (listed in `job_leases`); answer one row per applied outcome
 /// (`claimed` false: id and attempt) and one per claimed job.
 ///
-/// `pick` locks the queue's first entries (`job_queue`, migration 0017) and `taken` deletes
+/// `pick` locks the queue's first entries (`job_queue`, migration 0017; in sequence order from
+/// the queue's floor, see [`floor`]) and `taken` deletes
 /// them by their physical addresses (a TID scan; the lock keeps each address valid). `claimed`
 /// then updates their jobs through the primary key; a job no longer PENDING (an entry a
 /// process of an earlier version left behind) is not claimed, and its entry is gone with the
 /// others. The claim changes no column an index of `jobs` names, so it is a HOT update.
 macro_rules! claim_tail {
-    ($order:literal, $done:expr, $entered:expr) => {
+    ($order:literal, $floor:expr, $done:expr, $entered:expr) => {
         concat!(
             ", pick AS ( \
                  SELECT ctid FROM job_queue \
-                 WHERE queue = $23 AND NOT delayed AND run_at <= $1 \
+                 WHERE queue = $23 AND NOT delayed AND run_at <= $1", $floor, " \
                    AND NOT EXISTS (SELECT 1 FROM settings s \
                                    WHERE s.key = $24 AND s.value ? 'concurrency_limit') \
                    AND ($25::text[] IS NULL OR job_type = ANY($25::text[])) \
@@ -1173,11 +1183,10 @@ impl DispatchStore for PgStore {
                  and it was mended",
             ),
         ] {
-            let mended = sqlx::query(sql)
-                .execute(&self.pool)
+            let mended: i64 = sqlx::query_scalar(sql)
+                .fetch_one(&self.pool)
                 .await
-                .map_err(db)?
-                .rows_affected();
+                .map_err(db)?;
             if mended > 0 {
                 tracing::warn!(
                     mended,
@@ -1186,6 +1195,45 @@ impl DispatchStore for PgStore {
             }
         }
         Ok(u64::try_from(drift).unwrap_or_default())
+    }
+
+    async fn floor_mark(&self) -> Result<Option<FloorMark>> {
+        // The position first, then the open transactions: a transaction that took a position
+        // up to it had begun by then, so it is among them unless it has already ended.
+        let (seq, cache): (i64, i64) =
+            sqlx::query_as(include_str!("../sql/postgres/floor_mark.sql"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        if cache > 1 {
+            // A session's reserved positions go out after higher ones: no floor is safe.
+            return Ok(None);
+        }
+        let open: Vec<String> =
+            sqlx::query_scalar(include_str!("../sql/postgres/floor_mark_2.sql"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(Some(FloorMark { seq, open }))
+    }
+
+    async fn raise_floors(&self, mark: &FloorMark, full: bool) -> Result<bool> {
+        let open: bool = sqlx::query_scalar(include_str!("../sql/postgres/floor_open.sql"))
+            .bind(&mark.open)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        if open {
+            return Ok(false);
+        }
+        // A statement begun after they all ended: it sees every entry they wrote.
+        sqlx::query(include_str!("../sql/postgres/raise_floors.sql"))
+            .bind(mark.seq)
+            .bind(full)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(true)
     }
 }
 
@@ -1287,14 +1335,14 @@ fn exchange_sql(order: PolicyKind, only_completed: bool, generic: bool) -> &'sta
         ($outcomes:expr, $done:expr, $entered:expr) => {
             match order {
                 PolicyKind::Fcfs | PolicyKind::RoundRobin => {
-                    concat!($outcomes, claim_tail!("seq", $done, $entered))
+                    concat!($outcomes, claim_tail!("seq", floor!(), $done, $entered))
                 }
                 PolicyKind::Priority => {
-                    concat!($outcomes, claim_tail!("priority, seq", $done, $entered))
+                    concat!($outcomes, claim_tail!("priority, seq", "", $done, $entered))
                 }
                 PolicyKind::Sjf => concat!(
                     $outcomes,
-                    claim_tail!("estimated_duration, seq", $done, $entered)
+                    claim_tail!("estimated_duration, seq", "", $done, $entered)
                 ),
             }
         };
@@ -1876,6 +1924,112 @@ mod tests {
         }
         let timeouts: Vec<String> = timeouts.into_iter().map(Result::unwrap).collect();
         assert_eq!(timeouts, ["10s"; 4]);
+        store.pool.close().await;
+        db.cleanup().await;
+    }
+
+    /// The queue floors (migration 0019): a floor is raised only once the transactions open
+    /// at its mark have ended, so an entry such a transaction writes below the positions
+    /// already committed is still claimed, in order; claims then start at the floor. Entries
+    /// written below a floor are found by a full raise (by hand) or lower it themselves (the
+    /// recount's entries for jobs an earlier version handed back).
+    #[tokio::test]
+    async fn floors_wait_for_open_transactions_and_claims_miss_nothing() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let store = PgStore::connect(db.url(), 2).await.unwrap();
+        let now = Utc::now();
+        let job = |name: &str| crate::testing::sleep_job(name, serde_json::json!({}), 3);
+        let claim = |limit| Claim {
+            limit,
+            order: PolicyKind::Fcfs,
+            lease_until: now + chrono::Duration::seconds(30),
+            queue: "default".into(),
+            concurrency_limit: None,
+            job_types: None,
+        };
+        let names = |claimed: Vec<StartedJob>| -> Vec<String> {
+            claimed.into_iter().map(|j| j.name).collect()
+        };
+        let floor = || async {
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM queue_floors WHERE queue = 'default'")
+                .fetch_optional(&store.pool)
+                .await
+                .unwrap()
+        };
+        store.insert_many(&[job("a"), job("b")], now).await.unwrap();
+        let claimed = store.exchange(&[], "w", now, &claim(2)).await.unwrap();
+        assert_eq!(names(claimed.claimed), ["a", "b"]);
+        // `c` takes its position in a transaction left open; `d` is committed after it.
+        let mut open = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let mut tx = open.begin().await.unwrap();
+        let c = job("c");
+        insert_rows(&mut tx, &[&c], now).await.unwrap();
+        store.insert_many(&[job("d")], now).await.unwrap();
+        let mark = store
+            .floor_mark()
+            .await
+            .unwrap()
+            .expect("Postgres keeps floors");
+        assert!(
+            !store.raise_floors(&mark, false).await.unwrap(),
+            "the transaction writing c is still open"
+        );
+        assert_eq!(floor().await, None);
+        tx.commit().await.unwrap();
+        open.close().await.unwrap();
+        assert!(store.raise_floors(&mark, false).await.unwrap());
+        let c_seq: i64 = sqlx::query_scalar("SELECT seq FROM jobs WHERE name = 'c'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(floor().await, Some(c_seq), "the lowest claimable entry");
+        let claimed = store.exchange(&[], "w", now, &claim(10)).await.unwrap();
+        assert_eq!(names(claimed.claimed), ["c", "d"]);
+        // With the queue empty, the floor goes to just past the mark's position; a job
+        // submitted later lies above it and is claimed.
+        let mark = store.floor_mark().await.unwrap().unwrap();
+        assert!(store.raise_floors(&mark, false).await.unwrap());
+        assert_eq!(floor().await, Some(mark.seq + 1));
+        store.insert_many(&[job("e")], now).await.unwrap();
+        let claimed = store.exchange(&[], "w", now, &claim(10)).await.unwrap();
+        assert_eq!(names(claimed.claimed), ["e"]);
+        // An entry written below the floor by hand is found by a full raise.
+        sqlx::query(
+            "INSERT INTO job_queue (id, queue, seq, priority, estimated_duration, run_at, \
+                                    delayed, created_at, job_type) \
+             SELECT id, queue, 1, priority, estimated_duration, run_at, false, created_at, \
+                    job_type FROM jobs WHERE name = 'a'",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE jobs SET status = 'PENDING' WHERE name = 'a'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let mark = store.floor_mark().await.unwrap().unwrap();
+        assert!(store.raise_floors(&mark, false).await.unwrap());
+        let claimed = store.exchange(&[], "w", now, &claim(10)).await.unwrap();
+        assert!(claimed.claimed.is_empty(), "below the floor");
+        assert!(store.raise_floors(&mark, true).await.unwrap());
+        assert_eq!(floor().await, Some(1));
+        let claimed = store.exchange(&[], "w", now, &claim(10)).await.unwrap();
+        assert_eq!(names(claimed.claimed), ["a"]);
+        // An earlier version hands `b` back without an entry, below the floor: the recount
+        // enters it at its old position and takes the floor back to the front.
+        let mark = store.floor_mark().await.unwrap().unwrap();
+        assert!(store.raise_floors(&mark, false).await.unwrap());
+        assert_eq!(floor().await, Some(mark.seq + 1));
+        sqlx::query("UPDATE jobs SET status = 'PENDING', lease_owner = NULL WHERE name = 'b'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.recount(now).await.unwrap();
+        assert_eq!(floor().await, Some(0));
+        let claimed = store.exchange(&[], "w", now, &claim(10)).await.unwrap();
+        assert_eq!(names(claimed.claimed), ["b"]);
         store.pool.close().await;
         db.cleanup().await;
     }

@@ -9,12 +9,14 @@
 //! schedules, delete jobs past
 //! their retention, and refresh the gauges that count rows.
 
+mod floors;
 mod gauges;
 mod promoter;
 mod rescuer;
 mod retention;
 mod schedules;
 
+use floors::*;
 use gauges::*;
 use promoter::*;
 use rescuer::*;
@@ -145,18 +147,21 @@ pub(crate) struct Maintenance {
     rounds: u64,
     /// Where the retention scan goes on from (it wraps around at the end).
     prune_from: Option<PruneCursor>,
+    /// The queues' floors.
+    floors: Floors,
 }
 
 impl Maintenance {
     /// One round at the runtime clock's `now`: take back expired leases and reap dead workers,
     /// promote due delayed jobs, fire due schedules, delete a batch of jobs past retention,
-    /// and (every fifth round) refresh the row-counting gauges. Returns when the earliest
-    /// delayed job still waiting comes due.
+    /// raise the queues' floors and (every fifth round) refresh the row-counting gauges.
+    /// Returns when the earliest delayed job still waiting comes due.
     pub(crate) async fn step(&mut self, rt: &Runtime) -> Option<tokio::time::Instant> {
         rescue(rt).await;
         let next_due = promote(rt).await;
         fire_schedules(rt).await;
         prune(rt, &mut self.prune_from).await;
+        self.floors.round(rt).await;
         if self.rounds % 5 == 0 {
             refresh_gauges(rt).await;
         }
