@@ -1903,6 +1903,18 @@ mod tests {
     use crate::testing::TestDb;
     use sqlx::Connection;
 
+    /// A claim of up to `limit` jobs of the default queue in FCFS order, under a 30 s lease.
+    fn fcfs_claim(now: DateTime<Utc>, limit: u32) -> Claim {
+        Claim {
+            limit,
+            order: PolicyKind::Fcfs,
+            lease_until: now + chrono::Duration::seconds(30),
+            queue: "default".into(),
+            concurrency_limit: None,
+            job_types: None,
+        }
+    }
+
     /// Every pool's connections end a transaction whose client went quiet (a process cut off
     /// mid-transaction), so its locks cannot block whoever takes over.
     #[tokio::test]
@@ -1941,14 +1953,7 @@ mod tests {
         let store = PgStore::connect(db.url(), 2).await.unwrap();
         let now = Utc::now();
         let job = |name: &str| crate::testing::sleep_job(name, serde_json::json!({}), 3);
-        let claim = |limit| Claim {
-            limit,
-            order: PolicyKind::Fcfs,
-            lease_until: now + chrono::Duration::seconds(30),
-            queue: "default".into(),
-            concurrency_limit: None,
-            job_types: None,
-        };
+        let claim = |limit| fcfs_claim(now, limit);
         let names = |claimed: Vec<StartedJob>| -> Vec<String> {
             claimed.into_iter().map(|j| j.name).collect()
         };
@@ -2052,14 +2057,7 @@ mod tests {
             .await
             .unwrap();
         let (a, b, c) = (ids[0], ids[1], ids[2]);
-        let claim = Claim {
-            limit: 10,
-            order: PolicyKind::Fcfs,
-            lease_until: now + chrono::Duration::seconds(30),
-            queue: "default".into(),
-            concurrency_limit: None,
-            job_types: None,
-        };
+        let claim = fcfs_claim(now, 10);
         let claimed = store.exchange(&[], "w", now, &claim).await.unwrap().claimed;
         assert_eq!(claimed.len(), 3);
         // This version cancels `c`; an earlier version hands `a` back (no entry) and leaves an
