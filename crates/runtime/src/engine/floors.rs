@@ -6,8 +6,8 @@ use super::*;
 use jobsched_core::ports::FloorMark;
 
 /// Every this many raises, the floors are computed from the front of each queue, not from
-/// where they stand (entries written below a floor by hand or by a process of an earlier
-/// version are found within about half a minute at one round per second).
+/// where they stand (entries written below a floor by hand are found within about half a
+/// minute at one round per second; the recount's sweep resets the floors itself).
 pub(super) const FULL_EVERY: u64 = 30;
 
 /// What the floor keeping remembers between rounds.
@@ -38,7 +38,7 @@ impl Floors {
                     if self.waited % WAIT_LOGGED_AFTER == 0 {
                         tracing::warn!(
                             rounds = self.waited,
-                            "the queues' floors wait for a transaction open for {} rounds (a session left idle in a transaction?); until it ends, claims in FCFS and Round Robin order read past every queue entry claimed since the last vacuum",
+                            "the queues' floors wait for a transaction open for {} rounds; until it ends, claims in FCFS and Round Robin order read past every queue entry claimed since the last vacuum. Find it with SELECT pid, state, xact_start FROM pg_stat_activity WHERE datname = current_database() ORDER BY xact_start, and end it (pg_terminate_backend) if it is a session left idle in a transaction",
                             self.waited
                         );
                     }
