@@ -3,9 +3,10 @@
 //!
 //! The API sets them, not the engine: the engine leader lives in a worker, and with the
 //! workers scaled to zero there would be nobody to report the backlog that should wake them.
-//! Every replica reports the same figure (a query takes `max` over them). The sum over PENDING
-//! rows costs a scan of the queue index, so it runs every [`BACKLOG_EVERY`] and never takes
-//! more than a fifth of the sampler's time.
+//! Every replica reports the same figure (a query takes `max` over them). Postgres keeps the
+//! sums with the counts; on SQLite the sum over PENDING rows is a scan of the queue index, so
+//! the gauges are read every [`BACKLOG_EVERY`] and never take more than a fifth of the
+//! sampler's time.
 
 use crate::state::AppState;
 use jobsched_core::Backlog;

@@ -175,6 +175,10 @@ struct Purged {
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle kept-alive connection is kept for the next request: below the server's
+/// 10 s header-read timeout, after which it closes the connection.
+const IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(5);
+
 /// A client for one jobsched API server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -233,8 +237,12 @@ impl Client {
                  front of it or use a port-forward)",
             ));
         }
+        // The server closes a kept-alive connection after 10 s without a request (its
+        // header-read timeout). A request sent on such a connection as the server closes it
+        // fails with "connection reset": idle connections are dropped well before that.
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .pool_idle_timeout(IDLE_CONNECTION_KEPT)
             .build()
             .map_err(|e| invalid(&e.to_string()))?;
         Ok(Client {

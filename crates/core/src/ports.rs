@@ -82,8 +82,9 @@ pub trait JobRepo: Send + Sync {
     /// kept counts where the store keeps them.
     async fn queue_counts(&self) -> Result<Vec<(String, crate::queue::QueueCounts)>>;
     /// The PENDING jobs that may run now and their summed estimated durations, per named
-    /// queue (queues with none are left out; reads every such row's estimate: for a gauge
-    /// sampled now and then, not for a request path).
+    /// queue (queues with none are left out). From kept sums where the store keeps them;
+    /// otherwise it reads every such row's estimate, which suits a gauge sampled now and then,
+    /// not a request path.
     async fn backlog(&self) -> Result<Vec<(String, Backlog)>>;
     /// PENDING/SCHEDULED/RUNNING → CANCELLED (see [`CancelOutcome`]).
     async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<CancelOutcome>;

@@ -20,6 +20,8 @@
 //! would compute again on every update: the statements that fail or cancel a job set the
 //! FAILED / CANCELLED listing key, `rare_end`, themselves. A claim in sequence order starts at
 //! its queue's floor (`queue_floors`, 0019), past the dead index entries of earlier claims.
+//! The PENDING count deltas carry the jobs' summed estimates (`job_counts.est`, 0020), so the
+//! backlog gauge is a sum over a few rows, not a scan of the queue.
 //!
 //! # Transitions
 //!

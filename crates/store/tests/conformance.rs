@@ -1664,8 +1664,39 @@ fn counts_of(stats: &JobStats) -> (i64, i64, i64, i64, i64, i64, i64) {
 }
 
 /// `stats()` and every status filter's `total` agree with the rows themselves, and each
-/// filtered page holds only jobs in that status.
-async fn assert_counts_match_rows(s: &Arc<dyn Store>, when: &str) {
+/// filtered page holds only jobs in that status; `backlog()` holds each queue's PENDING jobs
+/// but the `delayed` ones, with their summed estimates.
+async fn assert_counts_match_rows(s: &Arc<dyn Store>, delayed: &[JobId], when: &str) {
+    let mut want: Vec<(String, Backlog)> = Vec::new();
+    for j in jobsched_store::testing::all_jobs(s.as_ref()).await {
+        if j.status != JobStatus::Pending || delayed.contains(&j.id) {
+            continue;
+        }
+        let i = match want.iter().position(|(q, _)| *q == j.queue) {
+            Some(i) => i,
+            None => {
+                want.push((j.queue.clone(), Backlog::default()));
+                want.len() - 1
+            }
+        };
+        want[i].1.jobs += 1;
+        want[i].1.seconds += j.estimated_duration;
+    }
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let got = s.backlog().await.unwrap();
+    assert_eq!(
+        got.iter().map(|(q, b)| (q, b.jobs)).collect::<Vec<_>>(),
+        want.iter().map(|(q, b)| (q, b.jobs)).collect::<Vec<_>>(),
+        "backlog jobs {when}"
+    );
+    for ((q, g), (_, w)) in got.iter().zip(&want) {
+        assert!(
+            (g.seconds - w.seconds).abs() < 1e-6,
+            "backlog seconds of {q}: {} != {} {when}",
+            g.seconds,
+            w.seconds
+        );
+    }
     let rows = statuses(s).await;
     let count = |st: JobStatus| rows.values().filter(|&&x| x == st).count() as i64;
     assert_eq!(
@@ -1715,15 +1746,23 @@ async fn assert_counts_match_rows(s: &Arc<dyn Store>, when: &str) {
 
 async fn counts_follow_every_transition(db: &TestDb) {
     let s = db.store().await;
-    assert_counts_match_rows(&s, "when empty").await;
+    assert_counts_match_rows(&s, &[], "when empty").await;
     // One statement per job: enough deltas for the Postgres store to fold them.
+    // Estimates that differ (so the backlog's sums would show a job counted under another's
+    // estimate), and every seventh job in a queue of its own.
     let mut ids = Vec::new();
     for i in 0..110 {
-        ids.push(insert(&s, &format!("c{i}"), t(0)).await);
+        let mut job = custom_job(&format!("c{i}"), "sleep", 5, 0.5 + f64::from(i) * 0.25, 3);
+        if i % 7 == 3 {
+            job.queue = "other".into();
+        }
+        ids.push(inserted(&s, &job, t(0)).await.id);
     }
-    let batch: Vec<NewJob> = (0..20).map(|i| new_job(&format!("b{i}"))).collect();
+    let batch: Vec<NewJob> = (0..20)
+        .map(|i| custom_job(&format!("b{i}"), "sleep", 5, 2.0 + f64::from(i), 3))
+        .collect();
     ids.extend(s.insert_many(&batch, t(0)).await.unwrap());
-    assert_counts_match_rows(&s, "after inserts").await;
+    assert_counts_match_rows(&s, &[], "after inserts").await;
 
     // 40 dispatched in one claim, 30 of them started.
     let current: Vec<Token> = {
@@ -1737,7 +1776,7 @@ async fn counts_follow_every_transition(db: &TestDb) {
     assert_eq!(scheduled.len(), 40);
     let starts: Vec<(Token, DateTime<Utc>)> = scheduled[..30].iter().map(|&k| (k, t(2))).collect();
     assert_eq!(recorded(&s, &starts, "w", t(20)).await.len(), 30);
-    assert_counts_match_rows(&s, "after dispatch").await;
+    assert_counts_match_rows(&s, &[], "after dispatch").await;
 
     // Outcomes of every kind in one call, one recorded together with its start.
     let mut runs: Vec<Finished> = Vec::new();
@@ -1755,7 +1794,7 @@ async fn counts_follow_every_transition(db: &TestDb) {
         started_at: Some(t(3)),
     });
     assert_eq!(s.finish(&runs, "w", t(4)).await.unwrap().len(), 31);
-    assert_counts_match_rows(&s, "after outcomes").await;
+    assert_counts_match_rows(&s, &[], "after outcomes").await;
 
     // Cancels (PENDING and SCHEDULED), a dead letter retried, leases rescued.
     for &id in &ids[100..110] {
@@ -1771,9 +1810,9 @@ async fn counts_follow_every_transition(db: &TestDb) {
     );
     let report = s.rescue_expired(t(60)).await.unwrap();
     assert_eq!(report.undispatched.len(), 8, "{report:?}");
-    assert_counts_match_rows(&s, "after cancels and rescue").await;
+    assert_counts_match_rows(&s, &[], "after cancels and rescue").await;
     // A second read (after the Postgres store folded its deltas) says the same.
-    assert_counts_match_rows(&s, "read again").await;
+    assert_counts_match_rows(&s, &[], "read again").await;
 
     // A worker's exchanges: claims, then one outcome of each kind with successors claimed.
     let got = s
@@ -1783,7 +1822,7 @@ async fn counts_follow_every_transition(db: &TestDb) {
         .claimed;
     let tokens = scheduled_tokens(got);
     assert_eq!(tokens.len(), 4);
-    assert_counts_match_rows(&s, "after a claim").await;
+    assert_counts_match_rows(&s, &[], "after a claim").await;
     let outcomes = [
         out::completed(tokens[0], json!(0)),
         out::retried(tokens[1], "again".into(), t(8)),
@@ -1795,7 +1834,7 @@ async fn counts_follow_every_transition(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!((exchanged.applied.len(), exchanged.claimed.len()), (4, 3));
-    assert_counts_match_rows(&s, "after an exchange").await;
+    assert_counts_match_rows(&s, &[], "after an exchange").await;
 
     // A RUNNING job cancelled (its worker is told to stop); a start recorded twice (the reply
     // to the first was lost); a delayed job promoted; the dead letters purged.
@@ -1824,11 +1863,11 @@ async fn counts_follow_every_transition(db: &TestDb) {
     };
     assert_eq!(s.finish(&[retry], "w", t(12)).await.unwrap().len(), 1);
     assert_eq!(s.stats().await.unwrap().delayed, 1);
-    assert_counts_match_rows(&s, "after a delayed job's retry").await;
+    assert_counts_match_rows(&s, &[later], "after a delayed job's retry").await;
     assert_eq!(s.promote_due(t(100), 10).await.unwrap().promoted, 1);
     assert_eq!(s.stats().await.unwrap().delayed, 0);
     assert!(s.purge_dead_letters().await.unwrap() > 0);
-    assert_counts_match_rows(&s, "after a cancel, starts, a promotion and a purge").await;
+    assert_counts_match_rows(&s, &[], "after a cancel, starts, a promotion and a purge").await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2273,7 +2312,7 @@ async fn retention_deletes_only_what_outlived_it(db: &TestDb) {
     for gone in [old_done, old_done2, purged, cancelled] {
         assert!(s.get(gone).await.unwrap().is_none());
     }
-    assert_counts_match_rows(&s, "after pruning").await;
+    assert_counts_match_rows(&s, &[], "after pruning").await;
     assert_eq!(s.dead_letter_count().await.unwrap(), 2, "dead and late");
     // Nothing more to do at the same cutoffs; a key whose job is gone names a new job.
     assert_eq!(

@@ -74,12 +74,12 @@ WITH runs AS (
         run_at = EXCLUDED.run_at, delayed = EXCLUDED.delayed, created_at = EXCLUDED.created_at,
         job_type = EXCLUDED.job_type
 ), counted AS (
-    INSERT INTO job_counts (queue, job_type, status, n, run_ms)
-    SELECT queue, job_type, k, sum(n), sum(ms) FROM (
-        SELECT queue, job_type, was AS k, -1 AS n, 0::float8 AS ms FROM done
-        UNION ALL SELECT queue, job_type, k, 1, run_ms FROM done
+    INSERT INTO job_counts (queue, job_type, status, n, run_ms, est)
+    SELECT queue, job_type, k, sum(n), sum(ms), sum(e) FROM (
+        SELECT queue, job_type, was AS k, -1 AS n, 0::float8 AS ms, 0::float8 AS e FROM done
+        UNION ALL SELECT queue, job_type, k, 1, run_ms, job_pending_est(k, est) FROM done
     ) d
     GROUP BY queue, job_type, k
-    HAVING sum(n) <> 0 OR sum(ms) <> 0
+    HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(e) <> 0
 )
 SELECT id, attempt FROM done

@@ -16,7 +16,7 @@ lease_owner = NULL, lease_expires_at = $4
 FROM claim WHERE j.id = claim.id AND (j.status = 'PENDING') IS TRUE
 RETURNING j.id, j.attempt, j.name, j.job_type, j.payload, j.checkpoint,
 j.retry_count, j.max_retries, j.created_at, j.slices, j.timeout_seconds,
-j.backoff_base, j.backoff_cap, j.queue, j.delayed),
+j.backoff_base, j.backoff_cap, j.queue, j.delayed, j.estimated_duration),
 gone AS (
 DELETE FROM job_queue WHERE id IN (
 SELECT id FROM job_queue WHERE id = ANY (ARRAY(SELECT id FROM scheduled)) FOR UPDATE SKIP LOCKED)),
@@ -24,10 +24,11 @@ leased AS (
 INSERT INTO job_leases (expires_at, owner, ids)
 SELECT $4, NULL, array_agg(id) FROM scheduled HAVING count(*) > 0),
 counted AS (
-INSERT INTO job_counts (queue, job_type, status, n, run_ms)
-SELECT queue, job_type, job_count_key('PENDING', delayed), -count(*), 0
+INSERT INTO job_counts (queue, job_type, status, n, run_ms, est)
+SELECT queue, job_type, job_count_key('PENDING', delayed), -count(*), 0,
+-sum(job_pending_est(job_count_key('PENDING', delayed), estimated_duration))
 FROM scheduled GROUP BY 1, 2, 3
 UNION ALL
-SELECT queue, job_type, 'SCHEDULED', count(*), 0 FROM scheduled GROUP BY 1, 2)
+SELECT queue, job_type, 'SCHEDULED', count(*), 0, 0 FROM scheduled GROUP BY 1, 2)
 SELECT id, attempt, name, job_type, payload, checkpoint, retry_count, max_retries, created_at,
 slices, timeout_seconds, backoff_base, backoff_cap, queue FROM scheduled

@@ -12,10 +12,11 @@ promoted AS (
 UPDATE jobs j SET delayed = false, seq = t.seq
 FROM t
 WHERE j.id = t.id AND j.delayed AND j.status = 'PENDING'
-RETURNING j.queue, j.job_type),
+RETURNING j.queue, j.job_type, j.estimated_duration),
 counted AS (
-INSERT INTO job_counts (queue, job_type, status, n, run_ms)
-SELECT queue, job_type, 'DELAYED', -count(*), 0 FROM promoted GROUP BY 1, 2
+INSERT INTO job_counts (queue, job_type, status, n, run_ms, est)
+SELECT queue, job_type, 'DELAYED', -count(*), 0, 0 FROM promoted GROUP BY 1, 2
 UNION ALL
-SELECT queue, job_type, 'PENDING', count(*), 0 FROM promoted GROUP BY 1, 2)
+SELECT queue, job_type, 'PENDING', count(*), 0, sum(estimated_duration) FROM promoted
+GROUP BY 1, 2)
 SELECT count(*) FROM promoted

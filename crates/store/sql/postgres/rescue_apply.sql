@@ -2,7 +2,7 @@
 -- jobsched_core::retry::AfterFailure): $2/$3 the RUNNING jobs that go to the dead-letter queue
 -- and their errors, $4/$5 those that go back to PENDING for a retry, $6 the SCHEDULED jobs never
 -- started (back to PENDING, nothing counted as a try). The jobs back in PENDING enter their
--- queue (`entered`) and the count deltas are written (`counted`).
+-- queue (`entered`) and the count deltas (with the PENDING estimates) are written (`counted`).
 WITH dead AS (
     UPDATE jobs j
     SET status = 'FAILED', rare_end = 1, dead_letter = true, failed_at = $1, completed_at = $1,
@@ -35,14 +35,16 @@ WITH dead AS (
         run_at = EXCLUDED.run_at, delayed = EXCLUDED.delayed, created_at = EXCLUDED.created_at,
         job_type = EXCLUDED.job_type
 ), counted AS (
-    INSERT INTO job_counts (queue, job_type, status, n, run_ms)
-    SELECT queue, job_type, k, sum(n), 0 FROM (
-        SELECT queue, job_type, 'RUNNING' AS k, -1 AS n FROM dead
-        UNION ALL SELECT queue, job_type, 'FAILED', 1 FROM dead
-        UNION ALL SELECT queue, job_type, 'RUNNING', -1 FROM retried
-        UNION ALL SELECT queue, job_type, k, 1 FROM retried
-        UNION ALL SELECT queue, job_type, 'SCHEDULED', -1 FROM undispatched
-        UNION ALL SELECT queue, job_type, k, 1 FROM undispatched
+    INSERT INTO job_counts (queue, job_type, status, n, run_ms, est)
+    SELECT queue, job_type, k, sum(n), 0, sum(e) FROM (
+        SELECT queue, job_type, 'RUNNING' AS k, -1 AS n, 0::float8 AS e FROM dead
+        UNION ALL SELECT queue, job_type, 'FAILED', 1, 0 FROM dead
+        UNION ALL SELECT queue, job_type, 'RUNNING', -1, 0 FROM retried
+        UNION ALL SELECT queue, job_type, k, 1, job_pending_est(k, estimated_duration)
+        FROM retried
+        UNION ALL SELECT queue, job_type, 'SCHEDULED', -1, 0 FROM undispatched
+        UNION ALL SELECT queue, job_type, k, 1, job_pending_est(k, estimated_duration)
+        FROM undispatched
     ) d
     GROUP BY queue, job_type, k
     HAVING sum(n) <> 0

@@ -17,7 +17,7 @@ priority = EXCLUDED.priority, estimated_duration = EXCLUDED.estimated_duration,
 run_at = EXCLUDED.run_at, delayed = EXCLUDED.delayed, created_at = EXCLUDED.created_at,
 job_type = EXCLUDED.job_type),
 counted AS (
-INSERT INTO job_counts (queue, job_type, status, n, run_ms)
-SELECT queue, job_type, 'FAILED', -1, 0 FROM retried
-UNION ALL SELECT queue, job_type, k, 1, 0 FROM retried)
+INSERT INTO job_counts (queue, job_type, status, n, run_ms, est)
+SELECT queue, job_type, 'FAILED', -1, 0, 0 FROM retried
+UNION ALL SELECT queue, job_type, k, 1, 0, job_pending_est(k, estimated_duration) FROM retried)
 SELECT count(*) FROM retried
