@@ -2,9 +2,9 @@
 -- `jobsched_backlog_seconds` gauge reports for autoscalers) is kept with the counts instead of
 -- summed over the queue entries.
 --
--- The sum was a scan of `job_queue`: with 10M jobs pending it took 1-3 s, every ten seconds
+-- The sum was a scan of `job_queue`: with 10M jobs pending it took 1-5 s, every ten seconds
 -- or more, and it was a transaction open for that long, which the queue floors (migration
--- 0019) wait for before they rise. Measured in the 10M run (BENCHMARKS.md, 2026-12-07): a
+-- 0019) wait for before they rise. Measured in the 10M runs (BENCHMARKS.md, 2026-12-07): a
 -- floor stalled 4 s behind it, and the raise that followed read 133k heap blocks.
 --
 -- `est` is the summed `estimated_duration` of the jobs a delta row counts, for the PENDING key
@@ -22,10 +22,13 @@ RETURNS double precision LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN key = 'PENDING' THEN coalesce(est, 0) ELSE 0 END
 $$;
 
--- The estimates of the jobs pending now (their counts are kept already).
+-- The estimates of the jobs pending now (their counts are kept already), from their queue
+-- entries: a read of the narrow table, during which `job_counts` stays locked by the ALTER
+-- above (seconds with millions of jobs pending). An entry whose job is no longer PENDING (left
+-- by an earlier version) is corrected by the recount.
 INSERT INTO job_counts (queue, job_type, status, n, run_ms, est)
 SELECT queue, job_type, 'PENDING', 0, 0, sum(estimated_duration)
-  FROM jobs WHERE status = 'PENDING' AND NOT delayed
+  FROM job_queue WHERE NOT delayed
  GROUP BY 1, 2;
 
 CREATE OR REPLACE FUNCTION job_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$

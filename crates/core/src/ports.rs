@@ -81,7 +81,8 @@ pub trait JobRepo: Send + Sync {
     /// Jobs waiting and running per named queue (queues that hold none are left out), from
     /// kept counts where the store keeps them.
     async fn queue_counts(&self) -> Result<Vec<(String, crate::queue::QueueCounts)>>;
-    /// The PENDING jobs that may run now and their summed estimated durations, per named
+    /// The PENDING jobs that are not delayed (retries waiting out their backoff included) and
+    /// their summed estimated durations, per named
     /// queue (queues with none are left out). From kept sums where the store keeps them;
     /// otherwise it reads every such row's estimate, which suits a gauge sampled now and then,
     /// not a request path.

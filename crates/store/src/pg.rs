@@ -571,8 +571,8 @@ impl PgStore {
     }
 
     /// Replace the rows of `job_counts` by one row per (queue, job type, status) holding their
-    /// sums. The rows
-    /// deleted are the ones summed (one statement), so deltas appended meanwhile, and a fold
+    /// sums (a group whose count and estimates both sum to 0 goes). The rows deleted are the
+    /// ones summed (one statement), so deltas appended meanwhile, and a fold or a recount
     /// running at the same time elsewhere, are neither lost nor counted twice.
     async fn fold_counts(&self) -> Result<()> {
         retry_conflicts(|| async {
@@ -2220,6 +2220,17 @@ mod tests {
         let stats = store.stats().await.unwrap();
         assert_eq!((stats.pending, stats.running, stats.cancelled), (2, 0, 1));
         assert_eq!(stats.total_jobs, 3);
+        assert_eq!(
+            store.backlog().await.unwrap(),
+            [(
+                "default".to_string(),
+                Backlog {
+                    jobs: 2,
+                    seconds: 2.0
+                }
+            )],
+            "the backlog corrected with its count"
+        );
         assert_eq!(
             store.recount(Utc::now()).await.unwrap(),
             0,

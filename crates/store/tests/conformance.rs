@@ -1759,7 +1759,7 @@ async fn counts_follow_every_transition(db: &TestDb) {
         ids.push(inserted(&s, &job, t(0)).await.id);
     }
     let batch: Vec<NewJob> = (0..20)
-        .map(|i| custom_job(&format!("b{i}"), "sleep", 5, 2.0 + f64::from(i), 3))
+        .map(|i| custom_job(&format!("b{i}"), "sleep", 5, 2.1 + f64::from(i), 3))
         .collect();
     ids.extend(s.insert_many(&batch, t(0)).await.unwrap());
     assert_counts_match_rows(&s, &[], "after inserts").await;
@@ -1868,6 +1868,51 @@ async fn counts_follow_every_transition(db: &TestDb) {
     assert_eq!(s.stats().await.unwrap().delayed, 0);
     assert!(s.purge_dead_letters().await.unwrap() > 0);
     assert_counts_match_rows(&s, &[], "after a cancel, starts, a promotion and a purge").await;
+
+    // Leases ended: the rescuer sends the RUNNING jobs back to PENDING for a retry.
+    let report = s.rescue_expired(t(200)).await.unwrap();
+    assert!(!report.retried.is_empty(), "{report:?}");
+    assert_counts_match_rows(&s, &[], "after running jobs were rescued").await;
+    // One job back into PENDING and another out of it in one exchange: the count nets to
+    // nothing, their estimates do not.
+    let one = s
+        .exchange(&[], "y", t(201), &claim(1, PolicyKind::Fcfs, t(260)))
+        .await
+        .unwrap()
+        .claimed;
+    let back = scheduled_tokens(one)[0];
+    let swapped = s
+        .exchange(
+            &[out::requeued(back, None)],
+            "y",
+            t(202),
+            &claim(1, PolicyKind::Fcfs, t(261)),
+        )
+        .await
+        .unwrap();
+    assert_eq!((swapped.applied.len(), swapped.claimed.len()), (1, 1));
+    assert_ne!(
+        job(&s, back.id).await.estimated_duration,
+        job(&s, swapped.claimed[0].id).await.estimated_duration
+    );
+    assert_counts_match_rows(&s, &[], "after an exchange whose counts net to nothing").await;
+    // Many single cancels: enough deltas for the Postgres store to fold them, PENDING
+    // estimates going down.
+    let pending: Vec<JobId> = statuses(&s)
+        .await
+        .into_iter()
+        .filter(|&(_, st)| st == JobStatus::Pending)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(pending.len() > 70, "{} pending", pending.len());
+    for &id in &pending[..70] {
+        assert_eq!(
+            s.cancel(id, t(203)).await.unwrap(),
+            CancelOutcome::Cancelled
+        );
+    }
+    assert_counts_match_rows(&s, &[], "after many cancels").await;
+    assert_counts_match_rows(&s, &[], "after many cancels, read again").await;
 }
 
 // ---------------------------------------------------------------------------------------------
