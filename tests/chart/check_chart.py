@@ -1552,8 +1552,9 @@ def day1_autoscaling() -> None:
             "targetBacklogSeconds × concurrency slots, connecting with the workers' JOBSCHED_DATABASE_URL",
             trig.get("type") == "postgresql" and trig.get("metricType") == "AverageValue"
             and meta.get("connectionFromEnv") == "JOBSCHED_DATABASE_URL" and "JOBSCHED_DATABASE_URL" in worker_env
-            and "sum(estimated_duration)" in meta.get("query", "") and meta.get("query", "").endswith("FROM job_queue WHERE NOT delayed")
-            and "FROM job_queue WHERE NOT delayed" in store_src
+            and "sum(est)" in meta.get("query", "")
+            and meta.get("query", "").endswith("FROM job_counts WHERE status = 'PENDING'")
+            and "sum(est)" in store_src and "FROM job_counts WHERE status = 'PENDING'" in store_src
             and float(meta.get("targetQueryValue", "nan")) == 120.0 and float(meta.get("activationTargetQueryValue", "nan")) == 1.0,
             str(trig))
     postgres = find(docs, "StatefulSet", "-postgresql")
