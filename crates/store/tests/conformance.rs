@@ -1667,22 +1667,15 @@ fn counts_of(stats: &JobStats) -> (i64, i64, i64, i64, i64, i64, i64) {
 /// filtered page holds only jobs in that status; `backlog()` holds each queue's PENDING jobs
 /// but the `delayed` ones, with their summed estimates.
 async fn assert_counts_match_rows(s: &Arc<dyn Store>, delayed: &[JobId], when: &str) {
-    let mut want: Vec<(String, Backlog)> = Vec::new();
+    let mut want: std::collections::BTreeMap<String, Backlog> = Default::default();
     for j in jobsched_store::testing::all_jobs(s.as_ref()).await {
-        if j.status != JobStatus::Pending || delayed.contains(&j.id) {
-            continue;
+        if j.status == JobStatus::Pending && !delayed.contains(&j.id) {
+            let b = want.entry(j.queue).or_default();
+            b.jobs += 1;
+            b.seconds += j.estimated_duration;
         }
-        let i = match want.iter().position(|(q, _)| *q == j.queue) {
-            Some(i) => i,
-            None => {
-                want.push((j.queue.clone(), Backlog::default()));
-                want.len() - 1
-            }
-        };
-        want[i].1.jobs += 1;
-        want[i].1.seconds += j.estimated_duration;
     }
-    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let want: Vec<(String, Backlog)> = want.into_iter().collect();
     let got = s.backlog().await.unwrap();
     assert_eq!(
         got.iter().map(|(q, b)| (q, b.jobs)).collect::<Vec<_>>(),
